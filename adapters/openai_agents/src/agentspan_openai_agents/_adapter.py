@@ -1,0 +1,72 @@
+"""The OpenAI Agents SDK adapter: runs ``Runner.run`` with every call routed through the core."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from agents import Agent, Model, RunConfig, Runner
+from agents.models.multi_provider import MultiProvider
+from pydantic_core import to_jsonable_python
+
+import agentspan
+from agentspan.adapters import Adapter
+from agentspan.errors import ConfigurationError
+
+from agentspan_openai_agents._model import CallTracker, JournalingProvider
+from agentspan_openai_agents._wrap import AgentWrapper
+
+_RUNNER_OPTIONS = ("context", "max_turns", "hooks", "error_handlers")
+_STORED_OPTIONS = ("max_turns",)
+
+
+class OpenAIAgentsAdapter(Adapter):
+    """Makes `agents.Agent` runs durable: ``agentspan.run(agent, input)``."""
+
+    framework = "openai-agents"
+
+    def accepts(self, target: Any) -> bool:
+        return isinstance(target, Agent)
+
+    def agent_name(self, target: Any) -> str:
+        return str(target.name)
+
+    def encode_input(self, input: Any) -> Any:
+        if isinstance(input, str):
+            return input
+        if isinstance(input, list):
+            return to_jsonable_python(input)
+        raise ConfigurationError(
+            f"agentspan.run(agent, input) takes a str or a list of input items, not {type(input).__name__} "
+            "(an SDK RunState is not needed: Agentspan keeps the run's state itself)")
+
+    def encode_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - {*_RUNNER_OPTIONS, "run_config"}
+        if unknown:
+            raise ConfigurationError(f"unknown Runner option(s) for openai-agents: {', '.join(sorted(unknown))}")
+        return {k: options[k] for k in _STORED_OPTIONS if k in options}
+
+    def encode_output(self, result: Any) -> Any:
+        return to_jsonable_python(result.final_output, fallback=str)
+
+    async def execute(self, run: agentspan.ActiveRun, target: Any, input: Any, options: dict[str, Any]) -> Any:
+        config = options.get("run_config") or RunConfig()
+        if isinstance(config, dict):
+            config = RunConfig(**config)
+        tracker = CallTracker()
+        wrapper = AgentWrapper(tracker)
+        owns_provider = options.get("run_config") is None
+        provider = JournalingProvider(config.model_provider if not owns_provider else MultiProvider(), tracker)
+        model = wrapper.model(config.model) if isinstance(config.model, Model) else config.model
+        config = dataclasses.replace(config, model_provider=provider, model=model)
+        kwargs = {**run.run.options, **{k: options[k] for k in _RUNNER_OPTIONS if k in options}}
+        try:
+            return await Runner.run(wrapper.agent(target), input, run_config=config, **kwargs)
+        finally:
+            if owns_provider:
+                await provider.aclose()
+
+    def demo(self) -> None:
+        from agentspan_openai_agents.demo import main
+
+        main()

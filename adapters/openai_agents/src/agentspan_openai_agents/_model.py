@@ -1,0 +1,137 @@
+"""Model calls: a `Model` wrapper and a `ModelProvider` wrapper that route every model call of a
+run through the Agentspan journal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import cache
+from typing import Any
+
+from agents import Model, ModelProvider, ModelResponse, Usage
+from agents.items import TResponseOutputItem
+from agents.models import get_default_model
+from pydantic import TypeAdapter
+from pydantic_core import to_jsonable_python
+
+import agentspan
+from agentspan.models import ModelId, parse_model_id
+
+
+@cache
+def _adapters() -> tuple[TypeAdapter[list[TResponseOutputItem]], TypeAdapter[Usage]]:
+    return TypeAdapter(list[TResponseOutputItem]), TypeAdapter(Usage)
+
+
+def dump_response(response: ModelResponse) -> dict[str, Any]:
+    """Serializes a `ModelResponse` to JSON (round-trips through `load_response`)."""
+    _, usage = _adapters()
+    return {
+        "output": [item.model_dump(mode="json", exclude_unset=True) for item in response.output],
+        "usage": usage.dump_python(response.usage, mode="json"),
+        "response_id": response.response_id,
+        "request_id": response.request_id,
+        "raw_usage": response.raw_usage,
+    }
+
+
+def load_response(data: dict[str, Any]) -> ModelResponse:
+    """Rebuilds the `ModelResponse` journaled by `dump_response`."""
+    output, usage = _adapters()
+    return ModelResponse(
+        output=output.validate_python(data["output"]),
+        usage=usage.validate_python(data["usage"]),
+        response_id=data.get("response_id"),
+        request_id=data.get("request_id"),
+        raw_usage=data.get("raw_usage"),
+    )
+
+
+def _metrics(response: ModelResponse) -> agentspan.LlmMetrics:
+    return agentspan.LlmMetrics(input_tokens=response.usage.input_tokens,
+                                output_tokens=response.usage.output_tokens)
+
+
+def model_identity(model: Model, name: str | None = None) -> ModelId:
+    """Labels a model for the trail: ``provider/model``."""
+    explicit = getattr(model, "agentspan_model_id", None)
+    if isinstance(explicit, str):
+        return parse_model_id(explicit)
+    label = name or getattr(model, "model", None)
+    module = type(model).__module__
+    default = "openai" if module.startswith("agents.models.openai") else (
+        "litellm" if "litellm" in module else "custom")
+    if isinstance(label, str):
+        return parse_model_id(label, default_provider=default)
+    return ModelId(default, type(model).__name__)
+
+
+def call_ids(response: ModelResponse) -> list[str | None]:
+    """The call ids of the tool/handoff calls a response asked for, in order."""
+    return [getattr(item, "call_id", None) or None for item in response.output
+            if getattr(item, "type", None) in ("function_call", "custom_tool_call")]
+
+
+class JournalingModel(Model):
+    """Wraps a `Model`: each `get_response` becomes a journaled ``llm`` step of the active run."""
+
+    def __init__(self, inner: Model, identity: ModelId, tracker: CallTracker) -> None:
+        self.inner = inner
+        self.identity = identity
+        self.tracker = tracker
+
+    async def get_response(self, system_instructions: str | None, input: Any, model_settings: Any,
+                           tools: list[Any], output_schema: Any, handoffs: list[Any], tracing: Any, *,
+                           previous_response_id: str | None = None, conversation_id: str | None = None,
+                           prompt: Any = None) -> ModelResponse:
+        async def invoke() -> ModelResponse:
+            return await self.inner.get_response(
+                system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
+                previous_response_id=previous_response_id, conversation_id=conversation_id, prompt=prompt)
+
+        run = agentspan.active_run()
+        if run is None:
+            return await invoke()
+        key = run.llm_key()
+        items = [{"role": "user", "content": input}] if isinstance(input, str) else input
+        extra = {
+            "system": system_instructions,
+            "tools": [getattr(t, "name", type(t).__name__) for t in tools],
+            "handoffs": [h.tool_name for h in handoffs],
+            "output": output_schema.name() if output_schema is not None else None,
+        }
+        new_items, input_hash = run.conversation_hash(items, to_jsonable_python, extra)
+        response = await run.step(
+            kind=agentspan.StepKind.LLM, key=key, name=self.identity.model,
+            input={"system": system_instructions, "new_items": new_items}, input_hash=input_hash,
+            invoke=invoke, dump=dump_response, load=load_response, provider=self.identity.provider,
+            model=self.identity.model, metrics=_metrics)
+        run.register_calls(key, call_ids(response))
+        self.tracker.last_llm_key = key
+        return response
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """Streaming is passed through unjournaled (`agentspan.run` uses the non-streamed path)."""
+        return self.inner.stream_response(*args, **kwargs)
+
+
+class CallTracker:
+    """Per-attempt translation state: the key of the last model call (handoffs hang off it)."""
+
+    last_llm_key: str = "llm:?"
+
+
+class JournalingProvider(ModelProvider):
+    """Wraps a `ModelProvider` so that every model it resolves is a `JournalingModel`."""
+
+    def __init__(self, inner: ModelProvider, tracker: CallTracker) -> None:
+        self.inner = inner
+        self.tracker = tracker
+
+    def get_model(self, model_name: str | None) -> Model:
+        model = self.inner.get_model(model_name)
+        if isinstance(model, JournalingModel):
+            return model
+        return JournalingModel(model, model_identity(model, model_name or get_default_model()), self.tracker)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

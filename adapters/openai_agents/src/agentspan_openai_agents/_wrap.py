@@ -1,0 +1,118 @@
+"""Clones an agent tree so every tool call, handoff and model call goes through the journal.
+
+Only the SDK's own extension points are used: `FunctionTool.on_invoke_tool`,
+`FunctionTool.needs_approval`, `Handoff.on_invoke_handoff`, and `Model` instances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from typing import Any
+
+from agents import Agent, FunctionTool, Handoff, Model, handoff
+from agents.tool_context import ToolContext
+
+import agentspan
+from agentspan.hashing import digest
+from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
+
+from agentspan_openai_agents._model import CallTracker, JournalingModel, model_identity
+
+
+def _options_of(tool: FunctionTool) -> ToolOptions:
+    found = tool_options(tool)
+    if found is None:
+        try:
+            found = tool_options(tool.__wrapped__)
+        except AttributeError:
+            found = None
+    return found or DEFAULT_TOOL_OPTIONS
+
+
+def _parse_args(args_json: str) -> Any:
+    try:
+        return json.loads(args_json) if args_json else {}
+    except ValueError:
+        return args_json  # the SDK reports malformed arguments to the model itself
+
+
+class AgentWrapper:
+    """Makes durable clones of an agent tree, once per execution attempt (memoized by identity)."""
+
+    def __init__(self, tracker: CallTracker) -> None:
+        self.tracker = tracker
+        self._clones: dict[int, Agent[Any]] = {}
+
+    def agent(self, agent: Agent[Any]) -> Agent[Any]:
+        """Returns the durable clone of ``agent`` (the same clone for the same agent)."""
+        clone = self._clones.get(id(agent))
+        if clone is not None:
+            return clone
+        clone = agent.clone()
+        self._clones[id(agent)] = clone
+        self._clones[id(clone)] = clone
+        clone.tools = [self.tool(t) if isinstance(t, FunctionTool) else t for t in agent.tools]
+        clone.handoffs = [self.handoff(h) for h in agent.handoffs]
+        if isinstance(agent.model, Model) and not isinstance(agent.model, JournalingModel):
+            clone.model = self.model(agent.model)
+        return clone
+
+    def model(self, model: Model) -> Model:
+        """Wraps a `Model` instance held by an agent or a run config."""
+        return JournalingModel(model, model_identity(model), self.tracker)
+
+    def tool(self, tool: FunctionTool) -> FunctionTool:
+        """Returns a copy of ``tool`` whose calls are journaled, replayed and approval-gated."""
+        options = _options_of(tool)
+        original = tool.on_invoke_tool
+        needs_approval = tool.needs_approval
+
+        async def on_invoke_tool(ctx: ToolContext[Any], args_json: str) -> Any:
+            run = agentspan.active_run()
+            if run is None:
+                return await original(ctx, args_json)
+            args = _parse_args(args_json)
+            required = needs_approval
+            if callable(required):
+                required = required(ctx, args if isinstance(args, dict) else {}, ctx.tool_call_id)
+                if inspect.isawaitable(required):
+                    required = await required
+            return await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
+                                  invoke=lambda: original(ctx, args_json), options=options,
+                                  needs_approval=bool(required))
+
+        return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool, needs_approval=False)
+
+    def handoff(self, target: Agent[Any] | Handoff[Any, Any]) -> Handoff[Any, Any]:
+        """Returns a handoff to the durable clone of its agent, journaled as a ``handoff`` step."""
+        if isinstance(target, Agent):
+            target = handoff(target)
+        original = target.on_invoke_handoff
+        ref = getattr(target, "_agent_ref", None)
+        tracker = self.tracker
+
+        async def on_invoke_handoff(ctx: Any, args_json: str) -> Agent[Any]:
+            run = agentspan.active_run()
+            if run is None:
+                return self.agent(await original(ctx, args_json))
+            known = ref() if ref is not None else None
+            key = f"{tracker.last_llm_key}/handoff:{target.tool_name}"
+            args = _parse_args(args_json)
+
+            async def invoke() -> Agent[Any]:
+                return self.agent(await original(ctx, args_json))
+
+            def load(data: Any) -> Agent[Any]:
+                if known is None:  # no way to find the agent without calling the handoff again
+                    raise LookupError("handoff target unknown")
+                return self.agent(known)
+
+            if known is None:
+                return await invoke()
+            return await run.step(kind=agentspan.StepKind.HANDOFF, key=key, name=target.agent_name,
+                                  input=args, input_hash=digest(args), invoke=invoke,
+                                  dump=lambda agent: {"agent": agent.name}, load=load)
+
+        return dataclasses.replace(target, on_invoke_handoff=on_invoke_handoff)

@@ -1,0 +1,95 @@
+"""Offline models for tests and demos: a scripted `Model` that needs no provider or network."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents import Model, ModelResponse, Usage
+from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
+
+import agentspan
+
+_LLM_INDEX = re.compile(r"llm:(\d+)$")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool (or handoff) call the scripted model asks for."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    call_id: str | None = None
+
+
+Turn = str | ToolCall | Sequence[str | ToolCall]
+"""One model response: a final text, one tool call, or several outputs (parallel tool calls)."""
+
+
+class ScriptedModel(Model):
+    """Answers model calls from a script, one turn per call.
+
+    Inside a durable run the turn is chosen by the call's journal position (``llm:N`` → turn N),
+    so a resumed run's first live call gets the right turn after replayed ones; elsewhere an
+    internal counter is used.
+
+    Args:
+        turns: The responses, in order.
+        name: The model name recorded in the trail.
+        latency: Seconds each call sleeps (to make a crash window in demos).
+        on_call: Called with the turn index before each live call (counting side effects).
+    """
+
+    agentspan_model_id: str
+
+    def __init__(self, turns: Sequence[Turn], *, name: str = "scripted", latency: float = 0.0,
+                 on_call: Callable[[int], None] | None = None) -> None:
+        self.turns = list(turns)
+        self.agentspan_model_id = f"scripted/{name}"
+        self.latency = latency
+        self.on_call = on_call
+        self.calls = 0
+
+    def _index(self) -> int:
+        step = agentspan.current_step()
+        if step is not None and step.kind == "llm" and (m := _LLM_INDEX.search(step.key)):
+            return int(m.group(1))
+        return self.calls
+
+    def response(self, index: int) -> ModelResponse:
+        """Builds the `ModelResponse` of turn ``index``."""
+        if index >= len(self.turns):
+            raise IndexError(f"ScriptedModel has {len(self.turns)} turns; call {index + 1} has no script")
+        turn = self.turns[index]
+        parts = [turn] if isinstance(turn, (str, ToolCall)) else list(turn)
+        output: list[Any] = []
+        for n, part in enumerate(parts):
+            if isinstance(part, ToolCall):
+                output.append(ResponseFunctionToolCall(
+                    arguments=json.dumps(part.args), call_id=part.call_id or f"call_{index}_{n}",
+                    name=part.name, type="function_call", id=f"fc_{index}_{n}", status="completed"))
+            else:
+                output.append(ResponseOutputMessage(
+                    id=f"msg_{index}_{n}", role="assistant", status="completed", type="message",
+                    content=[ResponseOutputText(annotations=[], text=part, type="output_text")]))
+        usage = Usage(requests=1, input_tokens=100 + 10 * index, output_tokens=20, total_tokens=120 + 10 * index)
+        return ModelResponse(output=output, usage=usage, response_id=None)
+
+    async def get_response(self, system_instructions: str | None, input: Any, model_settings: Any,
+                           tools: list[Any], output_schema: Any, handoffs: list[Any], tracing: Any, *,
+                           previous_response_id: str | None = None, conversation_id: str | None = None,
+                           prompt: Any = None) -> ModelResponse:
+        index = self._index()
+        self.calls += 1
+        if self.on_call is not None:
+            self.on_call(index)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return self.response(index)
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        raise NotImplementedError("ScriptedModel does not stream")

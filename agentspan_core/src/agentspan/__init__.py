@@ -1,0 +1,56 @@
+"""Agentspan: durable runs, human approvals and an audit trail for existing AI agents.
+
+Keep the agent; change one call::
+
+    import agentspan
+    result = agentspan.run(agent, "Refund order 42")   # was: Runner.run_sync(agent, ...)
+
+``import agentspan`` is cheap: the runtime (and pydantic) load on first use of a name below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from agentspan import errors
+from agentspan.tools import StepInfo, ToolOptions, current_step, tool, tool_options
+
+if TYPE_CHECKING:
+    from agentspan.api import Handle, get, resume, run, run_async, serve, start
+    from agentspan.config import configure, get_store, settings
+    from agentspan.records import Approval, ApprovalStatus, Run, RunStatus, Step, StepKind, StepStatus
+    from agentspan.runtime import ActiveRun, LlmMetrics, active_run
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Handle": "agentspan.api", "get": "agentspan.api", "resume": "agentspan.api", "run": "agentspan.api",
+    "run_async": "agentspan.api", "serve": "agentspan.api", "start": "agentspan.api",
+    "configure": "agentspan.config", "get_store": "agentspan.config", "settings": "agentspan.config",
+    "Approval": "agentspan.records", "ApprovalStatus": "agentspan.records", "Run": "agentspan.records",
+    "RunStatus": "agentspan.records", "Step": "agentspan.records", "StepKind": "agentspan.records",
+    "StepStatus": "agentspan.records",
+    "ActiveRun": "agentspan.runtime", "LlmMetrics": "agentspan.runtime", "active_run": "agentspan.runtime",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentspan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "ActiveRun", "Approval", "ApprovalStatus", "Handle", "LlmMetrics", "Run", "RunStatus", "Step",
+    "StepInfo", "StepKind", "StepStatus", "ToolOptions", "__version__", "active_run", "configure",
+    "current_step", "errors", "get", "get_store", "resume", "run", "run_async", "serve", "settings",
+    "start", "tool", "tool_options",
+]

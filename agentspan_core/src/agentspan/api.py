@@ -1,0 +1,304 @@
+"""The public entry points: `run`, `run_async`, `start`, `resume`, `get`, `serve`, and `Handle`."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+from agentspan import approvals, executor, leases
+from agentspan.adapters import Adapter, adapter_for, adapter_named
+from agentspan.config import get_store, settings
+from agentspan.errors import (
+    ConfigurationError,
+    RunCancelledError,
+    RunFailed,
+    RunStateError,
+)
+from agentspan.records import JSON, Approval, Run, RunStatus, Step, now
+from agentspan.runtime import Counters
+from agentspan.stores.base import Store
+
+
+class Handle:
+    """A run, seen from this or any other process.
+
+    A handle from `start`/`resume` also holds the live execution in this process, so `result`
+    returns the framework's own result object; a handle from `get` reads the store only.
+    """
+
+    def __init__(self, run_id: str, *, store: Store | None = None,
+                 future: concurrent.futures.Future[executor.Outcome] | None = None) -> None:
+        self.id = run_id
+        self._store = store
+        self._future = future
+
+    @property
+    def store(self) -> Store:
+        """The store this handle reads."""
+        return self._store or get_store(create=False)
+
+    def __repr__(self) -> str:
+        return f"<agentspan.Handle {self.id}>"
+
+    def run(self) -> Run:
+        """Returns the run record as stored now."""
+        return self.store.get_run(self.id)
+
+    def status(self) -> RunStatus:
+        """Returns the run's status now."""
+        return self.run().status
+
+    def counters(self) -> Counters | None:
+        """Calls replayed vs. made live by this process's execution (None for `get` handles)."""
+        if self._future is None or not self._future.done() or self._future.exception():
+            return None
+        return self._future.result().counters
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Waits for the run to end and returns its result.
+
+        From the executing process this is the framework's own result (an openai-agents
+        ``RunResult``, ...); from another process, the JSON output stored on the run.
+
+        Raises:
+            TimeoutError: Not ended within ``timeout`` seconds.
+            RunFailed: The run failed.
+            RunCancelledError: The run was cancelled.
+        """
+        if self._future is not None:
+            outcome = self._future.result(timeout)
+            if outcome.status is RunStatus.COMPLETED:
+                return outcome.result
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.run()
+            if run.status is RunStatus.COMPLETED:
+                return run.output
+            if run.status is RunStatus.FAILED:
+                raise RunFailed(run.id, run.error)
+            if run.status is RunStatus.CANCELLED:
+                raise RunCancelledError(run.id, run.error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {self.id!r} is still {run.status.value} after {timeout}s")
+            time.sleep(settings().poll_interval)
+
+    def pending_approvals(self) -> list[Approval]:
+        """Returns the approvals the run waits on."""
+        self.run()  # RunNotFound for an unknown id
+        return approvals.pending_for_run(self.store, self.id)
+
+    def approve(self, approval_id: str | None = None, *, by: str | None = None,
+                reason: str | None = None) -> Approval:
+        """Approves a pending tool call (the only one when ``approval_id`` is None).
+
+        Raises:
+            NoPendingApproval: The run waits on nothing.
+            ApprovalConflict: Already decided.
+        """
+        self.run()
+        return approvals.decide(self.store, self.id, approval_id, approved=True, by=by, reason=reason)
+
+    def reject(self, approval_id: str | None = None, *, by: str | None = None,
+               reason: str | None = None) -> Approval:
+        """Rejects a pending tool call; the model is told (or the run stops, per the tool)."""
+        self.run()
+        return approvals.decide(self.store, self.id, approval_id, approved=False, by=by, reason=reason)
+
+    def cancel(self, reason: str | None = None) -> Run:
+        """Cancels the run; the executing process stops at its next journal write."""
+        return self.store.cancel_run(self.id, reason=reason)
+
+    def steps(self) -> list[Step]:
+        """Returns the run's journal, in order."""
+        return self.store.list_steps(self.id)
+
+    def usage(self) -> dict[str, JSON]:
+        """Returns the run's totals: tokens, cost and step count."""
+        run = self.run()
+        return {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens,
+                "cost_usd": run.cost_usd, "steps": run.steps}
+
+
+def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any], *, run_id: str | None,
+             session_id: str | None, idempotency_key: str | None, agent_name: str | None,
+             store: Store) -> tuple[Run, bool]:
+    fields: dict[str, Any] = {}
+    if run_id is not None:
+        fields["id"] = run_id
+    run = Run(framework=adapter.framework, agent=agent_name or adapter.agent_name(target),
+              input=adapter.encode_input(input), session_id=session_id, idempotency_key=idempotency_key,
+              options=adapter.encode_options(options), status=RunStatus.RUNNING,
+              lease_owner=leases.owner_id(), lease_expires_at=now() + settings().lease_ttl, lease_epoch=1,
+              **fields)
+    return store.create_run(run)
+
+
+def _spawn(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[str, Any],
+           on_wait: executor.OnWait = "block") -> Handle:
+    future: concurrent.futures.Future[executor.Outcome] = concurrent.futures.Future()
+
+    def main() -> None:
+        try:
+            outcome = asyncio.run(executor.execute(store, run, adapter, target, options, on_wait=on_wait))
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(outcome)
+
+    threading.Thread(target=main, name=f"agentspan-run-{run.id[:8]}", daemon=True).start()
+    return Handle(run.id, store=store, future=future)
+
+
+def start(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
+          idempotency_key: str | None = None, agent_name: str | None = None, **options: Any) -> Handle:
+    """Starts a durable run in a background thread of this process and returns at once.
+
+    Args:
+        target: The agent (openai-agents ``Agent``, a compiled LangGraph graph, an ADK agent).
+        input: The input, as the framework's own entry point takes it.
+        run_id: Use this id instead of a new UUIDv7.
+        session_id: Groups runs of one conversation.
+        idempotency_key: A second start with the same key returns the existing run.
+        agent_name: Record the run under this name instead of the agent's own.
+        **options: Passed to the framework's runner (e.g. ``max_turns``, ``context``).
+
+    Returns:
+        The run's `Handle`.
+    """
+    store = get_store()
+    adapter = adapter_for(target)
+    run, created = _new_run(adapter, target, input, options, run_id=run_id, session_id=session_id,
+                            idempotency_key=idempotency_key, agent_name=agent_name, store=store)
+    if not created:
+        return Handle(run.id, store=store)
+    return _spawn(store, run, adapter, target, options)
+
+
+async def run_async(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
+                    idempotency_key: str | None = None, agent_name: str | None = None,
+                    **options: Any) -> Any:
+    """Runs an agent durably in the running event loop and returns the framework's result.
+
+    Same arguments as `start`. With an ``idempotency_key`` of an existing run, waits for that run
+    and returns its stored output.
+    """
+    store = get_store()
+    adapter = adapter_for(target)
+    run, created = _new_run(adapter, target, input, options, run_id=run_id, session_id=session_id,
+                            idempotency_key=idempotency_key, agent_name=agent_name, store=store)
+    if not created:
+        return await asyncio.to_thread(Handle(run.id, store=store).result)
+    outcome = await executor.execute(store, run, adapter, target, options)
+    return outcome.result
+
+
+def run(target: Any, input: Any, **kwargs: Any) -> Any:
+    """Runs an agent durably and returns what the framework's own entry point returns.
+
+    The drop-in for ``Runner.run_sync(agent, input)``. Works inside a running event loop too
+    (the run then executes on a helper thread; prefer ``await agentspan.run_async(...)`` there).
+    Arguments as for `start`.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_async(target, input, **kwargs))
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentspan-run") as pool:
+        return pool.submit(lambda: asyncio.run(run_async(target, input, **kwargs))).result()
+
+
+def get(run_id: str) -> Handle:
+    """Returns a read-only handle on any run (from any process).
+
+    Raises:
+        RunNotFound: Unknown run id.
+        StoreError: No store exists yet.
+    """
+    store = get_store(create=False)
+    store.get_run(run_id)
+    return Handle(run_id, store=store)
+
+
+def resume(run_id: str, target: Any, *, wait: float | None = None, **options: Any) -> Handle:
+    """Takes over a run (after a crash, or one waiting for approval) and continues it here.
+
+    The framework's loop replays from the start: completed model and tool calls come from the
+    journal; execution continues live from the first call that did not complete.
+
+    Args:
+        run_id: The run.
+        target: The same agent the run was started with.
+        wait: Seconds to wait for a live owner's lease to lapse (default: the lease TTL).
+        **options: Runner options, as given to `start`.
+
+    Raises:
+        RunNotFound: Unknown run id.
+        RunStateError: The run already ended.
+        ConfigurationError: ``target`` belongs to another framework than the run.
+        LeaseLostError: Another live process holds the run, or claimed it first.
+    """
+    store = get_store(create=False)
+    existing = store.get_run(run_id)
+    if existing.status.terminal:
+        raise RunStateError(f"run {run_id!r} is already {existing.status.value}; "
+                            f"read it with agentspan.get({run_id!r}).result()")
+    adapter = adapter_for(target)
+    if adapter.framework != existing.framework:
+        raise ConfigurationError(f"run {run_id!r} is a {existing.framework} run; "
+                                 f"{type(target).__name__} is a {adapter.framework} object")
+    ttl = settings().lease_ttl
+    claimed = leases.claim(store, run_id, ttl=ttl, wait=ttl + 1 if wait is None else wait)
+    return _spawn(store, claimed, adapter, target, options)
+
+
+def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: float | None = None,
+          max_runs: int | None = None) -> int:
+    """Runs a worker: claims orphaned runs (lease expired) and runs whose approvals were decided.
+
+    Args:
+        *targets: The agents this worker can run (matched on the run's framework and agent name).
+        stop: Set it to stop the worker.
+        poll_interval: Seconds between polls of the store.
+        max_runs: Return after finishing this many runs (None: serve until ``stop``).
+
+    Returns:
+        How many runs this worker completed or suspended.
+    """
+    if not targets:
+        raise ConfigurationError("agentspan.serve() needs at least one agent to serve")
+    store = get_store()
+    table: dict[str, tuple[Adapter, Any]] = {}
+    for target in targets:
+        adapter = adapter_for(target)
+        table[adapter.agent_name(target)] = (adapter, target)
+    interval = poll_interval or settings().poll_interval
+    stop = stop or threading.Event()
+    finished = 0
+    active: dict[str, Handle] = {}
+    while not stop.is_set() and (max_runs is None or finished < max_runs):
+        for run_id, handle in list(active.items()):
+            if handle._future is not None and handle._future.done():
+                del active[run_id]
+                finished += 1
+        for run in store.claimable_runs(agents=list(table), now=now(), limit=10):
+            if run.id in active or not leases.lease_is_free(run):
+                continue
+            adapter, target = table[run.agent]
+            if adapter.framework != run.framework:
+                continue
+            try:
+                claimed = store.claim_run(run.id, owner=leases.owner_id(), expected_epoch=run.lease_epoch,
+                                          lease_expires_at=now() + settings().lease_ttl)
+            except Exception:
+                continue  # another worker won the race
+            active[run.id] = _spawn(store, claimed, adapter, target, {}, on_wait="release")
+        stop.wait(interval)
+    return finished
+
+
+def adapter_for_run(run: Run) -> Adapter:
+    """Returns the installed adapter of a stored run's framework."""
+    return adapter_named(run.framework)

@@ -1,0 +1,125 @@
+"""Durable human approvals: the gate a tool call passes, and decisions from any process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agentspan.errors import (
+    ApprovalConflict,
+    ApprovalPending,
+    ConfigurationError,
+    NoPendingApproval,
+    ReplayDivergenceError,
+    RunCancelledSignal,
+)
+from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
+from agentspan.stores.base import Store
+from agentspan.tools import ToolOptions
+
+if TYPE_CHECKING:
+    from agentspan.runtime import ActiveRun
+
+
+def effective_status(approval: Approval, at: float | None = None) -> ApprovalStatus:
+    """An approval still pending after ``expires_at`` counts as expired (i.e. rejected)."""
+    if approval.status is ApprovalStatus.PENDING and approval.expires_at is not None:
+        if (at if at is not None else now()) >= approval.expires_at:
+            return ApprovalStatus.EXPIRED
+    return approval.status
+
+
+def rejection_message(approval: Approval) -> str:
+    """What the model is told when a human rejected (or let expire) a tool call."""
+    who = f" by {approval.decided_by}" if approval.decided_by else ""
+    if effective_status(approval) is ApprovalStatus.EXPIRED:
+        return f"Tool call {approval.tool!r} was not approved before its deadline; it was not executed."
+    reason = f": {approval.reason}" if approval.reason else ""
+    return f"Tool call {approval.tool!r} was rejected{who}{reason}. It was not executed."
+
+
+def gate(
+    run: ActiveRun, *, key: str, tool: str, args: JSON, args_hash: str, options: ToolOptions,
+    expires_at: float | None = None,
+) -> str | None:
+    """Lets an approved tool call through, or suspends/stops the run.
+
+    Returns:
+        None when the call is approved (run it), or the rejection message to give the model.
+
+    Raises:
+        ApprovalPending: No decision yet; the run is now ``waiting``.
+        RunCancelledSignal: Rejected and the tool's policy is ``on_reject="stop"``.
+        ReplayDivergenceError: The approved arguments differ from the live call's.
+    """
+    store = run.store
+    approval = store.find_approval(run.run_id, key)
+    if approval is None:
+        approval = store.request_approval(
+            Approval(run_id=run.run_id, step_key=key, tool=tool, args=args, args_hash=args_hash,
+                     expires_at=expires_at),
+            epoch=run.epoch,
+        )
+    if approval.args_hash != args_hash:
+        raise ReplayDivergenceError(
+            run.run_id, key,
+            f"approval {approval.id} was requested for arguments {approval.args!r}; the live call "
+            f"has {args!r}. A decision binds to the exact arguments it was made for.",
+        )
+    status = effective_status(approval)
+    if status is ApprovalStatus.PENDING:
+        store.update_run(run.run_id, epoch=run.epoch, status=RunStatus.WAITING)
+        raise ApprovalPending(run.run_id, approval.id, key)
+    if status is ApprovalStatus.APPROVED:
+        return None
+    if options.on_reject == "stop":
+        raise RunCancelledSignal(run.run_id, rejection_message(approval))
+    return rejection_message(approval)
+
+
+def pending_for_run(store: Store, run_id: str) -> list[Approval]:
+    """Returns the run's approvals that still wait for a decision (not expired)."""
+    at = now()
+    return [a for a in store.list_approvals(run_id=run_id, status=ApprovalStatus.PENDING.value)
+            if effective_status(a, at) is ApprovalStatus.PENDING]
+
+
+def decide(
+    store: Store, run_id: str, approval_id: str | None, *, approved: bool, by: str | None,
+    reason: str | None,
+) -> Approval:
+    """Decides one approval of a run (the only pending one when ``approval_id`` is None).
+
+    Raises:
+        NoPendingApproval: The run waits on no approval.
+        ConfigurationError: Several approvals are pending and no ``approval_id`` was given, or the
+            approval belongs to another run.
+        ApprovalConflict: The approval was already decided.
+    """
+    if approval_id is None:
+        pending = pending_for_run(store, run_id)
+        if not pending:
+            raise NoPendingApproval(f"run {run_id!r} waits on no approval")
+        if len(pending) > 1:
+            ids = ", ".join(a.id for a in pending)
+            raise ConfigurationError(f"run {run_id!r} has {len(pending)} pending approvals ({ids}); "
+                                     "pass approval_id")
+        approval_id = pending[0].id
+    approval = store.get_approval(approval_id)
+    if approval.run_id != run_id:
+        raise ConfigurationError(f"approval {approval_id!r} belongs to run {approval.run_id!r}, not {run_id!r}")
+    if effective_status(approval) is ApprovalStatus.EXPIRED:
+        raise ApprovalConflict(f"approval {approval_id!r} (step {approval.step_key!r}) expired before a decision")
+    return decide_by_id(store, approval_id, approved=approved, by=by, reason=reason)
+
+
+def decide_by_id(store: Store, approval_id: str, *, approved: bool, by: str | None,
+                 reason: str | None) -> Approval:
+    """Decides an approval by id (the CLI's ``agentspan approve ID``)."""
+    try:
+        return store.decide_approval(approval_id, approved=approved, by=by, reason=reason, decided_at=now())
+    except ApprovalConflict:
+        current = store.get_approval(approval_id)
+        raise ApprovalConflict(
+            f"approval {approval_id!r} (run {current.run_id!r}, step {current.step_key!r}) was already "
+            f"{current.status.value}" + (f" by {current.decided_by}" if current.decided_by else "")
+        ) from None

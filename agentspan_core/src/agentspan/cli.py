@@ -1,0 +1,308 @@
+"""The ``agentspan`` command line: inspect runs, decide approvals, check the installation.
+
+Every ``AgentspanError`` raised by a command is caught in one place (`AgentspanGroup.invoke`) and
+printed as ``error: <message>`` on stderr with exit code 1, without a traceback. ``--json`` output
+is plain ``json.dumps`` on stdout (no rich markup), so it always parses.
+
+Note: no ``from __future__ import annotations`` here; typer reads the real annotations.
+"""
+
+import getpass
+import os
+import platform
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from agentspan import cli_render as render
+from agentspan.approvals import decide_by_id, effective_status
+from agentspan.errors import AgentspanError, ApprovalConflict, ConfigurationError
+from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
+from agentspan.stores.base import Store
+
+
+class AgentspanGroup(TyperGroup):
+    """The root command group: turns every `AgentspanError` into a clean one-line error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Runs the command; an `AgentspanError` prints ``error: ...`` and exits with code 1."""
+        try:
+            return super().invoke(ctx)
+        except AgentspanError as exc:
+            _err().print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=AgentspanGroup,
+    name="agentspan",
+    help="Agentspan: durable runs, human approvals and an audit trail for AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold the API key
+)
+runs_app = typer.Typer(help="List, inspect and cancel runs.", no_args_is_help=True)
+approvals_app = typer.Typer(
+    help="List approvals (decide them with `approve` / `reject`).", no_args_is_help=True
+)
+app.add_typer(runs_app, name="runs")
+app.add_typer(approvals_app, name="approvals")
+
+
+class ApprovalFilter(StrEnum):
+    """The ``--status`` choices of ``approvals list``."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    ALL = "all"
+
+
+PIPE_WIDTH = 200
+"""Table width when stdout is not a terminal and ``COLUMNS`` is unset."""
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+def _out() -> Console:
+    # Created per call: rich reads COLUMNS and the stream when a Console is built. Piped output
+    # (not a terminal, no COLUMNS) gets wide rows instead of rich's 80-column default, so
+    # `agentspan runs list | grep ...` sees whole lines.
+    console = Console(highlight=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(highlight=False, width=PIPE_WIDTH)
+    return console
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _echo_json(value: JSON) -> None:
+    typer.echo(render.dumps(value))
+
+
+def _store() -> Store:
+    """Returns the existing store (read commands never create one)."""
+    from agentspan.config import get_store
+
+    return get_store(create=False)
+
+
+def _default_decider() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return None
+
+
+# ---- demo -----------------------------------------------------------------------------------------
+@app.command()
+def demo() -> None:
+    """Run the openai-agents adapter's self-contained demo (no API key needed)."""
+    from agentspan.adapters import adapter_named
+
+    try:
+        adapter = adapter_named("openai-agents")
+    except ConfigurationError:
+        raise ConfigurationError(
+            "the demo needs the openai-agents adapter, which is not installed; "
+            "install it with: pip install 'agentspan[openai-agents]'"
+        ) from None
+    adapter.demo()
+
+
+# ---- runs -----------------------------------------------------------------------------------------
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[RunStatus | None, typer.Option(help="Only runs with this status.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only runs of this agent name.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List runs, newest first."""
+    runs = _store().list_runs(status=status, agent=agent, limit=limit)
+    if as_json:
+        _echo_json([render.run_json(run) for run in runs])
+    else:
+        console = _out()
+        console.print(render.runs_table(runs, narrow=console.width < render.NARROW))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="The run's id.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one run: its record, its journal of steps and its approvals."""
+    store = _store()
+    run = store.get_run(run_id)
+    steps = store.list_steps(run_id)
+    approvals = store.list_approvals(run_id=run_id, limit=1000)
+    if as_json:
+        _echo_json(render.run_detail_json(run, steps, approvals))
+    else:
+        render.print_run(_out(), run, steps, approvals)
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: Annotated[str, typer.Argument(help="The run's id.")],
+    reason: Annotated[str | None, typer.Option(help="Why (stored as the run's error).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Cancel a run; the process executing it stops at its next journal write."""
+    run = _store().cancel_run(run_id, reason=reason)
+    if as_json:
+        _echo_json(render.run_json(run))
+    else:
+        _out().print(f"cancelled run [cyan]{escape(run.id)}[/cyan]", soft_wrap=True)
+
+
+# ---- approvals ------------------------------------------------------------------------------------
+def _list_approvals(store: Store, run_id: str | None, wanted: ApprovalFilter, limit: int) -> list[Approval]:
+    if wanted is ApprovalFilter.ALL:
+        return store.list_approvals(run_id=run_id, limit=limit)
+    if wanted in (ApprovalFilter.APPROVED, ApprovalFilter.REJECTED):
+        return store.list_approvals(run_id=run_id, status=wanted.value, limit=limit)
+    # A stored "pending" approval past its expires_at counts as expired.
+    at = now()
+    candidates = store.list_approvals(run_id=run_id, status=ApprovalStatus.PENDING.value, limit=limit)
+    if wanted is ApprovalFilter.EXPIRED:
+        candidates += store.list_approvals(run_id=run_id, status=ApprovalStatus.EXPIRED.value, limit=limit)
+    found = [a for a in candidates if effective_status(a, at).value == wanted.value]
+    return sorted(found, key=lambda a: a.id, reverse=True)[:limit]
+
+
+@approvals_app.command("list")
+def approvals_list(
+    run: Annotated[str | None, typer.Option("--run", help="Only approvals of this run.")] = None,
+    status: Annotated[ApprovalFilter, typer.Option(help="Which approvals to show.")] = ApprovalFilter.PENDING,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many approvals.")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """List approvals, newest first (pending ones by default)."""
+    store = _store()
+    if run is not None:
+        store.get_run(run)  # RunNotFound for an unknown id
+    approvals = _list_approvals(store, run, status, limit)
+    if as_json:
+        at = now()
+        _echo_json([render.approval_json(a, at) for a in approvals])
+    else:
+        console = _out()
+        which = "" if status is ApprovalFilter.ALL else f" {status.value}"
+        title = f"{len(approvals)}{which} approval(s)"
+        narrow = console.width < render.NARROW
+        console.print(render.approvals_table(approvals, title=title, show_run=run is None, narrow=narrow))
+
+
+def _decide(approval_id: str, *, approved: bool, by: str | None, reason: str | None, as_json: bool) -> None:
+    store = _store()
+    current = store.get_approval(approval_id)  # ApprovalNotFound for an unknown id
+    if effective_status(current) is ApprovalStatus.EXPIRED:
+        raise ApprovalConflict(
+            f"approval {approval_id!r} (run {current.run_id!r}, step {current.step_key!r}) expired at "
+            f"{render.timestamp(current.expires_at)} before a decision; it counts as rejected"
+        )
+    decided = decide_by_id(store, approval_id, approved=approved, by=by, reason=reason)
+    if as_json:
+        _echo_json(render.approval_json(decided))
+    else:
+        _out().print(render.approval_summary(decided))
+
+
+DecidedBy = Annotated[
+    str | None,
+    typer.Option("--by", help="Who decides (recorded on the approval). Default: the current OS user."),
+]
+
+
+@app.command()
+def approve(
+    approval_id: Annotated[str, typer.Argument(help="The approval's id.")],
+    by: DecidedBy = None,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded on the approval).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve a pending tool call; a worker (or the waiting process) then runs it."""
+    _decide(approval_id, approved=True, by=by or _default_decider(), reason=reason, as_json=as_json)
+
+
+@app.command()
+def reject(
+    approval_id: Annotated[str, typer.Argument(help="The approval's id.")],
+    reason: Annotated[str, typer.Option(help="Why (required; the model is told).")],
+    by: DecidedBy = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Reject a pending tool call; the model receives the reason (or the run stops, per the tool)."""
+    if not reason.strip():
+        raise ConfigurationError("--reason must not be empty")
+    _decide(approval_id, approved=False, by=by or _default_decider(), reason=reason, as_json=as_json)
+
+
+# ---- doctor ---------------------------------------------------------------------------------------
+def _doctor_report() -> dict[str, JSON]:
+    from agentspan import __version__
+    from agentspan.adapters import registered
+    from agentspan.config import settings
+
+    current = settings()
+    db_exists = current.db_path.exists()
+    store_state = "not created yet"
+    if current.server_url:
+        store_state = "not used (server_url is set)"
+    elif db_exists:
+        try:
+            _store()
+            store_state = "ok"
+        except AgentspanError as exc:
+            store_state = f"error: {exc}"
+    try:
+        adapters: list[JSON] = [a.framework for a in registered()]
+    except Exception as exc:  # a broken adapter package must not break the doctor
+        adapters = [f"error loading adapters: {type(exc).__name__}: {exc}"]
+    return {
+        "agentspan_version": __version__,
+        "python_version": platform.python_version(),
+        "python": sys.executable,
+        "platform": platform.platform(),
+        "home": str(current.home),
+        "db_path": str(current.db_path),
+        "db_exists": db_exists,
+        "store": store_state,
+        "durability": current.durability,
+        "lease_ttl": current.lease_ttl,
+        "poll_interval": current.poll_interval,
+        "server_url": "set" if current.server_url else "not set",
+        "api_key": "set" if current.api_key else "not set",  # never the key itself
+        "adapters": adapters,
+    }
+
+
+@app.command()
+def doctor(as_json: JsonFlag = False) -> None:
+    """Show the settings, the store and the installed adapters (never the API key)."""
+    report = _doctor_report()
+    if as_json:
+        _echo_json(report)
+    else:
+        _out().print(render.doctor_table(report))
+
+
+def main() -> None:
+    """Console entry point (``agentspan``)."""
+    app(prog_name="agentspan")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Rich rendering and JSON shaping for the `agentspan` CLI (see `agentspan.cli`).
+
+Every value read from a store is wrapped in `rich.text.Text`, never interpolated into markup, so
+agent names, tool arguments or outputs containing ``[brackets]`` print verbatim.
+"""
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from agentspan.approvals import effective_status
+from agentspan.records import JSON, Approval, Run, Step, now
+
+NARROW = 120
+"""Terminals narrower than this get tables with fewer columns."""
+
+PREVIEW_CHARS = 60
+"""How many characters of a step's output (or a run's input/output) a table shows."""
+
+RUN_STATUS_STYLES = {
+    "pending": "yellow",
+    "running": "bold blue",
+    "waiting": "bold magenta",
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "dim",
+}
+STEP_STATUS_STYLES = {"started": "yellow", "completed": "green", "failed": "bold red"}
+APPROVAL_STATUS_STYLES = {
+    "pending": "bold magenta",
+    "approved": "green",
+    "rejected": "red",
+    "expired": "dim",
+}
+
+
+# ---- JSON shapes ----------------------------------------------------------------------------------
+def run_json(run: Run) -> dict[str, JSON]:
+    """Returns a run record as JSON (the design's field names, unchanged)."""
+    return run.model_dump(mode="json")
+
+
+def approval_json(approval: Approval, at: float | None = None) -> dict[str, JSON]:
+    """Returns an approval as JSON, with ``status`` reporting an expired pending one as ``expired``."""
+    data = approval.model_dump(mode="json")
+    data["status"] = effective_status(approval, at).value
+    return data
+
+
+def run_detail_json(run: Run, steps: list[Step], approvals: list[Approval]) -> dict[str, JSON]:
+    """Returns ``runs show --json``: the run record, its journal and its approvals.
+
+    The run's ``steps`` count moves to ``step_count``; ``steps`` holds the journal entries.
+    """
+    data: dict[str, JSON] = {}
+    for key, value in run_json(run).items():
+        if key == "steps":
+            data["step_count"] = value
+        else:
+            data[key] = value
+    at = now()
+    data["steps"] = [step.model_dump(mode="json") for step in steps]
+    data["approvals"] = [approval_json(a, at) for a in approvals]
+    return data
+
+
+def dumps(value: JSON) -> str:
+    """Serialises a JSON value for stdout (indented, UTF-8 kept readable)."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+# ---- small formatters -----------------------------------------------------------------------------
+def preview(value: JSON, limit: int = PREVIEW_CHARS) -> str:
+    """Returns a one-line preview of a JSON value, cut to ``limit`` characters."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def timestamp(ts: float | None) -> str:
+    """Formats epoch seconds as local ``YYYY-MM-DD HH:MM:SS`` (empty for None)."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def age(ts: float | None, at: float | None = None) -> str:
+    """Formats the time since ``ts`` compactly: ``42s``, ``5m``, ``3h``, ``2d``."""
+    if ts is None:
+        return ""
+    seconds = max(0.0, (at if at is not None else now()) - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def tokens(input_tokens: int | None, output_tokens: int | None) -> str:
+    """Formats token counts as ``in/out`` (empty when neither is known)."""
+    if input_tokens is None and output_tokens is None:
+        return ""
+    return f"{input_tokens or 0:,}/{output_tokens or 0:,}"
+
+
+def cost(usd: float | None) -> str:
+    """Formats a cost in US dollars (empty when unknown)."""
+    return "" if usd is None else f"${usd:.4f}"
+
+
+def _styled(value: str, styles: dict[str, str]) -> Text:
+    return Text(value, style=styles.get(value, ""))
+
+
+# ---- tables ---------------------------------------------------------------------------------------
+def _table(title: str) -> Table:
+    return Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold")
+
+
+def runs_table(runs: list[Run], *, narrow: bool = False) -> Table:
+    """Returns the ``runs list`` table (``narrow`` drops the framework, cost and created columns)."""
+    table = _table(f"{len(runs)} run(s)")
+    table.add_column("id", no_wrap=True, overflow="fold", style="cyan")
+    table.add_column("agent", overflow="fold")
+    if not narrow:
+        table.add_column("framework")
+    table.add_column("status", no_wrap=True)
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("tokens" if narrow else "tokens in/out", justify="right", no_wrap=True)
+    if not narrow:
+        table.add_column("cost", justify="right", no_wrap=True)
+        table.add_column("created", no_wrap=True)
+    table.add_column("age", justify="right", no_wrap=True)
+    at = now()
+    for run in runs:
+        cells: list[Any] = [Text(run.id), Text(run.agent)]
+        if not narrow:
+            cells.append(Text(run.framework))
+        cells += [
+            _styled(run.status.value, RUN_STATUS_STYLES),
+            str(run.steps),
+            tokens(run.input_tokens, run.output_tokens),
+        ]
+        if not narrow:
+            cells += [cost(run.cost_usd), timestamp(run.created_at)]
+        cells.append(age(run.created_at, at))
+        table.add_row(*cells)
+    return table
+
+
+def steps_table(steps: list[Step], *, narrow: bool = False) -> Table:
+    """Returns the journal table of ``runs show`` (``narrow`` drops duration and provider/model)."""
+    table = _table("steps")
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("key", overflow="fold")
+    table.add_column("name", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    if not narrow:
+        table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("tokens", justify="right", no_wrap=True)
+    if not narrow:
+        table.add_column("provider/model", overflow="fold")
+    table.add_column("output", no_wrap=True, overflow="ellipsis")
+    for step in steps:
+        shown = Text(preview(step.error), style="red") if step.error else Text(preview(step.output))
+        cells: list[Any] = [
+            str(step.seq),
+            step.kind.value,
+            Text(step.key),
+            Text(step.name or ""),
+            _styled(step.status.value, STEP_STATUS_STYLES),
+        ]
+        if not narrow:
+            cells.append("" if step.duration_ms is None else f"{step.duration_ms:.0f}")
+        cells.append(tokens(step.input_tokens, step.output_tokens))
+        if not narrow:
+            cells.append(Text("/".join(p for p in (step.provider, step.model) if p)))
+        cells.append(shown)
+        table.add_row(*cells)
+    return table
+
+
+def approvals_table(
+    approvals: list[Approval], *, title: str = "approvals", show_run: bool = True, narrow: bool = False
+) -> Table:
+    """Returns a table of approvals (``approvals list`` and ``runs show``).
+
+    Args:
+        approvals: The approvals, in display order.
+        title: The table's title.
+        show_run: Include the run id column (pointless when all belong to one run).
+        narrow: Drop the run, requested, decided-by and reason columns (terminals under 120 columns).
+    """
+    show_run = show_run and not narrow
+    table = _table(title)
+    table.add_column("id", no_wrap=True, overflow="fold", style="cyan")
+    if show_run:
+        table.add_column("run", no_wrap=True, overflow="fold")
+    table.add_column("step", overflow="fold")
+    table.add_column("tool", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("args")
+    if not narrow:
+        table.add_column("requested", no_wrap=True)
+        table.add_column("decided by")
+        table.add_column("reason")
+    at = now()
+    for approval in approvals:
+        cells: list[Any] = [Text(approval.id)]
+        if show_run:
+            cells.append(Text(approval.run_id))
+        cells += [
+            Text(approval.step_key),
+            Text(approval.tool),
+            _styled(effective_status(approval, at).value, APPROVAL_STATUS_STYLES),
+            Text(preview(approval.args, 40)),
+        ]
+        if not narrow:
+            cells.append(timestamp(approval.requested_at))
+            cells += [Text(approval.decided_by or ""), Text(preview(approval.reason, 40))]
+        table.add_row(*cells)
+    return table
+
+
+def _fields(rows: list[tuple[str, Any]]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for label, value in rows:
+        grid.add_row(label, value if isinstance(value, Text) else Text(str(value)))
+    return grid
+
+
+def run_panel(run: Run) -> Panel:
+    """Returns the summary panel of ``runs show``."""
+    rows: list[tuple[str, Any]] = [
+        ("agent", run.agent),
+        ("framework", run.framework),
+        ("status", _styled(run.status.value, RUN_STATUS_STYLES)),
+        ("created", f"{timestamp(run.created_at)} ({age(run.created_at)} ago)"),
+        ("updated", timestamp(run.updated_at)),
+        ("steps", run.steps),
+        ("tokens in/out", tokens(run.input_tokens, run.output_tokens)),
+        ("cost", cost(run.cost_usd)),
+    ]
+    for label, value in (
+        ("session", run.session_id),
+        ("idempotency key", run.idempotency_key),
+        ("parent run", run.parent_run_id),
+        ("lease owner", run.lease_owner),
+    ):
+        if value:
+            rows.append((label, value))
+    if run.lease_owner:
+        rows.append(("lease expires", timestamp(run.lease_expires_at)))
+    rows.append(("lease epoch", run.lease_epoch))
+    rows.append(("input", preview(run.input, 200)))
+    if run.output is not None:
+        rows.append(("output", preview(run.output, 200)))
+    if run.error:
+        rows.append(("error", Text(run.error, style="red")))
+    return Panel(_fields(rows), title=Text(f"run {run.id}"), title_align="left")
+
+
+def print_run(console: Console, run: Run, steps: list[Step], approvals: list[Approval]) -> None:
+    """Prints ``runs show`` for humans: summary panel, journal table, approvals table."""
+    parts: list[Any] = [run_panel(run)]
+    narrow = console.width < NARROW
+    parts.append(steps_table(steps, narrow=narrow) if steps else Text("no steps journaled", style="dim"))
+    if approvals:
+        parts.append(approvals_table(approvals, show_run=False, narrow=narrow))
+    console.print(Group(*parts))
+
+
+def approval_summary(approval: Approval) -> Panel:
+    """Returns a panel describing one approval (after ``approve``/``reject``)."""
+    status = effective_status(approval).value
+    rows: list[tuple[str, Any]] = [
+        ("run", approval.run_id),
+        ("step", approval.step_key),
+        ("tool", approval.tool),
+        ("args", preview(approval.args, 200)),
+        ("status", _styled(status, APPROVAL_STATUS_STYLES)),
+        ("decided by", approval.decided_by or ""),
+        ("decided at", timestamp(approval.decided_at)),
+    ]
+    if approval.reason:
+        rows.append(("reason", approval.reason))
+    return Panel(_fields(rows), title=Text(f"approval {approval.id}"), title_align="left")
+
+
+def doctor_table(report: dict[str, JSON]) -> Table:
+    """Returns the ``doctor`` report as a two-column table."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in report.items():
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "none"
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif value is None:
+            value = ""
+        rows.append((key, value))
+    return _fields(rows)

@@ -1,0 +1,168 @@
+"""Process-wide configuration: environment variables, overridable by `agentspan.configure`."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from agentspan.errors import ConfigurationError
+from agentspan.stores.base import Store
+
+Durability = Literal["normal", "full"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Agentspan settings.
+
+    Attributes:
+        home: Folder of the embedded store (``$AGENTSPAN_HOME``, default ``~/.agentspan``).
+        server_url: Agentspan server to use instead of the embedded store (``$AGENTSPAN_SERVER_URL``).
+        api_key: Key for the server (``$AGENTSPAN_API_KEY``); never logged or stored.
+        durability: ``"normal"`` (SQLite WAL, synchronous=NORMAL: survives process crashes) or
+            ``"full"`` (synchronous=FULL: also survives power loss). ``$AGENTSPAN_DURABILITY``.
+        lease_ttl: Seconds a run's lease lasts without a heartbeat (``$AGENTSPAN_LEASE_TTL``).
+        poll_interval: Seconds between store polls while waiting for a decision or a run.
+    """
+
+    home: Path
+    server_url: str | None = None
+    api_key: str | None = None
+    durability: Durability = "normal"
+    lease_ttl: float = 5.0
+    poll_interval: float = 0.2
+
+    @property
+    def db_path(self) -> Path:
+        """The embedded SQLite store file."""
+        return self.home / "agentspan.db"
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def settings_from_env() -> Settings:
+    """Reads the settings from the environment."""
+    durability = os.environ.get("AGENTSPAN_DURABILITY", "normal") or "normal"
+    if durability not in ("normal", "full"):
+        raise ConfigurationError(f"AGENTSPAN_DURABILITY={durability!r}: expected 'normal' or 'full'")
+    return Settings(
+        home=Path(os.environ.get("AGENTSPAN_HOME") or Path.home() / ".agentspan").expanduser(),
+        server_url=os.environ.get("AGENTSPAN_SERVER_URL") or None,
+        api_key=os.environ.get("AGENTSPAN_API_KEY") or None,
+        durability=durability,  # type: ignore[arg-type]
+        lease_ttl=_float_env("AGENTSPAN_LEASE_TTL", 5.0),
+        poll_interval=_float_env("AGENTSPAN_POLL_INTERVAL", 0.2),
+    )
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_store: Store | None = None
+
+
+def settings() -> Settings:
+    """Returns the current settings (read from the environment on first use)."""
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = settings_from_env()
+        return _settings
+
+
+def configure(
+    *,
+    home: str | os.PathLike[str] | None = None,
+    server_url: str | None = None,
+    api_key: str | None = None,
+    durability: Durability | None = None,
+    lease_ttl: float | None = None,
+    poll_interval: float | None = None,
+    store: Store | None = None,
+) -> Settings:
+    """Overrides settings for this process; the next store access uses them.
+
+    Args:
+        home: Folder of the embedded store.
+        server_url: Agentspan server URL.
+        api_key: Server API key.
+        durability: ``"normal"`` or ``"full"``.
+        lease_ttl: Lease length in seconds.
+        poll_interval: Poll interval in seconds.
+        store: Use this store object directly (e.g. a `MemoryStore` in tests).
+
+    Returns:
+        The new settings.
+    """
+    global _settings, _store
+    current = settings()
+    changes: dict[str, object] = {}
+    if home is not None:
+        changes["home"] = Path(home).expanduser()
+    if server_url is not None:
+        changes["server_url"] = server_url
+    if api_key is not None:
+        changes["api_key"] = api_key
+    if durability is not None:
+        if durability not in ("normal", "full"):
+            raise ConfigurationError(f"durability={durability!r}: expected 'normal' or 'full'")
+        changes["durability"] = durability
+    for name, value in (("lease_ttl", lease_ttl), ("poll_interval", poll_interval)):
+        if value is not None:
+            if value <= 0:
+                raise ConfigurationError(f"{name}={value!r} must be positive")
+            changes[name] = float(value)
+    with _lock:
+        _settings = replace(current, **changes)  # type: ignore[arg-type]
+        old, _store = _store, store
+    if old is not None and old is not store:
+        old.close()
+    return _settings
+
+
+def get_store(*, create: bool = True) -> Store:
+    """Returns the process's store, opening the embedded SQLite store on first use.
+
+    Args:
+        create: Create the store file if it does not exist (read-only callers pass False).
+
+    Raises:
+        StoreError: The store file is missing (``create=False``) or not a valid store.
+        ConfigurationError: ``AGENTSPAN_SERVER_URL`` is set (the HTTP transport is not built yet).
+    """
+    global _store
+    current = settings()
+    with _lock:
+        if _store is not None:
+            return _store
+        if current.server_url:
+            raise ConfigurationError(
+                "AGENTSPAN_SERVER_URL is set, but this version of agentspan has no HTTP transport "
+                "yet; unset it to use the embedded store"
+            )
+        from agentspan.stores.sqlite import SqliteStore
+
+        _store = SqliteStore(current.db_path, durability=current.durability, create=create)
+        return _store
+
+
+def reset() -> None:
+    """Forgets settings and closes the store (tests use this between cases)."""
+    global _settings, _store
+    with _lock:
+        old, _store, _settings = _store, None, None
+    if old is not None:
+        old.close()

@@ -1,0 +1,154 @@
+"""The one error hierarchy of Agentspan.
+
+```
+AgentspanError
+├── ConfigurationError        bad settings or arguments (unknown framework, bad option value)
+├── RunNotFound               no run with that id
+├── StepNotFound              no step with that key in a run
+├── ApprovalNotFound          no approval with that id
+├── RunStateError             the run is in the wrong state for the call (resume a completed run, ...)
+│   └── NoPendingApproval     approve/reject on a run that waits on nothing
+├── ApprovalConflict          an approval was already decided
+├── ReplayDivergenceError     a journaled step no longer matches the live call
+├── InDoubtStepError          a step started but never completed, and its policy is "fail"
+├── LeaseLostError            another process owns the run (stale fencing epoch)
+├── RunFailed                 handle.result() on a run that failed
+├── RunCancelledError         handle.result() on a run that was cancelled
+├── StoreError                the store is missing, corrupted or unusable
+└── TransportError            the transport to a server failed
+
+AgentspanSignal (BaseException)   control flow that user code and frameworks must not swallow
+├── ApprovalPending           a tool waits for a human decision: unwind the framework's loop
+└── RunCancelledSignal        the run was cancelled while it executed
+```
+Control-flow signals derive from `BaseException` because frameworks catch `Exception` inside
+tool calls.
+"""
+
+from __future__ import annotations
+
+
+class AgentspanError(Exception):
+    """Base class of every error Agentspan raises."""
+
+
+class ConfigurationError(AgentspanError):
+    """Invalid configuration or arguments."""
+
+
+class RunNotFound(AgentspanError):
+    """No run with the given id exists in the store."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} not found")
+        self.run_id = run_id
+
+
+class StepNotFound(AgentspanError):
+    """No step with the given key exists in the run."""
+
+    def __init__(self, run_id: str, key: str) -> None:
+        super().__init__(f"step {key!r} not found in run {run_id!r}")
+        self.run_id = run_id
+        self.key = key
+
+
+class ApprovalNotFound(AgentspanError):
+    """No approval with the given id exists."""
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(f"approval {approval_id!r} not found")
+        self.approval_id = approval_id
+
+
+class RunStateError(AgentspanError):
+    """The run's status does not allow the requested operation."""
+
+
+class NoPendingApproval(RunStateError):
+    """An approve/reject call on a run that waits on no approval."""
+
+
+class ApprovalConflict(AgentspanError):
+    """An approval was already decided; a decision is final."""
+
+
+class ReplayDivergenceError(AgentspanError):
+    """A journaled step's input differs from the live call's input on replay.
+
+    Attributes:
+        run_id: The run being replayed.
+        key: The step key whose input changed.
+        detail: What differs (recorded vs. live).
+    """
+
+    def __init__(self, run_id: str, key: str, detail: str) -> None:
+        super().__init__(f"run {run_id!r} diverged from its journal at step {key!r}: {detail}")
+        self.run_id = run_id
+        self.key = key
+        self.detail = detail
+
+
+class InDoubtStepError(AgentspanError):
+    """A step started but never completed, and its in-doubt policy is ``"fail"``."""
+
+    def __init__(self, run_id: str, key: str) -> None:
+        super().__init__(
+            f"step {key!r} of run {run_id!r} was in flight when its process died and its tool's "
+            "policy is on_in_doubt='fail'; it may or may not have taken effect"
+        )
+        self.run_id = run_id
+        self.key = key
+
+
+class LeaseLostError(AgentspanError):
+    """Another process owns the run: a write carried a stale fencing epoch, or a claim lost."""
+
+
+class RunFailed(AgentspanError):
+    """The run ended in status ``failed``; ``error`` holds the recorded error."""
+
+    def __init__(self, run_id: str, error: str | None) -> None:
+        super().__init__(f"run {run_id!r} failed: {error}")
+        self.run_id = run_id
+        self.error = error
+
+
+class RunCancelledError(AgentspanError):
+    """The run ended in status ``cancelled``."""
+
+    def __init__(self, run_id: str, reason: str | None = None) -> None:
+        super().__init__(f"run {run_id!r} was cancelled" + (f": {reason}" if reason else ""))
+        self.run_id = run_id
+        self.reason = reason
+
+
+class StoreError(AgentspanError):
+    """The store is missing, corrupted or cannot be used."""
+
+
+class TransportError(AgentspanError):
+    """The transport to an Agentspan server failed."""
+
+
+class AgentspanSignal(BaseException):  # noqa: N818 - a signal, not an error
+    """Base of control-flow signals that must unwind through user and framework code."""
+
+
+class ApprovalPending(AgentspanSignal):
+    """A tool call waits for a human decision; the run suspends until it is decided."""
+
+    def __init__(self, run_id: str, approval_id: str, step_key: str) -> None:
+        super().__init__(f"run {run_id!r} waits for approval {approval_id!r} (step {step_key!r})")
+        self.run_id = run_id
+        self.approval_id = approval_id
+        self.step_key = step_key
+
+
+class RunCancelledSignal(AgentspanSignal):
+    """The run was cancelled (by a user, or by a rejected approval with ``on_reject="stop"``)."""
+
+    def __init__(self, run_id: str, reason: str | None = None) -> None:
+        super().__init__(f"run {run_id!r} cancelled" + (f": {reason}" if reason else ""))
+        self.run_id = run_id
+        self.reason = reason

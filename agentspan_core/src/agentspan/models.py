@@ -1,0 +1,70 @@
+"""Model names: ``"provider/model"`` strings parsed in one place, and a price table."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+KNOWN_PROVIDERS = frozenset(
+    {"openai", "anthropic", "google", "gemini", "groq", "mistral", "ollama", "azure", "litellm",
+     "bedrock", "deepseek", "xai", "together", "openrouter", "scripted"}
+)
+"""Provider prefixes recognised in ``"provider/model"`` names."""
+
+# USD per million tokens (input, output). Public list prices; update as providers change them.
+PRICES_PER_MTOK: dict[tuple[str, str], tuple[float, float]] = {
+    ("openai", "gpt-4o"): (2.50, 10.00),
+    ("openai", "gpt-4o-mini"): (0.15, 0.60),
+    ("openai", "gpt-4.1"): (2.00, 8.00),
+    ("openai", "gpt-4.1-mini"): (0.40, 1.60),
+    ("openai", "gpt-4.1-nano"): (0.10, 0.40),
+    ("openai", "o3-mini"): (1.10, 4.40),
+    ("openai", "o4-mini"): (1.10, 4.40),
+    ("openai", "gpt-5"): (1.25, 10.00),
+    ("openai", "gpt-5-mini"): (0.25, 2.00),
+    ("openai", "gpt-5-nano"): (0.05, 0.40),
+    ("anthropic", "claude-sonnet-4-5"): (3.00, 15.00),
+    ("anthropic", "claude-haiku-4-5"): (1.00, 5.00),
+    ("anthropic", "claude-opus-4-1"): (15.00, 75.00),
+    ("google", "gemini-2.5-flash"): (0.30, 2.50),
+    ("google", "gemini-2.5-pro"): (1.25, 10.00),
+    ("groq", "llama-3.3-70b-versatile"): (0.59, 0.79),
+    ("mistral", "mistral-large-latest"): (2.00, 6.00),
+}
+
+
+class ModelId(NamedTuple):
+    """A parsed model name."""
+
+    provider: str
+    model: str
+
+
+def parse_model_id(name: str, *, default_provider: str = "openai") -> ModelId:
+    """Splits ``"provider/model"`` (or ``"provider:model"``) into its parts.
+
+    A name without a known provider prefix belongs to ``default_provider``
+    (``"gpt-4o-mini"`` → ``openai/gpt-4o-mini``).
+    """
+    for sep in ("/", ":"):
+        head, found, tail = name.partition(sep)
+        if found and head.lower() in KNOWN_PROVIDERS and tail:
+            provider = "google" if head.lower() == "gemini" else head.lower()
+            return ModelId(provider, tail)
+    return ModelId(default_provider, name)
+
+
+def price_usd(provider: str | None, model: str | None, input_tokens: int | None,
+              output_tokens: int | None) -> float | None:
+    """Prices one model call from the table; None when the model is not in it."""
+    if provider is None or model is None:
+        return None
+    prices = PRICES_PER_MTOK.get((provider, model))
+    if prices is None:
+        # dated snapshots ("gpt-4o-mini-2024-07-18") price as their family
+        for (p, m), candidate in PRICES_PER_MTOK.items():
+            if p == provider and model.startswith(m + "-"):
+                prices = candidate
+                break
+    if prices is None:
+        return None
+    return ((input_tokens or 0) * prices[0] + (output_tokens or 0) * prices[1]) / 1_000_000

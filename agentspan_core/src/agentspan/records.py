@@ -1,0 +1,158 @@
+"""The durable records: runs, steps (journal entries) and approvals.
+
+Field names are the contract of `design.md` section 3.1; they appear unchanged in the CLI's JSON,
+the HTTP API and the stores' columns.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from uuid6 import uuid7
+
+JSON = Any
+"""A JSON-compatible value (dict, list, str, int, float, bool or None)."""
+
+
+def new_id() -> str:
+    """Returns a new time-sortable id (UUIDv7, canonical text form)."""
+    return str(uuid7())
+
+
+def now() -> float:
+    """Returns the current wall-clock time in seconds since the epoch."""
+    return time.time()
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run: pending → running ⇄ waiting → completed | failed | cancelled."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run can no longer change."""
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class StepKind(StrEnum):
+    """What a journal entry records."""
+
+    LLM = "llm"
+    TOOL = "tool"
+    HANDOFF = "handoff"
+    GUARDRAIL = "guardrail"
+    APPROVAL = "approval"
+    AGENT = "agent"
+    CHECKPOINT = "checkpoint"
+
+
+class StepStatus(StrEnum):
+    """A step is journaled ``started`` before the call and ``completed``/``failed`` after it."""
+
+    STARTED = "started"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ApprovalStatus(StrEnum):
+    """An approval is decided once."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class Run(_Record):
+    """One durable execution of an agent."""
+
+    id: str = Field(default_factory=new_id)
+    framework: str
+    agent: str
+    input: JSON = None
+    status: RunStatus = RunStatus.PENDING
+    output: JSON = None
+    error: str | None = None
+    session_id: str | None = None
+    idempotency_key: str | None = None
+    parent_run_id: str | None = None
+    created_at: float = Field(default_factory=now)
+    updated_at: float = Field(default_factory=now)
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    lease_epoch: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    steps: int = 0
+    options: dict[str, JSON] = Field(default_factory=dict)
+    """Framework-neutral run options the adapter needs again on resume (JSON only)."""
+
+
+class Step(_Record):
+    """One journal entry: a model call, tool call, handoff, guardrail, approval, ..."""
+
+    run_id: str
+    key: str
+    seq: int
+    kind: StepKind
+    name: str | None = None
+    status: StepStatus = StepStatus.STARTED
+    input: JSON = None
+    input_hash: str | None = None
+    output: JSON = None
+    error: str | None = None
+    attempt: int = 1
+    started_at: float = Field(default_factory=now)
+    ended_at: float | None = None
+    duration_ms: float | None = None
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+class StepResult(_Record):
+    """What completes (or fails) a started step."""
+
+    status: StepStatus
+    output: JSON = None
+    error: str | None = None
+    ended_at: float = Field(default_factory=now)
+    duration_ms: float | None = None
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+class Approval(_Record):
+    """A human decision a tool call waits for, bound to the exact tool arguments."""
+
+    id: str = Field(default_factory=new_id)
+    run_id: str
+    step_key: str
+    tool: str
+    args: JSON = None
+    args_hash: str
+    status: ApprovalStatus = ApprovalStatus.PENDING
+    requested_at: float = Field(default_factory=now)
+    expires_at: float | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    reason: str | None = None

@@ -1,0 +1,305 @@
+"""`ActiveRun`: the journal cursor of one execution attempt of a run.
+
+Adapters route every intercepted call through `ActiveRun.step` (or its `llm`/`tool` helpers).
+A completed step returns its recorded output without calling anything; anything else runs live
+and is journaled ``started`` before and ``completed``/``failed`` after. Re-execution replays the
+framework's loop from the start, so step keys must be deterministic (see `llm_key`/`call_key`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from agentspan import approvals
+from agentspan.errors import InDoubtStepError, ReplayDivergenceError
+from agentspan.hashing import chain, digest
+from agentspan.models import price_usd
+from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus, now
+from agentspan.stores.base import Store
+from agentspan.tools import DEFAULT_TOOL_OPTIONS, StepInfo, ToolOptions, _current_step
+
+T = TypeVar("T")
+_GENESIS = "agentspan/v1"
+
+
+@dataclass
+class Scope:
+    """A counter scope for model-call keys: the run itself, or one tool call inside it."""
+
+    prefix: str
+    llm_calls: int = 0
+    seen_items: int = 0
+    chain_hash: str = _GENESIS
+
+
+@dataclass(frozen=True)
+class LlmMetrics:
+    """What an adapter reads off a model response for the trail."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    model: str | None = None
+
+
+@dataclass
+class Counters:
+    """Calls served from the journal vs. made live in this attempt."""
+
+    replayed: dict[str, int] = field(default_factory=dict)
+    live: dict[str, int] = field(default_factory=dict)
+
+    def bump(self, table: dict[str, int], kind: str) -> None:
+        table[kind] = table.get(kind, 0) + 1
+
+
+_active: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar("agentspan_active_run", default=None)
+_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("agentspan_scope", default=None)
+
+
+def active_run() -> ActiveRun | None:
+    """Returns the durable run executing in this context, or None (calls then pass through)."""
+    return _active.get()
+
+
+class ActiveRun:
+    """The journal of one run as seen by one execution attempt holding the run's lease.
+
+    Args:
+        store: Where the journal lives.
+        run: The run record (its lease already claimed by this process).
+        steps: The run's journal, loaded in one bulk read before the attempt.
+    """
+
+    def __init__(self, store: Store, run: Run, steps: Sequence[Step]) -> None:
+        self.store = store
+        self.run = run
+        self.run_id = run.id
+        self.epoch = run.lease_epoch
+        self.journal: dict[str, Step] = {s.key: s for s in steps}
+        self._next_seq = max((s.seq for s in steps), default=0) + 1
+        self._root = Scope(prefix="")
+        self._call_keys: dict[str, str] = {}
+        self.counters = Counters()
+
+    # ---- context ------------------------------------------------------------------------
+    def activate(self) -> contextvars.Token[ActiveRun | None]:
+        """Makes this run the active one in the current context."""
+        _scope.set(self._root)
+        return _active.set(self)
+
+    @staticmethod
+    def deactivate(token: contextvars.Token[ActiveRun | None]) -> None:
+        """Undoes `activate`."""
+        _active.reset(token)
+
+    def _current_scope(self) -> Scope:
+        scope = _scope.get()
+        return scope if scope is not None else self._root
+
+    # ---- keys ---------------------------------------------------------------------------
+    def llm_key(self) -> str:
+        """Returns the key of the next model call in the current scope (``llm:0``, ``llm:1``...)."""
+        scope = self._current_scope()
+        key = f"{scope.prefix}llm:{scope.llm_calls}"
+        scope.llm_calls += 1
+        return key
+
+    def conversation_hash(self, items: Sequence[Any], dump: Callable[[Any], JSON], extra: JSON) -> tuple[JSON, str]:
+        """Chains the hash of a model call's input over what is new since the previous call.
+
+        Args:
+            items: The whole conversation passed to the model.
+            dump: Converts one item to JSON.
+            extra: Small per-call JSON hashed in full (instructions, tool names).
+
+        Returns:
+            ``(new_items_json, input_hash)``; the per-call cost is proportional to the new items.
+        """
+        scope = self._current_scope()
+        start = scope.seen_items if len(items) >= scope.seen_items else 0
+        delta = [dump(item) for item in items[start:]]
+        scope.seen_items = len(items)
+        scope.chain_hash = chain(scope.chain_hash, [extra, delta])
+        return delta, scope.chain_hash
+
+    def register_calls(self, llm_key: str, call_ids: Sequence[str | None]) -> None:
+        """Records the tool/handoff call ids a model response asked for, in response order."""
+        for index, call_id in enumerate(call_ids):
+            self._call_keys[call_id or f"#{llm_key}/{index}"] = f"{llm_key}/call:{call_id or index}"
+
+    def call_key(self, call_id: str | None, kind: str = "tool") -> str:
+        """Returns the key of a tool/handoff call, derived from the response that asked for it."""
+        key = self._call_keys.get(call_id) if call_id else None
+        if key is not None:
+            return key
+        return f"{self._current_scope().prefix}{kind}:{call_id}"
+
+    # ---- the journaled call -------------------------------------------------------------
+    async def step(
+        self,
+        *,
+        kind: StepKind,
+        key: str,
+        name: str | None,
+        input: JSON,
+        input_hash: str | None,
+        invoke: Callable[[], Awaitable[T]],
+        dump: Callable[[T], JSON],
+        load: Callable[[JSON], T],
+        provider: str | None = None,
+        model: str | None = None,
+        metrics: Callable[[T], LlmMetrics] | None = None,
+        on_in_doubt: str = "retry",
+        child_scope: bool = False,
+    ) -> T:
+        """Replays ``key`` from the journal, or calls ``invoke`` live and journals it.
+
+        Raises:
+            ReplayDivergenceError: The journaled input hash differs from ``input_hash``.
+            InDoubtStepError: The step was in flight when a process died and the policy is
+                ``"fail"``.
+        """
+        recorded = self.journal.get(key)
+        attempt = 1
+        if recorded is not None:
+            if input_hash is not None and recorded.input_hash not in (None, input_hash):
+                raise ReplayDivergenceError(
+                    self.run_id, key,
+                    f"recorded {recorded.kind} {recorded.name!r} had input hash "
+                    f"{recorded.input_hash[:12]}, the live call has {input_hash[:12]} "
+                    "(the agent's code, prompt or tools changed since the run started)",
+                )
+            if recorded.status is StepStatus.COMPLETED:
+                self.counters.bump(self.counters.replayed, kind.value)
+                return load(recorded.output)
+            if recorded.status is StepStatus.STARTED and on_in_doubt == "fail":
+                raise InDoubtStepError(self.run_id, key)
+            attempt = recorded.attempt + 1
+            seq = recorded.seq
+        else:
+            seq = self._next_seq
+            self._next_seq += 1
+        step = Step(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
+                    input_hash=input_hash, attempt=attempt, provider=provider, model=model)
+        self.store.start_step(step, epoch=self.epoch)
+        self.journal[key] = step
+        info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind.value, name)
+        info_token = _current_step.set(info)
+        scope_token = _scope.set(Scope(prefix=f"{key}/")) if child_scope else None
+        started = time.perf_counter()
+        try:
+            value = await invoke()
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise  # signals and interrupts leave the step in doubt, as a crash would
+            self._finish(step, StepResult(status=StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
+                                          duration_ms=(time.perf_counter() - started) * 1000))
+            raise
+        finally:
+            _current_step.reset(info_token)
+            if scope_token is not None:
+                _scope.reset(scope_token)
+        duration_ms = (time.perf_counter() - started) * 1000
+        output = dump(value)
+        result = StepResult(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
+                            provider=provider, model=model)
+        if metrics is not None:
+            m = metrics(value)
+            result.input_tokens, result.output_tokens = m.input_tokens, m.output_tokens
+            result.model = m.model or model
+            result.cost_usd = price_usd(provider, result.model, m.input_tokens, m.output_tokens)
+        self._finish(step, result)
+        self.counters.bump(self.counters.live, kind.value)
+        return value
+
+    def _finish(self, step: Step, result: StepResult) -> None:
+        self.store.finish_step(self.run_id, step.key, result, epoch=self.epoch)
+        step.status = result.status
+        step.output = result.output
+        step.error = result.error
+        step.ended_at = result.ended_at
+
+    # ---- tools --------------------------------------------------------------------------
+    async def tool(
+        self,
+        *,
+        key: str,
+        name: str,
+        args: JSON,
+        invoke: Callable[[], Awaitable[Any]],
+        options: ToolOptions = DEFAULT_TOOL_OPTIONS,
+        needs_approval: bool = False,
+        dump: Callable[[Any], JSON] | None = None,
+    ) -> JSON:
+        """Runs a tool call durably: replayed if journaled, gated by an approval if required.
+
+        The returned value is always the JSON form of the tool's result, identical on live runs
+        and replays, so the conversation the model sees never depends on whether a call was
+        replayed.
+        """
+        to_json = dump or _jsonable
+        args_hash = digest(args)
+        recorded = self.journal.get(key)
+        if recorded is not None and recorded.status is StepStatus.COMPLETED:
+            if recorded.input_hash not in (None, args_hash):
+                raise ReplayDivergenceError(
+                    self.run_id, key, f"tool {name!r} was journaled with other arguments "
+                    f"({recorded.input!r}); the live call has {args!r}")
+            self.counters.bump(self.counters.replayed, "tool")
+            return recorded.output
+        if options.approval_required or needs_approval or (
+            recorded is not None and options.on_in_doubt == "ask"
+        ):
+            rejection = approvals.gate(self, key=key, tool=options.name or name, args=args,
+                                       args_hash=args_hash, options=options)
+            if rejection is not None:
+                return await self.step(kind=StepKind.TOOL, key=key, name=options.name or name, input=args,
+                                       input_hash=args_hash, invoke=_constant(rejection),
+                                       dump=_identity, load=_identity)
+
+        async def call() -> JSON:
+            return to_json(await invoke())
+
+        return await self.step(kind=StepKind.TOOL, key=key, name=options.name or name, input=args,
+                               input_hash=args_hash, invoke=call, dump=_identity, load=_identity,
+                               on_in_doubt="retry" if options.on_in_doubt == "ask" else options.on_in_doubt,
+                               child_scope=True)
+
+    # ---- record-only steps --------------------------------------------------------------
+    def record(self, *, kind: StepKind, key: str, name: str | None, input: JSON, output: JSON) -> None:
+        """Journals a completed step that has nothing to replay (a guardrail result, an event)."""
+        if key in self.journal:
+            return
+        step = Step(run_id=self.run_id, key=key, seq=self._next_seq, kind=kind, name=name, input=input)
+        self._next_seq += 1
+        self.store.start_step(step, epoch=self.epoch)
+        self.journal[key] = step
+        self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=now(),
+                                      duration_ms=0.0))
+
+
+def _identity(value: T) -> T:
+    return value
+
+
+def _constant(value: T) -> Callable[[], Awaitable[T]]:
+    async def call() -> T:
+        return value
+
+    return call
+
+
+def _jsonable(value: Any) -> JSON:
+    """Converts a tool result to JSON (pydantic models and dataclasses too; else its ``str``)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    from pydantic_core import to_jsonable_python
+
+    try:
+        return to_jsonable_python(value)
+    except Exception:
+        return str(value)

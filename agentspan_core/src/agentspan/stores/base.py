@@ -1,0 +1,183 @@
+"""The store contract every backend implements (in-memory, SQLite, PostgreSQL, HTTP).
+
+Rules every backend follows (the conformance suite in `agentspan.testing.conformance` checks them):
+
+- Writes that advance a run are *fenced*: they carry the writer's lease epoch and are refused with
+  `LeaseLostError` when the run's current ``lease_epoch`` differs, and with `RunCancelledSignal`
+  when the run was cancelled. A refused write changes nothing.
+- Each write is atomic (one transaction). Records returned are copies: mutating them never changes
+  the store.
+- Only JSON crosses the boundary: ``input``, ``output``, ``args`` and ``options`` are JSON values.
+- Listings are newest first (ids are UUIDv7, so id order is creation order).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from agentspan.records import JSON, Approval, Run, RunStatus, Step, StepResult
+
+
+class Store(abc.ABC):
+    """Durable storage of runs, their journal and their approvals."""
+
+    # ---- runs -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_run(self, run: Run) -> tuple[Run, bool]:
+        """Inserts a run.
+
+        Args:
+            run: The run to insert.
+
+        Returns:
+            ``(run, True)`` when inserted; ``(existing, False)`` when ``run.idempotency_key`` is
+            set and a run with the same key already exists (nothing is inserted then).
+
+        Raises:
+            ConfigurationError: A run with the same id exists.
+        """
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> Run:
+        """Returns the run. Raises `RunNotFound`."""
+
+    @abc.abstractmethod
+    def list_runs(
+        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        """Returns runs newest first, optionally filtered by status and agent name."""
+
+    @abc.abstractmethod
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        epoch: int,
+        status: RunStatus | None = None,
+        output: JSON = None,
+        error: str | None = None,
+        release_lease: bool = False,
+    ) -> Run:
+        """Fenced update of a run's status/output/error.
+
+        Only the fields given (not None) change; ``updated_at`` is set. With ``release_lease`` the
+        lease owner and expiry are cleared (the epoch stays).
+
+        Raises:
+            RunNotFound: Unknown run.
+            LeaseLostError: ``epoch`` is not the run's current lease epoch.
+            RunCancelledSignal: The run was cancelled (unless ``status`` is cancelled).
+        """
+
+    @abc.abstractmethod
+    def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
+        """Unfenced: marks a non-terminal run ``cancelled`` (error = reason), from any process.
+
+        Raises:
+            RunNotFound: Unknown run.
+            RunStateError: The run already ended (completed, failed or cancelled).
+        """
+
+    # ---- leases ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def claim_run(
+        self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float
+    ) -> Run:
+        """Atomically takes the run's lease (compare-and-set on the epoch).
+
+        Sets ``lease_owner``, ``lease_expires_at`` and ``lease_epoch = expected_epoch + 1`` if and
+        only if the run's epoch is still ``expected_epoch`` and the run has not ended. The caller
+        decides beforehand whether the current lease may be taken (expired, released, dead owner).
+
+        Raises:
+            RunNotFound: Unknown run.
+            LeaseLostError: The epoch moved on (someone else claimed first) or the run ended.
+        """
+
+    @abc.abstractmethod
+    def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
+        """Extends the lease held at ``epoch``. Returns False if the epoch is stale."""
+
+    @abc.abstractmethod
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
+        """Returns runs a worker may claim, oldest first.
+
+        A run is claimable when its status is ``pending``, ``running`` or ``waiting``, its lease is
+        free (no owner, or ``lease_expires_at < now``), and, for ``waiting`` runs, it has no
+        ``pending`` approval left. ``agents`` filters on the run's agent name.
+        """
+
+    # ---- steps ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def start_step(self, step: Step, *, epoch: int) -> None:
+        """Fenced: journals a step as ``started``.
+
+        Inserts the step, or, when a step with the same ``(run_id, key)`` exists and is not
+        ``completed`` (an in-doubt or failed attempt), replaces it keeping its ``seq`` (the caller
+        passes ``attempt`` incremented). Inserting a new key increments the run's ``steps`` total.
+
+        Raises:
+            LeaseLostError, RunCancelledSignal: As for `update_run`.
+            ConfigurationError: The key is already ``completed`` (a journal entry is never rewritten).
+        """
+
+    @abc.abstractmethod
+    def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
+        """Fenced: records a started step's end (``completed`` or ``failed``) and its metrics.
+
+        Adds the step's ``input_tokens``, ``output_tokens`` and ``cost_usd`` (when given) to the
+        run's totals in the same transaction.
+
+        Raises:
+            StepNotFound: No started step with that key.
+            LeaseLostError, RunCancelledSignal: As for `update_run`.
+        """
+
+    @abc.abstractmethod
+    def list_steps(self, run_id: str) -> list[Step]:
+        """Returns the run's steps ordered by ``seq``. Raises `RunNotFound` for an unknown run."""
+
+    # ---- approvals ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
+        """Fenced: stores a pending approval and sets the run's status to ``waiting``.
+
+        Idempotent per ``(run_id, step_key)``: if an approval for that step exists, it is returned
+        unchanged and nothing is written.
+        """
+
+    @abc.abstractmethod
+    def get_approval(self, approval_id: str) -> Approval:
+        """Returns the approval. Raises `ApprovalNotFound`."""
+
+    @abc.abstractmethod
+    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
+        """Returns the approval requested for a step, if any."""
+
+    @abc.abstractmethod
+    def list_approvals(
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """Returns approvals newest first, optionally filtered by run and status."""
+
+    @abc.abstractmethod
+    def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        approved: bool,
+        by: str | None,
+        reason: str | None,
+        decided_at: float,
+    ) -> Approval:
+        """Decides a pending approval exactly once (unfenced: any process may decide).
+
+        Raises:
+            ApprovalNotFound: Unknown approval.
+            ApprovalConflict: It was already decided (or expired); nothing changes.
+        """
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases resources (connections, files)."""

@@ -1,0 +1,340 @@
+"""The in-memory reference store: the contract of `Store` in plain Python, for tests and demos.
+
+Nothing survives the process. Every call holds one lock, so the store is safe to share between
+threads; records are copied on the way in and out: JSON values go in through a JSON round trip (a deep
+copy that also turns tuples into lists and refuses non-JSON values, as a persistent store would;
+the other fields are immutable scalars) and come out deep-copied.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from agentspan.errors import (
+    ApprovalConflict,
+    ApprovalNotFound,
+    ConfigurationError,
+    LeaseLostError,
+    RunCancelledSignal,
+    RunNotFound,
+    RunStateError,
+    StepNotFound,
+)
+from agentspan.records import (
+    JSON,
+    Approval,
+    ApprovalStatus,
+    Run,
+    RunStatus,
+    Step,
+    StepResult,
+    StepStatus,
+)
+from agentspan.stores.base import Store
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+
+
+def _json(value: Any) -> Any:
+    """Returns an independent, JSON-normalised copy of ``value``."""
+    if value is None:
+        return None
+    try:
+        return json.loads(_ENCODER.encode(value))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"only JSON values can be stored: {exc}") from exc
+
+
+def _limited(items: list[Any], limit: int) -> list[Any]:
+    return items if limit < 0 else items[:limit]
+
+
+class MemoryStore(Store):
+    """Keeps runs, steps and approvals in dictionaries guarded by one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, Run] = {}
+        self._by_key: dict[str, str] = {}
+        self._steps: dict[str, dict[str, Step]] = {}
+        self._approvals: dict[str, Approval] = {}
+        self._by_step: dict[tuple[str, str], str] = {}
+
+    # ---- helpers (called with the lock held) ----------------------------------------------
+    def _run(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    def _fenced(self, run_id: str, epoch: int, *, cancelling: bool = False) -> Run:
+        run = self._run(run_id)
+        if run.status == RunStatus.CANCELLED and not cancelling:
+            raise RunCancelledSignal(run_id, run.error)
+        if run.lease_epoch != epoch:
+            raise LeaseLostError(
+                f"run {run_id!r} is held at lease epoch {run.lease_epoch}; the write carried epoch {epoch}"
+            )
+        return run
+
+    # ---- runs -----------------------------------------------------------------------------
+    def create_run(self, run: Run) -> tuple[Run, bool]:
+        """See `Store.create_run`."""
+        stored = run.model_copy(
+            update={"input": _json(run.input), "output": _json(run.output), "options": _json(run.options)}
+        )
+        with self._lock:
+            if run.idempotency_key is not None and run.idempotency_key in self._by_key:
+                return self._runs[self._by_key[run.idempotency_key]].model_copy(deep=True), False
+            if run.id in self._runs:
+                raise ConfigurationError(f"a run with id {run.id!r} already exists")
+            self._runs[run.id] = stored
+            self._steps[run.id] = {}
+            if run.idempotency_key is not None:
+                self._by_key[run.idempotency_key] = run.id
+            return stored.model_copy(deep=True), True
+
+    def get_run(self, run_id: str) -> Run:
+        """See `Store.get_run`."""
+        with self._lock:
+            return self._run(run_id).model_copy(deep=True)
+
+    def list_runs(
+        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        """See `Store.list_runs`."""
+        with self._lock:
+            runs = [
+                r
+                for r in self._runs.values()
+                if (status is None or r.status == status) and (agent is None or r.agent == agent)
+            ]
+            runs.sort(key=lambda r: r.id, reverse=True)
+            return [r.model_copy(deep=True) for r in _limited(runs, limit)]
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        epoch: int,
+        status: RunStatus | None = None,
+        output: JSON = None,
+        error: str | None = None,
+        release_lease: bool = False,
+    ) -> Run:
+        """See `Store.update_run`."""
+        new_status = None if status is None else RunStatus(status)
+        new_output = _json(output)
+        with self._lock:
+            run = self._fenced(run_id, epoch, cancelling=new_status == RunStatus.CANCELLED)
+            if new_status is not None:
+                run.status = new_status
+            if new_output is not None:
+                run.output = new_output
+            if error is not None:
+                run.error = error
+            if release_lease:
+                run.lease_owner = None
+                run.lease_expires_at = None
+            run.updated_at = time.time()
+            return run.model_copy(deep=True)
+
+    def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
+        """See `Store.cancel_run`."""
+        with self._lock:
+            run = self._run(run_id)
+            if run.status.terminal:
+                raise RunStateError(f"run {run_id!r} already ended ({run.status}); it cannot be cancelled")
+            run.status = RunStatus.CANCELLED
+            run.error = reason
+            run.updated_at = time.time()
+            return run.model_copy(deep=True)
+
+    # ---- leases ---------------------------------------------------------------------------
+    def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:
+        """See `Store.claim_run`."""
+        with self._lock:
+            run = self._run(run_id)
+            if run.status.terminal:
+                raise LeaseLostError(f"run {run_id!r} already ended ({run.status})")
+            if run.lease_epoch != expected_epoch:
+                raise LeaseLostError(
+                    f"run {run_id!r} was claimed by another worker "
+                    f"(epoch {run.lease_epoch}, expected {expected_epoch})"
+                )
+            run.lease_owner = owner
+            run.lease_expires_at = lease_expires_at
+            run.lease_epoch = expected_epoch + 1
+            run.updated_at = time.time()
+            return run.model_copy(deep=True)
+
+    def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
+        """See `Store.renew_lease`. Raises `RunNotFound` for an unknown run."""
+        with self._lock:
+            run = self._run(run_id)
+            if run.lease_epoch != epoch:
+                return False
+            run.lease_expires_at = lease_expires_at
+            return True
+
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
+        """See `Store.claimable_runs`.
+
+        An empty ``agents`` sequence matches no run. A pending approval whose ``expires_at`` has
+        passed (``<= now``) no longer holds its run back: it counts as expired.
+        """
+        wanted = None if agents is None else set(agents)
+        with self._lock:
+            waiting_on = {
+                a.run_id
+                for a in self._approvals.values()
+                if a.status == ApprovalStatus.PENDING and (a.expires_at is None or a.expires_at > now)
+            }
+            runs = [
+                r
+                for r in self._runs.values()
+                if r.status in _ACTIVE
+                and (r.lease_owner is None or r.lease_expires_at is None or r.lease_expires_at < now)
+                and (r.status != RunStatus.WAITING or r.id not in waiting_on)
+                and (wanted is None or r.agent in wanted)
+            ]
+            runs.sort(key=lambda r: r.id)
+            return [r.model_copy(deep=True) for r in _limited(runs, limit)]
+
+    # ---- steps ----------------------------------------------------------------------------
+    def start_step(self, step: Step, *, epoch: int) -> None:
+        """See `Store.start_step`."""
+        stored = step.model_copy(update={"input": _json(step.input), "output": _json(step.output)})
+        with self._lock:
+            run = self._fenced(step.run_id, epoch)
+            journal = self._steps[step.run_id]
+            existing = journal.get(step.key)
+            if existing is None:
+                run.steps += 1
+            elif existing.status == StepStatus.COMPLETED:
+                raise ConfigurationError(
+                    f"step {step.key!r} of run {step.run_id!r} is already completed; "
+                    "a journal entry is never rewritten"
+                )
+            else:
+                stored.seq = existing.seq
+            journal[step.key] = stored
+            run.updated_at = time.time()
+
+    def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
+        """See `Store.finish_step`.
+
+        ``duration_ms`` defaults to ``ended_at - started_at``; ``provider``, ``model`` and the
+        token/cost fields keep the started step's values when the result leaves them None.
+        """
+        if result.status == StepStatus.STARTED:
+            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
+        output = _json(result.output)
+        with self._lock:
+            run = self._fenced(run_id, epoch)
+            step = self._steps[run_id].get(key)
+            if step is None or step.status != StepStatus.STARTED:
+                raise StepNotFound(run_id, key)
+            step.status = StepStatus(result.status)
+            step.output = output
+            step.error = result.error
+            step.ended_at = result.ended_at
+            step.duration_ms = (
+                result.duration_ms
+                if result.duration_ms is not None
+                else (result.ended_at - step.started_at) * 1000.0
+            )
+            for field in ("provider", "model", "input_tokens", "output_tokens", "cost_usd"):
+                value = getattr(result, field)
+                if value is not None:
+                    setattr(step, field, value)
+            run.input_tokens += result.input_tokens or 0
+            run.output_tokens += result.output_tokens or 0
+            run.cost_usd += result.cost_usd or 0.0
+            run.updated_at = time.time()
+
+    def list_steps(self, run_id: str) -> list[Step]:
+        """See `Store.list_steps`."""
+        with self._lock:
+            self._run(run_id)
+            steps = sorted(self._steps[run_id].values(), key=lambda s: s.seq)
+            return [s.model_copy(deep=True) for s in steps]
+
+    # ---- approvals ------------------------------------------------------------------------
+    def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
+        """See `Store.request_approval`."""
+        stored = approval.model_copy(update={"args": _json(approval.args)})
+        with self._lock:
+            run = self._fenced(approval.run_id, epoch)
+            existing_id = self._by_step.get((approval.run_id, approval.step_key))
+            if existing_id is not None:
+                return self._approvals[existing_id].model_copy(deep=True)
+            if approval.id in self._approvals:
+                raise ConfigurationError(f"an approval with id {approval.id!r} already exists")
+            self._approvals[approval.id] = stored
+            self._by_step[(approval.run_id, approval.step_key)] = approval.id
+            run.status = RunStatus.WAITING
+            run.updated_at = time.time()
+            return stored.model_copy(deep=True)
+
+    def get_approval(self, approval_id: str) -> Approval:
+        """See `Store.get_approval`."""
+        with self._lock:
+            approval = self._approvals.get(approval_id)
+            if approval is None:
+                raise ApprovalNotFound(approval_id)
+            return approval.model_copy(deep=True)
+
+    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
+        """See `Store.find_approval`."""
+        with self._lock:
+            approval_id = self._by_step.get((run_id, step_key))
+            return None if approval_id is None else self._approvals[approval_id].model_copy(deep=True)
+
+    def list_approvals(
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """See `Store.list_approvals`."""
+        with self._lock:
+            found = [
+                a
+                for a in self._approvals.values()
+                if (run_id is None or a.run_id == run_id) and (status is None or a.status == status)
+            ]
+            found.sort(key=lambda a: a.id, reverse=True)
+            return [a.model_copy(deep=True) for a in _limited(found, limit)]
+
+    def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        approved: bool,
+        by: str | None,
+        reason: str | None,
+        decided_at: float,
+    ) -> Approval:
+        """See `Store.decide_approval`.
+
+        A pending approval is expired once ``decided_at >= expires_at``; deciding it then raises
+        `ApprovalConflict` and changes nothing.
+        """
+        with self._lock:
+            approval = self._approvals.get(approval_id)
+            if approval is None:
+                raise ApprovalNotFound(approval_id)
+            if approval.status != ApprovalStatus.PENDING:
+                raise ApprovalConflict(f"approval {approval_id!r} was already {approval.status}")
+            if approval.expires_at is not None and approval.expires_at <= decided_at:
+                raise ApprovalConflict(
+                    f"approval {approval_id!r} expired at {approval.expires_at} before it was decided"
+                )
+            approval.status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
+            approval.decided_by = by
+            approval.decided_at = decided_at
+            approval.reason = reason
+            return approval.model_copy(deep=True)

@@ -1,0 +1,390 @@
+"""The embedded SQLite store: one file, WAL mode, safe for several threads and processes.
+
+One connection is shared by the threads of a process (the executing thread and the lease
+heartbeat) under a lock. Several processes may open the same file: every write is its own
+``BEGIN IMMEDIATE`` transaction, so writers queue on SQLite's lock (``busy_timeout`` 10 s) instead
+of failing, and fenced writes check the lease epoch inside the write statement itself (only when
+it matches no row is the run read, to tell why).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+from agentspan.errors import (
+    ApprovalConflict,
+    ApprovalNotFound,
+    ConfigurationError,
+    LeaseLostError,
+    RunCancelledSignal,
+    RunNotFound,
+    RunStateError,
+    StepNotFound,
+    StoreError,
+)
+from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
+from agentspan.stores import sqlite_schema as sql
+from agentspan.stores.base import Store
+from agentspan.stores.sqlite_schema import (
+    approval_from_row,
+    approval_values,
+    dump_json,
+    run_from_row,
+    run_values,
+    step_from_row,
+    step_values,
+)
+
+_T = TypeVar("_T")
+
+
+def _rollback(cur: sqlite3.Cursor) -> None:
+    if cur.connection.in_transaction:
+        try:
+            cur.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+def _refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: bool = False) -> BaseException:
+    """Explains, inside the transaction, why a fenced write matched no row."""
+    row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
+    if row is None:
+        return RunNotFound(run_id)
+    if row[0] == "cancelled" and not cancelling:
+        return RunCancelledSignal(run_id, row[2])
+    return LeaseLostError(f"run {run_id!r} is held at lease epoch {row[1]}; the write carried epoch {epoch}")
+
+
+class SqliteStore(Store):
+    """Stores runs, steps and approvals in one SQLite file.
+
+    Args:
+        path: The database file. Its parent directory is created when ``create`` is true.
+        durability: ``"normal"`` (``synchronous=NORMAL``: a commit survives a process crash;
+            the last commits may be lost on power loss) or ``"full"`` (``synchronous=FULL``:
+            every commit is fsynced, power-loss safe, slower).
+        create: Whether to create the file (and schema) when it does not exist.
+
+    Raises:
+        StoreError: The file is missing (with ``create=False``), is not a valid Agentspan
+            store, or cannot be opened.
+        ConfigurationError: Unknown ``durability``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Literal["normal", "full"] = "normal",
+        create: bool = True,
+    ) -> None:
+        if durability not in ("normal", "full"):
+            raise ConfigurationError(f"durability must be 'normal' or 'full', not {durability!r}")
+        self.path = os.fspath(path)
+        self.durability = durability
+        self._lock = threading.Lock()
+        self._conn = sql.open_database(self.path, durability=durability, create=create)
+        self._cur = self._conn.cursor()  # reused under the lock: no cursor object per statement
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r}, durability={self.durability!r})"
+
+    # ---- plumbing -------------------------------------------------------------------------
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"Agentspan store {self.path}: {exc}")
+
+    def _tx(self, fn: Callable[[sqlite3.Cursor], _T]) -> _T:
+        """Runs ``fn`` in one ``BEGIN IMMEDIATE`` transaction, rolled back on any error."""
+        with self._lock:
+            cur = self._cur
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(cur)
+                    cur.execute("COMMIT")
+                except BaseException:
+                    _rollback(cur)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            return result
+
+    def _query(self, statement: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        with self._lock:
+            try:
+                return self._cur.execute(statement, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int) -> list[Any]:
+        where = " AND ".join(f"{name}=?" for name, value in filters.items() if value is not None)
+        params = [str(value) for value in filters.values() if value is not None]
+        statement = f"SELECT {columns} FROM {table}" + (f" WHERE {where}" if where else "")
+        return self._query(f"{statement} ORDER BY {order} LIMIT ?", (*params, limit))
+
+    # ---- runs -----------------------------------------------------------------------------
+    def create_run(self, run: Run) -> tuple[Run, bool]:
+        """See `Store.create_run`."""
+        values = run_values(run)
+
+        def tx(cur: sqlite3.Cursor) -> tuple[Run, bool]:
+            if run.idempotency_key is not None:
+                row = cur.execute(sql.RUN_BY_KEY, (run.idempotency_key,)).fetchone()
+                if row is not None:
+                    return run_from_row(row), False
+            if cur.execute(sql.RUN_STATE, (run.id,)).fetchone() is not None:
+                raise ConfigurationError(f"a run with id {run.id!r} already exists")
+            cur.execute(sql.INSERT_RUN, values)
+            return run_from_row(values), True
+
+        return self._tx(tx)
+
+    def get_run(self, run_id: str) -> Run:
+        """See `Store.get_run`."""
+        rows = self._query(sql.GET_RUN, (run_id,))
+        if not rows:
+            raise RunNotFound(run_id)
+        return run_from_row(rows[0])
+
+    def list_runs(
+        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        """See `Store.list_runs`."""
+        rows = self._select("runs", sql.RUN_COLUMNS, {"status": status, "agent": agent}, "id DESC", limit)
+        return [run_from_row(r) for r in rows]
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        epoch: int,
+        status: RunStatus | None = None,
+        output: JSON = None,
+        error: str | None = None,
+        release_lease: bool = False,
+    ) -> Run:
+        """See `Store.update_run`."""
+        status = None if status is None else RunStatus(status)
+        cancelling = status is RunStatus.CANCELLED
+        params = {
+            "status": None if status is None else status.value,
+            "output": dump_json(output),
+            "error": error,
+            "now": time.time(),
+            "release": bool(release_lease),
+            "id": run_id,
+            "epoch": epoch,
+            "cancelling": cancelling,
+        }
+
+        def tx(cur: sqlite3.Cursor) -> Run:
+            if cur.execute(sql.UPDATE_RUN, params).rowcount == 0:
+                raise _refusal(cur, run_id, epoch, cancelling=cancelling)
+            return run_from_row(cur.execute(sql.GET_RUN, (run_id,)).fetchone())
+
+        return self._tx(tx)
+
+    def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
+        """See `Store.cancel_run`. The lease is left alone: its holder learns at its next write."""
+
+        def tx(cur: sqlite3.Cursor) -> Run:
+            if cur.execute(sql.CANCEL_RUN, (reason, time.time(), run_id)).rowcount == 0:
+                row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
+                if row is None:
+                    raise RunNotFound(run_id)
+                raise RunStateError(f"run {run_id!r} already ended ({row[0]}); it cannot be cancelled")
+            return run_from_row(cur.execute(sql.GET_RUN, (run_id,)).fetchone())
+
+        return self._tx(tx)
+
+    # ---- leases ---------------------------------------------------------------------------
+    def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:
+        """See `Store.claim_run`."""
+        params = (owner, lease_expires_at, time.time(), run_id, expected_epoch)
+
+        def tx(cur: sqlite3.Cursor) -> Run:
+            if cur.execute(sql.CLAIM_RUN, params).rowcount == 0:
+                row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
+                if row is None:
+                    raise RunNotFound(run_id)
+                if RunStatus(row[0]).terminal:
+                    raise LeaseLostError(f"run {run_id!r} already ended ({row[0]})")
+                raise LeaseLostError(
+                    f"run {run_id!r} was claimed by another worker "
+                    f"(epoch {row[1]}, expected {expected_epoch})"
+                )
+            return run_from_row(cur.execute(sql.GET_RUN, (run_id,)).fetchone())
+
+        return self._tx(tx)
+
+    def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
+        """See `Store.renew_lease`. Raises `RunNotFound` for an unknown run."""
+
+        def tx(cur: sqlite3.Cursor) -> bool:
+            if cur.execute(sql.RENEW_LEASE, (lease_expires_at, run_id, epoch)).rowcount == 1:
+                return True
+            if cur.execute(sql.RUN_STATE, (run_id,)).fetchone() is None:
+                raise RunNotFound(run_id)
+            return False
+
+        return self._tx(tx)
+
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
+        """See `Store.claimable_runs`.
+
+        An empty ``agents`` sequence matches no run. A pending approval whose ``expires_at`` has
+        passed (``<= now``) no longer holds its run back: it counts as expired.
+        """
+        statement, params = sql.CLAIMABLE, {"now": now, "limit": limit}
+        if agents is not None:
+            names = list(agents)
+            if not names:
+                return []
+            statement += f" AND r.agent IN ({', '.join(f':a{i}' for i in range(len(names)))})"
+            params.update({f"a{i}": name for i, name in enumerate(names)})
+        rows = self._query(statement + " ORDER BY r.id LIMIT :limit", params)
+        return [run_from_row(r) for r in rows]
+
+    # ---- steps (the hot path) -------------------------------------------------------------
+    def start_step(self, step: Step, *, epoch: int) -> None:
+        """See `Store.start_step`.
+
+        One transaction: insert the step (``DO NOTHING`` on an existing key), fence the run while
+        counting a new key, and, for an existing key, replace it unless it is completed.
+        """
+        values = step_values(step)
+        run_id, key = values[0], values[1]
+        fence = [time.time(), 0, run_id, epoch]
+        replace = (*values[3:], run_id, key)
+
+        def tx(cur: sqlite3.Cursor) -> None:
+            fence[1] = new = cur.execute(sql.INSERT_STEP, values).rowcount
+            if cur.execute(sql.FENCE_START, fence).rowcount == 0:
+                raise _refusal(cur, run_id, epoch)
+            if not new and cur.execute(sql.REPLACE_STEP, replace).rowcount == 0:
+                raise ConfigurationError(
+                    f"step {key!r} of run {run_id!r} is already completed; a journal entry is never rewritten"
+                )
+
+        self._tx(tx)
+
+    def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
+        """See `Store.finish_step`.
+
+        One transaction: fence the run while adding the metrics to its totals, then end the step.
+        ``duration_ms`` defaults to ``ended_at - started_at``; ``provider``, ``model`` and the
+        token/cost fields keep the started step's values when the result leaves them None.
+        """
+        status = result.status
+        if status == StepStatus.STARTED:
+            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
+        ended_at = result.ended_at
+        in_tok, out_tok, cost = result.input_tokens, result.output_tokens, result.cost_usd
+        fence = (time.time(), in_tok or 0, out_tok or 0, cost or 0.0, run_id, epoch)
+        step = (
+            status, dump_json(result.output), result.error, ended_at, result.duration_ms, ended_at,
+            result.provider, result.model, in_tok, out_tok, cost, run_id, key,
+        )  # fmt: skip
+
+        def tx(cur: sqlite3.Cursor) -> None:
+            if cur.execute(sql.FENCE_FINISH, fence).rowcount == 0:
+                raise _refusal(cur, run_id, epoch)
+            if cur.execute(sql.FINISH_STEP, step).rowcount == 0:
+                raise StepNotFound(run_id, key)
+
+        self._tx(tx)
+
+    def list_steps(self, run_id: str) -> list[Step]:
+        """See `Store.list_steps` (one query: the run joined with its steps)."""
+        rows = self._query(sql.LIST_STEPS, (run_id,))
+        if not rows:
+            raise RunNotFound(run_id)
+        if rows[0][1] is None:
+            return []
+        return [step_from_row(r[1:]) for r in rows]
+
+    # ---- approvals ------------------------------------------------------------------------
+    def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
+        """See `Store.request_approval`. The fence is checked even when the approval exists."""
+        values = approval_values(approval)
+        run_id = approval.run_id
+
+        def tx(cur: sqlite3.Cursor) -> Approval:
+            existing = cur.execute(sql.FIND_APPROVAL, (run_id, approval.step_key)).fetchone()
+            if existing is not None:
+                row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
+                if row is None or row[0] == "cancelled" or row[1] != epoch:
+                    raise _refusal(cur, run_id, epoch)
+                return approval_from_row(existing)
+            if cur.execute(sql.WAIT_RUN, (time.time(), run_id, epoch)).rowcount == 0:
+                raise _refusal(cur, run_id, epoch)
+            if cur.execute(sql.APPROVAL_EXISTS, (approval.id,)).fetchone() is not None:
+                raise ConfigurationError(f"an approval with id {approval.id!r} already exists")
+            cur.execute(sql.INSERT_APPROVAL, values)
+            return approval_from_row(values)
+
+        return self._tx(tx)
+
+    def get_approval(self, approval_id: str) -> Approval:
+        """See `Store.get_approval`."""
+        rows = self._query(sql.GET_APPROVAL, (approval_id,))
+        if not rows:
+            raise ApprovalNotFound(approval_id)
+        return approval_from_row(rows[0])
+
+    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
+        """See `Store.find_approval`."""
+        rows = self._query(sql.FIND_APPROVAL, (run_id, step_key))
+        return approval_from_row(rows[0]) if rows else None
+
+    def list_approvals(
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """See `Store.list_approvals`."""
+        filters = {"run_id": run_id, "status": status}
+        rows = self._select("approvals", sql.APPROVAL_COLUMNS, filters, "id DESC", limit)
+        return [approval_from_row(r) for r in rows]
+
+    def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        approved: bool,
+        by: str | None,
+        reason: str | None,
+        decided_at: float,
+    ) -> Approval:
+        """See `Store.decide_approval`.
+
+        A pending approval is expired once ``decided_at >= expires_at``; deciding it then raises
+        `ApprovalConflict` and changes nothing.
+        """
+        status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
+        params = (status.value, by, decided_at, reason, approval_id, decided_at)
+
+        def tx(cur: sqlite3.Cursor) -> Approval:
+            if cur.execute(sql.DECIDE, params).rowcount == 0:
+                row = cur.execute(sql.GET_APPROVAL, (approval_id,)).fetchone()
+                if row is None:
+                    raise ApprovalNotFound(approval_id)
+                current = approval_from_row(row)
+                if current.status is not ApprovalStatus.PENDING:
+                    raise ApprovalConflict(f"approval {approval_id!r} was already {current.status.value}")
+                raise ApprovalConflict(
+                    f"approval {approval_id!r} expired at {current.expires_at} before it was decided"
+                )
+            return approval_from_row(cur.execute(sql.GET_APPROVAL, (approval_id,)).fetchone())
+
+        return self._tx(tx)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Closes the connection; later calls raise `StoreError`."""
+        with self._lock:
+            self._conn.close()

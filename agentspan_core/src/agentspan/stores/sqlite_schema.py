@@ -1,0 +1,378 @@
+"""Schema, migrations, statements and row mapping of the SQLite store.
+
+The store creates and migrates its own schema. `MIGRATIONS` is an ordered list of SQL scripts:
+the script at list position ``i`` is schema version ``i + 1``. Applied versions are recorded in
+``agentspan_migrations``; a migration is applied once, in its own ``BEGIN IMMEDIATE``
+transaction, so several processes opening the same fresh file never apply it twice.
+
+JSON values (``input``, ``output``, ``options``, ``args``) are TEXT columns holding compact JSON;
+``NULL`` stands for the JSON value ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+from agentspan.errors import ConfigurationError, StoreError
+from agentspan.records import (
+    Approval,
+    ApprovalStatus,
+    Run,
+    RunStatus,
+    Step,
+    StepKind,
+    StepStatus,
+)
+
+MIGRATIONS: list[str] = [
+    # ---- version 1: runs, steps, approvals ------------------------------------------------
+    """
+    CREATE TABLE runs (
+        id               TEXT PRIMARY KEY,
+        framework        TEXT NOT NULL,
+        agent            TEXT NOT NULL,
+        input            TEXT,
+        status           TEXT NOT NULL,
+        output           TEXT,
+        error            TEXT,
+        session_id       TEXT,
+        idempotency_key  TEXT UNIQUE,
+        parent_run_id    TEXT,
+        created_at       REAL NOT NULL,
+        updated_at       REAL NOT NULL,
+        lease_owner      TEXT,
+        lease_expires_at REAL,
+        lease_epoch      INTEGER NOT NULL DEFAULT 0,
+        input_tokens     INTEGER NOT NULL DEFAULT 0,
+        output_tokens    INTEGER NOT NULL DEFAULT 0,
+        cost_usd         REAL NOT NULL DEFAULT 0,
+        steps            INTEGER NOT NULL DEFAULT 0,
+        options          TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX runs_status ON runs (status, id);
+    CREATE INDEX runs_agent ON runs (agent, id);
+    CREATE INDEX runs_session ON runs (session_id) WHERE session_id IS NOT NULL;
+    CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+
+    CREATE TABLE steps (
+        run_id        TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        name          TEXT,
+        status        TEXT NOT NULL,
+        input         TEXT,
+        input_hash    TEXT,
+        output        TEXT,
+        error         TEXT,
+        attempt       INTEGER NOT NULL,
+        started_at    REAL NOT NULL,
+        ended_at      REAL,
+        duration_ms   REAL,
+        provider      TEXT,
+        model         TEXT,
+        input_tokens  INTEGER,
+        output_tokens INTEGER,
+        cost_usd      REAL,
+        PRIMARY KEY (run_id, key)
+    );
+    CREATE INDEX steps_run_seq ON steps (run_id, seq);
+
+    CREATE TABLE approvals (
+        id           TEXT PRIMARY KEY,
+        run_id       TEXT NOT NULL,
+        step_key     TEXT NOT NULL,
+        tool         TEXT NOT NULL,
+        args         TEXT,
+        args_hash    TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        requested_at REAL NOT NULL,
+        expires_at   REAL,
+        decided_by   TEXT,
+        decided_at   REAL,
+        reason       TEXT,
+        UNIQUE (run_id, step_key)
+    );
+    CREATE INDEX approvals_status ON approvals (status, id);
+    """,
+]
+
+_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS agentspan_migrations (version INTEGER PRIMARY KEY, applied_at REAL)"
+)
+
+
+def split_script(script: str) -> Iterator[str]:
+    """Yields the complete SQL statements of a script (trigger bodies stay whole)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending.strip()
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        yield pending.strip()
+
+
+def migrate(conn: sqlite3.Connection, *, create: bool, path: str) -> None:
+    """Brings the schema up to date, applying each missing migration in its own transaction.
+
+    Args:
+        conn: An autocommit connection (``isolation_level=None``).
+        create: Whether a database without the Agentspan schema may be initialised.
+        path: The database path, for error messages.
+
+    Raises:
+        StoreError: The database holds other tables but no Agentspan schema, or it was written by
+            a newer Agentspan (unknown schema version).
+    """
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    applied: set[int] = set()
+    if "agentspan_migrations" in tables:
+        applied = {r[0] for r in conn.execute("SELECT version FROM agentspan_migrations")}
+    elif tables:
+        raise StoreError(f"{path} is not a valid Agentspan store (it holds other tables)")
+    elif not create:
+        raise StoreError(f"no Agentspan store at {path} (the database is empty)")
+    newest = max(applied, default=0)
+    if newest > len(MIGRATIONS):
+        raise StoreError(
+            f"the Agentspan store at {path} has schema version {newest}, newer than this version "
+            f"of Agentspan supports ({len(MIGRATIONS)}); upgrade agentspan"
+        )
+    for version, script in enumerate(MIGRATIONS, start=1):
+        if version in applied:
+            continue
+        conn.execute("BEGIN IMMEDIATE")  # another process may be migrating: check again inside
+        try:
+            conn.execute(_MIGRATIONS_TABLE)
+            done = conn.execute("SELECT 1 FROM agentspan_migrations WHERE version=?", (version,)).fetchone()
+            if done is None:
+                for statement in split_script(script):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO agentspan_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, time.time()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def open_database(path: str, *, durability: str, create: bool) -> sqlite3.Connection:
+    """Opens (creating and migrating as allowed) an Agentspan SQLite database.
+
+    The connection is in autocommit mode (``isolation_level=None``: transactions are explicit),
+    shareable between threads (the caller serialises its use), in WAL mode with
+    ``synchronous=NORMAL`` (``"normal"``) or ``FULL`` (``"full"``) and a 10 s busy timeout.
+
+    Raises:
+        StoreError: The file is missing (with ``create=False``), is not a valid Agentspan store,
+            or cannot be opened.
+    """
+    file = Path(path)
+    if not file.exists():
+        if not create:
+            raise StoreError(f"no Agentspan store at {path}")
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the Agentspan store at {path}: {exc}") from exc
+    try:
+        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the Agentspan store at {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"the Agentspan store at {path} cannot use WAL mode (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=FULL" if durability == "full" else "PRAGMA synchronous=NORMAL")
+        migrate(conn, create=create, path=path)
+    except sqlite3.Error as exc:
+        conn.close()
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in str(exc):
+            raise StoreError(f"{path} is not a valid Agentspan store ({exc})") from exc
+        raise StoreError(f"cannot open the Agentspan store at {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# ---- JSON ----------------------------------------------------------------------------------
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_encode = _ENCODER.encode
+_decode = json.loads
+
+
+def dump_json(value: Any) -> str | None:
+    """Encodes a JSON value compactly; ``None`` becomes SQL ``NULL``.
+
+    Raises:
+        ConfigurationError: The value is not JSON-serialisable.
+    """
+    if value is None:
+        return None
+    try:
+        return _encode(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"only JSON values can be stored: {exc}") from exc
+
+
+def load_json(text: str | None) -> Any:
+    """Decodes a JSON column (``NULL`` is ``None``)."""
+    return None if text is None else _decode(text)
+
+
+# ---- rows ----------------------------------------------------------------------------------
+# Scalar columns first, JSON columns last: the hot path binds `attrgetter(*SCALARS)(record)` and
+# appends the encoded JSON values.
+RUN_SCALARS = (
+    "id", "framework", "agent", "status", "error", "session_id", "idempotency_key", "parent_run_id",
+    "created_at", "updated_at", "lease_owner", "lease_expires_at", "lease_epoch", "input_tokens",
+    "output_tokens", "cost_usd", "steps",
+)  # fmt: skip
+RUN_FIELDS = (*RUN_SCALARS, "input", "output", "options")
+STEP_SCALARS = (
+    "run_id", "key", "seq", "kind", "name", "status", "input_hash", "error", "attempt",
+    "started_at", "ended_at", "duration_ms", "provider", "model", "input_tokens", "output_tokens",
+    "cost_usd",
+)  # fmt: skip
+STEP_FIELDS = (*STEP_SCALARS, "input", "output")
+APPROVAL_SCALARS = (
+    "id", "run_id", "step_key", "tool", "args_hash", "status", "requested_at", "expires_at",
+    "decided_by", "decided_at", "reason",
+)  # fmt: skip
+APPROVAL_FIELDS = (*APPROVAL_SCALARS, "args")
+
+RUN_COLUMNS = ", ".join(RUN_FIELDS)
+STEP_COLUMNS = ", ".join(STEP_FIELDS)
+APPROVAL_COLUMNS = ", ".join(APPROVAL_FIELDS)
+
+run_scalars = attrgetter(*RUN_SCALARS)
+step_scalars = attrgetter(*STEP_SCALARS)
+approval_scalars = attrgetter(*APPROVAL_SCALARS)
+
+
+def run_values(run: Run) -> tuple[Any, ...]:
+    """Returns a run's column values in `RUN_FIELDS` order."""
+    return (*run_scalars(run), dump_json(run.input), dump_json(run.output), dump_json(run.options) or "{}")
+
+
+def step_values(step: Step) -> tuple[Any, ...]:
+    """Returns a step's column values in `STEP_FIELDS` order."""
+    return (*step_scalars(step), dump_json(step.input), dump_json(step.output))
+
+
+def approval_values(approval: Approval) -> tuple[Any, ...]:
+    """Returns an approval's column values in `APPROVAL_FIELDS` order."""
+    return (*approval_scalars(approval), dump_json(approval.args))
+
+
+def run_from_row(row: Sequence[Any]) -> Run:
+    """Builds a `Run` from a row selected with `RUN_COLUMNS` (trusted: no re-validation)."""
+    d = dict(zip(RUN_FIELDS, row, strict=True))
+    d["status"] = RunStatus(d["status"])
+    d["input"], d["output"], d["options"] = (
+        load_json(d["input"]),
+        load_json(d["output"]),
+        _decode(d["options"]),
+    )
+    return Run.model_construct(**d)
+
+
+def step_from_row(row: Sequence[Any]) -> Step:
+    """Builds a `Step` from a row selected with `STEP_COLUMNS` (trusted: no re-validation)."""
+    d = dict(zip(STEP_FIELDS, row, strict=True))
+    d["kind"], d["status"] = StepKind(d["kind"]), StepStatus(d["status"])
+    d["input"], d["output"] = load_json(d["input"]), load_json(d["output"])
+    return Step.model_construct(**d)
+
+
+def approval_from_row(row: Sequence[Any]) -> Approval:
+    """Builds an `Approval` from a row selected with `APPROVAL_COLUMNS` (trusted: no re-validation)."""
+    d = dict(zip(APPROVAL_FIELDS, row, strict=True))
+    d["status"], d["args"] = ApprovalStatus(d["status"]), load_json(d["args"])
+    return Approval.model_construct(**d)
+
+
+# ---- statements ----------------------------------------------------------------------------
+# Constant SQL strings, so sqlite3's statement cache reuses the prepared statements.
+GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id=?"
+RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key=?"
+INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_FIELDS))})"
+RUN_STATE = "SELECT status, lease_epoch, error FROM runs WHERE id=?"
+UPDATE_RUN = (
+    "UPDATE runs SET status=COALESCE(:status, status), output=COALESCE(:output, output), "
+    "error=COALESCE(:error, error), updated_at=:now, "
+    "lease_owner=CASE WHEN :release THEN NULL ELSE lease_owner END, "
+    "lease_expires_at=CASE WHEN :release THEN NULL ELSE lease_expires_at END "
+    "WHERE id=:id AND lease_epoch=:epoch AND (status!='cancelled' OR :cancelling)"
+)
+CANCEL_RUN = (
+    "UPDATE runs SET status='cancelled', error=?, updated_at=? "
+    "WHERE id=? AND status IN ('pending', 'running', 'waiting')"
+)
+CLAIM_RUN = (
+    "UPDATE runs SET lease_owner=?, lease_expires_at=?, lease_epoch=lease_epoch+1, updated_at=? "
+    "WHERE id=? AND lease_epoch=? AND status IN ('pending', 'running', 'waiting')"
+)
+RENEW_LEASE = "UPDATE runs SET lease_expires_at=? WHERE id=? AND lease_epoch=?"
+CLAIMABLE = (  # `+a.status`: look approvals up by run, not by the (large) pending status
+    f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.status IN ('pending', 'running', 'waiting') "
+    "AND (r.lease_owner IS NULL OR r.lease_expires_at IS NULL OR r.lease_expires_at < :now) "
+    "AND (r.status != 'waiting' OR NOT EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = r.id "
+    "AND +a.status = 'pending' AND (a.expires_at IS NULL OR a.expires_at > :now)))"
+)
+FENCE_START = (
+    "UPDATE runs SET updated_at=?, steps=steps+? WHERE id=? AND lease_epoch=? AND status!='cancelled'"
+)
+FENCE_FINISH = (
+    "UPDATE runs SET updated_at=?, input_tokens=input_tokens+?, output_tokens=output_tokens+?, "
+    "cost_usd=cost_usd+? WHERE id=? AND lease_epoch=? AND status!='cancelled'"
+)
+INSERT_STEP = (
+    f"INSERT INTO steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * len(STEP_FIELDS))}) "
+    "ON CONFLICT (run_id, key) DO NOTHING"
+)
+REPLACE_STEP = (  # a re-attempt of a key that is not completed keeps its seq
+    "UPDATE steps SET "
+    + ", ".join(f"{f}=?" for f in STEP_FIELDS[3:])
+    + " WHERE run_id=? AND key=? AND status!='completed'"
+)
+FINISH_STEP = (
+    "UPDATE steps SET status=?, output=?, error=?, ended_at=?, "
+    "duration_ms=COALESCE(?, (? - started_at) * 1000.0), provider=COALESCE(?, provider), "
+    "model=COALESCE(?, model), input_tokens=COALESCE(?, input_tokens), "
+    "output_tokens=COALESCE(?, output_tokens), cost_usd=COALESCE(?, cost_usd) "
+    "WHERE run_id=? AND key=? AND status='started'"
+)
+LIST_STEPS = (
+    "SELECT r.id, "
+    + ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
+    + " FROM runs r LEFT JOIN steps s ON s.run_id = r.id WHERE r.id=? ORDER BY s.seq"
+)
+GET_APPROVAL = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id=?"
+APPROVAL_EXISTS = "SELECT 1 FROM approvals WHERE id=?"
+FIND_APPROVAL = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id=? AND step_key=?"
+INSERT_APPROVAL = (
+    f"INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ({', '.join('?' * len(APPROVAL_FIELDS))})"
+)
+WAIT_RUN = (
+    "UPDATE runs SET status='waiting', updated_at=? WHERE id=? AND lease_epoch=? AND status!='cancelled'"
+)
+DECIDE = (
+    "UPDATE approvals SET status=?, decided_by=?, decided_at=?, reason=? "
+    "WHERE id=? AND status='pending' AND (expires_at IS NULL OR expires_at > ?)"
+)

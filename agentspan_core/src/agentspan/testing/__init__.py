@@ -1,0 +1,1 @@
+"""Testing helpers for Agentspan backends (``agentspan.testing.conformance`` needs pytest)."""

@@ -1,0 +1,123 @@
+"""``@agentspan.tool`` options and ``agentspan.current_step()``."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, overload
+
+from agentspan.errors import ConfigurationError
+
+InDoubtPolicy = Literal["retry", "fail", "ask"]
+RejectPolicy = Literal["continue", "stop"]
+TOOL_OPTIONS_ATTR = "__agentspan_tool__"
+
+F = TypeVar("F")
+
+
+@dataclass(frozen=True)
+class ToolOptions:
+    """How Agentspan treats one tool.
+
+    Attributes:
+        approval_required: Every call waits for a human decision bound to its exact arguments.
+        on_in_doubt: What to do with a call that started but never completed (process died):
+            ``"retry"`` re-runs it with the same idempotency key, ``"fail"`` fails the run,
+            ``"ask"`` asks a human (an approval) whether to re-run it.
+        on_reject: ``"continue"`` returns a rejection message to the model; ``"stop"`` ends the
+            run as ``cancelled``.
+        name: Overrides the tool name shown in the trail.
+    """
+
+    approval_required: bool = False
+    on_in_doubt: InDoubtPolicy = "retry"
+    on_reject: RejectPolicy = "continue"
+    name: str | None = None
+
+
+DEFAULT_TOOL_OPTIONS = ToolOptions()
+
+
+@overload
+def tool(fn: F, /) -> F: ...
+@overload
+def tool(
+    *,
+    approval_required: bool = False,
+    on_in_doubt: InDoubtPolicy = "retry",
+    on_reject: RejectPolicy = "continue",
+    name: str | None = None,
+) -> Callable[[F], F]: ...
+def tool(
+    fn: Any = None,
+    /,
+    *,
+    approval_required: bool = False,
+    on_in_doubt: InDoubtPolicy = "retry",
+    on_reject: RejectPolicy = "continue",
+    name: str | None = None,
+) -> Any:
+    """Marks a tool function (or a framework tool object) with Agentspan options.
+
+    The function is returned unchanged apart from an attribute, so framework decorators stacked
+    above it (``@function_tool``, ``@tool``) still see its signature and docstring::
+
+        @function_tool
+        @agentspan.tool(approval_required=True)
+        def refund(order_id: str, amount: float) -> str: ...
+
+    Raises:
+        ConfigurationError: An option has an invalid value.
+    """
+    if on_in_doubt not in ("retry", "fail", "ask"):
+        raise ConfigurationError(f"on_in_doubt={on_in_doubt!r}: expected 'retry', 'fail' or 'ask'")
+    if on_reject not in ("continue", "stop"):
+        raise ConfigurationError(f"on_reject={on_reject!r}: expected 'continue' or 'stop'")
+    options = ToolOptions(approval_required, on_in_doubt, on_reject, name)
+
+    def mark(target: F) -> F:
+        try:
+            setattr(target, TOOL_OPTIONS_ATTR, options)
+        except (AttributeError, TypeError) as exc:
+            raise ConfigurationError(f"@agentspan.tool cannot mark {target!r}: {exc}") from None
+        return target
+
+    return mark(fn) if fn is not None else mark
+
+
+def tool_options(obj: Any) -> ToolOptions | None:
+    """Returns the options set by ``@agentspan.tool`` on a function or tool object, if any."""
+    return getattr(obj, TOOL_OPTIONS_ATTR, None)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """The journaled step being executed, as seen by the tool that runs in it.
+
+    Attributes:
+        run_id: The run.
+        key: The step key (deterministic across re-executions).
+        idempotency_key: ``"{run_id}:{key}"``: pass it to payment or email APIs so a retried
+            in-doubt call is not applied twice.
+        attempt: 1 for the first execution, 2+ when an in-doubt call is retried.
+        kind: The step kind (``"tool"``, ``"llm"``, ...).
+        name: The tool or model name.
+    """
+
+    run_id: str
+    key: str
+    idempotency_key: str
+    attempt: int
+    kind: str
+    name: str | None
+
+
+_current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
+    "agentspan_current_step", default=None
+)
+
+
+def current_step() -> StepInfo | None:
+    """Returns the step being executed in this context, or None outside a durable run."""
+    return _current_step.get()

@@ -1,0 +1,300 @@
+"""End-to-end overhead of durable openai-agents runs: plain SDK vs agentspan vs DBOS.
+
+Run with ``uv run python bench/bench_openai_agents.py [--turns 100] [--repeats 5]``.
+
+One run is ``--turns`` model calls against a zero-latency `ScriptedModel`: every turn but the last
+asks for one ``add(a, b)`` function-tool call, the last returns the final text. So each turn is two
+journaled calls (model + tool) for the durable variants. The variants run interleaved round-robin
+in one process, after one untimed warm-up run each; the median per variant is reported:
+
+1. ``Runner.run_sync`` (plain openai-agents, nothing journaled);
+2. ``agentspan.run`` with durability "normal" (SQLite WAL, synchronous=NORMAL);
+3. ``agentspan.run`` with durability "full" (SQLite WAL, synchronous=FULL: power-loss safe);
+4. ``DBOSRunner.run_sync`` (dbos-openai-agents) inside a ``@DBOS.workflow()``, SQLite system
+   database, the tool also a ``@DBOS.step()``. DBOS is launched once and reused (fresh workflow ids).
+
+Each agentspan run gets a fresh temp dir; its store is opened (schema created) before the clock
+starts, since that is a once-per-process cost, and that open is timed separately. Also measured:
+``import agentspan`` (and ``agentspan.Run``, which loads the lazy runtime) in fresh subprocesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import agentspan
+import agentspan.config
+from agents import Agent, FunctionTool, Runner, function_tool, set_tracing_disabled
+from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+set_tracing_disabled(True)
+
+PROMPT = "Add up the numbers, one call at a time."
+FINAL = "done"
+
+TARGET_NORMAL_MS_PER_TURN = 0.3
+TARGET_FULL_MS_PER_TURN = 1.0
+TARGET_DBOS_RATIO = 10.0
+TARGET_IMPORT_MS = 150.0
+
+
+def _add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+add = function_tool(_add, name_override="add")
+
+
+def script(turns: int) -> list[str | ToolCall]:
+    """``turns - 1`` tool-call turns, then the final text."""
+    return [ToolCall("add", {"a": i, "b": 1}) for i in range(turns - 1)] + [FINAL]
+
+
+def make_agent(turns: int, tool: FunctionTool) -> Agent[Any]:
+    """A new agent with a new `ScriptedModel` (its call counter must start at 0 for every run)."""
+    return Agent(name="calc", instructions="Add numbers.", tools=[tool], model=ScriptedModel(script(turns)))
+
+
+class Bench:
+    """Holds the variants and the per-run state they share."""
+
+    def __init__(self, turns: int, tmp_root: Path) -> None:
+        self.turns = turns
+        self.max_turns = max(200, 2 * turns)
+        self.tmp_root = tmp_root
+        self.store_open_ms: dict[str, list[float]] = {"normal": [], "full": []}
+        self.dbos_ready = False
+        self._dbos_agent: Agent[Any] | None = None
+
+    # -- variants: each returns the elapsed seconds of one measured run --------------------------
+
+    def plain(self) -> float:
+        agent = make_agent(self.turns, add)
+        gc.collect()
+        start = time.perf_counter()
+        result = Runner.run_sync(agent, PROMPT, max_turns=self.max_turns)
+        elapsed = time.perf_counter() - start
+        assert result.final_output == FINAL, result.final_output
+        return elapsed
+
+    def agentspan_run(self, durability: str, *, check: bool = False) -> float:
+        home = Path(tempfile.mkdtemp(prefix=f"as-{durability}-", dir=self.tmp_root))
+        agentspan.config.reset()
+        agentspan.configure(home=home, durability=durability)  # type: ignore[arg-type]
+        opened = time.perf_counter()
+        store = agentspan.get_store()
+        self.store_open_ms[durability].append((time.perf_counter() - opened) * 1e3)
+        agent = make_agent(self.turns, add)
+        gc.collect()
+        start = time.perf_counter()
+        result = agentspan.run(agent, PROMPT, max_turns=self.max_turns)
+        elapsed = time.perf_counter() - start
+        assert result.final_output == FINAL, result.final_output
+        if check:
+            (run,) = store.list_runs()
+            steps = store.list_steps(run.id)
+            assert len(steps) == 2 * self.turns - 1, len(steps)
+            assert run.status is agentspan.RunStatus.COMPLETED
+        agentspan.config.reset()
+        shutil.rmtree(home, ignore_errors=True)
+        return elapsed
+
+    def normal(self) -> float:
+        return self.agentspan_run("normal")
+
+    def full(self) -> float:
+        return self.agentspan_run("full")
+
+    def setup_dbos(self) -> None:
+        """Configures, registers and launches DBOS once, on a SQLite system database."""
+        import logging
+
+        from dbos import DBOS
+        from dbos_openai_agents import DBOSRunner
+
+        home = Path(tempfile.mkdtemp(prefix="dbos-", dir=self.tmp_root))
+        DBOS(config={"name": "agentspan-bench", "system_database_url": f"sqlite:///{home}/dbos.sqlite",
+                     "log_level": "WARNING"})
+
+        @DBOS.step()
+        def dbos_add(a: int, b: int) -> int:
+            """Add two numbers."""
+            return a + b
+
+        self._dbos_tool = function_tool(dbos_add, name_override="add")
+
+        @DBOS.workflow()
+        def agent_workflow(prompt: str) -> str:
+            assert self._dbos_agent is not None
+            result = DBOSRunner.run_sync(self._dbos_agent, prompt, max_turns=self.max_turns)
+            return str(result.final_output)
+
+        self._dbos_workflow = agent_workflow
+        DBOS.launch()
+        logging.getLogger("dbos").setLevel(logging.WARNING)
+        self.dbos_ready = True
+
+    def dbos(self, *, check: bool = False) -> float:
+        from dbos import DBOS, SetWorkflowID
+
+        self._dbos_agent = make_agent(self.turns, self._dbos_tool)
+        workflow_id = f"bench-{uuid.uuid4()}"
+        gc.collect()
+        start = time.perf_counter()
+        with SetWorkflowID(workflow_id):
+            output = self._dbos_workflow(PROMPT)
+        elapsed = time.perf_counter() - start
+        assert output == FINAL, output
+        if check:
+            steps = DBOS.list_workflow_steps(workflow_id, load_output=False)
+            # 1 model step per turn + 1 tool step per tool turn (DBOS may add bookkeeping steps).
+            assert len(steps) >= 2 * self.turns - 1, len(steps)
+        return elapsed
+
+    def teardown_dbos(self) -> None:
+        if self.dbos_ready:
+            from dbos import DBOS
+
+            DBOS.destroy(destroy_registry=True)
+            self.dbos_ready = False
+
+
+def import_time(code: str, tries: int = 5) -> float:
+    """Best-of-``tries`` seconds for ``code`` (which prints its own duration) in a fresh interpreter."""
+    best = float("inf")
+    for _ in range(tries):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        best = min(best, float(out.stdout.strip().splitlines()[-1]))
+    return best
+
+
+def ok(value: float, target: float, *, at_least: bool = False) -> str:
+    return "✅" if (value >= target if at_least else value <= target) else "❌"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=100, help="model calls per run (default 100)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS variant")
+    parser.add_argument("--tmp", default=None, help="parent folder of the temp dirs (default: system tmp)")
+    args = parser.parse_args()
+    if args.turns < 2 or args.repeats < 1:
+        parser.error("--turns must be >= 2 and --repeats >= 1")
+    wall = time.perf_counter()
+
+    import_plain = import_time(
+        "import time; t=time.perf_counter(); import agentspan; print(time.perf_counter()-t)")
+    import_runtime = import_time(
+        "import time; t=time.perf_counter(); import agentspan; agentspan.Run; print(time.perf_counter()-t)")
+
+    tmp_root = Path(tempfile.mkdtemp(prefix="agentspan-bench-oa-", dir=args.tmp))
+    bench = Bench(args.turns, tmp_root)
+    variants: dict[str, Callable[[], float]] = {
+        "plain Runner.run_sync": bench.plain,
+        "agentspan.run normal": bench.normal,
+        "agentspan.run full": bench.full,
+    }
+    try:
+        if not args.no_dbos:
+            bench.setup_dbos()
+            variants["DBOSRunner (SQLite)"] = bench.dbos
+        # Untimed warm-up (imports, lazy runtime, first-use caches) that also checks the journals.
+        bench.plain()
+        bench.agentspan_run("normal", check=True)
+        bench.agentspan_run("full", check=True)
+        if bench.dbos_ready:
+            bench.dbos(check=True)
+        for store in bench.store_open_ms.values():
+            store.clear()
+
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, fn in variants.items():
+                times[name].append(fn() * 1e3)
+    finally:
+        bench.teardown_dbos()
+        agentspan.config.reset()
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+    turns = args.turns
+    median = {name: statistics.median(values) for name, values in times.items()}
+    base = median["plain Runner.run_sync"]
+    added = {name: (m - base) / turns for name, m in median.items()}
+    # Cross-check, less sensitive to drift: median over rounds of (variant - plain of the same round).
+    plain_times = times["plain Runner.run_sync"]
+    paired = {name: statistics.median(v - p for v, p in zip(values, plain_times, strict=True)) / turns
+              for name, values in times.items()}
+
+    print(f"\n{turns} turns per run ({turns - 1} tool calls + final text, zero-latency ScriptedModel), "
+          f"{args.repeats} interleaved repeats, median per variant")
+    print(f"python {sys.version.split()[0]}, temp dirs under {args.tmp or tempfile.gettempdir()}")
+    header = (f"{'variant':<24} {'ms/run':>9} {'min':>8} {'max':>8} {'ms/turn':>8} "
+              f"{'+ms/turn':>9} {'+ms/call':>9} {'paired':>8}")
+    print(header)
+    print("-" * len(header))
+    for name, values in times.items():
+        extra = "" if name.startswith("plain") else (
+            f"{added[name]:>9.3f} {added[name] / 2:>9.3f} {paired[name]:>8.3f}")
+        print(f"{name:<24} {median[name]:>9.1f} {min(values):>8.1f} {max(values):>8.1f} "
+              f"{median[name] / turns:>8.3f} {extra}")
+    print("+ms/turn = (median - plain median) / turns; +ms/call = +ms/turn / 2 (model call + tool call);\n"
+          "paired = median over rounds of (run - same round's plain run) / turns, a noise cross-check.\n"
+          "DBOS's SQLite system db uses the default rollback journal with synchronous=FULL (power-loss\n"
+          "safe), so its like-for-like agentspan variant is durability=full.")
+    for durability, opens in bench.store_open_ms.items():
+        if opens:
+            print(f"agentspan store open + schema ({durability}), once per process: "
+                  f"{statistics.median(opens):.2f} ms (not in ms/run)")
+
+    normal, full = added["agentspan.run normal"], added["agentspan.run full"]
+    ratio_normal = ratio_full = None
+    if "DBOSRunner (SQLite)" in added:
+        dbos = added["DBOSRunner (SQLite)"]
+        ratio_normal = dbos / normal if normal > 0 else float("inf")
+        ratio_full = dbos / full if full > 0 else float("inf")
+        print(f"DBOS-added / agentspan-added: {ratio_normal:.1f}x (vs normal), {ratio_full:.1f}x (vs full)")
+    print(f"import agentspan: {import_plain * 1e3:.1f} ms; import agentspan + agentspan.Run (runtime, "
+          f"pydantic): {import_runtime * 1e3:.1f} ms (best of 5, fresh interpreter)")
+    print(f"total bench wall time: {time.perf_counter() - wall:.1f} s")
+
+    rows = [
+        ("Added per turn, durability=normal", f"{normal:.3f} ms", f"≤ {TARGET_NORMAL_MS_PER_TURN} ms",
+         ok(normal, TARGET_NORMAL_MS_PER_TURN)),
+        ("Added per turn, durability=full", f"{full:.3f} ms", f"≤ {TARGET_FULL_MS_PER_TURN} ms",
+         ok(full, TARGET_FULL_MS_PER_TURN)),
+        ("Added per journaled call, normal / full", f"{normal / 2:.3f} / {full / 2:.3f} ms", "", ""),
+    ]
+    if ratio_normal is not None and ratio_full is not None:
+        dbos = added["DBOSRunner (SQLite)"]
+        rows.append(("DBOS (dbos-openai-agents, SQLite) added per turn", f"{dbos:.3f} ms", "", ""))
+        rows.append(("DBOS-added / agentspan-added (normal)", f"{ratio_normal:.1f}×",
+                     f"≥ {TARGET_DBOS_RATIO:.0f}×", ok(ratio_normal, TARGET_DBOS_RATIO, at_least=True)))
+        rows.append(("DBOS-added / agentspan-added (full)", f"{ratio_full:.1f}×", "", ""))
+    rows.append(("`import agentspan`", f"{import_plain * 1e3:.0f} ms", f"< {TARGET_IMPORT_MS:.0f} ms",
+                 ok(import_plain * 1e3, TARGET_IMPORT_MS)))
+    rows.append(("`import agentspan; agentspan.Run` (lazy runtime)", f"{import_runtime * 1e3:.0f} ms",
+                 "", ""))
+
+    print(f"\n<!-- bench/bench_openai_agents.py --turns {turns} --repeats {args.repeats}; "
+          f"plain Runner.run_sync: {base / turns:.3f} ms/turn -->")
+    print("| Metric | Measured | Target | |")
+    print("|---|---:|---:|:-:|")
+    for metric, value, target, mark in rows:
+        print(f"| {metric} | {value} | {target} | {mark} |")
+
+
+if __name__ == "__main__":
+    main()

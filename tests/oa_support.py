@@ -1,0 +1,91 @@
+"""Agents for the openai-agents tests, importable by the test process and by child processes.
+
+Side effects and live model calls are appended to files in AGENTSPAN_HOME so they can be counted
+across processes (a SIGKILLed child cannot report anything itself).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from agents import Agent, RunHooks, function_tool, set_tracing_disabled
+
+import agentspan
+from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+set_tracing_disabled(True)
+
+PROMPT = "My order 42 arrived damaged. Refund it please."
+FINAL = "Refunded $30.00 on order 42."
+
+
+def home() -> Path:
+    path = Path(os.environ["AGENTSPAN_HOME"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def log(name: str, line: str) -> None:
+    with (home() / name).open("a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def lines(name: str) -> list[str]:
+    path = home() / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def crash_if(point: str) -> None:
+    """SIGKILLs this process when CRASH_AT names ``point`` (only once per store: a marker file)."""
+    if os.environ.get("CRASH_AT") == point and not (home() / "crashed").exists():
+        (home() / "crashed").write_text(point)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@function_tool
+@agentspan.tool(on_in_doubt=os.environ.get("LOOKUP_IN_DOUBT", "retry"))  # type: ignore[arg-type]
+def lookup_order(order_id: str) -> str:
+    """Look up an order."""
+    crash_if("lookup:before")
+    step = agentspan.current_step()
+    log("effects", f"lookup {order_id} {step.idempotency_key if step else '-'}")
+    crash_if("lookup:after")
+    return f"order {order_id}: paid $30.00"
+
+
+@function_tool
+@agentspan.tool(approval_required=True)
+def refund(order_id: str, amount: float) -> str:
+    """Refund an order (approval required)."""
+    log("effects", f"refund {order_id} {amount}")
+    return f"refunded ${amount:.2f} on order {order_id}"
+
+
+class CrashHooks(RunHooks):
+    """Kills the process between steps: after a tool call was journaled, before the next model call."""
+
+    async def on_llm_start(self, context, agent, system_prompt, input_items) -> None:  # noqa: ANN001
+        crash_if(f"between:{sum(1 for i in input_items if isinstance(i, dict) and i.get('type') == 'function_call_output')}")
+
+
+def model_for(turns: list, name: str = "m") -> ScriptedModel:
+    def on_call(index: int) -> None:
+        log("model-calls", f"{name} {index}")
+        crash_if(f"model:{index}")
+
+    return ScriptedModel(turns, name=name, on_call=on_call)
+
+
+def support_agent(approval: bool = False) -> Agent:
+    """lookup_order → (refund, approval-gated) → final text."""
+    turns: list = [ToolCall("lookup_order", {"order_id": "42"})]
+    tools = [lookup_order]
+    if approval:
+        turns.append(ToolCall("refund", {"order_id": "42", "amount": 30.0}))
+        tools.append(refund)
+    turns.append(FINAL)
+    return Agent(name="support", instructions="Help the customer.", tools=tools, model=model_for(turns))

@@ -1,0 +1,344 @@
+"""The `agentspan` CLI: JSON shapes, tables, approvals, errors and the doctor."""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agentspan import config
+from agentspan.cli import app
+from agentspan.records import (
+    Approval,
+    ApprovalStatus,
+    Run,
+    RunStatus,
+    Step,
+    StepKind,
+    StepResult,
+    StepStatus,
+    now,
+)
+from agentspan.stores.sqlite import SqliteStore
+from typer.testing import CliRunner
+
+RUN_FIELDS = [
+    "id", "framework", "agent", "input", "status", "output", "error", "session_id", "idempotency_key",
+    "parent_run_id", "created_at", "updated_at", "lease_owner", "lease_expires_at", "lease_epoch",
+    "input_tokens", "output_tokens", "cost_usd", "steps", "options",
+]  # fmt: skip
+STEP_FIELDS = [
+    "run_id", "key", "seq", "kind", "name", "status", "input", "input_hash", "output", "error",
+    "attempt", "started_at", "ended_at", "duration_ms", "provider", "model", "input_tokens",
+    "output_tokens", "cost_usd",
+]  # fmt: skip
+APPROVAL_FIELDS = [
+    "id", "run_id", "step_key", "tool", "args", "args_hash", "status", "requested_at", "expires_at",
+    "decided_by", "decided_at", "reason",
+]  # fmt: skip
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty AGENTSPAN_HOME, fresh settings, and a wide terminal for tables."""
+    monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path))
+    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_DURABILITY", "AGENTSPAN_LEASE_TTL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    config.reset()
+    yield tmp_path
+    config.reset()
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[SqliteStore]:
+    """The embedded store the CLI reads, opened directly to create data."""
+    s = SqliteStore(home / "agentspan.db")
+    yield s
+    s.close()
+
+
+def make_run(
+    store: SqliteStore, agent: str = "refunds", *, approval: bool = False
+) -> tuple[Run, Approval | None]:
+    """Creates a running run with an llm step, a tool step and optionally a pending approval."""
+    run, _ = store.create_run(
+        Run(framework="openai-agents", agent=agent, input="Refund order 42", status=RunStatus.RUNNING,
+            lease_owner="test", lease_epoch=1, lease_expires_at=now() + 60)
+    )  # fmt: skip
+    epoch = run.lease_epoch
+    store.start_step(
+        Step(run_id=run.id, key="llm:0", seq=0, kind=StepKind.LLM, name="gpt-4o-mini", input=["hi"]),
+        epoch=epoch,
+    )
+    store.finish_step(
+        run.id, "llm:0",
+        StepResult(status=StepStatus.COMPLETED, output={"text": "calling refund [tool]"}, provider="openai",
+                   model="gpt-4o-mini", input_tokens=120, output_tokens=30, cost_usd=0.0002),
+        epoch=epoch,
+    )  # fmt: skip
+    store.start_step(
+        Step(run_id=run.id, key="tool:call_1", seq=1, kind=StepKind.TOOL, name="refund", input={"order": 42}),
+        epoch=epoch,
+    )
+    decision = None
+    if approval:
+        decision = store.request_approval(
+            Approval(run_id=run.id, step_key="tool:call_1", tool="refund", args={"order": 42}, args_hash="h"),
+            epoch=epoch,
+        )
+    else:
+        store.finish_step(run.id, "tool:call_1", StepResult(status=StepStatus.COMPLETED, output="refunded"),
+                          epoch=epoch)  # fmt: skip
+    return store.get_run(run.id), decision
+
+
+def invoke(*args: str) -> object:
+    """Runs the CLI in-process (stdout and stderr captured separately)."""
+    return runner.invoke(app, list(args))
+
+
+def test_runs_list_json_newest_first_with_design_fields(store: SqliteStore) -> None:
+    first, _ = make_run(store, "refunds")
+    second, _ = make_run(store, "billing")
+    result = invoke("runs", "list", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["id"] for r in data] == [second.id, first.id]
+    assert list(data[0]) == RUN_FIELDS
+    assert data[0]["status"] == "running"
+    assert data[0]["steps"] == 2
+    assert data[0]["input_tokens"] == 120 and data[0]["output_tokens"] == 30
+
+
+def test_runs_list_filters_and_limit(store: SqliteStore) -> None:
+    refunds, _ = make_run(store, "refunds")
+    billing, _ = make_run(store, "billing", approval=True)
+    assert [r["id"] for r in json.loads(invoke("runs", "list", "--agent", "refunds", "--json").stdout)] == [
+        refunds.id
+    ]
+    waiting = json.loads(invoke("runs", "list", "--status", "waiting", "--json").stdout)
+    assert [r["id"] for r in waiting] == [billing.id]
+    assert len(json.loads(invoke("runs", "list", "--limit", "1", "--json").stdout)) == 1
+    assert invoke("runs", "list", "--status", "bogus").exit_code == 2
+
+
+def test_runs_list_table_shows_run_ids(store: SqliteStore) -> None:
+    run, _ = make_run(store, "refunds [eu]")
+    result = invoke("runs", "list")
+    assert result.exit_code == 0, result.output
+    assert run.id in result.stdout
+    assert "refunds [eu]" in result.stdout  # data is never parsed as rich markup
+    assert "running" in result.stdout and "120/30" in result.stdout
+
+
+def test_runs_show_json_has_journal_and_approvals(store: SqliteStore) -> None:
+    run, approval = make_run(store, approval=True)
+    assert approval is not None
+    result = invoke("runs", "show", run.id, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["id"] == run.id and data["status"] == "waiting"
+    assert data["step_count"] == 2
+    assert set(RUN_FIELDS) - {"steps"} <= set(data)
+    assert [list(s) for s in data["steps"]] == [STEP_FIELDS, STEP_FIELDS]
+    llm, tool = data["steps"]
+    assert (llm["kind"], llm["status"]) == ("llm", "completed")
+    assert (llm["input_tokens"], llm["output_tokens"], llm["cost_usd"]) == (120, 30, 0.0002)
+    assert (llm["provider"], llm["model"]) == ("openai", "gpt-4o-mini")
+    assert (tool["kind"], tool["status"], tool["name"], tool["seq"]) == ("tool", "started", "refund", 1)
+    assert [a["id"] for a in data["approvals"]] == [approval.id]
+    assert list(data["approvals"][0]) == APPROVAL_FIELDS
+
+
+def test_runs_show_table(store: SqliteStore) -> None:
+    run, approval = make_run(store, approval=True)
+    assert approval is not None
+    result = invoke("runs", "show", run.id)
+    assert result.exit_code == 0, result.output
+    expected = (run.id, approval.id, "llm:0", "tool:call_1", "gpt-4o-mini", "refund [tool]", "pending")
+    for text in expected:
+        assert text in result.stdout
+
+
+def test_unknown_run_is_a_clean_error(store: SqliteStore) -> None:
+    result = invoke("runs", "show", "x")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: run 'x' not found"
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_missing_store_is_a_clean_error(home: Path) -> None:
+    result = invoke("runs", "list", "--json")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no Agentspan store")
+    assert not (home / "agentspan.db").exists()  # read commands never create the store
+
+
+def test_approve_twice_conflicts(store: SqliteStore) -> None:
+    run, approval = make_run(store, approval=True)
+    assert approval is not None
+    result = invoke("approve", approval.id, "--by", "alice", "--reason", "ok", "--json")
+    assert result.exit_code == 0, result.output
+    decided = json.loads(result.stdout)
+    assert (decided["status"], decided["decided_by"], decided["reason"]) == ("approved", "alice", "ok")
+    assert store.get_approval(approval.id).status is ApprovalStatus.APPROVED
+
+    again = invoke("approve", approval.id)
+    assert again.exit_code == 1
+    assert again.stderr.startswith("error: ") and "already" in again.stderr
+    assert "Traceback" not in again.output
+    assert invoke("reject", approval.id, "--reason", "no").exit_code == 1
+
+
+def test_reject_requires_reason(store: SqliteStore) -> None:
+    _, approval = make_run(store, approval=True)
+    assert approval is not None
+    missing = invoke("reject", approval.id)
+    assert missing.exit_code == 2
+    assert "--reason" in missing.stderr
+    assert invoke("reject", approval.id, "--reason", "  ").exit_code == 1
+    assert store.get_approval(approval.id).status is ApprovalStatus.PENDING
+
+    result = invoke("reject", approval.id, "--reason", "too large", "--by", "bob")
+    assert result.exit_code == 0, result.output
+    assert approval.id in result.stdout and "rejected" in result.stdout
+    decided = store.get_approval(approval.id)
+    assert decided.status is ApprovalStatus.REJECTED
+    assert (decided.reason, decided.decided_by) == ("too large", "bob")
+
+
+def test_unknown_approval_is_a_clean_error(store: SqliteStore) -> None:
+    result = invoke("approve", "nope")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: approval 'nope' not found"
+
+
+def test_approvals_list_filters(store: SqliteStore) -> None:
+    run_a, a = make_run(store, "a", approval=True)
+    run_b, b = make_run(store, "b", approval=True)
+    run_c, c = make_run(store, "c", approval=True)
+    assert a and b and c
+    store.decide_approval(b.id, approved=True, by="x", reason=None, decided_at=now())
+    store.decide_approval(c.id, approved=False, by="x", reason="no", decided_at=now())
+
+    def ids(*args: str) -> list[str]:
+        result = invoke("approvals", "list", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return [item["id"] for item in json.loads(result.stdout)]
+
+    assert ids() == [a.id]
+    assert ids("--status", "approved") == [b.id]
+    assert ids("--status", "rejected") == [c.id]
+    assert ids("--status", "all") == [c.id, b.id, a.id]
+    assert ids("--status", "all", "--run", run_b.id) == [b.id]
+    assert ids("--run", run_b.id) == []
+    assert ids("--status", "expired") == []
+    assert invoke("approvals", "list", "--run", "missing").exit_code == 1
+    table = invoke("approvals", "list", "--status", "all")
+    assert a.id in table.stdout and run_c.id in table.stdout
+
+
+def test_expired_approval(store: SqliteStore) -> None:
+    run, _ = make_run(store, approval=False)
+    expired = store.request_approval(
+        Approval(run_id=run.id, step_key="tool:late", tool="send", args={}, args_hash="h", expires_at=now()),
+        epoch=run.lease_epoch,
+    )
+    listed = json.loads(invoke("approvals", "list", "--status", "expired", "--json").stdout)
+    assert [(x["id"], x["status"]) for x in listed] == [(expired.id, "expired")]
+    assert json.loads(invoke("approvals", "list", "--json").stdout) == []
+    result = invoke("approve", expired.id)
+    assert result.exit_code == 1 and "expired" in result.stderr
+
+
+def test_cancel(store: SqliteStore) -> None:
+    run, _ = make_run(store)
+    result = invoke("runs", "cancel", run.id, "--reason", "stop it")
+    assert result.exit_code == 0, result.output
+    assert run.id in result.stdout
+    cancelled = store.get_run(run.id)
+    assert (cancelled.status, cancelled.error) == (RunStatus.CANCELLED, "stop it")
+    again = invoke("runs", "cancel", run.id)
+    assert again.exit_code == 1 and again.stderr.startswith("error: ")
+
+
+def test_doctor_never_prints_the_key(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTSPAN_API_KEY", "sk-secret-123")
+    config.reset()
+    result = invoke("doctor", "--json")
+    assert result.exit_code == 0, result.output
+    assert "sk-secret-123" not in result.output
+    report = json.loads(result.stdout)
+    assert report["api_key"] == "set" and report["server_url"] == "not set"
+    assert report["home"] == str(home) and report["db_exists"] is False
+    assert report["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert isinstance(report["adapters"], list)
+    table = invoke("doctor")
+    assert table.exit_code == 0 and "sk-secret-123" not in table.output
+    assert str(home) in table.stdout
+
+
+def test_bad_settings_are_a_clean_error(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTSPAN_DURABILITY", "sometimes")
+    config.reset()
+    result = invoke("doctor")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: AGENTSPAN_DURABILITY='sometimes'")
+
+
+def test_subprocess(store: SqliteStore, home: Path) -> None:
+    run, _ = make_run(store)
+    env = {**os.environ, "AGENTSPAN_HOME": str(home), "COLUMNS": "200", "AGENTSPAN_API_KEY": "sk-secret-123"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agentspan.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    listed = cli("runs", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["id"] for r in json.loads(listed.stdout)] == [run.id]
+    table = cli("runs", "list")
+    assert table.returncode == 0 and run.id in table.stdout
+    missing = cli("runs", "show", "x")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: run 'x' not found"
+    assert "Traceback" not in missing.stderr
+    doctor = cli("doctor")
+    assert doctor.returncode == 0 and "sk-secret-123" not in doctor.stdout + doctor.stderr
+
+
+def test_demo_calls_the_adapter(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agentspan.adapters
+
+    calls: list[str] = []
+
+    class FakeAdapter:
+        framework = "openai-agents"
+
+        def demo(self) -> None:
+            calls.append("demo")
+
+    def named(framework: str) -> FakeAdapter:
+        assert framework == "openai-agents"
+        return FakeAdapter()
+
+    monkeypatch.setattr(agentspan.adapters, "adapter_named", named)
+    result = invoke("demo")
+    assert result.exit_code == 0, result.output
+    assert calls == ["demo"]
+
+
+def test_demo_without_adapter(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agentspan.adapters
+
+    monkeypatch.setattr(agentspan.adapters, "registered", list)
+    result = invoke("demo")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: the demo needs the openai-agents adapter")
+    assert "agentspan[openai-agents]" in result.stderr

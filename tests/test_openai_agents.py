@@ -1,0 +1,285 @@
+"""In-process behaviour of `agentspan.run` with real openai-agents runners and scripted models."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from agents import Agent, ModelProvider, RunConfig, Runner, function_tool, handoff, set_tracing_disabled
+
+import agentspan
+from agentspan.errors import (
+    ApprovalConflict,
+    ConfigurationError,
+    NoPendingApproval,
+    ReplayDivergenceError,
+    RunCancelledError,
+    RunNotFound,
+    RunStateError,
+)
+from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+from journal_utils import crashed_copy
+
+set_tracing_disabled(True)
+effects: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _clean(home):
+    effects.clear()
+    yield
+
+
+@function_tool
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    step = agentspan.current_step()
+    effects.append(f"add {a} {b} {step.key if step else None}")
+    return a + b
+
+
+@function_tool
+@agentspan.tool(approval_required=True)
+def refund(order_id: str, amount: float) -> str:
+    """Refund an order."""
+    effects.append(f"refund {order_id} {amount}")
+    return "refunded"
+
+
+@function_tool
+@agentspan.tool(approval_required=True, on_reject="stop")
+def wipe(disk: str) -> str:
+    """Wipe a disk."""
+    effects.append(f"wipe {disk}")
+    return "wiped"
+
+
+@function_tool(needs_approval=True)
+def sdk_gated(item: str) -> str:
+    """A tool gated by the SDK's own needs_approval flag."""
+    effects.append(f"sdk_gated {item}")
+    return f"done {item}"
+
+
+def agent_with(turns, tools, name="calc", **kw) -> Agent:
+    return Agent(name=name, instructions="be helpful", tools=tools, model=ScriptedModel(turns, name="m"), **kw)
+
+
+def wait_status(handle, status, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while handle.status() is not status:
+        assert time.monotonic() < deadline, f"status stayed {handle.status()}"
+        time.sleep(0.01)
+
+
+def test_run_returns_a_real_run_result_and_records_the_trail():
+    agent = agent_with([ToolCall("add", {"a": 2, "b": 3}), "5"], [add])
+    result = agentspan.run(agent, "2+3?")
+    assert type(result).__name__ == "RunResult"
+    assert result.final_output == "5"
+    assert result.context_wrapper.usage.requests == 2
+    runs = agentspan.get_store().list_runs()
+    assert len(runs) == 1 and runs[0].status is agentspan.RunStatus.COMPLETED and runs[0].output == "5"
+    steps = agentspan.get(runs[0].id).steps()
+    assert [(s.kind.value, s.key) for s in steps] == [("llm", "llm:0"), ("tool", "llm:0/call:call_0_0"),
+                                                      ("llm", "llm:1")]
+    llm = steps[0]
+    assert (llm.provider, llm.model, llm.input_tokens, llm.output_tokens) == ("scripted", "m", 100, 20)
+    assert llm.duration_ms is not None and llm.input_hash
+    tool = steps[1]
+    assert tool.name == "add" and tool.input == {"a": 2, "b": 3} and tool.output == 5
+    assert runs[0].input_tokens == 210 and runs[0].output_tokens == 40 and runs[0].steps == 3
+
+
+def test_tool_sees_its_step_and_idempotency_key():
+    seen = []
+
+    @function_tool
+    def probe() -> str:
+        """Probe."""
+        step = agentspan.current_step()
+        seen.append(step)
+        return "ok"
+
+    handle = agentspan.start(agent_with([ToolCall("probe"), "done"], [probe]), "go")
+    handle.result(timeout=20)
+    (step,) = seen
+    assert step.key == "llm:0/call:call_0_0" and step.idempotency_key == f"{handle.id}:{step.key}"
+    assert step.attempt == 1 and agentspan.current_step() is None
+
+
+def test_parallel_tool_calls_keep_stable_keys_and_replay_in_any_order():
+    turns = [[ToolCall("add", {"a": 1, "b": 1}, "c1"), ToolCall("add", {"a": 2, "b": 2}, "c2"),
+              ToolCall("add", {"a": 3, "b": 3}, "c3")], "done"]
+    handle = agentspan.start(agent_with(turns, [add]), "go")
+    handle.result(timeout=20)
+    keys = sorted(s.key for s in handle.steps() if s.kind is agentspan.StepKind.TOOL)
+    assert keys == ["llm:0/call:c1", "llm:0/call:c2", "llm:0/call:c3"]
+    outputs = {s.key: s.output for s in handle.steps() if s.kind is agentspan.StepKind.TOOL}
+    assert outputs == {"llm:0/call:c1": 2, "llm:0/call:c2": 4, "llm:0/call:c3": 6}
+
+
+def test_approval_waits_then_approve_runs_the_tool_once():
+    agent = agent_with([ToolCall("refund", {"order_id": "42", "amount": 30.0}), "ok"], [refund])
+    handle = agentspan.start(agent, "refund 42")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    (pending,) = handle.pending_approvals()
+    assert pending.tool == "refund" and pending.args == {"order_id": "42", "amount": 30.0}
+    assert effects == []
+    decided = agentspan.get(handle.id).approve(by="alice", reason="fine")
+    assert decided.status is agentspan.ApprovalStatus.APPROVED and decided.decided_by == "alice"
+    assert handle.result(timeout=20).final_output == "ok"
+    assert effects == ["refund 42 30.0"]
+    with pytest.raises(ApprovalConflict, match="already approved"):
+        agentspan.get(handle.id).approve(pending.id)
+    with pytest.raises(NoPendingApproval, match=handle.id):
+        agentspan.get(handle.id).approve()
+
+
+def test_rejection_tells_the_model_and_the_agent_continues():
+    model = ScriptedModel([ToolCall("refund", {"order_id": "7", "amount": 5.0}), "sorry"], name="m")
+    agent = Agent(name="a", tools=[refund], model=model)
+    handle = agentspan.start(agent, "refund 7")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    handle.reject(by="bob", reason="not eligible")
+    result = handle.result(timeout=20)
+    assert result.final_output == "sorry" and effects == []
+    tool_step = [s for s in handle.steps() if s.kind is agentspan.StepKind.TOOL][0]
+    assert "rejected by bob: not eligible" in tool_step.output
+    outputs = [i for i in result.new_items if type(i).__name__ == "ToolCallOutputItem"]
+    assert "not eligible" in str(outputs[0].output)
+
+
+def test_rejection_with_stop_policy_cancels_the_run():
+    handle = agentspan.start(agent_with([ToolCall("wipe", {"disk": "sda"}), "gone"], [wipe]), "wipe it")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    handle.reject(reason="no way")
+    with pytest.raises(RunCancelledError):
+        handle.result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.CANCELLED and effects == []
+
+
+def test_sdk_needs_approval_flag_becomes_an_agentspan_approval():
+    handle = agentspan.start(agent_with([ToolCall("sdk_gated", {"item": "x"}), "fin"], [sdk_gated]), "go")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    assert handle.pending_approvals()[0].tool == "sdk_gated"
+    handle.approve()
+    assert handle.result(timeout=20).final_output == "fin" and effects == ["sdk_gated x"]
+
+
+def test_handoffs_are_journaled_and_replayed():
+    billing = Agent(name="billing", instructions="billing", model=ScriptedModel(["billing says hi"], name="b"))
+    triage = Agent(name="triage", instructions="route", handoffs=[handoff(billing)],
+                   model=ScriptedModel([ToolCall("transfer_to_billing", {})], name="t"))
+    result = agentspan.run(triage, "I have a billing question")
+    assert result.final_output == "billing says hi" and result.last_agent.name == "billing"
+    run = agentspan.get_store().list_runs()[0]
+    kinds = [(s.kind.value, s.name) for s in agentspan.get(run.id).steps()]
+    assert kinds == [("llm", "t"), ("handoff", "billing"), ("llm", "b")]
+
+
+def test_model_named_by_string_is_journaled_through_the_run_config_provider():
+    class Provider(ModelProvider):
+        def __init__(self):
+            self.model = ScriptedModel(["from provider"], name="unused")
+
+        def get_model(self, model_name):
+            return self.model
+
+    agent = Agent(name="named", instructions="x", model="gpt-4o-mini")
+    result = agentspan.run(agent, "hi", run_config=RunConfig(model_provider=Provider()))
+    assert result.final_output == "from provider"
+    step = agentspan.get(agentspan.get_store().list_runs()[0].id).steps()[0]
+    assert (step.provider, step.model) == ("openai", "gpt-4o-mini")
+    assert step.cost_usd == pytest.approx((100 * 0.15 + 20 * 0.60) / 1e6)
+
+
+def test_run_async_and_run_inside_a_running_event_loop():
+    async def main():
+        first = await agentspan.run_async(agent_with(["async ok"], []), "hi")
+        second = agentspan.run(agent_with(["sync in loop ok"], []), "hi")
+        return first.final_output, second.final_output
+
+    assert asyncio.run(main()) == ("async ok", "sync in loop ok")
+
+
+def test_resume_replays_without_calling_the_model_again():
+    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"], name="m")
+    agent = Agent(name="calc", tools=[add], model=model)
+    handle = agentspan.start(agent, "1+2")
+    handle.result(timeout=20)
+    clone_id = crashed_copy(handle.id, keep=2)  # killed after the tool call
+    calls_before = model.calls
+    effects.clear()
+    result = agentspan.resume(clone_id, agent).result(timeout=20)
+    assert result.final_output == "3"
+    assert model.calls - calls_before == 1 and effects == []  # only llm:1 was live
+    assert result.context_wrapper.usage.requests == 2  # the replayed call's usage is counted too
+
+
+def test_refused_calls_raise_clear_errors_and_change_nothing():
+    with pytest.raises(RunNotFound, match="nope"):
+        agentspan.get("nope") if agentspan.get_store() else None
+    handle = agentspan.start(agent_with(["done"], []), "x")
+    handle.result(timeout=20)
+    before = agentspan.get_store().get_run(handle.id)
+    with pytest.raises(RunStateError, match="already completed"):
+        agentspan.resume(handle.id, agent_with(["done"], []))
+    with pytest.raises(NoPendingApproval):
+        agentspan.get(handle.id).approve()
+    with pytest.raises(ConfigurationError, match="no Agentspan adapter"):
+        agentspan.run(object(), "x")
+    assert agentspan.get_store().get_run(handle.id) == before
+
+
+def test_resuming_with_a_diverging_agent_raises_and_keeps_the_journal():
+    agent = agent_with([ToolCall("refund", {"order_id": "1", "amount": 1.0}), "ok"], [refund])
+    handle = agentspan.start(agent, "refund")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    steps_before = handle.steps()
+    other = Agent(name="calc", instructions="a different prompt", tools=[refund],
+                  model=ScriptedModel(["x"], name="m"))
+    # the original owner is this process and still executing: take the run over by cancelling it
+    # is not wanted; instead wait for the lease in a second handle after stopping the first
+    handle.cancel()
+    with pytest.raises(RunCancelledError):
+        handle.result(timeout=20)
+    assert handle.steps() == steps_before
+    with pytest.raises(RunStateError):
+        agentspan.resume(handle.id, other)
+
+
+def test_divergence_is_detected_on_replay():
+    store = agentspan.get_store()
+    agent = agent_with([ToolCall("add", {"a": 1, "b": 1}), "2"], [add])
+    handle = agentspan.start(agent, "1+1")
+    handle.result(timeout=20)
+    clone_id = crashed_copy(handle.id, keep=1)
+    changed = Agent(name="calc", instructions="NEW instructions", tools=[add],
+                    model=ScriptedModel([ToolCall("add", {"a": 1, "b": 1}), "2"], name="m"))
+    with pytest.raises(ReplayDivergenceError, match="llm:0"):
+        agentspan.resume(clone_id, changed).result(timeout=20)
+    assert [s.key for s in store.list_steps(clone_id)] == ["llm:0"]
+
+
+def test_cancel_stops_a_waiting_run():
+    handle = agentspan.start(agent_with([ToolCall("refund", {"order_id": "1", "amount": 1.0}), "ok"],
+                                        [refund]), "x")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    handle.cancel(reason="changed my mind")
+    with pytest.raises(RunCancelledError):
+        handle.result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.CANCELLED and effects == []
+
+
+def test_idempotency_key_returns_the_existing_run():
+    first = agentspan.start(agent_with(["one"], []), "x", idempotency_key="order-42")
+    first.result(timeout=20)
+    second = agentspan.start(agent_with(["two"], []), "x", idempotency_key="order-42")
+    assert second.id == first.id and second.result(timeout=20) == "one"
+
+
+def test_plain_runner_is_unaffected_outside_a_durable_run():
+    result = Runner.run_sync(agent_with(["plain"], []), "x")
+    assert result.final_output == "plain"

@@ -1,0 +1,139 @@
+"""SIGKILL crash tests: real child processes, killed at several points, then resumed.
+
+Counts live model calls and tool side effects across all processes via files in the store's home.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import agentspan
+import oa_support
+from agentspan.records import new_id
+
+pytestmark = pytest.mark.crash
+CHILD = str(Path(__file__).parent / "oa_child.py")
+
+
+def child(env: dict[str, str], *args: str, crash_at: str | None = None,
+          wait: bool = True) -> subprocess.Popen[str] | subprocess.CompletedProcess[str]:
+    env = {**env, **({"CRASH_AT": crash_at} if crash_at else {})}
+    cmd = [sys.executable, CHILD, *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=90)
+
+
+def model_calls() -> list[int]:
+    return [int(line.split()[1]) for line in oa_support.lines("model-calls")]
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "calls_after", "effects"),
+    [
+        # killed inside the 2nd model call: it was in flight, so it is made again (2 turns + 1)
+        ("model:1", [0, 1, 1], 1),
+        # killed inside the tool before its side effect: the in-doubt call is retried once
+        ("lookup:before", [0, 1], 1),
+        # killed after the tool's side effect but before it was journaled: retried (policy retry)
+        # with the same idempotency key, so the downstream API can deduplicate
+        ("lookup:after", [0, 1], 2),
+        # killed between steps: the tool call is journaled, the next model call not yet started
+        ("between:1", [0, 1], 1),
+    ],
+)
+def test_sigkill_then_resume_finishes_like_an_uncrashed_run(child_env, crash_at, calls_after, effects):
+    run_id = new_id()
+    crashed = child(child_env, "start", run_id, crash_at=crash_at)
+    assert crashed.returncode == -9, crashed.stderr
+    resumed = child(child_env, "resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"FINAL: {oa_support.FINAL}" in resumed.stdout
+    assert sorted(model_calls()) == calls_after
+    assert model_calls().count(0) == 1  # a completed model call is never made again
+    lookups = [line for line in oa_support.lines("effects") if line.startswith("lookup")]
+    assert len(lookups) == effects
+    assert len({line.split()[2] for line in lookups}) == 1  # one idempotency key for all attempts
+    handle = agentspan.get(run_id)
+    assert handle.status() is agentspan.RunStatus.COMPLETED
+    assert handle.result() == oa_support.FINAL
+    keys = [s.key for s in handle.steps()]
+    assert len(keys) == len(set(keys)) == 3
+    assert all(s.status is agentspan.StepStatus.COMPLETED for s in handle.steps())
+
+
+def test_in_doubt_tool_with_fail_policy_fails_the_run(child_env, monkeypatch):
+    run_id = new_id()
+    crashed = child({**child_env, "LOOKUP_IN_DOUBT": "fail"}, "start", run_id, crash_at="lookup:after")
+    assert crashed.returncode == -9
+    resumed = child({**child_env, "LOOKUP_IN_DOUBT": "fail"}, "resume", run_id)
+    assert resumed.returncode != 0
+    assert "InDoubtStepError" in resumed.stderr and "lookup_order" in agentspan.get(run_id).run().error
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.FAILED
+    assert len(oa_support.lines("effects")) == 1
+
+
+def test_killed_while_waiting_for_approval_then_approved_from_another_process(child_env):
+    run_id = new_id()
+    waiting = child(child_env, "start", run_id, "approval", wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if agentspan.get(run_id).status() is agentspan.RunStatus.WAITING:
+                    break
+            except (agentspan.errors.RunNotFound, agentspan.errors.StoreError):
+                pass
+            time.sleep(0.05)
+        else:
+            pytest.fail("run never waited for approval")
+    finally:
+        waiting.kill()
+        waiting.wait()
+    handle = agentspan.get(run_id)
+    (approval,) = handle.pending_approvals()
+    assert approval.tool == "refund" and approval.args == {"order_id": "42", "amount": 30.0}
+    approved = subprocess.run([sys.executable, "-m", "agentspan.cli", "approve", approval.id, "--by", "alice"],
+                              env=child_env, capture_output=True, text=True, timeout=60)
+    assert approved.returncode == 0, approved.stderr
+    resumed = child(child_env, "resume", run_id, "approval")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"FINAL: {oa_support.FINAL}" in resumed.stdout
+    effects = oa_support.lines("effects")
+    assert [e.split()[0] for e in effects] == ["lookup", "refund"]
+    assert sorted(model_calls()) == [0, 1, 2]
+
+
+def test_serve_picks_up_an_orphaned_run_after_its_lease_expires(child_env):
+    run_id = new_id()
+    crashed = child(child_env, "start", run_id, crash_at="model:1")
+    assert crashed.returncode == -9
+    worker = child(child_env, "serve", run_id)
+    assert worker.returncode == 0, worker.stderr
+    assert f"FINAL: {oa_support.FINAL}" in worker.stdout
+    assert sorted(model_calls()) == [0, 1, 1]
+    assert len(oa_support.lines("effects")) == 1
+
+
+def test_two_processes_resuming_at_once_exactly_one_proceeds(child_env):
+    run_id = new_id()
+    assert child(child_env, "start", run_id, crash_at="model:1").returncode == -9
+    barrier = oa_support.home() / "go"
+    racers = [child({**child_env, "BARRIER": str(barrier)}, "resume", run_id, wait=False) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while len(list(oa_support.home().glob("go.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    barrier.touch()
+    outcomes = [r.communicate(timeout=90) + (r.returncode,) for r in racers]
+    winners = [o for o in outcomes if o[2] == 0]
+    losers = [o for o in outcomes if o[2] != 0]
+    assert len(winners) == 1 and len(losers) == 1, outcomes
+    assert "LeaseLostError" in losers[0][1]
+    steps = agentspan.get(run_id).steps()
+    assert len({s.key for s in steps}) == len(steps) == 3
+    assert len(oa_support.lines("effects")) == 1

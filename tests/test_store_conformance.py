@@ -1,0 +1,258 @@
+"""The store conformance suite against MemoryStore and SqliteStore, plus SQLite-specific tests."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agentspan.errors import LeaseLostError, StoreError
+from agentspan.records import RunStatus, StepResult, StepStatus
+from agentspan.stores.base import Store
+from agentspan.stores.memory import MemoryStore
+from agentspan.stores.sqlite import SqliteStore
+from agentspan.stores.sqlite_schema import MIGRATIONS
+from agentspan.testing.conformance import StoreConformance, make_run, make_step
+
+
+class TestMemoryStore(StoreConformance):
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        store = MemoryStore()
+        yield store
+        store.close()
+
+
+class TestSqliteStore(StoreConformance):
+    @pytest.fixture(params=["normal", "full"])
+    def store(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+        store = SqliteStore(tmp_path / "agentspan.db", durability=request.param)
+        yield store
+        store.close()
+
+
+# ---- SQLite specifics ------------------------------------------------------------------------
+def test_missing_file_without_create(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "agentspan.db"
+    with pytest.raises(StoreError, match="no Agentspan store at") as info:
+        SqliteStore(path, create=False)
+    assert str(path) in str(info.value)
+    assert not path.exists()
+
+
+def test_create_makes_parent_directories(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "agentspan.db"
+    SqliteStore(path).close()
+    assert path.exists()
+    SqliteStore(path, create=False).close()
+
+
+def test_corrupted_file(tmp_path: Path) -> None:
+    path = tmp_path / "agentspan.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a valid Agentspan store") as info:
+        SqliteStore(path)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value.__cause__, sqlite3.Error)
+
+
+def test_foreign_sqlite_database(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.close()
+    with pytest.raises(StoreError, match="not a valid Agentspan store"):
+        SqliteStore(path)
+
+
+def test_empty_database_without_create(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    with pytest.raises(StoreError, match="no Agentspan store"):
+        SqliteStore(path, create=False)
+
+
+def test_bad_durability(tmp_path: Path) -> None:
+    from agentspan.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        SqliteStore(tmp_path / "x.db", durability="sometimes")  # type: ignore[arg-type]
+
+
+def test_closed_store_raises_store_error(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "agentspan.db")
+    store.close()
+    with pytest.raises(StoreError):
+        store.list_runs()
+
+
+def test_pragmas(tmp_path: Path) -> None:
+    for durability, level in (("normal", 1), ("full", 2)):
+        store = SqliteStore(tmp_path / f"{durability}.db", durability=durability)  # type: ignore[arg-type]
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == level
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 10000
+        store.close()
+
+
+_VERSIONS = "SELECT version, applied_at FROM agentspan_migrations ORDER BY version"
+
+
+def test_migrations_recorded_once(tmp_path: Path) -> None:
+    path = tmp_path / "agentspan.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as conn:
+        first = conn.execute(
+            "SELECT version, applied_at FROM agentspan_migrations ORDER BY version"
+        ).fetchall()
+    conn.close()
+    assert [v for v, _ in first] == list(range(1, len(MIGRATIONS) + 1))
+    store = SqliteStore(path, create=False)
+    store.create_run(make_run())
+    store.close()
+    with sqlite3.connect(path) as conn:
+        again = conn.execute(
+            "SELECT version, applied_at FROM agentspan_migrations ORDER BY version"
+        ).fetchall()
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    conn.close()
+    assert again == first
+    assert {"runs", "steps", "approvals", "agentspan_migrations"} <= tables
+
+
+def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    barrier = threading.Barrier(6)
+    opened: list[SqliteStore] = []
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            opened.append(SqliteStore(path))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for store in opened:
+        store.close()
+    assert errors == [] and len(opened) == 6
+    with sqlite3.connect(path) as conn:
+        assert [v for v, _ in conn.execute(_VERSIONS)] == list(range(1, len(MIGRATIONS) + 1))
+    conn.close()
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agentspan.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO agentspan_migrations VALUES (?, 0)", (len(MIGRATIONS) + 1,))
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        SqliteStore(path)
+
+
+def test_two_instances_share_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "agentspan.db"
+    a, b = SqliteStore(path), SqliteStore(path, create=False)
+    try:
+        run = a.create_run(make_run())[0]
+        assert b.get_run(run.id).id == run.id
+        claimed = b.claim_run(run.id, owner="b", expected_epoch=0, lease_expires_at=time.time() + 60)
+        b.start_step(make_step(run.id, "s0", 0), epoch=claimed.lease_epoch)
+        assert [s.key for s in a.list_steps(run.id)] == ["s0"]
+        with pytest.raises(LeaseLostError):
+            a.update_run(run.id, epoch=0, status=RunStatus.RUNNING)
+        a.cancel_run(run.id, reason="from a")
+        assert b.get_run(run.id).status == RunStatus.CANCELLED
+    finally:
+        a.close()
+        b.close()
+
+
+def _claim_race(stores: list[SqliteStore], run_id: str) -> tuple[list[str], list[str]]:
+    barrier = threading.Barrier(len(stores))
+    winners: list[str] = []
+    losers: list[str] = []
+
+    def claim(store: SqliteStore, name: str) -> None:
+        barrier.wait()
+        try:
+            store.claim_run(run_id, owner=name, expected_epoch=0, lease_expires_at=time.time() + 60)
+            winners.append(name)
+        except LeaseLostError:
+            losers.append(name)
+
+    threads = [threading.Thread(target=claim, args=(s, f"p{i}")) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return winners, losers
+
+
+def test_claim_race_between_instances(tmp_path: Path) -> None:
+    path = tmp_path / "agentspan.db"
+    stores = [SqliteStore(path) for _ in range(4)]
+    try:
+        for _ in range(10):
+            run = stores[0].create_run(make_run())[0]
+            winners, losers = _claim_race(stores, run.id)
+            assert len(winners) == 1 and len(losers) == len(stores) - 1
+            final = stores[-1].get_run(run.id)
+            assert (final.lease_owner, final.lease_epoch) == (winners[0], 1)
+    finally:
+        for s in stores:
+            s.close()
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from agentspan.records import StepResult, StepStatus
+    from agentspan.stores.sqlite import SqliteStore
+    from agentspan.testing.conformance import make_run, make_step
+
+    store = SqliteStore(sys.argv[1], create=False)
+    run = store.create_run(make_run(agent=sys.argv[2]))[0]
+    run = store.claim_run(run.id, owner=sys.argv[2], expected_epoch=0, lease_expires_at=time.time() + 60)
+    for i in range(200):
+        store.start_step(make_step(run.id, f"s{i}", i), epoch=run.lease_epoch)
+        result = StepResult(status=StepStatus.COMPLETED, output=i, input_tokens=1)
+        store.finish_step(run.id, f"s{i}", result, epoch=run.lease_epoch)
+    store.close()
+    """
+)
+
+
+def test_concurrent_processes(tmp_path: Path) -> None:
+    path = tmp_path / "agentspan.db"
+    store = SqliteStore(path)
+    children = [
+        subprocess.Popen([sys.executable, "-c", _CHILD, str(path), f"proc-{n}"], stderr=subprocess.PIPE)
+        for n in range(3)
+    ]
+    run = store.create_run(make_run(agent="parent"))[0]
+    store.claim_run(run.id, owner="parent", expected_epoch=0, lease_expires_at=time.time() + 60)
+    for i in range(200):
+        store.start_step(make_step(run.id, f"s{i}", i), epoch=1)
+        store.finish_step(run.id, f"s{i}", StepResult(status=StepStatus.COMPLETED, input_tokens=1), epoch=1)
+    for child in children:
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err.decode()
+    runs = store.list_runs()
+    assert sorted(r.agent for r in runs) == ["parent", "proc-0", "proc-1", "proc-2"]
+    for r in runs:
+        assert (r.steps, r.input_tokens) == (200, 200)
+        assert len(store.list_steps(r.id)) == 200
+    store.close()
