@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import shutil
 import statistics
 import subprocess
@@ -33,9 +34,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agents import Agent, FunctionTool, Runner, function_tool, set_tracing_disabled
+
 import agentspan
 import agentspan.config
-from agents import Agent, FunctionTool, Runner, function_tool, set_tracing_disabled
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
 set_tracing_disabled(True)
@@ -67,6 +69,22 @@ def make_agent(turns: int, tool: FunctionTool) -> Agent[Any]:
     return Agent(name="calc", instructions="Add numbers.", tools=[tool], model=ScriptedModel(script(turns)))
 
 
+class Clock:
+    """Wall and process-CPU time (all threads) of the block it times, in ms."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def __enter__(self) -> Clock:
+        gc.collect()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = (time.perf_counter() - self._wall) * 1e3
+        self.cpu = (time.process_time() - self._cpu) * 1e3
+
+
 class Bench:
     """Holds the variants and the per-run state they share."""
 
@@ -78,18 +96,16 @@ class Bench:
         self.dbos_ready = False
         self._dbos_agent: Agent[Any] | None = None
 
-    # -- variants: each returns the elapsed seconds of one measured run --------------------------
+    # -- variants: each times one measured run ------------------------------------------------
 
-    def plain(self) -> float:
+    def plain(self) -> Clock:
         agent = make_agent(self.turns, add)
-        gc.collect()
-        start = time.perf_counter()
-        result = Runner.run_sync(agent, PROMPT, max_turns=self.max_turns)
-        elapsed = time.perf_counter() - start
+        with Clock() as clock:
+            result = Runner.run_sync(agent, PROMPT, max_turns=self.max_turns)
         assert result.final_output == FINAL, result.final_output
-        return elapsed
+        return clock
 
-    def agentspan_run(self, durability: str, *, check: bool = False) -> float:
+    def agentspan_run(self, durability: str, *, check: bool = False) -> Clock:
         home = Path(tempfile.mkdtemp(prefix=f"as-{durability}-", dir=self.tmp_root))
         agentspan.config.reset()
         agentspan.configure(home=home, durability=durability)  # type: ignore[arg-type]
@@ -97,10 +113,8 @@ class Bench:
         store = agentspan.get_store()
         self.store_open_ms[durability].append((time.perf_counter() - opened) * 1e3)
         agent = make_agent(self.turns, add)
-        gc.collect()
-        start = time.perf_counter()
-        result = agentspan.run(agent, PROMPT, max_turns=self.max_turns)
-        elapsed = time.perf_counter() - start
+        with Clock() as clock:
+            result = agentspan.run(agent, PROMPT, max_turns=self.max_turns)
         assert result.final_output == FINAL, result.final_output
         if check:
             (run,) = store.list_runs()
@@ -109,12 +123,12 @@ class Bench:
             assert run.status is agentspan.RunStatus.COMPLETED
         agentspan.config.reset()
         shutil.rmtree(home, ignore_errors=True)
-        return elapsed
+        return clock
 
-    def normal(self) -> float:
+    def normal(self) -> Clock:
         return self.agentspan_run("normal")
 
-    def full(self) -> float:
+    def full(self) -> Clock:
         return self.agentspan_run("full")
 
     def setup_dbos(self) -> None:
@@ -146,22 +160,19 @@ class Bench:
         logging.getLogger("dbos").setLevel(logging.WARNING)
         self.dbos_ready = True
 
-    def dbos(self, *, check: bool = False) -> float:
+    def dbos(self, *, check: bool = False) -> Clock:
         from dbos import DBOS, SetWorkflowID
 
         self._dbos_agent = make_agent(self.turns, self._dbos_tool)
         workflow_id = f"bench-{uuid.uuid4()}"
-        gc.collect()
-        start = time.perf_counter()
-        with SetWorkflowID(workflow_id):
+        with Clock() as clock, SetWorkflowID(workflow_id):
             output = self._dbos_workflow(PROMPT)
-        elapsed = time.perf_counter() - start
         assert output == FINAL, output
         if check:
             steps = DBOS.list_workflow_steps(workflow_id, load_output=False)
             # 1 model step per turn + 1 tool step per tool turn (DBOS may add bookkeeping steps).
             assert len(steps) >= 2 * self.turns - 1, len(steps)
-        return elapsed
+        return clock
 
     def teardown_dbos(self) -> None:
         if self.dbos_ready:
@@ -193,7 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.turns < 2 or args.repeats < 1:
         parser.error("--turns must be >= 2 and --repeats >= 1")
-    wall = time.perf_counter()
+    started = time.perf_counter()
 
     import_plain = import_time(
         "import time; t=time.perf_counter(); import agentspan; print(time.perf_counter()-t)")
@@ -202,7 +213,7 @@ def main() -> None:
 
     tmp_root = Path(tempfile.mkdtemp(prefix="agentspan-bench-oa-", dir=args.tmp))
     bench = Bench(args.turns, tmp_root)
-    variants: dict[str, Callable[[], float]] = {
+    variants: dict[str, Callable[[], Clock]] = {
         "plain Runner.run_sync": bench.plain,
         "agentspan.run normal": bench.normal,
         "agentspan.run full": bench.full,
@@ -217,41 +228,47 @@ def main() -> None:
         bench.agentspan_run("full", check=True)
         if bench.dbos_ready:
             bench.dbos(check=True)
-        for store in bench.store_open_ms.values():
-            store.clear()
+        for opens in bench.store_open_ms.values():
+            opens.clear()
 
-        times: dict[str, list[float]] = {name: [] for name in variants}
+        clocks: dict[str, list[Clock]] = {name: [] for name in variants}
         for _ in range(args.repeats):
             for name, fn in variants.items():
-                times[name].append(fn() * 1e3)
+                clocks[name].append(fn())
     finally:
         bench.teardown_dbos()
         agentspan.config.reset()
         shutil.rmtree(tmp_root, ignore_errors=True)
 
     turns = args.turns
-    median = {name: statistics.median(values) for name, values in times.items()}
-    base = median["plain Runner.run_sync"]
-    added = {name: (m - base) / turns for name, m in median.items()}
-    # Cross-check, less sensitive to drift: median over rounds of (variant - plain of the same round).
-    plain_times = times["plain Runner.run_sync"]
-    paired = {name: statistics.median(v - p for v, p in zip(values, plain_times, strict=True)) / turns
-              for name, values in times.items()}
+    plain_name = "plain Runner.run_sync"
+    wall = {name: [c.wall for c in cs] for name, cs in clocks.items()}
+    cpu = {name: [c.cpu for c in cs] for name, cs in clocks.items()}
+    median = {name: statistics.median(values) for name, values in wall.items()}
+    added = {name: (m - median[plain_name]) / turns for name, m in median.items()}
+    # Cross-checks against machine noise: the median over rounds of (run - the same round's plain
+    # run), and the same on process CPU time (all threads; excludes time spent waiting on fsync).
+    paired = {name: statistics.median(v - p for v, p in zip(values, wall[plain_name], strict=True)) / turns
+              for name, values in wall.items()}
+    cpu_added = {name: (statistics.median(values) - statistics.median(cpu[plain_name])) / turns
+                 for name, values in cpu.items()}
 
     print(f"\n{turns} turns per run ({turns - 1} tool calls + final text, zero-latency ScriptedModel), "
           f"{args.repeats} interleaved repeats, median per variant")
-    print(f"python {sys.version.split()[0]}, temp dirs under {args.tmp or tempfile.gettempdir()}")
-    header = (f"{'variant':<24} {'ms/run':>9} {'min':>8} {'max':>8} {'ms/turn':>8} "
-              f"{'+ms/turn':>9} {'+ms/call':>9} {'paired':>8}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+          f"temp dirs under {args.tmp or tempfile.gettempdir()}")
+    header = (f"{'variant':<24} {'ms/run':>8} {'min':>7} {'max':>7} {'ms/turn':>8} {'+ms/turn':>9} "
+              f"{'+ms/call':>9} {'paired':>7} {'cpu':>7}")
     print(header)
     print("-" * len(header))
-    for name, values in times.items():
-        extra = "" if name.startswith("plain") else (
-            f"{added[name]:>9.3f} {added[name] / 2:>9.3f} {paired[name]:>8.3f}")
-        print(f"{name:<24} {median[name]:>9.1f} {min(values):>8.1f} {max(values):>8.1f} "
+    for name, values in wall.items():
+        extra = "" if name == plain_name else (
+            f"{added[name]:>9.3f} {added[name] / 2:>9.3f} {paired[name]:>7.3f} {cpu_added[name]:>7.3f}")
+        print(f"{name:<24} {median[name]:>8.1f} {min(values):>7.1f} {max(values):>7.1f} "
               f"{median[name] / turns:>8.3f} {extra}")
-    print("+ms/turn = (median - plain median) / turns; +ms/call = +ms/turn / 2 (model call + tool call);\n"
-          "paired = median over rounds of (run - same round's plain run) / turns, a noise cross-check.\n"
+    print("+ms/turn = (median - plain median) / turns; +ms/call = +ms/turn / 2 (model call + tool call).\n"
+          "Noise cross-checks, in added ms/turn: paired = median over rounds of (run - same round's plain\n"
+          "run); cpu = same as +ms/turn on process CPU time (all threads, so not the fsync waits).\n"
           "DBOS's SQLite system db uses the default rollback journal with synchronous=FULL (power-loss\n"
           "safe), so its like-for-like agentspan variant is durability=full.")
     for durability, opens in bench.store_open_ms.items():
@@ -268,7 +285,7 @@ def main() -> None:
         print(f"DBOS-added / agentspan-added: {ratio_normal:.1f}x (vs normal), {ratio_full:.1f}x (vs full)")
     print(f"import agentspan: {import_plain * 1e3:.1f} ms; import agentspan + agentspan.Run (runtime, "
           f"pydantic): {import_runtime * 1e3:.1f} ms (best of 5, fresh interpreter)")
-    print(f"total bench wall time: {time.perf_counter() - wall:.1f} s")
+    print(f"total bench wall time: {time.perf_counter() - started:.1f} s")
 
     rows = [
         ("Added per turn, durability=normal", f"{normal:.3f} ms", f"≤ {TARGET_NORMAL_MS_PER_TURN} ms",
@@ -289,7 +306,7 @@ def main() -> None:
                  "", ""))
 
     print(f"\n<!-- bench/bench_openai_agents.py --turns {turns} --repeats {args.repeats}; "
-          f"plain Runner.run_sync: {base / turns:.3f} ms/turn -->")
+          f"plain Runner.run_sync: {median[plain_name] / turns:.3f} ms/turn -->")
     print("| Metric | Measured | Target | |")
     print("|---|---:|---:|:-:|")
     for metric, value, target, mark in rows:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import agentspan
+
 import oa_support
 
 if __name__ == "__main__":

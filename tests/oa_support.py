@@ -68,8 +68,9 @@ def refund(order_id: str, amount: float) -> str:
 class CrashHooks(RunHooks):
     """Kills the process between steps: after a tool call was journaled, before the next model call."""
 
-    async def on_llm_start(self, context, agent, system_prompt, input_items) -> None:  # noqa: ANN001
-        crash_if(f"between:{sum(1 for i in input_items if isinstance(i, dict) and i.get('type') == 'function_call_output')}")
+    async def on_llm_start(self, context, agent, system_prompt, input_items) -> None:
+        outputs = sum(1 for i in input_items if isinstance(i, dict) and i.get("type") == "function_call_output")
+        crash_if(f"between:{outputs}")
 
 
 def model_for(turns: list, name: str = "m") -> ScriptedModel:

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from agentspan import config
 from agentspan.cli import app
 from agentspan.records import (
@@ -22,7 +24,6 @@ from agentspan.records import (
     now,
 )
 from agentspan.stores.sqlite import SqliteStore
-from typer.testing import CliRunner
 
 RUN_FIELDS = [
     "id", "framework", "agent", "input", "status", "output", "error", "session_id", "idempotency_key",

@@ -19,6 +19,7 @@ from agentspan.errors import (
     RunStateError,
 )
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
 from journal_utils import crashed_copy
 
 set_tracing_disabled(True)

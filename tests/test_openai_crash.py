@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 import agentspan
-import oa_support
 from agentspan.records import new_id
+
+import oa_support
 
 pytestmark = pytest.mark.crash
 CHILD = str(Path(__file__).parent / "oa_child.py")

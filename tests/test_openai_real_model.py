@@ -8,6 +8,7 @@ from agents import Agent, OpenAIChatCompletionsModel, function_tool, set_tracing
 from openai import AsyncOpenAI
 
 import agentspan
+
 from journal_utils import crashed_copy
 from openai_compat_server import ChatServer, text_reply, tool_call_reply
 

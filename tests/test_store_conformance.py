@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from agentspan.errors import LeaseLostError, StoreError
 from agentspan.records import RunStatus, StepResult, StepStatus
 from agentspan.stores.base import Store

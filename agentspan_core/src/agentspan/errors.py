@@ -131,7 +131,7 @@ class TransportError(AgentspanError):
     """The transport to an Agentspan server failed."""
 
 
-class AgentspanSignal(BaseException):  # noqa: N818 - a signal, not an error
+class AgentspanSignal(BaseException):
     """Base of control-flow signals that must unwind through user and framework code."""
 
 

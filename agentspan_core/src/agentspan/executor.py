@@ -59,41 +59,36 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
     ttl = settings().lease_ttl
     counters = Counters()
     with Heartbeat(store, run.id, epoch, ttl):
-        if run.status is not RunStatus.RUNNING:
-            run = store.update_run(run.id, epoch=epoch, status=RunStatus.RUNNING)
-        while True:
-            active = ActiveRun(store, run, store.list_steps(run.id))
-            active.counters = counters
-            token = active.activate()
-            try:
-                result = await adapter.execute(active, target, run.input, options)
-            except ApprovalPending:
-                if on_wait == "release":
-                    store.update_run(run.id, epoch=epoch, status=RunStatus.WAITING, release_lease=True)
-                    return Outcome(RunStatus.WAITING, counters=counters)
-                await _wait_for_decisions(store, run.id)
+        try:
+            if run.status is not RunStatus.RUNNING:
                 run = store.update_run(run.id, epoch=epoch, status=RunStatus.RUNNING)
-                continue
-            except RunCancelledSignal as signal:
-                _mark_cancelled(store, run.id, epoch, signal.reason)
-                raise RunCancelledError(run.id, signal.reason) from None
-            except LeaseLostError:
-                raise
-            except Exception as exc:
+            while True:
+                active = ActiveRun(store, run, store.list_steps(run.id))
+                active.counters = counters
+                token = active.activate()
                 try:
+                    result = await adapter.execute(active, target, run.input, options)
+                except ApprovalPending:
+                    if on_wait == "release":
+                        store.update_run(run.id, epoch=epoch, status=RunStatus.WAITING, release_lease=True)
+                        return Outcome(RunStatus.WAITING, counters=counters)
+                    await _wait_for_decisions(store, run.id)
+                    run = store.update_run(run.id, epoch=epoch, status=RunStatus.RUNNING)
+                    continue
+                except (LeaseLostError, RunCancelledSignal):
+                    raise
+                except Exception as exc:
                     store.update_run(run.id, epoch=epoch, status=RunStatus.FAILED,
                                      error=f"{type(exc).__name__}: {exc}", release_lease=True)
-                except RunCancelledSignal:
-                    raise RunCancelledError(run.id) from exc
-                raise
-            finally:
-                ActiveRun.deactivate(token)
-            try:
+                    raise
+                finally:
+                    ActiveRun.deactivate(token)
                 store.update_run(run.id, epoch=epoch, status=RunStatus.COMPLETED,
                                  output=adapter.encode_output(result), release_lease=True)
-            except RunCancelledSignal:
-                raise RunCancelledError(run.id) from None
-            return Outcome(RunStatus.COMPLETED, result, counters)
+                return Outcome(RunStatus.COMPLETED, result, counters)
+        except RunCancelledSignal as signal:
+            _mark_cancelled(store, run.id, epoch, signal.reason)
+            raise RunCancelledError(run.id, signal.reason or store.get_run(run.id).error) from None
 
 
 def _mark_cancelled(store: Store, run_id: str, epoch: int, reason: str | None) -> None:

@@ -12,7 +12,6 @@ from pydantic_core import to_jsonable_python
 import agentspan
 from agentspan.adapters import Adapter
 from agentspan.errors import ConfigurationError
-
 from agentspan_openai_agents._model import CallTracker, JournalingProvider
 from agentspan_openai_agents._wrap import AgentWrapper
 

@@ -53,10 +53,12 @@ def _metrics(response: ModelResponse) -> agentspan.LlmMetrics:
 
 def model_identity(model: Model, name: str | None = None) -> ModelId:
     """Labels a model for the trail: ``provider/model``."""
+    if name is not None:  # resolved by name through a provider: the SDK's names default to OpenAI
+        return parse_model_id(name)
     explicit = getattr(model, "agentspan_model_id", None)
     if isinstance(explicit, str):
         return parse_model_id(explicit)
-    label = name or getattr(model, "model", None)
+    label = getattr(model, "model", None)
     module = type(model).__module__
     default = "openai" if module.startswith("agents.models.openai") else (
         "litellm" if "litellm" in module else "custom")

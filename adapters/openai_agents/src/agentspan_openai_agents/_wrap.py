@@ -17,7 +17,6 @@ from agents.tool_context import ToolContext
 import agentspan
 from agentspan.hashing import digest
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
-
 from agentspan_openai_agents._model import CallTracker, JournalingModel, model_identity
 
 

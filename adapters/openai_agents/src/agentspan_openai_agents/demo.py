@@ -21,7 +21,6 @@ from rich.table import Table
 
 import agentspan
 from agentspan.records import new_id
-
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
 set_tracing_disabled(True)

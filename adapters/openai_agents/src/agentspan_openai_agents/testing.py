@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,8 +12,6 @@ from agents import Model, ModelResponse, Usage
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
 import agentspan
-
-_LLM_INDEX = re.compile(r"llm:(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -33,9 +30,9 @@ Turn = str | ToolCall | Sequence[str | ToolCall]
 class ScriptedModel(Model):
     """Answers model calls from a script, one turn per call.
 
-    Inside a durable run the turn is chosen by the call's journal position (``llm:N`` → turn N),
-    so a resumed run's first live call gets the right turn after replayed ones; elsewhere an
-    internal counter is used.
+    Inside a durable run the turn is chosen by the journal (how many calls to a model of this
+    name precede this one), so a resumed run's first live call gets the right turn after
+    replayed ones; elsewhere an internal counter is used.
 
     Args:
         turns: The responses, in order.
@@ -55,10 +52,13 @@ class ScriptedModel(Model):
         self.calls = 0
 
     def _index(self) -> int:
-        step = agentspan.current_step()
-        if step is not None and step.kind == "llm" and (m := _LLM_INDEX.search(step.key)):
-            return int(m.group(1))
-        return self.calls
+        """This call's turn: the count of earlier journaled calls to a model of the same name."""
+        step, run = agentspan.current_step(), agentspan.active_run()
+        if step is None or run is None or step.kind != "llm":
+            return self.calls
+        current = run.journal[step.key]
+        return sum(1 for s in run.journal.values()
+                   if s.kind is agentspan.StepKind.LLM and s.name == current.name and s.seq < current.seq)
 
     def response(self, index: int) -> ModelResponse:
         """Builds the `ModelResponse` of turn ``index``."""
