@@ -119,7 +119,9 @@ def decide_by_id(store: Store, approval_id: str, *, approved: bool, by: str | No
         return store.decide_approval(approval_id, approved=approved, by=by, reason=reason, decided_at=now())
     except ApprovalConflict:
         current = store.get_approval(approval_id)
+        where = f"approval {approval_id!r} (run {current.run_id!r}, step {current.step_key!r})"
+        if effective_status(current) is ApprovalStatus.EXPIRED:
+            raise ApprovalConflict(f"{where} expired before a decision; it counts as rejected") from None
         raise ApprovalConflict(
-            f"approval {approval_id!r} (run {current.run_id!r}, step {current.step_key!r}) was already "
-            f"{current.status.value}" + (f" by {current.decided_by}" if current.decided_by else "")
+            f"{where} was already {current.status.value}" + (f" by {current.decided_by}" if current.decided_by else "")
         ) from None

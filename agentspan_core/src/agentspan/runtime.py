@@ -47,13 +47,22 @@ class LlmMetrics:
 
 @dataclass
 class Counters:
-    """Calls served from the journal vs. made live in this attempt."""
+    """Distinct steps served from the journal vs. executed live by this process, per kind."""
 
-    replayed: dict[str, int] = field(default_factory=dict)
-    live: dict[str, int] = field(default_factory=dict)
+    replayed_keys: dict[str, set[str]] = field(default_factory=dict)
+    live_keys: dict[str, set[str]] = field(default_factory=dict)
 
-    def bump(self, table: dict[str, int], kind: str) -> None:
-        table[kind] = table.get(kind, 0) + 1
+    def mark(self, live: bool, kind: str, key: str) -> None:
+        """Counts one call of step ``key``."""
+        (self.live_keys if live else self.replayed_keys).setdefault(kind, set()).add(key)
+
+    def replayed(self, kind: str) -> int:
+        """Steps of ``kind`` that were only ever replayed here (completed by an earlier process)."""
+        return len(self.replayed_keys.get(kind, set()) - self.live_keys.get(kind, set()))
+
+    def live(self, kind: str) -> int:
+        """Steps of ``kind`` executed live here."""
+        return len(self.live_keys.get(kind, set()))
 
 
 _active: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar("agentspan_active_run", default=None)
@@ -174,7 +183,7 @@ class ActiveRun:
                     "(the agent's code, prompt or tools changed since the run started)",
                 )
             if recorded.status is StepStatus.COMPLETED:
-                self.counters.bump(self.counters.replayed, kind.value)
+                self.counters.mark(False, kind.value, key)
                 return load(recorded.output)
             if recorded.status is StepStatus.STARTED and on_in_doubt == "fail":
                 raise InDoubtStepError(self.run_id, key)
@@ -213,7 +222,7 @@ class ActiveRun:
             result.model = m.model or model
             result.cost_usd = price_usd(provider, result.model, m.input_tokens, m.output_tokens)
         self._finish(step, result)
-        self.counters.bump(self.counters.live, kind.value)
+        self.counters.mark(True, kind.value, key)
         return value
 
     def _finish(self, step: Step, result: StepResult) -> None:
@@ -249,7 +258,7 @@ class ActiveRun:
                 raise ReplayDivergenceError(
                     self.run_id, key, f"tool {name!r} was journaled with other arguments "
                     f"({recorded.input!r}); the live call has {args!r}")
-            self.counters.bump(self.counters.replayed, "tool")
+            self.counters.mark(False, "tool", key)
             return recorded.output
         if options.approval_required or needs_approval or (
             recorded is not None and options.on_in_doubt == "ask"

@@ -70,12 +70,12 @@ def _child(run_id: str) -> None:
 def _steps_table(run_id: str, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("seq", "kind", "key", "name", "status", "ms", "tokens in/out"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for s in agentspan.get(run_id).steps():
         tokens = f"{s.input_tokens}/{s.output_tokens}" if s.input_tokens is not None else ""
         color = {"completed": "green", "started": "yellow", "failed": "red"}[s.status.value]
         table.add_row(str(s.seq), s.kind.value, s.key, s.name or "", f"[{color}]{s.status.value}[/]",
-                      f"{s.duration_ms:.1f}" if s.duration_ms is not None else "", tokens)
+                      f"{s.duration_ms:.0f}" if s.duration_ms is not None else "", tokens)
     return table
 
 
@@ -119,9 +119,10 @@ def main() -> None:
     result = handle.result(timeout=60)
     counters = handle.counters()
     console.print(f"\n4. Done: [bold green]{result.final_output}[/]")
-    replayed, live = (counters.replayed, counters.live) if counters else ({}, {})
-    console.print(f"   after the resume: model calls replayed {replayed.get('llm', 0)}, live {live.get('llm', 0)}; "
-                  f"tool calls replayed {replayed.get('tool', 0)}, live {live.get('tool', 0)}")
+    if counters is not None:
+        console.print(f"   this process: model calls replayed from the journal {counters.replayed('llm')}, "
+                      f"made live {counters.live('llm')} (incl. the one in flight at the kill); "
+                      f"tool calls replayed {counters.replayed('tool')}, run live {counters.live('tool')}")
     effects = _effects_file().read_text().splitlines()
     console.print(f"   side effects (each exactly once): {len(effects)}")
     for line in effects:
