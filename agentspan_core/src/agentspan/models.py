@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import NamedTuple
 
 KNOWN_PROVIDERS = frozenset(
@@ -53,18 +54,23 @@ def parse_model_id(name: str, *, default_provider: str = "openai") -> ModelId:
     return ModelId(default_provider, name)
 
 
-def price_usd(provider: str | None, model: str | None, input_tokens: int | None,
-              output_tokens: int | None) -> float | None:
-    """Prices one model call from the table; None when the model is not in it."""
-    if provider is None or model is None:
-        return None
+@cache
+def _prices(provider: str, model: str) -> tuple[float, float] | None:
     prices = PRICES_PER_MTOK.get((provider, model))
     if prices is None:
         # dated snapshots ("gpt-4o-mini-2024-07-18") price as their family
         for (p, m), candidate in PRICES_PER_MTOK.items():
             if p == provider and model.startswith(m + "-"):
-                prices = candidate
-                break
+                return candidate
+    return prices
+
+
+def price_usd(provider: str | None, model: str | None, input_tokens: int | None,
+              output_tokens: int | None) -> float | None:
+    """Prices one model call from the table; None when the model is not in it."""
+    if provider is None or model is None:
+        return None
+    prices = _prices(provider, model)
     if prices is None:
         return None
     return ((input_tokens or 0) * prices[0] + (output_tokens or 0) * prices[1]) / 1_000_000

@@ -194,7 +194,11 @@ class ActiveRun:
             self._next_seq += 1
         step = Step(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
                     input_hash=input_hash, attempt=attempt, provider=provider, model=model)
-        self.store.start_step(step, epoch=self.epoch)
+        # A model call is journaled once, when it ends: an interrupted one is simply made again,
+        # so it needs no in-flight record (one transaction per call instead of two).
+        in_flight_record = kind is not StepKind.LLM
+        if in_flight_record:
+            self.store.start_step(step, epoch=self.epoch)
         self.journal[key] = step
         info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind.value, name)
         info_token = _current_step.set(info)
@@ -206,7 +210,7 @@ class ActiveRun:
             if not isinstance(exc, Exception):
                 raise  # signals and interrupts leave the step in doubt, as a crash would
             self._finish(step, StepResult(status=StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
-                                          duration_ms=(time.perf_counter() - started) * 1000))
+                                          duration_ms=(time.perf_counter() - started) * 1000), in_flight_record)
             raise
         finally:
             _current_step.reset(info_token)
@@ -221,12 +225,15 @@ class ActiveRun:
             result.input_tokens, result.output_tokens = m.input_tokens, m.output_tokens
             result.model = m.model or model
             result.cost_usd = price_usd(provider, result.model, m.input_tokens, m.output_tokens)
-        self._finish(step, result)
+        self._finish(step, result, in_flight_record)
         self.counters.mark(True, kind.value, key)
         return value
 
-    def _finish(self, step: Step, result: StepResult) -> None:
-        self.store.finish_step(self.run_id, step.key, result, epoch=self.epoch)
+    def _finish(self, step: Step, result: StepResult, started: bool = True) -> None:
+        if started:
+            self.store.finish_step(self.run_id, step.key, result, epoch=self.epoch)
+        else:
+            self.store.record_step(step, result, epoch=self.epoch)
         step.status = result.status
         step.output = result.output
         step.error = result.error
@@ -285,10 +292,9 @@ class ActiveRun:
             return
         step = Step(run_id=self.run_id, key=key, seq=self._next_seq, kind=kind, name=name, input=input)
         self._next_seq += 1
-        self.store.start_step(step, epoch=self.epoch)
         self.journal[key] = step
         self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=now(),
-                                      duration_ms=0.0))
+                                      duration_ms=0.0), started=False)
 
 
 def _identity(value: T) -> T:

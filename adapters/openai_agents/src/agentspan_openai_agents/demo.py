@@ -94,11 +94,12 @@ def main() -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and child.poll() is None:
         try:
-            if any(s.key == "llm:1" for s in store.list_steps(run_id)):
+            if any(s.name == "lookup_order" and s.status.value == "completed" for s in store.list_steps(run_id)):
                 break
         except agentspan.errors.RunNotFound:
             pass
         time.sleep(0.02)
+    time.sleep(0.2)  # the 2nd model call (0.4 s) is now in flight
     child.send_signal(signal.SIGKILL)
     child.wait()
     console.print(f"   [red]killed[/] pid {child.pid} (exit {child.returncode})")

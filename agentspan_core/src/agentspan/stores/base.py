@@ -134,6 +134,15 @@ class Store(abc.ABC):
             LeaseLostError, RunCancelledSignal: As for `update_run`.
         """
 
+    def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
+        """Fenced: journals a step that already ended (`start_step` + `finish_step` at once).
+
+        Used for calls that need no in-flight record, such as model calls (an interrupted model
+        call is simply made again). Backends override it to use one transaction.
+        """
+        self.start_step(step, epoch=epoch)
+        self.finish_step(step.run_id, step.key, result, epoch=epoch)
+
     @abc.abstractmethod
     def list_steps(self, run_id: str) -> list[Step]:
         """Returns the run's steps ordered by ``seq``. Raises `RunNotFound` for an unknown run."""

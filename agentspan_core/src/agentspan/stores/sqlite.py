@@ -258,6 +258,29 @@ class SqliteStore(Store):
         One transaction: insert the step (``DO NOTHING`` on an existing key), fence the run while
         counting a new key, and, for an existing key, replace it unless it is completed.
         """
+        self._tx(self._start_tx(step, epoch))
+
+    def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
+        """See `Store.finish_step`.
+
+        One transaction: fence the run while adding the metrics to its totals, then end the step.
+        ``duration_ms`` defaults to ``ended_at - started_at``; ``provider``, ``model`` and the
+        token/cost fields keep the started step's values when the result leaves them None.
+        """
+        self._tx(self._finish_tx(run_id, key, result, epoch))
+
+    def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
+        """See `Store.record_step`: `start_step` and `finish_step` in one transaction."""
+        start = self._start_tx(step, epoch)
+        finish = self._finish_tx(step.run_id, step.key, result, epoch)
+
+        def tx(cur: sqlite3.Cursor) -> None:
+            start(cur)
+            finish(cur)
+
+        self._tx(tx)
+
+    def _start_tx(self, step: Step, epoch: int) -> Callable[[sqlite3.Cursor], None]:
         values = step_values(step)
         run_id, key = values[0], values[1]
         fence = [time.time(), 0, run_id, epoch]
@@ -272,15 +295,9 @@ class SqliteStore(Store):
                     f"step {key!r} of run {run_id!r} is already completed; a journal entry is never rewritten"
                 )
 
-        self._tx(tx)
+        return tx
 
-    def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
-        """See `Store.finish_step`.
-
-        One transaction: fence the run while adding the metrics to its totals, then end the step.
-        ``duration_ms`` defaults to ``ended_at - started_at``; ``provider``, ``model`` and the
-        token/cost fields keep the started step's values when the result leaves them None.
-        """
+    def _finish_tx(self, run_id: str, key: str, result: StepResult, epoch: int) -> Callable[[sqlite3.Cursor], None]:
         status = result.status
         if status == StepStatus.STARTED:
             raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
@@ -298,7 +315,7 @@ class SqliteStore(Store):
             if cur.execute(sql.FINISH_STEP, step).rowcount == 0:
                 raise StepNotFound(run_id, key)
 
-        self._tx(tx)
+        return tx
 
     def list_steps(self, run_id: str) -> list[Step]:
         """See `Store.list_steps` (one query: the run joined with its steps)."""

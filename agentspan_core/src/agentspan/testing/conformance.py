@@ -454,6 +454,23 @@ class StoreConformance:
             store.finish_step(run.id, "a", StepResult(status=StepStatus.FAILED, input_tokens=1), epoch=1)
         assert self.snapshot(store, run.id) == before
 
+    def test_record_step_journals_an_ended_step_at_once(self, store: Store) -> None:
+        run = self.claimed(store)
+        result = StepResult(status=StepStatus.COMPLETED, output={"text": "hi"}, duration_ms=3.0,
+                            provider="openai", model="gpt-x", input_tokens=7, output_tokens=2, cost_usd=0.5)
+        store.record_step(make_step(run.id, "llm:0", 0, kind=StepKind.LLM), result, epoch=1)
+        (step,) = store.list_steps(run.id)
+        assert (step.status, step.output, step.input_tokens, step.model) == (
+            StepStatus.COMPLETED, {"text": "hi"}, 7, "gpt-x")
+        totals = store.get_run(run.id)
+        assert (totals.input_tokens, totals.output_tokens, totals.cost_usd, totals.steps) == (7, 2, 0.5, 1)
+        before = self.snapshot(store, run.id)
+        with pytest.raises(LeaseLostError):
+            store.record_step(make_step(run.id, "llm:1", 1, kind=StepKind.LLM), result, epoch=0)
+        with pytest.raises(ConfigurationError):
+            store.record_step(make_step(run.id, "llm:0", 0, kind=StepKind.LLM), result, epoch=1)
+        assert self.snapshot(store, run.id) == before
+
     def test_list_steps_ordered_by_seq(self, store: Store) -> None:
         run = self.claimed(store)
         assert store.list_steps(run.id) == []
