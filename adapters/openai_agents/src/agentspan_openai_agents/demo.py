@@ -99,7 +99,7 @@ def main() -> None:
         except agentspan.errors.RunNotFound:
             pass
         time.sleep(0.02)
-    time.sleep(0.2)  # the 2nd model call (0.4 s) is now in flight
+    time.sleep(0.1)  # the 2nd model call (0.4 s) is now in flight, with margin on both sides
     child.send_signal(signal.SIGKILL)
     child.wait()
     console.print(f"   [red]killed[/] pid {child.pid} (exit {child.returncode})")
