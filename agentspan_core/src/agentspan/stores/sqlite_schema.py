@@ -168,6 +168,27 @@ def migrate(conn: sqlite3.Connection, *, create: bool, path: str) -> None:
             raise
 
 
+def _enable_wal(conn: sqlite3.Connection, *, deadline_s: float = 10.0) -> str:
+    """Switches the database to WAL mode and returns the journal mode now in force.
+
+    Converting a fresh file to WAL needs an exclusive lock, and SQLite reports ``database is
+    locked`` at once (without calling the busy handler) when several connections race to do it.
+    The switch is retried with a short backoff until ``deadline_s`` has passed.
+    """
+    give_up_at = time.monotonic() + deadline_s
+    delay = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + delay > give_up_at:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
 def open_database(path: str, *, durability: str, create: bool) -> sqlite3.Connection:
     """Opens (creating and migrating as allowed) an Agentspan SQLite database.
 
@@ -193,7 +214,7 @@ def open_database(path: str, *, durability: str, create: bool) -> sqlite3.Connec
         raise StoreError(f"cannot open the Agentspan store at {path}: {exc}") from exc
     try:
         conn.execute("PRAGMA busy_timeout=10000")
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = _enable_wal(conn)
         if str(mode).lower() != "wal":
             raise StoreError(f"the Agentspan store at {path} cannot use WAL mode (journal_mode={mode})")
         conn.execute("PRAGMA synchronous=FULL" if durability == "full" else "PRAGMA synchronous=NORMAL")
