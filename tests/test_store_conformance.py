@@ -102,6 +102,21 @@ def test_pragmas(tmp_path: Path) -> None:
         store.close()
 
 
+def test_non_durable_start_keeps_full_sync_for_other_writes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "full.db", durability="full")
+    run, _ = store.create_run(make_run())
+    store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 30)
+    store.start_step(make_step(run.id, "tool:0", 0), epoch=1, durable=False)
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    with pytest.raises(LeaseLostError):  # a refused write restores the setting as well
+        store.start_step(make_step(run.id, "tool:1", 1), epoch=7, durable=False)
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    reader = SqliteStore(tmp_path / "full.db", durability="full")
+    assert [s.key for s in reader.list_steps(run.id)] == ["tool:0"]
+    reader.close()
+    store.close()
+
+
 _VERSIONS = "SELECT version, applied_at FROM agentspan_migrations ORDER BY version"
 
 

@@ -205,9 +205,25 @@ def run(target: Any, input: Any, **kwargs: Any) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_async(target, input, **kwargs))
+        return _run_in_new_loop(target, input, kwargs)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentspan-run") as pool:
-        return pool.submit(lambda: asyncio.run(run_async(target, input, **kwargs))).result()
+        return pool.submit(_run_in_new_loop, target, input, kwargs).result()
+
+
+def _run_in_new_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
+    """``asyncio.run(run_async(...))``, with the result kept out of the main task.
+
+    On Python 3.11, ``asyncio.run`` ends with ``signal.getsignal(SIGINT)``, which builds the repr
+    of the handler and so of the finished main task and its result; the repr of a long run's
+    result costs milliseconds. The main task therefore returns None and hands the result over.
+    """
+    box: list[Any] = []
+
+    async def main() -> None:
+        box.append(await run_async(target, input, **kwargs))
+
+    asyncio.run(main())
+    return box[0]
 
 
 def get(run_id: str) -> Handle:

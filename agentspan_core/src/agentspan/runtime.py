@@ -164,6 +164,7 @@ class ActiveRun:
         metrics: Callable[[T], LlmMetrics] | None = None,
         on_in_doubt: str = "retry",
         child_scope: bool = False,
+        durable_start: bool = True,
     ) -> T:
         """Replays ``key`` from the journal, or calls ``invoke`` live and journals it.
 
@@ -198,7 +199,7 @@ class ActiveRun:
         # so it needs no in-flight record (one transaction per call instead of two).
         in_flight_record = kind is not StepKind.LLM
         if in_flight_record:
-            self.store.start_step(step, epoch=self.epoch)
+            self.store.start_step(step, epoch=self.epoch, durable=durable_start)
         self.journal[key] = step
         info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind.value, name)
         info_token = _current_step.set(info)
@@ -283,7 +284,10 @@ class ActiveRun:
         return await self.step(kind=StepKind.TOOL, key=key, name=options.name or name, input=args,
                                input_hash=args_hash, invoke=call, dump=_identity, load=_identity,
                                on_in_doubt="retry" if options.on_in_doubt == "ask" else options.on_in_doubt,
-                               child_scope=True)
+                               child_scope=True,
+                               # Under "retry", a lost in-flight marker changes nothing: the call
+                               # runs again either way; "ask" and "fail" need the marker to survive.
+                               durable_start=options.on_in_doubt != "retry")
 
     # ---- record-only steps --------------------------------------------------------------
     def record(self, *, kind: StepKind, key: str, name: str | None, input: JSON, output: JSON) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import typing
 from typing import Any
 
 from agents import Agent, FunctionTool, Handoff, Model, handoff
@@ -28,6 +29,22 @@ def _options_of(tool: FunctionTool) -> ToolOptions:
         except AttributeError:
             found = None
     return found or DEFAULT_TOOL_OPTIONS
+
+
+def _context_annotation(on_invoke_tool: Any) -> Any:
+    """The resolved annotation of the context parameter of a tool's original ``on_invoke_tool``.
+
+    The SDK picks the context object it passes (a `ToolContext` or a plain `RunContextWrapper`)
+    from that annotation, resolving it with ``typing.get_type_hints`` on every call. The wrapper
+    declares the original's annotation, resolved once here, so the SDK's choice is unchanged and
+    its per-call resolution is cheap.
+    """
+    try:
+        first = next(iter(inspect.signature(on_invoke_tool).parameters.values()))
+        hints = typing.get_type_hints(on_invoke_tool, include_extras=True)
+    except Exception:  # any failure: fall back to the SDK's default contract
+        return ToolContext[Any]
+    return hints.get(first.name, ToolContext[Any])
 
 
 def _parse_args(args_json: str) -> Any:
@@ -82,6 +99,7 @@ class AgentWrapper:
                                   invoke=lambda: original(ctx, args_json), options=options,
                                   needs_approval=bool(required))
 
+        on_invoke_tool.__annotations__ = {"ctx": _context_annotation(original), "args_json": str, "return": Any}
         return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool, needs_approval=False)
 
     def handoff(self, target: Agent[Any] | Handoff[Any, Any]) -> Handoff[Any, Any]:

@@ -50,6 +50,7 @@ class ScriptedModel(Model):
         self.latency = latency
         self.on_call = on_call
         self.calls = 0
+        self._last_index: dict[str, tuple[int, int]] = {}  # run id -> (seq, index) of the last call
 
     def _index(self) -> int:
         """This call's turn: the count of earlier journaled calls to a model of the same name."""
@@ -57,8 +58,17 @@ class ScriptedModel(Model):
         if step is None or run is None or step.kind != "llm":
             return self.calls
         current = run.journal[step.key]
-        return sum(1 for s in run.journal.values()
-                   if s.kind is agentspan.StepKind.LLM and s.name == current.name and s.seq < current.seq)
+        cached = self._last_index.get(run.run_id)
+        start_seq, count = cached if cached is not None and cached[0] < current.seq else (-1, 0)
+        for s in reversed(run.journal.values()):  # the journal is in seq order: scan back to the cache
+            if s.seq <= start_seq:
+                break
+            if s.kind is agentspan.StepKind.LLM and s.name == current.name and s.seq < current.seq:
+                count += 1
+        if cached is not None and cached[0] < current.seq:
+            count += 1  # the cached step itself is an earlier call to this model
+        self._last_index[run.run_id] = (current.seq, count)
+        return count
 
     def response(self, index: int) -> ModelResponse:
         """Builds the `ModelResponse` of turn ``index``."""

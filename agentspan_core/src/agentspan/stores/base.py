@@ -110,12 +110,17 @@ class Store(abc.ABC):
 
     # ---- steps ----------------------------------------------------------------------------
     @abc.abstractmethod
-    def start_step(self, step: Step, *, epoch: int) -> None:
+    def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
         """Fenced: journals a step as ``started``.
 
         Inserts the step, or, when a step with the same ``(run_id, key)`` exists and is not
         ``completed`` (an in-doubt or failed attempt), replaces it keeping its ``seq`` (the caller
         passes ``attempt`` incremented). Inserting a new key increments the run's ``steps`` total.
+
+        With ``durable=False`` the store may skip forcing this one write to stable storage (no
+        fsync): the record still survives a process crash and becomes power-loss safe with the
+        store's next durable write. Callers pass it for in-flight markers whose loss changes
+        nothing (a tool whose in-doubt policy is to run again anyway).
 
         Raises:
             LeaseLostError, RunCancelledSignal: As for `update_run`.

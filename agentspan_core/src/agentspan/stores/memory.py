@@ -207,7 +207,7 @@ class MemoryStore(Store):
             return [r.model_copy(deep=True) for r in _limited(runs, limit)]
 
     # ---- steps ----------------------------------------------------------------------------
-    def start_step(self, step: Step, *, epoch: int) -> None:
+    def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
         """See `Store.start_step`."""
         stored = step.model_copy(update={"input": _json(step.input), "output": _json(step.output)})
         with self._lock:

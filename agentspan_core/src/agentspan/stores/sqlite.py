@@ -99,18 +99,27 @@ class SqliteStore(Store):
     def _error(self, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"Agentspan store {self.path}: {exc}")
 
-    def _tx(self, fn: Callable[[sqlite3.Cursor], _T]) -> _T:
-        """Runs ``fn`` in one ``BEGIN IMMEDIATE`` transaction, rolled back on any error."""
+    def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True) -> _T:
+        """Runs ``fn`` in one ``BEGIN IMMEDIATE`` transaction, rolled back on any error.
+
+        ``sync=False`` commits with ``synchronous=NORMAL`` (no fsync) on a ``"full"`` store.
+        """
         with self._lock:
             cur = self._cur
             try:
-                cur.execute("BEGIN IMMEDIATE")
+                if not sync:
+                    cur.execute("PRAGMA synchronous=NORMAL")
                 try:
-                    result = fn(cur)
-                    cur.execute("COMMIT")
-                except BaseException:
-                    _rollback(cur)
-                    raise
+                    cur.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(cur)
+                        cur.execute("COMMIT")
+                    except BaseException:
+                        _rollback(cur)
+                        raise
+                finally:
+                    if not sync:
+                        cur.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
             return result
@@ -252,13 +261,15 @@ class SqliteStore(Store):
         return [run_from_row(r) for r in rows]
 
     # ---- steps (the hot path) -------------------------------------------------------------
-    def start_step(self, step: Step, *, epoch: int) -> None:
+    def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
         """See `Store.start_step`.
 
         One transaction: insert the step (``DO NOTHING`` on an existing key), fence the run while
-        counting a new key, and, for an existing key, replace it unless it is completed.
+        counting a new key, and, for an existing key, replace it unless it is completed. With
+        ``durable=False`` on a ``"full"`` store the commit runs with ``synchronous=NORMAL`` (no
+        fsync); the WAL is append-only, so the next full commit's fsync covers it.
         """
-        self._tx(self._start_tx(step, epoch))
+        self._tx(self._start_tx(step, epoch), sync=durable or self.durability != "full")
 
     def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
         """See `Store.finish_step`.

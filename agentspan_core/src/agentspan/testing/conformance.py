@@ -359,6 +359,16 @@ class StoreConformance:
         assert [s.model_dump() for s in store.list_steps(run.id)] == [step.model_dump()]
         assert store.get_run(run.id).steps == 1
 
+    def test_start_step_not_durable_is_journaled_alike(self, store: Store) -> None:
+        run = self.claimed(store)
+        step = make_step(run.id, "tool:0", 0)
+        store.start_step(step, epoch=1, durable=False)
+        assert [s.model_dump() for s in store.list_steps(run.id)] == [step.model_dump()]
+        store.finish_step(run.id, "tool:0", StepResult(status=StepStatus.COMPLETED, output=1), epoch=1)
+        assert store.list_steps(run.id)[0].output == 1
+        with pytest.raises(LeaseLostError):
+            store.start_step(make_step(run.id, "tool:1", 1), epoch=0, durable=False)
+
     def test_start_step_reattempt_replaces_keeping_seq(self, store: Store) -> None:
         run = self.claimed(store)
         store.start_step(make_step(run.id, "a", 0), epoch=1)
