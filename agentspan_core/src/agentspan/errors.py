@@ -16,6 +16,7 @@ AgentspanError
 ├── RunCancelledError         handle.result() on a run that was cancelled
 ├── StoreError                the store is missing, corrupted or unusable
 └── TransportError            the transport to a server failed
+    └── AuthError             the server refused the API key (401) or its role (403)
 
 AgentspanSignal (BaseException)   control flow that user code and frameworks must not swallow
 ├── ApprovalPending           a tool waits for a human decision: unwind the framework's loop
@@ -129,6 +130,10 @@ class StoreError(AgentspanError):
 
 class TransportError(AgentspanError):
     """The transport to an Agentspan server failed."""
+
+
+class AuthError(TransportError):
+    """The server refused the request's API key (missing or invalid) or the key's role."""
 
 
 class AgentspanSignal(BaseException):

@@ -1,0 +1,1 @@
+"""Server-side store backends (PostgreSQL); SQLite and memory live in `agentspan.stores`."""
