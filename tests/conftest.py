@@ -10,21 +10,48 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pg_cluster import pg_db, postgres_url  # noqa: F401 - fixtures for every test module
+from server_support import ServerProcess
+
+TRANSPORTS = ("embedded", "server-sqlite", "server-postgres")
+"""Where a test's runs live: the embedded SQLite store, or a real server (a subprocess) over SQLite
+or PostgreSQL. Modules opt into all three with ``@pytest.fixture(params=TRANSPORTS)`` on a local
+``transport`` fixture; the default is the embedded store."""
+
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh Agentspan home with short leases and fast polling, for this test and its children."""
+def transport() -> str:
+    return "embedded"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str, request: pytest.FixtureRequest) -> Path:
+    """A fresh Agentspan home with short leases and fast polling, for this test and its children.
+
+    With a server transport, a server process is started for the test (its own SQLite file or
+    PostgreSQL database) and ``AGENTSPAN_SERVER_URL`` points at it; the home folder still holds
+    the test's side-effect files.
+    """
     import agentspan.config
 
     home = tmp_path / "agentspan-home"
+    home.mkdir()
     monkeypatch.setenv("AGENTSPAN_HOME", str(home))
     monkeypatch.setenv("AGENTSPAN_LEASE_TTL", "1.5")
     monkeypatch.setenv("AGENTSPAN_POLL_INTERVAL", "0.02")
     monkeypatch.delenv("AGENTSPAN_SERVER_URL", raising=False)
+    monkeypatch.delenv("AGENTSPAN_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server: ServerProcess | None = None
+    if transport != "embedded":
+        db = str(tmp_path / "server.db") if transport == "server-sqlite" else request.getfixturevalue("pg_db")
+        server = ServerProcess(db).start()
+        monkeypatch.setenv("AGENTSPAN_SERVER_URL", server.url)
     agentspan.config.reset()
     yield home
     agentspan.config.reset()
+    if server is not None:
+        server.stop()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from agents import Agent, RunHooks, function_tool, set_tracing_disabled
 
@@ -90,3 +91,12 @@ def support_agent(approval: bool = False) -> Agent:
         tools.append(refund)
     turns.append(FINAL)
     return Agent(name="support", instructions="Help the customer.", tools=tools, model=model_for(turns))
+
+
+def __getattr__(name: str) -> Any:
+    """``oa_support:AGENT`` for ``agentspan worker``: the support agent, built on first access."""
+    if name == "AGENT":
+        agent = support_agent()
+        globals()["AGENT"] = agent
+        return agent
+    raise AttributeError(name)

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from agentspan import cli_ops
 from agentspan import cli_render as render
 from agentspan.approvals import decide_by_id, effective_status
 from agentspan.errors import AgentspanError, ApprovalConflict, ConfigurationError
@@ -53,6 +54,8 @@ approvals_app = typer.Typer(
 )
 app.add_typer(runs_app, name="runs")
 app.add_typer(approvals_app, name="approvals")
+app.add_typer(cli_ops.server_app, name="server")
+app.command("worker")(cli_ops.worker)
 
 
 class ApprovalFilter(StrEnum):

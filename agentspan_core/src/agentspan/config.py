@@ -134,14 +134,15 @@ def configure(
 
 
 def get_store(*, create: bool = True) -> Store:
-    """Returns the process's store, opening the embedded SQLite store on first use.
+    """Returns the process's store: the server's when ``AGENTSPAN_SERVER_URL`` is set, else the
+    embedded SQLite store, opened on first use.
 
     Args:
         create: Create the store file if it does not exist (read-only callers pass False).
 
     Raises:
         StoreError: The store file is missing (``create=False``) or not a valid store.
-        ConfigurationError: ``AGENTSPAN_SERVER_URL`` is set (the HTTP transport is not built yet).
+        ConfigurationError: ``AGENTSPAN_SERVER_URL`` is not a valid URL (list).
     """
     global _store
     current = settings()
@@ -149,10 +150,10 @@ def get_store(*, create: bool = True) -> Store:
         if _store is not None:
             return _store
         if current.server_url:
-            raise ConfigurationError(
-                "AGENTSPAN_SERVER_URL is set, but this version of agentspan has no HTTP transport "
-                "yet; unset it to use the embedded store"
-            )
+            from agentspan.stores.remote import RemoteStore
+
+            _store = RemoteStore(current.server_url, api_key=current.api_key)
+            return _store
         from agentspan.stores.sqlite import SqliteStore
 
         _store = SqliteStore(current.db_path, durability=current.durability, create=create)

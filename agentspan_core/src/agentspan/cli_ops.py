@@ -1,0 +1,81 @@
+"""``agentspan server start`` and ``agentspan worker``: the long-running commands.
+
+The server lives in the separate ``agentspan-server`` distribution and is imported only when the
+command runs, so the core never depends on FastAPI, uvicorn or psycopg.
+
+Note: no ``from __future__ import annotations`` here; typer reads the real annotations.
+"""
+
+import importlib
+import signal
+import sys
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from agentspan.errors import ConfigurationError
+
+server_app = typer.Typer(help="Run the Agentspan server (HTTP API over SQLite or PostgreSQL).", no_args_is_help=True)
+
+
+@server_app.command("start")
+def server_start(
+    db: Annotated[str | None, typer.Option(
+        help="Database: a SQLite path or sqlite:///path, or postgresql://user@host/db "
+             "(default: the embedded store in AGENTSPAN_HOME).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind (a non-loopback one needs API keys).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 6767,
+    api_key: Annotated[list[str] | None, typer.Option(
+        "--api-key", help="KEY or KEY:ROLE (agent, approver, admin; default admin). Repeatable.")] = None,
+    keys_file: Annotated[str | None, typer.Option(help="File of 'KEY ROLE' lines.")] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1_048_576,
+) -> None:
+    """Serve the HTTP API on HOST:PORT until interrupted."""
+    try:
+        from agentspan_server.main import serve
+    except ImportError as exc:
+        raise ConfigurationError(
+            "the server is not installed: pip install 'agentspan[server]' (agentspan-server)"
+        ) from exc
+    serve(db=db, host=host, port=port, api_keys=list(api_key or []), keys_file=keys_file,
+          max_body_bytes=max_body_bytes)
+
+
+def load_target(spec: str) -> Any:
+    """Imports ``module:attribute`` (dots allowed in the attribute) and returns the object.
+
+    Raises:
+        ConfigurationError: The spec is malformed, or the module or attribute does not exist.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(f"expected MODULE:OBJECT (e.g. myapp.agents:support_agent), got {spec!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the current directory is importable
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import module {module_name!r} for {spec!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    return obj
+
+
+def worker(
+    targets: Annotated[list[str], typer.Argument(help="Agents to serve, as MODULE:OBJECT.")],
+    max_runs: Annotated[int | None, typer.Option(help="Exit after this many runs (default: serve forever).")] = None,
+) -> None:
+    """Claim and finish runs of these agents: orphaned ones (lease expired) and decided approvals."""
+    import agentspan
+
+    agents = [load_target(spec) for spec in targets]
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    typer.echo(f"agentspan worker: serving {', '.join(targets)} (Ctrl-C to stop)", err=True)
+    done = agentspan.serve(*agents, stop=stop, max_runs=max_runs)
+    typer.echo(f"agentspan worker: {done} run(s) handled", err=True)

@@ -1,0 +1,314 @@
+"""The store contract over HTTP: an SDK process talking to an Agentspan server (`agentspan.wire`).
+
+`RemoteStore` is what ``AGENTSPAN_SERVER_URL`` selects. It keeps one keep-alive connection pool
+(httpx), sends ``Authorization: Bearer <AGENTSPAN_API_KEY>`` when a key is set, and retries with
+exponential backoff and jitter on connection errors and 5xx answers, for up to ``retry_for``
+seconds. Several server URLs may be given (comma-separated); a failing server makes the client
+move on to the next one, so a replica dying mid-run does not stop the run.
+
+A write whose answer was lost (the connection broke after the request went out) may have been
+applied. Every operation is therefore retried in a way that is safe to repeat: on a retry, an
+answer that means "already done" (a step already completed, a claim already ours, a decision
+already recorded as ours) is checked against the server's state and accepted when it matches.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from agentspan import wire
+from agentspan.errors import (
+    ApprovalConflict,
+    ConfigurationError,
+    LeaseLostError,
+    RunStateError,
+    StepNotFound,
+    TransportError,
+)
+from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
+from agentspan.stores.base import Store
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
+_RETRYABLE_STATUS = frozenset({502, 503, 504})  # a 500 is a bug, not a passing state: not retried
+MAX_LIMIT = 1000
+"""Most items one listing returns through a server (larger limits are clamped to it)."""
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth retrying; ``sent`` tells whether it may have been applied."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+def split_urls(server_url: str) -> list[str]:
+    """Splits ``AGENTSPAN_SERVER_URL`` (one URL or several, comma-separated) and checks each.
+
+    Raises:
+        ConfigurationError: A URL is empty or not ``http(s)://host[:port]``.
+    """
+    urls = [u.strip().rstrip("/") for u in server_url.split(",")]
+    for url in urls:
+        parsed = httpx.URL(url) if url else None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigurationError(
+                f"AGENTSPAN_SERVER_URL must be http(s)://host[:port] (comma-separated for several "
+                f"servers), got {url!r}"
+            )
+    return urls
+
+
+class RemoteStore(Store):
+    """A `Store` served by one or more Agentspan servers.
+
+    Args:
+        server_url: ``http://host:port``, or several separated by commas (replicas).
+        api_key: Sent as a bearer token; never logged.
+        timeout: Seconds per HTTP attempt.
+        retry_for: Seconds to keep retrying connection errors and 5xx answers before raising
+            `TransportError`.
+        transport: An httpx transport (tests pass a mock or an ASGI transport).
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        retry_for: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.urls = split_urls(server_url)
+        self.retry_for = retry_for
+        self._current = 0
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+
+    def __repr__(self) -> str:
+        return f"RemoteStore({','.join(self.urls)!r})"
+
+    # ---- plumbing -------------------------------------------------------------------------
+    def _attempt(self, method: str, path: str, body: BaseModel | None, params: Any) -> httpx.Response:
+        url = self.urls[self._current] + wire.API_PREFIX + path
+        content = body.model_dump_json().encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        try:
+            response = self._http.request(method, url, content=content, params=params, headers=headers)
+        except httpx.ConnectError as exc:  # nothing was sent
+            raise _Retryable(f"cannot connect to {self.urls[self._current]}: {exc}", sent=False) from exc
+        except httpx.TransportError as exc:  # the request may have been applied
+            raise _Retryable(f"{self.urls[self._current]} failed mid-request: {exc}", sent=True) from exc
+        if response.status_code in _RETRYABLE_STATUS:
+            raise _Retryable(f"{self.urls[self._current]} answered {response.status_code}: "
+                             f"{_detail(response)}", sent=True)
+        return response
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: BaseModel | None = None,
+        params: Any = None,
+        *,
+        already_done: Callable[[BaseException], bool] | None = None,
+    ) -> httpx.Response | None:
+        """Sends a request, retrying as described in the module docstring.
+
+        Returns the successful response, or None when a retried write was refused with an error
+        that ``already_done`` recognises as the effect of an earlier attempt.
+        """
+        deadline = time.monotonic() + self.retry_for
+        delay, maybe_applied, last = 0.05, False, ""
+        while True:
+            try:
+                response = self._attempt(method, path, body, params)
+            except _Retryable as exc:
+                maybe_applied = maybe_applied or exc.sent
+                last = str(exc)
+                if len(self.urls) > 1:
+                    self._current = (self._current + 1) % len(self.urls)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TransportError(f"Agentspan server unreachable after {self.retry_for:g}s: {last}") from None
+                time.sleep(min(remaining, delay * (0.5 + random.random())))
+                delay = min(delay * 2, 2.0)
+                continue
+            if response.is_success:
+                return response
+            error = _error_from(response)
+            if maybe_applied and already_done is not None and already_done(error):
+                return None
+            raise error
+
+    def _get(self, path: str, model: type[_M], params: Any = None) -> _M:
+        response = self._call("GET", path, params=params)
+        assert response is not None
+        return _parse(response, model)
+
+    # ---- runs -----------------------------------------------------------------------------
+    def create_run(self, run: Run) -> tuple[Run, bool]:
+        def mine(exc: BaseException) -> bool:  # our first attempt inserted it
+            return isinstance(exc, ConfigurationError) and self.get_run(run.id).created_at == run.created_at
+
+        response = self._call("POST", "/runs", run, already_done=mine)
+        if response is None:
+            return self.get_run(run.id), True
+        created = _parse(response, wire.CreatedRun)
+        return created.run, created.created
+
+    def get_run(self, run_id: str) -> Run:
+        return self._get(f"/runs/{_seg(run_id)}", Run)
+
+    def list_runs(self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100) -> list[Run]:
+        params = {k: v for k, v in (("status", status), ("agent", agent), ("limit", _clamp(limit))) if v is not None}
+        return self._get("/runs", wire.RunList, params).runs
+
+    def update_run(self, run_id: str, *, epoch: int, status: RunStatus | None = None, output: JSON = None,
+                   error: str | None = None, release_lease: bool = False) -> Run:
+        body = wire.UpdateRun(epoch=epoch, status=status, output=output, error=error, release_lease=release_lease)
+        response = self._call("PATCH", f"/runs/{_seg(run_id)}", body)
+        assert response is not None
+        return _parse(response, Run)
+
+    def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
+        def done(exc: BaseException) -> bool:
+            return isinstance(exc, RunStateError) and self.get_run(run_id).status is RunStatus.CANCELLED
+
+        response = self._call("POST", f"/runs/{_seg(run_id)}/cancel", wire.CancelRun(reason=reason), already_done=done)
+        return self.get_run(run_id) if response is None else _parse(response, Run)
+
+    # ---- leases ---------------------------------------------------------------------------
+    def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:
+        def ours(exc: BaseException) -> bool:
+            if not isinstance(exc, LeaseLostError):
+                return False
+            run = self.get_run(run_id)
+            return run.lease_owner == owner and run.lease_epoch == expected_epoch + 1
+
+        body = wire.ClaimRun(owner=owner, expected_epoch=expected_epoch, lease_expires_at=lease_expires_at)
+        response = self._call("POST", f"/runs/{_seg(run_id)}/claim", body, already_done=ours)
+        return self.get_run(run_id) if response is None else _parse(response, Run)
+
+    def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
+        body = wire.RenewLease(epoch=epoch, lease_expires_at=lease_expires_at)
+        response = self._call("POST", f"/runs/{_seg(run_id)}/lease", body)
+        assert response is not None
+        return _parse(response, wire.Renewed).renewed
+
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
+        if agents is not None and not agents:
+            return []  # no agent matches nothing (an empty filter cannot be sent as a query)
+        params: list[tuple[str, Any]] = [("now", now), ("limit", _clamp(limit))]
+        params += [("agent", a) for a in agents or ()]
+        return self._get("/claimable", wire.RunList, params).runs
+
+    # ---- steps ----------------------------------------------------------------------------
+    def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
+        self._call("POST", f"/runs/{_seg(step.run_id)}/steps/start",
+                   wire.StartStep(step=step, epoch=epoch, durable=durable),
+                   already_done=self._step_done(step.run_id, step.key, StepStatus.STARTED))
+
+    def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
+        self._call("POST", f"/runs/{_seg(run_id)}/steps/finish", wire.FinishStep(key=key, result=result, epoch=epoch),
+                   already_done=self._step_done(run_id, key, result.status))
+
+    def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
+        self._call("POST", f"/runs/{_seg(step.run_id)}/steps/record",
+                   wire.RecordStep(step=step, result=result, epoch=epoch),
+                   already_done=self._step_done(step.run_id, step.key, result.status))
+
+    def _step_done(self, run_id: str, key: str, status: StepStatus) -> Callable[[BaseException], bool]:
+        """Whether a refused retry of a step write found the step as our earlier attempt left it."""
+
+        def done(exc: BaseException) -> bool:
+            if not isinstance(exc, (ConfigurationError, StepNotFound)):
+                return False
+            found = [s for s in self.list_steps(run_id) if s.key == key]
+            return bool(found) and found[0].status in (status, StepStatus.COMPLETED)
+
+        return done
+
+    def list_steps(self, run_id: str) -> list[Step]:
+        return self._get(f"/runs/{_seg(run_id)}/steps", wire.StepList).steps
+
+    # ---- approvals ------------------------------------------------------------------------
+    def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
+        body = wire.RequestApproval(approval=approval, epoch=epoch)
+        response = self._call("POST", f"/runs/{_seg(approval.run_id)}/approvals", body)
+        assert response is not None
+        return _parse(response, Approval)
+
+    def get_approval(self, approval_id: str) -> Approval:
+        return self._get(f"/approvals/{_seg(approval_id)}", Approval)
+
+    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
+        return self._get(f"/runs/{_seg(run_id)}/approvals/{_seg(step_key)}", wire.FoundApproval).approval
+
+    def list_approvals(
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Approval]:
+        params = {k: v for k, v in (("run_id", run_id), ("status", status), ("limit", _clamp(limit))) if v is not None}
+        return self._get("/approvals", wire.ApprovalList, params).approvals
+
+    def decide_approval(self, approval_id: str, *, approved: bool, by: str | None, reason: str | None,
+                        decided_at: float) -> Approval:
+        wanted = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
+
+        def ours(exc: BaseException) -> bool:
+            if not isinstance(exc, ApprovalConflict):
+                return False
+            found = self.get_approval(approval_id)
+            return found.status is wanted and found.decided_at == decided_at
+
+        body = wire.Decision(approved=approved, by=by, reason=reason, decided_at=decided_at)
+        response = self._call("POST", f"/approvals/{_seg(approval_id)}/decision", body, already_done=ours)
+        return self.get_approval(approval_id) if response is None else _parse(response, Approval)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+
+def _clamp(limit: int) -> int:
+    """A listing limit the server accepts: negative (no limit) and too large become `MAX_LIMIT`."""
+    return MAX_LIMIT if limit < 0 or limit > MAX_LIMIT else limit
+
+
+def _seg(value: str) -> str:
+    """Escapes one path segment (step keys hold ``/`` and ``:``)."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text[:200]))
+    except (ValueError, AttributeError):
+        return response.text[:200]
+
+
+def _error_from(response: httpx.Response) -> BaseException:
+    """The `agentspan.errors` exception a non-2xx answer stands for."""
+    try:
+        problem = wire.Problem.model_validate_json(response.content)
+    except ValidationError:
+        return TransportError(f"unexpected answer {response.status_code} from {response.request.url}: "
+                              f"{response.text[:200]}")
+    return wire.error_of(problem)
+
+
+def _parse(response: httpx.Response, model: type[_M]) -> _M:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise TransportError(f"malformed answer from {response.request.url}: {exc}") from exc

@@ -1,0 +1,216 @@
+"""Agentspan through a server on loopback: per-call overhead, sustained throughput, idle waiting runs.
+
+Run with ``uv run python bench/bench_server.py [--turns 20] [--repeats 5] [--clients 4] [--steps 300]``.
+
+1. Per journaled call: an openai-agents run (``--turns`` turns, each a model call and a tool call,
+   zero-latency `ScriptedModel`), interleaved round-robin: plain ``Runner.run_sync``; the embedded
+   SQLite store; a server (``python -m agentspan_server``, a separate process on 127.0.0.1) over
+   SQLite; a server over PostgreSQL (a throwaway cluster started here). Median of ``--repeats``.
+2. Throughput: ``--clients`` processes, each journaling one run of ``--steps`` steps through
+   `RemoteStore` as a run does (a model call recorded in one request, then a tool call's start
+   and finish), all at once. Prints steps/s and the p50/p99 latency of journaling one step.
+3. Idle: 1,000 runs parked waiting for approval on the server; the server's CPU time over 5 s.
+
+Needs PostgreSQL's binaries (Debian package ``postgresql``) for the PostgreSQL variants; without
+them those rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))  # pg_cluster, server_support
+
+from agents import Runner, set_tracing_disabled
+from bench_openai_agents import FINAL, PROMPT, add, make_agent
+
+import agentspan
+import agentspan.config
+from agentspan.records import Approval, Run, RunStatus, Step, StepKind, StepResult, StepStatus
+from agentspan.stores.remote import RemoteStore
+
+from server_support import ServerProcess
+
+set_tracing_disabled(True)
+TARGET_MS_PER_CALL = 2.0
+TARGET_STEPS_SQLITE = 1500
+TARGET_STEPS_PG = 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---- 1. per journaled call ---------------------------------------------------------------------
+def one_run(turns: int, server_url: str | None, home: Path | None) -> float:
+    """Wall seconds of one agent run (plain when neither a server nor a home is given)."""
+    agent = make_agent(turns, add)
+    if server_url is None and home is None:
+        started = time.perf_counter()
+        result = Runner.run_sync(agent, PROMPT, max_turns=2 * turns + 10)
+        elapsed = time.perf_counter() - started
+    else:
+        agentspan.config.reset()
+        if server_url is not None:
+            os.environ["AGENTSPAN_SERVER_URL"] = server_url
+        else:
+            os.environ.pop("AGENTSPAN_SERVER_URL", None)
+            agentspan.configure(home=home)
+        agentspan.get_store()  # connect / open outside the clock
+        started = time.perf_counter()
+        result = agentspan.run(agent, PROMPT, max_turns=2 * turns + 10)
+        elapsed = time.perf_counter() - started
+        agentspan.config.reset()
+    assert result.final_output == FINAL
+    return elapsed
+
+
+# ---- 2. throughput -----------------------------------------------------------------------------
+def journal_one_run(args: tuple[str, int, Any]) -> list[float]:
+    """Journals one run of ``steps`` steps through a server; returns per-step latencies (s)."""
+    url, steps, start_at = args
+    store = RemoteStore(url)
+    run, _ = store.create_run(Run(framework="bench", agent="bench", input={"q": "x"}))
+    run = store.claim_run(run.id, owner=f"bench:{os.getpid()}", expected_epoch=0, lease_expires_at=time.time() + 600)
+    output = {"output": [{"type": "message", "content": [{"type": "output_text", "text": "ok " * 20}]}]}
+    while time.time() < start_at:
+        time.sleep(0.001)
+    latencies = []
+    for i in range(steps):
+        began = time.perf_counter()
+        if i % 2 == 0:  # a model call: journaled once, when it ends
+            step = Step(run_id=run.id, key=f"llm:{i}", seq=i, kind=StepKind.LLM, name="m", input={"n": i})
+            store.record_step(step, StepResult(status=StepStatus.COMPLETED, output=output, input_tokens=100,
+                                               output_tokens=20), epoch=run.lease_epoch)
+        else:  # a tool call: started, then completed
+            key = f"llm:{i - 1}/call:c{i}"
+            store.start_step(Step(run_id=run.id, key=key, seq=i, kind=StepKind.TOOL, name="add", input={"a": i}),
+                             epoch=run.lease_epoch)
+            store.finish_step(run.id, key, StepResult(status=StepStatus.COMPLETED, output=i), epoch=run.lease_epoch)
+        latencies.append(time.perf_counter() - began)
+    store.close()
+    return latencies
+
+
+def throughput(url: str, clients: int, steps: int) -> tuple[float, float, float]:
+    """(steps/s, p50 ms, p99 ms) of ``clients`` processes journaling at once."""
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        start_at = time.time() + 3.0  # every client is connected and waiting by then
+        began = time.time()
+        results = pool.map(journal_one_run, [(url, steps, start_at)] * clients)
+        wall = time.time() - max(start_at, began)
+    latencies = sorted(x for r in results for x in r)
+    p50 = latencies[len(latencies) // 2] * 1e3
+    p99 = latencies[int(len(latencies) * 0.99)] * 1e3
+    return len(latencies) / wall, p50, p99
+
+
+# ---- 3. idle waiting runs ----------------------------------------------------------------------
+def park_waiting_runs(url: str, count: int) -> None:
+    """Creates ``count`` runs waiting for approval, their leases released (as workers leave them)."""
+    store = RemoteStore(url)
+    for i in range(count):
+        run, _ = store.create_run(Run(framework="bench", agent="idle", input=i))
+        run = store.claim_run(run.id, owner="bench", expected_epoch=0, lease_expires_at=time.time() + 60)
+        store.request_approval(Approval(run_id=run.id, step_key="llm:0/call:c", tool="refund", args={"i": i},
+                                        args_hash="h"), epoch=run.lease_epoch)
+        store.update_run(run.id, epoch=run.lease_epoch, release_lease=True)
+    assert len(store.list_runs(status=RunStatus.WAITING, limit=1000)) == min(count, 1000)
+    store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--waiting", type=int, default=1000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="agentspan-bench-server-"))
+    servers: dict[str, ServerProcess] = {}
+    cluster = None
+    try:
+        servers["server (SQLite)"] = ServerProcess(str(tmp / "server.db")).start()
+        try:
+            from pg_cluster import PgCluster
+
+            cluster = PgCluster()
+            cluster.start()
+            servers["server (PostgreSQL)"] = ServerProcess(cluster.create_database("bench")).start()
+        except Exception as exc:
+            print(f"PostgreSQL variants skipped: {exc}")
+            cluster = None
+        home = tmp / "embedded"
+        variants: dict[str, tuple[str | None, Path | None]] = {
+            "plain Runner.run_sync": (None, None), "embedded SQLite": (None, home),
+            **{name: (server.url, None) for name, server in servers.items()},
+        }
+        for url, h in variants.values():  # warm-up
+            one_run(args.turns, url, h)
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, (url, h) in variants.items():
+                times[name].append(one_run(args.turns, url, h))
+        calls = 2 * args.turns - 1
+        plain = statistics.median(times["plain Runner.run_sync"])
+        embedded = statistics.median(times["embedded SQLite"])
+        print(f"\n1. {args.turns}-turn openai-agents run ({calls} journaled calls), median of {args.repeats}")
+        print(f"{'variant':<24} {'ms/run':>8} {'+ms/call vs plain':>18} {'+ms/call vs embedded':>21}")
+        per_call: dict[str, float] = {}
+        for name, values in times.items():
+            m = statistics.median(values)
+            per_call[name] = (m - plain) / calls * 1e3
+            print(f"{name:<24} {m * 1e3:>8.1f} {per_call[name]:>18.3f} {(m - embedded) / calls * 1e3:>21.3f}")
+
+        print(f"\n2. throughput: {args.clients} client processes x {args.steps} steps each")
+        rates: dict[str, tuple[float, float, float]] = {}
+        for name, server in servers.items():
+            rates[name] = throughput(server.url, args.clients, args.steps)
+            rate, p50, p99 = rates[name]
+            print(f"{name:<24} {rate:>8.0f} steps/s   p50 {p50:.2f} ms   p99 {p99:.2f} ms")
+
+        print(f"\n3. {args.waiting} runs waiting for approval, server idle")
+        idle: dict[str, float] = {}
+        for name, server in servers.items():
+            park_waiting_runs(server.url, args.waiting)
+            assert server.proc is not None
+            before = cpu_seconds(server.proc.pid)
+            time.sleep(5.0)
+            idle[name] = cpu_seconds(server.proc.pid) - before
+            print(f"{name:<24} server CPU over 5 s idle: {idle[name] * 1e3:.0f} ms")
+
+        print("\n| Metric | Measured | Target | |\n|---|---:|---:|:-:|")
+        for name in servers:
+            ok = "✅" if per_call[name] <= TARGET_MS_PER_CALL else "❌"
+            print(f"| Added per journaled call, {name} | {per_call[name]:.2f} ms | ≤ {TARGET_MS_PER_CALL} ms | {ok} |")
+        for name, (rate, p50, p99) in rates.items():
+            target = TARGET_STEPS_PG if "PostgreSQL" in name else TARGET_STEPS_SQLITE
+            ok = "✅" if rate >= target else "❌"
+            print(f"| Throughput, {name}, {args.clients} clients | {rate:.0f} steps/s (p50 {p50:.2f} ms, "
+                  f"p99 {p99:.2f} ms) | ≥ {target} | {ok} |")
+        for name, cpu in idle.items():
+            print(f"| Server CPU, {args.waiting} waiting runs, 5 s idle, {name} | {cpu * 1e3:.0f} ms | ~0 | "
+                  f"{'✅' if cpu < 0.05 else '❌'} |")
+    finally:
+        agentspan.config.reset()
+        for server in servers.values():
+            server.stop()
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Starting a server: open the store, gather the API keys, check the bind address, run uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from agentspan.config import settings
+from agentspan.errors import ConfigurationError
+from agentspan.stores.base import Store
+from agentspan_server.app import create_app
+from agentspan_server.auth import KeyRing
+
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+
+
+def open_store(db: str | None) -> tuple[Store, str]:
+    """Opens the store a ``--db`` value names.
+
+    Args:
+        db: None for the embedded store of ``$AGENTSPAN_HOME``; ``sqlite:///path`` or a plain path
+            for a SQLite file; ``postgresql://user:password@host/db`` for PostgreSQL.
+
+    Returns:
+        The store and a description of it fit to print (passwords masked).
+
+    Raises:
+        ConfigurationError: Unknown URL scheme or empty path.
+        StoreError: The store cannot be opened.
+    """
+    from agentspan.stores.sqlite import SqliteStore
+
+    if db is None:
+        current = settings()
+        return SqliteStore(current.db_path, durability=current.durability), f"sqlite {current.db_path}"
+    scheme = db.split("://", 1)[0].lower() if "://" in db else ""
+    if scheme in _POSTGRES_SCHEMES:
+        from agentspan_server.stores.postgres import PostgresStore
+
+        return PostgresStore(db), f"postgresql {mask_url(db)}"
+    if scheme == "sqlite":
+        path = db[len("sqlite://") :]
+        path = path[1:] if path.startswith("/") else path  # sqlite:///rel, sqlite:////abs (SQLAlchemy style)
+    elif scheme:
+        raise ConfigurationError(f"unknown database URL scheme {scheme!r}: use sqlite:///PATH, a path or postgresql://")
+    else:
+        path = db
+    if not path:
+        raise ConfigurationError("the SQLite database path is empty")
+    path = os.path.expanduser(path)
+    return SqliteStore(path, durability=settings().durability), f"sqlite {path}"
+
+
+def mask_url(url: str) -> str:
+    """Returns a database URL with its password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    except ValueError:  # unparseable: show nothing that could be a secret
+        return url.split("://", 1)[0] + "://***"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    db: str | None,
+    host: str,
+    port: int,
+    api_keys: list[str],
+    keys_file: str | None,
+    max_body_bytes: int,
+) -> None:
+    """Runs the Agentspan server until interrupted.
+
+    Args:
+        db: The store (see `open_store`).
+        host: Address to bind. Without API keys only a loopback address is allowed.
+        port: TCP port.
+        api_keys: ``KEY[:ROLE]`` values (role defaults to ``admin``); ``$AGENTSPAN_SERVER_KEYS``
+            and ``keys_file`` add more.
+        keys_file: File of ``KEY ROLE`` / ``KEY:ROLE`` lines, or None.
+        max_body_bytes: Largest request body accepted.
+
+    Raises:
+        ConfigurationError: Bad keys, a non-loopback host without keys, or a bad ``db``.
+        StoreError: The store cannot be opened.
+    """
+    import uvicorn
+
+    keys = KeyRing.from_sources(api_keys, keys_file)
+    if not keys and not is_loopback(host):
+        raise ConfigurationError(
+            f"refusing to listen on {host} without API keys: anyone who can reach it could read and change "
+            "every run. Pass --api-key KEY[:ROLE] (or --keys-file, or set AGENTSPAN_SERVER_KEYS), or bind "
+            "a loopback address such as 127.0.0.1"
+        )
+    if max_body_bytes < 1:
+        raise ConfigurationError(f"--max-body-bytes must be positive, not {max_body_bytes}")
+    store, described = open_store(db)
+    try:
+        app = create_app(store, keys=keys if keys else None, max_body_bytes=max_body_bytes)
+        shown_host = f"[{host}]" if ":" in host else host
+        auth = f"auth on ({len(keys)} API key{'s' if len(keys) != 1 else ''})" if keys else "no API keys: loopback only"
+        print(f"agentspan server listening on http://{shown_host}:{port} (store: {described}; {auth})", flush=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        store.close()

@@ -1,0 +1,455 @@
+"""The PostgreSQL store: many processes and hosts share one database through a connection pool.
+
+Every write is one transaction. Single-statement writes (claim, cancel, fenced run update, lease
+renewal, approval decision) run as one autocommitted ``UPDATE ... RETURNING``; writes of several
+statements run in an explicit transaction. Fenced writes check the lease epoch and the cancelled
+status inside the write statement itself (PostgreSQL re-evaluates the ``WHERE`` clause on the
+newest row version after waiting on a concurrent writer, so a compare-and-set cannot be lost);
+only when it matches no row is the run read, to tell why. Reads are single autocommitted
+statements; the default READ COMMITTED isolation is all they need.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from agentspan.errors import (
+    ApprovalConflict,
+    ApprovalNotFound,
+    ConfigurationError,
+    LeaseLostError,
+    RunCancelledSignal,
+    RunNotFound,
+    RunStateError,
+    StepNotFound,
+    StoreError,
+)
+from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
+from agentspan.stores.base import Store
+from agentspan_server.stores import postgres_schema as sql
+from agentspan_server.stores.postgres_schema import (
+    approval_from_row,
+    approval_values,
+    dump_json,
+    run_from_row,
+    run_values,
+    step_from_row,
+    step_values,
+)
+
+_T = TypeVar("_T")
+_DEFAULT_CONNECT_TIMEOUT = 10
+
+
+def redact_url(url: str) -> str:
+    """Returns the connection URL (or ``key=value`` string) with any password removed."""
+    if re.match(r"^postgres(ql)?://", url):
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, hosts = netloc.rsplit("@", 1)
+            netloc = f"{userinfo.split(':', 1)[0]}@{hosts}"
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"])
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return re.sub(r"\s*\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "", url).strip()
+
+
+def _refusal(cur: psycopg.Cursor[Any], run_id: str, epoch: int, *, cancelling: bool = False) -> BaseException:
+    """Explains why a fenced write matched no row (the run is read after the refused write)."""
+    row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
+    if row is None:
+        return RunNotFound(run_id)
+    if row[0] == "cancelled" and not cancelling:
+        return RunCancelledSignal(run_id, row[2])
+    return LeaseLostError(f"run {run_id!r} is held at lease epoch {row[1]}; the write carried epoch {epoch}")
+
+
+class PostgresStore(Store):
+    """Stores runs, steps and approvals in a PostgreSQL database (version 13 or later).
+
+    Args:
+        url: A libpq connection URL (``postgresql://user:password@host:5432/dbname``) or
+            ``key=value`` string. ``connect_timeout`` defaults to 10 seconds and
+            ``application_name`` to ``agentspan``.
+        min_size: Connections the pool keeps open.
+        max_size: Most connections the pool opens (concurrent calls beyond it wait for one).
+        create: Whether to create the schema in a database without one. The database itself
+            must exist.
+
+    Raises:
+        StoreError: The server cannot be reached, the database does not exist or is not a valid
+            Agentspan store (other tables, or a newer schema version), or it is empty and
+            ``create`` is false. Messages name the server and database, never the password.
+        ConfigurationError: Bad pool sizes.
+    """
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, create: bool = True) -> None:
+        self.url = redact_url(url)
+        if min_size < 0 or max_size < max(min_size, 1):
+            raise ConfigurationError(
+                f"bad pool sizes min_size={min_size}, max_size={max_size} (need 0 <= min <= max, max >= 1)"
+            )
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            detail = str(exc) if redact_url(url) == url else "check its syntax"  # the error may quote it
+            raise StoreError(f"invalid PostgreSQL URL {self.url}: {detail}") from None
+        self._password = str(params.get("password") or "")
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in params:
+            kwargs["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
+        if "application_name" not in params:
+            kwargs["application_name"] = "agentspan"
+        try:
+            with psycopg.connect(url, **kwargs) as conn:
+                sql.migrate(conn, create=create, where=self.url)
+        except psycopg.Error as exc:
+            error = self._error(exc, "cannot open the Agentspan store at")
+            raise error from (None if self._password and self._password in str(exc) else exc)
+        self._pool = ConnectionPool(
+            url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=True, name="agentspan-store"
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+    # ---- plumbing -------------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
+
+    def _error(self, exc: psycopg.Error, prefix: str = "Agentspan store") -> StoreError:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        return StoreError(f"{prefix} {self.url}: {self._scrub(detail)}")
+
+    def _tx(self, fn: Callable[[psycopg.Cursor[Any]], _T], *, durable: bool = True) -> _T:
+        """Runs ``fn`` in one transaction, rolled back on any error.
+
+        ``durable=False`` commits with ``synchronous_commit = off`` (no wait for the WAL flush).
+        """
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor()
+                if not durable:
+                    cur.execute("SET LOCAL synchronous_commit = off")
+                return fn(cur)
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def _one(self, fn: Callable[[psycopg.Cursor[Any]], _T]) -> _T:
+        """Runs ``fn`` on an autocommit connection: each statement is its own transaction."""
+        try:
+            with self._pool.connection() as conn:
+                return fn(conn.cursor())
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def _query(self, statement: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        return self._one(lambda cur: cur.execute(statement, params).fetchall())  # type: ignore[arg-type]
+
+    def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int) -> list[Any]:
+        where = " AND ".join(f"{name}=%s" for name, value in filters.items() if value is not None)
+        params = [str(value) for value in filters.values() if value is not None]
+        statement = f"SELECT {columns} FROM {table}" + (f" WHERE {where}" if where else "")
+        return self._query(f"{statement} ORDER BY {order} LIMIT %s", (*params, None if limit < 0 else limit))
+
+    # ---- runs -----------------------------------------------------------------------------
+    def create_run(self, run: Run) -> tuple[Run, bool]:
+        """See `Store.create_run`. Concurrent creations with one idempotency key insert one run."""
+        values = run_values(run)
+
+        def tx(cur: psycopg.Cursor[Any]) -> tuple[Run, bool]:
+            if cur.execute(sql.INSERT_RUN, values).rowcount == 1:
+                return run_from_row(values), True
+            if run.idempotency_key is not None:
+                row = cur.execute(sql.RUN_BY_KEY, (run.idempotency_key,)).fetchone()
+                if row is not None:
+                    return run_from_row(row), False
+            raise ConfigurationError(f"a run with id {run.id!r} already exists")
+
+        return self._one(tx)
+
+    def get_run(self, run_id: str) -> Run:
+        """See `Store.get_run`."""
+        rows = self._query(sql.GET_RUN, (run_id,))
+        if not rows:
+            raise RunNotFound(run_id)
+        return run_from_row(rows[0])
+
+    def list_runs(
+        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        """See `Store.list_runs`."""
+        rows = self._select("runs", sql.RUN_COLUMNS, {"status": status, "agent": agent}, "id DESC", limit)
+        return [run_from_row(r) for r in rows]
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        epoch: int,
+        status: RunStatus | None = None,
+        output: JSON = None,
+        error: str | None = None,
+        release_lease: bool = False,
+    ) -> Run:
+        """See `Store.update_run`."""
+        status = None if status is None else RunStatus(status)
+        cancelling = status is RunStatus.CANCELLED
+        params = {
+            "status": None if status is None else status.value,
+            "output": dump_json(output),
+            "error": error,
+            "now": time.time(),
+            "release": bool(release_lease),
+            "id": run_id,
+            "epoch": epoch,
+            "cancelling": cancelling,
+        }
+
+        def tx(cur: psycopg.Cursor[Any]) -> Run:
+            row = cur.execute(sql.UPDATE_RUN, params).fetchone()
+            if row is None:
+                raise _refusal(cur, run_id, epoch, cancelling=cancelling)
+            return run_from_row(row)
+
+        return self._one(tx)
+
+    def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
+        """See `Store.cancel_run`. The lease is left alone: its holder learns at its next write."""
+
+        def tx(cur: psycopg.Cursor[Any]) -> Run:
+            row = cur.execute(sql.CANCEL_RUN, (reason, time.time(), run_id)).fetchone()
+            if row is None:
+                state = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
+                if state is None:
+                    raise RunNotFound(run_id)
+                raise RunStateError(f"run {run_id!r} already ended ({state[0]}); it cannot be cancelled")
+            return run_from_row(row)
+
+        return self._one(tx)
+
+    # ---- leases ---------------------------------------------------------------------------
+    def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:
+        """See `Store.claim_run`: one compare-and-set ``UPDATE``, safe between processes."""
+        params = (owner, lease_expires_at, time.time(), run_id, expected_epoch)
+
+        def tx(cur: psycopg.Cursor[Any]) -> Run:
+            row = cur.execute(sql.CLAIM_RUN, params).fetchone()
+            if row is None:
+                state = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
+                if state is None:
+                    raise RunNotFound(run_id)
+                if RunStatus(state[0]).terminal:
+                    raise LeaseLostError(f"run {run_id!r} already ended ({state[0]})")
+                raise LeaseLostError(
+                    f"run {run_id!r} was claimed by another worker (epoch {state[1]}, expected {expected_epoch})"
+                )
+            return run_from_row(row)
+
+        return self._one(tx)
+
+    def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
+        """See `Store.renew_lease`. Raises `RunNotFound` for an unknown run."""
+
+        def tx(cur: psycopg.Cursor[Any]) -> bool:
+            if cur.execute(sql.RENEW_LEASE, (lease_expires_at, run_id, epoch)).rowcount == 1:
+                return True
+            if cur.execute(sql.RUN_STATE, (run_id,)).fetchone() is None:
+                raise RunNotFound(run_id)
+            return False
+
+        return self._one(tx)
+
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
+        """See `Store.claimable_runs`.
+
+        An empty ``agents`` sequence matches no run. A pending approval whose ``expires_at`` has
+        passed (``<= now``) no longer holds its run back: it counts as expired. A plain read:
+        workers racing for the same runs are settled by `claim_run`'s compare-and-set.
+        """
+        params: dict[str, Any] = {"now": now, "limit": None if limit < 0 else limit}
+        if agents is None:
+            return [run_from_row(r) for r in self._query(sql.CLAIMABLE_ALL, params)]
+        params["agents"] = [str(name) for name in agents]
+        if not params["agents"]:
+            return []
+        return [run_from_row(r) for r in self._query(sql.CLAIMABLE_AGENTS, params)]
+
+    # ---- steps (the hot path) -------------------------------------------------------------
+    def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
+        """See `Store.start_step`.
+
+        One transaction: one statement inserts the step (``DO NOTHING`` on an existing key) and
+        fences the run while counting a new key; for an existing key a second statement replaces
+        it unless it is completed. With ``durable=False`` the transaction commits with
+        ``synchronous_commit = off``: it survives a server crash only once the WAL writer has
+        flushed it (within ``3 * wal_writer_delay``) or a later durable commit has.
+        """
+        self._tx(self._start_tx(step, epoch), durable=durable)
+
+    def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
+        """See `Store.finish_step`.
+
+        One transaction: fence the run while adding the metrics to its totals, then end the step.
+        ``duration_ms`` defaults to ``ended_at - started_at``; ``provider``, ``model`` and the
+        token/cost fields keep the started step's values when the result leaves them None.
+        """
+        self._tx(self._finish_tx(run_id, key, result, epoch))
+
+    def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
+        """See `Store.record_step`: `start_step` and `finish_step` in one transaction."""
+        start = self._start_tx(step, epoch)
+        finish = self._finish_tx(step.run_id, step.key, result, epoch)
+
+        def tx(cur: psycopg.Cursor[Any]) -> None:
+            start(cur)
+            finish(cur)
+
+        self._tx(tx)
+
+    def _start_tx(self, step: Step, epoch: int) -> Callable[[psycopg.Cursor[Any]], None]:
+        values = step_values(step)
+        run_id, key = values[0], values[1]
+        params = (*values, time.time(), run_id, epoch)
+        replace = (*values[3:], run_id, key)
+
+        def tx(cur: psycopg.Cursor[Any]) -> None:
+            fenced = cur.execute(sql.FENCE_START, params).fetchone()
+            if fenced is None:
+                raise _refusal(cur, run_id, epoch)
+            if not fenced[0] and cur.execute(sql.REPLACE_STEP, replace).rowcount == 0:
+                raise ConfigurationError(
+                    f"step {key!r} of run {run_id!r} is already completed; a journal entry is never rewritten"
+                )
+
+        return tx
+
+    def _finish_tx(
+        self, run_id: str, key: str, result: StepResult, epoch: int
+    ) -> Callable[[psycopg.Cursor[Any]], None]:
+        status = result.status
+        if status == StepStatus.STARTED:
+            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
+        ended_at = result.ended_at
+        in_tok, out_tok, cost = result.input_tokens, result.output_tokens, result.cost_usd
+        fence = (time.time(), in_tok or 0, out_tok or 0, float(cost or 0.0), run_id, epoch)
+        step = (
+            str(status), dump_json(result.output), result.error, ended_at, result.duration_ms, ended_at,
+            result.provider, result.model, in_tok, out_tok, cost, run_id, key,
+        )  # fmt: skip
+
+        def tx(cur: psycopg.Cursor[Any]) -> None:
+            if cur.execute(sql.FENCE_FINISH, fence).rowcount == 0:
+                raise _refusal(cur, run_id, epoch)
+            if cur.execute(sql.FINISH_STEP, step).rowcount == 0:
+                raise StepNotFound(run_id, key)
+
+        return tx
+
+    def list_steps(self, run_id: str) -> list[Step]:
+        """See `Store.list_steps` (one query: the run joined with its steps)."""
+        rows = self._query(sql.LIST_STEPS, (run_id,))
+        if not rows:
+            raise RunNotFound(run_id)
+        if rows[0][1] is None:
+            return []
+        return [step_from_row(r[1:]) for r in rows]
+
+    # ---- approvals ------------------------------------------------------------------------
+    def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
+        """See `Store.request_approval`. The fence is checked even when the approval exists."""
+        values = approval_values(approval)
+        run_id, step_key = approval.run_id, approval.step_key
+
+        def tx(cur: psycopg.Cursor[Any]) -> Approval:
+            existing = cur.execute(sql.FIND_APPROVAL, (run_id, step_key)).fetchone()
+            if existing is None:
+                if cur.execute(sql.WAIT_RUN, (time.time(), run_id, epoch)).rowcount == 0:
+                    raise _refusal(cur, run_id, epoch)
+                if cur.execute(sql.INSERT_APPROVAL, values).rowcount == 1:
+                    return approval_from_row(values)
+                existing = cur.execute(sql.FIND_APPROVAL, (run_id, step_key)).fetchone()
+                if existing is None:
+                    raise ConfigurationError(f"an approval with id {approval.id!r} already exists")
+                raise _Existing(existing)  # requested concurrently: undo the status change
+            state = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
+            if state is None or state[0] == "cancelled" or state[1] != epoch:
+                raise _refusal(cur, run_id, epoch)
+            return approval_from_row(existing)
+
+        try:
+            return self._tx(tx)
+        except _Existing as found:
+            return approval_from_row(found.row)
+
+    def get_approval(self, approval_id: str) -> Approval:
+        """See `Store.get_approval`."""
+        rows = self._query(sql.GET_APPROVAL, (approval_id,))
+        if not rows:
+            raise ApprovalNotFound(approval_id)
+        return approval_from_row(rows[0])
+
+    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
+        """See `Store.find_approval`."""
+        rows = self._query(sql.FIND_APPROVAL, (run_id, step_key))
+        return approval_from_row(rows[0]) if rows else None
+
+    def list_approvals(
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """See `Store.list_approvals`."""
+        filters = {"run_id": run_id, "status": status}
+        rows = self._select("approvals", sql.APPROVAL_COLUMNS, filters, "id DESC", limit)
+        return [approval_from_row(r) for r in rows]
+
+    def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        approved: bool,
+        by: str | None,
+        reason: str | None,
+        decided_at: float,
+    ) -> Approval:
+        """See `Store.decide_approval`.
+
+        A pending approval is expired once ``decided_at >= expires_at``; deciding it then raises
+        `ApprovalConflict` and changes nothing.
+        """
+        status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
+        params = (status.value, by, decided_at, reason, approval_id, decided_at)
+
+        def tx(cur: psycopg.Cursor[Any]) -> Approval:
+            row = cur.execute(sql.DECIDE, params).fetchone()
+            if row is not None:
+                return approval_from_row(row)
+            row = cur.execute(sql.GET_APPROVAL, (approval_id,)).fetchone()
+            if row is None:
+                raise ApprovalNotFound(approval_id)
+            current = approval_from_row(row)
+            if current.status is not ApprovalStatus.PENDING:
+                raise ApprovalConflict(f"approval {approval_id!r} was already {current.status.value}")
+            raise ApprovalConflict(f"approval {approval_id!r} expired at {current.expires_at} before it was decided")
+
+        return self._one(tx)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Closes the pool's connections; later calls raise `StoreError`."""
+        self._pool.close()
+
+
+class _Existing(Exception):
+    """Rolls back a `request_approval` that lost a race: another writer stored the approval."""
+
+    def __init__(self, row: Sequence[Any]) -> None:
+        super().__init__("approval requested concurrently")
+        self.row = row

@@ -1,0 +1,254 @@
+"""Schema, migrations, statements and row mapping of the PostgreSQL store.
+
+The store creates and migrates its own schema (in the connection's current schema, normally
+``public``). `MIGRATIONS` is an ordered list of SQL scripts: the script at list position ``i`` is
+schema version ``i + 1``. Applied versions are recorded in ``agentspan_migrations``; each missing
+migration runs in its own transaction that first takes a transaction-scoped advisory lock and then
+checks again whether the version is applied, so several processes opening the same fresh
+database apply it exactly once.
+
+Columns mirror the SQLite store one for one, so rows map to records with the same functions:
+JSON values (``input``, ``output``, ``options``, ``args``) are TEXT holding compact JSON exactly
+as encoded by Python (``NULL`` is JSON ``null``); JSONB would not round-trip every value (it
+rewrites ``1e308`` as a 309-digit integer and rejects ``\\u0000``). Timestamps are DOUBLE PRECISION
+epoch seconds and counters BIGINT. Ids and keys use the ``"C"`` collation so that ``ORDER BY id``
+is creation order (UUIDv7) whatever the database's locale.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from agentspan.errors import StoreError
+from agentspan.stores.sqlite_schema import (
+    APPROVAL_COLUMNS,
+    APPROVAL_FIELDS,
+    RUN_COLUMNS,
+    RUN_FIELDS,
+    STEP_COLUMNS,
+    STEP_FIELDS,
+    approval_from_row,
+    approval_values,
+    dump_json,
+    load_json,
+    run_from_row,
+    run_values,
+    step_from_row,
+    step_values,
+)
+
+__all__ = [
+    "APPROVAL_COLUMNS", "MIGRATIONS", "RUN_COLUMNS", "STEP_COLUMNS", "approval_from_row", "approval_values",
+    "dump_json", "load_json", "migrate", "run_from_row", "run_values", "step_from_row", "step_values",
+]  # fmt: skip
+
+MIGRATIONS: list[str] = [
+    # ---- version 1: runs, steps, approvals ------------------------------------------------
+    """
+    CREATE TABLE runs (
+        id               TEXT COLLATE "C" PRIMARY KEY,
+        framework        TEXT NOT NULL,
+        agent            TEXT NOT NULL,
+        input            TEXT,
+        status           TEXT NOT NULL,
+        output           TEXT,
+        error            TEXT,
+        session_id       TEXT,
+        idempotency_key  TEXT UNIQUE,
+        parent_run_id    TEXT COLLATE "C",
+        created_at       DOUBLE PRECISION NOT NULL,
+        updated_at       DOUBLE PRECISION NOT NULL,
+        lease_owner      TEXT,
+        lease_expires_at DOUBLE PRECISION,
+        lease_epoch      BIGINT NOT NULL DEFAULT 0,
+        input_tokens     BIGINT NOT NULL DEFAULT 0,
+        output_tokens    BIGINT NOT NULL DEFAULT 0,
+        cost_usd         DOUBLE PRECISION NOT NULL DEFAULT 0,
+        steps            BIGINT NOT NULL DEFAULT 0,
+        options          TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX runs_status ON runs (status, id);
+    CREATE INDEX runs_agent ON runs (agent, id);
+    CREATE INDEX runs_session ON runs (session_id) WHERE session_id IS NOT NULL;
+    CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+    CREATE INDEX runs_claimable ON runs (id) WHERE status IN ('pending', 'running', 'waiting');
+
+    CREATE TABLE steps (
+        run_id        TEXT COLLATE "C" NOT NULL,
+        key           TEXT COLLATE "C" NOT NULL,
+        seq           BIGINT NOT NULL,
+        kind          TEXT NOT NULL,
+        name          TEXT,
+        status        TEXT NOT NULL,
+        input         TEXT,
+        input_hash    TEXT,
+        output        TEXT,
+        error         TEXT,
+        attempt       BIGINT NOT NULL,
+        started_at    DOUBLE PRECISION NOT NULL,
+        ended_at      DOUBLE PRECISION,
+        duration_ms   DOUBLE PRECISION,
+        provider      TEXT,
+        model         TEXT,
+        input_tokens  BIGINT,
+        output_tokens BIGINT,
+        cost_usd      DOUBLE PRECISION,
+        PRIMARY KEY (run_id, key)
+    );
+    CREATE INDEX steps_run_seq ON steps (run_id, seq);
+
+    CREATE TABLE approvals (
+        id           TEXT COLLATE "C" PRIMARY KEY,
+        run_id       TEXT COLLATE "C" NOT NULL,
+        step_key     TEXT COLLATE "C" NOT NULL,
+        tool         TEXT NOT NULL,
+        args         TEXT,
+        args_hash    TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        requested_at DOUBLE PRECISION NOT NULL,
+        expires_at   DOUBLE PRECISION,
+        decided_by   TEXT,
+        decided_at   DOUBLE PRECISION,
+        reason       TEXT,
+        UNIQUE (run_id, step_key)
+    );
+    CREATE INDEX approvals_status ON approvals (status, id);
+    """,
+]
+
+MIGRATION_LOCK = 0x6167_656E_7473_7061  # "agentspa": the advisory lock key serialising migrations
+_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS agentspan_migrations "
+    "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+)
+_TABLES = (
+    "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+)
+
+
+def _check_newest(applied: set[int], where: str) -> None:
+    newest = max(applied, default=0)
+    if newest > len(MIGRATIONS):
+        raise StoreError(
+            f"the Agentspan store at {where} has schema version {newest}, newer than this version "
+            f"of Agentspan supports ({len(MIGRATIONS)}); upgrade agentspan"
+        )
+
+
+def migrate(conn: psycopg.Connection, *, create: bool, where: str) -> None:
+    """Brings the schema up to date, applying each missing migration in its own transaction.
+
+    Args:
+        conn: An autocommit connection.
+        create: Whether a database without the Agentspan schema may be initialised.
+        where: The database, password removed, for error messages.
+
+    Raises:
+        StoreError: The schema holds other tables but no Agentspan schema, it is empty and
+            ``create`` is false, or it was written by a newer Agentspan (unknown schema version).
+    """
+    tables = {r[0] for r in conn.execute(_TABLES)}
+    applied: set[int] = set()
+    if "agentspan_migrations" in tables:
+        applied = {r[0] for r in conn.execute("SELECT version FROM agentspan_migrations")}
+    elif tables:
+        raise StoreError(f"{where} is not a valid Agentspan store (it holds other tables)")
+    elif not create:
+        raise StoreError(f"no Agentspan store at {where} (the database is empty)")
+    _check_newest(applied, where)
+    for version, script in enumerate(MIGRATIONS, start=1):
+        if version in applied:
+            continue
+        with conn.transaction():  # another process may be migrating: lock, then check again
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(_MIGRATIONS_TABLE)
+            applied = {r[0] for r in conn.execute("SELECT version FROM agentspan_migrations")}
+            _check_newest(applied, where)
+            if version not in applied:
+                conn.execute(script)  # type: ignore[arg-type]  # no parameters: several statements
+                conn.execute(
+                    "INSERT INTO agentspan_migrations (version, applied_at) VALUES (%s, %s)",
+                    (version, time.time()),
+                )
+
+
+# ---- statements ----------------------------------------------------------------------------
+# Constant SQL strings, so psycopg prepares each once per connection (after a few executions).
+def _placeholders(n: int) -> str:
+    return ", ".join(["%s"] * n)
+
+
+GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id=%s"
+RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key=%s"
+INSERT_RUN = (  # no target: a duplicate id and a duplicate idempotency key both insert nothing
+    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_placeholders(len(RUN_FIELDS))}) ON CONFLICT DO NOTHING"
+)
+RUN_STATE = "SELECT status, lease_epoch, error FROM runs WHERE id=%s"
+UPDATE_RUN = (
+    "UPDATE runs SET status=COALESCE(%(status)s, status), output=COALESCE(%(output)s, output), "
+    "error=COALESCE(%(error)s, error), updated_at=%(now)s, "
+    "lease_owner=CASE WHEN %(release)s THEN NULL ELSE lease_owner END, "
+    "lease_expires_at=CASE WHEN %(release)s THEN NULL ELSE lease_expires_at END "
+    "WHERE id=%(id)s AND lease_epoch=%(epoch)s AND (status<>'cancelled' OR %(cancelling)s) "
+    f"RETURNING {RUN_COLUMNS}"
+)
+CANCEL_RUN = (
+    "UPDATE runs SET status='cancelled', error=%s, updated_at=%s "
+    f"WHERE id=%s AND status IN ('pending', 'running', 'waiting') RETURNING {RUN_COLUMNS}"
+)
+CLAIM_RUN = (
+    "UPDATE runs SET lease_owner=%s, lease_expires_at=%s, lease_epoch=lease_epoch+1, updated_at=%s "
+    f"WHERE id=%s AND lease_epoch=%s AND status IN ('pending', 'running', 'waiting') RETURNING {RUN_COLUMNS}"
+)
+RENEW_LEASE = "UPDATE runs SET lease_expires_at=%s WHERE id=%s AND lease_epoch=%s"
+CLAIMABLE = (
+    f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.status IN ('pending', 'running', 'waiting') "
+    "AND (r.lease_owner IS NULL OR r.lease_expires_at IS NULL OR r.lease_expires_at < %(now)s) "
+    "AND (r.status <> 'waiting' OR NOT EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = r.id "
+    "AND a.status = 'pending' AND (a.expires_at IS NULL OR a.expires_at > %(now)s)))"
+)
+CLAIMABLE_ALL = CLAIMABLE + " ORDER BY r.id LIMIT %(limit)s"
+CLAIMABLE_AGENTS = CLAIMABLE + " AND r.agent = ANY(%(agents)s) ORDER BY r.id LIMIT %(limit)s"
+FENCE_START = (  # inserts the step (nothing on an existing key) and fences the run in one statement
+    f"WITH new AS (INSERT INTO steps ({STEP_COLUMNS}) VALUES ({_placeholders(len(STEP_FIELDS))}) "
+    "ON CONFLICT (run_id, key) DO NOTHING RETURNING 1), "
+    "n AS (SELECT count(*) AS n FROM new) "
+    "UPDATE runs SET updated_at=%s, steps=steps+n.n FROM n WHERE id=%s AND lease_epoch=%s AND status<>'cancelled' "
+    "RETURNING n.n"
+)
+FENCE_FINISH = (
+    "UPDATE runs SET updated_at=%s, input_tokens=input_tokens+%s, output_tokens=output_tokens+%s, "
+    "cost_usd=cost_usd+%s WHERE id=%s AND lease_epoch=%s AND status<>'cancelled'"
+)
+REPLACE_STEP = (  # a re-attempt of a key that is not completed keeps its seq
+    "UPDATE steps SET "
+    + ", ".join(f"{f}=%s" for f in STEP_FIELDS[3:])
+    + " WHERE run_id=%s AND key=%s AND status<>'completed'"
+)
+FINISH_STEP = (
+    "UPDATE steps SET status=%s, output=%s, error=%s, ended_at=%s, "
+    "duration_ms=COALESCE(%s, (%s - started_at) * 1000.0), provider=COALESCE(%s, provider), "
+    "model=COALESCE(%s, model), input_tokens=COALESCE(%s, input_tokens), "
+    "output_tokens=COALESCE(%s, output_tokens), cost_usd=COALESCE(%s, cost_usd) "
+    "WHERE run_id=%s AND key=%s AND status='started'"
+)
+LIST_STEPS = (
+    "SELECT r.id, "
+    + ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
+    + " FROM runs r LEFT JOIN steps s ON s.run_id = r.id WHERE r.id=%s ORDER BY s.seq"
+)
+GET_APPROVAL = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id=%s"
+APPROVAL_EXISTS = "SELECT 1 FROM approvals WHERE id=%s"
+FIND_APPROVAL = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id=%s AND step_key=%s"
+INSERT_APPROVAL = (  # nothing on a duplicate id or (run_id, step_key): the caller tells which
+    f"INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ({_placeholders(len(APPROVAL_FIELDS))}) "
+    "ON CONFLICT DO NOTHING"
+)
+WAIT_RUN = "UPDATE runs SET status='waiting', updated_at=%s WHERE id=%s AND lease_epoch=%s AND status<>'cancelled'"
+DECIDE = (
+    "UPDATE approvals SET status=%s, decided_by=%s, decided_at=%s, reason=%s "
+    f"WHERE id=%s AND status='pending' AND (expires_at IS NULL OR expires_at > %s) RETURNING {APPROVAL_COLUMNS}"
+)

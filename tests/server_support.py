@@ -1,0 +1,99 @@
+"""Real Agentspan servers for tests: in a thread (fast, for API-level tests) or as a subprocess
+(``python -m agentspan_server``, for crash tests that SIGKILL servers too)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(url: str, *, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Polls ``url/healthz`` until it answers 200 (raises if the process exits or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise RuntimeError(f"server exited with {proc.returncode}: {err or out}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server at {url} not healthy after {timeout}s")
+
+
+@contextmanager
+def thread_server(app: Any) -> Iterator[str]:
+    """Serves an ASGI app with uvicorn in a background thread; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+class ServerProcess:
+    """``python -m agentspan_server`` as a child process (killable with SIGKILL)."""
+
+    def __init__(self, db: str, *, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        self.db = db
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.env.pop("AGENTSPAN_SERVER_URL", None)
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> ServerProcess:
+        cmd = [sys.executable, "-m", "agentspan_server", "--db", self.db, "--port", str(self.port), *self.args]
+        self.proc = subprocess.Popen(cmd, env=self.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_healthy(self.url, proc=self.proc)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()

@@ -1,0 +1,143 @@
+"""The store contract over HTTP: the conformance suite against `RemoteStore` talking to a real
+server (uvicorn on loopback) over SQLite, plus the client's retry and failover behaviour."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agentspan.errors import AuthError, ConfigurationError, LeaseLostError, RunNotFound, TransportError
+from agentspan.records import StepResult, StepStatus
+from agentspan.stores.base import Store
+from agentspan.stores.remote import RemoteStore
+from agentspan.stores.sqlite import SqliteStore
+from agentspan.testing.conformance import StoreConformance, make_run, make_step
+from agentspan_server.app import create_app
+from agentspan_server.auth import KeyRing
+
+from server_support import free_port, thread_server
+
+
+class TestRemoteStore(StoreConformance):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        backing = SqliteStore(tmp_path / "server.db")
+        with thread_server(create_app(backing)) as url:
+            store = RemoteStore(url, retry_for=2.0)
+            yield store
+            store.close()
+        backing.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, SqliteStore]]:
+    backing = SqliteStore(tmp_path / "server.db")
+    with thread_server(create_app(backing)) as url:
+        yield url, backing
+    backing.close()
+
+
+def test_step_keys_with_slashes_and_colons_round_trip(served):
+    url, _ = served
+    store = RemoteStore(url)
+    run, _ = store.create_run(make_run())
+    run = store.claim_run(run.id, owner="w", expected_epoch=0, lease_expires_at=time.time() + 30)
+    key = "llm:0/call:call_1/llm:0/handoff:transfer to x"
+    store.start_step(make_step(run.id, key, 0), epoch=1)
+    store.finish_step(run.id, key, StepResult(status=StepStatus.COMPLETED, output={"ok": 1}), epoch=1)
+    assert [(s.key, s.output) for s in store.list_steps(run.id)] == [(key, {"ok": 1})]
+    assert store.find_approval(run.id, key) is None
+
+
+def test_errors_cross_the_wire_as_the_same_exceptions(served):
+    url, _ = served
+    store = RemoteStore(url)
+    with pytest.raises(RunNotFound, match="nope"):
+        store.get_run("nope")
+    run, _ = store.create_run(make_run())
+    with pytest.raises(LeaseLostError):
+        store.claim_run(run.id, owner="w", expected_epoch=5, lease_expires_at=time.time() + 30)
+
+
+def test_bad_server_url_is_a_configuration_error():
+    for bad in ("", "ftp://x", "localhost:6767", "http://a:1,,http://b:2"):
+        with pytest.raises(ConfigurationError, match="AGENTSPAN_SERVER_URL"):
+            RemoteStore(bad)
+
+
+def test_unreachable_server_raises_transport_error_after_retrying():
+    store = RemoteStore(f"http://127.0.0.1:{free_port()}", retry_for=0.5)
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="unreachable"):
+        store.get_run("r")
+    assert 0.4 < time.monotonic() - started < 5
+
+
+def test_fails_over_to_the_next_server(served):
+    url, _ = served
+    store = RemoteStore(f"http://127.0.0.1:{free_port()},{url}", retry_for=5)
+    run, created = store.create_run(make_run())
+    assert created and store.get_run(run.id).id == run.id
+
+
+def test_retries_5xx_then_succeeds(served):
+    url, backing = served
+    calls = {"n": 0}
+    real = httpx.HTTPTransport()
+
+    class Flaky(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            calls["n"] += 1
+            if calls["n"] <= 2:
+                return httpx.Response(503, json={"title": "x", "status": 503, "detail": "busy", "error": "StoreError"})
+            return real.handle_request(request)
+
+    store = RemoteStore(url, transport=Flaky(), retry_for=5)
+    run, created = store.create_run(make_run())
+    assert created and calls["n"] == 3
+    assert backing.get_run(run.id).id == run.id
+
+
+def test_a_lost_answer_to_an_applied_write_is_recognised_on_retry(served):
+    """The server applied finish_step but the answer never arrived: the retry must not fail."""
+    url, backing = served
+    real = httpx.HTTPTransport()
+    drop = threading.Event()
+
+    class LosesAnswers(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = real.handle_request(request)
+            if drop.is_set() and request.method == "POST":
+                drop.clear()
+                response.read()
+                raise httpx.ReadError("connection reset by peer", request=request)
+            return response
+
+    store = RemoteStore(url, transport=LosesAnswers(), retry_for=5)
+    run, _ = store.create_run(make_run())
+    run = store.claim_run(run.id, owner="w", expected_epoch=0, lease_expires_at=time.time() + 30)
+    store.start_step(make_step(run.id, "tool:0", 0), epoch=1)
+    drop.set()
+    store.finish_step(run.id, "tool:0", StepResult(status=StepStatus.COMPLETED, output=7, input_tokens=3), epoch=1)
+    assert [(s.status, s.output) for s in backing.list_steps(run.id)] == [(StepStatus.COMPLETED, 7)]
+    assert backing.get_run(run.id).input_tokens == 3  # counted once
+    drop.set()
+    claimed = store.claim_run(run.id, owner="w2", expected_epoch=1, lease_expires_at=time.time() + 30)
+    assert (claimed.lease_owner, claimed.lease_epoch) == ("w2", 2)
+
+
+def test_api_key_is_sent_and_required(tmp_path: Path):
+    backing = SqliteStore(tmp_path / "server.db")
+    keys = KeyRing.from_specs(["s3cret-agent:agent"])
+    with thread_server(create_app(backing, keys=keys)) as url:
+        with pytest.raises(AuthError):
+            RemoteStore(url).list_runs()
+        with pytest.raises(AuthError):
+            RemoteStore(url, api_key="wrong").list_runs()
+        assert RemoteStore(url, api_key="s3cret-agent").list_runs() == []
+    backing.close()
