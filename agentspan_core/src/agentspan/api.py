@@ -312,7 +312,8 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
                 continue  # another worker won the race
             active[run.id] = _spawn(store, claimed, adapter, target, {}, on_wait="release")
         stop.wait(interval)
-    return finished
+    # Runs that ended since the last poll count too (a stop right after a run ended must not lose it).
+    return finished + sum(1 for h in active.values() if h._future is not None and h._future.done())
 
 
 def adapter_for_run(run: Run) -> Adapter:
