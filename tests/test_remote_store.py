@@ -141,3 +141,23 @@ def test_api_key_is_sent_and_required(tmp_path: Path):
             RemoteStore(url, api_key="wrong").list_runs()
         assert RemoteStore(url, api_key="s3cret-agent").list_runs() == []
     backing.close()
+
+
+def test_non_durable_start_rides_with_the_finish_or_is_sent_by_the_timer(served):
+    url, backing = served
+    store = RemoteStore(url, defer_start_for=0.2)
+    run, _ = store.create_run(make_run())
+    run = store.claim_run(run.id, owner="w", expected_epoch=0, lease_expires_at=time.time() + 30)
+    store.start_step(make_step(run.id, "quick", 0), epoch=1, durable=False)
+    assert backing.list_steps(run.id) == []  # held back...
+    store.finish_step(run.id, "quick", StepResult(status=StepStatus.COMPLETED, output=1), epoch=1)
+    assert [(s.key, s.status) for s in backing.list_steps(run.id)] == [("quick", StepStatus.COMPLETED)]
+    store.start_step(make_step(run.id, "slow", 1), epoch=1, durable=False)
+    deadline = time.monotonic() + 5
+    while len(backing.list_steps(run.id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [(s.key, s.status) for s in backing.list_steps(run.id)][1] == ("slow", StepStatus.STARTED)
+    store.finish_step(run.id, "slow", StepResult(status=StepStatus.COMPLETED, output=2), epoch=1)
+    assert [s.status for s in backing.list_steps(run.id)] == [StepStatus.COMPLETED] * 2
+    assert backing.get_run(run.id).steps == 2
+    store.close()

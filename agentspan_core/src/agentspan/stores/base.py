@@ -117,10 +117,11 @@ class Store(abc.ABC):
         ``completed`` (an in-doubt or failed attempt), replaces it keeping its ``seq`` (the caller
         passes ``attempt`` incremented). Inserting a new key increments the run's ``steps`` total.
 
-        With ``durable=False`` the store may skip forcing this one write to stable storage (no
-        fsync): the record still survives a process crash and becomes power-loss safe with the
-        store's next durable write. Callers pass it for in-flight markers whose loss changes
-        nothing (a tool whose in-doubt policy is to run again anyway).
+        With ``durable=False`` the caller says that losing this in-flight marker changes nothing
+        (a tool whose in-doubt policy is to run again anyway). The store may then skip forcing it
+        to stable storage (SQLite ``full``: no fsync; the next durable write covers it), or hold it
+        back briefly and write it together with the step's end (the HTTP client: one round trip
+        per call). A refusal (stale epoch) then surfaces at the latest from `finish_step`.
 
         Raises:
             LeaseLostError, RunCancelledSignal: As for `update_run`.

@@ -10,11 +10,17 @@ A write whose answer was lost (the connection broke after the request went out) 
 applied. Every operation is therefore retried in a way that is safe to repeat: on a retry, an
 answer that means "already done" (a step already completed, a claim already ours, a decision
 already recorded as ours) is checked against the server's state and accepted when it matches.
+
+One round trip per journaled call: an in-flight marker the caller marks ``durable=False`` (a
+tool call whose in-doubt policy is to run again anyway) is held back for up to ``defer_start_for``
+seconds. When the call ends sooner, which is most calls, its start and end go to the server as one
+`record_step`; a longer call's marker is sent by a timer, so a slow tool still shows as running.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -76,6 +82,7 @@ class RemoteStore(Store):
         retry_for: Seconds to keep retrying connection errors and 5xx answers before raising
             `TransportError`.
         transport: An httpx transport (tests pass a mock or an ASGI transport).
+        defer_start_for: Seconds a ``durable=False`` start may wait to be merged with its end.
     """
 
     def __init__(
@@ -86,10 +93,16 @@ class RemoteStore(Store):
         timeout: float = 10.0,
         retry_for: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        defer_start_for: float = 0.2,
     ) -> None:
         self.urls = split_urls(server_url)
         self.retry_for = retry_for
+        self.defer_start_for = defer_start_for
         self._current = 0
+        self._deferred: dict[tuple[str, str], tuple[Step, int]] = {}  # (run, key) -> held-back start
+        self._deferred_lock = threading.Lock()  # held while a held-back start is being sent
+        self._timer: threading.Timer | None = None
+        self._closed = False
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport)
 
@@ -213,11 +226,40 @@ class RemoteStore(Store):
 
     # ---- steps ----------------------------------------------------------------------------
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
+        if not durable and self.defer_start_for > 0:
+            with self._deferred_lock:
+                self._deferred[(step.run_id, step.key)] = (step, epoch)
+                if self._timer is None and not self._closed:
+                    self._timer = threading.Timer(self.defer_start_for, self._send_deferred)
+                    self._timer.daemon = True
+                    self._timer.start()
+            return
+        self._send_start(step, epoch, durable)
+
+    def _send_start(self, step: Step, epoch: int, durable: bool) -> None:
         self._call("POST", f"/runs/{_seg(step.run_id)}/steps/start",
                    wire.StartStep(step=step, epoch=epoch, durable=durable),
                    already_done=self._step_done(step.run_id, step.key, StepStatus.STARTED))
 
+    def _send_deferred(self) -> None:
+        """Timer: sends the starts still held back (their calls are taking a while)."""
+        with self._deferred_lock:
+            self._timer = None
+            held, self._deferred = self._deferred, {}
+            for (run_id, key), (step, epoch) in held.items():
+                if self._closed:
+                    return
+                try:
+                    self._send_start(step, epoch, False)
+                except Exception:  # the call's end will carry the start instead
+                    self._deferred[(run_id, key)] = (step, epoch)
+
     def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
+        with self._deferred_lock:  # waits for a timer that is sending this very start
+            held = self._deferred.pop((run_id, key), None)
+        if held is not None:
+            self.record_step(held[0], result, epoch=epoch)
+            return
         self._call("POST", f"/runs/{_seg(run_id)}/steps/finish", wire.FinishStep(key=key, result=result, epoch=epoch),
                    already_done=self._step_done(run_id, key, result.status))
 
@@ -275,6 +317,11 @@ class RemoteStore(Store):
 
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
+        with self._deferred_lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         self._http.close()
 
 

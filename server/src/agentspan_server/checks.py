@@ -1,0 +1,112 @@
+"""Input checks of the Agentspan HTTP API beyond its pydantic models.
+
+Input is checked completely before the store is called, so bad input gets a 4xx answer and writes
+nothing. Beyond what the `agentspan.wire` models check, strings (bodies, path segments, query
+parameters, JSON keys) must be valid Unicode without NUL characters, numbers finite, typed
+integers within 64 bits and JSON values nested at most `MAX_JSON_DEPTH` levels: what every
+backend, PostgreSQL included, can store and every answer can encode. A failed check raises a 422
+problem (`problems.invalid_input`) listing every issue found, up to `problems.MAX_LISTED_ERRORS`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TypeVar
+from urllib.parse import unquote_to_bytes
+
+from pydantic import BaseModel
+
+from agentspan_server.problems import MAX_LISTED_ERRORS, input_issue, invalid_input
+
+MAX_JSON_DEPTH = 100
+"""Deepest nesting of a JSON value accepted (deeper values cannot be encoded reliably)."""
+INT64_RANGE = (-(2**63), 2**63 - 1)
+"""Smallest and largest typed integer accepted (a signed 64-bit integer)."""
+_T = TypeVar("_T")
+
+
+def check_text(text: str, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
+    """Adds an issue when a string is not valid Unicode or holds a NUL character.
+
+    Args:
+        text: The string to check.
+        loc: Where it is (named in the issue).
+        issues: The issues found so far; appended to.
+    """
+    if text.isascii():
+        if "\x00" in text:
+            issues.append(input_issue(loc, "must not contain NUL characters", "string_nul"))
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        issues.append(input_issue(loc, "must be valid Unicode (no lone surrogates)", "string_unicode"))
+        return
+    if "\x00" in text:
+        issues.append(input_issue(loc, "must not contain NUL characters", "string_nul"))
+
+
+def _check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]], depth: int) -> None:
+    if len(issues) >= MAX_LISTED_ERRORS:
+        return
+    if isinstance(value, str):
+        check_text(value, loc, issues)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            issues.append(input_issue(loc, "must be a finite number", "float_finite"))
+    elif isinstance(value, (dict, list)):
+        if depth >= MAX_JSON_DEPTH:
+            issues.append(input_issue(loc, f"is nested deeper than {MAX_JSON_DEPTH} levels", "json_depth"))
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                check_text(key, (*loc, key), issues)
+                _check_json(item, (*loc, key), issues, depth + 1)
+        else:
+            for index, item in enumerate(value):
+                _check_json(item, (*loc, index), issues, depth + 1)
+
+
+def _check_model(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _check_model(value, (*loc, name), issues)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+                issues.append(input_issue((*loc, name), "must fit in a signed 64-bit integer", "int_range"))
+        else:
+            _check_json(value, (*loc, name), issues, 0)
+
+
+def checked_body(body: _T) -> _T:
+    """Returns a validated request body after the checks beyond its model (raises a 422 problem)."""
+    issues: list[dict[str, str]] = []
+    if isinstance(body, BaseModel):
+        _check_model(body, ("body",), issues)
+    if issues:
+        raise invalid_input(issues)
+    return body
+
+
+def path_param(name: str, raw: str) -> str:
+    """Decodes one percent-encoded path segment (routing runs on the raw path)."""
+    try:
+        value = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid_input([input_issue(("path", name), "must be percent-encoded UTF-8", "string_unicode")]) from None
+    issues: list[dict[str, str]] = []
+    check_text(value, ("path", name), issues)
+    if issues:
+        raise invalid_input(issues)
+    return value
+
+
+def query_text(name: str, value: str | None) -> str | None:
+    """Checks a text query parameter (raises a 422 problem)."""
+    if value is not None:
+        issues: list[dict[str, str]] = []
+        check_text(value, ("query", name), issues)
+        if issues:
+            raise invalid_input(issues)
+    return value
