@@ -161,3 +161,11 @@ def test_non_durable_start_rides_with_the_finish_or_is_sent_by_the_timer(served)
     assert [s.status for s in backing.list_steps(run.id)] == [StepStatus.COMPLETED] * 2
     assert backing.get_run(run.id).steps == 2
     store.close()
+
+
+def test_credentials_in_the_url_never_appear_in_errors_or_repr():
+    store = RemoteStore(f"http://user:pa55word@127.0.0.1:{free_port()}", retry_for=0.2)
+    assert "pa55word" not in repr(store)
+    with pytest.raises(TransportError) as caught:
+        store.list_runs()
+    assert "pa55word" not in str(caught.value)

@@ -10,6 +10,7 @@ Note: no ``from __future__ import annotations`` here; typer reads the real annot
 import getpass
 import os
 import platform
+import re
 import sys
 from enum import StrEnum
 from typing import Annotated, Any
@@ -262,8 +263,20 @@ def _doctor_report() -> dict[str, JSON]:
     current = settings()
     db_exists = current.db_path.exists()
     store_state = "not created yet"
+    server_state = "not used"
     if current.server_url:
-        store_state = "not used (server_url is set)"
+        store_state = "not used (the server's store is used)"
+        from agentspan.stores.remote import RemoteStore
+
+        try:
+            probe = RemoteStore(current.server_url, api_key=current.api_key, retry_for=2.0)
+            try:
+                probe.list_runs(limit=1)
+            finally:
+                probe.close()
+            server_state = "reachable"
+        except AgentspanError as exc:
+            server_state = f"error: {exc}"
     elif db_exists:
         try:
             _store()
@@ -286,10 +299,16 @@ def _doctor_report() -> dict[str, JSON]:
         "durability": current.durability,
         "lease_ttl": current.lease_ttl,
         "poll_interval": current.poll_interval,
-        "server_url": "set" if current.server_url else "not set",
+        "server_url": _shown_url(current.server_url) if current.server_url else "not set",
+        "server": server_state,
         "api_key": "set" if current.api_key else "not set",  # never the key itself
         "adapters": adapters,
     }
+
+
+def _shown_url(url: str) -> str:
+    """The server URL(s) without any ``user:password@`` part."""
+    return ",".join(re.sub(r"//[^/@]*@", "//", part.strip()) for part in url.split(","))
 
 
 @app.command()

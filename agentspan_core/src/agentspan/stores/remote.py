@@ -96,6 +96,7 @@ class RemoteStore(Store):
         defer_start_for: float = 0.2,
     ) -> None:
         self.urls = split_urls(server_url)
+        self._shown = [str(httpx.URL(u).copy_with(username=None, password=None)) for u in self.urls]
         self.retry_for = retry_for
         self.defer_start_for = defer_start_for
         self._current = 0
@@ -107,7 +108,7 @@ class RemoteStore(Store):
         self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport)
 
     def __repr__(self) -> str:
-        return f"RemoteStore({','.join(self.urls)!r})"
+        return f"RemoteStore({','.join(self._shown)!r})"
 
     # ---- plumbing -------------------------------------------------------------------------
     def _attempt(self, method: str, path: str, body: BaseModel | None, params: Any) -> httpx.Response:
@@ -117,11 +118,11 @@ class RemoteStore(Store):
         try:
             response = self._http.request(method, url, content=content, params=params, headers=headers)
         except httpx.ConnectError as exc:  # nothing was sent
-            raise _Retryable(f"cannot connect to {self.urls[self._current]}: {exc}", sent=False) from exc
+            raise _Retryable(f"cannot connect to {self._shown[self._current]}: {exc}", sent=False) from exc
         except httpx.TransportError as exc:  # the request may have been applied
-            raise _Retryable(f"{self.urls[self._current]} failed mid-request: {exc}", sent=True) from exc
+            raise _Retryable(f"{self._shown[self._current]} failed mid-request: {exc}", sent=True) from exc
         if response.status_code in _RETRYABLE_STATUS:
-            raise _Retryable(f"{self.urls[self._current]} answered {response.status_code}: "
+            raise _Retryable(f"{self._shown[self._current]} answered {response.status_code}: "
                              f"{_detail(response)}", sent=True)
         return response
 
@@ -344,12 +345,17 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:200]
 
 
+def _where(response: httpx.Response) -> str:
+    """The request's URL without credentials, for messages."""
+    return str(response.request.url.copy_with(username=None, password=None))
+
+
 def _error_from(response: httpx.Response) -> BaseException:
     """The `agentspan.errors` exception a non-2xx answer stands for."""
     try:
         problem = wire.Problem.model_validate_json(response.content)
     except ValidationError:
-        return TransportError(f"unexpected answer {response.status_code} from {response.request.url}: "
+        return TransportError(f"unexpected answer {response.status_code} from {_where(response)}: "
                               f"{response.text[:200]}")
     return wire.error_of(problem)
 
@@ -358,4 +364,4 @@ def _parse(response: httpx.Response, model: type[_M]) -> _M:
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
-        raise TransportError(f"malformed answer from {response.request.url}: {exc}") from exc
+        raise TransportError(f"malformed answer from {_where(response)}: {exc}") from exc
