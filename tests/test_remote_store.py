@@ -169,3 +169,45 @@ def test_credentials_in_the_url_never_appear_in_errors_or_repr():
     with pytest.raises(TransportError) as caught:
         store.list_runs()
     assert "pa55word" not in str(caught.value)
+
+
+def test_async_runs_journal_through_a_server_off_the_event_loop(served, home):
+    """Inside `run_async`, HTTP journal writes run on worker threads: the event loop stays free."""
+    import asyncio
+
+    import agentspan
+
+    import oa_support
+
+    url, backing = served
+    loop_threads: set[int] = set()
+    write_threads: list[int] = []
+
+    class Recording(RemoteStore):
+        def record_step(self, *args, **kwargs):
+            write_threads.append(threading.get_ident())
+            return super().record_step(*args, **kwargs)
+
+    agentspan.configure(store=Recording(url))
+
+    async def main():
+        loop_threads.add(threading.get_ident())
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        result = await agentspan.run_async(oa_support.support_agent(), oa_support.PROMPT)
+        task.cancel()
+        return result, ticks
+
+    result, ticks = asyncio.run(main())
+    assert result.final_output == oa_support.FINAL
+    assert write_threads and not (set(write_threads) & loop_threads)
+    assert ticks > len(write_threads)
+    (run,) = backing.list_runs()
+    assert run.status.value == "completed" and len(backing.list_steps(run.id)) == 3

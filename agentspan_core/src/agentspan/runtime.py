@@ -8,6 +8,7 @@ framework's loop from the start, so step keys must be deterministic (see `llm_ke
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,6 +86,9 @@ class ActiveRun:
 
     def __init__(self, store: Store, run: Run, steps: Sequence[Step]) -> None:
         self.store = store
+        # A store that talks to a server is called from a worker thread inside async code, so
+        # other tasks on the event loop run while a journal write is on the wire.
+        self._offload = bool(getattr(store, "blocking_io", False))
         self.run = run
         self.run_id = run.id
         self.epoch = run.lease_epoch
@@ -199,7 +203,10 @@ class ActiveRun:
         # so it needs no in-flight record (one transaction per call instead of two).
         in_flight_record = kind is not StepKind.LLM
         if in_flight_record:
-            self.store.start_step(step, epoch=self.epoch, durable=durable_start)
+            if self._offload:
+                await asyncio.to_thread(self.store.start_step, step, epoch=self.epoch, durable=durable_start)
+            else:
+                self.store.start_step(step, epoch=self.epoch, durable=durable_start)
         self.journal[key] = step
         info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind.value, name)
         info_token = _current_step.set(info)
@@ -210,7 +217,7 @@ class ActiveRun:
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise  # signals and interrupts leave the step in doubt, as a crash would
-            self._finish(step, StepResult(status=StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
+            await self._finish_async(step, StepResult(status=StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
                                           duration_ms=(time.perf_counter() - started) * 1000), in_flight_record)
             raise
         finally:
@@ -226,9 +233,16 @@ class ActiveRun:
             result.input_tokens, result.output_tokens = m.input_tokens, m.output_tokens
             result.model = m.model or model
             result.cost_usd = price_usd(provider, result.model, m.input_tokens, m.output_tokens)
-        self._finish(step, result, in_flight_record)
+        await self._finish_async(step, result, in_flight_record)
         self.counters.mark(True, kind.value, key)
         return value
+
+    async def _finish_async(self, step: Step, result: StepResult, started: bool = True) -> None:
+        """`_finish`, on a worker thread when the store does network I/O (the event loop stays free)."""
+        if self._offload:
+            await asyncio.to_thread(self._finish, step, result, started)
+        else:
+            self._finish(step, result, started)
 
     def _finish(self, step: Step, result: StepResult, started: bool = True) -> None:
         if started:

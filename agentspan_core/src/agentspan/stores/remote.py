@@ -85,6 +85,9 @@ class RemoteStore(Store):
         defer_start_for: Seconds a ``durable=False`` start may wait to be merged with its end.
     """
 
+    blocking_io = True
+    """Calls wait on the network: async callers run them on a worker thread."""
+
     def __init__(
         self,
         server_url: str,
