@@ -52,6 +52,7 @@ from agentspan_server.checks import checked_body, path_param, query_text
 from agentspan_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from agentspan_server.middleware import BodyLimitMiddleware, RawPathMiddleware
 from agentspan_server.problems import ProblemError, input_issue, install_problem_handlers, invalid_input, new_problem
+from agentspan_server.ui import install_ui, is_ui_path
 
 log = logging.getLogger("agentspan_server")
 
@@ -62,9 +63,12 @@ Limit = Annotated[int, Query(ge=0, le=1000, description="Most items to return (0
 
 
 def required_role(scope: Scope) -> Role | None:
-    """The role a request needs: none for ``/healthz``, approver to decide, agent otherwise."""
+    """The role a request needs: none for ``/healthz`` and the web UI, approver to decide, agent otherwise.
+
+    The web UI (``/``, ``/ui``, ``/ui/...``, ``/static/...``) checks its own login sessions.
+    """
     path = scope["path"]
-    if path == "/healthz":
+    if path == "/healthz" or is_ui_path(path):
         return None
     if _DECISION_PATH.fullmatch(path):
         return "approver"
@@ -301,6 +305,7 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         body, content_type = call(metrics.render)
         return Response(body, media_type=content_type)
 
+    install_ui(app, store, keys)
     install_problem_handlers(app)
     # Last added runs first: raw path -> metrics -> auth -> body limit -> routing.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)

@@ -1,0 +1,382 @@
+"""The pages of the web UI: runs, one run's audit trail, pending approvals, and decisions.
+
+`install_ui` adds server-rendered pages (Jinja2, autoescaped, no JavaScript) to the app, outside
+its OpenAPI document: ``/ui/runs``, ``/ui/runs/{run_id}``, ``/ui/approvals``, the approve/reject
+form posts, and login/logout when the app has API keys. Pages read the store directly; a decision
+goes through `agentspan.approvals.decide_by_id`, as the CLI's ``approve``/``reject`` do.
+
+Access: with API keys, every page needs a session (`session.Signer`, logged in with a key at
+``/ui/login``) and deciding needs the ``approver`` or ``admin`` role. Without keys the UI is open
+(the server then listens on loopback only), so it answers only requests whose ``Host`` is a
+loopback name (no DNS rebinding). Every form post carries a CSRF token either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from agentspan import errors
+from agentspan.approvals import decide_by_id, effective_status
+from agentspan.records import Approval, ApprovalStatus, RunStatus
+from agentspan.stores.base import Store
+from agentspan_server.auth import KeyRing
+from agentspan_server.ui.render import (
+    HERE,
+    UiHeadersMiddleware,
+    clean_text,
+    decoded_id,
+    environment,
+    format_ts,
+    here,
+    loopback_host,
+    read_form,
+    safe_next,
+)
+from agentspan_server.ui.session import (
+    FLASH_COOKIE,
+    FLASH_TTL,
+    MAX_NAME,
+    OPEN_SESSION,
+    SESSION_COOKIE,
+    SESSION_TTL,
+    Session,
+    Signer,
+)
+
+log = logging.getLogger("agentspan_server")
+
+MAX_REASON = 2000
+"""Longest rejection (or approval) reason accepted."""
+
+
+# ---- the UI -------------------------------------------------------------------------------------------
+class WebUi:
+    """The pages of one app, over its store and key ring.
+
+    Args:
+        store: The store pages read and decisions write.
+        keys: The app's API keys; None or empty for an open UI.
+    """
+
+    def __init__(self, store: Store, keys: KeyRing | None) -> None:
+        self.store = store
+        self.keys = keys if keys else None
+        self.signer = Signer()
+        self.env = environment()
+
+    # ---- responses ----------------------------------------------------------------------------
+    def render(
+        self, request: Request, template: str, *, session: Session | None, code: int = 200, **context: Any
+    ) -> Response:
+        """Renders a page (the pending flash message shown once)."""
+        flash_token = request.cookies.get(FLASH_COOKIE)
+        values: dict[str, Any] = {
+            "session": session,
+            "csrf": self.signer.csrf(session.nonce) if session else "",
+            "nav": None,
+            "flash": self.signer.read_flash(flash_token),
+            "here": here(request),
+        }
+        values.update(context)
+        html = self.env.get_template(template).render(values)
+        response = Response(html.encode("utf-8", "backslashreplace"), status_code=code, media_type="text/html")
+        if flash_token is not None:
+            response.delete_cookie(FLASH_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    def error(self, request: Request, session: Session | None, status: int, title: str, message: str) -> Response:
+        """An error page."""
+        return self.render(
+            request, "error.html", session=session, code=status, status=status, title=title, message=message
+        )
+
+    def redirect(self, request: Request, url: str, flash: tuple[str, str] | None = None) -> Response:
+        """A 303 to ``url``, carrying a one-shot message for the page there."""
+        response = RedirectResponse(url, status_code=303)
+        if flash is not None:
+            response.set_cookie(
+                FLASH_COOKIE,
+                self.signer.flash(*flash),
+                max_age=int(FLASH_TTL),
+                path="/",
+                secure=request.url.scheme == "https",
+                httponly=True,
+                samesite="strict",
+            )
+        return response
+
+    # ---- access -------------------------------------------------------------------------------
+    def guard(self, request: Request, *, come_back: bool = True) -> Session | Response:
+        """The request's session, or the response to give instead (login redirect, 403).
+
+        Args:
+            request: The request.
+            come_back: Whether the login page should lead back to this request's page (a page, not a post).
+        """
+        if self.keys is None:
+            if not loopback_host(request):
+                return self.error(
+                    request,
+                    None,
+                    403,
+                    "Forbidden",
+                    "This server has no API keys, so its UI only answers on a loopback address.",
+                )
+            return OPEN_SESSION
+        session = self.signer.session(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            target = "/ui/login?next=" + quote(here(request), safe="") if come_back else "/ui/login"
+            return RedirectResponse(target, status_code=303)
+        return session
+
+    def page(self, request: Request, build: Callable[[Session], Response]) -> Response:
+        """Answers a page: checks access, builds it, and turns store failures into a 503 page."""
+        found = self.guard(request)
+        if isinstance(found, Response):
+            return found
+        try:
+            return build(found)
+        except errors.AgentspanError as exc:
+            log.warning("web UI: the store failed answering %s: %s", request.scope["path"], exc)
+            return self.error(request, found, 503, "Store unavailable", "The store did not answer; try again.")
+
+    def _with_status(self, approvals: list[Approval]) -> list[tuple[Approval, str]]:
+        return [(a, effective_status(a).value) for a in approvals]
+
+    # ---- pages --------------------------------------------------------------------------------
+    def runs_page(self, request: Request) -> Response:
+        """``GET /ui/runs``: runs newest first, filtered by ``?status=``."""
+
+        def build(session: Session) -> Response:
+            raw = request.query_params.get("status") or None
+            try:
+                status = RunStatus(raw) if raw else None
+            except ValueError:
+                choices = ", ".join(s.value for s in RunStatus)
+                return self.error(request, session, 400, "Unknown status", f"Use one of {choices}, not {raw!r}.")
+            try:
+                limit = min(max(int(request.query_params.get("limit", "100")), 1), 1000)
+            except ValueError:
+                limit = 100
+            runs = self.store.list_runs(status=status, limit=limit)
+            return self.render(
+                request,
+                "runs.html",
+                session=session,
+                nav="runs",
+                runs=runs,
+                limit=limit,
+                status=status.value if status else None,
+                statuses=[s.value for s in RunStatus],
+            )
+
+        return self.page(request, build)
+
+    def run_page(self, request: Request, run_id: str) -> Response:
+        """``GET /ui/runs/{run_id}``: the run, its approvals and its audit trail."""
+
+        def build(session: Session) -> Response:
+            rid = decoded_id(run_id)
+            try:
+                if rid is None:
+                    raise errors.RunNotFound(run_id)
+                run = self.store.get_run(rid)
+            except errors.RunNotFound:
+                return self.error(request, session, 404, "Run not found", f"There is no run {rid or run_id!r}.")
+            steps = sorted(self.store.list_steps(rid), key=lambda s: s.seq)
+            approvals = self._with_status(self.store.list_approvals(run_id=rid, limit=1000))
+            return self.render(
+                request, "run.html", session=session, nav="runs", run=run, steps=steps, approvals=approvals
+            )
+
+        return self.page(request, build)
+
+    def approvals_page(self, request: Request) -> Response:
+        """``GET /ui/approvals``: pending approvals across runs, then the latest decisions."""
+
+        def build(session: Session) -> Response:
+            pending = self._with_status(self.store.list_approvals(status=ApprovalStatus.PENDING.value, limit=500))
+            recent = [a for a in self.store.list_approvals(limit=100) if a.status is not ApprovalStatus.PENDING]
+            return self.render(
+                request,
+                "approvals.html",
+                session=session,
+                nav="approvals",
+                pending=pending,
+                decided=self._with_status(recent[:20]),
+            )
+
+        return self.page(request, build)
+
+    def not_found(self, request: Request, rest: str) -> Response:
+        """``GET /ui/...`` matching no page."""
+        if not rest:
+            return RedirectResponse("/ui/runs", status_code=303)
+        return self.page(request, lambda s: self.error(request, s, 404, "Not found", "There is no such page."))
+
+    # ---- login --------------------------------------------------------------------------------
+    def _login_form(self, request: Request, *, next_url: str, error: str | None = None, code: int = 200) -> Response:
+        return self.render(
+            request,
+            "login.html",
+            session=None,
+            code=code,
+            error=error,
+            next=next_url,
+            login_csrf=self.signer.csrf("login"),
+        )
+
+    def login_page(self, request: Request) -> Response:
+        """``GET /ui/login``: the login form (straight to the runs when not needed)."""
+        next_url = safe_next(request.query_params.get("next"), "/ui/runs")
+        if self.keys is None or self.signer.session(request.cookies.get(SESSION_COOKIE)) is not None:
+            return RedirectResponse(next_url, status_code=303)
+        return self._login_form(request, next_url=next_url)
+
+    async def login(self, request: Request) -> Response:
+        """``POST /ui/login``: checks the key, sets the session cookie (never the key)."""
+        if self.keys is None:
+            return RedirectResponse("/ui/runs", status_code=303)
+        form = await read_form(request)
+        if form is None or not self.signer.csrf_ok("login", form.get("csrf")):
+            return self.error(request, None, 403, "Forbidden", "The login form expired; reload it and try again.")
+        next_url = safe_next(form.get("next"), "/ui/runs")
+        key = form.get("key", "")
+        role = self.keys.role_of(key) if key else None
+        if role is None:
+            log.info("web UI: failed login from %s", request.client.host if request.client else "?")
+            return self._login_form(request, next_url=next_url, error="That API key is not valid.", code=401)
+        name = " ".join("".join(c for c in form.get("name", "") if c.isprintable()).split())[:MAX_NAME]
+        response = RedirectResponse(next_url, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            self.signer.issue(role, name or None),
+            max_age=int(SESSION_TTL),
+            path="/",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        """``POST /ui/logout``: ends the session (CSRF-checked) and clears its cookie."""
+        form = await read_form(request) or {}
+        session = self.signer.session(request.cookies.get(SESSION_COOKIE)) if self.keys is not None else None
+        if session is not None:
+            if not self.signer.csrf_ok(session.nonce, form.get("csrf")):
+                return self.error(request, session, 403, "Forbidden", "The form's security token is missing or wrong.")
+            self.signer.revoke(session)
+        response = RedirectResponse("/ui/login" if self.keys is not None else "/ui/runs", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    # ---- decisions ----------------------------------------------------------------------------
+    async def decide(self, request: Request, approval_id: str, action: str) -> Response:
+        """``POST /ui/approvals/{id}/approve|reject``: decides, then goes back to ``next``."""
+        found = self.guard(request, come_back=False)
+        if isinstance(found, Response):
+            return found
+        if action not in ("approve", "reject"):
+            return self.error(request, found, 404, "Not found", "There is no such action.")
+        form = await read_form(request)
+        if form is None:
+            return self.error(request, found, 400, "Bad request", "The form could not be read.")
+        if not self.signer.csrf_ok(found.nonce, form.get("csrf")):
+            return self.error(
+                request,
+                found,
+                403,
+                "Forbidden",
+                "The form's security token is missing or wrong; reload the page and try again.",
+            )
+        if not found.may_decide:
+            return self.error(
+                request,
+                found,
+                403,
+                "Forbidden",
+                f"Your role ({found.role}) may not approve or reject tool calls; log in with an approver or admin key.",
+            )
+        back = safe_next(form.get("next"), "/ui/approvals")
+        aid = decoded_id(approval_id)
+        try:
+            reason = clean_text(form.get("reason"), MAX_REASON)
+            by = (
+                clean_text(form.get("by"), MAX_NAME)
+                or found.name
+                or ("web-ui" if found.open else f"web-ui:{found.role}")
+            )
+        except ValueError:
+            return self.redirect(request, back, ("error", "The reason or name is too long or holds a NUL character."))
+        if aid is None:
+            return self.redirect(request, back, ("error", f"There is no approval {approval_id!r}."))
+        if action == "reject" and reason is None:
+            return self.redirect(request, back, ("error", "Give a reason to reject: the model is told it."))
+        outcome = await run_in_threadpool(self._decide, aid, approved=action == "approve", by=by, reason=reason)
+        return self.redirect(request, back, outcome)
+
+    def _decide(self, approval_id: str, *, approved: bool, by: str, reason: str | None) -> tuple[str, str]:
+        """Decides like the CLI's ``approve``/``reject``; returns the message to show."""
+        try:
+            current = self.store.get_approval(approval_id)
+            if effective_status(current) is ApprovalStatus.EXPIRED:
+                return "error", (
+                    f"Not decided: approval {approval_id} ({current.tool}) expired at "
+                    f"{format_ts(current.expires_at)} UTC before a decision; it counts as rejected."
+                )
+            decided = decide_by_id(self.store, approval_id, approved=approved, by=by, reason=reason)
+        except errors.ApprovalNotFound:
+            return "error", f"There is no approval {approval_id}."
+        except errors.ApprovalConflict as exc:
+            return "error", f"Not decided: {exc}."
+        except errors.AgentspanError as exc:
+            log.warning("web UI: deciding approval %s failed: %s", approval_id, exc)
+            return "error", "The store failed while deciding; reload to see whether the decision was recorded."
+        verb = "Approved" if approved else "Rejected"
+        why = f": {reason}" if reason else ""
+        return "ok", f"{verb} {decided.tool} (approval {decided.id}, run {decided.run_id}){why}."
+
+
+def install_ui(app: FastAPI, store: Store, keys: KeyRing | None) -> WebUi:
+    """Adds the web UI to an app: its pages, ``/static`` and its response headers.
+
+    Args:
+        app: The app (the pages stay out of its OpenAPI document).
+        store: The store the pages read and decisions write.
+        keys: The app's API keys; None (or empty) for an open UI.
+
+    Returns:
+        The UI (also kept as ``app.state.ui``).
+    """
+    ui = WebUi(store, keys)
+    app.state.ui = ui
+
+    def add(path: str, endpoint: Callable[..., Any], method: str) -> None:
+        app.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
+
+    def home() -> Response:
+        return RedirectResponse("/ui/runs", status_code=303)
+
+    add("/", home, "GET")
+    add("/ui", home, "GET")
+    add("/ui/login", ui.login_page, "GET")
+    add("/ui/login", ui.login, "POST")
+    add("/ui/logout", ui.logout, "POST")
+    add("/ui/runs", ui.runs_page, "GET")
+    add("/ui/runs/{run_id}", ui.run_page, "GET")
+    add("/ui/approvals", ui.approvals_page, "GET")
+    add("/ui/approvals/{approval_id}/{action}", ui.decide, "POST")
+    add("/ui/{rest:path}", ui.not_found, "GET")
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.add_middleware(UiHeadersMiddleware)
+    return ui
