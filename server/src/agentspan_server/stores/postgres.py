@@ -72,6 +72,23 @@ def _refusal(cur: psycopg.Cursor[Any], run_id: str, epoch: int, *, cancelling: b
     return LeaseLostError(f"run {run_id!r} is held at lease epoch {row[1]}; the write carried epoch {epoch}")
 
 
+def _completed(run_id: str, key: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"step {key!r} of run {run_id!r} is already completed; a journal entry is never rewritten"
+    )
+
+
+def _result_params(result: StepResult) -> dict[str, Any]:
+    """The parameters `FINISH_STEP_ONCE` and `RECORD_STEP` take from a step's result."""
+    in_tok, out_tok, cost = result.input_tokens, result.output_tokens, result.cost_usd
+    return {
+        "status": str(result.status), "output": dump_json(result.output), "error": result.error,
+        "ended_at": result.ended_at, "duration_ms": result.duration_ms, "provider": result.provider,
+        "model": result.model, "input_tokens": in_tok, "output_tokens": out_tok, "cost_usd": cost,
+        "add_input_tokens": in_tok or 0, "add_output_tokens": out_tok or 0, "add_cost_usd": float(cost or 0.0),
+    }  # fmt: skip
+
+
 class PostgresStore(Store):
     """Stores runs, steps and approvals in a PostgreSQL database (version 13 or later).
 
@@ -284,36 +301,76 @@ class PostgresStore(Store):
         return [run_from_row(r) for r in self._query(sql.CLAIMABLE_AGENTS, params)]
 
     # ---- steps (the hot path) -------------------------------------------------------------
+    def _journal(self, statement: str, params: dict[str, Any], run_id: str, epoch: int) -> bool:
+        """Runs one of the single-statement step writes; returns whether it wrote.
+
+        False means the fence held but the step write matched nothing (the caller tells why); a
+        refused fence raises. Only a refusal costs a second statement, reading why.
+        """
+        try:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                row = cur.execute(statement, params).fetchone()
+                assert row is not None
+                if not row[0]:
+                    raise _refusal(cur, run_id, epoch)
+                return bool(row[1])
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
         """See `Store.start_step`.
 
-        One transaction: one statement inserts the step (``DO NOTHING`` on an existing key) and
-        fences the run while counting a new key; for an existing key a second statement replaces
-        it unless it is completed. With ``durable=False`` the transaction commits with
+        One statement (one round trip): fence the run, insert the step or replace a key that is
+        not completed, count a new key. With ``durable=False`` its transaction commits with
         ``synchronous_commit = off``: it survives a server crash only once the WAL writer has
         flushed it (within ``3 * wal_writer_delay``) or a later durable commit has.
         """
-        self._tx(self._start_tx(step, epoch), durable=durable)
+        params = dict(zip(sql.STEP_FIELDS, step_values(step), strict=True))
+        params["epoch"], params["now"] = epoch, time.time()
+        statement = sql.START_STEP if durable else sql.START_STEP_NOT_DURABLE
+        if not self._journal(statement, params, step.run_id, epoch):
+            raise _completed(step.run_id, step.key)
 
     def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
         """See `Store.finish_step`.
 
-        One transaction: fence the run while adding the metrics to its totals, then end the step.
+        One statement: fence the run, end the step, add the metrics to the run's totals.
         ``duration_ms`` defaults to ``ended_at - started_at``; ``provider``, ``model`` and the
-        token/cost fields keep the started step's values when the result leaves them None.
+        token/cost fields keep the started step's values when the result leaves them None. When
+        the fence holds but no started step matched, the write is retried as a transaction of
+        several statements, whose later statements see steps committed while the first waited for
+        the run's lock; it raises `StepNotFound` if still none matches.
         """
-        self._tx(self._finish_tx(run_id, key, result, epoch))
+        if result.status == StepStatus.STARTED:
+            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
+        params = _result_params(result)
+        params["run_id"], params["key"], params["epoch"], params["now"] = run_id, key, epoch, time.time()
+        if not self._journal(sql.FINISH_STEP_ONCE, params, run_id, epoch):
+            self._tx(self._finish_tx(run_id, key, result, epoch))
 
     def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
-        """See `Store.record_step`: `start_step` and `finish_step` in one transaction."""
-        start = self._start_tx(step, epoch)
-        finish = self._finish_tx(step.run_id, step.key, result, epoch)
+        """See `Store.record_step`: `start_step` and `finish_step` in one statement."""
+        if result.status == StepStatus.STARTED:
+            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
+        if step.status != StepStatus.STARTED:  # finish_step would find no started step: refused
+            start = self._start_tx(step, epoch)
+            finish = self._finish_tx(step.run_id, step.key, result, epoch)
 
-        def tx(cur: psycopg.Cursor[Any]) -> None:
-            start(cur)
-            finish(cur)
+            def tx(cur: psycopg.Cursor[Any]) -> None:
+                start(cur)
+                finish(cur)
 
-        self._tx(tx)
+            return self._tx(tx)
+        params = dict(zip(sql.STEP_FIELDS, step_values(step), strict=True))
+        merged = _result_params(result)
+        for field in ("provider", "model", "input_tokens", "output_tokens", "cost_usd"):
+            if merged[field] is None:
+                merged[field] = params[field]
+        params.update(merged)
+        params["epoch"], params["now"] = epoch, time.time()
+        if not self._journal(sql.RECORD_STEP, params, step.run_id, epoch):
+            raise _completed(step.run_id, step.key)
 
     def _start_tx(self, step: Step, epoch: int) -> Callable[[psycopg.Cursor[Any]], None]:
         values = step_values(step)
@@ -326,9 +383,7 @@ class PostgresStore(Store):
             if fenced is None:
                 raise _refusal(cur, run_id, epoch)
             if not fenced[0] and cur.execute(sql.REPLACE_STEP, replace).rowcount == 0:
-                raise ConfigurationError(
-                    f"step {key!r} of run {run_id!r} is already completed; a journal entry is never rewritten"
-                )
+                raise _completed(run_id, key)
 
         return tx
 

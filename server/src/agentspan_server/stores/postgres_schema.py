@@ -212,6 +212,76 @@ CLAIMABLE = (
 )
 CLAIMABLE_ALL = CLAIMABLE + " ORDER BY r.id LIMIT %(limit)s"
 CLAIMABLE_AGENTS = CLAIMABLE + " AND r.agent = ANY(%(agents)s) ORDER BY r.id LIMIT %(limit)s"
+# ---- the hot path: one statement (one round trip, one autocommitted transaction) per call ----
+# Each first locks the run row if and only if the fence holds (`_FENCE`: ``FOR NO KEY UPDATE``, the
+# lock an ``UPDATE`` of the row takes; like ``UPDATE``, it re-checks its ``WHERE`` on the newest row
+# version after waiting on a concurrent writer), then writes the step only if the run row was
+# locked, then updates the run only if the step was written. A refusal therefore writes nothing,
+# and the row locks are taken in one order (run, then step) by every step write. The statement
+# returns ``(fenced, written)``: ``fenced`` false is a refusal (the caller reads why), ``fenced``
+# and not ``written`` means the step write matched nothing. Every parameter is cast to its column's
+# type: ``INSERT ... SELECT`` gives untyped parameters (strings, ``NULL``) no type of its own.
+STEP_TYPES = {
+    "run_id": "text", "key": "text", "seq": "bigint", "kind": "text", "name": "text", "status": "text",
+    "input_hash": "text", "error": "text", "attempt": "bigint", "started_at": "float8", "ended_at": "float8",
+    "duration_ms": "float8", "provider": "text", "model": "text", "input_tokens": "bigint",
+    "output_tokens": "bigint", "cost_usd": "float8", "input": "text", "output": "text",
+}  # fmt: skip
+assert tuple(STEP_TYPES) == STEP_FIELDS
+_FENCE = (
+    "fence AS MATERIALIZED (SELECT id FROM runs WHERE id=%(run_id)s::text AND lease_epoch=%(epoch)s::bigint "
+    "AND status<>'cancelled' FOR NO KEY UPDATE)"
+)
+_RESULT = "SELECT EXISTS (SELECT 1 FROM fence), EXISTS (SELECT 1 FROM counted)"
+
+
+def _step_row(**overrides: str) -> str:
+    return ", ".join(overrides.get(f, f"%({f})s::{STEP_TYPES[f]}") for f in STEP_FIELDS)
+
+
+def _journal_step(row: str, totals: str) -> str:
+    """Inserts a step (``ins``) or, for an existing key that is not completed, replaces it keeping
+    its seq (``rep``: ``ON CONFLICT DO UPDATE`` acts on the newest committed row even when this
+    statement's snapshot predates it), then counts a new key and adds ``totals`` to the run."""
+    replace = ", ".join(f"{f}=EXCLUDED.{f}" for f in STEP_FIELDS[3:])
+    return (
+        f"WITH {_FENCE}, "
+        f"ins AS (INSERT INTO steps ({STEP_COLUMNS}) SELECT {row} FROM fence "
+        "ON CONFLICT (run_id, key) DO NOTHING RETURNING 1), "
+        f"rep AS (INSERT INTO steps ({STEP_COLUMNS}) SELECT {row} FROM fence WHERE NOT EXISTS (SELECT 1 FROM ins) "
+        f"ON CONFLICT (run_id, key) DO UPDATE SET {replace} WHERE steps.status<>'completed' RETURNING 1), "
+        f"counted AS (UPDATE runs SET updated_at=%(now)s::float8, steps=steps+(SELECT count(*) FROM ins){totals} "
+        "WHERE id=%(run_id)s::text AND (EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM rep)) RETURNING 1) "
+    )
+
+
+_TOTALS = (
+    ", input_tokens=input_tokens+%(add_input_tokens)s::bigint, "
+    "output_tokens=output_tokens+%(add_output_tokens)s::bigint, cost_usd=cost_usd+%(add_cost_usd)s::float8"
+)
+_DURATION = "COALESCE(%(duration_ms)s::float8, (%(ended_at)s::float8 - {started}) * 1000.0)"
+START_STEP = _journal_step(_step_row(), "") + _RESULT
+# set_config(..., true) lasts until the end of the transaction, here the statement's own: the
+# commit does not wait for the WAL flush, and the connection's setting is untouched afterwards
+START_STEP_NOT_DURABLE = START_STEP + ", set_config('synchronous_commit', 'off', true)"
+RECORD_STEP = (  # start_step + finish_step: the row as finish_step would leave it
+    _journal_step(_step_row(duration_ms=_DURATION.format(started="%(started_at)s::float8")), _TOTALS) + _RESULT
+)
+FINISH_STEP_ONCE = (
+    f"WITH {_FENCE}, "
+    "ended AS (UPDATE steps SET status=%(status)s::text, output=%(output)s::text, error=%(error)s::text, "
+    f"ended_at=%(ended_at)s::float8, duration_ms={_DURATION.format(started='started_at')}, "
+    "provider=COALESCE(%(provider)s::text, provider), model=COALESCE(%(model)s::text, model), "
+    "input_tokens=COALESCE(%(input_tokens)s::bigint, input_tokens), "
+    "output_tokens=COALESCE(%(output_tokens)s::bigint, output_tokens), "
+    "cost_usd=COALESCE(%(cost_usd)s::float8, cost_usd) "
+    "WHERE run_id=%(run_id)s::text AND key=%(key)s::text AND status='started' AND EXISTS (SELECT 1 FROM fence) "
+    "RETURNING 1), "
+    f"counted AS (UPDATE runs SET updated_at=%(now)s::float8{_TOTALS} "
+    "WHERE id=%(run_id)s::text AND EXISTS (SELECT 1 FROM ended) RETURNING 1) " + _RESULT
+)
+
+# ---- the same writes as transactions of several statements (`finish_step`'s retry) ---------
 FENCE_START = (  # inserts the step (nothing on an existing key) and fences the run in one statement
     f"WITH new AS (INSERT INTO steps ({STEP_COLUMNS}) VALUES ({_placeholders(len(STEP_FIELDS))}) "
     "ON CONFLICT (run_id, key) DO NOTHING RETURNING 1), "
