@@ -1,8 +1,11 @@
 """The PostgreSQL store: many processes and hosts share one database through a connection pool.
 
 Every write is one transaction. Single-statement writes (claim, cancel, fenced run update, lease
-renewal, approval decision) run as one autocommitted ``UPDATE ... RETURNING``; writes of several
-statements run in an explicit transaction. Fenced writes check the lease epoch and the cancelled
+renewal, approval decision, and the hot path: `start_step`, `finish_step`, `record_step`) run as one
+autocommitted statement, so they cost one round trip; writes of several statements run in an
+explicit transaction. The step writes are one statement each with data-modifying CTEs: lock the run
+row if the fence holds, write the step only then, update the run's totals only if the step was
+written (see `postgres_schema`). Fenced writes check the lease epoch and the cancelled
 status inside the write statement itself (PostgreSQL re-evaluates the ``WHERE`` clause on the
 newest row version after waiting on a concurrent writer, so a compare-and-set cannot be lost);
 only when it matches no row is the run read, to tell why. Reads are single autocommitted
@@ -146,30 +149,27 @@ class PostgresStore(Store):
         detail = " ".join(str(exc).split()) or type(exc).__name__
         return StoreError(f"{prefix} {self.url}: {self._scrub(detail)}")
 
-    def _tx(self, fn: Callable[[psycopg.Cursor[Any]], _T], *, durable: bool = True) -> _T:
-        """Runs ``fn`` in one transaction, rolled back on any error.
-
-        ``durable=False`` commits with ``synchronous_commit = off`` (no wait for the WAL flush).
-        """
+    def _tx(self, fn: Callable[[psycopg.Cursor[Any]], _T]) -> _T:
+        """Runs ``fn`` in one transaction, rolled back on any error."""
         try:
             with self._pool.connection() as conn, conn.transaction():
-                cur = conn.cursor()
-                if not durable:
-                    cur.execute("SET LOCAL synchronous_commit = off")
-                return fn(cur)
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-
-    def _one(self, fn: Callable[[psycopg.Cursor[Any]], _T]) -> _T:
-        """Runs ``fn`` on an autocommit connection: each statement is its own transaction."""
-        try:
-            with self._pool.connection() as conn:
                 return fn(conn.cursor())
         except psycopg.Error as exc:
             raise self._error(exc) from exc
 
-    def _query(self, statement: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
-        return self._one(lambda cur: cur.execute(statement, params).fetchall())  # type: ignore[arg-type]
+    def _one(self, fn: Callable[[psycopg.Cursor[Any]], _T], *, binary: bool = False) -> _T:
+        """Runs ``fn`` on an autocommit connection: each statement is its own transaction.
+
+        ``binary`` asks for results in binary format (the same Python values, less to parse).
+        """
+        try:
+            with self._pool.connection() as conn:
+                return fn(conn.cursor(binary=binary))
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def _query(self, statement: str, params: Sequence[Any] | dict[str, Any], *, binary: bool = False) -> list[Any]:
+        return self._one(lambda cur: cur.execute(statement, params).fetchall(), binary=binary)  # type: ignore[arg-type]
 
     def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int) -> list[Any]:
         where = " AND ".join(f"{name}=%s" for name, value in filters.items() if value is not None)
@@ -302,10 +302,10 @@ class PostgresStore(Store):
 
     # ---- steps (the hot path) -------------------------------------------------------------
     def _journal(self, statement: str, params: dict[str, Any], run_id: str, epoch: int) -> bool:
-        """Runs one of the single-statement step writes; returns whether it wrote.
+        """Runs one of the single-statement step writes (one round trip); returns whether it wrote.
 
-        False means the fence held but the step write matched nothing (the caller tells why); a
-        refused fence raises. Only a refusal costs a second statement, reading why.
+        False means the fence held but the step write matched nothing (nothing was written; the
+        caller tells why). A refused fence raises: only then is the run read, to tell why.
         """
         try:
             with self._pool.connection() as conn:
@@ -350,10 +350,16 @@ class PostgresStore(Store):
             self._tx(self._finish_tx(run_id, key, result, epoch))
 
     def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
-        """See `Store.record_step`: `start_step` and `finish_step` in one statement."""
+        """See `Store.record_step`: `start_step` and `finish_step` in one statement.
+
+        The step is written as `finish_step` would leave it. A step passed with a status other
+        than ``started`` takes the transaction of several statements, as `finish_step` then finds
+        no started step (`StepNotFound`, or the refusal or `ConfigurationError` that comes first).
+        """
+        values = step_values(step)
         if result.status == StepStatus.STARTED:
             raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
-        if step.status != StepStatus.STARTED:  # finish_step would find no started step: refused
+        if step.status != StepStatus.STARTED:
             start = self._start_tx(step, epoch)
             finish = self._finish_tx(step.run_id, step.key, result, epoch)
 
@@ -362,7 +368,7 @@ class PostgresStore(Store):
                 finish(cur)
 
             return self._tx(tx)
-        params = dict(zip(sql.STEP_FIELDS, step_values(step), strict=True))
+        params = dict(zip(sql.STEP_FIELDS, values, strict=True))
         merged = _result_params(result)
         for field in ("provider", "model", "input_tokens", "output_tokens", "cost_usd"):
             if merged[field] is None:
@@ -410,8 +416,8 @@ class PostgresStore(Store):
         return tx
 
     def list_steps(self, run_id: str) -> list[Step]:
-        """See `Store.list_steps` (one query: the run joined with its steps)."""
-        rows = self._query(sql.LIST_STEPS, (run_id,))
+        """See `Store.list_steps` (one query: the run joined with its steps, in binary format)."""
+        rows = self._query(sql.LIST_STEPS, (run_id,), binary=True)
         if not rows:
             raise RunNotFound(run_id)
         if rows[0][1] is None:

@@ -281,7 +281,8 @@ FINISH_STEP_ONCE = (
     "WHERE id=%(run_id)s::text AND EXISTS (SELECT 1 FROM ended) RETURNING 1) " + _RESULT
 )
 
-# ---- the same writes as transactions of several statements (`finish_step`'s retry) ---------
+# ---- step writes as transactions of several statements: `finish_step`'s retry, and
+# `record_step` of a step passed with a status other than ``started``
 FENCE_START = (  # inserts the step (nothing on an existing key) and fences the run in one statement
     f"WITH new AS (INSERT INTO steps ({STEP_COLUMNS}) VALUES ({_placeholders(len(STEP_FIELDS))}) "
     "ON CONFLICT (run_id, key) DO NOTHING RETURNING 1), "
