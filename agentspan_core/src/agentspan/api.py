@@ -137,12 +137,13 @@ def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any],
 
 
 def _spawn(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[str, Any],
-           on_wait: executor.OnWait = "block") -> Handle:
+           on_wait: executor.OnWait = "block", fresh: bool = False) -> Handle:
     future: concurrent.futures.Future[executor.Outcome] = concurrent.futures.Future()
 
     def main() -> None:
         try:
-            outcome = asyncio.run(executor.execute(store, run, adapter, target, options, on_wait=on_wait))
+            outcome = asyncio.run(executor.execute(store, run, adapter, target, options, on_wait=on_wait,
+                                                   fresh=fresh))
         except BaseException as exc:
             future.set_exception(exc)
         else:
@@ -174,7 +175,7 @@ def start(target: Any, input: Any, *, run_id: str | None = None, session_id: str
                             idempotency_key=idempotency_key, agent_name=agent_name, store=store)
     if not created:
         return Handle(run.id, store=store)
-    return _spawn(store, run, adapter, target, options)
+    return _spawn(store, run, adapter, target, options, fresh=True)
 
 
 async def run_async(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
@@ -191,7 +192,7 @@ async def run_async(target: Any, input: Any, *, run_id: str | None = None, sessi
                             idempotency_key=idempotency_key, agent_name=agent_name, store=store)
     if not created:
         return await asyncio.to_thread(Handle(run.id, store=store).result)
-    outcome = await executor.execute(store, run, adapter, target, options)
+    outcome = await executor.execute(store, run, adapter, target, options, fresh=True)
     return outcome.result
 
 

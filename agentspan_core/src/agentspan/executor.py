@@ -19,7 +19,7 @@ from agentspan.errors import (
     RunStateError,
 )
 from agentspan.leases import Heartbeat
-from agentspan.records import Run, RunStatus
+from agentspan.records import Run, RunStatus, Step
 from agentspan.runtime import ActiveRun, Counters
 from agentspan.stores.base import Store
 
@@ -38,7 +38,7 @@ class Outcome:
 
 
 async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[str, Any],
-                  *, on_wait: OnWait = "block") -> Outcome:
+                  *, on_wait: OnWait = "block", fresh: bool = False) -> Outcome:
     """Executes a run whose lease this process holds (``run.lease_epoch`` is ours).
 
     Args:
@@ -49,6 +49,8 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
         options: Runner options (not stored; passed to the adapter).
         on_wait: ``"block"``: wait here for approvals and go on; ``"release"``: give the lease
             back and return (a worker picks the run up again once it is decided).
+        fresh: The run was just created by this process, so its journal is known to be empty
+            (saves reading it: one round trip through a server).
 
     Raises:
         RunCancelledError: The run was cancelled.
@@ -62,8 +64,11 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
         try:
             if run.status is not RunStatus.RUNNING:
                 run = store.update_run(run.id, epoch=epoch, status=RunStatus.RUNNING)
+            known_journal: list[Step] | None = [] if fresh else None
             while True:
-                active = ActiveRun(store, run, store.list_steps(run.id))
+                journal = known_journal if known_journal is not None else store.list_steps(run.id)
+                known_journal = None
+                active = ActiveRun(store, run, journal)
                 active.counters = counters
                 token = active.activate()
                 try:

@@ -1,0 +1,37 @@
+"""A reusable conformance suite for `agentspan.stores.base.Store` backends.
+
+Subclass `StoreConformance` in a pytest module and provide a ``store`` fixture returning a fresh,
+empty store::
+
+    class TestSqliteStore(StoreConformance):
+        @pytest.fixture
+        def store(self, tmp_path):
+            store = SqliteStore(tmp_path / "agentspan.db")
+            yield store
+            store.close()
+
+Every rule of the `Store` docstrings has a test here; a backend that passes is interchangeable
+with the others.
+
+The tests are grouped by topic: `runs` (runs and leases), `steps` (the step journal), `approvals`,
+and `suite` (isolation, concurrency, and `StoreConformance`, which combines them); `records` holds
+the record builders (`make_run`, `make_step`, `make_approval`) and shared helpers.
+"""
+
+from agentspan.testing.conformance.approvals import ApprovalConformance
+from agentspan.testing.conformance.records import PAYLOAD, ConformanceBase, make_approval, make_run, make_step
+from agentspan.testing.conformance.runs import RunConformance
+from agentspan.testing.conformance.steps import StepConformance
+from agentspan.testing.conformance.suite import StoreConformance
+
+__all__ = [
+    "PAYLOAD",
+    "ApprovalConformance",
+    "ConformanceBase",
+    "RunConformance",
+    "StepConformance",
+    "StoreConformance",
+    "make_approval",
+    "make_run",
+    "make_step",
+]

@@ -1,0 +1,91 @@
+"""Conformance tests for approvals: request, decide (once, before expiry), find and list."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from agentspan.errors import ApprovalConflict
+from agentspan.records import ApprovalStatus, RunStatus
+from agentspan.stores.base import Store
+from agentspan.testing.conformance.records import ConformanceBase, make_approval
+
+__all__ = ["ApprovalConformance"]
+
+
+class ApprovalConformance(ConformanceBase):
+    """Contract tests for the approval methods of a `Store`."""
+
+    # ---- approvals ------------------------------------------------------------------------
+    def test_request_approval_sets_waiting_and_is_idempotent(self, store: Store) -> None:
+        run = self.claimed(store)
+        store.update_run(run.id, epoch=1, status=RunStatus.RUNNING)
+        approval = make_approval(run.id, "tool:3", expires_at=time.time() + 3600)
+        stored = store.request_approval(approval, epoch=1)
+        assert stored.model_dump() == approval.model_dump()
+        assert store.get_run(run.id).status == RunStatus.WAITING
+        assert store.get_approval(approval.id).model_dump() == approval.model_dump()
+        assert store.find_approval(run.id, "tool:3").model_dump() == approval.model_dump()  # type: ignore[union-attr]
+        store.update_run(run.id, epoch=1, status=RunStatus.RUNNING)
+        again = store.request_approval(make_approval(run.id, "tool:3", args={"to": "b@x"}), epoch=1)
+        assert again.model_dump() == approval.model_dump()
+        assert store.get_run(run.id).status == RunStatus.RUNNING
+        assert len(store.list_approvals(run_id=run.id)) == 1
+
+    def test_decide_approval_once(self, store: Store) -> None:
+        run = self.claimed(store)
+        approval = store.request_approval(make_approval(run.id, "s"), epoch=1)
+        decided_at = time.time()
+        decided = store.decide_approval(
+            approval.id, approved=True, by="ann", reason="ok", decided_at=decided_at
+        )
+        assert (decided.status, decided.decided_by, decided.reason, decided.decided_at) == (
+            ApprovalStatus.APPROVED,
+            "ann",
+            "ok",
+            decided_at,
+        )
+        for approved in (False, True):
+            with pytest.raises(ApprovalConflict):
+                store.decide_approval(
+                    approval.id, approved=approved, by="bob", reason="no", decided_at=decided_at + 1
+                )
+        assert store.get_approval(approval.id).model_dump() == decided.model_dump()
+
+    def test_reject_approval(self, store: Store) -> None:
+        run = self.claimed(store)
+        approval = store.request_approval(make_approval(run.id, "s"), epoch=1)
+        rejected = store.decide_approval(approval.id, approved=False, by=None, reason="no", decided_at=1.0)
+        assert (rejected.status, rejected.decided_by, rejected.reason) == (
+            ApprovalStatus.REJECTED,
+            None,
+            "no",
+        )
+
+    def test_decide_expired_approval_refused(self, store: Store) -> None:
+        run = self.claimed(store)
+        deadline = time.time() + 10
+        approval = store.request_approval(make_approval(run.id, "s", expires_at=deadline), epoch=1)
+        with pytest.raises(ApprovalConflict):
+            store.decide_approval(approval.id, approved=True, by="ann", reason=None, decided_at=deadline + 1)
+        with pytest.raises(ApprovalConflict):
+            store.decide_approval(approval.id, approved=False, by="ann", reason=None, decided_at=deadline)
+        assert store.get_approval(approval.id).model_dump() == approval.model_dump()
+        decided = store.decide_approval(
+            approval.id, approved=True, by=None, reason=None, decided_at=deadline - 1
+        )
+        assert decided.status == ApprovalStatus.APPROVED
+
+    def test_list_approvals(self, store: Store) -> None:
+        r1, r2 = self.claimed(store), self.claimed(store)
+        a1 = store.request_approval(make_approval(r1.id, "x"), epoch=1)
+        a2 = store.request_approval(make_approval(r1.id, "y"), epoch=1)
+        a3 = store.request_approval(make_approval(r2.id, "x"), epoch=1)
+        store.decide_approval(a2.id, approved=True, by=None, reason=None, decided_at=time.time())
+        assert [a.id for a in store.list_approvals()] == [a3.id, a2.id, a1.id]
+        assert [a.id for a in store.list_approvals(limit=1)] == [a3.id]
+        assert [a.id for a in store.list_approvals(run_id=r1.id)] == [a2.id, a1.id]
+        assert [a.id for a in store.list_approvals(status="pending")] == [a3.id, a1.id]
+        assert [a.id for a in store.list_approvals(run_id=r1.id, status="approved")] == [a2.id]
+        assert store.list_approvals(run_id=r2.id, status="rejected") == []

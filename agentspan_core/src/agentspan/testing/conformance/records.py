@@ -1,0 +1,75 @@
+"""Record builders and shared helpers for the store conformance suite.
+
+`make_run`, `make_step` and `make_approval` build new (not stored) records with test defaults;
+`PAYLOAD` is a JSON value that stresses serialisation; `ConformanceBase` gives every test mixin
+the `claimed` and `snapshot` helpers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agentspan.records import Approval, Run, Step, StepKind
+from agentspan.stores.base import Store
+
+__all__ = ["PAYLOAD", "ConformanceBase", "make_approval", "make_run", "make_step"]
+
+PAYLOAD: dict[str, Any] = {
+    "text": 'héllo — 世界 🚀 "quoted" \\ back\nslash\t',
+    "float": 0.1,
+    "tiny": 5e-324,
+    "huge": 1.7976931348623157e308,
+    "negative": -3.25,
+    "int": 2**63 + 12345,
+    "none": None,
+    "flags": [True, False],
+    "list": [1, "two", None, [3.5, {"nested": [], "empty": {}}]],
+    "": "empty key",
+}
+"""A nested JSON value exercising unicode, float precision, big ints, nulls and nesting."""
+
+
+def make_run(**fields: Any) -> Run:
+    """Returns a new (not stored) run with test defaults."""
+    fields.setdefault("framework", "test")
+    fields.setdefault("agent", "agent-a")
+    fields.setdefault("input", {"question": "hi"})
+    return Run(**fields)
+
+
+def make_step(run_id: str, key: str, seq: int, **fields: Any) -> Step:
+    """Returns a new ``started`` tool step."""
+    fields.setdefault("kind", StepKind.TOOL)
+    fields.setdefault("name", "lookup")
+    fields.setdefault("input", {"key": key})
+    return Step(run_id=run_id, key=key, seq=seq, **fields)
+
+
+def make_approval(run_id: str, step_key: str, **fields: Any) -> Approval:
+    """Returns a new pending approval."""
+    fields.setdefault("tool", "send_email")
+    fields.setdefault("args", {"to": "a@example.com"})
+    fields.setdefault("args_hash", "hash-" + step_key)
+    return Approval(run_id=run_id, step_key=step_key, **fields)
+
+
+def _dump(record: Any) -> Any:
+    """Returns a record, or a list of records, as plain data."""
+    return [r.model_dump() for r in record] if isinstance(record, list) else record.model_dump()
+
+
+class ConformanceBase:
+    """Helpers shared by the conformance test mixins; subclasses provide the ``store`` fixture."""
+
+    # ---- helpers --------------------------------------------------------------------------
+    def claimed(self, store: Store, *, owner: str = "w1", ttl: float = 60.0, **fields: Any) -> Run:
+        """Creates a run and claims it (epoch 1)."""
+        run, _ = store.create_run(make_run(**fields))
+        return store.claim_run(
+            run.id, owner=owner, expected_epoch=run.lease_epoch, lease_expires_at=time.time() + ttl
+        )
+
+    def snapshot(self, store: Store, run_id: str) -> tuple[Any, Any]:
+        """The run and its journal, as plain data."""
+        return _dump(store.get_run(run_id)), _dump(store.list_steps(run_id))

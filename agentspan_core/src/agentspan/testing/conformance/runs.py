@@ -1,0 +1,273 @@
+"""Conformance tests for run records and their leases: create, read, list, update, cancel, claim, renew."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from agentspan.errors import (
+    ApprovalNotFound,
+    ConfigurationError,
+    LeaseLostError,
+    RunCancelledSignal,
+    RunNotFound,
+    RunStateError,
+)
+from agentspan.records import RunStatus, StepResult, StepStatus
+from agentspan.stores.base import Store
+from agentspan.testing.conformance.records import ConformanceBase, make_approval, make_run, make_step
+
+__all__ = ["RunConformance"]
+
+
+class RunConformance(ConformanceBase):
+    """Contract tests for the run and lease methods of a `Store`."""
+
+    # ---- runs -----------------------------------------------------------------------------
+    def test_create_and_get_run(self, store: Store) -> None:
+        run = make_run(session_id="s1", parent_run_id="p1", options={"max_turns": 3})
+        created, inserted = store.create_run(run)
+        assert inserted is True
+        assert created.model_dump() == run.model_dump()
+        assert store.get_run(run.id).model_dump() == run.model_dump()
+
+    def test_create_run_duplicate_id(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        with pytest.raises(ConfigurationError):
+            store.create_run(make_run(id=run.id, agent="other"))
+        assert store.get_run(run.id).agent == "agent-a"
+
+    def test_create_run_idempotency_key(self, store: Store) -> None:
+        first, inserted = store.create_run(make_run(idempotency_key="order-42"))
+        again, inserted_again = store.create_run(make_run(idempotency_key="order-42", input="x"))
+        assert (inserted, inserted_again) == (True, False)
+        assert again.model_dump() == first.model_dump()
+        assert [r.id for r in store.list_runs()] == [first.id]
+        _, other = store.create_run(make_run(idempotency_key="order-43"))
+        assert other is True
+
+    def test_create_runs_without_idempotency_key(self, store: Store) -> None:
+        store.create_run(make_run())
+        store.create_run(make_run())
+        assert len(store.list_runs()) == 2
+
+    def test_unknown_ids(self, store: Store) -> None:
+        with pytest.raises(RunNotFound):
+            store.get_run("nope")
+        with pytest.raises(RunNotFound):
+            store.list_steps("nope")
+        with pytest.raises(RunNotFound):
+            store.update_run("nope", epoch=0, status=RunStatus.RUNNING)
+        with pytest.raises(RunNotFound):
+            store.cancel_run("nope")
+        with pytest.raises(RunNotFound):
+            store.claim_run("nope", owner="w", expected_epoch=0, lease_expires_at=time.time())
+        with pytest.raises(RunNotFound):
+            store.renew_lease("nope", epoch=0, lease_expires_at=time.time())
+        with pytest.raises(RunNotFound):
+            store.start_step(make_step("nope", "k", 0), epoch=0)
+        with pytest.raises(RunNotFound):
+            store.finish_step("nope", "k", StepResult(status=StepStatus.COMPLETED), epoch=0)
+        with pytest.raises(RunNotFound):
+            store.request_approval(make_approval("nope", "k"), epoch=0)
+        with pytest.raises(ApprovalNotFound):
+            store.get_approval("nope")
+        with pytest.raises(ApprovalNotFound):
+            store.decide_approval("nope", approved=True, by=None, reason=None, decided_at=time.time())
+        assert store.find_approval("nope", "k") is None
+
+    def test_list_runs_newest_first_with_limit(self, store: Store) -> None:
+        ids = [store.create_run(make_run())[0].id for _ in range(5)]
+        assert [r.id for r in store.list_runs()] == ids[::-1]
+        assert [r.id for r in store.list_runs(limit=2)] == ids[::-1][:2]
+        assert store.list_runs(limit=0) == []
+
+    def test_list_runs_filters(self, store: Store) -> None:
+        a = store.create_run(make_run(agent="a"))[0]
+        b = store.create_run(make_run(agent="b"))[0]
+        c = self.claimed(store, agent="a")
+        store.update_run(c.id, epoch=c.lease_epoch, status=RunStatus.RUNNING)
+        assert [r.id for r in store.list_runs(agent="a")] == [c.id, a.id]
+        assert [r.id for r in store.list_runs(status=RunStatus.PENDING)] == [b.id, a.id]
+        assert [r.id for r in store.list_runs(status=RunStatus.RUNNING, agent="a")] == [c.id]
+        assert store.list_runs(status=RunStatus.RUNNING, agent="b") == []
+
+    def test_update_run_changes_given_fields(self, store: Store) -> None:
+        run = self.claimed(store)
+        before = store.get_run(run.id)
+        updated = store.update_run(run.id, epoch=1, status=RunStatus.RUNNING)
+        assert updated.status == RunStatus.RUNNING
+        assert updated.output is None and updated.error is None
+        assert updated.updated_at >= before.updated_at
+        done = store.update_run(run.id, epoch=1, status=RunStatus.COMPLETED, output={"answer": 42})
+        assert (done.status, done.output, done.error) == (RunStatus.COMPLETED, {"answer": 42}, None)
+        noted = store.update_run(run.id, epoch=1, error="note")
+        assert (noted.status, noted.output, noted.error) == (RunStatus.COMPLETED, {"answer": 42}, "note")
+        assert noted.lease_owner == "w1"
+        assert store.get_run(run.id).model_dump() == noted.model_dump()
+
+    def test_update_run_release_lease_keeps_epoch(self, store: Store) -> None:
+        run = self.claimed(store)
+        released = store.update_run(run.id, epoch=1, status=RunStatus.WAITING, release_lease=True)
+        assert (released.lease_owner, released.lease_expires_at, released.lease_epoch) == (None, None, 1)
+
+    def test_fenced_update_refused_with_stale_epoch(self, store: Store) -> None:
+        run = self.claimed(store)
+        store.claim_run(run.id, owner="w2", expected_epoch=1, lease_expires_at=time.time() + 60)
+        before = self.snapshot(store, run.id)
+        with pytest.raises(LeaseLostError):
+            store.update_run(run.id, epoch=1, status=RunStatus.FAILED, output="x", error="boom")
+        with pytest.raises(LeaseLostError):
+            store.update_run(run.id, epoch=1, release_lease=True)
+        assert self.snapshot(store, run.id) == before
+
+    def test_cancel_run(self, store: Store) -> None:
+        pending = store.create_run(make_run())[0]
+        cancelled = store.cancel_run(pending.id, reason="user asked")
+        assert (cancelled.status, cancelled.error) == (RunStatus.CANCELLED, "user asked")
+        assert store.get_run(pending.id).status == RunStatus.CANCELLED
+        running = self.claimed(store)
+        store.update_run(running.id, epoch=1, status=RunStatus.RUNNING)
+        assert store.cancel_run(running.id).status == RunStatus.CANCELLED
+
+    @pytest.mark.parametrize("end", [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED])
+    def test_cancel_ended_run_refused(self, store: Store, end: RunStatus) -> None:
+        run = self.claimed(store)
+        store.update_run(run.id, epoch=1, status=end, error="ended")
+        with pytest.raises(RunStateError):
+            store.cancel_run(run.id, reason="late")
+        after = store.get_run(run.id)
+        assert (after.status, after.error) == (end, "ended")
+
+    def test_fenced_writes_on_cancelled_run(self, store: Store) -> None:
+        run = self.claimed(store)
+        store.start_step(make_step(run.id, "s0", 0), epoch=1)
+        store.cancel_run(run.id, reason="stop")
+        before = self.snapshot(store, run.id)
+        with pytest.raises(RunCancelledSignal):
+            store.update_run(run.id, epoch=1, status=RunStatus.COMPLETED)
+        with pytest.raises(RunCancelledSignal):
+            store.start_step(make_step(run.id, "s1", 1), epoch=1)
+        with pytest.raises(RunCancelledSignal):
+            store.finish_step(run.id, "s0", StepResult(status=StepStatus.COMPLETED), epoch=1)
+        with pytest.raises(RunCancelledSignal):
+            store.request_approval(make_approval(run.id, "s1"), epoch=1)
+        assert self.snapshot(store, run.id) == before
+        assert store.list_approvals(run_id=run.id) == []
+        final = store.update_run(run.id, epoch=1, status=RunStatus.CANCELLED, release_lease=True)
+        assert (final.status, final.lease_owner) == (RunStatus.CANCELLED, None)
+
+    # ---- leases ---------------------------------------------------------------------------
+    def test_claim_run(self, store: Store) -> None:
+        run = store.create_run(make_run())[0]
+        assert (run.lease_owner, run.lease_epoch) == (None, 0)
+        expires = time.time() + 30
+        claimed = store.claim_run(run.id, owner="w1", expected_epoch=0, lease_expires_at=expires)
+        assert (claimed.lease_owner, claimed.lease_expires_at, claimed.lease_epoch) == ("w1", expires, 1)
+        assert claimed.status == RunStatus.PENDING
+        again = store.claim_run(run.id, owner="w2", expected_epoch=1, lease_expires_at=expires + 1)
+        assert (again.lease_owner, again.lease_epoch) == ("w2", 2)
+
+    def test_claim_run_stale_epoch_refused(self, store: Store) -> None:
+        run = self.claimed(store)
+        before = self.snapshot(store, run.id)
+        with pytest.raises(LeaseLostError):
+            store.claim_run(run.id, owner="w2", expected_epoch=0, lease_expires_at=time.time() + 60)
+        assert self.snapshot(store, run.id) == before
+
+    def test_claim_ended_run_refused(self, store: Store) -> None:
+        run = self.claimed(store)
+        store.update_run(run.id, epoch=1, status=RunStatus.COMPLETED, release_lease=True)
+        with pytest.raises(LeaseLostError):
+            store.claim_run(run.id, owner="w2", expected_epoch=1, lease_expires_at=time.time() + 60)
+        assert store.get_run(run.id).lease_epoch == 1
+
+    def test_claim_race_has_one_winner(self, store: Store) -> None:
+        run = store.create_run(make_run())[0]
+        barrier = threading.Barrier(8)
+        outcomes: list[str] = []
+
+        def claim(n: int) -> None:
+            barrier.wait()
+            try:
+                store.claim_run(run.id, owner=f"w{n}", expected_epoch=0, lease_expires_at=time.time() + 60)
+                outcomes.append(f"w{n}")
+            except LeaseLostError:
+                outcomes.append("lost")
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [o for o in outcomes if o != "lost"]
+        assert len(outcomes) == 8 and len(winners) == 1
+        final = store.get_run(run.id)
+        assert (final.lease_owner, final.lease_epoch) == (winners[0], 1)
+
+    def test_renew_lease(self, store: Store) -> None:
+        run = self.claimed(store)
+        later = time.time() + 120
+        assert store.renew_lease(run.id, epoch=1, lease_expires_at=later) is True
+        assert store.get_run(run.id).lease_expires_at == later
+        assert store.renew_lease(run.id, epoch=0, lease_expires_at=later + 5) is False
+        store.claim_run(run.id, owner="w2", expected_epoch=1, lease_expires_at=later)
+        assert store.renew_lease(run.id, epoch=1, lease_expires_at=later + 5) is False
+        after = store.get_run(run.id)
+        assert (after.lease_owner, after.lease_expires_at, after.lease_epoch) == ("w2", later, 2)
+
+    def test_claimable_runs_lease_rules(self, store: Store) -> None:
+        now = time.time()
+        free = store.create_run(make_run())[0]
+        held = self.claimed(store, ttl=60)
+        expired = self.claimed(store, ttl=-10)
+        released = self.claimed(store)
+        store.update_run(released.id, epoch=1, status=RunStatus.RUNNING, release_lease=True)
+        ids = [r.id for r in store.claimable_runs(agents=None, now=now)]
+        assert ids == [free.id, expired.id, released.id]
+        assert held.id not in ids
+        assert [r.id for r in store.claimable_runs(agents=None, now=now + 120)] == [
+            free.id,
+            held.id,
+            expired.id,
+            released.id,
+        ]
+        assert [r.id for r in store.claimable_runs(agents=None, now=now, limit=2)] == [free.id, expired.id]
+
+    def test_claimable_runs_excludes_ended_runs(self, store: Store) -> None:
+        for end in (RunStatus.COMPLETED, RunStatus.FAILED):
+            run = self.claimed(store)
+            store.update_run(run.id, epoch=1, status=end, release_lease=True)
+        store.cancel_run(store.create_run(make_run())[0].id)
+        assert store.claimable_runs(agents=None, now=time.time()) == []
+
+    def test_claimable_runs_waiting_on_approval(self, store: Store) -> None:
+        run = self.claimed(store)
+        approval = store.request_approval(make_approval(run.id, "s0"), epoch=1)
+        store.update_run(run.id, epoch=1, release_lease=True)
+        assert store.get_run(run.id).status == RunStatus.WAITING
+        assert store.claimable_runs(agents=None, now=time.time()) == []
+        store.decide_approval(approval.id, approved=True, by="ann", reason=None, decided_at=time.time())
+        assert [r.id for r in store.claimable_runs(agents=None, now=time.time())] == [run.id]
+
+    def test_claimable_runs_expired_approval_does_not_block(self, store: Store) -> None:
+        run = self.claimed(store)
+        deadline = time.time() + 30
+        store.request_approval(make_approval(run.id, "s0", expires_at=deadline), epoch=1)
+        store.update_run(run.id, epoch=1, release_lease=True)
+        assert store.claimable_runs(agents=None, now=deadline - 1) == []
+        assert [r.id for r in store.claimable_runs(agents=None, now=deadline)] == [run.id]
+        assert [r.id for r in store.claimable_runs(agents=None, now=deadline + 60)] == [run.id]
+
+    def test_claimable_runs_agent_filter(self, store: Store) -> None:
+        a = store.create_run(make_run(agent="a"))[0]
+        b = store.create_run(make_run(agent="b"))[0]
+        store.create_run(make_run(agent="c"))
+        now = time.time()
+        assert [r.id for r in store.claimable_runs(agents=["a"], now=now)] == [a.id]
+        assert [r.id for r in store.claimable_runs(agents=("b", "a"), now=now)] == [a.id, b.id]
+        assert store.claimable_runs(agents=["zzz"], now=now) == []
+        assert len(store.claimable_runs(agents=None, now=now)) == 3

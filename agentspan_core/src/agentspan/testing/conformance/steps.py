@@ -1,0 +1,180 @@
+"""Conformance tests for the step journal: start, finish, record and list steps, and JSON round trips."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from agentspan.errors import ConfigurationError, LeaseLostError, StepNotFound
+from agentspan.records import StepKind, StepResult, StepStatus
+from agentspan.stores.base import Store
+from agentspan.testing.conformance.records import PAYLOAD, ConformanceBase, make_approval, make_step
+
+__all__ = ["StepConformance"]
+
+
+class StepConformance(ConformanceBase):
+    """Contract tests for the step methods of a `Store`."""
+
+    # ---- steps ----------------------------------------------------------------------------
+    def test_start_step_inserts(self, store: Store) -> None:
+        run = self.claimed(store)
+        step = make_step(run.id, "llm:0", 0, kind=StepKind.LLM, provider="openai", model="gpt")
+        store.start_step(step, epoch=1)
+        assert [s.model_dump() for s in store.list_steps(run.id)] == [step.model_dump()]
+        assert store.get_run(run.id).steps == 1
+
+    def test_start_step_not_durable_is_journaled_alike(self, store: Store) -> None:
+        run = self.claimed(store)
+        step = make_step(run.id, "tool:0", 0)
+        store.start_step(step, epoch=1, durable=False)  # a store may hold it back until the end
+        store.finish_step(run.id, "tool:0", StepResult(status=StepStatus.COMPLETED, output=1), epoch=1)
+        (journaled,) = store.list_steps(run.id)
+        assert (journaled.key, journaled.status, journaled.output, journaled.input) == (
+            "tool:0", StepStatus.COMPLETED, 1, step.input)
+        assert store.get_run(run.id).steps == 1
+        with pytest.raises(LeaseLostError):  # refused at the start, or at the latest at the end
+            store.start_step(make_step(run.id, "tool:1", 1), epoch=0, durable=False)
+            store.finish_step(run.id, "tool:1", StepResult(status=StepStatus.COMPLETED, output=2), epoch=0)
+        assert [s.key for s in store.list_steps(run.id)] == ["tool:0"]
+
+    def test_start_step_reattempt_replaces_keeping_seq(self, store: Store) -> None:
+        run = self.claimed(store)
+        store.start_step(make_step(run.id, "a", 0), epoch=1)
+        store.start_step(make_step(run.id, "b", 1), epoch=1)
+        store.finish_step(run.id, "a", StepResult(status=StepStatus.FAILED, error="timeout"), epoch=1)
+        retry = make_step(run.id, "a", 7, attempt=2, input={"retry": True})
+        store.start_step(retry, epoch=1)
+        steps = {s.key: s for s in store.list_steps(run.id)}
+        assert steps["a"].model_dump() == retry.model_copy(update={"seq": 0}).model_dump()
+        in_doubt = make_step(run.id, "b", 9, attempt=2)
+        store.start_step(in_doubt, epoch=1)
+        assert [(s.key, s.seq, s.attempt) for s in store.list_steps(run.id)] == [("a", 0, 2), ("b", 1, 2)]
+        assert store.get_run(run.id).steps == 2
+
+    def test_start_completed_step_refused(self, store: Store) -> None:
+        run = self.claimed(store)
+        store.start_step(make_step(run.id, "a", 0), epoch=1)
+        store.finish_step(run.id, "a", StepResult(status=StepStatus.COMPLETED, output="done"), epoch=1)
+        before = self.snapshot(store, run.id)
+        with pytest.raises(ConfigurationError):
+            store.start_step(make_step(run.id, "a", 0, attempt=2), epoch=1)
+        assert self.snapshot(store, run.id) == before
+
+    def test_step_writes_refused_with_stale_epoch(self, store: Store) -> None:
+        run = self.claimed(store)
+        store.start_step(make_step(run.id, "a", 0), epoch=1)
+        store.claim_run(run.id, owner="w2", expected_epoch=1, lease_expires_at=time.time() + 60)
+        before = self.snapshot(store, run.id)
+        with pytest.raises(LeaseLostError):
+            store.start_step(make_step(run.id, "b", 1), epoch=1)
+        with pytest.raises(LeaseLostError):
+            store.start_step(make_step(run.id, "a", 0, attempt=2), epoch=1)
+        done = StepResult(status=StepStatus.COMPLETED, input_tokens=5, output_tokens=5, cost_usd=1.0)
+        with pytest.raises(LeaseLostError):
+            store.finish_step(run.id, "a", done, epoch=1)
+        with pytest.raises(LeaseLostError):
+            store.request_approval(make_approval(run.id, "a"), epoch=1)
+        assert self.snapshot(store, run.id) == before
+        assert store.find_approval(run.id, "a") is None
+        store.finish_step(run.id, "a", done, epoch=2)
+        assert store.get_run(run.id).input_tokens == 5
+
+    def test_finish_step_records_result_and_totals(self, store: Store) -> None:
+        run = self.claimed(store)
+        store.start_step(make_step(run.id, "llm:0", 0, kind=StepKind.LLM), epoch=1)
+        store.start_step(make_step(run.id, "tool:1", 1), epoch=1)
+        ended = time.time()
+        first = StepResult(
+            status=StepStatus.COMPLETED,
+            output={"text": "hello"},
+            ended_at=ended,
+            duration_ms=12.5,
+            provider="openai",
+            model="gpt-x",
+            input_tokens=10,
+            output_tokens=5,
+            cost_usd=0.25,
+        )
+        store.finish_step(run.id, "llm:0", first, epoch=1)
+        second = StepResult(status=StepStatus.FAILED, error="ValueError: bad", input_tokens=3, cost_usd=0.5)
+        store.finish_step(run.id, "tool:1", second, epoch=1)
+        llm, tool = store.list_steps(run.id)
+        assert (llm.status, llm.output, llm.ended_at, llm.duration_ms) == (
+            StepStatus.COMPLETED,
+            {"text": "hello"},
+            ended,
+            12.5,
+        )
+        assert (llm.provider, llm.model, llm.input_tokens, llm.output_tokens, llm.cost_usd) == (
+            "openai",
+            "gpt-x",
+            10,
+            5,
+            0.25,
+        )
+        assert (tool.status, tool.error, tool.output, tool.input_tokens) == (
+            StepStatus.FAILED,
+            "ValueError: bad",
+            None,
+            3,
+        )
+        totals = store.get_run(run.id)
+        assert (totals.input_tokens, totals.output_tokens, totals.cost_usd, totals.steps) == (13, 5, 0.75, 2)
+
+    def test_finish_step_needs_a_started_step(self, store: Store) -> None:
+        run = self.claimed(store)
+        with pytest.raises(StepNotFound):
+            store.finish_step(run.id, "missing", StepResult(status=StepStatus.COMPLETED), epoch=1)
+        store.start_step(make_step(run.id, "a", 0), epoch=1)
+        store.finish_step(run.id, "a", StepResult(status=StepStatus.COMPLETED, input_tokens=1), epoch=1)
+        before = self.snapshot(store, run.id)
+        with pytest.raises(StepNotFound):
+            store.finish_step(run.id, "a", StepResult(status=StepStatus.FAILED, input_tokens=1), epoch=1)
+        assert self.snapshot(store, run.id) == before
+
+    def test_record_step_journals_an_ended_step_at_once(self, store: Store) -> None:
+        run = self.claimed(store)
+        result = StepResult(status=StepStatus.COMPLETED, output={"text": "hi"}, duration_ms=3.0,
+                            provider="openai", model="gpt-x", input_tokens=7, output_tokens=2, cost_usd=0.5)
+        store.record_step(make_step(run.id, "llm:0", 0, kind=StepKind.LLM), result, epoch=1)
+        (step,) = store.list_steps(run.id)
+        assert (step.status, step.output, step.input_tokens, step.model) == (
+            StepStatus.COMPLETED, {"text": "hi"}, 7, "gpt-x")
+        totals = store.get_run(run.id)
+        assert (totals.input_tokens, totals.output_tokens, totals.cost_usd, totals.steps) == (7, 2, 0.5, 1)
+        before = self.snapshot(store, run.id)
+        with pytest.raises(LeaseLostError):
+            store.record_step(make_step(run.id, "llm:1", 1, kind=StepKind.LLM), result, epoch=0)
+        with pytest.raises(ConfigurationError):
+            store.record_step(make_step(run.id, "llm:0", 0, kind=StepKind.LLM), result, epoch=1)
+        assert self.snapshot(store, run.id) == before
+
+    def test_list_steps_ordered_by_seq(self, store: Store) -> None:
+        run = self.claimed(store)
+        assert store.list_steps(run.id) == []
+        for seq in (2, 0, 3, 1):
+            store.start_step(make_step(run.id, f"k{seq}", seq), epoch=1)
+        assert [s.seq for s in store.list_steps(run.id)] == [0, 1, 2, 3]
+        assert [s.key for s in store.list_steps(run.id)] == ["k0", "k1", "k2", "k3"]
+
+    def test_json_round_trip(self, store: Store) -> None:
+        run = self.claimed(store, input=PAYLOAD, options={"payload": PAYLOAD})
+        assert store.get_run(run.id).input == PAYLOAD
+        store.start_step(make_step(run.id, "a", 0, input=[PAYLOAD, "x", 1.5, None]), epoch=1)
+        store.finish_step(run.id, "a", StepResult(status=StepStatus.COMPLETED, output=PAYLOAD), epoch=1)
+        store.start_step(make_step(run.id, "b", 1, input="plain string"), epoch=1)
+        store.finish_step(run.id, "b", StepResult(status=StepStatus.COMPLETED, output=0.1 + 0.2), epoch=1)
+        store.request_approval(make_approval(run.id, "c", args=PAYLOAD), epoch=1)
+        store.update_run(run.id, epoch=1, output=[PAYLOAD])
+        got = store.get_run(run.id)
+        assert (got.input, got.options, got.output) == (PAYLOAD, {"payload": PAYLOAD}, [PAYLOAD])
+        a, b = store.list_steps(run.id)
+        assert (a.input, a.output) == ([PAYLOAD, "x", 1.5, None], PAYLOAD)
+        assert (b.input, b.output) == ("plain string", 0.1 + 0.2)
+        assert store.find_approval(run.id, "c").args == PAYLOAD  # type: ignore[union-attr]
+
+    def test_json_tuples_become_lists(self, store: Store) -> None:
+        run = self.claimed(store, input={"pair": (1, 2)})
+        assert store.get_run(run.id).input == {"pair": [1, 2]}
