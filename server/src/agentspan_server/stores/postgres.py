@@ -10,19 +10,18 @@ status inside the write statement itself (PostgreSQL re-evaluates the ``WHERE`` 
 newest row version after waiting on a concurrent writer, so a compare-and-set cannot be lost);
 only when it matches no row is the run read, to tell why. Reads are single autocommitted
 statements; the default READ COMMITTED isolation is all they need.
+
+This module holds the `Store` methods; the connection pool, transactions and password-free errors
+live in `postgres_pool` (`redact_url` is re-exported from there), the SQL in `postgres_schema`.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
 
 from agentspan.errors import (
     ApprovalConflict,
@@ -33,11 +32,11 @@ from agentspan.errors import (
     RunNotFound,
     RunStateError,
     StepNotFound,
-    StoreError,
 )
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
 from agentspan.stores.base import Store
 from agentspan_server.stores import postgres_schema as sql
+from agentspan_server.stores.postgres_pool import PostgresPool, redact_url
 from agentspan_server.stores.postgres_schema import (
     approval_from_row,
     approval_values,
@@ -48,21 +47,7 @@ from agentspan_server.stores.postgres_schema import (
     step_values,
 )
 
-_T = TypeVar("_T")
-_DEFAULT_CONNECT_TIMEOUT = 10
-
-
-def redact_url(url: str) -> str:
-    """Returns the connection URL (or ``key=value`` string) with any password removed."""
-    if re.match(r"^postgres(ql)?://", url):
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, hosts = netloc.rsplit("@", 1)
-            netloc = f"{userinfo.split(':', 1)[0]}@{hosts}"
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"])
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    return re.sub(r"\s*\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "", url).strip()
+__all__ = ["PostgresStore", "redact_url"]
 
 
 def _refusal(cur: psycopg.Cursor[Any], run_id: str, epoch: int, *, cancelling: bool = False) -> BaseException:
@@ -92,7 +77,7 @@ def _result_params(result: StepResult) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresPool, Store):
     """Stores runs, steps and approvals in a PostgreSQL database (version 13 or later).
 
     Args:
@@ -112,70 +97,15 @@ class PostgresStore(Store):
     """
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, create: bool = True) -> None:
-        self.url = redact_url(url)
-        if min_size < 0 or max_size < max(min_size, 1):
-            raise ConfigurationError(
-                f"bad pool sizes min_size={min_size}, max_size={max_size} (need 0 <= min <= max, max >= 1)"
-            )
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.Error as exc:
-            detail = str(exc) if redact_url(url) == url else "check its syntax"  # the error may quote it
-            raise StoreError(f"invalid PostgreSQL URL {self.url}: {detail}") from None
-        self._password = str(params.get("password") or "")
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in params:
-            kwargs["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
-        if "application_name" not in params:
-            kwargs["application_name"] = "agentspan"
-        try:
-            with psycopg.connect(url, **kwargs) as conn:
-                sql.migrate(conn, create=create, where=self.url)
-        except psycopg.Error as exc:
-            error = self._error(exc, "cannot open the Agentspan store at")
-            raise error from (None if self._password and self._password in str(exc) else exc)
-        self._pool = ConnectionPool(
-            url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=True, name="agentspan-store"
+        super().__init__(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            prepare=lambda conn: sql.migrate(conn, create=create, where=self.url),
         )
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
-
-    # ---- plumbing -------------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
-
-    def _error(self, exc: psycopg.Error, prefix: str = "Agentspan store") -> StoreError:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        return StoreError(f"{prefix} {self.url}: {self._scrub(detail)}")
-
-    def _tx(self, fn: Callable[[psycopg.Cursor[Any]], _T]) -> _T:
-        """Runs ``fn`` in one transaction, rolled back on any error."""
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                return fn(conn.cursor())
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-
-    def _one(self, fn: Callable[[psycopg.Cursor[Any]], _T], *, binary: bool = False) -> _T:
-        """Runs ``fn`` on an autocommit connection: each statement is its own transaction.
-
-        ``binary`` asks for results in binary format (the same Python values, less to parse).
-        """
-        try:
-            with self._pool.connection() as conn:
-                return fn(conn.cursor(binary=binary))
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-
-    def _query(self, statement: str, params: Sequence[Any] | dict[str, Any], *, binary: bool = False) -> list[Any]:
-        return self._one(lambda cur: cur.execute(statement, params).fetchall(), binary=binary)  # type: ignore[arg-type]
-
-    def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int) -> list[Any]:
-        where = " AND ".join(f"{name}=%s" for name, value in filters.items() if value is not None)
-        params = [str(value) for value in filters.values() if value is not None]
-        statement = f"SELECT {columns} FROM {table}" + (f" WHERE {where}" if where else "")
-        return self._query(f"{statement} ORDER BY {order} LIMIT %s", (*params, None if limit < 0 else limit))
 
     # ---- runs -----------------------------------------------------------------------------
     def create_run(self, run: Run) -> tuple[Run, bool]:
