@@ -22,6 +22,10 @@ from agentspan.records import JSON, Approval, Run, RunStatus, Step, StepResult
 class Store(abc.ABC):
     """Durable storage of runs, their journal and their approvals."""
 
+    blocking_io: bool = False
+    """Whether calls wait on the network (a server, PostgreSQL). Async callers then run them on a
+    worker thread; an embedded store's calls (microseconds) are made inline."""
+
     # ---- runs -----------------------------------------------------------------------------
     @abc.abstractmethod
     def create_run(self, run: Run) -> tuple[Run, bool]:

@@ -96,6 +96,9 @@ class PostgresStore(PostgresPool, Store):
         ConfigurationError: Bad pool sizes.
     """
 
+    blocking_io = True  # every call is a round trip to the database server
+
+
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, create: bool = True) -> None:
         super().__init__(
             url,
