@@ -479,3 +479,33 @@ def test_fuzz_no_server_errors(store: SqliteStore) -> None:
                     aimed = " at seeded ids" if path_parameters else ""
                     failures.append(f"{operation.label} [{mode.value}{aimed}]: {exc}")
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    ("token", "kind"),
+    [
+        ('"\\u0000"', "string_nul"),
+        ('"a\\ud800b"', "string_unicode"),
+        ("NaN", "float_finite"),
+        ("-Infinity", "float_finite"),
+        ("1e999", "float_finite"),
+        ("123456789012345678901234567890", None),  # a JSON int beyond 64 bits inside a JSON value is kept
+    ],
+)
+def test_step_writes_check_values_before_the_store(client: httpx.Client, store: SqliteStore, token, kind):
+    """NUL, lone surrogates and non-finite numbers inside a step's JSON are refused; nothing is written."""
+    run, _ = store.create_run(Run(framework="t", agent="a", input=None))
+    store.claim_run(run.id, owner="w", expected_epoch=0, lease_expires_at=time.time() + 60)
+    step = {"run_id": run.id, "key": "k", "seq": 0, "kind": "tool", "attempt": 1, "started_at": 1.0,
+            "status": "started"}
+    result = '{"status": "completed", "output": {"v": ' + token + "}}"
+    text = '{"step": ' + json.dumps(step) + ', "result": ' + result + ', "epoch": 1}'
+    answer = client.post(f"/api/runs/{run.id}/steps/record", content=text,
+                         headers={"Content-Type": "application/json"})
+    if kind is None:
+        assert answer.status_code == 204, answer.text
+        assert store.list_steps(run.id)[0].output == {"v": int(token)}
+    else:
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"][0]["type"] == kind
+        assert store.list_steps(run.id) == []
