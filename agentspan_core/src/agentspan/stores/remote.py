@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -338,8 +339,6 @@ def _clamp(limit: int) -> int:
 
 def _seg(value: str) -> str:
     """Escapes one path segment (step keys hold ``/`` and ``:``)."""
-    from urllib.parse import quote
-
     return quote(value, safe="")
 
 

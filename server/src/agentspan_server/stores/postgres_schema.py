@@ -22,6 +22,7 @@ import time
 import psycopg
 
 from agentspan.errors import StoreError
+from agentspan.stores import sqlite_schema as _lite
 from agentspan.stores.sqlite_schema import (
     APPROVAL_COLUMNS,
     APPROVAL_FIELDS,
@@ -181,12 +182,17 @@ def _placeholders(n: int) -> str:
     return ", ".join(["%s"] * n)
 
 
-GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id=%s"
+def _from_sqlite(statement: str) -> str:
+    """The SQLite store's statement with psycopg's ``%s`` placeholders (the SQL is the same)."""
+    return statement.replace("?", "%s")
+
+
+GET_RUN = _from_sqlite(_lite.GET_RUN)
 RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key=%s"
 INSERT_RUN = (  # no target: a duplicate id and a duplicate idempotency key both insert nothing
     f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_placeholders(len(RUN_FIELDS))}) ON CONFLICT DO NOTHING"
 )
-RUN_STATE = "SELECT status, lease_epoch, error FROM runs WHERE id=%s"
+RUN_STATE = _from_sqlite(_lite.RUN_STATE)
 UPDATE_RUN = (
     "UPDATE runs SET status=COALESCE(%(status)s, status), output=COALESCE(%(output)s, output), "
     "error=COALESCE(%(error)s, error), updated_at=%(now)s, "
@@ -290,35 +296,18 @@ FENCE_START = (  # inserts the step (nothing on an existing key) and fences the 
     "UPDATE runs SET updated_at=%s, steps=steps+n.n FROM n WHERE id=%s AND lease_epoch=%s AND status<>'cancelled' "
     "RETURNING n.n"
 )
-FENCE_FINISH = (
-    "UPDATE runs SET updated_at=%s, input_tokens=input_tokens+%s, output_tokens=output_tokens+%s, "
-    "cost_usd=cost_usd+%s WHERE id=%s AND lease_epoch=%s AND status<>'cancelled'"
-)
-REPLACE_STEP = (  # a re-attempt of a key that is not completed keeps its seq
-    "UPDATE steps SET "
-    + ", ".join(f"{f}=%s" for f in STEP_FIELDS[3:])
-    + " WHERE run_id=%s AND key=%s AND status<>'completed'"
-)
-FINISH_STEP = (
-    "UPDATE steps SET status=%s, output=%s, error=%s, ended_at=%s, "
-    "duration_ms=COALESCE(%s, (%s - started_at) * 1000.0), provider=COALESCE(%s, provider), "
-    "model=COALESCE(%s, model), input_tokens=COALESCE(%s, input_tokens), "
-    "output_tokens=COALESCE(%s, output_tokens), cost_usd=COALESCE(%s, cost_usd) "
-    "WHERE run_id=%s AND key=%s AND status='started'"
-)
-LIST_STEPS = (
-    "SELECT r.id, "
-    + ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
-    + " FROM runs r LEFT JOIN steps s ON s.run_id = r.id WHERE r.id=%s ORDER BY s.seq"
-)
-GET_APPROVAL = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id=%s"
-APPROVAL_EXISTS = "SELECT 1 FROM approvals WHERE id=%s"
-FIND_APPROVAL = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id=%s AND step_key=%s"
+FENCE_FINISH = _from_sqlite(_lite.FENCE_FINISH)
+REPLACE_STEP = _from_sqlite(_lite.REPLACE_STEP)
+FINISH_STEP = _from_sqlite(_lite.FINISH_STEP)
+LIST_STEPS = _from_sqlite(_lite.LIST_STEPS)
+GET_APPROVAL = _from_sqlite(_lite.GET_APPROVAL)
+APPROVAL_EXISTS = _from_sqlite(_lite.APPROVAL_EXISTS)
+FIND_APPROVAL = _from_sqlite(_lite.FIND_APPROVAL)
 INSERT_APPROVAL = (  # nothing on a duplicate id or (run_id, step_key): the caller tells which
     f"INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ({_placeholders(len(APPROVAL_FIELDS))}) "
     "ON CONFLICT DO NOTHING"
 )
-WAIT_RUN = "UPDATE runs SET status='waiting', updated_at=%s WHERE id=%s AND lease_epoch=%s AND status<>'cancelled'"
+WAIT_RUN = _from_sqlite(_lite.WAIT_RUN)
 DECIDE = (
     "UPDATE approvals SET status=%s, decided_by=%s, decided_at=%s, reason=%s "
     f"WHERE id=%s AND status='pending' AND (expires_at IS NULL OR expires_at > %s) RETURNING {APPROVAL_COLUMNS}"
