@@ -156,3 +156,50 @@ class Approval(_Record):
     decided_by: str | None = None
     decided_at: float | None = None
     reason: str | None = None
+
+
+class _BinaryRecord(_Record):
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=False, ser_json_bytes="base64", val_json_bytes="base64"
+    )
+
+
+class CheckpointWrite(_BinaryRecord):
+    """One pending write of a task against a checkpoint (LangGraph's ``put_writes``)."""
+
+    thread_id: str
+    namespace: str = ""
+    checkpoint_id: str
+    task_id: str
+    task_path: str = ""
+    idx: int
+    """The write's position in its task's batch; negative for the framework's special writes
+    (errors, interrupts, resumes), which replace an earlier write at the same index."""
+    channel: str
+    type: str
+    """The serializer's type tag for ``data`` (the store never decodes ``data``)."""
+    data: bytes
+
+
+class CheckpointRecord(_BinaryRecord):
+    """An opaque snapshot of a thread's state, for frameworks that keep their own state.
+
+    The adapter serializes; the store keeps the bytes as given (never decoding, unpickling or
+    evaluating them) and answers by ``(thread_id, namespace, checkpoint_id)``. Checkpoint ids sort
+    in creation order (LangGraph uses UUIDv6), so "latest" is the greatest id.
+    """
+
+    thread_id: str
+    namespace: str = ""
+    checkpoint_id: str
+    parent_id: str | None = None
+    type: str
+    data: bytes
+    metadata: dict[str, JSON] = Field(default_factory=dict)
+    """JSON metadata, filterable by top-level key equality in `Store.list_checkpoints`."""
+    run_id: str | None = None
+    """The framework's run id that wrote it (``Store.delete_checkpoints_for_runs``)."""
+    created_at: float = Field(default_factory=now)
+    writes: list[CheckpointWrite] = Field(default_factory=list)
+    """The pending writes stored against this checkpoint, ordered by ``(task_id, idx)``; filled
+    in on reads, ignored by `Store.put_checkpoint`."""

@@ -16,7 +16,17 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
-from agentspan.records import JSON, Approval, Run, RunStatus, Step, StepResult
+from agentspan.errors import StoreError
+from agentspan.records import (
+    JSON,
+    Approval,
+    CheckpointRecord,
+    CheckpointWrite,
+    Run,
+    RunStatus,
+    Step,
+    StepResult,
+)
 
 
 class Store(abc.ABC):
@@ -196,6 +206,75 @@ class Store(abc.ABC):
             ApprovalNotFound: Unknown approval.
             ApprovalConflict: It was already decided (or expired); nothing changes.
         """
+
+    # ---- checkpoints (frameworks that keep their own state: LangGraph) ----------------------
+    # Unfenced: a checkpoint saver is called by the framework, outside any lease. Ids sort in
+    # creation order, so the latest checkpoint of a namespace has the greatest ``checkpoint_id``.
+
+    def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        """Stores a checkpoint, replacing one with the same ``(thread_id, namespace,
+        checkpoint_id)`` (its writes stay). ``checkpoint.writes`` is ignored."""
+        raise self._no_checkpoints()
+
+    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
+        """Stores pending writes against a checkpoint in one transaction.
+
+        A write is identified by ``(thread_id, namespace, checkpoint_id, task_id, idx)``. With
+        ``replace`` an existing write with the same identity is overwritten (the framework's
+        special writes: errors, interrupts); without, it is kept and the new one dropped (a task
+        re-run after a crash writes the same values again).
+        """
+        raise self._no_checkpoints()
+
+    def get_checkpoint(
+        self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
+    ) -> CheckpointRecord | None:
+        """Returns a checkpoint with its ``writes`` filled in: the one with ``checkpoint_id``, or
+        the latest of the thread's namespace when it is None; None when there is none."""
+        raise self._no_checkpoints()
+
+    def list_checkpoints(
+        self,
+        *,
+        thread_id: str | None = None,
+        namespace: str | None = None,
+        checkpoint_id: str | None = None,
+        before: str | None = None,
+        metadata: dict[str, JSON] | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        """Returns checkpoints with their ``writes``, newest (greatest id) first.
+
+        Args:
+            thread_id: Only this thread's (all threads when None).
+            namespace: Only this namespace (all namespaces when None).
+            checkpoint_id: Only the checkpoint with this id.
+            before: Only checkpoints whose id is less than this one.
+            metadata: Only checkpoints whose metadata has each of these top-level keys equal to
+                the given JSON value.
+            limit: At most this many.
+        """
+        raise self._no_checkpoints()
+
+    def delete_checkpoints(self, thread_id: str) -> None:
+        """Deletes every checkpoint and write of a thread (all namespaces). Unknown: no-op."""
+        raise self._no_checkpoints()
+
+    def delete_checkpoints_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Deletes the checkpoints (and their writes) whose ``run_id`` is one of ``run_ids``."""
+        raise self._no_checkpoints()
+
+    def copy_checkpoints(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copies every checkpoint and write of a thread (all namespaces, same ids) to another."""
+        raise self._no_checkpoints()
+
+    def prune_checkpoints(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
+        """Deletes old checkpoints of the threads: with ``keep_latest`` all but the latest of
+        each namespace (whose writes stay), otherwise all of them."""
+        raise self._no_checkpoints()
+
+    def _no_checkpoints(self) -> StoreError:
+        return StoreError(f"{type(self).__name__} does not keep checkpoints")
 
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -1,0 +1,8 @@
+"""Agentspan adapter for LangGraph.
+
+``graph = builder.compile(checkpointer=AgentspanSaver())`` keeps a graph's checkpoints in the
+Agentspan store; ``agentspan.run(graph, input)`` also journals each model and tool call inside
+nodes, so a crash in a node does not repeat the calls it already made.
+"""
+
+__all__: list[str] = []
