@@ -103,7 +103,7 @@ def test_pragmas(tmp_path: Path) -> None:
 
 
 def test_non_durable_start_keeps_full_sync_for_other_writes(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "full.db", durability="full")
+    store = SqliteStore(tmp_path / "full.db", durability="full", defer_start_for=0)
     run, _ = store.create_run(make_run())
     store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 30)
     store.start_step(make_step(run.id, "tool:0", 0), epoch=1, durable=False)
@@ -114,6 +114,42 @@ def test_non_durable_start_keeps_full_sync_for_other_writes(tmp_path: Path) -> N
     reader = SqliteStore(tmp_path / "full.db", durability="full")
     assert [s.key for s in reader.list_steps(run.id)] == ["tool:0"]
     reader.close()
+    store.close()
+
+
+def test_non_durable_start_is_held_back_until_its_end_or_the_timer(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "held.db", defer_start_for=0.3)
+    reader = SqliteStore(tmp_path / "held.db")
+    run, _ = store.create_run(make_run())
+    store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 30)
+    changes = store._conn.total_changes
+    store.start_step(make_step(run.id, "quick", 0), epoch=1, durable=False)
+    assert reader.list_steps(run.id) == [] and store._conn.total_changes == changes  # nothing written yet
+    store.finish_step(run.id, "quick", StepResult(status=StepStatus.COMPLETED, output=1), epoch=1)
+    (quick,) = reader.list_steps(run.id)  # start and end arrived together
+    assert (quick.status, quick.output, reader.get_run(run.id).steps) == (StepStatus.COMPLETED, 1, 1)
+    store.start_step(make_step(run.id, "slow", 1), epoch=1, durable=False)
+    deadline = time.time() + 5
+    while len(reader.list_steps(run.id)) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    slow = reader.list_steps(run.id)[1]  # a slow call shows as running
+    assert (slow.key, slow.status) == ("slow", StepStatus.STARTED)
+    store.finish_step(run.id, "slow", StepResult(status=StepStatus.COMPLETED, output=2), epoch=1)
+    assert reader.list_steps(run.id)[1].status is StepStatus.COMPLETED
+    store.start_step(make_step(run.id, "at-close", 2), epoch=1, durable=False)
+    store.close()  # a clean close writes what is still held back
+    assert [s.key for s in reader.list_steps(run.id)] == ["quick", "slow", "at-close"]
+    reader.close()
+
+
+def test_held_back_start_with_stale_epoch_is_refused_at_its_end(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "stale.db", defer_start_for=5)
+    run, _ = store.create_run(make_run())
+    store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 30)
+    store.start_step(make_step(run.id, "tool:0", 0), epoch=0, durable=False)
+    with pytest.raises(LeaseLostError):
+        store.finish_step(run.id, "tool:0", StepResult(status=StepStatus.COMPLETED, output=1), epoch=0)
+    assert store.list_steps(run.id) == []
     store.close()
 
 

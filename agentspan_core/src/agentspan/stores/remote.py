@@ -20,7 +20,6 @@ seconds. When the call ends sooner, which is most calls, its start and end go to
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -40,6 +39,7 @@ from agentspan.errors import (
 )
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
 from agentspan.stores.base import Store
+from agentspan.stores.deferred import DeferredStarts
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
@@ -104,10 +104,7 @@ class RemoteStore(Store):
         self.retry_for = retry_for
         self.defer_start_for = defer_start_for
         self._current = 0
-        self._deferred: dict[tuple[str, str], tuple[Step, int]] = {}  # (run, key) -> held-back start
-        self._deferred_lock = threading.Lock()  # held while a held-back start is being sent
-        self._timer: threading.Timer | None = None
-        self._closed = False
+        self._deferred = DeferredStarts(defer_start_for, lambda step, epoch: self._send_start(step, epoch, False))
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Loading the CA bundle costs ~20 ms; with no https:// URL there is no TLS to verify at all.
         uses_tls = any(url.startswith("https://") for url in self.urls)
@@ -233,37 +230,16 @@ class RemoteStore(Store):
 
     # ---- steps ----------------------------------------------------------------------------
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
-        if not durable and self.defer_start_for > 0:
-            with self._deferred_lock:
-                self._deferred[(step.run_id, step.key)] = (step, epoch)
-                if self._timer is None and not self._closed:
-                    self._timer = threading.Timer(self.defer_start_for, self._send_deferred)
-                    self._timer.daemon = True
-                    self._timer.start()
-            return
-        self._send_start(step, epoch, durable)
+        if durable or not self._deferred.hold(step, epoch):
+            self._send_start(step, epoch, durable)
 
     def _send_start(self, step: Step, epoch: int, durable: bool) -> None:
         self._call("POST", f"/runs/{_seg(step.run_id)}/steps/start",
                    wire.StartStep(step=step, epoch=epoch, durable=durable),
                    already_done=self._step_done(step.run_id, step.key, StepStatus.STARTED))
 
-    def _send_deferred(self) -> None:
-        """Timer: sends the starts still held back (their calls are taking a while)."""
-        with self._deferred_lock:
-            self._timer = None
-            held, self._deferred = self._deferred, {}
-            for (run_id, key), (step, epoch) in held.items():
-                if self._closed:
-                    return
-                try:
-                    self._send_start(step, epoch, False)
-                except Exception:  # the call's end will carry the start instead
-                    self._deferred[(run_id, key)] = (step, epoch)
-
     def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
-        with self._deferred_lock:  # waits for a timer that is sending this very start
-            held = self._deferred.pop((run_id, key), None)
+        held = self._deferred.take(run_id, key)
         if held is not None:
             self.record_step(held[0], result, epoch=epoch)
             return
@@ -324,11 +300,7 @@ class RemoteStore(Store):
 
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
-        with self._deferred_lock:
-            self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        self._deferred.close(write=False)
         self._http.close()
 
 

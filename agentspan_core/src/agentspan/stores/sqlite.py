@@ -30,6 +30,7 @@ from agentspan.errors import (
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
 from agentspan.stores import sqlite_schema as sql
 from agentspan.stores.base import Store
+from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.sqlite_schema import (
     approval_from_row,
     approval_values,
@@ -70,6 +71,8 @@ class SqliteStore(Store):
             the last commits may be lost on power loss) or ``"full"`` (``synchronous=FULL``:
             every commit is fsynced, power-loss safe, slower).
         create: Whether to create the file (and schema) when it does not exist.
+        defer_start_for: Seconds a ``durable=False`` start may wait to be written together with
+            its end (`agentspan.stores.deferred`); 0 writes every start at once.
 
     Raises:
         StoreError: The file is missing (with ``create=False``), is not a valid Agentspan
@@ -83,6 +86,7 @@ class SqliteStore(Store):
         *,
         durability: Literal["normal", "full"] = "normal",
         create: bool = True,
+        defer_start_for: float = 0.2,
     ) -> None:
         if durability not in ("normal", "full"):
             raise ConfigurationError(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -91,6 +95,7 @@ class SqliteStore(Store):
         self._lock = threading.Lock()
         self._conn = sql.open_database(self.path, durability=durability, create=create)
         self._cur = self._conn.cursor()  # reused under the lock: no cursor object per statement
+        self._deferred = DeferredStarts(defer_start_for, self._write_start)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, durability={self.durability!r})"
@@ -265,11 +270,17 @@ class SqliteStore(Store):
         """See `Store.start_step`.
 
         One transaction: insert the step (``DO NOTHING`` on an existing key), fence the run while
-        counting a new key, and, for an existing key, replace it unless it is completed. With
-        ``durable=False`` on a ``"full"`` store the commit runs with ``synchronous=NORMAL`` (no
-        fsync); the WAL is append-only, so the next full commit's fsync covers it.
+        counting a new key, and, for an existing key, replace it unless it is completed. A
+        ``durable=False`` start is held back (`DeferredStarts`): a call that ends within
+        ``defer_start_for`` is journaled by one `record_step`; a longer one's start is written by
+        a timer, on a ``"full"`` store with ``synchronous=NORMAL`` (no fsync; the WAL is
+        append-only, so the next full commit's fsync covers it).
         """
-        self._tx(self._start_tx(step, epoch), sync=durable or self.durability != "full")
+        if durable or not self._deferred.hold(step, epoch):
+            self._tx(self._start_tx(step, epoch), sync=durable or self.durability != "full")
+
+    def _write_start(self, step: Step, epoch: int) -> None:
+        self._tx(self._start_tx(step, epoch), sync=self.durability != "full")
 
     def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
         """See `Store.finish_step`.
@@ -278,6 +289,10 @@ class SqliteStore(Store):
         ``duration_ms`` defaults to ``ended_at - started_at``; ``provider``, ``model`` and the
         token/cost fields keep the started step's values when the result leaves them None.
         """
+        held = self._deferred.take(run_id, key)
+        if held is not None:
+            self.record_step(held[0], result, epoch=epoch)
+            return
         self._tx(self._finish_tx(run_id, key, result, epoch))
 
     def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
@@ -413,6 +428,8 @@ class SqliteStore(Store):
 
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
-        """Closes the connection; later calls raise `StoreError`."""
+        """Writes the starts still held back, then closes the connection; later calls raise
+        `StoreError`."""
+        self._deferred.close(write=True)
         with self._lock:
             self._conn.close()
