@@ -36,11 +36,13 @@ from agentspan.stores.sqlite_schema import (
     approval_from_row,
     approval_values,
     dump_json,
+    recorded_step_values,
     run_from_row,
     run_values,
     step_from_row,
     step_values,
 )
+from agentspan.stores.sqlite_wal import WalCheckpointer
 
 _T = TypeVar("_T")
 
@@ -97,6 +99,8 @@ class SqliteStore(SqliteCheckpoints, Store):
         self._conn = sql.open_database(self.path, durability=durability, create=create)
         self._cur = self._conn.cursor()  # reused under the lock: no cursor object per statement
         self._deferred = DeferredStarts(defer_start_for, self._write_start)
+        self._wal = WalCheckpointer(self.path)
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")  # `_wal` checkpoints in the background
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, durability={self.durability!r})"
@@ -120,6 +124,7 @@ class SqliteStore(SqliteCheckpoints, Store):
                     try:
                         result = fn(cur)
                         cur.execute("COMMIT")
+                        self._wal.committed()
                     except BaseException:
                         _rollback(cur)
                         raise
@@ -297,11 +302,25 @@ class SqliteStore(SqliteCheckpoints, Store):
         self._tx(self._finish_tx(run_id, key, result, epoch))
 
     def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
-        """See `Store.record_step`: `start_step` and `finish_step` in one transaction."""
+        """See `Store.record_step`: `start_step` and `finish_step` in one transaction.
+
+        A new key (the usual case) is one insert of the ended step and one fenced update of the
+        run; a key with an earlier unfinished attempt goes the start-then-finish way.
+        """
+        if result.status == StepStatus.STARTED:
+            raise ConfigurationError("record_step needs a 'completed' or 'failed' result")
+        values = recorded_step_values(step, result)
+        run_id = step.run_id
+        fence = (time.time(), result.input_tokens or 0, result.output_tokens or 0, result.cost_usd or 0.0,
+                 run_id, epoch)
         start = self._start_tx(step, epoch)
-        finish = self._finish_tx(step.run_id, step.key, result, epoch)
+        finish = self._finish_tx(run_id, step.key, result, epoch)
 
         def tx(cur: sqlite3.Cursor) -> None:
+            if cur.execute(sql.INSERT_STEP, values).rowcount:
+                if cur.execute(sql.FENCE_RECORD, fence).rowcount == 0:
+                    raise _refusal(cur, run_id, epoch)
+                return
             start(cur)
             finish(cur)
 
@@ -432,5 +451,6 @@ class SqliteStore(SqliteCheckpoints, Store):
         """Writes the starts still held back, then closes the connection; later calls raise
         `StoreError`."""
         self._deferred.close(write=True)
+        self._wal.close()
         with self._lock:
             self._conn.close()

@@ -27,6 +27,7 @@ from agentspan.records import (
     RunStatus,
     Step,
     StepKind,
+    StepResult,
     StepStatus,
 )
 
@@ -328,6 +329,25 @@ def step_values(step: Step) -> tuple[Any, ...]:
     return (*step_scalars(step), dump_json(step.input), dump_json(step.output))
 
 
+def recorded_step_values(step: Step, result: StepResult) -> tuple[Any, ...]:
+    """Returns the column values of a step that already ended (`Store.record_step`): the started
+    step with the result applied as `FINISH_STEP` applies it."""
+    values = list(step_scalars(step))
+    values[5:8] = result.status, step.input_hash, result.error
+    ended_at = result.ended_at
+    duration_ms = result.duration_ms
+    values[10:] = (
+        ended_at,
+        duration_ms if duration_ms is not None else (ended_at - step.started_at) * 1000.0,
+        result.provider if result.provider is not None else step.provider,
+        result.model if result.model is not None else step.model,
+        result.input_tokens if result.input_tokens is not None else step.input_tokens,
+        result.output_tokens if result.output_tokens is not None else step.output_tokens,
+        result.cost_usd if result.cost_usd is not None else step.cost_usd,
+    )
+    return (*values, dump_json(step.input), dump_json(result.output))
+
+
 def approval_values(approval: Approval) -> tuple[Any, ...]:
     """Returns an approval's column values in `APPROVAL_FIELDS` order."""
     return (*approval_scalars(approval), dump_json(approval.args))
@@ -394,6 +414,10 @@ FENCE_START = (
 FENCE_FINISH = (
     "UPDATE runs SET updated_at=?, input_tokens=input_tokens+?, output_tokens=output_tokens+?, "
     "cost_usd=cost_usd+? WHERE id=? AND lease_epoch=? AND status!='cancelled'"
+)
+FENCE_RECORD = (  # a new step that already ended: count it and add its metrics in one update
+    "UPDATE runs SET updated_at=?, steps=steps+1, input_tokens=input_tokens+?, "
+    "output_tokens=output_tokens+?, cost_usd=cost_usd+? WHERE id=? AND lease_epoch=? AND status!='cancelled'"
 )
 INSERT_STEP = (
     f"INSERT INTO steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * len(STEP_FIELDS))}) "
