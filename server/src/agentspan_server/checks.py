@@ -54,6 +54,8 @@ def _check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]], 
     elif isinstance(value, float):
         if not math.isfinite(value):
             issues.append(input_issue(loc, "must be a finite number", "float_finite"))
+    elif isinstance(value, BaseModel):  # a record inside a list (a batch of writes)
+        _check_model(value, loc, issues)
     elif isinstance(value, (dict, list)):
         if depth >= MAX_JSON_DEPTH:
             issues.append(input_issue(loc, f"is nested deeper than {MAX_JSON_DEPTH} levels", "json_depth"))
