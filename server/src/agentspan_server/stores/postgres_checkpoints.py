@@ -19,10 +19,13 @@ from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
 
+from pydantic import BaseModel
+
 from agentspan.errors import ConfigurationError
 from agentspan.records import JSON, CheckpointRecord, CheckpointWrite
+from agentspan_server.checks import check_json, check_record
 from agentspan_server.stores.postgres_pool import PostgresPool
-from agentspan_server.stores.postgres_schema import dump_json, load_json
+from agentspan_server.stores.postgres_schema import load_json
 
 __all__ = ["PostgresCheckpoints"]
 
@@ -50,7 +53,9 @@ _UNNEST_WRITES = (
 PUT_WRITES_REPLACE = _UNNEST_WRITES + f"DO UPDATE SET {_replace(WRITE_FIELDS[5:])}"
 PUT_WRITES_KEEP = _UNNEST_WRITES + "DO NOTHING"
 
-_WRITE_ARRAYS = ", ".join(f"array_agg(cw.{f} ORDER BY cw.task_id, cw.idx) AS {f}s" for f in WRITE_FIELDS[3:])
+_WRITE_ARRAYS = ", ".join(  # LangGraph's writes_sort_key: the order a super-step applies them
+    f"array_agg(cw.{f} ORDER BY cw.task_path, cw.task_id, cw.idx) AS {f}s" for f in WRITE_FIELDS[3:]
+)
 _SELECT_CHECKPOINTS = (  # each checkpoint with its writes as parallel arrays (NULL: no writes)
     f"SELECT {', '.join(f'c.{f}' for f in CHECKPOINT_FIELDS)}, w.* FROM checkpoints c "
     f"CROSS JOIN LATERAL (SELECT {_WRITE_ARRAYS} FROM checkpoint_writes cw WHERE cw.thread_id=c.thread_id "
@@ -59,7 +64,9 @@ _SELECT_CHECKPOINTS = (  # each checkpoint with its writes as parallel arrays (N
 GET_LATEST = _SELECT_CHECKPOINTS + "WHERE c.thread_id=%s AND c.namespace=%s ORDER BY c.checkpoint_id DESC LIMIT 1"
 GET_CHECKPOINT = _SELECT_CHECKPOINTS + "WHERE c.thread_id=%s AND c.namespace=%s AND c.checkpoint_id=%s"
 _LIST_ORDER = " ORDER BY c.checkpoint_id DESC, c.thread_id, c.namespace LIMIT %s"
-_METADATA_EQUALS = "(c.metadata::json -> %s)::jsonb = %s::jsonb"  # ``json`` takes any text ``jsonb`` would refuse
+# Equal as JSON values (jsonb: numbers by value, objects whatever their key order); a missing key is
+# null. Through ``json`` first, which takes any text ``jsonb`` would refuse, so only the one value is cast.
+_METADATA_EQUALS = "COALESCE((c.metadata::json -> %s)::jsonb, 'null') = %s::jsonb"
 
 DELETE_THREAD = (
     "WITH w AS (DELETE FROM checkpoint_writes WHERE thread_id=%(thread)s::text) "
@@ -77,13 +84,15 @@ DELETE_FOR_RUNS = (
     "WITH gone AS (DELETE FROM checkpoints WHERE run_id = ANY(%s::text[]) "
     "RETURNING thread_id, namespace, checkpoint_id) " + _DELETE_WRITES_OF_GONE
 )
-PRUNE_KEEP_LATEST = (  # one statement, one snapshot: a checkpoint put meanwhile is neither seen nor deleted
+_NOT_LATEST = (
+    "NOT EXISTS (SELECT 1 FROM latest l WHERE l.thread_id={t}.thread_id AND l.namespace={t}.namespace "
+    "AND l.checkpoint_id={t}.checkpoint_id)"
+)
+PRUNE_KEEP_LATEST = (  # one statement, one snapshot: what is put meanwhile is neither seen nor deleted
     "WITH latest AS (SELECT DISTINCT ON (thread_id, namespace) thread_id, namespace, checkpoint_id "
     "FROM checkpoints WHERE thread_id = ANY(%(threads)s::text[]) ORDER BY thread_id, namespace, checkpoint_id DESC), "
-    "gone AS (DELETE FROM checkpoints c WHERE c.thread_id = ANY(%(threads)s::text[]) AND NOT EXISTS "
-    "(SELECT 1 FROM latest l WHERE l.thread_id=c.thread_id AND l.namespace=c.namespace "
-    "AND l.checkpoint_id=c.checkpoint_id) RETURNING c.thread_id, c.namespace, c.checkpoint_id) "
-    + _DELETE_WRITES_OF_GONE
+    f"gone AS (DELETE FROM checkpoints c WHERE c.thread_id = ANY(%(threads)s::text[]) AND {_NOT_LATEST.format(t='c')}) "
+    f"DELETE FROM checkpoint_writes w WHERE w.thread_id = ANY(%(threads)s::text[]) AND {_NOT_LATEST.format(t='w')}"
 )
 COPY_THREAD = (  # the target's checkpoints and writes with the same ids are overwritten
     f"WITH c AS (INSERT INTO checkpoints ({_CHECKPOINT_COLUMNS}) "
@@ -97,13 +106,49 @@ COPY_THREAD = (  # the target's checkpoints and writes with the same ids are ove
 
 # ---- rows -----------------------------------------------------------------------------------------
 _write_row = attrgetter(*WRITE_FIELDS)
-_encode_filter = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _json_text(value: JSON, what: str) -> str:
+    """Compact JSON text of a metadata value (finite numbers only).
+
+    Raises:
+        ConfigurationError: The value is not JSON.
+    """
+    try:
+        return _encode_json(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{what} must be JSON (finite numbers only): {exc}") from None
+
+
+def _storable(records: Sequence[BaseModel], what: str, *, skip: tuple[str, ...] = ()) -> None:
+    """Refuses text PostgreSQL cannot hold (NUL, lone surrogates: also inside JSON values, which
+    its JSON functions could then not read), non-finite numbers and integers beyond 64 bits.
+
+    Raises:
+        ConfigurationError: Naming each bad field (the server refuses the same input with a 422).
+    """
+    issues: list[dict[str, str]] = []
+    for i, record in enumerate(records):
+        check_record(record, (f"{what}[{i}]",) if len(records) > 1 else (what,), issues, skip=skip)
+    _refuse(issues, what)
+
+
+def _refuse(issues: list[dict[str, str]], what: str) -> None:
+    if issues:
+        shown = "; ".join(f"{issue['field']} {issue['message']}" for issue in issues[:5])
+        raise ConfigurationError(f"cannot store this {what}: {shown}")
 
 
 def checkpoint_values(checkpoint: CheckpointRecord) -> tuple[Any, ...]:
-    """A checkpoint's column values in `CHECKPOINT_FIELDS` order."""
+    """A checkpoint's column values in `CHECKPOINT_FIELDS` order.
+
+    Raises:
+        ConfigurationError: Its metadata is not JSON, or it holds what PostgreSQL cannot store.
+    """
     c = checkpoint
-    metadata = dump_json(c.metadata) or "{}"
+    metadata = _json_text(c.metadata, "checkpoint metadata")
+    _storable((c,), "checkpoint", skip=("data", "writes"))
     return (c.thread_id, c.namespace, c.checkpoint_id, c.parent_id, c.type, c.data, metadata, c.run_id, c.created_at)
 
 
@@ -159,12 +204,12 @@ def _list_statement(
             conditions.append(condition)
             params.append(value)
     for key, value in (metadata or {}).items():
-        try:
-            encoded = _encode_filter(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"metadata filter {key!r} is not a JSON value: {exc}") from None
         conditions.append(_METADATA_EQUALS)
-        params += [key, encoded]
+        params += [key, _json_text(value, f"metadata filter {key!r}")]
+    if metadata:
+        issues: list[dict[str, str]] = []
+        check_json(metadata, ("metadata",), issues)
+        _refuse(issues, "metadata filter")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     params.append(limit)
     return _SELECT_CHECKPOINTS + where + _LIST_ORDER, params
@@ -189,6 +234,7 @@ class PostgresCheckpoints(PostgresPool):
         """See `Store.put_checkpoint_writes`: the whole batch in one ``INSERT`` (one transaction)."""
         if not writes:
             return
+        _storable(writes, "checkpoint write", skip=("data",))
         columns = _write_columns(writes, replace=replace)
         statement = PUT_WRITES_REPLACE if replace else PUT_WRITES_KEEP
         self._one(lambda cur: cur.execute(statement, columns))

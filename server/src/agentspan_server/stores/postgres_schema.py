@@ -144,7 +144,7 @@ MIGRATIONS: list[str] = [
         checkpoint_id TEXT COLLATE "C" NOT NULL,
         task_id       TEXT COLLATE "C" NOT NULL,
         idx           BIGINT NOT NULL,
-        task_path     TEXT NOT NULL,
+        task_path     TEXT COLLATE "C" NOT NULL,
         channel       TEXT NOT NULL,
         type          TEXT NOT NULL,
         data          BYTEA NOT NULL,
