@@ -176,13 +176,15 @@ def _write_columns(writes: Sequence[CheckpointWrite], *, replace: bool) -> list[
 
     Writes repeating an identity within the batch collapse to one, as if stored one after the
     other: the last with ``replace``, the first without (one statement may not upsert a row twice).
+    They are then sorted by identity, so concurrent batches lock shared rows in one order.
     """
     unique: dict[tuple[str, str, str, str, int], CheckpointWrite] = {}
     for write in writes:
         key = (write.thread_id, write.namespace, write.checkpoint_id, write.task_id, write.idx)
         if replace or key not in unique:
             unique[key] = write
-    return [list(column) for column in zip(*map(_write_row, unique.values()), strict=True)]
+    rows = [_write_row(unique[key]) for key in sorted(unique)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _list_statement(
