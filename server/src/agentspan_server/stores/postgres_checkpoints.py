@@ -2,7 +2,9 @@
 
 Tables ``checkpoints`` and ``checkpoint_writes`` (schema version 2, `postgres_schema`) hold the
 records column for column; ``data`` is BYTEA, stored and returned as given (never decoded), and
-``metadata`` is compact JSON TEXT like every other JSON column of the store.
+``metadata`` is compact JSON TEXT like every other JSON column of the store. Text PostgreSQL cannot
+hold (NUL, lone surrogates, also inside metadata, where its JSON functions could not read them) is
+refused with `ConfigurationError` before anything is written, as the server refuses it with a 422.
 
 Every method is one autocommitted statement, so one round trip and one transaction: a checkpoint
 read brings its pending writes along (parallel arrays aggregated in a ``LATERAL`` subquery, read in
