@@ -24,6 +24,7 @@ from agentspan.wire import PROBLEM_CONTENT_TYPE
 from agentspan_server.app import create_app
 from agentspan_server.auth import KeyRing
 from agentspan_server.stores.postgres import PostgresStore
+from agentspan_server.stores.postgres_checkpoints import MAX_VALUES_ROWS
 
 from server_support import thread_server
 
@@ -102,6 +103,25 @@ def test_postgres_refuses_text_it_cannot_hold_storing_nothing(pg_db: str) -> Non
     with pytest.raises(ConfigurationError, match="metadata filter"):
         store.list_checkpoints(metadata={"s": ["\u0000"]})
     assert store.list_checkpoints() == before
+    store.close()
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_postgres_large_batches_of_writes(pg_db: str, replace: bool) -> None:
+    """Batches past `MAX_VALUES_ROWS` take the ``unnest`` statement: same rules, same result."""
+    store = PostgresStore(pg_db)
+    for size in (MAX_VALUES_ROWS, MAX_VALUES_ROWS + 1, 1000):
+        cp_id = f"cp-{size}"
+        store.put_checkpoint(make_checkpoint("t", cp_id))
+        first = [make_checkpoint_write("t", cp_id, f"task-{i % 7}", i, data=b"first") for i in range(size)]
+        store.put_checkpoint_writes(first[: size // 2], replace=replace)
+        second = [w.model_copy(update={"data": b"second"}) for w in first]
+        third = [w.model_copy(update={"data": b"third"}) for w in first]
+        store.put_checkpoint_writes([*second, *third], replace=replace)  # twice the size, collapsed to one each
+        got = store.get_checkpoint("t", "", cp_id)
+        assert got is not None and len(got.writes) == size
+        expected = ["third" if replace else ("first" if i < size // 2 else "second") for i in range(size)]
+        assert sorted((w.idx, w.data.decode()) for w in got.writes) == list(enumerate(expected))
     store.close()
 
 

@@ -8,14 +8,16 @@ refused with `ConfigurationError` before anything is written, as the server refu
 
 Every method is one autocommitted statement, so one round trip and one transaction: a checkpoint
 read brings its pending writes along (parallel arrays aggregated in a ``LATERAL`` subquery, read in
-binary format so the bytes are not hex-encoded), a batch of writes is one ``INSERT ... SELECT FROM
-unnest(...)``, and the deletions delete the writes and their checkpoints with a data-modifying CTE.
+binary format so the bytes are not hex-encoded), a batch of writes is one ``INSERT`` (a multi-row
+``VALUES``, or ``SELECT FROM unnest(...)`` for a large batch), and the deletions delete the writes
+and their checkpoints with a data-modifying CTE.
 The hot path of a LangGraph super-step (`put_checkpoint`, `put_checkpoint_writes` per task, an
 occasional `get_checkpoint`) therefore costs what ``PostgresSaver``'s own statements cost.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from operator import attrgetter
@@ -52,8 +54,21 @@ _UNNEST_WRITES = (
     f"INSERT INTO checkpoint_writes ({_WRITE_COLUMNS}) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], "
     f"%s::text[], %s::int8[], %s::text[], %s::text[], %s::text[], %b::bytea[]) ON CONFLICT ({_WRITE_KEY}) "
 )
-PUT_WRITES_REPLACE = _UNNEST_WRITES + f"DO UPDATE SET {_replace(WRITE_FIELDS[5:])}"
-PUT_WRITES_KEEP = _UNNEST_WRITES + "DO NOTHING"
+_ON_CONFLICT = {True: f"DO UPDATE SET {_replace(WRITE_FIELDS[5:])}", False: "DO NOTHING"}
+PUT_WRITES_REPLACE = _UNNEST_WRITES + _ON_CONFLICT[True]
+PUT_WRITES_KEEP = _UNNEST_WRITES + _ON_CONFLICT[False]
+MAX_VALUES_ROWS = 64
+"""Largest batch of writes sent as a multi-row ``VALUES`` (one prepared statement per batch size,
+measured ~100 us faster than ``unnest`` for a few writes); larger batches go through ``unnest``."""
+
+
+@functools.cache
+def put_writes_values(rows: int, replace: bool) -> str:
+    """The ``INSERT`` of ``rows`` writes as a multi-row ``VALUES`` (parameters row after row)."""
+    row = "(%s, %s, %s, %s, %s, %s, %s, %s, %b)"
+    values = ", ".join([row] * rows)
+    conflict = f"ON CONFLICT ({_WRITE_KEY}) {_ON_CONFLICT[replace]}"
+    return f"INSERT INTO checkpoint_writes ({_WRITE_COLUMNS}) VALUES {values} {conflict}"
 
 _WRITE_ARRAYS = ", ".join(  # LangGraph's writes_sort_key: the order a super-step applies them
     f"array_agg(cw.{f} ORDER BY cw.task_path, cw.task_id, cw.idx) AS {f}s" for f in WRITE_FIELDS[3:]
@@ -173,8 +188,8 @@ def checkpoint_from_row(row: Sequence[Any]) -> CheckpointRecord:
     )  # fmt: skip
 
 
-def _write_columns(writes: Sequence[CheckpointWrite], *, replace: bool) -> list[list[Any]]:
-    """The writes as one list per column (`WRITE_FIELDS` order) for ``unnest``.
+def _write_rows(writes: Sequence[CheckpointWrite], *, replace: bool) -> list[tuple[Any, ...]]:
+    """The writes' column values (`WRITE_FIELDS` order), one tuple per write.
 
     Writes repeating an identity within the batch collapse to one, as if stored one after the
     other: the last with ``replace``, the first without (one statement may not upsert a row twice).
@@ -185,8 +200,7 @@ def _write_columns(writes: Sequence[CheckpointWrite], *, replace: bool) -> list[
         key = (write.thread_id, write.namespace, write.checkpoint_id, write.task_id, write.idx)
         if replace or key not in unique:
             unique[key] = write
-    rows = [_write_row(unique[key]) for key in sorted(unique)]
-    return [list(column) for column in zip(*rows, strict=True)]
+    return [_write_row(unique[key]) for key in sorted(unique)]
 
 
 def _list_statement(
@@ -239,9 +253,13 @@ class PostgresCheckpoints(PostgresPool):
         if not writes:
             return
         _storable(writes, "checkpoint write", skip=("data",))
-        columns = _write_columns(writes, replace=replace)
-        statement = PUT_WRITES_REPLACE if replace else PUT_WRITES_KEEP
-        self._one(lambda cur: cur.execute(statement, columns))
+        rows = _write_rows(writes, replace=replace)
+        if len(rows) <= MAX_VALUES_ROWS:
+            statement, params = put_writes_values(len(rows), replace), [v for row in rows for v in row]
+        else:
+            statement = PUT_WRITES_REPLACE if replace else PUT_WRITES_KEEP
+            params = [list(column) for column in zip(*rows, strict=True)]
+        self._one(lambda cur: cur.execute(statement, params))
 
     def get_checkpoint(
         self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
