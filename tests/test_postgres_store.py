@@ -52,7 +52,7 @@ def test_migrations_recorded_once(pg_db: str) -> None:
     store.close()
     assert _fetch(pg_db, _VERSIONS) == first
     tables = {r[0] for r in _fetch(pg_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert tables == {"runs", "steps", "approvals", "agentspan_migrations"}
+    assert tables == {"runs", "steps", "approvals", "checkpoints", "checkpoint_writes", "agentspan_migrations"}
 
 
 def test_concurrent_first_open_from_threads_migrates_once(pg_db: str) -> None:

@@ -23,6 +23,25 @@ through a server; bodies and answers are the pydantic models below (JSON only, n
 | get_approval       | ``GET    /api/approvals/{approval_id}``                     | `Approval`          |
 | decide_approval    | ``POST   /api/approvals/{approval_id}/decision`` body `Decision` | `Approval`     |
 
+Checkpoints (frameworks that keep their own state: LangGraph). Thread ids, namespaces and
+checkpoint ids are free text (empty included), so they travel in bodies and queries, not paths.
+
+| Store method                | HTTP                                                   | answer          |
+|-----------------------------|--------------------------------------------------------|-----------------|
+| put_checkpoint              | ``PUT  /api/checkpoints``            `CheckpointRecord` | 204             |
+| put_checkpoint_writes       | ``PUT  /api/checkpoints/writes``     `PutCheckpointWrites` | 204          |
+| get_checkpoint              | ``GET  /api/checkpoints/find?thread_id=&namespace=&checkpoint_id=`` | `FoundCheckpoint`|
+| list_checkpoints            | ``POST /api/checkpoints/search``     `ListCheckpoints`  | `CheckpointList` |
+| copy_checkpoints            | ``POST /api/checkpoints/copy``       `CopyCheckpoints`  | 204             |
+| delete_checkpoints          | ``POST /api/checkpoints/delete``     `DeleteCheckpoints` | 204 (admin)    |
+| delete_checkpoints_for_runs | ``POST /api/checkpoints/delete-for-runs`` `DeleteCheckpointsForRuns` | 204 (admin) |
+| prune_checkpoints           | ``POST /api/checkpoints/prune``      `PruneCheckpoints` | 204 (admin)     |
+
+Checkpoint and write ``data`` travel as base64 strings (URL-safe alphabet on answers; both
+alphabets, padding optional, accepted in bodies); the server stores the bytes as given, never interpreting them.
+Deleting checkpoints needs the admin role: an agent's key may write and read them, and copy a
+thread, but not destroy a thread's history.
+
 Errors are RFC 9457 problem documents (``application/problem+json``, `Problem`) whose ``error``
 field names the `agentspan.errors` class, so the client raises the same exception the embedded
 store would have raised. Status codes: 400 malformed JSON, 401 missing/invalid key, 403 wrong role,
@@ -37,7 +56,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentspan import errors
-from agentspan.records import JSON, Approval, Run, RunStatus, Step, StepResult
+from agentspan.records import JSON, Approval, CheckpointRecord, CheckpointWrite, Run, RunStatus, Step, StepResult
 
 API_PREFIX = "/api"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -121,6 +140,50 @@ class Decision(_Body):
     decided_at: float | None = None
 
 
+class PutCheckpointWrites(_Body):
+    """`Store.put_checkpoint_writes`."""
+
+    writes: list[CheckpointWrite]
+    replace: bool
+
+
+class ListCheckpoints(_Body):
+    """`Store.list_checkpoints`. A filter left out (or null) does not filter."""
+
+    thread_id: str | None = None
+    namespace: str | None = None
+    checkpoint_id: str | None = None
+    before: str | None = None
+    metadata: dict[str, JSON] | None = None
+    limit: int | None = Field(default=None, ge=0)
+
+
+class CopyCheckpoints(_Body):
+    """`Store.copy_checkpoints`."""
+
+    source_thread_id: str
+    target_thread_id: str
+
+
+class DeleteCheckpoints(_Body):
+    """`Store.delete_checkpoints`."""
+
+    thread_id: str
+
+
+class DeleteCheckpointsForRuns(_Body):
+    """`Store.delete_checkpoints_for_runs`."""
+
+    run_ids: list[str]
+
+
+class PruneCheckpoints(_Body):
+    """`Store.prune_checkpoints`."""
+
+    thread_ids: list[str]
+    keep_latest: bool
+
+
 # ---- answers ----------------------------------------------------------------------------------
 class CreatedRun(BaseModel):
     """Answer of ``POST /api/runs``: the run and whether it was inserted (False: idempotency hit)."""
@@ -147,6 +210,14 @@ class FoundApproval(BaseModel):
 
 class Renewed(BaseModel):
     renewed: bool
+
+
+class FoundCheckpoint(BaseModel):
+    checkpoint: CheckpointRecord | None
+
+
+class CheckpointList(BaseModel):
+    checkpoints: list[CheckpointRecord]
 
 
 class Problem(BaseModel):

@@ -26,19 +26,27 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from agentspan import errors
-from agentspan.records import Approval, ApprovalStatus, Run, RunStatus
+from agentspan.records import Approval, ApprovalStatus, CheckpointRecord, Run, RunStatus
 from agentspan.stores.base import Store
 from agentspan.wire import (
     API_PREFIX,
     PROBLEM_CONTENT_TYPE,
     ApprovalList,
     CancelRun,
+    CheckpointList,
     ClaimRun,
+    CopyCheckpoints,
     CreatedRun,
     Decision,
+    DeleteCheckpoints,
+    DeleteCheckpointsForRuns,
     FinishStep,
     FoundApproval,
+    FoundCheckpoint,
+    ListCheckpoints,
     Problem,
+    PruneCheckpoints,
+    PutCheckpointWrites,
     RecordStep,
     Renewed,
     RenewLease,
@@ -60,13 +68,17 @@ from agentspan_server.ui import install_ui, is_ui_path
 log = logging.getLogger("agentspan_server")
 
 _DECISION_PATH = re.compile(re.escape(API_PREFIX) + r"/approvals/[^/]+/decision")
+_CHECKPOINT_DELETIONS = frozenset(
+    f"{API_PREFIX}/checkpoints/{action}" for action in ("delete", "delete-for-runs", "prune")
+)
 _T = TypeVar("_T")
 
 Limit = Annotated[int, Query(ge=0, le=1000, description="Most items to return (0..1000; 0 answers an empty list).")]
 
 
 def required_role(scope: Scope) -> Role | None:
-    """The role a request needs: none for ``/healthz`` and the web UI, approver to decide, agent otherwise.
+    """The role a request needs: none for ``/healthz`` and the web UI, approver to decide, admin to
+    delete checkpoints, agent otherwise.
 
     The web UI (``/``, ``/ui``, ``/ui/...``, ``/static/...``) checks its own login sessions.
     """
@@ -75,6 +87,8 @@ def required_role(scope: Scope) -> Role | None:
         return None
     if _DECISION_PATH.fullmatch(path):
         return "approver"
+    if path in _CHECKPOINT_DELETIONS:
+        return "admin"
     return "agent"
 
 
@@ -296,6 +310,73 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         approval = await call(store.decide_approval, aid, approved=b.approved, by=b.by, reason=b.reason,
                               decided_at=decided_at)  # fmt: skip
         return _json_response(approval)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    # Unfenced, like the Store methods. The bytes arrive base64-decoded by the models and are
+    # handed to the store as they are; nothing here interprets them.
+    @app.put(f"{API_PREFIX}/checkpoints", status_code=204, response_class=Response, tags=["checkpoints"],
+             responses=_responses(*_COMMON, *_BODY))  # fmt: skip
+    async def put_checkpoint(checkpoint: CheckpointRecord) -> Response:
+        """`Store.put_checkpoint`: an upsert by ``(thread_id, namespace, checkpoint_id)``; ``writes`` is ignored."""
+        await call(store.put_checkpoint, checked_body(checkpoint))
+        return Response(status_code=204)
+
+    @app.put(f"{API_PREFIX}/checkpoints/writes", status_code=204, response_class=Response, tags=["checkpoints"],
+             responses=_responses(*_COMMON, *_BODY))  # fmt: skip
+    async def put_checkpoint_writes(body: PutCheckpointWrites) -> Response:
+        """`Store.put_checkpoint_writes`: one transaction."""
+        b = checked_body(body)
+        await call(store.put_checkpoint_writes, b.writes, replace=b.replace)
+        return Response(status_code=204)
+
+    @app.get(f"{API_PREFIX}/checkpoints/find", response_model=FoundCheckpoint, tags=["checkpoints"],
+             responses=_responses(*_COMMON))  # fmt: skip
+    async def get_checkpoint(thread_id: str, namespace: str = "", checkpoint_id: str | None = None) -> Response:
+        """`Store.get_checkpoint`: with its writes; the latest of the namespace without ``checkpoint_id``;
+        ``checkpoint`` is null when there is none."""
+        tid, ns = query_text("thread_id", thread_id) or "", query_text("namespace", namespace) or ""
+        found = await call(store.get_checkpoint, tid, ns, query_text("checkpoint_id", checkpoint_id))
+        return _json_response(FoundCheckpoint(checkpoint=found))
+
+    @app.post(f"{API_PREFIX}/checkpoints/search", response_model=CheckpointList, tags=["checkpoints"],
+              responses=_responses(*_COMMON, *_BODY))  # fmt: skip
+    async def list_checkpoints(body: ListCheckpoints) -> Response:
+        """`Store.list_checkpoints`: with their writes, newest first."""
+        b = checked_body(body)
+        found = await call(store.list_checkpoints, thread_id=b.thread_id, namespace=b.namespace,
+                           checkpoint_id=b.checkpoint_id, before=b.before, metadata=b.metadata,
+                           limit=b.limit)  # fmt: skip
+        return _json_response(CheckpointList(checkpoints=found))
+
+    @app.post(f"{API_PREFIX}/checkpoints/copy", status_code=204, response_class=Response, tags=["checkpoints"],
+              responses=_responses(*_COMMON, *_BODY))  # fmt: skip
+    async def copy_checkpoints(body: CopyCheckpoints) -> Response:
+        """`Store.copy_checkpoints`."""
+        b = checked_body(body)
+        await call(store.copy_checkpoints, b.source_thread_id, b.target_thread_id)
+        return Response(status_code=204)
+
+    @app.post(f"{API_PREFIX}/checkpoints/delete", status_code=204, response_class=Response, tags=["checkpoints"],
+              responses=_responses(*_COMMON, *_BODY, 403))  # fmt: skip
+    async def delete_checkpoints(body: DeleteCheckpoints) -> Response:
+        """`Store.delete_checkpoints` (needs the admin role)."""
+        await call(store.delete_checkpoints, checked_body(body).thread_id)
+        return Response(status_code=204)
+
+    @app.post(f"{API_PREFIX}/checkpoints/delete-for-runs", status_code=204, response_class=Response,
+              tags=["checkpoints"], responses=_responses(*_COMMON, *_BODY, 403))  # fmt: skip
+    async def delete_checkpoints_for_runs(body: DeleteCheckpointsForRuns) -> Response:
+        """`Store.delete_checkpoints_for_runs` (needs the admin role)."""
+        await call(store.delete_checkpoints_for_runs, checked_body(body).run_ids)
+        return Response(status_code=204)
+
+    @app.post(f"{API_PREFIX}/checkpoints/prune", status_code=204, response_class=Response, tags=["checkpoints"],
+              responses=_responses(*_COMMON, *_BODY, 403))  # fmt: skip
+    async def prune_checkpoints(body: PruneCheckpoints) -> Response:
+        """`Store.prune_checkpoints` (needs the admin role)."""
+        b = checked_body(body)
+        await call(store.prune_checkpoints, b.thread_ids, keep_latest=b.keep_latest)
+        return Response(status_code=204)
 
     # ---- operations ---------------------------------------------------------------------------
     @app.get("/healthz", tags=["operations"], responses=_responses(503))

@@ -54,6 +54,8 @@ def _check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]], 
     elif isinstance(value, float):
         if not math.isfinite(value):
             issues.append(input_issue(loc, "must be a finite number", "float_finite"))
+    elif isinstance(value, BaseModel):  # a record inside a list (a batch of writes)
+        _check_model(value, loc, issues)
     elif isinstance(value, (dict, list)):
         if depth >= MAX_JSON_DEPTH:
             issues.append(input_issue(loc, f"is nested deeper than {MAX_JSON_DEPTH} levels", "json_depth"))
@@ -69,14 +71,44 @@ def _check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]], 
 
 def _check_model(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
     for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            _check_model(value, (*loc, name), issues)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
-                issues.append(input_issue((*loc, name), "must fit in a signed 64-bit integer", "int_range"))
-        else:
-            _check_json(value, (*loc, name), issues, 0)
+        _check_field(getattr(model, name), (*loc, name), issues)
+
+
+def _check_field(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
+    if isinstance(value, BaseModel):
+        _check_model(value, loc, issues)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+            issues.append(input_issue(loc, "must fit in a signed 64-bit integer", "int_range"))
+    else:
+        _check_json(value, loc, issues, 0)
+
+
+def check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
+    """Adds an issue for each part of a JSON value that no backend can store (see the module).
+
+    Args:
+        value: The JSON value.
+        loc: Where it is (named in the issues).
+        issues: The issues found so far; appended to.
+    """
+    _check_json(value, loc, issues, 0)
+
+
+def check_record(
+    model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str, str]], *, skip: tuple[str, ...] = ()
+) -> None:
+    """Adds an issue for each value of a record (but the ``skip`` fields) that no backend can store.
+
+    Args:
+        model: The record (nested records and JSON values are checked too).
+        loc: Where it is (named in the issues).
+        issues: The issues found so far; appended to.
+        skip: Fields not to check.
+    """
+    for name in type(model).model_fields:
+        if name not in skip and len(issues) < MAX_LISTED_ERRORS:
+            _check_field(getattr(model, name), (*loc, name), issues)
 
 
 def checked_body(body: _T) -> _T:

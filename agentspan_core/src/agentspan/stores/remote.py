@@ -19,6 +19,7 @@ seconds. When the call ends sooner, which is most calls, its start and end go to
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,18 @@ from agentspan.errors import (
     StepNotFound,
     TransportError,
 )
-from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
+from agentspan.records import (
+    JSON,
+    Approval,
+    ApprovalStatus,
+    CheckpointRecord,
+    CheckpointWrite,
+    Run,
+    RunStatus,
+    Step,
+    StepResult,
+    StepStatus,
+)
 from agentspan.stores.base import Store
 from agentspan.stores.deferred import DeferredStarts
 
@@ -298,6 +310,68 @@ class RemoteStore(Store):
         response = self._call("POST", f"/approvals/{_seg(approval_id)}/decision", body, already_done=ours)
         return self.get_approval(approval_id) if response is None else _parse(response, Approval)
 
+    # ---- checkpoints ----------------------------------------------------------------------
+    # Retried like every call, with no "already done" check: each checkpoint write is an upsert by
+    # id or a deletion, so repeating one whose answer was lost leaves the state it left (a copy
+    # copies the same rows again; a prune keeping the latest prunes what is older than the latest
+    # at the time of the retry, as a second prune would).
+    def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        _json_only(checkpoint.metadata, "checkpoint metadata")
+        if checkpoint.writes:  # ignored by the store: not worth sending
+            checkpoint = checkpoint.model_copy(update={"writes": []})
+        self._call("PUT", "/checkpoints", checkpoint)
+
+    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
+        if writes:
+            self._call("PUT", "/checkpoints/writes", wire.PutCheckpointWrites(writes=list(writes), replace=replace))
+
+    def get_checkpoint(
+        self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
+    ) -> CheckpointRecord | None:
+        params = {"thread_id": thread_id, "namespace": namespace}
+        if checkpoint_id is not None:
+            params["checkpoint_id"] = checkpoint_id
+        return self._get("/checkpoints/find", wire.FoundCheckpoint, params).checkpoint
+
+    def list_checkpoints(
+        self,
+        *,
+        thread_id: str | None = None,
+        namespace: str | None = None,
+        checkpoint_id: str | None = None,
+        before: str | None = None,
+        metadata: dict[str, JSON] | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        if limit is not None and limit < 0:
+            raise ConfigurationError(f"limit must be zero or more, not {limit}")
+        if metadata:
+            _json_only(metadata, "the metadata filter")
+        body = wire.ListCheckpoints(
+            thread_id=thread_id, namespace=namespace, checkpoint_id=checkpoint_id, before=before,
+            metadata=metadata, limit=limit,
+        )  # fmt: skip
+        response = self._call("POST", "/checkpoints/search", body)
+        assert response is not None
+        return _parse(response, wire.CheckpointList).checkpoints
+
+    def delete_checkpoints(self, thread_id: str) -> None:
+        self._call("POST", "/checkpoints/delete", wire.DeleteCheckpoints(thread_id=thread_id))
+
+    def delete_checkpoints_for_runs(self, run_ids: Sequence[str]) -> None:
+        body = wire.DeleteCheckpointsForRuns(run_ids=_ids("run_ids", run_ids))
+        if body.run_ids:
+            self._call("POST", "/checkpoints/delete-for-runs", body)
+
+    def copy_checkpoints(self, source_thread_id: str, target_thread_id: str) -> None:
+        body = wire.CopyCheckpoints(source_thread_id=source_thread_id, target_thread_id=target_thread_id)
+        self._call("POST", "/checkpoints/copy", body)
+
+    def prune_checkpoints(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
+        body = wire.PruneCheckpoints(thread_ids=_ids("thread_ids", thread_ids), keep_latest=keep_latest)
+        if body.thread_ids:
+            self._call("POST", "/checkpoints/prune", body)
+
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
         self._deferred.close(write=False)
@@ -307,6 +381,29 @@ class RemoteStore(Store):
 def _clamp(limit: int) -> int:
     """A listing limit the server accepts: negative (no limit) and too large become `MAX_LIMIT`."""
     return MAX_LIMIT if limit < 0 or limit > MAX_LIMIT else limit
+
+
+_check_json = json.JSONEncoder(allow_nan=False).encode
+
+
+def _json_only(value: JSON, what: str) -> None:
+    """Refuses what the server would never see as sent: pydantic would send a non-finite number
+    as null and bytes as base64 text, and fail on other values with its own error.
+
+    Raises:
+        ConfigurationError: The value is not JSON (finite numbers only).
+    """
+    try:
+        _check_json(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{what} must be JSON (finite numbers only): {exc}") from None
+
+
+def _ids(name: str, ids: Sequence[str]) -> list[str]:
+    """A sequence of ids as a list; a single string is refused (it is not a list of ids)."""
+    if isinstance(ids, str):
+        raise ConfigurationError(f"{name} must be a sequence of ids, not the string {ids!r}")
+    return list(ids)
 
 
 def _seg(value: str) -> str:

@@ -12,7 +12,8 @@ only when it matches no row is the run read, to tell why. Reads are single autoc
 statements; the default READ COMMITTED isolation is all they need.
 
 This module holds the `Store` methods; the connection pool, transactions and password-free errors
-live in `postgres_pool` (`redact_url` is re-exported from there), the SQL in `postgres_schema`.
+live in `postgres_pool` (`redact_url` is re-exported from there), the SQL in `postgres_schema`, and
+the checkpoint methods (with their SQL) in `postgres_checkpoints`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from agentspan.errors import (
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
 from agentspan.stores.base import Store
 from agentspan_server.stores import postgres_schema as sql
-from agentspan_server.stores.postgres_pool import PostgresPool, redact_url
+from agentspan_server.stores.postgres_checkpoints import PostgresCheckpoints
+from agentspan_server.stores.postgres_pool import redact_url
 from agentspan_server.stores.postgres_schema import (
     approval_from_row,
     approval_values,
@@ -77,8 +79,8 @@ def _result_params(result: StepResult) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class PostgresStore(PostgresPool, Store):
-    """Stores runs, steps and approvals in a PostgreSQL database (version 13 or later).
+class PostgresStore(PostgresCheckpoints, Store):
+    """Stores runs, steps, approvals and checkpoints in a PostgreSQL database (version 13 or later).
 
     Args:
         url: A libpq connection URL (``postgresql://user:password@host:5432/dbname``) or

@@ -13,6 +13,9 @@ as encoded by Python (``NULL`` is JSON ``null``); JSONB would not round-trip eve
 rewrites ``1e308`` as a 309-digit integer and rejects ``\\u0000``). Timestamps are DOUBLE PRECISION
 epoch seconds and counters BIGINT. Ids and keys use the ``"C"`` collation so that ``ORDER BY id``
 is creation order (UUIDv7) whatever the database's locale.
+
+The checkpoint tables (version 2) are this store's own (their SQL lives in `postgres_checkpoints`):
+checkpoint and write ``data`` is BYTEA, ``metadata`` JSON TEXT as above.
 """
 
 from __future__ import annotations
@@ -116,6 +119,37 @@ MIGRATIONS: list[str] = [
         UNIQUE (run_id, step_key)
     );
     CREATE INDEX approvals_status ON approvals (status, id);
+    """,
+    # ---- version 2: checkpoints of frameworks that keep their own state (LangGraph) -------------
+    # The store never decodes ``data``: BYTEA, as given. ``metadata`` is compact JSON TEXT like the
+    # other JSON columns (filtered through ``::json``, which accepts every value TEXT holds).
+    """
+    CREATE TABLE checkpoints (
+        thread_id     TEXT COLLATE "C" NOT NULL,
+        namespace     TEXT COLLATE "C" NOT NULL,
+        checkpoint_id TEXT COLLATE "C" NOT NULL,
+        parent_id     TEXT COLLATE "C",
+        type          TEXT NOT NULL,
+        data          BYTEA NOT NULL,
+        metadata      TEXT NOT NULL DEFAULT '{}',
+        run_id        TEXT COLLATE "C",
+        created_at    DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (thread_id, namespace, checkpoint_id)
+    );
+    CREATE INDEX checkpoints_run ON checkpoints (run_id) WHERE run_id IS NOT NULL;
+
+    CREATE TABLE checkpoint_writes (
+        thread_id     TEXT COLLATE "C" NOT NULL,
+        namespace     TEXT COLLATE "C" NOT NULL,
+        checkpoint_id TEXT COLLATE "C" NOT NULL,
+        task_id       TEXT COLLATE "C" NOT NULL,
+        idx           BIGINT NOT NULL,
+        task_path     TEXT COLLATE "C" NOT NULL,
+        channel       TEXT NOT NULL,
+        type          TEXT NOT NULL,
+        data          BYTEA NOT NULL,
+        PRIMARY KEY (thread_id, namespace, checkpoint_id, task_id, idx)
+    );
     """,
 ]
 
