@@ -7,6 +7,7 @@
 - `agent_graph`: model -> tools -> model, with a `ScriptedChatModel` and a ``ToolNode``.
 - `fanout_graph`: ``Send`` one task per item; a chosen item can fail once.
 - `parent_graph`: a parent graph calling an interrupting subgraph as a node.
+- `delta_graph`: a loop appending to a ``DeltaChannel`` (beta), snapshotted every 3rd update.
 
 Side effects are counted in `Effects` so tests can tell which nodes ran again on resume.
 """
@@ -21,6 +22,7 @@ from typing import Annotated, Any, TypedDict
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
 from langchain_core.tools import tool
+from langgraph.channels.delta import DeltaChannel
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
@@ -219,4 +221,28 @@ def parent_graph(effects: Effects, *, checkpointer: Any = None) -> CompiledState
     builder.add_edge("prepare", "ask")
     builder.add_edge("ask", "finish")
     builder.add_edge("finish", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+# ---- DeltaChannel (beta): state rebuilt from ancestors' writes ----------------------------------
+def _extend(state: list[int] | None, writes: Sequence[list[int]]) -> list[int]:
+    return [*(state or []), *(x for write in writes for x in write)]
+
+
+class DeltaState(TypedDict):
+    n: int
+    items: Annotated[list[int], DeltaChannel(_extend, snapshot_frequency=3)]
+
+
+def delta_graph(until: int, *, checkpointer: Any = None) -> CompiledStateGraph:
+    """A node looping until ``n == until``, appending ``n`` to ``items``: a `DeltaChannel` whose
+    checkpoints hold a full snapshot only every 3rd update (the others need their ancestors)."""
+
+    def tick(state: DeltaState) -> dict[str, Any]:
+        return {"n": state["n"] + 1, "items": [state["n"]]}
+
+    builder = StateGraph(DeltaState)
+    builder.add_node("tick", tick)
+    builder.add_edge(START, "tick")
+    builder.add_conditional_edges("tick", lambda s: "tick" if s["n"] < until else END, ["tick", END])
     return builder.compile(checkpointer=checkpointer)

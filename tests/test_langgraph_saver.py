@@ -32,6 +32,7 @@ from lg_support import (
     approval_graph,
     counter_graph,
     counter_input,
+    delta_graph,
     fanout_graph,
     parent_graph,
     tool_call,
@@ -489,3 +490,14 @@ def test_delete_for_runs_removes_what_one_invocation_saved(saver: AgentspanSaver
     history = list(graph.get_state_history(cfg("t1")))
     assert len(history) == 4 and {h.metadata["run_id"] for h in history} == {"first"}  # type: ignore[index]
     assert graph.get_state(cfg("t1")).values["count"] == 2
+
+
+def test_delta_channel_state_is_rebuilt_from_ancestors_and_prune_keeps_it(saver: AgentspanSaver) -> None:
+    graph = delta_graph(7, checkpointer=saver)
+    assert graph.invoke({"n": 0, "items": []}, cfg("t1"))["items"] == [0, 1, 2, 3, 4, 5, 6]
+    assert graph.get_state(cfg("t1")).values["items"] == [0, 1, 2, 3, 4, 5, 6]
+    # The latest checkpoint holds no snapshot of `items`: keep_latest would lose it, so it is refused.
+    with pytest.raises(ConfigurationError, match="DeltaChannel.*t1"):
+        saver.prune(["t1"])
+    again = AgentspanSaver(saver.store)  # a new saver rebuilds the same state from the store
+    assert delta_graph(9, checkpointer=again).invoke({"n": 7}, cfg("t1"))["items"] == list(range(9))
