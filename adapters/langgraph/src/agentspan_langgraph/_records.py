@@ -18,7 +18,6 @@ from langgraph.checkpoint.base import (
     PendingWrite,
     SerializerProtocol,
     get_checkpoint_metadata,
-    writes_sort_key,
 )
 
 from agentspan.errors import ConfigurationError
@@ -125,8 +124,8 @@ def to_tuple(
         config: The caller's config when it named this very checkpoint (returned as given, as the
             reference savers do); otherwise a config addressing the record is built.
     """
-    writes = sorted(record.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
-    pending: list[PendingWrite] = [(w.task_id, w.channel, serde.loads_typed((w.type, w.data))) for w in writes]
+    # The store returns writes in LangGraph's `writes_sort_key` order (task path, task id, index).
+    pending: list[PendingWrite] = [(w.task_id, w.channel, serde.loads_typed((w.type, w.data))) for w in record.writes]
     return CheckpointTuple(
         config=config or config_for(record.thread_id, record.namespace, record.checkpoint_id),
         checkpoint=serde.loads_typed((record.type, record.data)),
