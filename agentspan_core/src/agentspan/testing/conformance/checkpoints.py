@@ -219,6 +219,8 @@ class CheckpointConformance(ConformanceBase):
         assert _ids(store.list_checkpoints(metadata={"source": "loop"}, before="cp-5", limit=1)) == ["cp-3"]
         assert _ids(store.list_checkpoints(metadata={"source": "update", "step": 99})) == []
         assert _ids(store.list_checkpoints(metadata={"step": 0})) == ["cp-4", "cp-0"]
+        assert _ids(store.list_checkpoints(metadata={"step": 0}, limit=1)) == ["cp-4"]  # the limit counts matches
+        assert _ids(store.list_checkpoints(metadata={"step": 3, "source": "loop"}, limit=1)) == ["cp-3"]
         assert _ids(store.list_checkpoints(thread_id="a", metadata={})) == _ids(store.list_checkpoints(thread_id="a"))
 
     def test_list_metadata_filter_compares_json_values(self, store: Store) -> None:
