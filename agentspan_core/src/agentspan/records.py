@@ -201,5 +201,6 @@ class CheckpointRecord(_BinaryRecord):
     """The framework's run id that wrote it (``Store.delete_checkpoints_for_runs``)."""
     created_at: float = Field(default_factory=now)
     writes: list[CheckpointWrite] = Field(default_factory=list)
-    """The pending writes stored against this checkpoint, ordered by ``(task_id, idx)``; filled
-    in on reads, ignored by `Store.put_checkpoint`."""
+    """The pending writes stored against this checkpoint, ordered by ``(task_path, task_id,
+    idx)`` (LangGraph's ``writes_sort_key``: the order a super-step applies its tasks' writes);
+    filled in on reads, ignored by `Store.put_checkpoint`."""

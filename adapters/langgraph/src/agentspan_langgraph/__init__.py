@@ -6,5 +6,6 @@ nodes, so a crash in a node does not repeat the calls it already made.
 """
 
 from agentspan_langgraph._adapter import LangGraphAdapter
+from agentspan_langgraph.saver import AgentspanSaver
 
-__all__: list[str] = ["LangGraphAdapter"]
+__all__: list[str] = ["AgentspanSaver", "LangGraphAdapter"]

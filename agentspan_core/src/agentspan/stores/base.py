@@ -208,21 +208,30 @@ class Store(abc.ABC):
         """
 
     # ---- checkpoints (frameworks that keep their own state: LangGraph) ----------------------
-    # Unfenced: a checkpoint saver is called by the framework, outside any lease. Ids sort in
-    # creation order, so the latest checkpoint of a namespace has the greatest ``checkpoint_id``.
+    # Unfenced: a checkpoint saver is called by the framework, outside any lease. Ids compare as
+    # text (code point order) and sort in creation order, so the latest checkpoint of a namespace
+    # has the greatest ``checkpoint_id``. ``data`` is kept byte for byte and never decoded;
+    # ``metadata`` must be JSON (finite numbers only), else `ConfigurationError` and nothing is
+    # written. Writes are stored whether or not their checkpoint is (yet), and go with it when it
+    # is deleted or pruned.
 
     def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
         """Stores a checkpoint, replacing one with the same ``(thread_id, namespace,
-        checkpoint_id)`` (its writes stay). ``checkpoint.writes`` is ignored."""
+        checkpoint_id)`` (its writes stay). ``checkpoint.writes`` is ignored.
+
+        Raises:
+            ConfigurationError: ``metadata`` is not JSON; nothing is written.
+        """
         raise self._no_checkpoints()
 
     def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
-        """Stores pending writes against a checkpoint in one transaction.
+        """Stores pending writes (of one or more checkpoints) in one transaction, in order.
 
         A write is identified by ``(thread_id, namespace, checkpoint_id, task_id, idx)``. With
         ``replace`` an existing write with the same identity is overwritten (the framework's
         special writes: errors, interrupts); without, it is kept and the new one dropped (a task
-        re-run after a crash writes the same values again).
+        re-run after a crash writes the same values again). The same applies between writes of
+        one batch: the last one wins with ``replace``, the first one without.
         """
         raise self._no_checkpoints()
 
@@ -243,7 +252,9 @@ class Store(abc.ABC):
         metadata: dict[str, JSON] | None = None,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        """Returns checkpoints with their ``writes``, newest (greatest id) first.
+        """Returns checkpoints with their ``writes``, newest (greatest id) first; checkpoints
+        with the same id (copies in other threads or namespaces) by ``thread_id``, then
+        ``namespace``, ascending.
 
         Args:
             thread_id: Only this thread's (all threads when None).
@@ -251,8 +262,14 @@ class Store(abc.ABC):
             checkpoint_id: Only the checkpoint with this id.
             before: Only checkpoints whose id is less than this one.
             metadata: Only checkpoints whose metadata has each of these top-level keys equal to
-                the given JSON value.
-            limit: At most this many.
+                the given JSON value. Equal as JSON: objects whatever their key order, arrays
+                element by element, numbers by value (``1`` equals ``1.0``), booleans only
+                booleans (``true`` is not ``1``); ``None`` also matches a missing key. An empty
+                filter matches every checkpoint.
+            limit: At most this many (None: all).
+
+        Raises:
+            ConfigurationError: A negative ``limit``, or a ``metadata`` value that is not JSON.
         """
         raise self._no_checkpoints()
 
@@ -261,16 +278,29 @@ class Store(abc.ABC):
         raise self._no_checkpoints()
 
     def delete_checkpoints_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Deletes the checkpoints (and their writes) whose ``run_id`` is one of ``run_ids``."""
+        """Deletes the checkpoints (and their writes) whose ``run_id`` is one of ``run_ids``, in
+        every thread and namespace. Unknown ids: no-op.
+
+        Raises:
+            ConfigurationError: ``run_ids`` is a single string (not a sequence of ids).
+        """
         raise self._no_checkpoints()
 
     def copy_checkpoints(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copies every checkpoint and write of a thread (all namespaces, same ids) to another."""
+        """Copies every checkpoint and write of a thread (all namespaces, same ids, same fields
+        but ``thread_id``) to another, in one transaction. A target checkpoint or write with the
+        same identity is replaced; the target's others stay. Unknown source, or the source
+        itself as target: no-op."""
         raise self._no_checkpoints()
 
     def prune_checkpoints(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
-        """Deletes old checkpoints of the threads: with ``keep_latest`` all but the latest of
-        each namespace (whose writes stay), otherwise all of them."""
+        """Deletes old checkpoints of the threads, in one transaction: with ``keep_latest`` all
+        but the latest of each namespace, with every write not stored against a kept checkpoint
+        (the kept ones' writes stay); otherwise every checkpoint and write of the threads.
+
+        Raises:
+            ConfigurationError: ``thread_ids`` is a single string (not a sequence of ids).
+        """
         raise self._no_checkpoints()
 
     def _no_checkpoints(self) -> StoreError:

@@ -3,7 +3,7 @@
 Nothing survives the process. Every call holds one lock, so the store is safe to share between
 threads; records are copied on the way in and out: JSON values go in through a JSON round trip (a deep
 copy that also turns tuples into lists and refuses non-JSON values, as a persistent store would;
-the other fields are immutable scalars) and come out deep-copied.
+the other fields are immutable scalars: checkpoint ``data`` is ``bytes``) and come out deep-copied.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from agentspan.records import (
     StepStatus,
 )
 from agentspan.stores.base import Store
+from agentspan.stores.memory_checkpoints import MemoryCheckpoints
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
@@ -54,8 +55,8 @@ def _limited(items: list[Any], limit: int) -> list[Any]:
     return items if limit < 0 else items[:limit]
 
 
-class MemoryStore(Store):
-    """Keeps runs, steps and approvals in dictionaries guarded by one lock."""
+class MemoryStore(MemoryCheckpoints, Store):
+    """Keeps runs, steps, approvals and checkpoints in dictionaries guarded by one lock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -64,6 +65,8 @@ class MemoryStore(Store):
         self._steps: dict[str, dict[str, Step]] = {}
         self._approvals: dict[str, Approval] = {}
         self._by_step: dict[tuple[str, str], str] = {}
+        self._checkpoints = {}
+        self._cp_writes = {}
 
     # ---- helpers (called with the lock held) ----------------------------------------------
     def _run(self, run_id: str) -> Run:
@@ -338,3 +341,4 @@ class MemoryStore(Store):
             approval.decided_at = decided_at
             approval.reason = reason
             return approval.model_copy(deep=True)
+

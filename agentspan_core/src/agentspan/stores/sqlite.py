@@ -30,6 +30,7 @@ from agentspan.errors import (
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
 from agentspan.stores import sqlite_schema as sql
 from agentspan.stores.base import Store
+from agentspan.stores.sqlite_checkpoints import SqliteCheckpoints
 from agentspan.stores.sqlite_schema import (
     approval_from_row,
     approval_values,
@@ -61,8 +62,8 @@ def _refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: bool =
     return LeaseLostError(f"run {run_id!r} is held at lease epoch {row[1]}; the write carried epoch {epoch}")
 
 
-class SqliteStore(Store):
-    """Stores runs, steps and approvals in one SQLite file.
+class SqliteStore(SqliteCheckpoints, Store):
+    """Stores runs, steps, approvals and checkpoints (`SqliteCheckpoints`) in one SQLite file.
 
     Args:
         path: The database file. Its parent directory is created when ``create`` is true.

@@ -101,6 +101,38 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX approvals_status ON approvals (status, id);
     """,
+    # ---- version 2: checkpoints and their pending writes (`stores.sqlite_checkpoints`) -------
+    # ``data`` last: the columns before it are read without following its overflow pages. The
+    # primary keys serve "latest of a namespace" (ORDER BY checkpoint_id DESC on the key) and a
+    # checkpoint's writes.
+    """
+    CREATE TABLE checkpoints (
+        thread_id     TEXT NOT NULL,
+        namespace     TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        parent_id     TEXT,
+        run_id        TEXT,
+        type          TEXT NOT NULL,
+        metadata      TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        data          BLOB NOT NULL,
+        PRIMARY KEY (thread_id, namespace, checkpoint_id)
+    );
+    CREATE INDEX checkpoints_run ON checkpoints (run_id) WHERE run_id IS NOT NULL;
+
+    CREATE TABLE checkpoint_writes (
+        thread_id     TEXT NOT NULL,
+        namespace     TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        task_id       TEXT NOT NULL,
+        idx           INTEGER NOT NULL,
+        task_path     TEXT NOT NULL,
+        channel       TEXT NOT NULL,
+        type          TEXT NOT NULL,
+        data          BLOB NOT NULL,
+        PRIMARY KEY (thread_id, namespace, checkpoint_id, task_id, idx)
+    );
+    """,
 ]
 
 _MIGRATIONS_TABLE = (

@@ -1,0 +1,272 @@
+"""Checkpoint storage of the SQLite store (`SqliteCheckpoints`, a mixin of `SqliteStore`).
+
+The tables are schema version 2 (`sqlite_schema.MIGRATIONS`). LangGraph calls these methods on
+every super-step (one `put_checkpoint`, one `put_checkpoint_writes` per task, reads on resume), so
+they stay lean: constant SQL (sqlite3's statement cache keeps it prepared), ``executemany`` for
+writes, blobs bound and returned as they are, records built without re-validation. Each write is
+one ``BEGIN IMMEDIATE`` transaction (`SqliteStore._tx`); reads of a checkpoint with its writes run
+in one deferred read transaction, so they see one snapshot. Lists of ids reach SQL as one JSON
+array parameter (``json_each``), so the statement text never depends on their number.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agentspan.records import JSON, CheckpointRecord, CheckpointWrite
+from agentspan.stores.checkpoint_rules import check_limit, dump_metadata, id_list, load_filter, metadata_matches
+
+if TYPE_CHECKING:
+    import threading
+
+    from agentspan.errors import StoreError
+
+__all__ = ["SqliteCheckpoints"]
+
+_T = TypeVar("_T")
+_decode = json.loads
+_construct_checkpoint = CheckpointRecord.model_construct
+_construct_write = CheckpointWrite.model_construct
+
+# ---- statements ----------------------------------------------------------------------------
+_CP_FIELDS = ("parent_id", "run_id", "type", "metadata", "created_at", "data")
+_W_FIELDS = ("task_id", "idx", "task_path", "channel", "type", "data")
+_CP_COLUMNS = "thread_id, namespace, checkpoint_id, " + ", ".join(_CP_FIELDS)
+_W_COLUMNS = "thread_id, namespace, checkpoint_id, " + ", ".join(_W_FIELDS)
+_KEY = "thread_id=? AND namespace=? AND checkpoint_id=?"
+
+PUT_CHECKPOINT = (
+    f"INSERT INTO checkpoints ({_CP_COLUMNS}) VALUES ({', '.join('?' * 9)}) "
+    "ON CONFLICT (thread_id, namespace, checkpoint_id) DO UPDATE SET "
+    + ", ".join(f"{f}=excluded.{f}" for f in _CP_FIELDS)
+)
+KEEP_WRITE = f"INSERT INTO checkpoint_writes ({_W_COLUMNS}) VALUES ({', '.join('?' * 9)}) ON CONFLICT DO NOTHING"
+REPLACE_WRITE = (
+    f"INSERT INTO checkpoint_writes ({_W_COLUMNS}) VALUES ({', '.join('?' * 9)}) "
+    "ON CONFLICT (thread_id, namespace, checkpoint_id, task_id, idx) DO UPDATE SET "
+    + ", ".join(f"{f}=excluded.{f}" for f in _W_FIELDS[2:])
+)
+GET_LATEST = (
+    f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE thread_id=? AND namespace=? "
+    "ORDER BY checkpoint_id DESC LIMIT 1"
+)
+GET_CHECKPOINT = f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE {_KEY}"
+WRITES_OF = (
+    f"SELECT {', '.join(_W_FIELDS)} FROM checkpoint_writes WHERE {_KEY} ORDER BY task_path, task_id, idx"
+)
+DELETE_THREAD = (
+    "DELETE FROM checkpoints WHERE thread_id=?",
+    "DELETE FROM checkpoint_writes WHERE thread_id=?",
+)
+_IDS = "(SELECT value FROM json_each(?))"
+DELETE_RUNS = (  # writes first: they are found through their checkpoints
+    "DELETE FROM checkpoint_writes WHERE (thread_id, namespace, checkpoint_id) IN "
+    f"(SELECT thread_id, namespace, checkpoint_id FROM checkpoints WHERE run_id IN {_IDS})",
+    f"DELETE FROM checkpoints WHERE run_id IN {_IDS}",
+)
+COPY_THREAD = (
+    f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) "
+    f"SELECT ?, namespace, checkpoint_id, {', '.join(_CP_FIELDS)} FROM checkpoints WHERE thread_id=?",
+    f"INSERT OR REPLACE INTO checkpoint_writes ({_W_COLUMNS}) "
+    f"SELECT ?, namespace, checkpoint_id, {', '.join(_W_FIELDS)} FROM checkpoint_writes WHERE thread_id=?",
+)
+PRUNE_ALL = (
+    f"DELETE FROM checkpoints WHERE thread_id IN {_IDS}",
+    f"DELETE FROM checkpoint_writes WHERE thread_id IN {_IDS}",
+)
+PRUNE_KEEP_LATEST = (  # checkpoints first: the writes kept are those of the checkpoints left
+    f"DELETE FROM checkpoints AS c WHERE thread_id IN {_IDS} AND checkpoint_id < (SELECT MAX(k.checkpoint_id) "
+    "FROM checkpoints k WHERE k.thread_id = c.thread_id AND k.namespace = c.namespace)",
+    f"DELETE FROM checkpoint_writes AS w WHERE thread_id IN {_IDS} AND NOT EXISTS (SELECT 1 FROM checkpoints c "
+    "WHERE c.thread_id = w.thread_id AND c.namespace = w.namespace AND c.checkpoint_id = w.checkpoint_id)",
+)
+
+
+def _narrowing(key: str, value: JSON) -> bool:
+    """Whether ``json_extract(metadata, '$."key"') = value`` may narrow the candidates of a filter.
+
+    Only for ASCII string values, and keys that the stored JSON spells as they are (SQLite matches
+    a path label against the key's JSON text, escapes included). It keeps every match (strings
+    come back unescaped); `metadata_matches` then decides exactly.
+    """
+    return (
+        isinstance(value, str)
+        and value.isascii()
+        and key.isascii()
+        and key.isprintable()
+        and '"' not in key
+        and "\\" not in key
+    )
+
+
+def _checkpoint_from_row(
+    row: Sequence[Any], writes: list[CheckpointWrite], metadata: dict[str, JSON] | None = None
+) -> CheckpointRecord:
+    """Builds a checkpoint from a row selected with `_CP_COLUMNS` (trusted: no re-validation);
+    ``metadata`` is the row's, when already decoded."""
+    thread_id, namespace, checkpoint_id, parent_id, run_id, type_, text, created_at, data = row
+    return _construct_checkpoint(
+        thread_id=thread_id, namespace=namespace, checkpoint_id=checkpoint_id, parent_id=parent_id, type=type_,
+        data=data, metadata=_decode(text) if metadata is None else metadata, run_id=run_id, created_at=created_at,
+        writes=writes,
+    )  # fmt: skip
+
+
+def _writes_of(cur: sqlite3.Cursor, key: tuple[str, str, str]) -> list[CheckpointWrite]:
+    thread_id, namespace, checkpoint_id = key
+    return [
+        _construct_write(
+            thread_id=thread_id, namespace=namespace, checkpoint_id=checkpoint_id, task_id=task_id,
+            task_path=task_path, idx=idx, channel=channel, type=type_, data=data,
+        )  # fmt: skip
+        for task_id, idx, task_path, channel, type_, data in cur.execute(WRITES_OF, key).fetchall()
+    ]
+
+
+class SqliteCheckpoints:
+    """The checkpoint methods of `SqliteStore`, which provides the connection and transactions."""
+
+    if TYPE_CHECKING:
+        _lock: threading.Lock
+        _conn: sqlite3.Connection
+        _cur: sqlite3.Cursor
+
+        def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True) -> _T: ...
+        def _error(self, exc: sqlite3.Error) -> StoreError: ...
+
+    def _read(self, fn: Callable[[sqlite3.Cursor], _T]) -> _T:
+        """Runs ``fn`` in one deferred (read) transaction: one snapshot, no write lock."""
+        with self._lock:
+            cur = self._cur
+            try:
+                cur.execute("BEGIN")
+                try:
+                    result = fn(cur)
+                finally:
+                    cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            return result
+
+    # ---- writes -----------------------------------------------------------------------------
+    def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        """See `Store.put_checkpoint`."""
+        c = checkpoint
+        values = (
+            c.thread_id, c.namespace, c.checkpoint_id, c.parent_id, c.run_id, c.type,
+            dump_metadata(c.metadata), c.created_at, c.data,
+        )  # fmt: skip
+        self._tx(lambda cur: cur.execute(PUT_CHECKPOINT, values))
+
+    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
+        """See `Store.put_checkpoint_writes` (``executemany``: rows apply in order)."""
+        rows = [
+            (w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.task_path, w.channel, w.type, w.data)
+            for w in writes
+        ]
+        if rows:
+            statement = REPLACE_WRITE if replace else KEEP_WRITE
+            self._tx(lambda cur: cur.executemany(statement, rows))
+
+    def delete_checkpoints(self, thread_id: str) -> None:
+        """See `Store.delete_checkpoints`."""
+        self._tx(lambda cur: [cur.execute(statement, (thread_id,)) for statement in DELETE_THREAD])
+
+    def delete_checkpoints_for_runs(self, run_ids: Sequence[str]) -> None:
+        """See `Store.delete_checkpoints_for_runs`."""
+        ids = id_list(run_ids, "run_ids")
+        if ids:
+            param = (json.dumps(ids),)
+            self._tx(lambda cur: [cur.execute(statement, param) for statement in DELETE_RUNS])
+
+    def copy_checkpoints(self, source_thread_id: str, target_thread_id: str) -> None:
+        """See `Store.copy_checkpoints`."""
+        if source_thread_id != target_thread_id:
+            params = (target_thread_id, source_thread_id)
+            self._tx(lambda cur: [cur.execute(statement, params) for statement in COPY_THREAD])
+
+    def prune_checkpoints(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
+        """See `Store.prune_checkpoints`."""
+        ids = id_list(thread_ids, "thread_ids")
+        if ids:
+            param = (json.dumps(ids),)
+            statements = PRUNE_KEEP_LATEST if keep_latest else PRUNE_ALL
+            self._tx(lambda cur: [cur.execute(statement, param) for statement in statements])
+
+    # ---- reads ------------------------------------------------------------------------------
+    def get_checkpoint(
+        self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
+    ) -> CheckpointRecord | None:
+        """See `Store.get_checkpoint`: the checkpoint's row, then its writes, in one snapshot."""
+        if checkpoint_id is None:
+            statement, params = GET_LATEST, (thread_id, namespace)
+        else:
+            statement, params = GET_CHECKPOINT, (thread_id, namespace, checkpoint_id)
+
+        def read(cur: sqlite3.Cursor) -> CheckpointRecord | None:
+            row = cur.execute(statement, params).fetchone()
+            return None if row is None else _checkpoint_from_row(row, _writes_of(cur, row[:3]))
+
+        return self._read(read)
+
+    def list_checkpoints(
+        self,
+        *,
+        thread_id: str | None = None,
+        namespace: str | None = None,
+        checkpoint_id: str | None = None,
+        before: str | None = None,
+        metadata: dict[str, JSON] | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        """See `Store.list_checkpoints`.
+
+        A metadata filter narrows the rows in SQL where it safely can (`_narrowing`) and is
+        decided by `metadata_matches`; the rows are then read until ``limit`` of them match.
+        """
+        check_limit(limit)
+        wanted = load_filter(metadata)
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("thread_id=?", thread_id), ("namespace=?", namespace), ("checkpoint_id=?", checkpoint_id),
+            ("checkpoint_id<?", before),
+        ):  # fmt: skip
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        for key, value in (wanted or {}).items():
+            if _narrowing(key, value):
+                clauses.append("json_extract(metadata, ?)=?")
+                params.extend((f'$."{key}"', value))
+        statement = f"SELECT {_CP_COLUMNS} FROM checkpoints"
+        if clauses:
+            statement += " WHERE " + " AND ".join(clauses)
+        statement += " ORDER BY checkpoint_id DESC, thread_id, namespace"
+        if wanted is None and limit is not None:
+            statement += " LIMIT ?"
+            params.append(limit)
+        if limit == 0:
+            return []
+
+        def read(cur: sqlite3.Cursor) -> list[CheckpointRecord]:
+            found: list[CheckpointRecord] = []
+            rows = self._conn.execute(statement, params)  # its own cursor: `cur` reads the writes
+            try:
+                for row in rows:
+                    decoded = None
+                    if wanted is not None:
+                        decoded = _decode(row[6])
+                        if not metadata_matches(decoded, wanted):
+                            continue
+                    found.append(_checkpoint_from_row(row, _writes_of(cur, row[:3]), decoded))
+                    if len(found) == limit:
+                        break
+            finally:
+                rows.close()
+            return found
+
+        return self._read(read)
