@@ -54,6 +54,14 @@ def crash_if(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class SimulatedCrash(BaseException):
+    """Stands in for a process dying, in-process: unwinds everything, records nothing."""
+
+
+RAISE_AT: set[str] = set()
+"""In-process crash points: a model call named here raises `SimulatedCrash` (once)."""
+
+
 def wait_for_step(suffix: str, timeout: float = 30.0) -> None:
     """Waits until the current run's journal holds a completed step whose key ends with ``suffix``.
 
@@ -92,7 +100,11 @@ class ScriptedChatModel(FakeMessagesListChatModel):
                   **kwargs: Any) -> ChatResult:
         index = sum(isinstance(m, AIMessage) for m in messages)
         log("model-calls", f"{self.model_name} {index}")
-        crash_if(f"model:{self.model_name}:{index}")
+        point = f"model:{self.model_name}:{index}"
+        crash_if(point)
+        if point in RAISE_AT:
+            RAISE_AT.discard(point)
+            raise SimulatedCrash(point)
         return ChatResult(generations=[ChatGeneration(message=self.responses[index].model_copy(deep=True))])
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,

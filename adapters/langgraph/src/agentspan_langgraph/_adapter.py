@@ -49,6 +49,7 @@ from agentspan_langgraph import _context, _patches
 from agentspan_langgraph._approvals import resume_command
 from agentspan_langgraph._codec import from_json, to_json
 from agentspan_langgraph._nodes import NodeRecorder
+from agentspan_langgraph.saver import AgentspanSaver
 
 RUN_ID_METADATA = "agentspan_run_id"
 """The checkpoint metadata key naming the Agentspan run that wrote a checkpoint."""
@@ -137,7 +138,7 @@ class LangGraphAdapter(Adapter):
         cached = self._durable.get(graph)
         if cached is not None and cached[0] is store:
             return cached[1]
-        durable = graph.copy(update={"checkpointer": _saver_for(store)})
+        durable = graph.copy(update={"checkpointer": AgentspanSaver(store)})
         self._durable[graph] = (store, durable)
         return durable
 
@@ -208,15 +209,3 @@ def _is_json(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
     return False
-
-
-_fallback_saver = InMemorySaver()
-
-
-def _saver_for(store: Store) -> BaseCheckpointSaver[Any]:
-    """The checkpointer of graphs that bring no durable one: an ``AgentspanSaver`` on ``store``."""
-    try:
-        from agentspan_langgraph.saver import AgentspanSaver
-    except ImportError:  # until the saver lands: checkpoints survive approvals in this process only
-        return _fallback_saver
-    return AgentspanSaver(store)
