@@ -15,7 +15,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
-from langgraph.types import Command
+from langgraph.types import Command, RetryPolicy, interrupt
 
 import agentspan
 from agentspan.errors import (
@@ -133,6 +133,41 @@ def test_a_crash_inside_a_node_replays_its_completed_calls_on_resume():
     assert plain(result["messages"]) == plain(lgr_support.support_graph().invoke(INPUT)["messages"])
 
 
+def test_a_node_retried_by_its_retry_policy_replays_each_attempt_apart():
+    class Flaky(ScriptedChatModel):
+        """Fails its first live call (a provider hiccup), answers by the script afterwards."""
+
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+            if "flaky failed" not in lgr_support.lines("model-calls"):
+                lgr_support.log("model-calls", "flaky failed")
+                raise RuntimeError("rate limited")
+            return super()._generate(messages, *args, **kwargs)
+
+    flaky = Flaky(model_name="flaky", responses=[ai("draft")])
+    checker = ScriptedChatModel(model_name="checker", responses=[ai("ok")])
+
+    def draft(state: MessagesState) -> dict[str, Any]:
+        first = flaky.invoke(state["messages"])
+        return {"messages": [first, checker.invoke([HumanMessage("check: " + first.content)])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("draft", draft, retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.01,
+                                                              retry_on=RuntimeError))
+    builder.add_edge(START, "draft")
+    graph = builder.compile()
+    lgr_support.RAISE_AT.add("model:checker:0")  # dies in the retried attempt, after its model call
+    handle = agentspan.start(graph, INPUT)
+    with pytest.raises(SimulatedCrash):
+        handle.result(timeout=20)
+    keys = [s.key.split("/", 1)[1] for s in handle.steps()]
+    assert keys == ["llm:0", "retry:1/llm:0"]  # the failed call, then the retried one
+    result = agentspan.resume(handle.id, graph).result(timeout=20)
+    # resumed: the node's first attempt no longer fails, so it goes on under its own keys
+    assert [m.content for m in result["messages"]] == [PROMPT, "draft", "ok"]
+    statuses = {s.key.split("/", 1)[1]: s.status.value for s in handle.steps() if s.kind.value == "llm"}
+    assert statuses == {"llm:0": "completed", "retry:1/llm:0": "completed", "llm:1": "completed"}
+
+
 def test_a_changed_prompt_on_resume_is_a_divergence_and_keeps_the_journal(monkeypatch):
     lgr_support.RAISE_AT.add("model:writer:1")
     handle = agentspan.start(lgr_support.support_graph(), INPUT)
@@ -153,21 +188,29 @@ def test_async_nodes_and_tools_are_journaled_too():
         return a + b
 
     model = ScriptedChatModel(model_name="m", responses=[ai("", ("add", {"a": 2, "b": 3}, "c1")), ai("5")])
+    critic = ScriptedChatModel(model_name="critic", responses=[ai("fine")])
 
     async def agent(state: MessagesState) -> dict[str, Any]:
         return {"messages": [await model.ainvoke(state["messages"])]}
 
+    async def review(state: MessagesState) -> dict[str, Any]:
+        # a blocking model call inside an async node (it blocks the loop, as it would without us)
+        return {"messages": [critic.invoke([HumanMessage("review " + state["messages"][-1].content)])]}
+
     builder = StateGraph(MessagesState)
     builder.add_node("agent", agent)
     builder.add_node("tools", ToolNode([add]))
+    builder.add_node("review", review)
     builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", lambda s: "tools" if s["messages"][-1].tool_calls else END, ["tools", END])
+    builder.add_conditional_edges("agent", lambda s: "tools" if s["messages"][-1].tool_calls else "review",
+                                  ["tools", "review"])
     builder.add_edge("tools", "agent")
     result = asyncio.run(agentspan.run_async(builder.compile(), {"messages": [HumanMessage("2+3?")]}))
-    assert result["messages"][-1].content == "5"
+    assert [m.content for m in result["messages"][-3:]] == ["5", "5", "fine"]
     steps = agentspan.get(only_run().id).steps()
     assert [(s.kind.value, s.name) for s in steps if s.kind.value != "checkpoint"] == [
-        ("llm", "m"), ("tool", "add"), ("llm", "m")]
+        ("llm", "m"), ("tool", "add"), ("llm", "m"), ("llm", "critic")]
+    assert next(s for s in steps if s.name == "add").output["kwargs"]["content"] == "5"
 
 
 # ---- threads and checkpointers -------------------------------------------------------------
@@ -231,6 +274,69 @@ def test_rejected_interrupt_resumes_the_node_with_the_rejection():
     assert effects() == []
     (decision,) = lgr_support.lines("decisions")
     assert "'approved': False" in decision and "'status': 'rejected'" in decision and "'by': 'bob'" in decision
+
+
+def test_interrupts_of_parallel_nodes_wait_together_and_are_decided_one_by_one():
+    def asker(name: str):
+        def node(state: MessagesState) -> dict[str, Any]:
+            decision = interrupt({"ask": name})
+            return {"messages": [AIMessage(f"{name}: {decision['status']}")]}
+        return node
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("legal", asker("legal"))
+    builder.add_node("finance", asker("finance"))
+    builder.add_edge(START, "legal")
+    builder.add_edge(START, "finance")
+    handle = agentspan.start(builder.compile(), INPUT)
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    deadline = time.monotonic() + 10
+    while len(handle.pending_approvals()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pending = {a.tool: a for a in handle.pending_approvals()}
+    assert {t: a.args for t, a in pending.items()} == {"legal": {"ask": "legal"}, "finance": {"ask": "finance"}}
+    with pytest.raises(ConfigurationError, match="pass approval_id"):
+        agentspan.get(handle.id).approve()
+    agentspan.get(handle.id).approve(pending["legal"].id)
+    time.sleep(0.2)
+    assert handle.status() is agentspan.RunStatus.WAITING  # still waits on finance
+    agentspan.get(handle.id).reject(pending["finance"].id, reason="over budget")
+    result = handle.result(timeout=20)
+    assert sorted(m.content for m in result["messages"][1:]) == ["finance: rejected", "legal: approved"]
+
+
+def test_interrupt_inside_a_tool_and_inside_a_subgraph():
+    @tool
+    def wire(amount: int) -> str:
+        """Wire money (asks a human first)."""
+        decision = interrupt({"wire": amount})
+        lgr_support.log("effects", f"wire {amount} {decision['approved']}")
+        return "wired" if decision["approved"] else "not wired"
+
+    model = ScriptedChatModel(model_name="m", responses=[ai("", ("wire", {"amount": 5}, "w1")), ai("done")])
+    inner = StateGraph(MessagesState)
+    inner.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    inner.add_node("tools", ToolNode([wire]))
+    inner.add_edge(START, "agent")
+    inner.add_conditional_edges("agent", lambda s: "tools" if s["messages"][-1].tool_calls else END, ["tools", END])
+    inner.add_edge("tools", "agent")
+    outer = StateGraph(MessagesState)
+    outer.add_node("payments", inner.compile())
+    outer.add_edge(START, "payments")
+    handle = agentspan.start(outer.compile(), INPUT)
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    (pending,) = handle.pending_approvals()
+    assert (pending.tool, pending.args) == ("payments", {"wire": 5})
+    agentspan.get(handle.id).approve()
+    result = handle.result(timeout=20)
+    assert [m.content for m in result["messages"]] == [PROMPT, "", "wired", "done"]
+    assert effects() == ["wire 5 True"] and calls_of("m") == [0, 1]
+    steps = handle.steps()
+    wire_step = next(s for s in steps if s.name == "wire")
+    # the tool's first attempt was interrupted; it completed when LangGraph ran it again
+    assert wire_step.key.startswith("payments:") and "|tools:" in wire_step.key and wire_step.attempt == 2
+    assert wire_step.status is agentspan.StepStatus.COMPLETED
+    assert [s.name for s in steps if s.kind is agentspan.StepKind.CHECKPOINT] == ["agent", "tools", "agent", "payments"]
 
 
 def test_cancelling_a_run_waiting_on_an_interrupt():

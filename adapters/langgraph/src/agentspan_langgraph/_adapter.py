@@ -10,7 +10,8 @@ store, with every model and tool call inside the nodes journaled:
   starts) unless the ``durability`` option says otherwise.
 - **Thread.** ``thread_id`` (option, or ``config["configurable"]["thread_id"]``) defaults to the
   run id. Every checkpoint of the run carries ``agentspan_run_id`` in its metadata.
-- **Resume.** A run whose input is already on its thread continues with ``ainvoke(None)``:
+- **Resume.** A run whose input is already on its thread (a checkpoint of the thread carries its
+  run id) continues with ``ainvoke(None)``:
   LangGraph restarts at the node that had not finished, and the journal replays the model and
   tool calls that node had already made. A run waiting on ``interrupt()`` continues with the
   human decision (see `agentspan_langgraph._approvals`).
@@ -117,9 +118,8 @@ class LangGraphAdapter(Adapter):
         graph = self._durable_graph(target, run.store)
         settings = _settings(run, options)
         config = _config(run, settings)
-        snapshot = await graph.aget_state(config)
-        if (snapshot.metadata or {}).get(RUN_ID_METADATA) == run.run_id:
-            payload: Any = resume_command(run, snapshot)  # None: continue where it stopped
+        if await _input_taken(graph, config, run.run_id):
+            payload: Any = resume_command(run, await graph.aget_state(config))  # None: continue
         else:
             payload = from_json(input)
         while True:
@@ -141,6 +141,15 @@ class LangGraphAdapter(Adapter):
         durable = graph.copy(update={"checkpointer": AgentspanSaver(store)})
         self._durable[graph] = (store, durable)
         return durable
+
+
+async def _input_taken(graph: Pregel, config: RunnableConfig, run_id: str) -> bool:
+    """Whether the run already gave its input to the thread (some checkpoint carries its id)."""
+    checkpointer = graph.checkpointer
+    assert isinstance(checkpointer, BaseCheckpointSaver)  # made so by _durable_graph
+    async for _ in checkpointer.alist(config, filter={RUN_ID_METADATA: run_id}, limit=1):
+        return True
+    return False
 
 
 def _check_graph(target: Any) -> None:
@@ -178,19 +187,20 @@ def _config(run: agentspan.ActiveRun, settings: Mapping[str, Any]) -> RunnableCo
 async def _invoke(graph: Pregel, run: agentspan.ActiveRun, payload: Any, config: RunnableConfig,
                   settings: Mapping[str, Any]) -> Any:
     """One ``ainvoke`` with its calls journaled and its nodes recorded."""
-    invoke_config = RunnableConfig(**{**config, "callbacks": _with_recorder(config.get("callbacks"), run)})
+    invocation = _context.Invocation(run)
+    invoke_config = RunnableConfig(**{**config, "callbacks": _with_recorder(config.get("callbacks"), invocation)})
     kwargs: dict[str, Any] = {"durability": settings.get("durability") or "sync"}
     if settings.get("context") is not None:
         kwargs["context"] = settings["context"]
-    token = _context.begin(run)
+    token = _context.begin(invocation)
     try:
         return await graph.ainvoke(payload, invoke_config, **kwargs)
     finally:
         _context.end(token)
 
 
-def _with_recorder(callbacks: Any, run: agentspan.ActiveRun) -> Any:
-    recorder = NodeRecorder(run)
+def _with_recorder(callbacks: Any, invocation: _context.Invocation) -> Any:
+    recorder = NodeRecorder(invocation)
     if callbacks is None:
         return [recorder]
     if isinstance(callbacks, BaseCallbackManager):

@@ -23,7 +23,7 @@ from agentspan.hashing import digest
 from agentspan.models import parse_model_id
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_langgraph._codec import from_json, to_json
-from agentspan_langgraph._context import Invocation, call_scope
+from agentspan_langgraph._context import Invocation
 
 _PROVIDERS = {
     "google_genai": "google", "google_vertexai": "google", "google_anthropic_vertex": "anthropic",
@@ -102,7 +102,7 @@ async def journal_model_call(
 ) -> ChatResult:
     """Replays the model call from the journal, or makes it live and journals it as an ``llm`` step."""
     run = invocation.run
-    scope = call_scope(metadata)
+    scope = invocation.scope(metadata)
     key = f"{scope}/llm:{invocation.next_index(scope, 'llm')}"
     provider, name = model_identity(model, stop, kwargs)
     input_hash = digest([provider, name, stop, _call_options(kwargs),
@@ -148,7 +148,7 @@ async def journal_tool_call(
     """Replays the tool call from the journal, or runs it live (after an approval if the tool asks
     for one) and journals it as a ``tool`` step; returns what ``BaseTool.run`` returns."""
     run = invocation.run
-    scope = call_scope(metadata)
+    scope = invocation.scope(metadata)
     key = f"{scope}/call:{tool_call_id}" if tool_call_id else f"{scope}/tool:{invocation.next_index(scope, 'tool')}"
     output = await run.tool(key=key, name=tool.name, args=tool_args(tool, tool_input), invoke=live,
                             options=options_of(tool), dump=to_json)

@@ -10,7 +10,10 @@ Keys are derived from LangGraph's own task identity, never from timing:
   (``agent:<task id>``; ``outer:<task id>|inner:<task id>`` inside a subgraph). LangGraph derives
   task ids from the checkpoint the step started from, so a node re-executed after a crash or an
   interrupt has the same namespace (checkpoints are written with ``durability="sync"``);
-- model calls count within their task (``agent:<task id>/llm:0``, ``/llm:1``...);
+- model calls count within their task (``agent:<task id>/llm:0``, ``/llm:1``...); when a
+  ``RetryPolicy`` runs the node again, the calls of each further attempt are counted apart
+  (``agent:<task id>/retry:1/llm:0``), so a resumed node that fails and retries the same way
+  meets the same keys, and one that no longer fails does not run into its earlier retries;
 - tool calls are keyed by the model's ``tool_call_id`` (``tools:<task id>/call:<id>``), so the
   parallel calls of a ``ToolNode`` keep their keys whatever order they finish in; a tool invoked
   without a tool call counts within its task (``/tool:0``);
@@ -23,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
-from collections.abc import Callable, Coroutine, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from langchain_core.runnables.config import var_child_runnable_config
 
 import agentspan
+from agentspan.errors import AgentspanError
 from agentspan.hashing import digest
 
 T = TypeVar("T")
@@ -49,6 +54,34 @@ class Invocation:
         self.run = run
         self._counters: dict[tuple[str, str], itertools.count[int]] = {}
         self._digests: dict[int, tuple[Any, str]] = {}
+        self._attempts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.offload = bool(getattr(run.store, "blocking_io", False))
+        """The store does network I/O (a server): journal writes must go through an event loop."""
+
+    def task_started(self, ns: str) -> None:
+        """Notes that the task ``ns`` starts (again, when LangGraph retries it)."""
+        with self._lock:
+            self._attempts[ns] = self._attempts.get(ns, -1) + 1
+
+    def scope(self, metadata: Mapping[str, Any] | None) -> str:
+        """Returns the key prefix of a call: the enclosing tool step, else the LangGraph task.
+
+        Args:
+            metadata: The call's run metadata (LangGraph puts ``langgraph_checkpoint_ns`` there).
+        """
+        step = agentspan.current_step()
+        if step is not None and step.kind == "tool":
+            return step.key
+        ns = (metadata or {}).get("langgraph_checkpoint_ns")
+        if not ns:
+            config = var_child_runnable_config.get() or {}
+            ns = config.get("metadata", {}).get("langgraph_checkpoint_ns") or config.get(
+                "configurable", {}).get("checkpoint_ns")
+        if not ns:
+            return "graph"
+        attempt = self._attempts.get(str(ns), 0)
+        return f"{ns}/retry:{attempt}" if attempt else str(ns)
 
     def next_index(self, scope: str, kind: str) -> int:
         """Returns the position of the next ``kind`` call in ``scope`` (0, 1, ...; thread-safe)."""
@@ -68,9 +101,9 @@ class Invocation:
         return value
 
 
-def begin(run: agentspan.ActiveRun) -> contextvars.Token[Invocation | None]:
-    """Starts journaling the calls of one ``ainvoke`` of ``run`` in this context."""
-    return _invocation.set(Invocation(run))
+def begin(invocation: Invocation) -> contextvars.Token[Invocation | None]:
+    """Starts journaling the calls of one ``ainvoke`` in this context."""
+    return _invocation.set(invocation)
 
 
 def end(token: contextvars.Token[Invocation | None]) -> None:
@@ -93,35 +126,45 @@ def current() -> Invocation | None:
     return invocation
 
 
-def call_scope(metadata: Mapping[str, Any] | None) -> str:
-    """Returns the key prefix of a call: the enclosing tool step, else the LangGraph task.
+def call_sync(invocation: Invocation, journal: Callable[[Callable[[], Awaitable[T]]], Coroutine[Any, Any, T]],
+              call: Callable[[], T]) -> T:
+    """Journals a synchronous call (a model or tool called from a sync node or tool) and returns its result.
 
-    Args:
-        metadata: The call's run metadata (LangGraph puts ``langgraph_checkpoint_ns`` there).
+    ``journal(live)`` is the journaling coroutine; ``live()`` makes the call. With the embedded
+    store, journaling never waits on anything, so the coroutine is driven to its end right here,
+    with the call made inline in the caller's thread: no event loop, no thread hop. A store that
+    does network I/O is called from worker threads by the core, which needs a loop: the
+    coroutine then gets a short-lived one, and the call itself runs on a worker thread (so code
+    that starts an event loop of its own still can).
     """
-    step = agentspan.current_step()
-    if step is not None and step.kind == "tool":
-        return step.key
-    ns = (metadata or {}).get("langgraph_checkpoint_ns")
-    if not ns:
-        config = var_child_runnable_config.get() or {}
-        ns = config.get("metadata", {}).get("langgraph_checkpoint_ns") or config.get(
-            "configurable", {}).get("checkpoint_ns")
-    return str(ns) if ns else "graph"
+    if not invocation.offload:
+        async def inline() -> T:
+            return call()
 
+        return _drive(journal(inline))
 
-def call_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Runs a journaling coroutine from synchronous code (a sync node or tool) and returns its result.
+    async def threaded() -> T:
+        return await asyncio.to_thread(call)
 
-    Sync nodes and tools run on worker threads without an event loop: the coroutine gets its own
-    short-lived loop there. Where a loop is already running in this thread (a sync model call
-    made from an async node), it runs on a helper thread instead. Context variables (the run,
-    the current step) are carried over either way.
-    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(factory())
-    context = contextvars.copy_context()
+        in_loop = False
+    else:
+        in_loop = True
+    if not in_loop:  # (outside the except block: errors of the call must not chain onto this one)
+        return asyncio.run(journal(threaded))
+    context = contextvars.copy_context()  # a sync call made in a running loop: use a helper thread
     with ThreadPoolExecutor(1, thread_name_prefix="agentspan-langgraph") as pool:
-        return pool.submit(context.run, lambda: asyncio.run(factory())).result()
+        return pool.submit(context.run, lambda: asyncio.run(journal(threaded))).result()
+
+
+def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine that never suspends to its end, in the calling thread."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise AgentspanError("a journaled LangGraph call waited on I/O with an embedded store; "
+                         "this is a bug in agentspan-langgraph")

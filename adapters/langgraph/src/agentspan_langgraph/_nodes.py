@@ -22,20 +22,21 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 import agentspan
 from agentspan_langgraph._codec import to_json
+from agentspan_langgraph._context import Invocation
 
 
 class NodeRecorder(BaseCallbackHandler):
     """Journals every completed node of a durable run as a ``checkpoint`` step.
 
     Args:
-        run: The run whose journal gets the node steps.
+        invocation: The invoke whose nodes are recorded (it also learns when a node starts).
     """
 
     run_inline = True  # record in the node's own thread, in order with its calls
     raise_error = True  # a lost lease or a cancelled run must stop the graph, not be logged
 
-    def __init__(self, run: agentspan.ActiveRun) -> None:
-        self._run = run
+    def __init__(self, invocation: Invocation) -> None:
+        self._invocation = invocation
         self._open: dict[UUID, tuple[str, str, int | None]] = {}
         self._lock = threading.Lock()
 
@@ -50,6 +51,9 @@ class NodeRecorder(BaseCallbackHandler):
         # inside the node (branches, sequences) carry the same metadata under other names.
         if not node or not ns or kwargs.get("name") != node or f"graph:step:{step}" not in (tags or ()):
             return
+        self._invocation.task_started(str(ns))
+        if str(node).startswith("__"):  # LangGraph's own nodes (__start__): nothing of the user's ran
+            return
         with self._lock:
             self._open[run_id] = (str(ns), str(node), step)
 
@@ -59,7 +63,7 @@ class NodeRecorder(BaseCallbackHandler):
         if entry is None:
             return
         ns, node, step = entry
-        self._run.record(kind=agentspan.StepKind.CHECKPOINT, key=ns, name=node, input={"step": step},
+        self._invocation.run.record(kind=agentspan.StepKind.CHECKPOINT, key=ns, name=node, input={"step": step},
                          output=to_json(outputs))
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

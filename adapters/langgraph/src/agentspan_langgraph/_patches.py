@@ -14,7 +14,6 @@ durable LangGraph run (`agentspan_langgraph._context.current`).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
@@ -55,12 +54,9 @@ def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
     if invocation is None:
         return wrapped(*args, **kwargs)
     messages, stop, metadata, options = _model_call(args, kwargs)
-
-    async def live() -> Any:
-        # off the journaling loop: the model's own code may run an event loop of its own
-        return await asyncio.to_thread(wrapped, *args, **kwargs)
-
-    return call_sync(lambda: journal_model_call(invocation, instance, messages, stop, metadata, options, live))
+    return call_sync(invocation,
+                     lambda live: journal_model_call(invocation, instance, messages, stop, metadata, options, live),
+                     lambda: wrapped(*args, **kwargs))
 
 
 async def _agenerate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -85,11 +81,9 @@ def _run_tool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
     if invocation is None:
         return wrapped(*args, **kwargs)
     tool_input, tool_call_id, metadata = _tool_call(args, kwargs)
-
-    async def live() -> Any:
-        return await asyncio.to_thread(wrapped, *args, **kwargs)
-
-    return call_sync(lambda: journal_tool_call(invocation, instance, tool_input, tool_call_id, metadata, live))
+    return call_sync(invocation,
+                     lambda live: journal_tool_call(invocation, instance, tool_input, tool_call_id, metadata, live),
+                     lambda: wrapped(*args, **kwargs))
 
 
 async def _arun_tool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
