@@ -21,6 +21,7 @@ import agentspan
 from agentspan.errors import (
     ApprovalConflict,
     ConfigurationError,
+    InDoubtStepError,
     ReplayDivergenceError,
     RunCancelledError,
     RunFailed,
@@ -166,6 +167,29 @@ def test_a_node_retried_by_its_retry_policy_replays_each_attempt_apart():
     assert [m.content for m in result["messages"]] == [PROMPT, "draft", "ok"]
     statuses = {s.key.split("/", 1)[1]: s.status.value for s in handle.steps() if s.kind.value == "llm"}
     assert statuses == {"llm:0": "completed", "retry:1/llm:0": "completed", "llm:1": "completed"}
+
+
+def test_a_tool_with_fail_policy_killed_mid_call_fails_the_run_on_resume():
+    @tool
+    @agentspan.tool(on_in_doubt="fail")
+    def charge(amount: int) -> str:
+        """Charge a card (must never run twice)."""
+        lgr_support.log("effects", f"charge {amount}")
+        raise SimulatedCrash("died after charging, before the result was journaled")
+
+    model = ScriptedChatModel(model_name="m", responses=[ai("", ("charge", {"amount": 9}, "c1")), ai("ok")])
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_node("tools", ToolNode([charge]))
+    builder.add_edge(START, "agent")
+    builder.add_edge("agent", "tools")
+    graph = builder.compile()
+    handle = agentspan.start(graph, INPUT)
+    with pytest.raises(SimulatedCrash):
+        handle.result(timeout=20)
+    with pytest.raises(InDoubtStepError, match="call:c1"):
+        agentspan.resume(handle.id, graph).result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.FAILED and effects() == ["charge 9"]
 
 
 def test_a_changed_prompt_on_resume_is_a_divergence_and_keeps_the_journal(monkeypatch):

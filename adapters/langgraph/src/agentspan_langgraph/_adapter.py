@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.runnables import RunnableConfig
@@ -145,8 +145,7 @@ class LangGraphAdapter(Adapter):
 
 async def _input_taken(graph: Pregel, config: RunnableConfig, run_id: str) -> bool:
     """Whether the run already gave its input to the thread (some checkpoint carries its id)."""
-    checkpointer = graph.checkpointer
-    assert isinstance(checkpointer, BaseCheckpointSaver)  # made so by _durable_graph
+    checkpointer = cast(BaseCheckpointSaver, graph.checkpointer)  # made durable by _durable_graph
     async for _ in checkpointer.alist(config, filter={RUN_ID_METADATA: run_id}, limit=1):
         return True
     return False

@@ -34,7 +34,7 @@ from langgraph.types import Command, Interrupt, StateSnapshot
 
 import agentspan
 from agentspan import approvals
-from agentspan.errors import ApprovalPending
+from agentspan.errors import ApprovalPending, StoreError
 from agentspan.hashing import digest
 from agentspan.records import JSON, Approval, ApprovalStatus
 from agentspan.tools import ToolOptions
@@ -91,7 +91,8 @@ def resume_command(run: agentspan.ActiveRun, snapshot: StateSnapshot) -> Command
             waiting = waiting or signal  # request every approval before suspending
             continue
         approval = run.store.find_approval(run.run_id, key)
-        assert approval is not None  # gate() just read or created it
+        if approval is None:  # gate() has just read or created it
+            raise StoreError(f"approval of step {key!r} of run {run.run_id!r} vanished from the store")
         decision = decision_payload(approval)
         run.record(kind=agentspan.StepKind.APPROVAL, key=key, name=node, input=value, output=decision)
         decisions[interrupt.id] = decision
