@@ -237,10 +237,12 @@ def report(clocks: dict[str, list[Clock]], args: argparse.Namespace, skipped: li
             if sqlite is None or mine is None:
                 continue
             ratio = mine / sqlite if sqlite > 0 else float("inf")
+            paired_sqlite = paired[f"SqliteSaver [{mode}]"]
+            paired_ratio = paired[f"AgentspanSaver {durability} [{mode}]"] / paired_sqlite if paired_sqlite else 0.0
             target = f"≤ {TARGET_RATIO}" if durability == "normal" else ""
             mark = ok(ratio, TARGET_RATIO) if durability == "normal" else ""
             rows.append((f"AgentspanSaver ({durability}) / SqliteSaver added, durability={mode}",
-                         f"{mine:.3f} / {sqlite:.3f} ms = {ratio:.2f}", target, mark))
+                         f"{mine:.3f} / {sqlite:.3f} ms = {ratio:.2f} (paired {paired_ratio:.2f})", target, mark))
         for other in ("InMemorySaver", "PostgresSaver", "AgentspanSaver via server"):
             if f"{other} [{mode}]" in added:
                 rows.append((f"{other} added per super-step, durability={mode}",
