@@ -208,6 +208,9 @@ def report(clocks: dict[str, list[Clock]], args: argparse.Namespace, skipped: li
     median = {name: statistics.median(v) for name, v in wall.items()}
     added = {name: (m - median[base]) / supersteps for name, m in median.items()}
     cpu_added = {name: (statistics.median(v) - statistics.median(cpu[base])) / supersteps for name, v in cpu.items()}
+    # Noise cross-check: the median over rounds of (run - the same round's no-checkpointer run).
+    paired = {name: statistics.median(v - b for v, b in zip(values, wall[base], strict=True)) / supersteps
+              for name, values in wall.items()}
 
     print(f"\n{args.steps}-tick counter graph ({supersteps} super-steps, {args.steps + 2} checkpoints per run), "
           f"{args.repeats} interleaved repeats, median per variant")
@@ -215,14 +218,15 @@ def report(clocks: dict[str, list[Clock]], args: argparse.Namespace, skipped: li
           f"temp dir under {args.tmp or tempfile.gettempdir()}")
     for line in skipped:
         print(line)
-    header = f"{'variant':<36} {'ms/run':>8} {'min':>7} {'max':>7} {'+ms/step':>9} {'+cpu/step':>10}"
+    header = f"{'variant':<36} {'ms/run':>8} {'min':>7} {'max':>7} {'+ms/step':>9} {'paired':>7} {'+cpu/step':>10}"
     print(header)
     print("-" * len(header))
     for name, values in wall.items():
-        extra = "" if name == base else f"{added[name]:>9.3f} {cpu_added[name]:>10.3f}"
+        extra = "" if name == base else f"{added[name]:>9.3f} {paired[name]:>7.3f} {cpu_added[name]:>10.3f}"
         print(f"{name:<36} {median[name]:>8.1f} {min(values):>7.1f} {max(values):>7.1f} {extra}")
-    print("+ms/step = (median - no-checkpointer median) / super-steps; +cpu/step: the same on process CPU time\n"
-          "(all threads: excludes fsync waits and the PostgreSQL server's work).")
+    print("+ms/step = (median - no-checkpointer median) / super-steps; paired = median over rounds of (run - same\n"
+          "round's no-checkpointer run) / super-steps; +cpu/step: as +ms/step on process CPU time (all threads; it\n"
+          "excludes fsync waits and the PostgreSQL or Agentspan server's work).")
     print(f"total bench wall time: {elapsed:.1f} s")
 
     rows = []
@@ -233,10 +237,12 @@ def report(clocks: dict[str, list[Clock]], args: argparse.Namespace, skipped: li
             if sqlite is None or mine is None:
                 continue
             ratio = mine / sqlite if sqlite > 0 else float("inf")
+            paired_sqlite = paired[f"SqliteSaver [{mode}]"]
+            paired_ratio = paired[f"AgentspanSaver {durability} [{mode}]"] / paired_sqlite if paired_sqlite else 0.0
             target = f"≤ {TARGET_RATIO}" if durability == "normal" else ""
             mark = ok(ratio, TARGET_RATIO) if durability == "normal" else ""
             rows.append((f"AgentspanSaver ({durability}) / SqliteSaver added, durability={mode}",
-                         f"{mine:.3f} / {sqlite:.3f} ms = {ratio:.2f}", target, mark))
+                         f"{mine:.3f} / {sqlite:.3f} ms = {ratio:.2f} (paired {paired_ratio:.2f})", target, mark))
         for other in ("InMemorySaver", "PostgresSaver", "AgentspanSaver via server"):
             if f"{other} [{mode}]" in added:
                 rows.append((f"{other} added per super-step, durability={mode}",

@@ -1,12 +1,15 @@
 """Checkpoint storage of the SQLite store (`SqliteCheckpoints`, a mixin of `SqliteStore`).
 
 The tables are schema version 2 (`sqlite_schema.MIGRATIONS`). LangGraph calls these methods on
-every super-step (one `put_checkpoint`, one `put_checkpoint_writes` per task, reads on resume), so
-they stay lean: constant SQL (sqlite3's statement cache keeps it prepared), ``executemany`` for
-writes, blobs bound and returned as they are, records built without re-validation. Each write is
-one ``BEGIN IMMEDIATE`` transaction (`SqliteStore._tx`); reads of a checkpoint with its writes run
-in one deferred read transaction, so they see one snapshot. Lists of ids reach SQL as one JSON
-array parameter (``json_each``), so the statement text never depends on their number.
+every super-step (one `put_checkpoint`, one `put_checkpoint_writes` per task, a read on resume),
+so they stay lean: constant SQL (sqlite3's statement cache keeps it prepared), ``executemany`` for
+writes, blobs bound and returned as they are. `put_checkpoint` is one statement in autocommit
+(its own transaction); every other write is one ``BEGIN IMMEDIATE`` transaction
+(`SqliteStore._tx`). Reads of checkpoints with their writes run in one deferred read transaction,
+so they see one snapshot. Records are built by validation, which pydantic 2 does faster than
+``model_construct`` for these models (`get_checkpoint` builds its record outside the lock). Lists
+of ids reach SQL as one JSON array parameter (``json_each``), so the statement text never depends
+on their number.
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ __all__ = ["SqliteCheckpoints"]
 
 _T = TypeVar("_T")
 _decode = json.loads
-_construct_checkpoint = CheckpointRecord.model_construct
-_construct_write = CheckpointWrite.model_construct
 
 # ---- statements ----------------------------------------------------------------------------
 _CP_FIELDS = ("parent_id", "run_id", "type", "metadata", "created_at", "data")
@@ -50,8 +51,7 @@ REPLACE_WRITE = (
     + ", ".join(f"{f}=excluded.{f}" for f in _W_FIELDS[2:])
 )
 GET_LATEST = (
-    f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE thread_id=? AND namespace=? "
-    "ORDER BY checkpoint_id DESC LIMIT 1"
+    f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE thread_id=? AND namespace=? ORDER BY checkpoint_id DESC LIMIT 1"
 )
 GET_CHECKPOINT = f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE {_KEY}"
 WRITES_OF = (
@@ -78,10 +78,11 @@ PRUNE_ALL = (
     f"DELETE FROM checkpoint_writes WHERE thread_id IN {_IDS}",
 )
 PRUNE_KEEP_LATEST = (  # checkpoints first: the writes kept are those of the checkpoints left
-    f"DELETE FROM checkpoints AS c WHERE thread_id IN {_IDS} AND checkpoint_id < (SELECT MAX(k.checkpoint_id) "
-    "FROM checkpoints k WHERE k.thread_id = c.thread_id AND k.namespace = c.namespace)",
-    f"DELETE FROM checkpoint_writes AS w WHERE thread_id IN {_IDS} AND NOT EXISTS (SELECT 1 FROM checkpoints c "
-    "WHERE c.thread_id = w.thread_id AND c.namespace = w.namespace AND c.checkpoint_id = w.checkpoint_id)",
+    f"DELETE FROM checkpoints WHERE thread_id IN {_IDS} AND checkpoint_id < (SELECT MAX(k.checkpoint_id) "
+    "FROM checkpoints k WHERE k.thread_id = checkpoints.thread_id AND k.namespace = checkpoints.namespace)",
+    f"DELETE FROM checkpoint_writes WHERE thread_id IN {_IDS} AND NOT EXISTS (SELECT 1 FROM checkpoints c "
+    "WHERE c.thread_id = checkpoint_writes.thread_id AND c.namespace = checkpoint_writes.namespace "
+    "AND c.checkpoint_id = checkpoint_writes.checkpoint_id)",
 )
 
 
@@ -105,24 +106,25 @@ def _narrowing(key: str, value: JSON) -> bool:
 def _checkpoint_from_row(
     row: Sequence[Any], writes: list[CheckpointWrite], metadata: dict[str, JSON] | None = None
 ) -> CheckpointRecord:
-    """Builds a checkpoint from a row selected with `_CP_COLUMNS` (trusted: no re-validation);
-    ``metadata`` is the row's, when already decoded."""
+    """Builds a checkpoint from a row selected with `_CP_COLUMNS`; ``metadata`` is the row's, when
+    already decoded."""
     thread_id, namespace, checkpoint_id, parent_id, run_id, type_, text, created_at, data = row
-    return _construct_checkpoint(
+    return CheckpointRecord(
         thread_id=thread_id, namespace=namespace, checkpoint_id=checkpoint_id, parent_id=parent_id, type=type_,
         data=data, metadata=_decode(text) if metadata is None else metadata, run_id=run_id, created_at=created_at,
         writes=writes,
     )  # fmt: skip
 
 
-def _writes_of(cur: sqlite3.Cursor, key: tuple[str, str, str]) -> list[CheckpointWrite]:
+def _writes_from_rows(key: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[CheckpointWrite]:
+    """Builds the writes of the checkpoint ``key`` (thread, namespace, id) from `WRITES_OF` rows."""
     thread_id, namespace, checkpoint_id = key
     return [
-        _construct_write(
+        CheckpointWrite(
             thread_id=thread_id, namespace=namespace, checkpoint_id=checkpoint_id, task_id=task_id,
             task_path=task_path, idx=idx, channel=channel, type=type_, data=data,
         )  # fmt: skip
-        for task_id, idx, task_path, channel, type_, data in cur.execute(WRITES_OF, key).fetchall()
+        for task_id, idx, task_path, channel, type_, data in rows
     ]
 
 
@@ -153,13 +155,17 @@ class SqliteCheckpoints:
 
     # ---- writes -----------------------------------------------------------------------------
     def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
-        """See `Store.put_checkpoint`."""
+        """See `Store.put_checkpoint` (one statement: its own transaction)."""
         c = checkpoint
         values = (
             c.thread_id, c.namespace, c.checkpoint_id, c.parent_id, c.run_id, c.type,
             dump_metadata(c.metadata), c.created_at, c.data,
         )  # fmt: skip
-        self._tx(lambda cur: cur.execute(PUT_CHECKPOINT, values))
+        with self._lock:
+            try:
+                self._cur.execute(PUT_CHECKPOINT, values)
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
 
     def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
         """See `Store.put_checkpoint_writes` (``executemany``: rows apply in order)."""
@@ -206,11 +212,15 @@ class SqliteCheckpoints:
         else:
             statement, params = GET_CHECKPOINT, (thread_id, namespace, checkpoint_id)
 
-        def read(cur: sqlite3.Cursor) -> CheckpointRecord | None:
+        def read(cur: sqlite3.Cursor) -> tuple[Any, list[Any]] | None:
             row = cur.execute(statement, params).fetchone()
-            return None if row is None else _checkpoint_from_row(row, _writes_of(cur, row[:3]))
+            return None if row is None else (row, cur.execute(WRITES_OF, row[:3]).fetchall())
 
-        return self._read(read)
+        found = self._read(read)
+        if found is None:
+            return None
+        row, writes = found
+        return _checkpoint_from_row(row, _writes_from_rows(row[:3], writes))
 
     def list_checkpoints(
         self,
@@ -229,6 +239,8 @@ class SqliteCheckpoints:
         """
         check_limit(limit)
         wanted = load_filter(metadata)
+        if limit == 0:
+            return []
         clauses: list[str] = []
         params: list[Any] = []
         for clause, value in (
@@ -249,8 +261,6 @@ class SqliteCheckpoints:
         if wanted is None and limit is not None:
             statement += " LIMIT ?"
             params.append(limit)
-        if limit == 0:
-            return []
 
         def read(cur: sqlite3.Cursor) -> list[CheckpointRecord]:
             found: list[CheckpointRecord] = []
@@ -262,7 +272,8 @@ class SqliteCheckpoints:
                         decoded = _decode(row[6])
                         if not metadata_matches(decoded, wanted):
                             continue
-                    found.append(_checkpoint_from_row(row, _writes_of(cur, row[:3]), decoded))
+                    writes = _writes_from_rows(row[:3], cur.execute(WRITES_OF, row[:3]).fetchall())
+                    found.append(_checkpoint_from_row(row, writes, decoded))
                     if len(found) == limit:
                         break
             finally:
