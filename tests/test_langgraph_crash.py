@@ -149,3 +149,23 @@ def test_interrupt_waits_across_a_kill_and_is_approved_from_the_cli(child_env):
     steps = agentspan.get(run_id).steps()
     assert [s.kind.value for s in steps] == ["llm", "approval", "checkpoint"]
     assert steps[1].output["approved"] is True and steps[1].output["by"] == "alice"
+
+
+def test_approval_required_tool_waits_across_a_kill_and_runs_once_after_approval(child_env):
+    run_id = new_id()
+    waiting = child(child_env, "start", run_id, "refunds", wait=False)
+    try:
+        wait_until_waiting(run_id)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    (approval,) = agentspan.get(run_id).pending_approvals()
+    assert (approval.tool, approval.args) == ("refund", {"order_id": "42", "amount": 30.0})
+    assert cli(child_env, "approve", approval.id, "--by", "alice").returncode == 0
+    resumed = child(child_env, "resume", run_id, "refunds")
+    assert resumed.returncode == 0, resumed.stderr
+    conversation = final_of(resumed.stdout)
+    assert conversation[2] == ["tool", "refunded $30.00 on order 42", "call_r"]
+    assert conversation[-1] == ["ai", "Done.", None]
+    assert lgr_support.effects() == ["refund 42 30.0"]
+    assert lgr_support.calls_of("agent") == [0, 1]  # the call that asked for the refund was not made again

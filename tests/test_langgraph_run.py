@@ -409,6 +409,10 @@ def test_refused_graphs_inputs_and_options_raise_clear_errors_and_store_nothing(
         agentspan.run(chat_graph(), INPUT, max_turns=3)
     with pytest.raises(ConfigurationError, match="durability"):
         agentspan.run(chat_graph(), INPUT, durability="sometimes")
+    with pytest.raises(ConfigurationError, match="time travel"):
+        agentspan.run(chat_graph(), INPUT, config={"configurable": {"checkpoint_id": "1ef"}})
+    with pytest.raises(ConfigurationError, match="thread_id"):
+        agentspan.run(chat_graph(), INPUT, thread_id=["a"])
     with pytest.raises(ConfigurationError, match="Command"):
         agentspan.run(chat_graph(), Command(resume="yes"))
     assert agentspan.get_store().list_runs() == []

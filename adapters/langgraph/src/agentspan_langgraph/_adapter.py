@@ -7,7 +7,8 @@ store, with every model and tool call inside the nodes journaled:
   runs as a copy compiled with an ``AgentspanSaver`` on the run's store; a graph compiled with a
   durable checkpointer (``AgentspanSaver``, ``SqliteSaver``, ``PostgresSaver``, ...) keeps it.
   Checkpoints are written with ``durability="sync"`` (each superstep is stored before the next one
-  starts) unless the ``durability`` option says otherwise.
+  starts). The ``durability`` option can trade that for speed (``"async"``, ``"exit"``); a crash
+  may then lose checkpoints, and the calls of the steps they would have recorded run again.
 - **Thread.** ``thread_id`` (option, or ``config["configurable"]["thread_id"]``) defaults to the
   run id. Every checkpoint of the run carries ``agentspan_run_id`` in its metadata.
 - **Resume.** A run whose input is already on its thread (a checkpoint of the thread carries its
@@ -93,9 +94,10 @@ class LangGraphAdapter(Adapter):
         config = options.get("config")
         if config is not None and not isinstance(config, Mapping):
             raise ConfigurationError(f"config must be a RunnableConfig dict, not {type(config).__name__}")
+        _check_configurable((config or {}).get("configurable") or {})
         thread_id = options.get("thread_id")
         if thread_id is not None and not isinstance(thread_id, (str, int)):
-            raise ConfigurationError(f"thread_id must be a str, not {type(thread_id).__name__}")
+            raise ConfigurationError(f"thread_id must be a str or int, not {type(thread_id).__name__}")
         stored: dict[str, Any] = {}
         if thread_id is not None:
             stored["thread_id"] = str(thread_id)
@@ -105,8 +107,10 @@ class LangGraphAdapter(Adapter):
             kept = {k: config[k] for k in _STORED_CONFIG if k in config and _is_json(config[k])}
             if kept:
                 stored["config"] = kept
-        if options.get("context") is not None and _is_json(to_json(options["context"])):
-            stored["context"] = to_json(options["context"])
+        if options.get("context") is not None:
+            context = to_json(options["context"])
+            if _is_json(context):
+                stored["context"] = context
         return stored
 
     def encode_output(self, result: Any) -> Any:
@@ -162,6 +166,12 @@ def _check_graph(target: Any) -> None:
             "through interrupt() inside a node or tool, which becomes an Agentspan approval")
 
 
+def _check_configurable(configurable: Mapping[str, Any]) -> None:
+    if configurable.get("checkpoint_id"):
+        raise ConfigurationError("config['configurable']['checkpoint_id'] (time travel) is not supported by "
+                                 "durable runs: a run always continues from its thread's latest checkpoint")
+
+
 def _settings(run: agentspan.ActiveRun, options: Mapping[str, Any]) -> dict[str, Any]:
     """The run's options: those stored when it started, overridden by the ones given now."""
     stored = dict(run.run.options)
@@ -174,9 +184,7 @@ def _config(run: agentspan.ActiveRun, settings: Mapping[str, Any]) -> RunnableCo
     """The ``RunnableConfig`` of every invoke of the run: thread, run id metadata, node recorder."""
     user: Mapping[str, Any] = settings.get("config") or {}
     configurable = dict(user.get("configurable") or {})
-    if configurable.get("checkpoint_id"):
-        raise ConfigurationError("config['configurable']['checkpoint_id'] (time travel) is not supported by "
-                                 "durable runs: a run always continues from its thread's latest checkpoint")
+    _check_configurable(configurable)
     configurable["thread_id"] = str(settings.get("thread_id") or configurable.get("thread_id") or run.run_id)
     config: dict[str, Any] = {**user, "configurable": configurable,
                               "metadata": {**(user.get("metadata") or {}), RUN_ID_METADATA: run.run_id}}
