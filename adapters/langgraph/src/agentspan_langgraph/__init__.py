@@ -5,4 +5,7 @@ Agentspan store; ``agentspan.run(graph, input)`` also journals each model and to
 nodes, so a crash in a node does not repeat the calls it already made.
 """
 
-__all__: list[str] = []
+from agentspan_langgraph._adapter import LangGraphAdapter
+from agentspan_langgraph.saver import AgentspanSaver
+
+__all__: list[str] = ["AgentspanSaver", "LangGraphAdapter"]

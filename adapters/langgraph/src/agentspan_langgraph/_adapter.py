@@ -1,0 +1,228 @@
+"""The LangGraph adapter: ``agentspan.run(graph, input, thread_id=...)`` for compiled graphs.
+
+A run is ``graph.ainvoke(input, config)`` on a thread whose checkpoints live in the Agentspan
+store, with every model and tool call inside the nodes journaled:
+
+- **Checkpoints.** A graph compiled without a checkpointer, or with LangGraph's in-memory one,
+  runs as a copy compiled with an ``AgentspanSaver`` on the run's store; a graph compiled with a
+  durable checkpointer (``AgentspanSaver``, ``SqliteSaver``, ``PostgresSaver``, ...) keeps it.
+  Checkpoints are written with ``durability="sync"`` (each superstep is stored before the next one
+  starts). The ``durability`` option can trade that for speed (``"async"``, ``"exit"``); a crash
+  may then lose checkpoints, and the calls of the steps they would have recorded run again.
+- **Thread.** ``thread_id`` (option, or ``config["configurable"]["thread_id"]``) defaults to the
+  run id. Every checkpoint of the run carries ``agentspan_run_id`` in its metadata.
+- **Resume.** A run whose input is already on its thread (a checkpoint of the thread carries its
+  run id) continues with ``ainvoke(None)``:
+  LangGraph restarts at the node that had not finished, and the journal replays the model and
+  tool calls that node had already made. A run waiting on ``interrupt()`` continues with the
+  human decision (see `agentspan_langgraph._approvals`).
+- **Result.** ``agentspan.run`` returns what ``graph.invoke`` returns; the run's stored output is
+  that value as JSON (messages in langchain-core's format: ``langchain_core.load.load`` revives
+  them).
+- **Trail.** Model calls are ``llm`` steps (provider, model, tokens from ``usage_metadata``,
+  duration), tool calls ``tool`` steps, finished nodes ``checkpoint`` steps.
+
+Options (keyword arguments of ``agentspan.run``/``start``/``resume``): ``thread_id``, ``config``
+(a ``RunnableConfig``: ``configurable``, ``callbacks``, ``recursion_limit``, ``tags``,
+``metadata``), ``context`` (LangGraph's runtime context) and ``durability``. The JSON-compatible
+parts are stored with the run, so a worker (``agentspan.serve``) resumes on the same thread
+with the same settings.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any, cast
+
+from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import StateGraph
+from langgraph.pregel import Pregel
+from langgraph.types import Command
+
+import agentspan
+from agentspan.adapters import Adapter
+from agentspan.errors import ConfigurationError
+from agentspan.stores.base import Store
+from agentspan_langgraph import _context, _patches
+from agentspan_langgraph._approvals import resume_command
+from agentspan_langgraph._codec import from_json, to_json
+from agentspan_langgraph._nodes import NodeRecorder
+from agentspan_langgraph.saver import AgentspanSaver
+
+RUN_ID_METADATA = "agentspan_run_id"
+"""The checkpoint metadata key naming the Agentspan run that wrote a checkpoint."""
+
+_OPTIONS = ("thread_id", "config", "context", "durability")
+_DURABILITY = ("sync", "async", "exit")
+_STORED_CONFIG = ("configurable", "recursion_limit", "tags", "metadata")
+
+
+class LangGraphAdapter(Adapter):
+    """Makes compiled LangGraph graphs durable: ``agentspan.run(graph, input, thread_id=...)``."""
+
+    framework = "langgraph"
+
+    def __init__(self) -> None:
+        self._durable: weakref.WeakKeyDictionary[Pregel, tuple[Store, Pregel]] = weakref.WeakKeyDictionary()
+
+    def accepts(self, target: Any) -> bool:
+        return isinstance(target, (Pregel, StateGraph))
+
+    def agent_name(self, target: Any) -> str:
+        _check_graph(target)
+        return str(getattr(target, "name", None) or "LangGraph")
+
+    def encode_input(self, input: Any) -> Any:
+        if isinstance(input, Command):
+            raise ConfigurationError(
+                "agentspan.run(graph, Command(...)) is not supported: a run starts from an input, and "
+                "interrupts are resumed by approving or rejecting them (handle.approve()/reject())")
+        return to_json(input)
+
+    def encode_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - set(_OPTIONS)
+        if unknown:
+            raise ConfigurationError(f"unknown option(s) for a LangGraph run: {', '.join(sorted(unknown))} "
+                                     f"(known: {', '.join(_OPTIONS)})")
+        durability = options.get("durability")
+        if durability is not None and durability not in _DURABILITY:
+            raise ConfigurationError(f"durability={durability!r}: expected one of {', '.join(_DURABILITY)}")
+        config = options.get("config")
+        if config is not None and not isinstance(config, Mapping):
+            raise ConfigurationError(f"config must be a RunnableConfig dict, not {type(config).__name__}")
+        _check_configurable((config or {}).get("configurable") or {})
+        thread_id = options.get("thread_id")
+        if thread_id is not None and not isinstance(thread_id, (str, int)):
+            raise ConfigurationError(f"thread_id must be a str or int, not {type(thread_id).__name__}")
+        stored: dict[str, Any] = {}
+        if thread_id is not None:
+            stored["thread_id"] = str(thread_id)
+        if durability is not None:
+            stored["durability"] = durability
+        if config:
+            kept = {k: config[k] for k in _STORED_CONFIG if k in config and _is_json(config[k])}
+            if kept:
+                stored["config"] = kept
+        if options.get("context") is not None:
+            context = to_json(options["context"])
+            if _is_json(context):
+                stored["context"] = context
+        return stored
+
+    def encode_output(self, result: Any) -> Any:
+        return to_json(result)
+
+    async def execute(self, run: agentspan.ActiveRun, target: Any, input: Any, options: dict[str, Any]) -> Any:
+        _check_graph(target)
+        _patches.install()
+        graph = self._durable_graph(target, run.store)
+        settings = _settings(run, options)
+        config = _config(run, settings)
+        if await _input_taken(graph, config, run.run_id):
+            payload: Any = resume_command(run, await graph.aget_state(config))  # None: continue
+        else:
+            payload = from_json(input)
+        while True:
+            result = await _invoke(graph, run, payload, config, settings)
+            if not (isinstance(result, dict) and result.get("__interrupt__")):
+                return result
+            payload = resume_command(run, await graph.aget_state(config))
+            if payload is None:  # interrupts answered meanwhile by another path: nothing to deliver
+                return result
+
+    def _durable_graph(self, graph: Pregel, store: Store) -> Pregel:
+        """The graph itself if its checkpointer is durable, else a copy checkpointing to ``store``."""
+        checkpointer = graph.checkpointer
+        if isinstance(checkpointer, BaseCheckpointSaver) and not isinstance(checkpointer, InMemorySaver):
+            return graph
+        cached = self._durable.get(graph)
+        if cached is not None and cached[0] is store:
+            return cached[1]
+        durable = graph.copy(update={"checkpointer": AgentspanSaver(store)})
+        self._durable[graph] = (store, durable)
+        return durable
+
+
+async def _input_taken(graph: Pregel, config: RunnableConfig, run_id: str) -> bool:
+    """Whether the run already gave its input to the thread (some checkpoint carries its id)."""
+    checkpointer = cast(BaseCheckpointSaver, graph.checkpointer)  # made durable by _durable_graph
+    async for _ in checkpointer.alist(config, filter={RUN_ID_METADATA: run_id}, limit=1):
+        return True
+    return False
+
+
+def _check_graph(target: Any) -> None:
+    if isinstance(target, StateGraph):
+        raise ConfigurationError("agentspan.run() takes a compiled graph: pass builder.compile(), not the StateGraph")
+    before, after = target.interrupt_before_nodes, target.interrupt_after_nodes
+    if before or after:
+        raise ConfigurationError(
+            f"graph {getattr(target, 'name', '?')!r} was compiled with static breakpoints "
+            f"(interrupt_before={before!r}, interrupt_after={after!r}); durable runs take human decisions "
+            "through interrupt() inside a node or tool, which becomes an Agentspan approval")
+
+
+def _check_configurable(configurable: Mapping[str, Any]) -> None:
+    if configurable.get("checkpoint_id"):
+        raise ConfigurationError("config['configurable']['checkpoint_id'] (time travel) is not supported by "
+                                 "durable runs: a run always continues from its thread's latest checkpoint")
+
+
+def _settings(run: agentspan.ActiveRun, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's options: those stored when it started, overridden by the ones given now."""
+    stored = dict(run.run.options)
+    if "context" in stored:
+        stored["context"] = from_json(stored["context"])
+    return {**stored, **options}
+
+
+def _config(run: agentspan.ActiveRun, settings: Mapping[str, Any]) -> RunnableConfig:
+    """The ``RunnableConfig`` of every invoke of the run: thread, run id metadata, node recorder."""
+    user: Mapping[str, Any] = settings.get("config") or {}
+    configurable = dict(user.get("configurable") or {})
+    _check_configurable(configurable)
+    configurable["thread_id"] = str(settings.get("thread_id") or configurable.get("thread_id") or run.run_id)
+    config: dict[str, Any] = {**user, "configurable": configurable,
+                              "metadata": {**(user.get("metadata") or {}), RUN_ID_METADATA: run.run_id}}
+    return RunnableConfig(**config)  # type: ignore[typeddict-item]
+
+
+async def _invoke(graph: Pregel, run: agentspan.ActiveRun, payload: Any, config: RunnableConfig,
+                  settings: Mapping[str, Any]) -> Any:
+    """One ``ainvoke`` with its calls journaled and its nodes recorded."""
+    invocation = _context.Invocation(run)
+    invoke_config = RunnableConfig(**{**config, "callbacks": _with_recorder(config.get("callbacks"), invocation)})
+    kwargs: dict[str, Any] = {"durability": settings.get("durability") or "sync"}
+    if settings.get("context") is not None:
+        kwargs["context"] = settings["context"]
+    token = _context.begin(invocation)
+    try:
+        return await graph.ainvoke(payload, invoke_config, **kwargs)
+    finally:
+        _context.end(token)
+
+
+def _with_recorder(callbacks: Any, invocation: _context.Invocation) -> Any:
+    recorder = NodeRecorder(invocation)
+    if callbacks is None:
+        return [recorder]
+    if isinstance(callbacks, BaseCallbackManager):
+        manager = callbacks.copy()
+        manager.add_handler(recorder, inherit=True)
+        return manager
+    return [*callbacks, recorder]
+
+
+def _is_json(value: Any) -> bool:
+    """Whether ``value`` is plain JSON (what can be stored with the run and given back as is)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False

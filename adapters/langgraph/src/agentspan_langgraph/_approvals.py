@@ -1,0 +1,101 @@
+"""LangGraph's ``interrupt()`` as Agentspan approvals.
+
+When a durable graph run stops at ``interrupt(value)`` (in a node, or in a tool a node runs),
+every pending interrupt becomes one Agentspan approval:
+
+- ``step_key``: ``"interrupt:<Interrupt.id>"``. LangGraph derives the id from the interrupted
+  task's namespace and how many answers that task already had, so it is the same in every
+  process and two interrupts of one node never share it;
+- ``tool``: the name of the node that was interrupted (``"tools"`` for a ``ToolNode``);
+- ``args``: the interrupt value as JSON (the approval is bound to it).
+
+The run becomes ``waiting`` (listed by ``agentspan approvals list``, shown in the web UI) and
+survives restarts while it waits. ``handle.approve()`` / ``handle.reject()`` (or ``agentspan
+approve ID`` / ``reject ID``) decide it; the graph then resumes with
+``Command(resume={interrupt_id: decision})``, so ``interrupt()`` returns the decision::
+
+    {"approved": True, "status": "approved", "by": "alice", "reason": "ok", "approval_id": "0190..."}
+
+``status`` is ``"approved"``, ``"rejected"`` or ``"expired"`` (``approved`` is True only for
+the first); ``by`` and ``reason`` are None when not given. A rejection never stops the run by
+itself: the node decides what a rejection means. Each delivered decision is also journaled as an
+``approval`` step (same key) holding the interrupt value and the decision.
+
+Tools marked ``@agentspan.tool(approval_required=True)`` do not interrupt the graph: they go
+through the core's approval gate (bound to their arguments) inside the tool call, exactly as in
+the other adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from langgraph.types import Command, Interrupt, StateSnapshot
+
+import agentspan
+from agentspan import approvals
+from agentspan.errors import ApprovalPending, StoreError
+from agentspan.hashing import digest
+from agentspan.records import JSON, Approval, ApprovalStatus
+from agentspan.tools import ToolOptions
+from agentspan_langgraph._codec import to_json
+
+_INTERRUPT_OPTIONS = ToolOptions(on_reject="continue")
+
+
+def step_key(interrupt: Interrupt) -> str:
+    """The approval's step key for one pending interrupt."""
+    return f"interrupt:{interrupt.id}"
+
+
+def decision_payload(approval: Approval) -> dict[str, JSON]:
+    """The value ``interrupt()`` returns for a decided approval."""
+    status = approvals.effective_status(approval)
+    return {"approved": status is ApprovalStatus.APPROVED, "status": status.value, "by": approval.decided_by,
+            "reason": approval.reason, "approval_id": approval.id}
+
+
+def pending_interrupts(snapshot: StateSnapshot) -> Iterator[tuple[str, Interrupt]]:
+    """The interrupts a graph's state waits on, each with the name of the node it came from."""
+    seen: set[str] = set()
+    for task in snapshot.tasks:
+        for interrupt in task.interrupts:
+            if interrupt.id not in seen:
+                seen.add(interrupt.id)
+                yield task.name, interrupt
+    for interrupt in snapshot.interrupts:
+        if interrupt.id not in seen:
+            seen.add(interrupt.id)
+            yield "graph", interrupt
+
+
+def resume_command(run: agentspan.ActiveRun, snapshot: StateSnapshot) -> Command | None:
+    """Turns the graph's pending interrupts into approvals and their decisions into a resume.
+
+    Returns:
+        None when the graph waits on no interrupt; else the `Command` delivering every decision.
+
+    Raises:
+        ApprovalPending: Some interrupt is not decided yet (all of them now have an approval,
+            and the run is ``waiting``).
+        ReplayDivergenceError: An approval exists for the interrupt but with another value.
+    """
+    decisions: dict[str, JSON] = {}
+    waiting: ApprovalPending | None = None
+    for node, interrupt in pending_interrupts(snapshot):
+        key = step_key(interrupt)
+        value = to_json(interrupt.value)
+        try:
+            approvals.gate(run, key=key, tool=node, args=value, args_hash=digest(value), options=_INTERRUPT_OPTIONS)
+        except ApprovalPending as signal:
+            waiting = waiting or signal  # request every approval before suspending
+            continue
+        approval = run.store.find_approval(run.run_id, key)
+        if approval is None:  # gate() has just read or created it
+            raise StoreError(f"approval of step {key!r} of run {run.run_id!r} vanished from the store")
+        decision = decision_payload(approval)
+        run.record(kind=agentspan.StepKind.APPROVAL, key=key, name=node, input=value, output=decision)
+        decisions[interrupt.id] = decision
+    if waiting is not None:
+        raise waiting
+    return Command(resume=decisions) if decisions else None

@@ -1,0 +1,159 @@
+"""Journaling one model call (`BaseChatModel`) or tool call (`BaseTool`) made inside a graph.
+
+A replayed model call returns a real `ChatResult` holding the `AIMessage` recorded live (same
+content, tool calls, usage and id), revived from langchain-core's JSON; a replayed tool call
+returns the recorded `ToolMessage` (or `Command`, or plain value). The framework cannot tell a
+replay from a live call, so the state a node builds is identical either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
+import agentspan
+from agentspan.hashing import digest
+from agentspan.models import parse_model_id
+from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
+from agentspan_langgraph._codec import from_json, to_json
+from agentspan_langgraph._context import Invocation
+
+_PROVIDERS = {
+    "google_genai": "google", "google_vertexai": "google", "google_anthropic_vertex": "anthropic",
+    "mistralai": "mistral", "azure_openai": "azure", "amazon_bedrock": "bedrock", "bedrock_converse": "bedrock",
+}
+"""LangChain's ``ls_provider`` names where they differ from Agentspan's ``provider/model`` prefixes."""
+
+
+# ---- model calls -------------------------------------------------------------------------
+def model_identity(model: BaseChatModel, stop: list[str] | None, kwargs: Mapping[str, Any]) -> tuple[str, str]:
+    """Labels a chat model for the trail as ``(provider, model)``, from LangChain's tracing params."""
+    try:
+        params: Mapping[str, Any] = model._get_ls_params(stop=stop, **kwargs)
+    except Exception:  # a model whose tracing params cannot be computed still gets journaled
+        params = {}
+    name = params.get("ls_model_name") or getattr(model, "model_name", None) or getattr(model, "model", None)
+    provider = params.get("ls_provider")
+    if not isinstance(name, str) or not name:
+        name = type(model).__name__
+    if isinstance(provider, str) and provider:
+        return _PROVIDERS.get(provider, provider), name
+    return parse_model_id(name, default_provider="custom")
+
+
+def dump_chat_result(result: ChatResult) -> dict[str, Any]:
+    """Serializes a `ChatResult` to JSON (round-trips through `load_chat_result`)."""
+    return {
+        "generations": [{"message": to_json(g.message), "generation_info": to_json(g.generation_info)}
+                        for g in result.generations],
+        "llm_output": to_json(result.llm_output),
+    }
+
+
+def load_chat_result(data: dict[str, Any]) -> ChatResult:
+    """Rebuilds the `ChatResult` journaled by `dump_chat_result`."""
+    return ChatResult(
+        generations=[ChatGeneration(message=from_json(g["message"]), generation_info=from_json(g["generation_info"]))
+                     for g in data["generations"]],
+        llm_output=from_json(data.get("llm_output")),
+    )
+
+
+def _usage(result: ChatResult) -> agentspan.LlmMetrics:
+    inputs = outputs = None
+    model = None
+    for generation in result.generations:
+        message = generation.message
+        usage = getattr(message, "usage_metadata", None) or {}
+        if usage:
+            inputs = (inputs or 0) + int(usage.get("input_tokens") or 0)
+            outputs = (outputs or 0) + int(usage.get("output_tokens") or 0)
+        model = model or (message.response_metadata or {}).get("model_name")
+    return agentspan.LlmMetrics(input_tokens=inputs, output_tokens=outputs, model=model)
+
+
+def _message_content(message: BaseMessage) -> Any:
+    """What identifies a message for the divergence check: everything but its bookkeeping id."""
+    return to_jsonable_python(message.model_dump(exclude={"id"}), fallback=_type_name)
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__qualname__
+
+
+def _call_options(kwargs: Mapping[str, Any]) -> Any:
+    """The call's keyword options (bound tools, tool choice, ...) as stable JSON."""
+    return to_jsonable_python(
+        {k: (v.model_json_schema() if isinstance(v, type) and issubclass(v, BaseModel) else v)
+         for k, v in sorted(kwargs.items())},
+        fallback=_type_name)
+
+
+async def journal_model_call(
+    invocation: Invocation, model: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None,
+    metadata: Mapping[str, Any] | None, kwargs: Mapping[str, Any], live: Callable[[], Awaitable[ChatResult]],
+) -> ChatResult:
+    """Replays the model call from the journal, or makes it live and journals it as an ``llm`` step."""
+    run = invocation.run
+    scope = invocation.scope(metadata)
+    key = f"{scope}/llm:{invocation.next_index(scope, 'llm')}"
+    provider, name = model_identity(model, stop, kwargs)
+    input_hash = digest([provider, name, stop, _call_options(kwargs),
+                         [invocation.digest_of(m, _message_content) for m in messages]])
+    last_ai = max((i for i, m in enumerate(messages) if isinstance(m, AIMessage)), default=-1)
+    step_input = {"messages": len(messages), "new": to_json(messages[last_ai + 1:])}
+    if stop:
+        step_input["stop"] = list(stop)
+    return await run.step(kind=agentspan.StepKind.LLM, key=key, name=name, input=step_input, input_hash=input_hash,
+                          invoke=live, dump=dump_chat_result, load=load_chat_result, provider=provider,
+                          model=name, metrics=_usage)
+
+
+# ---- tool calls --------------------------------------------------------------------------
+def options_of(tool: BaseTool) -> ToolOptions:
+    """The ``@agentspan.tool`` options of a LangChain tool (set on the tool or on its function)."""
+    for holder in (tool, getattr(tool, "func", None), getattr(tool, "coroutine", None)):
+        found = tool_options(holder) if holder is not None else None
+        if found is not None:
+            return found
+    return DEFAULT_TOOL_OPTIONS
+
+
+def tool_args(tool: BaseTool, tool_input: Any) -> Any:
+    """The arguments the model gave a tool, as JSON (values LangGraph injects, like the state, left out)."""
+    if isinstance(tool_input, dict):
+        try:
+            schema = tool.tool_call_schema
+        except Exception:  # a tool whose schema cannot be built: journal every argument
+            schema = None
+        fields = getattr(schema, "model_fields", None)
+        if fields is None and isinstance(schema, dict):
+            fields = schema.get("properties")
+        if fields is not None:
+            tool_input = {k: v for k, v in tool_input.items() if k in fields}
+    return to_json(tool_input)
+
+
+async def journal_tool_call(
+    invocation: Invocation, tool: BaseTool, tool_input: Any, tool_call_id: str | None,
+    metadata: Mapping[str, Any] | None, live: Callable[[], Awaitable[Any]],
+) -> Any:
+    """Replays the tool call from the journal, or runs it live (after an approval if the tool asks
+    for one) and journals it as a ``tool`` step; returns what ``BaseTool.run`` returns."""
+    run = invocation.run
+    scope = invocation.scope(metadata)
+    key = f"{scope}/call:{tool_call_id}" if tool_call_id else f"{scope}/tool:{invocation.next_index(scope, 'tool')}"
+    output = await run.tool(key=key, name=tool.name, args=tool_args(tool, tool_input), invoke=live,
+                            options=options_of(tool), dump=to_json)
+    result = from_json(output)
+    if tool_call_id and isinstance(result, str):
+        # A rejected approval: the model is told, as the tool's answer to its call.
+        return ToolMessage(result, tool_call_id=tool_call_id, name=tool.name, status="error")
+    return result

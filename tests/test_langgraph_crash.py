@@ -1,0 +1,171 @@
+"""SIGKILL crash tests for durable LangGraph runs: real child processes, killed inside a tool call
+and inside a model call, then resumed by another process.
+
+LangGraph alone re-runs a crashed node from the top; with Agentspan the model and tool calls that
+node had already made come from the journal. Live model calls and tool side effects are counted
+across processes via files in the store's home (`lgr_support`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from langchain_core.load import load
+from langchain_core.messages import AIMessage, HumanMessage
+
+import agentspan
+from agentspan.records import new_id
+
+import lgr_support
+
+pytestmark = pytest.mark.crash
+CHILD = str(Path(__file__).parent / "lg_child.py")
+
+
+def child(env: dict[str, str], *args: str, crash_at: str | None = None,
+          wait: bool = True) -> subprocess.Popen[str] | subprocess.CompletedProcess[str]:
+    env = {**env, **({"CRASH_AT": crash_at} if crash_at else {})}
+    cmd = [sys.executable, CHILD, *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=90)
+
+
+def final_of(stdout: str) -> list:
+    (line,) = [line for line in stdout.splitlines() if line.startswith("FINAL: ")]
+    return json.loads(line.removeprefix("FINAL: "))
+
+
+def uncrashed_support_conversation() -> list:
+    """What the support graph answers when nothing crashes (plain LangGraph, no Agentspan run)."""
+    result = lgr_support.support_graph().invoke({"messages": [HumanMessage(lgr_support.PROMPT)]})
+    return json.loads(json.dumps(lgr_support.plain(result["messages"])))
+
+
+def assert_journal_complete(run_id: str) -> list[agentspan.Step]:
+    steps = agentspan.get(run_id).steps()
+    keys = [s.key for s in steps]
+    assert len(keys) == len(set(keys))
+    assert all(s.status is agentspan.StepStatus.COMPLETED for s in steps), [(s.key, s.status) for s in steps]
+    kinds = [s.kind.value for s in steps]
+    assert kinds.count("llm") == 4 and kinds.count("tool") == 3 and kinds.count("checkpoint") == 4, kinds
+    return steps
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "writer_calls"),
+    [
+        # Killed inside the parallel lookup of order 43, after the lookup of 42 was journaled:
+        # LangGraph runs the tools node again; 42 is replayed, 43 runs once.
+        ("lookup:43", [0, 1]),
+        # Killed inside the third call of the summarize node (after a tool call and a model call
+        # in that node): the node runs again, its first two calls replayed; only the call that
+        # was in flight is made again.
+        ("model:writer:1", [0, 1, 1]),
+    ],
+)
+def test_sigkill_inside_a_node_then_resume_repeats_no_completed_call(child_env, crash_at, writer_calls):
+    run_id = new_id()
+    crashed = child(child_env, "start", run_id, "support", crash_at=crash_at)
+    assert crashed.returncode == -9, crashed.stderr
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.RUNNING
+    resumed = child(child_env, "resume", run_id, "support")
+    assert resumed.returncode == 0, resumed.stderr
+    effects = lgr_support.effects()
+    assert sorted(e.split()[0] + " " + e.split()[1] for e in effects) == [
+        "lookup 42", "lookup 43", "notify summary"]
+    assert lgr_support.calls_of("agent") == [0, 1]
+    assert lgr_support.calls_of("writer") == writer_calls
+    conversation = uncrashed_support_conversation()  # (after counting: it logs calls too)
+    assert final_of(resumed.stdout) == conversation
+    handle = agentspan.get(run_id)
+    assert handle.status() is agentspan.RunStatus.COMPLETED
+    stored = load(handle.result(), allowed_objects="messages")["messages"]
+    assert json.loads(json.dumps(lgr_support.plain(stored))) == conversation
+    steps = assert_journal_complete(run_id)
+    lookups = {s.key.rsplit("/", 1)[1]: s for s in steps if s.name == "lookup_order"}
+    assert set(lookups) == {"call:call_a", "call:call_b"}
+    # the idempotency key a tool saw is its step's, in whichever process ran it
+    assert {e.split()[2] for e in effects if e.startswith("lookup")} == {f"{run_id}:{s.key}" for s in lookups.values()}
+
+
+def test_serve_picks_up_a_run_killed_inside_a_node(child_env):
+    run_id = new_id()
+    assert child(child_env, "start", run_id, "support", crash_at="model:writer:1").returncode == -9
+    worker = child(child_env, "serve", run_id, "support")
+    assert worker.returncode == 0, worker.stderr
+    assert lgr_support.calls_of("writer") == [0, 1, 1] and lgr_support.calls_of("agent") == [0, 1]
+    assert len(lgr_support.effects()) == 3
+    stored = load(agentspan.get(run_id).result(), allowed_objects="messages")["messages"]
+    assert isinstance(stored[-1], AIMessage) and stored[-1].content == lgr_support.SUMMARY
+    assert_journal_complete(run_id)
+
+
+def wait_until_waiting(run_id: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if agentspan.get(run_id).status() is agentspan.RunStatus.WAITING:
+                return
+        except (agentspan.errors.RunNotFound, agentspan.errors.StoreError):
+            pass
+        time.sleep(0.05)
+    pytest.fail("run never waited for approval")
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agentspan.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_interrupt_waits_across_a_kill_and_is_approved_from_the_cli(child_env):
+    run_id = new_id()
+    waiting = child(child_env, "start", run_id, "review", wait=False)
+    try:
+        wait_until_waiting(run_id)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    listed = cli(child_env, "approvals", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (approval,) = json.loads(listed.stdout)
+    assert approval["run_id"] == run_id and approval["tool"] == "review"
+    assert approval["args"] == {"action": "refund", "order_id": "42", "amount": 30.0,
+                                "note": "Refund $30.00 on order 42?"}
+    assert lgr_support.effects() == []
+    approved = cli(child_env, "approve", approval["id"], "--by", "alice")
+    assert approved.returncode == 0, approved.stderr
+    resumed = child(child_env, "resume", run_id, "review")
+    assert resumed.returncode == 0, resumed.stderr
+    assert final_of(resumed.stdout)[-1] == ["ai", "Refunded by alice.", None]
+    assert lgr_support.effects() == ["refund 42 30.0"]
+    # the node ran twice (before and after the decision); its model call was made once
+    assert lgr_support.calls_of("writer") == [0]
+    steps = agentspan.get(run_id).steps()
+    assert [s.kind.value for s in steps] == ["llm", "approval", "checkpoint"]
+    assert steps[1].output["approved"] is True and steps[1].output["by"] == "alice"
+
+
+def test_approval_required_tool_waits_across_a_kill_and_runs_once_after_approval(child_env):
+    run_id = new_id()
+    waiting = child(child_env, "start", run_id, "refunds", wait=False)
+    try:
+        wait_until_waiting(run_id)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    (approval,) = agentspan.get(run_id).pending_approvals()
+    assert (approval.tool, approval.args) == ("refund", {"order_id": "42", "amount": 30.0})
+    assert cli(child_env, "approve", approval.id, "--by", "alice").returncode == 0
+    resumed = child(child_env, "resume", run_id, "refunds")
+    assert resumed.returncode == 0, resumed.stderr
+    conversation = final_of(resumed.stdout)
+    assert conversation[2] == ["tool", "refunded $30.00 on order 42", "call_r"]
+    assert conversation[-1] == ["ai", "Done.", None]
+    assert lgr_support.effects() == ["refund 42 30.0"]
+    assert lgr_support.calls_of("agent") == [0, 1]  # the call that asked for the refund was not made again

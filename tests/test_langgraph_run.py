@@ -1,0 +1,442 @@
+"""In-process behaviour of `agentspan.run` with real LangGraph graphs, fake chat models and
+LangChain tools: results, the trail, replay inside nodes, interrupts and approval-gated tools."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from langchain_core.load import load
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode
+from langgraph.types import Command, RetryPolicy, interrupt
+
+import agentspan
+from agentspan.errors import (
+    ApprovalConflict,
+    ConfigurationError,
+    InDoubtStepError,
+    ReplayDivergenceError,
+    RunCancelledError,
+    RunFailed,
+)
+from agentspan_langgraph import AgentspanSaver
+from agentspan_langgraph._calls import dump_chat_result, load_chat_result
+
+import lgr_support
+from lgr_support import PROMPT, ScriptedChatModel, SimulatedCrash, ai, calls_of, effects, plain
+
+INPUT = {"messages": [HumanMessage(PROMPT)]}
+
+
+@pytest.fixture(autouse=True)
+def _home(home):
+    lgr_support.RAISE_AT.clear()
+    yield home
+
+
+def wait_status(handle: agentspan.Handle, status: agentspan.RunStatus, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while handle.status() is not status:
+        assert time.monotonic() < deadline, f"status stayed {handle.status()}"
+        time.sleep(0.01)
+
+
+def only_run() -> agentspan.Run:
+    (run,) = agentspan.get_store().list_runs()
+    return run
+
+
+def checkpoint_of(thread_id: str) -> Any:
+    return AgentspanSaver(agentspan.get_store()).get_tuple({"configurable": {"thread_id": thread_id}})
+
+
+def chat_graph(checkpointer: Any = None):
+    """One node answering from a long script: the n-th answer of a thread is ``"answer n"``."""
+    model = ScriptedChatModel(model_name="chat", responses=[ai(f"answer {n}") for n in range(5)])
+    builder = StateGraph(MessagesState)
+    builder.add_node("chat", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_edge(START, "chat")
+    builder.add_edge("chat", END)
+    return builder.compile(checkpointer=checkpointer, name="chat")
+
+
+# ---- results and the trail -----------------------------------------------------------------
+def test_run_returns_what_invoke_returns_and_records_every_call_and_node():
+    result = agentspan.run(lgr_support.support_graph(), INPUT)
+    assert set(result) == {"messages"} and all(isinstance(m, BaseMessage) for m in result["messages"])
+    expected = plain(lgr_support.support_graph().invoke(INPUT)["messages"])
+    assert plain(result["messages"]) == expected
+    run = only_run()
+    assert (run.framework, run.agent, run.status) == ("langgraph", "support", agentspan.RunStatus.COMPLETED)
+    assert plain(load(run.output, allowed_objects="messages")["messages"]) == expected
+    assert run.input == {"messages": [{"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages",
+                                                                              "HumanMessage"],
+                                       "kwargs": {"content": PROMPT, "type": "human"}}]}
+    steps = agentspan.get(run.id).steps()
+    assert [(s.kind.value, s.name) for s in steps] == [
+        ("llm", "agent"), ("checkpoint", "agent"),
+        ("tool", "lookup_order"), ("tool", "lookup_order"), ("checkpoint", "tools"),
+        ("llm", "agent"), ("checkpoint", "agent"),
+        ("tool", "notify"), ("llm", "writer"), ("llm", "writer"), ("checkpoint", "summarize"),
+    ]
+    for step in steps:
+        if step.kind is agentspan.StepKind.LLM:
+            assert (step.provider, step.input_tokens, step.output_tokens) == ("scripted", 100, 20)
+            assert step.duration_ms is not None and step.input_hash
+    # every call's key hangs off the node (task) that made it
+    nodes = [s for s in steps if s.kind is agentspan.StepKind.CHECKPOINT]
+    assert [s.key.split(":")[0] for s in nodes] == ["agent", "tools", "agent", "summarize"]
+    summarize = nodes[-1].key
+    assert [s.key for s in steps[7:10]] == [f"{summarize}/tool:0", f"{summarize}/llm:0", f"{summarize}/llm:1"]
+    assert nodes[-1].output["messages"][0]["kwargs"]["content"] == lgr_support.SUMMARY
+    assert (run.input_tokens, run.output_tokens, run.steps) == (400, 80, 11)
+
+
+def test_parallel_tool_calls_are_keyed_by_their_tool_call_ids():
+    handle = agentspan.start(lgr_support.support_graph(), INPUT)
+    handle.result(timeout=20)
+    tools = [s for s in handle.steps() if s.name == "lookup_order"]
+    tools_node = next(s.key for s in handle.steps() if s.name == "tools")
+    assert sorted(s.key for s in tools) == [f"{tools_node}/call:call_a", f"{tools_node}/call:call_b"]
+    assert {s.key.rsplit(":", 1)[1]: s.input for s in tools} == {"call_a": {"order_id": "42"},
+                                                                 "call_b": {"order_id": "43"}}
+    message = load(tools[0].output, allowed_objects="messages")
+    assert isinstance(message, ToolMessage) and message.content.endswith("paid $30.00")
+    # the tools saw their own step, and with it the idempotency key for downstream APIs
+    assert sorted(e.split()[2] for e in effects() if e.startswith("lookup")) == sorted(
+        f"{handle.id}:{s.key}" for s in tools)
+
+
+def test_a_crash_inside_a_node_replays_its_completed_calls_on_resume():
+    lgr_support.RAISE_AT.add("model:writer:1")  # dies in the third call of the summarize node
+    graph = lgr_support.support_graph()
+    handle = agentspan.start(graph, INPUT)
+    with pytest.raises(SimulatedCrash):
+        handle.result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.RUNNING
+    resumed = agentspan.resume(handle.id, graph)
+    result = resumed.result(timeout=20)
+    assert result["messages"][-1].content == lgr_support.SUMMARY
+    # LangGraph ran the summarize node again; its tool call and first model call came from the journal
+    assert calls_of("writer") == [0, 1, 1] and calls_of("agent") == [0, 1]
+    assert [e.split()[0] for e in effects()] == ["lookup", "lookup", "notify"]
+    counters = resumed.counters()
+    assert (counters.replayed("llm"), counters.live("llm"), counters.replayed("tool"), counters.live("tool")) == (
+        1, 1, 1, 0)
+    # the replayed model result is a real AIMessage: the node built the same state from it
+    assert plain(result["messages"]) == plain(lgr_support.support_graph().invoke(INPUT)["messages"])
+
+
+def test_a_node_retried_by_its_retry_policy_replays_each_attempt_apart():
+    class Flaky(ScriptedChatModel):
+        """Fails its first live call (a provider hiccup), answers by the script afterwards."""
+
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+            if "flaky failed" not in lgr_support.lines("model-calls"):
+                lgr_support.log("model-calls", "flaky failed")
+                raise RuntimeError("rate limited")
+            return super()._generate(messages, *args, **kwargs)
+
+    flaky = Flaky(model_name="flaky", responses=[ai("draft")])
+    checker = ScriptedChatModel(model_name="checker", responses=[ai("ok")])
+
+    def draft(state: MessagesState) -> dict[str, Any]:
+        first = flaky.invoke(state["messages"])
+        return {"messages": [first, checker.invoke([HumanMessage("check: " + first.content)])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("draft", draft, retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.01,
+                                                              retry_on=RuntimeError))
+    builder.add_edge(START, "draft")
+    graph = builder.compile()
+    lgr_support.RAISE_AT.add("model:checker:0")  # dies in the retried attempt, after its model call
+    handle = agentspan.start(graph, INPUT)
+    with pytest.raises(SimulatedCrash):
+        handle.result(timeout=20)
+    keys = [s.key.split("/", 1)[1] for s in handle.steps()]
+    assert keys == ["llm:0", "retry:1/llm:0"]  # the failed call, then the retried one
+    result = agentspan.resume(handle.id, graph).result(timeout=20)
+    # resumed: the node's first attempt no longer fails, so it goes on under its own keys
+    assert [m.content for m in result["messages"]] == [PROMPT, "draft", "ok"]
+    statuses = {s.key.split("/", 1)[1]: s.status.value for s in handle.steps() if s.kind.value == "llm"}
+    assert statuses == {"llm:0": "completed", "retry:1/llm:0": "completed", "llm:1": "completed"}
+
+
+def test_a_tool_with_fail_policy_killed_mid_call_fails_the_run_on_resume():
+    @tool
+    @agentspan.tool(on_in_doubt="fail")
+    def charge(amount: int) -> str:
+        """Charge a card (must never run twice)."""
+        lgr_support.log("effects", f"charge {amount}")
+        raise SimulatedCrash("died after charging, before the result was journaled")
+
+    model = ScriptedChatModel(model_name="m", responses=[ai("", ("charge", {"amount": 9}, "c1")), ai("ok")])
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_node("tools", ToolNode([charge]))
+    builder.add_edge(START, "agent")
+    builder.add_edge("agent", "tools")
+    graph = builder.compile()
+    handle = agentspan.start(graph, INPUT)
+    with pytest.raises(SimulatedCrash):
+        handle.result(timeout=20)
+    with pytest.raises(InDoubtStepError, match="call:c1"):
+        agentspan.resume(handle.id, graph).result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.FAILED and effects() == ["charge 9"]
+
+
+def test_a_changed_prompt_on_resume_is_a_divergence_and_keeps_the_journal(monkeypatch):
+    lgr_support.RAISE_AT.add("model:writer:1")
+    handle = agentspan.start(lgr_support.support_graph(), INPUT)
+    with pytest.raises(SimulatedCrash):
+        handle.result(timeout=20)
+    before = handle.steps()
+    monkeypatch.setattr(lgr_support, "HumanMessage", lambda text: HumanMessage(text + " in French"))
+    with pytest.raises(ReplayDivergenceError, match="summarize:.*/llm:0"):
+        agentspan.resume(handle.id, lgr_support.support_graph()).result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.FAILED
+    assert handle.steps() == before
+
+
+def test_async_nodes_and_tools_are_journaled_too():
+    @tool
+    async def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    model = ScriptedChatModel(model_name="m", responses=[ai("", ("add", {"a": 2, "b": 3}, "c1")), ai("5")])
+    critic = ScriptedChatModel(model_name="critic", responses=[ai("fine")])
+
+    async def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    async def review(state: MessagesState) -> dict[str, Any]:
+        # a blocking model call inside an async node (it blocks the loop, as it would without us)
+        return {"messages": [critic.invoke([HumanMessage("review " + state["messages"][-1].content)])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", ToolNode([add]))
+    builder.add_node("review", review)
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", lambda s: "tools" if s["messages"][-1].tool_calls else "review",
+                                  ["tools", "review"])
+    builder.add_edge("tools", "agent")
+    result = asyncio.run(agentspan.run_async(builder.compile(), {"messages": [HumanMessage("2+3?")]}))
+    assert [m.content for m in result["messages"][-3:]] == ["5", "5", "fine"]
+    steps = agentspan.get(only_run().id).steps()
+    assert [(s.kind.value, s.name) for s in steps if s.kind.value != "checkpoint"] == [
+        ("llm", "m"), ("tool", "add"), ("llm", "m"), ("llm", "critic")]
+    assert next(s for s in steps if s.name == "add").output["kwargs"]["content"] == "5"
+
+
+# ---- threads and checkpointers -------------------------------------------------------------
+def test_thread_defaults_to_the_run_id_and_a_given_thread_carries_a_conversation():
+    first = agentspan.start(chat_graph(), {"messages": [HumanMessage("hi")]})
+    assert first.result(timeout=20)["messages"][-1].content == "answer 0"
+    assert checkpoint_of(first.id).metadata["agentspan_run_id"] == first.id
+    graph = chat_graph()
+    agentspan.start(graph, {"messages": [HumanMessage("hi")]}, thread_id="user-7").result(timeout=20)
+    second = agentspan.start(graph, {"messages": [HumanMessage("again")]}, thread_id="user-7")
+    assert [m.content for m in second.result(timeout=20)["messages"]] == ["hi", "answer 0", "again", "answer 1"]
+    assert second.run().options == {"thread_id": "user-7"}
+    assert checkpoint_of("user-7").metadata["agentspan_run_id"] == second.id
+
+
+def test_in_memory_checkpointer_is_replaced_and_a_durable_one_is_kept():
+    agentspan.run(chat_graph(InMemorySaver()), {"messages": [HumanMessage("hi")]}, thread_id="t-mem")
+    assert checkpoint_of("t-mem") is not None  # landed in the Agentspan store, not in memory
+    own = AgentspanSaver(agentspan.get_store())
+    graph = chat_graph(own)
+    agentspan.run(graph, {"messages": [HumanMessage("hi")]}, thread_id="t-own")
+    assert graph.checkpointer is own and own.get_tuple({"configurable": {"thread_id": "t-own"}}) is not None
+
+
+def test_plain_invoke_outside_a_run_is_not_journaled():
+    agentspan.run(chat_graph(), {"messages": [HumanMessage("hi")]})  # patches installed by now
+    result = chat_graph().invoke({"messages": [HumanMessage("plain")]})
+    assert result["messages"][-1].content == "answer 0"
+    assert len(agentspan.get_store().list_runs()) == 1
+    assert calls_of("chat") == [0, 0]
+
+
+# ---- interrupt() as approvals --------------------------------------------------------------
+def test_interrupt_waits_for_approval_and_the_decision_is_what_interrupt_returns():
+    handle = agentspan.start(lgr_support.review_graph(), {"messages": [HumanMessage("refund 42")]})
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    (pending,) = agentspan.get(handle.id).pending_approvals()
+    assert pending.tool == "review" and pending.step_key.startswith("interrupt:")
+    assert pending.args == {"action": "refund", "order_id": "42", "amount": 30.0, "note": "Refund $30.00 on order 42?"}
+    assert effects() == []
+    agentspan.get(handle.id).approve(by="alice", reason="within policy")
+    result = handle.result(timeout=20)
+    assert [m.content for m in result["messages"]][-1] == "Refunded by alice."
+    assert effects() == ["refund 42 30.0"]
+    assert lgr_support.lines("decisions") == [repr({"approved": True, "status": "approved", "by": "alice",
+                                                    "reason": "within policy", "approval_id": pending.id})]
+    assert calls_of("writer") == [0]  # the node ran again after the decision; its model call did not
+    steps = handle.steps()
+    assert [(s.kind.value, s.key == pending.step_key) for s in steps] == [
+        ("llm", False), ("approval", True), ("checkpoint", False)]
+    with pytest.raises(ApprovalConflict, match="already approved"):
+        agentspan.get(handle.id).approve(pending.id)
+
+
+def test_rejected_interrupt_resumes_the_node_with_the_rejection():
+    handle = agentspan.start(lgr_support.review_graph(), {"messages": [HumanMessage("refund 42")]})
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    agentspan.get(handle.id).reject(by="bob", reason="outside the window")
+    result = handle.result(timeout=20)
+    assert result["messages"][-1].content == "Not refunded: outside the window"
+    assert effects() == []
+    (decision,) = lgr_support.lines("decisions")
+    assert "'approved': False" in decision and "'status': 'rejected'" in decision and "'by': 'bob'" in decision
+
+
+def test_interrupts_of_parallel_nodes_wait_together_and_are_decided_one_by_one():
+    def asker(name: str):
+        def node(state: MessagesState) -> dict[str, Any]:
+            decision = interrupt({"ask": name})
+            return {"messages": [AIMessage(f"{name}: {decision['status']}")]}
+        return node
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("legal", asker("legal"))
+    builder.add_node("finance", asker("finance"))
+    builder.add_edge(START, "legal")
+    builder.add_edge(START, "finance")
+    handle = agentspan.start(builder.compile(), INPUT)
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    deadline = time.monotonic() + 10
+    while len(handle.pending_approvals()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pending = {a.tool: a for a in handle.pending_approvals()}
+    assert {t: a.args for t, a in pending.items()} == {"legal": {"ask": "legal"}, "finance": {"ask": "finance"}}
+    with pytest.raises(ConfigurationError, match="pass approval_id"):
+        agentspan.get(handle.id).approve()
+    agentspan.get(handle.id).approve(pending["legal"].id)
+    time.sleep(0.2)
+    assert handle.status() is agentspan.RunStatus.WAITING  # still waits on finance
+    agentspan.get(handle.id).reject(pending["finance"].id, reason="over budget")
+    result = handle.result(timeout=20)
+    assert sorted(m.content for m in result["messages"][1:]) == ["finance: rejected", "legal: approved"]
+
+
+def test_interrupt_inside_a_tool_and_inside_a_subgraph():
+    @tool
+    def wire(amount: int) -> str:
+        """Wire money (asks a human first)."""
+        decision = interrupt({"wire": amount})
+        lgr_support.log("effects", f"wire {amount} {decision['approved']}")
+        return "wired" if decision["approved"] else "not wired"
+
+    model = ScriptedChatModel(model_name="m", responses=[ai("", ("wire", {"amount": 5}, "w1")), ai("done")])
+    inner = StateGraph(MessagesState)
+    inner.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    inner.add_node("tools", ToolNode([wire]))
+    inner.add_edge(START, "agent")
+    inner.add_conditional_edges("agent", lambda s: "tools" if s["messages"][-1].tool_calls else END, ["tools", END])
+    inner.add_edge("tools", "agent")
+    outer = StateGraph(MessagesState)
+    outer.add_node("payments", inner.compile())
+    outer.add_edge(START, "payments")
+    handle = agentspan.start(outer.compile(), INPUT)
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    (pending,) = handle.pending_approvals()
+    assert (pending.tool, pending.args) == ("payments", {"wire": 5})
+    agentspan.get(handle.id).approve()
+    result = handle.result(timeout=20)
+    assert [m.content for m in result["messages"]] == [PROMPT, "", "wired", "done"]
+    assert effects() == ["wire 5 True"] and calls_of("m") == [0, 1]
+    steps = handle.steps()
+    wire_step = next(s for s in steps if s.name == "wire")
+    # the tool's first attempt was interrupted; it completed when LangGraph ran it again
+    assert wire_step.key.startswith("payments:") and "|tools:" in wire_step.key and wire_step.attempt == 2
+    assert wire_step.status is agentspan.StepStatus.COMPLETED
+    assert [s.name for s in steps if s.kind is agentspan.StepKind.CHECKPOINT] == ["agent", "tools", "agent", "payments"]
+
+
+def test_cancelling_a_run_waiting_on_an_interrupt():
+    handle = agentspan.start(lgr_support.review_graph(), {"messages": [HumanMessage("refund 42")]})
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    handle.cancel(reason="customer withdrew")
+    with pytest.raises(RunCancelledError):
+        handle.result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.CANCELLED and effects() == []
+
+
+def test_approval_required_tool_waits_then_runs_once_when_approved():
+    handle = agentspan.start(lgr_support.refund_graph(), {"messages": [HumanMessage("refund 42")]})
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    (pending,) = handle.pending_approvals()
+    assert pending.tool == "refund" and pending.args == {"order_id": "42", "amount": 30.0}
+    assert pending.step_key.endswith("/call:call_r") and effects() == []
+    agentspan.get(handle.id).approve(by="alice")
+    result = handle.result(timeout=20)
+    assert result["messages"][-1].content == "Done."
+    assert result["messages"][2].content == "refunded $30.00 on order 42"
+    assert effects() == ["refund 42 30.0"]
+
+
+def test_approval_required_tool_rejected_tells_the_model():
+    handle = agentspan.start(lgr_support.refund_graph(), {"messages": [HumanMessage("refund 42")]})
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    agentspan.get(handle.id).reject(by="bob", reason="not eligible")
+    result = handle.result(timeout=20)
+    answer = result["messages"][2]
+    assert isinstance(answer, ToolMessage) and answer.tool_call_id == "call_r" and answer.status == "error"
+    assert "rejected by bob: not eligible" in answer.content
+    assert result["messages"][-1].content == "Done." and effects() == []
+
+
+# ---- refused input -------------------------------------------------------------------------
+def test_refused_graphs_inputs_and_options_raise_clear_errors_and_store_nothing():
+    builder = StateGraph(MessagesState)
+    builder.add_node("chat", lambda state: {})
+    builder.add_edge(START, "chat")
+    with pytest.raises(ConfigurationError, match="compiled graph"):
+        agentspan.run(builder, INPUT)
+    with pytest.raises(ConfigurationError, match="static breakpoints"):
+        agentspan.run(builder.compile(interrupt_before=["chat"]), INPUT)
+    with pytest.raises(ConfigurationError, match="unknown option.*max_turns"):
+        agentspan.run(chat_graph(), INPUT, max_turns=3)
+    with pytest.raises(ConfigurationError, match="durability"):
+        agentspan.run(chat_graph(), INPUT, durability="sometimes")
+    with pytest.raises(ConfigurationError, match="time travel"):
+        agentspan.run(chat_graph(), INPUT, config={"configurable": {"checkpoint_id": "1ef"}})
+    with pytest.raises(ConfigurationError, match="thread_id"):
+        agentspan.run(chat_graph(), INPUT, thread_id=["a"])
+    with pytest.raises(ConfigurationError, match="Command"):
+        agentspan.run(chat_graph(), Command(resume="yes"))
+    assert agentspan.get_store().list_runs() == []
+
+
+def test_a_failing_node_fails_the_run_with_its_error():
+    def broken(state: MessagesState) -> dict[str, Any]:
+        raise ValueError("no such order")
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("broken", broken)
+    builder.add_edge(START, "broken")
+    handle = agentspan.start(builder.compile(), INPUT)
+    with pytest.raises(ValueError, match="no such order"):
+        handle.result(timeout=20)
+    with pytest.raises(RunFailed, match="ValueError: no such order"):
+        agentspan.get(handle.id).result(timeout=5)
+
+
+def test_ai_messages_round_trip_through_the_journal_unchanged():
+    message = AIMessage("hi", id="lc_run--1-0", tool_calls=[{"name": "t", "args": {"x": [1, {"y": None}]}, "id": "c"}],
+                        usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+                        response_metadata={"model_name": "gpt-4o-mini", "finish_reason": "tool_calls"})
+    original = ChatResult(generations=[ChatGeneration(message=message, generation_info={"lc": 1})],
+                          llm_output={"token_usage": {"total": 7}})
+    revived = load_chat_result(dump_chat_result(original))
+    assert revived == original and type(revived.generations[0].message) is AIMessage
