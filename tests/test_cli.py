@@ -338,7 +338,7 @@ def test_demo_calls_the_adapter(home: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_demo_without_adapter(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import agentspan.adapters
 
-    monkeypatch.setattr(agentspan.adapters, "registered", list)
+    monkeypatch.setattr(agentspan.adapters, "_all", list)
     result = invoke("demo")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the demo needs the openai-agents adapter")
