@@ -212,8 +212,9 @@ class Store(abc.ABC):
     # text (code point order) and sort in creation order, so the latest checkpoint of a namespace
     # has the greatest ``checkpoint_id``. ``data`` is kept byte for byte and never decoded;
     # ``metadata`` must be JSON (finite numbers only), else `ConfigurationError` and nothing is
-    # written. Writes are stored whether or not their checkpoint is (yet), and go with it when it
-    # is deleted or pruned.
+    # written. Writes are stored whether or not their checkpoint is (yet): LangGraph may store a
+    # task's writes before the checkpoint they belong to. They go with their checkpoint when it is
+    # deleted or pruned; only deleting the whole thread deletes writes of checkpoints not stored.
 
     def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
         """Stores a checkpoint, replacing one with the same ``(thread_id, namespace,
@@ -294,9 +295,13 @@ class Store(abc.ABC):
         raise self._no_checkpoints()
 
     def prune_checkpoints(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
-        """Deletes old checkpoints of the threads, in one transaction: with ``keep_latest`` all
-        but the latest of each namespace, with every write not stored against a kept checkpoint
-        (the kept ones' writes stay); otherwise every checkpoint and write of the threads.
+        """Deletes old checkpoints of the threads, in one transaction.
+
+        With ``keep_latest``, every checkpoint of each ``(thread, namespace)`` but the latest, and
+        exactly the writes of the checkpoints it deletes: the latest's writes stay, and so do
+        writes of a checkpoint that is not stored (yet), which a live run may store before the
+        checkpoint itself (they attach to it once it is put). Like LangGraph's ``PostgresSaver``.
+        Without ``keep_latest``, every checkpoint and every write of the threads.
 
         Raises:
             ConfigurationError: ``thread_ids`` is a single string (not a sequence of ids).

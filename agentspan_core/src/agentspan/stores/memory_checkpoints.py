@@ -151,19 +151,13 @@ class MemoryCheckpoints:
         threads = id_list(thread_ids, "thread_ids")
         with self._lock:
             for thread in threads:
-                namespaces = self._checkpoints.pop(thread, {})
-                writes = self._cp_writes.pop(thread, {})
                 if not keep_latest:
+                    self._checkpoints.pop(thread, None)
+                    self._cp_writes.pop(thread, None)
                     continue
-                kept: _Namespaces = {}
-                kept_writes: _Writes = {}
-                for ns, by_id in namespaces.items():
-                    if by_id:
-                        latest = max(by_id)
-                        kept[ns] = {latest: by_id[latest]}
-                        if (ns, latest) in writes:
-                            kept_writes[(ns, latest)] = writes[(ns, latest)]
-                if kept:
-                    self._checkpoints[thread] = kept
-                if kept_writes:
-                    self._cp_writes[thread] = kept_writes
+                writes = self._cp_writes.get(thread, {})
+                for ns, by_id in self._checkpoints.get(thread, {}).items():
+                    latest = max(by_id, default=None)
+                    for cp_id in [i for i in by_id if i != latest]:
+                        del by_id[cp_id]
+                        writes.pop((ns, cp_id), None)

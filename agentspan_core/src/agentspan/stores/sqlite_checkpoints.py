@@ -77,12 +77,14 @@ PRUNE_ALL = (
     f"DELETE FROM checkpoints WHERE thread_id IN {_IDS}",
     f"DELETE FROM checkpoint_writes WHERE thread_id IN {_IDS}",
 )
-PRUNE_KEEP_LATEST = (  # checkpoints first: the writes kept are those of the checkpoints left
-    f"DELETE FROM checkpoints WHERE thread_id IN {_IDS} AND checkpoint_id < (SELECT MAX(k.checkpoint_id) "
-    "FROM checkpoints k WHERE k.thread_id = checkpoints.thread_id AND k.namespace = checkpoints.namespace)",
-    f"DELETE FROM checkpoint_writes WHERE thread_id IN {_IDS} AND NOT EXISTS (SELECT 1 FROM checkpoints c "
-    "WHERE c.thread_id = checkpoint_writes.thread_id AND c.namespace = checkpoint_writes.namespace "
-    "AND c.checkpoint_id = checkpoint_writes.checkpoint_id)",
+_NOT_LATEST = (  # the checkpoints of the threads that are not the latest of their namespace
+    f"SELECT thread_id, namespace, checkpoint_id FROM checkpoints WHERE thread_id IN {_IDS} AND checkpoint_id < "
+    "(SELECT MAX(k.checkpoint_id) FROM checkpoints k WHERE k.thread_id = checkpoints.thread_id "
+    "AND k.namespace = checkpoints.namespace)"
+)
+PRUNE_KEEP_LATEST = (  # writes first, found through their checkpoints: writes of no checkpoint stay
+    f"DELETE FROM checkpoint_writes WHERE (thread_id, namespace, checkpoint_id) IN ({_NOT_LATEST})",
+    f"DELETE FROM checkpoints WHERE (thread_id, namespace, checkpoint_id) IN ({_NOT_LATEST})",
 )
 
 

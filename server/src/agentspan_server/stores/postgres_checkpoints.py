@@ -101,15 +101,12 @@ DELETE_FOR_RUNS = (
     "WITH gone AS (DELETE FROM checkpoints WHERE run_id = ANY(%s::text[]) "
     "RETURNING thread_id, namespace, checkpoint_id) " + _DELETE_WRITES_OF_GONE
 )
-_NOT_LATEST = (
-    "NOT EXISTS (SELECT 1 FROM latest l WHERE l.thread_id={t}.thread_id AND l.namespace={t}.namespace "
-    "AND l.checkpoint_id={t}.checkpoint_id)"
-)
 PRUNE_KEEP_LATEST = (  # one statement, one snapshot: what is put meanwhile is neither seen nor deleted
     "WITH latest AS (SELECT DISTINCT ON (thread_id, namespace) thread_id, namespace, checkpoint_id "
     "FROM checkpoints WHERE thread_id = ANY(%(threads)s::text[]) ORDER BY thread_id, namespace, checkpoint_id DESC), "
-    f"gone AS (DELETE FROM checkpoints c WHERE c.thread_id = ANY(%(threads)s::text[]) AND {_NOT_LATEST.format(t='c')}) "
-    f"DELETE FROM checkpoint_writes w WHERE w.thread_id = ANY(%(threads)s::text[]) AND {_NOT_LATEST.format(t='w')}"
+    "gone AS (DELETE FROM checkpoints c WHERE c.thread_id = ANY(%(threads)s::text[]) AND NOT EXISTS (SELECT 1 "
+    "FROM latest l WHERE l.thread_id=c.thread_id AND l.namespace=c.namespace AND l.checkpoint_id=c.checkpoint_id) "
+    "RETURNING thread_id, namespace, checkpoint_id) " + _DELETE_WRITES_OF_GONE  # only the deleted ones' writes
 )
 COPY_THREAD = (  # the target's checkpoints and writes with the same ids are overwritten
     f"WITH c AS (INSERT INTO checkpoints ({_CHECKPOINT_COLUMNS}) "

@@ -344,23 +344,51 @@ class CheckpointConformance(ConformanceBase):
 
     def test_prune_keep_latest(self, store: Store) -> None:
         self._prune_data(store)
-        store.put_checkpoint_writes([make_checkpoint_write("t", "cp-x", "task", 0)], replace=False)  # orphan
         others = [cp for cp in self.everything(store) if cp["thread_id"] == "u"]
         store.prune_checkpoints(["t", "nope"], keep_latest=True)
         kept = store.list_checkpoints(thread_id="t")
         assert _keys(kept) == [("t", "child:1", "cp-child:11"), ("t", "", "cp-2")]
         assert [[(w.task_id, w.idx) for w in cp.writes] for cp in kept] == [[("task", 0)], [("task", 0)]]
         assert [cp for cp in self.everything(store) if cp["thread_id"] == "u"] == others
+        before = self.everything(store)
+        store.prune_checkpoints(["t"], keep_latest=True)  # again: only the latest are left
+        assert self.everything(store) == before
         assert _writes(store, "t", "cp-0") == [] and _writes(store, "t", "cp-child:10", "child:1") == []
-        assert _writes(store, "t", "cp-x") == []
+
+    def test_prune_keep_latest_keeps_writes_of_checkpoints_not_put_yet(self, store: Store) -> None:
+        # A live run may store a task's writes before the checkpoint they belong to: a prune
+        # running meanwhile deletes only the writes of the checkpoints it deletes.
+        self._prune_data(store)
+        early = [
+            make_checkpoint_write("t", "cp-3", "task", 0, data=b"ahead"),  # the next checkpoint's
+            make_checkpoint_write("t", "cp-child:12", "task", 1, namespace="child:1", data=b"child ahead"),
+            make_checkpoint_write("t", "cp-00", "task", 0, data=b"older id"),  # older than the latest
+        ]
+        store.put_checkpoint_writes(early, replace=False)
+        store.prune_checkpoints(["t"], keep_latest=True)
+        assert _keys(store.list_checkpoints(thread_id="t")) == [("t", "child:1", "cp-child:11"), ("t", "", "cp-2")]
+        assert _writes(store, "t", "cp-2") == [("task", 0, b"task:0")]
+        assert _writes(store, "t", "cp-1") == []  # deleted with its checkpoint
+        store.put_checkpoint(make_checkpoint("t", "cp-3", parent_id="cp-2"))  # the run goes on
+        assert _writes(store, "t", "cp-3") == [("task", 0, b"ahead")]
+        latest = store.get_checkpoint("t")
+        assert latest is not None and [w.model_dump() for w in latest.writes] == [early[0].model_dump()]
+        assert _writes(store, "t", "cp-child:12", "child:1") == [("task", 1, b"child ahead")]
+        assert _writes(store, "t", "cp-00") == [("task", 0, b"older id")]  # puts cp-00 (older than cp-3)
+        store.prune_checkpoints(["t"], keep_latest=True)  # now cp-2, cp-00 and cp-child:11 go
+        assert _keys(store.list_checkpoints(thread_id="t")) == [("t", "child:1", "cp-child:12"), ("t", "", "cp-3")]
+        assert _writes(store, "t", "cp-3") == [("task", 0, b"ahead")]
+        assert _writes(store, "t", "cp-child:12", "child:1") == [("task", 1, b"child ahead")]
+        assert _writes(store, "t", "cp-2") == [] and _writes(store, "t", "cp-00") == []
 
     def test_prune_delete_all(self, store: Store) -> None:
         self._prune_data(store)
+        store.put_checkpoint_writes([make_checkpoint_write("t", "cp-9", "task", 0)], replace=False)  # no checkpoint
         others = [cp for cp in self.everything(store) if cp["thread_id"] == "u"]
         store.prune_checkpoints(("t",), keep_latest=False)
         assert store.list_checkpoints(thread_id="t") == []
         assert self.everything(store) == others
-        assert _writes(store, "t", "cp-2") == []
+        assert _writes(store, "t", "cp-2") == [] and _writes(store, "t", "cp-9") == []
         store.prune_checkpoints(["t", "u"], keep_latest=False)
         assert store.list_checkpoints() == []
 
