@@ -153,6 +153,25 @@ def test_held_back_start_with_stale_epoch_is_refused_at_its_end(tmp_path: Path) 
     store.close()
 
 
+def test_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "wal.db")
+    store._wal.every_commits = 50
+    run, _ = store.create_run(make_run())
+    store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 30)
+    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000  # a backstop only
+    for i in range(500):
+        store.record_step(make_step(run.id, f"s{i}", i, input={"pad": "x" * 2000}),
+                          StepResult(status=StepStatus.COMPLETED, output=i), epoch=1)
+    deadline = time.time() + 10
+    while store._wal.checkpoints < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    assert store._wal.checkpoints >= 5
+    assert (tmp_path / "wal.db").stat().st_size > 500_000  # the thread copied pages into the database
+    assert len(store.list_steps(run.id)) == 500
+    store.close()
+    assert store._wal._thread is not None and not store._wal._thread.is_alive()
+
+
 _VERSIONS = "SELECT version, applied_at FROM agentspan_migrations ORDER BY version"
 
 

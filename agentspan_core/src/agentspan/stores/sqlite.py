@@ -42,7 +42,7 @@ from agentspan.stores.sqlite_schema import (
     step_from_row,
     step_values,
 )
-from agentspan.stores.sqlite_wal import WalCheckpointer
+from agentspan.stores.sqlite_wal import BACKSTOP_PAGES, WalCheckpointer
 
 _T = TypeVar("_T")
 
@@ -100,7 +100,9 @@ class SqliteStore(SqliteCheckpoints, Store):
         self._cur = self._conn.cursor()  # reused under the lock: no cursor object per statement
         self._deferred = DeferredStarts(defer_start_for, self._write_start)
         self._wal = WalCheckpointer(self.path)
-        self._conn.execute("PRAGMA wal_autocheckpoint=0")  # `_wal` checkpoints in the background
+        # `_wal` checkpoints in the background; SQLite's own checkpoint in the commit path stays
+        # only as a backstop for a WAL the background thread cannot keep up with.
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, durability={self.durability!r})"

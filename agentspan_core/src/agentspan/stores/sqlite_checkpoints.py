@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import threading
 
     from agentspan.errors import StoreError
+    from agentspan.stores.sqlite_wal import WalCheckpointer
 
 __all__ = ["SqliteCheckpoints"]
 
@@ -137,6 +138,8 @@ class SqliteCheckpoints:
         _lock: threading.Lock
         _conn: sqlite3.Connection
         _cur: sqlite3.Cursor
+        _wal: WalCheckpointer
+        durability: str
 
         def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True) -> _T: ...
         def _error(self, exc: sqlite3.Error) -> StoreError: ...
@@ -168,16 +171,22 @@ class SqliteCheckpoints:
                 self._cur.execute(PUT_CHECKPOINT, values)
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            self._wal.committed()
 
     def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
-        """See `Store.put_checkpoint_writes` (``executemany``: rows apply in order)."""
+        """See `Store.put_checkpoint_writes` (``executemany``: rows apply in order).
+
+        On a ``"full"`` store the commit is not fsynced: losing pending writes only makes the
+        framework run their task again, and the next checkpoint's fsync covers them (the WAL is
+        append-only).
+        """
         rows = [
             (w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.task_path, w.channel, w.type, w.data)
             for w in writes
         ]
         if rows:
             statement = REPLACE_WRITE if replace else KEEP_WRITE
-            self._tx(lambda cur: cur.executemany(statement, rows))
+            self._tx(lambda cur: cur.executemany(statement, rows), sync=self.durability != "full")
 
     def delete_checkpoints(self, thread_id: str) -> None:
         """See `Store.delete_checkpoints`."""
