@@ -15,9 +15,10 @@ resumed, when the same session is run again after a crash:
   changes are reverted too), so the model sees the conversation it saw the first time.
 - **Continuation.** A message answering a paused invocation (an ``adk_request_confirmation``
   function response) continues the run of that invocation (found by its ADK invocation id).
-- **Recorded as** agent ``<app>/<root agent>``, so ``agentspan.serve`` workers (which match runs
-  on agent names, and ADK agent names cannot contain ``/``) never claim them: only the user's
-  Runner, with its session service, can continue such a run.
+- **Recorded as** framework ``adk-runner``, agent ``<app>/<root agent>``: ``agentspan.serve``
+  workers (which match runs on agent names, and ADK agent names cannot contain ``/``) never claim
+  them, and ``agentspan.resume`` refuses them: only the user's Runner, with its session service,
+  can continue such a run.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from agentspan_adk import _codec
 
 T = TypeVar("T")
 FRAMEWORK = "adk"
+RUNNER_FRAMEWORK = "adk-runner"
+"""The framework recorded on plugin-opened runs: ``agentspan.resume(run_id, agent)`` refuses them
+before claiming them (only the user's Runner, with its session service, can continue them)."""
 RUNNER_OPTION = "adk_runner"
 """Key of ``Run.options`` naming the ADK app, user, session and invocation of a plugin-opened run."""
 
@@ -175,7 +179,7 @@ async def open_run(ic: InvocationContext, message: types.Content | None) -> Mana
 async def _create(store: Store, ic: InvocationContext, label: str, key: str,
                   message: types.Content | None) -> ManagedRun | None:
     """Creates the run with ``key``, or claims the existing one; None if that one already ended."""
-    run = Run(framework=FRAMEWORK, agent=label, input=_codec.dump_content(message) if message else None,
+    run = Run(framework=RUNNER_FRAMEWORK, agent=label, input=_codec.dump_content(message) if message else None,
               session_id=ic.session.id, idempotency_key=key, status=RunStatus.RUNNING,
               options={RUNNER_OPTION: {"app_name": ic.app_name, "user_id": ic.user_id,
                                        "session_id": ic.session.id, "invocation_id": ic.invocation_id}},

@@ -1,0 +1,391 @@
+"""In-process behaviour of the Google ADK adapter with real ADK runners and scripted models:
+``agentspan.run(adk_agent, ...)``, `AgentspanPlugin` on user-built Runners, the trail, replay,
+approvals (Agentspan's and ADK's own confirmations) and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from google.adk.agents import LlmAgent, LoopAgent, ParallelAgent, SequentialAgent
+from google.adk.apps import App
+from google.adk.events import Event
+from google.adk.runners import InMemoryRunner, Runner
+from google.adk.sessions import InMemorySessionService
+from google.adk.tools import ToolContext
+from google.adk.tools.agent_tool import AgentTool
+from google.genai import types
+
+import agentspan
+from agentspan.errors import (
+    ApprovalConflict,
+    ApprovalPending,
+    ConfigurationError,
+    NoPendingApproval,
+    ReplayDivergenceError,
+)
+from agentspan_adk import ADKResult, AgentspanPlugin
+from agentspan_adk.testing import Call, ScriptedLlm
+
+import adk_support
+from adk_support import FINAL, PROMPT
+from journal_utils import crashed_copy
+
+
+@pytest.fixture(autouse=True)
+def _home(home):
+    yield home
+
+
+def wait_status(handle: agentspan.Handle, status: agentspan.RunStatus, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while handle.status() is not status:
+        assert time.monotonic() < deadline, f"status stayed {handle.status()}"
+        time.sleep(0.01)
+
+
+def message(text: str) -> types.Content:
+    return types.Content(role="user", parts=[types.Part(text=text)])
+
+
+async def send(runner: Runner, session_id: str, content: types.Content, user_id: str = "u") -> list[Event]:
+    return [e async for e in runner.run_async(user_id=user_id, session_id=session_id, new_message=content)]
+
+
+# ---- agentspan.run: result and trail ------------------------------------------------------
+def test_run_returns_the_final_text_the_events_and_the_session_and_records_the_trail():
+    result = agentspan.run(adk_support.support_tree(), PROMPT, session_id="s-1", user_id="alice")
+    assert isinstance(result, ADKResult) and result.text == FINAL
+    assert result.session.id == result.session_id == "s-1" and result.session.state["notified"] == "42"
+    assert [e.author for e in result.events] == ["support"] * 4 + ["billing"] * 3
+    assert result.events[3].actions.transfer_to_agent == "billing"
+    (run,) = agentspan.get_store().list_runs()
+    assert (run.framework, run.agent, run.status, run.input) == ("adk", "support", agentspan.RunStatus.COMPLETED,
+                                                                 PROMPT)
+    assert run.output == {"text": FINAL, "app_name": "support", "user_id": "alice", "session_id": "s-1"}
+    assert (run.input_tokens, run.output_tokens) == (100 + 110 + 100 + 110, 80)
+    steps = agentspan.get(run.id).steps()
+    assert [(s.kind.value, s.key) for s in steps[:6]] == [
+        ("checkpoint", "adk:session"), ("llm", "support/llm:0"), ("tool", "support/llm:0/call:0"),
+        ("llm", "support/llm:1"), ("handoff", "support/llm:1/call:0"), ("llm", "support/billing/llm:0")]
+    assert {s.key for s in steps[6:8]} == {"support/billing/llm:0/call:0", "support/billing/llm:0/call:1"}
+    assert steps[8].key == "support/billing/llm:1" and len(steps) == 9
+    llm = steps[1]
+    assert (llm.name, llm.provider, llm.model, llm.input_tokens, llm.output_tokens) == (
+        "support", "scripted", "support", 100, 20)
+    assert llm.duration_ms is not None and llm.input_hash and llm.input["agent"] == "support"
+    assert llm.input["new"] == [{"parts": [{"text": PROMPT}], "role": "user"}]
+    assert llm.output["content"]["parts"][0]["function_call"]["name"] == "lookup_order"
+    tool = steps[2]
+    assert (tool.name, tool.input) == ("lookup_order", {"order_id": "42"})
+    assert tool.output == {"order_id": "42", "paid": 30.0}
+    assert tool.duration_ms is not None
+    handoff = steps[4]
+    assert (handoff.name, handoff.input) == ("billing", {"agent_name": "billing"})
+    assert handoff.output["actions"]["transfer_to_agent"] == "billing"
+    notify = next(s for s in steps if s.name == "notify_customer")
+    assert notify.output["result"] == "told the customer about 42"
+    assert notify.output["actions"] == {"state_delta": {"notified": "42"}}
+
+
+def test_tools_see_their_step_and_idempotency_key():
+    handle = agentspan.start(adk_support.support_tree(), PROMPT)
+    handle.result(timeout=20)
+    keys = sorted(line.split()[-1] for line in adk_support.lines("effects"))
+    assert keys == sorted(f"{handle.id}:{k}" for k in ["support/llm:0/call:0", "support/billing/llm:0/call:0",
+                                                     "support/billing/llm:0/call:1"])
+    assert agentspan.current_step() is None
+
+
+@pytest.mark.parametrize("keep", range(1, 10))
+def test_resumed_after_any_step_replays_what_was_journaled_and_runs_the_rest_once(keep):
+    first = agentspan.start(adk_support.support_tree(), PROMPT)
+    first.result(timeout=20)
+    journal = first.steps()
+    (adk_support.home() / "effects").unlink()
+    (adk_support.home() / "model-calls").unlink()
+    copy = crashed_copy(first.id, keep)
+    resumed = agentspan.resume(copy, adk_support.support_tree())
+    assert resumed.result(timeout=20).text == FINAL
+    rest = journal[keep:]
+    live_models = sorted(f"{s.name} {s.key.rsplit(':', 1)[1]}" for s in rest if s.kind is agentspan.StepKind.LLM)
+    assert sorted(adk_support.lines("model-calls")) == live_models
+    live_tools = sorted(s.name for s in rest if s.kind is agentspan.StepKind.TOOL)
+    names = {"lookup": "lookup_order", "quote": "quote_refund", "notify": "notify_customer"}
+    assert sorted(names[e.split()[0]] for e in adk_support.effects()) == live_tools
+    assert [s.key for s in resumed.steps()] == [s.key for s in journal]
+    counters = resumed.counters()
+    assert counters.replayed("llm") + counters.live("llm") == 4
+
+
+async def _slow(seconds: float, label: str) -> str:
+    await asyncio.sleep(seconds)
+    return label
+
+
+async def slow_lookup(what: str) -> str:
+    """A lookup that takes a while."""
+    return await _slow(0.2, f"slow {what}")
+
+
+async def fast_lookup(what: str) -> str:
+    """A quick lookup."""
+    return await _slow(0.0, f"fast {what}")
+
+
+def test_parallel_function_calls_are_keyed_by_their_position_in_the_response():
+    model = ScriptedLlm(turns=[[Call("slow_lookup", {"what": "a"}), Call("fast_lookup", {"what": "b"})], "ok"])
+    handle = agentspan.start(LlmAgent(name="finder", model=model, tools=[slow_lookup, fast_lookup]), "go")
+    assert handle.result(timeout=20).text == "ok"
+    tools = {s.key: s.output for s in handle.steps() if s.kind is agentspan.StepKind.TOOL}
+    assert tools == {"finder/llm:0/call:0": "slow a", "finder/llm:0/call:1": "fast b"}
+    order = [s.key for s in handle.steps() if s.kind is agentspan.StepKind.TOOL]
+    assert order == ["finder/llm:0/call:0", "finder/llm:0/call:1"]  # journal order = response order
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    adk_support.log("effects", f"add {a} {b} -")
+    return a + b
+
+
+def workflow() -> SequentialAgent:
+    helper = LlmAgent(name="helper", description="Adds.", model=adk_support.model("helper", [
+        Call("add", {"a": 20, "b": 22}), "42"]), tools=[add])
+    first = LlmAgent(name="first", model=adk_support.model("first", [Call("helper", {"request": "20+22"}), "got 42"]),
+                     tools=[AgentTool(agent=helper)])
+    left = LlmAgent(name="left", model=adk_support.model("left", [Call("add", {"a": 1, "b": 1}), "two"]), tools=[add])
+    right = LlmAgent(name="right", model=adk_support.model("right", ["right"]))
+    looped = LlmAgent(name="looped", model=adk_support.model("looped", ["once", "twice"]))
+    return SequentialAgent(name="flow", sub_agents=[
+        first, ParallelAgent(name="fan", sub_agents=[left, right]), LoopAgent(name="loop", sub_agents=[looped],
+                                                                               max_iterations=2)])
+
+
+def test_workflow_agents_and_agent_tools_are_journaled_by_agent_path_and_replay():
+    handle = agentspan.start(workflow(), "go")
+    assert handle.result(timeout=20).text == "twice"
+    keys = {s.key for s in handle.steps()}
+    assert {"flow/first/llm:0", "flow/first/llm:0/call:0", "flow/first/llm:0/call:0/helper/llm:0",
+            "flow/first/llm:0/call:0/helper/llm:0/call:0", "flow/first/llm:0/call:0/helper/llm:1",
+            "flow/fan/left/llm:0/call:0", "flow/fan/right/llm:0", "flow/loop/looped/llm:0",
+            "flow/loop/looped/llm:1"} <= keys
+    (adk_support.home() / "model-calls").unlink()
+    (adk_support.home() / "effects").unlink()
+    copy = crashed_copy(handle.id, len(handle.steps()) - 1)  # everything but the last loop iteration
+    resumed = agentspan.resume(copy, workflow())
+    assert resumed.result(timeout=20).text == "twice"
+    assert adk_support.lines("model-calls") == ["looped 1"] and adk_support.effects() == []
+
+
+# ---- approvals ------------------------------------------------------------------------------
+def test_approval_required_tool_waits_and_runs_once_when_approved_from_another_handle():
+    handle = agentspan.start(adk_support.refund_agent(), "refund 42")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    (pending,) = handle.pending_approvals()
+    assert (pending.tool, pending.args, pending.step_key) == ("refund", {"order_id": "42", "amount": 30.0},
+                                                             "refunds/llm:0/call:0")
+    assert adk_support.effects() == []
+    decided = agentspan.get(handle.id).approve(by="alice", reason="fine")
+    assert decided.status is agentspan.ApprovalStatus.APPROVED
+    assert handle.result(timeout=20).text == "Done."
+    assert adk_support.effects() == ["refund 42 30.0"]
+    assert adk_support.calls_of("refunds") == [0, 1]  # the call that asked for the refund was not made again
+    with pytest.raises(ApprovalConflict, match="already approved"):
+        agentspan.get(handle.id).approve(pending.id)
+    with pytest.raises(NoPendingApproval):
+        agentspan.get(handle.id).approve()
+
+
+def test_rejected_tool_call_is_not_run_and_the_model_is_told():
+    handle = agentspan.start(adk_support.refund_agent(), "refund 42")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    agentspan.get(handle.id).reject(by="bob", reason="not eligible")
+    result = handle.result(timeout=20)
+    assert result.text == "Done." and adk_support.effects() == []
+    (answer,) = [r for e in result.events for r in e.get_function_responses()]
+    assert "rejected by bob: not eligible" in answer.response["result"]
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_adk_require_confirmation_becomes_an_agentspan_approval(approve):
+    handle = agentspan.start(adk_support.confirm_agent(), "cancel 42")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    (pending,) = handle.pending_approvals()
+    assert (pending.tool, pending.args, pending.step_key) == ("cancel_order", {"order_id": "42"},
+                                                             "orders/llm:0/call:0/approval")
+    if approve:
+        agentspan.get(handle.id).approve(by="carol")
+    else:
+        agentspan.get(handle.id).reject(by="carol", reason="keep it")
+    result = handle.result(timeout=20)
+    assert result.text == "Cancelled."
+    assert adk_support.effects() == (["cancel 42"] if approve else [])
+    answers = [r.response for e in result.events for r in e.get_function_responses() if r.name == "cancel_order"]
+    assert answers[-1] == ({"cancelled": "42"} if approve else {"error": "This tool call is rejected."})
+    approval = next(s for s in handle.steps() if s.kind is agentspan.StepKind.APPROVAL)
+    assert approval.output["approved"] is approve and approval.output["by"] == "carol"
+
+
+def transfer_money(amount: int, tool_context: ToolContext) -> str:
+    """Move money; asks a human through ADK's request_confirmation first."""
+    confirmation = tool_context.tool_confirmation
+    if confirmation is None:
+        tool_context.request_confirmation(hint=f"move {amount}?", payload={"amount": amount})
+        return "waiting for a human"
+    adk_support.log("effects", f"transfer {amount} -")
+    return f"moved {amount}, approved by {confirmation.payload['by']}" if confirmation.confirmed else "not moved"
+
+
+def test_request_confirmation_from_inside_a_tool_gets_the_decision_and_its_payload():
+    agent = LlmAgent(name="bank", model=ScriptedLlm(turns=[Call("transfer_money", {"amount": 5}), "moved"]),
+                     tools=[transfer_money])
+    handle = agentspan.start(agent, "move 5")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    agentspan.get(handle.id).approve(by="erin")
+    result = handle.result(timeout=20)
+    assert adk_support.effects() == ["transfer 5"]
+    tools = {s.key: s.output for s in handle.steps() if s.kind is agentspan.StepKind.TOOL}
+    assert tools["bank/llm:0/call:0/confirmed"] == "moved 5, approved by erin"
+    assert tools["bank/llm:0/call:0"]["result"] == "waiting for a human"  # the first run of the tool asked
+    assert result.text == "moved"
+
+
+# ---- AgentspanPlugin on user-built Runners ----------------------------------------------------
+def test_plugin_on_a_user_runner_opens_one_run_per_invocation():
+    agent = LlmAgent(name="calc", model=ScriptedLlm(turns=[Call("add", {"a": 1, "b": 2}), "3", "again: 3"]),
+                     tools=[add])
+    runner = InMemoryRunner(app=App(name="calculator", root_agent=agent, plugins=[AgentspanPlugin()]))
+
+    async def main() -> None:
+        await runner.session_service.create_session(app_name="calculator", user_id="u", session_id="s")
+        await send(runner, "s", message("1+2?"))
+        await send(runner, "s", message("and again?"))
+
+    asyncio.run(main())
+    second, first = agentspan.get_store().list_runs()
+    assert (first.agent, first.framework, first.session_id, first.status) == (
+        "calculator/calc", "adk-runner", "s", agentspan.RunStatus.COMPLETED)
+    assert first.output["text"] == "3" and second.output["text"] == "again: 3"
+    assert first.idempotency_key.startswith("adk:calculator:u:s:0:")
+    assert second.idempotency_key.startswith("adk:calculator:u:s:1:")
+    assert [s.key for s in agentspan.get(first.id).steps()] == ["calc/llm:0", "calc/llm:0/call:0", "calc/llm:1"]
+    assert [s.key for s in agentspan.get(second.id).steps()] == ["calc/llm:0"]
+    assert first.lease_owner is None and second.lease_owner is None
+
+
+def test_plugin_run_waiting_for_approval_continues_when_the_message_is_sent_again():
+    model = ScriptedLlm(turns=[Call("refund", {"order_id": "7", "amount": 5.0}), "refunded"])
+    runner = Runner(app_name="shop", agent=LlmAgent(name="desk", model=model, tools=[adk_support.refund]),
+                    session_service=InMemorySessionService(), plugins=[AgentspanPlugin()], auto_create_session=True)
+    with pytest.raises(ApprovalPending) as pending:
+        asyncio.run(send(runner, "s", message("refund 7")))
+    handle = agentspan.get(pending.value.run_id)
+    assert handle.status() is agentspan.RunStatus.WAITING and handle.run().lease_owner is None
+    handle.approve(by="frank")
+    events = asyncio.run(send(runner, "s", message("refund 7")))
+    assert events[-1].content.parts[0].text == "refunded"
+    assert adk_support.effects() == ["refund 7 5.0"] and model.calls == 2
+    assert handle.status() is agentspan.RunStatus.COMPLETED and len(agentspan.get_store().list_runs()) == 1
+
+
+def test_a_plugin_run_cannot_be_resumed_by_agentspan_resume():
+    runner = Runner(app=App(name="shop", root_agent=adk_support.refund_agent(), plugins=[AgentspanPlugin()]),
+                    session_service=InMemorySessionService(), auto_create_session=True)
+    with pytest.raises(ApprovalPending) as pending:
+        asyncio.run(send(runner, "s", message("refund 42")))
+    with pytest.raises(ConfigurationError, match="adk-runner run"):
+        agentspan.resume(pending.value.run_id, runner.agent)
+    run = agentspan.get(pending.value.run_id).run()
+    assert (run.framework, run.status, run.lease_owner) == ("adk-runner", agentspan.RunStatus.WAITING, None)
+
+
+def test_plugin_confirmation_decided_in_agentspan_wins_over_the_apps_answer():
+    agent = adk_support.confirm_agent()
+    runner = InMemoryRunner(app=App(name="ops", root_agent=agent, plugins=[AgentspanPlugin()]))
+
+    async def main() -> list[Event]:
+        await runner.session_service.create_session(app_name="ops", user_id="u", session_id="s")
+        events = await send(runner, "s", message("cancel 42"))
+        (request,) = [c for e in events for c in e.get_function_calls() if c.name == "adk_request_confirmation"]
+        (run,) = agentspan.get_store().list_runs()
+        assert run.status is agentspan.RunStatus.WAITING
+        agentspan.get(run.id).approve(by="grace")
+        answer = types.Part(function_response=types.FunctionResponse(
+            id=request.id, name="adk_request_confirmation", response={"confirmed": False}))
+        return await send(runner, "s", types.Content(role="user", parts=[answer]))
+
+    events = asyncio.run(main())
+    assert events[-1].content.parts[0].text == "Cancelled."
+    assert adk_support.effects() == ["cancel 42"]  # Agentspan's approval, not the app's "no"
+    (run,) = agentspan.get_store().list_runs()
+    assert run.status is agentspan.RunStatus.COMPLETED
+    assert [s.key for s in agentspan.get(run.id).steps()] == [
+        "orders/llm:0", "orders/llm:0/call:0/approval", "orders/llm:0/call:0/confirmed", "orders/llm:1"]
+
+
+# ---- sessions -----------------------------------------------------------------------------
+def remember(fact: str, tool_context: ToolContext) -> str:
+    """Remember a fact."""
+    tool_context.state["facts"] = [*tool_context.state.get("facts", []), fact]
+    return "noted"
+
+
+def test_a_session_goes_on_across_runs_with_its_state():
+    model = ScriptedLlm(turns=[Call("remember", {"fact": "blue"}), "noted blue", "you like blue"])
+    agent = LlmAgent(name="memo", model=model, tools=[remember])
+    first = agentspan.run(agent, "I like blue", session_id="chat", state={"owner": "ida"})
+    second = agentspan.run(agent, "what do I like?", session_id="chat")
+    assert (first.text, second.text) == ("noted blue", "you like blue")  # turn 3 of the script: it saw turns 1-2
+    assert second.session.state == {"owner": "ida", "facts": ["blue"]}
+    assert [e.author for e in second.session.events] == ["user", "memo", "memo", "memo", "user", "memo"]
+    (snapshot,) = agentspan.get_store().list_checkpoints(thread_id="adk:memo:user:chat")
+    assert snapshot.checkpoint_id == agentspan.get_store().list_runs()[0].id  # older snapshots pruned
+
+
+# ---- errors ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("input", "options", "error"), [
+    (42, {}, "takes a str or a google.genai types.Content, not int"),
+    ("hi", {"max_turns": 3}, "unknown option.*max_turns"),
+    ("hi", {"state": {"when": object()}}, "state must be a dict of JSON values"),
+    ("hi", {"app_name": "my app"}, "app_name: Invalid app name"),
+    ("hi", {"user_id": ""}, "user_id must be a non-empty str"),
+    ("hi", {"run_config": {"max_llm_calls": 3}}, "run_config must be a google.adk RunConfig"),
+    (types.Content(role="user", parts=[]), {}, "has no parts"),
+])
+def test_bad_input_is_refused_before_anything_is_stored(input: Any, options: dict[str, Any], error: str):
+    agent = LlmAgent(name="calc", model=ScriptedLlm(turns=["x"]))
+    with pytest.raises(ConfigurationError, match=error):
+        agentspan.run(agent, input, **options)
+    assert agentspan.get_store().list_runs() == []
+
+
+def test_a_changed_prompt_is_a_divergence_naming_the_step():
+    agent = adk_support.support_tree()
+    handle = agentspan.start(agent, PROMPT)
+    handle.result(timeout=20)
+    copy = crashed_copy(handle.id, 3)  # session, support/llm:0, its tool call
+    changed = adk_support.support_tree()
+    changed.instruction = "Be terse."
+    resumed = agentspan.resume(copy, changed)
+    with pytest.raises(ReplayDivergenceError, match="support/llm:0"):
+        resumed.result(timeout=20)
+    assert agentspan.get(copy).status() is agentspan.RunStatus.FAILED
+
+
+@pytest.mark.parametrize("transport", ["server-sqlite"])
+def test_runs_sessions_and_approvals_through_a_server(transport):
+    first = agentspan.run(adk_support.support_tree(), PROMPT, session_id="srv")
+    assert first.text == FINAL
+    (run,) = agentspan.get_store().list_runs()
+    assert len(agentspan.get(run.id).steps()) == 9 and run.output["text"] == FINAL
+    model = ScriptedLlm(turns=["first", "second"])
+    agent = LlmAgent(name="chat", model=model)
+    agentspan.run(agent, "one", session_id="talk")
+    assert agentspan.run(agent, "two", session_id="talk").text == "second"  # the session came back from the server
+    handle = agentspan.start(adk_support.confirm_agent(), "cancel 42")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    agentspan.get(handle.id).approve(by="hank")
+    assert handle.result(timeout=30).text == "Cancelled." and adk_support.effects().count("cancel 42") == 1
