@@ -303,8 +303,7 @@ def test_a_plugin_run_cannot_be_resumed_by_agentspan_resume():
 
 
 def test_plugin_confirmation_decided_in_agentspan_wins_over_the_apps_answer():
-    agent = adk_support.confirm_agent()
-    runner = InMemoryRunner(app=App(name="ops", root_agent=agent, plugins=[AgentspanPlugin()]))
+    runner = InMemoryRunner(agent=adk_support.confirm_agent(), app_name="ops", plugins=[AgentspanPlugin()])
 
     async def main() -> list[Event]:
         await runner.session_service.create_session(app_name="ops", user_id="u", session_id="s")
@@ -324,6 +323,42 @@ def test_plugin_confirmation_decided_in_agentspan_wins_over_the_apps_answer():
     assert run.status is agentspan.RunStatus.COMPLETED
     assert [s.key for s in agentspan.get(run.id).steps()] == [
         "orders/llm:0", "orders/llm:0/call:0/approval", "orders/llm:0/call:0/confirmed", "orders/llm:1"]
+
+
+def test_a_cancelled_plugin_invocation_is_taken_over_when_the_session_runs_again():
+    blocking = {"on": True}
+
+    async def slow_job(name: str) -> str:
+        """A job that hangs the first time."""
+        if blocking["on"]:
+            await asyncio.sleep(30)
+        return f"done {name}"
+
+    model = ScriptedLlm(turns=[Call("slow_job", {"name": "a"}), "finished"])
+    runner = InMemoryRunner(agent=LlmAgent(name="worker", model=model, tools=[slow_job]), app_name="jobs",
+                            plugins=[AgentspanPlugin()])
+    store = agentspan.get_store()
+
+    async def main() -> tuple[list[Event], float]:
+        await runner.session_service.create_session(app_name="jobs", user_id="u", session_id="s")
+        task = asyncio.create_task(send(runner, "s", message("go")))
+        while not any(s.key == "worker/llm:0/call:0" for r in store.list_runs() for s in store.list_steps(r.id)):
+            await asyncio.sleep(0.01)
+        task.cancel()  # e.g. the client went away: ADK calls no plugin callback
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        blocking["on"] = False
+        started = time.monotonic()
+        events = await send(runner, "s", message("go"))
+        return events, time.monotonic() - started
+
+    events, took = asyncio.run(main())
+    assert events[-1].content.parts[0].text == "finished"
+    assert took < 1.0  # taken over at once, without waiting for the lease (1.5 s here) to lapse
+    (run,) = store.list_runs()
+    assert run.status is agentspan.RunStatus.COMPLETED and model.calls == 2
+    tool = next(s for s in store.list_steps(run.id) if s.kind is agentspan.StepKind.TOOL)
+    assert (tool.attempt, tool.output) == (2, "done a")
 
 
 # ---- sessions -----------------------------------------------------------------------------

@@ -85,6 +85,10 @@ def answers_only(message: types.Content | None) -> bool:
     return bool(parts) and all(part.function_response is not None for part in parts)
 
 
+_local: dict[str, ManagedRun] = {}
+"""The plugin-opened runs this process executes, by run id."""
+
+
 @dataclass
 class ManagedRun:
     """A run this plugin opened and executes, with the heartbeat that keeps its lease."""
@@ -104,6 +108,18 @@ class ManagedRun:
         if not self.ended:
             self.ended = True
             self.heartbeat.__exit__(None, None, None)
+            if _local.get(self.run.run_id) is self:
+                del _local[self.run.run_id]
+
+    async def abandon(self) -> None:
+        """Gives the lease back, leaving the run as it is (its invocation never ended here)."""
+        if self.ended:
+            return
+        try:
+            await call_store(self.store, self.store.update_run, self.run.run_id, epoch=self.run.epoch,
+                             release_lease=True)
+        finally:
+            self._end()
 
     async def complete(self, text: str | None, ic: InvocationContext) -> None:
         """Records the invocation's end: completed, or waiting (lease released) on approvals."""
@@ -193,6 +209,12 @@ async def _create(store: Store, ic: InvocationContext, label: str, key: str,
 
 
 async def _claim(store: Store, run: Run) -> ManagedRun:
+    previous = _local.get(run.id)
+    if previous is not None:
+        # An invocation of this run in this process never ended (its task was cancelled, so ADK
+        # called no callback): take over. Should it still be running, its next journal write
+        # fails, fenced by the new lease epoch.
+        await previous.abandon()
     ttl = settings().lease_ttl
     claimed = await asyncio.to_thread(leases.claim, store, run.id, ttl=ttl, wait=ttl + 1)
     if claimed.status is not RunStatus.RUNNING:
@@ -204,7 +226,9 @@ async def _claim(store: Store, run: Run) -> ManagedRun:
 async def _start(store: Store, run: Run) -> ManagedRun:
     steps = await call_store(store, store.list_steps, run.id) if run.steps else []
     heartbeat = leases.Heartbeat(store, run.id, run.lease_epoch, settings().lease_ttl).__enter__()
-    return ManagedRun(agentspan.ActiveRun(store, run, steps), heartbeat)
+    managed = ManagedRun(agentspan.ActiveRun(store, run, steps), heartbeat)
+    _local[run.id] = managed
+    return managed
 
 
 def _invocation_of(run: Run) -> str | None:
