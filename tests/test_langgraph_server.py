@@ -6,11 +6,11 @@ saver sees them."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
@@ -27,26 +27,11 @@ from agentspan_server.auth import KeyRing
 from agentspan_server.stores.postgres import PostgresStore
 
 from lg_support import Effects, approval_graph, counter_graph, counter_input, fanout_graph
-from server_support import thread_server
+from server_support import CountingTransport, thread_server
 
 ADMIN, AGENT = "admin-key-0123456789", "agent-key-0123456789"
 KEYS = KeyRing([(ADMIN, "admin"), (AGENT, "agent")])
 BACKENDS = ("sqlite", "postgres")
-
-
-class CountingTransport(httpx.BaseTransport):
-    """An httpx transport that counts the requests it sends, by ``"METHOD /path"``."""
-
-    def __init__(self) -> None:
-        self._real = httpx.HTTPTransport()
-        self.sent: list[str] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent.append(f"{request.method} {request.url.path}")
-        return self._real.handle_request(request)
-
-    def close(self) -> None:
-        self._real.close()
 
 
 def backing_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
@@ -103,6 +88,22 @@ def test_conformance_suite_passes_every_capability_through_the_server(
             "POST /api/checkpoints/delete-for-runs", "POST /api/checkpoints/prune"} <= sent  # fmt: skip
     assert len(transports) == len(ALL_CAPABILITIES) and all(t.sent for t in transports)
     assert backing.list_checkpoints(limit=1)
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_a_super_step_costs_two_round_trips(server_url: str, durability: str) -> None:
+    """The task's writes and the new checkpoint: one request each (what the benchmark's
+    "via server" rows pay per super-step), plus one read of the thread at the start of a run."""
+    counting = CountingTransport()
+    store = RemoteStore(server_url, transport=counting)
+    graph = counter_graph(10, checkpointer=AgentspanSaver(store))
+    assert graph.invoke(counter_input(), cfg("t1"), durability=durability)["count"] == 10  # type: ignore[arg-type]
+    assert Counter(counting.sent) == {
+        "GET /api/checkpoints/find": 1,
+        "PUT /api/checkpoints": 12,  # the input, __start__ and 10 ticks
+        "PUT /api/checkpoints/writes": 11,  # __start__ and 10 ticks: one task each
+    }
+    store.close()
 
 
 # ---- roles: deleting needs an admin key ---------------------------------------------------------
