@@ -16,6 +16,21 @@ from typing import Any
 import httpx
 
 
+class CountingTransport(httpx.BaseTransport):
+    """An httpx transport that counts the requests it sends, as ``"METHOD /path"`` (in ``sent``)."""
+
+    def __init__(self) -> None:
+        self._real = httpx.HTTPTransport()
+        self.sent: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(f"{request.method} {request.url.path}")
+        return self._real.handle_request(request)
+
+    def close(self) -> None:
+        self._real.close()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:

@@ -58,18 +58,21 @@ def assert_journal_complete(run_id: str) -> list[agentspan.Step]:
 
 
 @pytest.mark.parametrize(
-    ("crash_at", "writer_calls"),
+    ("transport", "crash_at", "writer_calls"),
     [
         # Killed inside the parallel lookup of order 43, after the lookup of 42 was journaled:
-        # LangGraph runs the tools node again; 42 is replayed, 43 runs once.
-        ("lookup:43", [0, 1]),
+        # LangGraph runs the tools node again; 42 is replayed, 43 runs once. On the embedded store
+        # and through a server process (`conftest.home`) on SQLite and on PostgreSQL, where the
+        # journal and AgentspanSaver's checkpoints both go over HTTP.
+        *[pytest.param(transport, "lookup:43", [0, 1], id=f"{transport}-lookup:43")
+          for transport in ("embedded", "server-sqlite", "server-postgres")],
         # Killed inside the third call of the summarize node (after a tool call and a model call
         # in that node): the node runs again, its first two calls replayed; only the call that
         # was in flight is made again.
-        ("model:writer:1", [0, 1, 1]),
+        pytest.param("embedded", "model:writer:1", [0, 1, 1], id="embedded-model:writer:1"),
     ],
 )
-def test_sigkill_inside_a_node_then_resume_repeats_no_completed_call(child_env, crash_at, writer_calls):
+def test_sigkill_inside_a_node_then_resume_repeats_no_completed_call(child_env, transport, crash_at, writer_calls):
     run_id = new_id()
     crashed = child(child_env, "start", run_id, "support", crash_at=crash_at)
     assert crashed.returncode == -9, crashed.stderr
@@ -88,6 +91,9 @@ def test_sigkill_inside_a_node_then_resume_repeats_no_completed_call(child_env, 
     stored = load(handle.result(), allowed_objects="messages")["messages"]
     assert json.loads(json.dumps(lgr_support.plain(stored))) == conversation
     steps = assert_journal_complete(run_id)
+    # The journal and the graph's checkpoints (AgentspanSaver) went where the transport says.
+    assert (lgr_support.home() / "agentspan.db").exists() is (transport == "embedded")
+    assert agentspan.get_store().list_checkpoints(limit=1)
     lookups = {s.key.rsplit("/", 1)[1]: s for s in steps if s.name == "lookup_order"}
     assert set(lookups) == {"call:call_a", "call:call_b"}
     # the idempotency key a tool saw is its step's, in whichever process ran it
@@ -123,7 +129,8 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
-def test_interrupt_waits_across_a_kill_and_is_approved_from_the_cli(child_env):
+@pytest.mark.parametrize("transport", ["embedded", "server-postgres"])  # a server process: `conftest.home`
+def test_interrupt_waits_across_a_kill_and_is_approved_from_the_cli(child_env, transport):
     run_id = new_id()
     waiting = child(child_env, "start", run_id, "review", wait=False)
     try:

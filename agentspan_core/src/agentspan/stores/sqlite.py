@@ -315,16 +315,14 @@ class SqliteStore(SqliteCheckpoints, Store):
         run_id = step.run_id
         fence = (time.time(), result.input_tokens or 0, result.output_tokens or 0, result.cost_usd or 0.0,
                  run_id, epoch)
-        start = self._start_tx(step, epoch)
-        finish = self._finish_tx(run_id, step.key, result, epoch)
 
         def tx(cur: sqlite3.Cursor) -> None:
             if cur.execute(sql.INSERT_STEP, values).rowcount:
                 if cur.execute(sql.FENCE_RECORD, fence).rowcount == 0:
                     raise _refusal(cur, run_id, epoch)
                 return
-            start(cur)
-            finish(cur)
+            self._start_tx(step, epoch)(cur)
+            self._finish_tx(run_id, step.key, result, epoch)(cur)
 
         self._tx(tx)
 

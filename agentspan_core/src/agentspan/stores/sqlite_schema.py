@@ -332,20 +332,19 @@ def step_values(step: Step) -> tuple[Any, ...]:
 def recorded_step_values(step: Step, result: StepResult) -> tuple[Any, ...]:
     """Returns the column values of a step that already ended (`Store.record_step`): the started
     step with the result applied as `FINISH_STEP` applies it."""
-    values = list(step_scalars(step))
-    values[5:8] = result.status, step.input_hash, result.error
-    ended_at = result.ended_at
-    duration_ms = result.duration_ms
-    values[10:] = (
-        ended_at,
+    r = result
+    ended_at, duration_ms = r.ended_at, r.duration_ms
+    return (
+        step.run_id, step.key, step.seq, step.kind, step.name, r.status, step.input_hash, r.error,
+        step.attempt, step.started_at, ended_at,
         duration_ms if duration_ms is not None else (ended_at - step.started_at) * 1000.0,
-        result.provider if result.provider is not None else step.provider,
-        result.model if result.model is not None else step.model,
-        result.input_tokens if result.input_tokens is not None else step.input_tokens,
-        result.output_tokens if result.output_tokens is not None else step.output_tokens,
-        result.cost_usd if result.cost_usd is not None else step.cost_usd,
-    )
-    return (*values, dump_json(step.input), dump_json(result.output))
+        r.provider if r.provider is not None else step.provider,
+        r.model if r.model is not None else step.model,
+        r.input_tokens if r.input_tokens is not None else step.input_tokens,
+        r.output_tokens if r.output_tokens is not None else step.output_tokens,
+        r.cost_usd if r.cost_usd is not None else step.cost_usd,
+        dump_json(step.input), dump_json(r.output),
+    )  # fmt: skip
 
 
 def approval_values(approval: Approval) -> tuple[Any, ...]:
