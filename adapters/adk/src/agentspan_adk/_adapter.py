@@ -157,7 +157,7 @@ class ADKAdapter(Adapter):
             app = App(name=app_name, root_agent=agent, plugins=[plugin, *extra])
         runner = Runner(app=app, session_service=service)
         try:
-            events = await _invoke(runner, plugin, agent, user_id, session_id, _message(input),
+            events = await _invoke(run, runner, plugin, agent, user_id, session_id, _message(input),
                                    settings.get("run_config"))
         except RuntimeError as error:  # ADK wraps what a plugin raises: surface Agentspan's own error
             raise _agentspan_cause(error) or error from None
@@ -168,8 +168,8 @@ class ADKAdapter(Adapter):
         return ADKResult(text=_final_text(events), events=events, session=session)
 
 
-async def _invoke(runner: Runner, plugin: AgentspanPlugin, root: BaseAgent, user_id: str, session_id: str,
-                  message: types.Content, run_config: RunConfig | None) -> list[Event]:
+async def _invoke(run: agentspan.ActiveRun, runner: Runner, plugin: AgentspanPlugin, root: BaseAgent, user_id: str,
+                  session_id: str, message: types.Content, run_config: RunConfig | None) -> list[Event]:
     """Runs the invocation, answering its confirmation requests, until it ends without one."""
     events: list[Event] = []
     while True:
@@ -188,8 +188,8 @@ async def _invoke(runner: Runner, plugin: AgentspanPlugin, root: BaseAgent, user
                 raise StoreError("an ADK confirmation request came from an invocation that was not journaled")
             author = root.find_agent(request.author) or root
             key = _confirmations.approval_key(journal, request, agent_path(author))
-            planned.append((journal, request, key, _tool_options(author, request.tool)))
-        parts = _confirmations.decide(planned[0][0], [(r, k, o) for _, r, k, o in planned])
+            planned.append((request, key, _tool_options(author, request.tool)))
+        parts = _confirmations.decide(run, planned)
         message = types.Content(role="user", parts=parts)
 
 

@@ -94,11 +94,11 @@ def reply(request: Request, decision: dict[str, JSON]) -> types.Part:
         id=request.call.id, name=REQUEST, response={"confirmed": bool(decision["approved"]), "payload": decision}))
 
 
-def decide(journal: Journal, requests: list[tuple[Request, str, ToolOptions]]) -> list[types.Part]:
+def decide(run: agentspan.ActiveRun, requests: list[tuple[Request, str, ToolOptions]]) -> list[types.Part]:
     """Turns requests into approvals and their decisions into function responses.
 
     Args:
-        journal: The invocation's journal (its run gets the approvals).
+        run: The run that gets the approvals.
         requests: Each request with its approval key and its tool's options (``on_reject="stop"``
             cancels the run on a rejection).
 
@@ -108,7 +108,6 @@ def decide(journal: Journal, requests: list[tuple[Request, str, ToolOptions]]) -
         RunCancelledSignal: A rejection with ``on_reject="stop"``.
         ReplayDivergenceError: An approval exists for the key but for other arguments.
     """
-    run = journal.run
     parts: list[types.Part] = []
     waiting: ApprovalPending | None = None
     for request, key, options in requests:

@@ -155,7 +155,7 @@ def _request_approvals(journal: Journal, ic: InvocationContext) -> list[str]:
     for request in _confirmations.pending_requests(events):
         key = _confirmations.approval_key(journal, request, _path_of(ic, request.author), ic)
         try:
-            _confirmations.decide(journal, [(request, key, DEFAULT_TOOL_OPTIONS)])
+            _confirmations.decide(journal.run, [(request, key, DEFAULT_TOOL_OPTIONS)])
         except ApprovalPending:
             keys.append(key)
     return keys
