@@ -6,7 +6,12 @@ resumed, when the same session is run again after a crash:
 
 - **Identity.** A run's idempotency key is ``adk:<app>:<user>:<session>:<n>:<digest>``: the
   session, how many user messages the session held before this one (``n``), and the digest of
-  the message. ADK's invocation ids are random (``e-<uuid>``) and cannot identify a retry.
+  the message. ADK's invocation ids are random (``e-<uuid>``) and cannot identify a retry. DBOS's
+  ADK plugin and Temporal's ADK integration need no such key: they run inside a workflow the user
+  writes around ``runner.run_async``, whose id names the execution (and number its steps in call
+  order; DBOS even serializes the start of parallel tool calls to keep that order). A plugin on a
+  user-built Runner has no wrapper to take an id from; what identifies a retry is what the user
+  sends again: the same message on the same session, at the same point of the conversation.
 - **Resume.** When a message arrives whose run exists and did not finish (its process died, or
   it waits for a human), that run is claimed and its journal replays: completed model and tool
   calls are not made again. If the session service is durable and still holds the events the
