@@ -1,0 +1,251 @@
+"""Overhead of durable Google ADK runs: plain Runner vs `AgentspanPlugin` vs DBOS's ADK plugin.
+
+Run with ``uv run python bench/bench_adk.py [--turns 50] [--repeats 5]``.
+
+One run is ``--turns`` model calls against a zero-latency scripted `BaseLlm`: every turn but the
+last asks for one ``add(a, b)`` function-tool call, the last returns the final text. A durable
+variant therefore journals ``2 * turns - 1`` calls (one per model call, one per tool call). The
+variants run interleaved round-robin in one process and one event loop, after one untimed warm-up
+run each (which also checks what was journaled); the median per variant is reported:
+
+1. ``Runner.run_async`` with no plugin (plain ADK, nothing journaled);
+2. the same with ``plugins=[AgentspanPlugin()]``, embedded SQLite store, durability "normal"
+   (WAL, synchronous=NORMAL) and "full" (WAL, synchronous=FULL: power-loss safe);
+3. the same with ``plugins=[DBOSPlugin()]`` (dbos-google-adk) inside a ``@DBOS.workflow()``,
+   SQLite system database, the tool also a ``@DBOS.step()`` so both journal the same calls. DBOS is
+   launched once and reused (fresh workflow ids), as a long-lived app process would.
+
+Every run gets a new agent, model (its call counter starts at 0), Runner and in-memory session,
+all made before the clock starts. Each durability has one store file that all its runs share
+(as all DBOS runs share its system database), held open between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from google.adk.agents import LlmAgent
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.adk.plugins import BasePlugin
+from google.adk.runners import Runner
+from google.adk.sessions import InMemorySessionService
+from google.genai import types
+
+PROMPT = "Add up the numbers, one call at a time."
+FINAL = "done"
+APP = "bench"
+TARGET_RATIO_OF_DBOS = 0.1
+"""Ours may add at most this fraction of what DBOS adds per journaled call."""
+
+logging.getLogger("opentelemetry.context").setLevel(logging.CRITICAL)  # ADK/OTel noise, see dbos-google-adk
+
+
+class BenchLlm(BaseLlm):
+    """Zero-latency scripted model: ``turns - 1`` ``add`` calls (stable ids), then the final text."""
+
+    model: str = "bench-scripted"
+    turns: int = 2
+    calls: int = 0
+
+    async def generate_content_async(self, llm_request: LlmRequest,
+                                     stream: bool = False) -> AsyncGenerator[LlmResponse, None]:
+        index = self.calls
+        self.calls += 1
+        if index < self.turns - 1:
+            part = types.Part(function_call=types.FunctionCall(name="add", args={"a": index, "b": 1},
+                                                               id=f"call-{index}"))
+        else:
+            part = types.Part(text=FINAL)
+        yield LlmResponse(content=types.Content(role="model", parts=[part]),
+                          usage_metadata=types.GenerateContentResponseUsageMetadata(
+                              prompt_token_count=10 + index, candidates_token_count=5,
+                              total_token_count=15 + index))
+
+
+async def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+class Clock:
+    """Wall and process-CPU time (all threads) of the block it times, in ms."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def __enter__(self) -> Clock:
+        gc.collect()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = (time.perf_counter() - self._wall) * 1e3
+        self.cpu = (time.process_time() - self._cpu) * 1e3
+
+
+async def prepared(turns: int, tool: Callable[..., Any], plugins: list[BasePlugin]) -> tuple[Runner, str]:
+    """A new agent, model, Runner and session (made before any clock starts)."""
+    agent = LlmAgent(name="calc", instruction="Add numbers.", tools=[tool], model=BenchLlm(turns=turns))
+    runner = Runner(app_name=APP, agent=agent, plugins=plugins, session_service=InMemorySessionService())
+    session = await runner.session_service.create_session(app_name=APP, user_id="u")
+    return runner, session.id
+
+
+async def drive(runner: Runner, session_id: str) -> str:
+    """Runs one invocation to the end; returns the final text."""
+    message = types.Content(role="user", parts=[types.Part(text=PROMPT)])
+    final = ""
+    async for event in runner.run_async(user_id="u", session_id=session_id, new_message=message):
+        if event.is_final_response() and event.content and event.content.parts:
+            final = event.content.parts[0].text or ""
+    return final
+
+
+class Bench:
+    """Holds the variants and the state they share across runs."""
+
+    def __init__(self, turns: int, tmp_root: Path) -> None:
+        self.turns = turns
+        self.tmp_root = tmp_root
+        self.journaled = 2 * turns - 1
+        self.dbos_ready = False
+        self._dbos_runner: Runner | None = None
+
+    # -- variants: each times one measured run ------------------------------------------------
+
+    async def plain(self, *, check: bool = False) -> Clock:
+        runner, session_id = await prepared(self.turns, add, [])
+        with Clock() as clock:
+            final = await drive(runner, session_id)
+        assert final == FINAL, final
+        if check:
+            assert runner.agent.model.calls == self.turns  # type: ignore[union-attr]
+        return clock
+
+    def setup_dbos(self) -> None:
+        """Configures, registers and launches DBOS once, on a SQLite system database."""
+        from dbos import DBOS
+
+        home = Path(tempfile.mkdtemp(prefix="dbos-", dir=self.tmp_root))
+        DBOS(config={"name": "agentspan-bench-adk", "system_database_url": f"sqlite:///{home}/dbos.sqlite",
+                     "log_level": "WARNING"})
+
+        @DBOS.step()
+        async def dbos_add(a: int, b: int) -> int:
+            """Add two numbers."""
+            return a + b
+
+        dbos_add.__name__ = "add"  # the name the model calls
+        self._dbos_tool = dbos_add
+
+        @DBOS.workflow()
+        async def agent_workflow(session_id: str) -> str:  # workflow arguments are pickled: no Runner here
+            assert self._dbos_runner is not None
+            return await drive(self._dbos_runner, session_id)
+
+        self._dbos_workflow = agent_workflow
+        DBOS.launch()
+        logging.getLogger("dbos").setLevel(logging.WARNING)
+        self.dbos_ready = True
+
+    async def dbos(self, *, check: bool = False) -> Clock:
+        from dbos import DBOS, SetWorkflowID
+        from dbos_google_adk import DBOSPlugin
+
+        runner, session_id = await prepared(self.turns, self._dbos_tool, [DBOSPlugin()])
+        self._dbos_runner = runner
+        workflow_id = f"bench-{uuid.uuid4()}"
+        with Clock() as clock, SetWorkflowID(workflow_id):
+            final = await self._dbos_workflow(session_id)
+        assert final == FINAL, final
+        if check:
+            steps = await DBOS.list_workflow_steps_async(workflow_id, load_output=False)
+            assert len(steps) == self.journaled, len(steps)
+            assert runner.agent.model.calls == self.turns  # type: ignore[union-attr]
+        return clock
+
+    def teardown_dbos(self) -> None:
+        if self.dbos_ready:
+            from dbos import DBOS
+
+            DBOS.destroy(destroy_registry=True)
+            self.dbos_ready = False
+
+
+def ok(value: float, target: float) -> str:
+    return "✅" if value <= target else "❌"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=50, help="model calls per run (default 50)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS variant")
+    parser.add_argument("--tmp", default=None, help="parent folder of the temp dirs (default: system tmp)")
+    args = parser.parse_args()
+    if args.turns < 2 or args.repeats < 1:
+        parser.error("--turns must be >= 2 and --repeats >= 1")
+    started = time.perf_counter()
+
+    tmp_root = Path(tempfile.mkdtemp(prefix="agentspan-bench-adk-", dir=args.tmp))
+    bench = Bench(args.turns, tmp_root)
+    plain_name, dbos_name = "plain Runner", "DBOSPlugin (SQLite)"
+    variants: dict[str, Callable[..., Awaitable[Clock]]] = {plain_name: bench.plain}
+    loop = asyncio.new_event_loop()
+    try:
+        if not args.no_dbos:
+            bench.setup_dbos()
+            variants[dbos_name] = bench.dbos
+        for fn in variants.values():  # untimed warm-up that also checks what was journaled
+            loop.run_until_complete(fn(check=True))
+        clocks: dict[str, list[Clock]] = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, fn in variants.items():
+                clocks[name].append(loop.run_until_complete(fn()))
+    finally:
+        bench.teardown_dbos()
+        loop.close()
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+    calls = bench.journaled
+    wall = {name: [c.wall for c in cs] for name, cs in clocks.items()}
+    cpu = {name: [c.cpu for c in cs] for name, cs in clocks.items()}
+    median = {name: statistics.median(values) for name, values in wall.items()}
+    added = {name: (m - median[plain_name]) / calls for name, m in median.items()}
+    paired = {name: statistics.median(v - p for v, p in zip(values, wall[plain_name], strict=True)) / calls
+              for name, values in wall.items()}
+    cpu_added = {name: (statistics.median(values) - statistics.median(cpu[plain_name])) / calls
+                 for name, values in cpu.items()}
+
+    print(f"\n{args.turns} turns per run ({args.turns - 1} tool calls + final text, zero-latency scripted "
+          f"BaseLlm) = {calls} journaled calls; {args.repeats} interleaved repeats, median per variant")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+          f"(shared machine: expect noise)")
+    header = f"{'variant':<26} {'ms/run':>8} {'min':>7} {'max':>7} {'+ms/call':>9} {'paired':>7} {'cpu':>7}"
+    print(header)
+    print("-" * len(header))
+    for name, values in wall.items():
+        extra = "" if name == plain_name else f"{added[name]:>9.3f} {paired[name]:>7.3f} {cpu_added[name]:>7.3f}"
+        print(f"{name:<26} {median[name]:>8.1f} {min(values):>7.1f} {max(values):>7.1f} {extra}")
+    print(f"+ms/call = (median - plain median) / {calls} journaled calls. Noise cross-checks, same unit:\n"
+          "paired = median over rounds of (run - same round's plain run); cpu = on process CPU time.")
+    print(f"total bench wall time: {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
