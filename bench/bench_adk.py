@@ -2,8 +2,8 @@
 
 Run with ``uv run python bench/bench_adk.py [--turns 50] [--repeats 5]``.
 
-One run is ``--turns`` model calls against a zero-latency scripted `BaseLlm`: every turn but the
-last asks for one ``add(a, b)`` function-tool call, the last returns the final text. A durable
+One run is ``--turns`` model calls against a zero-latency `agentspan_adk.testing.ScriptedLlm`: every
+turn but the last asks for one ``add(a, b)`` function-tool call, the last returns the final text. A durable
 variant therefore journals ``2 * turns - 1`` calls (one per model call, one per tool call). The
 variants run interleaved round-robin in one process and one event loop, after one untimed warm-up
 run each (which also checks what was journaled); the median per variant is reported:
@@ -33,18 +33,17 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from google.adk.agents import LlmAgent
-from google.adk.models.base_llm import BaseLlm
-from google.adk.models.llm_request import LlmRequest
-from google.adk.models.llm_response import LlmResponse
 from google.adk.plugins import BasePlugin
 from google.adk.runners import Runner
 from google.adk.sessions import InMemorySessionService
 from google.genai import types
+
+from agentspan_adk.testing import Call, ScriptedLlm
 
 PROMPT = "Add up the numbers, one call at a time."
 FINAL = "done"
@@ -55,26 +54,9 @@ TARGET_RATIO_OF_DBOS = 0.1
 logging.getLogger("opentelemetry.context").setLevel(logging.CRITICAL)  # ADK/OTel noise, see dbos-google-adk
 
 
-class BenchLlm(BaseLlm):
-    """Zero-latency scripted model: ``turns - 1`` ``add`` calls (stable ids), then the final text."""
-
-    model: str = "bench-scripted"
-    turns: int = 2
-    calls: int = 0
-
-    async def generate_content_async(self, llm_request: LlmRequest,
-                                     stream: bool = False) -> AsyncGenerator[LlmResponse, None]:
-        index = self.calls
-        self.calls += 1
-        if index < self.turns - 1:
-            part = types.Part(function_call=types.FunctionCall(name="add", args={"a": index, "b": 1},
-                                                               id=f"call-{index}"))
-        else:
-            part = types.Part(text=FINAL)
-        yield LlmResponse(content=types.Content(role="model", parts=[part]),
-                          usage_metadata=types.GenerateContentResponseUsageMetadata(
-                              prompt_token_count=10 + index, candidates_token_count=5,
-                              total_token_count=15 + index))
+def script(turns: int) -> list[str | Call]:
+    """``turns - 1`` ``add`` calls (stable call ids), then the final text."""
+    return [Call("add", {"a": i, "b": 1}, id=f"call-{i}") for i in range(turns - 1)] + [FINAL]
 
 
 async def add(a: int, b: int) -> int:
@@ -100,7 +82,7 @@ class Clock:
 
 async def prepared(turns: int, tool: Callable[..., Any], plugins: list[BasePlugin]) -> tuple[Runner, str]:
     """A new agent, model, Runner and session (made before any clock starts)."""
-    agent = LlmAgent(name="calc", instruction="Add numbers.", tools=[tool], model=BenchLlm(turns=turns))
+    agent = LlmAgent(name="calc", instruction="Add numbers.", tools=[tool], model=ScriptedLlm(turns=script(turns)))
     runner = Runner(app_name=APP, agent=agent, plugins=plugins, session_service=InMemorySessionService())
     session = await runner.session_service.create_session(app_name=APP, user_id="u")
     return runner, session.id
