@@ -1,0 +1,240 @@
+"""The Google ADK adapter: ``agentspan.run(agent, "prompt", session_id=...)`` without a Runner.
+
+A run is one ADK invocation: the adapter builds a ``Runner`` with an `AgentspanPlugin` and a
+session restored from the store (`agentspan_adk._session`), sends the input as the user message,
+and, while the invocation pauses on confirmation requests, turns them into Agentspan approvals and
+sends their decisions back (`agentspan_adk._confirmations`). Every attempt (after a crash, after
+an approval) runs the invocation again from the same session snapshot, with completed model and
+tool calls coming from the journal.
+
+Returns an `ADKResult`: the final response text, every event of the invocation, and the session
+after it. The run's stored output (what ``agentspan.get(run_id).result()`` returns in another
+process) is ``{"text", "app_name", "user_id", "session_id"}``.
+
+Options (keyword arguments of ``agentspan.run``/``start``/``resume``): ``user_id`` (default
+``"user"``), ``app_name`` (default: the App's or the root agent's name), ``state`` (initial state
+of a new session; JSON), ``run_config`` (ADK ``RunConfig``) and ``plugins`` (more ADK plugins).
+The session id is ``agentspan.run``'s ``session_id`` (default: the run id). ``user_id``,
+``app_name`` and ``state`` are stored with the run, so a worker resumes it in the same session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from google.adk.agents import BaseAgent, RunConfig
+from google.adk.apps import App
+from google.adk.events import Event
+from google.adk.plugins import BasePlugin
+from google.adk.runners import Runner
+from google.adk.sessions import Session
+from google.adk.tools import BaseTool
+from google.genai import types
+from pydantic import ValidationError
+
+import agentspan
+from agentspan.adapters import Adapter
+from agentspan.errors import AgentspanError, ConfigurationError, StoreError
+from agentspan.records import JSON, StepKind
+from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
+from agentspan_adk import _codec, _confirmations, _managed
+from agentspan_adk._journal import agent_path, options_of
+from agentspan_adk._session import SeededSessionService, SessionSnapshots
+from agentspan_adk.plugin import AgentspanPlugin
+
+T = TypeVar("T")
+DEFAULT_USER = "user"
+SESSION_STEP = "adk:session"
+_OPTIONS = ("user_id", "app_name", "state", "run_config", "plugins")
+
+
+@dataclass
+class ADKResult:
+    """What ``agentspan.run(adk_agent, ...)`` returns.
+
+    Attributes:
+        text: The final response text: the text of the last final-response event an agent
+            produced (None when the invocation ended without text, e.g. on a long-running tool).
+        events: Every event the invocation yielded, in order (model responses, function calls
+            and responses, transfers, confirmation requests); replayed calls included.
+        session: The ADK session after the run (its ``id``, ``state`` and all ``events``).
+    """
+
+    text: str | None
+    events: list[Event]
+    session: Session
+
+    @property
+    def session_id(self) -> str:
+        return self.session.id
+
+
+class ADKAdapter(Adapter):
+    """Makes Google ADK agents durable: ``agentspan.run(agent_or_app, "prompt", session_id=...)``."""
+
+    framework = _managed.FRAMEWORK
+
+    def accepts(self, target: Any) -> bool:
+        return isinstance(target, (BaseAgent, App))
+
+    def agent_name(self, target: Any) -> str:
+        return str(target.root_agent.name if isinstance(target, App) else target.name)
+
+    def encode_input(self, input: Any) -> JSON:
+        if isinstance(input, str):
+            return input
+        if isinstance(input, types.Content):
+            if not input.parts:
+                raise ConfigurationError("agentspan.run(adk_agent, input): the types.Content has no parts")
+            return {"content": _codec.dump_content(input)}
+        raise ConfigurationError(
+            f"agentspan.run(adk_agent, input) takes a str or a google.genai types.Content, not {type(input).__name__}")
+
+    def encode_options(self, options: dict[str, Any]) -> dict[str, JSON]:
+        unknown = set(options) - set(_OPTIONS)
+        if unknown:
+            raise ConfigurationError(f"unknown option(s) for an ADK run: {', '.join(sorted(unknown))} "
+                                     f"(known: {', '.join(_OPTIONS)})")
+        stored: dict[str, JSON] = {}
+        for name in ("user_id", "app_name"):
+            value = options.get(name)
+            if value is not None:
+                if not isinstance(value, str) or not value:
+                    raise ConfigurationError(f"{name} must be a non-empty str, not {value!r}")
+                stored[name] = value
+        state = options.get("state")
+        if state is not None:
+            if not isinstance(state, Mapping) or not _codec.is_json(dict(state)):
+                raise ConfigurationError("state must be a dict of JSON values (the new session's initial state)")
+            stored["state"] = dict(state)
+        run_config = options.get("run_config")
+        if run_config is not None and not isinstance(run_config, RunConfig):
+            raise ConfigurationError(f"run_config must be a google.adk RunConfig, not {type(run_config).__name__}")
+        plugins = options.get("plugins")
+        if plugins is not None and not all(isinstance(p, BasePlugin) for p in plugins):
+            raise ConfigurationError("plugins must be a list of google.adk BasePlugin instances")
+        return stored
+
+    def encode_output(self, result: Any) -> JSON:
+        session: Session = result.session
+        return {"text": result.text, "app_name": session.app_name, "user_id": session.user_id,
+                "session_id": session.id}
+
+    async def execute(self, run: agentspan.ActiveRun, target: Any, input: JSON, options: dict[str, Any]) -> Any:
+        if _managed.RUNNER_OPTION in run.run.options:
+            raise ConfigurationError(
+                f"run {run.run_id!r} was opened by AgentspanPlugin in a user-built Runner; continue it by running "
+                "that session again through the Runner (with the same message)")
+        settings = {**run.run.options, **options}
+        app = target if isinstance(target, App) else None
+        agent: BaseAgent = app.root_agent if app is not None else target
+        app_name = app.name if app is not None else settings.get("app_name") or agent.name
+        user_id = settings.get("user_id") or DEFAULT_USER
+        session_id = run.run.session_id or run.run_id
+        snapshots = SessionSnapshots(run.store, app_name, user_id, session_id)
+        base_id = await run.step(kind=StepKind.CHECKPOINT, key=SESSION_STEP, name="session",
+                                 input={"thread": snapshots.thread_id}, input_hash=None,
+                                 invoke=_later(snapshots.latest_id), dump=_identity, load=_identity,
+                                 durable_start=False)
+        service = SeededSessionService()
+        await service.seed(snapshots.load(base_id), app_name=app_name, user_id=user_id, session_id=session_id,
+                     state=settings.get("state"))
+        plugin = AgentspanPlugin()
+        plugin.keep_journals = True
+        extra = [p for p in [*(app.plugins if app else []), *(settings.get("plugins") or [])]
+                 if not isinstance(p, AgentspanPlugin)]
+        if app is not None:
+            runner = Runner(app=app.model_copy(update={"plugins": [plugin, *extra]}), session_service=service)
+        else:
+            runner = Runner(app_name=app_name, agent=agent, session_service=service, plugins=[plugin, *extra])
+        try:
+            events = await _invoke(runner, plugin, agent, user_id, session_id, _message(input),
+                                   settings.get("run_config"))
+        except RuntimeError as error:  # ADK wraps what a plugin raises: surface Agentspan's own error
+            raise _agentspan_cause(error) or error from None
+        session = await service.get_session(app_name=app_name, user_id=user_id, session_id=session_id)
+        if session is None:
+            raise StoreError(f"ADK session {session_id!r} vanished from the run's session service")
+        snapshots.save(run.run_id, base_id, session)
+        return ADKResult(text=_final_text(events), events=events, session=session)
+
+
+async def _invoke(runner: Runner, plugin: AgentspanPlugin, root: BaseAgent, user_id: str, session_id: str,
+                  message: types.Content, run_config: RunConfig | None) -> list[Event]:
+    """Runs the invocation, answering its confirmation requests, until it ends without one."""
+    events: list[Event] = []
+    while True:
+        batch = []
+        async for event in runner.run_async(user_id=user_id, session_id=session_id, new_message=message,
+                                            run_config=run_config):
+            batch.append(event)
+        events.extend(batch)
+        requests = _confirmations.pending_requests(batch)
+        if not requests:
+            return events
+        planned = []
+        for request in requests:
+            journal = plugin.journal(_invocation_of(batch, request))
+            if journal is None:  # pragma: no cover - the plugin journals every invocation it runs
+                raise StoreError("an ADK confirmation request came from an invocation that was not journaled")
+            author = root.find_agent(request.author) or root
+            key = _confirmations.approval_key(journal, request, agent_path(author))
+            planned.append((journal, request, key, _tool_options(author, request.tool)))
+        parts = _confirmations.decide(planned[0][0], [(r, k, o) for _, r, k, o in planned])
+        message = types.Content(role="user", parts=parts)
+
+
+def _invocation_of(events: list[Event], request: _confirmations.Request) -> str:
+    for event in events:
+        if any(c.id == request.call.id for c in event.get_function_calls()):
+            return event.invocation_id
+    return ""  # pragma: no cover - the request came from one of these events
+
+
+def _tool_options(agent: BaseAgent, name: str) -> ToolOptions:
+    for tool in getattr(agent, "tools", None) or []:
+        if isinstance(tool, BaseTool) and tool.name == name:
+            return options_of(tool)
+        if callable(tool) and getattr(tool, "__name__", None) == name:
+            return tool_options(tool) or DEFAULT_TOOL_OPTIONS
+    return DEFAULT_TOOL_OPTIONS
+
+
+def _message(input: JSON) -> types.Content:
+    if isinstance(input, str):
+        return types.Content(role="user", parts=[types.Part(text=input)])
+    try:
+        return types.Content.model_validate(input["content"])
+    except (KeyError, TypeError, ValidationError) as error:
+        raise ConfigurationError(f"stored ADK run input is not a message: {error}") from None
+
+
+def _final_text(events: list[Event]) -> str | None:
+    for event in reversed(events):
+        if event.author != "user" and event.is_final_response():
+            text = _codec.final_text(event)
+            if text is not None:
+                return text
+    return None
+
+
+def _agentspan_cause(error: BaseException) -> AgentspanError | None:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, AgentspanError):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
+def _later(fn: Callable[[], T]) -> Callable[[], Any]:
+    async def call() -> T:
+        return fn()
+
+    return call
+
+
+def _identity(value: T) -> T:
+    return value

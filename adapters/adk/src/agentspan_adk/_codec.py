@@ -1,0 +1,144 @@
+"""JSON for what crosses the durable boundary: journaled model responses, tool results, the
+`EventActions` a call left behind, and hashes of model requests.
+
+Only pydantic's JSON forms are stored (``model_dump(mode="json")``, read back with
+``model_validate``); nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.adk.events import EventActions
+from google.adk.models import BaseLlm, LlmRequest, LlmResponse
+from google.genai import types
+
+from agentspan.hashing import digest
+from agentspan.models import ModelId, parse_model_id
+from agentspan.records import JSON
+
+ENVELOPE = "__agentspan_adk__"
+"""Marks a journaled output that carries `EventActions` next to the value (see `pack`)."""
+
+_HASH_MOD = 1 << 256
+
+
+# ---- values with the actions they left behind -------------------------------------------
+def dump_actions(actions: EventActions, fields: tuple[str, ...] | None = None) -> dict[str, JSON]:
+    """The non-default fields of ``actions`` as JSON (only ``fields`` when given)."""
+    data = actions.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+    return {k: v for k, v in data.items() if v not in ({}, []) and (fields is None or k in fields)}
+
+
+def restore_actions(target: EventActions, data: dict[str, JSON]) -> None:
+    """Sets the journaled fields on ``target`` (dicts are merged, other fields replaced)."""
+    recorded = EventActions.model_validate(data)
+    for name in recorded.model_fields_set:
+        value = getattr(recorded, name)
+        current = getattr(target, name)
+        if isinstance(value, dict) and isinstance(current, dict):
+            current.update(value)
+        else:
+            setattr(target, name, value)
+
+
+def pack(value: JSON, actions: dict[str, JSON], key: str = "result") -> JSON:
+    """The journaled form of a call's value: the value itself, or, when the call changed ADK's
+    `EventActions` (state, transfers, confirmations...), an envelope holding both."""
+    if not actions:
+        return value
+    return {ENVELOPE: 1, key: value, "actions": actions}
+
+
+def unpack(output: JSON, key: str = "result") -> tuple[JSON, dict[str, JSON]]:
+    """Splits what `pack` stored into ``(value, actions)``."""
+    if isinstance(output, dict) and output.get(ENVELOPE) == 1:
+        return output.get(key), output.get("actions") or {}
+    return output, {}
+
+
+# ---- model responses ----------------------------------------------------------------------
+def dump_response(response: LlmResponse) -> dict[str, JSON]:
+    """Serializes an `LlmResponse` (or the response part of an `Event`) to JSON."""
+    if type(response) is not LlmResponse:
+        response = LlmResponse.model_validate(
+            {name: getattr(response, name) for name in LlmResponse.model_fields})
+    return response.model_dump(mode="json", exclude_none=True)
+
+
+def load_response(data: dict[str, JSON]) -> LlmResponse:
+    """Rebuilds the `LlmResponse` journaled by `dump_response`."""
+    return LlmResponse.model_validate(data)
+
+
+def function_call_ids(response: LlmResponse) -> list[str | None]:
+    """The ids of the function calls a response asked for, in response order."""
+    parts = response.content.parts if response.content and response.content.parts else []
+    return [part.function_call.id for part in parts if part.function_call is not None]
+
+
+def final_text(response: LlmResponse) -> str | None:
+    """The text of a response (thoughts left out), or None when it has none."""
+    if not response.content or not response.content.parts:
+        return None
+    texts = [p.text for p in response.content.parts if p.text and not p.thought]
+    return "".join(texts) if texts else None
+
+
+# ---- model requests -------------------------------------------------------------------------
+def dump_content(content: types.Content) -> JSON:
+    """One message of a model request as JSON."""
+    return content.model_dump(mode="json", exclude_none=True)
+
+
+def content_digest(content: types.Content) -> int:
+    """A message's digest as an integer (summed into a request's order-free hash)."""
+    return int(digest(dump_content(content)), 16)
+
+
+def add_digests(total: int, contents: list[types.Content]) -> int:
+    """Adds the digests of ``contents`` to a running sum (mod 2**256)."""
+    for content in contents:
+        total = (total + content_digest(content)) % _HASH_MOD
+    return total
+
+
+def request_extra(llm_request: LlmRequest) -> dict[str, JSON]:
+    """The small parts of a model request hashed in full: model, instruction, tool names."""
+    config = llm_request.config
+    instruction: Any = config.system_instruction if config is not None else None
+    if isinstance(instruction, types.Content):
+        instruction = dump_content(instruction)
+    elif instruction is not None and not isinstance(instruction, str):
+        instruction = str(instruction)
+    return {"model": llm_request.model, "system": instruction, "tools": sorted(llm_request.tools_dict)}
+
+
+# ---- model identity ------------------------------------------------------------------------
+_PROVIDER_BY_MODULE = {
+    "google.adk.models.google_llm": "google",
+    "google.adk.models.anthropic_llm": "anthropic",
+    "google.adk.models.lite_llm": "litellm",
+    "agentspan_adk.testing": "scripted",
+}
+
+
+def model_identity(llm: BaseLlm | None, name: str | None) -> ModelId:
+    """Labels a model for the trail as ``provider/model``."""
+    explicit = getattr(llm, "agentspan_model_id", None)
+    if isinstance(explicit, str):
+        return parse_model_id(explicit)
+    name = name or (llm.model if llm is not None else None) or "unknown"
+    default = _PROVIDER_BY_MODULE.get(type(llm).__module__, "custom") if llm is not None else "custom"
+    return parse_model_id(name, default_provider=default)  # LiteLlm names are "provider/model" already
+
+
+def is_json(value: Any) -> bool:
+    """Whether ``value`` is plain JSON (str-keyed dicts, lists, str, numbers, bools, None)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_json(v) for k, v in value.items())
+    return False

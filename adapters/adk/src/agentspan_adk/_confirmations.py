@@ -1,0 +1,129 @@
+"""ADK tool confirmations as Agentspan approvals.
+
+A ``FunctionTool(..., require_confirmation=True)``, or a tool calling
+``tool_context.request_confirmation()``, makes ADK pause the invocation with an
+``adk_request_confirmation`` function call: ``{"originalFunctionCall": {id, name, args},
+"toolConfirmation": {hint, confirmed, payload}}``. Each such request becomes one Agentspan
+approval:
+
+- ``step_key``: the journal key of the original call plus ``/approval``
+  (``support/llm:0/call:0/approval``), never ADK's random call ids;
+- ``tool`` and ``args``: the original call's name and arguments (the decision is bound to them);
+- it is decided from any process (``handle.approve()``, ``agentspan approve ID``, the web UI).
+
+The decision goes back into ADK the way ADK expects it, as the ``adk_request_confirmation``
+function response ``{"confirmed": <bool>, "payload": <decision>}``; ``payload`` is
+``{"approved", "status", "by", "reason", "approval_id"}`` (a tool calling
+``request_confirmation()`` reads it from ``tool_context.tool_confirmation.payload``). ADK then
+runs the original call (or answers the model that it was rejected). Each decision delivered is
+journaled as an ``approval`` step with the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.events import Event
+from google.genai import types
+
+import agentspan
+from agentspan import approvals
+from agentspan.errors import ApprovalPending, StoreError
+from agentspan.hashing import digest
+from agentspan.records import JSON, Approval, ApprovalStatus
+from agentspan.tools import ToolOptions
+from agentspan_adk._journal import Journal, to_json
+
+REQUEST = "adk_request_confirmation"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One pending ``adk_request_confirmation`` call."""
+
+    call: types.FunctionCall
+    author: str
+    branch: str | None
+
+    @property
+    def original(self) -> dict[str, Any]:
+        args = self.call.args or {}
+        original = args.get("originalFunctionCall") or {}
+        return original if isinstance(original, dict) else {}
+
+    @property
+    def tool(self) -> str:
+        return str(self.original.get("name") or "?")
+
+    @property
+    def args(self) -> JSON:
+        return to_json(self.original.get("args") or {})
+
+
+def pending_requests(events: Iterable[Event]) -> list[Request]:
+    """The confirmation requests among ``events`` that no function response answered yet."""
+    requests: dict[str, Request] = {}
+    for event in events:
+        for call in event.get_function_calls():
+            if call.name == REQUEST and call.id:
+                requests[call.id] = Request(call, event.author, event.branch)
+        for response in event.get_function_responses():
+            if response.name == REQUEST and response.id:
+                requests.pop(response.id, None)
+    return list(requests.values())
+
+
+def approval_key(journal: Journal, request: Request, agent_path: str, ic: InvocationContext | None = None) -> str:
+    """The approval's step key: the original call's journal key plus ``/approval``."""
+    return f"{journal.call_key_by_path(request.original.get('id'), agent_path, ic)}/approval"
+
+
+def decision_payload(approval: Approval) -> dict[str, JSON]:
+    """What a decided approval tells ADK (and the tool) in the ToolConfirmation payload."""
+    status = approvals.effective_status(approval)
+    return {"approved": status is ApprovalStatus.APPROVED, "status": status.value, "by": approval.decided_by,
+            "reason": approval.reason, "approval_id": approval.id}
+
+
+def reply(request: Request, decision: dict[str, JSON]) -> types.Part:
+    """The ``adk_request_confirmation`` function response carrying a decision."""
+    return types.Part(function_response=types.FunctionResponse(
+        id=request.call.id, name=REQUEST, response={"confirmed": bool(decision["approved"]), "payload": decision}))
+
+
+def decide(journal: Journal, requests: list[tuple[Request, str, ToolOptions]]) -> list[types.Part]:
+    """Turns requests into approvals and their decisions into function responses.
+
+    Args:
+        journal: The invocation's journal (its run gets the approvals).
+        requests: Each request with its approval key and its tool's options (``on_reject="stop"``
+            cancels the run on a rejection).
+
+    Raises:
+        ApprovalPending: Some request is not decided yet (every one now has an approval, and the
+            run is ``waiting``).
+        RunCancelledSignal: A rejection with ``on_reject="stop"``.
+        ReplayDivergenceError: An approval exists for the key but for other arguments.
+    """
+    run = journal.run
+    parts: list[types.Part] = []
+    waiting: ApprovalPending | None = None
+    for request, key, options in requests:
+        args = request.args
+        try:
+            approvals.gate(run, key=key, tool=request.tool, args=args, args_hash=digest(args), options=options)
+        except ApprovalPending as signal:
+            waiting = waiting or signal  # request every approval before suspending
+            continue
+        approval = run.store.find_approval(run.run_id, key)
+        if approval is None:  # gate() has just read or created it
+            raise StoreError(f"approval of step {key!r} of run {run.run_id!r} vanished from the store")
+        decision = decision_payload(approval)
+        run.record(kind=agentspan.StepKind.APPROVAL, key=key, name=request.tool, input=args, output=decision)
+        parts.append(reply(request, decision))
+    if waiting is not None:
+        raise waiting
+    return parts

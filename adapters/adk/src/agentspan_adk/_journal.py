@@ -1,0 +1,308 @@
+"""The journal of one ADK invocation inside one Agentspan run: step keys, replay, recording.
+
+Keys never use ADK's own ids (``adk-<uuid>`` call ids and ``e-<uuid>`` invocation ids are new on
+every execution). They are derived from where a call happens:
+
+- a model call is ``<agent path>/llm:<n>``: the agent's path from the root of its tree
+  (``support/billing``) and how many model calls that agent made before in this run
+  (``LoopAgent`` iterations keep counting);
+- a tool call hangs off the journaled model response that asked for it, by its position in that
+  response: ``support/llm:0/call:1`` is the second function call of the first response, so the
+  parallel calls of one response keep their keys whatever order they run in; a call running
+  again with a human's `ToolConfirmation` is ``.../call:1/confirmed``;
+- calls inside a journaled tool (an ``AgentTool``'s agent runs its own invocation) are prefixed
+  with that tool's key.
+
+Replay: a completed model call's `LlmResponse` is returned from ``before_model_callback`` (the
+model is not called), a completed tool call's result from ``before_tool_callback`` (the tool does
+not run). Both also restore the `EventActions` the live call left (state changes, agent transfers,
+confirmation requests), since ADK applies those when it appends the call's event.
+
+Recording: a live model call is journaled when its response event reaches the runner (so agent
+``after_model_callback`` rewrites and the state they set are part of it), with the time from
+``before_model_callback`` as its duration. A live tool call runs inside the journal step itself:
+the tool's ``run_async`` is wrapped (see `agentspan_adk._tools`), so ``agentspan.current_step()``
+works in the tool and an in-flight call is known after a crash.
+
+Divergence: a model call's input hash covers the model, the instruction, the tool names and the
+*set* of messages it was sent, summed message by message as the conversation grows (flat cost per
+call). The sum ignores order on purpose: a ``ParallelAgent``'s branches append their events in
+the order they finish, which differs between a live run and its replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.adk.agents import BaseAgent
+from google.adk.agents.callback_context import CallbackContext
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.events import Event
+from google.adk.models import LlmRequest, LlmResponse
+from google.adk.tools import BaseTool, ToolContext
+from pydantic_core import to_jsonable_python
+
+import agentspan
+from agentspan.errors import AgentspanError
+from agentspan.hashing import digest
+from agentspan.records import JSON, StepKind, StepStatus
+from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
+from agentspan_adk import _codec
+
+TRANSFER_TOOL = "transfer_to_agent"
+_MODEL_EVENT_ACTIONS = ("state_delta", "artifact_delta")
+"""What a model call's event may carry from agent model callbacks, restored on replay."""
+
+
+def agent_path(agent: BaseAgent) -> str:
+    """The agent's path from the root of its tree: ``root/child/grandchild``."""
+    names = []
+    node: BaseAgent | None = agent
+    while node is not None:
+        names.append(node.name)
+        node = node.parent_agent
+    return "/".join(reversed(names))
+
+
+def is_model_turn(event: Event) -> bool:
+    """Whether an event is a model call's response (not one ADK made up: confirmation requests...)."""
+    if event.partial:
+        return False
+    if event.content is None:
+        return bool(event.error_code)
+    if event.content.role != "model":
+        return False
+    calls = event.get_function_calls()
+    return not calls or not all((c.name or "").startswith("adk_request_") for c in calls)
+
+
+def model_turns(events: list[Event], invocation_id: str, author: str, branch: str | None) -> int:
+    """How many model calls of ``author`` the session records for one invocation."""
+    return sum(1 for e in events if e.invocation_id == invocation_id and e.author == author
+               and e.branch == branch and is_model_turn(e))
+
+
+def options_of(tool: BaseTool) -> ToolOptions:
+    """The ``@agentspan.tool`` options of an ADK tool (set on the tool or on its function)."""
+    for holder in (tool, getattr(tool, "func", None)):
+        found = tool_options(holder) if holder is not None else None
+        if found is not None:
+            return found
+    return DEFAULT_TOOL_OPTIONS
+
+
+def to_json(value: Any) -> JSON:
+    """A tool result as JSON (pydantic models and dataclasses too; anything else as its ``str``)."""
+    return to_jsonable_python(value, fallback=str)
+
+
+@dataclass
+class _PendingModelCall:
+    key: str
+    future: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]]
+    task: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]]
+
+
+@dataclass
+class ToolCall:
+    """A live tool call on its way from ``before_tool_callback`` to the tool's ``run_async``."""
+
+    journal: Journal
+    key: str
+    kind: StepKind
+    tool: BaseTool
+    args: dict[str, JSON]
+    tool_context: ToolContext
+
+
+@dataclass
+class Journal:
+    """Journaling state of one ADK invocation (and its continuations) in one run attempt.
+
+    Args:
+        run: The Agentspan run the calls belong to.
+        prefix: Prepended to every key (the enclosing tool's key and ``/`` for nested runners).
+    """
+
+    run: agentspan.ActiveRun
+    prefix: str = ""
+    on_suspend: Callable[[], None] | None = None
+    """Called when a tool call suspends the run for an approval (before the signal unwinds)."""
+    last_text: str | None = None
+    _llm_calls: dict[str, int] = field(default_factory=dict)
+    _hashes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _pending: dict[tuple[str | None, str], _PendingModelCall] = field(default_factory=dict)
+    _call_keys: dict[str, str] = field(default_factory=dict)
+
+    # ---- model calls ----------------------------------------------------------------------
+    async def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest) -> LlmResponse | None:
+        """Returns the journaled response of this model call, or None to let ADK call the model."""
+        ic = callback_context.get_invocation_context()
+        path = agent_path(ic.agent)
+        index = self._llm_calls.get(path)
+        if index is None:  # a continuation of an invocation journaled by another process: count on
+            index = model_turns(ic.session.events, ic.invocation_id, ic.agent.name, ic.branch)
+        self._llm_calls[path] = index + 1
+        key = f"{self.prefix}{path}/llm:{index}"
+        new, input_hash = self._hash(path, llm_request)
+        step_input: dict[str, JSON] = {"agent": path, "new": [_codec.dump_content(c) for c in new]}
+        if index == 0:
+            step_input["system"] = _codec.request_extra(llm_request)["system"]
+        identity = _codec.model_identity(getattr(ic.agent, "canonical_model", None), llm_request.model)
+        recorded = self.run.journal.get(key)
+        replay = recorded is not None and recorded.status is StepStatus.COMPLETED
+        future: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]] = asyncio.get_running_loop().create_future()
+        step = self.run.step(
+            kind=StepKind.LLM, key=key, name=identity.model, input=step_input, input_hash=input_hash,
+            invoke=lambda: future, dump=_dump_model_call, load=_load_model_call, provider=identity.provider,
+            model=identity.model, metrics=_usage)
+        if replay:
+            response, actions = await step
+            _codec.restore_actions(callback_context.actions, actions)
+            self._register_calls(key, response)
+            return response
+        stale = self._pending.pop((ic.branch, ic.agent.name), None)
+        if stale is not None:  # a call whose response never became an event (no journal entry)
+            stale.task.cancel()
+        self._pending[(ic.branch, ic.agent.name)] = _PendingModelCall(key, future, asyncio.ensure_future(step))
+        return None
+
+    def _hash(self, path: str, llm_request: LlmRequest) -> tuple[list[Any], str]:
+        seen, total = self._hashes.get(path, (0, 0))
+        contents = llm_request.contents
+        if len(contents) < seen:  # the conversation was shortened (compaction): start over
+            seen, total = 0, 0
+        new = contents[seen:]
+        total = _codec.add_digests(total, new)
+        self._hashes[path] = (len(contents), total)
+        return new, digest([_codec.request_extra(llm_request), format(total, "x")])
+
+    async def on_event(self, event: Event) -> None:
+        """Journals a live model call when its response event arrives; remembers final texts."""
+        if event.partial:
+            return
+        pending = self._pending.pop((event.branch, event.author), None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result((event, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
+            await pending.task
+            self._register_calls(pending.key, event)
+        if event.author != "user" and event.is_final_response():
+            text = _codec.final_text(event)
+            if text is not None:
+                self.last_text = text
+
+    def _register_calls(self, llm_key: str, response: LlmResponse) -> None:
+        for index, call_id in enumerate(_codec.function_call_ids(response)):
+            if call_id:
+                self._call_keys[call_id] = f"{llm_key}/call:{index}"
+
+    def call_key(self, call_id: str | None, ic: InvocationContext) -> str:
+        """The key of the function call ``call_id`` made by the invocation's current agent."""
+        return self.call_key_by_path(call_id, agent_path(ic.agent), ic)
+
+    def call_key_by_path(self, call_id: str | None, path: str, ic: InvocationContext | None = None) -> str:
+        """The key of the function call ``call_id`` (from the response that asked for it).
+
+        A call this journal did not see asked for (an invocation continued in another process)
+        is found in the session: the response that holds it, counted among its agent's model
+        turns. A call found nowhere is keyed by its id (stable only if the model gave it).
+        """
+        known = self._call_keys.get(call_id or "")
+        if known is not None:
+            return known
+        if ic is not None and call_id:
+            turns = 0
+            for event in ic.session.events:
+                if event.invocation_id != ic.invocation_id or event.author != ic.agent.name:
+                    continue
+                ids = [c.id for c in event.get_function_calls()]
+                if call_id in ids:
+                    return f"{self.prefix}{path}/llm:{turns}/call:{ids.index(call_id)}"
+                if is_model_turn(event):
+                    turns += 1
+        return f"{self.prefix}{path}/call:{call_id}"
+
+    def cancel_pending(self) -> None:
+        """Drops model calls that never produced an event (their runner stopped)."""
+        for pending in self._pending.values():
+            pending.task.cancel()
+        self._pending.clear()
+
+    # ---- tool calls -----------------------------------------------------------------------
+    async def before_tool(self, tool: BaseTool, tool_args: dict[str, Any],
+                          tool_context: ToolContext) -> tuple[Any, ToolCall | None]:
+        """Returns ``(journaled result, None)`` for a completed call, else ``(None, live call)``."""
+        ic = tool_context.get_invocation_context()
+        key = self.call_key(tool_context.function_call_id, ic)
+        if tool_context.tool_confirmation is not None:
+            key += "/confirmed"
+        kind = StepKind.HANDOFF if tool.name == TRANSFER_TOOL else StepKind.TOOL
+        call = ToolCall(self, key, kind, tool, to_json(copy.deepcopy(tool_args)), tool_context)
+        recorded = self.run.journal.get(key)
+        if recorded is None or recorded.status is not StepStatus.COMPLETED:
+            return None, call
+        output = await self._journal_call(call, _never)
+        result, actions = _codec.unpack(output)
+        _codec.restore_actions(tool_context.actions, actions)
+        return _as_tool_response(tool, result), None
+
+    async def execute(self, call: ToolCall, invoke: Callable[[], Awaitable[Any]]) -> Any:
+        """Runs a live tool call inside its journal step; returns the result ADK gets."""
+        try:
+            output = await self._journal_call(call, invoke)
+        except agentspan.errors.ApprovalPending:
+            if self.on_suspend is not None:
+                self.on_suspend()
+            raise
+        result, _ = _codec.unpack(output)  # (the live call set its actions on the context itself)
+        return result
+
+    async def _journal_call(self, call: ToolCall, invoke: Callable[[], Awaitable[Any]]) -> JSON:
+        def dump(value: Any) -> JSON:
+            return _codec.pack(to_json(value), _codec.dump_actions(call.tool_context.actions))
+
+        if call.kind is StepKind.HANDOFF:
+            target = call.args.get("agent_name") if isinstance(call.args, dict) else None
+            return await self.run.step(kind=StepKind.HANDOFF, key=call.key, name=str(target), input=call.args,
+                                       input_hash=digest(call.args), invoke=invoke, dump=dump, load=_identity)
+        return await self.run.tool(key=call.key, name=call.tool.name, args=call.args, invoke=invoke,
+                                   options=options_of(call.tool), dump=dump)
+
+
+def _dump_model_call(value: tuple[LlmResponse, dict[str, JSON]]) -> JSON:
+    response, actions = value
+    return _codec.pack(_codec.dump_response(response), actions, key="response")
+
+
+def _load_model_call(data: JSON) -> tuple[LlmResponse, dict[str, JSON]]:
+    response, actions = _codec.unpack(data, key="response")
+    return _codec.load_response(response), actions
+
+
+def _usage(value: tuple[LlmResponse, dict[str, JSON]]) -> agentspan.LlmMetrics:
+    usage = value[0].usage_metadata
+    if usage is None:
+        return agentspan.LlmMetrics()
+    output = None
+    if usage.candidates_token_count is not None or usage.thoughts_token_count is not None:
+        output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+    return agentspan.LlmMetrics(input_tokens=usage.prompt_token_count, output_tokens=output)
+
+
+def _as_tool_response(tool: BaseTool, result: JSON) -> Any:
+    """A journaled result as ``before_tool_callback`` must return it (None would mean "run it")."""
+    if result is None:
+        return {} if tool.is_long_running else {"result": None}
+    return result
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+async def _never() -> Any:  # pragma: no cover - only called on a completed step, which never runs
+    raise AgentspanError("agentspan-adk asked a completed journal step to run again; this is a bug")

@@ -1,0 +1,184 @@
+"""`AgentspanPlugin`: an ADK plugin that journals every model and tool call of every agent in a
+Runner's tree, and replays them after a crash.
+
+Which Agentspan run an ADK invocation's calls belong to:
+
+1. **Inside ``agentspan.run``** (the adapter builds the Runner): the run being executed.
+2. **Inside a journaled tool** (an ``AgentTool``'s agent runs its own invocation, with the
+   parent's plugins): the tool's run, with the tool's step key as a prefix.
+3. **A user-built Runner**: the plugin opens one run per invocation itself and holds its lease
+   while the invocation executes; running the same session again with the same message after a
+   crash claims that run again and replays it (see `agentspan_adk._managed`). Approvals of such a
+   run: an ``@agentspan.tool(approval_required=True)`` call that waits raises
+   `agentspan.errors.ApprovalPending` out of ``runner.run_async`` (the run is ``waiting``; decide
+   it from anywhere, then send the same message again); an ADK confirmation request ends the
+   invocation as ADK does, with an Agentspan approval recorded for it, and the app's
+   ``adk_request_confirmation`` answer (or a decision made in Agentspan first, which then wins)
+   continues the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.adk.agents.callback_context import CallbackContext
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.events import Event
+from google.adk.models import LlmRequest, LlmResponse
+from google.adk.plugins import BasePlugin
+from google.adk.tools import BaseTool, ToolContext
+from google.genai import types
+
+import agentspan
+from agentspan import approvals
+from agentspan.errors import ApprovalPending
+from agentspan.tools import DEFAULT_TOOL_OPTIONS
+from agentspan_adk import _confirmations, _managed, _tools
+from agentspan_adk._journal import Journal, agent_path
+
+_NESTING_KINDS = ("tool", "handoff")
+
+
+class AgentspanPlugin(BasePlugin):
+    """Makes a Runner's agents durable: ``Runner(..., plugins=[AgentspanPlugin()])``.
+
+    Works with ``Runner``, ``InMemoryRunner`` and an ``App(plugins=[...])``. Add it once per
+    Runner (an ``AgentTool``'s inner Runner inherits it).
+
+    Args:
+        name: The plugin's name in ADK's plugin manager.
+    """
+
+    def __init__(self, name: str = "agentspan") -> None:
+        super().__init__(name=name)
+        self._journals: dict[str, Journal] = {}
+        self._managed: dict[str, _managed.ManagedRun] = {}
+        self.keep_journals = False
+        """Keep an invocation's journal after it ends (`agentspan.run` continues paused invocations)."""
+
+    # ---- which run an invocation belongs to -------------------------------------------------
+    def journal(self, invocation_id: str) -> Journal | None:
+        """The journal of an ADK invocation (None when its calls are not journaled)."""
+        return self._journals.get(invocation_id)
+
+    async def _bind(self, ic: InvocationContext, message: types.Content | None) -> Journal:
+        journal = self._journals.get(ic.invocation_id)
+        if journal is not None:
+            return journal
+        step, active = agentspan.current_step(), agentspan.active_run()
+        if step is not None and step.kind in _NESTING_KINDS:
+            owner = active if active is not None and active.run_id == step.run_id else next(
+                (m.run for m in self._managed.values() if m.run.run_id == step.run_id and not m.ended), None)
+            if owner is not None:
+                journal = Journal(owner, prefix=f"{step.key}/")
+        if journal is None and active is not None:
+            journal = Journal(active)
+        if journal is None:
+            managed = await _managed.open_run(ic, message)
+            self._managed[ic.invocation_id] = managed
+            journal = Journal(managed.run, on_suspend=lambda: self._suspend(ic.invocation_id))
+        self._journals[ic.invocation_id] = journal
+        return journal
+
+    def _suspend(self, invocation_id: str) -> None:
+        self._journals.pop(invocation_id, None)
+        managed = self._managed.pop(invocation_id, None)
+        if managed is not None:
+            managed.suspend()
+
+    # ---- run lifecycle --------------------------------------------------------------------
+    async def on_user_message_callback(self, *, invocation_context: InvocationContext,
+                                       user_message: types.Content) -> types.Content | None:
+        journal = await self._bind(invocation_context, user_message)
+        if invocation_context.invocation_id in self._managed and _managed.answers_only(user_message):
+            return _apply_decisions(journal, invocation_context, user_message)
+        return None
+
+    async def before_run_callback(self, *, invocation_context: InvocationContext) -> types.Content | None:
+        await self._bind(invocation_context, None)
+        return None
+
+    async def after_run_callback(self, *, invocation_context: InvocationContext) -> None:
+        journal = self._journals.get(invocation_context.invocation_id)
+        if journal is not None:
+            journal.cancel_pending()
+            if not self.keep_journals:
+                del self._journals[invocation_context.invocation_id]
+        managed = self._managed.pop(invocation_context.invocation_id, None)
+        if managed is None or journal is None:
+            return
+        if not managed.ended:
+            managed.waiting_on = _request_approvals(journal, invocation_context)
+        await managed.complete(journal.last_text, invocation_context)
+
+    async def on_run_error_callback(self, *, invocation_context: InvocationContext, error: Exception) -> None:
+        journal = self._journals.pop(invocation_context.invocation_id, None)
+        if journal is not None:
+            journal.cancel_pending()
+        managed = self._managed.pop(invocation_context.invocation_id, None)
+        if managed is not None:
+            await managed.fail(error)
+
+    # ---- model and tool calls ------------------------------------------------------------
+    async def before_model_callback(self, *, callback_context: CallbackContext,
+                                    llm_request: LlmRequest) -> LlmResponse | None:
+        journal = await self._bind(callback_context.get_invocation_context(), None)
+        return await journal.before_model(callback_context, llm_request)
+
+    async def on_event_callback(self, *, invocation_context: InvocationContext, event: Event) -> Event | None:
+        journal = self._journals.get(invocation_context.invocation_id)
+        if journal is not None:
+            await journal.on_event(event)
+        return None
+
+    async def before_tool_callback(self, *, tool: BaseTool, tool_args: dict[str, Any],
+                                   tool_context: ToolContext) -> dict[str, Any] | None:
+        journal = await self._bind(tool_context.get_invocation_context(), None)
+        result, call = await journal.before_tool(tool, tool_args, tool_context)
+        if call is not None:
+            _tools.park(call)
+        return result  # type: ignore[no-any-return]
+
+
+def _request_approvals(journal: Journal, ic: InvocationContext) -> list[str]:
+    """Records an approval for each confirmation the invocation ended waiting on; their keys."""
+    events = [e for e in ic.session.events if e.invocation_id == ic.invocation_id]
+    keys = []
+    for request in _confirmations.pending_requests(events):
+        key = _confirmations.approval_key(journal, request, _path_of(ic, request.author), ic)
+        try:
+            _confirmations.decide(journal, [(request, key, DEFAULT_TOOL_OPTIONS)])
+        except ApprovalPending:
+            keys.append(key)
+    return keys
+
+
+def _apply_decisions(journal: Journal, ic: InvocationContext, message: types.Content) -> types.Content | None:
+    """An answer to a confirmation request: decides its pending approval, or, when the approval
+    was decided in Agentspan first, replaces the answer with that decision."""
+    requests = {r.call.id: r for r in _confirmations.pending_requests(
+        [e for e in ic.session.events if e.invocation_id == ic.invocation_id])}
+    store, changed, parts = journal.run.store, False, []
+    for part in message.parts or []:
+        response = part.function_response
+        request = requests.get(response.id) if response is not None else None
+        if request is None:
+            parts.append(part)
+            continue
+        key = _confirmations.approval_key(journal, request, _path_of(ic, request.author), ic)
+        approval = store.find_approval(journal.run.run_id, key)
+        if approval is not None and approvals.effective_status(approval) is agentspan.ApprovalStatus.PENDING:
+            confirmed = bool((response.response or {}).get("confirmed"))  # type: ignore[union-attr]
+            approval = approvals.decide_by_id(store, approval.id, approved=confirmed, by="adk", reason=None)
+        if approval is not None:
+            decision = _confirmations.decision_payload(approval)
+            journal.run.record(kind=agentspan.StepKind.APPROVAL, key=key, name=request.tool, input=request.args,
+                               output=decision)
+            part, changed = _confirmations.reply(request, decision), True
+        parts.append(part)
+    return types.Content(role=message.role or "user", parts=parts) if changed else None
+
+
+def _path_of(ic: InvocationContext, author: str) -> str:
+    agent = _managed.root_of(ic.agent).find_agent(author) or ic.agent
+    return agent_path(agent)
