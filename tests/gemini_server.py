@@ -55,13 +55,16 @@ class Usage:
 @dataclass(frozen=True)
 class Reply:
     """One scripted answer: model parts (200), an API error (``status`` >= 400), or a verbatim
-    ``body`` (e.g. one taken from a recording) sent with ``status``."""
+    ``body`` (e.g. one taken from a recording) sent with ``status``. With ``hold``, the server
+    records the request but answers only once `GeminiServer.release` is called (or it stops): a
+    model call in flight, for killing the client mid-call."""
 
     parts: list[dict[str, Any]] = field(default_factory=list)
     usage: Usage | None = None
     status: int = 200
     error: dict[str, Any] | None = None
     body: dict[str, Any] | None = None
+    hold: bool = False
 
 
 def text_reply(text: str, usage: Usage | None = None) -> Reply:
@@ -121,6 +124,7 @@ class GeminiServer:
         self.replies = list(replies)
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
+        self._released = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -142,6 +146,8 @@ class GeminiServer:
                                                          f"has {len(server.replies)} replies")
                 else:
                     reply = server.replies[index]
+                if reply.hold:
+                    server._released.wait(timeout=120)
                 self._send(reply.status, response_body(reply, match["model"] if match else "", index))
 
             def do_GET(self) -> None:
@@ -151,11 +157,14 @@ class GeminiServer:
 
             def _send(self, status: int, body: dict[str, Any]) -> None:
                 payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json; charset=UTF-8")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:  # the client is gone (killed mid-call)
+                    self.close_connection = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -171,11 +180,16 @@ class GeminiServer:
         with self._lock:
             return [r for r in self.requests if GENERATE_PATH.match(r.path)]
 
+    def release(self) -> None:
+        """Lets held replies (``Reply(hold=True)``) go out."""
+        self._released.set()
+
     def __enter__(self) -> GeminiServer:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._released.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
