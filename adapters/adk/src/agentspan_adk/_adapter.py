@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from google.adk.agents import BaseAgent, RunConfig
 from google.adk.apps import App
+from google.adk.apps.app import validate_app_name
 from google.adk.events import Event
 from google.adk.plugins import BasePlugin
 from google.adk.runners import Runner
@@ -104,6 +105,11 @@ class ADKAdapter(Adapter):
                 if not isinstance(value, str) or not value:
                     raise ConfigurationError(f"{name} must be a non-empty str, not {value!r}")
                 stored[name] = value
+        if "app_name" in stored:
+            try:
+                validate_app_name(stored["app_name"])
+            except ValueError as error:
+                raise ConfigurationError(f"app_name: {error}") from None
         state = options.get("state")
         if state is not None:
             if not isinstance(state, Mapping) or not _codec.is_json(dict(state)):
@@ -146,9 +152,10 @@ class ADKAdapter(Adapter):
         extra = [p for p in [*(app.plugins if app else []), *(settings.get("plugins") or [])]
                  if not isinstance(p, AgentspanPlugin)]
         if app is not None:
-            runner = Runner(app=app.model_copy(update={"plugins": [plugin, *extra]}), session_service=service)
+            app = app.model_copy(update={"plugins": [plugin, *extra]})
         else:
-            runner = Runner(app_name=app_name, agent=agent, session_service=service, plugins=[plugin, *extra])
+            app = App(name=app_name, root_agent=agent, plugins=[plugin, *extra])
+        runner = Runner(app=app, session_service=service)
         try:
             events = await _invoke(runner, plugin, agent, user_id, session_id, _message(input),
                                    settings.get("run_config"))

@@ -89,6 +89,8 @@ class ManagedRun:
     heartbeat: leases.Heartbeat
     ended: bool = False
     waiting_on: list[str] = field(default_factory=list)
+    rewound: bool = False
+    """The session was rewound to before the dead attempt (ADK must pick the agent to run again)."""
 
     @property
     def store(self) -> Store:
@@ -161,6 +163,7 @@ async def open_run(ic: InvocationContext, message: types.Content | None) -> Mana
             await rewind_session(session_service=ic.session_service, session=session,
                                  rewind_before_invocation_id=turns[-1].invocation_id,
                                  artifact_service=ic.artifact_service, app_name=ic.app_name)
+            managed.rewound = True
             return managed
     key = f"{base}{len(turns)}:{message_digest}"
     for n in count(1):

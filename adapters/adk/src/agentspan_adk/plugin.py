@@ -90,8 +90,16 @@ class AgentspanPlugin(BasePlugin):
     async def on_user_message_callback(self, *, invocation_context: InvocationContext,
                                        user_message: types.Content) -> types.Content | None:
         journal = await self._bind(invocation_context, user_message)
-        if invocation_context.invocation_id in self._managed and _managed.answers_only(user_message):
+        managed = self._managed.get(invocation_context.invocation_id)
+        if managed is None:
+            return None
+        if _managed.answers_only(user_message):
             return _apply_decisions(journal, invocation_context, user_message)
+        if managed.rewound:
+            # The dead attempt's events were rewound; the runner picked the agent to run before
+            # this callback, from the session that still had them (an agent transfer, say). A
+            # returned message makes it pick again, from the rewound session.
+            return user_message.model_copy(deep=True)
         return None
 
     async def before_run_callback(self, *, invocation_context: InvocationContext) -> types.Content | None:

@@ -1,0 +1,37 @@
+"""Child process for the ADK crash tests.
+
+``python adk_child.py start|resume|serve RUN_ID SCENARIO``: ``agentspan.run`` / ``resume`` /
+``serve`` with the agent of ``adk_support.SCENARIOS[SCENARIO]``.
+``python adk_child.py runner SESSION_ID SCENARIO``: a user-built Runner (durable SQLite session
+service, ``AgentspanPlugin``) sends ``adk_support.PROMPT`` on the session.
+
+Prints ``FINAL: <text>`` at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import agentspan
+
+import adk_support
+
+if __name__ == "__main__":
+    mode, ident, scenario = sys.argv[1], sys.argv[2], sys.argv[3]
+    agent = adk_support.SCENARIOS[scenario]()
+    if mode == "start":
+        text = agentspan.run(agent, adk_support.PROMPT, run_id=ident, session_id=f"session-{ident}",
+                             user_id=adk_support.USER).text
+    elif mode == "resume":
+        text = agentspan.resume(ident, agent).result(timeout=60).text
+    elif mode == "serve":
+        agentspan.serve(agent, max_runs=1)
+        text = agentspan.get(ident).result(timeout=60)["text"]
+    elif mode == "runner":
+        events = asyncio.run(adk_support.run_turn(adk_support.runner(agent), ident, adk_support.PROMPT))
+        text = next((e.content.parts[0].text for e in reversed(events)
+                     if e.is_final_response() and e.content and e.content.parts and e.content.parts[0].text), None)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+    print("FINAL:", text, flush=True)
