@@ -3,10 +3,10 @@ tool stand-ins.
 
 - **Model.** ``RunConfig.model`` set to a `ScriptModel` overrides the model of every agent of the
   run, handoff targets included (the SDK resolves ``run_config.model`` before ``agent.model``). It
-  is journaled like any model (labelled ``mock/scripted``) and answers each call with the next
+  is journaled like any model (labelled ``scripted/mock_run``) and answers each call with the next
   scripted turn; the tools and handoffs offered to it are checked against the turn's calls.
 - **Tools.** A stubbed tool goes through the adapter's journaled wrapper as usual (approvals,
-  replay), and only the final call is the stand-in's instead of the real function's.
+  replay), and only the final call is the stand-in's instead of the tool's ``on_invoke_tool``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from agents import Agent, Model, ModelResponse, RunConfig
+from agents import Agent, FunctionTool, Model, ModelResponse, RunConfig
+from agents.tool import maybe_invoke_function_tool_failure_error_function
 
 from agentspan.errors import ConfigurationError
 from agentspan.testing import Call, MockSetup, StandIns
@@ -29,7 +30,7 @@ _stand_ins: ContextVar[StandIns | None] = ContextVar("agentspan_openai_agents_st
 class ScriptModel(Model):
     """Answers every model call of a mock run with the next scripted turn."""
 
-    agentspan_model_id = "mock/scripted"
+    agentspan_model_id = "scripted/mock_run"
 
     def __init__(self, stand_ins: StandIns) -> None:
         self.stand_ins = stand_ins
@@ -72,14 +73,26 @@ def tool_names(agent: Agent[Any]) -> frozenset[str]:
     return frozenset(t.name for a in agents_of(agent) for t in a.tools if isinstance(getattr(t, "name", None), str))
 
 
-def live_tool_call(name: str, args: Any, live: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
-    """The call a journaled tool step makes: the tool's stand-in in a mock run, else ``live``."""
+def live_tool_call(tool: FunctionTool, ctx: Any, args: Any,
+                   live: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    """The call a journaled tool step makes: the tool's stand-in in a mock run, else ``live``.
+
+    A stand-in that raises is handled as the tool's own error would be (the tool's
+    ``failure_error_function`` turns it into a message for the model).
+    """
     stand_ins = _stand_ins.get()
-    if stand_ins is None or name not in stand_ins.stubbed:
+    if stand_ins is None or tool.name not in stand_ins.stubbed:
         return live
 
     async def stub() -> Any:
-        return stand_ins.call_stub(name, args)
+        try:
+            return stand_ins.call_stub(tool.name, args)
+        except Exception as exc:
+            message = await maybe_invoke_function_tool_failure_error_function(function_tool=tool, context=ctx,
+                                                                              error=exc)
+            if message is None:
+                raise
+            return message
 
     return stub
 

@@ -96,7 +96,7 @@ class AgentWrapper:
                 required = required(ctx, args if isinstance(args, dict) else {}, ctx.tool_call_id)
                 if inspect.isawaitable(required):
                     required = await required
-            invoke = live_tool_call(tool.name, args, lambda: original(ctx, args_json))
+            invoke = live_tool_call(tool, ctx, args, lambda: original(ctx, args_json))
             return await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
                                   invoke=invoke, options=options, needs_approval=bool(required))
 
