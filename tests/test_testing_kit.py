@@ -3,7 +3,10 @@ LangGraph (agents in `tk_agents`, graphs in `tk_graphs`; their models would fail
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -267,6 +270,49 @@ def test_langgraph_script_errors_name_the_position() -> None:
                                  "have (tools offered to the model at call #2: lookup_order, refund)")
     with pytest.raises(ScriptError, match=r"^script exhausted at position 2: model call #3"):
         mock_run(lg.support_graph, "x", script=[call("lookup_order", order_id="1"), reply("paid")])
+
+
+def test_langgraph_async_nodes_and_a_factory_named_by_string() -> None:
+    result = mock_run("tk_graphs:build_async_graph", "Is 42 paid?",
+                      script=[call("lookup_order", order_id="42"), reply("Paid.")],
+                      tools={"lookup_order": lambda order_id: f"stub {order_id}"})
+    assert result.output == "Paid."
+    assert [(c.name, c.result) for c in result.tool_calls] == [("lookup_order", "stub 42")]
+    assert effects() == []
+
+
+def test_mock_run_inside_a_running_event_loop() -> None:
+    async def main() -> str:
+        return mock_run(oa.support, "hi", script=[reply("from a loop")]).output
+
+    assert asyncio.run(main()) == "from a loop"
+
+
+def test_an_adapter_without_the_hook_is_refused_and_the_kit_needs_no_framework() -> None:
+    code = textwrap.dedent("""
+        import sys
+        for name in ("agents", "langgraph", "langchain_core", "google"):
+            sys.modules[name] = None  # as if no framework were installed
+        import agentspan.testing.pytest_plugin
+        from agentspan.adapters import Adapter, register
+        from agentspan.testing import expect, mock_run, reply
+
+        class Toy(Adapter):
+            framework = "toy"
+            def accepts(self, target): return target == {"toy": True}
+            def agent_name(self, target): return "toy"
+            async def execute(self, run, target, input, options): return "done"
+            def encode_output(self, result): return result
+
+        register(Toy())
+        try:
+            mock_run({"toy": True}, "hi", script=[reply("x")])
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == ("ConfigurationError agentspan.testing.mock_run does not support toy targets: "
+                                  "the toy adapter has no mock() hook"), out.stderr
 
 
 # ---- crash tests -----------------------------------------------------------------------------

@@ -105,3 +105,19 @@ def build_review_graph() -> Any:
 
 
 review_graph = build_review_graph()
+
+
+def build_async_graph() -> Any:
+    """An async node calling an async model and an async tool (``ainvoke`` paths)."""
+    model = ProviderChatModel(model_name="gpt-4o-mini").bind_tools([lc_lookup_order])
+
+    async def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", ToolNode([lc_lookup_order]))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    return builder.compile(name="async-graph")
