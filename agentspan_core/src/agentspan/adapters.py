@@ -6,11 +6,14 @@ from __future__ import annotations
 import abc
 import threading
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentspan.errors import ConfigurationError
 from agentspan.records import JSON
 from agentspan.runtime import ActiveRun
+
+if TYPE_CHECKING:
+    from agentspan.testing.stand_ins import MockSetup, StandIns
 
 ENTRY_POINT_GROUP = "agentspan.adapters"
 
@@ -51,6 +54,27 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def encode_output(self, result: Any) -> JSON:
         """Converts the framework's result to the JSON stored as the run's output."""
+
+    def mock(self, target: Any, stand_ins: StandIns, options: dict[str, Any]) -> MockSetup:
+        """Prepares a run of ``target`` for `agentspan.testing.mock_run` (optional hook).
+
+        The returned setup makes every model call of the run take its response from
+        ``stand_ins.next_turn(...)`` and every tool named in ``stand_ins.stubbed`` call
+        ``stand_ins.call_stub(...)``; nothing else changes. Called once per process that
+        executes the run (a crash test's child process too).
+
+        Args:
+            target: The agent or graph under test.
+            stand_ins: The scripted model responses and tool stand-ins.
+            options: The runner options the test gave.
+
+        Raises:
+            ConfigurationError: The adapter has no testing support, or a stand-in names a tool
+                the target does not have.
+        """
+        raise ConfigurationError(
+            f"agentspan.testing.mock_run does not support {self.framework} targets: the {self.framework} "
+            "adapter has no mock() hook")
 
     def demo(self) -> None:  # pragma: no cover - optional
         """Runs this adapter's self-contained demo (``agentspan demo``)."""

@@ -15,12 +15,14 @@ AgentspanError
 ├── RunFailed                 handle.result() on a run that failed
 ├── RunCancelledError         handle.result() on a run that was cancelled
 ├── StoreError                the store is missing, corrupted or unusable
-└── TransportError            the transport to a server failed
-    └── AuthError             the server refused the API key (401) or its role (403)
+├── TransportError            the transport to an Agentspan server failed
+│   └── AuthError             the server refused the API key (401) or its role (403)
+└── ScriptError               a mock_run script does not fit the run (ran out, unknown tool, ...)
 
 AgentspanSignal (BaseException)   control flow that user code and frameworks must not swallow
 ├── ApprovalPending           a tool waits for a human decision: unwind the framework's loop
-└── RunCancelledSignal        the run was cancelled while it executed
+├── RunCancelledSignal        the run was cancelled while it executed
+└── ModelRequestBlocked       a test made a real request to a model provider (pytest plugin)
 ```
 Control-flow signals derive from `BaseException` because frameworks catch `Exception` inside
 tool calls.
@@ -136,6 +138,20 @@ class AuthError(TransportError):
     """The server refused the request's API key (missing or invalid) or the key's role."""
 
 
+class ScriptError(AgentspanError):
+    """A `agentspan.testing.mock_run` script does not fit what the agent did.
+
+    Attributes:
+        position: The index of the script entry concerned (``len(script)`` when it ran out).
+        entry: That entry, or None when the script ran out.
+    """
+
+    def __init__(self, message: str, *, position: int, entry: object = None) -> None:
+        super().__init__(message)
+        self.position = position
+        self.entry = entry
+
+
 class AgentspanSignal(BaseException):
     """Base of control-flow signals that must unwind through user and framework code."""
 
@@ -157,3 +173,21 @@ class RunCancelledSignal(AgentspanSignal):
         super().__init__(f"run {run_id!r} cancelled" + (f": {reason}" if reason else ""))
         self.run_id = run_id
         self.reason = reason
+
+
+class ModelRequestBlocked(AgentspanSignal):
+    """A test made a real request to a model provider (Agentspan's pytest plugin blocks them).
+
+    A signal rather than an error, so that SDK retry loops and ``except Exception`` in agent code
+    cannot turn it into a silent retry or a message to the model.
+    """
+
+    def __init__(self, target: str, test: str | None = None) -> None:
+        where = f" in test {test}" if test else ""
+        super().__init__(
+            f"blocked a real request to a model provider ({target}){where}. Tests run offline: use "
+            "agentspan.testing.mock_run(...) or the mock_model fixture, or mark the test "
+            "@pytest.mark.agentspan_allow_network (or run pytest --agentspan-allow-network) to let it through"
+        )
+        self.target = target
+        self.test = test

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.runnables import RunnableConfig
@@ -52,6 +52,9 @@ from agentspan_langgraph._approvals import resume_command
 from agentspan_langgraph._codec import from_json, to_json
 from agentspan_langgraph._nodes import NodeRecorder
 from agentspan_langgraph.saver import AgentspanSaver
+
+if TYPE_CHECKING:
+    from agentspan.testing import MockSetup, StandIns
 
 RUN_ID_METADATA = "agentspan_run_id"
 """The checkpoint metadata key naming the Agentspan run that wrote a checkpoint."""
@@ -133,6 +136,13 @@ class LangGraphAdapter(Adapter):
             payload = resume_command(run, await graph.aget_state(config))
             if payload is None:  # interrupts answered meanwhile by another path: nothing to deliver
                 return result
+
+    def mock(self, target: Any, stand_ins: StandIns, options: dict[str, Any]) -> MockSetup:
+        """`agentspan.testing.mock_run` support: scripted answers for every chat model the graph calls."""
+        from agentspan_langgraph._mock import mock_setup
+
+        _check_graph(target)
+        return mock_setup(target, stand_ins, options)
 
     def _durable_graph(self, graph: Pregel, store: Store) -> Pregel:
         """The graph itself if its checkpointer is durable, else a copy checkpointing to ``store``."""

@@ -9,18 +9,23 @@ methods every chat model and tool goes through (frameworks.md section 2):
 - ``BaseTool.run`` / ``arun``: one tool call, with its ``tool_call_id``.
 
 The patches are installed once per process and do nothing unless the call happens inside a
-durable LangGraph run (`agentspan_langgraph._context.current`).
+durable LangGraph run (`agentspan_langgraph._context.current`) or a mock run
+(`agentspan_langgraph._mock`: the live call is then the scripted answer or the tool's stand-in).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import wrapt
 
 from agentspan_langgraph._calls import journal_model_call, journal_tool_call
 from agentspan_langgraph._context import call_sync, current
+from agentspan_langgraph._mock import scripted_model_call, scripted_tool_call
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _installed = False
@@ -51,21 +56,23 @@ def _model_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any
 
 def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     invocation = current()
-    if invocation is None:
-        return wrapped(*args, **kwargs)
     messages, stop, metadata, options = _model_call(args, kwargs)
+    live = scripted_model_call(options) or (lambda: wrapped(*args, **kwargs))
+    if invocation is None:
+        return live()
     return call_sync(invocation,
                      lambda live: journal_model_call(invocation, instance, messages, stop, metadata, options, live),
-                     lambda: wrapped(*args, **kwargs))
+                     live)
 
 
 async def _agenerate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     invocation = current()
-    if invocation is None:
-        return await wrapped(*args, **kwargs)
     messages, stop, metadata, options = _model_call(args, kwargs)
-    return await journal_model_call(invocation, instance, messages, stop, metadata, options,
-                                    lambda: wrapped(*args, **kwargs))
+    scripted = scripted_model_call(options)
+    live = _awaitable(scripted) if scripted is not None else (lambda: wrapped(*args, **kwargs))
+    if invocation is None:
+        return await live()
+    return await journal_model_call(invocation, instance, messages, stop, metadata, options, live)
 
 
 def _tool_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, str | None, Any]:
@@ -78,18 +85,27 @@ def _tool_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, str 
 
 def _run_tool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     invocation = current()
-    if invocation is None:
-        return wrapped(*args, **kwargs)
     tool_input, tool_call_id, metadata = _tool_call(args, kwargs)
+    live = scripted_tool_call(instance, tool_input, tool_call_id) or (lambda: wrapped(*args, **kwargs))
+    if invocation is None:
+        return live()
     return call_sync(invocation,
                      lambda live: journal_tool_call(invocation, instance, tool_input, tool_call_id, metadata, live),
-                     lambda: wrapped(*args, **kwargs))
+                     live)
 
 
 async def _arun_tool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     invocation = current()
-    if invocation is None:
-        return await wrapped(*args, **kwargs)
     tool_input, tool_call_id, metadata = _tool_call(args, kwargs)
-    return await journal_tool_call(invocation, instance, tool_input, tool_call_id, metadata,
-                                   lambda: wrapped(*args, **kwargs))
+    scripted = scripted_tool_call(instance, tool_input, tool_call_id)
+    live = _awaitable(scripted) if scripted is not None else (lambda: wrapped(*args, **kwargs))
+    if invocation is None:
+        return await live()
+    return await journal_tool_call(invocation, instance, tool_input, tool_call_id, metadata, live)
+
+
+def _awaitable(call: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    async def run() -> T:
+        return call()
+
+    return run

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents import Agent, Model, RunConfig, Runner
 from agents.models.multi_provider import MultiProvider
@@ -14,6 +14,9 @@ from agentspan.adapters import Adapter
 from agentspan.errors import ConfigurationError
 from agentspan_openai_agents._model import CallTracker, JournalingProvider
 from agentspan_openai_agents._wrap import AgentWrapper
+
+if TYPE_CHECKING:
+    from agentspan.testing import MockSetup, StandIns
 
 _RUNNER_OPTIONS = ("context", "max_turns", "hooks", "error_handlers")
 _STORED_OPTIONS = ("max_turns",)
@@ -64,6 +67,12 @@ class OpenAIAgentsAdapter(Adapter):
         finally:
             if owns_provider:
                 await provider.aclose()
+
+    def mock(self, target: Any, stand_ins: StandIns, options: dict[str, Any]) -> MockSetup:
+        """`agentspan.testing.mock_run` support: a scripted model for every agent of the tree."""
+        from agentspan_openai_agents._mock import mock_setup
+
+        return mock_setup(target, stand_ins, options)
 
     def demo(self) -> None:
         from agentspan_openai_agents.demo import main

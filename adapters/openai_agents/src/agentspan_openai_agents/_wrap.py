@@ -18,6 +18,7 @@ from agents.tool_context import ToolContext
 import agentspan
 from agentspan.hashing import digest
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
+from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, model_identity
 
 
@@ -95,9 +96,9 @@ class AgentWrapper:
                 required = required(ctx, args if isinstance(args, dict) else {}, ctx.tool_call_id)
                 if inspect.isawaitable(required):
                     required = await required
+            invoke = live_tool_call(tool, ctx, args, lambda: original(ctx, args_json))
             return await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
-                                  invoke=lambda: original(ctx, args_json), options=options,
-                                  needs_approval=bool(required))
+                                  invoke=invoke, options=options, needs_approval=bool(required))
 
         on_invoke_tool.__annotations__ = {"ctx": _context_annotation(original), "args_json": str, "return": Any}
         return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool, needs_approval=False)

@@ -27,6 +27,31 @@ Turn = str | ToolCall | Sequence[str | ToolCall]
 """One model response: a final text, one tool call, or several outputs (parallel tool calls)."""
 
 
+def build_response(index: int, parts: Sequence[str | ToolCall], *, input_tokens: int,
+                   output_tokens: int) -> ModelResponse:
+    """Builds a `ModelResponse` with texts and function calls, as a provider would return it.
+
+    Args:
+        index: Makes the item ids and default call ids (``call_<index>_<n>``) unique.
+        parts: Texts (message outputs) and tool calls, in order.
+        input_tokens: Usage to report.
+        output_tokens: Usage to report.
+    """
+    output: list[Any] = []
+    for n, part in enumerate(parts):
+        if isinstance(part, ToolCall):
+            output.append(ResponseFunctionToolCall(
+                arguments=json.dumps(part.args), call_id=part.call_id or f"call_{index}_{n}",
+                name=part.name, type="function_call", id=f"fc_{index}_{n}", status="completed"))
+        else:
+            output.append(ResponseOutputMessage(
+                id=f"msg_{index}_{n}", role="assistant", status="completed", type="message",
+                content=[ResponseOutputText(annotations=[], text=part, type="output_text")]))
+    usage = Usage(requests=1, input_tokens=input_tokens, output_tokens=output_tokens,
+                  total_tokens=input_tokens + output_tokens)
+    return ModelResponse(output=output, usage=usage, response_id=None)
+
+
 class ScriptedModel(Model):
     """Answers model calls from a script, one turn per call.
 
@@ -76,18 +101,7 @@ class ScriptedModel(Model):
             raise IndexError(f"ScriptedModel has {len(self.turns)} turns; call {index + 1} has no script")
         turn = self.turns[index]
         parts = [turn] if isinstance(turn, (str, ToolCall)) else list(turn)
-        output: list[Any] = []
-        for n, part in enumerate(parts):
-            if isinstance(part, ToolCall):
-                output.append(ResponseFunctionToolCall(
-                    arguments=json.dumps(part.args), call_id=part.call_id or f"call_{index}_{n}",
-                    name=part.name, type="function_call", id=f"fc_{index}_{n}", status="completed"))
-            else:
-                output.append(ResponseOutputMessage(
-                    id=f"msg_{index}_{n}", role="assistant", status="completed", type="message",
-                    content=[ResponseOutputText(annotations=[], text=part, type="output_text")]))
-        usage = Usage(requests=1, input_tokens=100 + 10 * index, output_tokens=20, total_tokens=120 + 10 * index)
-        return ModelResponse(output=output, usage=usage, response_id=None)
+        return build_response(index, parts, input_tokens=100 + 10 * index, output_tokens=20)
 
     async def get_response(self, system_instructions: str | None, input: Any, model_settings: Any,
                            tools: list[Any], output_schema: Any, handoffs: list[Any], tracing: Any, *,

@@ -1,0 +1,120 @@
+"""The network guard: real requests to model providers raise `ModelRequestBlocked`.
+
+Two layers, so that every client is covered: httpx's transports (the OpenAI, Anthropic and
+Google SDKs and LangChain's models use httpx; the error names the request, even behind a proxy),
+and ``socket.getaddrinfo`` (any other client resolves the provider's host name first). Only the
+providers' API hosts are blocked: local servers (an Ollama, a test server) stay reachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from agentspan.errors import ModelRequestBlocked
+
+PROVIDER_HOSTS = frozenset({
+    "api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com", "aiplatform.googleapis.com",
+    "api.groq.com", "api.mistral.ai", "api.cohere.com", "api.cohere.ai", "api.together.xyz", "api.together.ai",
+    "api.fireworks.ai", "openrouter.ai", "api.deepseek.com", "api.x.ai", "api.perplexity.ai",
+    "api-inference.huggingface.co", "router.huggingface.co", "api.voyageai.com", "api.cerebras.ai",
+})
+"""Model provider API hosts."""
+PROVIDER_SUFFIXES = (".openai.azure.com", "-aiplatform.googleapis.com", ".aiplatform.googleapis.com",
+                     ".cognitiveservices.azure.com", ".services.ai.azure.com")
+"""Host name endings of providers with per-resource or per-region hosts."""
+
+
+def is_provider_host(host: str) -> bool:
+    """Whether ``host`` is a model provider's API host."""
+    host = host.lower().rstrip(".")
+    if host in PROVIDER_HOSTS or host.endswith(PROVIDER_SUFFIXES):
+        return True
+    return host.startswith("bedrock-runtime.") and host.endswith(".amazonaws.com")
+
+
+class _Guard:
+    installs = 0
+    allowed = False
+    test: str | None = None
+    originals: dict[str, Any] = {}
+
+
+_lock = threading.Lock()
+
+
+def _check(host: str | bytes | None, request: str) -> None:
+    if _Guard.allowed or not host:
+        return
+    name = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
+    if is_provider_host(name):
+        raise ModelRequestBlocked(request, _Guard.test)
+
+
+def _guarded_getaddrinfo(original: Callable[..., Any]) -> Callable[..., Any]:
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        _check(host, f"a connection to {host!r}")
+        return original(host, *args, **kwargs)
+
+    return getaddrinfo
+
+
+def install() -> None:
+    """Installs the guard in this process (nested installs are counted; see `uninstall`)."""
+    import httpx
+
+    with _lock:
+        _Guard.installs += 1
+        if _Guard.installs > 1:
+            return
+        sync_send = httpx.HTTPTransport.handle_request
+        async_send = httpx.AsyncHTTPTransport.handle_async_request
+
+        def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+            _check(request.url.host, f"{request.method} {request.url}")
+            return sync_send(self, request)
+
+        async def handle_async_request(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
+            _check(request.url.host, f"{request.method} {request.url}")
+            return await async_send(self, request)
+
+        _Guard.originals = {"getaddrinfo": socket.getaddrinfo, "sync": sync_send, "async": async_send}
+        socket.getaddrinfo = _guarded_getaddrinfo(socket.getaddrinfo)
+        httpx.HTTPTransport.handle_request = handle_request  # type: ignore[method-assign]
+        httpx.AsyncHTTPTransport.handle_async_request = handle_async_request  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    """Undoes one `install`; the last one restores the originals."""
+    import httpx
+
+    with _lock:
+        if _Guard.installs == 0:
+            return
+        _Guard.installs -= 1
+        if _Guard.installs:
+            return
+        originals = _Guard.originals
+        socket.getaddrinfo = originals["getaddrinfo"]
+        httpx.HTTPTransport.handle_request = originals["sync"]  # type: ignore[method-assign]
+        httpx.AsyncHTTPTransport.handle_async_request = originals["async"]  # type: ignore[method-assign]
+
+
+def installed() -> bool:
+    """Whether the guard is installed in this process."""
+    return _Guard.installs > 0
+
+
+@contextlib.contextmanager
+def policy(*, allowed: bool, test: str | None = None) -> Iterator[None]:
+    """Lets requests through (``allowed``) or blocks them for a block of code; ``test`` names the
+    test in the error message."""
+    previous = _Guard.allowed, _Guard.test
+    _Guard.allowed, _Guard.test = allowed, test
+    try:
+        yield
+    finally:
+        _Guard.allowed, _Guard.test = previous
