@@ -4,6 +4,7 @@ LangGraph (agents in `tk_agents`, graphs in `tk_graphs`; their models would fail
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -431,9 +432,13 @@ PLUGIN_TESTS = '''
 '''
 
 
-def test_pytest_plugin_fixtures_and_network_guard(pytester: pytest.Pytester) -> None:
+def test_pytest_plugin_fixtures_and_network_guard(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # In a subprocess: an in-process run restores sys.modules afterwards, and modules it imported
+    # fresh (httpcore's backends) would come back as second copies whose exception classes httpx
+    # no longer recognises, breaking every later test that connects anywhere.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     pytester.makepyfile(test_plugin=textwrap.dedent(PLUGIN_TESTS))
-    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)
 
 
@@ -448,8 +453,8 @@ def test_pytest_plugin_session_opt_in(pytester: pytest.Pytester) -> None:
             except OSError:
                 pass  # no network here: what matters is that the guard let it through
     '''))
-    pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "--agentspan-allow-network").assert_outcomes(
+    pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "--agentspan-allow-network").assert_outcomes(
         passed=1)
-    blocked = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    blocked = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     blocked.assert_outcomes(failed=1)
     blocked.stdout.fnmatch_lines(["*ModelRequestBlocked*api.openai.com*"])
