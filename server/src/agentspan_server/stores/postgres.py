@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -47,6 +47,9 @@ from agentspan_server.stores.postgres_schema import (
     run_from_row,
     run_values,
 )
+
+if TYPE_CHECKING:
+    from agentspan_server.stores.postgres_async import AsyncPostgresPath
 
 __all__ = ["PostgresStore", "redact_url"]
 
@@ -83,6 +86,12 @@ class PostgresStore(PostgresCheckpoints, Store):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
+
+    def async_path(self) -> AsyncPostgresPath:
+        """The hot calls of this store on an asyncio event loop (the server's; see `postgres_async`)."""
+        from agentspan_server.stores.postgres_async import AsyncPostgresPath
+
+        return AsyncPostgresPath(self)
 
     # ---- runs -----------------------------------------------------------------------------
     def create_run(self, run: Run) -> tuple[Run, bool]:
