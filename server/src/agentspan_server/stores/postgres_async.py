@@ -55,7 +55,7 @@ async def adrive(plan: Generator[Statement, Outcome, _T], cur: psycopg.AsyncCurs
         statement = next(plan)
         while True:
             await cur.execute(statement.query, statement.params, binary=statement.binary, prepare=statement.prepare)
-            rows = await cur.fetchall() if cur.description is not None else []
+            rows = await cur.fetchall() if cur.rownumber is not None else []
             statement = plan.send(Outcome(rows, cur.rowcount))
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]

@@ -75,7 +75,7 @@ def drive(plan: Generator[Statement, Outcome, _T], cur: psycopg.Cursor[Any]) -> 
         statement = next(plan)
         while True:
             cur.execute(statement.query, statement.params, binary=statement.binary, prepare=statement.prepare)
-            rows = cur.fetchall() if cur.description is not None else []
+            rows = cur.fetchall() if cur.rownumber is not None else []  # (not description: it builds columns)
             statement = plan.send(Outcome(rows, cur.rowcount))
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
