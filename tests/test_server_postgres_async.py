@@ -248,6 +248,28 @@ def test_pool_opens_with_the_app_and_closes_at_shutdown(pg_db: str) -> None:
     store.close()
 
 
+def test_without_lifespan_the_pool_opens_on_the_first_hot_call(pg_db: str) -> None:
+    store = PostgresStore(pg_db)
+    run, _ = store.create_run(make_run())
+    app = create_app(store)
+    path: AsyncPostgresPath = app.state.store_async
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)  # runs no lifespan
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert path._pool is None
+            assert (await client.get(f"/api/runs/{run.id}")).json()["id"] == run.id
+            pool = path._pool
+            assert pool is not None and not pool.closed
+            assert (await client.get(f"/api/runs/{run.id}/steps")).json() == {"steps": []}
+            assert path._pool is pool  # one pool for the loop
+        await path.aclose()
+        assert pool.closed
+
+    asyncio.run(scenario())
+    store.close()
+
+
 def test_call_from_another_event_loop_uses_the_synchronous_store(pg_db: str) -> None:
     store = PostgresStore(pg_db)
     run, _ = store.create_run(make_run())
