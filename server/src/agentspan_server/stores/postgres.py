@@ -62,7 +62,8 @@ class PostgresStore(PostgresCheckpoints, Store):
             ``key=value`` string. ``connect_timeout`` defaults to 10 seconds and
             ``application_name`` to ``agentspan``.
         min_size: Connections the pool keeps open.
-        max_size: Most connections the pool opens (concurrent calls beyond it wait for one).
+        max_size: Most connections the pool opens (concurrent calls beyond it wait for one). A
+            server's asyncio path (`async_path`) opens a second pool of the same sizes.
         create: Whether to create the schema in a database without one. The database itself
             must exist.
 

@@ -178,14 +178,6 @@ class PostgresPool:
             return self._run(result.plan, transaction=True)
         return result
 
-    def _tx(self, fn: Callable[[psycopg.Cursor[Any]], _T]) -> _T:
-        """Runs ``fn`` in one transaction, rolled back on any error."""
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                return fn(conn.cursor())
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-
     def _one(self, fn: Callable[[psycopg.Cursor[Any]], _T], *, binary: bool = False) -> _T:
         """Runs ``fn`` on an autocommit connection: each statement is its own transaction.
 
