@@ -4,9 +4,12 @@
 its input (`checks`), calls the matching store method once and answers with the `agentspan.wire`
 model. Store methods are synchronous: a store that waits on the network (``blocking_io``,
 PostgreSQL) is called on a worker thread, so the event loop never waits on it; the embedded SQLite
-store (tens of microseconds a call) is called inline, saving a thread hand-off per request. Every
-error is answered with a problem document (`problems`); requests are routed on the raw path, under
-a body-size limit (`middleware`), an API-key check (`auth`) and request metrics (`metrics`).
+store (tens of microseconds a call) is called inline, saving a thread hand-off per request. A store
+with an ``async_path()`` (PostgreSQL: `postgres_async`) serves its hot calls (step writes, lease
+renewal, run and step reads, checkpoint puts and gets) on the event loop instead, opened and closed
+with the app's lifespan. Every error is answered with a problem document (`problems`); requests are
+routed on the raw path, under a body-size limit (`middleware`), an API-key check (`auth`) and
+request metrics (`metrics`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -135,8 +139,27 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
     if max_body_bytes < 1:
         raise errors.ConfigurationError(f"max_body_bytes must be positive, not {max_body_bytes}")
     metrics = ServerMetrics(store)
+    # A store that waits on the network (PostgreSQL) is called on a worker thread; an embedded one
+    # (SQLite: tens of microseconds a call, serialised on one connection anyway) is called inline,
+    # which saves a thread hand-off per request. A store with an asyncio path serves its hot calls
+    # on the event loop: no hand-off, no contention for the GIL with worker threads.
+    offload = bool(getattr(store, "blocking_io", False))
+    hot = store.async_path() if callable(getattr(store, "async_path", None)) else None
+    hot_names = {} if hot is None else {getattr(store, name): name for name in hot.names}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if hot is not None:
+            await hot.open()
+        try:
+            yield
+        finally:
+            if hot is not None:
+                await hot.aclose()
+
     app = FastAPI(
         title="Agentspan",
+        lifespan=lifespan,
         version="1",
         summary="The Agentspan store contract over HTTP (agentspan.wire).",
         docs_url=None,
@@ -144,16 +167,14 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         redirect_slashes=False,
     )
     app.state.store = store
+    app.state.store_async = hot  # the store's asyncio path (None without one)
     app.state.metrics = metrics
-
-    # A store that waits on the network (PostgreSQL) is called on a worker thread; an embedded one
-    # (SQLite: tens of microseconds a call, serialised on one connection anyway) is called inline,
-    # which saves a thread hand-off per request.
-    offload = bool(getattr(store, "blocking_io", False))
 
     async def call(method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Calls the store, turning its exceptions (and signals) into problems."""
         try:
+            if hot is not None and (name := hot_names.get(method)) is not None:
+                return await hot.call(name, *args, **kwargs)  # type: ignore[no-any-return]
             if offload:
                 return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs))
             return method(*args, **kwargs)

@@ -11,16 +11,18 @@ newest row version after waiting on a concurrent writer, so a compare-and-set ca
 only when it matches no row is the run read, to tell why. Reads are single autocommitted
 statements; the default READ COMMITTED isolation is all they need.
 
-This module holds the `Store` methods; the connection pool, transactions and password-free errors
-live in `postgres_pool` (`redact_url` is re-exported from there), the SQL in `postgres_schema`, and
-the checkpoint methods (with their SQL) in `postgres_checkpoints`.
+This module holds the `Store` methods; the connection pool, transactions, plans and password-free
+errors live in `postgres_pool` (`redact_url` is re-exported from there), the SQL in
+`postgres_schema`, the journal operations (step writes, lease renewal, run reads: plans the
+server's asyncio path runs too, see `postgres_async`) in `postgres_journal`, and the checkpoint
+methods (with their SQL) in `postgres_checkpoints`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -29,54 +31,27 @@ from agentspan.errors import (
     ApprovalNotFound,
     ConfigurationError,
     LeaseLostError,
-    RunCancelledSignal,
     RunNotFound,
     RunStateError,
-    StepNotFound,
 )
-from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
+from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult
 from agentspan.stores.base import Store
+from agentspan_server.stores import postgres_journal as journal
 from agentspan_server.stores import postgres_schema as sql
 from agentspan_server.stores.postgres_checkpoints import PostgresCheckpoints
-from agentspan_server.stores.postgres_pool import redact_url
+from agentspan_server.stores.postgres_pool import Plan, Statement, redact_url
 from agentspan_server.stores.postgres_schema import (
     approval_from_row,
     approval_values,
     dump_json,
     run_from_row,
     run_values,
-    step_from_row,
-    step_values,
 )
 
+if TYPE_CHECKING:
+    from agentspan_server.stores.postgres_async import AsyncPostgresPath
+
 __all__ = ["PostgresStore", "redact_url"]
-
-
-def _refusal(cur: psycopg.Cursor[Any], run_id: str, epoch: int, *, cancelling: bool = False) -> BaseException:
-    """Explains why a fenced write matched no row (the run is read after the refused write)."""
-    row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
-    if row is None:
-        return RunNotFound(run_id)
-    if row[0] == "cancelled" and not cancelling:
-        return RunCancelledSignal(run_id, row[2])
-    return LeaseLostError(f"run {run_id!r} is held at lease epoch {row[1]}; the write carried epoch {epoch}")
-
-
-def _completed(run_id: str, key: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"step {key!r} of run {run_id!r} is already completed; a journal entry is never rewritten"
-    )
-
-
-def _result_params(result: StepResult) -> dict[str, Any]:
-    """The parameters `FINISH_STEP_ONCE` and `RECORD_STEP` take from a step's result."""
-    in_tok, out_tok, cost = result.input_tokens, result.output_tokens, result.cost_usd
-    return {
-        "status": str(result.status), "output": dump_json(result.output), "error": result.error,
-        "ended_at": result.ended_at, "duration_ms": result.duration_ms, "provider": result.provider,
-        "model": result.model, "input_tokens": in_tok, "output_tokens": out_tok, "cost_usd": cost,
-        "add_input_tokens": in_tok or 0, "add_output_tokens": out_tok or 0, "add_cost_usd": float(cost or 0.0),
-    }  # fmt: skip
 
 
 class PostgresStore(PostgresCheckpoints, Store):
@@ -87,7 +62,8 @@ class PostgresStore(PostgresCheckpoints, Store):
             ``key=value`` string. ``connect_timeout`` defaults to 10 seconds and
             ``application_name`` to ``agentspan``.
         min_size: Connections the pool keeps open.
-        max_size: Most connections the pool opens (concurrent calls beyond it wait for one).
+        max_size: Most connections the pool opens (concurrent calls beyond it wait for one). A
+            server's asyncio path (`async_path`) opens a second pool of the same sizes.
         create: Whether to create the schema in a database without one. The database itself
             must exist.
 
@@ -112,6 +88,12 @@ class PostgresStore(PostgresCheckpoints, Store):
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
 
+    def async_path(self) -> AsyncPostgresPath:
+        """The hot calls of this store on an asyncio event loop (the server's; see `postgres_async`)."""
+        from agentspan_server.stores.postgres_async import AsyncPostgresPath
+
+        return AsyncPostgresPath(self)
+
     # ---- runs -----------------------------------------------------------------------------
     def create_run(self, run: Run) -> tuple[Run, bool]:
         """See `Store.create_run`. Concurrent creations with one idempotency key insert one run."""
@@ -130,10 +112,7 @@ class PostgresStore(PostgresCheckpoints, Store):
 
     def get_run(self, run_id: str) -> Run:
         """See `Store.get_run`."""
-        rows = self._query(sql.GET_RUN, (run_id,))
-        if not rows:
-            raise RunNotFound(run_id)
-        return run_from_row(rows[0])
+        return self._run(journal.get_run(run_id))
 
     def list_runs(
         self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100
@@ -166,13 +145,13 @@ class PostgresStore(PostgresCheckpoints, Store):
             "cancelling": cancelling,
         }
 
-        def tx(cur: psycopg.Cursor[Any]) -> Run:
-            row = cur.execute(sql.UPDATE_RUN, params).fetchone()
-            if row is None:
-                raise _refusal(cur, run_id, epoch, cancelling=cancelling)
-            return run_from_row(row)
+        def plan() -> Plan[Run]:
+            rows = (yield Statement(sql.UPDATE_RUN, params)).rows
+            if not rows:
+                yield from journal.refused(run_id, epoch, cancelling=cancelling)
+            return run_from_row(rows[0])
 
-        return self._one(tx)
+        return self._run(plan())
 
     def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
         """See `Store.cancel_run`. The lease is left alone: its holder learns at its next write."""
@@ -211,14 +190,7 @@ class PostgresStore(PostgresCheckpoints, Store):
     def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
         """See `Store.renew_lease`. Raises `RunNotFound` for an unknown run."""
 
-        def tx(cur: psycopg.Cursor[Any]) -> bool:
-            if cur.execute(sql.RENEW_LEASE, (lease_expires_at, run_id, epoch)).rowcount == 1:
-                return True
-            if cur.execute(sql.RUN_STATE, (run_id,)).fetchone() is None:
-                raise RunNotFound(run_id)
-            return False
-
-        return self._one(tx)
+        return self._run(journal.renew_lease(run_id, epoch=epoch, lease_expires_at=lease_expires_at))
 
     def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
         """See `Store.claimable_runs`.
@@ -236,23 +208,6 @@ class PostgresStore(PostgresCheckpoints, Store):
         return [run_from_row(r) for r in self._query(sql.CLAIMABLE_AGENTS, params)]
 
     # ---- steps (the hot path) -------------------------------------------------------------
-    def _journal(self, statement: str, params: dict[str, Any], run_id: str, epoch: int) -> bool:
-        """Runs one of the single-statement step writes (one round trip); returns whether it wrote.
-
-        False means the fence held but the step write matched nothing (nothing was written; the
-        caller tells why). A refused fence raises: only then is the run read, to tell why.
-        """
-        try:
-            with self._pool.connection() as conn:
-                cur = conn.cursor()
-                row = cur.execute(statement, params).fetchone()
-                assert row is not None
-                if not row[0]:
-                    raise _refusal(cur, run_id, epoch)
-                return bool(row[1])
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
         """See `Store.start_step`.
 
@@ -261,11 +216,7 @@ class PostgresStore(PostgresCheckpoints, Store):
         ``synchronous_commit = off``: it survives a server crash only once the WAL writer has
         flushed it (within ``3 * wal_writer_delay``) or a later durable commit has.
         """
-        params = dict(zip(sql.STEP_FIELDS, step_values(step), strict=True))
-        params["epoch"], params["now"] = epoch, time.time()
-        statement = sql.START_STEP if durable else sql.START_STEP_NOT_DURABLE
-        if not self._journal(statement, params, step.run_id, epoch):
-            raise _completed(step.run_id, step.key)
+        self._run(journal.start_step(step, epoch=epoch, durable=durable))
 
     def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
         """See `Store.finish_step`.
@@ -277,12 +228,7 @@ class PostgresStore(PostgresCheckpoints, Store):
         several statements, whose later statements see steps committed while the first waited for
         the run's lock; it raises `StepNotFound` if still none matches.
         """
-        if result.status == StepStatus.STARTED:
-            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
-        params = _result_params(result)
-        params["run_id"], params["key"], params["epoch"], params["now"] = run_id, key, epoch, time.time()
-        if not self._journal(sql.FINISH_STEP_ONCE, params, run_id, epoch):
-            self._tx(self._finish_tx(run_id, key, result, epoch))
+        self._run(journal.finish_step(run_id, key, result, epoch=epoch))
 
     def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
         """See `Store.record_step`: `start_step` and `finish_step` in one statement.
@@ -291,73 +237,11 @@ class PostgresStore(PostgresCheckpoints, Store):
         than ``started`` takes the transaction of several statements, as `finish_step` then finds
         no started step (`StepNotFound`, or the refusal or `ConfigurationError` that comes first).
         """
-        values = step_values(step)
-        if result.status == StepStatus.STARTED:
-            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
-        if step.status != StepStatus.STARTED:
-            start = self._start_tx(step, epoch)
-            finish = self._finish_tx(step.run_id, step.key, result, epoch)
-
-            def tx(cur: psycopg.Cursor[Any]) -> None:
-                start(cur)
-                finish(cur)
-
-            return self._tx(tx)
-        params = dict(zip(sql.STEP_FIELDS, values, strict=True))
-        merged = _result_params(result)
-        for field in ("provider", "model", "input_tokens", "output_tokens", "cost_usd"):
-            if merged[field] is None:
-                merged[field] = params[field]
-        params.update(merged)
-        params["epoch"], params["now"] = epoch, time.time()
-        if not self._journal(sql.RECORD_STEP, params, step.run_id, epoch):
-            raise _completed(step.run_id, step.key)
-
-    def _start_tx(self, step: Step, epoch: int) -> Callable[[psycopg.Cursor[Any]], None]:
-        values = step_values(step)
-        run_id, key = values[0], values[1]
-        params = (*values, time.time(), run_id, epoch)
-        replace = (*values[3:], run_id, key)
-
-        def tx(cur: psycopg.Cursor[Any]) -> None:
-            fenced = cur.execute(sql.FENCE_START, params).fetchone()
-            if fenced is None:
-                raise _refusal(cur, run_id, epoch)
-            if not fenced[0] and cur.execute(sql.REPLACE_STEP, replace).rowcount == 0:
-                raise _completed(run_id, key)
-
-        return tx
-
-    def _finish_tx(
-        self, run_id: str, key: str, result: StepResult, epoch: int
-    ) -> Callable[[psycopg.Cursor[Any]], None]:
-        status = result.status
-        if status == StepStatus.STARTED:
-            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
-        ended_at = result.ended_at
-        in_tok, out_tok, cost = result.input_tokens, result.output_tokens, result.cost_usd
-        fence = (time.time(), in_tok or 0, out_tok or 0, float(cost or 0.0), run_id, epoch)
-        step = (
-            str(status), dump_json(result.output), result.error, ended_at, result.duration_ms, ended_at,
-            result.provider, result.model, in_tok, out_tok, cost, run_id, key,
-        )  # fmt: skip
-
-        def tx(cur: psycopg.Cursor[Any]) -> None:
-            if cur.execute(sql.FENCE_FINISH, fence).rowcount == 0:
-                raise _refusal(cur, run_id, epoch)
-            if cur.execute(sql.FINISH_STEP, step).rowcount == 0:
-                raise StepNotFound(run_id, key)
-
-        return tx
+        self._run(journal.record_step(step, result, epoch=epoch))
 
     def list_steps(self, run_id: str) -> list[Step]:
         """See `Store.list_steps` (one query: the run joined with its steps, in binary format)."""
-        rows = self._query(sql.LIST_STEPS, (run_id,), binary=True)
-        if not rows:
-            raise RunNotFound(run_id)
-        if rows[0][1] is None:
-            return []
-        return [step_from_row(r[1:]) for r in rows]
+        return self._run(journal.list_steps(run_id))
 
     # ---- approvals ------------------------------------------------------------------------
     def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
@@ -365,24 +249,24 @@ class PostgresStore(PostgresCheckpoints, Store):
         values = approval_values(approval)
         run_id, step_key = approval.run_id, approval.step_key
 
-        def tx(cur: psycopg.Cursor[Any]) -> Approval:
-            existing = cur.execute(sql.FIND_APPROVAL, (run_id, step_key)).fetchone()
-            if existing is None:
-                if cur.execute(sql.WAIT_RUN, (time.time(), run_id, epoch)).rowcount == 0:
-                    raise _refusal(cur, run_id, epoch)
-                if cur.execute(sql.INSERT_APPROVAL, values).rowcount == 1:
+        def plan() -> Plan[Approval]:
+            existing = (yield Statement(sql.FIND_APPROVAL, (run_id, step_key))).rows
+            if not existing:
+                if (yield Statement(sql.WAIT_RUN, (time.time(), run_id, epoch))).rowcount == 0:
+                    yield from journal.refused(run_id, epoch)
+                if (yield Statement(sql.INSERT_APPROVAL, values)).rowcount == 1:
                     return approval_from_row(values)
-                existing = cur.execute(sql.FIND_APPROVAL, (run_id, step_key)).fetchone()
-                if existing is None:
+                existing = (yield Statement(sql.FIND_APPROVAL, (run_id, step_key))).rows
+                if not existing:
                     raise ConfigurationError(f"an approval with id {approval.id!r} already exists")
-                raise _Existing(existing)  # requested concurrently: undo the status change
-            state = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
-            if state is None or state[0] == "cancelled" or state[1] != epoch:
-                raise _refusal(cur, run_id, epoch)
-            return approval_from_row(existing)
+                raise _Existing(existing[0])  # requested concurrently: undo the status change
+            state = (yield Statement(sql.RUN_STATE, (run_id,))).rows
+            if not state or state[0][0] == "cancelled" or state[0][1] != epoch:
+                raise journal.refusal(state[0] if state else None, run_id, epoch)
+            return approval_from_row(existing[0])
 
         try:
-            return self._tx(tx)
+            return self._run(plan(), transaction=True)
         except _Existing as found:
             return approval_from_row(found.row)
 

@@ -28,10 +28,10 @@ from pydantic import BaseModel
 from agentspan.errors import ConfigurationError
 from agentspan.records import JSON, CheckpointRecord, CheckpointWrite
 from agentspan_server.checks import check_json, check_record
-from agentspan_server.stores.postgres_pool import PostgresPool
+from agentspan_server.stores.postgres_pool import Plan, PostgresPool, Statement
 from agentspan_server.stores.postgres_schema import load_json
 
-__all__ = ["PostgresCheckpoints"]
+__all__ = ["PostgresCheckpoints", "get_checkpoint", "put_checkpoint", "put_checkpoint_writes"]
 
 _KEY = ("thread_id", "namespace", "checkpoint_id")
 CHECKPOINT_FIELDS = (*_KEY, "parent_id", "type", "data", "metadata", "run_id", "created_at")
@@ -237,36 +237,52 @@ def _ids(name: str, ids: Sequence[str]) -> list[str]:
     return [str(i) for i in ids]
 
 
+# ---- the hot operations as plans (`postgres_pool`; the server's asyncio path runs them too) -------
+def put_checkpoint(checkpoint: CheckpointRecord) -> Plan[None]:
+    """`Store.put_checkpoint`: one upsert."""
+    yield Statement(PUT_CHECKPOINT, checkpoint_values(checkpoint))
+
+
+def put_checkpoint_writes(writes: Sequence[CheckpointWrite], *, replace: bool) -> Plan[None]:
+    """`Store.put_checkpoint_writes`: the whole batch in one ``INSERT`` (one transaction)."""
+    if not writes:
+        return
+    _storable(writes, "checkpoint write", skip=("data",))
+    rows = _write_rows(writes, replace=replace)
+    if len(rows) <= MAX_VALUES_ROWS:
+        yield Statement(put_writes_values(len(rows), replace), [v for row in rows for v in row])
+    else:
+        statement = PUT_WRITES_REPLACE if replace else PUT_WRITES_KEEP
+        yield Statement(statement, [list(column) for column in zip(*rows, strict=True)])
+
+
+def get_checkpoint(
+    thread_id: str, namespace: str = "", checkpoint_id: str | None = None
+) -> Plan[CheckpointRecord | None]:
+    """`Store.get_checkpoint`: the checkpoint and its writes in one query."""
+    if checkpoint_id is None:
+        found = yield Statement(GET_LATEST, (thread_id, namespace), binary=True)
+    else:
+        found = yield Statement(GET_CHECKPOINT, (thread_id, namespace, checkpoint_id), binary=True)
+    return checkpoint_from_row(found.rows[0]) if found.rows else None
+
+
 class PostgresCheckpoints(PostgresPool):
     """The checkpoint methods of `PostgresStore` (see `Store.put_checkpoint` and the methods after it)."""
 
     def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
         """See `Store.put_checkpoint`: one upsert."""
-        values = checkpoint_values(checkpoint)
-        self._one(lambda cur: cur.execute(PUT_CHECKPOINT, values))
+        self._run(put_checkpoint(checkpoint))
 
     def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
         """See `Store.put_checkpoint_writes`: the whole batch in one ``INSERT`` (one transaction)."""
-        if not writes:
-            return
-        _storable(writes, "checkpoint write", skip=("data",))
-        rows = _write_rows(writes, replace=replace)
-        if len(rows) <= MAX_VALUES_ROWS:
-            statement, params = put_writes_values(len(rows), replace), [v for row in rows for v in row]
-        else:
-            statement = PUT_WRITES_REPLACE if replace else PUT_WRITES_KEEP
-            params = [list(column) for column in zip(*rows, strict=True)]
-        self._one(lambda cur: cur.execute(statement, params))
+        self._run(put_checkpoint_writes(writes, replace=replace))
 
     def get_checkpoint(
         self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
     ) -> CheckpointRecord | None:
         """See `Store.get_checkpoint`: the checkpoint and its writes in one query."""
-        if checkpoint_id is None:
-            rows = self._query(GET_LATEST, (thread_id, namespace), binary=True)
-        else:
-            rows = self._query(GET_CHECKPOINT, (thread_id, namespace, checkpoint_id), binary=True)
-        return checkpoint_from_row(rows[0]) if rows else None
+        return self._run(get_checkpoint(thread_id, namespace, checkpoint_id))
 
     def list_checkpoints(
         self,

@@ -1,28 +1,84 @@
-"""Connection plumbing for the PostgreSQL store: the pool, transactions, and password-free errors.
+"""Connection plumbing for the PostgreSQL store: the pool, transactions, plans, and password-free errors.
 
 `PostgresPool` opens a psycopg connection pool (after preparing the database on a first, separate
-connection), runs callables in a transaction or in autocommit mode, and turns every `psycopg.Error`
-into a `StoreError` whose message names the server and database but never the password
-(`redact_url` removes it from the URL). `PostgresStore` builds its `Store` methods on top of it.
+connection), runs callables and plans in a transaction or in autocommit mode, and turns every
+`psycopg.Error` into a `StoreError` whose message names the server and database but never the
+password (`redact_url` removes it from the URL). `PostgresStore` builds its `Store` methods on top.
+
+A `Plan` is a store operation written once, free of I/O: a generator that yields the `Statement`
+to run next and is sent its `Outcome` (rows and row count), returning the operation's result, or
+`InTransaction` with a second plan to run as one transaction (a rare slow path). `drive` runs a
+plan on a psycopg cursor; `postgres_async` runs the same plans on an asyncio connection, so the
+server's hot endpoints and the synchronous store share every statement, fence and refusal.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from agentspan.errors import ConfigurationError, StoreError
 
-__all__ = ["PostgresPool", "redact_url"]
+__all__ = ["InTransaction", "Outcome", "Plan", "PostgresPool", "Statement", "drive", "redact_url"]
 
 _T = TypeVar("_T")
 _DEFAULT_CONNECT_TIMEOUT = 10
+
+
+# ---- plans ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement of a plan.
+
+    Attributes:
+        query: The SQL (a constant string, so psycopg prepares it once per connection).
+        params: Its parameters.
+        binary: Ask for results in binary format (the same Python values, less to parse).
+        prepare: psycopg's ``prepare`` argument (None: after a few executions; False: never).
+    """
+
+    query: str
+    params: Sequence[Any] | Mapping[str, Any]
+    binary: bool = False
+    prepare: bool | None = None
+
+
+class Outcome(NamedTuple):
+    """What a statement gave back: its rows (empty when it returns none) and its row count."""
+
+    rows: list[Any]
+    rowcount: int
+
+
+@dataclass(frozen=True, slots=True)
+class InTransaction(Generic[_T]):
+    """A plan's answer meaning: run ``plan`` as one transaction (on a fresh connection); its result
+    is the operation's result."""
+
+    plan: Generator[Statement, Outcome, _T]
+
+
+Plan: TypeAlias = Generator[Statement, Outcome, "_T | InTransaction[_T]"]
+"""A store operation free of I/O (see the module docstring)."""
+
+
+def drive(plan: Generator[Statement, Outcome, _T], cur: psycopg.Cursor[Any]) -> _T:
+    """Runs a plan's statements on ``cur`` and returns what the plan returns (its errors propagate)."""
+    try:
+        statement = next(plan)
+        while True:
+            cur.execute(statement.query, statement.params, binary=statement.binary, prepare=statement.prepare)
+            rows = cur.fetchall() if cur.rownumber is not None else []  # (not description: it builds columns)
+            statement = plan.send(Outcome(rows, cur.rowcount))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 def redact_url(url: str) -> str:
@@ -72,6 +128,7 @@ class PostgresPool:
             detail = str(exc) if redact_url(url) == url else "check its syntax"  # the error may quote it
             raise StoreError(f"invalid PostgreSQL URL {self.url}: {detail}") from None
         self._password = str(params.get("password") or "")
+        self._conninfo, self._sizes = url, (min_size, max_size)
         kwargs: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
@@ -83,9 +140,18 @@ class PostgresPool:
         except psycopg.Error as exc:
             error = self._error(exc, "cannot open the Agentspan store at")
             raise error from (None if self._password and self._password in str(exc) else exc)
+        self._kwargs = kwargs
         self._pool = ConnectionPool(
             url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=True, name="agentspan-store"
         )
+
+    def async_pool(self) -> AsyncConnectionPool:
+        """A new, unopened asyncio pool to the same database, with the same sizes and settings."""
+        min_size, max_size = self._sizes
+        return AsyncConnectionPool(
+            self._conninfo, min_size=min_size, max_size=max_size, kwargs=self._kwargs, open=False,
+            name="agentspan-store-async",
+        )  # fmt: skip
 
     def _scrub(self, text: str) -> str:
         """Returns ``text`` with the password, if any, replaced by ``***``."""
@@ -96,13 +162,21 @@ class PostgresPool:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         return StoreError(f"{prefix} {self.url}: {self._scrub(detail)}")
 
-    def _tx(self, fn: Callable[[psycopg.Cursor[Any]], _T]) -> _T:
-        """Runs ``fn`` in one transaction, rolled back on any error."""
+    def _run(self, plan: Plan[_T], *, transaction: bool = False) -> _T:
+        """Runs a plan on one connection, in autocommit mode or as one transaction; then the plan
+        of its `InTransaction` answer, if any, as one transaction."""
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                return fn(conn.cursor())
+            with self._pool.connection() as conn:
+                if transaction:
+                    with conn.transaction():
+                        result = drive(plan, conn.cursor())
+                else:
+                    result = drive(plan, conn.cursor())
         except psycopg.Error as exc:
             raise self._error(exc) from exc
+        if isinstance(result, InTransaction):
+            return self._run(result.plan, transaction=True)
+        return result
 
     def _one(self, fn: Callable[[psycopg.Cursor[Any]], _T], *, binary: bool = False) -> _T:
         """Runs ``fn`` on an autocommit connection: each statement is its own transaction.
