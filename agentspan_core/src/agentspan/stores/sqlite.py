@@ -24,23 +24,21 @@ from agentspan.errors import (
     RunCancelledSignal,
     RunNotFound,
     RunStateError,
-    StepNotFound,
     StoreError,
 )
-from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult, StepStatus
+from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus
+from agentspan.stores import sqlite_journal as live
 from agentspan.stores import sqlite_schema as sql
 from agentspan.stores.base import Store
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.sqlite_checkpoints import SqliteCheckpoints
+from agentspan.stores.sqlite_journal import SqliteJournal
 from agentspan.stores.sqlite_schema import (
     approval_from_row,
     approval_values,
     dump_json,
-    recorded_step_values,
     run_from_row,
     run_values,
-    step_from_row,
-    step_values,
 )
 from agentspan.stores.sqlite_wal import BACKSTOP_PAGES, WalCheckpointer
 
@@ -65,7 +63,7 @@ def _refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: bool =
     return LeaseLostError(f"run {run_id!r} is held at lease epoch {row[1]}; the write carried epoch {epoch}")
 
 
-class SqliteStore(SqliteCheckpoints, Store):
+class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):
     """Stores runs, steps, approvals and checkpoints (`SqliteCheckpoints`) in one SQLite file.
 
     Args:
@@ -157,7 +155,7 @@ class SqliteStore(SqliteCheckpoints, Store):
 
         def tx(cur: sqlite3.Cursor) -> tuple[Run, bool]:
             if run.idempotency_key is not None:
-                row = cur.execute(sql.RUN_BY_KEY, (run.idempotency_key,)).fetchone()
+                row = cur.execute(live.RUN_BY_KEY, (run.idempotency_key,)).fetchone()
                 if row is not None:
                     return run_from_row(row), False
             if cur.execute(sql.RUN_STATE, (run.id,)).fetchone() is not None:
@@ -169,7 +167,7 @@ class SqliteStore(SqliteCheckpoints, Store):
 
     def get_run(self, run_id: str) -> Run:
         """See `Store.get_run`."""
-        rows = self._query(sql.GET_RUN, (run_id,))
+        rows = self._query(live.GET_RUN, (run_id,))
         if not rows:
             raise RunNotFound(run_id)
         return run_from_row(rows[0])
@@ -178,7 +176,7 @@ class SqliteStore(SqliteCheckpoints, Store):
         self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100
     ) -> list[Run]:
         """See `Store.list_runs`."""
-        rows = self._select("runs", sql.RUN_COLUMNS, {"status": status, "agent": agent}, "id DESC", limit)
+        rows = self._select("runs r", live.RUN_SELECT, {"r.status": status, "r.agent": agent}, "r.id DESC", limit)
         return [run_from_row(r) for r in rows]
 
     def update_run(
@@ -206,9 +204,9 @@ class SqliteStore(SqliteCheckpoints, Store):
         }
 
         def tx(cur: sqlite3.Cursor) -> Run:
-            if cur.execute(sql.UPDATE_RUN, params).rowcount == 0:
+            if cur.execute(live.UPDATE_RUN, params).rowcount == 0:
                 raise _refusal(cur, run_id, epoch, cancelling=cancelling)
-            return run_from_row(cur.execute(sql.GET_RUN, (run_id,)).fetchone())
+            return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 
         return self._tx(tx)
 
@@ -216,12 +214,12 @@ class SqliteStore(SqliteCheckpoints, Store):
         """See `Store.cancel_run`. The lease is left alone: its holder learns at its next write."""
 
         def tx(cur: sqlite3.Cursor) -> Run:
-            if cur.execute(sql.CANCEL_RUN, (reason, time.time(), run_id)).rowcount == 0:
+            if cur.execute(live.CANCEL_RUN, (reason, time.time(), run_id)).rowcount == 0:
                 row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
                 if row is None:
                     raise RunNotFound(run_id)
                 raise RunStateError(f"run {run_id!r} already ended ({row[0]}); it cannot be cancelled")
-            return run_from_row(cur.execute(sql.GET_RUN, (run_id,)).fetchone())
+            return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 
         return self._tx(tx)
 
@@ -241,7 +239,7 @@ class SqliteStore(SqliteCheckpoints, Store):
                     f"run {run_id!r} was claimed by another worker "
                     f"(epoch {row[1]}, expected {expected_epoch})"
                 )
-            return run_from_row(cur.execute(sql.GET_RUN, (run_id,)).fetchone())
+            return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 
         return self._tx(tx)
 
@@ -263,7 +261,7 @@ class SqliteStore(SqliteCheckpoints, Store):
         An empty ``agents`` sequence matches no run. A pending approval whose ``expires_at`` has
         passed (``<= now``) no longer holds its run back: it counts as expired.
         """
-        statement, params = sql.CLAIMABLE, {"now": now, "limit": limit}
+        statement, params = live.CLAIMABLE, {"now": now, "limit": limit}
         if agents is not None:
             names = list(agents)
             if not names:
@@ -272,105 +270,6 @@ class SqliteStore(SqliteCheckpoints, Store):
             params.update({f"a{i}": name for i, name in enumerate(names)})
         rows = self._query(statement + " ORDER BY r.id LIMIT :limit", params)
         return [run_from_row(r) for r in rows]
-
-    # ---- steps (the hot path) -------------------------------------------------------------
-    def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
-        """See `Store.start_step`.
-
-        One transaction: insert the step (``DO NOTHING`` on an existing key), fence the run while
-        counting a new key, and, for an existing key, replace it unless it is completed. A
-        ``durable=False`` start is held back (`DeferredStarts`): a call that ends within
-        ``defer_start_for`` is journaled by one `record_step`; a longer one's start is written by
-        a timer, on a ``"full"`` store with ``synchronous=NORMAL`` (no fsync; the WAL is
-        append-only, so the next full commit's fsync covers it).
-        """
-        if durable or not self._deferred.hold(step, epoch):
-            self._tx(self._start_tx(step, epoch), sync=durable or self.durability != "full")
-
-    def _write_start(self, step: Step, epoch: int) -> None:
-        self._tx(self._start_tx(step, epoch), sync=self.durability != "full")
-
-    def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
-        """See `Store.finish_step`.
-
-        One transaction: fence the run while adding the metrics to its totals, then end the step.
-        ``duration_ms`` defaults to ``ended_at - started_at``; ``provider``, ``model`` and the
-        token/cost fields keep the started step's values when the result leaves them None.
-        """
-        held = self._deferred.take(run_id, key)
-        if held is not None:
-            self.record_step(held[0], result, epoch=epoch)
-            return
-        self._tx(self._finish_tx(run_id, key, result, epoch))
-
-    def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
-        """See `Store.record_step`: `start_step` and `finish_step` in one transaction.
-
-        A new key (the usual case) is one insert of the ended step and one fenced update of the
-        run; a key with an earlier unfinished attempt goes the start-then-finish way.
-        """
-        if result.status == StepStatus.STARTED:
-            raise ConfigurationError("record_step needs a 'completed' or 'failed' result")
-        values = recorded_step_values(step, result)
-        run_id = step.run_id
-        fence = (time.time(), result.input_tokens or 0, result.output_tokens or 0, result.cost_usd or 0.0,
-                 run_id, epoch)
-
-        def tx(cur: sqlite3.Cursor) -> None:
-            if cur.execute(sql.INSERT_STEP, values).rowcount:
-                if cur.execute(sql.FENCE_RECORD, fence).rowcount == 0:
-                    raise _refusal(cur, run_id, epoch)
-                return
-            self._start_tx(step, epoch)(cur)
-            self._finish_tx(run_id, step.key, result, epoch)(cur)
-
-        self._tx(tx)
-
-    def _start_tx(self, step: Step, epoch: int) -> Callable[[sqlite3.Cursor], None]:
-        values = step_values(step)
-        run_id, key = values[0], values[1]
-        fence = [time.time(), 0, run_id, epoch]
-        replace = (*values[3:], run_id, key)
-
-        def tx(cur: sqlite3.Cursor) -> None:
-            fence[1] = new = cur.execute(sql.INSERT_STEP, values).rowcount
-            if cur.execute(sql.FENCE_START, fence).rowcount == 0:
-                raise _refusal(cur, run_id, epoch)
-            if not new and cur.execute(sql.REPLACE_STEP, replace).rowcount == 0:
-                raise ConfigurationError(
-                    f"step {key!r} of run {run_id!r} is already completed; a journal entry is never rewritten"
-                )
-
-        return tx
-
-    def _finish_tx(self, run_id: str, key: str, result: StepResult, epoch: int) -> Callable[[sqlite3.Cursor], None]:
-        status = result.status
-        if status == StepStatus.STARTED:
-            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
-        ended_at = result.ended_at
-        in_tok, out_tok, cost = result.input_tokens, result.output_tokens, result.cost_usd
-        fence = (time.time(), in_tok or 0, out_tok or 0, cost or 0.0, run_id, epoch)
-        step = (
-            status, dump_json(result.output), result.error, ended_at, result.duration_ms, ended_at,
-            result.provider, result.model, in_tok, out_tok, cost, run_id, key,
-        )  # fmt: skip
-
-        def tx(cur: sqlite3.Cursor) -> None:
-            if cur.execute(sql.FENCE_FINISH, fence).rowcount == 0:
-                raise _refusal(cur, run_id, epoch)
-            if cur.execute(sql.FINISH_STEP, step).rowcount == 0:
-                raise StepNotFound(run_id, key)
-
-        return tx
-
-    def list_steps(self, run_id: str) -> list[Step]:
-        """See `Store.list_steps` (one query: the run joined with its steps)."""
-        rows = self._query(sql.LIST_STEPS, (run_id,))
-        if not rows:
-            raise RunNotFound(run_id)
-        if rows[0][1] is None:
-            return []
-        return [step_from_row(r[1:]) for r in rows]
 
     # ---- approvals ------------------------------------------------------------------------
     def request_approval(self, approval: Approval, *, epoch: int) -> Approval:

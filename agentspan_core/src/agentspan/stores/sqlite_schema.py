@@ -134,6 +134,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (thread_id, namespace, checkpoint_id, task_id, idx)
     );
     """,
+    # ---- version 3: a step write touches only the step's own pages (`stores.sqlite_journal`) --
+    # Run totals are summed from the steps of runs that have not ended, so a step write no longer
+    # updates its run row; ``list_steps`` sorts a run's steps by ``seq`` itself.
+    """
+    DROP INDEX IF EXISTS steps_run_seq;
+    """,
 ]
 
 _MIGRATIONS_TABLE = (

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from operator import attrgetter
 
 import pytest
 
 from agentspan.errors import ConfigurationError, LeaseLostError, StepNotFound
-from agentspan.records import StepKind, StepResult, StepStatus
+from agentspan.records import RunStatus, StepKind, StepResult, StepStatus
 from agentspan.stores.base import Store
 from agentspan.testing.conformance.records import PAYLOAD, ConformanceBase, make_approval, make_step
 
@@ -122,6 +123,27 @@ class StepConformance(ConformanceBase):
         )
         totals = store.get_run(run.id)
         assert (totals.input_tokens, totals.output_tokens, totals.cost_usd, totals.steps) == (13, 5, 0.75, 2)
+
+    def test_run_totals_read_alike_everywhere_and_outlive_the_run(self, store: Store) -> None:
+        totals = attrgetter("steps", "input_tokens", "output_tokens", "cost_usd")
+        done = StepResult(status=StepStatus.COMPLETED, input_tokens=7, output_tokens=2, cost_usd=0.5)
+        for end in ("complete", "cancel"):
+            run = self.claimed(store, agent=f"totals-{end}")
+            store.record_step(make_step(run.id, "llm:0", 0, kind=StepKind.LLM), done, epoch=1)
+            store.start_step(make_step(run.id, "tool:1", 1), epoch=1)
+            store.finish_step(run.id, "tool:1", done, epoch=1)
+            expected = (2, 14, 4, 1.0)
+            assert totals(store.get_run(run.id)) == expected
+            assert [totals(r) for r in store.list_runs(agent=f"totals-{end}")] == [expected]
+            assert [totals(r) for r in store.claimable_runs(agents=[f"totals-{end}"], now=time.time() + 3600)] == [
+                expected]
+            if end == "complete":
+                ended = store.update_run(run.id, epoch=1, status=RunStatus.COMPLETED, release_lease=True)
+            else:
+                ended = store.cancel_run(run.id, reason="enough")
+            assert totals(ended) == expected
+            assert totals(store.get_run(run.id)) == expected
+            assert [totals(r) for r in store.list_runs(agent=f"totals-{end}")] == [expected]
 
     def test_finish_step_needs_a_started_step(self, store: Store) -> None:
         run = self.claimed(store)

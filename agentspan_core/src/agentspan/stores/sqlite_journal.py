@@ -1,0 +1,199 @@
+"""Step writes of the SQLite store (`SqliteJournal`, a mixin of `SqliteStore`): the hot path.
+
+Every model and tool call of a durable run ends in one of these transactions, so each writes as
+few pages as it can:
+
+- **The fence is a condition, not an update.** A step is written only if its run is still held
+  at the writer's lease epoch and not cancelled: the insert is ``INSERT ... SELECT ... WHERE
+  EXISTS (run at epoch)``, the finish an ``UPDATE ... AND EXISTS (...)``. Only a write that
+  matches no row reads the run, to tell a refusal from an existing key.
+- **Run totals are derived, not counted.** The step count, tokens, cost and last activity of a
+  run that has not ended are read from its steps (``RUN_SELECT``); `update_run` and `cancel_run`
+  store them on the run row whenever its status changes, so an ended run reads its own row. A
+  step write therefore touches the step's pages only (its row and primary-key index: schema
+  version 3 dropped the ``(run_id, seq)`` index; ``list_steps`` sorts a run's steps itself),
+  about 40% less than also updating the run row and a second index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal, RunNotFound, StepNotFound
+from agentspan.records import Step, StepResult, StepStatus
+from agentspan.stores import sqlite_schema as sql
+from agentspan.stores.sqlite_schema import (
+    RUN_FIELDS,
+    STEP_COLUMNS,
+    STEP_FIELDS,
+    dump_json,
+    recorded_step_values,
+    step_from_row,
+    step_values,
+)
+
+if TYPE_CHECKING:
+    from agentspan.stores.deferred import DeferredStarts
+
+__all__ = ["RUN_SELECT", "STORE_TOTALS", "SqliteJournal"]
+
+_T = TypeVar("_T")
+
+# ---- statements ----------------------------------------------------------------------------
+_ACTIVE = "r.status IN ('pending', 'running', 'waiting')"
+_OF_RUN = "FROM steps s WHERE s.run_id = r.id"
+_LIVE_TOTALS = {
+    "updated_at": f"MAX(r.updated_at, COALESCE((SELECT MAX(COALESCE(s.ended_at, s.started_at)) {_OF_RUN}), 0))",
+    "input_tokens": f"(SELECT COALESCE(SUM(s.input_tokens), 0) {_OF_RUN})",
+    "output_tokens": f"(SELECT COALESCE(SUM(s.output_tokens), 0) {_OF_RUN})",
+    "cost_usd": f"(SELECT COALESCE(SUM(s.cost_usd), 0.0) {_OF_RUN})",
+    "steps": f"(SELECT COUNT(*) {_OF_RUN})",
+}
+RUN_SELECT = ", ".join(
+    f"CASE WHEN {_ACTIVE} THEN {_LIVE_TOTALS[f]} ELSE r.{f} END" if f in _LIVE_TOTALS else f"r.{f}"
+    for f in RUN_FIELDS
+)
+"""The run columns in `RUN_FIELDS` order for ``SELECT ... FROM runs r``: a run that has not ended
+has its totals summed from its steps."""
+STORE_TOTALS = (
+    "input_tokens=(SELECT COALESCE(SUM(input_tokens), 0) FROM steps WHERE run_id=runs.id), "
+    "output_tokens=(SELECT COALESCE(SUM(output_tokens), 0) FROM steps WHERE run_id=runs.id), "
+    "cost_usd=(SELECT COALESCE(SUM(cost_usd), 0.0) FROM steps WHERE run_id=runs.id), "
+    "steps=(SELECT COUNT(*) FROM steps WHERE run_id=runs.id)"
+)
+"""``SET`` assignments of an ``UPDATE runs`` that store the totals summed from the run's steps."""
+
+_FENCE = "EXISTS (SELECT 1 FROM runs WHERE id=? AND lease_epoch=? AND status!='cancelled')"
+INSERT_STEP = (
+    f"INSERT INTO steps ({STEP_COLUMNS}) SELECT {', '.join('?' * len(STEP_FIELDS))} "
+    f"WHERE {_FENCE} ON CONFLICT (run_id, key) DO NOTHING"
+)
+REPLACE_STEP = sql.REPLACE_STEP + f" AND {_FENCE}"
+FINISH_STEP = sql.FINISH_STEP + f" AND {_FENCE}"
+GET_RUN = f"SELECT {RUN_SELECT} FROM runs r WHERE r.id=?"
+RUN_BY_KEY = f"SELECT {RUN_SELECT} FROM runs r WHERE r.idempotency_key=?"
+CLAIMABLE = sql.CLAIMABLE.replace(f"SELECT {sql.RUN_COLUMNS} FROM runs r", f"SELECT {RUN_SELECT} FROM runs r", 1)
+UPDATE_RUN = sql.UPDATE_RUN.replace("updated_at=:now, ", f"updated_at=:now, {STORE_TOTALS}, ", 1)
+CANCEL_RUN = sql.CANCEL_RUN.replace("updated_at=? ", f"updated_at=?, {STORE_TOTALS} ", 1)
+assert CLAIMABLE != sql.CLAIMABLE and UPDATE_RUN != sql.UPDATE_RUN and CANCEL_RUN != sql.CANCEL_RUN
+
+
+def _fence_refusal(cur: sqlite3.Cursor, run_id: str, epoch: int) -> BaseException | None:
+    """Inside the transaction: why the fence of ``(run_id, epoch)`` refuses a write, or None."""
+    row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
+    if row is None:
+        return RunNotFound(run_id)
+    if row[0] == "cancelled":
+        return RunCancelledSignal(run_id, row[2])
+    if row[1] != epoch:
+        return LeaseLostError(f"run {run_id!r} is held at lease epoch {row[1]}; the write carried epoch {epoch}")
+    return None
+
+
+class SqliteJournal:
+    """`Store.start_step`, `finish_step`, `record_step` and `list_steps` of `SqliteStore`."""
+
+    _deferred: DeferredStarts
+
+    if TYPE_CHECKING:
+
+        def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True) -> _T: ...
+
+        def _query(self, statement: str, params: Any) -> list[Any]: ...
+
+        durability: str
+
+    def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
+        """See `Store.start_step`.
+
+        One transaction: insert the step if its run is held at ``epoch`` (``DO NOTHING`` on an
+        existing key), and, for an existing key, replace it unless it is completed. A
+        ``durable=False`` start is held back (`DeferredStarts`): a call that ends within
+        ``defer_start_for`` is journaled by one `record_step`; a longer one's start is written by
+        a timer, on a ``"full"`` store with ``synchronous=NORMAL`` (no fsync; the WAL is
+        append-only, so the next full commit's fsync covers it).
+        """
+        if durable or not self._deferred.hold(step, epoch):
+            self._tx(self._start_tx(step, epoch), sync=durable or self.durability != "full")
+
+    def _write_start(self, step: Step, epoch: int) -> None:
+        self._tx(self._start_tx(step, epoch), sync=self.durability != "full")
+
+    def finish_step(self, run_id: str, key: str, result: StepResult, *, epoch: int) -> None:
+        """See `Store.finish_step`.
+
+        One fenced update of the step. ``duration_ms`` defaults to ``ended_at - started_at``;
+        ``provider``, ``model`` and the token/cost fields keep the started step's values when the
+        result leaves them None.
+        """
+        held = self._deferred.take(run_id, key)
+        if held is not None:
+            self.record_step(held[0], result, epoch=epoch)
+            return
+        self._tx(self._finish_tx(run_id, key, result, epoch))
+
+    def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
+        """See `Store.record_step`: `start_step` and `finish_step` in one transaction.
+
+        A new key (the usual case) is one fenced insert of the ended step; a key with an earlier
+        unfinished attempt goes the start-then-finish way.
+        """
+        if result.status == StepStatus.STARTED:
+            raise ConfigurationError("record_step needs a 'completed' or 'failed' result")
+        values = (*recorded_step_values(step, result), step.run_id, epoch)
+
+        def tx(cur: sqlite3.Cursor) -> None:
+            if cur.execute(INSERT_STEP, values).rowcount:
+                return
+            self._start_tx(step, epoch)(cur)
+            self._finish_tx(step.run_id, step.key, result, epoch)(cur)
+
+        self._tx(tx)
+
+    def _start_tx(self, step: Step, epoch: int) -> Callable[[sqlite3.Cursor], None]:
+        values = step_values(step)
+        run_id, key = values[0], values[1]
+        insert = (*values, run_id, epoch)
+        replace = (*values[3:], run_id, key, run_id, epoch)
+
+        def tx(cur: sqlite3.Cursor) -> None:
+            if cur.execute(INSERT_STEP, insert).rowcount:
+                return
+            refusal = _fence_refusal(cur, run_id, epoch)
+            if refusal is not None:
+                raise refusal
+            if cur.execute(REPLACE_STEP, replace).rowcount == 0:
+                raise ConfigurationError(
+                    f"step {key!r} of run {run_id!r} is already completed; a journal entry is never rewritten"
+                )
+
+        return tx
+
+    def _finish_tx(self, run_id: str, key: str, result: StepResult, epoch: int) -> Callable[[sqlite3.Cursor], None]:
+        status = result.status
+        if status == StepStatus.STARTED:
+            raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
+        ended_at = result.ended_at
+        values = (
+            status, dump_json(result.output), result.error, ended_at, result.duration_ms, ended_at,
+            result.provider, result.model, result.input_tokens, result.output_tokens, result.cost_usd,
+            run_id, key, run_id, epoch,
+        )  # fmt: skip
+
+        def tx(cur: sqlite3.Cursor) -> None:
+            if cur.execute(FINISH_STEP, values).rowcount == 0:
+                refusal = _fence_refusal(cur, run_id, epoch)
+                raise refusal if refusal is not None else StepNotFound(run_id, key)
+
+        return tx
+
+    def list_steps(self, run_id: str) -> list[Step]:
+        """See `Store.list_steps` (one query: the run joined with its steps, in ``seq`` order)."""
+        rows = self._query(sql.LIST_STEPS, (run_id,))
+        if not rows:
+            raise RunNotFound(run_id)
+        if rows[0][1] is None:
+            return []
+        return [step_from_row(r[1:]) for r in rows]
