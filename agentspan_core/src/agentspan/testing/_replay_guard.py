@@ -24,6 +24,10 @@ from agentspan.testing.script import Decision
 CALL_KINDS = frozenset({StepKind.LLM, StepKind.TOOL, StepKind.HANDOFF, StepKind.AGENT})
 """The kinds of steps a replay must reach (the others only record what happened around them)."""
 
+NAMED_KINDS = frozenset({StepKind.TOOL, StepKind.HANDOFF})
+"""Kinds whose name (the tool, the agent handed off to) must match the recording's (an ``llm``
+step's name is the model's, which a test may well replace)."""
+
 SHOWN_STEPS = 3
 """How many upcoming recorded steps a divergence message lists."""
 
@@ -91,6 +95,10 @@ class ReplayGuard:
             recorded = self._by_canon.get(self._live_canon(key))
             if recorded is None or recorded.kind is not kind:
                 raise self.unrecorded(kind.value, key, name)
+            if kind in NAMED_KINDS and name is not None and recorded.name not in (None, name):
+                raise ReplayDivergenceError(
+                    self.recorded_run_id, recorded.key,
+                    f"the recorded run made {describe(recorded)} here; the current code calls {name!r} instead")
             if input_hash is not None and recorded.input_hash not in (None, input_hash):
                 raise ReplayDivergenceError(self.recorded_run_id, recorded.key,
                                             input_change(recorded, name, input, input_hash))

@@ -26,7 +26,7 @@ from typing import Any
 from agentspan import leases
 from agentspan.adapters import Adapter, adapter_for
 from agentspan.config import settings
-from agentspan.diffing import describe_difference, shorten
+from agentspan.diffing import describe_difference
 from agentspan.errors import ConfigurationError, ReplayDivergenceError, RunCancelledError
 from agentspan.export import RunExport, load_export
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, StepResult, StepStatus, now
@@ -41,6 +41,10 @@ from agentspan.testing.stand_ins import MockSetup, StandIns
 
 REPLAYABLE = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.WAITING)
 """Recorded runs a replay can check: ended, or stopped at an approval."""
+
+FINAL_OUTPUT = "(final output)"
+FINAL_STATUS = "(final status)"
+"""The ``key`` of a divergence found once the run ended (no step is at fault)."""
 
 
 def replay(source: str | Path | Mapping[str, Any], target: Any, *, check_output: bool = True,
@@ -186,20 +190,19 @@ def _check_reached(guard: ReplayGuard, recorded: Run, replayed: Run, failure: Ba
             recorded.id, first.key,
             f"recorded step never reached: {describe(first)} ({why} after {len(guard.reached())} of the "
             f"recording's steps; {len(missing)} recorded call(s) were never made)")
-    raise ReplayDivergenceError(recorded.id, "-", f"{why}; the recorded run {recorded.status.value}")
+    raise ReplayDivergenceError(recorded.id, FINAL_STATUS, f"{why}; the recorded run {recorded.status.value}")
 
 
 def _check_outcome(recorded: Run, replayed: Run) -> None:
     """Fails when the final status or output differs from the recording's."""
     if replayed.status is not recorded.status:
         detail = f": {replayed.error}" if replayed.error else ""
-        raise ReplayDivergenceError(recorded.id, "-", f"the recorded run ended {recorded.status.value}, "
+        raise ReplayDivergenceError(recorded.id, FINAL_STATUS, f"the recorded run ended {recorded.status.value}, "
                                     f"the replay ended {replayed.status.value}{detail}")
     before, after = comparable(recorded.output), comparable(replayed.output)
     if before != after:
-        raise ReplayDivergenceError(
-            recorded.id, "-", f"the final output differs: recorded {shorten(recorded.output)}, replayed "
-            f"{shorten(replayed.output)}; {describe_difference(before, after)}")
+        raise ReplayDivergenceError(recorded.id, FINAL_OUTPUT,
+                                    f"the final output differs; {describe_difference(before, after)}")
 
 
 def comparable(output: JSON) -> JSON:
