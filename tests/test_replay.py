@@ -190,6 +190,15 @@ def pipe_notify(order_id: str) -> str:
     return "noted"
 
 
+@tool("cursed_lookup")
+def pipe_cursed(order_id: str) -> str:
+    """Look up an order; order 13 breaks it."""
+    effect(f"cursed {order_id}")
+    if order_id == "13":
+        raise ValueError(f"order {order_id} is cursed")
+    return f"order {order_id}: paid"
+
+
 def pipeline(*, order_id: str = "42", lookup: Any = pipe_lookup, audits: int = 1,
              prompt: str = "Summarize the order status.") -> Any:
     """A graph whose ``fetch`` node calls tools with arguments of its own code, then a model writes."""
@@ -278,6 +287,19 @@ def test_output_check_compares_the_final_output(pipeline_export: Path) -> None:
     assert replay(document, pipeline(), check_output=False).output == "Order 42 is paid."
 
 
+def test_langgraph_failed_run_replays_the_recorded_failure(agentspan_store: SqliteStore, tmp_path: Path,
+                                                           effects_file: Path) -> None:
+    recorded = mock_run(pipeline(order_id="13", lookup=pipe_cursed), "Order 13?", script=[reply("unused")],
+                        raise_errors=False, strict=False)
+    assert recorded.status is agentspan.RunStatus.FAILED
+    assert recorded.steps[0].error == "ValueError: order 13 is cursed"
+    path = export(recorded.run_id, tmp_path / "failed.json")
+    reset_effects(effects_file)
+    result = replay(path, pipeline(order_id="13", lookup=pipe_cursed))
+    assert (result.status, result.error) == (agentspan.RunStatus.FAILED, recorded.error)
+    assert effects() == []  # the failure was raised again from the recording, the tool did not run
+
+
 # ---- bad exports -----------------------------------------------------------------------------
 def test_bad_exports_are_clear_errors(pipeline_export: Path, tmp_path: Path) -> None:
     good = json.loads(pipeline_export.read_text())
@@ -312,3 +334,36 @@ def test_target_of_another_framework_or_agent_is_a_clear_error(pipeline_export: 
     running["run"]["status"] = "running"
     with pytest.raises(ConfigurationError, match="exported while running"):
         replay(running, pipeline())
+
+
+# ---- through a server ------------------------------------------------------------------------
+def test_export_through_a_server_replays_like_the_embedded_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               effects_file: Path) -> None:
+    import agentspan.config
+    from agentspan.export import export_run
+    from agentspan.stores.remote import RemoteStore
+    from agentspan_server.app import create_app
+
+    from server_support import thread_server
+
+    backing = SqliteStore(tmp_path / "server.db")
+    try:
+        with thread_server(create_app(backing)) as url:
+            remote = RemoteStore(url, retry_for=2.0)
+            recorded = mock_run(oa.support, "Refund order 42", script=REFUND_SCRIPT, store=remote)
+            monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path / "home"))
+            monkeypatch.setenv("AGENTSPAN_SERVER_URL", url)
+            agentspan.config.reset()
+            try:
+                path = export(recorded.run_id, tmp_path / "run.json")
+            finally:
+                agentspan.config.reset()
+            remote.close()
+        document = json.loads(path.read_text())
+        embedded = export_run(backing, recorded.run_id)
+        assert document["steps"] == embedded["steps"] and document["run"] == embedded["run"]
+        reset_effects(effects_file)
+        result = replay(path, oa.support)
+        assert result.output == "Refunded $30.00 on order 42." and result.live == {} and effects() == []
+    finally:
+        backing.close()

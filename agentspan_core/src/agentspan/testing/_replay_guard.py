@@ -10,6 +10,7 @@ journal order; live: in the order the replay reaches them).
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -107,7 +108,7 @@ class ReplayGuard:
             run.counters.mark(False, kind.value, key)
             return load(recorded.output)
         if recorded.status is StepStatus.FAILED:
-            raise RecordedStepFailure(_error_message(recorded.error))
+            raise recorded_failure(recorded.error)
         raise ReplayDivergenceError(self.recorded_run_id, recorded.key,
                                     f"{describe(recorded)} was still in flight in the recording; "
                                     "a replay cannot tell what it returned")
@@ -159,12 +160,25 @@ class ReplayGuard:
             f"recorded steps at that point: {self.upcoming()}")
 
 
-def _error_message(error: str | None) -> str:
-    """The message of a recorded ``"Type: message"`` error (what ``str(exc)`` gave)."""
+def recorded_failure(error: str | None) -> Exception:
+    """The exception to raise again for a step journaled as ``"Type: message"``.
+
+    A built-in exception type is raised as itself; any other becomes a `RecordedStepFailure`
+    subclass of the same name, so ``str(exc)``, ``repr(exc)`` and the run's error read as in the
+    recording (nothing read from an export is ever imported or evaluated).
+    """
     if not error:
-        return "the step failed in the recorded run"
-    head, sep, rest = error.partition(": ")
-    return rest if sep and head.isidentifier() else error
+        return RecordedStepFailure("the step failed in the recorded run")
+    head, sep, message = error.partition(": ")
+    if not (sep and head.isidentifier()):
+        return RecordedStepFailure(error)
+    builtin = getattr(builtins, head, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        try:
+            return builtin(message)
+        except Exception:  # a built-in that takes other arguments
+            pass
+    return type(head, (RecordedStepFailure,), {"__module__": "agentspan.replayed"})(message)
 
 
 class ReplayStore(MockStore):

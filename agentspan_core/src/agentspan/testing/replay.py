@@ -199,6 +199,9 @@ def _check_outcome(recorded: Run, replayed: Run) -> None:
         detail = f": {replayed.error}" if replayed.error else ""
         raise ReplayDivergenceError(recorded.id, FINAL_STATUS, f"the recorded run ended {recorded.status.value}, "
                                     f"the replay ended {replayed.status.value}{detail}")
+    if recorded.error != replayed.error:
+        raise ReplayDivergenceError(recorded.id, FINAL_STATUS, f"the recorded run ended {recorded.status.value} with "
+                                    f"error {recorded.error!r}, the replay with {replayed.error!r}")
     before, after = comparable(recorded.output), comparable(replayed.output)
     if before != after:
         raise ReplayDivergenceError(recorded.id, FINAL_OUTPUT,
