@@ -300,6 +300,39 @@ def test_langgraph_failed_run_replays_the_recorded_failure(agentspan_store: Sqli
     assert effects() == []  # the failure was raised again from the recording, the tool did not run
 
 
+# ---- Google ADK ------------------------------------------------------------------------------
+def adk_agent(instruction: str = "Help the customer.") -> Any:
+    """An ADK agent on the scripted ADK model (a real durable run records it)."""
+    from google.adk.agents import LlmAgent
+
+    from agentspan_adk.testing import Call, ScriptedLlm
+
+    def lookup_order(order_id: str) -> dict[str, str]:
+        """Look up an order's payment status."""
+        effect(f"lookup {order_id}")
+        return {"order_id": order_id, "status": "paid"}
+
+    model = ScriptedLlm(turns=[Call("lookup_order", {"order_id": "42"}, id="c1"), "Order 42 is paid."])
+    return LlmAgent(name="support", model=model, instruction=instruction, tools=[lookup_order])
+
+
+def test_adk_real_run_replays_and_a_changed_instruction_diverges(agentspan_store: SqliteStore, tmp_path: Path,
+                                                                 effects_file: Path) -> None:
+    assert agentspan.run(adk_agent(), "Is order 42 paid?").text == "Order 42 is paid."
+    (recorded,) = agentspan_store.list_runs()
+    path = export(recorded.id, tmp_path / "adk.json")
+    reset_effects(effects_file)
+    agent = adk_agent()
+    result = replay(path, agent)
+    assert result.status is agentspan.RunStatus.COMPLETED
+    assert result.replayed == {"checkpoint": 1, "llm": 2, "tool": 1} and result.live == {}  # checkpoint: the session
+    assert agent.model.calls == 0 and effects() == []
+    with pytest.raises(ReplayDivergenceError) as caught:
+        replay(path, adk_agent("Be terse."))
+    assert caught.value.key == "support/llm:0" and caught.value.run_id == recorded.id
+    assert 'first difference at $.system: recorded "Help the customer.' in str(caught.value)
+
+
 # ---- bad exports -----------------------------------------------------------------------------
 def test_bad_exports_are_clear_errors(pipeline_export: Path, tmp_path: Path) -> None:
     good = json.loads(pipeline_export.read_text())

@@ -202,19 +202,25 @@ def _check_outcome(recorded: Run, replayed: Run) -> None:
     if recorded.error != replayed.error:
         raise ReplayDivergenceError(recorded.id, FINAL_STATUS, f"the recorded run ended {recorded.status.value} with "
                                     f"error {recorded.error!r}, the replay with {replayed.error!r}")
-    before, after = comparable(recorded.output), comparable(replayed.output)
+    before, after = comparable(recorded.output, recorded.id), comparable(replayed.output, replayed.id)
     if before != after:
         raise ReplayDivergenceError(recorded.id, FINAL_OUTPUT,
                                     f"the final output differs; {describe_difference(before, after)}")
 
 
-def comparable(output: JSON) -> JSON:
-    """The output without the ids that are new on every run (LangGraph's serialized message ids)."""
+RUN_ID = "<run id>"
+"""What the run's own id reads as in a compared output (ADK's session id is the run id)."""
+
+
+def comparable(output: JSON, run_id: str) -> JSON:
+    """The output without what is new on every run: the run's own id, LangGraph's message ids."""
+    if isinstance(output, str):
+        return RUN_ID if output == run_id else output
     if isinstance(output, list):
-        return [comparable(item) for item in output]
+        return [comparable(item, run_id) for item in output]
     if not isinstance(output, dict):
         return output
     if output.get("lc") == 1 and isinstance(output.get("kwargs"), dict):
-        kwargs = {k: comparable(v) for k, v in output["kwargs"].items() if k != "id"}
+        kwargs = {k: comparable(v, run_id) for k, v in output["kwargs"].items() if k != "id"}
         return {**output, "kwargs": kwargs}
-    return {k: comparable(v) for k, v in output.items()}
+    return {k: comparable(v, run_id) for k, v in output.items()}
