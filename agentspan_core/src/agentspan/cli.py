@@ -157,6 +157,26 @@ def runs_show(
         render.print_run(_out(), run, steps, approvals)
 
 
+@runs_app.command("export")
+def runs_export(
+    run_id: Annotated[str, typer.Argument(help="The run's id.")],
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """Export a run with its whole journal and approvals as JSON (for agentspan.testing.replay)."""
+    from agentspan.export import export_run
+
+    text = render.dumps(export_run(_store(), run_id))
+    if output is None:
+        typer.echo(text)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(text + "\n")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {output!r}: {exc.strerror or exc}") from None
+    _err().print(f"exported run [cyan]{escape(run_id)}[/cyan] to {escape(output)}", soft_wrap=True)
+
+
 @runs_app.command("cancel")
 def runs_cancel(
     run_id: Annotated[str, typer.Argument(help="The run's id.")],

@@ -152,6 +152,22 @@ class ScriptError(AgentspanError):
         self.entry = entry
 
 
+class InvalidExportError(AgentspanError):
+    """A run export (``agentspan runs export``) is not valid JSON or not of a known format.
+
+    Attributes:
+        field: The JSON path of the offending field (``"format"``, ``"steps[3].kind"``, ...).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class RecordedStepFailure(AgentspanError):
+    """A replayed step failed in the recorded run: raised again with the recorded error."""
+
+
 class AgentspanSignal(BaseException):
     """Base of control-flow signals that must unwind through user and framework code."""
 

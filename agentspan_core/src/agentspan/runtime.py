@@ -9,13 +9,15 @@ framework's loop from the start, so step keys must be deterministic (see `llm_ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from agentspan import approvals
+from agentspan.diffing import describe_difference
 from agentspan.errors import InDoubtStepError, ReplayDivergenceError
 from agentspan.hashing import chain, digest
 from agentspan.models import price_usd
@@ -66,8 +68,39 @@ class Counters:
         return len(self.live_keys.get(kind, set()))
 
 
+class StrictReplay(Protocol):
+    """Serves every call a run would make live from a recorded journal (`agentspan.testing.replay`).
+
+    An `ActiveRun` created while `strict_replay` is in effect never goes live: a call that is not
+    a completed step of its own journal is handed to `serve`, which returns the recorded output
+    or raises (`ReplayDivergenceError`, or the recorded failure).
+    """
+
+    def attach(self, run: ActiveRun) -> None:
+        """Called when an execution attempt of the replayed run starts."""
+
+    def serve(self, run: ActiveRun, *, kind: StepKind, key: str, name: str | None, input: JSON,
+              input_hash: str | None, load: Callable[[JSON], Any], recorded: Step | None) -> Any:
+        """Returns the recorded result of a call the run's own journal did not answer, or raises."""
+
+    def has_record(self, run: ActiveRun, key: str) -> bool:
+        """Whether a record-only step (checkpoint, guardrail, ...) is already in the recording."""
+
+
 _active: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar("agentspan_active_run", default=None)
 _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("agentspan_scope", default=None)
+_strict: contextvars.ContextVar[StrictReplay | None] = contextvars.ContextVar("agentspan_strict_replay",
+                                                                              default=None)
+
+
+@contextlib.contextmanager
+def strict_replay(guard: StrictReplay) -> Iterator[StrictReplay]:
+    """Runs created in this context replay strictly through ``guard`` (they never go live)."""
+    token = _strict.set(guard)
+    try:
+        yield guard
+    finally:
+        _strict.reset(token)
 
 
 def active_run() -> ActiveRun | None:
@@ -97,11 +130,15 @@ class ActiveRun:
         self._root = Scope(prefix="")
         self._call_keys: dict[str, str] = {}
         self.counters = Counters()
+        self.strict = _strict.get()
+        """The strict replay serving this run's would-be live calls (None: a normal run)."""
 
     # ---- context ------------------------------------------------------------------------
     def activate(self) -> contextvars.Token[ActiveRun | None]:
         """Makes this run the active one in the current context."""
         _scope.set(self._root)
+        if self.strict is not None:
+            self.strict.attach(self)
         return _active.set(self)
 
     @staticmethod
@@ -181,12 +218,7 @@ class ActiveRun:
         attempt = 1
         if recorded is not None:
             if input_hash is not None and recorded.input_hash not in (None, input_hash):
-                raise ReplayDivergenceError(
-                    self.run_id, key,
-                    f"recorded {recorded.kind} {recorded.name!r} had input hash "
-                    f"{recorded.input_hash[:12]}, the live call has {input_hash[:12]} "
-                    "(the agent's code, prompt or tools changed since the run started)",
-                )
+                raise ReplayDivergenceError(self.run_id, key, input_change(recorded, name, input, input_hash))
             if recorded.status is StepStatus.COMPLETED:
                 self.counters.mark(False, kind.value, key)
                 return load(recorded.output)
@@ -197,6 +229,9 @@ class ActiveRun:
         else:
             seq = self._next_seq
             self._next_seq += 1
+        if self.strict is not None:
+            return self.strict.serve(self, kind=kind, key=key, name=name, input=input, input_hash=input_hash,
+                                     load=load, recorded=recorded)
         step = Step(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
                     input_hash=input_hash, attempt=attempt, provider=provider, model=model)
         # A model call is journaled once, when it ends: an interrupted one is simply made again,
@@ -278,8 +313,8 @@ class ActiveRun:
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
             if recorded.input_hash not in (None, args_hash):
                 raise ReplayDivergenceError(
-                    self.run_id, key, f"tool {name!r} was journaled with other arguments "
-                    f"({recorded.input!r}); the live call has {args!r}")
+                    self.run_id, key, f"tool {name!r} was journaled with other arguments; "
+                    f"{describe_difference(recorded.input, args)}")
             self.counters.mark(False, "tool", key)
             return recorded.output
         if options.approval_required or needs_approval or (
@@ -306,13 +341,21 @@ class ActiveRun:
     # ---- record-only steps --------------------------------------------------------------
     def record(self, *, kind: StepKind, key: str, name: str | None, input: JSON, output: JSON) -> None:
         """Journals a completed step that has nothing to replay (a guardrail result, an event)."""
-        if key in self.journal:
+        if key in self.journal or (self.strict is not None and self.strict.has_record(self, key)):
             return
         step = Step(run_id=self.run_id, key=key, seq=self._next_seq, kind=kind, name=name, input=input)
         self._next_seq += 1
         self.journal[key] = step
         self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=now(),
                                       duration_ms=0.0), started=False)
+
+
+def input_change(recorded: Step, name: str | None, input: JSON, input_hash: str) -> str:
+    """The detail of a divergence on a step's input: the kind, the name and the first difference."""
+    recorded_hash = (recorded.input_hash or "")[:12]
+    return (f"recorded {recorded.kind} call {recorded.name or name!r} had input hash {recorded_hash}, "
+            f"the live call has {input_hash[:12]} (the agent's code, prompt or tools changed since the run "
+            f"started); {describe_difference(recorded.input, input)}")
 
 
 def _identity(value: T) -> T:

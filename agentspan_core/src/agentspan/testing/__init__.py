@@ -22,9 +22,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentspan.errors import ScriptError
+    from agentspan.errors import ReplayDivergenceError, ScriptError
     from agentspan.testing.expectations import Expectation, expect
     from agentspan.testing.mock import mock_run
+    from agentspan.testing.replay import replay
     from agentspan.testing.result import MockResult, ToolCallRecord
     from agentspan.testing.script import Call, Decision, Reply, Turn, approve, call, reject, reply
     from agentspan.testing.stand_ins import MockSetup, StandIns
@@ -37,11 +38,12 @@ _LAZY = {
     "Reply": "agentspan.testing.script", "Call": "agentspan.testing.script", "Decision": "agentspan.testing.script",
     "Turn": "agentspan.testing.script", "MockSetup": "agentspan.testing.stand_ins",
     "StandIns": "agentspan.testing.stand_ins", "ScriptError": "agentspan.errors",
+    "replay": "agentspan.testing.replay", "ReplayDivergenceError": "agentspan.errors",
 }
 
 __all__ = [
-    "Call", "Decision", "Expectation", "MockResult", "MockSetup", "Reply", "ScriptError", "StandIns",
-    "ToolCallRecord", "Turn", "approve", "call", "expect", "mock_run", "reject", "reply",
+    "Call", "Decision", "Expectation", "MockResult", "MockSetup", "ReplayDivergenceError", "Reply", "ScriptError",
+    "StandIns", "ToolCallRecord", "Turn", "approve", "call", "expect", "mock_run", "reject", "replay", "reply",
 ]
 
 

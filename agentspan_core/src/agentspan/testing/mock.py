@@ -136,15 +136,18 @@ def create_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any
 
 
 def execute(store: Store, run: Run, adapter: Adapter, target: Any, setup: MockSetup,
-            *, fresh: bool) -> tuple[executor.Outcome | None, BaseException | None]:
+            *, fresh: bool, on_wait: executor.OnWait = "block") -> tuple[executor.Outcome | None, BaseException | None]:
     """Executes a claimed run to its end with the setup's scope entered.
+
+    With ``on_wait="release"``, a run that waits for an approval ends here as ``waiting``.
 
     Returns:
         ``(outcome, None)``, or ``(None, exception)`` when the run failed or was cancelled.
     """
     async def main() -> executor.Outcome:
         with setup.scope():
-            return await executor.execute(store, run, adapter, target, setup.options, fresh=fresh)
+            return await executor.execute(store, run, adapter, target, setup.options, on_wait=on_wait,
+                                          fresh=fresh)
 
     def in_new_loop() -> executor.Outcome:
         return asyncio.run(main())

@@ -1,0 +1,207 @@
+"""The strict side of `agentspan.testing.replay`: every call of the replayed run is answered from
+the recorded journal, and anything the recording cannot answer is a divergence.
+
+Step keys are deterministic, with one exception: LangGraph puts the task id of the node in the
+key (``agent:<uuid>/llm:0``), and task ids derive from checkpoint ids, which are new for every
+run. Keys are therefore compared in a canonical form where each ``node:<uuid>`` segment becomes
+``node#<n>``, ``n`` counting the node's tasks in the order they appear (in the recording: in
+journal order; live: in the order the replay reaches them).
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from agentspan.errors import RecordedStepFailure, ReplayDivergenceError
+from agentspan.records import JSON, Approval, Step, StepKind, StepStatus
+from agentspan.runtime import ActiveRun, Counters, input_change
+from agentspan.stores.base import Store
+from agentspan.testing._store import MockStore
+from agentspan.testing.script import Decision
+
+CALL_KINDS = frozenset({StepKind.LLM, StepKind.TOOL, StepKind.HANDOFF, StepKind.AGENT})
+"""The kinds of steps a replay must reach (the others only record what happened around them)."""
+
+NAMED_KINDS = frozenset({StepKind.TOOL, StepKind.HANDOFF})
+"""Kinds whose name (the tool, the agent handed off to) must match the recording's (an ``llm``
+step's name is the model's, which a test may well replace)."""
+
+SHOWN_STEPS = 3
+"""How many upcoming recorded steps a divergence message lists."""
+
+_TASK = re.compile(r"(?P<node>[^:/|]+):(?P<task>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+class CanonicalKeys:
+    """Rewrites the per-run task ids in step keys as per-node ordinals (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._ordinals: dict[str, str] = {}
+        self._counts: dict[str, int] = {}
+
+    def __call__(self, key: str) -> str:
+        """Returns the canonical form of ``key`` (new task ids get the node's next ordinal)."""
+        if ":" not in key or "-" not in key:
+            return key
+        return _TASK.sub(self._replace, key)
+
+    def _replace(self, match: re.Match[str]) -> str:
+        task = match.group("task")
+        name = self._ordinals.get(task)
+        if name is None:
+            node = match.group("node")
+            count = self._counts.get(node, 0)
+            self._counts[node] = count + 1
+            name = self._ordinals[task] = f"{node}#{count}"
+        return name
+
+
+def describe(step: Step) -> str:
+    """``key (kind name)`` of a recorded step."""
+    return f"{step.key} ({step.kind.value} {step.name or '?'})"
+
+
+class ReplayGuard:
+    """Serves the calls of a strictly replayed run from its recording (`agentspan.runtime.StrictReplay`).
+
+    Args:
+        recorded_run_id: The id of the recorded run (named in divergence messages).
+        steps: The recorded journal, in seq order.
+        approvals: The recorded approvals.
+    """
+
+    def __init__(self, recorded_run_id: str, steps: Sequence[Step], approvals: Iterable[Approval]) -> None:
+        self.recorded_run_id = recorded_run_id
+        self.steps = list(steps)
+        recorded_canon = CanonicalKeys()
+        self._by_canon = {recorded_canon(s.key): s for s in self.steps}
+        self._approvals = {recorded_canon(a.step_key): a for a in approvals}
+        self._live_canon = CanonicalKeys()
+        self._reached: set[str] = set()
+        self._counters: list[Counters] = []
+
+    # ---- StrictReplay ---------------------------------------------------------------------
+    def attach(self, run: ActiveRun) -> None:
+        """Keeps the attempt's counters: steps served from the run's own journal count as reached."""
+        if not any(c is run.counters for c in self._counters):
+            self._counters.append(run.counters)
+
+    def serve(self, run: ActiveRun, *, kind: StepKind, key: str, name: str | None, input: JSON,
+              input_hash: str | None, load: Callable[[JSON], Any], recorded: Step | None) -> Any:
+        """Returns the recorded output of the call, or raises the divergence / recorded failure."""
+        if recorded is None:
+            recorded = self._by_canon.get(self._live_canon(key))
+            if recorded is None or recorded.kind is not kind:
+                raise self.unrecorded(kind.value, key, name)
+            if kind in NAMED_KINDS and name is not None and recorded.name not in (None, name):
+                raise ReplayDivergenceError(
+                    self.recorded_run_id, recorded.key,
+                    f"the recorded run made {describe(recorded)} here; the current code calls {name!r} instead")
+            if input_hash is not None and recorded.input_hash not in (None, input_hash):
+                raise ReplayDivergenceError(self.recorded_run_id, recorded.key,
+                                            input_change(recorded, name, input, input_hash))
+        self._reached.add(recorded.key)
+        if recorded.status is StepStatus.COMPLETED:
+            run.counters.mark(False, kind.value, key)
+            return load(recorded.output)
+        if recorded.status is StepStatus.FAILED:
+            raise recorded_failure(recorded.error)
+        raise ReplayDivergenceError(self.recorded_run_id, recorded.key,
+                                    f"{describe(recorded)} was still in flight in the recording; "
+                                    "a replay cannot tell what it returned")
+
+    def has_record(self, run: ActiveRun, key: str) -> bool:
+        """Whether a record-only step is in the recording under this key's canonical form."""
+        recorded = self._by_canon.get(self._live_canon(key))
+        if recorded is None:
+            return False
+        self._reached.add(recorded.key)
+        return True
+
+    # ---- approvals ------------------------------------------------------------------------
+    def recorded_approval(self, key: str) -> Approval | None:
+        """The recorded approval of the tool call with this live key."""
+        return self._approvals.get(self._live_canon(key))
+
+    # ---- checks ---------------------------------------------------------------------------
+    def reached(self) -> set[str]:
+        """The recorded keys the replay reached (served by the guard or by the run's own journal)."""
+        keys = set(self._reached)
+        for counters in self._counters:
+            for served in counters.replayed_keys.values():
+                keys |= served
+            for live in counters.live_keys.values():
+                keys |= live
+        return keys
+
+    def never_reached(self) -> list[Step]:
+        """The recorded completed calls the replay never made, in journal order."""
+        reached = self.reached()
+        return [s for s in self.steps
+                if s.kind in CALL_KINDS and s.status is StepStatus.COMPLETED and s.key not in reached]
+
+    def upcoming(self) -> str:
+        """The next recorded calls not reached yet (the recording "at this point")."""
+        pending = self.never_reached()
+        if not pending:
+            return "none (every recorded call was already made)"
+        shown = ", ".join(describe(s) for s in pending[:SHOWN_STEPS])
+        more = len(pending) - SHOWN_STEPS
+        return shown + (f" and {more} more" if more > 0 else "")
+
+    def unrecorded(self, kind: str, key: str, name: str | None) -> ReplayDivergenceError:
+        """The divergence for a call the recorded run did not make."""
+        return ReplayDivergenceError(
+            self.recorded_run_id, key,
+            f"the current code makes a {kind} call {key} ({name or '?'}) the recorded run did not make; "
+            f"recorded steps at that point: {self.upcoming()}")
+
+
+def recorded_failure(error: str | None) -> Exception:
+    """The exception to raise again for a step journaled as ``"Type: message"``.
+
+    A built-in exception type is raised as itself; any other becomes a `RecordedStepFailure`
+    subclass of the same name, so ``str(exc)``, ``repr(exc)`` and the run's error read as in the
+    recording (nothing read from an export is ever imported or evaluated).
+    """
+    if not error:
+        return RecordedStepFailure("the step failed in the recorded run")
+    head, sep, message = error.partition(": ")
+    if not (sep and head.isidentifier()):
+        return RecordedStepFailure(error)
+    builtin = getattr(builtins, head, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        try:
+            return builtin(message)
+        except Exception:  # a built-in that takes other arguments
+            pass
+    return type(head, (RecordedStepFailure,), {"__module__": "agentspan.replayed"})(message)
+
+
+class ReplayStore(MockStore):
+    """The replay's store: approvals are looked up in the recording by canonical step key, and a
+    tool call asking for an approval the recording does not have is a divergence."""
+
+    def __init__(self, inner: Store, guard: ReplayGuard) -> None:
+        super().__init__(inner, decide=self._unrecorded_approval)
+        self.guard = guard
+        self._imported: dict[str, str] = {}  # recorded approval id -> imported approval id
+
+    def imported(self, recorded_id: str, imported_id: str) -> None:
+        """Notes the id an approval of the recording got in the replay's store."""
+        self._imported[recorded_id] = imported_id
+
+    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
+        found = self.inner.find_approval(run_id, step_key)
+        if found is not None:
+            return found
+        recorded = self.guard.recorded_approval(step_key)
+        if recorded is None or recorded.id not in self._imported:
+            return None
+        return self.inner.get_approval(self._imported[recorded.id])
+
+    def _unrecorded_approval(self, approval: Approval) -> Decision:
+        raise self.guard.unrecorded("tool", approval.step_key, approval.tool)
