@@ -310,6 +310,10 @@ class ActiveRun:
         to_json = dump or _jsonable
         args_hash = digest(args)
         recorded = self.journal.get(key)
+        if recorded is not None and recorded.name not in (None, options.name or name):
+            raise ReplayDivergenceError(  # the arguments' hash does not cover the tool's name
+                self.run_id, key, f"the journal has a call of tool {recorded.name!r} here; the live call is of "
+                f"tool {options.name or name!r}")
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
             if recorded.input_hash not in (None, args_hash):
                 raise ReplayDivergenceError(
