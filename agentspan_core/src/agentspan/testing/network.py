@@ -46,8 +46,11 @@ class _Guard:
 _lock = threading.Lock()
 
 
-def _check(host: str | bytes | None, request: str) -> None:
-    if _Guard.allowed or not host:
+def check(host: str | bytes | None, request: str) -> None:
+    """Raises `ModelRequestBlocked` when the guard is installed, not opened by `policy`, and
+    ``host`` is a provider's; ``request`` describes the request in the error (cassettes call this
+    before recording a request)."""
+    if not _Guard.installs or _Guard.allowed or not host:
         return
     name = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
     if is_provider_host(name):
@@ -56,7 +59,7 @@ def _check(host: str | bytes | None, request: str) -> None:
 
 def _guarded_getaddrinfo(original: Callable[..., Any]) -> Callable[..., Any]:
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        _check(host, f"a connection to {host!r}")
+        check(host, f"a connection to {host!r}")
         return original(host, *args, **kwargs)
 
     return getaddrinfo
@@ -74,11 +77,11 @@ def install() -> None:
         async_send = httpx.AsyncHTTPTransport.handle_async_request
 
         def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
-            _check(request.url.host, f"{request.method} {request.url}")
+            check(request.url.host, f"{request.method} {request.url}")
             return sync_send(self, request)
 
         async def handle_async_request(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
-            _check(request.url.host, f"{request.method} {request.url}")
+            check(request.url.host, f"{request.method} {request.url}")
             return await async_send(self, request)
 
         _Guard.originals = {"getaddrinfo": socket.getaddrinfo, "sync": sync_send, "async": async_send}
