@@ -241,11 +241,12 @@ def test_secrets_are_scrubbed_before_the_cassette_is_written(tmp_path: Path) -> 
         assert secret not in text, secret
     assert text.count("REDACTED") == len(SECRETS) + len(QUERY_SECRETS) and "alt=json" in text
     assert "set-cookie" not in text.lower() and '{"ok": true}' in text
-    # other keys replay the same recording: secret query keys are left out of matching too
-    with cassette(path), httpx.Client() as client:
-        replayed = client.post(server.url, params={"key": "another", "api_key": "other", "alt": "json"},
-                               json={"q": 1}, headers={"authorization": "Bearer sk-another"})
-    assert replayed.json() == {"ok": True} and "session" not in replayed.cookies
+    # other keys, or none (moved to a header), replay the same recording: secret query keys are
+    # left out of matching
+    for params in ({"key": "another", "api_key": "other", "alt": "json"}, {"alt": "json"}):
+        with cassette(path) as used, httpx.Client() as client:
+            replayed = client.post(server.url, params=params, json={"q": 1}, headers={"x-goog-api-key": "k2"})
+        assert replayed.json() == {"ok": True} and used.play_count == 1 and "session" not in replayed.cookies
 
 
 # ---- the network guard ------------------------------------------------------------------------
@@ -264,6 +265,11 @@ def test_a_provider_cassette_replays_under_the_guard_and_recording_needs_the_opt
     with loopback_only(), cassette(tmp_path / "new.yaml", record="once"), \
             pytest.raises(ModelRequestBlocked, match="api.openai.com"):
         asyncio.run(ask("Say hi."))
+    assert not (tmp_path / "new.yaml").exists()
+    # with the opt-in the request goes out (here into a dead local proxy: nothing leaves the machine)
+    with loopback_only(), network.policy(allowed=True), cassette(tmp_path / "new.yaml", record="once"), \
+            httpx.Client(proxy="http://127.0.0.1:9") as proxied, pytest.raises((httpx.ProxyError, httpx.ConnectError)):
+        proxied.post("https://api.openai.com/v1/chat/completions", json={})
     assert not (tmp_path / "new.yaml").exists()
 
 

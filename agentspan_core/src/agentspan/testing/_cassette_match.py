@@ -1,8 +1,8 @@
 """Request matching for `agentspan.testing.cassettes`: LLM request bodies compared as JSON.
 
 A live request matches a recorded one when the method, the path (scheme, host and port are
-ignored, so a replay may point at another server) and the query (secret keys are filtered out of
-both sides before matching) are equal, and the bodies are equal as JSON values: key order and
+ignored, so a replay may point at another server) and the query (without its secret keys, whether
+present or not) are equal, and the bodies are equal as JSON values: key order and
 whitespace do not matter, types do (``1`` is not ``true``; ``1`` and ``1.0`` are the same number).
 Bodies that are not JSON are compared byte for byte.
 
@@ -123,6 +123,24 @@ def similarity(a: Any, b: Any) -> float:
     return same / max(len(left), len(right))
 
 
+SECRET_QUERY_KEYS = ("key", "api_key", "api-key", "apikey", "access_token")
+"""Query parameters that carry credentials: scrubbed on write, left out of matching."""
+
+
+def public_query(request: Any) -> list[tuple[str, str]]:
+    """The request's query parameters (sorted) without `SECRET_QUERY_KEYS`."""
+    return [(k, v) for k, v in request.query if k not in SECRET_QUERY_KEYS]
+
+
+def query_matcher(live: Any, recorded: Any) -> None:
+    """A vcrpy matcher: the queries are equal once secret keys are left out."""
+    if public_query(live) != public_query(recorded):
+        raise AssertionError(f"query: recorded {public_query(recorded)}, live {public_query(live)}")
+
+
+query_matcher.__name__ = "query"
+
+
 class BodyMatcher:
     """A vcrpy matcher (``register_matcher``): raises AssertionError naming the first differing
     JSON field, ignoring the fields in ``ignore``."""
@@ -170,11 +188,11 @@ def mismatch(cassette: Any, request: Any, matcher: BodyMatcher, *, how_to_record
     """
     live = cassette.filter_request(request) or request
     live_body = parse_body(live)
-    candidates: list[tuple[tuple[bool, bool, bool, float], int, Any]] = []
+    candidates: list[tuple[tuple[bool, bool, float, bool], int, Any]] = []
     for index, recorded in enumerate(cassette.requests):
         unplayed = cassette.play_counts[index] == 0
-        key = (recorded.method == live.method, recorded.path == live.path, unplayed,
-               similarity(parse_body(recorded), live_body))
+        key = (recorded.method == live.method, recorded.path == live.path,
+               similarity(parse_body(recorded), live_body), unplayed)
         candidates.append((key, index, recorded))
     where = f"cassette {cassette._path}"
     counts = f"{len(cassette)} recorded, {sum(1 for n in cassette.play_counts.values() if n)} played"
@@ -200,7 +218,7 @@ def _first_field(recorded: Any, live: Any, matcher: BodyMatcher) -> tuple[str | 
         return "method", recorded.method, live.method
     if recorded.path != live.path:
         return "path", recorded.path, live.path
-    if recorded.query != live.query:
-        return "query", dict(recorded.query), dict(live.query)
+    if public_query(recorded) != public_query(live):
+        return "query", dict(public_query(recorded)), dict(public_query(live))
     found = matcher.difference(live, recorded)
     return found if found else (None, None, None)

@@ -24,8 +24,8 @@ or ``pytest --agentspan-record``; otherwise `CassetteError` says how to record i
 failing test never leaves a half-recorded cassette behind (nor overwrites a good one).
 
 **Secrets are scrubbed before anything is written**: request headers `SECRET_REQUEST_HEADERS`
-are replaced by ``REDACTED``, query keys `SECRET_QUERY_KEYS` too, and response headers
-`SECRET_RESPONSE_HEADERS` (cookies, organization ids) are dropped.
+are replaced by ``REDACTED``, query keys `SECRET_QUERY_KEYS` too (and left out of matching), and
+response headers `SECRET_RESPONSE_HEADERS` (cookies, organization ids) are dropped.
 
 **Network guard.** Replaying never reaches the network, so it works under the pytest plugin's
 guard even for provider hosts. Recording sends real requests: against a local server it needs
@@ -50,7 +50,7 @@ from typing import Any, Literal, TypeVar
 
 from agentspan.errors import CassetteError, ConfigurationError
 from agentspan.testing import network
-from agentspan.testing._cassette_match import BodyMatcher, describe, mismatch
+from agentspan.testing._cassette_match import SECRET_QUERY_KEYS, BodyMatcher, describe, mismatch, query_matcher
 
 RecordMode = Literal["none", "once", "new_episodes", "all"]
 RECORD_MODES: tuple[str, ...] = ("none", "once", "new_episodes", "all")
@@ -60,8 +60,6 @@ RECORD_ENV = "AGENTSPAN_RECORD"
 SECRET_REQUEST_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key",
                           "openai-organization", "openai-project", "anthropic-organization-id", "cookie")
 """Request headers whose values are replaced by ``REDACTED`` before a request is written."""
-SECRET_QUERY_KEYS = ("key", "api_key", "api-key", "apikey", "access_token")
-"""Query parameters whose values are replaced by ``REDACTED`` (and so ignored when matching)."""
 SECRET_RESPONSE_HEADERS = frozenset({"set-cookie", "openai-organization", "openai-project",
                                      "anthropic-organization-id"})
 """Response headers dropped before a response is written."""
@@ -183,12 +181,13 @@ class Cassette:
         import vcr
 
         config = vcr.VCR(
-            record_mode=mode, match_on=("method", "path", "query", "llm_body"),
+            record_mode=mode, match_on=("method", "path", "agentspan_query", "llm_body"),
             filter_headers=[(name, REDACTED) for name in SECRET_REQUEST_HEADERS],
             filter_query_parameters=[(key, REDACTED) for key in SECRET_QUERY_KEYS],
             before_record_request=_not_the_agentspan_server,
             before_record_response=_scrub_response, decode_compressed_response=True,
             record_on_exception=False, drop_unused_requests=mode == "all")
+        config.register_matcher("agentspan_query", query_matcher)
         config.register_matcher("llm_body", BodyMatcher(self.ignore))
         return _cassette_class().use(**config.get_merged_config(path=str(self.path)))
 

@@ -11,7 +11,7 @@
   `MockModel`).
 - **Cassettes.** ``@pytest.mark.agentspan_cassette("refund.yaml")`` runs the test (and its
   fixtures) under `agentspan.testing.cassette` with the file ``cassettes/refund.yaml`` next to the
-  test file (without a name: ``cassettes/<test name>.yaml``; ``record=`` passes a record mode).
+  test file (without a name: ``cassettes/<test name>.yaml``; ``record=`` and ``ignore=`` are passed on).
   ``pytest --agentspan-record`` re-records marked tests (mode ``"all"``) and lets ``cassette()``
   calls record missing cassettes. The ``agentspan_cassette`` fixture is vcrpy's cassette in use
   (None in unmarked tests).
@@ -48,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{ALLOW_MARKER}: let this test make real requests to model providers")
-    config.addinivalue_line("markers", f"{CASSETTE_MARKER}(name=None, *, record=None): replay (or record) "
+    config.addinivalue_line("markers", f"{CASSETTE_MARKER}(name=None, *, record=None, ignore=()): replay (or record) "
                                        "the test's HTTP traffic from cassettes/<name> next to the test file")
     network.install()
     if config.getoption("agentspan_record", False):
