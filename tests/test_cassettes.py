@@ -20,6 +20,7 @@ from openai import AsyncOpenAI
 import agentspan
 from agentspan.errors import CassetteError, CassetteMismatch, ConfigurationError, ModelRequestBlocked
 from agentspan.testing import cassette, network
+from agentspan.testing._cassette_match import MISSING, drop_fields, first_difference
 
 from adk_gemini_support import MODEL
 from adk_gemini_support import make_agent as make_gemini_agent
@@ -159,6 +160,18 @@ def test_matching_is_structural_and_ignores_host_and_listed_fields(tmp_path: Pat
         asyncio.run(replay(typed))
     assert (caught.value.field, caught.value.live) == ("body.n", True)
     assert "recorded: (absent)" in str(caught.value)
+
+
+def test_ignored_fields_and_first_difference_paths() -> None:
+    body = {"messages": [{"id": "a", "content": "x"}, {"id": "b", "content": "y"}], "metadata": {"id": 1, "k": 2}}
+    assert drop_fields(body, ["messages.*.id", "metadata.id"]) == {
+        "messages": [{"content": "x"}, {"content": "y"}], "metadata": {"k": 2}}
+    assert drop_fields(body, ["messages.1"])["messages"] == [{"id": "a", "content": "x"}]
+    assert first_difference(body, drop_fields(body, ["messages.1.content"])) == (
+        "body.messages[1].content", "y", MISSING)
+    assert first_difference({"a-b": [1, 2]}, {"a-b": [1, 2.0]}) is None
+    assert first_difference({"a-b": [1, 2]}, {"a-b": [1, 2, 3]}) == ('body["a-b"][2]', MISSING, 3)
+    assert first_difference({"n": 0}, {"n": False}) == ("body.n", 0, False)
 
 
 def test_a_request_made_more_often_than_recorded_says_so(tmp_path: Path) -> None:

@@ -178,6 +178,7 @@ class Cassette:
         self._context: Any = None
 
     def _vcr_context(self, mode: RecordMode) -> Any:
+        cassette_class = _cassette_class()  # first: a clear error when vcrpy is not installed
         import vcr
 
         config = vcr.VCR(
@@ -189,7 +190,7 @@ class Cassette:
             record_on_exception=False, drop_unused_requests=mode == "all")
         config.register_matcher("agentspan_query", query_matcher)
         config.register_matcher("llm_body", BodyMatcher(self.ignore))
-        return _cassette_class().use(**config.get_merged_config(path=str(self.path)))
+        return cassette_class.use(**config.get_merged_config(path=str(self.path)))
 
     def __enter__(self) -> Any:
         if self._context is not None:
