@@ -286,6 +286,15 @@ def test_a_provider_cassette_replays_under_the_guard_and_recording_needs_the_opt
     assert not (tmp_path / "new.yaml").exists()
 
 
+def test_the_guard_covers_the_openai_sdks_httpx2_transport_behind_a_proxy() -> None:
+    import httpx2  # the OpenAI SDK 3.x sends through httpx2, not httpx
+
+    proxied = httpx2.AsyncClient(proxy="http://127.0.0.1:9")  # DNS of the provider never happens
+    client = AsyncOpenAI(api_key=OPENAI_KEY, max_retries=0, http_client=proxied)
+    with loopback_only(), pytest.raises(ModelRequestBlocked, match="POST https://api.openai.com/v1/chat/completions"):
+        asyncio.run(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]))
+
+
 # ---- the pytest marker and --agentspan-record ------------------------------------------------
 
 PLUGIN_TESTS = '''
