@@ -33,8 +33,10 @@ nothing, against a real provider it needs the guard's opt-in (``@pytest.mark.age
 or ``--agentspan-allow-network``), else `ModelRequestBlocked`. Requests to the Agentspan server
 (``AGENTSPAN_SERVER_URL``) are never recorded.
 
-vcrpy patches httpx's transports (``HTTPTransport.handle_request`` and its async twin), which the
-OpenAI, Anthropic and Google SDKs use, and http.client, requests, urllib3 and aiohttp.
+vcrpy patches the transports of httpx and httpx2 (``HTTPTransport.handle_request`` and its async
+twin; the OpenAI SDK 3.x uses httpx2, the Google and Anthropic SDKs httpx), and http.client,
+requests, urllib3 and aiohttp. The patches are process-wide: every thread's requests go through the
+cassette while it is in use.
 """
 
 from __future__ import annotations
