@@ -72,9 +72,12 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ---- the real SDK model classes, recorded and replayed ---------------------------------------
 
+@pytest.mark.parametrize("transport", ["embedded", "server-sqlite"])
 def test_openai_chat_model_replays_with_the_server_stopped(home: Path, tmp_path: Path) -> None:
+    # on an Agentspan server, the store's own HTTP requests go through: neither recorded nor replayed
     path = tmp_path / "cassettes" / "weather.yaml"
     recorded = record_weather(path)
+    assert path.read_text().count("- request:") == 2 and "/api/" not in path.read_text()
     assert recorded == [("llm:0", "openai", "gpt-4o-mini", 50, 7), ("llm:1", "openai", "gpt-4o-mini", 51, 7)]
     with loopback_only() as refused, cassette(path) as used:  # default mode: the file exists, replay only
         # the server's port is closed now: every answer must come from the cassette
