@@ -211,9 +211,10 @@ class ModelRequestBlocked(AgentspanSignal):
 class CassetteMismatch(AgentspanSignal):
     """A request made under a replayed cassette (`agentspan.testing.cassette`) has no recording.
 
-    A signal rather than an error, like `ModelRequestBlocked`: raised inside the HTTP transport,
-    an ``Exception`` would be retried by the SDKs' retry loops (with back-off) and come out as a
-    vague connection error; this one reaches the test with the details.
+    A signal rather than an error, like `ModelRequestBlocked`: it is raised inside the HTTP
+    transport, where an ``Exception`` could be retried by an SDK's retry loop, wrapped into a vague
+    connection error, or caught by ``except Exception`` in framework or agent code (a model call
+    inside a tool, a fallback model); this one reaches the test with the details.
 
     Attributes:
         path: The cassette file.
