@@ -17,12 +17,16 @@ AgentspanError
 ├── StoreError                the store is missing, corrupted or unusable
 ├── TransportError            the transport to an Agentspan server failed
 │   └── AuthError             the server refused the API key (401) or its role (403)
-└── ScriptError               a mock_run script does not fit the run (ran out, unknown tool, ...)
+├── ScriptError               a mock_run script does not fit the run (ran out, unknown tool, ...)
+├── InvalidExportError        a run export (`agentspan runs export`) is not valid or of an unknown format
+├── RecordedStepFailure       a replayed step failed in the recorded run (raised again by `replay`)
+└── CassetteError             a recorded HTTP cassette is missing (and recording is off) or unreadable
 
 AgentspanSignal (BaseException)   control flow that user code and frameworks must not swallow
 ├── ApprovalPending           a tool waits for a human decision: unwind the framework's loop
 ├── RunCancelledSignal        the run was cancelled while it executed
-└── ModelRequestBlocked       a test made a real request to a model provider (pytest plugin)
+├── ModelRequestBlocked       a test made a real request to a model provider (pytest plugin)
+└── CassetteMismatch          a request under a replayed cassette has no recording
 ```
 Control-flow signals derive from `BaseException` because frameworks catch `Exception` inside
 tool calls.
@@ -168,6 +172,19 @@ class RecordedStepFailure(AgentspanError):
     """A replayed step failed in the recorded run: raised again with the recorded error."""
 
 
+class CassetteError(AgentspanError):
+    """A cassette (`agentspan.testing.cassette`) cannot be used: it is missing and recording is
+    not allowed, or its file cannot be read.
+
+    Attributes:
+        path: The cassette file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class AgentspanSignal(BaseException):
     """Base of control-flow signals that must unwind through user and framework code."""
 
@@ -207,3 +224,34 @@ class ModelRequestBlocked(AgentspanSignal):
         )
         self.target = target
         self.test = test
+
+
+class CassetteMismatch(AgentspanSignal):
+    """A request made under a replayed cassette (`agentspan.testing.cassette`) has no recording.
+
+    A signal rather than an error, like `ModelRequestBlocked`: it is raised inside the HTTP
+    transport, where an ``Exception`` could be retried by an SDK's retry loop, wrapped into a vague
+    connection error, or caught by ``except Exception`` in framework or agent code (a model call
+    inside a tool, a fallback model); this one reaches the test with the details.
+
+    Attributes:
+        path: The cassette file.
+        request: The live request, as ``METHOD URL``.
+        closest: The closest recorded request (same method and path first, then the most
+            similar body), or None when the cassette is empty.
+        field: Where the closest recorded request first differs: ``method``, ``path``, ``query``
+            or a JSON path into the body such as ``body.messages[2].content``; None when the
+            request matches a recording that was already played back.
+        recorded: That field's recorded value.
+        live: That field's live value.
+    """
+
+    def __init__(self, message: str, *, path: str, request: str, closest: str | None = None,
+                 field: str | None = None, recorded: object = None, live: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.request = request
+        self.closest = closest
+        self.field = field
+        self.recorded = recorded
+        self.live = live

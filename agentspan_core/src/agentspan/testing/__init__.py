@@ -11,7 +11,8 @@ expect(result).completed().tool_order(["lookup_order", "refund"]).output_contain
 ```
 
 The pytest plugin (`agentspan.testing.pytest_plugin`, loaded automatically) adds the
-``agentspan_store`` and ``mock_model`` fixtures and blocks real model requests in tests.
+``agentspan_store`` and ``mock_model`` fixtures, blocks real model requests in tests, and replays
+recorded HTTP cassettes (`cassette`, ``@pytest.mark.agentspan_cassette``, ``--agentspan-record``).
 ``agentspan.testing.conformance`` is the store conformance suite (needs pytest). Importing this
 package needs no framework; the framework's adapter is used when a run starts.
 """
@@ -22,7 +23,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentspan.errors import ReplayDivergenceError, ScriptError
+    from agentspan.errors import CassetteError, CassetteMismatch, ReplayDivergenceError, ScriptError
+    from agentspan.testing.cassettes import Cassette, cassette
     from agentspan.testing.expectations import Expectation, expect
     from agentspan.testing.mock import mock_run
     from agentspan.testing.replay import replay
@@ -39,11 +41,14 @@ _LAZY = {
     "Turn": "agentspan.testing.script", "MockSetup": "agentspan.testing.stand_ins",
     "StandIns": "agentspan.testing.stand_ins", "ScriptError": "agentspan.errors",
     "replay": "agentspan.testing.replay", "ReplayDivergenceError": "agentspan.errors",
+    "cassette": "agentspan.testing.cassettes", "Cassette": "agentspan.testing.cassettes",
+    "CassetteError": "agentspan.errors", "CassetteMismatch": "agentspan.errors",
 }
 
 __all__ = [
-    "Call", "Decision", "Expectation", "MockResult", "MockSetup", "ReplayDivergenceError", "Reply", "ScriptError",
-    "StandIns", "ToolCallRecord", "Turn", "approve", "call", "expect", "mock_run", "reject", "replay", "reply",
+    "Call", "Cassette", "CassetteError", "CassetteMismatch", "Decision", "Expectation", "MockResult", "MockSetup",
+    "ReplayDivergenceError", "Reply", "ScriptError", "StandIns", "ToolCallRecord", "Turn", "approve", "call",
+    "cassette", "expect", "mock_run", "reject", "replay", "reply",
 ]
 
 

@@ -1,7 +1,8 @@
 """The network guard: real requests to model providers raise `ModelRequestBlocked`.
 
-Two layers, so that every client is covered: httpx's transports (the OpenAI, Anthropic and
-Google SDKs and LangChain's models use httpx; the error names the request, even behind a proxy),
+Two layers, so that every client is covered: the transports of httpx and its fork httpx2 (the
+OpenAI, Anthropic and Google SDKs and LangChain's models use one of them; the error names the
+request, even behind a proxy),
 and ``socket.getaddrinfo`` (any other client resolves the provider's host name first). Only the
 providers' API hosts are blocked: local servers (an Ollama, a test server) stay reachable.
 """
@@ -9,6 +10,7 @@ providers' API hosts are blocked: local servers (an Ollama, a test server) stay 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -46,8 +48,11 @@ class _Guard:
 _lock = threading.Lock()
 
 
-def _check(host: str | bytes | None, request: str) -> None:
-    if _Guard.allowed or not host:
+def check(host: str | bytes | None, request: str) -> None:
+    """Raises `ModelRequestBlocked` when the guard is installed, not opened by `policy`, and
+    ``host`` is a provider's; ``request`` describes the request in the error (cassettes call this
+    before recording a request)."""
+    if not _Guard.installs or _Guard.allowed or not host:
         return
     name = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
     if is_provider_host(name):
@@ -56,51 +61,65 @@ def _check(host: str | bytes | None, request: str) -> None:
 
 def _guarded_getaddrinfo(original: Callable[..., Any]) -> Callable[..., Any]:
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        _check(host, f"a connection to {host!r}")
+        check(host, f"a connection to {host!r}")
         return original(host, *args, **kwargs)
 
     return getaddrinfo
 
 
+HTTPX_MODULES = ("httpx", "httpx2")
+"""httpx and its fork httpx2 (the OpenAI SDK 3.x sends through httpx2's transports)."""
+
+
+def _guard_transports(module: Any) -> dict[tuple[type, str], Any]:
+    """Wraps ``module``'s transports with `check`; returns the originals to restore."""
+    sync_send = module.HTTPTransport.handle_request
+    async_send = module.AsyncHTTPTransport.handle_async_request
+
+    def handle_request(self: Any, request: Any) -> Any:
+        check(request.url.host, f"{request.method} {request.url}")
+        return sync_send(self, request)
+
+    async def handle_async_request(self: Any, request: Any) -> Any:
+        check(request.url.host, f"{request.method} {request.url}")
+        return await async_send(self, request)
+
+    module.HTTPTransport.handle_request = handle_request
+    module.AsyncHTTPTransport.handle_async_request = handle_async_request
+    return {(module.HTTPTransport, "handle_request"): sync_send,
+            (module.AsyncHTTPTransport, "handle_async_request"): async_send}
+
+
 def install() -> None:
     """Installs the guard in this process (nested installs are counted; see `uninstall`)."""
-    import httpx
-
     with _lock:
         _Guard.installs += 1
         if _Guard.installs > 1:
             return
-        sync_send = httpx.HTTPTransport.handle_request
-        async_send = httpx.AsyncHTTPTransport.handle_async_request
-
-        def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
-            _check(request.url.host, f"{request.method} {request.url}")
-            return sync_send(self, request)
-
-        async def handle_async_request(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
-            _check(request.url.host, f"{request.method} {request.url}")
-            return await async_send(self, request)
-
-        _Guard.originals = {"getaddrinfo": socket.getaddrinfo, "sync": sync_send, "async": async_send}
+        originals: dict[Any, Any] = {"getaddrinfo": socket.getaddrinfo}
+        for name in HTTPX_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            originals.update(_guard_transports(module))
+        _Guard.originals = originals
         socket.getaddrinfo = _guarded_getaddrinfo(socket.getaddrinfo)
-        httpx.HTTPTransport.handle_request = handle_request  # type: ignore[method-assign]
-        httpx.AsyncHTTPTransport.handle_async_request = handle_async_request  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
     """Undoes one `install`; the last one restores the originals."""
-    import httpx
-
     with _lock:
         if _Guard.installs == 0:
             return
         _Guard.installs -= 1
         if _Guard.installs:
             return
-        originals = _Guard.originals
-        socket.getaddrinfo = originals["getaddrinfo"]
-        httpx.HTTPTransport.handle_request = originals["sync"]  # type: ignore[method-assign]
-        httpx.AsyncHTTPTransport.handle_async_request = originals["async"]  # type: ignore[method-assign]
+        for key, original in _Guard.originals.items():
+            if key == "getaddrinfo":
+                socket.getaddrinfo = original
+            else:
+                setattr(key[0], key[1], original)
 
 
 def installed() -> bool:

@@ -9,6 +9,12 @@
   and used by ``mock_run``; the user's ``~/.agentspan`` is never touched.
 - **``mock_model``**: a scripted model to queue responses on, then run agents against (see
   `MockModel`).
+- **Cassettes.** ``@pytest.mark.agentspan_cassette("refund.yaml")`` runs the test (and its
+  fixtures) under `agentspan.testing.cassette` with the file ``cassettes/refund.yaml`` next to the
+  test file (without a name: ``cassettes/<test name>.yaml``; ``record=`` and ``ignore=`` are passed on).
+  ``pytest --agentspan-record`` re-records marked tests (mode ``"all"``) and lets ``cassette()``
+  calls record missing cassettes. The ``agentspan_cassette`` fixture is vcrpy's cassette in use
+  (None in unmarked tests).
 
 Disable the plugin with ``-p no:agentspan``.
 """
@@ -29,21 +35,34 @@ if TYPE_CHECKING:
     from agentspan.testing.script import Entry
 
 ALLOW_MARKER = "agentspan_allow_network"
+CASSETTE_MARKER = "agentspan_cassette"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("agentspan")
     group.addoption("--agentspan-allow-network", action="store_true", default=False,
                     help="let tests make real requests to model providers (blocked by default)")
+    group.addoption("--agentspan-record", action="store_true", default=False,
+                    help="re-record the cassettes of tests marked agentspan_cassette, and record missing ones")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{ALLOW_MARKER}: let this test make real requests to model providers")
+    config.addinivalue_line("markers", f"{CASSETTE_MARKER}(name=None, *, record=None, ignore=()): replay (or record) "
+                                       "the test's HTTP traffic from cassettes/<name> next to the test file")
     network.install()
+    if config.getoption("agentspan_record", False):
+        from agentspan.testing import cassettes
+
+        cassettes.set_recording(True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     network.uninstall()
+    if config.getoption("agentspan_record", False):
+        from agentspan.testing import cassettes
+
+        cassettes.set_recording(False)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -52,6 +71,22 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         item.get_closest_marker(ALLOW_MARKER) is not None)
     with network.policy(allowed=allowed, test=item.nodeid):
         yield
+
+
+@pytest.fixture(autouse=True)
+def agentspan_cassette(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """vcrpy's cassette of a test marked ``@pytest.mark.agentspan_cassette`` (None otherwise)."""
+    marker = request.node.get_closest_marker(CASSETTE_MARKER)
+    if marker is None:
+        yield None
+        return
+    from agentspan.testing import cassettes
+
+    name = marker.args[0] if marker.args else marker.kwargs.get("name")
+    path = cassettes.marker_path(request.node.path, request.node.name, name)
+    record = marker.kwargs.get("record") or ("all" if request.config.getoption("agentspan_record", False) else None)
+    with cassettes.cassette(path, record=record, ignore=marker.kwargs.get("ignore", ())) as used:
+        yield used
 
 
 @pytest.fixture
