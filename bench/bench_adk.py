@@ -22,14 +22,10 @@ all made before the clock starts. Each durability has one store file that all it
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gc
 import logging
 import os
 import shutil
-import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -46,9 +42,22 @@ from google.genai import types
 
 import agentspan
 import agentspan.config
-from agentspan.stores.sqlite import SqliteStore
 from agentspan_adk import AgentspanPlugin
 from agentspan_adk.testing import Call, ScriptedLlm
+
+from bench_support import (
+    Clock,
+    Column,
+    EmbeddedHomes,
+    destroy_dbos,
+    framework_bench_args,
+    machine,
+    ok,
+    print_markdown_table,
+    print_variant_table,
+    run_rounds,
+    summarize,
+)
 
 PROMPT = "Add up the numbers, one call at a time."
 FINAL = "done"
@@ -67,22 +76,6 @@ def script(turns: int) -> list[str | Call]:
 async def add(a: int, b: int) -> int:
     """Add two numbers."""
     return a + b
-
-
-class Clock:
-    """Wall and process-CPU time (all threads) of the block it times, in ms."""
-
-    wall: float = 0.0
-    cpu: float = 0.0
-
-    def __enter__(self) -> Clock:
-        gc.collect()
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = (time.perf_counter() - self._wall) * 1e3
-        self.cpu = (time.process_time() - self._cpu) * 1e3
 
 
 async def prepared(turns: int, tool: Callable[..., Any], plugins: list[BasePlugin]) -> tuple[Runner, str]:
@@ -112,11 +105,7 @@ class Bench:
         self.journaled = 2 * turns - 1
         self.dbos_ready = False
         self._dbos_runner: Runner | None = None
-        self.store_open_ms: dict[str, list[float]] = {"normal": [], "full": []}
-        self.homes: dict[str, Path] = {}
-        # An extra open connection per store file, as a long-lived app process holds: SQLite then
-        # keeps its WAL file between runs instead of deleting and regrowing it for each one.
-        self.keepers: list[SqliteStore] = []
+        self.stores = EmbeddedHomes(tmp_root)
 
     # -- variants: each times one measured run ------------------------------------------------
 
@@ -130,15 +119,7 @@ class Bench:
         return clock
 
     async def agentspan_plugin(self, durability: str, *, check: bool = False) -> Clock:
-        home = self.homes.get(durability)
-        if home is None:  # one store file per durability, shared by all its runs (as DBOS's db is)
-            home = self.homes[durability] = Path(tempfile.mkdtemp(prefix=f"as-{durability}-", dir=self.tmp_root))
-            self.keepers.append(SqliteStore(home / "agentspan.db", durability=durability))  # type: ignore[arg-type]
-        agentspan.config.reset()
-        agentspan.configure(home=home, durability=durability)  # type: ignore[arg-type]
-        opened = time.perf_counter()
-        store = agentspan.get_store()
-        self.store_open_ms[durability].append((time.perf_counter() - opened) * 1e3)
+        store = self.stores.configure(durability)
         runner, session_id = await prepared(self.turns, add, [AgentspanPlugin()])
         with Clock() as clock:
             final = await drive(runner, session_id)
@@ -202,25 +183,12 @@ class Bench:
 
     def teardown_dbos(self) -> None:
         if self.dbos_ready:
-            from dbos import DBOS
-
-            DBOS.destroy(destroy_registry=True)
+            destroy_dbos()
             self.dbos_ready = False
 
 
-def ok(value: float, target: float) -> str:
-    return "✅" if value <= target else "❌"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--turns", type=int, default=50, help="model calls per run (default 50)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
-    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS variant")
-    parser.add_argument("--tmp", default=None, help="parent folder of the temp dirs (default: system tmp)")
-    args = parser.parse_args()
-    if args.turns < 2 or args.repeats < 1:
-        parser.error("--turns must be >= 2 and --repeats >= 1")
+    args = framework_bench_args(__doc__, default_turns=50)
     started = time.perf_counter()
 
     tmp_root = Path(tempfile.mkdtemp(prefix="agentspan-bench-adk-", dir=args.tmp))
@@ -236,48 +204,30 @@ def main() -> None:
             variants[dbos_name] = bench.dbos
         for fn in variants.values():  # untimed warm-up that also checks what was journaled
             loop.run_until_complete(fn(check=True))
-        for opens in bench.store_open_ms.values():
-            opens.clear()
-        clocks: dict[str, list[Clock]] = {name: [] for name in variants}
-        for _ in range(args.repeats):
-            for name, fn in variants.items():
-                clocks[name].append(loop.run_until_complete(fn()))
+        bench.stores.forget_open_times()
+        clocks = run_rounds({name: lambda fn=fn: loop.run_until_complete(fn()) for name, fn in variants.items()},
+                            args.repeats)
     finally:
         bench.teardown_dbos()
         loop.close()
-        agentspan.config.reset()
-        for keeper in bench.keepers:
-            keeper.close()
+        bench.stores.close()
         shutil.rmtree(tmp_root, ignore_errors=True)
 
     calls = bench.journaled
-    wall = {name: [c.wall for c in cs] for name, cs in clocks.items()}
-    cpu = {name: [c.cpu for c in cs] for name, cs in clocks.items()}
-    median = {name: statistics.median(values) for name, values in wall.items()}
-    added = {name: (m - median[plain_name]) / calls for name, m in median.items()}
-    paired = {name: statistics.median(v - p for v, p in zip(values, wall[plain_name], strict=True)) / calls
-              for name, values in wall.items()}
-    cpu_added = {name: (statistics.median(values) - statistics.median(cpu[plain_name])) / calls
-                 for name, values in cpu.items()}
+    summary = summarize(clocks, plain_name, calls)
+    median, added, cpu_added = summary.median, summary.added, summary.cpu_added
 
     print(f"\n{args.turns} turns per run ({args.turns - 1} tool calls + final text, zero-latency scripted "
           f"BaseLlm) = {calls} journaled calls; {args.repeats} interleaved repeats, median per variant")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
-          f"(shared machine: expect noise)")
-    header = f"{'variant':<26} {'ms/run':>8} {'min':>7} {'max':>7} {'+ms/call':>9} {'paired':>7} {'cpu':>7}"
-    print(header)
-    print("-" * len(header))
-    for name, values in wall.items():
-        extra = "" if name == plain_name else f"{added[name]:>9.3f} {paired[name]:>7.3f} {cpu_added[name]:>7.3f}"
-        print(f"{name:<26} {median[name]:>8.1f} {min(values):>7.1f} {max(values):>7.1f} {extra}")
+    print(f"{machine()} (shared machine: expect noise)")
+    print_variant_table(summary, 26, [Column("+ms/call", 9, added.__getitem__),
+                                      Column("paired", 7, summary.paired.__getitem__),
+                                      Column("cpu", 7, cpu_added.__getitem__)])
     print(f"+ms/call = (median - plain median) / {calls} journaled calls. Noise cross-checks, same unit:\n"
           "paired = median over rounds of (run - same round's plain run); cpu = on process CPU time (all\n"
           "threads, so not the fsync waits). DBOS's SQLite system db uses the default rollback journal with\n"
           "synchronous=FULL (power-loss safe), so its like-for-like agentspan variant is durability=full.")
-    for durability, opens in bench.store_open_ms.items():
-        if opens:
-            print(f"agentspan store open + schema ({durability}), once per process: "
-                  f"{statistics.median(opens):.2f} ms (not in ms/run)")
+    bench.stores.print_open_times()
     print(f"total bench wall time: {time.perf_counter() - started:.1f} s")
 
     rows = [("Plain ADK Runner per journaled-call slot", f"{median[plain_name] / calls:.3f} ms", "", ""),
@@ -296,10 +246,7 @@ def main() -> None:
                      if dbos_cpu > 0 else "n/a", "", ""))
     print(f"\n<!-- bench/bench_adk.py --turns {args.turns} --repeats {args.repeats}; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} shared CPUs -->")
-    print("| Metric | Measured | Target | |")
-    print("|---|---:|---:|:-:|")
-    for metric, value, target, mark in rows:
-        print(f"| {metric} | {value} | {target} | {mark} |")
+    print_markdown_table(rows)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
-import os
 import shutil
 import sqlite3
 import statistics
@@ -61,6 +59,17 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from agentspan.stores.sqlite import SqliteStore
 from agentspan_langgraph import AgentspanSaver
 
+import bench_support
+from bench_support import (
+    Column,
+    machine,
+    ok,
+    print_markdown_table,
+    print_variant_table,
+    process_cpu_seconds,
+    run_rounds,
+    summarize,
+)
 from lg_support import counter_graph, counter_input
 
 MODES = ("sync", "async")
@@ -70,26 +79,14 @@ HOP_SAMPLES = 200  # GET /healthz round trips per server per round
 
 
 def cpu_ms(pid: int) -> float:
-    """User + system CPU time of a process, in ms, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process, in ms."""
+    return process_cpu_seconds(pid) * 1e3
 
 
-class Clock:
-    """Wall and process-CPU time (all threads) of the block it times, in ms."""
+class Clock(bench_support.Clock):
+    """A `bench_support.Clock` that also holds the server process's CPU time."""
 
-    wall: float = 0.0
-    cpu: float = 0.0
     server_cpu: float = 0.0  # ms of the Agentspan server process's CPU time, for the via-server variants
-
-    def __enter__(self) -> Clock:
-        gc.collect()
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = (time.perf_counter() - self._wall) * 1e3
-        self.cpu = (time.process_time() - self._cpu) * 1e3
 
 
 class Bench:
@@ -216,10 +213,6 @@ def variants(bench: Bench) -> dict[str, Callable[[], Clock]]:
     return found
 
 
-def ok(value: float, target: float) -> str:
-    return "✅" if value <= target else "❌"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="node runs (super-steps - 1) per run (default 100)")
@@ -244,11 +237,7 @@ def main() -> None:
         for name in bench.savers:  # untimed warm-up, checking what each saver stored
             for mode in MODES:
                 bench.run(name, mode, check=True)
-        clocks: dict[str, list[Clock]] = {name: [] for name in runs}
-        for _ in range(args.repeats):
-            for name, fn in runs.items():
-                clocks[name].append(fn())
-            bench.measure_hops()
+        clocks = run_rounds(runs, args.repeats, after_round=bench.measure_hops)
     finally:
         bench.stack.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -258,27 +247,18 @@ def main() -> None:
 def report(clocks: dict[str, list[Clock]], args: argparse.Namespace, bench: Bench, elapsed: float) -> None:
     supersteps = args.steps + 1
     base = "no checkpointer"
-    wall = {name: [c.wall for c in cs] for name, cs in clocks.items()}
-    cpu = {name: [c.cpu for c in cs] for name, cs in clocks.items()}
-    median = {name: statistics.median(v) for name, v in wall.items()}
-    added = {name: (m - median[base]) / supersteps for name, m in median.items()}
-    cpu_added = {name: (statistics.median(v) - statistics.median(cpu[base])) / supersteps for name, v in cpu.items()}
-    # Noise cross-check: the median over rounds of (run - the same round's no-checkpointer run).
-    paired = {name: statistics.median(v - b for v, b in zip(values, wall[base], strict=True)) / supersteps
-              for name, values in wall.items()}
+    summary = summarize(clocks, base, supersteps)
+    # paired, a noise cross-check: the median over rounds of (run - the same round's no-checkpointer run).
+    median, added, paired = summary.median, summary.added, summary.paired
 
     print(f"\n{args.steps}-tick counter graph ({supersteps} super-steps, {args.steps + 2} checkpoints per run), "
           f"{args.repeats} interleaved repeats, median per variant")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-          f"temp dir under {args.tmp or tempfile.gettempdir()}")
+    print(f"{machine()}, temp dir under {args.tmp or tempfile.gettempdir()}")
     for line in bench.skipped:
         print(line)
-    header = f"{'variant':<42} {'ms/run':>8} {'min':>7} {'max':>7} {'+ms/step':>9} {'paired':>7} {'+cpu/step':>10}"
-    print(header)
-    print("-" * len(header))
-    for name, values in wall.items():
-        extra = "" if name == base else f"{added[name]:>9.3f} {paired[name]:>7.3f} {cpu_added[name]:>10.3f}"
-        print(f"{name:<42} {median[name]:>8.1f} {min(values):>7.1f} {max(values):>7.1f} {extra}")
+    print_variant_table(summary, 42, [Column("+ms/step", 9, added.__getitem__),
+                                      Column("paired", 7, paired.__getitem__),
+                                      Column("+cpu/step", 10, summary.cpu_added.__getitem__)])
     print("+ms/step = (median - no-checkpointer median) / super-steps; paired = median over rounds of (run - same\n"
           "round's no-checkpointer run) / super-steps; +cpu/step: as +ms/step on process CPU time (all threads; it\n"
           "excludes fsync waits and the PostgreSQL or Agentspan server's work).")
@@ -317,10 +297,7 @@ def report(clocks: dict[str, list[Clock]], args: argparse.Namespace, bench: Benc
                          "(reference)", ""))
     print(f"\n<!-- bench/bench_langgraph_saver.py --steps {args.steps} --repeats {args.repeats}; "
           f"no checkpointer: {median[base] / supersteps:.3f} ms/super-step -->")
-    print("| Metric | Measured | Target | |")
-    print("|---|---:|---:|:-:|")
-    for metric, value, target, mark in rows:
-        print(f"| {metric} | {value} | {target} | {mark} |")
+    print_markdown_table(rows)
 
 
 def report_server(

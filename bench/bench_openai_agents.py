@@ -21,11 +21,8 @@ The store is opened before the clock starts, and that open is timed separately. 
 
 from __future__ import annotations
 
-import argparse
-import gc
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,8 +36,21 @@ from agents import Agent, FunctionTool, Runner, function_tool, set_tracing_disab
 
 import agentspan
 import agentspan.config
-from agentspan.stores.sqlite import SqliteStore
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+from bench_support import (
+    Clock,
+    Column,
+    EmbeddedHomes,
+    destroy_dbos,
+    framework_bench_args,
+    machine,
+    ok,
+    print_markdown_table,
+    print_variant_table,
+    run_rounds,
+    summarize,
+)
 
 set_tracing_disabled(True)
 
@@ -71,22 +81,6 @@ def make_agent(turns: int, tool: FunctionTool) -> Agent[Any]:
     return Agent(name="calc", instructions="Add numbers.", tools=[tool], model=ScriptedModel(script(turns)))
 
 
-class Clock:
-    """Wall and process-CPU time (all threads) of the block it times, in ms."""
-
-    wall: float = 0.0
-    cpu: float = 0.0
-
-    def __enter__(self) -> Clock:
-        gc.collect()
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = (time.perf_counter() - self._wall) * 1e3
-        self.cpu = (time.process_time() - self._cpu) * 1e3
-
-
 class Bench:
     """Holds the variants and the per-run state they share."""
 
@@ -94,12 +88,8 @@ class Bench:
         self.turns = turns
         self.max_turns = max(200, 2 * turns)
         self.tmp_root = tmp_root
-        self.store_open_ms: dict[str, list[float]] = {"normal": [], "full": []}
+        self.stores = EmbeddedHomes(tmp_root)
         self.dbos_ready = False
-        self.homes: dict[str, Path] = {}
-        # An extra open connection per store file, as a long-lived app process holds: SQLite then
-        # keeps its WAL file between runs instead of deleting and regrowing it for each one.
-        self.keepers: list[SqliteStore] = []
         self._dbos_agent: Agent[Any] | None = None
 
     # -- variants: each times one measured run ------------------------------------------------
@@ -112,15 +102,7 @@ class Bench:
         return clock
 
     def agentspan_run(self, durability: str, *, check: bool = False) -> Clock:
-        home = self.homes.get(durability)
-        if home is None:  # one store file per durability, shared by all its runs (as DBOS's db is)
-            home = self.homes[durability] = Path(tempfile.mkdtemp(prefix=f"as-{durability}-", dir=self.tmp_root))
-            self.keepers.append(SqliteStore(home / "agentspan.db", durability=durability))  # type: ignore[arg-type]
-        agentspan.config.reset()
-        agentspan.configure(home=home, durability=durability)  # type: ignore[arg-type]
-        opened = time.perf_counter()
-        store = agentspan.get_store()
-        self.store_open_ms[durability].append((time.perf_counter() - opened) * 1e3)
+        store = self.stores.configure(durability)
         agent = make_agent(self.turns, add)
         with Clock() as clock:
             result = agentspan.run(agent, PROMPT, max_turns=self.max_turns)
@@ -184,9 +166,7 @@ class Bench:
 
     def teardown_dbos(self) -> None:
         if self.dbos_ready:
-            from dbos import DBOS
-
-            DBOS.destroy(destroy_registry=True)
+            destroy_dbos()
             self.dbos_ready = False
 
 
@@ -213,19 +193,8 @@ def import_time(code: str, pycache: Path | None, tries: int = 5) -> float:
     return best
 
 
-def ok(value: float, target: float, *, at_least: bool = False) -> str:
-    return "✅" if (value >= target if at_least else value <= target) else "❌"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--turns", type=int, default=100, help="model calls per run (default 100)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
-    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS variant")
-    parser.add_argument("--tmp", default=None, help="parent folder of the temp dirs (default: system tmp)")
-    args = parser.parse_args()
-    if args.turns < 2 or args.repeats < 1:
-        parser.error("--turns must be >= 2 and --repeats >= 1")
+    args = framework_bench_args(__doc__, default_turns=100)
     started = time.perf_counter()
 
     tmp_root = Path(tempfile.mkdtemp(prefix="agentspan-bench-oa-", dir=args.tmp))
@@ -252,55 +221,36 @@ def main() -> None:
         bench.agentspan_run("full", check=True)
         if bench.dbos_ready:
             bench.dbos(check=True)
-        for opens in bench.store_open_ms.values():
-            opens.clear()
-
-        clocks: dict[str, list[Clock]] = {name: [] for name in variants}
-        for _ in range(args.repeats):
-            for name, fn in variants.items():
-                clocks[name].append(fn())
+        bench.stores.forget_open_times()
+        clocks = run_rounds(variants, args.repeats)
     finally:
         bench.teardown_dbos()
-        agentspan.config.reset()
-        for keeper in bench.keepers:
-            keeper.close()
+        bench.stores.close()
         shutil.rmtree(tmp_root, ignore_errors=True)
 
     turns = args.turns
     plain_name = "plain Runner.run_sync"
-    wall = {name: [c.wall for c in cs] for name, cs in clocks.items()}
-    cpu = {name: [c.cpu for c in cs] for name, cs in clocks.items()}
-    median = {name: statistics.median(values) for name, values in wall.items()}
-    added = {name: (m - median[plain_name]) / turns for name, m in median.items()}
-    # Cross-checks against machine noise: the median over rounds of (run - the same round's plain
-    # run), and the same on process CPU time (all threads; excludes time spent waiting on fsync).
-    paired = {name: statistics.median(v - p for v, p in zip(values, wall[plain_name], strict=True)) / turns
-              for name, values in wall.items()}
-    cpu_added = {name: (statistics.median(values) - statistics.median(cpu[plain_name])) / turns
-                 for name, values in cpu.items()}
+    summary = summarize(clocks, plain_name, turns)
+    median, added = summary.median, summary.added
 
     print(f"\n{turns} turns per run ({turns - 1} tool calls + final text, zero-latency ScriptedModel), "
           f"{args.repeats} interleaved repeats, median per variant")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-          f"temp dirs under {args.tmp or tempfile.gettempdir()}")
-    header = (f"{'variant':<24} {'ms/run':>8} {'min':>7} {'max':>7} {'ms/turn':>8} {'+ms/turn':>9} "
-              f"{'+ms/call':>9} {'paired':>7} {'cpu':>7}")
-    print(header)
-    print("-" * len(header))
-    for name, values in wall.items():
-        extra = "" if name == plain_name else (
-            f"{added[name]:>9.3f} {added[name] / 2:>9.3f} {paired[name]:>7.3f} {cpu_added[name]:>7.3f}")
-        print(f"{name:<24} {median[name]:>8.1f} {min(values):>7.1f} {max(values):>7.1f} "
-              f"{median[name] / turns:>8.3f} {extra}")
+    print(f"{machine()}, temp dirs under {args.tmp or tempfile.gettempdir()}")
+    print_variant_table(summary, 24, [
+        Column("ms/turn", 8, lambda name: median[name] / turns, on_base=True),
+        Column("+ms/turn", 9, added.__getitem__),
+        Column("+ms/call", 9, lambda name: added[name] / 2),
+        # Cross-checks against machine noise: the median over rounds of (run - the same round's plain
+        # run), and the same on process CPU time (all threads; excludes time spent waiting on fsync).
+        Column("paired", 7, summary.paired.__getitem__),
+        Column("cpu", 7, summary.cpu_added.__getitem__),
+    ])
     print("+ms/turn = (median - plain median) / turns; +ms/call = +ms/turn / 2 (model call + tool call).\n"
           "Noise cross-checks, in added ms/turn: paired = median over rounds of (run - same round's plain\n"
           "run); cpu = same as +ms/turn on process CPU time (all threads, so not the fsync waits).\n"
           "DBOS's SQLite system db uses the default rollback journal with synchronous=FULL (power-loss\n"
           "safe), so its like-for-like agentspan variant is durability=full.")
-    for durability, opens in bench.store_open_ms.items():
-        if opens:
-            print(f"agentspan store open + schema ({durability}), once per process: "
-                  f"{statistics.median(opens):.2f} ms (not in ms/run)")
+    bench.stores.print_open_times()
 
     normal, full = added["agentspan.run normal"], added["agentspan.run full"]
     ratio_normal = ratio_full = None
@@ -335,10 +285,7 @@ def main() -> None:
 
     print(f"\n<!-- bench/bench_openai_agents.py --turns {turns} --repeats {args.repeats}; "
           f"plain Runner.run_sync: {median[plain_name] / turns:.3f} ms/turn -->")
-    print("| Metric | Measured | Target | |")
-    print("|---|---:|---:|:-:|")
-    for metric, value, target, mark in rows:
-        print(f"| {metric} | {value} | {target} | {mark} |")
+    print_markdown_table(rows)
 
 
 if __name__ == "__main__":

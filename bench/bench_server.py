@@ -38,18 +38,13 @@ from agentspan.stores.remote import RemoteStore
 
 from _journal_worker import journal_one_run
 from bench_openai_agents import FINAL, PROMPT, add, make_agent
+from bench_support import ok, print_markdown_table, process_cpu_seconds
 from server_support import ServerProcess
 
 set_tracing_disabled(True)
 TARGET_MS_PER_CALL = 2.0
 TARGET_STEPS_SQLITE = 1500
 TARGET_STEPS_PG = 1000
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- 1. per journaled call ---------------------------------------------------------------------
@@ -164,23 +159,23 @@ def main() -> None:
         for name, server in servers.items():
             park_waiting_runs(server.url, args.waiting)
             assert server.proc is not None
-            before = cpu_seconds(server.proc.pid)
+            before = process_cpu_seconds(server.proc.pid)
             time.sleep(5.0)
-            idle[name] = cpu_seconds(server.proc.pid) - before
+            idle[name] = process_cpu_seconds(server.proc.pid) - before
             print(f"{name:<24} server CPU over 5 s idle: {idle[name] * 1e3:.0f} ms")
 
-        print("\n| Metric | Measured | Target | |\n|---|---:|---:|:-:|")
-        for name in servers:
-            ok = "✅" if per_call[name] <= TARGET_MS_PER_CALL else "❌"
-            print(f"| Added per journaled call, {name} | {per_call[name]:.2f} ms | ≤ {TARGET_MS_PER_CALL} ms | {ok} |")
+        rows = [(f"Added per journaled call, {name}", f"{per_call[name]:.2f} ms", f"≤ {TARGET_MS_PER_CALL} ms",
+                 ok(per_call[name], TARGET_MS_PER_CALL)) for name in servers]
         for name, (rate, p50, p99) in rates.items():
             target = TARGET_STEPS_PG if "PostgreSQL" in name else TARGET_STEPS_SQLITE
-            ok = "✅" if rate >= target else "❌"
-            print(f"| Throughput, {name}, {args.clients} clients | {rate:.0f} steps/s (p50 {p50:.2f} ms, "
-                  f"p99 {p99:.2f} ms) | ≥ {target} | {ok} |")
+            rows.append((f"Throughput, {name}, {args.clients} clients",
+                         f"{rate:.0f} steps/s (p50 {p50:.2f} ms, p99 {p99:.2f} ms)", f"≥ {target}",
+                         ok(rate, target, at_least=True)))
         for name, cpu in idle.items():
-            print(f"| Server CPU, {args.waiting} waiting runs, 5 s idle, {name} | {cpu * 1e3:.0f} ms | ~0 | "
-                  f"{'✅' if cpu < 0.05 else '❌'} |")
+            rows.append((f"Server CPU, {args.waiting} waiting runs, 5 s idle, {name}", f"{cpu * 1e3:.0f} ms", "~0",
+                         "✅" if cpu < 0.05 else "❌"))
+        print()
+        print_markdown_table(rows)
     finally:
         agentspan.config.reset()
         for server in servers.values():

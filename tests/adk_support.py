@@ -10,9 +10,6 @@ to ``billing``, which makes two function calls in one response (``quote_refund``
 
 from __future__ import annotations
 
-import os
-import signal
-from pathlib import Path
 from typing import Any
 
 from google.adk.agents import LlmAgent
@@ -26,46 +23,18 @@ import agentspan
 from agentspan_adk import AgentspanPlugin
 from agentspan_adk.testing import Call, ScriptedLlm
 
+from crash_support import crash_if, home, lines, log
+
 PROMPT = "Order 42 arrived damaged. Refund it please."
 FINAL = "Refunded $30.00 on order 42; the customer was told."
 APP = "shop"
 USER = "alice"
 
 
-def home() -> Path:
-    path = Path(os.environ["AGENTSPAN_HOME"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def log(name: str, line: str) -> None:
-    with (home() / name).open("a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def lines(name: str) -> list[str]:
-    path = home() / name
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def crash_if(point: str) -> None:
-    """SIGKILLs this process when CRASH_AT names ``point`` (once per store: a marker file)."""
-    if os.environ.get("CRASH_AT") == point and not (home() / "crashed").exists():
-        (home() / "crashed").write_text(point)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def effect(name: str, *args: Any) -> None:
     """Logs a tool's side effect with the idempotency key of its journal step."""
     step = agentspan.current_step()
     log("effects", " ".join([name, *map(str, args), step.idempotency_key if step else "-"]))
-
-
-def calls_of(model: str) -> list[int]:
-    """The turns a scripted model answered live, in every process."""
-    return [int(line.split()[1]) for line in lines("model-calls") if line.split()[0] == model]
 
 
 def effects() -> list[str]:

@@ -9,7 +9,8 @@ even for function calls, no function-call ``id`` (the Gemini API gives none), ``
 with ``promptTokensDetails`` and, for thinking models, ``thoughtsTokenCount``. Errors use the
 API's ``{"error": {"code", "message", "status"}}`` body.
 
-`loopback_only` makes sure nothing in a test reaches past 127.0.0.1 (no DNS, no connect).
+`loopback_only` makes sure nothing in a test reaches past 127.0.0.1 (no DNS, no connect);
+`offline_gemini_env` adds a fake API key and clears what could redirect google-genai.
 """
 
 from __future__ import annotations
@@ -24,8 +25,15 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    import pytest
+
+GEMINI_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_CLOUD_PROJECT",
+                   "GOOGLE_CLOUD_LOCATION", "GOOGLE_GENAI_API_VERSION", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                   "http_proxy", "https_proxy", "all_proxy")
+"""Environment variables that could point google-genai elsewhere than the local server."""
 GENERATE_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):generateContent$")
 DEFAULT_SIGNATURE = b"scripted-thought-signature\x00\x01\xfe\xff"
 """Opaque bytes the server puts on function-call parts, as Gemini 2.5+ does (``thoughtSignature``);
@@ -256,3 +264,17 @@ def loopback_only() -> Iterator[list[str]]:
     finally:
         socket.socket.connect, socket.socket.connect_ex = real_connect, real_connect_ex  # type: ignore[method-assign]
         socket.getaddrinfo = real_getaddrinfo
+
+
+@contextlib.contextmanager
+def offline_gemini_env(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Iterator[None]:
+    """A fake API key, nothing that could redirect google-genai, no proxies, no egress (`loopback_only`).
+
+    Fails the test at exit if anything tried to leave 127.0.0.1, even when the error was swallowed.
+    """
+    monkeypatch.setenv("GOOGLE_API_KEY", api_key)
+    for name in GEMINI_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    with loopback_only() as refused:
+        yield
+    assert refused == []

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
-from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
@@ -23,35 +21,11 @@ from langgraph.types import interrupt
 
 import agentspan
 
+from crash_support import crash_if, lines, log
+
 PROMPT = "Are orders 42 and 43 paid?"
 USAGE = {"input_tokens": 100, "output_tokens": 20, "total_tokens": 120}
 SUMMARY = "Orders 42 and 43 are paid."
-
-
-# ---- cross-process bookkeeping -------------------------------------------------------------
-def home() -> Path:
-    path = Path(os.environ["AGENTSPAN_HOME"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def log(name: str, line: str) -> None:
-    with (home() / name).open("a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def lines(name: str) -> list[str]:
-    path = home() / name
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def crash_if(point: str) -> None:
-    """SIGKILLs this process when CRASH_AT names ``point`` (only once per store: a marker file)."""
-    if os.environ.get("CRASH_AT") == point and not (home() / "crashed").exists():
-        (home() / "crashed").write_text(point)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class SimulatedCrash(BaseException):
@@ -117,11 +91,6 @@ def ai(content: str = "", *calls: tuple[str, dict[str, Any], str]) -> AIMessage:
     """A scripted answer: text, or tool calls given as ``(name, args, call_id)``."""
     return AIMessage(content, tool_calls=[{"name": n, "args": a, "id": i} for n, a, i in calls],
                      usage_metadata=dict(USAGE))
-
-
-def calls_of(name: str) -> list[int]:
-    """The live calls of model ``name`` (their conversation positions), in order."""
-    return [int(line.split()[1]) for line in lines("model-calls") if line.split()[0] == name]
 
 
 def effects() -> list[str]:

@@ -7,8 +7,6 @@ across processes (a SIGKILLed child cannot report anything itself).
 from __future__ import annotations
 
 import os
-import signal
-from pathlib import Path
 from typing import Any
 
 from agents import Agent, RunHooks, function_tool, set_tracing_disabled
@@ -16,35 +14,12 @@ from agents import Agent, RunHooks, function_tool, set_tracing_disabled
 import agentspan
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
+from crash_support import crash_if, log
+
 set_tracing_disabled(True)
 
 PROMPT = "My order 42 arrived damaged. Refund it please."
 FINAL = "Refunded $30.00 on order 42."
-
-
-def home() -> Path:
-    path = Path(os.environ["AGENTSPAN_HOME"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def log(name: str, line: str) -> None:
-    with (home() / name).open("a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def lines(name: str) -> list[str]:
-    path = home() / name
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def crash_if(point: str) -> None:
-    """SIGKILLs this process when CRASH_AT names ``point`` (only once per store: a marker file)."""
-    if os.environ.get("CRASH_AT") == point and not (home() / "crashed").exists():
-        (home() / "crashed").write_text(point)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @function_tool

@@ -7,9 +7,7 @@ home (`adk_support`).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,40 +18,15 @@ from agentspan.records import new_id
 from agentspan_adk._session import SessionSnapshots
 
 import adk_support
+from crash_support import calls_of, cli, final_line, kill_when_waiting, lines, run_child
 
 pytestmark = pytest.mark.crash
-CHILD = str(Path(__file__).parent / "adk_child.py")
-
-
-def child(env: dict[str, str], *args: str, crash_at: str | None = None,
-          wait: bool = True) -> subprocess.Popen[str] | subprocess.CompletedProcess[str]:
-    env = {**env, **({"CRASH_AT": crash_at} if crash_at else {})}
-    cmd = [sys.executable, CHILD, *args]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    return subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=90)
-
-
-def final_of(stdout: str) -> str:
-    (line,) = [line for line in stdout.splitlines() if line.startswith("FINAL: ")]
-    return line.removeprefix("FINAL: ")
+child = partial(run_child, str(Path(__file__).parent / "adk_child.py"))
 
 
 def uncrashed_final() -> str:
     """What the support agents answer when nothing crashes (logs calls too: count before)."""
     return agentspan.run(adk_support.support_tree(), adk_support.PROMPT).text
-
-
-def wait_until_waiting(run_id: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if agentspan.get(run_id).status() is agentspan.RunStatus.WAITING:
-                return
-        except (agentspan.errors.RunNotFound, agentspan.errors.StoreError):
-            pass
-        time.sleep(0.05)
-    pytest.fail("run never waited for approval")
 
 
 @pytest.mark.parametrize(
@@ -77,12 +50,12 @@ def test_sigkill_then_resume_repeats_no_completed_call(child_env, crash_at, bill
     assert agentspan.get(run_id).status() is agentspan.RunStatus.RUNNING
     resumed = child(child_env, "resume", run_id, "support")
     assert resumed.returncode == 0, resumed.stderr
-    assert adk_support.calls_of("support") == [0, 1]  # the model is never asked twice for a completed call
-    assert adk_support.calls_of("billing") == billing_calls
+    assert calls_of("support") == [0, 1]  # the model is never asked twice for a completed call
+    assert calls_of("billing") == billing_calls
     effects = adk_support.effects()
     assert effects.count("lookup 42") == lookups
     assert effects.count("quote 42") == 1 and effects.count("notify 42") == 1
-    keys = {line.split()[-1] for line in adk_support.lines("effects") if line.startswith("lookup")}
+    keys = {line.split()[-1] for line in lines("effects") if line.startswith("lookup")}
     assert keys == {f"{run_id}:support/llm:0/call:0"}  # one idempotency key for every attempt
     handle = agentspan.get(run_id)
     assert handle.status() is agentspan.RunStatus.COMPLETED
@@ -94,7 +67,7 @@ def test_sigkill_then_resume_repeats_no_completed_call(child_env, crash_at, bill
     snapshots = SessionSnapshots(agentspan.get_store(), "support", adk_support.USER, f"session-{run_id}")
     session = snapshots.load(snapshots.latest_id())
     assert session is not None and session.state["notified"] == "42"
-    assert final_of(resumed.stdout) == handle.result()["text"] == uncrashed_final() == adk_support.FINAL
+    assert final_line(resumed.stdout) == handle.result()["text"] == uncrashed_final() == adk_support.FINAL
 
 
 def test_serve_picks_up_a_run_killed_inside_a_model_call(child_env):
@@ -102,31 +75,25 @@ def test_serve_picks_up_a_run_killed_inside_a_model_call(child_env):
     assert child(child_env, "start", run_id, "support", crash_at="model:billing:0").returncode == -9
     worker = child(child_env, "serve", run_id, "support")
     assert worker.returncode == 0, worker.stderr
-    assert final_of(worker.stdout) == adk_support.FINAL
-    assert adk_support.calls_of("support") == [0, 1] and adk_support.calls_of("billing") == [0, 0, 1]
+    assert final_line(worker.stdout) == adk_support.FINAL
+    assert calls_of("support") == [0, 1] and calls_of("billing") == [0, 0, 1]
     assert sorted(adk_support.effects()) == ["lookup 42", "notify 42", "quote 42"]
 
 
 def test_adk_confirmation_waits_across_a_kill_and_is_approved_from_another_process(child_env):
     run_id = new_id()
-    waiting = child(child_env, "start", run_id, "confirm", wait=False)
-    try:
-        wait_until_waiting(run_id)
-    finally:
-        waiting.kill()
-        waiting.wait()
+    kill_when_waiting(child(child_env, "start", run_id, "confirm", wait=False), run_id)
     (approval,) = agentspan.get(run_id).pending_approvals()
     assert (approval.tool, approval.args, approval.step_key) == (
         "cancel_order", {"order_id": "42"}, "orders/llm:0/call:0/approval")
     assert adk_support.effects() == []
-    approved = subprocess.run([sys.executable, "-m", "agentspan.cli", "approve", approval.id, "--by", "carol"],
-                              env=child_env, capture_output=True, text=True, timeout=60)
+    approved = cli(child_env, "approve", approval.id, "--by", "carol")
     assert approved.returncode == 0, approved.stderr
     resumed = child(child_env, "resume", run_id, "confirm")
     assert resumed.returncode == 0, resumed.stderr
-    assert final_of(resumed.stdout) == "Cancelled."
+    assert final_line(resumed.stdout) == "Cancelled."
     assert adk_support.effects() == ["cancel 42"]
-    assert adk_support.calls_of("orders") == [0, 1]  # the call that asked for the tool was not made again
+    assert calls_of("orders") == [0, 1]  # the call that asked for the tool was not made again
     steps = agentspan.get(run_id).steps()
     assert [s.key for s in steps] == ["adk:session", "orders/llm:0", "orders/llm:0/call:0/approval",
                                       "orders/llm:0/call:0/confirmed", "orders/llm:1"]
@@ -135,21 +102,16 @@ def test_adk_confirmation_waits_across_a_kill_and_is_approved_from_another_proce
 
 def test_approval_required_tool_waits_across_a_kill_and_a_worker_finishes_it(child_env):
     run_id = new_id()
-    waiting = child(child_env, "start", run_id, "refund", wait=False)
-    try:
-        wait_until_waiting(run_id)
-    finally:
-        waiting.kill()
-        waiting.wait()
+    kill_when_waiting(child(child_env, "start", run_id, "refund", wait=False), run_id)
     handle = agentspan.get(run_id)
     (approval,) = handle.pending_approvals()
     assert (approval.tool, approval.args) == ("refund", {"order_id": "42", "amount": 30.0})
     handle.approve(by="dave")
     worker = child(child_env, "serve", run_id, "refund")
     assert worker.returncode == 0, worker.stderr
-    assert final_of(worker.stdout) == "Done."
+    assert final_line(worker.stdout) == "Done."
     assert adk_support.effects() == ["refund 42 30.0"]
-    assert adk_support.calls_of("refunds") == [0, 1]
+    assert calls_of("refunds") == [0, 1]
 
 
 def test_user_built_runner_resumes_a_killed_invocation_when_the_session_runs_again(child_env):
@@ -160,8 +122,8 @@ def test_user_built_runner_resumes_a_killed_invocation_when_the_session_runs_aga
     assert (run.agent, run.status, run.session_id) == ("shop/support", agentspan.RunStatus.RUNNING, session_id)
     again = child(child_env, "runner", session_id, "support")
     assert again.returncode == 0, again.stderr
-    assert final_of(again.stdout) == adk_support.FINAL
-    assert adk_support.calls_of("support") == [0, 1] and adk_support.calls_of("billing") == [0, 1]
+    assert final_line(again.stdout) == adk_support.FINAL
+    assert calls_of("support") == [0, 1] and calls_of("billing") == [0, 1]
     assert sorted(adk_support.effects()) == ["lookup 42", "notify 42", "quote 42"]
     (run,) = agentspan.get_store().list_runs()  # the same run, claimed again and completed
     assert run.status is agentspan.RunStatus.COMPLETED and run.output["text"] == adk_support.FINAL

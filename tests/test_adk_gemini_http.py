@@ -17,7 +17,7 @@ import pytest
 import agentspan
 
 from adk_gemini_support import APP, MODEL, SESSION_ID, make_agent, run_with_plugin
-from gemini_server import GeminiServer, Reply, Usage, call_reply, loopback_only, text_reply
+from gemini_server import GeminiServer, Reply, Usage, call_reply, offline_gemini_env, text_reply
 from journal_utils import crashed_copy
 
 API_KEY = "test-key-not-real-4d1f"
@@ -30,14 +30,8 @@ COST_CALL, COST_FINAL = (49 * 0.30 + (15 + 48) * 2.50) / 1e6, (88 * 0.30 + 15 * 
 @pytest.fixture
 def gemini_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A fake API key, nothing that could redirect google-genai, no proxies, no egress."""
-    monkeypatch.setenv("GOOGLE_API_KEY", API_KEY)
-    for name in ("GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_CLOUD_PROJECT",
-                 "GOOGLE_CLOUD_LOCATION", "GOOGLE_GENAI_API_VERSION", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                 "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    with loopback_only() as refused:
+    with offline_gemini_env(monkeypatch, API_KEY):
         yield
-    assert refused == []
 
 
 def llm_rows(steps: list[agentspan.Step]) -> list[tuple[object, ...]]:

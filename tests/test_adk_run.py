@@ -30,20 +30,15 @@ from agentspan_adk import ADKResult, AgentspanPlugin
 from agentspan_adk.testing import Call, ScriptedLlm
 
 import adk_support
+import crash_support
 from adk_support import FINAL, PROMPT
+from crash_support import wait_status
 from journal_utils import crashed_copy
 
 
 @pytest.fixture(autouse=True)
 def _home(home):
     yield home
-
-
-def wait_status(handle: agentspan.Handle, status: agentspan.RunStatus, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while handle.status() is not status:
-        assert time.monotonic() < deadline, f"status stayed {handle.status()}"
-        time.sleep(0.01)
 
 
 def message(text: str) -> types.Content:
@@ -93,7 +88,7 @@ def test_run_returns_the_final_text_the_events_and_the_session_and_records_the_t
 def test_tools_see_their_step_and_idempotency_key():
     handle = agentspan.start(adk_support.support_tree(), PROMPT)
     handle.result(timeout=20)
-    keys = sorted(line.split()[-1] for line in adk_support.lines("effects"))
+    keys = sorted(line.split()[-1] for line in crash_support.lines("effects"))
     assert keys == sorted(f"{handle.id}:{k}" for k in ["support/llm:0/call:0", "support/billing/llm:0/call:0",
                                                      "support/billing/llm:0/call:1"])
     assert agentspan.current_step() is None
@@ -104,14 +99,14 @@ def test_resumed_after_any_step_replays_what_was_journaled_and_runs_the_rest_onc
     first = agentspan.start(adk_support.support_tree(), PROMPT)
     first.result(timeout=20)
     journal = first.steps()
-    (adk_support.home() / "effects").unlink()
-    (adk_support.home() / "model-calls").unlink()
+    (crash_support.home() / "effects").unlink()
+    (crash_support.home() / "model-calls").unlink()
     copy = crashed_copy(first.id, keep)
     resumed = agentspan.resume(copy, adk_support.support_tree())
     assert resumed.result(timeout=20).text == FINAL
     rest = journal[keep:]
     live_models = sorted(f"{s.name} {s.key.rsplit(':', 1)[1]}" for s in rest if s.kind is agentspan.StepKind.LLM)
-    assert sorted(adk_support.lines("model-calls")) == live_models
+    assert sorted(crash_support.lines("model-calls")) == live_models
     live_tools = sorted(s.name for s in rest if s.kind is agentspan.StepKind.TOOL)
     names = {"lookup": "lookup_order", "quote": "quote_refund", "notify": "notify_customer"}
     assert sorted(names[e.split()[0]] for e in adk_support.effects()) == live_tools
@@ -147,7 +142,7 @@ def test_parallel_function_calls_are_keyed_by_their_position_in_the_response():
 
 def add(a: int, b: int) -> int:
     """Add two numbers."""
-    adk_support.log("effects", f"add {a} {b} -")
+    crash_support.log("effects", f"add {a} {b} -")
     return a + b
 
 
@@ -172,12 +167,12 @@ def test_workflow_agents_and_agent_tools_are_journaled_by_agent_path_and_replay(
             "flow/first/llm:0/call:0/helper/llm:0/call:0", "flow/first/llm:0/call:0/helper/llm:1",
             "flow/fan/left/llm:0/call:0", "flow/fan/right/llm:0", "flow/loop/looped/llm:0",
             "flow/loop/looped/llm:1"} <= keys
-    (adk_support.home() / "model-calls").unlink()
-    (adk_support.home() / "effects").unlink()
+    (crash_support.home() / "model-calls").unlink()
+    (crash_support.home() / "effects").unlink()
     copy = crashed_copy(handle.id, len(handle.steps()) - 1)  # everything but the last loop iteration
     resumed = agentspan.resume(copy, workflow())
     assert resumed.result(timeout=20).text == "twice"
-    assert adk_support.lines("model-calls") == ["looped 1"] and adk_support.effects() == []
+    assert crash_support.lines("model-calls") == ["looped 1"] and adk_support.effects() == []
 
 
 # ---- approvals ------------------------------------------------------------------------------
@@ -192,7 +187,7 @@ def test_approval_required_tool_waits_and_runs_once_when_approved_from_another_h
     assert decided.status is agentspan.ApprovalStatus.APPROVED
     assert handle.result(timeout=20).text == "Done."
     assert adk_support.effects() == ["refund 42 30.0"]
-    assert adk_support.calls_of("refunds") == [0, 1]  # the call that asked for the refund was not made again
+    assert crash_support.calls_of("refunds") == [0, 1]  # the call that asked for the refund was not made again
     with pytest.raises(ApprovalConflict, match="already approved"):
         agentspan.get(handle.id).approve(pending.id)
     with pytest.raises(NoPendingApproval):
@@ -235,7 +230,7 @@ def transfer_money(amount: int, tool_context: ToolContext) -> str:
     if confirmation is None:
         tool_context.request_confirmation(hint=f"move {amount}?", payload={"amount": amount})
         return "waiting for a human"
-    adk_support.log("effects", f"transfer {amount} -")
+    crash_support.log("effects", f"transfer {amount} -")
     return f"moved {amount}, approved by {confirmation.payload['by']}" if confirmation.confirmed else "not moved"
 
 

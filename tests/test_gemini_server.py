@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from gemini_server import (
     call_reply,
     error_reply,
     loopback_only,
+    offline_gemini_env,
     response_body,
     text_reply,
 )
@@ -56,16 +58,10 @@ def set_fields(model: Any) -> set[str]:
 
 
 @pytest.fixture
-def gemini_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def gemini_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A fake API key, nothing that could redirect google-genai, no proxies, no egress."""
-    monkeypatch.setenv("GOOGLE_API_KEY", API_KEY)
-    for name in ("GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_CLOUD_PROJECT",
-                 "GOOGLE_CLOUD_LOCATION", "GOOGLE_GENAI_API_VERSION", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                 "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    with loopback_only() as refused:
+    with offline_gemini_env(monkeypatch, API_KEY):
         yield
-    assert refused == []
 
 
 async def generate(server: GeminiServer, model: str = "gemini-2.5-flash") -> LlmResponse:

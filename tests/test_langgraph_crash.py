@@ -9,9 +9,7 @@ across processes via files in the store's home (`lgr_support`).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,23 +20,15 @@ import agentspan
 from agentspan.records import new_id
 
 import lgr_support
+from crash_support import calls_of, cli, final_line, home, kill_when_waiting, run_child
 
 pytestmark = pytest.mark.crash
-CHILD = str(Path(__file__).parent / "lg_child.py")
-
-
-def child(env: dict[str, str], *args: str, crash_at: str | None = None,
-          wait: bool = True) -> subprocess.Popen[str] | subprocess.CompletedProcess[str]:
-    env = {**env, **({"CRASH_AT": crash_at} if crash_at else {})}
-    cmd = [sys.executable, CHILD, *args]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    return subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=90)
+child = partial(run_child, str(Path(__file__).parent / "lg_child.py"))
 
 
 def final_of(stdout: str) -> list:
-    (line,) = [line for line in stdout.splitlines() if line.startswith("FINAL: ")]
-    return json.loads(line.removeprefix("FINAL: "))
+    """The final conversation a child printed."""
+    return json.loads(final_line(stdout))
 
 
 def uncrashed_support_conversation() -> list:
@@ -82,8 +72,8 @@ def test_sigkill_inside_a_node_then_resume_repeats_no_completed_call(child_env, 
     effects = lgr_support.effects()
     assert sorted(e.split()[0] + " " + e.split()[1] for e in effects) == [
         "lookup 42", "lookup 43", "notify summary"]
-    assert lgr_support.calls_of("agent") == [0, 1]
-    assert lgr_support.calls_of("writer") == writer_calls
+    assert calls_of("agent") == [0, 1]
+    assert calls_of("writer") == writer_calls
     conversation = uncrashed_support_conversation()  # (after counting: it logs calls too)
     assert final_of(resumed.stdout) == conversation
     handle = agentspan.get(run_id)
@@ -92,7 +82,7 @@ def test_sigkill_inside_a_node_then_resume_repeats_no_completed_call(child_env, 
     assert json.loads(json.dumps(lgr_support.plain(stored))) == conversation
     steps = assert_journal_complete(run_id)
     # The journal and the graph's checkpoints (AgentspanSaver) went where the transport says.
-    assert (lgr_support.home() / "agentspan.db").exists() is (transport == "embedded")
+    assert (home() / "agentspan.db").exists() is (transport == "embedded")
     assert agentspan.get_store().list_checkpoints(limit=1)
     lookups = {s.key.rsplit("/", 1)[1]: s for s in steps if s.name == "lookup_order"}
     assert set(lookups) == {"call:call_a", "call:call_b"}
@@ -105,39 +95,17 @@ def test_serve_picks_up_a_run_killed_inside_a_node(child_env):
     assert child(child_env, "start", run_id, "support", crash_at="model:writer:1").returncode == -9
     worker = child(child_env, "serve", run_id, "support")
     assert worker.returncode == 0, worker.stderr
-    assert lgr_support.calls_of("writer") == [0, 1, 1] and lgr_support.calls_of("agent") == [0, 1]
+    assert calls_of("writer") == [0, 1, 1] and calls_of("agent") == [0, 1]
     assert len(lgr_support.effects()) == 3
     stored = load(agentspan.get(run_id).result(), allowed_objects="messages")["messages"]
     assert isinstance(stored[-1], AIMessage) and stored[-1].content == lgr_support.SUMMARY
     assert_journal_complete(run_id)
 
 
-def wait_until_waiting(run_id: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if agentspan.get(run_id).status() is agentspan.RunStatus.WAITING:
-                return
-        except (agentspan.errors.RunNotFound, agentspan.errors.StoreError):
-            pass
-        time.sleep(0.05)
-    pytest.fail("run never waited for approval")
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agentspan.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=60)
-
-
 @pytest.mark.parametrize("transport", ["embedded", "server-postgres"])  # a server process: `conftest.home`
 def test_interrupt_waits_across_a_kill_and_is_approved_from_the_cli(child_env, transport):
     run_id = new_id()
-    waiting = child(child_env, "start", run_id, "review", wait=False)
-    try:
-        wait_until_waiting(run_id)
-    finally:
-        waiting.kill()
-        waiting.wait()
+    kill_when_waiting(child(child_env, "start", run_id, "review", wait=False), run_id)
     listed = cli(child_env, "approvals", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     (approval,) = json.loads(listed.stdout)
@@ -152,7 +120,7 @@ def test_interrupt_waits_across_a_kill_and_is_approved_from_the_cli(child_env, t
     assert final_of(resumed.stdout)[-1] == ["ai", "Refunded by alice.", None]
     assert lgr_support.effects() == ["refund 42 30.0"]
     # the node ran twice (before and after the decision); its model call was made once
-    assert lgr_support.calls_of("writer") == [0]
+    assert calls_of("writer") == [0]
     steps = agentspan.get(run_id).steps()
     assert [s.kind.value for s in steps] == ["llm", "approval", "checkpoint"]
     assert steps[1].output["approved"] is True and steps[1].output["by"] == "alice"
@@ -160,12 +128,7 @@ def test_interrupt_waits_across_a_kill_and_is_approved_from_the_cli(child_env, t
 
 def test_approval_required_tool_waits_across_a_kill_and_runs_once_after_approval(child_env):
     run_id = new_id()
-    waiting = child(child_env, "start", run_id, "refunds", wait=False)
-    try:
-        wait_until_waiting(run_id)
-    finally:
-        waiting.kill()
-        waiting.wait()
+    kill_when_waiting(child(child_env, "start", run_id, "refunds", wait=False), run_id)
     (approval,) = agentspan.get(run_id).pending_approvals()
     assert (approval.tool, approval.args) == ("refund", {"order_id": "42", "amount": 30.0})
     assert cli(child_env, "approve", approval.id, "--by", "alice").returncode == 0
@@ -175,4 +138,4 @@ def test_approval_required_tool_waits_across_a_kill_and_runs_once_after_approval
     assert conversation[2] == ["tool", "refunded $30.00 on order 42", "call_r"]
     assert conversation[-1] == ["ai", "Done.", None]
     assert lgr_support.effects() == ["refund 42 30.0"]
-    assert lgr_support.calls_of("agent") == [0, 1]  # the call that asked for the refund was not made again
+    assert calls_of("agent") == [0, 1]  # the call that asked for the refund was not made again

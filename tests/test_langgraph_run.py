@@ -29,8 +29,10 @@ from agentspan.errors import (
 from agentspan_langgraph import AgentspanSaver
 from agentspan_langgraph._calls import dump_chat_result, load_chat_result
 
+import crash_support
 import lgr_support
-from lgr_support import PROMPT, ScriptedChatModel, SimulatedCrash, ai, calls_of, effects, plain
+from crash_support import calls_of, wait_status
+from lgr_support import PROMPT, ScriptedChatModel, SimulatedCrash, ai, effects, plain
 
 INPUT = {"messages": [HumanMessage(PROMPT)]}
 
@@ -39,13 +41,6 @@ INPUT = {"messages": [HumanMessage(PROMPT)]}
 def _home(home):
     lgr_support.RAISE_AT.clear()
     yield home
-
-
-def wait_status(handle: agentspan.Handle, status: agentspan.RunStatus, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while handle.status() is not status:
-        assert time.monotonic() < deadline, f"status stayed {handle.status()}"
-        time.sleep(0.01)
 
 
 def only_run() -> agentspan.Run:
@@ -139,8 +134,8 @@ def test_a_node_retried_by_its_retry_policy_replays_each_attempt_apart():
         """Fails its first live call (a provider hiccup), answers by the script afterwards."""
 
         def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
-            if "flaky failed" not in lgr_support.lines("model-calls"):
-                lgr_support.log("model-calls", "flaky failed")
+            if "flaky failed" not in crash_support.lines("model-calls"):
+                crash_support.log("model-calls", "flaky failed")
                 raise RuntimeError("rate limited")
             return super()._generate(messages, *args, **kwargs)
 
@@ -174,7 +169,7 @@ def test_a_tool_with_fail_policy_killed_mid_call_fails_the_run_on_resume():
     @agentspan.tool(on_in_doubt="fail")
     def charge(amount: int) -> str:
         """Charge a card (must never run twice)."""
-        lgr_support.log("effects", f"charge {amount}")
+        crash_support.log("effects", f"charge {amount}")
         raise SimulatedCrash("died after charging, before the result was journaled")
 
     model = ScriptedChatModel(model_name="m", responses=[ai("", ("charge", {"amount": 9}, "c1")), ai("ok")])
@@ -279,7 +274,7 @@ def test_interrupt_waits_for_approval_and_the_decision_is_what_interrupt_returns
     result = handle.result(timeout=20)
     assert [m.content for m in result["messages"]][-1] == "Refunded by alice."
     assert effects() == ["refund 42 30.0"]
-    assert lgr_support.lines("decisions") == [repr({"approved": True, "status": "approved", "by": "alice",
+    assert crash_support.lines("decisions") == [repr({"approved": True, "status": "approved", "by": "alice",
                                                     "reason": "within policy", "approval_id": pending.id})]
     assert calls_of("writer") == [0]  # the node ran again after the decision; its model call did not
     steps = handle.steps()
@@ -296,7 +291,7 @@ def test_rejected_interrupt_resumes_the_node_with_the_rejection():
     result = handle.result(timeout=20)
     assert result["messages"][-1].content == "Not refunded: outside the window"
     assert effects() == []
-    (decision,) = lgr_support.lines("decisions")
+    (decision,) = crash_support.lines("decisions")
     assert "'approved': False" in decision and "'status': 'rejected'" in decision and "'by': 'bob'" in decision
 
 
@@ -334,7 +329,7 @@ def test_interrupt_inside_a_tool_and_inside_a_subgraph():
     def wire(amount: int) -> str:
         """Wire money (asks a human first)."""
         decision = interrupt({"wire": amount})
-        lgr_support.log("effects", f"wire {amount} {decision['approved']}")
+        crash_support.log("effects", f"wire {amount} {decision['approved']}")
         return "wired" if decision["approved"] else "not wired"
 
     model = ScriptedChatModel(model_name="m", responses=[ai("", ("wire", {"amount": 5}, "w1")), ai("done")])

@@ -5,9 +5,8 @@ Counts live model calls and tool side effects across all processes via files in 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import agentspan
 from agentspan.records import new_id
 
 import oa_support
+from crash_support import calls_of, cli, home, kill_when_waiting, lines, run_child
 
 pytestmark = pytest.mark.crash
 
@@ -24,20 +24,9 @@ pytestmark = pytest.mark.crash
 def transport(request: pytest.FixtureRequest) -> str:
     """Every scenario runs on the embedded store and through a real server on SQLite and PostgreSQL."""
     return request.param
-CHILD = str(Path(__file__).parent / "oa_child.py")
 
 
-def child(env: dict[str, str], *args: str, crash_at: str | None = None,
-          wait: bool = True) -> subprocess.Popen[str] | subprocess.CompletedProcess[str]:
-    env = {**env, **({"CRASH_AT": crash_at} if crash_at else {})}
-    cmd = [sys.executable, CHILD, *args]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    return subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=90)
-
-
-def model_calls() -> list[int]:
-    return [int(line.split()[1]) for line in oa_support.lines("model-calls")]
+child = partial(run_child, str(Path(__file__).parent / "oa_child.py"))
 
 
 @pytest.mark.parametrize(
@@ -61,9 +50,9 @@ def test_sigkill_then_resume_finishes_like_an_uncrashed_run(child_env, crash_at,
     resumed = child(child_env, "resume", run_id)
     assert resumed.returncode == 0, resumed.stderr
     assert f"FINAL: {oa_support.FINAL}" in resumed.stdout
-    assert sorted(model_calls()) == calls_after
-    assert model_calls().count(0) == 1  # a completed model call is never made again
-    lookups = [line for line in oa_support.lines("effects") if line.startswith("lookup")]
+    assert sorted(calls_of("m")) == calls_after
+    assert calls_of("m").count(0) == 1  # a completed model call is never made again
+    lookups = [line for line in lines("effects") if line.startswith("lookup")]
     assert len(lookups) == effects
     assert len({line.split()[2] for line in lookups}) == 1  # one idempotency key for all attempts
     handle = agentspan.get(run_id)
@@ -82,38 +71,23 @@ def test_in_doubt_tool_with_fail_policy_fails_the_run(child_env, monkeypatch):
     assert resumed.returncode != 0
     assert "InDoubtStepError" in resumed.stderr and "lookup_order" in agentspan.get(run_id).run().error
     assert agentspan.get(run_id).status() is agentspan.RunStatus.FAILED
-    assert len(oa_support.lines("effects")) == 1
+    assert len(lines("effects")) == 1
 
 
 def test_killed_while_waiting_for_approval_then_approved_from_another_process(child_env):
     run_id = new_id()
-    waiting = child(child_env, "start", run_id, "approval", wait=False)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if agentspan.get(run_id).status() is agentspan.RunStatus.WAITING:
-                    break
-            except (agentspan.errors.RunNotFound, agentspan.errors.StoreError):
-                pass
-            time.sleep(0.05)
-        else:
-            pytest.fail("run never waited for approval")
-    finally:
-        waiting.kill()
-        waiting.wait()
+    kill_when_waiting(child(child_env, "start", run_id, "approval", wait=False), run_id)
     handle = agentspan.get(run_id)
     (approval,) = handle.pending_approvals()
     assert approval.tool == "refund" and approval.args == {"order_id": "42", "amount": 30.0}
-    approved = subprocess.run([sys.executable, "-m", "agentspan.cli", "approve", approval.id, "--by", "alice"],
-                              env=child_env, capture_output=True, text=True, timeout=60)
+    approved = cli(child_env, "approve", approval.id, "--by", "alice")
     assert approved.returncode == 0, approved.stderr
     resumed = child(child_env, "resume", run_id, "approval")
     assert resumed.returncode == 0, resumed.stderr
     assert f"FINAL: {oa_support.FINAL}" in resumed.stdout
-    effects = oa_support.lines("effects")
+    effects = lines("effects")
     assert [e.split()[0] for e in effects] == ["lookup", "refund"]
-    assert sorted(model_calls()) == [0, 1, 2]
+    assert sorted(calls_of("m")) == [0, 1, 2]
 
 
 def test_serve_picks_up_an_orphaned_run_after_its_lease_expires(child_env):
@@ -123,17 +97,17 @@ def test_serve_picks_up_an_orphaned_run_after_its_lease_expires(child_env):
     worker = child(child_env, "serve", run_id)
     assert worker.returncode == 0, worker.stderr
     assert f"FINAL: {oa_support.FINAL}" in worker.stdout
-    assert sorted(model_calls()) == [0, 1, 1]
-    assert len(oa_support.lines("effects")) == 1
+    assert sorted(calls_of("m")) == [0, 1, 1]
+    assert len(lines("effects")) == 1
 
 
 def test_two_processes_resuming_at_once_exactly_one_proceeds(child_env):
     run_id = new_id()
     assert child(child_env, "start", run_id, crash_at="model:1").returncode == -9
-    barrier = oa_support.home() / "go"
+    barrier = home() / "go"
     racers = [child({**child_env, "BARRIER": str(barrier)}, "resume", run_id, wait=False) for _ in range(2)]
     deadline = time.monotonic() + 60
-    while len(list(oa_support.home().glob("go.*"))) < 2 and time.monotonic() < deadline:
+    while len(list(home().glob("go.*"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     barrier.touch()
     outcomes = [r.communicate(timeout=90) + (r.returncode,) for r in racers]
@@ -145,4 +119,4 @@ def test_two_processes_resuming_at_once_exactly_one_proceeds(child_env):
     assert "LeaseLostError" in losers[0][1] or "is already completed" in losers[0][1], losers[0][1]
     steps = agentspan.get(run_id).steps()
     assert len({s.key for s in steps}) == len(steps) == 3
-    assert len(oa_support.lines("effects")) == 1
+    assert len(lines("effects")) == 1

@@ -18,6 +18,7 @@ import agentspan
 from agentspan.records import new_id
 from agentspan.stores.remote import RemoteStore
 
+import crash_support
 import oa_support
 from server_support import ServerProcess
 
@@ -51,7 +52,7 @@ def test_run_started_on_one_replica_is_approved_and_read_on_another(home, replic
     run = via_b.get_run(handle.id)
     assert run.status is agentspan.RunStatus.COMPLETED
     assert [s.kind.value for s in via_b.list_steps(handle.id)] == ["llm", "tool", "llm", "tool", "llm"]
-    assert [line.split()[0] for line in oa_support.lines("effects")] == ["lookup", "refund"]
+    assert [line.split()[0] for line in crash_support.lines("effects")] == ["lookup", "refund"]
 
 
 def test_server_sigkilled_mid_run_client_carries_on_through_another_replica(home, replicas, monkeypatch):
@@ -65,7 +66,7 @@ def test_server_sigkilled_mid_run_client_carries_on_through_another_replica(home
     def kill_server() -> str:
         """SIGKILLs server A while the run is in flight."""
         a.kill()
-        oa_support.log("effects", "kill")
+        crash_support.log("effects", "kill")
         return "killed"
 
     agent = oa_support.Agent(name="support", instructions="x", tools=[kill_server, oa_support.lookup_order],
@@ -79,8 +80,8 @@ def test_server_sigkilled_mid_run_client_carries_on_through_another_replica(home
     assert run.status is agentspan.RunStatus.COMPLETED
     assert len(steps) == len({s.key for s in steps}) == 5
     assert all(s.status is agentspan.StepStatus.COMPLETED for s in steps)
-    assert [line.split()[0] for line in oa_support.lines("effects")] == ["kill", "lookup"]
-    assert sorted(int(line.split()[1]) for line in oa_support.lines("model-calls")) == [0, 1, 2]
+    assert [line.split()[0] for line in crash_support.lines("effects")] == ["kill", "lookup"]
+    assert sorted(crash_support.calls_of("m")) == [0, 1, 2]
 
 
 def test_two_workers_racing_for_an_orphaned_run_exactly_one_runs_it(home, replicas, child_env):
@@ -111,5 +112,5 @@ def test_two_workers_racing_for_an_orphaned_run_exactly_one_runs_it(home, replic
     assert handled == [0, 1], reports
     steps = store.list_steps(run_id)
     assert len(steps) == len({s.key for s in steps}) == 3
-    assert len(oa_support.lines("effects")) == 1
-    assert sorted(int(line.split()[1]) for line in oa_support.lines("model-calls")) == [0, 1, 1]
+    assert len(crash_support.lines("effects")) == 1
+    assert sorted(crash_support.calls_of("m")) == [0, 1, 1]

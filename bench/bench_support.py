@@ -1,0 +1,235 @@
+"""What the benchmarks share: timing a block, interleaved rounds, medians over a baseline, tables.
+
+A benchmark times each variant's run with a `Clock`, runs the variants round-robin with
+`run_rounds`, reduces the clocks to per-unit added times over its baseline variant with
+`summarize`, and prints them with `print_variant_table` and `print_markdown_table`.
+`EmbeddedHomes` holds the embedded SQLite stores (one per durability) that the agentspan
+variants of the framework benchmarks share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import agentspan
+import agentspan.config
+from agentspan.stores.base import Store
+from agentspan.stores.sqlite import SqliteStore
+
+DURABILITIES = ("normal", "full")
+
+
+def framework_bench_args(doc: str, default_turns: int) -> argparse.Namespace:
+    """Parses the options of a framework benchmark: ``--turns``, ``--repeats``, ``--no-dbos``, ``--tmp``.
+
+    Args:
+        doc: The benchmark's module docstring (its first line describes the command).
+        default_turns: The default of ``--turns``.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=default_turns,
+                        help=f"model calls per run (default {default_turns})")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS variant")
+    parser.add_argument("--tmp", default=None, help="parent folder of the temp dirs (default: system tmp)")
+    args = parser.parse_args()
+    if args.turns < 2 or args.repeats < 1:
+        parser.error("--turns must be >= 2 and --repeats >= 1")
+    return args
+
+
+class Clock:
+    """Wall and process-CPU time (all threads) of the block it times, in ms."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def __enter__(self) -> Clock:
+        gc.collect()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = (time.perf_counter() - self._wall) * 1e3
+        self.cpu = (time.process_time() - self._cpu) * 1e3
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+AnyClock = TypeVar("AnyClock", bound=Clock)
+
+
+def run_rounds(variants: dict[str, Callable[[], AnyClock]], repeats: int,
+               after_round: Callable[[], None] | None = None) -> dict[str, list[AnyClock]]:
+    """Runs every variant once per round, round-robin, for ``repeats`` rounds.
+
+    Interleaving spreads slow phases of a shared machine over all variants alike.
+
+    Args:
+        variants: Name → a function timing one run.
+        repeats: Rounds.
+        after_round: Called after each round (e.g. to take a measurement of its own).
+
+    Returns:
+        Name → its clocks, one per round.
+    """
+    clocks: dict[str, list[AnyClock]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            clocks[name].append(fn())
+        if after_round is not None:
+            after_round()
+    return clocks
+
+
+@dataclass
+class Summary:
+    """The clocks of each variant reduced against the ``base`` variant, per ``units`` (turns, calls, steps).
+
+    Attributes:
+        wall: Name → wall ms of each run.
+        median: Name → median wall ms of a run.
+        added: Name → (median - base median) / units.
+        paired: Name → median over rounds of (run - the same round's base run) / units: a cross-check
+            against machine noise.
+        cpu_added: Name → as ``added``, on process CPU time (all threads; no fsync waits).
+    """
+
+    base: str
+    units: int
+    wall: dict[str, list[float]]
+    median: dict[str, float]
+    added: dict[str, float]
+    paired: dict[str, float]
+    cpu_added: dict[str, float]
+
+
+def summarize(clocks: Mapping[str, Sequence[Clock]], base: str, units: int) -> Summary:
+    """Reduces ``clocks`` to medians and to added time per unit over the ``base`` variant."""
+    wall = {name: [c.wall for c in cs] for name, cs in clocks.items()}
+    cpu = {name: [c.cpu for c in cs] for name, cs in clocks.items()}
+    median = {name: statistics.median(values) for name, values in wall.items()}
+    added = {name: (m - median[base]) / units for name, m in median.items()}
+    paired = {name: statistics.median(v - b for v, b in zip(values, wall[base], strict=True)) / units
+              for name, values in wall.items()}
+    cpu_added = {name: (statistics.median(values) - statistics.median(cpu[base])) / units
+                 for name, values in cpu.items()}
+    return Summary(base, units, wall, median, added, paired, cpu_added)
+
+
+@dataclass
+class Column:
+    """A column of `print_variant_table` after ms/run, min and max.
+
+    Attributes:
+        title: Its header.
+        width: Its width.
+        value: The cell of a variant (by name).
+        on_base: Also shown on the baseline's row (else that row leaves it blank).
+    """
+
+    title: str
+    width: int
+    value: Callable[[str], float]
+    on_base: bool = False
+
+
+def print_variant_table(summary: Summary, name_width: int, columns: Sequence[Column]) -> None:
+    """Prints one row per variant: its name, median ms/run, min, max, then ``columns`` (3 decimals)."""
+    header = f"{'variant':<{name_width}} {'ms/run':>8} {'min':>7} {'max':>7}"
+    header += "".join(f" {c.title:>{c.width}}" for c in columns)
+    print(header)
+    print("-" * len(header))
+    always = [c for c in columns if c.on_base]
+    extra = [c for c in columns if not c.on_base]
+    for name, values in summary.wall.items():
+        cells = "".join(f" {c.value(name):>{c.width}.3f}" for c in always)
+        rest = "" if name == summary.base else " ".join(f"{c.value(name):>{c.width}.3f}" for c in extra)
+        print(f"{name:<{name_width}} {summary.median[name]:>8.1f} {min(values):>7.1f} {max(values):>7.1f}"
+              f"{cells} {rest}")
+
+
+def print_markdown_table(rows: Iterable[tuple[str, str, str, str]]) -> None:
+    """Prints ``(metric, measured, target, mark)`` rows as the Markdown table the README quotes."""
+    print("| Metric | Measured | Target | |")
+    print("|---|---:|---:|:-:|")
+    for metric, value, target, mark in rows:
+        print(f"| {metric} | {value} | {target} | {mark} |")
+
+
+def ok(value: float, target: float, *, at_least: bool = False) -> str:
+    """✅ when ``value`` meets ``target`` (at most it, or at least it with ``at_least``), else ❌."""
+    return "✅" if (value >= target if at_least else value <= target) else "❌"
+
+
+def machine() -> str:
+    """``python <version>, <n> CPUs, load average <1-minute load>``."""
+    return f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+
+
+class EmbeddedHomes:
+    """One embedded SQLite store file per durability, shared by all runs of that durability.
+
+    As all DBOS runs share its system database, all agentspan runs of one durability share a store
+    file, held open between runs (an extra connection, as a long-lived app process holds: SQLite
+    then keeps its WAL file instead of deleting and regrowing it for each run). Opening the store
+    is timed apart from the runs.
+    """
+
+    def __init__(self, tmp_root: Path) -> None:
+        self.tmp_root = tmp_root
+        self.homes: dict[str, Path] = {}
+        self.keepers: list[SqliteStore] = []
+        self.store_open_ms: dict[str, list[float]] = {durability: [] for durability in DURABILITIES}
+
+    def configure(self, durability: str) -> Store:
+        """Points agentspan at the store of ``durability`` (made on first use) and opens it, timed."""
+        home = self.homes.get(durability)
+        if home is None:
+            home = self.homes[durability] = Path(tempfile.mkdtemp(prefix=f"as-{durability}-", dir=self.tmp_root))
+            self.keepers.append(SqliteStore(home / "agentspan.db", durability=durability))  # type: ignore[arg-type]
+        agentspan.config.reset()
+        agentspan.configure(home=home, durability=durability)  # type: ignore[arg-type]
+        opened = time.perf_counter()
+        store = agentspan.get_store()
+        self.store_open_ms[durability].append((time.perf_counter() - opened) * 1e3)
+        return store
+
+    def forget_open_times(self) -> None:
+        """Drops the open times so far (those of the warm-up runs)."""
+        for opens in self.store_open_ms.values():
+            opens.clear()
+
+    def print_open_times(self) -> None:
+        """Prints the median store open time of each durability."""
+        for durability, opens in self.store_open_ms.items():
+            if opens:
+                print(f"agentspan store open + schema ({durability}), once per process: "
+                      f"{statistics.median(opens):.2f} ms (not in ms/run)")
+
+    def close(self) -> None:
+        """Closes the extra connections."""
+        agentspan.config.reset()
+        for keeper in self.keepers:
+            keeper.close()
+
+
+def destroy_dbos() -> None:
+    """Shuts DBOS down and forgets its registered functions."""
+    from dbos import DBOS
+
+    DBOS.destroy(destroy_registry=True)
