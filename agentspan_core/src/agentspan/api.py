@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from agentspan import approvals, executor, leases
+from agentspan import approvals, attached, executor, leases
 from agentspan.adapters import Adapter, adapter_for, adapter_named
 from agentspan.config import get_store, settings
 from agentspan.errors import (
@@ -125,14 +125,9 @@ class Handle:
 def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any], *, run_id: str | None,
              session_id: str | None, idempotency_key: str | None, agent_name: str | None,
              store: Store) -> tuple[Run, bool]:
-    fields: dict[str, Any] = {}
-    if run_id is not None:
-        fields["id"] = run_id
-    run = Run(framework=adapter.framework, agent=agent_name or adapter.agent_name(target),
-              input=adapter.encode_input(input), session_id=session_id, idempotency_key=idempotency_key,
-              options=adapter.encode_options(options), status=RunStatus.RUNNING,
-              lease_owner=leases.owner_id(), lease_expires_at=now() + settings().lease_ttl, lease_epoch=1,
-              **fields)
+    run = attached.new_run(framework=adapter.framework, agent=agent_name or adapter.agent_name(target),
+                           input=adapter.encode_input(input), options=adapter.encode_options(options),
+                           session_id=session_id, idempotency_key=idempotency_key, run_id=run_id)
     return store.create_run(run)
 
 
@@ -266,8 +261,7 @@ def resume(run_id: str, target: Any, *, wait: float | None = None, **options: An
     if adapter.framework != existing.framework:
         raise ConfigurationError(f"run {run_id!r} is a {existing.framework} run; "
                                  f"{type(target).__name__} is a {adapter.framework} object")
-    ttl = settings().lease_ttl
-    claimed = leases.claim(store, run_id, ttl=ttl, wait=ttl + 1 if wait is None else wait)
+    claimed = attached.claim(store, run_id, wait=wait)
     return _spawn(store, claimed, adapter, target, options)
 
 

@@ -1,5 +1,5 @@
 """Executes a claimed run: attempt after attempt until it completes, fails, is cancelled, or (in a
-worker) suspends for a human decision."""
+worker) suspends for a human decision. The run's transitions are `agentspan.attached`'s."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ from typing import Any, Literal
 
 from agentspan import approvals
 from agentspan.adapters import Adapter
+from agentspan.attached import attach
 from agentspan.config import settings
-from agentspan.errors import (
-    ApprovalPending,
-    LeaseLostError,
-    RunCancelledError,
-    RunCancelledSignal,
-    RunStateError,
-)
-from agentspan.leases import Heartbeat
-from agentspan.records import Run, RunStatus, Step
+from agentspan.errors import ApprovalPending, LeaseLostError, RunCancelledSignal
+from agentspan.records import Run, RunStatus
 from agentspan.runtime import ActiveRun, Counters
 from agentspan.stores.base import Store
 
@@ -57,50 +51,27 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
         LeaseLostError: Another process took the run over.
         Exception: Whatever the agent raised (the run is recorded ``failed``).
     """
-    epoch = run.lease_epoch
-    ttl = settings().lease_ttl
-    counters = Counters()
-    with Heartbeat(store, run.id, epoch, ttl):
-        try:
-            if run.status is not RunStatus.RUNNING:
-                run = store.update_run(run.id, epoch=epoch, status=RunStatus.RUNNING)
-            known_journal: list[Step] | None = [] if fresh else None
-            while True:
-                journal = known_journal if known_journal is not None else store.list_steps(run.id)
-                known_journal = None
-                active = ActiveRun(store, run, journal)
-                active.counters = counters
-                token = active.activate()
-                try:
-                    result = await adapter.execute(active, target, run.input, options)
-                except ApprovalPending:
-                    if on_wait == "release":
-                        store.update_run(run.id, epoch=epoch, status=RunStatus.WAITING, release_lease=True)
-                        return Outcome(RunStatus.WAITING, counters=counters)
-                    await _wait_for_decisions(store, run.id)
-                    run = store.update_run(run.id, epoch=epoch, status=RunStatus.RUNNING)
-                    continue
-                except (LeaseLostError, RunCancelledSignal):
-                    raise
-                except Exception as exc:
-                    store.update_run(run.id, epoch=epoch, status=RunStatus.FAILED,
-                                     error=f"{type(exc).__name__}: {exc}", release_lease=True)
-                    raise
-                finally:
-                    ActiveRun.deactivate(token)
-                store.update_run(run.id, epoch=epoch, status=RunStatus.COMPLETED,
-                                 output=adapter.encode_output(result), release_lease=True)
-                return Outcome(RunStatus.COMPLETED, result, counters)
-        except RunCancelledSignal as signal:
-            _mark_cancelled(store, run.id, epoch, signal.reason)
-            raise RunCancelledError(run.id, signal.reason or store.get_run(run.id).error) from None
-
-
-def _mark_cancelled(store: Store, run_id: str, epoch: int, reason: str | None) -> None:
-    try:
-        store.update_run(run_id, epoch=epoch, status=RunStatus.CANCELLED, error=reason, release_lease=True)
-    except (RunCancelledSignal, LeaseLostError, RunStateError):
-        pass  # cancelled from elsewhere already
+    with attach(store, run, fresh=fresh) as attached:
+        while True:
+            token = attached.active.activate()
+            try:
+                result = await adapter.execute(attached.active, target, run.input, options)
+            except ApprovalPending:
+                if on_wait == "release":
+                    attached.suspend()
+                    return Outcome(RunStatus.WAITING, counters=attached.counters)
+                await _wait_for_decisions(store, run.id)
+                attached.resume()
+                continue
+            except (LeaseLostError, RunCancelledSignal):
+                raise
+            except Exception as exc:
+                attached.fail(exc)
+                raise
+            finally:
+                ActiveRun.deactivate(token)
+            attached.complete(adapter.encode_output(result))
+            return Outcome(RunStatus.COMPLETED, result, attached.counters)
 
 
 async def _wait_for_decisions(store: Store, run_id: str) -> None:

@@ -39,6 +39,7 @@ import agentspan
 from agentspan.adapters import Adapter
 from agentspan.errors import AgentspanError, ConfigurationError, StoreError
 from agentspan.records import JSON, StepKind
+from agentspan.testing import MockSetup, StandIns
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_adk import _codec, _confirmations, _managed
 from agentspan_adk._journal import agent_path, options_of
@@ -127,6 +128,13 @@ class ADKAdapter(Adapter):
         session: Session = result.session
         return {"text": result.text, "app_name": session.app_name, "user_id": session.user_id,
                 "session_id": session.id}
+
+    def mock(self, target: Any, stand_ins: StandIns, options: dict[str, Any]) -> MockSetup:
+        """`agentspan.testing.mock_run` support: scripted turns for every agent of the tree (see
+        `agentspan_adk._mock`)."""
+        from agentspan_adk._mock import mock_setup
+
+        return mock_setup(target, stand_ins, options)
 
     async def execute(self, run: agentspan.ActiveRun, target: Any, input: JSON, options: dict[str, Any]) -> Any:
         if _managed.RUNNER_OPTION in run.run.options:

@@ -42,10 +42,12 @@ from google.adk.sessions._rewind_utils import rewind_session
 from google.genai import types
 
 import agentspan
-from agentspan import leases
-from agentspan.config import get_store, settings
+from agentspan import attached
+from agentspan.attached import AttachedRun
+from agentspan.config import get_store
+from agentspan.errors import RunStateError
 from agentspan.hashing import digest
-from agentspan.records import JSON, Run, RunStatus, now
+from agentspan.records import JSON, Run, RunStatus
 from agentspan.stores.base import Store
 from agentspan_adk import _codec
 
@@ -59,7 +61,8 @@ RUNNER_OPTION = "adk_runner"
 
 
 async def call_store(store: Store, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Calls a store method, on a worker thread when the store does network I/O."""
+    """Calls a store method (or a core function that writes to the store), on a worker thread when
+    the store does network I/O."""
     if getattr(store, "blocking_io", False):
         return await asyncio.to_thread(fn, *args, **kwargs)
     return fn(*args, **kwargs)
@@ -90,77 +93,43 @@ def answers_only(message: types.Content | None) -> bool:
     return bool(parts) and all(part.function_response is not None for part in parts)
 
 
-_local: dict[str, ManagedRun] = {}
-"""The plugin-opened runs this process executes, by run id."""
-
-
 @dataclass
 class ManagedRun:
-    """A run this plugin opened and executes, with the heartbeat that keeps its lease."""
+    """A run this plugin opened and executes: the core's `AttachedRun`, ended from ADK callbacks."""
 
-    run: agentspan.ActiveRun
-    heartbeat: leases.Heartbeat
-    ended: bool = False
+    attached: AttachedRun
     waiting_on: list[str] = field(default_factory=list)
     rewound: bool = False
     """The session was rewound to before the dead attempt (ADK must pick the agent to run again)."""
 
     @property
+    def run(self) -> agentspan.ActiveRun:
+        """The journal cursor the invocation's calls go through."""
+        return self.attached.active
+
+    @property
+    def ended(self) -> bool:
+        return self.attached.ended
+
+    @property
     def store(self) -> Store:
-        return self.run.store
-
-    def _end(self) -> None:
-        if not self.ended:
-            self.ended = True
-            self.heartbeat.__exit__(None, None, None)
-            if _local.get(self.run.run_id) is self:
-                del _local[self.run.run_id]
-
-    async def abandon(self) -> None:
-        """Gives the lease back, leaving the run as it is (its invocation never ended here)."""
-        if self.ended:
-            return
-        try:
-            await call_store(self.store, self.store.update_run, self.run.run_id, epoch=self.run.epoch,
-                             release_lease=True)
-        finally:
-            self._end()
+        return self.attached.store
 
     async def complete(self, text: str | None, ic: InvocationContext) -> None:
         """Records the invocation's end: completed, or waiting (lease released) on approvals."""
-        if self.ended:
-            return
-        try:
-            if self.waiting_on:
-                await call_store(self.store, self.store.update_run, self.run.run_id, epoch=self.run.epoch,
-                                 status=RunStatus.WAITING, release_lease=True)
-            else:
-                output = {"text": text, "app_name": ic.app_name, "user_id": ic.user_id,
-                          "session_id": ic.session.id}
-                await call_store(self.store, self.store.update_run, self.run.run_id, epoch=self.run.epoch,
-                                 status=RunStatus.COMPLETED, output=output, release_lease=True)
-        finally:
-            self._end()
+        if self.waiting_on:
+            await call_store(self.store, self.attached.suspend)
+        else:
+            await call_store(self.store, self.attached.complete, {
+                "text": text, "app_name": ic.app_name, "user_id": ic.user_id, "session_id": ic.session.id})
 
     async def fail(self, error: BaseException) -> None:
         """Records the invocation's failure."""
-        if self.ended:
-            return
-        try:
-            await call_store(self.store, self.store.update_run, self.run.run_id, epoch=self.run.epoch,
-                             status=RunStatus.FAILED, error=f"{type(error).__name__}: {error}", release_lease=True)
-        finally:
-            self._end()
+        await call_store(self.store, self.attached.fail, error)
 
     def suspend(self) -> None:
         """A tool call waits for an approval: give the lease back now (the signal unwinds ADK)."""
-        if self.ended:
-            return
-        try:
-            self.store.update_run(self.run.run_id, epoch=self.run.epoch, status=RunStatus.WAITING,
-                                  release_lease=True)
-        finally:
-            self._end()
+        self.attached.suspend()
 
 
 async def open_run(ic: InvocationContext, message: types.Content | None) -> ManagedRun:
@@ -177,14 +146,20 @@ async def open_run(ic: InvocationContext, message: types.Content | None) -> Mana
     if message is None or answers_only(message):
         key = f"{base}invocation:{ic.invocation_id}"
         found = await _unfinished(store, label, lambda r: _invocation_of(r) == ic.invocation_id)
-        return await _claim(store, found) if found is not None else await _create(store, ic, label, key, message)
+        if found is not None:
+            return await _attach(store, await asyncio.to_thread(attached.take_over, store, found))
+        managed = await _create(store, ic, label, key, message)
+        if managed is None:
+            raise RunStateError(f"the Agentspan run of ADK invocation {ic.invocation_id!r} already ended; "
+                                "it cannot be continued")
+        return managed
     message_digest = digest(_codec.dump_content(message))
     turns = [e for e in _apply_rewinds(session.events) if is_user_text(e)]
     if turns and turns[-1].content is not None and digest(_codec.dump_content(turns[-1].content)) == message_digest:
         retry_key = f"{base}{len(turns) - 1}:{message_digest}"
         crashed = await _unfinished(store, label, lambda r: r.idempotency_key == retry_key)
         if crashed is not None:
-            managed = await _claim(store, crashed)
+            managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, crashed))
             await rewind_session(session_service=ic.session_service, session=session,
                                  rewind_before_invocation_id=turns[-1].invocation_id,
                                  artifact_service=ic.artifact_service, app_name=ic.app_name)
@@ -195,45 +170,25 @@ async def open_run(ic: InvocationContext, message: types.Content | None) -> Mana
         managed = await _create(store, ic, label, key if n == 1 else f"{key}#{n}", message)
         if managed is not None:
             return managed
+    raise AssertionError("unreachable")  # pragma: no cover - count() never ends
 
 
 async def _create(store: Store, ic: InvocationContext, label: str, key: str,
                   message: types.Content | None) -> ManagedRun | None:
     """Creates the run with ``key``, or claims the existing one; None if that one already ended."""
-    run = Run(framework=RUNNER_FRAMEWORK, agent=label, input=_codec.dump_content(message) if message else None,
-              session_id=ic.session.id, idempotency_key=key, status=RunStatus.RUNNING,
-              options={RUNNER_OPTION: {"app_name": ic.app_name, "user_id": ic.user_id,
-                                       "session_id": ic.session.id, "invocation_id": ic.invocation_id}},
-              lease_owner=leases.owner_id(), lease_expires_at=now() + settings().lease_ttl, lease_epoch=1)
-    stored, created = await call_store(store, store.create_run, run)
-    if created:
-        return await _start(store, stored)
-    if stored.status.terminal:
+    run = attached.new_run(
+        framework=RUNNER_FRAMEWORK, agent=label, input=_codec.dump_content(message) if message else None,
+        session_id=ic.session.id, idempotency_key=key,
+        options={RUNNER_OPTION: {"app_name": ic.app_name, "user_id": ic.user_id, "session_id": ic.session.id,
+                                 "invocation_id": ic.invocation_id}})
+    opened = await asyncio.to_thread(attached.create_or_claim, store, run)
+    if opened is None:
         return None
-    return await _claim(store, stored)
+    return await _attach(store, opened[0])
 
 
-async def _claim(store: Store, run: Run) -> ManagedRun:
-    previous = _local.get(run.id)
-    if previous is not None:
-        # An invocation of this run in this process never ended (its task was cancelled, so ADK
-        # called no callback): take over. Should it still be running, its next journal write
-        # fails, fenced by the new lease epoch.
-        await previous.abandon()
-    ttl = settings().lease_ttl
-    claimed = await asyncio.to_thread(leases.claim, store, run.id, ttl=ttl, wait=ttl + 1)
-    if claimed.status is not RunStatus.RUNNING:
-        claimed = await call_store(store, store.update_run, claimed.id, epoch=claimed.lease_epoch,
-                                   status=RunStatus.RUNNING)
-    return await _start(store, claimed)
-
-
-async def _start(store: Store, run: Run) -> ManagedRun:
-    steps = await call_store(store, store.list_steps, run.id) if run.steps else []
-    heartbeat = leases.Heartbeat(store, run.id, run.lease_epoch, settings().lease_ttl).__enter__()
-    managed = ManagedRun(agentspan.ActiveRun(store, run, steps), heartbeat)
-    _local[run.id] = managed
-    return managed
+async def _attach(store: Store, run: Run) -> ManagedRun:
+    return ManagedRun(await call_store(store, attached.attach, store, run, fresh=not run.steps))
 
 
 def _invocation_of(run: Run) -> str | None:

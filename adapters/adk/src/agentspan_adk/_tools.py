@@ -10,7 +10,8 @@ original ``run_async`` inside the step. A call that was not parked for this very
 (the tool used outside a durable run, or by another runner) goes straight to the original.
 
 ADK's own steps between the two (agent ``before_tool_callback`` functions, the confirmation gate
-of ``require_confirmation`` tools) keep running exactly as without Agentspan.
+of ``require_confirmation`` tools) keep running exactly as without Agentspan. In a mock run the
+call goes to the tool's stand-in instead (`agentspan_adk._mock.stubbed_call`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from google.adk.tools import BaseTool, ToolContext
 
+from agentspan_adk import _mock
 from agentspan_adk._journal import ToolCall
 
 _WRAPPED = "__agentspan_adk_original__"
@@ -44,7 +46,8 @@ def wrap(tool: BaseTool) -> None:
         if call is None or call.tool_context is not tool_context:
             return await original(args=args, tool_context=tool_context)
         _parked.set(None)
-        return await call.journal.execute(call, lambda: original(args=args, tool_context=tool_context))
+        return await call.journal.execute(call, lambda: _mock.stubbed_call(
+            call.tool, args, tool_context, lambda: original(args=args, tool_context=tool_context)))
 
     setattr(run_async, _WRAPPED, original)
     tool.run_async = run_async  # type: ignore[method-assign]

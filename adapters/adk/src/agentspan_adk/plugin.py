@@ -33,7 +33,7 @@ import agentspan
 from agentspan import approvals
 from agentspan.errors import ApprovalPending
 from agentspan.tools import DEFAULT_TOOL_OPTIONS
-from agentspan_adk import _confirmations, _managed, _tools
+from agentspan_adk import _confirmations, _managed, _mock, _tools
 from agentspan_adk._journal import Journal, agent_path
 
 _NESTING_KINDS = ("tool", "handoff")
@@ -131,7 +131,10 @@ class AgentspanPlugin(BasePlugin):
     async def before_model_callback(self, *, callback_context: CallbackContext,
                                     llm_request: LlmRequest) -> LlmResponse | None:
         journal = await self._bind(callback_context.get_invocation_context(), None)
-        return await journal.before_model(callback_context, llm_request)
+        recorded = await journal.before_model(callback_context, llm_request)
+        if recorded is not None:
+            return recorded
+        return _mock.scripted_response(llm_request)  # None (the model is called) outside a mock run
 
     async def on_event_callback(self, *, invocation_context: InvocationContext, event: Event) -> Event | None:
         journal = self._journals.get(invocation_context.invocation_id)

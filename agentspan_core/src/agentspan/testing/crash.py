@@ -20,9 +20,8 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from agentspan import leases
+from agentspan import attached
 from agentspan.adapters import adapter_for
-from agentspan.config import settings
 from agentspan.errors import ConfigurationError, RunFailed, ScriptError
 from agentspan.records import new_id
 from agentspan.stores.base import Store
@@ -142,8 +141,7 @@ def crash_run(target: Any, input: Any, *, script: Script, stubs: Stubs, crash_af
     code = child.serve(script, stubs)
     if code != -signal.SIGKILL or child.crashed_at is None:
         _explain_no_crash(code, child, script, sqlite, run_id, crash_after, crash_at)
-    ttl = settings().lease_ttl
-    claimed = leases.claim(sqlite, run_id, ttl=ttl, wait=ttl + 1)
+    claimed = attached.claim(sqlite, run_id)
     outcome, failure = execute(MockStore(sqlite, decide=lambda a: script.decide(a.tool)[0]), claimed, adapter,
                                target_obj, setup, fresh=False)
     finish(script, failure, strict=strict, raise_errors=raise_errors)

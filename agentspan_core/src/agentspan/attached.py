@@ -1,0 +1,274 @@
+"""Runs driven by someone else's loop: the lifecycle of a run this process executes.
+
+`agentspan.executor.execute` drives a run itself (it calls the adapter and waits for the result),
+but a framework plugin is driven by the framework: ADK's ``Runner`` calls an ADK plugin's
+callbacks, and the run's end arrives in another callback than its start. Both use the same
+transitions, defined here once:
+
+- `new_run` / `create_or_claim` / `claim`: a run record owned by this process, found again by
+  its idempotency key or claimed from a dead owner;
+- `attach`: holds the run's lease (a heartbeat thread renews it), marks it ``running`` and gives
+  the journal cursor (`ActiveRun`) the framework's calls go through;
+- `AttachedRun.complete` / `fail` / `suspend` / `abandon` / `cancelled`: how the run ends in this
+  process (each releases the lease and stops the heartbeat).
+
+A plugin keeps the `AttachedRun` between callbacks and calls one of the endings itself; code that
+drives a run in one block uses it as a context manager::
+
+    with attach(store, claimed) as attached:
+        token = attached.active.activate()
+        try:
+            output = await my_loop()
+        finally:
+            ActiveRun.deactivate(token)
+        attached.complete(output)
+
+Leaving the block without an ending gives the lease back (`abandon`); a `RunCancelledSignal`
+records the cancellation and becomes `RunCancelledError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from agentspan import leases
+from agentspan.config import settings
+from agentspan.errors import LeaseLostError, RunCancelledError, RunCancelledSignal, RunStateError
+from agentspan.records import JSON, Run, RunStatus, Step, now
+from agentspan.runtime import ActiveRun, Counters
+from agentspan.stores.base import Store
+
+_here: dict[str, AttachedRun] = {}
+"""The runs attached (and not ended) in this process, by run id."""
+_here_lock = threading.Lock()
+
+
+def new_run(*, framework: str, agent: str, input: JSON, options: dict[str, JSON] | None = None,
+            session_id: str | None = None, idempotency_key: str | None = None, run_id: str | None = None) -> Run:
+    """A run record owned by this process: ``running``, lease epoch 1, lease expiring after the TTL.
+
+    Args:
+        framework: The adapter's framework name.
+        agent: The name the run is recorded under.
+        input: The run's input (JSON).
+        options: JSON runner options stored with the run.
+        session_id: Groups runs of one conversation.
+        idempotency_key: A second create with the same key finds this run.
+        run_id: The run's id (default: a new UUIDv7).
+    """
+    fields: dict[str, Any] = {} if run_id is None else {"id": run_id}
+    return Run(framework=framework, agent=agent, input=input, session_id=session_id,
+               idempotency_key=idempotency_key, options=dict(options or {}), status=RunStatus.RUNNING,
+               lease_owner=leases.owner_id(), lease_expires_at=now() + settings().lease_ttl, lease_epoch=1,
+               **fields)
+
+
+def claim(store: Store, run_id: str, *, wait: float | None = None) -> Run:
+    """Takes a run's lease, waiting up to ``wait`` seconds (default: the lease TTL + 1) for a live
+    owner's lease to lapse. Blocks: call it from a worker thread in async code.
+
+    Raises:
+        RunNotFound: Unknown run.
+        LeaseLostError: Another live process holds the run, or claimed it first.
+    """
+    ttl = settings().lease_ttl
+    return leases.claim(store, run_id, ttl=ttl, wait=ttl + 1 if wait is None else wait)
+
+
+def create_or_claim(store: Store, run: Run, *, wait: float | None = None) -> tuple[Run, bool] | None:
+    """Creates ``run`` (from `new_run`), or claims the unfinished run holding its idempotency key.
+
+    A run of this process that was attached and never ended (its loop was abandoned without a
+    callback) is abandoned first, so it can be claimed again. Blocks like `claim`.
+
+    Returns:
+        ``(run, True)`` when created, ``(existing run, False)`` when claimed, None when the run
+        with that key already ended.
+
+    Raises:
+        LeaseLostError: Another live process executes the existing run.
+    """
+    stored, created = store.create_run(run)
+    if created:
+        return stored, True
+    if stored.status.terminal:
+        return None
+    return take_over(store, stored, wait=wait), False
+
+
+def take_over(store: Store, run: Run, *, wait: float | None = None) -> Run:
+    """Claims ``run``, abandoning first an attachment of it in this process that never ended.
+
+    An attachment whose loop is gone without telling (its task was cancelled, so no callback
+    ran) would keep the run "executing here" forever. Should that loop still be running, its
+    next journal write fails, fenced by the new lease epoch. Blocks like `claim`.
+    """
+    previous = attached_here(run.id)
+    if previous is not None:
+        previous.abandon()
+    return claim(store, run.id, wait=wait)
+
+
+def attached_here(run_id: str) -> AttachedRun | None:
+    """The attachment of ``run_id`` in this process that has not ended, if any."""
+    with _here_lock:
+        return _here.get(run_id)
+
+
+def attach(store: Store, run: Run, *, fresh: bool = False) -> AttachedRun:
+    """Starts executing a run whose lease this process holds (``run.lease_epoch`` is ours).
+
+    Starts the heartbeat, marks the run ``running`` (if it is not) and loads its journal.
+
+    Args:
+        store: The store.
+        run: The created or claimed run.
+        fresh: The run's journal is known to be empty (saves reading it).
+
+    Raises:
+        LeaseLostError: Another process took the run over.
+        RunCancelledError: The run was cancelled (recorded ``cancelled``).
+    """
+    attached = AttachedRun(store, run)
+    try:
+        if run.status is not RunStatus.RUNNING:
+            attached.run = store.update_run(run.id, epoch=attached.epoch, status=RunStatus.RUNNING)
+        attached.new_attempt([] if fresh else None)
+    except BaseException as exc:
+        attached.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    return attached
+
+
+class AttachedRun:
+    """A run this process executes, driven by its own loop or by a framework's (see the module).
+
+    Create it with `attach`. Until one of the endings is called it holds the run's lease. Every
+    ending is called at most once: later calls do nothing.
+
+    Attributes:
+        store: The store.
+        run: The run record (as last written by this process).
+        epoch: The lease epoch this process holds.
+        active: The journal cursor of the current attempt.
+        counters: Steps replayed vs. executed live, over all attempts.
+        ended: An ending was called (the lease is no longer held).
+    """
+
+    def __init__(self, store: Store, run: Run) -> None:
+        self.store = store
+        self.run = run
+        self.epoch = run.lease_epoch
+        self.counters = Counters()
+        self.ended = False
+        self.active: ActiveRun
+        self._stopped = False
+        self._heartbeat = leases.Heartbeat(store, run.id, self.epoch, settings().lease_ttl)
+        self._heartbeat.__enter__()
+        with _here_lock:
+            _here[run.id] = self
+
+    def __repr__(self) -> str:
+        return f"<AttachedRun {self.run.id} epoch={self.epoch}{' ended' if self.ended else ''}>"
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.run.id
+
+    def new_attempt(self, steps: Sequence[Step] | None = None) -> ActiveRun:
+        """A journal cursor for a new attempt (the journal read again unless ``steps`` is given)."""
+        journal = self.store.list_steps(self.run.id) if steps is None else steps
+        active = ActiveRun(self.store, self.run, journal)
+        active.counters = self.counters
+        self.active = active
+        return active
+
+    def resume(self) -> ActiveRun:
+        """After waiting here for decisions: marks the run ``running`` again and starts a new attempt."""
+        self.run = self.store.update_run(self.run.id, epoch=self.epoch, status=RunStatus.RUNNING)
+        return self.new_attempt()
+
+    # ---- endings ---------------------------------------------------------------------------
+    def complete(self, output: JSON) -> None:
+        """Records the run ``completed`` with ``output``.
+
+        Raises:
+            LeaseLostError: Another process took the run over.
+            RunCancelledSignal: The run was cancelled meanwhile.
+        """
+        self._end(status=RunStatus.COMPLETED, output=output)
+
+    def fail(self, error: BaseException) -> None:
+        """Records the run ``failed`` with ``error`` (as ``"Type: message"``); raises like `complete`."""
+        self._end(status=RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
+
+    def suspend(self) -> None:
+        """Records the run ``waiting`` (for a human decision); a worker or a retry claims it later.
+        Raises like `complete`."""
+        self._end(status=RunStatus.WAITING)
+
+    def abandon(self) -> None:
+        """Gives the lease back and leaves the run as it is (a retry claims it again at once).
+        Raises like `complete`."""
+        self._end()
+
+    def cancelled(self, reason: str | None) -> None:
+        """Records the run ``cancelled``; quietly does nothing more when it was cancelled, ended or
+        taken over elsewhere already."""
+        self.ended = True
+        try:
+            self.store.update_run(self.run.id, epoch=self.epoch, status=RunStatus.CANCELLED, error=reason,
+                                  release_lease=True)
+        except (RunCancelledSignal, LeaseLostError, RunStateError):
+            pass
+        finally:
+            self._stop()
+
+    def close(self) -> None:
+        """Stops the heartbeat without writing anything (the lease lapses when it expires)."""
+        self.ended = True
+        self._stop()
+
+    def _end(self, **fields: Any) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self.run = self.store.update_run(self.run.id, epoch=self.epoch, release_lease=True, **fields)
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._heartbeat.__exit__(None, None, None)
+        with _here_lock:
+            if _here.get(self.run.id) is self:
+                del _here[self.run.id]
+
+    # ---- context manager ---------------------------------------------------------------------
+    def __enter__(self) -> AttachedRun:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        """Ends a run the block did not end: cancelled on `RunCancelledSignal` (raised again as
+        `RunCancelledError`), left to its new owner on `LeaseLostError`, else abandoned."""
+        if isinstance(exc, RunCancelledSignal):
+            self.cancelled(exc.reason)  # also when an ending's write found the run cancelled
+            raise RunCancelledError(self.run.id, exc.reason or self.store.get_run(self.run.id).error) from None
+        if self.ended:
+            return
+        if isinstance(exc, LeaseLostError):
+            self.close()
+            return
+        try:
+            self.abandon()
+        except Exception:
+            if exc is None:
+                raise
+            # the block's own error matters more than a failed release (the lease then expires)
