@@ -130,7 +130,6 @@ class Bench:
             steps = store.list_steps(run.id)
             assert len(steps) == self.journaled, len(steps)
             assert runner.agent.model.calls == self.turns  # type: ignore[union-attr]
-        agentspan.config.reset()
         return clock
 
     async def normal(self, *, check: bool = False) -> Clock:

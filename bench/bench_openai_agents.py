@@ -13,9 +13,10 @@ in one process, after one untimed warm-up run each; the median per variant is re
 4. ``DBOSRunner.run_sync`` (dbos-openai-agents) inside a ``@DBOS.workflow()``, SQLite system
    database, the tool also a ``@DBOS.step()``. DBOS is launched once and reused (fresh workflow ids).
 
-Each durability has one store file that all its runs share (as all DBOS runs share its system
-database), held open between runs as a long-lived app process would; every run is a new run.
-The store is opened before the clock starts, and that open is timed separately. Also measured:
+Each durability has one store that all its runs share (as all DBOS runs share its system
+database and DBOS stays launched), opened once and held open between runs as a long-lived app
+process holds it (`bench_support.EmbeddedHomes`); every run is a new run. Opening a store is
+timed separately. Also measured:
 ``import agentspan`` (and ``agentspan.Run``, which loads the lazy runtime) in fresh subprocesses.
 """
 
@@ -112,7 +113,6 @@ class Bench:
             steps = store.list_steps(run.id)
             assert len(steps) == 2 * self.turns - 1, len(steps)
             assert run.status is agentspan.RunStatus.COMPLETED
-        agentspan.config.reset()
         return clock
 
     def normal(self) -> Clock:
