@@ -284,3 +284,22 @@ def test_idempotency_key_returns_the_existing_run():
 def test_plain_runner_is_unaffected_outside_a_durable_run():
     result = Runner.run_sync(agent_with(["plain"], []), "x")
     assert result.final_output == "plain"
+
+
+def test_sync_runs_share_the_threads_event_loop_like_run_sync():
+    """Loop-bound objects kept between runs (an AsyncOpenAI client, locks) stay usable."""
+    lock = asyncio.Lock()
+    loops: list[int] = []
+
+    @function_tool
+    async def locked(n: int) -> int:
+        """Uses a lock created outside the runs."""
+        loops.append(id(asyncio.get_running_loop()))
+        async with lock:
+            await asyncio.sleep(0)
+        return n
+
+    for _ in range(2):
+        result = agentspan.run(agent_with([ToolCall("locked", {"n": 1}), "done"], [locked]), "go")
+        assert result.final_output == "done"
+    assert len(loops) == 2 and loops[0] == loops[1]

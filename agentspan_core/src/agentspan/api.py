@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
+import warnings
 from typing import Any
 
 from agentspan import approvals, attached, executor, leases
@@ -201,9 +203,41 @@ def run(target: Any, input: Any, **kwargs: Any) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _run_in_new_loop(target, input, kwargs)
+        return _run_on_thread_loop(target, input, kwargs)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentspan-run") as pool:
         return pool.submit(_run_in_new_loop, target, input, kwargs).result()
+
+
+def _run_on_thread_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
+    """Runs `run_async` on this thread's default event loop, left open for the next run.
+
+    As ``Runner.run_sync`` of openai-agents does: loop-bound objects a program keeps between runs
+    (an ``AsyncOpenAI`` client, a session's locks) stay usable, and the loop's thread pool (sync
+    tools run there) is not started and shut down again for every run.
+    """
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = policy.get_event_loop()
+        except RuntimeError:
+            loop = None
+    if loop is None or loop.is_closed():
+        loop = policy.new_event_loop()
+        policy.set_event_loop(loop)
+    task = loop.create_task(run_async(target, input, **kwargs))
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        if not task.done():  # KeyboardInterrupt and the like: leave nothing running on the loop
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        raise
+    finally:
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 def _run_in_new_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:

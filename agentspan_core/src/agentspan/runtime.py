@@ -27,6 +27,7 @@ from agentspan.tools import DEFAULT_TOOL_OPTIONS, StepInfo, ToolOptions, _curren
 
 T = TypeVar("T")
 _GENESIS = "agentspan/v1"
+_ENDED_FIELDS = ("status", "output", "error", "ended_at")
 
 
 @dataclass
@@ -261,13 +262,16 @@ class ActiveRun:
                 _scope.reset(scope_token)
         duration_ms = (time.perf_counter() - started) * 1000
         output = dump(value)
-        result = StepResult(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
-                            provider=provider, model=model)
-        if metrics is not None:
+        if metrics is None:
+            result = StepResult(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
+                                provider=provider, model=model)
+        else:
             m = metrics(value)
-            result.input_tokens, result.output_tokens = m.input_tokens, m.output_tokens
-            result.model = m.model or model
-            result.cost_usd = price_usd(provider, result.model, m.input_tokens, m.output_tokens)
+            used = m.model or model
+            result = StepResult(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
+                                provider=provider, model=used, input_tokens=m.input_tokens,
+                                output_tokens=m.output_tokens,
+                                cost_usd=price_usd(provider, used, m.input_tokens, m.output_tokens))
         await self._finish_async(step, result, in_flight_record)
         self.counters.mark(True, kind.value, key)
         return value
@@ -284,10 +288,11 @@ class ActiveRun:
             self.store.finish_step(self.run_id, step.key, result, epoch=self.epoch)
         else:
             self.store.record_step(step, result, epoch=self.epoch)
-        step.status = result.status
-        step.output = result.output
-        step.error = result.error
-        step.ended_at = result.ended_at
+        # The journal's copy of the step ends too: set as pydantic's __setattr__ would, without
+        # its per-attribute checks (this runs for every journaled call).
+        step.__dict__.update(status=result.status, output=result.output, error=result.error,
+                             ended_at=result.ended_at)
+        step.__pydantic_fields_set__.update(_ENDED_FIELDS)
 
     # ---- tools --------------------------------------------------------------------------
     async def tool(

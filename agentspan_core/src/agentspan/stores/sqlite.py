@@ -135,6 +135,20 @@ class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):
                 raise self._error(exc) from exc
             return result
 
+    def _write_one(self, statement: str, params: Sequence[Any]) -> int:
+        """Runs one write statement as its own transaction (autocommit); returns its row count.
+
+        A single statement needs no ``BEGIN IMMEDIATE``: SQLite takes the write lock for it (and
+        waits for it, with the busy timeout) and commits it on its own.
+        """
+        with self._lock:
+            try:
+                count = self._cur.execute(statement, params).rowcount
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            self._wal.committed()
+            return count
+
     def _query(self, statement: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
         with self._lock:
             try:

@@ -18,7 +18,7 @@ few pages as it can:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal, RunNotFound, StepNotFound
@@ -103,6 +103,8 @@ class SqliteJournal:
 
         def _query(self, statement: str, params: Any) -> list[Any]: ...
 
+        def _write_one(self, statement: str, params: Sequence[Any]) -> int: ...
+
         durability: str
 
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
@@ -143,6 +145,8 @@ class SqliteJournal:
         if result.status == StepStatus.STARTED:
             raise ConfigurationError("record_step needs a 'completed' or 'failed' result")
         values = (*recorded_step_values(step, result), step.run_id, epoch)
+        if self._write_one(INSERT_STEP, values):
+            return  # the usual case, one statement in autocommit (its own transaction)
 
         def tx(cur: sqlite3.Cursor) -> None:
             if cur.execute(INSERT_STEP, values).rowcount:
