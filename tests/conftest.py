@@ -58,3 +58,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str, reques
 def child_env(home: Path) -> dict[str, str]:
     """Environment for subprocesses sharing this test's store."""
     return {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+
+
+@pytest.fixture
+def effects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the testing-kit tests' real tools record their side effects (`tk_effects`)."""
+    path = tmp_path / "effects"
+    monkeypatch.setenv("TK_EFFECTS", str(path))
+    return path

@@ -33,11 +33,7 @@ REFUND_SCRIPT = [call("lookup_order", order_id="42"), call("transfer_to_billing"
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def effects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "effects"
-    monkeypatch.setenv("TK_EFFECTS", str(path))
-    return path
+pytestmark = pytest.mark.usefixtures("effects_file")
 
 
 def export(run_id: str, path: Path) -> Path:

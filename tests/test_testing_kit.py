@@ -30,11 +30,7 @@ REFUND_SCRIPT = [call("lookup_order", order_id="42"), call("transfer_to_billing"
                  call("refund", order_id="42", amount=30.0), reply("Refunded $30.00 on order 42.")]
 
 
-@pytest.fixture(autouse=True)
-def effects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "effects"
-    monkeypatch.setenv("TK_EFFECTS", str(path))
-    return path
+pytestmark = pytest.mark.usefixtures("effects_file")
 
 
 # ---- openai-agents ---------------------------------------------------------------------------

@@ -4,7 +4,6 @@ Gemini models would fail if ever called) with a scripted model; approvals, stand
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,11 +21,7 @@ REFUND_KEYS = ["adk:session", "support/llm:0", "support/llm:0/call:0", "support/
                "support/billing/llm:0", "support/billing/llm:0/call:0", "support/billing/llm:1"]
 
 
-@pytest.fixture(autouse=True)
-def effects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "effects"
-    monkeypatch.setenv("TK_EFFECTS", str(path))
-    return path
+pytestmark = pytest.mark.usefixtures("effects_file")
 
 
 def test_script_drives_the_real_agent_tree_tools_transfer_and_approval() -> None:

@@ -24,8 +24,7 @@ and tool stand-ins.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -36,7 +35,7 @@ from google.adk.tools import BaseTool, FunctionTool, ToolContext
 from google.adk.tools.agent_tool import AgentTool
 from google.genai import types
 
-from agentspan.testing import Call, MockSetup, StandIns
+from agentspan.testing import Call, MockSetup, StandIns, context_scope
 from agentspan_adk import _codec
 
 _stand_ins: ContextVar[StandIns | None] = ContextVar("agentspan_adk_stand_ins", default=None)
@@ -118,12 +117,5 @@ def mock_setup(target: Any, stand_ins: StandIns, options: dict[str, Any]) -> Moc
     """
     root: Any = target.root_agent if isinstance(target, App) else target
 
-    @contextlib.contextmanager
-    def scope() -> Iterator[None]:
-        token = _stand_ins.set(stand_ins)
-        try:
-            yield
-        finally:
-            _stand_ins.reset(token)
-
-    return MockSetup(scope=scope, tools=tool_names(root), final_output=_final_output, tool_result=_tool_result)
+    return MockSetup(scope=context_scope(_stand_ins, stand_ins), tools=tool_names(root), final_output=_final_output,
+                     tool_result=_tool_result)

@@ -12,10 +12,9 @@ trail shows the graph's real model names. A model called through ``stream()`` di
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -26,7 +25,7 @@ from langchain_core.tools import BaseTool
 from pydantic_core import to_jsonable_python
 
 import agentspan
-from agentspan.testing import MockSetup, StandIns
+from agentspan.testing import MockSetup, StandIns, context_scope
 from agentspan_langgraph._calls import tool_args
 from agentspan_langgraph._codec import from_json
 
@@ -121,13 +120,5 @@ def mock_setup(target: Any, stand_ins: StandIns, options: dict[str, Any]) -> Moc
     against the graph's tools (a node may call tools that no ``ToolNode`` lists).
     """
 
-    @contextlib.contextmanager
-    def scope() -> Iterator[None]:
-        token = _stand_ins.set(stand_ins)
-        try:
-            yield
-        finally:
-            _stand_ins.reset(token)
-
-    return MockSetup(scope=scope, input=_input, final_output=_final_output, tool_result=_tool_result,
-                     handoffs=_nodes)
+    return MockSetup(scope=context_scope(_stand_ins, stand_ins), input=_input, final_output=_final_output,
+                     tool_result=_tool_result, handoffs=_nodes)

@@ -11,9 +11,8 @@ tool stand-ins.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,7 +20,7 @@ from agents import Agent, FunctionTool, Model, ModelResponse, RunConfig
 from agents.tool import maybe_invoke_function_tool_failure_error_function
 
 from agentspan.errors import ConfigurationError
-from agentspan.testing import Call, MockSetup, StandIns
+from agentspan.testing import Call, MockSetup, StandIns, context_scope
 from agentspan_openai_agents.testing import ToolCall, build_response
 
 _stand_ins: ContextVar[StandIns | None] = ContextVar("agentspan_openai_agents_stand_ins", default=None)
@@ -106,14 +105,6 @@ def mock_setup(target: Agent[Any], stand_ins: StandIns, options: dict[str, Any])
         config = RunConfig(**config)
     config = dataclasses.replace(config, model=ScriptModel(stand_ins))
 
-    @contextlib.contextmanager
-    def scope() -> Iterator[None]:
-        token = _stand_ins.set(stand_ins)
-        try:
-            yield
-        finally:
-            _stand_ins.reset(token)
-
-    return MockSetup(options={"run_config": config}, scope=scope, tools=tool_names(target),
-                     final_output=lambda result: result.final_output)
+    return MockSetup(options={"run_config": config}, scope=context_scope(_stand_ins, stand_ins),
+                     tools=tool_names(target), final_output=lambda result: result.final_output)
 

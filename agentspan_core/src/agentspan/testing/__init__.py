@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from agentspan.testing.replay import replay
     from agentspan.testing.result import MockResult, ToolCallRecord
     from agentspan.testing.script import Call, Decision, Reply, Turn, approve, call, reject, reply
-    from agentspan.testing.stand_ins import MockSetup, StandIns
+    from agentspan.testing.stand_ins import MockSetup, StandIns, context_scope
 
 _LAZY = {
     "mock_run": "agentspan.testing.mock", "expect": "agentspan.testing.expectations",
@@ -39,7 +39,8 @@ _LAZY = {
     "call": "agentspan.testing.script", "approve": "agentspan.testing.script", "reject": "agentspan.testing.script",
     "Reply": "agentspan.testing.script", "Call": "agentspan.testing.script", "Decision": "agentspan.testing.script",
     "Turn": "agentspan.testing.script", "MockSetup": "agentspan.testing.stand_ins",
-    "StandIns": "agentspan.testing.stand_ins", "ScriptError": "agentspan.errors",
+    "StandIns": "agentspan.testing.stand_ins", "context_scope": "agentspan.testing.stand_ins",
+    "ScriptError": "agentspan.errors",
     "replay": "agentspan.testing.replay", "ReplayDivergenceError": "agentspan.errors",
     "cassette": "agentspan.testing.cassettes", "Cassette": "agentspan.testing.cassettes",
     "CassetteError": "agentspan.errors", "CassetteMismatch": "agentspan.errors",
@@ -48,7 +49,7 @@ _LAZY = {
 __all__ = [
     "Call", "Cassette", "CassetteError", "CassetteMismatch", "Decision", "Expectation", "MockResult", "MockSetup",
     "ReplayDivergenceError", "Reply", "ScriptError", "StandIns", "ToolCallRecord", "Turn", "approve", "call",
-    "cassette", "expect", "mock_run", "reject", "replay", "reply",
+    "cassette", "context_scope", "expect", "mock_run", "reject", "replay", "reply",
 ]
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from agentspan.records import JSON, Step, StepKind
 from agentspan.testing.script import Script, Stubs, Turn
+
+_V = TypeVar("_V")
 
 
 class StandIns(abc.ABC):
@@ -90,3 +93,18 @@ class MockSetup:
     final_output: Callable[[Any], Any] = _identity
     tool_result: Callable[[JSON], Any] = _identity
     handoffs: Callable[[Sequence[Step]], list[str]] = handoff_steps
+
+
+def context_scope(var: ContextVar[_V], value: _V) -> Callable[[], AbstractContextManager[None]]:
+    """A `MockSetup.scope` that sets the adapter's context variable ``var`` to ``value`` while the
+    run executes (and restores it after)."""
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        token = var.set(value)
+        try:
+            yield
+        finally:
+            var.reset(token)
+
+    return scope
