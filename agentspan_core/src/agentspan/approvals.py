@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agentspan.errors import (
@@ -11,8 +13,10 @@ from agentspan.errors import (
     NoPendingApproval,
     ReplayDivergenceError,
     RunCancelledSignal,
+    StoreError,
 )
-from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
+from agentspan.hashing import digest
+from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, StepKind, now
 from agentspan.stores.base import Store
 from agentspan.tools import ToolOptions
 
@@ -74,6 +78,63 @@ def gate(
     if options.on_reject == "stop":
         raise RunCancelledSignal(run.run_id, rejection_message(approval))
     return rejection_message(approval)
+
+
+def decision_payload(approval: Approval) -> dict[str, JSON]:
+    """A decided approval as the framework's code receives it::
+
+        {"approved": True, "status": "approved", "by": "alice", "reason": "ok", "approval_id": "0190..."}
+
+    ``status`` is ``"approved"``, ``"rejected"`` or ``"expired"`` (``approved`` is True only for
+    the first); ``by`` and ``reason`` are None when not given.
+    """
+    status = effective_status(approval)
+    return {"approved": status is ApprovalStatus.APPROVED, "status": status.value, "by": approval.decided_by,
+            "reason": approval.reason, "approval_id": approval.id}
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A human decision a framework paused for (an ADK confirmation, a LangGraph interrupt)."""
+
+    key: str
+    """The approval's step key (deterministic, as every journal key)."""
+    tool: str
+    """What the decision is about (a tool or node name)."""
+    args: JSON
+    """What the decision is bound to."""
+    options: ToolOptions
+    """``on_reject="stop"`` cancels the run on a rejection."""
+
+
+def decide_all(run: ActiveRun, requests: Sequence[ApprovalRequest]) -> list[dict[str, JSON]]:
+    """Gives every request an approval, and returns the decisions (`decision_payload`, in order)
+    once all are decided; each decision delivered is journaled as an ``approval`` step.
+
+    Raises:
+        ApprovalPending: Some request is not decided yet (every one now has an approval, and the
+            run is ``waiting``).
+        RunCancelledSignal: A rejection with ``on_reject="stop"``.
+        ReplayDivergenceError: An approval exists for the key but for other arguments.
+    """
+    decisions: list[dict[str, JSON]] = []
+    waiting: ApprovalPending | None = None
+    for request in requests:
+        try:
+            gate(run, key=request.key, tool=request.tool, args=request.args, args_hash=digest(request.args),
+                 options=request.options)
+        except ApprovalPending as signal:
+            waiting = waiting or signal  # request every approval before suspending
+            continue
+        approval = run.store.find_approval(run.run_id, request.key)
+        if approval is None:  # gate() has just read or created it
+            raise StoreError(f"approval of step {request.key!r} of run {run.run_id!r} vanished from the store")
+        decision = decision_payload(approval)
+        run.record(kind=StepKind.APPROVAL, key=request.key, name=request.tool, input=request.args, output=decision)
+        decisions.append(decision)
+    if waiting is not None:
+        raise waiting
+    return decisions
 
 
 def pending_for_run(store: Store, run_id: str) -> list[Approval]:

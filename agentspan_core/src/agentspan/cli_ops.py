@@ -6,7 +6,6 @@ command runs, so the core never depends on FastAPI, uvicorn or psycopg.
 Note: no ``from __future__ import annotations`` here; typer reads the real annotations.
 """
 
-import importlib
 import signal
 import sys
 import threading
@@ -15,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from agentspan.errors import ConfigurationError
+from agentspan.targets import load
 
 server_app = typer.Typer(help="Run the Agentspan server (HTTP API over SQLite or PostgreSQL).", no_args_is_help=True)
 
@@ -43,26 +43,15 @@ def server_start(
 
 
 def load_target(spec: str) -> Any:
-    """Imports ``module:attribute`` (dots allowed in the attribute) and returns the object.
+    """Imports ``module:attribute`` (dots allowed in the attribute), with the current directory
+    importable as under ``python -m``, and returns the object.
 
     Raises:
         ConfigurationError: The spec is malformed, or the module or attribute does not exist.
     """
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(f"expected MODULE:OBJECT (e.g. myapp.agents:support_agent), got {spec!r}")
     if "" not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`: the current directory is importable
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import module {module_name!r} for {spec!r}: {exc}") from exc
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigurationError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    return obj
+        sys.path.insert(0, "")
+    return load(spec, call_factory=False)
 
 
 def worker(

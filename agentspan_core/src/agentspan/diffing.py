@@ -6,42 +6,63 @@ Only called when something already differs (an error path), so it may walk both 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 VALUE_CHARS = 120
 """How many characters of each differing value a message shows."""
 
-_MISSING = object()
+MISSING = object()
+"""Stands for "absent on this side" in a `first_difference` result."""
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def first_difference(recorded: Any, live: Any, path: str = "$") -> tuple[str, Any, Any] | None:
+def child_path(path: str, key: str | int) -> str:
+    """The JSON path of ``key`` under ``path`` (``$.a``, ``$[0]``, ``$["a-b"]``)."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if _IDENTIFIER.match(key) else f"{path}[{json.dumps(key)}]"
+
+
+def _same(a: Any, b: Any, numbers_by_value: bool) -> bool:
+    if numbers_by_value and not isinstance(a, bool) and not isinstance(b, bool) \
+            and isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def first_difference(recorded: Any, live: Any, path: str = "$", *,
+                     numbers_by_value: bool = False) -> tuple[str, Any, Any] | None:
     """Returns ``(json_path, recorded_value, live_value)`` of the first difference, or None.
 
-    Dicts are compared key by key (the recorded value's key order first), lists item by item; a
-    key or item present on one side only differs with the other side's value shown as missing.
+    Object keys are visited in sorted order, list items in order; a key or item present on one
+    side only differs with `MISSING` on the other. Types count (``1`` is not ``true``; nor is it
+    ``1.0``, unless ``numbers_by_value``).
     """
     if isinstance(recorded, dict) and isinstance(live, dict):
-        for key in [*recorded, *(k for k in live if k not in recorded)]:
-            found = first_difference(recorded.get(key, _MISSING), live.get(key, _MISSING), f"{path}.{key}")
+        for key in sorted(recorded.keys() | live.keys()):
+            found = first_difference(recorded.get(key, MISSING), live.get(key, MISSING), child_path(path, key),
+                                     numbers_by_value=numbers_by_value)
             if found is not None:
                 return found
         return None
     if isinstance(recorded, list) and isinstance(live, list):
         for index in range(max(len(recorded), len(live))):
-            left = recorded[index] if index < len(recorded) else _MISSING
-            right = live[index] if index < len(live) else _MISSING
-            found = first_difference(left, right, f"{path}[{index}]")
+            left = recorded[index] if index < len(recorded) else MISSING
+            right = live[index] if index < len(live) else MISSING
+            found = first_difference(left, right, child_path(path, index), numbers_by_value=numbers_by_value)
             if found is not None:
                 return found
         return None
-    if type(recorded) is type(live) and recorded == live:
-        return None
-    return path, recorded, live
+    if recorded is MISSING or live is MISSING or not _same(recorded, live, numbers_by_value):
+        return path, recorded, live
+    return None
 
 
 def shorten(value: Any, limit: int = VALUE_CHARS) -> str:
     """Returns a one-line JSON rendering of ``value``, cut to ``limit`` characters."""
-    if value is _MISSING:
+    if value is MISSING:
         return "(missing)"
     try:
         text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)

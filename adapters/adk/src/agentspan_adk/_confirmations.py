@@ -31,9 +31,7 @@ from google.genai import types
 
 import agentspan
 from agentspan import approvals
-from agentspan.errors import ApprovalPending, StoreError
-from agentspan.hashing import digest
-from agentspan.records import JSON, Approval, ApprovalStatus
+from agentspan.records import JSON
 from agentspan.tools import ToolOptions
 from agentspan_adk._journal import Journal, to_json
 
@@ -81,13 +79,6 @@ def approval_key(journal: Journal, request: Request, agent_path: str, ic: Invoca
     return f"{journal.call_key_by_path(request.original.get('id'), agent_path, ic)}/approval"
 
 
-def decision_payload(approval: Approval) -> dict[str, JSON]:
-    """What a decided approval tells ADK (and the tool) in the ToolConfirmation payload."""
-    status = approvals.effective_status(approval)
-    return {"approved": status is ApprovalStatus.APPROVED, "status": status.value, "by": approval.decided_by,
-            "reason": approval.reason, "approval_id": approval.id}
-
-
 def reply(request: Request, decision: dict[str, JSON]) -> types.Part:
     """The ``adk_request_confirmation`` function response carrying a decision."""
     return types.Part(function_response=types.FunctionResponse(
@@ -108,21 +99,7 @@ def decide(run: agentspan.ActiveRun, requests: list[tuple[Request, str, ToolOpti
         RunCancelledSignal: A rejection with ``on_reject="stop"``.
         ReplayDivergenceError: An approval exists for the key but for other arguments.
     """
-    parts: list[types.Part] = []
-    waiting: ApprovalPending | None = None
-    for request, key, options in requests:
-        args = request.args
-        try:
-            approvals.gate(run, key=key, tool=request.tool, args=args, args_hash=digest(args), options=options)
-        except ApprovalPending as signal:
-            waiting = waiting or signal  # request every approval before suspending
-            continue
-        approval = run.store.find_approval(run.run_id, key)
-        if approval is None:  # gate() has just read or created it
-            raise StoreError(f"approval of step {key!r} of run {run.run_id!r} vanished from the store")
-        decision = decision_payload(approval)
-        run.record(kind=agentspan.StepKind.APPROVAL, key=key, name=request.tool, input=args, output=decision)
-        parts.append(reply(request, decision))
-    if waiting is not None:
-        raise waiting
-    return parts
+    decisions = approvals.decide_all(run, [
+        approvals.ApprovalRequest(key=key, tool=request.tool, args=request.args, options=options)
+        for request, key, options in requests])
+    return [reply(request, decision) for (request, _, _), decision in zip(requests, decisions, strict=True)]

@@ -182,7 +182,7 @@ def _apply_decisions(journal: Journal, ic: InvocationContext, message: types.Con
             confirmed = bool((response.response or {}).get("confirmed"))  # type: ignore[union-attr]
             approval = approvals.decide_by_id(store, approval.id, approved=confirmed, by="adk", reason=None)
         if approval is not None:
-            decision = _confirmations.decision_payload(approval)
+            decision = approvals.decision_payload(approval)
             journal.run.record(kind=agentspan.StepKind.APPROVAL, key=key, name=request.tool, input=request.args,
                                output=decision)
             part, changed = _confirmations.reply(request, decision), True

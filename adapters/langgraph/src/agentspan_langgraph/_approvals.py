@@ -34,9 +34,6 @@ from langgraph.types import Command, Interrupt, StateSnapshot
 
 import agentspan
 from agentspan import approvals
-from agentspan.errors import ApprovalPending, StoreError
-from agentspan.hashing import digest
-from agentspan.records import JSON, Approval, ApprovalStatus
 from agentspan.tools import ToolOptions
 from agentspan_langgraph._codec import to_json
 
@@ -46,13 +43,6 @@ _INTERRUPT_OPTIONS = ToolOptions(on_reject="continue")
 def step_key(interrupt: Interrupt) -> str:
     """The approval's step key for one pending interrupt."""
     return f"interrupt:{interrupt.id}"
-
-
-def decision_payload(approval: Approval) -> dict[str, JSON]:
-    """The value ``interrupt()`` returns for a decided approval."""
-    status = approvals.effective_status(approval)
-    return {"approved": status is ApprovalStatus.APPROVED, "status": status.value, "by": approval.decided_by,
-            "reason": approval.reason, "approval_id": approval.id}
 
 
 def pending_interrupts(snapshot: StateSnapshot) -> Iterator[tuple[str, Interrupt]]:
@@ -80,22 +70,10 @@ def resume_command(run: agentspan.ActiveRun, snapshot: StateSnapshot) -> Command
             and the run is ``waiting``).
         ReplayDivergenceError: An approval exists for the interrupt but with another value.
     """
-    decisions: dict[str, JSON] = {}
-    waiting: ApprovalPending | None = None
-    for node, interrupt in pending_interrupts(snapshot):
-        key = step_key(interrupt)
-        value = to_json(interrupt.value)
-        try:
-            approvals.gate(run, key=key, tool=node, args=value, args_hash=digest(value), options=_INTERRUPT_OPTIONS)
-        except ApprovalPending as signal:
-            waiting = waiting or signal  # request every approval before suspending
-            continue
-        approval = run.store.find_approval(run.run_id, key)
-        if approval is None:  # gate() has just read or created it
-            raise StoreError(f"approval of step {key!r} of run {run.run_id!r} vanished from the store")
-        decision = decision_payload(approval)
-        run.record(kind=agentspan.StepKind.APPROVAL, key=key, name=node, input=value, output=decision)
-        decisions[interrupt.id] = decision
-    if waiting is not None:
-        raise waiting
+    pending = list(pending_interrupts(snapshot))
+    decided = approvals.decide_all(run, [
+        approvals.ApprovalRequest(key=step_key(interrupt), tool=node, args=to_json(interrupt.value),
+                                  options=_INTERRUPT_OPTIONS)
+        for node, interrupt in pending])
+    decisions = {interrupt.id: decision for (_, interrupt), decision in zip(pending, decided, strict=True)}
     return Command(resume=decisions) if decisions else None

@@ -19,7 +19,6 @@ seconds. When the call ends sooner, which is most calls, its start and end go to
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +50,7 @@ from agentspan.records import (
     StepStatus,
 )
 from agentspan.stores.base import Store
+from agentspan.stores.checkpoint_rules import check_limit, dump_metadata, load_filter
 from agentspan.stores.deferred import DeferredStarts
 
 _T = TypeVar("_T")
@@ -316,7 +316,7 @@ class RemoteStore(Store):
     # copies the same rows again; a prune keeping the latest prunes what is older than the latest
     # at the time of the retry, as a second prune would).
     def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
-        _json_only(checkpoint.metadata, "checkpoint metadata")
+        dump_metadata(checkpoint.metadata)  # refuses what the server would never see as sent
         if checkpoint.writes:  # ignored by the store: not worth sending
             checkpoint = checkpoint.model_copy(update={"writes": []})
         self._call("PUT", "/checkpoints", checkpoint)
@@ -343,10 +343,8 @@ class RemoteStore(Store):
         metadata: dict[str, JSON] | None = None,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        if limit is not None and limit < 0:
-            raise ConfigurationError(f"limit must be zero or more, not {limit}")
-        if metadata:
-            _json_only(metadata, "the metadata filter")
+        check_limit(limit)
+        metadata = load_filter(metadata)
         body = wire.ListCheckpoints(
             thread_id=thread_id, namespace=namespace, checkpoint_id=checkpoint_id, before=before,
             metadata=metadata, limit=limit,
@@ -383,20 +381,6 @@ def _clamp(limit: int) -> int:
     return MAX_LIMIT if limit < 0 or limit > MAX_LIMIT else limit
 
 
-_check_json = json.JSONEncoder(allow_nan=False).encode
-
-
-def _json_only(value: JSON, what: str) -> None:
-    """Refuses what the server would never see as sent: pydantic would send a non-finite number
-    as null and bytes as base64 text, and fail on other values with its own error.
-
-    Raises:
-        ConfigurationError: The value is not JSON (finite numbers only).
-    """
-    try:
-        _check_json(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{what} must be JSON (finite numbers only): {exc}") from None
 
 
 def _ids(name: str, ids: Sequence[str]) -> list[str]:

@@ -21,7 +21,6 @@ from agentspan.errors import (
     ApprovalNotFound,
     ConfigurationError,
     LeaseLostError,
-    RunCancelledSignal,
     RunNotFound,
     RunStateError,
     StoreError,
@@ -55,12 +54,8 @@ def _rollback(cur: sqlite3.Cursor) -> None:
 
 def _refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: bool = False) -> BaseException:
     """Explains, inside the transaction, why a fenced write matched no row."""
-    row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
-    if row is None:
-        return RunNotFound(run_id)
-    if row[0] == "cancelled" and not cancelling:
-        return RunCancelledSignal(run_id, row[2])
-    return LeaseLostError(f"run {run_id!r} is held at lease epoch {row[1]}; the write carried epoch {epoch}")
+    return live.fence_refusal(cur, run_id, epoch, cancelling=cancelling) or LeaseLostError(
+        f"run {run_id!r} is held at lease epoch {epoch}; the write carried epoch {epoch}")
 
 
 class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):

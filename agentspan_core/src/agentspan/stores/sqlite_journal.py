@@ -80,12 +80,15 @@ CANCEL_RUN = sql.CANCEL_RUN.replace("updated_at=? ", f"updated_at=?, {STORE_TOTA
 assert CLAIMABLE != sql.CLAIMABLE and UPDATE_RUN != sql.UPDATE_RUN and CANCEL_RUN != sql.CANCEL_RUN
 
 
-def _fence_refusal(cur: sqlite3.Cursor, run_id: str, epoch: int) -> BaseException | None:
-    """Inside the transaction: why the fence of ``(run_id, epoch)`` refuses a write, or None."""
+def fence_refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: bool = False) -> BaseException | None:
+    """Inside the transaction: why the fence of ``(run_id, epoch)`` refuses a write, or None.
+
+    ``cancelling``: the write cancels the run, so a cancelled run does not refuse it.
+    """
     row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
     if row is None:
         return RunNotFound(run_id)
-    if row[0] == "cancelled":
+    if row[0] == "cancelled" and not cancelling:
         return RunCancelledSignal(run_id, row[2])
     if row[1] != epoch:
         return LeaseLostError(f"run {run_id!r} is held at lease epoch {row[1]}; the write carried epoch {epoch}")
@@ -165,7 +168,7 @@ class SqliteJournal:
         def tx(cur: sqlite3.Cursor) -> None:
             if cur.execute(INSERT_STEP, insert).rowcount:
                 return
-            refusal = _fence_refusal(cur, run_id, epoch)
+            refusal = fence_refusal(cur, run_id, epoch)
             if refusal is not None:
                 raise refusal
             if cur.execute(REPLACE_STEP, replace).rowcount == 0:
@@ -188,7 +191,7 @@ class SqliteJournal:
 
         def tx(cur: sqlite3.Cursor) -> None:
             if cur.execute(FINISH_STEP, values).rowcount == 0:
-                refusal = _fence_refusal(cur, run_id, epoch)
+                refusal = fence_refusal(cur, run_id, epoch)
                 raise refusal if refusal is not None else StepNotFound(run_id, key)
 
         return tx

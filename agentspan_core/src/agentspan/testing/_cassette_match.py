@@ -13,14 +13,13 @@ recorded request and the first differing field as a JSON path (``body.messages[2
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from agentspan import diffing
 from agentspan.errors import CassetteMismatch
 
-_MISSING = object()
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MISSING = diffing.MISSING
 _PREVIEW = 160
 
 
@@ -63,53 +62,19 @@ def _drop(value: Any, parts: list[str]) -> Any:
     return dict(kept) if isinstance(value, dict) else [v for _, v in kept]
 
 
-def _child(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if _IDENTIFIER.match(key) else f"{path}[{json.dumps(key)}]"
-
-
-def _same_scalar(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    return type(a) is type(b) and a == b
-
-
-def first_difference(recorded: Any, live: Any, path: str = "body") -> tuple[str, Any, Any] | None:
-    """The first place where two JSON values differ, as ``(json_path, recorded, live)``; None when
-    they are equal. Object keys are visited in sorted order, list items in order; a value missing
-    on one side is reported as `MISSING`."""
-    if isinstance(recorded, dict) and isinstance(live, dict):
-        for key in sorted(recorded.keys() | live.keys()):
-            found = first_difference(recorded.get(key, _MISSING), live.get(key, _MISSING), _child(path, key))
-            if found:
-                return found
-        return None
-    if isinstance(recorded, list) and isinstance(live, list):
-        for index in range(max(len(recorded), len(live))):
-            found = first_difference(recorded[index] if index < len(recorded) else _MISSING,
-                                     live[index] if index < len(live) else _MISSING, _child(path, index))
-            if found:
-                return found
-        return None
-    if recorded is _MISSING or live is _MISSING or not _same_scalar(recorded, live):
-        return path, recorded, live
-    return None
-
-
-MISSING = _MISSING
-"""Stands for "absent" in a `first_difference` result."""
+def first_difference(recorded: Any, live: Any) -> tuple[str, Any, Any] | None:
+    """The first place where two bodies differ, as ``(json_path, recorded, live)`` under ``body``
+    (numbers compared by value); None when they are equal."""
+    return diffing.first_difference(recorded, live, "body", numbers_by_value=True)
 
 
 def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     if isinstance(value, dict):
         for key, item in value.items():
-            yield from _leaves(item, _child(path, key))
+            yield from _leaves(item, diffing.child_path(path, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _leaves(item, _child(path, index))
+            yield from _leaves(item, diffing.child_path(path, index))
     else:
         yield path, json.dumps(value) if not isinstance(value, bytes) else value.hex()
 
@@ -166,7 +131,7 @@ class BodyMatcher:
 
 def preview(value: Any) -> str:
     """A short printable form of a body value."""
-    if value is _MISSING:
+    if value is MISSING:
         return "(absent)"
     if isinstance(value, bytes):
         text = value.decode("utf-8", "replace")

@@ -18,7 +18,6 @@ occasional `get_checkpoint`) therefore costs what ``PostgresSaver``'s own statem
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
@@ -27,6 +26,7 @@ from pydantic import BaseModel
 
 from agentspan.errors import ConfigurationError
 from agentspan.records import JSON, CheckpointRecord, CheckpointWrite
+from agentspan.stores.checkpoint_rules import check_limit, dump_metadata, id_list
 from agentspan_server.checks import check_json, check_record
 from agentspan_server.stores.postgres_pool import Plan, PostgresPool, Statement
 from agentspan_server.stores.postgres_schema import load_json
@@ -120,21 +120,6 @@ COPY_THREAD = (  # the target's checkpoints and writes with the same ids are ove
 
 # ---- rows -----------------------------------------------------------------------------------------
 _write_row = attrgetter(*WRITE_FIELDS)
-_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-def _json_text(value: JSON, what: str) -> str:
-    """Compact JSON text of a metadata value (finite numbers only).
-
-    Raises:
-        ConfigurationError: The value is not JSON.
-    """
-    try:
-        return _encode_json(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{what} must be JSON (finite numbers only): {exc}") from None
-
-
 def _storable(records: Sequence[BaseModel], what: str, *, skip: tuple[str, ...] = ()) -> None:
     """Refuses text PostgreSQL cannot hold (NUL, lone surrogates: also inside JSON values, which
     its JSON functions could then not read), non-finite numbers and integers beyond 64 bits.
@@ -161,7 +146,7 @@ def checkpoint_values(checkpoint: CheckpointRecord) -> tuple[Any, ...]:
         ConfigurationError: Its metadata is not JSON, or it holds what PostgreSQL cannot store.
     """
     c = checkpoint
-    metadata = _json_text(c.metadata, "checkpoint metadata")
+    metadata = dump_metadata(c.metadata)
     _storable((c,), "checkpoint", skip=("data", "writes"))
     return (c.thread_id, c.namespace, c.checkpoint_id, c.parent_id, c.type, c.data, metadata, c.run_id, c.created_at)
 
@@ -220,7 +205,7 @@ def _list_statement(
             params.append(value)
     for key, value in (metadata or {}).items():
         conditions.append(_METADATA_EQUALS)
-        params += [key, _json_text(value, f"metadata filter {key!r}")]
+        params += [key, dump_metadata(value, what=f"metadata filter {key!r}")]
     if metadata:
         issues: list[dict[str, str]] = []
         check_json(metadata, ("metadata",), issues)
@@ -228,13 +213,6 @@ def _list_statement(
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     params.append(limit)
     return _SELECT_CHECKPOINTS + where + _LIST_ORDER, params
-
-
-def _ids(name: str, ids: Sequence[str]) -> list[str]:
-    """The ids of a sequence argument; a single string is refused (it is not a list of ids)."""
-    if isinstance(ids, str):
-        raise ConfigurationError(f"{name} must be a sequence of ids, not the string {ids!r}")
-    return [str(i) for i in ids]
 
 
 # ---- the hot operations as plans (`postgres_pool`; the server's asyncio path runs them too) -------
@@ -299,8 +277,7 @@ class PostgresCheckpoints(PostgresPool):
         Raises:
             ConfigurationError: ``limit`` is negative, or a metadata value is not JSON.
         """
-        if limit is not None and limit < 0:
-            raise ConfigurationError(f"limit must be zero or more, not {limit}")
+        check_limit(limit)
         statement, params = _list_statement(thread_id, namespace, checkpoint_id, before, metadata, limit)
         return [checkpoint_from_row(r) for r in self._query(statement, params, binary=True)]
 
@@ -310,7 +287,7 @@ class PostgresCheckpoints(PostgresPool):
 
     def delete_checkpoints_for_runs(self, run_ids: Sequence[str]) -> None:
         """See `Store.delete_checkpoints_for_runs`: one statement."""
-        ids = _ids("run_ids", run_ids)
+        ids = id_list(run_ids, "run_ids")
         if ids:
             # not prepared: the plan is made knowing the array (a generic plan scans it per row)
             self._one(lambda cur: cur.execute(DELETE_FOR_RUNS, (ids,), prepare=False))
@@ -324,7 +301,7 @@ class PostgresCheckpoints(PostgresPool):
 
     def prune_checkpoints(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
         """See `Store.prune_checkpoints`: one statement (one snapshot) for all the threads."""
-        threads = _ids("thread_ids", thread_ids)
+        threads = id_list(thread_ids, "thread_ids")
         if threads:
             statement = PRUNE_KEEP_LATEST if keep_latest else DELETE_THREADS
             self._one(lambda cur: cur.execute(statement, {"threads": threads}, prepare=False))
