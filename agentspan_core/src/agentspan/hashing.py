@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+
+from agentspan import jsontext
 
 
 def canonical_json(value: Any) -> str:
@@ -13,12 +14,12 @@ def canonical_json(value: Any) -> str:
     Raises:
         TypeError: The value is not JSON-serializable.
     """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.canonical_text(value)
 
 
 def digest(value: Any) -> str:
     """Returns the hex SHA-256 of a JSON value's canonical form."""
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+    return hashlib.sha256(jsontext.canonical(value)).hexdigest()
 
 
 def chain(previous: str, value: Any) -> str:
@@ -28,5 +29,5 @@ def chain(previous: str, value: Any) -> str:
     previous call, chained onto the previous call's hash, keeps the per-call cost flat.
     """
     h = hashlib.sha256(previous.encode())
-    h.update(canonical_json(value).encode())
+    h.update(jsontext.canonical(value))
     return h.hexdigest()

@@ -8,12 +8,12 @@ the other fields are immutable scalars: checkpoint ``data`` is ``bytes``) and co
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from agentspan import jsontext
 from agentspan.errors import (
     ApprovalConflict,
     ApprovalNotFound,
@@ -37,7 +37,6 @@ from agentspan.records import (
 from agentspan.stores.base import Store
 from agentspan.stores.memory_checkpoints import MemoryCheckpoints
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 
 
@@ -46,7 +45,7 @@ def _json(value: Any) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(_ENCODER.encode(value))
+        return jsontext.loads(jsontext.dumps(value))
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"only JSON values can be stored: {exc}") from exc
 

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from agentspan import jsontext
 from agentspan.records import JSON, CheckpointRecord, CheckpointWrite
 from agentspan.stores.checkpoint_rules import check_limit, dump_metadata, id_list, load_filter, metadata_matches
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["SqliteCheckpoints"]
 
 _T = TypeVar("_T")
-_decode = json.loads
+_decode = jsontext.loads
 
 # ---- statements ----------------------------------------------------------------------------
 _CP_FIELDS = ("parent_id", "run_id", "type", "metadata", "created_at", "data")

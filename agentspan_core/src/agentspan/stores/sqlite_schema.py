@@ -11,7 +11,6 @@ JSON values (``input``, ``output``, ``options``, ``args``) are TEXT columns hold
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+from agentspan import jsontext
 from agentspan.errors import ConfigurationError, StoreError
 from agentspan.records import (
     Approval,
@@ -271,9 +271,8 @@ def open_database(path: str, *, durability: str, create: bool) -> sqlite3.Connec
 
 
 # ---- JSON ----------------------------------------------------------------------------------
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-_encode = _ENCODER.encode
-_decode = json.loads
+_encode = jsontext.dumps
+_decode = jsontext.loads
 
 
 def dump_json(value: Any) -> str | None:

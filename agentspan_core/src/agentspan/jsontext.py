@@ -1,0 +1,78 @@
+"""JSON text for the journal: compact and canonical (sorted-key) encodings, and decoding.
+
+Every journaled call encodes its input and output for the store and its input again for the
+divergence hash, so these run several times per call. orjson does them about ten times faster
+than the standard library on the journal's small documents (a ``ModelResponse`` of one tool call:
+6 µs → 0.5 µs); where the two libraries disagree, the standard library's rules win:
+
+- values orjson refuses but ``json`` accepts (integers past 64 bits, dictionaries with non-string
+  keys) are encoded by ``json``, with its output;
+- values ``json`` refuses (datetimes, dataclasses, any object) are refused with ``json``'s
+  ``TypeError``: orjson's own encoders for them are turned off;
+- text orjson cannot decode (``NaN`` and ``Infinity``, which ``json`` writes) is decoded by ``json``.
+
+Two differences remain: orjson writes floats below 1e-4 without an exponent sign's leading zero
+(``2.5e-7``, ``json``: ``2.5e-07``) and NaN/infinity as ``null`` (``json``: ``NaN``, not JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+__all__ = ["canonical", "canonical_text", "dumps", "loads"]
+
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_SORTED = _STRICT | orjson.OPT_SORT_KEYS
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+_encode = orjson.dumps
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> str:
+    """Encodes a JSON value compactly (no whitespace, keys in their order, UTF-8 unescaped).
+
+    Raises:
+        TypeError: The value is not JSON-serializable.
+        ValueError: The value contains itself.
+    """
+    try:
+        return _encode(value, default=_refuse, option=_STRICT).decode()
+    except orjson.JSONEncodeError:
+        return _COMPACT.encode(value)
+
+
+def canonical(value: Any) -> bytes:
+    """Encodes a JSON value canonically (sorted keys, no whitespace) as UTF-8 bytes, for hashing.
+
+    Raises:
+        TypeError: The value is not JSON-serializable.
+        ValueError: The value contains itself.
+    """
+    try:
+        return _encode(value, default=_refuse, option=_SORTED)
+    except orjson.JSONEncodeError:
+        return _CANONICAL.encode(value).encode()
+
+
+def canonical_text(value: Any) -> str:
+    """`canonical` as text."""
+    return canonical(value).decode()
+
+
+def loads(text: str | bytes) -> Any:
+    """Decodes JSON text.
+
+    Raises:
+        ValueError: The text is not JSON.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
