@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -86,31 +87,106 @@ def claim(store: Store, run_id: str, *, ttl: float, wait: float = 0.0, poll: flo
 
 
 class Heartbeat:
-    """Renews a run's lease from a background thread while this process executes it."""
+    """Renews a run's lease every ``ttl / 3`` seconds while this process executes it.
+
+    All heartbeats of a process share one background thread (`_Renewer`), started once: starting
+    and joining a thread per run cost more than the run's own store writes on short runs.
+    """
 
     def __init__(self, store: Store, run_id: str, epoch: int, ttl: float) -> None:
         self._store, self._run_id, self._epoch, self._ttl = store, run_id, epoch, ttl
-        self._stop = threading.Event()
+        self._lock = threading.Lock()  # held while this lease is renewed
+        self._stopped = False
+        self.due = 0.0
+        """`time.monotonic` time of the next renewal."""
         self.lost = False
-        self._thread = threading.Thread(target=self._loop, name=f"agentspan-lease-{run_id[:8]}", daemon=True)
+        """The store refused a renewal (another process holds the run now)."""
 
     def __enter__(self) -> Heartbeat:
         with _executing_lock:
             _executing.add(self._run_id)
-        self._thread.start()
+        self.due = time.monotonic() + self._ttl / 3
+        _renewer.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        with self._lock:  # waits for a renewal under way: none is sent after this returns
+            self._stopped = True
+        _renewer.remove(self)
         with _executing_lock:
             _executing.discard(self._run_id)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self._ttl / 3):
+    def beat(self) -> bool:
+        """Renews the lease once (called by the renewer thread). Returns False when it stops."""
+        with self._lock:
+            if self._stopped:
+                return False
             try:
-                if not self._store.renew_lease(self._run_id, epoch=self._epoch, lease_expires_at=now() + self._ttl):
-                    self.lost = True
-                    return
+                renewed = self._store.renew_lease(self._run_id, epoch=self._epoch,
+                                                  lease_expires_at=now() + self._ttl)
             except Exception:  # a transient store error: try again at the next beat
+                renewed = True
+            self.due = time.monotonic() + self._ttl / 3
+            if not renewed:
+                self.lost = True
+            return renewed
+
+
+class _Renewer:
+    """The thread that renews every `Heartbeat` of this process, each when it is due.
+
+    It sleeps while nothing is due and holds no run when idle; after a fork the child starts its
+    own thread on its first heartbeat.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._beats: dict[int, Heartbeat] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._next_wake = math.inf
+        """`time.monotonic` time the thread wakes next (guarded by ``_lock``)."""
+
+    def add(self, beat: Heartbeat) -> None:
+        with self._lock:
+            self._beats[id(beat)] = beat
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._wake = threading.Event()
+                self._next_wake = math.inf
+                self._thread = threading.Thread(target=self._loop, name="agentspan-lease-renewer", daemon=True)
+                self._thread.start()
+            if beat.due >= self._next_wake:
+                return  # the thread wakes in time anyway: waking a thread costs the caller the GIL
+            self._next_wake = beat.due
+        self._wake.set()  # the thread recomputes when it must wake next
+
+    def remove(self, beat: Heartbeat) -> None:
+        with self._lock:
+            self._beats.pop(id(beat), None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                beats = list(self._beats.values())
+                wake = self._wake
+                # Idle, it still wakes every `IDLE_WAKE` seconds, so a heartbeat added later is
+                # usually due after that and needs no wake-up call of its own.
+                due = min((b.due for b in beats), default=time.monotonic() + IDLE_WAKE)
+                self._next_wake = due
+            timeout = due - time.monotonic()
+            if timeout > 0:
+                wake.wait(timeout)
+                wake.clear()
                 continue
+            moment = time.monotonic()
+            for beat in beats:
+                if beat.due <= moment and not beat.beat():
+                    self.remove(beat)
+
+
+IDLE_WAKE = 1.0
+"""Seconds between two wake-ups of the idle renewer thread (a few microseconds of CPU each)."""
+
+_renewer = _Renewer()

@@ -24,9 +24,9 @@ def _adapters() -> tuple[TypeAdapter[list[TResponseOutputItem]], TypeAdapter[Usa
 
 def dump_response(response: ModelResponse) -> dict[str, Any]:
     """Serializes a `ModelResponse` to JSON (round-trips through `load_response`)."""
-    _, usage = _adapters()
+    output, usage = _adapters()
     return {
-        "output": [item.model_dump(mode="json", exclude_unset=True) for item in response.output],
+        "output": output.dump_python(response.output, mode="json", exclude_unset=True),
         "usage": usage.dump_python(response.usage, mode="json"),
         "response_id": response.response_id,
         "request_id": response.request_id,

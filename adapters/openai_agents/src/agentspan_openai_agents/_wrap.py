@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import typing
 from typing import Any
 
@@ -16,6 +15,7 @@ from agents import Agent, FunctionTool, Handoff, Model, handoff
 from agents.tool_context import ToolContext
 
 import agentspan
+from agentspan import jsontext
 from agentspan.hashing import digest
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_openai_agents._mock import live_tool_call
@@ -50,7 +50,7 @@ def _context_annotation(on_invoke_tool: Any) -> Any:
 
 def _parse_args(args_json: str) -> Any:
     try:
-        return json.loads(args_json) if args_json else {}
+        return jsontext.loads(args_json) if args_json else {}
     except ValueError:
         return args_json  # the SDK reports malformed arguments to the model itself
 
