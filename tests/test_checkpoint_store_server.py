@@ -183,6 +183,9 @@ def test_wrong_base64_is_422_naming_the_field_and_stores_nothing(keyed: str, bac
         writes = {"writes": [write_json(), write_json(idx=1, data=bad)], "replace": True}
         body = problem(call(keyed, "PUT", "/checkpoints/writes", json=writes), 422, "ConfigurationError")
         assert fields(body) == ["body.writes.1.data"]
+        both = {**writes, "checkpoint": checkpoint_json()}
+        body = problem(call(keyed, "PUT", "/checkpoints/with-writes", json=both), 422, "ConfigurationError")
+        assert fields(body) == ["body.writes.1.data"]
     assert backing.list_checkpoints() == [] and backing.get_checkpoint("t") is None
     backing.put_checkpoint(make_checkpoint("t", "cp-1"))
     assert backing.get_checkpoint("t").writes == []  # type: ignore[union-attr]
@@ -204,6 +207,14 @@ def test_missing_or_wrong_fields_are_422(keyed: str, backing: PostgresStore) -> 
         ("PUT", "/checkpoints/writes", {"writes": [write_json(task_id="a\u0000")], "replace": False},
          "body.writes.0.task_id"),
         ("PUT", "/checkpoints", checkpoint_json(thread_id="t\u0000"), "body.thread_id"),
+        ("PUT", "/checkpoints/with-writes", {"checkpoint": checkpoint_json(), "writes": []}, "body.replace"),
+        ("PUT", "/checkpoints/with-writes", {"writes": [write_json()], "replace": False}, "body.checkpoint"),
+        ("PUT", "/checkpoints/with-writes",  # a good checkpoint, a bad write: neither is stored
+         {"checkpoint": checkpoint_json(), "writes": [write_json(), write_json(task_id="a\u0000")], "replace": False},
+         "body.writes.1.task_id"),
+        ("PUT", "/checkpoints/with-writes",
+         {"checkpoint": checkpoint_json(metadata={"s": "a\u0000"}), "writes": [write_json()], "replace": True},
+         "body.checkpoint.metadata.s"),
         ("POST", "/checkpoints/search", {"limit": -1}, "body.limit"),
         ("POST", "/checkpoints/search", {"metadata": {"step": "x\u0000"}}, "body.metadata.step"),
         ("POST", "/checkpoints/copy", {"source_thread_id": "t"}, "body.target_thread_id"),
