@@ -5,6 +5,8 @@ interrupts and errors never held, and failures of held writes reported, never si
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -129,6 +131,20 @@ def test_close_sends_held_writes_and_a_zero_hold_sends_at_once(served):
     eager.put_checkpoint_writes([make_checkpoint_write("t", "cp-1", "task", 1)], replace=False, defer=True)
     assert counting.sent == ["PUT /api/checkpoints/writes"] and len(stored_writes(backing, "t", "cp-1")) == 2
     eager.close()
+
+
+def test_the_end_of_the_process_sends_held_writes(served):
+    url, backing = served
+    code = (
+        "from agentspan.stores.remote import RemoteStore\n"
+        "from agentspan.testing.conformance import make_checkpoint, make_checkpoint_write\n"
+        f"store = RemoteStore({url!r}, hold_writes_for=60)\n"
+        "store.put_checkpoint(make_checkpoint('t', 'cp-1'))\n"
+        "store.put_checkpoint_writes([make_checkpoint_write('t', 'cp-1', 'task', 0)], replace=False, defer=True)\n"
+    )  # never closed: the interpreter's exit sends what is held
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert stored_writes(backing, "t", "cp-1") == [("task", 0, b"task:0")]
 
 
 # ---- read-your-writes --------------------------------------------------------------------------------
