@@ -108,7 +108,8 @@ def test_postgres_refuses_text_it_cannot_hold_storing_nothing(pg_db: str) -> Non
 
 @pytest.mark.parametrize("replace", [False, True])
 def test_postgres_large_batches_of_writes(pg_db: str, replace: bool) -> None:
-    """Batches past `MAX_VALUES_ROWS` take the ``unnest`` statement: same rules, same result."""
+    """Batches past `MAX_VALUES_ROWS` take the ``unnest`` statement: same rules, same result, also
+    inside `put_checkpoint_with_writes` (even sizes)."""
     store = PostgresStore(pg_db)
     for size in (MAX_VALUES_ROWS, MAX_VALUES_ROWS + 1, 1000):
         cp_id = f"cp-{size}"
@@ -117,7 +118,11 @@ def test_postgres_large_batches_of_writes(pg_db: str, replace: bool) -> None:
         store.put_checkpoint_writes(first[: size // 2], replace=replace)
         second = [w.model_copy(update={"data": b"second"}) for w in first]
         third = [w.model_copy(update={"data": b"third"}) for w in first]
-        store.put_checkpoint_writes([*second, *third], replace=replace)  # twice the size, collapsed to one each
+        if size % 2:  # twice the size, collapsed to one each: alone, or with the next checkpoint
+            store.put_checkpoint_writes([*second, *third], replace=replace)
+        else:
+            store.put_checkpoint_with_writes(make_checkpoint("t", f"{cp_id}-next"), [*second, *third], replace=replace)
+            assert store.get_checkpoint("t", "", f"{cp_id}-next") is not None
         got = store.get_checkpoint("t", "", cp_id)
         assert got is not None and len(got.writes) == size
         expected = ["third" if replace else ("first" if i < size // 2 else "second") for i in range(size)]
