@@ -108,7 +108,8 @@ def test_postgres_refuses_text_it_cannot_hold_storing_nothing(pg_db: str) -> Non
 
 @pytest.mark.parametrize("replace", [False, True])
 def test_postgres_large_batches_of_writes(pg_db: str, replace: bool) -> None:
-    """Batches past `MAX_VALUES_ROWS` take the ``unnest`` statement: same rules, same result."""
+    """Batches past `MAX_VALUES_ROWS` take the ``unnest`` statement: same rules, same result, also
+    inside `put_checkpoint_with_writes` (even sizes)."""
     store = PostgresStore(pg_db)
     for size in (MAX_VALUES_ROWS, MAX_VALUES_ROWS + 1, 1000):
         cp_id = f"cp-{size}"
@@ -117,7 +118,11 @@ def test_postgres_large_batches_of_writes(pg_db: str, replace: bool) -> None:
         store.put_checkpoint_writes(first[: size // 2], replace=replace)
         second = [w.model_copy(update={"data": b"second"}) for w in first]
         third = [w.model_copy(update={"data": b"third"}) for w in first]
-        store.put_checkpoint_writes([*second, *third], replace=replace)  # twice the size, collapsed to one each
+        if size % 2:  # twice the size, collapsed to one each: alone, or with the next checkpoint
+            store.put_checkpoint_writes([*second, *third], replace=replace)
+        else:
+            store.put_checkpoint_with_writes(make_checkpoint("t", f"{cp_id}-next"), [*second, *third], replace=replace)
+            assert store.get_checkpoint("t", "", f"{cp_id}-next") is not None
         got = store.get_checkpoint("t", "", cp_id)
         assert got is not None and len(got.writes) == size
         expected = ["third" if replace else ("first" if i < size // 2 else "second") for i in range(size)]
@@ -183,6 +188,9 @@ def test_wrong_base64_is_422_naming_the_field_and_stores_nothing(keyed: str, bac
         writes = {"writes": [write_json(), write_json(idx=1, data=bad)], "replace": True}
         body = problem(call(keyed, "PUT", "/checkpoints/writes", json=writes), 422, "ConfigurationError")
         assert fields(body) == ["body.writes.1.data"]
+        both = {**writes, "checkpoint": checkpoint_json()}
+        body = problem(call(keyed, "PUT", "/checkpoints/with-writes", json=both), 422, "ConfigurationError")
+        assert fields(body) == ["body.writes.1.data"]
     assert backing.list_checkpoints() == [] and backing.get_checkpoint("t") is None
     backing.put_checkpoint(make_checkpoint("t", "cp-1"))
     assert backing.get_checkpoint("t").writes == []  # type: ignore[union-attr]
@@ -204,6 +212,14 @@ def test_missing_or_wrong_fields_are_422(keyed: str, backing: PostgresStore) -> 
         ("PUT", "/checkpoints/writes", {"writes": [write_json(task_id="a\u0000")], "replace": False},
          "body.writes.0.task_id"),
         ("PUT", "/checkpoints", checkpoint_json(thread_id="t\u0000"), "body.thread_id"),
+        ("PUT", "/checkpoints/with-writes", {"checkpoint": checkpoint_json(), "writes": []}, "body.replace"),
+        ("PUT", "/checkpoints/with-writes", {"writes": [write_json()], "replace": False}, "body.checkpoint"),
+        ("PUT", "/checkpoints/with-writes",  # a good checkpoint, a bad write: neither is stored
+         {"checkpoint": checkpoint_json(), "writes": [write_json(), write_json(task_id="a\u0000")], "replace": False},
+         "body.writes.1.task_id"),
+        ("PUT", "/checkpoints/with-writes",
+         {"checkpoint": checkpoint_json(metadata={"s": "a\u0000"}), "writes": [write_json()], "replace": True},
+         "body.checkpoint.metadata.s"),
         ("POST", "/checkpoints/search", {"limit": -1}, "body.limit"),
         ("POST", "/checkpoints/search", {"metadata": {"step": "x\u0000"}}, "body.metadata.step"),
         ("POST", "/checkpoints/copy", {"source_thread_id": "t"}, "body.target_thread_id"),

@@ -373,13 +373,14 @@ def test_openapi_lists_the_api(keyed: httpx.Client) -> None:
         "/api/runs/{run_id}/steps/finish", "/api/runs/{run_id}/steps/record", "/api/runs/{run_id}/steps",
         "/api/runs/{run_id}/approvals", "/api/runs/{run_id}/approvals/{step_key}", "/api/approvals",
         "/api/approvals/{approval_id}", "/api/approvals/{approval_id}/decision", "/api/checkpoints",
-        "/api/checkpoints/writes", "/api/checkpoints/find", "/api/checkpoints/search", "/api/checkpoints/copy",
+        "/api/checkpoints/writes", "/api/checkpoints/with-writes", "/api/checkpoints/find", "/api/checkpoints/search",
+        "/api/checkpoints/copy",
         "/api/checkpoints/delete", "/api/checkpoints/delete-for-runs", "/api/checkpoints/prune",
     } <= paths  # fmt: skip
     assert "Problem" in schema["components"]["schemas"]
     assert schema["security"] == [{"apiKey": []}] and schema["paths"]["/healthz"]["get"]["security"] == []
     operations = [result.ok() for result in schemathesis.openapi.from_dict(schema).get_all_operations()]
-    assert len(operations) == 27  # a valid OpenAPI document: every operation loads
+    assert len(operations) == 28  # a valid OpenAPI document: every operation loads
 
 
 class _BuggyStore(SqliteStore):
@@ -464,7 +465,7 @@ def test_fuzz_no_server_errors(store: SqliteStore) -> None:
     with serving(create_app(store, max_body_bytes=65_536)) as url, requests.Session() as session:
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 27
+        assert len(operations) == 28
         for operation in operations:
             names = {p.name for p in operation.path_parameters}
             ids = _seed(store)

@@ -16,10 +16,17 @@ import httpx
 import psycopg
 import pytest
 
+from agentspan.errors import ConfigurationError
 from agentspan.records import Run, StepResult, StepStatus
 from agentspan.stores.base import Store
 from agentspan.stores.remote import RemoteStore
-from agentspan.testing.conformance import StoreConformance, make_checkpoint, make_run, make_step
+from agentspan.testing.conformance import (
+    StoreConformance,
+    make_checkpoint,
+    make_checkpoint_write,
+    make_run,
+    make_step,
+)
 from agentspan.wire import PROBLEM_CONTENT_TYPE, status_of
 from agentspan_server.app import create_app
 from agentspan_server.stores.postgres import PostgresStore
@@ -211,7 +218,24 @@ def test_checkpoints_through_the_asyncio_path(served: Served) -> None:
     found = served.get("/checkpoints/find?thread_id=t").json()["checkpoint"]
     assert found["checkpoint_id"] == "cp-1"
     assert served.store.get_checkpoint("t").data == b"\x00\xff"  # type: ignore[union-attr]
-    assert served.hot_calls == ["put_checkpoint", "get_checkpoint"]
+    # a super-step's writes and its next checkpoint: one statement on the event loop
+    writes = [_json(make_checkpoint_write("t", "cp-1", "task", i, data=bytes([i]))) for i in range(3)]
+    both = {"checkpoint": _json(make_checkpoint("t", "cp-2", parent_id="cp-1")), "writes": writes, "replace": False}
+    answer = httpx.put(f"{served.url}/api/checkpoints/with-writes", json=both)
+    assert answer.status_code == 204, answer.text
+    first = served.store.get_checkpoint("t", "", "cp-1")
+    assert first is not None and [w.data for w in first.writes] == [b"\x00", b"\x01", b"\x02"]
+    assert served.store.get_checkpoint("t").checkpoint_id == "cp-2"  # type: ignore[union-attr]
+    # refused whole: a write PostgreSQL cannot hold (the server's checks see it first) ...
+    bad = {**both, "checkpoint": _json(make_checkpoint("t", "cp-3")), "writes": [{**writes[0], "task_id": "a\u0000"}]}
+    assert httpx.put(f"{served.url}/api/checkpoints/with-writes", json=bad).status_code == 422
+    # ... and, past them, the plan's own refusal (an integer beyond 64 bits) stores nothing either
+    with pytest.raises(ConfigurationError, match="signed 64-bit"):
+        served.store.put_checkpoint_with_writes(
+            make_checkpoint("t", "cp-3"), [make_checkpoint_write("t", "cp-2", "task", 2**63)], replace=False
+        )
+    assert served.store.get_checkpoint("t").checkpoint_id == "cp-2"  # type: ignore[union-attr]
+    assert served.hot_calls == ["put_checkpoint", "get_checkpoint", "put_checkpoint_with_writes"]
 
 
 def test_lost_connections_are_503_then_the_pool_recovers(served: Served, pg_db: str) -> None:

@@ -30,6 +30,7 @@ checkpoint ids are free text (empty included), so they travel in bodies and quer
 |-----------------------------|--------------------------------------------------------|-----------------|
 | put_checkpoint              | ``PUT  /api/checkpoints``            `CheckpointRecord` | 204             |
 | put_checkpoint_writes       | ``PUT  /api/checkpoints/writes``     `PutCheckpointWrites` | 204          |
+| put_checkpoint_with_writes  | ``PUT  /api/checkpoints/with-writes`` `PutCheckpointWithWrites` | 204     |
 | get_checkpoint              | ``GET  /api/checkpoints/find?thread_id=&namespace=&checkpoint_id=`` | `FoundCheckpoint`|
 | list_checkpoints            | ``POST /api/checkpoints/search``     `ListCheckpoints`  | `CheckpointList` |
 | copy_checkpoints            | ``POST /api/checkpoints/copy``       `CopyCheckpoints`  | 204             |
@@ -143,6 +144,15 @@ class Decision(_Body):
 class PutCheckpointWrites(_Body):
     """`Store.put_checkpoint_writes`."""
 
+    writes: list[CheckpointWrite]
+    replace: bool
+
+
+class PutCheckpointWithWrites(_Body):
+    """`Store.put_checkpoint_with_writes`: the writes, then the checkpoint, in one transaction
+    (``checkpoint.writes`` is ignored)."""
+
+    checkpoint: CheckpointRecord
     writes: list[CheckpointWrite]
     replace: bool
 

@@ -50,6 +50,7 @@ from agentspan.wire import (
     ListCheckpoints,
     Problem,
     PruneCheckpoints,
+    PutCheckpointWithWrites,
     PutCheckpointWrites,
     RecordStep,
     Renewed,
@@ -348,6 +349,15 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         """`Store.put_checkpoint_writes`: one transaction."""
         b = checked_body(body)
         await call(store.put_checkpoint_writes, b.writes, replace=b.replace)
+        return Response(status_code=204)
+
+    @app.put(f"{API_PREFIX}/checkpoints/with-writes", status_code=204, response_class=Response, tags=["checkpoints"],
+             responses=_responses(*_COMMON, *_BODY))  # fmt: skip
+    async def put_checkpoint_with_writes(body: PutCheckpointWithWrites) -> Response:
+        """`Store.put_checkpoint_with_writes`: the writes, then the checkpoint, in one transaction
+        (what a LangGraph super-step saves: its tasks' writes and the next checkpoint)."""
+        b = checked_body(body)
+        await call(store.put_checkpoint_with_writes, b.checkpoint, b.writes, replace=b.replace)
         return Response(status_code=204)
 
     @app.get(f"{API_PREFIX}/checkpoints/find", response_model=FoundCheckpoint, tags=["checkpoints"],

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
@@ -32,7 +33,7 @@ from agentspan.records import CheckpointRecord
 from agentspan.stores.base import Store
 from agentspan_langgraph._records import checkpoint_record, config_for, target, to_tuple, write_records
 
-__all__ = ["PRUNE_STRATEGIES", "AgentspanSaver"]
+__all__ = ["PRUNE_STRATEGIES", "URGENT_CHANNELS", "AgentspanSaver"]
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 """The strategies `AgentspanSaver.prune` knows (LangGraph's names)."""
@@ -40,6 +41,11 @@ PRUNE_STRATEGIES = ("keep_latest", "delete")
 _DELTA_MARKERS = ("counters_since_delta_snapshot", "delta_writes_versioned")
 """Metadata keys LangGraph (Python, JS) leaves on checkpoints whose DeltaChannels have unsnapshotted
 updates: such a checkpoint's state needs its ancestors, so ``keep_latest`` must not drop them."""
+
+URGENT_CHANNELS = frozenset({*WRITES_IDX_MAP, "__error_source_node__"})
+"""Channels whose writes are stored at once, never held for the next checkpoint: LangGraph's
+special writes (error, interrupt, resume, scheduled) and the failed node's name, which LangGraph
+waits on before running an error handler (``ERROR_SOURCE_NODE``, a private constant)."""
 
 _T = TypeVar("_T")
 
@@ -197,6 +203,10 @@ class AgentspanSaver(BaseCheckpointSaver[str]):
         A write already stored at the same ``(task_id, index)`` is kept, unless the batch is
         made of special writes only (error, interrupt, resume, scheduled), which replace it.
 
+        Through a server the writes may travel with the thread's next checkpoint (at most 0.2 s
+        later: `Store.put_checkpoint_writes` with ``defer``), unless they are on one of
+        `URGENT_CHANNELS` (an interrupt, an error), which other processes must see at once.
+
         Args:
             config: The checkpoint the writes belong to (``checkpoint_id`` required).
             writes: ``(channel, value)`` pairs.
@@ -206,7 +216,8 @@ class AgentspanSaver(BaseCheckpointSaver[str]):
         if not writes:
             return
         records, replace = write_records(config, writes, task_id, task_path, self.serde)
-        self.store.put_checkpoint_writes(records, replace=replace)
+        urgent = replace or any(channel in URGENT_CHANNELS for channel, _ in writes)
+        self.store.put_checkpoint_writes(records, replace=replace, defer=not urgent)
 
     # ---- deletes and copies ---------------------------------------------------------------
     def delete_thread(self, thread_id: str) -> None:

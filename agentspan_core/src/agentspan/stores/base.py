@@ -225,7 +225,7 @@ class Store(abc.ABC):
         """
         raise self._no_checkpoints()
 
-    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
+    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool, defer: bool = False) -> None:
         """Stores pending writes (of one or more checkpoints) in one transaction, in order.
 
         A write is identified by ``(thread_id, namespace, checkpoint_id, task_id, idx)``. With
@@ -233,6 +233,26 @@ class Store(abc.ABC):
         special writes: errors, interrupts); without, it is kept and the new one dropped (a task
         re-run after a crash writes the same values again). The same applies between writes of
         one batch: the last one wins with ``replace``, the first one without.
+
+        With ``defer`` the caller lets the store hold the writes back for a moment and store them
+        with the thread's next `put_checkpoint` (one round trip instead of two): the HTTP client
+        does, for at most ``hold_writes_for`` seconds (a read or checkpoint put of the thread
+        through the same store sends them first); embedded stores write at once. A caller passes
+        it only for writes whose loss in a crash just makes their task run again, never for
+        writes other processes must see at once (interrupts, errors).
+        """
+        raise self._no_checkpoints()
+
+    def put_checkpoint_with_writes(
+        self, checkpoint: CheckpointRecord, writes: Sequence[CheckpointWrite], *, replace: bool
+    ) -> None:
+        """Stores pending writes, then a checkpoint, in one transaction: `put_checkpoint_writes`
+        followed by `put_checkpoint`, all or nothing. The writes may belong to any checkpoints
+        (of any thread); ``checkpoint.writes`` is ignored.
+
+        Raises:
+            ConfigurationError: ``metadata`` is not JSON, or a record holds what the store cannot
+                keep; nothing is written.
         """
         raise self._no_checkpoints()
 

@@ -48,22 +48,34 @@ class MemoryCheckpoints:
 
     def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
         """See `Store.put_checkpoint`."""
+        self.put_checkpoint_with_writes(checkpoint, (), replace=False)
+
+    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool, defer: bool = False) -> None:
+        """See `Store.put_checkpoint_writes` (``defer`` changes nothing here)."""
+        copies = [w.model_copy() for w in writes]
+        with self._lock:
+            self._store_writes(copies, replace)
+
+    def put_checkpoint_with_writes(
+        self, checkpoint: CheckpointRecord, writes: Sequence[CheckpointWrite], *, replace: bool
+    ) -> None:
+        """See `Store.put_checkpoint_with_writes` (under the lock: all at once)."""
         metadata = json.loads(dump_metadata(checkpoint.metadata))
         stored = checkpoint.model_copy(update={"metadata": metadata, "writes": []})
+        copies = [w.model_copy() for w in writes]
         with self._lock:
+            self._store_writes(copies, replace)
             namespaces = self._checkpoints.setdefault(stored.thread_id, {})
             namespaces.setdefault(stored.namespace, {})[stored.checkpoint_id] = stored
 
-    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
-        """See `Store.put_checkpoint_writes`."""
-        copies = [w.model_copy() for w in writes]
-        with self._lock:
-            for write in copies:
-                thread = self._cp_writes.setdefault(write.thread_id, {})
-                batch = thread.setdefault((write.namespace, write.checkpoint_id), {})
-                key = (write.task_id, write.idx)
-                if replace or key not in batch:
-                    batch[key] = write
+    def _store_writes(self, writes: list[CheckpointWrite], replace: bool) -> None:
+        """Stores copies of writes (called with the lock held)."""
+        for write in writes:
+            thread = self._cp_writes.setdefault(write.thread_id, {})
+            batch = thread.setdefault((write.namespace, write.checkpoint_id), {})
+            key = (write.task_id, write.idx)
+            if replace or key not in batch:
+                batch[key] = write
 
     def get_checkpoint(
         self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None

@@ -41,8 +41,6 @@ from agentspan.records import (
     JSON,
     Approval,
     ApprovalStatus,
-    CheckpointRecord,
-    CheckpointWrite,
     Run,
     RunStatus,
     Step,
@@ -50,8 +48,9 @@ from agentspan.records import (
     StepStatus,
 )
 from agentspan.stores.base import Store
-from agentspan.stores.checkpoint_rules import check_limit, dump_metadata, load_filter
 from agentspan.stores.deferred import DeferredStarts
+from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
+from agentspan.stores.remote_checkpoints import RemoteCheckpoints
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
@@ -85,7 +84,7 @@ def split_urls(server_url: str) -> list[str]:
     return urls
 
 
-class RemoteStore(Store):
+class RemoteStore(RemoteCheckpoints, Store):
     """A `Store` served by one or more Agentspan servers.
 
     Args:
@@ -96,6 +95,8 @@ class RemoteStore(Store):
             `TransportError`.
         transport: An httpx transport (tests pass a mock or an ASGI transport).
         defer_start_for: Seconds a ``durable=False`` start may wait to be merged with its end.
+        hold_writes_for: Seconds deferred checkpoint writes (``defer=True``) may wait to be sent
+            with their thread's next checkpoint (`remote_checkpoints`); 0 sends them at once.
     """
 
     blocking_io = True
@@ -110,6 +111,7 @@ class RemoteStore(Store):
         retry_for: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         defer_start_for: float = 0.2,
+        hold_writes_for: float = HOLD_WRITES_FOR,
     ) -> None:
         self.urls = split_urls(server_url)
         self._shown = [str(httpx.URL(u).copy_with(username=None, password=None)) for u in self.urls]
@@ -117,6 +119,7 @@ class RemoteStore(Store):
         self.defer_start_for = defer_start_for
         self._current = 0
         self._deferred = DeferredStarts(defer_start_for, lambda step, epoch: self._send_start(step, epoch, False))
+        self._held = HeldWrites(hold_writes_for, self._send_writes)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Loading the CA bundle costs ~20 ms; with no https:// URL there is no TLS to verify at all.
         uses_tls = any(url.startswith("https://") for url in self.urls)
@@ -180,6 +183,12 @@ class RemoteStore(Store):
 
     def _get(self, path: str, model: type[_M], params: Any = None) -> _M:
         response = self._call("GET", path, params=params)
+        assert response is not None
+        return _parse(response, model)
+
+    def _ask(self, method: str, path: str, body: BaseModel, model: type[_M]) -> _M:
+        """Sends a body and parses the answer (a read that needs a body)."""
+        response = self._call(method, path, body)
         assert response is not None
         return _parse(response, model)
 
@@ -310,84 +319,19 @@ class RemoteStore(Store):
         response = self._call("POST", f"/approvals/{_seg(approval_id)}/decision", body, already_done=ours)
         return self.get_approval(approval_id) if response is None else _parse(response, Approval)
 
-    # ---- checkpoints ----------------------------------------------------------------------
-    # Retried like every call, with no "already done" check: each checkpoint write is an upsert by
-    # id or a deletion, so repeating one whose answer was lost leaves the state it left (a copy
-    # copies the same rows again; a prune keeping the latest prunes what is older than the latest
-    # at the time of the retry, as a second prune would).
-    def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
-        dump_metadata(checkpoint.metadata)  # refuses what the server would never see as sent
-        if checkpoint.writes:  # ignored by the store: not worth sending
-            checkpoint = checkpoint.model_copy(update={"writes": []})
-        self._call("PUT", "/checkpoints", checkpoint)
-
-    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
-        if writes:
-            self._call("PUT", "/checkpoints/writes", wire.PutCheckpointWrites(writes=list(writes), replace=replace))
-
-    def get_checkpoint(
-        self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
-    ) -> CheckpointRecord | None:
-        params = {"thread_id": thread_id, "namespace": namespace}
-        if checkpoint_id is not None:
-            params["checkpoint_id"] = checkpoint_id
-        return self._get("/checkpoints/find", wire.FoundCheckpoint, params).checkpoint
-
-    def list_checkpoints(
-        self,
-        *,
-        thread_id: str | None = None,
-        namespace: str | None = None,
-        checkpoint_id: str | None = None,
-        before: str | None = None,
-        metadata: dict[str, JSON] | None = None,
-        limit: int | None = None,
-    ) -> list[CheckpointRecord]:
-        check_limit(limit)
-        metadata = load_filter(metadata)
-        body = wire.ListCheckpoints(
-            thread_id=thread_id, namespace=namespace, checkpoint_id=checkpoint_id, before=before,
-            metadata=metadata, limit=limit,
-        )  # fmt: skip
-        response = self._call("POST", "/checkpoints/search", body)
-        assert response is not None
-        return _parse(response, wire.CheckpointList).checkpoints
-
-    def delete_checkpoints(self, thread_id: str) -> None:
-        self._call("POST", "/checkpoints/delete", wire.DeleteCheckpoints(thread_id=thread_id))
-
-    def delete_checkpoints_for_runs(self, run_ids: Sequence[str]) -> None:
-        body = wire.DeleteCheckpointsForRuns(run_ids=_ids("run_ids", run_ids))
-        if body.run_ids:
-            self._call("POST", "/checkpoints/delete-for-runs", body)
-
-    def copy_checkpoints(self, source_thread_id: str, target_thread_id: str) -> None:
-        body = wire.CopyCheckpoints(source_thread_id=source_thread_id, target_thread_id=target_thread_id)
-        self._call("POST", "/checkpoints/copy", body)
-
-    def prune_checkpoints(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
-        body = wire.PruneCheckpoints(thread_ids=_ids("thread_ids", thread_ids), keep_latest=keep_latest)
-        if body.thread_ids:
-            self._call("POST", "/checkpoints/prune", body)
-
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
+        """Sends the held checkpoint writes, drops held step starts and closes the connections."""
         self._deferred.close(write=False)
-        self._http.close()
+        try:
+            self._held.close()
+        finally:
+            self._http.close()
 
 
 def _clamp(limit: int) -> int:
     """A listing limit the server accepts: negative (no limit) and too large become `MAX_LIMIT`."""
     return MAX_LIMIT if limit < 0 or limit > MAX_LIMIT else limit
-
-
-
-
-def _ids(name: str, ids: Sequence[str]) -> list[str]:
-    """A sequence of ids as a list; a single string is refused (it is not a list of ids)."""
-    if isinstance(ids, str):
-        raise ConfigurationError(f"{name} must be a sequence of ids, not the string {ids!r}")
-    return list(ids)
 
 
 def _seg(value: str) -> str:

@@ -132,6 +132,22 @@ def _writes_from_rows(key: Sequence[str], rows: Sequence[Sequence[Any]]) -> list
     ]
 
 
+def _checkpoint_values(c: CheckpointRecord) -> tuple[Any, ...]:
+    """The parameters of `PUT_CHECKPOINT` (raises `ConfigurationError` for metadata that is not JSON)."""
+    return (
+        c.thread_id, c.namespace, c.checkpoint_id, c.parent_id, c.run_id, c.type,
+        dump_metadata(c.metadata), c.created_at, c.data,
+    )  # fmt: skip
+
+
+def _write_rows(writes: Sequence[CheckpointWrite]) -> list[tuple[Any, ...]]:
+    """The parameters of `KEEP_WRITE`/`REPLACE_WRITE`, one tuple per write."""
+    return [
+        (w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.task_path, w.channel, w.type, w.data)
+        for w in writes
+    ]
+
+
 class SqliteCheckpoints:
     """The checkpoint methods of `SqliteStore`, which provides the connection and transactions."""
 
@@ -162,11 +178,7 @@ class SqliteCheckpoints:
     # ---- writes -----------------------------------------------------------------------------
     def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
         """See `Store.put_checkpoint` (one statement: its own transaction)."""
-        c = checkpoint
-        values = (
-            c.thread_id, c.namespace, c.checkpoint_id, c.parent_id, c.run_id, c.type,
-            dump_metadata(c.metadata), c.created_at, c.data,
-        )  # fmt: skip
+        values = _checkpoint_values(checkpoint)
         with self._lock:
             try:
                 self._cur.execute(PUT_CHECKPOINT, values)
@@ -174,20 +186,33 @@ class SqliteCheckpoints:
                 raise self._error(exc) from exc
             self._wal.committed()
 
-    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
-        """See `Store.put_checkpoint_writes` (``executemany``: rows apply in order).
+    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool, defer: bool = False) -> None:
+        """See `Store.put_checkpoint_writes` (``executemany``: rows apply in order; ``defer``
+        changes nothing: the write is as cheap as holding it back).
 
         On a ``"full"`` store the commit is not fsynced: losing pending writes only makes the
         framework run their task again, and the next checkpoint's fsync covers them (the WAL is
         append-only).
         """
-        rows = [
-            (w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.task_path, w.channel, w.type, w.data)
-            for w in writes
-        ]
+        rows = _write_rows(writes)
         if rows:
             statement = REPLACE_WRITE if replace else KEEP_WRITE
             self._tx(lambda cur: cur.executemany(statement, rows), sync=self.durability != "full")
+
+    def put_checkpoint_with_writes(
+        self, checkpoint: CheckpointRecord, writes: Sequence[CheckpointWrite], *, replace: bool
+    ) -> None:
+        """See `Store.put_checkpoint_with_writes` (one ``BEGIN IMMEDIATE`` transaction)."""
+        values = _checkpoint_values(checkpoint)
+        rows = _write_rows(writes)
+        statement = REPLACE_WRITE if replace else KEEP_WRITE
+
+        def put(cur: sqlite3.Cursor) -> None:
+            if rows:
+                cur.executemany(statement, rows)
+            cur.execute(PUT_CHECKPOINT, values)
+
+        self._tx(put)
 
     def delete_checkpoints(self, thread_id: str) -> None:
         """See `Store.delete_checkpoints`."""

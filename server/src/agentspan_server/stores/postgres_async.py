@@ -44,6 +44,7 @@ HOT_CALLS: Mapping[str, Callable[..., Plan[Any]]] = MappingProxyType({
     "list_steps": journal.list_steps,
     "put_checkpoint": checkpoints.put_checkpoint,
     "put_checkpoint_writes": checkpoints.put_checkpoint_writes,
+    "put_checkpoint_with_writes": checkpoints.put_checkpoint_with_writes,
     "get_checkpoint": checkpoints.get_checkpoint,
 })  # fmt: skip
 """The `Store` methods served on the event loop, each with the plan taking the method's arguments."""

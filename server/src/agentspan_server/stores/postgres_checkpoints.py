@@ -12,7 +12,9 @@ binary format so the bytes are not hex-encoded), a batch of writes is one ``INSE
 ``VALUES``, or ``SELECT FROM unnest(...)`` for a large batch), and the deletions delete the writes
 and their checkpoints with a data-modifying CTE.
 The hot path of a LangGraph super-step (`put_checkpoint`, `put_checkpoint_writes` per task, an
-occasional `get_checkpoint`) therefore costs what ``PostgresSaver``'s own statements cost.
+occasional `get_checkpoint`) therefore costs what ``PostgresSaver``'s own statements cost; through
+the server it is usually one `put_checkpoint_with_writes`: the writes' ``INSERT`` in a CTE of the
+checkpoint's upsert, still one statement.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from agentspan_server.checks import check_json, check_record
 from agentspan_server.stores.postgres_pool import Plan, PostgresPool, Statement
 from agentspan_server.stores.postgres_schema import load_json
 
-__all__ = ["PostgresCheckpoints", "get_checkpoint", "put_checkpoint", "put_checkpoint_writes"]
+__all__ = [
+    "PostgresCheckpoints", "get_checkpoint", "put_checkpoint", "put_checkpoint_with_writes", "put_checkpoint_writes",
+]
 
 _KEY = ("thread_id", "namespace", "checkpoint_id")
 CHECKPOINT_FIELDS = (*_KEY, "parent_id", "type", "data", "metadata", "run_id", "created_at")
@@ -221,17 +225,44 @@ def put_checkpoint(checkpoint: CheckpointRecord) -> Plan[None]:
     yield Statement(PUT_CHECKPOINT, checkpoint_values(checkpoint))
 
 
-def put_checkpoint_writes(writes: Sequence[CheckpointWrite], *, replace: bool) -> Plan[None]:
-    """`Store.put_checkpoint_writes`: the whole batch in one ``INSERT`` (one transaction)."""
+def put_checkpoint_writes(writes: Sequence[CheckpointWrite], *, replace: bool, defer: bool = False) -> Plan[None]:
+    """`Store.put_checkpoint_writes`: the whole batch in one ``INSERT`` (one transaction); ``defer``
+    changes nothing here."""
+    if writes:
+        yield Statement(*_writes_insert(writes, replace))
+
+
+def put_checkpoint_with_writes(
+    checkpoint: CheckpointRecord, writes: Sequence[CheckpointWrite], *, replace: bool
+) -> Plan[None]:
+    """`Store.put_checkpoint_with_writes`: one statement (the writes' ``INSERT`` in a CTE before the
+    checkpoint's upsert), so one round trip and one transaction."""
+    values = checkpoint_values(checkpoint)
     if not writes:
+        yield Statement(PUT_CHECKPOINT, values)
         return
+    insert, params = _writes_insert(writes, replace)
+    yield Statement(_with_writes(insert), [*params, *values])
+
+
+@functools.cache
+def _with_writes(writes_insert: str) -> str:
+    return f"WITH w AS ({writes_insert}) {PUT_CHECKPOINT}"
+
+
+def _writes_insert(writes: Sequence[CheckpointWrite], replace: bool) -> tuple[str, list[Any]]:
+    """The ``INSERT`` of a batch of writes and its parameters (multi-row ``VALUES`` for a few
+    writes, ``unnest`` for many).
+
+    Raises:
+        ConfigurationError: A write holds what PostgreSQL cannot store.
+    """
     _storable(writes, "checkpoint write", skip=("data",))
     rows = _write_rows(writes, replace=replace)
     if len(rows) <= MAX_VALUES_ROWS:
-        yield Statement(put_writes_values(len(rows), replace), [v for row in rows for v in row])
-    else:
-        statement = PUT_WRITES_REPLACE if replace else PUT_WRITES_KEEP
-        yield Statement(statement, [list(column) for column in zip(*rows, strict=True)])
+        return put_writes_values(len(rows), replace), [v for row in rows for v in row]
+    statement = PUT_WRITES_REPLACE if replace else PUT_WRITES_KEEP
+    return statement, [list(column) for column in zip(*rows, strict=True)]
 
 
 def get_checkpoint(
@@ -252,9 +283,15 @@ class PostgresCheckpoints(PostgresPool):
         """See `Store.put_checkpoint`: one upsert."""
         self._run(put_checkpoint(checkpoint))
 
-    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool) -> None:
+    def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool, defer: bool = False) -> None:
         """See `Store.put_checkpoint_writes`: the whole batch in one ``INSERT`` (one transaction)."""
         self._run(put_checkpoint_writes(writes, replace=replace))
+
+    def put_checkpoint_with_writes(
+        self, checkpoint: CheckpointRecord, writes: Sequence[CheckpointWrite], *, replace: bool
+    ) -> None:
+        """See `Store.put_checkpoint_with_writes`: one statement (one transaction)."""
+        self._run(put_checkpoint_with_writes(checkpoint, writes, replace=replace))
 
     def get_checkpoint(
         self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None

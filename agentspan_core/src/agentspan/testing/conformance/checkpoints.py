@@ -179,6 +179,38 @@ class CheckpointConformance(ConformanceBase):
         assert _writes(store, "t", "cp-3") == []
         assert _writes(store, "t", "cp-2") == [("task", 0, b"next")]
 
+    def test_put_with_writes_stores_both_or_nothing(self, store: Store) -> None:
+        store.put_checkpoint_writes([make_checkpoint_write("t", "cp-1", "task", 0, data=b"stored")], replace=False)
+        writes = [
+            make_checkpoint_write("t", "cp-1", "task", 0, data=b"dropped: kept the stored one"),
+            make_checkpoint_write("t", "cp-1", "task", 1, task_path="~1", data=ALL_BYTES),
+            make_checkpoint_write("t", "cp-1", "task", 1, task_path="~1", data=b"dropped: first wins"),
+            make_checkpoint_write("t", "cp-2", "next", 0, namespace="child", data=b"of a checkpoint not put"),
+            make_checkpoint_write("u", "cp-1", "other", 0, data=b"of another thread"),
+        ]
+        cp = make_checkpoint("t", "cp-2", parent_id="cp-1", run_id="r", writes=[writes[3]])  # ``writes`` ignored
+        store.put_checkpoint_with_writes(cp, writes, replace=False)
+        got = store.get_checkpoint("t")
+        assert got is not None and got.model_dump(exclude={"writes"}) == cp.model_dump(exclude={"writes"})
+        assert got.writes == []
+        assert _writes(store, "t", "cp-1") == [("task", 0, b"stored"), ("task", 1, ALL_BYTES)]
+        assert _writes(store, "t", "cp-2", "child") == [("next", 0, b"of a checkpoint not put")]
+        assert _writes(store, "u", "cp-1") == [("other", 0, b"of another thread")]
+        store.put_checkpoint_with_writes(
+            make_checkpoint("t", "cp-3"), [make_checkpoint_write("t", "cp-1", "task", 0, data=b"new")], replace=True
+        )
+        assert _writes(store, "t", "cp-1")[0] == ("task", 0, b"new")
+        store.put_checkpoint_with_writes(make_checkpoint("t", "cp-4", data=b"no writes"), [], replace=False)
+        assert store.get_checkpoint("t").data == b"no writes"  # type: ignore[union-attr]
+
+        before = self.everything(store)
+        with pytest.raises(ConfigurationError):  # a bad checkpoint: its writes are not stored either
+            store.put_checkpoint_with_writes(
+                make_checkpoint("t", "cp-5", metadata={"x": float("nan")}),
+                [make_checkpoint_write("t", "cp-4", "task", 0)], replace=False,
+            )  # fmt: skip
+        assert self.everything(store) == before
+
     # ---- list -------------------------------------------------------------------------------
     def _list_data(self, store: Store) -> None:
         for i in range(4):
