@@ -64,3 +64,10 @@ def test_text_the_standard_library_wrote_still_decodes() -> None:
     assert jsontext.loads(b'{"a": [1, 2]}') == {"a": [1, 2]}
     with pytest.raises(ValueError):
         jsontext.loads("{not json")
+
+
+def test_integers_past_64_bits_decode_as_integers() -> None:
+    big = 123456789012345678901234567890
+    assert jsontext.loads(f'{{"v": {big}, "w": [-{big}]}}') == {"v": big, "w": [-big]}
+    assert jsontext.loads(f"[{2**64}, 1.5]".encode()) == [2**64, 1.5]
+    assert jsontext.loads(jsontext.dumps({"v": big})) == {"v": big}

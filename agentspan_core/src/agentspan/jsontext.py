@@ -9,7 +9,9 @@ than the standard library on the journal's small documents (a ``ModelResponse`` 
   keys) are encoded by ``json``, with its output;
 - values ``json`` refuses (datetimes, dataclasses, any object) are refused with ``json``'s
   ``TypeError``: orjson's own encoders for them are turned off;
-- text orjson cannot decode (``NaN`` and ``Infinity``, which ``json`` writes) is decoded by ``json``.
+- text orjson cannot decode (``NaN`` and ``Infinity``, which ``json`` writes) is decoded by ``json``;
+- text with a run of 20 digits or more is decoded by ``json``: orjson turns an integer past 64
+  bits into a float (``123456789012345678901234567890`` -> ``1.2345678901234568e+29``), silently.
 
 Two differences remain: orjson writes floats below 1e-4 without an exponent sign's leading zero
 (``2.5e-7``, ``json``: ``2.5e-07``) and NaN/infinity as ``null`` (``json``: ``NaN``, not JSON).
@@ -18,6 +20,7 @@ Two differences remain: orjson writes floats below 1e-4 without an exponent sign
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -29,6 +32,8 @@ _SORTED = _STRICT | orjson.OPT_SORT_KEYS
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 _encode = orjson.dumps
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{20}")
 
 
 def _refuse(value: Any) -> Any:
@@ -72,6 +77,9 @@ def loads(text: str | bytes) -> Any:
     Raises:
         ValueError: The text is not JSON.
     """
+    long_digits = _LONG_DIGITS if isinstance(text, bytes) else _LONG_DIGITS_TEXT
+    if long_digits.search(text) is not None:  # maybe an integer past 64 bits: orjson makes it a float
+        return json.loads(text)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
