@@ -11,6 +11,7 @@ problem (`problems.invalid_input`) listing every issue found, up to `problems.MA
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
@@ -23,6 +24,10 @@ MAX_JSON_DEPTH = 100
 INT64_RANGE = (-(2**63), 2**63 - 1)
 """Smallest and largest typed integer accepted (a signed 64-bit integer)."""
 _T = TypeVar("_T")
+_SUSPECT = re.compile(rb"\\u|\x00|nan|inf|[0-9][eE]|[0-9]{300}", re.IGNORECASE)
+"""What in a raw JSON body could parse into text or a number the checks refuse: a ``\\u`` escape
+(NUL, lone surrogates), ``NaN``/``Infinity`` or a float-like string (``"inf"``), an exponent or a
+300-digit run (a float overflowing to infinity)."""
 
 
 def check_text(text: str, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
@@ -111,11 +116,46 @@ def check_record(
             _check_field(getattr(model, name), (*loc, name), issues)
 
 
-def checked_body(body: _T) -> _T:
-    """Returns a validated request body after the checks beyond its model (raises a 422 problem)."""
+def _check_typed_ints(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
+    """The checks of `_check_model` that a clean raw body leaves to do: integers in 64 bits."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _check_typed_ints(value, (*loc, name), issues)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            _check_field(value, (*loc, name), issues)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    _check_typed_ints(item, (*loc, name, index), issues)
+
+
+def raw_json_is_clean(raw: bytes) -> bool:
+    """Whether a raw JSON body, once parsed, can hold no text or float the checks refuse and no
+    value nested deeper than `MAX_JSON_DEPTH`.
+
+    Valid UTF-8 JSON without ``\\u`` escapes holds no NUL and no lone surrogate; without
+    ``NaN``/``Infinity``, ``inf``/``nan`` strings, exponents or 300-digit runs no float is infinite
+    or NaN; with at most `MAX_JSON_DEPTH` brackets in all, nothing is nested deeper. A body that
+    fails this (rarely: an escape, an exponent, "info" in a text) gets the full checks.
+    """
+    return raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH and _SUSPECT.search(raw) is None
+
+
+def checked_body(body: _T, raw: bytes | None = None) -> _T:
+    """Returns a validated request body after the checks beyond its model (raises a 422 problem).
+
+    Args:
+        body: The validated body.
+        raw: The UTF-8 JSON the body was parsed from, when known: a body whose raw text
+            `raw_json_is_clean` only needs its typed integers checked (the same answer, faster).
+    """
     issues: list[dict[str, str]] = []
     if isinstance(body, BaseModel):
-        _check_model(body, ("body",), issues)
+        if raw is not None and raw_json_is_clean(raw):
+            _check_typed_ints(body, ("body",), issues)
+        else:
+            _check_model(body, ("body",), issues)
     if issues:
         raise invalid_input(issues)
     return body
