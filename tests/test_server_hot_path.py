@@ -68,6 +68,11 @@ REQUESTS: list[tuple[str, str, str]] = [
     ("POST", _RECORD, _record("j", output=json.loads("[" * 120 + "]" * 120))),
     ("POST", _RECORD, _record("k", seq=2**70)),
     ("POST", _RECORD, _record("l", cost_usd="inf")),
+    ("POST", _RECORD, _record("l", cost_usd=" 1e400")),
+    ("POST", _RECORD, _record("l", cost_usd="1_0e400")),
+    ("POST", _RECORD, _record("l", duration_ms="\u00a0-Infinity")),
+    ("POST", _RECORD, _record("l", cost_usd="1" + "_000" * 103)),
+    ("POST", _RECORD, _record("l", cost_usd=" 2.5 ", output={"id": "0199e5a1-9e4f-7c1d-8e2a-1234e5678f9b"})),
     ("POST", _RECORD, _record("m", epoch=2**64)),
     ("POST", _RECORD, _record("n", run_id="other-run")),
     ("POST", _RECORD, _record("o", epoch=7)),  # stale epoch
@@ -124,7 +129,7 @@ def test_hot_endpoints_answer_as_their_routes_do(tmp_path: Path) -> None:
             assert got == expected, f"{method} {path} {body[:200]}"
         assert {status for status, _ in fast} >= {200, 204, 400, 404, 409, 422}
         assert fast_store.list_steps(RUN) == routed_store.list_steps(RUN)
-        assert [s.key for s in fast_store.list_steps(RUN)] == ["a", "b", "c", "d", "e", "s"]
+        assert [s.key for s in fast_store.list_steps(RUN)] == ["a", "b", "c", "d", "e", "l", "s"]
         assert fast_store.list_steps(RUN)[2].output == {"v": 123456789012345678901234567890}
         for cid in ("c1", "c4"):  # created_at is the server's clock
             saved = [s.get_checkpoint("t", "", cid) for s in (fast_store, routed_store)]
