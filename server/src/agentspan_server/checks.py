@@ -132,7 +132,7 @@ def _check_parsed(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str,
                 _FINITE_JSON.encode(value)
             except ValueError:
                 _check_json(value, where, issues, 0)
-        else:
+        elif value is not None and not isinstance(value, (str, bytes)):  # text: clean already
             _check_field(value, where, issues)
 
 
