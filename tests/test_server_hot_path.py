@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -23,6 +25,7 @@ from agentspan.records import Run
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.wire import RenewLease
 from agentspan_server.app import create_app
+from agentspan_server.checks import _check_json, check_json
 from agentspan_server.hot_path import HotEndpoint, HotPathMiddleware
 
 from server_support import thread_server
@@ -212,3 +215,31 @@ def test_anything_else_reaches_the_wrapped_app_with_its_whole_body(
     assert b"".join(bodies) == body
     assert middleware.handled == []  # type: ignore[attr-defined]
 
+
+
+# ---- the checks' shortcut for JSON values -----------------------------------------------------
+_texts = st.lists(st.sampled_from(["a", "é", "😀", "\x00", "\ud800", "\\u0000", "[", "{", '"', "\\"]),
+                  max_size=4).map("".join)
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | _texts
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_texts, inner, max_size=4),
+                       max_leaves=30)  # fmt: skip
+
+
+@given(_values)
+@settings(max_examples=400, deadline=None)
+def test_json_values_get_the_issues_the_walk_finds(value: Any) -> None:
+    issues: list[dict[str, str]] = []
+    check_json(value, ("v",), issues)
+    walked: list[dict[str, str]] = []
+    _check_json(value, ("v",), walked, 0)
+    assert issues == walked
+
+
+@pytest.mark.parametrize("depth", [99, 100, 101, 150])
+def test_deep_json_values_get_the_issues_the_walk_finds(depth: int) -> None:
+    value = json.loads("[" * depth + "]" * depth)
+    issues: list[dict[str, str]] = []
+    check_json({"deep": value}, ("v",), issues)
+    walked: list[dict[str, str]] = []
+    _check_json({"deep": value}, ("v",), walked, 0)
+    assert issues == walked and bool(issues) == (depth >= 100)

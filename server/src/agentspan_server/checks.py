@@ -25,7 +25,7 @@ INT64_RANGE = (-(2**63), 2**63 - 1)
 """Smallest and largest typed integer accepted (a signed 64-bit integer)."""
 _T = TypeVar("_T")
 _FINITE_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False, check_circular=False)
-"""Encodes a parsed JSON value, raising `ValueError` at a NaN or infinity (in C: no walk in Python)."""
+"""Encodes a JSON value in C, raising `ValueError` at a NaN or infinity (see `_is_clean_json`)."""
 
 
 def check_text(text: str, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
@@ -47,6 +47,26 @@ def check_text(text: str, loc: tuple[Any, ...], issues: list[dict[str, str]]) ->
         return
     if "\x00" in text:
         issues.append(input_issue(loc, "must not contain NUL characters", "string_nul"))
+
+
+def _is_clean_json(value: dict[Any, Any] | list[Any]) -> bool:
+    """Whether a JSON container surely holds nothing the checks refuse, found without walking it
+    in Python: its encoding (in C) meets no NaN or infinity, escapes no NUL (``\\u0000``), holds
+    no lone surrogate and has at most `MAX_JSON_DEPTH` brackets. False means "walk it": a string
+    holding ``\\u0000`` or brackets, or a value json cannot encode, is walked and may be fine.
+    """
+    try:
+        text = _FINITE_JSON.encode(value)
+    except (ValueError, TypeError, RecursionError):
+        return False
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH or "\\u0000" in text:
+        return False
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return False
+    return True
 
 
 def _check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]], depth: int) -> None:
@@ -83,7 +103,7 @@ def _check_field(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]])
     elif isinstance(value, int) and not isinstance(value, bool):
         if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
             issues.append(input_issue(loc, "must fit in a signed 64-bit integer", "int_range"))
-    else:
+    elif not isinstance(value, (dict, list)) or not _is_clean_json(value):
         _check_json(value, loc, issues, 0)
 
 
@@ -95,7 +115,8 @@ def check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]]) -
         loc: Where it is (named in the issues).
         issues: The issues found so far; appended to.
     """
-    _check_json(value, loc, issues, 0)
+    if not isinstance(value, (dict, list)) or not _is_clean_json(value):
+        _check_json(value, loc, issues, 0)
 
 
 def check_record(
@@ -115,8 +136,8 @@ def check_record(
 
 
 def _check_parsed(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
-    """`_check_model` for a model parsed from text `raw_text_is_clean` passed: scalars are checked
-    as usual; a JSON value is walked only when it holds a NaN or infinity (found by encoding it)."""
+    """`_check_model` for a model parsed from text `raw_text_is_clean` passed: numbers are checked
+    as usual, text not at all; a JSON value is walked only when `_is_clean_json` doubts it."""
     for name in type(model).model_fields:
         value, where = getattr(model, name), (*loc, name)
         if isinstance(value, BaseModel):
@@ -128,9 +149,7 @@ def _check_parsed(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str,
                 else:
                     _check_json(item, (*where, index), issues, 1)
         elif isinstance(value, (dict, list)):
-            try:
-                _FINITE_JSON.encode(value)
-            except ValueError:
+            if not _is_clean_json(value):
                 _check_json(value, where, issues, 0)
         elif value is not None and not isinstance(value, (str, bytes)):  # text: clean already
             _check_field(value, where, issues)
