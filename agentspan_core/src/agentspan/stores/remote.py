@@ -20,6 +20,7 @@ seconds. When the call ends sooner, which is most calls, its start and end go to
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -134,7 +135,7 @@ class RemoteStore(RemoteCheckpoints, Store):
 
     # ---- plumbing -------------------------------------------------------------------------
     def _attempt(self, method: str, path: str, body: BaseModel | None, params: Any) -> httpx.Response:
-        url = self.urls[self._current] + wire.API_PREFIX + path
+        url = _parsed_url(self.urls[self._current] + wire.API_PREFIX + path)
         content = body.model_dump_json().encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         try:
@@ -331,6 +332,13 @@ class RemoteStore(RemoteCheckpoints, Store):
             self._held.close()
         finally:
             self._http.close()
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_url(url: str) -> httpx.URL:
+    """The URL parsed once: a run's steps all go to the same few URLs (httpx would parse each
+    request's URL again, ~13 us). `httpx.URL` is immutable."""
+    return httpx.URL(url)
 
 
 def _clamp(limit: int) -> int:
