@@ -117,20 +117,21 @@ class AsyncPostgresPath:
         given back mid-transaction or mid-statement (an error, a cancellation) is rolled back or
         replaced by the pool.
         """
-        conn = await pool.getconn()
         try:
-            cursor = self._cursors.get(conn)
-            if cursor is None or cursor.closed:
-                cursor = self._cursors[conn] = conn.cursor()
-            if transaction:
-                async with conn.transaction():
+            conn = await pool.getconn()  # (PoolTimeout is a psycopg.Error too)
+            try:
+                cursor = self._cursors.get(conn)
+                if cursor is None or cursor.closed:
+                    cursor = self._cursors[conn] = conn.cursor()
+                if transaction:
+                    async with conn.transaction():
+                        result = await adrive(plan, cursor)
+                else:
                     result = await adrive(plan, cursor)
-            else:
-                result = await adrive(plan, cursor)
+            finally:
+                await pool.putconn(conn)
         except psycopg.Error as exc:
             raise self._store._error(exc) from exc
-        finally:
-            await pool.putconn(conn)
         if isinstance(result, InTransaction):
             return await self._run(pool, result.plan, transaction=True)
         return result
