@@ -312,3 +312,61 @@ def test_call_from_another_event_loop_uses_the_synchronous_store(pg_db: str) -> 
         owner.close()
         store.close()
 
+
+
+def test_calls_one_after_another_reuse_the_most_recent_connection(pg_db: str, monkeypatch) -> None:
+    """With several idle connections, the asyncio pool hands out the last one returned."""
+    from agentspan_server.stores import postgres_async
+
+    backing = PostgresStore(pg_db, min_size=3, max_size=3)
+    run, _ = backing.create_run(make_run())
+    used: list[int] = []
+    real = postgres_async.adrive
+
+    async def recording(plan: Any, cur: psycopg.AsyncCursor[Any]) -> Any:
+        used.append(id(cur.connection))
+        return await real(plan, cur)
+
+    monkeypatch.setattr(postgres_async, "adrive", recording)
+
+    async def main() -> None:
+        path = AsyncPostgresPath(backing)
+        await path.open()
+        assert path._pool is not None
+        await path._pool.wait()  # all three connections open and idle
+        for _ in range(6):
+            await path.call("get_run", run.id)
+        await path.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        backing.close()
+    assert len(used) == 6 and len(set(used)) == 1
+
+
+def test_no_connection_in_time_is_a_store_error(pg_db: str) -> None:
+    """A pool that cannot hand out a connection in time fails the call with `StoreError` (503)."""
+    from agentspan.errors import StoreError
+
+    backing = PostgresStore(pg_db, min_size=1, max_size=1)
+    run, _ = backing.create_run(make_run())
+
+    async def main() -> None:
+        path = AsyncPostgresPath(backing)
+        await path.open()
+        assert path._pool is not None
+        path._pool.timeout = 0.2
+        held = await path._pool.getconn()  # the only connection
+        try:
+            with pytest.raises(StoreError, match="couldn't get a connection"):
+                await path.call("get_run", run.id)
+        finally:
+            await path._pool.putconn(held)
+        assert (await path.call("get_run", run.id)).id == run.id
+        await path.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        backing.close()

@@ -9,7 +9,8 @@ with an ``async_path()`` (PostgreSQL: `postgres_async`) serves its hot calls (st
 renewal, run and step reads, checkpoint puts and gets) on the event loop instead, opened and closed
 with the app's lifespan. Every error is answered with a problem document (`problems`); requests are
 routed on the raw path, under a body-size limit (`middleware`), an API-key check (`auth`) and
-request metrics (`metrics`).
+request metrics (`metrics`). The hot endpoints' requests skip FastAPI's per-request work through
+`hot_path`, which calls the same endpoint functions (``*_of``) as their routes.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from agentspan.wire import (
 )
 from agentspan_server.auth import AuthMiddleware, KeyRing
 from agentspan_server.checks import checked_body, path_param, query_text
+from agentspan_server.hot_path import HotEndpoint, HotPathMiddleware
 from agentspan_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from agentspan_server.middleware import BodyLimitMiddleware, RawPathMiddleware
 from agentspan_server.problems import ProblemError, input_issue, install_problem_handlers, invalid_input, new_problem
@@ -240,7 +242,9 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
               responses=_responses(*_COMMON, *_BODY, 404))  # fmt: skip
     async def renew_lease(run_id: str, body: RenewLease) -> Response:
         """`Store.renew_lease`: ``renewed`` is false when the epoch is stale."""
-        rid, b = path_param("run_id", run_id), checked_body(body)
+        return await renew_lease_of(path_param("run_id", run_id), checked_body(body))
+
+    async def renew_lease_of(rid: str, b: RenewLease) -> Response:
         renewed = await call(store.renew_lease, rid, epoch=b.epoch, lease_expires_at=b.lease_expires_at)
         return _json_response(Renewed(renewed=renewed))
 
@@ -260,7 +264,9 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
               responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
     async def start_step(run_id: str, body: StartStep) -> Response:
         """`Store.start_step` (fenced). ``step.run_id`` must be the path's run id."""
-        rid, b = path_param("run_id", run_id), checked_body(body)
+        return await start_step_of(path_param("run_id", run_id), checked_body(body))
+
+    async def start_step_of(rid: str, b: StartStep) -> Response:
         same_run(rid, b.step.run_id, "step.run_id")
         await call(store.start_step, b.step, epoch=b.epoch, durable=b.durable)
         metrics.step_started(b.step)
@@ -270,7 +276,9 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
               responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
     async def finish_step(run_id: str, body: FinishStep) -> Response:
         """`Store.finish_step` (fenced)."""
-        rid, b = path_param("run_id", run_id), checked_body(body)
+        return await finish_step_of(path_param("run_id", run_id), checked_body(body))
+
+    async def finish_step_of(rid: str, b: FinishStep) -> Response:
         await call(store.finish_step, rid, b.key, b.result, epoch=b.epoch)
         metrics.step_finished(rid, b.key, b.result)
         return Response(status_code=204)
@@ -279,7 +287,9 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
               responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
     async def record_step(run_id: str, body: RecordStep) -> Response:
         """`Store.record_step` (fenced, one transaction). ``step.run_id`` must be the path's run id."""
-        rid, b = path_param("run_id", run_id), checked_body(body)
+        return await record_step_of(path_param("run_id", run_id), checked_body(body))
+
+    async def record_step_of(rid: str, b: RecordStep) -> Response:
         same_run(rid, b.step.run_id, "step.run_id")
         await call(store.record_step, b.step, b.result, epoch=b.epoch)
         metrics.step_recorded(b.step, b.result)
@@ -340,14 +350,19 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
              responses=_responses(*_COMMON, *_BODY))  # fmt: skip
     async def put_checkpoint(checkpoint: CheckpointRecord) -> Response:
         """`Store.put_checkpoint`: an upsert by ``(thread_id, namespace, checkpoint_id)``; ``writes`` is ignored."""
-        await call(store.put_checkpoint, checked_body(checkpoint))
+        return await put_checkpoint_of(checked_body(checkpoint))
+
+    async def put_checkpoint_of(checkpoint: CheckpointRecord) -> Response:
+        await call(store.put_checkpoint, checkpoint)
         return Response(status_code=204)
 
     @app.put(f"{API_PREFIX}/checkpoints/writes", status_code=204, response_class=Response, tags=["checkpoints"],
              responses=_responses(*_COMMON, *_BODY))  # fmt: skip
     async def put_checkpoint_writes(body: PutCheckpointWrites) -> Response:
         """`Store.put_checkpoint_writes`: one transaction."""
-        b = checked_body(body)
+        return await put_checkpoint_writes_of(checked_body(body))
+
+    async def put_checkpoint_writes_of(b: PutCheckpointWrites) -> Response:
         await call(store.put_checkpoint_writes, b.writes, replace=b.replace)
         return Response(status_code=204)
 
@@ -356,7 +371,9 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
     async def put_checkpoint_with_writes(body: PutCheckpointWithWrites) -> Response:
         """`Store.put_checkpoint_with_writes`: the writes, then the checkpoint, in one transaction
         (what a LangGraph super-step saves: its tasks' writes and the next checkpoint)."""
-        b = checked_body(body)
+        return await put_checkpoint_with_writes_of(checked_body(body))
+
+    async def put_checkpoint_with_writes_of(b: PutCheckpointWithWrites) -> Response:
         await call(store.put_checkpoint_with_writes, b.checkpoint, b.writes, replace=b.replace)
         return Response(status_code=204)
 
@@ -431,7 +448,19 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
 
     install_ui(app, store, keys)
     install_problem_handlers(app)
-    # Last added runs first: raw path -> metrics -> auth -> body limit -> routing.
+    runs = API_PREFIX + "/runs/{run_id}"
+    hot_endpoints = [
+        HotEndpoint("POST", f"{runs}/lease", RenewLease, renew_lease_of),
+        HotEndpoint("POST", f"{runs}/steps/start", StartStep, start_step_of),
+        HotEndpoint("POST", f"{runs}/steps/finish", FinishStep, finish_step_of),
+        HotEndpoint("POST", f"{runs}/steps/record", RecordStep, record_step_of),
+        HotEndpoint("PUT", f"{API_PREFIX}/checkpoints", CheckpointRecord, put_checkpoint_of),
+        HotEndpoint("PUT", f"{API_PREFIX}/checkpoints/writes", PutCheckpointWrites, put_checkpoint_writes_of),
+        HotEndpoint("PUT", f"{API_PREFIX}/checkpoints/with-writes", PutCheckpointWithWrites,
+                    put_checkpoint_with_writes_of),
+    ]  # fmt: skip
+    # Last added runs first: raw path -> metrics -> auth -> body limit -> hot path -> routing.
+    app.add_middleware(HotPathMiddleware, endpoints=hot_endpoints, routes=app.router.routes)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(AuthMiddleware, keys=keys, required_role=required_role)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics, routes=app.router.routes)

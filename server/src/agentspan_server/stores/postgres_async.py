@@ -16,6 +16,7 @@ loop runs the same plan on the synchronous store, on a worker thread.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Generator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -77,6 +78,9 @@ class AsyncPostgresPath:
         self._store = store
         self._pool: AsyncConnectionPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._cursors: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def open(self) -> None:
         """Opens the pool on the running event loop (connections are made in the background)."""
@@ -105,14 +109,27 @@ class AsyncPostgresPath:
         return await self._run(self._pool, plan)
 
     async def _run(self, pool: AsyncConnectionPool, plan: Plan[_T], *, transaction: bool = False) -> _T:
-        """`PostgresPool._run` on the asyncio pool."""
+        """`PostgresPool._run` on the asyncio pool.
+
+        The connection is taken and given back without ``pool.connection()``'s context (whose
+        exit commits: nothing to do on these autocommit connections, but an awaited lock), and
+        each connection keeps one cursor: together ~30 us of CPU less per call. A connection
+        given back mid-transaction or mid-statement (an error, a cancellation) is rolled back or
+        replaced by the pool.
+        """
         try:
-            async with pool.connection() as conn:
+            conn = await pool.getconn()  # (PoolTimeout is a psycopg.Error too)
+            try:
+                cursor = self._cursors.get(conn)
+                if cursor is None or cursor.closed:
+                    cursor = self._cursors[conn] = conn.cursor()
                 if transaction:
                     async with conn.transaction():
-                        result = await adrive(plan, conn.cursor())
+                        result = await adrive(plan, cursor)
                 else:
-                    result = await adrive(plan, conn.cursor())
+                    result = await adrive(plan, cursor)
+            finally:
+                await pool.putconn(conn)
         except psycopg.Error as exc:
             raise self._store._error(exc) from exc
         if isinstance(result, InTransaction):
