@@ -7,13 +7,14 @@ Only pydantic's JSON forms are stored (``model_dump(mode="json")``, read back wi
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from google.adk.events import EventActions
 from google.adk.models import BaseLlm, LlmRequest, LlmResponse
 from google.genai import types
 
-from agentspan.hashing import digest
+from agentspan.hashing import canonical_json, digest
 from agentspan.models import ModelId, parse_model_id
 from agentspan.records import JSON
 
@@ -118,6 +119,22 @@ def request_extra(llm_request: LlmRequest) -> dict[str, JSON]:
     elif instruction is not None and not isinstance(instruction, str):
         instruction = str(instruction)
     return {"model": llm_request.model, "system": instruction, "tools": sorted(llm_request.tools_dict)}
+
+
+class RequestHasher:
+    """A model request's input hash, ``digest([request_extra, sum hex])``, with the canonical JSON
+    of the extra part (which holds the whole system instruction) kept while it does not change:
+    each call then hashes the cached text and the sum, not the instruction again."""
+
+    def __init__(self) -> None:
+        self._extra: dict[str, JSON] | None = None
+        self._prefix = ""
+
+    def __call__(self, extra: dict[str, JSON], total: int) -> str:
+        if extra != self._extra:
+            self._extra, self._prefix = extra, "[" + canonical_json(extra) + ","
+        # canonical_json([extra, hex]): a list's items joined by "," (a hex string needs no escape)
+        return hashlib.sha256(f'{self._prefix}"{total:x}"]'.encode()).hexdigest()
 
 
 # ---- model identity ------------------------------------------------------------------------

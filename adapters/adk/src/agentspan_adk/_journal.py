@@ -152,6 +152,7 @@ class Journal:
     last_text: str | None = None
     _llm_calls: dict[str, int] = field(default_factory=dict)
     _hashes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _hashers: dict[str, _codec.RequestHasher] = field(default_factory=dict)
     _pending: dict[tuple[str | None, str], _PendingModelCall] = field(default_factory=dict)
     _call_keys: dict[str, str] = field(default_factory=dict)
     _identities: dict[tuple[int, str | None], tuple[BaseLlm | None, ModelId]] = field(default_factory=dict)
@@ -166,10 +167,11 @@ class Journal:
             index = model_turns(ic.session.events, ic.invocation_id, ic.agent.name, ic.branch)
         self._llm_calls[path] = index + 1
         key = f"{self.prefix}{path}/llm:{index}"
-        new, input_hash = self._hash(path, llm_request)
+        extra = _codec.request_extra(llm_request)
+        new, input_hash = self._hash(path, llm_request, extra)
         step_input: dict[str, JSON] = {"agent": path, "new": new}
         if index == 0:
-            step_input["system"] = _codec.request_extra(llm_request)["system"]
+            step_input["system"] = extra["system"]
         identity = self._identity(getattr(ic.agent, "canonical_model", None), llm_request.model)
         recorded = self.run.journal.get(key)
         replay = recorded is not None and recorded.status is StepStatus.COMPLETED
@@ -189,7 +191,7 @@ class Journal:
         self._pending[(ic.branch, ic.agent.name)] = _PendingModelCall(key, future, asyncio.ensure_future(step))
         return None
 
-    def _hash(self, path: str, llm_request: LlmRequest) -> tuple[list[JSON], str]:
+    def _hash(self, path: str, llm_request: LlmRequest, extra: dict[str, JSON]) -> tuple[list[JSON], str]:
         """The messages new since the agent's previous call (as JSON) and the request's hash."""
         seen, total = self._hashes.get(path, (0, 0))
         contents = llm_request.contents
@@ -198,7 +200,10 @@ class Journal:
         new = [_codec.dump_content(c) for c in contents[seen:]]
         total = _codec.add_digests(total, new)
         self._hashes[path] = (len(contents), total)
-        return new, digest([_codec.request_extra(llm_request), format(total, "x")])
+        hasher = self._hashers.get(path)
+        if hasher is None:
+            hasher = self._hashers[path] = _codec.RequestHasher()
+        return new, hasher(extra, total)
 
     def _identity(self, llm: BaseLlm | None, name: str | None) -> ModelId:
         """`_codec.model_identity`, once per model object and requested name."""
