@@ -26,6 +26,7 @@ from agentspan.errors import (
     NoPendingApproval,
     ReplayDivergenceError,
 )
+from agentspan.hashing import digest
 from agentspan_adk import ADKResult, AgentspanPlugin
 from agentspan_adk.testing import Call, ScriptedLlm
 
@@ -72,6 +73,11 @@ def test_run_returns_the_final_text_the_events_and_the_session_and_records_the_t
         "support", "scripted", "support", 100, 20)
     assert llm.duration_ms is not None and llm.input_hash and llm.input["agent"] == "support"
     assert llm.input["new"] == [{"parts": [{"text": PROMPT}], "role": "user"}]
+    # The input hash keeps its format (runs journaled by earlier versions replay): the request's
+    # model, system instruction and tool names, and the order-free sum of its messages' digests.
+    messages = sum(int(digest(m), 16) for m in llm.input["new"]) % (1 << 256)
+    extra = {"model": "support", "system": llm.input["system"], "tools": ["lookup_order", "transfer_to_agent"]}
+    assert llm.input_hash == digest([extra, format(messages, "x")])
     assert llm.output["content"]["parts"][0]["function_call"]["name"] == "lookup_order"
     tool = steps[2]
     assert (tool.name, tool.input) == ("lookup_order", {"order_id": "42"})

@@ -7,13 +7,14 @@ Only pydantic's JSON forms are stored (``model_dump(mode="json")``, read back wi
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from google.adk.events import EventActions
 from google.adk.models import BaseLlm, LlmRequest, LlmResponse
 from google.genai import types
 
-from agentspan.hashing import digest
+from agentspan.hashing import canonical_json, digest
 from agentspan.models import ModelId, parse_model_id
 from agentspan.records import JSON
 
@@ -21,13 +22,23 @@ ENVELOPE = "__agentspan_adk__"
 """Marks a journaled output that carries `EventActions` next to the value (see `pack`)."""
 
 _HASH_MOD = 1 << 256
+_RESPONSE_FIELDS = frozenset(LlmResponse.model_fields)
 
 
 # ---- values with the actions they left behind -------------------------------------------
 def dump_actions(actions: EventActions, fields: tuple[str, ...] | None = None) -> dict[str, JSON]:
     """The non-default fields of ``actions`` as JSON (only ``fields`` when given)."""
+    values = actions.__dict__
+    if all(_is_unset(values.get(name)) for name in (fields or values)):
+        return {}  # the usual case (a call that changed nothing), without a model_dump
     data = actions.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
     return {k: v for k, v in data.items() if v not in ({}, []) and (fields is None or k in fields)}
+
+
+def _is_unset(value: Any) -> bool:
+    """Whether an `EventActions` field value is left out by `dump_actions` whatever its default:
+    None, or an empty dict or list (``False`` is not: a field defaulting to True may be False)."""
+    return value is None or (type(value) in (dict, list) and not value)
 
 
 def restore_actions(target: EventActions, data: dict[str, JSON]) -> None:
@@ -60,10 +71,10 @@ def unpack(output: JSON, key: str = "result") -> tuple[JSON, dict[str, JSON]]:
 # ---- model responses ----------------------------------------------------------------------
 def dump_response(response: LlmResponse) -> dict[str, JSON]:
     """Serializes an `LlmResponse` (or the response part of an `Event`) to JSON."""
-    if type(response) is not LlmResponse:
-        response = LlmResponse.model_validate(
-            {name: getattr(response, name) for name in LlmResponse.model_fields})
-    return response.model_dump(mode="json", exclude_none=True)
+    if type(response) is LlmResponse:
+        return response.model_dump(mode="json", exclude_none=True)
+    # An `Event` is an `LlmResponse` with more fields: dump only the response's (no re-validation).
+    return response.model_dump(mode="json", exclude_none=True, include=_RESPONSE_FIELDS)
 
 
 def load_response(data: dict[str, JSON]) -> LlmResponse:
@@ -91,15 +102,11 @@ def dump_content(content: types.Content) -> JSON:
     return content.model_dump(mode="json", exclude_none=True)
 
 
-def content_digest(content: types.Content) -> int:
-    """A message's digest as an integer (summed into a request's order-free hash)."""
-    return int(digest(dump_content(content)), 16)
-
-
-def add_digests(total: int, contents: list[types.Content]) -> int:
-    """Adds the digests of ``contents`` to a running sum (mod 2**256)."""
+def add_digests(total: int, contents: list[JSON]) -> int:
+    """Adds the digests of messages (as `dump_content` made them) to a running sum (mod 2**256):
+    a request's order-free hash."""
     for content in contents:
-        total = (total + content_digest(content)) % _HASH_MOD
+        total = (total + int(digest(content), 16)) % _HASH_MOD
     return total
 
 
@@ -112,6 +119,22 @@ def request_extra(llm_request: LlmRequest) -> dict[str, JSON]:
     elif instruction is not None and not isinstance(instruction, str):
         instruction = str(instruction)
     return {"model": llm_request.model, "system": instruction, "tools": sorted(llm_request.tools_dict)}
+
+
+class RequestHasher:
+    """A model request's input hash, ``digest([request_extra, sum hex])``, with the canonical JSON
+    of the extra part (which holds the whole system instruction) kept while it does not change:
+    each call then hashes the cached text and the sum, not the instruction again."""
+
+    def __init__(self) -> None:
+        self._extra: dict[str, JSON] | None = None
+        self._prefix = ""
+
+    def __call__(self, extra: dict[str, JSON], total: int) -> str:
+        if extra != self._extra:
+            self._extra, self._prefix = extra, "[" + canonical_json(extra) + ","
+        # canonical_json([extra, hex]): a list's items joined by "," (a hex string needs no escape)
+        return hashlib.sha256(f'{self._prefix}"{total:x}"]'.encode()).hexdigest()
 
 
 # ---- model identity ------------------------------------------------------------------------

@@ -33,7 +33,6 @@ the order they finish, which differs between a live run and its replay.
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,13 +41,14 @@ from google.adk.agents import BaseAgent
 from google.adk.agents.callback_context import CallbackContext
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.events import Event
-from google.adk.models import LlmRequest, LlmResponse
+from google.adk.models import BaseLlm, LlmRequest, LlmResponse
 from google.adk.tools import BaseTool, ToolContext
 from pydantic_core import to_jsonable_python
 
 import agentspan
 from agentspan.errors import AgentspanError
 from agentspan.hashing import digest
+from agentspan.models import ModelId
 from agentspan.records import JSON, StepKind, StepStatus
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_adk import _codec
@@ -66,6 +66,19 @@ def agent_path(agent: BaseAgent) -> str:
         names.append(node.name)
         node = node.parent_agent
     return "/".join(reversed(names))
+
+
+def invocation_of(context: CallbackContext) -> InvocationContext:
+    """The invocation a callback's (or tool's) context belongs to, read in place.
+
+    ADK's public ``get_invocation_context()`` returns a pydantic copy of the invocation context
+    (same agent, session, ids and branch; only its workflow ``node_path``/``isolation_scope``
+    differ) on every call, and the plugin asks for it on every model and tool call. The plugin only
+    reads the agent, session, invocation id and branch, which the copy shares with the original:
+    read the original (falls back to the public method if ADK ever drops the attribute).
+    """
+    found = getattr(context, "_invocation_context", None)
+    return found if isinstance(found, InvocationContext) else context.get_invocation_context()
 
 
 def is_model_turn(event: Event) -> bool:
@@ -96,7 +109,11 @@ def options_of(tool: BaseTool) -> ToolOptions:
 
 
 def to_json(value: Any) -> JSON:
-    """A tool result as JSON (pydantic models and dataclasses too; anything else as its ``str``)."""
+    """A tool result as JSON (pydantic models and dataclasses too; anything else as its ``str``).
+
+    A new value: dicts and lists are rebuilt, never shared with ``value`` (what the tool or ADK
+    changes in them later does not change what was journaled).
+    """
     return to_jsonable_python(value, fallback=str)
 
 
@@ -135,24 +152,27 @@ class Journal:
     last_text: str | None = None
     _llm_calls: dict[str, int] = field(default_factory=dict)
     _hashes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _hashers: dict[str, _codec.RequestHasher] = field(default_factory=dict)
     _pending: dict[tuple[str | None, str], _PendingModelCall] = field(default_factory=dict)
     _call_keys: dict[str, str] = field(default_factory=dict)
+    _identities: dict[tuple[int, str | None], tuple[BaseLlm | None, ModelId]] = field(default_factory=dict)
 
     # ---- model calls ----------------------------------------------------------------------
     async def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest) -> LlmResponse | None:
         """Returns the journaled response of this model call, or None to let ADK call the model."""
-        ic = callback_context.get_invocation_context()
+        ic = invocation_of(callback_context)
         path = agent_path(ic.agent)
         index = self._llm_calls.get(path)
         if index is None:  # a continuation of an invocation journaled by another process: count on
             index = model_turns(ic.session.events, ic.invocation_id, ic.agent.name, ic.branch)
         self._llm_calls[path] = index + 1
         key = f"{self.prefix}{path}/llm:{index}"
-        new, input_hash = self._hash(path, llm_request)
-        step_input: dict[str, JSON] = {"agent": path, "new": [_codec.dump_content(c) for c in new]}
+        extra = _codec.request_extra(llm_request)
+        new, input_hash = self._hash(path, llm_request, extra)
+        step_input: dict[str, JSON] = {"agent": path, "new": new}
         if index == 0:
-            step_input["system"] = _codec.request_extra(llm_request)["system"]
-        identity = _codec.model_identity(getattr(ic.agent, "canonical_model", None), llm_request.model)
+            step_input["system"] = extra["system"]
+        identity = self._identity(getattr(ic.agent, "canonical_model", None), llm_request.model)
         recorded = self.run.journal.get(key)
         replay = recorded is not None and recorded.status is StepStatus.COMPLETED
         future: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]] = asyncio.get_running_loop().create_future()
@@ -171,15 +191,28 @@ class Journal:
         self._pending[(ic.branch, ic.agent.name)] = _PendingModelCall(key, future, asyncio.ensure_future(step))
         return None
 
-    def _hash(self, path: str, llm_request: LlmRequest) -> tuple[list[Any], str]:
+    def _hash(self, path: str, llm_request: LlmRequest, extra: dict[str, JSON]) -> tuple[list[JSON], str]:
+        """The messages new since the agent's previous call (as JSON) and the request's hash."""
         seen, total = self._hashes.get(path, (0, 0))
         contents = llm_request.contents
         if len(contents) < seen:  # the conversation was shortened (compaction): start over
             seen, total = 0, 0
-        new = contents[seen:]
+        new = [_codec.dump_content(c) for c in contents[seen:]]
         total = _codec.add_digests(total, new)
         self._hashes[path] = (len(contents), total)
-        return new, digest([_codec.request_extra(llm_request), format(total, "x")])
+        hasher = self._hashers.get(path)
+        if hasher is None:
+            hasher = self._hashers[path] = _codec.RequestHasher()
+        return new, hasher(extra, total)
+
+    def _identity(self, llm: BaseLlm | None, name: str | None) -> ModelId:
+        """`_codec.model_identity`, once per model object and requested name."""
+        cached = self._identities.get((id(llm), name))
+        if cached is not None and cached[0] is llm:
+            return cached[1]
+        identity = _codec.model_identity(llm, name)
+        self._identities[(id(llm), name)] = (llm, identity)
+        return identity
 
     async def on_event(self, event: Event) -> None:
         """Journals a live model call when its response event arrives; remembers final texts."""
@@ -236,12 +269,12 @@ class Journal:
     async def before_tool(self, tool: BaseTool, tool_args: dict[str, Any],
                           tool_context: ToolContext) -> tuple[Any, ToolCall | None]:
         """Returns ``(journaled result, None)`` for a completed call, else ``(None, live call)``."""
-        ic = tool_context.get_invocation_context()
+        ic = invocation_of(tool_context)
         key = self.call_key(tool_context.function_call_id, ic)
         if tool_context.tool_confirmation is not None:
             key += "/confirmed"
         kind = StepKind.HANDOFF if tool.name == TRANSFER_TOOL else StepKind.TOOL
-        call = ToolCall(self, key, kind, tool, to_json(copy.deepcopy(tool_args)), tool_context)
+        call = ToolCall(self, key, kind, tool, to_json(tool_args), tool_context)
         recorded = self.run.journal.get(key)
         if recorded is None or recorded.status is not StepStatus.COMPLETED:
             return None, call

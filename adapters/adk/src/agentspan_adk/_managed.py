@@ -181,10 +181,15 @@ async def _create(store: Store, ic: InvocationContext, label: str, key: str,
         session_id=ic.session.id, idempotency_key=key,
         options={RUNNER_OPTION: {"app_name": ic.app_name, "user_id": ic.user_id, "session_id": ic.session.id,
                                  "invocation_id": ic.invocation_id}})
-    opened = await asyncio.to_thread(attached.create_or_claim, store, run)
-    if opened is None:
-        return None
-    return await _attach(store, opened[0])
+    # `attached.create_or_claim`, with the usual case (a new run: one insert) on the loop's thread
+    # like every journal write; only a claim, which may wait for another owner's lease, goes to a
+    # worker thread.
+    stored, created = await call_store(store, store.create_run, run)
+    if not created:
+        if stored.status.terminal:
+            return None
+        stored = await asyncio.to_thread(attached.take_over, store, stored)
+    return await _attach(store, stored)
 
 
 async def _attach(store: Store, run: Run) -> ManagedRun:

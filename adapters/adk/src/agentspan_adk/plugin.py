@@ -34,7 +34,7 @@ from agentspan import approvals
 from agentspan.errors import ApprovalPending
 from agentspan.tools import DEFAULT_TOOL_OPTIONS
 from agentspan_adk import _confirmations, _managed, _mock, _tools
-from agentspan_adk._journal import Journal, agent_path
+from agentspan_adk._journal import Journal, agent_path, invocation_of
 
 _NESTING_KINDS = ("tool", "handoff")
 
@@ -130,7 +130,7 @@ class AgentspanPlugin(BasePlugin):
     # ---- model and tool calls ------------------------------------------------------------
     async def before_model_callback(self, *, callback_context: CallbackContext,
                                     llm_request: LlmRequest) -> LlmResponse | None:
-        journal = await self._bind(callback_context.get_invocation_context(), None)
+        journal = await self._bind(invocation_of(callback_context), None)
         recorded = await journal.before_model(callback_context, llm_request)
         if recorded is not None:
             return recorded
@@ -144,7 +144,7 @@ class AgentspanPlugin(BasePlugin):
 
     async def before_tool_callback(self, *, tool: BaseTool, tool_args: dict[str, Any],
                                    tool_context: ToolContext) -> dict[str, Any] | None:
-        journal = await self._bind(tool_context.get_invocation_context(), None)
+        journal = await self._bind(invocation_of(tool_context), None)
         result, call = await journal.before_tool(tool, tool_args, tool_context)
         if call is not None:
             _tools.park(call)
