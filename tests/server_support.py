@@ -76,6 +76,21 @@ def thread_server(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+@contextmanager
+def sqlite_server(path: Any) -> Iterator[tuple[str, Any]]:
+    """A server (uvicorn in a thread) over a SQLite store at ``path``; yields its URL and the store
+    (what any other client sees)."""
+    from agentspan.stores.sqlite import SqliteStore
+    from agentspan_server.app import create_app
+
+    backing = SqliteStore(path)
+    try:
+        with thread_server(create_app(backing)) as url:
+            yield url, backing
+    finally:
+        backing.close()
+
+
 class ServerProcess:
     """``python -m agentspan_server`` as a child process (killable with SIGKILL)."""
 

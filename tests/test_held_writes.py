@@ -24,10 +24,9 @@ from agentspan.stores.sqlite import SqliteStore
 from agentspan.testing.conformance import make_checkpoint, make_checkpoint_write
 from agentspan_langgraph import AgentspanSaver
 from agentspan_langgraph.saver import URGENT_CHANNELS
-from agentspan_server.app import create_app
 
 from lg_support import Effects, approval_graph, counter_graph, counter_input
-from server_support import CountingTransport, thread_server
+from server_support import CountingTransport, sqlite_server
 
 LONG = 60.0
 """A hold no test waits for: what is visible at once was not left to the timer."""
@@ -36,10 +35,8 @@ LONG = 60.0
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, SqliteStore]]:
     """A server (uvicorn in a thread) over SQLite, and its store (what any other client sees)."""
-    backing = SqliteStore(tmp_path / "server.db")
-    with thread_server(create_app(backing)) as url:
-        yield url, backing
-    backing.close()
+    with sqlite_server(tmp_path / "server.db") as served:
+        yield served
 
 
 def client(url: str, hold: float = HOLD_WRITES_FOR) -> tuple[RemoteStore, CountingTransport]:

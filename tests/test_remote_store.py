@@ -20,7 +20,7 @@ from agentspan.testing.conformance import StoreConformance, make_run, make_step
 from agentspan_server.app import create_app
 from agentspan_server.auth import KeyRing
 
-from server_support import free_port, thread_server
+from server_support import free_port, sqlite_server, thread_server
 
 
 class TestRemoteStore(StoreConformance):
@@ -36,10 +36,9 @@ class TestRemoteStore(StoreConformance):
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, SqliteStore]]:
-    backing = SqliteStore(tmp_path / "server.db")
-    with thread_server(create_app(backing)) as url:
-        yield url, backing
-    backing.close()
+    """A server (uvicorn in a thread) over SQLite, and its store (what any other client sees)."""
+    with sqlite_server(tmp_path / "server.db") as served:
+        yield served
 
 
 def test_step_keys_with_slashes_and_colons_round_trip(served):
