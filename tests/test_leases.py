@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -55,3 +56,19 @@ def test_a_lease_taken_over_is_reported_lost_and_no_longer_renewed() -> None:
             time.sleep(0.02)
         assert beat.lost
         assert store.get_run(run.id).lease_epoch == taken.lease_epoch
+
+
+def test_a_forked_child_does_not_renew_its_parents_leases() -> None:
+    store = MemoryStore()
+    parent_run, child_run = _claimed(store, 60.0), _claimed(store, 60.0)
+    with leases.Heartbeat(store, parent_run.id, parent_run.lease_epoch, 60.0):
+        pid = os.fork()
+        if pid == 0:  # the child: its first heartbeat starts its own renewer
+            code = 1
+            try:
+                with leases.Heartbeat(store, child_run.id, child_run.lease_epoch, 60.0) as beat:
+                    code = 0 if list(leases._renewer._beats.values()) == [beat] else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

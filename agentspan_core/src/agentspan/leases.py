@@ -150,13 +150,14 @@ class _Renewer:
 
     def add(self, beat: Heartbeat) -> None:
         with self._lock:
-            self._beats[id(beat)] = beat
             if self._thread is None or self._pid != os.getpid():
+                self._beats.clear()  # after a fork: the parent's runs are the parent's to renew
                 self._pid = os.getpid()
                 self._wake = threading.Event()
                 self._next_wake = math.inf
                 self._thread = threading.Thread(target=self._loop, name="agentspan-lease-renewer", daemon=True)
                 self._thread.start()
+            self._beats[id(beat)] = beat
             if beat.due >= self._next_wake:
                 return  # the thread wakes in time anyway: waking a thread costs the caller the GIL
             self._next_wake = beat.due

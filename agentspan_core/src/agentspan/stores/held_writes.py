@@ -51,7 +51,7 @@ class HeldWrites:
         self._send = send
         self._held: dict[str, list[CheckpointWrite]] = {}
         self._since: dict[str, float] = {}  # thread -> when its oldest held write came
-        self._failed: dict[str, BaseException] = {}  # sent once by the timer without success
+        self._failed: set[str] = set()  # threads whose writes the timer failed to send once
         self._lock = threading.Lock()  # also held while sending, so a read waits for a send under way
         self._pending = threading.Event()  # set while the timer has something to send
         self._thread: threading.Thread | None = None
@@ -127,7 +127,7 @@ class HeldWrites:
     def _pop(self, thread_id: str) -> list[CheckpointWrite]:
         """Removes a thread's held writes (called with the lock held)."""
         self._since.pop(thread_id, None)
-        self._failed.pop(thread_id, None)
+        self._failed.discard(thread_id)
         return self._held.pop(thread_id, [])
 
     def _start(self) -> None:
@@ -161,7 +161,7 @@ class HeldWrites:
                 try:
                     self._send(self._held[thread_id])
                 except Exception as exc:
-                    self._failed[thread_id] = exc
+                    self._failed.add(thread_id)
                     log.warning(
                         "agentspan: could not send the held checkpoint writes of thread %r (%s); they stay "
                         "held, and the next call for that thread sends them and raises if this persists",

@@ -16,13 +16,22 @@ with the others.
 The tests are grouped by topic: `runs` (runs and leases), `steps` (the step journal), `approvals`,
 and `suite` (isolation, concurrency, and `StoreConformance`, which combines them); `records` holds
 the record builders (`make_run`, `make_step`, `make_approval`) and shared helpers.
-`CheckpointConformance` (checkpoint storage, with its builders `make_checkpoint` and
-`make_checkpoint_write`) is a separate mixin, not yet part of `StoreConformance`.
+`CheckpointConformance` (checkpoint storage; its delete, copy and prune tests in
+`checkpoint_maintenance`; builders `make_checkpoint` and `make_checkpoint_write` in `records`) is a
+separate mixin, not yet part of `StoreConformance`.
 """
 
 from agentspan.testing.conformance.approvals import ApprovalConformance
-from agentspan.testing.conformance.checkpoints import CheckpointConformance, make_checkpoint, make_checkpoint_write
-from agentspan.testing.conformance.records import PAYLOAD, ConformanceBase, make_approval, make_run, make_step
+from agentspan.testing.conformance.checkpoints import CheckpointConformance
+from agentspan.testing.conformance.records import (
+    PAYLOAD,
+    ConformanceBase,
+    make_approval,
+    make_checkpoint,
+    make_checkpoint_write,
+    make_run,
+    make_step,
+)
 from agentspan.testing.conformance.runs import RunConformance
 from agentspan.testing.conformance.steps import StepConformance
 from agentspan.testing.conformance.suite import StoreConformance

@@ -1,4 +1,5 @@
-"""Conformance tests for checkpoint storage: put, writes, get, list, delete, copy and prune.
+"""Conformance tests for checkpoint storage: put, writes, get and list (delete, copy and prune:
+`checkpoint_maintenance`).
 
 The methods mirror LangGraph's ``BaseCheckpointSaver`` (``put``, ``put_writes``, ``get_tuple``,
 ``list``, ``delete_thread``, ``delete_for_runs``, ``copy_thread``, ``prune``); a saver sits on
@@ -8,14 +9,20 @@ them, serializing itself, so the store only sees bytes and JSON metadata.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 
 from agentspan.errors import ConfigurationError
-from agentspan.records import CheckpointRecord, CheckpointWrite
+from agentspan.records import CheckpointWrite
 from agentspan.stores.base import Store
-from agentspan.testing.conformance.records import PAYLOAD, ConformanceBase
+from agentspan.testing.conformance.checkpoint_maintenance import CheckpointMaintenanceConformance
+from agentspan.testing.conformance.records import (
+    PAYLOAD,
+    ids_of,
+    make_checkpoint,
+    make_checkpoint_write,
+    writes_of,
+)
 
 __all__ = ["CheckpointConformance", "make_checkpoint", "make_checkpoint_write"]
 
@@ -23,47 +30,8 @@ ALL_BYTES = bytes(range(256)) * 3
 """Binary data that is not UTF-8 and holds NUL bytes."""
 
 
-def make_checkpoint(thread_id: str, checkpoint_id: str, **fields: Any) -> CheckpointRecord:
-    """Returns a new (not stored) checkpoint with test defaults."""
-    fields.setdefault("type", "msgpack")
-    fields.setdefault("data", f"state of {thread_id}/{checkpoint_id}".encode())
-    fields.setdefault("metadata", {"source": "loop", "step": 1})
-    return CheckpointRecord(thread_id=thread_id, checkpoint_id=checkpoint_id, **fields)
-
-
-def make_checkpoint_write(
-    thread_id: str, checkpoint_id: str, task_id: str, idx: int, **fields: Any
-) -> CheckpointWrite:
-    """Returns a new pending write with test defaults."""
-    fields.setdefault("channel", "messages")
-    fields.setdefault("type", "msgpack")
-    fields.setdefault("data", f"{task_id}:{idx}".encode())
-    return CheckpointWrite(thread_id=thread_id, checkpoint_id=checkpoint_id, task_id=task_id, idx=idx, **fields)
-
-
-def _ids(records: list[CheckpointRecord]) -> list[str]:
-    return [r.checkpoint_id for r in records]
-
-
-def _keys(records: list[CheckpointRecord]) -> list[tuple[str, str, str]]:
-    return [(r.thread_id, r.namespace, r.checkpoint_id) for r in records]
-
-
-def _writes(store: Store, thread_id: str, checkpoint_id: str, namespace: str = "") -> list[tuple[str, int, bytes]]:
-    """The writes stored against a checkpoint as ``(task_id, idx, data)``, putting it first if absent."""
-    if store.get_checkpoint(thread_id, namespace, checkpoint_id) is None:
-        store.put_checkpoint(make_checkpoint(thread_id, checkpoint_id, namespace=namespace))
-    got = store.get_checkpoint(thread_id, namespace, checkpoint_id)
-    assert got is not None
-    return [(w.task_id, w.idx, w.data) for w in got.writes]
-
-
-class CheckpointConformance(ConformanceBase):
+class CheckpointConformance(CheckpointMaintenanceConformance):
     """Contract tests for the checkpoint methods of a `Store`."""
-
-    def everything(self, store: Store) -> list[dict[str, Any]]:
-        """Every checkpoint of the store, with its writes, as plain data."""
-        return [r.model_dump() for r in store.list_checkpoints()]
 
     # ---- put and get ------------------------------------------------------------------------
     def test_put_get_round_trip(self, store: Store) -> None:
@@ -144,7 +112,7 @@ class CheckpointConformance(ConformanceBase):
 
         store.put_checkpoint_writes([write(0, b"v1"), write(-1, b"e1")], replace=False)
         store.put_checkpoint_writes([write(0, b"v2"), write(1, b"w1"), write(-1, b"e2")], replace=False)
-        assert _writes(store, "t", "cp-1") == [("task", -1, b"e1"), ("task", 0, b"v1"), ("task", 1, b"w1")]
+        assert writes_of(store, "t", "cp-1") == [("task", -1, b"e1"), ("task", 0, b"v1"), ("task", 1, b"w1")]
         store.put_checkpoint_writes(
             [write(-1, b"e3"), make_checkpoint_write("t", "cp-1", "task", 0, channel="c", task_path="p", data=b"v3")],
             replace=True,
@@ -161,7 +129,7 @@ class CheckpointConformance(ConformanceBase):
 
         store.put_checkpoint_writes([write("keep", b"first"), write("keep", b"second")], replace=False)
         store.put_checkpoint_writes([write("swap", b"first"), write("swap", b"second")], replace=True)
-        assert _writes(store, "t", "cp-1") == [("keep", 0, b"first"), ("swap", 0, b"second")]
+        assert writes_of(store, "t", "cp-1") == [("keep", 0, b"first"), ("swap", 0, b"second")]
 
     def test_writes_belong_to_one_checkpoint(self, store: Store) -> None:
         store.put_checkpoint_writes(
@@ -173,11 +141,11 @@ class CheckpointConformance(ConformanceBase):
             ],
             replace=False,
         )  # stored before their checkpoints, shown once those are
-        assert _writes(store, "t", "cp-1") == [("task", 0, b"root")]
-        assert _writes(store, "t", "cp-1", "child") == [("task", 0, b"child")]
-        assert _writes(store, "u", "cp-1") == [("task", 0, b"other thread")]
-        assert _writes(store, "t", "cp-3") == []
-        assert _writes(store, "t", "cp-2") == [("task", 0, b"next")]
+        assert writes_of(store, "t", "cp-1") == [("task", 0, b"root")]
+        assert writes_of(store, "t", "cp-1", "child") == [("task", 0, b"child")]
+        assert writes_of(store, "u", "cp-1") == [("task", 0, b"other thread")]
+        assert writes_of(store, "t", "cp-3") == []
+        assert writes_of(store, "t", "cp-2") == [("task", 0, b"next")]
 
     def test_put_with_writes_stores_both_or_nothing(self, store: Store) -> None:
         store.put_checkpoint_writes([make_checkpoint_write("t", "cp-1", "task", 0, data=b"stored")], replace=False)
@@ -193,13 +161,13 @@ class CheckpointConformance(ConformanceBase):
         got = store.get_checkpoint("t")
         assert got is not None and got.model_dump(exclude={"writes"}) == cp.model_dump(exclude={"writes"})
         assert got.writes == []
-        assert _writes(store, "t", "cp-1") == [("task", 0, b"stored"), ("task", 1, ALL_BYTES)]
-        assert _writes(store, "t", "cp-2", "child") == [("next", 0, b"of a checkpoint not put")]
-        assert _writes(store, "u", "cp-1") == [("other", 0, b"of another thread")]
+        assert writes_of(store, "t", "cp-1") == [("task", 0, b"stored"), ("task", 1, ALL_BYTES)]
+        assert writes_of(store, "t", "cp-2", "child") == [("next", 0, b"of a checkpoint not put")]
+        assert writes_of(store, "u", "cp-1") == [("other", 0, b"of another thread")]
         store.put_checkpoint_with_writes(
             make_checkpoint("t", "cp-3"), [make_checkpoint_write("t", "cp-1", "task", 0, data=b"new")], replace=True
         )
-        assert _writes(store, "t", "cp-1")[0] == ("task", 0, b"new")
+        assert writes_of(store, "t", "cp-1")[0] == ("task", 0, b"new")
         store.put_checkpoint_with_writes(make_checkpoint("t", "cp-4", data=b"no writes"), [], replace=False)
         assert store.get_checkpoint("t").data == b"no writes"  # type: ignore[union-attr]
 
@@ -224,17 +192,17 @@ class CheckpointConformance(ConformanceBase):
 
     def test_list_filters_and_order(self, store: Store) -> None:
         self._list_data(store)
-        assert _ids(store.list_checkpoints()) == ["cp-5", "cp-4", "cp-3", "cp-2", "cp-1", "cp-0"]
-        assert _ids(store.list_checkpoints(thread_id="a")) == ["cp-4", "cp-3", "cp-2", "cp-1", "cp-0"]
-        assert _ids(store.list_checkpoints(thread_id="a", namespace="")) == ["cp-3", "cp-2", "cp-1", "cp-0"]
-        assert _ids(store.list_checkpoints(namespace="child:1")) == ["cp-4"]
-        assert _ids(store.list_checkpoints(thread_id="a", checkpoint_id="cp-2")) == ["cp-2"]
-        assert _ids(store.list_checkpoints(thread_id="a", namespace="child:1", checkpoint_id="cp-2")) == []
-        assert _ids(store.list_checkpoints(thread_id="a", before="cp-2")) == ["cp-1", "cp-0"]
-        assert _ids(store.list_checkpoints(before="cp-5", limit=2)) == ["cp-4", "cp-3"]
-        assert _ids(store.list_checkpoints(thread_id="a", namespace="", limit=1)) == ["cp-3"]
-        assert _ids(store.list_checkpoints(limit=0)) == []
-        assert _ids(store.list_checkpoints(limit=100)) == _ids(store.list_checkpoints())
+        assert ids_of(store.list_checkpoints()) == ["cp-5", "cp-4", "cp-3", "cp-2", "cp-1", "cp-0"]
+        assert ids_of(store.list_checkpoints(thread_id="a")) == ["cp-4", "cp-3", "cp-2", "cp-1", "cp-0"]
+        assert ids_of(store.list_checkpoints(thread_id="a", namespace="")) == ["cp-3", "cp-2", "cp-1", "cp-0"]
+        assert ids_of(store.list_checkpoints(namespace="child:1")) == ["cp-4"]
+        assert ids_of(store.list_checkpoints(thread_id="a", checkpoint_id="cp-2")) == ["cp-2"]
+        assert ids_of(store.list_checkpoints(thread_id="a", namespace="child:1", checkpoint_id="cp-2")) == []
+        assert ids_of(store.list_checkpoints(thread_id="a", before="cp-2")) == ["cp-1", "cp-0"]
+        assert ids_of(store.list_checkpoints(before="cp-5", limit=2)) == ["cp-4", "cp-3"]
+        assert ids_of(store.list_checkpoints(thread_id="a", namespace="", limit=1)) == ["cp-3"]
+        assert ids_of(store.list_checkpoints(limit=0)) == []
+        assert ids_of(store.list_checkpoints(limit=100)) == ids_of(store.list_checkpoints())
         assert store.list_checkpoints(thread_id="nope") == []
         assert store.list_checkpoints(thread_id="a", namespace="nope") == []
         (cp2,) = store.list_checkpoints(checkpoint_id="cp-2")
@@ -244,16 +212,17 @@ class CheckpointConformance(ConformanceBase):
 
     def test_list_metadata_filter(self, store: Store) -> None:
         self._list_data(store)
-        assert _ids(store.list_checkpoints(metadata={"source": "loop"})) == ["cp-5", "cp-3", "cp-1"]
-        assert _ids(store.list_checkpoints(thread_id="a", metadata={"source": "loop"})) == ["cp-3", "cp-1"]
-        assert _ids(store.list_checkpoints(metadata={"source": "input", "step": 2})) == ["cp-2"]
-        assert _ids(store.list_checkpoints(metadata={"source": "loop"}, limit=2)) == ["cp-5", "cp-3"]
-        assert _ids(store.list_checkpoints(metadata={"source": "loop"}, before="cp-5", limit=1)) == ["cp-3"]
-        assert _ids(store.list_checkpoints(metadata={"source": "update", "step": 99})) == []
-        assert _ids(store.list_checkpoints(metadata={"step": 0})) == ["cp-4", "cp-0"]
-        assert _ids(store.list_checkpoints(metadata={"step": 0}, limit=1)) == ["cp-4"]  # the limit counts matches
-        assert _ids(store.list_checkpoints(metadata={"step": 3, "source": "loop"}, limit=1)) == ["cp-3"]
-        assert _ids(store.list_checkpoints(thread_id="a", metadata={})) == _ids(store.list_checkpoints(thread_id="a"))
+        assert ids_of(store.list_checkpoints(metadata={"source": "loop"})) == ["cp-5", "cp-3", "cp-1"]
+        assert ids_of(store.list_checkpoints(thread_id="a", metadata={"source": "loop"})) == ["cp-3", "cp-1"]
+        assert ids_of(store.list_checkpoints(metadata={"source": "input", "step": 2})) == ["cp-2"]
+        assert ids_of(store.list_checkpoints(metadata={"source": "loop"}, limit=2)) == ["cp-5", "cp-3"]
+        assert ids_of(store.list_checkpoints(metadata={"source": "loop"}, before="cp-5", limit=1)) == ["cp-3"]
+        assert ids_of(store.list_checkpoints(metadata={"source": "update", "step": 99})) == []
+        assert ids_of(store.list_checkpoints(metadata={"step": 0})) == ["cp-4", "cp-0"]
+        assert ids_of(store.list_checkpoints(metadata={"step": 0}, limit=1)) == ["cp-4"]  # the limit counts matches
+        assert ids_of(store.list_checkpoints(metadata={"step": 3, "source": "loop"}, limit=1)) == ["cp-3"]
+        unfiltered = ids_of(store.list_checkpoints(thread_id="a"))
+        assert ids_of(store.list_checkpoints(thread_id="a", metadata={})) == unfiltered
 
     def test_list_metadata_filter_compares_json_values(self, store: Store) -> None:
         metadata = {
@@ -270,7 +239,7 @@ class CheckpointConformance(ConformanceBase):
             {"tags": ("a", "b")}, {"cfg": {"x": 1, "y": [1.0, {"z": None}]}}, {"flag": True, "step": 1},
         ]  # fmt: skip
         for query in matching:
-            assert _ids(store.list_checkpoints(metadata=query)) == ["cp-1"], query
+            assert ids_of(store.list_checkpoints(metadata=query)) == ["cp-1"], query
         failing = [
             {"cfg": {"x": 1}}, {"cfg": {"x": 1, "y": [1, {"z": None}], "w": 2}}, {"tags": ["b", "a"]},
             {"tags": ["a"]}, {"flag": 1}, {"step": True}, {"step": "1"}, {"none": False}, {"none": 0},
@@ -279,150 +248,10 @@ class CheckpointConformance(ConformanceBase):
         ]  # fmt: skip
         for query in failing:
             assert store.list_checkpoints(thread_id="t", namespace="", metadata=query) == [], query
-        assert _ids(store.list_checkpoints(metadata={"text": 1})) == ["cp-0"]
-        assert _ids(store.list_checkpoints(metadata={"none": None})) == ["cp-1", "cp-0"]  # missing is null
-        assert _ids(store.list_checkpoints(metadata={"missing": None})) == ["cp-1", "cp-0"]
-        assert _ids(store.list_checkpoints(metadata={"a": {"b": "dotted"}})) == ["cp-0"]
-
-    # ---- delete -----------------------------------------------------------------------------
-    def test_delete_thread(self, store: Store) -> None:
-        for thread in ("t", "u"):
-            for namespace in ("", "child:1"):
-                store.put_checkpoint(make_checkpoint(thread, "cp-1", namespace=namespace))
-                store.put_checkpoint_writes(
-                    [make_checkpoint_write(thread, "cp-1", "task", 0, namespace=namespace)], replace=False
-                )
-        before = self.everything(store)
-        store.delete_checkpoints("t")
-        assert store.get_checkpoint("t") is None and store.get_checkpoint("t", "child:1") is None
-        assert self.everything(store) == [cp for cp in before if cp["thread_id"] == "u"]
-        assert _writes(store, "t", "cp-1") == [] and _writes(store, "t", "cp-1", "child:1") == []
-        store.delete_checkpoints("t")
-        store.delete_checkpoints("nope")
-        assert self.everything(store) == [cp for cp in before if cp["thread_id"] == "u"]
-
-    def test_delete_for_runs(self, store: Store) -> None:
-        put = store.put_checkpoint
-        put(make_checkpoint("t", "cp-1", run_id="r1"))
-        put(make_checkpoint("t", "cp-2", run_id="r2", parent_id="cp-1"))
-        put(make_checkpoint("t", "cp-3", run_id="r1", namespace="child:1"))
-        put(make_checkpoint("u", "cp-4", run_id="r1"))
-        put(make_checkpoint("u", "cp-5", run_id=None, metadata={"run_id": "r1"}))
-        put(make_checkpoint("u", "cp-6", run_id="r3"))
-        store.put_checkpoint_writes(
-            [make_checkpoint_write("t", "cp-1", "task", 0), make_checkpoint_write("t", "cp-2", "task", 0)],
-            replace=False,
-        )
-        store.delete_checkpoints_for_runs(["r1", "r3"])
-        assert _keys(store.list_checkpoints()) == [("u", "", "cp-5"), ("t", "", "cp-2")]
-        assert _writes(store, "t", "cp-2") == [("task", 0, b"task:0")]
-        assert _writes(store, "t", "cp-1") == []  # its writes went with it
-        before = self.everything(store)
-        store.delete_checkpoints_for_runs([])
-        store.delete_checkpoints_for_runs(["nope"])
-        store.delete_checkpoints_for_runs(("r2",))
-        assert self.everything(store) == [cp for cp in before if cp["run_id"] != "r2"]
-
-    # ---- copy -------------------------------------------------------------------------------
-    def test_copy_thread(self, store: Store) -> None:
-        for namespace, cp_id in (("", "cp-1"), ("", "cp-2"), ("child:1", "cp-3")):
-            store.put_checkpoint(make_checkpoint("src", cp_id, namespace=namespace, run_id="r", created_at=7.0))
-            store.put_checkpoint_writes(
-                [make_checkpoint_write("src", cp_id, "task", i, namespace=namespace, task_path="p") for i in (1, 0)],
-                replace=False,
-            )
-        store.put_checkpoint(make_checkpoint("other", "cp-9"))
-        source = [r.model_dump() for r in store.list_checkpoints(thread_id="src")]
-        store.copy_checkpoints("src", "dst")
-        copied = [r.model_dump() for r in store.list_checkpoints(thread_id="dst")]
-        for cp in source:
-            cp["thread_id"] = "dst"
-            for write in cp["writes"]:
-                write["thread_id"] = "dst"
-        assert copied == source and len(copied) == 3
-        assert [len(cp["writes"]) for cp in copied] == [2, 2, 2]
-        assert [r.model_dump() for r in store.list_checkpoints(thread_id="src")] == [
-            {**cp, "thread_id": "src", "writes": [{**w, "thread_id": "src"} for w in cp["writes"]]} for cp in source
-        ]
-        assert _keys(store.list_checkpoints(checkpoint_id="cp-1")) == [("dst", "", "cp-1"), ("src", "", "cp-1")]
-        assert _ids(store.list_checkpoints(thread_id="other")) == ["cp-9"]
-
-    def test_copy_thread_into_existing_target(self, store: Store) -> None:
-        store.put_checkpoint(make_checkpoint("src", "cp-2", data=b"source"))
-        store.put_checkpoint_writes([make_checkpoint_write("src", "cp-2", "task", 0, data=b"source")], replace=False)
-        store.put_checkpoint(make_checkpoint("dst", "cp-1", data=b"target"))
-        store.put_checkpoint(make_checkpoint("dst", "cp-2", data=b"target"))
-        store.put_checkpoint_writes([make_checkpoint_write("dst", "cp-2", "task", 0, data=b"target")], replace=False)
-        store.copy_checkpoints("src", "dst")
-        assert [(r.checkpoint_id, r.data) for r in store.list_checkpoints(thread_id="dst")] == [
-            ("cp-2", b"source"), ("cp-1", b"target"),
-        ]  # fmt: skip
-        assert _writes(store, "dst", "cp-2") == [("task", 0, b"source")]
-        before = self.everything(store)
-        store.copy_checkpoints("nope", "dst")
-        store.copy_checkpoints("src", "src")
-        assert self.everything(store) == before
-
-    # ---- prune ------------------------------------------------------------------------------
-    def _prune_data(self, store: Store) -> None:
-        for thread in ("t", "u"):
-            for namespace, count in (("", 3), ("child:1", 2)):
-                for i in range(count):
-                    cp_id = f"cp-{namespace}{i}"
-                    store.put_checkpoint(make_checkpoint(thread, cp_id, namespace=namespace))
-                    store.put_checkpoint_writes(
-                        [make_checkpoint_write(thread, cp_id, "task", 0, namespace=namespace)], replace=False
-                    )
-
-    def test_prune_keep_latest(self, store: Store) -> None:
-        self._prune_data(store)
-        others = [cp for cp in self.everything(store) if cp["thread_id"] == "u"]
-        store.prune_checkpoints(["t", "nope"], keep_latest=True)
-        kept = store.list_checkpoints(thread_id="t")
-        assert _keys(kept) == [("t", "child:1", "cp-child:11"), ("t", "", "cp-2")]
-        assert [[(w.task_id, w.idx) for w in cp.writes] for cp in kept] == [[("task", 0)], [("task", 0)]]
-        assert [cp for cp in self.everything(store) if cp["thread_id"] == "u"] == others
-        before = self.everything(store)
-        store.prune_checkpoints(["t"], keep_latest=True)  # again: only the latest are left
-        assert self.everything(store) == before
-        assert _writes(store, "t", "cp-0") == [] and _writes(store, "t", "cp-child:10", "child:1") == []
-
-    def test_prune_keep_latest_keeps_writes_of_checkpoints_not_put_yet(self, store: Store) -> None:
-        # A live run may store a task's writes before the checkpoint they belong to: a prune
-        # running meanwhile deletes only the writes of the checkpoints it deletes.
-        self._prune_data(store)
-        early = [
-            make_checkpoint_write("t", "cp-3", "task", 0, data=b"ahead"),  # the next checkpoint's
-            make_checkpoint_write("t", "cp-child:12", "task", 1, namespace="child:1", data=b"child ahead"),
-            make_checkpoint_write("t", "cp-00", "task", 0, data=b"older id"),  # older than the latest
-        ]
-        store.put_checkpoint_writes(early, replace=False)
-        store.prune_checkpoints(["t"], keep_latest=True)
-        assert _keys(store.list_checkpoints(thread_id="t")) == [("t", "child:1", "cp-child:11"), ("t", "", "cp-2")]
-        assert _writes(store, "t", "cp-2") == [("task", 0, b"task:0")]
-        assert _writes(store, "t", "cp-1") == []  # deleted with its checkpoint
-        store.put_checkpoint(make_checkpoint("t", "cp-3", parent_id="cp-2"))  # the run goes on
-        assert _writes(store, "t", "cp-3") == [("task", 0, b"ahead")]
-        latest = store.get_checkpoint("t")
-        assert latest is not None and [w.model_dump() for w in latest.writes] == [early[0].model_dump()]
-        assert _writes(store, "t", "cp-child:12", "child:1") == [("task", 1, b"child ahead")]
-        assert _writes(store, "t", "cp-00") == [("task", 0, b"older id")]  # puts cp-00 (older than cp-3)
-        store.prune_checkpoints(["t"], keep_latest=True)  # now cp-2, cp-00 and cp-child:11 go
-        assert _keys(store.list_checkpoints(thread_id="t")) == [("t", "child:1", "cp-child:12"), ("t", "", "cp-3")]
-        assert _writes(store, "t", "cp-3") == [("task", 0, b"ahead")]
-        assert _writes(store, "t", "cp-child:12", "child:1") == [("task", 1, b"child ahead")]
-        assert _writes(store, "t", "cp-2") == [] and _writes(store, "t", "cp-00") == []
-
-    def test_prune_delete_all(self, store: Store) -> None:
-        self._prune_data(store)
-        store.put_checkpoint_writes([make_checkpoint_write("t", "cp-9", "task", 0)], replace=False)  # no checkpoint
-        others = [cp for cp in self.everything(store) if cp["thread_id"] == "u"]
-        store.prune_checkpoints(("t",), keep_latest=False)
-        assert store.list_checkpoints(thread_id="t") == []
-        assert self.everything(store) == others
-        assert _writes(store, "t", "cp-2") == [] and _writes(store, "t", "cp-9") == []
-        store.prune_checkpoints(["t", "u"], keep_latest=False)
-        assert store.list_checkpoints() == []
+        assert ids_of(store.list_checkpoints(metadata={"text": 1})) == ["cp-0"]
+        assert ids_of(store.list_checkpoints(metadata={"none": None})) == ["cp-1", "cp-0"]  # missing is null
+        assert ids_of(store.list_checkpoints(metadata={"missing": None})) == ["cp-1", "cp-0"]
+        assert ids_of(store.list_checkpoints(metadata={"a": {"b": "dotted"}})) == ["cp-0"]
 
     # ---- edge cases ---------------------------------------------------------------------------
     def test_empty_inputs(self, store: Store) -> None:
@@ -506,5 +335,5 @@ class CheckpointConformance(ConformanceBase):
         assert errors == []
         for n in range(4):
             listed = store.list_checkpoints(thread_id=f"t{n}")
-            assert _ids(listed) == [f"cp-{i:03d}" for i in reversed(range(30))]
+            assert ids_of(listed) == [f"cp-{i:03d}" for i in reversed(range(30))]
             assert all(len(cp.writes) == 2 for cp in listed)

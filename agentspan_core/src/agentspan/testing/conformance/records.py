@@ -10,10 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agentspan.records import Approval, Run, Step, StepKind
+from agentspan.records import Approval, CheckpointRecord, CheckpointWrite, Run, Step, StepKind
 from agentspan.stores.base import Store
 
-__all__ = ["PAYLOAD", "ConformanceBase", "make_approval", "make_run", "make_step"]
+__all__ = [
+    "PAYLOAD", "ConformanceBase", "ids_of", "keys_of", "make_approval", "make_checkpoint", "make_checkpoint_write",
+    "make_run", "make_step", "writes_of",
+]  # fmt: skip
 
 PAYLOAD: dict[str, Any] = {
     "text": 'héllo — 世界 🚀 "quoted" \\ back\nslash\t',
@@ -73,3 +76,41 @@ class ConformanceBase:
     def snapshot(self, store: Store, run_id: str) -> tuple[Any, Any]:
         """The run and its journal, as plain data."""
         return _dump(store.get_run(run_id)), _dump(store.list_steps(run_id))
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+def make_checkpoint(thread_id: str, checkpoint_id: str, **fields: Any) -> CheckpointRecord:
+    """Returns a new (not stored) checkpoint with test defaults."""
+    fields.setdefault("type", "msgpack")
+    fields.setdefault("data", f"state of {thread_id}/{checkpoint_id}".encode())
+    fields.setdefault("metadata", {"source": "loop", "step": 1})
+    return CheckpointRecord(thread_id=thread_id, checkpoint_id=checkpoint_id, **fields)
+
+
+def make_checkpoint_write(
+    thread_id: str, checkpoint_id: str, task_id: str, idx: int, **fields: Any
+) -> CheckpointWrite:
+    """Returns a new pending write with test defaults."""
+    fields.setdefault("channel", "messages")
+    fields.setdefault("type", "msgpack")
+    fields.setdefault("data", f"{task_id}:{idx}".encode())
+    return CheckpointWrite(thread_id=thread_id, checkpoint_id=checkpoint_id, task_id=task_id, idx=idx, **fields)
+
+
+def ids_of(records: list[CheckpointRecord]) -> list[str]:
+    """The checkpoints' ids, in order."""
+    return [r.checkpoint_id for r in records]
+
+
+def keys_of(records: list[CheckpointRecord]) -> list[tuple[str, str, str]]:
+    """The checkpoints' ``(thread_id, namespace, checkpoint_id)``, in order."""
+    return [(r.thread_id, r.namespace, r.checkpoint_id) for r in records]
+
+
+def writes_of(store: Store, thread_id: str, checkpoint_id: str, namespace: str = "") -> list[tuple[str, int, bytes]]:
+    """The writes stored against a checkpoint as ``(task_id, idx, data)``, putting it first if absent."""
+    if store.get_checkpoint(thread_id, namespace, checkpoint_id) is None:
+        store.put_checkpoint(make_checkpoint(thread_id, checkpoint_id, namespace=namespace))
+    got = store.get_checkpoint(thread_id, namespace, checkpoint_id)
+    assert got is not None
+    return [(w.task_id, w.idx, w.data) for w in got.writes]
