@@ -20,6 +20,9 @@ DEFAULT_EVERY_COMMITS = 400
 """About 2,000 WAL pages at the 4-6 pages a journal write touches (SQLite's own default is
 1,000 pages): the WAL file stays a few MB."""
 
+CATCH_UP_TRIES = 8
+"""Checkpoints one wake-up may run to copy the frames committed while the previous one ran."""
+
 BACKSTOP_PAGES = 10_000
 """SQLite's automatic checkpoint (in the commit path) only past this many WAL pages (~40 MB)."""
 
@@ -69,12 +72,33 @@ class WalCheckpointer:
                 if self._closed:
                     return
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.checkpoints += 1
+                    self._catch_up(conn)
                 except sqlite3.Error:
                     continue  # busy or closing: the next wake-up tries again
         finally:
             conn.close()
+
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        """Checkpoints until every frame of the WAL is in the database file (or `CATCH_UP_TRIES`).
+
+        SQLite rewinds the WAL (the next commit writes at its start again, over blocks the file
+        already has) only when a checkpoint has copied all of it. A single checkpoint under a
+        steady stream of commits never gets there: the commits made while it copies are left
+        over, the WAL keeps growing up to `BACKSTOP_PAGES`, and every commit appends (a pwrite
+        that extends a file costs about twice one that overwrites). The frames left over by one
+        checkpoint are few, so the next one is short and usually catches up. (A checkpoint's
+        frame count is the WAL as it began; only a second checkpoint that finds no new frame
+        tells that nothing was committed meanwhile.)
+        """
+        seen = -1
+        for _ in range(CATCH_UP_TRIES):
+            _busy, in_wal, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.checkpoints += 1
+            # ``in_wal`` counts the frames when this checkpoint began: the WAL is caught up once a
+            # checkpoint copied them all and no commit came while the one before it ran.
+            if self._closed or in_wal <= 0 or (copied >= in_wal and in_wal == seen):
+                return
+            seen = in_wal
 
     def close(self) -> None:
         """Stops the thread (waiting for a checkpoint under way). SQLite checkpoints the WAL
