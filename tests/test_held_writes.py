@@ -245,3 +245,53 @@ def test_a_refused_write_held_for_a_checkpoint_does_not_cost_the_checkpoint(serv
     ]  # fmt: skip
     assert backing.get_checkpoint("t").checkpoint_id == "cp-2"  # type: ignore[union-attr]
     store.close()
+
+
+# ---- a server older than /checkpoints/with-writes -----------------------------------------------
+class _WithoutWithWrites:
+    """ASGI wrapper: the server as it was before ``PUT /api/checkpoints/with-writes`` existed."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.refused = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/api/checkpoints/with-writes":
+            self.refused += 1
+            body = (b'{"type":"about:blank","title":"Not Found","status":404,'
+                    b'"detail":"no such endpoint: PUT /api/checkpoints/with-writes","error":"TransportError"}')
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"application/problem+json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def test_an_older_server_gets_writes_and_checkpoint_apart(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    from agentspan_server.app import create_app
+
+    from server_support import thread_server
+
+    backing = SqliteStore(tmp_path / "old.db")
+    old = _WithoutWithWrites(create_app(backing))
+    try:
+        with thread_server(old) as url, caplog.at_level(logging.WARNING, logger="agentspan"):
+            store, counting = client(url, hold=LONG)
+            graph = counter_graph(5, checkpointer=AgentspanSaver(store))
+            assert graph.invoke(counter_input(), cfg(), durability="sync")["count"] == 5  # type: ignore[arg-type]
+            assert old.refused == 1  # asked once, then remembered
+            sent = Counter(counting.sent)
+            assert sent["PUT /api/checkpoints/writes"] >= 5, sent  # each task's writes, then its checkpoint
+            checkpoints = backing.list_checkpoints(thread_id="t1")
+            assert len(checkpoints) == 7 and all(cp.writes for cp in checkpoints[1:])
+            # the two-request form of put_checkpoint_with_writes stores both too
+            first = make_checkpoint("t2", "0001")
+            store.put_checkpoint(first)
+            store.put_checkpoint_with_writes(make_checkpoint("t2", "0002", parent_id="0001"),
+                                             [make_checkpoint_write("t2", "0001", "task", 0)], replace=False)
+            assert [(t, i) for t, i, _ in stored_writes(backing, "t2", "0001")] == [("task", 0)]
+            assert backing.get_checkpoint("t2").checkpoint_id == "0002"  # type: ignore[union-attr]
+            store.close()
+        assert sum("no PUT /api/checkpoints/with-writes" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        backing.close()

@@ -364,13 +364,17 @@ def _where(response: httpx.Response) -> str:
 
 
 def _error_from(response: httpx.Response) -> BaseException:
-    """The `agentspan.errors` exception a non-2xx answer stands for."""
+    """The `agentspan.errors` exception a non-2xx answer stands for (its ``status`` attribute is
+    the HTTP status)."""
     try:
         problem = wire.Problem.model_validate_json(response.content)
     except ValidationError:
-        return TransportError(f"unexpected answer {response.status_code} from {_where(response)}: "
-                              f"{response.text[:200]}")
-    return wire.error_of(problem)
+        error: BaseException = TransportError(
+            f"unexpected answer {response.status_code} from {_where(response)}: {response.text[:200]}")
+    else:
+        error = wire.error_of(problem)
+    error.status = response.status_code  # type: ignore[attr-defined]
+    return error
 
 
 def _parse(response: httpx.Response, model: type[_M]) -> _M:

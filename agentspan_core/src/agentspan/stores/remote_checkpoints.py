@@ -8,6 +8,10 @@ a client always reads what it wrote: a read, copy or prune of the thread, and a 
 wait (its held writes go in the same request when they keep stored writes as it does). Deleting a
 whole thread drops its held writes instead (they would be deleted with it).
 
+A server older than ``/checkpoints/with-writes`` (it answers 404) gets the writes and the
+checkpoint as two requests, writes first, as before that endpoint existed; the client remembers
+and stops asking (one warning in the log).
+
 Retried like every call, with no "already done" check: each checkpoint write is an upsert by id or
 a deletion, so repeating one whose answer was lost leaves the state it left (a copy copies the same
 rows again; a prune keeping the latest prunes what is older than the latest at the time of the
@@ -16,13 +20,14 @@ retry, as a second prune would).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
 from agentspan import wire
-from agentspan.errors import ConfigurationError
+from agentspan.errors import ConfigurationError, TransportError
 from agentspan.records import JSON, CheckpointRecord, CheckpointWrite
 from agentspan.stores.checkpoint_rules import check_limit, dump_metadata, id_list, load_filter
 from agentspan.stores.held_writes import HeldWrites
@@ -33,6 +38,13 @@ if TYPE_CHECKING:
 __all__ = ["RemoteCheckpoints"]
 
 _M = TypeVar("_M", bound=BaseModel)
+_WITH_WRITES = "/checkpoints/with-writes"
+log = logging.getLogger("agentspan")
+
+
+def _endpoint_missing(exc: BaseException) -> bool:
+    """Whether a refusal says the server has no such endpoint (a server older than the client)."""
+    return isinstance(exc, TransportError) and getattr(exc, "status", None) in (404, 405)
 
 
 class RemoteCheckpoints:
@@ -47,6 +59,27 @@ class RemoteCheckpoints:
         ) -> httpx.Response | None: ...  # fmt: skip
         def _get(self, path: str, model: type[_M], params: Any = None) -> _M: ...
         def _ask(self, method: str, path: str, body: BaseModel, model: type[_M]) -> _M: ...
+
+    _separate_writes = False
+    """Set once the server turned out to lack ``/checkpoints/with-writes``."""
+
+    def _send_with_writes(self, checkpoint: CheckpointRecord, writes: list[CheckpointWrite], replace: bool) -> None:
+        """One ``PUT /api/checkpoints/with-writes``, or, to a server without it, the writes and
+        then the checkpoint."""
+        if not self._separate_writes:
+            body = wire.PutCheckpointWithWrites(checkpoint=checkpoint, writes=writes, replace=replace)
+            try:
+                self._call("PUT", _WITH_WRITES, body)
+                return
+            except TransportError as exc:
+                if not _endpoint_missing(exc):
+                    raise
+                self._separate_writes = True
+                log.warning("the Agentspan server has no PUT /api%s (an older version): a checkpoint and "
+                            "its writes are sent as two requests", _WITH_WRITES)
+        if writes:
+            self._send_writes(writes, replace=replace)
+        self._call("PUT", "/checkpoints", checkpoint)
 
     def _send_writes(self, writes: list[CheckpointWrite], replace: bool = False) -> None:
         """One ``PUT /api/checkpoints/writes`` (also what `HeldWrites` sends)."""
@@ -69,9 +102,8 @@ class RemoteCheckpoints:
         if not held:
             self._call("PUT", "/checkpoints", checkpoint)
             return
-        body = wire.PutCheckpointWithWrites(checkpoint=checkpoint, writes=held, replace=False)
         try:
-            self._call("PUT", "/checkpoints/with-writes", body)
+            self._send_with_writes(checkpoint, held, replace=False)
         except ConfigurationError:
             refused: ConfigurationError | None = None
             try:
@@ -86,12 +118,12 @@ class RemoteCheckpoints:
         self, checkpoint: CheckpointRecord, writes: Sequence[CheckpointWrite], *, replace: bool
     ) -> None:
         """See `Store.put_checkpoint_with_writes`: one request (held writes of the checkpoint's
-        thread are sent first)."""
+        thread are sent first). A server without the endpoint gets two, writes first, so there
+        the pair is not all or nothing."""
         dump_metadata(checkpoint.metadata)
         self._held.flush([checkpoint.thread_id])
         checkpoint = checkpoint.model_copy(update={"writes": []}) if checkpoint.writes else checkpoint
-        body = wire.PutCheckpointWithWrites(checkpoint=checkpoint, writes=list(writes), replace=replace)
-        self._call("PUT", "/checkpoints/with-writes", body)
+        self._send_with_writes(checkpoint, list(writes), replace=replace)
 
     def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool, defer: bool = False) -> None:
         """See `Store.put_checkpoint_writes`. With ``defer`` (and not ``replace``) the writes are
