@@ -192,6 +192,21 @@ def test_wal_is_rewound_under_a_steady_stream_of_commits(tmp_path: Path) -> None
     store.close()
 
 
+def test_step_writes_bind_plain_text_for_enum_fields() -> None:
+    """`sqlite3` searches ``__adapt__``/``__conform__`` on a str subclass (two AttributeErrors per
+    value): the hot path binds the enums' plain text, every other path goes through an adapter."""
+    import sqlite3
+
+    from agentspan.stores.sqlite_schema import recorded_step_values
+
+    step = make_step("run", "llm:0", 0)
+    values = recorded_step_values(step, StepResult(status=StepStatus.COMPLETED, output=1))
+    assert type(values[3]) is str and values[3] == step.kind.value
+    assert type(values[5]) is str and values[5] == "completed"
+    conn = sqlite3.connect(":memory:")
+    assert conn.execute("SELECT ?, typeof(?)", (StepStatus.FAILED, RunStatus.WAITING)).fetchone() == ("failed", "text")
+
+
 _VERSIONS = "SELECT version, applied_at FROM agentspan_migrations ORDER BY version"
 
 

@@ -184,7 +184,7 @@ class SqliteJournal:
             raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
         ended_at = result.ended_at
         values = (
-            status, dump_json(result.output), result.error, ended_at, result.duration_ms, ended_at,
+            status._value_, dump_json(result.output), result.error, ended_at, result.duration_ms, ended_at,
             result.provider, result.model, result.input_tokens, result.output_tokens, result.cost_usd,
             run_id, key, run_id, epoch,
         )  # fmt: skip
