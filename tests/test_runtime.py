@@ -8,7 +8,7 @@ import time
 import pytest
 
 from agentspan.errors import ReplayDivergenceError
-from agentspan.records import Run
+from agentspan.records import Run, Step, StepKind, StepResult, StepStatus
 from agentspan.runtime import ActiveRun
 from agentspan.stores.memory import MemoryStore
 
@@ -40,3 +40,20 @@ def test_a_journaled_tool_call_is_replayed_only_for_the_same_tool_and_arguments(
     with pytest.raises(ReplayDivergenceError, match="other arguments"):
         asyncio.run(call_tool(ActiveRun(store, run, store.list_steps(run.id)), "refund", {"order": 2}))
     assert calls == ["refund"]
+
+
+def test_unchecked_records_are_what_validation_builds() -> None:
+    """The hot path's `unchecked` records carry the same fields, defaults and set-field marks as
+    validated ones (dumps, equality and copies agree)."""
+    fields = {"run_id": "r1", "key": "llm:0/call:c1", "seq": 3, "kind": StepKind.TOOL, "name": "add",
+              "input": {"a": 1}, "input_hash": "h", "attempt": 2, "provider": None, "model": None}
+    checked, unchecked = Step(**fields), Step.unchecked(**fields)
+    assert unchecked.started_at > 0 and unchecked.status is StepStatus.STARTED  # factory and default
+    unchecked.__dict__["started_at"] = checked.started_at
+    assert unchecked == checked and unchecked.model_dump_json() == checked.model_dump_json()
+    assert unchecked.model_fields_set == checked.model_fields_set == set(fields)
+    assert unchecked.model_dump(exclude_unset=True) == checked.model_dump(exclude_unset=True)
+    result = StepResult.unchecked(status=StepStatus.COMPLETED, output=[1])
+    assert result.ended_at is not None and result.error is None and result.model_fields_set == {"status", "output"}
+    assert result.model_copy(update={"output": 2}).output == 2
+    assert StepResult.unchecked(status=StepStatus.FAILED).ended_at >= result.ended_at  # a new factory call each

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from uuid6 import uuid7
@@ -74,6 +74,46 @@ class ApprovalStatus(StrEnum):
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    @classmethod
+    def unchecked(cls, **fields: Any) -> Self:
+        """Builds a record from field values the caller knows to be valid, without validation.
+
+        For the per-call hot path only (a step and its result per journaled call): what
+        ``cls(**fields)`` builds, defaults and default factories included, in about a third of
+        the time. ``fields`` must hold every required field. Anything read from outside (the
+        wire, a file, a user) goes through ``cls(...)``.
+        """
+        defaults, factories = _defaults_of(cls)
+        values = defaults.copy()
+        for name, factory in factories:
+            if name not in fields:
+                values[name] = factory()
+        values.update(fields)
+        record = cls.__new__(cls)
+        _set(record, "__dict__", values)
+        _set(record, "__pydantic_fields_set__", set(fields))
+        _set(record, "__pydantic_extra__", None)
+        _set(record, "__pydantic_private__", None)
+        return record
+
+
+_set = object.__setattr__
+_DEFAULTS: dict[type, tuple[dict[str, Any], tuple[tuple[str, Any], ...]]] = {}
+
+
+def _defaults_of(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    """A model's plain defaults and its default factories (computed once per class)."""
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        fields = cls.model_fields
+        # Every field, in declaration order (``update`` keeps a key's place, so the values come
+        # out in the order validation stores them); required ones have no default to fill in.
+        found = _DEFAULTS[cls] = (
+            {n: None if f.is_required() or f.default_factory is not None else f.default for n, f in fields.items()},
+            tuple((n, f.default_factory) for n, f in fields.items() if f.default_factory is not None),
+        )
+    return found
 
 
 class Run(_Record):

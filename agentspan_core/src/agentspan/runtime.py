@@ -233,8 +233,9 @@ class ActiveRun:
         if self.strict is not None:
             return self.strict.serve(self, kind=kind, key=key, name=name, input=input, input_hash=input_hash,
                                      load=load, recorded=recorded)
-        step = Step(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
-                    input_hash=input_hash, attempt=attempt, provider=provider, model=model)
+        # Built unchecked (no validation): every value is the core's own or typed by this signature.
+        step = Step.unchecked(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
+                              input_hash=input_hash, attempt=attempt, provider=provider, model=model)
         # A model call is journaled once, when it ends: an interrupted one is simply made again,
         # so it needs no in-flight record (one transaction per call instead of two).
         in_flight_record = kind is not StepKind.LLM
@@ -244,7 +245,7 @@ class ActiveRun:
             else:
                 self.store.start_step(step, epoch=self.epoch, durable=durable_start)
         self.journal[key] = step
-        info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind.value, name)
+        info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind._value_, name)
         info_token = _current_step.set(info)
         scope_token = _scope.set(Scope(prefix=f"{key}/")) if child_scope else None
         started = time.perf_counter()
@@ -263,17 +264,17 @@ class ActiveRun:
         duration_ms = (time.perf_counter() - started) * 1000
         output = dump(value)
         if metrics is None:
-            result = StepResult(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
-                                provider=provider, model=model)
+            result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
+                                          provider=provider, model=model)
         else:
             m = metrics(value)
             used = m.model or model
-            result = StepResult(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
-                                provider=provider, model=used, input_tokens=m.input_tokens,
-                                output_tokens=m.output_tokens,
-                                cost_usd=price_usd(provider, used, m.input_tokens, m.output_tokens))
+            result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
+                                          provider=provider, model=used, input_tokens=m.input_tokens,
+                                          output_tokens=m.output_tokens,
+                                          cost_usd=price_usd(provider, used, m.input_tokens, m.output_tokens))
         await self._finish_async(step, result, in_flight_record)
-        self.counters.mark(True, kind.value, key)
+        self.counters.mark(True, kind._value_, key)
         return value
 
     async def _finish_async(self, step: Step, result: StepResult, started: bool = True) -> None:
