@@ -15,6 +15,7 @@ Side effects are counted in `Effects` so tests can tell which nodes ran again on
 from __future__ import annotations
 
 import operator
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
@@ -156,11 +157,24 @@ def fanout_graph(effects: Effects, *, fail_once: str | None = None, checkpointer
     """``Send``s one ``work`` task per item (all in one super-step); ``work`` on ``fail_once``
     raises the first time it runs, so the others' writes are pending when the step fails."""
 
+    finished: set[str] = set()  # branches that returned (the failing one waits for them)
+    sent: list[int] = [0]  # branches of the current fan-out
+
     def work(payload: dict[str, str]) -> dict[str, Any]:
         item = payload["item"]
         effects[f"work:{item}"] += 1
         if item == fail_once and effects[f"work:{item}"] == 1:
+            # Fail only once the other branches are done: a branch still running when one fails
+            # is cancelled by LangGraph and has no writes (on a loaded machine it may not have
+            # started yet).
+            deadline = time.monotonic() + 10
+            while len(finished) < sent[0] - 1:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+            time.sleep(0.05)  # let LangGraph record their writes
             raise RuntimeError(f"work on {item} failed")
+        finished.add(item)
         return {"results": [item.upper()]}
 
     def summarize(state: FanoutState) -> dict[str, Any]:
@@ -170,7 +184,11 @@ def fanout_graph(effects: Effects, *, fail_once: str | None = None, checkpointer
     builder = StateGraph(FanoutState)
     builder.add_node("work", work)
     builder.add_node("summarize", summarize)
-    builder.add_conditional_edges(START, lambda s: [Send("work", {"item": i}) for i in s["items"]], ["work"])
+    def fan_out(state: FanoutState) -> list[Send]:
+        sent[0] = len(state["items"])
+        return [Send("work", {"item": i}) for i in state["items"]]
+
+    builder.add_conditional_edges(START, fan_out, ["work"])
     builder.add_edge("work", "summarize")
     builder.add_edge("summarize", END)
     return builder.compile(checkpointer=checkpointer)
