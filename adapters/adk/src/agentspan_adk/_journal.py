@@ -52,6 +52,7 @@ from agentspan.models import ModelId
 from agentspan.records import JSON, StepKind, StepStatus
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_adk import _codec
+from agentspan_adk._held_step import HeldStep
 
 TRANSFER_TOOL = "transfer_to_agent"
 _MODEL_EVENT_ACTIONS = ("state_delta", "artifact_delta")
@@ -121,7 +122,7 @@ def to_json(value: Any) -> JSON:
 class _PendingModelCall:
     key: str
     future: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]]
-    task: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]]
+    step: HeldStep[tuple[LlmResponse, dict[str, JSON]]]
 
 
 @dataclass
@@ -187,8 +188,8 @@ class Journal:
             return response
         stale = self._pending.pop((ic.branch, ic.agent.name), None)
         if stale is not None:  # a call whose response never became an event (no journal entry)
-            stale.task.cancel()
-        self._pending[(ic.branch, ic.agent.name)] = _PendingModelCall(key, future, asyncio.ensure_future(step))
+            stale.step.cancel()
+        self._pending[(ic.branch, ic.agent.name)] = _PendingModelCall(key, future, HeldStep(step))
         return None
 
     def _hash(self, path: str, llm_request: LlmRequest, extra: dict[str, JSON]) -> tuple[list[JSON], str]:
@@ -221,7 +222,7 @@ class Journal:
         pending = self._pending.pop((event.branch, event.author), None)
         if pending is not None and not pending.future.done():
             pending.future.set_result((event, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
-            await pending.task
+            await pending.step.finish()
             self._register_calls(pending.key, event)
         if event.author != "user" and event.is_final_response():
             text = _codec.final_text(event)
@@ -262,7 +263,7 @@ class Journal:
     def cancel_pending(self) -> None:
         """Drops model calls that never produced an event (their runner stopped)."""
         for pending in self._pending.values():
-            pending.task.cancel()
+            pending.step.cancel()
         self._pending.clear()
 
     # ---- tool calls -----------------------------------------------------------------------
