@@ -224,9 +224,9 @@ class Journal:
             pending.future.set_result((event, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
             await pending.step.finish()
             self._register_calls(pending.key, event)
-        if event.author != "user" and event.is_final_response():
-            text = _codec.final_text(event)
-            if text is not None:
+        if event.author != "user":
+            text = _codec.final_text(event)  # (None for most events: checked first, it is cheaper)
+            if text is not None and event.is_final_response():
                 self.last_text = text
 
     def _register_calls(self, llm_key: str, response: LlmResponse) -> None:
@@ -236,7 +236,8 @@ class Journal:
 
     def call_key(self, call_id: str | None, ic: InvocationContext) -> str:
         """The key of the function call ``call_id`` made by the invocation's current agent."""
-        return self.call_key_by_path(call_id, agent_path(ic.agent), ic)
+        known = self._call_keys.get(call_id or "")
+        return known if known is not None else self.call_key_by_path(call_id, agent_path(ic.agent), ic)
 
     def call_key_by_path(self, call_id: str | None, path: str, ic: InvocationContext | None = None) -> str:
         """The key of the function call ``call_id`` (from the response that asked for it).
@@ -295,16 +296,16 @@ class Journal:
         result, _ = _codec.unpack(output)  # (the live call set its actions on the context itself)
         return result
 
-    async def _journal_call(self, call: ToolCall, invoke: Callable[[], Awaitable[Any]]) -> JSON:
+    def _journal_call(self, call: ToolCall, invoke: Callable[[], Awaitable[Any]]) -> Awaitable[JSON]:
         def dump(value: Any) -> JSON:
             return _codec.pack(to_json(value), _codec.dump_actions(call.tool_context.actions))
 
         if call.kind is StepKind.HANDOFF:
             target = call.args.get("agent_name") if isinstance(call.args, dict) else None
-            return await self.run.step(kind=StepKind.HANDOFF, key=call.key, name=str(target), input=call.args,
-                                       input_hash=digest(call.args), invoke=invoke, dump=dump, load=_identity)
-        return await self.run.tool(key=call.key, name=call.tool.name, args=call.args, invoke=invoke,
-                                   options=options_of(call.tool), dump=dump)
+            return self.run.step(kind=StepKind.HANDOFF, key=call.key, name=str(target), input=call.args,
+                                 input_hash=digest(call.args), invoke=invoke, dump=dump, load=_identity)
+        return self.run.tool(key=call.key, name=call.tool.name, args=call.args, invoke=invoke,
+                             options=options_of(call.tool), dump=dump)
 
 
 def _dump_model_call(value: tuple[LlmResponse, dict[str, JSON]]) -> JSON:

@@ -130,7 +130,8 @@ class AgentspanPlugin(BasePlugin):
     # ---- model and tool calls ------------------------------------------------------------
     async def before_model_callback(self, *, callback_context: CallbackContext,
                                     llm_request: LlmRequest) -> LlmResponse | None:
-        journal = await self._bind(invocation_of(callback_context), None)
+        ic = invocation_of(callback_context)
+        journal = self._journals.get(ic.invocation_id) or await self._bind(ic, None)
         recorded = await journal.before_model(callback_context, llm_request)
         if recorded is not None:
             return recorded
@@ -144,7 +145,8 @@ class AgentspanPlugin(BasePlugin):
 
     async def before_tool_callback(self, *, tool: BaseTool, tool_args: dict[str, Any],
                                    tool_context: ToolContext) -> dict[str, Any] | None:
-        journal = await self._bind(invocation_of(tool_context), None)
+        ic = invocation_of(tool_context)
+        journal = self._journals.get(ic.invocation_id) or await self._bind(ic, None)
         result, call = await journal.before_tool(tool, tool_args, tool_context)
         if call is not None:
             _tools.park(call)
