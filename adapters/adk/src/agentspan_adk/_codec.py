@@ -90,10 +90,20 @@ def load_response(data: dict[str, JSON]) -> LlmResponse:
     return LlmResponse.model_validate(data)
 
 
-def function_call_ids(response: LlmResponse) -> list[str | None]:
-    """The ids of the function calls a response asked for, in response order."""
-    parts = response.content.parts if response.content and response.content.parts else []
-    return [part.function_call.id for part in parts if part.function_call is not None]
+def response_call_ids(response: dict[str, JSON]) -> list[str | None]:
+    """The ids of the function calls a response (as `dump_response` made it) asked for, in order."""
+    return [call.get("id") for call in (part.get("function_call") for part in _parts(response)) if call is not None]
+
+
+def response_text(response: dict[str, JSON]) -> str | None:
+    """`final_text` of a response as `dump_response` made it."""
+    texts = [part["text"] for part in _parts(response) if part.get("text") and not part.get("thought")]
+    return "".join(texts) if texts else None
+
+
+def _parts(response: dict[str, JSON]) -> list[dict[str, Any]]:
+    content = response.get("content")
+    return (content.get("parts") or []) if isinstance(content, dict) else []  # type: ignore[return-value]
 
 
 def final_text(response: LlmResponse) -> str | None:

@@ -118,11 +118,15 @@ def to_json(value: Any) -> JSON:
     return to_jsonable_python(value, fallback=str)
 
 
+_ModelCall = tuple[dict[str, JSON], dict[str, JSON]]
+"""A model call's value in its journal step: the response and the `EventActions` it carried, as JSON."""
+
+
 @dataclass
 class _PendingModelCall:
     key: str
-    future: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]]
-    step: HeldStep[tuple[LlmResponse, dict[str, JSON]]]
+    future: asyncio.Future[_ModelCall]
+    step: HeldStep[_ModelCall]
 
 
 @dataclass
@@ -159,9 +163,9 @@ class Journal:
     _identities: dict[tuple[int, str | None], tuple[BaseLlm | None, ModelId]] = field(default_factory=dict)
 
     # ---- model calls ----------------------------------------------------------------------
-    async def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest) -> LlmResponse | None:
-        """Returns the journaled response of this model call, or None to let ADK call the model."""
-        ic = invocation_of(callback_context)
+    def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest,
+                     ic: InvocationContext) -> Awaitable[LlmResponse] | None:
+        """What gives the journaled response of this model call, or None to let ADK call the model."""
         path = agent_path(ic.agent)
         index = self._llm_calls.get(path)
         if index is None:  # a continuation of an invocation journaled by another process: count on
@@ -176,21 +180,25 @@ class Journal:
         identity = self._identity(getattr(ic.agent, "canonical_model", None), llm_request.model)
         recorded = self.run.journal.get(key)
         replay = recorded is not None and recorded.status is StepStatus.COMPLETED
-        future: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_ModelCall] = asyncio.get_running_loop().create_future()
         step = self.run.step(
             kind=StepKind.LLM, key=key, name=identity.model, input=step_input, input_hash=input_hash,
             invoke=lambda: future, dump=_dump_model_call, load=_load_model_call, provider=identity.provider,
             model=identity.model, metrics=_usage)
         if replay:
-            response, actions = await step
-            _codec.restore_actions(callback_context.actions, actions)
-            self._register_calls(key, response)
-            return response
+            return self._replay_model_call(key, step, callback_context)
         stale = self._pending.pop((ic.branch, ic.agent.name), None)
         if stale is not None:  # a call whose response never became an event (no journal entry)
             stale.step.cancel()
         self._pending[(ic.branch, ic.agent.name)] = _PendingModelCall(key, future, HeldStep(step))
         return None
+
+    async def _replay_model_call(self, key: str, step: Awaitable[_ModelCall],
+                                 callback_context: CallbackContext) -> LlmResponse:
+        response, actions = await step
+        _codec.restore_actions(callback_context.actions, actions)
+        self._register_calls(key, response)
+        return _codec.load_response(response)
 
     def _hash(self, path: str, llm_request: LlmRequest, extra: dict[str, JSON]) -> tuple[list[JSON], str]:
         """The messages new since the agent's previous call (as JSON) and the request's hash."""
@@ -221,16 +229,20 @@ class Journal:
             return
         pending = self._pending.pop((event.branch, event.author), None)
         if pending is not None and not pending.future.done():
-            pending.future.set_result((event, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
+            response = _codec.dump_response(event)
+            pending.future.set_result((response, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
             await pending.step.finish()
-            self._register_calls(pending.key, event)
-        if event.author != "user":
-            text = _codec.final_text(event)  # (None for most events: checked first, it is cheaper)
-            if text is not None and event.is_final_response():
-                self.last_text = text
+            self._register_calls(pending.key, response)
+            text = _codec.response_text(response)
+        elif event.author != "user":
+            text = _codec.final_text(event)
+        else:
+            return
+        if text is not None and event.is_final_response():  # (most events have no text: checked first)
+            self.last_text = text
 
-    def _register_calls(self, llm_key: str, response: LlmResponse) -> None:
-        for index, call_id in enumerate(_codec.function_call_ids(response)):
+    def _register_calls(self, llm_key: str, response: dict[str, JSON]) -> None:
+        for index, call_id in enumerate(_codec.response_call_ids(response)):
             if call_id:
                 self._call_keys[call_id] = f"{llm_key}/call:{index}"
 
@@ -268,22 +280,23 @@ class Journal:
         self._pending.clear()
 
     # ---- tool calls -----------------------------------------------------------------------
-    async def before_tool(self, tool: BaseTool, tool_args: dict[str, Any],
-                          tool_context: ToolContext) -> tuple[Any, ToolCall | None]:
-        """Returns ``(journaled result, None)`` for a completed call, else ``(None, live call)``."""
-        ic = invocation_of(tool_context)
+    def before_tool(self, tool: BaseTool, tool_args: dict[str, Any], tool_context: ToolContext,
+                    ic: InvocationContext) -> tuple[ToolCall, bool]:
+        """The call, and whether the journal has it completed (then `replay_tool` gives its result)."""
         key = self.call_key(tool_context.function_call_id, ic)
         if tool_context.tool_confirmation is not None:
             key += "/confirmed"
         kind = StepKind.HANDOFF if tool.name == TRANSFER_TOOL else StepKind.TOOL
         call = ToolCall(self, key, kind, tool, to_json(tool_args), tool_context)
         recorded = self.run.journal.get(key)
-        if recorded is None or recorded.status is not StepStatus.COMPLETED:
-            return None, call
+        return call, recorded is not None and recorded.status is StepStatus.COMPLETED
+
+    async def replay_tool(self, call: ToolCall) -> Any:
+        """The journaled result of a completed call, as ``before_tool_callback`` returns it."""
         output = await self._journal_call(call, _never)
         result, actions = _codec.unpack(output)
-        _codec.restore_actions(tool_context.actions, actions)
-        return _as_tool_response(tool, result), None
+        _codec.restore_actions(call.tool_context.actions, actions)
+        return _as_tool_response(call.tool, result)
 
     async def execute(self, call: ToolCall, invoke: Callable[[], Awaitable[Any]]) -> Any:
         """Runs a live tool call inside its journal step; returns the result ADK gets."""
@@ -308,24 +321,25 @@ class Journal:
                              options=options_of(call.tool), dump=dump)
 
 
-def _dump_model_call(value: tuple[LlmResponse, dict[str, JSON]]) -> JSON:
+def _dump_model_call(value: _ModelCall) -> JSON:
     response, actions = value
-    return _codec.pack(_codec.dump_response(response), actions, key="response")
+    return _codec.pack(response, actions, key="response")
 
 
-def _load_model_call(data: JSON) -> tuple[LlmResponse, dict[str, JSON]]:
+def _load_model_call(data: JSON) -> _ModelCall:
     response, actions = _codec.unpack(data, key="response")
-    return _codec.load_response(response), actions
+    return response, actions  # type: ignore[return-value]
 
 
-def _usage(value: tuple[LlmResponse, dict[str, JSON]]) -> agentspan.LlmMetrics:
-    usage = value[0].usage_metadata
-    if usage is None:
+def _usage(value: _ModelCall) -> agentspan.LlmMetrics:
+    usage = value[0].get("usage_metadata")
+    if not isinstance(usage, dict):
         return agentspan.LlmMetrics()
+    candidates, thoughts = usage.get("candidates_token_count"), usage.get("thoughts_token_count")
     output = None
-    if usage.candidates_token_count is not None or usage.thoughts_token_count is not None:
-        output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-    return agentspan.LlmMetrics(input_tokens=usage.prompt_token_count, output_tokens=output)
+    if candidates is not None or thoughts is not None:
+        output = (candidates or 0) + (thoughts or 0)  # type: ignore[operator]
+    return agentspan.LlmMetrics(input_tokens=usage.get("prompt_token_count"), output_tokens=output)  # type: ignore[arg-type]
 
 
 def _as_tool_response(tool: BaseTool, result: JSON) -> Any:

@@ -132,9 +132,9 @@ class AgentspanPlugin(BasePlugin):
                                     llm_request: LlmRequest) -> LlmResponse | None:
         ic = invocation_of(callback_context)
         journal = self._journals.get(ic.invocation_id) or await self._bind(ic, None)
-        recorded = await journal.before_model(callback_context, llm_request)
+        recorded = journal.before_model(callback_context, llm_request, ic)
         if recorded is not None:
-            return recorded
+            return await recorded
         return _mock.scripted_response(llm_request)  # None (the model is called) outside a mock run
 
     async def on_event_callback(self, *, invocation_context: InvocationContext, event: Event) -> Event | None:
@@ -147,10 +147,11 @@ class AgentspanPlugin(BasePlugin):
                                    tool_context: ToolContext) -> dict[str, Any] | None:
         ic = invocation_of(tool_context)
         journal = self._journals.get(ic.invocation_id) or await self._bind(ic, None)
-        result, call = await journal.before_tool(tool, tool_args, tool_context)
-        if call is not None:
-            _tools.park(call)
-        return result  # type: ignore[no-any-return]
+        call, journaled = journal.before_tool(tool, tool_args, tool_context, ic)
+        if journaled:
+            return await journal.replay_tool(call)  # type: ignore[no-any-return]
+        _tools.park(call)
+        return None
 
 
 def _request_approvals(journal: Journal, ic: InvocationContext) -> list[str]:
