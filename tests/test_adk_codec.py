@@ -35,13 +35,13 @@ def test_dump_response_of_an_event_is_its_llm_response_fields():
 
 
 def test_call_ids_and_text_read_from_a_dumped_response():
-    dumped = _codec.dump_response(rich_event())
-    assert _codec.response_call_ids(dumped) == ["call-1"]
-    assert _codec.response_text(dumped) == _codec.final_text(rich_event()) == "sum: "  # thoughts left out
-    bare = _codec.dump_response(LlmResponse(error_code="RESOURCE_EXHAUSTED"))
-    assert _codec.response_call_ids(bare) == [] and _codec.response_text(bare) is None
-    calls = types.Content(role="model", parts=[CALL, types.Part(function_call=types.FunctionCall(name="f"))])
-    assert _codec.response_call_ids(_codec.dump_response(LlmResponse(content=calls))) == ["call-1", None]
+    event = rich_event()
+    assert _codec.calls_and_text(_codec.dump_response(event)) == (["call-1"], "sum: ")  # thoughts left out
+    assert _codec.final_text(event) == "sum: "
+    assert _codec.calls_and_text(_codec.dump_response(LlmResponse(error_code="RESOURCE_EXHAUSTED"))) == ([], None)
+    parts = [CALL, types.Part(text="a"), types.Part(function_call=types.FunctionCall(name="f")), types.Part(text="b")]
+    dumped = _codec.dump_response(LlmResponse(content=types.Content(role="model", parts=parts)))
+    assert _codec.calls_and_text(dumped) == (["call-1", None], "ab")
 
 
 def test_dump_content_is_model_dump_and_digests_add_up_as_hex_digests():

@@ -90,20 +90,20 @@ def load_response(data: dict[str, JSON]) -> LlmResponse:
     return LlmResponse.model_validate(data)
 
 
-def response_call_ids(response: dict[str, JSON]) -> list[str | None]:
-    """The ids of the function calls a response (as `dump_response` made it) asked for, in order."""
-    return [call.get("id") for call in (part.get("function_call") for part in _parts(response)) if call is not None]
-
-
-def response_text(response: dict[str, JSON]) -> str | None:
-    """`final_text` of a response as `dump_response` made it."""
-    texts = [part["text"] for part in _parts(response) if part.get("text") and not part.get("thought")]
-    return "".join(texts) if texts else None
-
-
-def _parts(response: dict[str, JSON]) -> list[dict[str, Any]]:
+def calls_and_text(response: dict[str, JSON]) -> tuple[list[str | None], str | None]:
+    """Of a response as `dump_response` made it: the ids of the function calls it asked for (in
+    order), and its `final_text`."""
     content = response.get("content")
-    return (content.get("parts") or []) if isinstance(content, dict) else []  # type: ignore[return-value]
+    parts: list[dict[str, Any]] = (content.get("parts") or []) if isinstance(content, dict) else []  # type: ignore[assignment]
+    ids: list[str | None] = []
+    texts = []
+    for part in parts:
+        call = part.get("function_call")
+        if call is not None:
+            ids.append(call.get("id"))
+        if part.get("text") and not part.get("thought"):
+            texts.append(part["text"])
+    return ids, "".join(texts) if texts else None
 
 
 def final_text(response: LlmResponse) -> str | None:

@@ -46,6 +46,7 @@ from google.adk.tools import BaseTool, ToolContext
 from pydantic_core import to_jsonable_python
 
 import agentspan
+from agentspan import LlmMetrics
 from agentspan.errors import AgentspanError
 from agentspan.hashing import digest
 from agentspan.models import ModelId
@@ -55,6 +56,7 @@ from agentspan_adk import _codec
 from agentspan_adk._held_step import HeldStep
 
 TRANSFER_TOOL = "transfer_to_agent"
+_NO_USAGE = LlmMetrics()
 _MODEL_EVENT_ACTIONS = ("state_delta", "artifact_delta")
 """What a model call's event may carry from agent model callbacks, restored on replay."""
 
@@ -79,7 +81,9 @@ def invocation_of(context: CallbackContext) -> InvocationContext:
     read the original (falls back to the public method if ADK ever drops the attribute).
     """
     found = getattr(context, "_invocation_context", None)
-    return found if isinstance(found, InvocationContext) else context.get_invocation_context()
+    if type(found) is InvocationContext or isinstance(found, InvocationContext):
+        return found  # type: ignore[return-value]
+    return context.get_invocation_context()
 
 
 def is_model_turn(event: Event) -> bool:
@@ -142,6 +146,19 @@ class ToolCall:
 
 
 @dataclass
+class _AgentCalls:
+    """The model calls of one agent (by path) in a journal."""
+
+    next_index: int
+    """The number of the agent's next model call (its ``llm:N`` key)."""
+    seen: int = 0
+    """How many messages of the agent's requests are hashed into ``total``."""
+    total: int = 0
+    """Order-free sum of those messages' digests (`_codec.add_digests`)."""
+    hasher: _codec.RequestHasher = field(default_factory=_codec.RequestHasher)
+
+
+@dataclass
 class Journal:
     """Journaling state of one ADK invocation (and its continuations) in one run attempt.
 
@@ -155,9 +172,8 @@ class Journal:
     on_suspend: Callable[[], None] | None = None
     """Called when a tool call suspends the run for an approval (before the signal unwinds)."""
     last_text: str | None = None
-    _llm_calls: dict[str, int] = field(default_factory=dict)
-    _hashes: dict[str, tuple[int, int]] = field(default_factory=dict)
-    _hashers: dict[str, _codec.RequestHasher] = field(default_factory=dict)
+    _agents: dict[str, _AgentCalls] = field(default_factory=dict)
+    _paths: dict[int, tuple[BaseAgent, str]] = field(default_factory=dict)
     _pending: dict[tuple[str | None, str], _PendingModelCall] = field(default_factory=dict)
     _call_keys: dict[str, str] = field(default_factory=dict)
     _identities: dict[tuple[int, str | None], tuple[BaseLlm | None, ModelId]] = field(default_factory=dict)
@@ -166,18 +182,21 @@ class Journal:
     def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest,
                      ic: InvocationContext) -> Awaitable[LlmResponse] | None:
         """What gives the journaled response of this model call, or None to let ADK call the model."""
-        path = agent_path(ic.agent)
-        index = self._llm_calls.get(path)
-        if index is None:  # a continuation of an invocation journaled by another process: count on
-            index = model_turns(ic.session.events, ic.invocation_id, ic.agent.name, ic.branch)
-        self._llm_calls[path] = index + 1
+        agent = ic.agent
+        path = self._path_of(agent)
+        calls = self._agents.get(path)
+        if calls is None:  # (a continuation of an invocation journaled by another process counts on)
+            calls = self._agents[path] = _AgentCalls(model_turns(ic.session.events, ic.invocation_id, agent.name,
+                                                                 ic.branch))
+        index = calls.next_index
+        calls.next_index = index + 1
         key = f"{self.prefix}{path}/llm:{index}"
         extra = _codec.request_extra(llm_request)
-        new, input_hash = self._hash(path, llm_request, extra)
+        new, input_hash = _hash(calls, llm_request.contents, extra)
         step_input: dict[str, JSON] = {"agent": path, "new": new}
         if index == 0:
             step_input["system"] = extra["system"]
-        identity = self._identity(getattr(ic.agent, "canonical_model", None), llm_request.model)
+        identity = self._identity(getattr(agent, "canonical_model", None), llm_request.model)
         recorded = self.run.journal.get(key)
         replay = recorded is not None and recorded.status is StepStatus.COMPLETED
         future: asyncio.Future[_ModelCall] = asyncio.get_running_loop().create_future()
@@ -187,10 +206,11 @@ class Journal:
             model=identity.model, metrics=_usage)
         if replay:
             return self._replay_model_call(key, step, callback_context)
-        stale = self._pending.pop((ic.branch, ic.agent.name), None)
+        pending_key = (ic.branch, agent.name)
+        stale = self._pending.pop(pending_key, None)
         if stale is not None:  # a call whose response never became an event (no journal entry)
             stale.step.cancel()
-        self._pending[(ic.branch, ic.agent.name)] = _PendingModelCall(key, future, HeldStep(step))
+        self._pending[pending_key] = _PendingModelCall(key, future, HeldStep(step))
         return None
 
     async def _replay_model_call(self, key: str, step: Awaitable[_ModelCall],
@@ -200,19 +220,14 @@ class Journal:
         self._register_calls(key, response)
         return _codec.load_response(response)
 
-    def _hash(self, path: str, llm_request: LlmRequest, extra: dict[str, JSON]) -> tuple[list[JSON], str]:
-        """The messages new since the agent's previous call (as JSON) and the request's hash."""
-        seen, total = self._hashes.get(path, (0, 0))
-        contents = llm_request.contents
-        if len(contents) < seen:  # the conversation was shortened (compaction): start over
-            seen, total = 0, 0
-        new = [_codec.dump_content(c) for c in contents[seen:]]
-        total = _codec.add_digests(total, new)
-        self._hashes[path] = (len(contents), total)
-        hasher = self._hashers.get(path)
-        if hasher is None:
-            hasher = self._hashers[path] = _codec.RequestHasher()
-        return new, hasher(extra, total)
+    def _path_of(self, agent: BaseAgent) -> str:
+        """`agent_path`, once per agent object."""
+        cached = self._paths.get(id(agent))
+        if cached is not None and cached[0] is agent:
+            return cached[1]
+        path = agent_path(agent)
+        self._paths[id(agent)] = (agent, path)
+        return path
 
     def _identity(self, llm: BaseLlm | None, name: str | None) -> ModelId:
         """`_codec.model_identity`, once per model object and requested name."""
@@ -232,8 +247,7 @@ class Journal:
             response = _codec.dump_response(event)
             pending.future.set_result((response, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
             await pending.step.finish()
-            self._register_calls(pending.key, response)
-            text = _codec.response_text(response)
+            text = self._register_calls(pending.key, response)
         elif event.author != "user":
             text = _codec.final_text(event)
         else:
@@ -241,15 +255,18 @@ class Journal:
         if text is not None and event.is_final_response():  # (most events have no text: checked first)
             self.last_text = text
 
-    def _register_calls(self, llm_key: str, response: dict[str, JSON]) -> None:
-        for index, call_id in enumerate(_codec.response_call_ids(response)):
+    def _register_calls(self, llm_key: str, response: dict[str, JSON]) -> str | None:
+        """Keys the function calls of a response by their ids; returns the response's text."""
+        call_ids, text = _codec.calls_and_text(response)
+        for index, call_id in enumerate(call_ids):
             if call_id:
                 self._call_keys[call_id] = f"{llm_key}/call:{index}"
+        return text
 
     def call_key(self, call_id: str | None, ic: InvocationContext) -> str:
         """The key of the function call ``call_id`` made by the invocation's current agent."""
         known = self._call_keys.get(call_id or "")
-        return known if known is not None else self.call_key_by_path(call_id, agent_path(ic.agent), ic)
+        return known if known is not None else self.call_key_by_path(call_id, self._path_of(ic.agent), ic)
 
     def call_key_by_path(self, call_id: str | None, path: str, ic: InvocationContext | None = None) -> str:
         """The key of the function call ``call_id`` (from the response that asked for it).
@@ -331,15 +348,23 @@ def _load_model_call(data: JSON) -> _ModelCall:
     return response, actions  # type: ignore[return-value]
 
 
-def _usage(value: _ModelCall) -> agentspan.LlmMetrics:
-    usage = value[0].get("usage_metadata")
-    if not isinstance(usage, dict):
-        return agentspan.LlmMetrics()
+def _hash(calls: _AgentCalls, contents: list[Any], extra: dict[str, JSON]) -> tuple[list[JSON], str]:
+    """The messages new since the agent's previous call (as JSON) and the request's hash."""
+    if len(contents) < calls.seen:  # the conversation was shortened (compaction): start over
+        calls.seen, calls.total = 0, 0
+    new = [_codec.dump_content(c) for c in contents[calls.seen:]]
+    calls.total = _codec.add_digests(calls.total, new)
+    calls.seen = len(contents)
+    return new, calls.hasher(extra, calls.total)
+
+
+def _usage(value: _ModelCall) -> LlmMetrics:
+    usage: Any = value[0].get("usage_metadata")
+    if usage is None:
+        return _NO_USAGE
     candidates, thoughts = usage.get("candidates_token_count"), usage.get("thoughts_token_count")
-    output = None
-    if candidates is not None or thoughts is not None:
-        output = (candidates or 0) + (thoughts or 0)  # type: ignore[operator]
-    return agentspan.LlmMetrics(input_tokens=usage.get("prompt_token_count"), output_tokens=output)  # type: ignore[arg-type]
+    output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
+    return LlmMetrics(input_tokens=usage.get("prompt_token_count"), output_tokens=output)
 
 
 def _as_tool_response(tool: BaseTool, result: JSON) -> Any:

@@ -36,10 +36,10 @@ def park(call: ToolCall) -> None:
 
 def wrap(tool: BaseTool) -> None:
     """Wraps ``tool.run_async`` once (idempotent)."""
-    current = tool.run_async
-    if getattr(current, _WRAPPED, None) is not None:
+    wrapped = vars(tool).get("run_async")  # (the wrapper is an instance attribute)
+    if wrapped is not None and getattr(wrapped, _WRAPPED, None) is not None:
         return
-    original = current
+    original = tool.run_async
 
     async def run_async(*, args: dict[str, Any], tool_context: ToolContext) -> Any:
         call = _parked.get()
