@@ -106,11 +106,11 @@ def model_turns(events: list[Event], invocation_id: str, author: str, branch: st
 
 def options_of(tool: BaseTool) -> ToolOptions:
     """The ``@agentspan.tool`` options of an ADK tool (set on the tool or on its function)."""
-    for holder in (tool, getattr(tool, "func", None)):
-        found = tool_options(holder) if holder is not None else None
-        if found is not None:
-            return found
-    return DEFAULT_TOOL_OPTIONS
+    found = tool_options(tool)
+    if found is None:
+        func = getattr(tool, "func", None)
+        found = tool_options(func) if func is not None else None
+    return DEFAULT_TOOL_OPTIONS if found is None else found
 
 
 def to_json(value: Any) -> JSON:
@@ -126,14 +126,14 @@ _ModelCall = tuple[dict[str, JSON], dict[str, JSON]]
 """A model call's value in its journal step: the response and the `EventActions` it carried, as JSON."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _PendingModelCall:
     key: str
     future: asyncio.Future[_ModelCall]
     step: HeldStep[_ModelCall]
 
 
-@dataclass
+@dataclass(slots=True)
 class ToolCall:
     """A live tool call on its way from ``before_tool_callback`` to the tool's ``run_async``."""
 
@@ -156,6 +156,15 @@ class _AgentCalls:
     total: int = 0
     """Order-free sum of those messages' digests (`_codec.add_digests`)."""
     hasher: _codec.RequestHasher = field(default_factory=_codec.RequestHasher)
+    model: tuple[BaseLlm | None, str | None, ModelId] | None = None
+    """The agent's model object, the requested model name, and their `_codec.model_identity`."""
+
+    def identity(self, llm: BaseLlm | None, name: str | None) -> ModelId:
+        """`_codec.model_identity`, again only when the model object or name changes."""
+        model = self.model
+        if model is None or model[0] is not llm or model[1] != name:
+            model = self.model = (llm, name, _codec.model_identity(llm, name))
+        return model[2]
 
 
 @dataclass
@@ -176,7 +185,6 @@ class Journal:
     _paths: dict[int, tuple[BaseAgent, str]] = field(default_factory=dict)
     _pending: dict[tuple[str | None, str], _PendingModelCall] = field(default_factory=dict)
     _call_keys: dict[str, str] = field(default_factory=dict)
-    _identities: dict[tuple[int, str | None], tuple[BaseLlm | None, ModelId]] = field(default_factory=dict)
 
     # ---- model calls ----------------------------------------------------------------------
     def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest,
@@ -196,7 +204,7 @@ class Journal:
         step_input: dict[str, JSON] = {"agent": path, "new": new}
         if index == 0:
             step_input["system"] = extra["system"]
-        identity = self._identity(getattr(agent, "canonical_model", None), llm_request.model)
+        identity = calls.identity(getattr(agent, "canonical_model", None), llm_request.model)
         recorded = self.run.journal.get(key)
         replay = recorded is not None and recorded.status is StepStatus.COMPLETED
         future: asyncio.Future[_ModelCall] = asyncio.get_running_loop().create_future()
@@ -229,29 +237,25 @@ class Journal:
         self._paths[id(agent)] = (agent, path)
         return path
 
-    def _identity(self, llm: BaseLlm | None, name: str | None) -> ModelId:
-        """`_codec.model_identity`, once per model object and requested name."""
-        cached = self._identities.get((id(llm), name))
-        if cached is not None and cached[0] is llm:
-            return cached[1]
-        identity = _codec.model_identity(llm, name)
-        self._identities[(id(llm), name)] = (llm, identity)
-        return identity
-
-    async def on_event(self, event: Event) -> None:
-        """Journals a live model call when its response event arrives; remembers final texts."""
+    def on_event(self, event: Event) -> Awaitable[None] | None:
+        """Remembers final texts; for the response event of a live model call, what journals the
+        call (to be awaited)."""
         if event.partial:
-            return
+            return None
         pending = self._pending.pop((event.branch, event.author), None)
         if pending is not None and not pending.future.done():
             response = _codec.dump_response(event)
             pending.future.set_result((response, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
-            await pending.step.finish()
-            text = self._register_calls(pending.key, response)
-        elif event.author != "user":
-            text = _codec.final_text(event)
-        else:
-            return
+            return self._end_model_call(pending, response, event)
+        if event.author != "user":
+            self._note_text(_codec.final_text(event), event)
+        return None
+
+    async def _end_model_call(self, pending: _PendingModelCall, response: dict[str, JSON], event: Event) -> None:
+        await pending.step.finish()
+        self._note_text(self._register_calls(pending.key, response), event)
+
+    def _note_text(self, text: str | None, event: Event) -> None:
         if text is not None and event.is_final_response():  # (most events have no text: checked first)
             self.last_text = text
 

@@ -140,7 +140,9 @@ class AgentspanPlugin(BasePlugin):
     async def on_event_callback(self, *, invocation_context: InvocationContext, event: Event) -> Event | None:
         journal = self._journals.get(invocation_context.invocation_id)
         if journal is not None:
-            await journal.on_event(event)
+            journaling = journal.on_event(event)
+            if journaling is not None:
+                await journaling
         return None
 
     async def before_tool_callback(self, *, tool: BaseTool, tool_args: dict[str, Any],
