@@ -117,6 +117,8 @@ def final_text(response: LlmResponse) -> str | None:
 # ---- model requests -------------------------------------------------------------------------
 def dump_content(content: types.Content) -> JSON:
     """One message of a model request as JSON (``model_dump(mode="json", exclude_none=True)``)."""
+    if type(content) is not types.Content:  # (a subclass: its own fields too)
+        return content.model_dump(mode="json", exclude_none=True)
     return _dump_content(content, mode="json", exclude_none=True)  # type: ignore[no-any-return]
 
 
