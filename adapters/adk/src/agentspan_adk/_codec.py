@@ -14,7 +14,8 @@ from google.adk.events import EventActions
 from google.adk.models import BaseLlm, LlmRequest, LlmResponse
 from google.genai import types
 
-from agentspan.hashing import canonical_json, digest
+from agentspan.hashing import canonical_json
+from agentspan.jsontext import canonical
 from agentspan.models import ModelId, parse_model_id
 from agentspan.records import JSON
 
@@ -22,15 +23,20 @@ ENVELOPE = "__agentspan_adk__"
 """Marks a journaled output that carries `EventActions` next to the value (see `pack`)."""
 
 _HASH_MOD = 1 << 256
-_RESPONSE_FIELDS = frozenset(LlmResponse.model_fields)
+_DEFAULT_ACTIONS = EventActions().__dict__
+"""The fields of an `EventActions` nothing changed (compared with a live one's ``__dict__``)."""
+_dump_llm_response = LlmResponse.__pydantic_serializer__.to_python
+_dump_content = types.Content.__pydantic_serializer__.to_python
 
 
 # ---- values with the actions they left behind -------------------------------------------
 def dump_actions(actions: EventActions, fields: tuple[str, ...] | None = None) -> dict[str, JSON]:
     """The non-default fields of ``actions`` as JSON (only ``fields`` when given)."""
     values = actions.__dict__
+    if values == _DEFAULT_ACTIONS:
+        return {}  # the usual case (a call that changed nothing): one dict comparison in C
     if all(_is_unset(values.get(name)) for name in (fields or values)):
-        return {}  # the usual case (a call that changed nothing), without a model_dump
+        return {}  # (or changed nothing asked for) without a model_dump
     data = actions.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
     return {k: v for k, v in data.items() if v not in ({}, []) and (fields is None or k in fields)}
 
@@ -70,11 +76,13 @@ def unpack(output: JSON, key: str = "result") -> tuple[JSON, dict[str, JSON]]:
 
 # ---- model responses ----------------------------------------------------------------------
 def dump_response(response: LlmResponse) -> dict[str, JSON]:
-    """Serializes an `LlmResponse` (or the response part of an `Event`) to JSON."""
-    if type(response) is LlmResponse:
-        return response.model_dump(mode="json", exclude_none=True)
-    # An `Event` is an `LlmResponse` with more fields: dump only the response's (no re-validation).
-    return response.model_dump(mode="json", exclude_none=True, include=_RESPONSE_FIELDS)
+    """Serializes an `LlmResponse` (or the response part of an `Event`) to JSON.
+
+    `LlmResponse`'s own serializer (what its ``model_dump`` calls) is used for an `Event` too: it
+    dumps only the `LlmResponse` fields of a subclass instance, as ``model_dump(include=...)``
+    of the event would, at half the cost.
+    """
+    return _dump_llm_response(response, mode="json", exclude_none=True)  # type: ignore[no-any-return]
 
 
 def load_response(data: dict[str, JSON]) -> LlmResponse:
@@ -82,10 +90,20 @@ def load_response(data: dict[str, JSON]) -> LlmResponse:
     return LlmResponse.model_validate(data)
 
 
-def function_call_ids(response: LlmResponse) -> list[str | None]:
-    """The ids of the function calls a response asked for, in response order."""
-    parts = response.content.parts if response.content and response.content.parts else []
-    return [part.function_call.id for part in parts if part.function_call is not None]
+def calls_and_text(response: dict[str, JSON]) -> tuple[list[str | None], str | None]:
+    """Of a response as `dump_response` made it: the ids of the function calls it asked for (in
+    order), and its `final_text`."""
+    content = response.get("content")
+    parts: list[dict[str, Any]] = (content.get("parts") or []) if isinstance(content, dict) else []  # type: ignore[assignment]
+    ids: list[str | None] = []
+    texts = []
+    for part in parts:
+        call = part.get("function_call")
+        if call is not None:
+            ids.append(call.get("id"))
+        if part.get("text") and not part.get("thought"):
+            texts.append(part["text"])
+    return ids, "".join(texts) if texts else None
 
 
 def final_text(response: LlmResponse) -> str | None:
@@ -98,15 +116,17 @@ def final_text(response: LlmResponse) -> str | None:
 
 # ---- model requests -------------------------------------------------------------------------
 def dump_content(content: types.Content) -> JSON:
-    """One message of a model request as JSON."""
-    return content.model_dump(mode="json", exclude_none=True)
+    """One message of a model request as JSON (``model_dump(mode="json", exclude_none=True)``)."""
+    if type(content) is not types.Content:  # (a subclass: its own fields too)
+        return content.model_dump(mode="json", exclude_none=True)
+    return _dump_content(content, mode="json", exclude_none=True)  # type: ignore[no-any-return]
 
 
 def add_digests(total: int, contents: list[JSON]) -> int:
     """Adds the digests of messages (as `dump_content` made them) to a running sum (mod 2**256):
     a request's order-free hash."""
-    for content in contents:
-        total = (total + int(digest(content), 16)) % _HASH_MOD
+    for content in contents:  # int(digest(content), 16), from the raw bytes
+        total = (total + int.from_bytes(hashlib.sha256(canonical(content)).digest(), "big")) % _HASH_MOD
     return total
 
 

@@ -64,12 +64,18 @@ class Request:
 def pending_requests(events: Iterable[Event]) -> list[Request]:
     """The confirmation requests among ``events`` that no function response answered yet."""
     requests: dict[str, Request] = {}
-    for event in events:
-        for call in event.get_function_calls():
-            if call.name == REQUEST and call.id:
+    for event in events:  # (reads each event's parts in place: get_function_calls/responses copy)
+        content = event.content
+        parts = content.parts if content is not None else None
+        if not parts:
+            continue
+        for part in parts:
+            call = part.function_call
+            if call is not None and call.name == REQUEST and call.id:
                 requests[call.id] = Request(call, event.author, event.branch)
-        for response in event.get_function_responses():
-            if response.name == REQUEST and response.id:
+        for part in parts:
+            response = part.function_response
+            if response is not None and response.name == REQUEST and response.id:
                 requests.pop(response.id, None)
     return list(requests.values())
 

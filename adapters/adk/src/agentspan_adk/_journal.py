@@ -46,14 +46,17 @@ from google.adk.tools import BaseTool, ToolContext
 from pydantic_core import to_jsonable_python
 
 import agentspan
+from agentspan import LlmMetrics
 from agentspan.errors import AgentspanError
 from agentspan.hashing import digest
 from agentspan.models import ModelId
 from agentspan.records import JSON, StepKind, StepStatus
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_adk import _codec
+from agentspan_adk._held_step import HeldStep
 
 TRANSFER_TOOL = "transfer_to_agent"
+_NO_USAGE = LlmMetrics()
 _MODEL_EVENT_ACTIONS = ("state_delta", "artifact_delta")
 """What a model call's event may carry from agent model callbacks, restored on replay."""
 
@@ -78,7 +81,9 @@ def invocation_of(context: CallbackContext) -> InvocationContext:
     read the original (falls back to the public method if ADK ever drops the attribute).
     """
     found = getattr(context, "_invocation_context", None)
-    return found if isinstance(found, InvocationContext) else context.get_invocation_context()
+    if type(found) is InvocationContext or isinstance(found, InvocationContext):
+        return found  # type: ignore[return-value]
+    return context.get_invocation_context()
 
 
 def is_model_turn(event: Event) -> bool:
@@ -101,11 +106,11 @@ def model_turns(events: list[Event], invocation_id: str, author: str, branch: st
 
 def options_of(tool: BaseTool) -> ToolOptions:
     """The ``@agentspan.tool`` options of an ADK tool (set on the tool or on its function)."""
-    for holder in (tool, getattr(tool, "func", None)):
-        found = tool_options(holder) if holder is not None else None
-        if found is not None:
-            return found
-    return DEFAULT_TOOL_OPTIONS
+    found = tool_options(tool)
+    if found is None:
+        func = getattr(tool, "func", None)
+        found = tool_options(func) if func is not None else None
+    return DEFAULT_TOOL_OPTIONS if found is None else found
 
 
 def to_json(value: Any) -> JSON:
@@ -117,14 +122,18 @@ def to_json(value: Any) -> JSON:
     return to_jsonable_python(value, fallback=str)
 
 
-@dataclass
+_ModelCall = tuple[dict[str, JSON], dict[str, JSON]]
+"""A model call's value in its journal step: the response and the `EventActions` it carried, as JSON."""
+
+
+@dataclass(slots=True)
 class _PendingModelCall:
     key: str
-    future: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]]
-    task: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]]
+    future: asyncio.Future[_ModelCall]
+    step: HeldStep[_ModelCall]
 
 
-@dataclass
+@dataclass(slots=True)
 class ToolCall:
     """A live tool call on its way from ``before_tool_callback`` to the tool's ``run_async``."""
 
@@ -134,6 +143,28 @@ class ToolCall:
     tool: BaseTool
     args: dict[str, JSON]
     tool_context: ToolContext
+
+
+@dataclass
+class _AgentCalls:
+    """The model calls of one agent (by path) in a journal."""
+
+    next_index: int
+    """The number of the agent's next model call (its ``llm:N`` key)."""
+    seen: int = 0
+    """How many messages of the agent's requests are hashed into ``total``."""
+    total: int = 0
+    """Order-free sum of those messages' digests (`_codec.add_digests`)."""
+    hasher: _codec.RequestHasher = field(default_factory=_codec.RequestHasher)
+    model: tuple[BaseLlm | None, str | None, ModelId] | None = None
+    """The agent's model object, the requested model name, and their `_codec.model_identity`."""
+
+    def identity(self, llm: BaseLlm | None, name: str | None) -> ModelId:
+        """`_codec.model_identity`, again only when the model object or name changes."""
+        model = self.model
+        if model is None or model[0] is not llm or model[1] != name:
+            model = self.model = (llm, name, _codec.model_identity(llm, name))
+        return model[2]
 
 
 @dataclass
@@ -150,92 +181,96 @@ class Journal:
     on_suspend: Callable[[], None] | None = None
     """Called when a tool call suspends the run for an approval (before the signal unwinds)."""
     last_text: str | None = None
-    _llm_calls: dict[str, int] = field(default_factory=dict)
-    _hashes: dict[str, tuple[int, int]] = field(default_factory=dict)
-    _hashers: dict[str, _codec.RequestHasher] = field(default_factory=dict)
+    _agents: dict[str, _AgentCalls] = field(default_factory=dict)
+    _paths: dict[int, tuple[BaseAgent, str]] = field(default_factory=dict)
     _pending: dict[tuple[str | None, str], _PendingModelCall] = field(default_factory=dict)
     _call_keys: dict[str, str] = field(default_factory=dict)
-    _identities: dict[tuple[int, str | None], tuple[BaseLlm | None, ModelId]] = field(default_factory=dict)
 
     # ---- model calls ----------------------------------------------------------------------
-    async def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest) -> LlmResponse | None:
-        """Returns the journaled response of this model call, or None to let ADK call the model."""
-        ic = invocation_of(callback_context)
-        path = agent_path(ic.agent)
-        index = self._llm_calls.get(path)
-        if index is None:  # a continuation of an invocation journaled by another process: count on
-            index = model_turns(ic.session.events, ic.invocation_id, ic.agent.name, ic.branch)
-        self._llm_calls[path] = index + 1
+    def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest,
+                     ic: InvocationContext) -> Awaitable[LlmResponse] | None:
+        """What gives the journaled response of this model call, or None to let ADK call the model."""
+        agent = ic.agent
+        path = self._path_of(agent)
+        calls = self._agents.get(path)
+        if calls is None:  # (a continuation of an invocation journaled by another process counts on)
+            calls = self._agents[path] = _AgentCalls(model_turns(ic.session.events, ic.invocation_id, agent.name,
+                                                                 ic.branch))
+        index = calls.next_index
+        calls.next_index = index + 1
         key = f"{self.prefix}{path}/llm:{index}"
         extra = _codec.request_extra(llm_request)
-        new, input_hash = self._hash(path, llm_request, extra)
+        new, input_hash = _hash(calls, llm_request.contents, extra)
         step_input: dict[str, JSON] = {"agent": path, "new": new}
         if index == 0:
             step_input["system"] = extra["system"]
-        identity = self._identity(getattr(ic.agent, "canonical_model", None), llm_request.model)
+        identity = calls.identity(getattr(agent, "canonical_model", None), llm_request.model)
         recorded = self.run.journal.get(key)
         replay = recorded is not None and recorded.status is StepStatus.COMPLETED
-        future: asyncio.Future[tuple[LlmResponse, dict[str, JSON]]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_ModelCall] = asyncio.get_running_loop().create_future()
         step = self.run.step(
             kind=StepKind.LLM, key=key, name=identity.model, input=step_input, input_hash=input_hash,
             invoke=lambda: future, dump=_dump_model_call, load=_load_model_call, provider=identity.provider,
             model=identity.model, metrics=_usage)
         if replay:
-            response, actions = await step
-            _codec.restore_actions(callback_context.actions, actions)
-            self._register_calls(key, response)
-            return response
-        stale = self._pending.pop((ic.branch, ic.agent.name), None)
+            return self._replay_model_call(key, step, callback_context)
+        pending_key = (ic.branch, agent.name)
+        stale = self._pending.pop(pending_key, None)
         if stale is not None:  # a call whose response never became an event (no journal entry)
-            stale.task.cancel()
-        self._pending[(ic.branch, ic.agent.name)] = _PendingModelCall(key, future, asyncio.ensure_future(step))
+            stale.step.cancel()
+        self._pending[pending_key] = _PendingModelCall(key, future, HeldStep(step))
         return None
 
-    def _hash(self, path: str, llm_request: LlmRequest, extra: dict[str, JSON]) -> tuple[list[JSON], str]:
-        """The messages new since the agent's previous call (as JSON) and the request's hash."""
-        seen, total = self._hashes.get(path, (0, 0))
-        contents = llm_request.contents
-        if len(contents) < seen:  # the conversation was shortened (compaction): start over
-            seen, total = 0, 0
-        new = [_codec.dump_content(c) for c in contents[seen:]]
-        total = _codec.add_digests(total, new)
-        self._hashes[path] = (len(contents), total)
-        hasher = self._hashers.get(path)
-        if hasher is None:
-            hasher = self._hashers[path] = _codec.RequestHasher()
-        return new, hasher(extra, total)
+    async def _replay_model_call(self, key: str, step: Awaitable[_ModelCall],
+                                 callback_context: CallbackContext) -> LlmResponse:
+        response, actions = await step
+        _codec.restore_actions(callback_context.actions, actions)
+        self._register_calls(key, response)
+        return _codec.load_response(response)
 
-    def _identity(self, llm: BaseLlm | None, name: str | None) -> ModelId:
-        """`_codec.model_identity`, once per model object and requested name."""
-        cached = self._identities.get((id(llm), name))
-        if cached is not None and cached[0] is llm:
+    def _path_of(self, agent: BaseAgent) -> str:
+        """`agent_path`, once per agent object."""
+        cached = self._paths.get(id(agent))
+        if cached is not None and cached[0] is agent:
             return cached[1]
-        identity = _codec.model_identity(llm, name)
-        self._identities[(id(llm), name)] = (llm, identity)
-        return identity
+        path = agent_path(agent)
+        self._paths[id(agent)] = (agent, path)
+        return path
 
-    async def on_event(self, event: Event) -> None:
-        """Journals a live model call when its response event arrives; remembers final texts."""
+    def on_event(self, event: Event) -> Awaitable[None] | None:
+        """Remembers final texts; for the response event of a live model call, what journals the
+        call (to be awaited)."""
         if event.partial:
-            return
+            return None
         pending = self._pending.pop((event.branch, event.author), None)
         if pending is not None and not pending.future.done():
-            pending.future.set_result((event, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
-            await pending.task
-            self._register_calls(pending.key, event)
-        if event.author != "user" and event.is_final_response():
-            text = _codec.final_text(event)
-            if text is not None:
-                self.last_text = text
+            response = _codec.dump_response(event)
+            pending.future.set_result((response, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
+            return self._end_model_call(pending, response, event)
+        if event.author != "user":
+            self._note_text(_codec.final_text(event), event)
+        return None
 
-    def _register_calls(self, llm_key: str, response: LlmResponse) -> None:
-        for index, call_id in enumerate(_codec.function_call_ids(response)):
+    async def _end_model_call(self, pending: _PendingModelCall, response: dict[str, JSON], event: Event) -> None:
+        await pending.step.finish()
+        self._note_text(self._register_calls(pending.key, response), event)
+
+    def _note_text(self, text: str | None, event: Event) -> None:
+        if text is not None and event.is_final_response():  # (most events have no text: checked first)
+            self.last_text = text
+
+    def _register_calls(self, llm_key: str, response: dict[str, JSON]) -> str | None:
+        """Keys the function calls of a response by their ids; returns the response's text."""
+        call_ids, text = _codec.calls_and_text(response)
+        for index, call_id in enumerate(call_ids):
             if call_id:
                 self._call_keys[call_id] = f"{llm_key}/call:{index}"
+        return text
 
     def call_key(self, call_id: str | None, ic: InvocationContext) -> str:
         """The key of the function call ``call_id`` made by the invocation's current agent."""
-        return self.call_key_by_path(call_id, agent_path(ic.agent), ic)
+        known = self._call_keys.get(call_id or "")
+        return known if known is not None else self.call_key_by_path(call_id, self._path_of(ic.agent), ic)
 
     def call_key_by_path(self, call_id: str | None, path: str, ic: InvocationContext | None = None) -> str:
         """The key of the function call ``call_id`` (from the response that asked for it).
@@ -262,26 +297,27 @@ class Journal:
     def cancel_pending(self) -> None:
         """Drops model calls that never produced an event (their runner stopped)."""
         for pending in self._pending.values():
-            pending.task.cancel()
+            pending.step.cancel()
         self._pending.clear()
 
     # ---- tool calls -----------------------------------------------------------------------
-    async def before_tool(self, tool: BaseTool, tool_args: dict[str, Any],
-                          tool_context: ToolContext) -> tuple[Any, ToolCall | None]:
-        """Returns ``(journaled result, None)`` for a completed call, else ``(None, live call)``."""
-        ic = invocation_of(tool_context)
+    def before_tool(self, tool: BaseTool, tool_args: dict[str, Any], tool_context: ToolContext,
+                    ic: InvocationContext) -> tuple[ToolCall, bool]:
+        """The call, and whether the journal has it completed (then `replay_tool` gives its result)."""
         key = self.call_key(tool_context.function_call_id, ic)
         if tool_context.tool_confirmation is not None:
             key += "/confirmed"
         kind = StepKind.HANDOFF if tool.name == TRANSFER_TOOL else StepKind.TOOL
         call = ToolCall(self, key, kind, tool, to_json(tool_args), tool_context)
         recorded = self.run.journal.get(key)
-        if recorded is None or recorded.status is not StepStatus.COMPLETED:
-            return None, call
+        return call, recorded is not None and recorded.status is StepStatus.COMPLETED
+
+    async def replay_tool(self, call: ToolCall) -> Any:
+        """The journaled result of a completed call, as ``before_tool_callback`` returns it."""
         output = await self._journal_call(call, _never)
         result, actions = _codec.unpack(output)
-        _codec.restore_actions(tool_context.actions, actions)
-        return _as_tool_response(tool, result), None
+        _codec.restore_actions(call.tool_context.actions, actions)
+        return _as_tool_response(call.tool, result)
 
     async def execute(self, call: ToolCall, invoke: Callable[[], Awaitable[Any]]) -> Any:
         """Runs a live tool call inside its journal step; returns the result ADK gets."""
@@ -294,36 +330,45 @@ class Journal:
         result, _ = _codec.unpack(output)  # (the live call set its actions on the context itself)
         return result
 
-    async def _journal_call(self, call: ToolCall, invoke: Callable[[], Awaitable[Any]]) -> JSON:
+    def _journal_call(self, call: ToolCall, invoke: Callable[[], Awaitable[Any]]) -> Awaitable[JSON]:
         def dump(value: Any) -> JSON:
             return _codec.pack(to_json(value), _codec.dump_actions(call.tool_context.actions))
 
         if call.kind is StepKind.HANDOFF:
             target = call.args.get("agent_name") if isinstance(call.args, dict) else None
-            return await self.run.step(kind=StepKind.HANDOFF, key=call.key, name=str(target), input=call.args,
-                                       input_hash=digest(call.args), invoke=invoke, dump=dump, load=_identity)
-        return await self.run.tool(key=call.key, name=call.tool.name, args=call.args, invoke=invoke,
-                                   options=options_of(call.tool), dump=dump)
+            return self.run.step(kind=StepKind.HANDOFF, key=call.key, name=str(target), input=call.args,
+                                 input_hash=digest(call.args), invoke=invoke, dump=dump, load=_identity)
+        return self.run.tool(key=call.key, name=call.tool.name, args=call.args, invoke=invoke,
+                             options=options_of(call.tool), dump=dump)
 
 
-def _dump_model_call(value: tuple[LlmResponse, dict[str, JSON]]) -> JSON:
+def _dump_model_call(value: _ModelCall) -> JSON:
     response, actions = value
-    return _codec.pack(_codec.dump_response(response), actions, key="response")
+    return _codec.pack(response, actions, key="response")
 
 
-def _load_model_call(data: JSON) -> tuple[LlmResponse, dict[str, JSON]]:
+def _load_model_call(data: JSON) -> _ModelCall:
     response, actions = _codec.unpack(data, key="response")
-    return _codec.load_response(response), actions
+    return response, actions  # type: ignore[return-value]
 
 
-def _usage(value: tuple[LlmResponse, dict[str, JSON]]) -> agentspan.LlmMetrics:
-    usage = value[0].usage_metadata
+def _hash(calls: _AgentCalls, contents: list[Any], extra: dict[str, JSON]) -> tuple[list[JSON], str]:
+    """The messages new since the agent's previous call (as JSON) and the request's hash."""
+    if len(contents) < calls.seen:  # the conversation was shortened (compaction): start over
+        calls.seen, calls.total = 0, 0
+    new = [_codec.dump_content(c) for c in contents[calls.seen:]]
+    calls.total = _codec.add_digests(calls.total, new)
+    calls.seen = len(contents)
+    return new, calls.hasher(extra, calls.total)
+
+
+def _usage(value: _ModelCall) -> LlmMetrics:
+    usage: Any = value[0].get("usage_metadata")
     if usage is None:
-        return agentspan.LlmMetrics()
-    output = None
-    if usage.candidates_token_count is not None or usage.thoughts_token_count is not None:
-        output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-    return agentspan.LlmMetrics(input_tokens=usage.prompt_token_count, output_tokens=output)
+        return _NO_USAGE
+    candidates, thoughts = usage.get("candidates_token_count"), usage.get("thoughts_token_count")
+    output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
+    return LlmMetrics(input_tokens=usage.get("prompt_token_count"), output_tokens=output)
 
 
 def _as_tool_response(tool: BaseTool, result: JSON) -> Any:

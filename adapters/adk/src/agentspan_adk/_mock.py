@@ -60,6 +60,14 @@ def scripted_response(llm_request: LlmRequest) -> LlmResponse | None:
                        finish_reason=types.FinishReason.STOP)
 
 
+def live_call(tool: BaseTool, args: dict[str, Any], tool_context: ToolContext,
+              original: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    """What runs a live tool call: ``original``, or, in a mock run, `stubbed_call` of it."""
+    if _stand_ins.get() is None:
+        return original
+    return lambda: stubbed_call(tool, args, tool_context, original)
+
+
 async def stubbed_call(tool: BaseTool, args: dict[str, Any], tool_context: ToolContext,
                        original: Callable[[], Awaitable[Any]]) -> Any:
     """Runs a live tool call: the tool's stand-in in a mock run (see the module), else ``original``."""

@@ -11,7 +11,7 @@ original ``run_async`` inside the step. A call that was not parked for this very
 
 ADK's own steps between the two (agent ``before_tool_callback`` functions, the confirmation gate
 of ``require_confirmation`` tools) keep running exactly as without Agentspan. In a mock run the
-call goes to the tool's stand-in instead (`agentspan_adk._mock.stubbed_call`).
+call goes to the tool's stand-in instead (`agentspan_adk._mock.live_call`).
 """
 
 from __future__ import annotations
@@ -36,17 +36,17 @@ def park(call: ToolCall) -> None:
 
 def wrap(tool: BaseTool) -> None:
     """Wraps ``tool.run_async`` once (idempotent)."""
-    current = tool.run_async
-    if getattr(current, _WRAPPED, None) is not None:
+    wrapped = vars(tool).get("run_async")  # (the wrapper is an instance attribute)
+    if wrapped is not None and getattr(wrapped, _WRAPPED, None) is not None:
         return
-    original = current
+    original = tool.run_async
 
     async def run_async(*, args: dict[str, Any], tool_context: ToolContext) -> Any:
         call = _parked.get()
         if call is None or call.tool_context is not tool_context:
             return await original(args=args, tool_context=tool_context)
         _parked.set(None)
-        return await call.journal.execute(call, lambda: _mock.stubbed_call(
+        return await call.journal.execute(call, _mock.live_call(
             call.tool, args, tool_context, lambda: original(args=args, tool_context=tool_context)))
 
     setattr(run_async, _WRAPPED, original)

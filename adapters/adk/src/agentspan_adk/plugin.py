@@ -130,25 +130,30 @@ class AgentspanPlugin(BasePlugin):
     # ---- model and tool calls ------------------------------------------------------------
     async def before_model_callback(self, *, callback_context: CallbackContext,
                                     llm_request: LlmRequest) -> LlmResponse | None:
-        journal = await self._bind(invocation_of(callback_context), None)
-        recorded = await journal.before_model(callback_context, llm_request)
+        ic = invocation_of(callback_context)
+        journal = self._journals.get(ic.invocation_id) or await self._bind(ic, None)
+        recorded = journal.before_model(callback_context, llm_request, ic)
         if recorded is not None:
-            return recorded
+            return await recorded
         return _mock.scripted_response(llm_request)  # None (the model is called) outside a mock run
 
     async def on_event_callback(self, *, invocation_context: InvocationContext, event: Event) -> Event | None:
         journal = self._journals.get(invocation_context.invocation_id)
         if journal is not None:
-            await journal.on_event(event)
+            journaling = journal.on_event(event)
+            if journaling is not None:
+                await journaling
         return None
 
     async def before_tool_callback(self, *, tool: BaseTool, tool_args: dict[str, Any],
                                    tool_context: ToolContext) -> dict[str, Any] | None:
-        journal = await self._bind(invocation_of(tool_context), None)
-        result, call = await journal.before_tool(tool, tool_args, tool_context)
-        if call is not None:
-            _tools.park(call)
-        return result  # type: ignore[no-any-return]
+        ic = invocation_of(tool_context)
+        journal = self._journals.get(ic.invocation_id) or await self._bind(ic, None)
+        call, journaled = journal.before_tool(tool, tool_args, tool_context, ic)
+        if journaled:
+            return await journal.replay_tool(call)  # type: ignore[no-any-return]
+        _tools.park(call)
+        return None
 
 
 def _request_approvals(journal: Journal, ic: InvocationContext) -> list[str]:
