@@ -144,3 +144,21 @@ def test_a_cancelled_statement_leaves_the_socket_unwatched(pg_db: str) -> None:
         assert not loop.watching(fd)
 
     run_on(loop, scenario)
+
+
+def test_a_long_statement_is_rechecked_every_tick_and_ends_normally(pg_db: str) -> None:
+    """A statement still waiting after a tick is told "nothing ready" (psycopg waits again) and its
+    socket registered anew; it ends with its rows."""
+    loop = RecordingLoop()
+
+    async def scenario() -> None:
+        conn = await WatchedConnection.connect(pg_db, autocommit=True)
+        fd = conn.pgconn.socket
+        loop.calls.clear()
+        cur = await conn.execute("SELECT pg_sleep(0.45), 7")
+        assert (await cur.fetchone())[1] == 7
+        adds = loop.calls.count(("add", fd))
+        assert 2 <= adds <= 5 and loop.calls.count(("remove", fd)) == adds - 1 and loop.watching(fd)
+        await conn.close()
+
+    run_on(loop, scenario)
