@@ -137,22 +137,35 @@ def check_record(
 
 def _check_parsed(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
     """`_check_model` for a model parsed from text `raw_text_is_clean` passed: numbers are checked
-    as usual, text not at all; a JSON value is walked only when `_is_clean_json` doubts it."""
-    for name in type(model).model_fields:
-        value, where = getattr(model, name), (*loc, name)
-        if isinstance(value, BaseModel):
-            _check_parsed(value, where, issues)
+    as usual, text not at all; a JSON value is walked only when `_is_clean_json` doubts it.
+
+    Reads the field values from the model's ``__dict__`` (pydantic keeps them there, in field
+    order) and builds a field's location only for an issue: about half the time of walking
+    ``model_fields`` with ``getattr``.
+    """
+    for name, value in model.__dict__.items():
+        kind = type(value)
+        if value is None or kind is str or kind is bool:
+            continue
+        if kind is int:
+            if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+                issues.append(input_issue((*loc, name), "must fit in a signed 64-bit integer", "int_range"))
+        elif kind is float:
+            if not math.isfinite(value) and len(issues) < MAX_LISTED_ERRORS:
+                issues.append(input_issue((*loc, name), "must be a finite number", "float_finite"))
+        elif isinstance(value, BaseModel):
+            _check_parsed(value, (*loc, name), issues)
         elif isinstance(value, list) and value and isinstance(value[0], BaseModel):  # a batch of records
             for index, item in enumerate(value):
                 if isinstance(item, BaseModel):
-                    _check_parsed(item, (*where, index), issues)
+                    _check_parsed(item, (*loc, name, index), issues)
                 else:
-                    _check_json(item, (*where, index), issues, 1)
+                    _check_json(item, (*loc, name, index), issues, 1)
         elif isinstance(value, (dict, list)):
             if not _is_clean_json(value):
-                _check_json(value, where, issues, 0)
-        elif value is not None and not isinstance(value, (str, bytes)):  # text: clean already
-            _check_field(value, where, issues)
+                _check_json(value, (*loc, name), issues, 0)
+        elif not isinstance(value, (str, bytes)):  # text: clean already
+            _check_field(value, (*loc, name), issues)
 
 
 def raw_text_is_clean(raw: bytes) -> bool:

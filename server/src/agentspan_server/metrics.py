@@ -16,6 +16,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -89,12 +90,22 @@ class ServerMetrics:
         self.registry.register(_StoreGauges(store))
         self._started: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: `labels` validates and locks on every call (~2 us),
+        and a request counts up to five. The label values are few (kinds, statuses, routes)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # ---- journal ------------------------------------------------------------------------------
     def step_started(self, step: Step) -> None:
         """Counts a `start_step` and remembers the step's kind and start for its finish."""
         kind = str(step.kind)
-        self.steps.labels(kind, "started").inc()
+        self._child(self.steps, kind, "started").inc()
         with self._lock:
             self._started[(step.run_id, step.key)] = (kind, step.started_at)
             self._started.move_to_end((step.run_id, step.key))
@@ -112,7 +123,7 @@ class ServerMetrics:
         self._ended(str(step.kind), step.started_at, result)
 
     def _ended(self, kind: str, started_at: float | None, result: StepResult) -> None:
-        self.steps.labels(kind, str(result.status)).inc()
+        self._child(self.steps, kind, str(result.status)).inc()
         if result.duration_ms is not None:
             seconds: float | None = result.duration_ms / 1000.0
         elif started_at is not None:
@@ -120,19 +131,19 @@ class ServerMetrics:
         else:
             seconds = None
         if seconds is not None and math.isfinite(seconds) and seconds >= 0:
-            self.step_seconds.labels(kind).observe(seconds)
+            self._child(self.step_seconds, kind).observe(seconds)
         # Counters only go up: a (nonsensical) negative amount is not counted.
         if result.input_tokens is not None and result.input_tokens > 0:
-            self.tokens.labels("input").inc(result.input_tokens)
+            self._child(self.tokens, "input").inc(result.input_tokens)
         if result.output_tokens is not None and result.output_tokens > 0:
-            self.tokens.labels("output").inc(result.output_tokens)
+            self._child(self.tokens, "output").inc(result.output_tokens)
         if result.cost_usd is not None and math.isfinite(result.cost_usd) and result.cost_usd > 0:
             self.cost.inc(result.cost_usd)
 
     # ---- HTTP ---------------------------------------------------------------------------------
     def request(self, method: str, route: str, status: int) -> None:
         """Counts an answered HTTP request."""
-        self.requests.labels(method if method in _KNOWN_METHODS else "OTHER", route, str(status)).inc()
+        self._child(self.requests, method if method in _KNOWN_METHODS else "OTHER", route, str(status)).inc()
 
     def render(self) -> tuple[bytes, str]:
         """Returns the Prometheus text exposition and its content type.

@@ -11,7 +11,10 @@ applied. Every operation is therefore retried in a way that is safe to repeat: o
 answer that means "already done" (a step already completed, a claim already ours, a decision
 already recorded as ours) is checked against the server's state and accepted when it matches.
 
-Each request goes out in one write, headers and body together (`one_write`). One round trip per
+Requests to an ``http://`` server go out on the standard library's `http.client` (`plain_http`:
+about a third of httpx's CPU per request); httpx sends the rest (``https://``, credentials in the
+URL, a transport given by the caller). Either way each request goes out in one write, headers and
+body together (`plain_http`, `one_write`). One round trip per
 journaled call: an in-flight marker the caller marks ``durable=False`` (a
 tool call whose in-doubt policy is to run again anyway) is held back for up to ``defer_start_for``
 seconds. When the call ends sooner, which is most calls, its start and end go to the server as one
@@ -21,11 +24,12 @@ seconds. When the call ends sooner, which is most calls, its start and end go to
 from __future__ import annotations
 
 import functools
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -53,6 +57,7 @@ from agentspan.stores.base import Store
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
 from agentspan.stores.one_write import one_write_transport
+from agentspan.stores.plain_http import Answer, PlainHttp
 from agentspan.stores.remote_checkpoints import RemoteCheckpoints
 
 _T = TypeVar("_T")
@@ -124,22 +129,31 @@ class RemoteStore(RemoteCheckpoints, Store):
         self._deferred = DeferredStarts(defer_start_for, lambda step, epoch: self._send_start(step, epoch, False))
         self._held = HeldWrites(hold_writes_for, self._send_writes)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._plain_headers = [*headers.items(), ("User-Agent", "agentspan")]
+        self._plain_json_headers = [*self._plain_headers, ("Content-Type", "application/json")]
         # Loading the CA bundle costs ~20 ms; with no https:// URL there is no TLS to verify at all.
         uses_tls = any(url.startswith("https://") for url in self.urls)
+        given = transport is not None
         if transport is None:  # httpx's own, each request sent in one write (`one_write`)
             transport = one_write_transport(verify=uses_tls)
         self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport, verify=uses_tls)
+        self._plain = [None if given else _plain_http(url, timeout) for url in self.urls]
 
     def __repr__(self) -> str:
         return f"RemoteStore({','.join(self._shown)!r})"
 
     # ---- plumbing -------------------------------------------------------------------------
-    def _attempt(self, method: str, path: str, body: BaseModel | None, params: Any) -> httpx.Response:
-        url = _parsed_url(self.urls[self._current] + wire.API_PREFIX + path)
+    def _attempt(self, method: str, path: str, body: BaseModel | None, params: Any) -> Answer:
         content = body.model_dump_json().encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else None
+        plain = self._plain[self._current]
         try:
-            response = self._http.request(method, url, content=content, params=params, headers=headers)
+            if plain is not None:
+                client, prefix = plain
+                target = prefix + wire.API_PREFIX + path + (_query(params) if params else "")
+                headers = self._plain_headers if content is None else self._plain_json_headers
+                response = client.request(method, target, headers, content)
+            else:
+                response = self._httpx_request(method, path, content, params)
         except httpx.ConnectError as exc:  # nothing was sent
             raise _Retryable(f"cannot connect to {self._shown[self._current]}: {exc}", sent=False) from exc
         except httpx.TransportError as exc:  # the request may have been applied
@@ -149,6 +163,13 @@ class RemoteStore(RemoteCheckpoints, Store):
                              f"{_detail(response)}", sent=True)
         return response
 
+    def _httpx_request(self, method: str, path: str, content: bytes | None, params: Any) -> Answer:
+        url = _parsed_url(self.urls[self._current] + wire.API_PREFIX + path)
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        response = self._http.request(method, url, content=content, params=params, headers=headers)
+        where = str(response.request.url.copy_with(username=None, password=None))
+        return Answer(response.status_code, response.content, where)
+
     def _call(
         self,
         method: str,
@@ -157,7 +178,7 @@ class RemoteStore(RemoteCheckpoints, Store):
         params: Any = None,
         *,
         already_done: Callable[[BaseException], bool] | None = None,
-    ) -> httpx.Response | None:
+    ) -> Answer | None:
         """Sends a request, retrying as described in the module docstring.
 
         Returns the successful response, or None when a retried write was refused with an error
@@ -331,7 +352,28 @@ class RemoteStore(RemoteCheckpoints, Store):
         try:
             self._held.close()
         finally:
+            for plain in self._plain:
+                if plain is not None:
+                    plain[0].close()
             self._http.close()
+
+
+def _plain_http(url: str, timeout: float) -> tuple[PlainHttp, str] | None:
+    """`PlainHttp` for a server URL and the URL's path prefix, or None when httpx sends its
+    requests: ``https://`` or credentials in the URL. (Proxies from the environment are not used,
+    as before: httpx uses none when it is given a transport, as it always was here.)"""
+    parsed = httpx.URL(url)
+    if parsed.scheme != "http" or parsed.userinfo or parsed.query:
+        return None
+    return PlainHttp(parsed.host, parsed.port or 80, timeout=timeout), parsed.raw_path.decode("ascii").rstrip("/")
+
+
+def _query(params: Any) -> str:
+    """A query string (with its ``?``) encoding parameters as httpx does (True as ``true``, None as
+    empty)."""
+    items = params.items() if isinstance(params, dict) else params
+    pairs = [(k, "true" if v is True else "false" if v is False else "" if v is None else str(v)) for k, v in items]
+    return "?" + urlencode(pairs, quote_via=quote)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -351,34 +393,29 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: Answer) -> str:
     try:
-        return str(response.json().get("detail", response.text[:200]))
+        return str(json.loads(response.content).get("detail", response.text[:200]))
     except (ValueError, AttributeError):
         return response.text[:200]
 
 
-def _where(response: httpx.Response) -> str:
-    """The request's URL without credentials, for messages."""
-    return str(response.request.url.copy_with(username=None, password=None))
-
-
-def _error_from(response: httpx.Response) -> BaseException:
+def _error_from(response: Answer) -> BaseException:
     """The `agentspan.errors` exception a non-2xx answer stands for (its ``status`` attribute is
     the HTTP status)."""
     try:
         problem = wire.Problem.model_validate_json(response.content)
     except ValidationError:
         error: BaseException = TransportError(
-            f"unexpected answer {response.status_code} from {_where(response)}: {response.text[:200]}")
+            f"unexpected answer {response.status_code} from {response.url}: {response.text[:200]}")
     else:
         error = wire.error_of(problem)
     error.status = response.status_code  # type: ignore[attr-defined]
     return error
 
 
-def _parse(response: httpx.Response, model: type[_M]) -> _M:
+def _parse(response: Answer, model: type[_M]) -> _M:
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
-        raise TransportError(f"malformed answer from {_where(response)}: {exc}") from exc
+        raise TransportError(f"malformed answer from {response.url}: {exc}") from exc

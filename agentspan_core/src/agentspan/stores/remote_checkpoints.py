@@ -33,7 +33,7 @@ from agentspan.stores.checkpoint_rules import check_limit, dump_metadata, id_lis
 from agentspan.stores.held_writes import HeldWrites
 
 if TYPE_CHECKING:
-    import httpx
+    from agentspan.stores.plain_http import Answer
 
 __all__ = ["RemoteCheckpoints"]
 
@@ -56,7 +56,7 @@ class RemoteCheckpoints:
         def _call(
             self, method: str, path: str, body: BaseModel | None = None, params: Any = None, *,
             already_done: Callable[[BaseException], bool] | None = None,
-        ) -> httpx.Response | None: ...  # fmt: skip
+        ) -> Answer | None: ...  # fmt: skip
         def _get(self, path: str, model: type[_M], params: Any = None) -> _M: ...
         def _ask(self, method: str, path: str, body: BaseModel, model: type[_M]) -> _M: ...
 

@@ -166,9 +166,11 @@ class PostgresPool:
         """A new, unopened asyncio pool to the same database, with the same sizes and settings,
         handing out its most recently used connection first (`_MostRecentFirst`)."""
         min_size, max_size = self._sizes
+        from agentspan_server.stores.postgres_watch import WatchedConnection
+
         pool = AsyncConnectionPool(
             self._conninfo, min_size=min_size, max_size=max_size, kwargs=self._kwargs, open=False,
-            name="agentspan-store-async",
+            name="agentspan-store-async", connection_class=WatchedConnection,
         )  # fmt: skip
         if type(getattr(pool, "_pool", None)) is deque:  # psycopg_pool's idle connections
             pool._pool = _MostRecentFirst(pool._pool)
