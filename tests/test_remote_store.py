@@ -170,8 +170,9 @@ def test_credentials_in_the_url_never_appear_in_errors_or_repr():
     assert "pa55word" not in str(caught.value)
 
 
-def test_async_runs_journal_through_a_server_off_the_event_loop(served, home):
-    """Inside `run_async`, HTTP journal writes run on worker threads: the event loop stays free."""
+def test_async_runs_journal_through_a_server_on_an_async_client(served, home):
+    """Inside `run_async`, HTTP journal writes are awaited on an async client in the caller's
+    event loop: no worker thread, and the loop stays free while a write is on the wire."""
     import asyncio
 
     import agentspan
@@ -182,10 +183,20 @@ def test_async_runs_journal_through_a_server_off_the_event_loop(served, home):
     loop_threads: set[int] = set()
     write_threads: list[int] = []
 
+    sync_writes: list[str] = []
+
     class Recording(RemoteStore):
-        def record_step(self, *args, **kwargs):
+        async def arecord_step(self, *args, **kwargs):
             write_threads.append(threading.get_ident())
+            return await super().arecord_step(*args, **kwargs)
+
+        def record_step(self, *args, **kwargs):
+            sync_writes.append("record_step")
             return super().record_step(*args, **kwargs)
+
+        def finish_step(self, *args, **kwargs):
+            sync_writes.append("finish_step")
+            return super().finish_step(*args, **kwargs)
 
     agentspan.configure(store=Recording(url))
 
@@ -206,7 +217,46 @@ def test_async_runs_journal_through_a_server_off_the_event_loop(served, home):
 
     result, ticks = asyncio.run(main())
     assert result.final_output == oa_support.FINAL
-    assert write_threads and not (set(write_threads) & loop_threads)
+    # every step write was awaited on the async client in the caller's loop (no worker thread),
+    # and the loop ran other tasks while the writes were on the wire
+    assert write_threads and set(write_threads) == loop_threads and sync_writes == []
     assert ticks > len(write_threads)
     (run,) = backing.list_runs()
     assert run.status.value == "completed" and len(backing.list_steps(run.id)) == 3
+
+
+def test_async_step_writes_retry_like_sync_ones(served):
+    """The async client retries 5xx answers and connection errors like the sync one, and a
+    retried write that the server refuses as already done is accepted."""
+    import asyncio
+
+    url, backing = served
+    answers: list[int] = []
+    real = httpx.AsyncHTTPTransport()
+
+    class Flaky(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if len(answers) == 0:
+                answers.append(503)
+                return httpx.Response(503, json={"detail": "busy"})
+            if len(answers) == 1:  # applied, but the answer is lost
+                await real.handle_async_request(request)
+                answers.append(-1)
+                raise httpx.ReadError("connection reset")
+            response = await real.handle_async_request(request)
+            answers.append(response.status_code)
+            return response
+
+    store = RemoteStore(url, async_transport=Flaky(), retry_for=5.0)
+    run, _ = store.create_run(make_run())
+    store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 60)
+    step = make_step(run.id, "llm:0", 1)
+
+    async def main() -> None:
+        await store.arecord_step(step, StepResult(status=StepStatus.COMPLETED, output={"x": 1}), epoch=1)
+
+    asyncio.run(main())
+    assert answers == [503, -1, 422]  # the third attempt was refused as a rewrite: it found it done
+    (stored,) = backing.list_steps(run.id)
+    assert stored.status is StepStatus.COMPLETED and stored.output == {"x": 1}
+    store.close()

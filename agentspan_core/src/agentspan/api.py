@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import threading
 import time
 import warnings
 from typing import Any
 
-from agentspan import approvals, attached, executor, leases
+from agentspan import approvals, attached, executor, leases, runtime
 from agentspan.adapters import Adapter, adapter_for, adapter_named
 from agentspan.config import get_store, settings
 from agentspan.errors import (
@@ -124,6 +125,10 @@ class Handle:
                 "cost_usd": run.cost_usd, "steps": run.steps}
 
 
+
+_own_loop: contextvars.ContextVar[bool] = contextvars.ContextVar("agentspan_own_loop", default=False)
+"""True in a run `run` executes on an event loop of its own making (not the caller's)."""
+
 def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any], *, run_id: str | None,
              session_id: str | None, idempotency_key: str | None, agent_name: str | None,
              store: Store) -> tuple[Run, bool]:
@@ -189,7 +194,11 @@ async def run_async(target: Any, input: Any, *, run_id: str | None = None, sessi
                             idempotency_key=idempotency_key, agent_name=agent_name, store=store)
     if not created:
         return await asyncio.to_thread(Handle(run.id, store=store).result)
-    outcome = await executor.execute(store, run, adapter, target, options, fresh=True)
+    token = runtime.async_writes.set(not _own_loop.get())  # the caller's loop: awaited writes
+    try:
+        outcome = await executor.execute(store, run, adapter, target, options, fresh=True)
+    finally:
+        runtime.async_writes.reset(token)
     return outcome.result
 
 
@@ -225,7 +234,11 @@ def _run_on_thread_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
     if loop is None or loop.is_closed():
         loop = policy.new_event_loop()
         policy.set_event_loop(loop)
-    task = loop.create_task(run_async(target, input, **kwargs))
+    token = _own_loop.set(True)
+    try:
+        task = loop.create_task(run_async(target, input, **kwargs))  # (the task copies the context)
+    finally:
+        _own_loop.reset(token)
     try:
         return loop.run_until_complete(task)
     except BaseException:
@@ -252,6 +265,7 @@ def _run_in_new_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
     async def main() -> None:
         box.append(await run_async(target, input, **kwargs))
 
+    _own_loop.set(True)  # (this helper thread's context: the loop is ours, not the caller's)
     asyncio.run(main())
     return box[0]
 

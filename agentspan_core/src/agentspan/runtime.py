@@ -89,6 +89,10 @@ class StrictReplay(Protocol):
 
 
 _active: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar("agentspan_active_run", default=None)
+async_writes: contextvars.ContextVar[bool] = contextvars.ContextVar("agentspan_async_writes", default=False)
+"""True while a run executes in the caller's own event loop (``await agentspan.run_async``): a
+store with awaitable step writes (`RemoteStore`) is awaited there instead of called on a worker
+thread."""
 _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("agentspan_scope", default=None)
 _strict: contextvars.ContextVar[StrictReplay | None] = contextvars.ContextVar("agentspan_strict_replay",
                                                                               default=None)
@@ -123,6 +127,9 @@ class ActiveRun:
         # A store that talks to a server is called from a worker thread inside async code, so
         # other tasks on the event loop run while a journal write is on the wire.
         self._offload = bool(getattr(store, "blocking_io", False))
+        # In the caller's own event loop, a store with awaitable step writes is awaited instead.
+        awaitable = self._offload and getattr(store, "async_steps", False) and async_writes.get()
+        self._awaited: Any = store if awaitable else None
         self.run = run
         self.run_id = run.id
         self.epoch = run.lease_epoch
@@ -240,7 +247,9 @@ class ActiveRun:
         # so it needs no in-flight record (one transaction per call instead of two).
         in_flight_record = kind is not StepKind.LLM
         if in_flight_record:
-            if self._offload:
+            if self._awaited is not None:
+                await self._awaited.astart_step(step, epoch=self.epoch, durable=durable_start)
+            elif self._offload:
                 await asyncio.to_thread(self.store.start_step, step, epoch=self.epoch, durable=durable_start)
             else:
                 self.store.start_step(step, epoch=self.epoch, durable=durable_start)
@@ -278,8 +287,15 @@ class ActiveRun:
         return value
 
     async def _finish_async(self, step: Step, result: StepResult, started: bool = True) -> None:
-        """`_finish`, on a worker thread when the store does network I/O (the event loop stays free)."""
-        if self._offload:
+        """`_finish`, awaited on the store's async client in the caller's loop, or on a worker thread
+        when the store does network I/O (either way the event loop stays free)."""
+        if self._awaited is not None:
+            if started:
+                await self._awaited.afinish_step(self.run_id, step.key, result, epoch=self.epoch)
+            else:
+                await self._awaited.arecord_step(step, result, epoch=self.epoch)
+            self._ended(step, result)
+        elif self._offload:
             await asyncio.to_thread(self._finish, step, result, started)
         else:
             self._finish(step, result, started)
@@ -289,6 +305,10 @@ class ActiveRun:
             self.store.finish_step(self.run_id, step.key, result, epoch=self.epoch)
         else:
             self.store.record_step(step, result, epoch=self.epoch)
+        self._ended(step, result)
+
+    @staticmethod
+    def _ended(step: Step, result: StepResult) -> None:
         # The journal's copy of the step ends too: set as pydantic's __setattr__ would, without
         # its per-attribute checks (this runs for every journaled call).
         step.__dict__.update(status=result.status, output=result.output, error=result.error,

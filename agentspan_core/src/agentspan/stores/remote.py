@@ -1,7 +1,8 @@
 """The store contract over HTTP: an SDK process talking to an Agentspan server (`agentspan.wire`).
 
-`RemoteStore` is what ``AGENTSPAN_SERVER_URL`` selects. It keeps one keep-alive connection pool
-(httpx), sends ``Authorization: Bearer <AGENTSPAN_API_KEY>`` when a key is set, and retries with
+`RemoteStore` is what ``AGENTSPAN_SERVER_URL`` selects. It keeps keep-alive connections (and,
+for the step writes of async code, an ``httpx.AsyncClient`` per event loop: `remote_async`),
+sends ``Authorization: Bearer <AGENTSPAN_API_KEY>`` when a key is set, and retries with
 exponential backoff and jitter on connection errors and 5xx answers, for up to ``retry_for``
 seconds. Several server URLs may be given (comma-separated); a failing server makes the client
 move on to the next one, so a replica dying mid-run does not stop the run.
@@ -24,8 +25,6 @@ seconds. When the call ends sooner, which is most calls, its start and end go to
 from __future__ import annotations
 
 import functools
-import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -58,21 +57,19 @@ from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
 from agentspan.stores.one_write import one_write_transport
 from agentspan.stores.plain_http import Answer, PlainHttp
+from agentspan.stores.remote_answers import RETRYABLE_STATUS as _RETRYABLE_STATUS
+from agentspan.stores.remote_answers import Backoff
+from agentspan.stores.remote_answers import Retryable as _Retryable
+from agentspan.stores.remote_answers import detail as _detail
+from agentspan.stores.remote_answers import error_from as _error_from
+from agentspan.stores.remote_answers import seg as _seg
+from agentspan.stores.remote_async import RemoteAsyncSteps
 from agentspan.stores.remote_checkpoints import RemoteCheckpoints
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
-_RETRYABLE_STATUS = frozenset({502, 503, 504})  # a 500 is a bug, not a passing state: not retried
 MAX_LIMIT = 1000
 """Most items one listing returns through a server (larger limits are clamped to it)."""
-
-
-class _Retryable(Exception):
-    """An attempt failed in a way worth retrying; ``sent`` tells whether it may have been applied."""
-
-    def __init__(self, message: str, *, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
 
 
 def split_urls(server_url: str) -> list[str]:
@@ -92,7 +89,7 @@ def split_urls(server_url: str) -> list[str]:
     return urls
 
 
-class RemoteStore(RemoteCheckpoints, Store):
+class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
     """A `Store` served by one or more Agentspan servers.
 
     Args:
@@ -105,6 +102,8 @@ class RemoteStore(RemoteCheckpoints, Store):
         defer_start_for: Seconds a ``durable=False`` start may wait to be merged with its end.
         hold_writes_for: Seconds deferred checkpoint writes (``defer=True``) may wait to be sent
             with their thread's next checkpoint (`remote_checkpoints`); 0 sends them at once.
+        async_transport: An httpx async transport for the step writes of async code
+            (`remote_async`; tests pass a mock).
     """
 
     blocking_io = True
@@ -120,6 +119,7 @@ class RemoteStore(RemoteCheckpoints, Store):
         transport: httpx.BaseTransport | None = None,
         defer_start_for: float = 0.2,
         hold_writes_for: float = HOLD_WRITES_FOR,
+        async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.urls = split_urls(server_url)
         self._shown = [str(httpx.URL(u).copy_with(username=None, password=None)) for u in self.urls]
@@ -137,6 +137,8 @@ class RemoteStore(RemoteCheckpoints, Store):
         if transport is None:  # httpx's own, each request sent in one write (`one_write`)
             transport = one_write_transport(verify=uses_tls)
         self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport, verify=uses_tls)
+        self._async_options = {"headers": headers, "timeout": timeout, "verify": uses_tls, "transport": async_transport}
+        self._async_clients: dict[Any, httpx.AsyncClient] = {}
         self._plain = [None if given else _plain_http(url, timeout) for url in self.urls]
 
     def __repr__(self) -> str:
@@ -184,26 +186,17 @@ class RemoteStore(RemoteCheckpoints, Store):
         Returns the successful response, or None when a retried write was refused with an error
         that ``already_done`` recognises as the effect of an earlier attempt.
         """
-        deadline = time.monotonic() + self.retry_for
-        delay, maybe_applied, last = 0.05, False, ""
+        backoff = Backoff(self)
         while True:
             try:
                 response = self._attempt(method, path, body, params)
             except _Retryable as exc:
-                maybe_applied = maybe_applied or exc.sent
-                last = str(exc)
-                if len(self.urls) > 1:
-                    self._current = (self._current + 1) % len(self.urls)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TransportError(f"Agentspan server unreachable after {self.retry_for:g}s: {last}") from None
-                time.sleep(min(remaining, delay * (0.5 + random.random())))
-                delay = min(delay * 2, 2.0)
+                time.sleep(backoff.pause(exc))
                 continue
             if response.is_success:
                 return response
             error = _error_from(response)
-            if maybe_applied and already_done is not None and already_done(error):
+            if backoff.maybe_applied and already_done is not None and already_done(error):
                 return None
             raise error
 
@@ -356,6 +349,7 @@ class RemoteStore(RemoteCheckpoints, Store):
                 if plain is not None:
                     plain[0].close()
             self._http.close()
+            self._close_async_clients()
 
 
 def _plain_http(url: str, timeout: float) -> tuple[PlainHttp, str] | None:
@@ -386,32 +380,6 @@ def _parsed_url(url: str) -> httpx.URL:
 def _clamp(limit: int) -> int:
     """A listing limit the server accepts: negative (no limit) and too large become `MAX_LIMIT`."""
     return MAX_LIMIT if limit < 0 or limit > MAX_LIMIT else limit
-
-
-def _seg(value: str) -> str:
-    """Escapes one path segment (step keys hold ``/`` and ``:``)."""
-    return quote(value, safe="")
-
-
-def _detail(response: Answer) -> str:
-    try:
-        return str(json.loads(response.content).get("detail", response.text[:200]))
-    except (ValueError, AttributeError):
-        return response.text[:200]
-
-
-def _error_from(response: Answer) -> BaseException:
-    """The `agentspan.errors` exception a non-2xx answer stands for (its ``status`` attribute is
-    the HTTP status)."""
-    try:
-        problem = wire.Problem.model_validate_json(response.content)
-    except ValidationError:
-        error: BaseException = TransportError(
-            f"unexpected answer {response.status_code} from {response.url}: {response.text[:200]}")
-    else:
-        error = wire.error_of(problem)
-    error.status = response.status_code  # type: ignore[attr-defined]
-    return error
 
 
 def _parse(response: Answer, model: type[_M]) -> _M:

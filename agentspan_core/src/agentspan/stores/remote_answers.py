@@ -1,0 +1,90 @@
+"""How `RemoteStore` retries a call and reads a server's answer (shared by its sync and async calls)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from agentspan import wire
+from agentspan.errors import TransportError
+from agentspan.stores.plain_http import Answer
+
+if TYPE_CHECKING:
+    from agentspan.stores.remote import RemoteStore
+
+__all__ = ["RETRYABLE_STATUS", "Backoff", "Retryable", "detail", "error_from", "seg"]
+
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+"""Answers worth another attempt (a 500 is a bug, not a passing state: not retried)."""
+
+
+class Retryable(Exception):
+    """An attempt failed in a way worth retrying; ``sent`` tells whether it may have been applied."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class Backoff:
+    """One call's retries: exponential backoff with jitter, moving on to the next server URL.
+
+    Args:
+        store: The store making the call (its ``urls``, ``retry_for`` and current URL).
+    """
+
+    def __init__(self, store: RemoteStore) -> None:
+        self.store = store
+        self.deadline = time.monotonic() + store.retry_for
+        self.delay = 0.05
+        self.maybe_applied = False
+        """Whether an attempt may have been applied (its request went out)."""
+
+    def pause(self, failure: Retryable) -> float:
+        """Seconds to wait before the next attempt after ``failure``.
+
+        Raises:
+            TransportError: ``retry_for`` is spent.
+        """
+        store = self.store
+        self.maybe_applied = self.maybe_applied or failure.sent
+        if len(store.urls) > 1:
+            store._current = (store._current + 1) % len(store.urls)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TransportError(f"Agentspan server unreachable after {store.retry_for:g}s: {failure}") from None
+        pause = min(remaining, self.delay * (0.5 + random.random()))
+        self.delay = min(self.delay * 2, 2.0)
+        return pause
+
+
+def seg(value: str) -> str:
+    """Escapes one path segment (step keys hold ``/`` and ``:``)."""
+    return quote(value, safe="")
+
+
+def detail(response: Answer) -> str:
+    """The ``detail`` of a problem answer (else the start of its body), for messages."""
+    try:
+        return str(json.loads(response.content).get("detail", response.text[:200]))
+    except (ValueError, AttributeError):
+        return response.text[:200]
+
+
+def error_from(response: Answer) -> BaseException:
+    """The `agentspan.errors` exception a non-2xx answer stands for (its ``status`` attribute is
+    the HTTP status)."""
+    try:
+        problem = wire.Problem.model_validate_json(response.content)
+    except ValidationError:
+        error: BaseException = TransportError(
+            f"unexpected answer {response.status_code} from {response.url}: {response.text[:200]}")
+    else:
+        error = wire.error_of(problem)
+    error.status = response.status_code  # type: ignore[attr-defined]
+    return error
