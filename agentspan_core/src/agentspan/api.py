@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import contextvars
 import threading
 import time
 import warnings
@@ -125,10 +124,6 @@ class Handle:
                 "cost_usd": run.cost_usd, "steps": run.steps}
 
 
-
-_own_loop: contextvars.ContextVar[bool] = contextvars.ContextVar("agentspan_own_loop", default=False)
-"""True in a run `run` executes on an event loop of its own making (not the caller's)."""
-
 def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any], *, run_id: str | None,
              session_id: str | None, idempotency_key: str | None, agent_name: str | None,
              store: Store) -> tuple[Run, bool]:
@@ -186,15 +181,25 @@ async def run_async(target: Any, input: Any, *, run_id: str | None = None, sessi
     """Runs an agent durably in the running event loop and returns the framework's result.
 
     Same arguments as `start`. With an ``idempotency_key`` of an existing run, waits for that run
-    and returns its stored output.
+    and returns its stored output. A server store's step writes are awaited in this loop.
     """
+    return await _run_in_loop(target, input, run_id=run_id, session_id=session_id,
+                              idempotency_key=idempotency_key, agent_name=agent_name,
+                              awaited_writes=True, **options)
+
+
+async def _run_in_loop(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
+                       idempotency_key: str | None = None, agent_name: str | None = None,
+                       awaited_writes: bool, **options: Any) -> Any:
+    """`run_async`; ``awaited_writes``: the loop is the caller's (else one `run` made for itself,
+    where the synchronous client on a worker thread costs less)."""
     store = get_store()
     adapter = adapter_for(target)
     run, created = _new_run(adapter, target, input, options, run_id=run_id, session_id=session_id,
                             idempotency_key=idempotency_key, agent_name=agent_name, store=store)
     if not created:
         return await asyncio.to_thread(Handle(run.id, store=store).result)
-    token = runtime.async_writes.set(not _own_loop.get())  # the caller's loop: awaited writes
+    token = runtime.async_writes.set(awaited_writes)
     try:
         outcome = await executor.execute(store, run, adapter, target, options, fresh=True)
     finally:
@@ -234,11 +239,7 @@ def _run_on_thread_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
     if loop is None or loop.is_closed():
         loop = policy.new_event_loop()
         policy.set_event_loop(loop)
-    token = _own_loop.set(True)
-    try:
-        task = loop.create_task(run_async(target, input, **kwargs))  # (the task copies the context)
-    finally:
-        _own_loop.reset(token)
+    task = loop.create_task(_run_in_loop(target, input, awaited_writes=False, **kwargs))
     try:
         return loop.run_until_complete(task)
     except BaseException:
@@ -263,9 +264,8 @@ def _run_in_new_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
     box: list[Any] = []
 
     async def main() -> None:
-        box.append(await run_async(target, input, **kwargs))
+        box.append(await _run_in_loop(target, input, awaited_writes=False, **kwargs))
 
-    _own_loop.set(True)  # (this helper thread's context: the loop is ours, not the caller's)
     asyncio.run(main())
     return box[0]
 

@@ -15,8 +15,9 @@ already recorded as ours) is checked against the server's state and accepted whe
 Requests to an ``http://`` server go out on the standard library's `http.client` (`plain_http`:
 about a third of httpx's CPU per request); httpx sends the rest (``https://``, credentials in the
 URL, a transport given by the caller). Either way each request goes out in one write, headers and
-body together (`plain_http`, `one_write`). One round trip per
-journaled call: an in-flight marker the caller marks ``durable=False`` (a
+body together (`plain_http`, `one_write`).
+
+One round trip per journaled call: an in-flight marker the caller marks ``durable=False`` (a
 tool call whose in-doubt policy is to run again anyway) is held back for up to ``defer_start_for``
 seconds. When the call ends sooner, which is most calls, its start and end go to the server as one
 `record_step`; a longer call's marker is sent by a timer, so a slow tool still shows as running.
@@ -57,12 +58,7 @@ from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
 from agentspan.stores.one_write import one_write_transport
 from agentspan.stores.plain_http import Answer, PlainHttp
-from agentspan.stores.remote_answers import RETRYABLE_STATUS as _RETRYABLE_STATUS
-from agentspan.stores.remote_answers import Backoff
-from agentspan.stores.remote_answers import Retryable as _Retryable
-from agentspan.stores.remote_answers import detail as _detail
-from agentspan.stores.remote_answers import error_from as _error_from
-from agentspan.stores.remote_answers import seg as _seg
+from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, seg
 from agentspan.stores.remote_async import RemoteAsyncSteps
 from agentspan.stores.remote_checkpoints import RemoteCheckpoints
 
@@ -156,14 +152,9 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
                 response = client.request(method, target, headers, content)
             else:
                 response = self._httpx_request(method, path, content, params)
-        except httpx.ConnectError as exc:  # nothing was sent
-            raise _Retryable(f"cannot connect to {self._shown[self._current]}: {exc}", sent=False) from exc
-        except httpx.TransportError as exc:  # the request may have been applied
-            raise _Retryable(f"{self._shown[self._current]} failed mid-request: {exc}", sent=True) from exc
-        if response.status_code in _RETRYABLE_STATUS:
-            raise _Retryable(f"{self._shown[self._current]} answered {response.status_code}: "
-                             f"{_detail(response)}", sent=True)
-        return response
+        except httpx.TransportError as exc:
+            raise failed_attempt(self._shown[self._current], exc) from exc
+        return checked(response, self._shown[self._current])
 
     def _httpx_request(self, method: str, path: str, content: bytes | None, params: Any) -> Answer:
         url = _parsed_url(self.urls[self._current] + wire.API_PREFIX + path)
@@ -190,12 +181,12 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         while True:
             try:
                 response = self._attempt(method, path, body, params)
-            except _Retryable as exc:
+            except Retryable as exc:
                 time.sleep(backoff.pause(exc))
                 continue
             if response.is_success:
                 return response
-            error = _error_from(response)
+            error = error_from(response)
             if backoff.maybe_applied and already_done is not None and already_done(error):
                 return None
             raise error
@@ -223,7 +214,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         return created.run, created.created
 
     def get_run(self, run_id: str) -> Run:
-        return self._get(f"/runs/{_seg(run_id)}", Run)
+        return self._get(f"/runs/{seg(run_id)}", Run)
 
     def list_runs(self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100) -> list[Run]:
         params = {k: v for k, v in (("status", status), ("agent", agent), ("limit", _clamp(limit))) if v is not None}
@@ -232,7 +223,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
     def update_run(self, run_id: str, *, epoch: int, status: RunStatus | None = None, output: JSON = None,
                    error: str | None = None, release_lease: bool = False) -> Run:
         body = wire.UpdateRun(epoch=epoch, status=status, output=output, error=error, release_lease=release_lease)
-        response = self._call("PATCH", f"/runs/{_seg(run_id)}", body)
+        response = self._call("PATCH", f"/runs/{seg(run_id)}", body)
         assert response is not None
         return _parse(response, Run)
 
@@ -240,7 +231,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         def done(exc: BaseException) -> bool:
             return isinstance(exc, RunStateError) and self.get_run(run_id).status is RunStatus.CANCELLED
 
-        response = self._call("POST", f"/runs/{_seg(run_id)}/cancel", wire.CancelRun(reason=reason), already_done=done)
+        response = self._call("POST", f"/runs/{seg(run_id)}/cancel", wire.CancelRun(reason=reason), already_done=done)
         return self.get_run(run_id) if response is None else _parse(response, Run)
 
     # ---- leases ---------------------------------------------------------------------------
@@ -252,12 +243,12 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
             return run.lease_owner == owner and run.lease_epoch == expected_epoch + 1
 
         body = wire.ClaimRun(owner=owner, expected_epoch=expected_epoch, lease_expires_at=lease_expires_at)
-        response = self._call("POST", f"/runs/{_seg(run_id)}/claim", body, already_done=ours)
+        response = self._call("POST", f"/runs/{seg(run_id)}/claim", body, already_done=ours)
         return self.get_run(run_id) if response is None else _parse(response, Run)
 
     def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
         body = wire.RenewLease(epoch=epoch, lease_expires_at=lease_expires_at)
-        response = self._call("POST", f"/runs/{_seg(run_id)}/lease", body)
+        response = self._call("POST", f"/runs/{seg(run_id)}/lease", body)
         assert response is not None
         return _parse(response, wire.Renewed).renewed
 
@@ -274,7 +265,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
             self._send_start(step, epoch, durable)
 
     def _send_start(self, step: Step, epoch: int, durable: bool) -> None:
-        self._call("POST", f"/runs/{_seg(step.run_id)}/steps/start",
+        self._call("POST", f"/runs/{seg(step.run_id)}/steps/start",
                    wire.StartStep(step=step, epoch=epoch, durable=durable),
                    already_done=self._step_done(step.run_id, step.key, StepStatus.STARTED))
 
@@ -283,11 +274,11 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         if held is not None:
             self.record_step(held[0], result, epoch=epoch)
             return
-        self._call("POST", f"/runs/{_seg(run_id)}/steps/finish", wire.FinishStep(key=key, result=result, epoch=epoch),
+        self._call("POST", f"/runs/{seg(run_id)}/steps/finish", wire.FinishStep(key=key, result=result, epoch=epoch),
                    already_done=self._step_done(run_id, key, result.status))
 
     def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
-        self._call("POST", f"/runs/{_seg(step.run_id)}/steps/record",
+        self._call("POST", f"/runs/{seg(step.run_id)}/steps/record",
                    wire.RecordStep(step=step, result=result, epoch=epoch),
                    already_done=self._step_done(step.run_id, step.key, result.status))
 
@@ -303,20 +294,20 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         return done
 
     def list_steps(self, run_id: str) -> list[Step]:
-        return self._get(f"/runs/{_seg(run_id)}/steps", wire.StepList).steps
+        return self._get(f"/runs/{seg(run_id)}/steps", wire.StepList).steps
 
     # ---- approvals ------------------------------------------------------------------------
     def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
         body = wire.RequestApproval(approval=approval, epoch=epoch)
-        response = self._call("POST", f"/runs/{_seg(approval.run_id)}/approvals", body)
+        response = self._call("POST", f"/runs/{seg(approval.run_id)}/approvals", body)
         assert response is not None
         return _parse(response, Approval)
 
     def get_approval(self, approval_id: str) -> Approval:
-        return self._get(f"/approvals/{_seg(approval_id)}", Approval)
+        return self._get(f"/approvals/{seg(approval_id)}", Approval)
 
     def find_approval(self, run_id: str, step_key: str) -> Approval | None:
-        return self._get(f"/runs/{_seg(run_id)}/approvals/{_seg(step_key)}", wire.FoundApproval).approval
+        return self._get(f"/runs/{seg(run_id)}/approvals/{seg(step_key)}", wire.FoundApproval).approval
 
     def list_approvals(
         self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
@@ -335,7 +326,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
             return found.status is wanted and found.decided_at == decided_at
 
         body = wire.Decision(approved=approved, by=by, reason=reason, decided_at=decided_at)
-        response = self._call("POST", f"/approvals/{_seg(approval_id)}/decision", body, already_done=ours)
+        response = self._call("POST", f"/approvals/{seg(approval_id)}/decision", body, already_done=ours)
         return self.get_approval(approval_id) if response is None else _parse(response, Approval)
 
     # ---- lifecycle ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import httpx
 from pydantic import ValidationError
 
 from agentspan import wire
@@ -17,7 +18,7 @@ from agentspan.stores.plain_http import Answer
 if TYPE_CHECKING:
     from agentspan.stores.remote import RemoteStore
 
-__all__ = ["RETRYABLE_STATUS", "Backoff", "Retryable", "detail", "error_from", "seg"]
+__all__ = ["RETRYABLE_STATUS", "Backoff", "Retryable", "checked", "detail", "error_from", "failed_attempt", "seg"]
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 """Answers worth another attempt (a 500 is a bug, not a passing state: not retried)."""
@@ -29,6 +30,25 @@ class Retryable(Exception):
     def __init__(self, message: str, *, sent: bool) -> None:
         super().__init__(message)
         self.sent = sent
+
+
+def failed_attempt(where: str, exc: httpx.TransportError) -> Retryable:
+    """The retryable failure an httpx error stands for: a connection that could not be made sent
+    nothing; any later error may have come after the request was applied."""
+    if isinstance(exc, httpx.ConnectError):
+        return Retryable(f"cannot connect to {where}: {exc}", sent=False)
+    return Retryable(f"{where} failed mid-request: {exc}", sent=True)
+
+
+def checked(answer: Answer, where: str) -> Answer:
+    """``answer``, unless its status is worth another attempt.
+
+    Raises:
+        Retryable: A 502, 503 or 504 from ``where``.
+    """
+    if answer.status_code in RETRYABLE_STATUS:
+        raise Retryable(f"{where} answered {answer.status_code}: {detail(answer)}", sent=True)
+    return answer
 
 
 class Backoff:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from agentspan import wire
 from agentspan.records import Step, StepResult, StepStatus
 from agentspan.stores.plain_http import Answer
-from agentspan.stores.remote_answers import RETRYABLE_STATUS, Backoff, Retryable, detail, error_from, seg
+from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, seg
 
 if TYPE_CHECKING:
     from agentspan.stores.deferred import DeferredStarts
@@ -89,14 +89,9 @@ class RemoteAsyncSteps:
             response = await self._async_client().post(
                 self.urls[self._current] + wire.API_PREFIX + path, content=body.model_dump_json().encode(),
                 headers={"Content-Type": "application/json"})
-        except httpx.ConnectError as exc:  # nothing was sent
-            raise Retryable(f"cannot connect to {where}: {exc}", sent=False) from exc
-        except httpx.TransportError as exc:  # the request may have been applied
-            raise Retryable(f"{where} failed mid-request: {exc}", sent=True) from exc
-        answer = Answer(response.status_code, response.content, where + wire.API_PREFIX + path)
-        if answer.status_code in RETRYABLE_STATUS:
-            raise Retryable(f"{where} answered {answer.status_code}: {detail(answer)}", sent=True)
-        return answer
+        except httpx.TransportError as exc:
+            raise failed_attempt(where, exc) from exc
+        return checked(Answer(response.status_code, response.content, where + wire.API_PREFIX + path), where)
 
     async def _acall(self, path: str, body: BaseModel, already_done: Callable[[BaseException], bool]) -> None:
         """POSTs ``body``, retrying as `RemoteStore._call` does."""
