@@ -170,9 +170,11 @@ def test_credentials_in_the_url_never_appear_in_errors_or_repr():
     assert "pa55word" not in str(caught.value)
 
 
-def test_async_runs_journal_through_a_server_on_an_async_client(served, home):
+def test_async_runs_keep_the_loop_free_through_a_server(served, home):
     """Inside `run_async`, HTTP journal writes are awaited on an async client in the caller's
-    event loop: no worker thread, and the loop stays free while a write is on the wire."""
+    event loop (no worker thread), and every other store call of the run (create, attach, the
+    approval it waits on, the polls, the end) runs on a worker thread: no synchronous HTTP
+    request is ever made on the loop's thread, and the loop keeps running other tasks."""
     import asyncio
 
     import agentspan
@@ -182,23 +184,29 @@ def test_async_runs_journal_through_a_server_on_an_async_client(served, home):
     url, backing = served
     loop_threads: set[int] = set()
     write_threads: list[int] = []
-
-    sync_writes: list[str] = []
+    sync_requests: list[tuple[int, str, str]] = []
 
     class Recording(RemoteStore):
         async def arecord_step(self, *args, **kwargs):
             write_threads.append(threading.get_ident())
             return await super().arecord_step(*args, **kwargs)
 
-        def record_step(self, *args, **kwargs):
-            sync_writes.append("record_step")
-            return super().record_step(*args, **kwargs)
+        def _attempt(self, method, path, body, params):
+            sync_requests.append((threading.get_ident(), method, path))
+            return super()._attempt(method, path, body, params)
 
-        def finish_step(self, *args, **kwargs):
-            sync_writes.append("finish_step")
-            return super().finish_step(*args, **kwargs)
+    agentspan.configure(store=Recording(url), poll_interval=0.05)
 
-    agentspan.configure(store=Recording(url))
+    def approve_when_asked() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for run in backing.list_runs():
+                pending = backing.list_approvals(run_id=run.id, status="pending")
+                if pending:
+                    backing.decide_approval(pending[0].id, approved=True, by="test", reason=None,
+                                            decided_at=time.time())
+                    return
+            time.sleep(0.02)
 
     async def main():
         loop_threads.add(threading.get_ident())
@@ -211,18 +219,27 @@ def test_async_runs_journal_through_a_server_on_an_async_client(served, home):
                 await asyncio.sleep(0)
 
         task = asyncio.create_task(ticker())
-        result = await agentspan.run_async(oa_support.support_agent(), oa_support.PROMPT)
+        approver = threading.Thread(target=approve_when_asked)
+        approver.start()
+        result = await agentspan.run_async(oa_support.support_agent(approval=True), oa_support.PROMPT)
+        approver.join()
         task.cancel()
         return result, ticks
 
     result, ticks = asyncio.run(main())
     assert result.final_output == oa_support.FINAL
-    # every step write was awaited on the async client in the caller's loop (no worker thread),
-    # and the loop ran other tasks while the writes were on the wire
-    assert write_threads and set(write_threads) == loop_threads and sync_writes == []
+    # every step write was awaited on the async client in the caller's loop (no worker thread)
+    assert write_threads and set(write_threads) == loop_threads
+    # the run's other calls were made, all of them off the loop's thread
+    paths = [path for _, _, path in sync_requests]
+    assert any(path == "/runs" for path in paths)  # created
+    assert any(path.endswith("/approvals") for path in paths)  # the approval it waited on
+    assert sum(path.startswith("/runs/") and "/steps" not in path for path in paths) >= 3  # attach, polls, end
+    assert not {thread for thread, _, _ in sync_requests} & loop_threads, sync_requests
     assert ticks > len(write_threads)
     (run,) = backing.list_runs()
-    assert run.status.value == "completed" and len(backing.list_steps(run.id)) == 3
+    assert run.status.value == "completed"
+    assert [a.status.value for a in backing.list_approvals(run_id=run.id)] == ["approved"]
 
 
 def test_async_step_writes_retry_like_sync_ones(served):

@@ -21,7 +21,7 @@ from agentspan.errors import (
 )
 from agentspan.records import JSON, Approval, Run, RunStatus, Step, now
 from agentspan.runtime import Counters
-from agentspan.stores.base import Store
+from agentspan.stores.base import Store, call_store
 
 
 class Handle:
@@ -195,8 +195,9 @@ async def _run_in_loop(target: Any, input: Any, *, run_id: str | None = None, se
     where the synchronous client on a worker thread costs less)."""
     store = get_store()
     adapter = adapter_for(target)
-    run, created = _new_run(adapter, target, input, options, run_id=run_id, session_id=session_id,
-                            idempotency_key=idempotency_key, agent_name=agent_name, store=store)
+    run, created = await call_store(store, _new_run, adapter, target, input, options, run_id=run_id,
+                                    session_id=session_id, idempotency_key=idempotency_key,
+                                    agent_name=agent_name, store=store)
     if not created:
         return await asyncio.to_thread(Handle(run.id, store=store).result)
     token = runtime.async_writes.set(awaited_writes)

@@ -15,7 +15,7 @@ from agentspan.config import settings
 from agentspan.errors import ApprovalPending, LeaseLostError, RunCancelledSignal
 from agentspan.records import Run, RunStatus
 from agentspan.runtime import ActiveRun, Counters
-from agentspan.stores.base import Store
+from agentspan.stores.base import Store, call_store
 
 log = logging.getLogger("agentspan")
 
@@ -51,26 +51,28 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
         LeaseLostError: Another process took the run over.
         Exception: Whatever the agent raised (the run is recorded ``failed``).
     """
-    with attach(store, run, fresh=fresh) as attached:
+    # A server store's lifecycle calls (attach, resume, the endings) run on a worker thread, as
+    # its step writes do: the caller's loop (``await agentspan.run_async``) keeps running.
+    with await call_store(store, attach, store, run, fresh=fresh) as attached:
         while True:
             token = attached.active.activate()
             try:
                 result = await adapter.execute(attached.active, target, run.input, options)
             except ApprovalPending:
                 if on_wait == "release":
-                    attached.suspend()
+                    await call_store(store, attached.suspend)
                     return Outcome(RunStatus.WAITING, counters=attached.counters)
                 await _wait_for_decisions(store, run.id)
-                attached.resume()
+                await call_store(store, attached.resume)
                 continue
             except (LeaseLostError, RunCancelledSignal):
                 raise
             except Exception as exc:
-                attached.fail(exc)
+                await call_store(store, attached.fail, exc)
                 raise
             finally:
                 ActiveRun.deactivate(token)
-            attached.complete(adapter.encode_output(result))
+            await call_store(store, attached.complete, adapter.encode_output(result))
             return Outcome(RunStatus.COMPLETED, result, attached.counters)
 
 
@@ -78,9 +80,9 @@ async def _wait_for_decisions(store: Store, run_id: str) -> None:
     """Polls the store until the run waits on no approval (or is cancelled)."""
     interval = settings().poll_interval
     while True:
-        run = store.get_run(run_id)
+        run = await call_store(store, store.get_run, run_id)
         if run.status is RunStatus.CANCELLED:
             raise RunCancelledSignal(run_id, run.error)
-        if not approvals.pending_for_run(store, run_id):
+        if not await call_store(store, approvals.pending_for_run, store, run_id):
             return
         await asyncio.sleep(interval)

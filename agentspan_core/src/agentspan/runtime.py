@@ -22,7 +22,7 @@ from agentspan.errors import InDoubtStepError, ReplayDivergenceError
 from agentspan.hashing import chain, digest
 from agentspan.models import price_usd
 from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus, now
-from agentspan.stores.base import Store
+from agentspan.stores.base import Store, call_store
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, StepInfo, ToolOptions, _current_step
 
 T = TypeVar("T")
@@ -350,8 +350,8 @@ class ActiveRun:
         if options.approval_required or needs_approval or (
             recorded is not None and options.on_in_doubt == "ask"
         ):
-            rejection = approvals.gate(self, key=key, tool=options.name or name, args=args,
-                                       args_hash=args_hash, options=options)
+            rejection = await call_store(self.store, approvals.gate, self, key=key, tool=options.name or name,
+                                         args=args, args_hash=args_hash, options=options)
             if rejection is not None:
                 return await self.step(kind=StepKind.TOOL, key=key, name=options.name or name, input=args,
                                        input_hash=args_hash, invoke=_constant(rejection),

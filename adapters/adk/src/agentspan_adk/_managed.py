@@ -32,7 +32,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, TypeVar
 
 from google.adk.agents import BaseAgent
 from google.adk.agents.invocation_context import InvocationContext
@@ -48,24 +47,15 @@ from agentspan.config import get_store
 from agentspan.errors import RunStateError
 from agentspan.hashing import digest
 from agentspan.records import JSON, Run, RunStatus
-from agentspan.stores.base import Store
+from agentspan.stores.base import Store, call_store
 from agentspan_adk import _codec
 
-T = TypeVar("T")
 FRAMEWORK = "adk"
 RUNNER_FRAMEWORK = "adk-runner"
 """The framework recorded on plugin-opened runs: ``agentspan.resume(run_id, agent)`` refuses them
 before claiming them (only the user's Runner, with its session service, can continue them)."""
 RUNNER_OPTION = "adk_runner"
 """Key of ``Run.options`` naming the ADK app, user, session and invocation of a plugin-opened run."""
-
-
-async def call_store(store: Store, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Calls a store method (or a core function that writes to the store), on a worker thread when
-    the store does network I/O."""
-    if getattr(store, "blocking_io", False):
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    return fn(*args, **kwargs)
 
 
 def root_of(agent: BaseAgent) -> BaseAgent:

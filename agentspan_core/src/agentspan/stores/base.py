@@ -14,7 +14,9 @@ Rules every backend follows (the conformance suite in `agentspan.testing.conform
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from agentspan.errors import StoreError
 from agentspan.records import (
@@ -27,6 +29,8 @@ from agentspan.records import (
     Step,
     StepResult,
 )
+
+_T = TypeVar("_T")
 
 
 class Store(abc.ABC):
@@ -334,3 +338,14 @@ class Store(abc.ABC):
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases resources (connections, files)."""
+
+
+async def call_store(store: Store, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """Calls ``fn`` (a store method, or a core function that reads or writes ``store``) from async
+    code: on a worker thread when the store waits on the network (`Store.blocking_io`), so the
+    event loop runs other tasks meanwhile; inline otherwise (an embedded store answers in
+    microseconds, less than a thread hop costs).
+    """
+    if store.blocking_io:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return fn(*args, **kwargs)
