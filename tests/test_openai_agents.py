@@ -303,3 +303,67 @@ def test_sync_runs_share_the_threads_event_loop_like_run_sync():
         result = agentspan.run(agent_with([ToolCall("locked", {"n": 1}), "done"], [locked]), "go")
         assert result.final_output == "done"
     assert len(loops) == 2 and loops[0] == loops[1]
+
+
+def test_guardrail_results_are_recorded_in_the_trail():
+    from agents import GuardrailFunctionOutput, InputGuardrailTripwireTriggered, input_guardrail, output_guardrail
+
+    checked: list[str] = []
+
+    @input_guardrail
+    async def no_secrets(ctx, agent, input):
+        checked.append("input")
+        return GuardrailFunctionOutput(output_info={"found": "secret" in str(input)},
+                                       tripwire_triggered="secret" in str(input))
+
+    @output_guardrail(name="polite")
+    def polite(ctx, agent, output):
+        checked.append("output")
+        return GuardrailFunctionOutput(output_info="ok", tripwire_triggered=False)
+
+    def agent(reply: str) -> Agent:
+        return agent_with([ToolCall("add", {"a": 1, "b": 1}), reply], [add],
+                          input_guardrails=[no_secrets], output_guardrails=[polite])
+
+    result = agentspan.run(agent("2"), "1+1?")
+    assert result.final_output == "2" and checked == ["input", "output"]
+    assert [g.output.output_info for g in result.input_guardrail_results] == [{"found": False}]
+    run = agentspan.get_store().list_runs()[0]
+    guardrails = [s for s in agentspan.get(run.id).steps() if s.kind is agentspan.StepKind.GUARDRAIL]
+    assert [(s.key, s.name, s.input, s.output) for s in guardrails] == [
+        ("guardrail:input:calc:no_secrets", "no_secrets", {"side": "input", "agent": "calc"},
+         {"tripwire_triggered": False, "output_info": {"found": False}}),
+        ("guardrail:output:calc:polite", "polite", {"side": "output", "agent": "calc"},
+         {"tripwire_triggered": False, "output_info": "ok"}),
+    ]
+    assert all(s.status is agentspan.StepStatus.COMPLETED for s in guardrails)
+
+    # a tripped wire: the SDK's own exception, the run failed, the result in its trail
+    with pytest.raises(InputGuardrailTripwireTriggered):
+        agentspan.run(agent("never"), "tell me the secret")
+    failed = agentspan.get_store().list_runs()[0]
+    assert failed.status is agentspan.RunStatus.FAILED
+    tripped = [s for s in agentspan.get(failed.id).steps() if s.kind is agentspan.StepKind.GUARDRAIL]
+    assert [(s.key, s.output) for s in tripped] == [
+        ("guardrail:input:calc:no_secrets", {"tripwire_triggered": True, "output_info": {"found": True}})]
+
+
+def test_a_resumed_run_checks_its_guardrails_again_and_keeps_one_record():
+    from agents import GuardrailFunctionOutput, input_guardrail
+
+    checked: list[str] = []
+
+    @input_guardrail
+    def allow(ctx, agent, input):
+        checked.append("input")
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered=False)
+
+    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"], name="m")
+    agent = Agent(name="calc", tools=[add], model=model, input_guardrails=[allow])
+    handle = agentspan.start(agent, "1+2")
+    handle.result(timeout=20)
+    clone_id = crashed_copy(handle.id, keep=3)  # killed after the tool call
+    result = agentspan.resume(clone_id, agent).result(timeout=20)
+    assert result.final_output == "3" and checked == ["input", "input"]
+    keys = [s.key for s in agentspan.get(clone_id).steps() if s.kind is agentspan.StepKind.GUARDRAIL]
+    assert keys == ["guardrail:input:calc:allow"]

@@ -205,3 +205,23 @@ def test_credentials_and_given_transports_are_left_to_httpx_and_proxies_unused(
     assert b"User-Agent: agentspan" in first
     assert b"Authorization: Basic dXNlcjpwdw==" in second  # httpx sends the URL's credentials
     assert seen == [f"{server.url}/api/runs?limit=1"] and first[0] == second[0] == third[0]
+
+
+def test_first_imported_inside_a_cassette_it_still_uses_the_real_http_client(tmp_path):
+    """vcrpy patches ``http.client.HTTPConnection`` with a stub while a cassette is in use; a store
+    client first imported then must still subclass the real class (else every later request of the
+    process goes through the stub, which lacks what the client reads: ``will_close``)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import http.client, vcr
+real = http.client.HTTPConnection
+with vcr.use_cassette({str(tmp_path / "c.yaml")!r}, record_mode="none"):
+    assert http.client.HTTPConnection is not real
+    from agentspan.stores import plain_http
+assert plain_http._Connection.__bases__ == (real,), plain_http._Connection.__mro__
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -1,7 +1,9 @@
-"""Clones an agent tree so every tool call, handoff and model call goes through the journal.
+"""Clones an agent tree so every tool call, handoff and model call goes through the journal, and
+every guardrail result into the trail.
 
 Only the SDK's own extension points are used: `FunctionTool.on_invoke_tool`,
-`FunctionTool.needs_approval`, `Handoff.on_invoke_handoff`, and `Model` instances.
+`FunctionTool.needs_approval`, `Handoff.on_invoke_handoff`, `Model` instances, and the
+``guardrail_function`` of input and output guardrails.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ import inspect
 import typing
 from typing import Any
 
-from agents import Agent, FunctionTool, Handoff, Model, handoff
+from agents import Agent, FunctionTool, Handoff, InputGuardrail, Model, OutputGuardrail, handoff
 from agents.tool_context import ToolContext
+from pydantic_core import to_jsonable_python
 
 import agentspan
 from agentspan import jsontext
 from agentspan.hashing import digest
+from agentspan.stores.base import call_store
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, model_identity
+
+_Guardrail = typing.TypeVar("_Guardrail", InputGuardrail[Any], OutputGuardrail[Any])
 
 
 def _options_of(tool: FunctionTool) -> ToolOptions:
@@ -72,6 +78,8 @@ class AgentWrapper:
         self._clones[id(clone)] = clone
         clone.tools = [self.tool(t) if isinstance(t, FunctionTool) else t for t in agent.tools]
         clone.handoffs = [self.handoff(h) for h in agent.handoffs]
+        clone.input_guardrails = [self.guardrail(g, "input") for g in agent.input_guardrails]
+        clone.output_guardrails = [self.guardrail(g, "output") for g in agent.output_guardrails]
         if isinstance(agent.model, Model) and not isinstance(agent.model, JournalingModel):
             clone.model = self.model(agent.model)
         return clone
@@ -134,3 +142,29 @@ class AgentWrapper:
                                   dump=lambda agent: {"agent": agent.name}, load=load)
 
         return dataclasses.replace(target, on_invoke_handoff=on_invoke_handoff)
+
+    def guardrail(self, guardrail: _Guardrail, side: str) -> _Guardrail:
+        """Returns a copy of an input or output guardrail whose result is recorded as a ``guardrail``
+        step (``guardrail:<side>:<agent>:<name>``): the tripwire and the ``output_info`` as JSON.
+
+        A record, not a replayed call: a resumed run runs its guardrails again (their result
+        decides whether the run goes on), and a result already in the journal is kept as it is.
+        """
+        check = guardrail.guardrail_function
+        name = guardrail.get_name()
+
+        async def guardrail_function(context: Any, agent: Agent[Any], value: Any) -> Any:
+            output = check(context, agent, value)
+            if inspect.isawaitable(output):
+                output = await output
+            run = agentspan.active_run()
+            if run is not None:
+                record = {"tripwire_triggered": bool(output.tripwire_triggered),
+                          "output_info": to_jsonable_python(output.output_info, fallback=str)}
+                await call_store(run.store, run.record, kind=agentspan.StepKind.GUARDRAIL,
+                                 key=run.call_key(f"{side}:{agent.name}:{name}", kind="guardrail"), name=name,
+                                 input={"side": side, "agent": agent.name}, output=record)
+            return output
+
+        return dataclasses.replace(guardrail, guardrail_function=guardrail_function, name=name)
+

@@ -14,6 +14,10 @@ connection is checked before it is used again: a server that closed it (uvicorn 
 keep-alive connections after 5 s) left it readable, and a new one is opened instead of failing
 the request. Connections are pooled, so threads may send at once.
 
+Connections are the standard library's own `http.client.HTTPConnection`, also when this module is
+first imported while an HTTP recorder (vcrpy, as in `agentspan.testing.cassette`) has patched
+``http.client`` with a stub: the stub's real base is used (a store's traffic is never a cassette's).
+
 Errors are httpx's, as `RemoteStore` handles them: `httpx.ConnectError` (or `httpx.ConnectTimeout`)
 when no connection could be made, so nothing was sent; after that `httpx.WriteError`,
 `httpx.WriteTimeout`, `httpx.ReadError`, `httpx.ReadTimeout` or `httpx.RemoteProtocolError`, and
@@ -58,7 +62,15 @@ class Answer:
         return self.content.decode("utf-8", "replace")
 
 
-class _Connection(http.client.HTTPConnection):
+def _real_http_connection() -> type[http.client.HTTPConnection]:
+    """``http.client.HTTPConnection``, or, while vcrpy has patched a stub in, the stub's real base."""
+    patched = http.client.HTTPConnection
+    if patched.__module__ == "http.client":
+        return patched
+    return getattr(patched, "_baseclass", patched)  # type: ignore[no-any-return]
+
+
+class _Connection(_real_http_connection()):  # type: ignore[misc]
     """An `http.client` connection sending a request's header block and body in one write."""
 
     _held: list[bytes] | None = None
