@@ -379,6 +379,18 @@ class ActiveRun:
         self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=now(),
                                       duration_ms=0.0), started=False)
 
+    async def guardrail(self, *, side: str, agent: str, name: str, tripwire_triggered: bool, info: Any) -> None:
+        """Records a guardrail's result as a ``guardrail`` step (``guardrail:<side>:<agent>:<name>``
+        in the current scope; output ``{"tripwire_triggered", "output_info"}``, the info as JSON).
+
+        A record, not a replayed call: a resumed run checks its guardrails again (their result
+        decides whether it goes on), and a result already in the journal is kept as it is.
+        """
+        await call_store(self.store, self.record, kind=StepKind.GUARDRAIL,
+                         key=self.call_key(f"{side}:{agent}:{name}", kind="guardrail"), name=name,
+                         input={"side": side, "agent": agent},
+                         output={"tripwire_triggered": tripwire_triggered, "output_info": _jsonable(info)})
+
 
 def input_change(recorded: Step, name: str | None, input: JSON, input_hash: str) -> str:
     """The detail of a divergence on a step's input: the kind, the name and the first difference."""

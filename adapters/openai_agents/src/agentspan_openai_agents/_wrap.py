@@ -15,12 +15,10 @@ from typing import Any
 
 from agents import Agent, FunctionTool, Handoff, InputGuardrail, Model, OutputGuardrail, handoff
 from agents.tool_context import ToolContext
-from pydantic_core import to_jsonable_python
 
 import agentspan
 from agentspan import jsontext
 from agentspan.hashing import digest
-from agentspan.stores.base import call_store
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, model_identity
@@ -144,12 +142,8 @@ class AgentWrapper:
         return dataclasses.replace(target, on_invoke_handoff=on_invoke_handoff)
 
     def guardrail(self, guardrail: _Guardrail, side: str) -> _Guardrail:
-        """Returns a copy of an input or output guardrail whose result is recorded as a ``guardrail``
-        step (``guardrail:<side>:<agent>:<name>``): the tripwire and the ``output_info`` as JSON.
-
-        A record, not a replayed call: a resumed run runs its guardrails again (their result
-        decides whether the run goes on), and a result already in the journal is kept as it is.
-        """
+        """Returns a copy of an input or output guardrail whose result goes into the trail
+        (`agentspan.ActiveRun.guardrail`)."""
         check = guardrail.guardrail_function
         name = guardrail.get_name()
 
@@ -159,12 +153,8 @@ class AgentWrapper:
                 output = await output
             run = agentspan.active_run()
             if run is not None:
-                record = {"tripwire_triggered": bool(output.tripwire_triggered),
-                          "output_info": to_jsonable_python(output.output_info, fallback=str)}
-                await call_store(run.store, run.record, kind=agentspan.StepKind.GUARDRAIL,
-                                 key=run.call_key(f"{side}:{agent.name}:{name}", kind="guardrail"), name=name,
-                                 input={"side": side, "agent": agent.name}, output=record)
+                await run.guardrail(side=side, agent=agent.name, name=name,
+                                    tripwire_triggered=bool(output.tripwire_triggered), info=output.output_info)
             return output
 
         return dataclasses.replace(guardrail, guardrail_function=guardrail_function, name=name)
-

@@ -183,8 +183,6 @@ class Cassette:
         cassette_class = _cassette_class()  # first: a clear error when vcrpy is not installed
         import vcr
 
-        import agentspan.stores.plain_http  # noqa: F401 - its connection class binds http.client before the patch
-
         config = vcr.VCR(
             record_mode=mode, match_on=("method", "path", "agentspan_query", "llm_body"),
             filter_headers=[(name, REDACTED) for name in SECRET_REQUEST_HEADERS],
