@@ -242,6 +242,50 @@ def test_async_runs_keep_the_loop_free_through_a_server(served, home):
     assert [a.status.value for a in backing.list_approvals(run_id=run.id)] == ["approved"]
 
 
+def test_a_run_async_cancelled_through_a_server_ends_off_the_loop(served, home):
+    """A run cancelled while it executes ends through the error path of the executor (the
+    cancellation recorded, the run read back for its reason) on a worker thread too: the
+    caller's loop makes no synchronous request, and `run_async` raises RunCancelledError."""
+    import asyncio
+
+    from agents import Agent, function_tool, set_tracing_disabled
+
+    import agentspan
+    from agentspan.errors import RunCancelledError
+    from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+    url, backing = served
+    loop_threads: set[int] = set()
+    sync_requests: list[tuple[int, str, str]] = []
+
+    class Recording(RemoteStore):
+        def _attempt(self, method, path, body, params):
+            sync_requests.append((threading.get_ident(), method, path))
+            return super()._attempt(method, path, body, params)
+
+    agentspan.configure(store=Recording(url))
+    set_tracing_disabled(True)  # nothing to export to
+
+    @function_tool
+    def stop_here() -> str:
+        """Cancels the run it runs in, as an operator would from elsewhere."""
+        backing.cancel_run(agentspan.current_step().run_id, reason="operator stop")
+        return "stopped"
+
+    agent = Agent(name="a", tools=[stop_here], model=ScriptedModel([ToolCall("stop_here", {}), "never"]))
+
+    async def main():
+        loop_threads.add(threading.get_ident())
+        await agentspan.run_async(agent, "go")
+
+    with pytest.raises(RunCancelledError, match="operator stop"):
+        asyncio.run(main())
+    (run,) = backing.list_runs()
+    assert run.status.value == "cancelled" and run.error == "operator stop"
+    assert sync_requests  # the lifecycle went over HTTP, none of it on the loop's thread
+    assert not {thread for thread, _, _ in sync_requests} & loop_threads, sync_requests
+
+
 def test_async_step_writes_retry_like_sync_ones(served):
     """The async client retries 5xx answers and connection errors like the sync one, and a
     retried write that the server refuses as already done is accepted."""

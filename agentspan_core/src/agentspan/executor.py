@@ -51,9 +51,11 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
         LeaseLostError: Another process took the run over.
         Exception: Whatever the agent raised (the run is recorded ``failed``).
     """
-    # A server store's lifecycle calls (attach, resume, the endings) run on a worker thread, as
-    # its step writes do: the caller's loop (``await agentspan.run_async``) keeps running.
-    with await call_store(store, attach, store, run, fresh=fresh) as attached:
+    # A server store's lifecycle calls (attach, resume, the endings, the error path's release)
+    # run on a worker thread, as its step writes do: the caller's loop (``await
+    # agentspan.run_async``) keeps running.
+    attached = await call_store(store, attach, store, run, fresh=fresh)
+    try:
         while True:
             token = attached.active.activate()
             try:
@@ -74,6 +76,11 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
                 ActiveRun.deactivate(token)
             await call_store(store, attached.complete, adapter.encode_output(result))
             return Outcome(RunStatus.COMPLETED, result, attached.counters)
+    except BaseException as exc:
+        # What `with attached:` would do, off the loop: cancelled (raised as RunCancelledError),
+        # left to a new owner, or abandoned (the lease given back for a retry).
+        await call_store(store, attached.__exit__, type(exc), exc, exc.__traceback__)
+        raise
 
 
 async def _wait_for_decisions(store: Store, run_id: str) -> None:
