@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -346,6 +347,46 @@ def test_guardrail_results_are_recorded_in_the_trail():
     tripped = [s for s in agentspan.get(failed.id).steps() if s.kind is agentspan.StepKind.GUARDRAIL]
     assert [(s.key, s.output) for s in tripped] == [
         ("guardrail:input:calc:no_secrets", {"tripwire_triggered": True, "output_info": {"found": True}})]
+
+
+def test_tool_guardrail_results_are_recorded_under_their_tool_call():
+    """A function tool's input and output guardrails: each result is a guardrail step hanging
+    off the key of the call it checked, with the SDK's behavior; a rejected call never runs."""
+    from agents import ToolGuardrailFunctionOutput, tool_input_guardrail, tool_output_guardrail
+
+    @tool_input_guardrail
+    def small_numbers(data):
+        args = json.loads(data.context.tool_arguments)
+        if args["a"] > 100:
+            return ToolGuardrailFunctionOutput.reject_content("too big", output_info={"a": args["a"]})
+        return ToolGuardrailFunctionOutput.allow(output_info={"a": args["a"]})
+
+    @tool_output_guardrail(name="checked_sum")
+    async def checked_sum(data):
+        return ToolGuardrailFunctionOutput.allow(output_info=str(data.output))
+
+    @function_tool(tool_input_guardrails=[small_numbers], tool_output_guardrails=[checked_sum])
+    def guarded_add(a: int, b: int) -> int:
+        """Add two small numbers."""
+        effects.append(f"guarded_add {a} {b}")
+        return a + b
+
+    agent = agent_with([ToolCall("guarded_add", {"a": 1, "b": 2}, call_id="c1"),
+                        ToolCall("guarded_add", {"a": 500, "b": 2}, call_id="c2"), "done"], [guarded_add])
+    assert agentspan.run(agent, "add").final_output == "done"
+    assert effects == ["guarded_add 1 2"]  # the rejected call did not run
+    run = agentspan.get_store().list_runs()[0]
+    steps = agentspan.get(run.id).steps()
+    assert [(s.key, s.name, s.output) for s in steps if s.kind is agentspan.StepKind.GUARDRAIL] == [
+        ("llm:0/call:c1/guardrail:tool_input:small_numbers", "small_numbers",
+         {"tripwire_triggered": False, "output_info": {"a": 1}, "behavior": {"type": "allow"}}),
+        ("llm:0/call:c1/guardrail:tool_output:checked_sum", "checked_sum",
+         {"tripwire_triggered": False, "output_info": "3", "behavior": {"type": "allow"}}),
+        ("llm:1/call:c2/guardrail:tool_input:small_numbers", "small_numbers",
+         {"tripwire_triggered": True, "output_info": {"a": 500},
+          "behavior": {"type": "reject_content", "message": "too big"}}),
+    ]
+    assert [s.key for s in steps if s.kind is agentspan.StepKind.TOOL] == ["llm:0/call:c1"]
 
 
 def test_a_resumed_run_checks_its_guardrails_again_and_keeps_one_record():

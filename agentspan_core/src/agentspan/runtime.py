@@ -379,17 +379,28 @@ class ActiveRun:
         self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=now(),
                                       duration_ms=0.0), started=False)
 
-    async def guardrail(self, *, side: str, agent: str, name: str, tripwire_triggered: bool, info: Any) -> None:
-        """Records a guardrail's result as a ``guardrail`` step (``guardrail:<side>:<agent>:<name>``
-        in the current scope; output ``{"tripwire_triggered", "output_info"}``, the info as JSON).
+    async def guardrail(self, *, side: str, agent: str, name: str, tripwire_triggered: bool, info: Any,
+                        call_id: str | None = None, behavior: JSON = None) -> None:
+        """Records a guardrail's result as a ``guardrail`` step.
+
+        An agent's guardrail is ``guardrail:<side>:<agent>:<name>`` in the current scope; a tool
+        call's guardrail (``call_id`` given) hangs off that call's key:
+        ``<call key>/guardrail:<side>:<name>``. The output is ``{"tripwire_triggered",
+        "output_info"}`` (the info as JSON), plus ``"behavior"`` when the framework says what it
+        does with the result (a tool guardrail's allow / reject / raise).
 
         A record, not a replayed call: a resumed run checks its guardrails again (their result
         decides whether it goes on), and a result already in the journal is kept as it is.
         """
-        await call_store(self.store, self.record, kind=StepKind.GUARDRAIL,
-                         key=self.call_key(f"{side}:{agent}:{name}", kind="guardrail"), name=name,
-                         input={"side": side, "agent": agent},
-                         output={"tripwire_triggered": tripwire_triggered, "output_info": _jsonable(info)})
+        if call_id is None:
+            key = self.call_key(f"{side}:{agent}:{name}", kind="guardrail")
+        else:
+            key = f"{self.call_key(call_id)}/guardrail:{side}:{name}"
+        output: dict[str, JSON] = {"tripwire_triggered": tripwire_triggered, "output_info": _jsonable(info)}
+        if behavior is not None:
+            output["behavior"] = behavior
+        await call_store(self.store, self.record, kind=StepKind.GUARDRAIL, key=key, name=name,
+                         input={"side": side, "agent": agent}, output=output)
 
 
 def input_change(recorded: Step, name: str | None, input: JSON, input_hash: str) -> str:

@@ -3,7 +3,7 @@ every guardrail result into the trail.
 
 Only the SDK's own extension points are used: `FunctionTool.on_invoke_tool`,
 `FunctionTool.needs_approval`, `Handoff.on_invoke_handoff`, `Model` instances, and the
-``guardrail_function`` of input and output guardrails.
+``guardrail_function`` of agent input/output guardrails and of tool input/output guardrails.
 """
 
 from __future__ import annotations
@@ -13,7 +13,17 @@ import inspect
 import typing
 from typing import Any
 
-from agents import Agent, FunctionTool, Handoff, InputGuardrail, Model, OutputGuardrail, handoff
+from agents import (
+    Agent,
+    FunctionTool,
+    Handoff,
+    InputGuardrail,
+    Model,
+    OutputGuardrail,
+    ToolInputGuardrail,
+    ToolOutputGuardrail,
+    handoff,
+)
 from agents.tool_context import ToolContext
 
 import agentspan
@@ -24,6 +34,7 @@ from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, model_identity
 
 _Guardrail = typing.TypeVar("_Guardrail", InputGuardrail[Any], OutputGuardrail[Any])
+_ToolGuardrail = typing.TypeVar("_ToolGuardrail", ToolInputGuardrail[Any], ToolOutputGuardrail[Any])
 
 
 def _options_of(tool: FunctionTool) -> ToolOptions:
@@ -107,7 +118,14 @@ class AgentWrapper:
                                   invoke=invoke, options=options, needs_approval=bool(required))
 
         on_invoke_tool.__annotations__ = {"ctx": _context_annotation(original), "args_json": str, "return": Any}
-        return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool, needs_approval=False)
+        guardrails: dict[str, Any] = {}
+        if tool.tool_input_guardrails:
+            guardrails["tool_input_guardrails"] = [self.tool_guardrail(g, "tool_input")
+                                                   for g in tool.tool_input_guardrails]
+        if tool.tool_output_guardrails:
+            guardrails["tool_output_guardrails"] = [self.tool_guardrail(g, "tool_output")
+                                                    for g in tool.tool_output_guardrails]
+        return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool, needs_approval=False, **guardrails)
 
     def handoff(self, target: Agent[Any] | Handoff[Any, Any]) -> Handoff[Any, Any]:
         """Returns a handoff to the durable clone of its agent, journaled as a ``handoff`` step."""
@@ -155,6 +173,27 @@ class AgentWrapper:
             if run is not None:
                 await run.guardrail(side=side, agent=agent.name, name=name,
                                     tripwire_triggered=bool(output.tripwire_triggered), info=output.output_info)
+            return output
+
+        return dataclasses.replace(guardrail, guardrail_function=guardrail_function, name=name)
+
+    @staticmethod
+    def tool_guardrail(guardrail: _ToolGuardrail, side: str) -> _ToolGuardrail:
+        """Returns a copy of a tool input or output guardrail whose result goes into the trail,
+        under the key of the tool call it checked."""
+        check = guardrail.guardrail_function
+        name = guardrail.get_name()
+
+        async def guardrail_function(data: Any) -> Any:
+            output = check(data)
+            if inspect.isawaitable(output):
+                output = await output
+            run = agentspan.active_run()
+            if run is not None:
+                behavior = dict(output.behavior)  # a TypedDict: {"type": "allow" | "reject_content" | ...}
+                await run.guardrail(side=side, agent=data.agent.name, name=name,
+                                    tripwire_triggered=behavior.get("type") != "allow", info=output.output_info,
+                                    call_id=data.context.tool_call_id, behavior=behavior)
             return output
 
         return dataclasses.replace(guardrail, guardrail_function=guardrail_function, name=name)
