@@ -18,9 +18,10 @@ from agentspan.tools import StepInfo, ToolOptions, current_step, tool, tool_opti
 
 if TYPE_CHECKING:
     from agentspan.api import Handle, get, resume, run, run_async, serve, start
+    from agentspan.attempt import LlmMetrics
     from agentspan.config import configure, get_store, settings
     from agentspan.records import Approval, ApprovalStatus, Run, RunStatus, Step, StepKind, StepStatus
-    from agentspan.runtime import ActiveRun, LlmMetrics, active_run
+    from agentspan.runtime import ActiveRun, active_run
 
 __version__ = "0.1.0"
 
@@ -31,7 +32,7 @@ _LAZY = {
     "Approval": "agentspan.records", "ApprovalStatus": "agentspan.records", "Run": "agentspan.records",
     "RunStatus": "agentspan.records", "Step": "agentspan.records", "StepKind": "agentspan.records",
     "StepStatus": "agentspan.records",
-    "ActiveRun": "agentspan.runtime", "LlmMetrics": "agentspan.runtime", "active_run": "agentspan.runtime",
+    "ActiveRun": "agentspan.runtime", "LlmMetrics": "agentspan.attempt", "active_run": "agentspan.runtime",
 }
 
 

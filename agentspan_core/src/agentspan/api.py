@@ -12,6 +12,7 @@ from typing import Any
 
 from agentspan import approvals, attached, executor, leases, runtime
 from agentspan.adapters import Adapter, adapter_for, adapter_named
+from agentspan.attempt import Counters
 from agentspan.config import get_store, settings
 from agentspan.errors import (
     ConfigurationError,
@@ -20,7 +21,6 @@ from agentspan.errors import (
     RunStateError,
 )
 from agentspan.records import JSON, Approval, Run, RunStatus, Step, now
-from agentspan.runtime import Counters
 from agentspan.stores.base import Store, call_store
 
 

@@ -35,10 +35,11 @@ from types import TracebackType
 from typing import Any
 
 from agentspan import leases
+from agentspan.attempt import Counters
 from agentspan.config import settings
 from agentspan.errors import LeaseLostError, RunCancelledError, RunCancelledSignal, RunStateError
 from agentspan.records import JSON, Run, RunStatus, Step, now
-from agentspan.runtime import ActiveRun, Counters
+from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store
 
 _here: dict[str, AttachedRun] = {}

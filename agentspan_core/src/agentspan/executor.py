@@ -11,10 +11,11 @@ from typing import Any, Literal
 from agentspan import approvals
 from agentspan.adapters import Adapter
 from agentspan.attached import attach
+from agentspan.attempt import Counters
 from agentspan.config import settings
 from agentspan.errors import ApprovalPending, LeaseLostError, RunCancelledSignal
 from agentspan.records import Run, RunStatus
-from agentspan.runtime import ActiveRun, Counters
+from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store, call_store
 
 log = logging.getLogger("agentspan")

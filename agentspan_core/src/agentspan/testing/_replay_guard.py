@@ -15,9 +15,10 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from agentspan.attempt import Counters
 from agentspan.errors import RecordedStepFailure, ReplayDivergenceError
 from agentspan.records import JSON, Approval, Step, StepKind, StepStatus
-from agentspan.runtime import ActiveRun, Counters, input_change
+from agentspan.runtime import ActiveRun, input_change
 from agentspan.stores.base import Store
 from agentspan.testing._store import MockStore
 from agentspan.testing.script import Decision
@@ -65,7 +66,7 @@ def describe(step: Step) -> str:
 
 
 class ReplayGuard:
-    """Serves the calls of a strictly replayed run from its recording (`agentspan.runtime.StrictReplay`).
+    """Serves the calls of a strictly replayed run from its recording (`agentspan.attempt.StrictReplay`).
 
     Args:
         recorded_run_id: The id of the recorded run (named in divergence messages).

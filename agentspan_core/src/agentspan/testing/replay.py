@@ -25,12 +25,12 @@ from typing import Any
 
 from agentspan import leases
 from agentspan.adapters import Adapter, adapter_for
+from agentspan.attempt import strict_replay
 from agentspan.config import settings
 from agentspan.diffing import describe_difference
 from agentspan.errors import ConfigurationError, ReplayDivergenceError, RunCancelledError
 from agentspan.export import RunExport, load_export
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, StepResult, StepStatus, now
-from agentspan.runtime import strict_replay
 from agentspan.stores.base import Store
 from agentspan.testing import targets
 from agentspan.testing._replay_guard import ReplayGuard, ReplayStore, describe
