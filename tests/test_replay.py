@@ -50,7 +50,7 @@ def reset_effects(path: Path) -> None:
 # ---- export ----------------------------------------------------------------------------------
 def test_export_holds_the_run_its_whole_journal_and_approvals(agentspan_store: SqliteStore, tmp_path: Path) -> None:
     recorded = mock_run(oa.support, "Refund order 42", script=REFUND_SCRIPT)
-    document = json.loads(export(recorded.run_id, tmp_path / "run.json").read_text())
+    document = json.loads(export(recorded.run_id, tmp_path / "tests" / "runs" / "run.json").read_text())  # folders made
     assert document["format"] == FORMAT and isinstance(document["exported_at"], float)
     shown = json.loads(runner.invoke(app, ["runs", "show", recorded.run_id, "--json"]).output)
     assert document["run"] == {k: v for k, v in shown.items() if k not in ("steps", "approvals")}
@@ -74,6 +74,9 @@ def test_export_to_stdout_in_a_subprocess_and_unknown_run(agentspan_store: Sqlit
     missing = runner.invoke(app, ["runs", "export", "no-such-run"])
     assert missing.exit_code == 1
     assert "error:" in missing.output and "no-such-run" in missing.output
+    blocked = Path(__file__)  # a file: no folder can be made under it
+    refused = runner.invoke(app, ["runs", "export", recorded.run_id, "-o", str(blocked / "run.json")])
+    assert refused.exit_code == 1 and "cannot write" in refused.output
 
 
 # ---- openai-agents ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import platform
 import re
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import click
@@ -160,7 +161,8 @@ def runs_show(
 @runs_app.command("export")
 def runs_export(
     run_id: Annotated[str, typer.Argument(help="The run's id.")],
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Write to this file, creating its folders (default: stdout).")] = None,
 ) -> None:
     """Export a run with its whole journal and approvals as JSON (for agentspan.testing.replay)."""
     from agentspan.export import export_run
@@ -170,6 +172,7 @@ def runs_export(
         typer.echo(text)
         return
     try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         with open(output, "w", encoding="utf-8") as file:
             file.write(text + "\n")
     except OSError as exc:
