@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import pytest
@@ -122,13 +123,18 @@ def test_parallel_tool_calls_keep_stable_keys_and_replay_in_any_order():
     assert outputs == {"llm:0/call:c1": 2, "llm:0/call:c2": 4, "llm:0/call:c3": 6}
 
 
-def test_approval_waits_then_approve_runs_the_tool_once():
+def test_approval_waits_then_approve_runs_the_tool_once(caplog):
     agent = agent_with([ToolCall("refund", {"order_id": "42", "amount": 30.0}), "ok"], [refund])
+    caplog.set_level(logging.INFO, logger="agentspan")
     handle = agentspan.start(agent, "refund 42")
     wait_status(handle, agentspan.RunStatus.WAITING)
     (pending,) = handle.pending_approvals()
     assert pending.tool == "refund" and pending.args == {"order_id": "42", "amount": 30.0}
     assert effects == []
+    deadline = time.monotonic() + 5  # the waiting run says once what it waits for and how to decide it
+    while f"agentspan approve {pending.id}" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert caplog.text.count(f"waits for approval {pending.id} of tool 'refund'") == 1
     decided = agentspan.get(handle.id).approve(by="alice", reason="fine")
     assert decided.status is agentspan.ApprovalStatus.APPROVED and decided.decided_by == "alice"
     assert handle.result(timeout=20).final_output == "ok"

@@ -87,10 +87,18 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
 async def _wait_for_decisions(store: Store, run_id: str) -> None:
     """Polls the store until the run waits on no approval (or is cancelled)."""
     interval = settings().poll_interval
+    told: set[str] = set()
     while True:
         run = await call_store(store, store.get_run, run_id)
         if run.status is RunStatus.CANCELLED:
             raise RunCancelledSignal(run_id, run.error)
-        if not await call_store(store, approvals.pending_for_run, store, run_id):
+        pending = await call_store(store, approvals.pending_for_run, store, run_id)
+        if not pending:
             return
+        for approval in pending:
+            if approval.id not in told:  # once per approval: what the run waits for, and how to decide it
+                told.add(approval.id)
+                log.info("run %s waits for approval %s of tool %r: decide it with `agentspan approve %s` "
+                         "or `agentspan reject %s --reason ...`", run_id, approval.id, approval.tool,
+                         approval.id, approval.id)
         await asyncio.sleep(interval)
