@@ -2,21 +2,22 @@
 
 `create_app` serves one backing store and documents it in OpenAPI. Each ``/api`` endpoint checks
 its input (`checks`), calls the matching store method once and answers with the `agentspan.wire`
-model. Store methods are synchronous: a store that waits on the network (``blocking_io``,
-PostgreSQL) is called on a worker thread, so the event loop never waits on it; the embedded SQLite
-store (tens of microseconds a call) is called inline, saving a thread hand-off per request. A store
-with an ``async_path()`` (PostgreSQL: `postgres_async`) serves its hot calls (step writes, lease
-renewal, run and step reads, checkpoint puts and gets) on the event loop instead, opened and closed
-with the app's lifespan. Every error is answered with a problem document (`problems`); requests are
-routed on the raw path, under a body-size limit (`middleware`), an API-key check (`auth`) and
-request metrics (`metrics`). The hot endpoints' requests skip FastAPI's per-request work through
-`hot_path`, which calls the same endpoint functions (``*_of``) as their routes.
+model; the run, lease, step and approval routes are here, the checkpoint routes in
+`checkpoint_routes`, the error responses they document in `openapi_docs`. Store methods are
+synchronous: a store that waits on the network (``blocking_io``, PostgreSQL) is called on a worker
+thread, so the event loop never waits on it; the embedded SQLite store (tens of microseconds a
+call) is called inline, saving a thread hand-off per request. A store with an ``async_path()``
+(PostgreSQL: `postgres_async`) serves its hot calls (step writes, lease renewal, run and step
+reads, checkpoint puts and gets) on the event loop instead, opened and closed with the app's
+lifespan. Every error is answered with a problem document (`problems`); requests are routed on the
+raw path, under a body-size limit (`middleware`), an API-key check (`auth`) and request metrics
+(`metrics`). The hot endpoints' requests skip FastAPI's per-request work through `hot_path`, which
+calls the same endpoint functions (``*_of``) as their routes.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 import time
@@ -26,7 +27,6 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import FastAPI, Query
-from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -35,22 +35,14 @@ from agentspan.records import Approval, ApprovalStatus, CheckpointRecord, Run, R
 from agentspan.stores.base import Store
 from agentspan.wire import (
     API_PREFIX,
-    PROBLEM_CONTENT_TYPE,
     ApprovalList,
     CancelRun,
-    CheckpointList,
     ClaimRun,
-    CopyCheckpoints,
     CreatedRun,
     Decision,
-    DeleteCheckpoints,
-    DeleteCheckpointsForRuns,
     FinishStep,
     FoundApproval,
-    FoundCheckpoint,
-    ListCheckpoints,
     Problem,
-    PruneCheckpoints,
     PutCheckpointWithWrites,
     PutCheckpointWrites,
     RecordStep,
@@ -65,10 +57,12 @@ from agentspan.wire import (
     problem_of,
 )
 from agentspan_server.auth import AuthMiddleware, KeyRing
+from agentspan_server.checkpoint_routes import add_checkpoint_routes
 from agentspan_server.checks import checked_body, path_param, query_text
 from agentspan_server.hot_path import HotEndpoint, HotPathMiddleware
 from agentspan_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from agentspan_server.middleware import BodyLimitMiddleware, RawPathMiddleware
+from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
 from agentspan_server.problems import ProblemError, input_issue, install_problem_handlers, invalid_input, new_problem
 from agentspan_server.ui import install_ui, is_ui_path
 
@@ -97,31 +91,6 @@ def required_role(scope: Scope) -> Role | None:
     if path in _CHECKPOINT_DELETIONS:
         return "admin"
     return "agent"
-
-
-def _json_response(model: BaseModel, status: int = 200) -> Response:
-    try:
-        body: str | bytes = model.model_dump_json()
-    except ValueError:  # text the store holds that JSON cannot encode as UTF-8 (lone surrogates)
-        body = json.dumps(model.model_dump(mode="json"), ensure_ascii=True)
-    return Response(body, status_code=status, media_type="application/json")
-
-
-# ---- OpenAPI ----------------------------------------------------------------------------------
-_PROBLEM_REF = {"schema": {"$ref": "#/components/schemas/Problem"}}
-_ERRORS = {
-    400: "Malformed JSON body", 401: "Missing or invalid API key", 403: "The key's role may not do this",
-    404: "Unknown id", 409: "Stale lease epoch, double decision or wrong run state",
-    413: "Body too large", 422: "Invalid values", 503: "Store unavailable",
-}  # fmt: skip
-
-
-def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"description": _ERRORS[s], "content": {PROBLEM_CONTENT_TYPE: _PROBLEM_REF}} for s in statuses}
-
-
-_COMMON = (401, 422, 503)
-_BODY = (400, 413)
 
 
 # ---- the app ----------------------------------------------------------------------------------
@@ -195,60 +164,60 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
     # ---- runs ---------------------------------------------------------------------------------
     @app.post(f"{API_PREFIX}/runs", status_code=201, response_model=CreatedRun, tags=["runs"],
               responses={200: {"model": CreatedRun, "description": "Idempotency hit: the existing run"},
-                         **_responses(*_COMMON, *_BODY)})  # fmt: skip
+                         **responses(*COMMON, *BODY)})  # fmt: skip
     async def create_run(run: Run) -> Response:
         """`Store.create_run`: 201 when inserted, 200 when the idempotency key already exists."""
         created, inserted = await call(store.create_run, checked_body(run))
-        return _json_response(CreatedRun(run=created, created=inserted), 201 if inserted else 200)
+        return json_response(CreatedRun(run=created, created=inserted), 201 if inserted else 200)
 
-    @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], responses=_responses(*_COMMON))
+    @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], responses=responses(*COMMON))
     async def list_runs(status: RunStatus | None = None, agent: str | None = None, limit: Limit = 100) -> Response:
         """`Store.list_runs`: newest first."""
         runs = await call(store.list_runs, status=status, agent=query_text("agent", agent), limit=limit)
-        return _json_response(RunList(runs=runs))
+        return json_response(RunList(runs=runs))
 
-    @app.get(API_PREFIX + "/runs/{run_id}", response_model=Run, tags=["runs"], responses=_responses(*_COMMON, 404))
+    @app.get(API_PREFIX + "/runs/{run_id}", response_model=Run, tags=["runs"], responses=responses(*COMMON, 404))
     async def get_run(run_id: str) -> Response:
         """`Store.get_run`."""
-        return _json_response(await call(store.get_run, path_param("run_id", run_id)))
+        return json_response(await call(store.get_run, path_param("run_id", run_id)))
 
     @app.patch(API_PREFIX + "/runs/{run_id}", response_model=Run, tags=["runs"],
-               responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
+               responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
     async def update_run(run_id: str, body: UpdateRun) -> Response:
         """`Store.update_run` (fenced)."""
         rid, b = path_param("run_id", run_id), checked_body(body)
         run = await call(store.update_run, rid, epoch=b.epoch, status=b.status, output=b.output, error=b.error,
                          release_lease=b.release_lease)  # fmt: skip
-        return _json_response(run)
+        return json_response(run)
 
     @app.post(API_PREFIX + "/runs/{run_id}/cancel", response_model=Run, tags=["runs"],
-              responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
+              responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
     async def cancel_run(run_id: str, body: CancelRun | None = None) -> Response:
         """`Store.cancel_run` (the body may be left out)."""
         rid, b = path_param("run_id", run_id), checked_body(body or CancelRun())
-        return _json_response(await call(store.cancel_run, rid, reason=b.reason))
+        return json_response(await call(store.cancel_run, rid, reason=b.reason))
 
     # ---- leases -------------------------------------------------------------------------------
     @app.post(API_PREFIX + "/runs/{run_id}/claim", response_model=Run, tags=["leases"],
-              responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
+              responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
     async def claim_run(run_id: str, body: ClaimRun) -> Response:
         """`Store.claim_run`: compare-and-set of the lease epoch."""
         rid, b = path_param("run_id", run_id), checked_body(body)
         run = await call(store.claim_run, rid, owner=b.owner, expected_epoch=b.expected_epoch,
                          lease_expires_at=b.lease_expires_at)  # fmt: skip
-        return _json_response(run)
+        return json_response(run)
 
     @app.post(API_PREFIX + "/runs/{run_id}/lease", response_model=Renewed, tags=["leases"],
-              responses=_responses(*_COMMON, *_BODY, 404))  # fmt: skip
+              responses=responses(*COMMON, *BODY, 404))  # fmt: skip
     async def renew_lease(run_id: str, body: RenewLease) -> Response:
         """`Store.renew_lease`: ``renewed`` is false when the epoch is stale."""
         return await renew_lease_of(path_param("run_id", run_id), checked_body(body))
 
     async def renew_lease_of(rid: str, b: RenewLease) -> Response:
         renewed = await call(store.renew_lease, rid, epoch=b.epoch, lease_expires_at=b.lease_expires_at)
-        return _json_response(Renewed(renewed=renewed))
+        return json_response(Renewed(renewed=renewed))
 
-    @app.get(f"{API_PREFIX}/claimable", response_model=RunList, tags=["leases"], responses=_responses(*_COMMON))
+    @app.get(f"{API_PREFIX}/claimable", response_model=RunList, tags=["leases"], responses=responses(*COMMON))
     async def claimable_runs(
         agent: Annotated[list[str] | None, Query(description="Agent names (repeat); all agents when absent.")] = None,
         now: Annotated[float | None, Query(allow_inf_nan=False, description="Default: server time.")] = None,
@@ -257,11 +226,11 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         """`Store.claimable_runs`: oldest first."""
         agents = None if agent is None else [query_text("agent", a) or "" for a in agent]
         runs = await call(store.claimable_runs, agents=agents, now=time.time() if now is None else now, limit=limit)
-        return _json_response(RunList(runs=runs))
+        return json_response(RunList(runs=runs))
 
     # ---- steps --------------------------------------------------------------------------------
     @app.post(API_PREFIX + "/runs/{run_id}/steps/start", status_code=204, response_class=Response, tags=["steps"],
-              responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
+              responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
     async def start_step(run_id: str, body: StartStep) -> Response:
         """`Store.start_step` (fenced). ``step.run_id`` must be the path's run id."""
         return await start_step_of(path_param("run_id", run_id), checked_body(body))
@@ -273,7 +242,7 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         return Response(status_code=204)
 
     @app.post(API_PREFIX + "/runs/{run_id}/steps/finish", status_code=204, response_class=Response, tags=["steps"],
-              responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
+              responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
     async def finish_step(run_id: str, body: FinishStep) -> Response:
         """`Store.finish_step` (fenced)."""
         return await finish_step_of(path_param("run_id", run_id), checked_body(body))
@@ -284,7 +253,7 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         return Response(status_code=204)
 
     @app.post(API_PREFIX + "/runs/{run_id}/steps/record", status_code=204, response_class=Response, tags=["steps"],
-              responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
+              responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
     async def record_step(run_id: str, body: RecordStep) -> Response:
         """`Store.record_step` (fenced, one transaction). ``step.run_id`` must be the path's run id."""
         return await record_step_of(path_param("run_id", run_id), checked_body(body))
@@ -296,138 +265,58 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         return Response(status_code=204)
 
     @app.get(API_PREFIX + "/runs/{run_id}/steps", response_model=StepList, tags=["steps"],
-             responses=_responses(*_COMMON, 404))  # fmt: skip
+             responses=responses(*COMMON, 404))  # fmt: skip
     async def list_steps(run_id: str) -> Response:
         """`Store.list_steps`: ordered by ``seq``."""
-        return _json_response(StepList(steps=await call(store.list_steps, path_param("run_id", run_id))))
+        return json_response(StepList(steps=await call(store.list_steps, path_param("run_id", run_id))))
 
     # ---- approvals ----------------------------------------------------------------------------
     @app.post(API_PREFIX + "/runs/{run_id}/approvals", response_model=Approval, tags=["approvals"],
-              responses=_responses(*_COMMON, *_BODY, 404, 409))  # fmt: skip
+              responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
     async def request_approval(run_id: str, body: RequestApproval) -> Response:
         """`Store.request_approval` (fenced, idempotent per step). ``approval.run_id`` must match."""
         rid, b = path_param("run_id", run_id), checked_body(body)
         same_run(rid, b.approval.run_id, "approval.run_id")
-        return _json_response(await call(store.request_approval, b.approval, epoch=b.epoch))
+        return json_response(await call(store.request_approval, b.approval, epoch=b.epoch))
 
     @app.get(API_PREFIX + "/runs/{run_id}/approvals/{step_key:path}", response_model=FoundApproval,
-             tags=["approvals"], responses=_responses(*_COMMON))  # fmt: skip
+             tags=["approvals"], responses=responses(*COMMON))  # fmt: skip
     async def find_approval(run_id: str, step_key: str) -> Response:
         """`Store.find_approval`: ``approval`` is null when none was requested for the step."""
         rid, key = path_param("run_id", run_id), path_param("step_key", step_key)
-        return _json_response(FoundApproval(approval=await call(store.find_approval, rid, key)))
+        return json_response(FoundApproval(approval=await call(store.find_approval, rid, key)))
 
     @app.get(f"{API_PREFIX}/approvals", response_model=ApprovalList, tags=["approvals"],
-             responses=_responses(*_COMMON))  # fmt: skip
+             responses=responses(*COMMON))  # fmt: skip
     async def list_approvals(
         run_id: str | None = None, status: ApprovalStatus | None = None, limit: Limit = 100
     ) -> Response:
         """`Store.list_approvals`: newest first."""
         approvals = await call(store.list_approvals, run_id=query_text("run_id", run_id),
                                status=None if status is None else status.value, limit=limit)  # fmt: skip
-        return _json_response(ApprovalList(approvals=approvals))
+        return json_response(ApprovalList(approvals=approvals))
 
     @app.get(API_PREFIX + "/approvals/{approval_id}", response_model=Approval, tags=["approvals"],
-             responses=_responses(*_COMMON, 404))  # fmt: skip
+             responses=responses(*COMMON, 404))  # fmt: skip
     async def get_approval(approval_id: str) -> Response:
         """`Store.get_approval`."""
-        return _json_response(await call(store.get_approval, path_param("approval_id", approval_id)))
+        return json_response(await call(store.get_approval, path_param("approval_id", approval_id)))
 
     @app.post(API_PREFIX + "/approvals/{approval_id}/decision", response_model=Approval, tags=["approvals"],
-              responses=_responses(*_COMMON, *_BODY, 403, 404, 409))  # fmt: skip
+              responses=responses(*COMMON, *BODY, 403, 404, 409))  # fmt: skip
     async def decide_approval(approval_id: str, body: Decision) -> Response:
         """`Store.decide_approval` (needs the approver or admin role). ``decided_at`` defaults to now."""
         aid, b = path_param("approval_id", approval_id), checked_body(body)
         decided_at = time.time() if b.decided_at is None else b.decided_at
         approval = await call(store.decide_approval, aid, approved=b.approved, by=b.by, reason=b.reason,
                               decided_at=decided_at)  # fmt: skip
-        return _json_response(approval)
+        return json_response(approval)
 
-    # ---- checkpoints --------------------------------------------------------------------------
-    # Unfenced, like the Store methods. The bytes arrive base64-decoded by the models and are
-    # handed to the store as they are; nothing here interprets them.
-    @app.put(f"{API_PREFIX}/checkpoints", status_code=204, response_class=Response, tags=["checkpoints"],
-             responses=_responses(*_COMMON, *_BODY))  # fmt: skip
-    async def put_checkpoint(checkpoint: CheckpointRecord) -> Response:
-        """`Store.put_checkpoint`: an upsert by ``(thread_id, namespace, checkpoint_id)``; ``writes`` is ignored."""
-        return await put_checkpoint_of(checked_body(checkpoint))
-
-    async def put_checkpoint_of(checkpoint: CheckpointRecord) -> Response:
-        await call(store.put_checkpoint, checkpoint)
-        return Response(status_code=204)
-
-    @app.put(f"{API_PREFIX}/checkpoints/writes", status_code=204, response_class=Response, tags=["checkpoints"],
-             responses=_responses(*_COMMON, *_BODY))  # fmt: skip
-    async def put_checkpoint_writes(body: PutCheckpointWrites) -> Response:
-        """`Store.put_checkpoint_writes`: one transaction."""
-        return await put_checkpoint_writes_of(checked_body(body))
-
-    async def put_checkpoint_writes_of(b: PutCheckpointWrites) -> Response:
-        await call(store.put_checkpoint_writes, b.writes, replace=b.replace)
-        return Response(status_code=204)
-
-    @app.put(f"{API_PREFIX}/checkpoints/with-writes", status_code=204, response_class=Response, tags=["checkpoints"],
-             responses=_responses(*_COMMON, *_BODY))  # fmt: skip
-    async def put_checkpoint_with_writes(body: PutCheckpointWithWrites) -> Response:
-        """`Store.put_checkpoint_with_writes`: the writes, then the checkpoint, in one transaction
-        (what a LangGraph super-step saves: its tasks' writes and the next checkpoint)."""
-        return await put_checkpoint_with_writes_of(checked_body(body))
-
-    async def put_checkpoint_with_writes_of(b: PutCheckpointWithWrites) -> Response:
-        await call(store.put_checkpoint_with_writes, b.checkpoint, b.writes, replace=b.replace)
-        return Response(status_code=204)
-
-    @app.get(f"{API_PREFIX}/checkpoints/find", response_model=FoundCheckpoint, tags=["checkpoints"],
-             responses=_responses(*_COMMON))  # fmt: skip
-    async def get_checkpoint(thread_id: str, namespace: str = "", checkpoint_id: str | None = None) -> Response:
-        """`Store.get_checkpoint`: with its writes; the latest of the namespace without ``checkpoint_id``;
-        ``checkpoint`` is null when there is none."""
-        tid, ns = query_text("thread_id", thread_id) or "", query_text("namespace", namespace) or ""
-        found = await call(store.get_checkpoint, tid, ns, query_text("checkpoint_id", checkpoint_id))
-        return _json_response(FoundCheckpoint(checkpoint=found))
-
-    @app.post(f"{API_PREFIX}/checkpoints/search", response_model=CheckpointList, tags=["checkpoints"],
-              responses=_responses(*_COMMON, *_BODY))  # fmt: skip
-    async def list_checkpoints(body: ListCheckpoints) -> Response:
-        """`Store.list_checkpoints`: with their writes, newest first."""
-        b = checked_body(body)
-        found = await call(store.list_checkpoints, thread_id=b.thread_id, namespace=b.namespace,
-                           checkpoint_id=b.checkpoint_id, before=b.before, metadata=b.metadata,
-                           limit=b.limit)  # fmt: skip
-        return _json_response(CheckpointList(checkpoints=found))
-
-    @app.post(f"{API_PREFIX}/checkpoints/copy", status_code=204, response_class=Response, tags=["checkpoints"],
-              responses=_responses(*_COMMON, *_BODY))  # fmt: skip
-    async def copy_checkpoints(body: CopyCheckpoints) -> Response:
-        """`Store.copy_checkpoints`."""
-        b = checked_body(body)
-        await call(store.copy_checkpoints, b.source_thread_id, b.target_thread_id)
-        return Response(status_code=204)
-
-    @app.post(f"{API_PREFIX}/checkpoints/delete", status_code=204, response_class=Response, tags=["checkpoints"],
-              responses=_responses(*_COMMON, *_BODY, 403))  # fmt: skip
-    async def delete_checkpoints(body: DeleteCheckpoints) -> Response:
-        """`Store.delete_checkpoints` (needs the admin role)."""
-        await call(store.delete_checkpoints, checked_body(body).thread_id)
-        return Response(status_code=204)
-
-    @app.post(f"{API_PREFIX}/checkpoints/delete-for-runs", status_code=204, response_class=Response,
-              tags=["checkpoints"], responses=_responses(*_COMMON, *_BODY, 403))  # fmt: skip
-    async def delete_checkpoints_for_runs(body: DeleteCheckpointsForRuns) -> Response:
-        """`Store.delete_checkpoints_for_runs` (needs the admin role)."""
-        await call(store.delete_checkpoints_for_runs, checked_body(body).run_ids)
-        return Response(status_code=204)
-
-    @app.post(f"{API_PREFIX}/checkpoints/prune", status_code=204, response_class=Response, tags=["checkpoints"],
-              responses=_responses(*_COMMON, *_BODY, 403))  # fmt: skip
-    async def prune_checkpoints(body: PruneCheckpoints) -> Response:
-        """`Store.prune_checkpoints` (needs the admin role)."""
-        b = checked_body(body)
-        await call(store.prune_checkpoints, b.thread_ids, keep_latest=b.keep_latest)
-        return Response(status_code=204)
+    # ---- checkpoints (checkpoint_routes) ------------------------------------------------------
+    checkpoint_puts = add_checkpoint_routes(app, store, call)
 
     # ---- operations ---------------------------------------------------------------------------
-    @app.get("/healthz", tags=["operations"], responses=_responses(503))
+    @app.get("/healthz", tags=["operations"], responses=responses(503))
     def healthz() -> dict[str, str]:
         """Liveness and store check (no API key needed)."""
         try:
@@ -440,7 +329,7 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
 
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
-    @app.get("/metrics", response_class=Response, tags=["operations"], responses=_responses(401, 503))
+    @app.get("/metrics", response_class=Response, tags=["operations"], responses=responses(401, 503))
     async def prometheus_metrics() -> Response:
         """Prometheus text exposition."""
         body, content_type = await call(metrics.render)
@@ -454,10 +343,11 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         HotEndpoint("POST", f"{runs}/steps/start", StartStep, start_step_of),
         HotEndpoint("POST", f"{runs}/steps/finish", FinishStep, finish_step_of),
         HotEndpoint("POST", f"{runs}/steps/record", RecordStep, record_step_of),
-        HotEndpoint("PUT", f"{API_PREFIX}/checkpoints", CheckpointRecord, put_checkpoint_of),
-        HotEndpoint("PUT", f"{API_PREFIX}/checkpoints/writes", PutCheckpointWrites, put_checkpoint_writes_of),
+        HotEndpoint("PUT", f"{API_PREFIX}/checkpoints", CheckpointRecord, checkpoint_puts.put_checkpoint_of),
+        HotEndpoint("PUT", f"{API_PREFIX}/checkpoints/writes", PutCheckpointWrites,
+                    checkpoint_puts.put_checkpoint_writes_of),
         HotEndpoint("PUT", f"{API_PREFIX}/checkpoints/with-writes", PutCheckpointWithWrites,
-                    put_checkpoint_with_writes_of),
+                    checkpoint_puts.put_checkpoint_with_writes_of),
     ]  # fmt: skip
     # Last added runs first: raw path -> metrics -> auth -> body limit -> hot path -> routing.
     app.add_middleware(HotPathMiddleware, endpoints=hot_endpoints, routes=app.router.routes)
