@@ -197,7 +197,7 @@ def test_step_writes_bind_plain_text_for_enum_fields() -> None:
     value): the hot path binds the enums' plain text, every other path goes through an adapter."""
     import sqlite3
 
-    from agentspan.stores.sqlite_schema import recorded_step_values
+    from agentspan.stores.sqlite_rows import recorded_step_values
 
     step = make_step("run", "llm:0", 0)
     values = recorded_step_values(step, StepResult(status=StepStatus.COMPLETED, output=1))

@@ -32,7 +32,8 @@ from agentspan.stores.base import Store
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.sqlite_checkpoints import SqliteCheckpoints
 from agentspan.stores.sqlite_journal import SqliteJournal
-from agentspan.stores.sqlite_schema import (
+from agentspan.stores.sqlite_rows import (
+    APPROVAL_COLUMNS,
     approval_from_row,
     approval_values,
     dump_json,
@@ -319,7 +320,7 @@ class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):
     ) -> list[Approval]:
         """See `Store.list_approvals`."""
         filters = {"run_id": run_id, "status": status}
-        rows = self._select("approvals", sql.APPROVAL_COLUMNS, filters, "id DESC", limit)
+        rows = self._select("approvals", APPROVAL_COLUMNS, filters, "id DESC", limit)
         return [approval_from_row(r) for r in rows]
 
     def decide_approval(

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal, RunNotFound, StepNotFound
 from agentspan.records import Step, StepResult, StepStatus
 from agentspan.stores import sqlite_schema as sql
-from agentspan.stores.sqlite_schema import (
+from agentspan.stores.sqlite_rows import (
+    RUN_COLUMNS,
     RUN_FIELDS,
     STEP_COLUMNS,
     STEP_FIELDS,
@@ -74,7 +75,7 @@ REPLACE_STEP = sql.REPLACE_STEP + f" AND {_FENCE}"
 FINISH_STEP = sql.FINISH_STEP + f" AND {_FENCE}"
 GET_RUN = f"SELECT {RUN_SELECT} FROM runs r WHERE r.id=?"
 RUN_BY_KEY = f"SELECT {RUN_SELECT} FROM runs r WHERE r.idempotency_key=?"
-CLAIMABLE = sql.CLAIMABLE.replace(f"SELECT {sql.RUN_COLUMNS} FROM runs r", f"SELECT {RUN_SELECT} FROM runs r", 1)
+CLAIMABLE = sql.CLAIMABLE.replace(f"SELECT {RUN_COLUMNS} FROM runs r", f"SELECT {RUN_SELECT} FROM runs r", 1)
 UPDATE_RUN = sql.UPDATE_RUN.replace("updated_at=:now, ", f"updated_at=:now, {STORE_TOTALS}, ", 1)
 CANCEL_RUN = sql.CANCEL_RUN.replace("updated_at=? ", f"updated_at=?, {STORE_TOTALS} ", 1)
 assert CLAIMABLE != sql.CLAIMABLE and UPDATE_RUN != sql.UPDATE_RUN and CANCEL_RUN != sql.CANCEL_RUN

@@ -26,7 +26,7 @@ import psycopg
 
 from agentspan.errors import StoreError
 from agentspan.stores import sqlite_schema as _lite
-from agentspan.stores.sqlite_schema import (
+from agentspan.stores.sqlite_rows import (
     APPROVAL_COLUMNS,
     APPROVAL_FIELDS,
     RUN_COLUMNS,
