@@ -256,6 +256,10 @@ class AttachedRun:
     def __enter__(self) -> AttachedRun:
         return self
 
+    def end_after_error(self, exc: BaseException) -> None:
+        """Ends the run as leaving a ``with`` block on ``exc`` does (see `__exit__`)."""
+        self.__exit__(type(exc), exc, exc.__traceback__)
+
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         """Ends a run the block did not end: cancelled on `RunCancelledSignal` (raised again as
         `RunCancelledError`), left to its new owner on `LeaseLostError`, else abandoned."""

@@ -89,3 +89,8 @@ def strict_replay(guard: StrictReplay) -> Iterator[StrictReplay]:
         yield guard
     finally:
         _strict.reset(token)
+
+
+def current_strict_replay() -> StrictReplay | None:
+    """The strict replay in effect in this context (`strict_replay`), or None."""
+    return _strict.get()

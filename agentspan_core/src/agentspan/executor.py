@@ -80,7 +80,7 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
     except BaseException as exc:
         # What `with attached:` would do, off the loop: cancelled (raised as RunCancelledError),
         # left to a new owner, or abandoned (the lease given back for a retry).
-        await call_store(store, attached.__exit__, type(exc), exc, exc.__traceback__)
+        await call_store(store, attached.end_after_error, exc)
         raise
 
 

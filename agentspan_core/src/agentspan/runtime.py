@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from agentspan import approvals
-from agentspan.attempt import Counters, LlmMetrics, Scope, _strict
+from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
 from agentspan.diffing import describe_difference
 from agentspan.errors import InDoubtStepError, ReplayDivergenceError
 from agentspan.hashing import chain, digest
@@ -65,7 +65,7 @@ class ActiveRun:
         self._root = Scope(prefix="")
         self._call_keys: dict[str, str] = {}
         self.counters = Counters()
-        self.strict = _strict.get()
+        self.strict = current_strict_replay()
         """The strict replay serving this run's would-be live calls (None: a normal run)."""
 
     # ---- context ------------------------------------------------------------------------
