@@ -277,6 +277,7 @@ def test_doctor_never_prints_the_key(home: Path, monkeypatch: pytest.MonkeyPatch
     assert "sk-secret-123" not in result.output
     report = json.loads(result.stdout)
     assert report["api_key"] == "set" and report["server_url"] == "not set"
+    assert report["otel"] == "off"
     assert report["home"] == str(home) and report["db_exists"] is False
     assert report["python_version"] == ".".join(map(str, sys.version_info[:3]))
     assert isinstance(report["adapters"], list)

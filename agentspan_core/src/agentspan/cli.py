@@ -322,6 +322,7 @@ def _doctor_report() -> dict[str, JSON]:
         "durability": current.durability,
         "lease_ttl": current.lease_ttl,
         "poll_interval": current.poll_interval,
+        "otel": current.otel,
         "server_url": _shown_url(current.server_url) if current.server_url else "not set",
         "server": server_state,
         "api_key": "set" if current.api_key else "not set",  # never the key itself

@@ -10,6 +10,7 @@ from typing import Literal
 
 from agentspan.errors import ConfigurationError
 from agentspan.stores.base import Store
+from agentspan.tracing import OtelMode, parse_mode
 
 Durability = Literal["normal", "full"]
 
@@ -26,6 +27,8 @@ class Settings:
             ``"full"`` (synchronous=FULL: also survives power loss). ``$AGENTSPAN_DURABILITY``.
         lease_ttl: Seconds a run's lease lasts without a heartbeat (``$AGENTSPAN_LEASE_TTL``).
         poll_interval: Seconds between store polls while waiting for a decision or a run.
+        otel: OpenTelemetry spans of runs (`agentspan.tracing`): ``"off"``, ``"on"``, or
+            ``"content"`` (also tool arguments and results). ``$AGENTSPAN_OTEL``.
     """
 
     home: Path
@@ -34,6 +37,7 @@ class Settings:
     durability: Durability = "normal"
     lease_ttl: float = 5.0
     poll_interval: float = 0.2
+    otel: OtelMode = "off"
 
     @property
     def db_path(self) -> Path:
@@ -66,6 +70,7 @@ def settings_from_env() -> Settings:
         durability=durability,  # type: ignore[arg-type]
         lease_ttl=_float_env("AGENTSPAN_LEASE_TTL", 5.0),
         poll_interval=_float_env("AGENTSPAN_POLL_INTERVAL", 0.2),
+        otel=parse_mode(os.environ.get("AGENTSPAN_OTEL"), source="AGENTSPAN_OTEL"),
     )
 
 
@@ -91,6 +96,7 @@ def configure(
     durability: Durability | None = None,
     lease_ttl: float | None = None,
     poll_interval: float | None = None,
+    otel: bool | OtelMode | None = None,
     store: Store | None = None,
 ) -> Settings:
     """Overrides settings for this process; the next store access uses them.
@@ -102,6 +108,8 @@ def configure(
         durability: ``"normal"`` or ``"full"``.
         lease_ttl: Lease length in seconds.
         poll_interval: Poll interval in seconds.
+        otel: OpenTelemetry spans: True/``"on"``, ``"content"`` (with tool arguments and results),
+            False/``"off"``.
         store: Use this store object directly (e.g. a `MemoryStore` in tests).
 
     Returns:
@@ -125,6 +133,8 @@ def configure(
             if value <= 0:
                 raise ConfigurationError(f"{name}={value!r} must be positive")
             changes[name] = float(value)
+    if otel is not None:
+        changes["otel"] = parse_mode(otel, source="otel")
     with _lock:
         _settings = replace(current, **changes)  # type: ignore[arg-type]
         old, _store = _store, store

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentspan import approvals
 from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
@@ -23,6 +23,9 @@ from agentspan.models import price_usd
 from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus, now
 from agentspan.stores.base import Store, call_store
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, StepInfo, ToolOptions, _current_step
+
+if TYPE_CHECKING:
+    from agentspan.tracing import RunTrace
 
 T = TypeVar("T")
 _ENDED_FIELDS = ("status", "output", "error", "ended_at")
@@ -67,6 +70,8 @@ class ActiveRun:
         self.counters = Counters()
         self.strict = current_strict_replay()
         """The strict replay serving this run's would-be live calls (None: a normal run)."""
+        self.trace: RunTrace | None = None
+        """The OpenTelemetry spans of this attempt, while it is traced (`agentspan.tracing`)."""
 
     # ---- context ------------------------------------------------------------------------
     def activate(self) -> contextvars.Token[ActiveRun | None]:
@@ -222,6 +227,8 @@ class ActiveRun:
             else:
                 await self._awaited.arecord_step(step, result, epoch=self.epoch)
             self._ended(step, result)
+            if self.trace is not None:
+                self.trace.step_ended(step, result)
         elif self._offload:
             await asyncio.to_thread(self._finish, step, result, started)
         else:
@@ -233,6 +240,8 @@ class ActiveRun:
         else:
             self.store.record_step(step, result, epoch=self.epoch)
         self._ended(step, result)
+        if self.trace is not None:
+            self.trace.step_ended(step, result)
 
     @staticmethod
     def _ended(step: Step, result: StepResult) -> None:

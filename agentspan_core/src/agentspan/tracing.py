@@ -1,0 +1,174 @@
+"""OpenTelemetry spans of durable runs, in the GenAI semantic conventions (``gen_ai.*``).
+
+Off unless asked for (``AGENTSPAN_OTEL=1`` or ``agentspan.configure(otel=True)``), and then only
+the OpenTelemetry API is used: spans go to the tracer provider the application configured (its
+exporters, sampling and resource), or nowhere when it configured none. ``import agentspan`` never
+imports OpenTelemetry.
+
+Each execution attempt of a run is one ``invoke_agent <agent>`` span; every step the attempt
+journals live becomes a child span when the step ends, timed by the journal's own timestamps:
+
+- ``llm``: ``chat <model>`` (kind CLIENT) with ``gen_ai.provider.name``, ``gen_ai.request.model``,
+  ``gen_ai.response.model``, ``gen_ai.usage.input_tokens`` / ``output_tokens``;
+- ``tool``: ``execute_tool <name>`` with ``gen_ai.tool.name``;
+- ``handoff``, ``guardrail``, ``approval``, ``checkpoint``: ``<kind> <name>``.
+
+Every span carries ``agentspan.run_id``; step spans ``agentspan.step.key``, ``.kind``, ``.attempt``,
+``.status`` and ``agentspan.cost_usd`` when priced. A failed step or attempt sets the span's status
+to ERROR with ``error.type``. Steps replayed from the journal make no span: the process that ran
+them made it. With ``AGENTSPAN_OTEL=content`` a tool span also carries its arguments and result
+(``gen_ai.tool.call.arguments`` / ``gen_ai.tool.call.result``, JSON), which OpenTelemetry's GenAI
+conventions leave opt-in because they may hold personal data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from agentspan import jsontext
+from agentspan.errors import ApprovalPending, ConfigurationError, RunCancelledSignal
+from agentspan.records import Run, Step, StepKind, StepResult, StepStatus, now
+
+if TYPE_CHECKING:
+    from agentspan.runtime import ActiveRun
+
+OtelMode = Literal["off", "on", "content"]
+
+_OPERATIONS = {StepKind.LLM: "chat", StepKind.TOOL: "execute_tool"}
+
+
+def parse_mode(value: str | bool | None, *, source: str) -> OtelMode:
+    """Reads an ``otel`` setting: off (default), on, or content (also tool arguments and results).
+
+    Raises:
+        ConfigurationError: Not one of ``0/1``, ``false/true``, ``off/on``, ``content``.
+    """
+    if value is None or value is False or value == "":
+        return "off"
+    if value is True:
+        return "on"
+    lowered = str(value).strip().lower()
+    if lowered in ("0", "false", "off", "no"):
+        return "off"
+    if lowered in ("1", "true", "on", "yes"):
+        return "on"
+    if lowered == "content":
+        return "content"
+    raise ConfigurationError(f"{source}={value!r}: expected 'off', 'on' or 'content'")
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+class RunTrace:
+    """The spans of one execution attempt: its ``invoke_agent`` span and its steps' spans.
+
+    Args:
+        run: The run being executed.
+        content: Also record tool arguments and results.
+    """
+
+    def __init__(self, run: Run, *, content: bool = False) -> None:
+        try:
+            from opentelemetry import trace
+        except ImportError:  # pragma: no cover - opentelemetry-api comes with the workspace
+            raise ConfigurationError(
+                "AGENTSPAN_OTEL is set but OpenTelemetry is not installed: pip install 'agentspan[otel]'") from None
+        from agentspan import __version__
+
+        self._trace = trace
+        self._tracer = trace.get_tracer("agentspan", __version__)
+        self._content = content
+        self.run_id = run.id
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": run.agent,
+            "agentspan.run_id": run.id, "agentspan.framework": run.framework,
+        }
+        if run.session_id:
+            attributes["gen_ai.conversation.id"] = run.session_id
+        self.span = self._tracer.start_span(f"invoke_agent {run.agent}", attributes=attributes,
+                                            start_time=_ns(now()))
+        self._context = trace.set_span_in_context(self.span)
+
+    def step_ended(self, step: Step, result: StepResult) -> None:
+        """Emits the span of a step that ran live and just ended (called once per step)."""
+        kind = step.kind
+        name = step.name or ""
+        operation = _OPERATIONS.get(kind)
+        attributes: dict[str, Any] = {
+            "agentspan.run_id": self.run_id, "agentspan.step.key": step.key, "agentspan.step.kind": kind.value,
+            "agentspan.step.attempt": step.attempt, "agentspan.step.status": result.status.value,
+        }
+        span_kind = self._trace.SpanKind.INTERNAL
+        if kind is StepKind.LLM:
+            span_kind = self._trace.SpanKind.CLIENT
+            model = result.model or step.model
+            _put(attributes, "gen_ai.operation.name", operation)
+            _put(attributes, "gen_ai.provider.name", result.provider or step.provider)
+            _put(attributes, "gen_ai.request.model", step.model or model)
+            _put(attributes, "gen_ai.response.model", model)
+            _put(attributes, "gen_ai.usage.input_tokens", result.input_tokens)
+            _put(attributes, "gen_ai.usage.output_tokens", result.output_tokens)
+            span_name = f"chat {model or name}".rstrip()
+        elif kind is StepKind.TOOL:
+            _put(attributes, "gen_ai.operation.name", operation)
+            attributes["gen_ai.tool.name"] = name
+            if self._content:
+                attributes["gen_ai.tool.call.arguments"] = jsontext.dumps(step.input)
+                attributes["gen_ai.tool.call.result"] = jsontext.dumps(result.output)
+            span_name = f"execute_tool {name}".rstrip()
+        else:
+            span_name = f"{kind.value} {name}".rstrip()
+        _put(attributes, "agentspan.cost_usd", result.cost_usd)
+        ended_at = result.ended_at if result.ended_at is not None else now()
+        started_at = step.started_at
+        if result.duration_ms is not None:
+            started_at = ended_at - result.duration_ms / 1000.0
+        span = self._tracer.start_span(span_name, context=self._context, kind=span_kind, attributes=attributes,
+                                       start_time=_ns(started_at))
+        if result.status is StepStatus.FAILED:
+            error = result.error or "failed"
+            span.set_attribute("error.type", error.split(":", 1)[0])
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error))
+        span.end(end_time=_ns(ended_at))
+
+    def end(self, error: BaseException | None) -> None:
+        """Ends the attempt's span: ERROR for an exception other than a wait or a cancellation."""
+        if isinstance(error, ApprovalPending):
+            self.span.set_attribute("agentspan.outcome", "waiting")
+        elif isinstance(error, RunCancelledSignal):
+            self.span.set_attribute("agentspan.outcome", "cancelled")
+        elif error is not None:
+            self.span.set_attribute("agentspan.outcome", "error")
+            self.span.set_attribute("error.type", type(error).__name__)
+            self.span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        else:
+            self.span.set_attribute("agentspan.outcome", "completed")
+        self.span.end(end_time=_ns(now()))
+
+
+def _put(attributes: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None:
+        attributes[key] = value
+
+
+@contextlib.contextmanager
+def traced_attempt(active: ActiveRun, mode: OtelMode) -> Iterator[None]:
+    """Traces one execution attempt when ``mode`` is not ``"off"`` (else does nothing)."""
+    if mode == "off":
+        yield
+        return
+    run_trace = RunTrace(active.run, content=mode == "content")
+    active.trace = run_trace
+    try:
+        yield
+    except BaseException as exc:
+        run_trace.end(exc)
+        raise
+    else:
+        run_trace.end(None)
+    finally:
+        active.trace = None

@@ -1,0 +1,181 @@
+"""OpenTelemetry spans of durable runs (`agentspan.tracing`): an ``invoke_agent`` span per attempt,
+a ``gen_ai.*`` span per live step, timed by the journal, into the application's tracer provider."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from agents import Agent, function_tool, set_tracing_disabled
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import agentspan
+import agentspan.config
+from agentspan.errors import ConfigurationError
+from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+from journal_utils import crashed_copy
+
+set_tracing_disabled(True)  # the SDK's own traces: nothing to export them to
+_exporter = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def exporter() -> InMemorySpanExporter:
+    """The process's global tracer provider, with an in-memory exporter of this module's."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # nothing set yet in this process: set one
+        trace.set_tracer_provider(TracerProvider())
+        provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(_exporter))
+    return _exporter
+
+
+@pytest.fixture(autouse=True)
+def _clean(home, exporter):
+    exporter.clear()
+    yield
+
+
+@function_tool
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def agent_with(turns, tools) -> Agent:
+    return Agent(name="calc", instructions="add", tools=tools, model=ScriptedModel(turns, name="gpt-test"))
+
+
+def spans_by_name(exporter: InMemorySpanExporter) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for span in exporter.get_finished_spans():
+        found.setdefault(span.name, []).append(span)
+    return found
+
+
+def test_a_run_is_an_invoke_agent_span_with_a_gen_ai_span_per_step(exporter):
+    agentspan.configure(otel=True)
+    agent = agent_with([ToolCall("add", {"a": 2, "b": 3}), "5"], [add])
+    result = agentspan.run(agent, "2+3?", session_id="conv-1")
+    assert result.final_output == "5"
+    run = agentspan.get_store().list_runs()[0]
+    steps = {s.key: s for s in agentspan.get(run.id).steps()}
+    spans = spans_by_name(exporter)
+    assert sorted(spans) == ["chat gpt-test", "execute_tool add", "invoke_agent calc"]
+    (root,) = spans["invoke_agent calc"]
+    assert dict(root.attributes) == {
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "calc", "gen_ai.conversation.id": "conv-1",
+        "agentspan.run_id": run.id, "agentspan.framework": "openai-agents", "agentspan.outcome": "completed"}
+    assert root.parent is None and root.status.status_code is StatusCode.UNSET
+    chats = sorted(spans["chat gpt-test"], key=lambda s: s.start_time)
+    assert [s.attributes["agentspan.step.key"] for s in chats] == ["llm:0", "llm:1"]
+    first = chats[0]
+    assert first.kind is SpanKind.CLIENT and first.parent.span_id == root.context.span_id
+    assert first.context.trace_id == root.context.trace_id
+    assert {k: first.attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+                                             "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens")} == {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": steps["llm:0"].provider,
+        "gen_ai.request.model": "gpt-test", "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20}
+    (tool,) = spans["execute_tool add"]
+    tool_step = steps[tool.attributes["agentspan.step.key"]]
+    assert tool.kind is SpanKind.INTERNAL and tool.parent.span_id == root.context.span_id
+    assert tool.attributes["gen_ai.tool.name"] == "add" and tool.attributes["agentspan.step.status"] == "completed"
+    assert "gen_ai.tool.call.arguments" not in tool.attributes  # content is opt-in
+    # timed by the journal: the span ends when the step ended, and lasts as long as it took
+    assert tool.end_time == int(tool_step.ended_at * 1e9)
+    assert abs((tool.end_time - tool.start_time) / 1e6 - tool_step.duration_ms) < 0.01
+    assert root.start_time <= first.start_time and tool.end_time <= root.end_time
+
+
+def test_content_mode_adds_tool_arguments_and_results(exporter):
+    agentspan.configure(otel="content")
+    agentspan.run(agent_with([ToolCall("add", {"a": 2, "b": 3}), "5"], [add]), "2+3?")
+    (tool,) = spans_by_name(exporter)["execute_tool add"]
+    assert json.loads(tool.attributes["gen_ai.tool.call.arguments"]) == {"a": 2, "b": 3}
+    assert json.loads(tool.attributes["gen_ai.tool.call.result"]) == 5
+
+
+def _broken(x: int) -> int:
+    """Always fails."""
+    raise RuntimeError("disk on fire")
+
+
+def test_a_failed_run_marks_its_span_as_an_error(exporter):
+    agentspan.configure(otel=True)
+    failing = function_tool(_broken, name_override="broken", failure_error_function=None)  # raised, not told
+    with pytest.raises(Exception, match="disk on fire"):
+        agentspan.run(agent_with([ToolCall("broken", {"x": 1}), "never"], [failing]), "go")
+    spans = spans_by_name(exporter)
+    (root,) = spans["invoke_agent calc"]
+    assert root.status.status_code is StatusCode.ERROR and root.attributes["agentspan.outcome"] == "error"
+    (tool,) = spans["execute_tool broken"]
+    assert tool.status.status_code is StatusCode.ERROR and tool.attributes["error.type"] == "RuntimeError"
+    assert tool.attributes["agentspan.step.status"] == "failed"
+
+
+def test_a_resumed_run_makes_spans_only_for_what_it_runs_live(exporter):
+    agentspan.configure(otel=True)
+    agent = agent_with([ToolCall("add", {"a": 1, "b": 1}), "2"], [add])
+    handle = agentspan.start(agent, "1+1")
+    handle.result(timeout=20)
+    clone_id = crashed_copy(handle.id, keep=2)  # killed after the tool call
+    exporter.clear()
+    assert agentspan.resume(clone_id, agent_with([ToolCall("add", {"a": 1, "b": 1}), "2"], [add])).result(
+        timeout=20).final_output == "2"
+    spans = spans_by_name(exporter)
+    assert sorted(spans) == ["chat gpt-test", "invoke_agent calc"]  # the replayed llm:0 and tool: none
+    assert [s.attributes["agentspan.step.key"] for s in spans["chat gpt-test"]] == ["llm:1"]
+    assert spans["invoke_agent calc"][0].attributes["agentspan.run_id"] == clone_id
+
+
+def test_off_by_default_and_a_bad_setting_is_refused(exporter, monkeypatch):
+    agentspan.run(agent_with(["hi"], []), "hello")
+    assert exporter.get_finished_spans() == ()
+    with pytest.raises(ConfigurationError, match="otel='loud'"):
+        agentspan.configure(otel="loud")  # type: ignore[arg-type]
+    monkeypatch.setenv("AGENTSPAN_OTEL", "sometimes")
+    agentspan.config.reset()
+    with pytest.raises(ConfigurationError, match="AGENTSPAN_OTEL='sometimes'"):
+        agentspan.config.settings()
+    monkeypatch.setenv("AGENTSPAN_OTEL", "1")
+    agentspan.config.reset()
+    assert agentspan.config.settings().otel == "on"
+
+
+def test_import_agentspan_does_not_import_opentelemetry():
+    code = "import sys, agentspan; agentspan.run; print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_an_adk_run_is_traced_alike(exporter):
+    """Through `agentspan.run(adk_agent, ...)`: the same spans (ADK's own spans, which it sends to
+    the same provider, are told apart by ``agentspan.run_id``)."""
+    from google.adk.agents import LlmAgent
+
+    from agentspan_adk.testing import Call, ScriptedLlm
+
+    def double(n: int) -> int:
+        """Doubles a number."""
+        return 2 * n
+
+    agentspan.configure(otel=True)
+    agent = LlmAgent(name="doubler", model=ScriptedLlm(model="gemini-test", turns=[Call("double", {"n": 4}), "8"]),
+                     tools=[double])
+    assert agentspan.run(agent, "double 4", session_id="s1").text == "8"
+    ours = [s for s in exporter.get_finished_spans() if "agentspan.run_id" in (s.attributes or {})]
+    names = sorted(s.name for s in ours)
+    assert names == ["chat gemini-test", "chat gemini-test", "checkpoint session", "execute_tool double",
+                     "invoke_agent doubler"]  # (the session snapshot the run started from is a checkpoint step)
+    (root,) = [s for s in ours if s.name == "invoke_agent doubler"]
+    assert all(s.parent.span_id == root.context.span_id for s in ours if s is not root)
+    (tool,) = [s for s in ours if s.name == "execute_tool double"]
+    assert tool.attributes["agentspan.step.key"] == "doubler/llm:0/call:0"
