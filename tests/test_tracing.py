@@ -179,3 +179,48 @@ def test_an_adk_run_is_traced_alike(exporter):
     assert all(s.parent.span_id == root.context.span_id for s in ours if s is not root)
     (tool,) = [s for s in ours if s.name == "execute_tool double"]
     assert tool.attributes["agentspan.step.key"] == "doubler/llm:0/call:0"
+
+
+def test_the_adk_plugin_on_a_runner_you_built_is_traced_too(exporter):
+    """`AgentspanPlugin` on the user's own Runner opens its run itself; its attempt is traced the
+    same way, and a call waiting for an approval ends the attempt's span as waiting, not an error."""
+    import asyncio
+
+    from google.adk.agents import LlmAgent
+    from google.adk.apps import App
+    from google.adk.runners import InMemoryRunner
+    from google.genai import types
+
+    from agentspan_adk import AgentspanPlugin
+    from agentspan_adk.testing import Call, ScriptedLlm
+
+    def double(n: int) -> int:
+        """Doubles a number."""
+        return 2 * n
+
+    @agentspan.tool(approval_required=True)
+    def pay(amount: int) -> str:
+        """Pays an amount."""
+        return "paid"
+
+    agentspan.configure(otel=True)
+    model = ScriptedLlm(model="gemini-test", turns=[Call("double", {"n": 4}), Call("pay", {"amount": 8}), "done"])
+    app = App(name="shop", root_agent=LlmAgent(name="cashier", model=model, tools=[double, pay]),
+              plugins=[AgentspanPlugin()])
+    runner = InMemoryRunner(app=app)
+
+    async def send() -> None:
+        await runner.session_service.create_session(app_name="shop", user_id="u", session_id="s")
+        message = types.Content(role="user", parts=[types.Part(text="double 4 and pay it")])
+        async for _ in runner.run_async(user_id="u", session_id="s", new_message=message):
+            pass
+
+    with pytest.raises(agentspan.errors.ApprovalPending):
+        asyncio.run(send())
+    ours = [s for s in exporter.get_finished_spans() if "agentspan.run_id" in (s.attributes or {})]
+    (root,) = [s for s in ours if s.name.startswith("invoke_agent")]
+    assert root.name == "invoke_agent shop/cashier" and root.attributes["agentspan.outcome"] == "waiting"
+    assert root.status.status_code is StatusCode.UNSET
+    assert sorted(s.name for s in ours if s is not root) == ["chat gemini-test", "chat gemini-test",
+                                                              "execute_tool double"]
+    assert all(s.parent.span_id == root.context.span_id for s in ours if s is not root)

@@ -92,6 +92,7 @@ class RunTrace:
         self.span = self._tracer.start_span(f"invoke_agent {run.agent}", attributes=attributes,
                                             start_time=_ns(now()))
         self._context = trace.set_span_in_context(self.span)
+        self.ended = False
 
     def step_ended(self, step: Step, result: StepResult) -> None:
         """Emits the span of a step that ran live and just ended (called once per step)."""
@@ -135,9 +136,13 @@ class RunTrace:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error))
         span.end(end_time=_ns(ended_at))
 
-    def end(self, error: BaseException | None) -> None:
-        """Ends the attempt's span: ERROR for an exception other than a wait or a cancellation."""
-        if isinstance(error, ApprovalPending):
+    def end(self, error: BaseException | None = None, *, waiting: bool = False) -> None:
+        """Ends the attempt's span (once; later calls do nothing): ERROR for an exception other
+        than a wait for a human (``ApprovalPending``, or ``waiting``) or a cancellation."""
+        if self.ended:
+            return
+        self.ended = True
+        if waiting or isinstance(error, ApprovalPending):
             self.span.set_attribute("agentspan.outcome", "waiting")
         elif isinstance(error, RunCancelledSignal):
             self.span.set_attribute("agentspan.outcome", "cancelled")
@@ -155,14 +160,31 @@ def _put(attributes: dict[str, Any], key: str, value: Any) -> None:
         attributes[key] = value
 
 
+def start_trace(active: ActiveRun, mode: OtelMode | None = None) -> RunTrace | None:
+    """Starts tracing an execution attempt: its span opens now, and each step it runs live gets
+    one. Returns None (nothing traced) when ``mode`` (default: the settings') is ``"off"``.
+
+    For adapters that drive an attempt themselves (the ADK plugin on a user's Runner); the
+    executor behind ``agentspan.run`` uses `traced_attempt`. End it with `RunTrace.end`.
+    """
+    if mode is None:
+        from agentspan.config import settings
+
+        mode = settings().otel
+    if mode == "off":
+        return None
+    run_trace = RunTrace(active.run, content=mode == "content")
+    active.trace = run_trace
+    return run_trace
+
+
 @contextlib.contextmanager
 def traced_attempt(active: ActiveRun, mode: OtelMode) -> Iterator[None]:
     """Traces one execution attempt when ``mode`` is not ``"off"`` (else does nothing)."""
-    if mode == "off":
+    run_trace = start_trace(active, mode)
+    if run_trace is None:
         yield
         return
-    run_trace = RunTrace(active.run, content=mode == "content")
-    active.trace = run_trace
     try:
         yield
     except BaseException as exc:
