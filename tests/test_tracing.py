@@ -224,3 +224,19 @@ def test_the_adk_plugin_on_a_runner_you_built_is_traced_too(exporter):
     assert sorted(s.name for s in ours if s is not root) == ["chat gemini-test", "chat gemini-test",
                                                               "execute_tool double"]
     assert all(s.parent.span_id == root.context.span_id for s in ours if s is not root)
+
+
+def test_a_tracing_failure_never_breaks_the_run(exporter, monkeypatch, caplog):
+    from agentspan import tracing
+
+    def broken_exporter(self, step, result):
+        raise ValueError("exporter down")
+
+    monkeypatch.setattr(tracing.RunTrace, "_step_span", broken_exporter)
+    agentspan.configure(otel=True)
+    result = agentspan.run(agent_with([ToolCall("add", {"a": 2, "b": 3}), "5"], [add]), "2+3?")
+    assert result.final_output == "5"
+    assert agentspan.get_store().list_runs()[0].status is agentspan.RunStatus.COMPLETED
+    assert caplog.text.count("could not trace step") == 3  # llm:0, the tool, llm:1: logged, not raised
+    (root,) = exporter.get_finished_spans()  # the attempt's own span still ends
+    assert root.attributes["agentspan.outcome"] == "completed"

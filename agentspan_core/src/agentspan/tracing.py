@@ -24,6 +24,7 @@ conventions leave opt-in because they may hold personal data.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from agentspan.runtime import ActiveRun
 
 OtelMode = Literal["off", "on", "content"]
+
+log = logging.getLogger("agentspan")
 
 _OPERATIONS = {StepKind.LLM: "chat", StepKind.TOOL: "execute_tool"}
 
@@ -95,7 +98,16 @@ class RunTrace:
         self.ended = False
 
     def step_ended(self, step: Step, result: StepResult) -> None:
-        """Emits the span of a step that ran live and just ended (called once per step)."""
+        """Emits the span of a step that ran live and just ended (called once per step).
+
+        Never raises: a tracing failure is logged, and the run goes on.
+        """
+        try:
+            self._step_span(step, result)
+        except Exception:
+            log.warning("agentspan: could not trace step %r of run %s", step.key, self.run_id, exc_info=True)
+
+    def _step_span(self, step: Step, result: StepResult) -> None:
         kind = step.kind
         name = step.name or ""
         operation = _OPERATIONS.get(kind)
@@ -142,6 +154,12 @@ class RunTrace:
         if self.ended:
             return
         self.ended = True
+        try:
+            self._end(error, waiting)
+        except Exception:
+            log.warning("agentspan: could not end the trace of run %s", self.run_id, exc_info=True)
+
+    def _end(self, error: BaseException | None, waiting: bool) -> None:
         if waiting or isinstance(error, ApprovalPending):
             self.span.set_attribute("agentspan.outcome", "waiting")
         elif isinstance(error, RunCancelledSignal):
