@@ -240,3 +240,35 @@ def test_a_tracing_failure_never_breaks_the_run(exporter, monkeypatch, caplog):
     assert caplog.text.count("could not trace step") == 3  # llm:0, the tool, llm:1: logged, not raised
     (root,) = exporter.get_finished_spans()  # the attempt's own span still ends
     assert root.attributes["agentspan.outcome"] == "completed"
+
+
+def test_a_run_that_waits_for_a_decision_in_process_has_one_span_per_attempt(exporter):
+    """``agentspan.run`` waits for the approval itself: its first attempt ends as ``waiting`` when
+    the second (after the decision) starts; both belong to the same run."""
+    import threading
+    import time
+
+    @function_tool
+    @agentspan.tool(approval_required=True)
+    def pay(amount: int) -> str:
+        """Pays an amount."""
+        return "paid"
+
+    def approve_when_asked() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            runs = agentspan.get_store().list_runs()
+            if runs and agentspan.get(runs[0].id).pending_approvals():
+                agentspan.get(runs[0].id).approve(by="test")
+                return
+            time.sleep(0.02)
+
+    agentspan.configure(otel=True)
+    approver = threading.Thread(target=approve_when_asked)
+    approver.start()
+    assert agentspan.run(agent_with([ToolCall("pay", {"amount": 5}), "done"], [pay]), "pay 5").final_output == "done"
+    approver.join()
+    attempts = sorted(spans_by_name(exporter)["invoke_agent calc"], key=lambda s: s.start_time)
+    assert [s.attributes["agentspan.outcome"] for s in attempts] == ["waiting", "completed"]
+    assert len({s.attributes["agentspan.run_id"] for s in attempts}) == 1
+    assert attempts[0].end_time <= attempts[1].start_time

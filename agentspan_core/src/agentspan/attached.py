@@ -12,6 +12,10 @@ transitions, defined here once:
 - `AttachedRun.complete` / `fail` / `suspend` / `abandon` / `cancelled`: how the run ends in this
   process (each releases the lease and stops the heartbeat).
 
+Each attempt's OpenTelemetry span (`agentspan.tracing`, when tracing is on) opens in
+`AttachedRun.new_attempt` and ends with the attempt: at the run's ending, or, for a process that
+waited for a human decision itself, when the next attempt starts.
+
 A plugin keeps the `AttachedRun` between callbacks and calls one of the endings itself; code that
 drives a run in one block uses it as a context manager::
 
@@ -41,6 +45,7 @@ from agentspan.errors import LeaseLostError, RunCancelledError, RunCancelledSign
 from agentspan.records import JSON, Run, RunStatus, Step, now
 from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store
+from agentspan.tracing import Outcome, start_trace
 
 _here: dict[str, AttachedRun] = {}
 """The runs attached (and not ended) in this process, by run id."""
@@ -183,8 +188,10 @@ class AttachedRun:
     def new_attempt(self, steps: Sequence[Step] | None = None) -> ActiveRun:
         """A journal cursor for a new attempt (the journal read again unless ``steps`` is given)."""
         journal = self.store.list_steps(self.run.id) if steps is None else steps
+        self._end_trace("waiting")  # an attempt this process waited in for a human decision
         active = ActiveRun(self.store, self.run, journal)
         active.counters = self.counters
+        start_trace(active)
         self.active = active
         return active
 
@@ -201,26 +208,27 @@ class AttachedRun:
             LeaseLostError: Another process took the run over.
             RunCancelledSignal: The run was cancelled meanwhile.
         """
-        self._end(status=RunStatus.COMPLETED, output=output)
+        self._end("completed", status=RunStatus.COMPLETED, output=output)
 
     def fail(self, error: BaseException) -> None:
         """Records the run ``failed`` with ``error`` (as ``"Type: message"``); raises like `complete`."""
-        self._end(status=RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
+        self._end("error", exc=error, status=RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
 
     def suspend(self) -> None:
         """Records the run ``waiting`` (for a human decision); a worker or a retry claims it later.
         Raises like `complete`."""
-        self._end(status=RunStatus.WAITING)
+        self._end("waiting", status=RunStatus.WAITING)
 
     def abandon(self) -> None:
         """Gives the lease back and leaves the run as it is (a retry claims it again at once).
         Raises like `complete`."""
-        self._end()
+        self._end("released")
 
     def cancelled(self, reason: str | None) -> None:
         """Records the run ``cancelled``; quietly does nothing more when it was cancelled, ended or
         taken over elsewhere already."""
         self.ended = True
+        self._end_trace("cancelled")
         try:
             self.store.update_run(self.run.id, epoch=self.epoch, status=RunStatus.CANCELLED, error=reason,
                                   release_lease=True)
@@ -232,16 +240,23 @@ class AttachedRun:
     def close(self) -> None:
         """Stops the heartbeat without writing anything (the lease lapses when it expires)."""
         self.ended = True
+        self._end_trace("lease_lost")
         self._stop()
 
-    def _end(self, **fields: Any) -> None:
+    def _end(self, outcome: Outcome, *, exc: BaseException | None = None, **fields: Any) -> None:
         if self.ended:
             return
         self.ended = True
+        self._end_trace(outcome, exc)
         try:
             self.run = self.store.update_run(self.run.id, epoch=self.epoch, release_lease=True, **fields)
         finally:
             self._stop()
+
+    def _end_trace(self, outcome: Outcome, error: BaseException | None = None) -> None:
+        active: ActiveRun | None = getattr(self, "active", None)  # (unset when attaching failed)
+        if active is not None and active.trace is not None:
+            active.trace.end(outcome, error)
 
     def _stop(self) -> None:
         if self._stopped:

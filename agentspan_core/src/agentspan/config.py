@@ -10,9 +10,9 @@ from typing import Literal
 
 from agentspan.errors import ConfigurationError
 from agentspan.stores.base import Store
-from agentspan.tracing import OtelMode, parse_mode
 
 Durability = Literal["normal", "full"]
+OtelMode = Literal["off", "on", "content"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,26 @@ def _float_env(name: str, default: float) -> float:
     if value <= 0:
         raise ConfigurationError(f"{name}={raw!r} must be positive")
     return value
+
+
+def parse_mode(value: str | bool | None, *, source: str) -> OtelMode:
+    """Reads an ``otel`` setting: off (default), on, or content (also tool arguments and results).
+
+    Raises:
+        ConfigurationError: Not one of ``0/1``, ``false/true``, ``off/on``, ``no/yes``, ``content``.
+    """
+    if value is None or value is False or value == "":
+        return "off"
+    if value is True:
+        return "on"
+    lowered = str(value).strip().lower()
+    if lowered in ("0", "false", "off", "no"):
+        return "off"
+    if lowered in ("1", "true", "on", "yes"):
+        return "on"
+    if lowered == "content":
+        return "content"
+    raise ConfigurationError(f"{source}={value!r}: expected 'off', 'on' or 'content'")
 
 
 def settings_from_env() -> Settings:

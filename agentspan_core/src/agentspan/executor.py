@@ -17,7 +17,6 @@ from agentspan.errors import ApprovalPending, LeaseLostError, RunCancelledSignal
 from agentspan.records import Run, RunStatus
 from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store, call_store
-from agentspan.tracing import traced_attempt
 
 log = logging.getLogger("agentspan")
 
@@ -61,8 +60,7 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
         while True:
             token = attached.active.activate()
             try:
-                with traced_attempt(attached.active, settings().otel):
-                    result = await adapter.execute(attached.active, target, run.input, options)
+                result = await adapter.execute(attached.active, target, run.input, options)
             except ApprovalPending:
                 if on_wait == "release":
                     await call_store(store, attached.suspend)

@@ -5,8 +5,10 @@ the OpenTelemetry API is used: spans go to the tracer provider the application c
 exporters, sampling and resource), or nowhere when it configured none. ``import agentspan`` never
 imports OpenTelemetry.
 
-Each execution attempt of a run is one ``invoke_agent <agent>`` span; every step the attempt
-journals live becomes a child span when the step ends, timed by the journal's own timestamps:
+Each execution attempt of a run is one ``invoke_agent <agent>`` span, opened and ended by the
+core's run lifecycle (`agentspan.attached`: whoever drives the run, ``agentspan.run`` or a
+framework plugin); every step the attempt journals live becomes a child span when the step ends,
+timed by the journal's own timestamps:
 
 - ``llm``: ``chat <model>`` (kind CLIENT) with ``gen_ai.provider.name``, ``gen_ai.request.model``,
   ``gen_ai.response.model``, ``gen_ai.usage.input_tokens`` / ``output_tokens``;
@@ -23,43 +25,23 @@ conventions leave opt-in because they may hold personal data.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentspan import jsontext
-from agentspan.errors import ApprovalPending, ConfigurationError, RunCancelledSignal
+from agentspan.errors import ConfigurationError
 from agentspan.records import Run, Step, StepKind, StepResult, StepStatus, now
 
 if TYPE_CHECKING:
+    from agentspan.config import OtelMode
     from agentspan.runtime import ActiveRun
 
-OtelMode = Literal["off", "on", "content"]
+Outcome = Literal["completed", "error", "waiting", "cancelled", "released", "lease_lost"]
+"""How an attempt ended (``agentspan.outcome`` of its span): the ending `AttachedRun` recorded."""
 
 log = logging.getLogger("agentspan")
 
 _OPERATIONS = {StepKind.LLM: "chat", StepKind.TOOL: "execute_tool"}
-
-
-def parse_mode(value: str | bool | None, *, source: str) -> OtelMode:
-    """Reads an ``otel`` setting: off (default), on, or content (also tool arguments and results).
-
-    Raises:
-        ConfigurationError: Not one of ``0/1``, ``false/true``, ``off/on``, ``content``.
-    """
-    if value is None or value is False or value == "":
-        return "off"
-    if value is True:
-        return "on"
-    lowered = str(value).strip().lower()
-    if lowered in ("0", "false", "off", "no"):
-        return "off"
-    if lowered in ("1", "true", "on", "yes"):
-        return "on"
-    if lowered == "content":
-        return "content"
-    raise ConfigurationError(f"{source}={value!r}: expected 'off', 'on' or 'content'")
 
 
 def _ns(seconds: float) -> int:
@@ -148,29 +130,22 @@ class RunTrace:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error))
         span.end(end_time=_ns(ended_at))
 
-    def end(self, error: BaseException | None = None, *, waiting: bool = False) -> None:
-        """Ends the attempt's span (once; later calls do nothing): ERROR for an exception other
-        than a wait for a human (``ApprovalPending``, or ``waiting``) or a cancellation."""
+    def end(self, outcome: Outcome, error: BaseException | None = None) -> None:
+        """Ends the attempt's span (once; later calls do nothing), ERROR when ``outcome`` is
+        ``"error"``. Never raises."""
         if self.ended:
             return
         self.ended = True
         try:
-            self._end(error, waiting)
+            self.span.set_attribute("agentspan.outcome", outcome)
+            if outcome == "error":
+                kind = type(error).__name__ if error is not None else "error"
+                self.span.set_attribute("error.type", kind)
+                self.span.set_status(self._trace.Status(self._trace.StatusCode.ERROR,
+                                                        f"{kind}: {error}" if error is not None else kind))
+            self.span.end(end_time=_ns(now()))
         except Exception:
             log.warning("agentspan: could not end the trace of run %s", self.run_id, exc_info=True)
-
-    def _end(self, error: BaseException | None, waiting: bool) -> None:
-        if waiting or isinstance(error, ApprovalPending):
-            self.span.set_attribute("agentspan.outcome", "waiting")
-        elif isinstance(error, RunCancelledSignal):
-            self.span.set_attribute("agentspan.outcome", "cancelled")
-        elif error is not None:
-            self.span.set_attribute("agentspan.outcome", "error")
-            self.span.set_attribute("error.type", type(error).__name__)
-            self.span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        else:
-            self.span.set_attribute("agentspan.outcome", "completed")
-        self.span.end(end_time=_ns(now()))
 
 
 def _put(attributes: dict[str, Any], key: str, value: Any) -> None:
@@ -179,11 +154,9 @@ def _put(attributes: dict[str, Any], key: str, value: Any) -> None:
 
 
 def start_trace(active: ActiveRun, mode: OtelMode | None = None) -> RunTrace | None:
-    """Starts tracing an execution attempt: its span opens now, and each step it runs live gets
-    one. Returns None (nothing traced) when ``mode`` (default: the settings') is ``"off"``.
-
-    For adapters that drive an attempt themselves (the ADK plugin on a user's Runner); the
-    executor behind ``agentspan.run`` uses `traced_attempt`. End it with `RunTrace.end`.
+    """Starts tracing an execution attempt (`agentspan.attached.AttachedRun.new_attempt` calls it):
+    its span opens now, and each step it runs live gets one. Returns None (nothing traced) when
+    ``mode`` (default: the settings') is ``"off"``. The attempt's ending ends it (`RunTrace.end`).
     """
     if mode is None:
         from agentspan.config import settings
@@ -194,21 +167,3 @@ def start_trace(active: ActiveRun, mode: OtelMode | None = None) -> RunTrace | N
     run_trace = RunTrace(active.run, content=mode == "content")
     active.trace = run_trace
     return run_trace
-
-
-@contextlib.contextmanager
-def traced_attempt(active: ActiveRun, mode: OtelMode) -> Iterator[None]:
-    """Traces one execution attempt when ``mode`` is not ``"off"`` (else does nothing)."""
-    run_trace = start_trace(active, mode)
-    if run_trace is None:
-        yield
-        return
-    try:
-        yield
-    except BaseException as exc:
-        run_trace.end(exc)
-        raise
-    else:
-        run_trace.end(None)
-    finally:
-        active.trace = None

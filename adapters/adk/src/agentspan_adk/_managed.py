@@ -48,7 +48,6 @@ from agentspan.errors import RunStateError
 from agentspan.hashing import digest
 from agentspan.records import JSON, Run, RunStatus
 from agentspan.stores.base import Store, call_store
-from agentspan.tracing import RunTrace, start_trace
 from agentspan_adk import _codec
 
 FRAMEWORK = "adk"
@@ -92,8 +91,6 @@ class ManagedRun:
     waiting_on: list[str] = field(default_factory=list)
     rewound: bool = False
     """The session was rewound to before the dead attempt (ADK must pick the agent to run again)."""
-    trace: RunTrace | None = None
-    """The attempt's OpenTelemetry spans (`agentspan.tracing`), when tracing is on."""
 
     @property
     def run(self) -> agentspan.ActiveRun:
@@ -110,8 +107,6 @@ class ManagedRun:
 
     async def complete(self, text: str | None, ic: InvocationContext) -> None:
         """Records the invocation's end: completed, or waiting (lease released) on approvals."""
-        if self.trace is not None:
-            self.trace.end(waiting=bool(self.waiting_on))
         if self.waiting_on:
             await call_store(self.store, self.attached.suspend)
         else:
@@ -120,14 +115,10 @@ class ManagedRun:
 
     async def fail(self, error: BaseException) -> None:
         """Records the invocation's failure."""
-        if self.trace is not None:
-            self.trace.end(error)
         await call_store(self.store, self.attached.fail, error)
 
     def suspend(self) -> None:
         """A tool call waits for an approval: give the lease back now (the signal unwinds ADK)."""
-        if self.trace is not None:
-            self.trace.end(waiting=True)
         self.attached.suspend()
 
 
@@ -192,9 +183,7 @@ async def _create(store: Store, ic: InvocationContext, label: str, key: str,
 
 
 async def _attach(store: Store, run: Run) -> ManagedRun:
-    managed = ManagedRun(await call_store(store, attached.attach, store, run, fresh=not run.steps))
-    managed.trace = start_trace(managed.attached.active)  # None unless AGENTSPAN_OTEL is on
-    return managed
+    return ManagedRun(await call_store(store, attached.attach, store, run, fresh=not run.steps))
 
 
 def _invocation_of(run: Run) -> str | None:
