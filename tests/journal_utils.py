@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import agentspan
-from agentspan.records import StepResult
+from agentspan.records import StepResult, StepStatus
 
 
 def crashed_copy(run_id: str, keep: int) -> str:
@@ -18,7 +18,7 @@ def crashed_copy(run_id: str, keep: int) -> str:
                          options=run.options, status=agentspan.RunStatus.RUNNING)
     store.create_run(copy)
     for step in store.list_steps(run_id)[:keep]:
-        store.start_step(step.model_copy(update={"run_id": copy.id, "status": "started"}), epoch=0)
+        store.start_step(step.model_copy(update={"run_id": copy.id, "status": StepStatus.STARTED}), epoch=0)
         store.finish_step(copy.id, step.key, StepResult(status=step.status, output=step.output,
                                                         input_tokens=step.input_tokens,
                                                         output_tokens=step.output_tokens), epoch=0)

@@ -292,6 +292,36 @@ def test_plugin_run_waiting_for_approval_continues_when_the_message_is_sent_agai
     assert handle.status() is agentspan.RunStatus.COMPLETED and len(agentspan.get_store().list_runs()) == 1
 
 
+def test_plugin_on_divergence_live_goes_on_live_when_the_agent_changed():
+    service = InMemorySessionService()
+
+    def desk_runner(instruction: str, turns: list[Any], **plugin: Any) -> tuple[Runner, ScriptedLlm]:
+        model = ScriptedLlm(turns=turns)
+        agent = LlmAgent(name="desk", instruction=instruction, model=model, tools=[adk_support.refund])
+        return Runner(app_name="shop", agent=agent, session_service=service, plugins=[AgentspanPlugin(**plugin)],
+                      auto_create_session=True), model
+
+    first, _ = desk_runner("Refund.", [Call("refund", {"order_id": "7", "amount": 5.0}), "refunded"])
+    with pytest.raises(ApprovalPending) as pending:
+        asyncio.run(send(first, "s", message("refund 7")))
+    handle = agentspan.get(pending.value.run_id)
+    (old,) = handle.pending_approvals()
+    turns = [Call("refund", {"order_id": "7", "amount": 4.0}), "refunded 4"]
+    with pytest.raises(ConfigurationError, match="on_divergence"):
+        AgentspanPlugin(on_divergence="maybe")  # type: ignore[arg-type]
+    live, model = desk_runner("Refund carefully.", turns, on_divergence="live")
+    with pytest.raises(ApprovalPending):
+        asyncio.run(send(live, "s", message("refund 7")))
+    assert model.calls == 1
+    assert handle.store.get_approval(old.id).status is agentspan.ApprovalStatus.EXPIRED
+    (new,) = handle.pending_approvals()
+    assert new.args == {"order_id": "7", "amount": 4.0} and new.step_key == old.step_key
+    handle.approve(by="gina")
+    events = asyncio.run(send(live, "s", message("refund 7")))
+    assert events[-1].content.parts[0].text == "refunded 4" and adk_support.effects() == ["refund 7 4.0"]
+    assert any(s.key.startswith("superseded:") for s in handle.steps())
+
+
 def test_a_plugin_run_cannot_be_resumed_by_agentspan_resume():
     runner = Runner(app=App(name="shop", root_agent=adk_support.refund_agent(), plugins=[AgentspanPlugin()]),
                     session_service=InMemorySessionService(), auto_create_session=True)
@@ -409,6 +439,25 @@ def test_a_changed_prompt_is_a_divergence_naming_the_step():
     with pytest.raises(ReplayDivergenceError, match="support/llm:0"):
         resumed.result(timeout=20)
     assert agentspan.get(copy).status() is agentspan.RunStatus.FAILED
+
+
+def test_a_changed_prompt_goes_on_live_with_on_divergence_live():
+    handle = agentspan.start(adk_support.support_tree(), PROMPT)
+    handle.result(timeout=20)
+    copy = crashed_copy(handle.id, 3)  # session, support/llm:0, its tool call
+    recorded = [s for s in agentspan.get(copy).steps()]
+    changed = adk_support.support_tree()
+    changed.instruction = "Be terse."
+    ran_before = len(adk_support.effects())
+    result = agentspan.resume(copy, changed, on_divergence="live").result(timeout=20)
+    assert result.text == FINAL
+    assert len(adk_support.effects()) > ran_before  # the tool call of support/llm:0 ran again, live
+    steps = agentspan.get(copy).steps()
+    aside = f"superseded:{recorded[1].seq}/"
+    assert [s.key for s in steps[:3]] == [recorded[0].key, aside + recorded[1].key, aside + recorded[2].key]
+    assert [s.output for s in steps[1:3]] == [s.output for s in recorded[1:3]]
+    assert "support/llm:0" in [s.key for s in steps[3:]]
+    assert agentspan.get(copy).status() is agentspan.RunStatus.COMPLETED
 
 
 @pytest.mark.parametrize("transport", ["server-sqlite"])

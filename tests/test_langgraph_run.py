@@ -200,6 +200,23 @@ def test_a_changed_prompt_on_resume_is_a_divergence_and_keeps_the_journal(monkey
     assert handle.steps() == before
 
 
+def test_a_changed_prompt_goes_on_live_with_on_divergence_live(monkeypatch):
+    lgr_support.RAISE_AT.add("model:writer:1")
+    handle = agentspan.start(lgr_support.support_graph(), INPUT)
+    with pytest.raises(SimulatedCrash):
+        handle.result(timeout=20)
+    before = {s.key: s for s in handle.steps()}
+    lgr_support.RAISE_AT.clear()
+    monkeypatch.setattr(lgr_support, "HumanMessage", lambda text: HumanMessage(text + " in French"))
+    agentspan.resume(handle.id, lgr_support.support_graph(), on_divergence="live").result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.COMPLETED
+    after = handle.steps()
+    (diverged,) = [k for k in before if k.startswith("summarize:") and k.endswith("/llm:0")]
+    aside = [s for s in after if s.key.startswith("superseded:")]
+    assert aside and all(s.key.split("/", 1)[1] in before for s in aside)
+    assert any(s.key.endswith(diverged) for s in aside) and diverged in {s.key for s in after}
+
+
 def test_async_nodes_and_tools_are_journaled_too():
     @tool
     async def add(a: int, b: int) -> int:

@@ -10,10 +10,11 @@ import time
 import warnings
 from typing import Any
 
-from agentspan import approvals, attached, executor, leases, runtime
+from agentspan import approvals, attached, divergence, executor, leases, runtime
 from agentspan.adapters import Adapter, adapter_for, adapter_named
 from agentspan.attempt import Counters
 from agentspan.config import get_store, settings
+from agentspan.divergence import OnDivergence
 from agentspan.errors import (
     ConfigurationError,
     RunCancelledError,
@@ -126,21 +127,23 @@ class Handle:
 
 def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any], *, run_id: str | None,
              session_id: str | None, idempotency_key: str | None, agent_name: str | None,
-             store: Store) -> tuple[Run, bool]:
+             store: Store, on_divergence: OnDivergence = "raise") -> tuple[Run, bool]:
+    stored = divergence.run_options(adapter.encode_options(options), divergence.check_policy(on_divergence))
     run = attached.new_run(framework=adapter.framework, agent=agent_name or adapter.agent_name(target),
-                           input=adapter.encode_input(input), options=adapter.encode_options(options),
+                           input=adapter.encode_input(input), options=stored,
                            session_id=session_id, idempotency_key=idempotency_key, run_id=run_id)
     return store.create_run(run)
 
 
 def _spawn(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[str, Any],
-           on_wait: executor.OnWait = "block", fresh: bool = False) -> Handle:
+           on_wait: executor.OnWait = "block", fresh: bool = False,
+           on_divergence: OnDivergence | None = None) -> Handle:
     future: concurrent.futures.Future[executor.Outcome] = concurrent.futures.Future()
 
     def main() -> None:
         try:
             outcome = asyncio.run(executor.execute(store, run, adapter, target, options, on_wait=on_wait,
-                                                   fresh=fresh))
+                                                   fresh=fresh, on_divergence=on_divergence))
         except BaseException as exc:
             future.set_exception(exc)
         else:
@@ -151,7 +154,8 @@ def _spawn(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[
 
 
 def start(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
-          idempotency_key: str | None = None, agent_name: str | None = None, **options: Any) -> Handle:
+          idempotency_key: str | None = None, agent_name: str | None = None,
+          on_divergence: OnDivergence = "raise", **options: Any) -> Handle:
     """Starts a durable run in a background thread of this process and returns at once.
 
     Args:
@@ -161,15 +165,24 @@ def start(target: Any, input: Any, *, run_id: str | None = None, session_id: str
         session_id: Groups runs of one conversation.
         idempotency_key: A second start with the same key returns the existing run.
         agent_name: Record the run under this name instead of the agent's own.
+        on_divergence: When a resumed run's calls no longer match its journal (the code or
+            prompt changed): ``"raise"`` `ReplayDivergenceError`, or go on ``"live"`` from the
+            first differing step (the journal from there on is kept aside as
+            ``superseded:<seq>/<key>``; see `agentspan.divergence`). Stored with the run.
         **options: Passed to the framework's runner (e.g. ``max_turns``, ``context``).
 
     Returns:
         The run's `Handle`.
+
+    Raises:
+        ConfigurationError: An option the framework's runner does not take, or a bad
+            ``on_divergence``.
     """
     store = get_store()
     adapter = adapter_for(target)
     run, created = _new_run(adapter, target, input, options, run_id=run_id, session_id=session_id,
-                            idempotency_key=idempotency_key, agent_name=agent_name, store=store)
+                            idempotency_key=idempotency_key, agent_name=agent_name,
+                            on_divergence=on_divergence, store=store)
     if not created:
         return Handle(run.id, store=store)
     return _spawn(store, run, adapter, target, options, fresh=True)
@@ -177,7 +190,7 @@ def start(target: Any, input: Any, *, run_id: str | None = None, session_id: str
 
 async def run_async(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
                     idempotency_key: str | None = None, agent_name: str | None = None,
-                    **options: Any) -> Any:
+                    on_divergence: OnDivergence = "raise", **options: Any) -> Any:
     """Runs an agent durably in the running event loop and returns the framework's result.
 
     Same arguments as `start`. With an ``idempotency_key`` of an existing run, waits for that run
@@ -185,19 +198,19 @@ async def run_async(target: Any, input: Any, *, run_id: str | None = None, sessi
     """
     return await _run_in_loop(target, input, run_id=run_id, session_id=session_id,
                               idempotency_key=idempotency_key, agent_name=agent_name,
-                              awaited_writes=True, **options)
+                              on_divergence=on_divergence, awaited_writes=True, **options)
 
 
 async def _run_in_loop(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
                        idempotency_key: str | None = None, agent_name: str | None = None,
-                       awaited_writes: bool, **options: Any) -> Any:
+                       on_divergence: OnDivergence = "raise", awaited_writes: bool, **options: Any) -> Any:
     """`run_async`; ``awaited_writes``: the loop is the caller's (else one `run` made for itself,
     where the synchronous client on a worker thread costs less)."""
     store = get_store()
     adapter = adapter_for(target)
     run, created = await call_store(store, _new_run, adapter, target, input, options, run_id=run_id,
                                     session_id=session_id, idempotency_key=idempotency_key,
-                                    agent_name=agent_name, store=store)
+                                    agent_name=agent_name, on_divergence=on_divergence, store=store)
     if not created:
         return await asyncio.to_thread(Handle(run.id, store=store).result)
     token = runtime.async_writes.set(awaited_writes)
@@ -283,7 +296,8 @@ def get(run_id: str) -> Handle:
     return Handle(run_id, store=store)
 
 
-def resume(run_id: str, target: Any, *, wait: float | None = None, **options: Any) -> Handle:
+def resume(run_id: str, target: Any, *, wait: float | None = None, on_divergence: OnDivergence | None = None,
+           **options: Any) -> Handle:
     """Takes over a run (after a crash, or one waiting for approval) and continues it here.
 
     The framework's loop replays from the start: completed model and tool calls come from the
@@ -293,6 +307,9 @@ def resume(run_id: str, target: Any, *, wait: float | None = None, **options: An
         run_id: The run.
         target: The same agent the run was started with.
         wait: Seconds to wait for a live owner's lease to lapse (default: the lease TTL).
+        on_divergence: This execution's divergence policy (default: the run's own, as given to
+            `start`): ``"live"`` goes on live from the first call that no longer matches the
+            journal, e.g. after a fix to the agent's code.
         **options: Runner options, as given to `start`.
 
     Raises:
@@ -306,12 +323,13 @@ def resume(run_id: str, target: Any, *, wait: float | None = None, **options: An
     if existing.status.terminal:
         raise RunStateError(f"run {run_id!r} is already {existing.status.value}; "
                             f"read it with agentspan.get({run_id!r}).result()")
+    policy = None if on_divergence is None else divergence.check_policy(on_divergence)
     adapter = adapter_for(target)
     if adapter.framework != existing.framework:
         raise ConfigurationError(f"run {run_id!r} is a {existing.framework} run; "
                                  f"{type(target).__name__} is a {adapter.framework} object")
     claimed = attached.claim(store, run_id, wait=wait)
-    return _spawn(store, claimed, adapter, target, options)
+    return _spawn(store, claimed, adapter, target, options, on_divergence=policy)
 
 
 def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: float | None = None,

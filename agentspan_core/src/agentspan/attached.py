@@ -41,6 +41,7 @@ from typing import Any
 from agentspan import leases
 from agentspan.attempt import Counters
 from agentspan.config import settings
+from agentspan.divergence import OnDivergence
 from agentspan.errors import LeaseLostError, RunCancelledError, RunCancelledSignal, RunStateError
 from agentspan.records import JSON, Run, RunStatus, Step, now
 from agentspan.runtime import ActiveRun
@@ -124,7 +125,7 @@ def attached_here(run_id: str) -> AttachedRun | None:
         return _here.get(run_id)
 
 
-def attach(store: Store, run: Run, *, fresh: bool = False) -> AttachedRun:
+def attach(store: Store, run: Run, *, fresh: bool = False, on_divergence: OnDivergence | None = None) -> AttachedRun:
     """Starts executing a run whose lease this process holds (``run.lease_epoch`` is ours).
 
     Starts the heartbeat, marks the run ``running`` (if it is not) and loads its journal.
@@ -133,12 +134,15 @@ def attach(store: Store, run: Run, *, fresh: bool = False) -> AttachedRun:
         store: The store.
         run: The created or claimed run.
         fresh: The run's journal is known to be empty (saves reading it).
+        on_divergence: This execution's divergence policy (default: the run's own; see
+            `agentspan.divergence`).
 
     Raises:
         LeaseLostError: Another process took the run over.
         RunCancelledError: The run was cancelled (recorded ``cancelled``).
     """
     attached = AttachedRun(store, run)
+    attached.on_divergence = on_divergence
     try:
         if run.status is not RunStatus.RUNNING:
             attached.run = store.update_run(run.id, epoch=attached.epoch, status=RunStatus.RUNNING)
@@ -170,6 +174,8 @@ class AttachedRun:
         self.epoch = run.lease_epoch
         self.counters = Counters()
         self.ended = False
+        self.on_divergence: OnDivergence | None = None
+        """This execution's divergence policy, when it overrides the run's own."""
         self.active: ActiveRun
         self._stopped = False
         self._heartbeat = leases.Heartbeat(store, run.id, self.epoch, settings().lease_ttl)
@@ -189,7 +195,7 @@ class AttachedRun:
         """A journal cursor for a new attempt (the journal read again unless ``steps`` is given)."""
         journal = self.store.list_steps(self.run.id) if steps is None else steps
         self._end_trace("waiting")  # an attempt this process waited in for a human decision
-        active = ActiveRun(self.store, self.run, journal)
+        active = ActiveRun(self.store, self.run, journal, on_divergence=self.on_divergence)
         active.counters = self.counters
         start_trace(active)
         self.active = active

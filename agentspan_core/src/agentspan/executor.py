@@ -13,6 +13,7 @@ from agentspan.adapters import Adapter
 from agentspan.attached import attach
 from agentspan.attempt import Counters
 from agentspan.config import settings
+from agentspan.divergence import OnDivergence
 from agentspan.errors import ApprovalPending, LeaseLostError, RunCancelledSignal
 from agentspan.records import Run, RunStatus
 from agentspan.runtime import ActiveRun
@@ -33,7 +34,8 @@ class Outcome:
 
 
 async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[str, Any],
-                  *, on_wait: OnWait = "block", fresh: bool = False) -> Outcome:
+                  *, on_wait: OnWait = "block", fresh: bool = False,
+                  on_divergence: OnDivergence | None = None) -> Outcome:
     """Executes a run whose lease this process holds (``run.lease_epoch`` is ours).
 
     Args:
@@ -46,6 +48,7 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
             back and return (a worker picks the run up again once it is decided).
         fresh: The run was just created by this process, so its journal is known to be empty
             (saves reading it: one round trip through a server).
+        on_divergence: This execution's divergence policy (default: the run's own).
 
     Raises:
         RunCancelledError: The run was cancelled.
@@ -55,7 +58,7 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
     # A server store's lifecycle calls (attach, resume, the endings, the error path's release)
     # run on a worker thread, as its step writes do: the caller's loop (``await
     # agentspan.run_async``) keeps running.
-    attached = await call_store(store, attach, store, run, fresh=fresh)
+    attached = await call_store(store, attach, store, run, fresh=fresh, on_divergence=on_divergence)
     try:
         while True:
             token = attached.active.activate()

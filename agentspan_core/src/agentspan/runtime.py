@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agentspan import approvals
 from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
 from agentspan.diffing import describe_difference
-from agentspan.errors import InDoubtStepError, ReplayDivergenceError
+from agentspan.divergence import OnDivergence, diverged, policy_of, without_core_options
+from agentspan.errors import InDoubtStepError
 from agentspan.hashing import chain, digest
 from agentspan.models import price_usd
 from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus, now
@@ -52,7 +53,8 @@ class ActiveRun:
         steps: The run's journal, loaded in one bulk read before the attempt.
     """
 
-    def __init__(self, store: Store, run: Run, steps: Sequence[Step]) -> None:
+    def __init__(self, store: Store, run: Run, steps: Sequence[Step], *,
+                 on_divergence: OnDivergence | None = None) -> None:
         self.store = store
         # A store that talks to a server is called from a worker thread inside async code, so
         # other tasks on the event loop run while a journal write is on the wire.
@@ -60,10 +62,15 @@ class ActiveRun:
         # In the caller's own event loop, a store with awaitable step writes is awaited instead.
         awaitable = self._offload and getattr(store, "async_steps", False) and async_writes.get()
         self._awaited: Any = store if awaitable else None
-        self.run = run
+        self.on_divergence = policy_of(run.options, on_divergence)
+        """What a divergence from the journal does (`agentspan.divergence`)."""
+        self.run = without_core_options(run)
+        """The run record, its options as the adapter gave them (the core's own left out)."""
         self.run_id = run.id
         self.epoch = run.lease_epoch
         self.journal: dict[str, Step] = {s.key: s for s in steps}
+        self.recorded: set[str] = set(self.journal)
+        """Keys journaled before this attempt (only those can diverge from the live calls)."""
         self._next_seq = max((s.seq for s in steps), default=0) + 1
         self._root = Scope(prefix="")
         self._call_keys: dict[str, str] = {}
@@ -129,6 +136,23 @@ class ActiveRun:
         return f"{self._current_scope().prefix}{kind}:{call_id}"
 
     # ---- the journaled call -------------------------------------------------------------
+    async def replays(self, *, key: str, name: str | None, input: JSON, input_hash: str | None) -> bool:
+        """Whether `step` will serve ``key`` from the journal (completed there, same input).
+
+        For adapters that must choose how to call before they call `step` (a framework callback
+        that either returns the recorded value or lets the framework make the call). A divergence
+        is handled first, as `step` handles it: raised, or, under ``on_divergence="live"``, the
+        journal from this step on moved aside (then False: the call goes live).
+
+        Raises:
+            ReplayDivergenceError: The journaled input differs and the run does not go on live.
+        """
+        recorded = self.journal.get(key)
+        if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash):
+            await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
+            return False
+        return recorded is not None and recorded.status is StepStatus.COMPLETED
+
     async def step(
         self,
         *,
@@ -150,15 +174,17 @@ class ActiveRun:
         """Replays ``key`` from the journal, or calls ``invoke`` live and journals it.
 
         Raises:
-            ReplayDivergenceError: The journaled input hash differs from ``input_hash``.
+            ReplayDivergenceError: The journaled input hash differs from ``input_hash`` (unless the
+                run goes on live then: ``on_divergence="live"``, `agentspan.divergence`).
             InDoubtStepError: The step was in flight when a process died and the policy is
                 ``"fail"``.
         """
         recorded = self.journal.get(key)
         attempt = 1
+        if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash):
+            await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
+            recorded = None  # going on live (on_divergence="live"): the journal from here on is aside
         if recorded is not None:
-            if input_hash is not None and recorded.input_hash not in (None, input_hash):
-                raise ReplayDivergenceError(self.run_id, key, input_change(recorded, name, input, input_hash))
             if recorded.status is StepStatus.COMPLETED:
                 self.counters.mark(False, kind.value, key)
                 return load(recorded.output)
@@ -273,16 +299,17 @@ class ActiveRun:
         args_hash = digest(args)
         recorded = self.journal.get(key)
         if recorded is not None and recorded.name not in (None, options.name or name):
-            raise ReplayDivergenceError(  # the arguments' hash does not cover the tool's name
-                self.run_id, key, f"the journal has a call of tool {recorded.name!r} here; the live call is of "
-                f"tool {options.name or name!r}")
+            # the arguments' hash does not cover the tool's name
+            await call_store(self.store, diverged, self, key, f"the journal has a call of tool {recorded.name!r} "
+                             f"here; the live call is of tool {options.name or name!r}")
+            recorded = None
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
-            if recorded.input_hash not in (None, args_hash):
-                raise ReplayDivergenceError(
-                    self.run_id, key, f"tool {name!r} was journaled with other arguments; "
-                    f"{describe_difference(recorded.input, args)}")
-            self.counters.mark(False, "tool", key)
-            return recorded.output
+            if recorded.input_hash in (None, args_hash):
+                self.counters.mark(False, "tool", key)
+                return recorded.output
+            await call_store(self.store, diverged, self, key, f"tool {name!r} was journaled with other arguments; "
+                             f"{describe_difference(recorded.input, args)}")
+            recorded = None
         if options.approval_required or needs_approval or (
             recorded is not None and options.on_in_doubt == "ask"
         ):

@@ -16,6 +16,7 @@ through a server; bodies and answers are the pydantic models below (JSON only, n
 | start_step         | ``POST   /api/runs/{run_id}/steps/start``  body `StartStep` | 204                 |
 | finish_step        | ``POST   /api/runs/{run_id}/steps/finish`` body `FinishStep`| 204                 |
 | record_step        | ``POST   /api/runs/{run_id}/steps/record`` body `RecordStep`| 204                 |
+| supersede_steps    | ``POST   /api/runs/{run_id}/steps/supersede`` body `SupersedeSteps` | 204       |
 | list_steps         | ``GET    /api/runs/{run_id}/steps``                         | `StepList`          |
 | request_approval   | ``POST   /api/runs/{run_id}/approvals`` body `RequestApproval` | `Approval`     |
 | find_approval      | ``GET    /api/runs/{run_id}/approvals/{step_key}``          | `FoundApproval`     |
@@ -122,6 +123,15 @@ class RecordStep(_Body):
 
     step: Step
     result: StepResult
+    epoch: int
+
+
+class SupersedeSteps(_Body):
+    """`Store.supersede_steps`."""
+
+    keys: list[str]
+    prefix: str = Field(min_length=1)
+    reason: str
     epoch: int
 
 

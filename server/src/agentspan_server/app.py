@@ -53,6 +53,7 @@ from agentspan.wire import (
     RunList,
     StartStep,
     StepList,
+    SupersedeSteps,
     UpdateRun,
     problem_of,
 )
@@ -262,6 +263,14 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         same_run(rid, b.step.run_id, "step.run_id")
         await call(store.record_step, b.step, b.result, epoch=b.epoch)
         metrics.step_recorded(b.step, b.result)
+        return Response(status_code=204)
+
+    @app.post(API_PREFIX + "/runs/{run_id}/steps/supersede", status_code=204, response_class=Response,
+              tags=["steps"], responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
+    async def supersede_steps(run_id: str, body: SupersedeSteps) -> Response:
+        """`Store.supersede_steps` (fenced, one transaction; a retry changes nothing)."""
+        rid, b = path_param("run_id", run_id), checked_body(body)
+        await call(store.supersede_steps, rid, b.keys, prefix=b.prefix, reason=b.reason, epoch=b.epoch)
         return Response(status_code=204)
 
     @app.get(API_PREFIX + "/runs/{run_id}/steps", response_model=StepList, tags=["steps"],

@@ -33,7 +33,7 @@ the order they finish, which differs between a live run and its replay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +126,22 @@ _ModelCall = tuple[dict[str, JSON], dict[str, JSON]]
 """A model call's value in its journal step: the response and the `EventActions` it carried, as JSON."""
 
 
+async def _replayed_only() -> _ModelCall:
+    raise AgentspanError("a model call checked as replayed was about to be made live")
+
+
+@dataclass(slots=True)
+class _ModelStep:
+    """What journals one model call: its key, journal input, input hash, model, and the agent
+    (branch, name) whose response event ends a live call."""
+
+    key: str
+    input: dict[str, JSON]
+    input_hash: str
+    identity: ModelId
+    agent: tuple[str | None, str]
+
+
 @dataclass(slots=True)
 class _PendingModelCall:
     key: str
@@ -206,26 +222,38 @@ class Journal:
             step_input["system"] = extra["system"]
         identity = calls.identity(getattr(agent, "canonical_model", None), llm_request.model)
         recorded = self.run.journal.get(key)
-        replay = recorded is not None and recorded.status is StepStatus.COMPLETED
-        future: asyncio.Future[_ModelCall] = asyncio.get_running_loop().create_future()
-        step = self.run.step(
-            kind=StepKind.LLM, key=key, name=identity.model, input=step_input, input_hash=input_hash,
-            invoke=lambda: future, dump=_dump_model_call, load=_load_model_call, provider=identity.provider,
-            model=identity.model, metrics=_usage)
-        if replay:
-            return self._replay_model_call(key, step, callback_context)
-        pending_key = (ic.branch, agent.name)
-        stale = self._pending.pop(pending_key, None)
-        if stale is not None:  # a call whose response never became an event (no journal entry)
-            stale.step.cancel()
-        self._pending[pending_key] = _PendingModelCall(key, future, HeldStep(step))
+        call = _ModelStep(key, step_input, input_hash, identity, (ic.branch, agent.name))
+        if recorded is not None and recorded.status is StepStatus.COMPLETED:
+            return self._replay_model_call(call, callback_context)
+        self._start_live_model_call(call)
         return None
 
-    async def _replay_model_call(self, key: str, step: Awaitable[_ModelCall],
-                                 callback_context: CallbackContext) -> LlmResponse:
-        response, actions = await step
+    def _model_step(self, call: _ModelStep,
+                    invoke: Callable[[], Awaitable[_ModelCall]]) -> Coroutine[Any, Any, _ModelCall]:
+        return self.run.step(
+            kind=StepKind.LLM, key=call.key, name=call.identity.model, input=call.input, input_hash=call.input_hash,
+            invoke=invoke, dump=_dump_model_call, load=_load_model_call, provider=call.identity.provider,
+            model=call.identity.model, metrics=_usage)
+
+    def _start_live_model_call(self, call: _ModelStep) -> None:
+        """Enters the step of a model call ADK makes now; the response's event ends it (`on_event`)."""
+        future: asyncio.Future[_ModelCall] = asyncio.get_running_loop().create_future()
+        stale = self._pending.pop(call.agent, None)
+        if stale is not None:  # a call whose response never became an event (no journal entry)
+            stale.step.cancel()
+        step = HeldStep(self._model_step(call, lambda: future))
+        self._pending[call.agent] = _PendingModelCall(call.key, future, step)
+
+    async def _replay_model_call(self, call: _ModelStep, callback_context: CallbackContext) -> LlmResponse | None:
+        """The journaled response; None (ADK calls the model) when the run went on live here
+        (``on_divergence="live"``)."""
+        if not await self.run.replays(key=call.key, name=call.identity.model, input=call.input,
+                                      input_hash=call.input_hash):
+            self._start_live_model_call(call)
+            return None
+        response, actions = await self._model_step(call, _replayed_only)
         _codec.restore_actions(callback_context.actions, actions)
-        self._register_calls(key, response)
+        self._register_calls(call.key, response)
         return _codec.load_response(response)
 
     def _path_of(self, agent: BaseAgent) -> str:

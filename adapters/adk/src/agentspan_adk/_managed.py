@@ -44,6 +44,7 @@ import agentspan
 from agentspan import attached
 from agentspan.attached import AttachedRun
 from agentspan.config import get_store
+from agentspan.divergence import OnDivergence
 from agentspan.errors import RunStateError
 from agentspan.hashing import digest
 from agentspan.records import JSON, Run, RunStatus
@@ -122,9 +123,10 @@ class ManagedRun:
         self.attached.suspend()
 
 
-async def open_run(ic: InvocationContext, message: types.Content | None) -> ManagedRun:
+async def open_run(ic: InvocationContext, message: types.Content | None, *,
+                   on_divergence: OnDivergence = "raise") -> ManagedRun:
     """Opens (or claims again, after a crash) the run of this invocation; rewinds the session if
-    it still holds the events of the dead attempt.
+    it still holds the events of the dead attempt. ``on_divergence``: the plugin's policy.
 
     Raises:
         LeaseLostError: The invocation's run is being executed by another live process.
@@ -137,8 +139,8 @@ async def open_run(ic: InvocationContext, message: types.Content | None) -> Mana
         key = f"{base}invocation:{ic.invocation_id}"
         found = await _unfinished(store, label, lambda r: _invocation_of(r) == ic.invocation_id)
         if found is not None:
-            return await _attach(store, await asyncio.to_thread(attached.take_over, store, found))
-        managed = await _create(store, ic, label, key, message)
+            return await _attach(store, await asyncio.to_thread(attached.take_over, store, found), on_divergence)
+        managed = await _create(store, ic, label, key, message, on_divergence)
         if managed is None:
             raise RunStateError(f"the Agentspan run of ADK invocation {ic.invocation_id!r} already ended; "
                                 "it cannot be continued")
@@ -149,7 +151,8 @@ async def open_run(ic: InvocationContext, message: types.Content | None) -> Mana
         retry_key = f"{base}{len(turns) - 1}:{message_digest}"
         crashed = await _unfinished(store, label, lambda r: r.idempotency_key == retry_key)
         if crashed is not None:
-            managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, crashed))
+            managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, crashed),
+                                    on_divergence)
             await rewind_session(session_service=ic.session_service, session=session,
                                  rewind_before_invocation_id=turns[-1].invocation_id,
                                  artifact_service=ic.artifact_service, app_name=ic.app_name)
@@ -157,14 +160,14 @@ async def open_run(ic: InvocationContext, message: types.Content | None) -> Mana
             return managed
     key = f"{base}{len(turns)}:{message_digest}"
     for n in count(1):
-        managed = await _create(store, ic, label, key if n == 1 else f"{key}#{n}", message)
+        managed = await _create(store, ic, label, key if n == 1 else f"{key}#{n}", message, on_divergence)
         if managed is not None:
             return managed
     raise AssertionError("unreachable")  # pragma: no cover - count() never ends
 
 
 async def _create(store: Store, ic: InvocationContext, label: str, key: str,
-                  message: types.Content | None) -> ManagedRun | None:
+                  message: types.Content | None, on_divergence: OnDivergence) -> ManagedRun | None:
     """Creates the run with ``key``, or claims the existing one; None if that one already ended."""
     run = attached.new_run(
         framework=RUNNER_FRAMEWORK, agent=label, input=_codec.dump_content(message) if message else None,
@@ -179,11 +182,12 @@ async def _create(store: Store, ic: InvocationContext, label: str, key: str,
         if stored.status.terminal:
             return None
         stored = await asyncio.to_thread(attached.take_over, store, stored)
-    return await _attach(store, stored)
+    return await _attach(store, stored, on_divergence)
 
 
-async def _attach(store: Store, run: Run) -> ManagedRun:
-    return ManagedRun(await call_store(store, attached.attach, store, run, fresh=not run.steps))
+async def _attach(store: Store, run: Run, on_divergence: OnDivergence) -> ManagedRun:
+    return ManagedRun(await call_store(store, attached.attach, store, run, fresh=not run.steps,
+                                       on_divergence=on_divergence))
 
 
 def _invocation_of(run: Run) -> str | None:

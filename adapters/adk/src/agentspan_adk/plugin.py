@@ -31,6 +31,7 @@ from google.genai import types
 
 import agentspan
 from agentspan import approvals
+from agentspan.divergence import OnDivergence, check_policy
 from agentspan.errors import ApprovalPending
 from agentspan.tools import DEFAULT_TOOL_OPTIONS
 from agentspan_adk import _confirmations, _managed, _mock, _tools
@@ -47,10 +48,14 @@ class AgentspanPlugin(BasePlugin):
 
     Args:
         name: The plugin's name in ADK's plugin manager.
+        on_divergence: When a resumed invocation's calls no longer match its journal (the
+            agents' code or prompts changed): ``"raise"`` `ReplayDivergenceError`, or go on
+            ``"live"`` from the first differing call (see `agentspan.divergence`).
     """
 
-    def __init__(self, name: str = "agentspan") -> None:
+    def __init__(self, name: str = "agentspan", *, on_divergence: OnDivergence = "raise") -> None:
         super().__init__(name=name)
+        self.on_divergence = check_policy(on_divergence)
         self._journals: dict[str, Journal] = {}
         self._managed: dict[str, _managed.ManagedRun] = {}
         self.keep_journals = False
@@ -74,7 +79,7 @@ class AgentspanPlugin(BasePlugin):
         if journal is None and active is not None:
             journal = Journal(active)
         if journal is None:
-            managed = await _managed.open_run(ic, message)
+            managed = await _managed.open_run(ic, message, on_divergence=self.on_divergence)
             self._managed[ic.invocation_id] = managed
             journal = Journal(managed.run, on_suspend=lambda: self._suspend(ic.invocation_id))
         self._journals[ic.invocation_id] = journal
@@ -134,7 +139,9 @@ class AgentspanPlugin(BasePlugin):
         journal = self._journals.get(ic.invocation_id) or await self._bind(ic, None)
         recorded = journal.before_model(callback_context, llm_request, ic)
         if recorded is not None:
-            return await recorded
+            response = await recorded
+            if response is not None:
+                return response  # else the run went on live here (on_divergence="live")
         return _mock.scripted_response(llm_request)  # None (the model is called) outside a mock run
 
     async def on_event_callback(self, *, invocation_context: InvocationContext, event: Event) -> Event | None:

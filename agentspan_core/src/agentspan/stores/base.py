@@ -171,6 +171,27 @@ class Store(abc.ABC):
     def list_steps(self, run_id: str) -> list[Step]:
         """Returns the run's steps ordered by ``seq``. Raises `RunNotFound` for an unknown run."""
 
+    def supersede_steps(self, run_id: str, keys: Sequence[str], *, prefix: str, reason: str, epoch: int) -> None:
+        """Fenced: moves journal entries out of the way of a run that goes on live
+        (``on_divergence="live"``), keeping them in the trail.
+
+        In one transaction, the step of each key is re-keyed to ``prefix + key`` and keeps all
+        else (``seq``, input, output, metrics: the trail still shows what ran and what it cost;
+        the run's totals do not change). A step that had not ended also becomes ``failed`` with
+        ``error=reason`` (it never will end). The approvals of each key and of the keys under it
+        (``key + "/..."``: a tool call asked for by a superseded model call may wait for a decision
+        without a step of its own yet) move along to ``prefix + their key``; a pending one
+        becomes ``expired`` with ``reason``. A key whose step is already at ``prefix + key`` is
+        skipped, so a retried call changes nothing.
+
+        Raises:
+            StepNotFound: A key has no step, at its key or at ``prefix + key`` (nothing changed).
+            ConfigurationError: ``prefix`` is empty, or a step or approval to move would land on
+                one already there (nothing changed).
+            LeaseLostError, RunCancelledSignal: As for `update_run`.
+        """
+        raise StoreError(f"{type(self).__name__} cannot supersede journal entries (on_divergence='live')")
+
     # ---- approvals ------------------------------------------------------------------------
     @abc.abstractmethod
     def request_approval(self, approval: Approval, *, epoch: int) -> Approval:

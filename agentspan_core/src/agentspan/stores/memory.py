@@ -267,6 +267,39 @@ class MemoryStore(MemoryCheckpoints, Store):
             steps = sorted(self._steps[run_id].values(), key=lambda s: s.seq)
             return [s.model_copy(deep=True) for s in steps]
 
+    def supersede_steps(self, run_id: str, keys: Sequence[str], *, prefix: str, reason: str, epoch: int) -> None:
+        """See `Store.supersede_steps`."""
+        if not prefix:
+            raise ConfigurationError("supersede_steps needs a non-empty prefix")
+        with self._lock:
+            run = self._fenced(run_id, epoch)
+            journal = self._steps[run_id]
+            moving = [key for key in dict.fromkeys(keys) if key in journal]
+            for key in keys:
+                if key not in journal and prefix + key not in journal:
+                    raise StepNotFound(run_id, key)
+            approvals = [(step_key, approval_id) for (of_run, step_key), approval_id in self._by_step.items()
+                         if of_run == run_id and any(step_key == k or step_key.startswith(k + "/") for k in moving)]
+            for taken in [prefix + key for key in moving] + [prefix + step_key for step_key, _ in approvals]:
+                if taken in journal or (run_id, taken) in self._by_step:
+                    raise ConfigurationError(f"the journal of run {run_id!r} holds {taken!r} already")
+            moved_at = time.time()
+            for key in moving:
+                step = journal.pop(key)
+                step.key = prefix + key
+                if step.status == StepStatus.STARTED:
+                    step.status, step.error, step.ended_at = StepStatus.FAILED, reason, moved_at
+                journal[step.key] = step
+            for step_key, approval_id in approvals:
+                approval = self._approvals[approval_id]
+                del self._by_step[(run_id, step_key)]
+                approval.step_key = prefix + step_key
+                if approval.status == ApprovalStatus.PENDING:
+                    approval.status, approval.reason, approval.decided_at = ApprovalStatus.EXPIRED, reason, moved_at
+                self._by_step[(run_id, approval.step_key)] = approval_id
+            if moving:
+                run.updated_at = moved_at
+
     # ---- approvals ------------------------------------------------------------------------
     def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
         """See `Store.request_approval`."""

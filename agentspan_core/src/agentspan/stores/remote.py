@@ -296,6 +296,22 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
     def list_steps(self, run_id: str) -> list[Step]:
         return self._get(f"/runs/{seg(run_id)}/steps", wire.StepList).steps
 
+    def supersede_steps(self, run_id: str, keys: Sequence[str], *, prefix: str, reason: str, epoch: int) -> None:
+        """See `Store.supersede_steps`.
+
+        Starts of those steps still held back (``durable=False``) are written first, so the server
+        finds every step the caller started. A retried request is harmless: the steps moved by an
+        attempt whose answer was lost are skipped.
+        """
+        if not prefix:
+            raise ConfigurationError("supersede_steps needs a non-empty prefix")
+        for key in dict.fromkeys(keys):
+            held = self._deferred.take(run_id, key)
+            if held is not None:
+                self._send_start(held[0], held[1], False)
+        body = wire.SupersedeSteps(keys=list(keys), prefix=prefix, reason=reason, epoch=epoch)
+        self._call("POST", f"/runs/{seg(run_id)}/steps/supersede", body)
+
     # ---- approvals ------------------------------------------------------------------------
     def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
         body = wire.RequestApproval(approval=approval, epoch=epoch)

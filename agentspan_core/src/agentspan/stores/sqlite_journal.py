@@ -18,6 +18,7 @@ few pages as it can:
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -78,6 +79,27 @@ RUN_BY_KEY = f"SELECT {RUN_SELECT} FROM runs r WHERE r.idempotency_key=?"
 CLAIMABLE = sql.CLAIMABLE.replace(f"SELECT {RUN_COLUMNS} FROM runs r", f"SELECT {RUN_SELECT} FROM runs r", 1)
 UPDATE_RUN = sql.UPDATE_RUN.replace("updated_at=:now, ", f"updated_at=:now, {STORE_TOTALS}, ", 1)
 CANCEL_RUN = sql.CANCEL_RUN.replace("updated_at=? ", f"updated_at=?, {STORE_TOTALS} ", 1)
+_STEP_KEYS = "SELECT key FROM steps WHERE run_id=? AND key IN (?, ?)"
+_UNENDED = "status='started'"
+_SUPERSEDE_STEP = (
+    f"UPDATE steps SET key=?, status=CASE WHEN {_UNENDED} THEN 'failed' ELSE status END, "
+    f"error=CASE WHEN {_UNENDED} THEN ? ELSE error END, ended_at=CASE WHEN {_UNENDED} THEN ? ELSE ended_at END "
+    "WHERE run_id=? AND key=?"
+)
+_SUPERSEDE_APPROVALS = (
+    "UPDATE approvals SET step_key=? || step_key, status=CASE WHEN status='pending' THEN 'expired' ELSE status END, "
+    "reason=CASE WHEN status='pending' THEN ? ELSE reason END, "
+    "decided_at=CASE WHEN status='pending' THEN ? ELSE decided_at END "
+    "WHERE run_id=? AND (step_key=? OR substr(step_key, 1, length(?))=?)"
+)
+_UNDER = "(a.step_key=? OR substr(a.step_key, 1, length(?))=?)"
+_APPROVAL_CLASH = (
+    f"SELECT 1 FROM approvals a WHERE a.run_id=? AND {_UNDER} AND EXISTS "
+    "(SELECT 1 FROM approvals b WHERE b.run_id=a.run_id AND b.step_key=? || a.step_key)"
+)
+"""`Store.supersede_steps` of one key: the step (an unended one fails) and the approvals of it and
+of the keys under it (a pending one expires) move to the prefixed key. In an ``UPDATE``, every
+``CASE`` reads the row as it was. (``substr``, not ``LIKE``: keys hold ``_``.)"""
 assert CLAIMABLE != sql.CLAIMABLE and UPDATE_RUN != sql.UPDATE_RUN and CANCEL_RUN != sql.CANCEL_RUN
 
 
@@ -97,7 +119,7 @@ def fence_refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: b
 
 
 class SqliteJournal:
-    """`Store.start_step`, `finish_step`, `record_step` and `list_steps` of `SqliteStore`."""
+    """`Store.start_step`, `finish_step`, `record_step`, `supersede_steps` and `list_steps` of `SqliteStore`."""
 
     _deferred: DeferredStarts
 
@@ -196,6 +218,40 @@ class SqliteJournal:
                 raise refusal if refusal is not None else StepNotFound(run_id, key)
 
         return tx
+
+    def supersede_steps(self, run_id: str, keys: Sequence[str], *, prefix: str, reason: str, epoch: int) -> None:
+        """See `Store.supersede_steps` (one transaction, after the fence is checked). Starts of those
+        steps still held back (``durable=False``) are written first."""
+        if not prefix:
+            raise ConfigurationError("supersede_steps needs a non-empty prefix")
+        keys = list(dict.fromkeys(keys))
+        for key in keys:
+            held = self._deferred.take(run_id, key)
+            if held is not None:
+                self._write_start(*held)
+        moved_at = time.time()
+
+        def tx(cur: sqlite3.Cursor) -> None:
+            refusal = fence_refusal(cur, run_id, epoch)
+            if refusal is not None:
+                raise refusal
+            found = {key: {r[0] for r in cur.execute(_STEP_KEYS, (run_id, key, prefix + key))} for key in keys}
+            for key in keys:
+                if not found[key]:
+                    raise StepNotFound(run_id, key)
+            moving = [key for key in keys if key in found[key]]
+            for key in moving:
+                taken = prefix + key in found[key] or cur.execute(
+                    _APPROVAL_CLASH, (run_id, key, key + "/", key + "/", prefix)).fetchone()
+                if taken:
+                    raise ConfigurationError(f"the journal of run {run_id!r} holds {prefix + key!r} already")
+            for key in moving:
+                cur.execute(_SUPERSEDE_STEP, (prefix + key, reason, moved_at, run_id, key))
+                cur.execute(_SUPERSEDE_APPROVALS, (prefix, reason, moved_at, run_id, key, key + "/", key + "/"))
+            if moving:
+                cur.execute("UPDATE runs SET updated_at=MAX(updated_at, ?) WHERE id=?", (moved_at, run_id))
+
+        self._tx(tx)
 
     def list_steps(self, run_id: str) -> list[Step]:
         """See `Store.list_steps` (one query: the run joined with its steps, in ``seq`` order)."""

@@ -243,6 +243,18 @@ class PostgresStore(PostgresCheckpoints, Store):
         """See `Store.list_steps` (one query: the run joined with its steps, in binary format)."""
         return self._run(journal.list_steps(run_id))
 
+    def supersede_steps(self, run_id: str, keys: Sequence[str], *, prefix: str, reason: str, epoch: int) -> None:
+        """See `Store.supersede_steps`.
+
+        One transaction: lock the run row if the fence holds (so no step write of the run comes
+        between), read the steps at the keys and at their new keys, then move the steps and their
+        approvals (and those of the keys under them) in one statement. The run's totals are
+        counters of its row, which the move leaves alone (``updated_at`` is set when something
+        moved). An approval that would move onto an existing one refuses the whole call
+        (`ConfigurationError`, nothing changed).
+        """
+        self._run(journal.supersede_steps(run_id, keys, prefix=prefix, reason=reason, epoch=epoch), transaction=True)
+
     # ---- approvals ------------------------------------------------------------------------
     def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
         """See `Store.request_approval`. The fence is checked even when the approval exists."""

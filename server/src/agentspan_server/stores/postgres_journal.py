@@ -10,6 +10,7 @@ write that matches no row reads the run once to tell why (`refused`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal, RunNotFound, StepNotFound
@@ -20,7 +21,7 @@ from agentspan_server.stores.postgres_schema import dump_json, run_from_row, ste
 
 __all__ = [
     "completed_error", "finish_step", "get_run", "list_steps", "record_step", "refusal", "refused", "renew_lease",
-    "start_step", "start_tx",
+    "start_step", "start_tx", "supersede_steps",
 ]  # fmt: skip
 
 
@@ -164,6 +165,32 @@ def _finish_tx(run_id: str, key: str, result: StepResult, epoch: int) -> Plan[No
         yield from refused(run_id, epoch)
     if (yield Statement(sql.FINISH_STEP, step)).rowcount == 0:
         raise StepNotFound(run_id, key)
+
+
+def supersede_steps(run_id: str, keys: Sequence[str], *, prefix: str, reason: str, epoch: int) -> Plan[None]:
+    """`Store.supersede_steps`: statements of one transaction (see `PostgresStore.supersede_steps`)."""
+    if not prefix:
+        raise ConfigurationError("supersede_steps needs a non-empty prefix")
+    wanted = list(dict.fromkeys(keys))
+    if not (yield Statement(sql.LOCK_RUN, (run_id, epoch))).rows:
+        yield from refused(run_id, epoch)
+    names = [*wanted, *(prefix + key for key in wanted)]
+    steps = {row[0] for row in (yield Statement(sql.STEP_KEYS, (run_id, names))).rows}
+    for key in wanted:
+        if key not in steps and prefix + key not in steps:
+            raise StepNotFound(run_id, key)
+    moving = [key for key in wanted if key in steps]  # the others moved already: skipped
+    for key in moving:
+        if prefix + key in steps:
+            raise ConfigurationError(f"step {prefix + key!r} of run {run_id!r} exists already")
+    if not moving:
+        return None
+    params = {"run_id": run_id, "keys": moving, "prefix": prefix, "reason": reason, "now": time.time()}
+    clash = (yield Statement(sql.APPROVAL_CLASH, params)).rows
+    if clash:
+        raise ConfigurationError(f"an approval of step {prefix + clash[0][0]!r} of run {run_id!r} exists already")
+    yield Statement(sql.SUPERSEDE, params)
+    return None
 
 
 def list_steps(run_id: str) -> Plan[list[Step]]:

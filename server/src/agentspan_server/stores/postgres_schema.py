@@ -346,3 +346,35 @@ DECIDE = (
     "UPDATE approvals SET status=%s, decided_by=%s, decided_at=%s, reason=%s "
     f"WHERE id=%s AND status='pending' AND (expires_at IS NULL OR expires_at > %s) RETURNING {APPROVAL_COLUMNS}"
 )
+
+# ---- `Store.supersede_steps`: statements of one transaction ----------------------------------
+# The run row is locked if and only if the fence holds (like the step writes' `_FENCE`), so no step
+# write of the run runs between the check of the keys and the move. The steps at the keys and at
+# their new keys are read, then whether an approval that moves (of a moving key or of a key under
+# it, ``key/...``) would land on one that exists; then the steps and approvals move to
+# ``prefix || key`` in one statement. In an ``UPDATE`` every ``CASE`` reads the row as it was (for
+# an approval decided concurrently: as the decision left it, the row being re-read after the wait).
+# The run's totals are counters of the run row, which the move leaves alone; only ``updated_at``
+# changes.
+LOCK_RUN = "SELECT 1 FROM runs WHERE id=%s AND lease_epoch=%s AND status<>'cancelled' FOR NO KEY UPDATE"
+STEP_KEYS = "SELECT key FROM steps WHERE run_id=%s AND key = ANY(%s::text[])"
+_MOVES = (  # an approval of one of the moving keys or of a key under one (not LIKE: keys hold '_' and '%')
+    "a.run_id=%(run_id)s::text AND EXISTS (SELECT 1 FROM unnest(%(keys)s::text[]) AS m(key) "
+    "WHERE a.step_key = m.key OR starts_with(a.step_key, m.key || '/'))"
+)
+APPROVAL_CLASH = (  # the first approval that moves onto an existing one
+    f"SELECT a.step_key FROM approvals a WHERE {_MOVES} AND EXISTS (SELECT 1 FROM approvals b "
+    "WHERE b.run_id=a.run_id AND b.step_key = %(prefix)s::text || a.step_key) LIMIT 1"
+)
+_UNENDED = "WHEN status='started' THEN"
+_PENDING = "WHEN status='pending' THEN"
+SUPERSEDE = (
+    "WITH moved AS (UPDATE steps SET key=%(prefix)s::text || key, "
+    f"status=CASE {_UNENDED} 'failed' ELSE status END, error=CASE {_UNENDED} %(reason)s::text ELSE error END, "
+    f"ended_at=CASE {_UNENDED} %(now)s::float8 ELSE ended_at END "
+    "WHERE run_id=%(run_id)s::text AND key = ANY(%(keys)s::text[]) RETURNING 1), "
+    "expired AS (UPDATE approvals a SET step_key=%(prefix)s::text || step_key, "
+    f"status=CASE {_PENDING} 'expired' ELSE status END, reason=CASE {_PENDING} %(reason)s::text ELSE reason END, "
+    f"decided_at=CASE {_PENDING} %(now)s::float8 ELSE decided_at END WHERE {_MOVES} RETURNING 1) "
+    "UPDATE runs SET updated_at=%(now)s::float8 WHERE id=%(run_id)s::text"
+)

@@ -13,7 +13,8 @@ empty store::
 Every rule of the `Store` docstrings has a test here; a backend that passes is interchangeable
 with the others.
 
-The tests are grouped by topic: `runs` (runs and leases), `steps` (the step journal), `approvals`,
+The tests are grouped by topic: `runs` (runs and leases), `steps` (the step journal), `supersede`
+(journal entries moved aside by `on_divergence="live"`), `approvals`,
 and `suite` (isolation, concurrency, and `StoreConformance`, which combines them); `records` holds
 the record builders (`make_run`, `make_step`, `make_approval`) and shared helpers.
 `CheckpointConformance` (checkpoint storage; its delete, copy and prune tests in
@@ -35,6 +36,7 @@ from agentspan.testing.conformance.records import (
 from agentspan.testing.conformance.runs import RunConformance
 from agentspan.testing.conformance.steps import StepConformance
 from agentspan.testing.conformance.suite import StoreConformance
+from agentspan.testing.conformance.supersede import SupersedeConformance
 
 __all__ = [
     "PAYLOAD",
@@ -44,6 +46,7 @@ __all__ = [
     "RunConformance",
     "StepConformance",
     "StoreConformance",
+    "SupersedeConformance",
     "make_approval",
     "make_checkpoint",
     "make_checkpoint_write",

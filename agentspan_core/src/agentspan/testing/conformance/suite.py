@@ -11,11 +11,12 @@ from agentspan.testing.conformance.approvals import ApprovalConformance
 from agentspan.testing.conformance.records import make_approval, make_run, make_step
 from agentspan.testing.conformance.runs import RunConformance
 from agentspan.testing.conformance.steps import StepConformance
+from agentspan.testing.conformance.supersede import SupersedeConformance
 
 __all__ = ["StoreConformance"]
 
 
-class StoreConformance(RunConformance, StepConformance, ApprovalConformance):
+class StoreConformance(RunConformance, StepConformance, ApprovalConformance, SupersedeConformance):
     """Contract tests every `Store` passes; subclasses provide the ``store`` fixture."""
 
     # ---- isolation and concurrency --------------------------------------------------------

@@ -1,0 +1,100 @@
+"""What a run does when its code no longer matches its journal: ``on_divergence``.
+
+A resumed run replays its framework's loop against the journal. When a journaled step's input
+differs from the live call's (the prompt, the tools or the code changed since the run started),
+the policy decides:
+
+- ``"raise"`` (default): `ReplayDivergenceError` naming the step and the first difference; the
+  journal is left as it is, so the run can be resumed again with the old code.
+- ``"live"``: the run goes on live from that step. Every step journaled at or after it (in journal
+  order) by an earlier attempt is moved aside to ``superseded:<seq>/<key>`` (`Store.supersede_steps`):
+  it stays in the trail with what it returned and cost, but is never replayed again, and the
+  pending approvals among them expire. The live calls are journaled under the keys they freed.
+
+The policy is chosen per run (``agentspan.run(..., on_divergence="live")``, stored with the run
+so a worker resuming it follows it too) or per execution (``agentspan.resume(...,
+on_divergence="live")``, e.g. after deploying a fix for a run that failed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+from agentspan.errors import ConfigurationError, ReplayDivergenceError
+from agentspan.records import Run, Step
+
+if TYPE_CHECKING:
+    from agentspan.runtime import ActiveRun
+
+OnDivergence = Literal["raise", "live"]
+POLICIES: tuple[OnDivergence, ...] = ("raise", "live")
+OPTION = "agentspan.on_divergence"
+"""Key of ``Run.options`` holding a run's policy when it is not the default."""
+SUPERSEDED = "superseded:"
+"""Prefix of the keys of superseded steps: ``superseded:<seq of the diverging step>/<key>``."""
+
+log = logging.getLogger("agentspan")
+
+
+def check_policy(value: object) -> OnDivergence:
+    """Validates an ``on_divergence`` argument.
+
+    Raises:
+        ConfigurationError: Not ``"raise"`` or ``"live"``.
+    """
+    if value not in POLICIES:
+        raise ConfigurationError(f"on_divergence={value!r}: expected 'raise' or 'live'")
+    return value  # type: ignore[return-value]
+
+
+def run_options(options: dict[str, object], policy: OnDivergence) -> dict[str, object]:
+    """A run's stored options with its policy (stored only when it is not the default)."""
+    return options if policy == "raise" else {**options, OPTION: policy}
+
+
+def policy_of(options: dict[str, object], override: OnDivergence | None) -> OnDivergence:
+    """The policy of an execution: ``override`` (given to ``resume``), else the run's own."""
+    if override is not None:
+        return override
+    stored = options.get(OPTION, "raise")
+    return stored if stored in POLICIES else "raise"  # type: ignore[return-value]
+
+
+def without_core_options(run: Run) -> Run:
+    """``run`` as an adapter sees it: without the core's own option (a copy only when it is there)."""
+    if OPTION not in run.options:
+        return run
+    return run.model_copy(update={"options": {k: v for k, v in run.options.items() if k != OPTION}})
+
+
+def diverged(active: ActiveRun, key: str, detail: str) -> None:
+    """Handles the divergence of step ``key``: raises, or moves the journal from ``key`` on aside.
+
+    Blocks on the store: call it through `call_store` from async code.
+
+    Raises:
+        ReplayDivergenceError: The policy is ``"raise"``, the run is a strict replay (a test), or
+            the step was journaled by this attempt (its own calls cannot diverge from each other).
+    """
+    recorded = active.journal.get(key)
+    if active.on_divergence != "live" or active.strict is not None or recorded is None or key not in active.recorded:
+        hint = "" if active.strict is not None else (
+            "; a run started or resumed with on_divergence='live' goes on live from such a step instead")
+        raise ReplayDivergenceError(active.run_id, key, detail + hint)
+    moving = sorted((s for k, s in active.journal.items()
+                     if k in active.recorded and s.seq >= recorded.seq and not k.startswith(SUPERSEDED)),
+                    key=_seq)
+    prefix = f"{SUPERSEDED}{recorded.seq}/"
+    reason = f"superseded: the run diverged from its journal at step {key!r} and went on live ({detail})"
+    active.store.supersede_steps(active.run_id, [s.key for s in moving], prefix=prefix, reason=reason,
+                                 epoch=active.epoch)
+    for step in moving:
+        del active.journal[step.key]
+        active.recorded.discard(step.key)
+    log.warning("run %s diverged from its journal at step %s (%s); going on live: %d journaled step(s) from "
+                "there on are kept as %s<key>", active.run_id, key, detail, len(moving), prefix)
+
+
+def _seq(step: Step) -> int:
+    return step.seq
