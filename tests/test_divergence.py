@@ -142,3 +142,15 @@ def test_a_bad_policy_is_refused_before_anything_is_stored():
     with pytest.raises(ConfigurationError, match="on_divergence"):
         agentspan.resume(copy, agent, on_divergence="yes")
     assert agentspan.get_store().get_run(copy).lease_owner is None
+
+
+def test_a_worker_follows_the_policy_stored_with_the_run():
+    store = agentspan.get_store()
+    original = finished_run(on_divergence="live")
+    copy = crashed_copy(original, keep=3)  # a run whose owner died: any worker may claim it
+    changed, model = calc([ToolCall("add", {"a": 2, "b": 2}), "four"], instructions="NEW instructions")
+    assert agentspan.serve(changed, poll_interval=0.05, max_runs=1) == 1
+    assert agentspan.get(copy).result(timeout=5) == "four"
+    assert model.calls == 2 and effects == ["add 2 2"]
+    assert [s.key for s in store.list_steps(copy)][:3] == [
+        f"superseded:{store.list_steps(original)[0].seq}/{s.key}" for s in store.list_steps(original)[:3]]

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agentspan.approvals import effective_status
+from agentspan.divergence import SUPERSEDED
 from agentspan.records import JSON, Approval, Run, Step, now
 
 NARROW = 120
@@ -156,7 +157,8 @@ def runs_table(runs: list[Run], *, narrow: bool = False) -> Table:
 
 
 def steps_table(steps: list[Step], *, narrow: bool = False) -> Table:
-    """Returns the journal table of ``runs show`` (``narrow`` drops duration and provider/model)."""
+    """Returns the journal table of ``runs show`` (``narrow`` drops duration and provider/model;
+    superseded steps are dimmed)."""
     table = _table("steps")
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("kind", no_wrap=True)
@@ -184,7 +186,8 @@ def steps_table(steps: list[Step], *, narrow: bool = False) -> Table:
         if not narrow:
             cells.append(Text("/".join(p for p in (step.provider, step.model) if p)))
         cells.append(shown)
-        table.add_row(*cells)
+        # moved aside by on_divergence="live": still what ran and cost, no longer the run's path
+        table.add_row(*cells, style="dim" if step.key.startswith(SUPERSEDED) else None)
     return table
 
 
