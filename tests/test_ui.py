@@ -170,6 +170,13 @@ def test_runs_list_and_audit_trail(store: SqliteStore, page: Page) -> None:
         assert page.locator("script").count() == 0 and page.dialogs == []  # type: ignore[attr-defined]
         assert "$0.0125" in page.locator(".facts").inner_text()
 
+        store.supersede_steps(run.id, ["tool:notify:2"], prefix="superseded:2/", reason="diverged", epoch=1)
+        page.reload()  # a step moved aside by on_divergence="live" is shown dimmed
+        aside = page.locator("tbody.step.superseded")
+        assert aside.count() == 1 and "superseded:2/tool:notify:2" in aside.inner_text()
+        assert float(aside.locator("tr.meta").evaluate("row => getComputedStyle(row).opacity")) < 1
+        assert float(steps.nth(0).locator("tr.meta").evaluate("row => getComputedStyle(row).opacity")) == 1
+
 
 def test_approve_and_reject_from_the_browser(store: SqliteStore, page: Page) -> None:
     run, (send, wire) = seed(store)
