@@ -65,6 +65,7 @@ from agentspan_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from agentspan_server.middleware import BodyLimitMiddleware, RawPathMiddleware
 from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
 from agentspan_server.problems import ProblemError, input_issue, install_problem_handlers, invalid_input, new_problem
+from agentspan_server.slack import SlackSettings, exempt_interactions, install_slack
 from agentspan_server.ui import install_ui, is_ui_path
 
 log = logging.getLogger("agentspan_server")
@@ -95,13 +96,17 @@ def required_role(scope: Scope) -> Role | None:
 
 
 # ---- the app ----------------------------------------------------------------------------------
-def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int = 1_048_576) -> FastAPI:
+def create_app(
+    store: Store, *, keys: KeyRing | None = None, max_body_bytes: int = 1_048_576, slack: SlackSettings | None = None
+) -> FastAPI:
     """Builds the HTTP API over a store.
 
     Args:
         store: The backing store; each endpoint calls its matching method.
         keys: Accepted API keys and roles; None (or an empty ring) lets every request through.
         max_body_bytes: Largest request body accepted (413 above it).
+        slack: Slack approvals (`agentspan_server.slack`): new approvals posted to a channel, decided
+            at ``/slack/interactions``; None for none.
 
     Returns:
         The FastAPI application (``/api`` routes, ``/healthz``, ``/metrics``, ``/openapi.json``).
@@ -142,6 +147,7 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
     app.state.store = store
     app.state.store_async = hot  # the store's asyncio path (None without one)
     app.state.metrics = metrics
+    slack_approvals = install_slack(app, store, slack) if slack is not None else None
 
     async def call(method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Calls the store, turning its exceptions (and signals) into problems."""
@@ -286,7 +292,10 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
         """`Store.request_approval` (fenced, idempotent per step). ``approval.run_id`` must match."""
         rid, b = path_param("run_id", run_id), checked_body(body)
         same_run(rid, b.approval.run_id, "approval.run_id")
-        return json_response(await call(store.request_approval, b.approval, epoch=b.epoch))
+        approval = await call(store.request_approval, b.approval, epoch=b.epoch)
+        if slack_approvals is not None:
+            slack_approvals.approval_requested(b.approval, approval)  # posts it only when new
+        return json_response(approval)
 
     @app.get(API_PREFIX + "/runs/{run_id}/approvals/{step_key:path}", response_model=FoundApproval,
              tags=["approvals"], responses=responses(*COMMON))  # fmt: skip
@@ -361,7 +370,8 @@ def create_app(store: Store, *, keys: KeyRing | None = None, max_body_bytes: int
     # Last added runs first: raw path -> metrics -> auth -> body limit -> hot path -> routing.
     app.add_middleware(HotPathMiddleware, endpoints=hot_endpoints, routes=app.router.routes)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
-    app.add_middleware(AuthMiddleware, keys=keys, required_role=required_role)
+    role_of = required_role if slack_approvals is None else exempt_interactions(required_role)
+    app.add_middleware(AuthMiddleware, keys=keys, required_role=role_of)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics, routes=app.router.routes)
     app.add_middleware(RawPathMiddleware)
     _document(app, secured=bool(keys))

@@ -1,4 +1,5 @@
-"""Starting a server: open the store, gather the API keys, check the bind address, run uvicorn."""
+"""Starting a server: open the store, gather the API keys and Slack settings, check the bind address, run
+uvicorn."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from agentspan.errors import ConfigurationError
 from agentspan.stores.base import Store
 from agentspan_server.app import create_app
 from agentspan_server.auth import KeyRing
+from agentspan_server.slack import SlackSettings
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
@@ -97,8 +99,11 @@ def serve(
         keys_file: File of ``KEY ROLE`` / ``KEY:ROLE`` lines, or None.
         max_body_bytes: Largest request body accepted.
 
+    Slack approvals are on when ``AGENTSPAN_SLACK_*`` variables are set (`SlackSettings.from_env`).
+
     Raises:
-        ConfigurationError: Bad keys, a non-loopback host without keys, or a bad ``db``.
+        ConfigurationError: Bad keys, a non-loopback host without keys, incomplete Slack settings,
+            or a bad ``db``.
         StoreError: The store cannot be opened.
     """
     import uvicorn
@@ -112,11 +117,14 @@ def serve(
         )
     if max_body_bytes < 1:
         raise ConfigurationError(f"--max-body-bytes must be positive, not {max_body_bytes}")
+    slack = SlackSettings.from_env()
     store, described = open_store(db)
     try:
-        app = create_app(store, keys=keys if keys else None, max_body_bytes=max_body_bytes)
+        app = create_app(store, keys=keys if keys else None, max_body_bytes=max_body_bytes, slack=slack)
         shown_host = f"[{host}]" if ":" in host else host
         auth = f"auth on ({len(keys)} API key{'s' if len(keys) != 1 else ''})" if keys else "no API keys: loopback only"
+        if slack is not None:
+            auth += f"; Slack approvals in channel {slack.channel}"
         print(f"agentspan server listening on http://{shown_host}:{port} (store: {described}; {auth})", flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
