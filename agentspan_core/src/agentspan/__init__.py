@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agentspan.api import Handle, get, resume, run, run_async, serve, start
     from agentspan.attempt import LlmMetrics
     from agentspan.config import configure, get_store, settings
+    from agentspan.instrumentation import instrument, uninstrument
     from agentspan.records import Approval, ApprovalStatus, Run, RunStatus, Step, StepKind, StepStatus
     from agentspan.runtime import ActiveRun, active_run
 
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Handle": "agentspan.api", "get": "agentspan.api", "resume": "agentspan.api", "run": "agentspan.api",
     "run_async": "agentspan.api", "serve": "agentspan.api", "start": "agentspan.api",
+    "instrument": "agentspan.instrumentation", "uninstrument": "agentspan.instrumentation",
     "configure": "agentspan.config", "get_store": "agentspan.config", "settings": "agentspan.config",
     "Approval": "agentspan.records", "ApprovalStatus": "agentspan.records", "Run": "agentspan.records",
     "RunStatus": "agentspan.records", "Step": "agentspan.records", "StepKind": "agentspan.records",
@@ -52,6 +54,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "ActiveRun", "Approval", "ApprovalStatus", "Handle", "LlmMetrics", "Run", "RunStatus", "Step",
     "StepInfo", "StepKind", "StepStatus", "ToolOptions", "__version__", "active_run", "configure",
-    "current_step", "errors", "get", "get_store", "resume", "run", "run_async", "serve", "settings",
-    "start", "tool", "tool_options",
+    "current_step", "errors", "get", "get_store", "instrument", "resume", "run", "run_async", "serve",
+    "settings", "start", "tool", "tool_options", "uninstrument",
 ]

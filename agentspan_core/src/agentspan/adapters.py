@@ -76,6 +76,15 @@ class Adapter(abc.ABC):
             f"agentspan.testing.mock_run does not support {self.framework} targets: the {self.framework} "
             "adapter has no mock() hook")
 
+    def instrument(self, on: bool) -> str | None:
+        """Patches (``on``) or restores (not ``on``) the framework's own entry points so that
+        unchanged code runs durably (`agentspan.instrument`). Both directions are idempotent.
+
+        Returns:
+            What the patch does, for the caller's log; None when this adapter has no such hook.
+        """
+        return None
+
     def demo(self) -> None:  # pragma: no cover - optional
         """Runs this adapter's self-contained demo (``agentspan demo``)."""
         raise ConfigurationError(f"the {self.framework} adapter has no demo")

@@ -124,6 +124,12 @@ class ADKAdapter(Adapter):
             raise ConfigurationError("plugins must be a list of google.adk BasePlugin instances")
         return stored
 
+    def instrument(self, on: bool) -> str:
+        """`agentspan.instrument` support (see `agentspan_adk._instrument`)."""
+        from agentspan_adk._instrument import instrument
+
+        return instrument(on)
+
     def encode_output(self, result: Any) -> JSON:
         session: Session = result.session
         return {"text": result.text, "app_name": session.app_name, "user_id": session.user_id,

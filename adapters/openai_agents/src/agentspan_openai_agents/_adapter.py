@@ -48,6 +48,12 @@ class OpenAIAgentsAdapter(Adapter):
             raise ConfigurationError(f"unknown Runner option(s) for openai-agents: {', '.join(sorted(unknown))}")
         return {k: options[k] for k in _STORED_OPTIONS if k in options}
 
+    def instrument(self, on: bool) -> str:
+        """`agentspan.instrument` support (see `agentspan_openai_agents._instrument`)."""
+        from agentspan_openai_agents._instrument import instrument
+
+        return instrument(on)
+
     def encode_output(self, result: Any) -> Any:
         return to_jsonable_python(result.final_output, fallback=str)
 

@@ -1,0 +1,76 @@
+"""`agentspan.instrument` for openai-agents: ``Runner.run`` and ``Runner.run_sync`` go through
+Agentspan (``agentspan.run_async`` / ``agentspan.run``), so unchanged code runs durably."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import wrapt
+from agents import Runner
+
+import agentspan
+
+log = logging.getLogger("agentspan")
+
+JOURNALED_OPTIONS = frozenset({"context", "max_turns", "hooks", "error_handlers", "run_config"})
+"""The ``Runner`` keyword arguments a durable run takes (any other one given leaves the call to the SDK)."""
+PATCHED = "agents.Runner.run and Runner.run_sync call agentspan.run_async and agentspan.run"
+_originals: dict[str, Any] = {}
+_warned: set[str] = set()
+
+
+def _routed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]] | None:
+    """The ``(agent, input, options)`` of a ``Runner`` call to journal, or None to leave it to the SDK."""
+    if agentspan.active_run() is not None:
+        return None  # a durable run calling the SDK itself
+    options = dict(kwargs)
+    positional = list(args)
+    agent = positional.pop(0) if positional else options.pop("starting_agent", None)
+    input = positional.pop(0) if positional else options.pop("input", None)
+    options = {name: value for name, value in options.items() if value is not None}
+    why = None
+    if positional:
+        why = "positional options"
+    elif not isinstance(input, (str, list)):
+        why = f"an input of type {type(input).__name__} (a RunState continues the SDK's own interruption)"
+    else:
+        unknown = sorted(set(options) - JOURNALED_OPTIONS)
+        if unknown:
+            why = f"option(s) {', '.join(unknown)}"
+    if why is not None:
+        if why not in _warned:
+            _warned.add(why)
+            log.warning("agentspan.instrument: a Runner call with %s is not journaled (left to the SDK as it was)", why)
+        return None
+    return agent, input, options
+
+
+def _run_sync(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    routed = _routed(args, kwargs)
+    if routed is None:
+        return wrapped(*args, **kwargs)
+    agent, input, options = routed
+    return agentspan.run(agent, input, **options)
+
+
+def _run(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    routed = _routed(args, kwargs)
+    if routed is None:
+        return wrapped(*args, **kwargs)
+    agent, input, options = routed
+    return agentspan.run_async(agent, input, **options)  # a coroutine, as Runner.run returns
+
+
+def instrument(on: bool) -> str:
+    """Patches (``on``) or restores ``Runner.run`` and ``Runner.run_sync``; idempotent."""
+    if on and not _originals:
+        for name, wrapper in (("run", _run), ("run_sync", _run_sync)):
+            _originals[name] = Runner.__dict__[name]
+            wrapt.wrap_function_wrapper(Runner, name, wrapper)
+    elif not on and _originals:
+        for name, original in _originals.items():
+            setattr(Runner, name, original)
+        _originals.clear()
+    return PATCHED
