@@ -269,6 +269,24 @@ def test_cancel(store: SqliteStore) -> None:
     assert again.exit_code == 1 and again.stderr.startswith("error: ")
 
 
+def test_runs_prune_deletes_ended_runs_older_than_asked(store: SqliteStore) -> None:
+    old, _ = make_run(store, "refunds")
+    store.update_run(old.id, epoch=1, status=RunStatus.COMPLETED, release_lease=True)
+    running, _ = make_run(store, "billing")
+    assert json.loads(invoke("runs", "prune", "--older-than", "1d", "--yes", "--json").stdout) == {"deleted": []}
+    refused = invoke("runs", "prune", "--older-than", "0s")  # asks first; no answer: nothing deleted
+    assert refused.exit_code == 1 and store.get_run(old.id).status is RunStatus.COMPLETED
+    for bad, error in ((["--older-than", "soon"], "expected a number and a unit"),
+                       (["--older-than", "1h", "--status", "running"], "have not ended")):
+        result = invoke("runs", "prune", *bad, "--yes")
+        assert result.exit_code == 1 and error in result.stderr
+    result = invoke("runs", "prune", "--older-than", "0s", "--status", "completed", "-y", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"deleted": [old.id]}
+    assert [r.id for r in store.list_runs()] == [running.id]
+    assert invoke("runs", "show", old.id).exit_code == 1
+
+
 def test_doctor_never_prints_the_key(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTSPAN_API_KEY", "sk-secret-123")
     config.reset()

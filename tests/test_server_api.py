@@ -368,7 +368,7 @@ def test_openapi_lists_the_api(keyed: httpx.Client) -> None:
     schema = json.loads(keyed.get("/openapi.json", headers=bearer(ADMIN)).text)
     paths = set(schema["paths"])
     assert {
-        "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/cancel", "/api/runs/{run_id}/claim",
+        "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/cancel", "/api/runs/prune", "/api/runs/{run_id}/claim",
         "/api/runs/{run_id}/lease", "/api/claimable", "/api/runs/{run_id}/steps/start",
         "/api/runs/{run_id}/steps/finish", "/api/runs/{run_id}/steps/record", "/api/runs/{run_id}/steps",
         "/api/runs/{run_id}/steps/supersede",
@@ -381,7 +381,7 @@ def test_openapi_lists_the_api(keyed: httpx.Client) -> None:
     assert "Problem" in schema["components"]["schemas"]
     assert schema["security"] == [{"apiKey": []}] and schema["paths"]["/healthz"]["get"]["security"] == []
     operations = [result.ok() for result in schemathesis.openapi.from_dict(schema).get_all_operations()]
-    assert len(operations) == 29  # a valid OpenAPI document: every operation loads
+    assert len(operations) == 30  # a valid OpenAPI document: every operation loads
 
 
 class _BuggyStore(SqliteStore):
@@ -466,7 +466,7 @@ def test_fuzz_no_server_errors(store: SqliteStore) -> None:
     with serving(create_app(store, max_body_bytes=65_536)) as url, requests.Session() as session:
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 29
+        assert len(operations) == 30
         for operation in operations:
             names = {p.name for p in operation.path_parameters}
             ids = _seed(store)

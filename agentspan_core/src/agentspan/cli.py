@@ -27,7 +27,7 @@ from agentspan import cli_render as render
 from agentspan.approvals import decide_by_id, effective_status
 from agentspan.errors import AgentspanError, ApprovalConflict, ConfigurationError
 from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
-from agentspan.stores.base import Store
+from agentspan.stores.base import ENDED, Store, check_deletion
 
 
 class AgentspanGroup(TyperGroup):
@@ -50,7 +50,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold the API key
 )
-runs_app = typer.Typer(help="List, inspect and cancel runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, inspect, cancel and prune runs.", no_args_is_help=True)
 approvals_app = typer.Typer(
     help="List approvals (decide them with `approve` / `reject`).", no_args_is_help=True
 )
@@ -192,6 +192,42 @@ def runs_cancel(
         _echo_json(render.run_json(run))
     else:
         _out().print(f"cancelled run [cyan]{escape(run.id)}[/cyan]", soft_wrap=True)
+
+
+_AGE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age_seconds(text: str) -> float:
+    found = _AGE.fullmatch(text.strip())
+    if found is None:
+        raise ConfigurationError(f"--older-than {text!r}: expected a number and a unit, as 30d, 12h, 90m or 3600s")
+    return float(found.group(1)) * _SECONDS[found.group(2)]
+
+
+@runs_app.command("prune")
+def runs_prune(
+    older_than: Annotated[str, typer.Option(
+        "--older-than", help="Delete runs that ended longer ago than this: 30d, 12h, 90m, 3600s.")],
+    status: Annotated[list[RunStatus] | None, typer.Option(
+        help="Only runs with this status (repeatable; default: completed, failed and cancelled).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many runs, oldest first.")] = 1000,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete ended runs with their journals and approvals (retention). Checkpoints (LangGraph
+    threads, ADK sessions) stay: later runs continue from them."""
+    statuses = list(status or ENDED)
+    check_deletion(statuses, limit)
+    cutoff = now() - _age_seconds(older_than)
+    if not yes:
+        typer.confirm(f"Delete up to {limit} {'/'.join(s.value for s in statuses)} runs that ended before "
+                      f"{render.timestamp(cutoff)}, with their journals and approvals?", abort=True)  # fmt: skip
+    deleted = _store().delete_runs(ended_before=cutoff, statuses=statuses, limit=limit)
+    if as_json:
+        _echo_json({"deleted": deleted})
+    else:
+        _out().print(f"deleted {len(deleted)} run(s) that ended before {render.timestamp(cutoff)}", soft_wrap=True)
 
 
 # ---- approvals ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ through a server; bodies and answers are the pydantic models below (JSON only, n
 | get_run            | ``GET    /api/runs/{run_id}``                               | `Run`               |
 | update_run         | ``PATCH  /api/runs/{run_id}``           body `UpdateRun`    | `Run`               |
 | cancel_run         | ``POST   /api/runs/{run_id}/cancel``    body `CancelRun`    | `Run`               |
+| delete_runs        | ``POST   /api/runs/prune``              body `DeleteRuns`   | `DeletedRuns` (admin) |
 | claim_run          | ``POST   /api/runs/{run_id}/claim``     body `ClaimRun`     | `Run`               |
 | renew_lease        | ``POST   /api/runs/{run_id}/lease``     body `RenewLease`   | `Renewed`           |
 | claimable_runs     | ``GET    /api/claimable?agent=a&agent=b&now=&limit=``       | `RunList`           |
@@ -42,7 +43,9 @@ checkpoint ids are free text (empty included), so they travel in bodies and quer
 Checkpoint and write ``data`` travel as base64 strings (URL-safe alphabet on answers; both
 alphabets, padding optional, accepted in bodies); the server stores the bytes as given, never interpreting them.
 Deleting checkpoints needs the admin role: an agent's key may write and read them, and copy a
-thread, but not destroy a thread's history.
+thread, but not destroy a thread's history. So does deleting runs (retention: ``POST
+/api/runs/prune``, a fixed path; no route takes a POST at ``/api/runs/{run_id}``, so ``prune`` is
+never read as a run id there).
 
 Errors are RFC 9457 problem documents (``application/problem+json``, `Problem`) whose ``error``
 field names the `agentspan.errors` class, so the client raises the same exception the embedded
@@ -59,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentspan import errors
 from agentspan.records import JSON, Approval, CheckpointRecord, CheckpointWrite, Run, RunStatus, Step, StepResult
+from agentspan.stores.base import ENDED
 
 API_PREFIX = "/api"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -85,6 +89,15 @@ class CancelRun(_Body):
     """`Store.cancel_run`."""
 
     reason: str | None = None
+
+
+class DeleteRuns(_Body):
+    """`Store.delete_runs`: ended runs whose ``updated_at`` is before ``ended_before`` (epoch
+    seconds, finite), oldest first, at most ``limit``."""
+
+    ended_before: float
+    statuses: list[RunStatus] = list(ENDED)
+    limit: int = Field(default=1000, ge=1)
 
 
 class ClaimRun(_Body):
@@ -210,6 +223,12 @@ class CreatedRun(BaseModel):
 
     run: Run
     created: bool
+
+
+class DeletedRuns(BaseModel):
+    """Answer of ``POST /api/runs/prune``: the deleted runs' ids, oldest first."""
+
+    deleted: list[str]
 
 
 class RunList(BaseModel):

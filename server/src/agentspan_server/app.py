@@ -3,16 +3,16 @@
 `create_app` serves one backing store and documents it in OpenAPI. Each ``/api`` endpoint checks
 its input (`checks`), calls the matching store method once and answers with the `agentspan.wire`
 model; the run, lease, step and approval routes are here, the checkpoint routes in
-`checkpoint_routes`, the error responses they document in `openapi_docs`. Store methods are
-synchronous: a store that waits on the network (``blocking_io``, PostgreSQL) is called on a worker
-thread, so the event loop never waits on it; the embedded SQLite store (tens of microseconds a
-call) is called inline, saving a thread hand-off per request. A store with an ``async_path()``
-(PostgreSQL: `postgres_async`) serves its hot calls (step writes, lease renewal, run and step
-reads, checkpoint puts and gets) on the event loop instead, opened and closed with the app's
-lifespan. Every error is answered with a problem document (`problems`); requests are routed on the
-raw path, under a body-size limit (`middleware`), an API-key check (`auth`) and request metrics
-(`metrics`). The hot endpoints' requests skip FastAPI's per-request work through `hot_path`, which
-calls the same endpoint functions (``*_of``) as their routes.
+`checkpoint_routes`, run deletion in `retention_routes`, the error responses they document in
+`openapi_docs`. Store methods are synchronous: a store that waits on the network (``blocking_io``,
+PostgreSQL) is called on a worker thread, so the event loop never waits on it; the embedded SQLite
+store (tens of microseconds a call) is called inline, saving a thread hand-off per request. A store
+with an ``async_path()`` (PostgreSQL: `postgres_async`) serves its hot calls (step writes, lease
+renewal, run and step reads, checkpoint puts and gets) on the event loop instead, opened and closed
+with the app's lifespan. Every error is answered with a problem document (`problems`); requests are
+routed on the raw path, under a body-size limit (`middleware`), an API-key check (`auth`) and
+request metrics (`metrics`). The hot endpoints' requests skip FastAPI's per-request work through
+`hot_path`, which calls the same endpoint functions (``*_of``) as their routes.
 """
 
 from __future__ import annotations
@@ -65,15 +65,14 @@ from agentspan_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from agentspan_server.middleware import BodyLimitMiddleware, RawPathMiddleware
 from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
 from agentspan_server.problems import ProblemError, input_issue, install_problem_handlers, invalid_input, new_problem
+from agentspan_server.retention_routes import RUN_DELETIONS, add_retention_routes
 from agentspan_server.slack import SlackSettings, exempt_interactions, install_slack
 from agentspan_server.ui import install_ui, is_ui_path
 
 log = logging.getLogger("agentspan_server")
 
 _DECISION_PATH = re.compile(re.escape(API_PREFIX) + r"/approvals/[^/]+/decision")
-_CHECKPOINT_DELETIONS = frozenset(
-    f"{API_PREFIX}/checkpoints/{action}" for action in ("delete", "delete-for-runs", "prune")
-)
+_DELETIONS = RUN_DELETIONS | {f"{API_PREFIX}/checkpoints/{a}" for a in ("delete", "delete-for-runs", "prune")}
 _T = TypeVar("_T")
 
 Limit = Annotated[int, Query(ge=0, le=1000, description="Most items to return (0..1000; 0 answers an empty list).")]
@@ -81,7 +80,7 @@ Limit = Annotated[int, Query(ge=0, le=1000, description="Most items to return (0
 
 def required_role(scope: Scope) -> Role | None:
     """The role a request needs: none for ``/healthz`` and the web UI, approver to decide, admin to
-    delete checkpoints, agent otherwise.
+    delete runs or checkpoints (a POST: ``GET /api/runs/prune`` reads a run of that id), agent otherwise.
 
     The web UI (``/``, ``/ui``, ``/ui/...``, ``/static/...``) checks its own login sessions.
     """
@@ -90,7 +89,7 @@ def required_role(scope: Scope) -> Role | None:
         return None
     if _DECISION_PATH.fullmatch(path):
         return "approver"
-    if path in _CHECKPOINT_DELETIONS:
+    if path in _DELETIONS and scope.get("method") == "POST":
         return "admin"
     return "agent"
 
@@ -330,7 +329,8 @@ def create_app(
                               decided_at=decided_at)  # fmt: skip
         return json_response(approval)
 
-    # ---- checkpoints (checkpoint_routes) ------------------------------------------------------
+    # ---- run deletion (retention_routes) and checkpoints (checkpoint_routes) ------------------
+    add_retention_routes(app, store, call)  # POST /api/runs/prune (admin)
     checkpoint_puts = add_checkpoint_routes(app, store, call)
 
     # ---- operations ---------------------------------------------------------------------------

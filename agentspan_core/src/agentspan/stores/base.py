@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from agentspan.errors import StoreError
+from agentspan.errors import ConfigurationError, StoreError
 from agentspan.records import (
     JSON,
     Approval,
@@ -31,6 +31,28 @@ from agentspan.records import (
 )
 
 _T = TypeVar("_T")
+ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+"""The statuses of runs that have ended."""
+
+
+def check_deletion(statuses: Sequence[RunStatus], limit: int) -> list[str]:
+    """Validates `Store.delete_runs` arguments; the statuses as plain strings.
+
+    Raises:
+        ConfigurationError: Not a run status, a status of a run that has not ended, or ``limit`` < 1.
+    """
+    if isinstance(statuses, str):
+        raise ConfigurationError("statuses must be a sequence of run statuses, not one string")
+    try:
+        values = [RunStatus(s).value for s in statuses]
+    except ValueError as exc:
+        raise ConfigurationError(f"statuses: {exc}") from None
+    unended = sorted(set(values) - {s.value for s in ENDED})
+    if unended:
+        raise ConfigurationError(f"only ended runs are deleted; statuses {', '.join(unended)} have not ended")
+    if limit < 1:
+        raise ConfigurationError(f"limit must be at least 1, not {limit}")
+    return values
 
 
 class Store(abc.ABC):
@@ -96,6 +118,25 @@ class Store(abc.ABC):
             RunNotFound: Unknown run.
             RunStateError: The run already ended (completed, failed or cancelled).
         """
+
+    def delete_runs(self, *, ended_before: float, statuses: Sequence[RunStatus] = ENDED,
+                    limit: int = 1000) -> list[str]:
+        """Unfenced: deletes ended runs, with their steps and approvals (retention).
+
+        In one transaction: the runs whose status is in ``statuses`` and whose ``updated_at`` (for
+        an ended run, when it ended) is before ``ended_before`` (epoch seconds), oldest first
+        (``updated_at``, then id), at most ``limit``. A run that has not ended is never deleted.
+        Checkpoints are kept: they hold a thread's state (a LangGraph thread, an ADK session),
+        which later runs continue; delete those with `delete_checkpoints`.
+
+        Returns:
+            The deleted runs' ids, oldest first.
+
+        Raises:
+            ConfigurationError: A status of a run that has not ended (pending, running, waiting),
+                or ``limit`` < 1 (nothing deleted).
+        """
+        raise StoreError(f"{type(self).__name__} cannot delete runs")
 
     # ---- leases ---------------------------------------------------------------------------
     @abc.abstractmethod

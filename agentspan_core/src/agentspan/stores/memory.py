@@ -34,7 +34,7 @@ from agentspan.records import (
     StepResult,
     StepStatus,
 )
-from agentspan.stores.base import Store
+from agentspan.stores.base import ENDED, Store, check_deletion
 from agentspan.stores.memory_checkpoints import MemoryCheckpoints
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
@@ -158,6 +158,25 @@ class MemoryStore(MemoryCheckpoints, Store):
             return run.model_copy(deep=True)
 
     # ---- leases ---------------------------------------------------------------------------
+    def delete_runs(self, *, ended_before: float, statuses: Sequence[RunStatus] = ENDED,
+                    limit: int = 1000) -> list[str]:
+        """See `Store.delete_runs`."""
+        wanted = set(check_deletion(statuses, limit))
+        with self._lock:
+            old = sorted((r for r in self._runs.values() if r.status.value in wanted and r.updated_at < ended_before),
+                         key=lambda r: (r.updated_at, r.id))[:limit]  # fmt: skip
+            ids = [r.id for r in old]
+            for run in old:
+                del self._runs[run.id]
+                del self._steps[run.id]
+                if run.idempotency_key is not None and self._by_key.get(run.idempotency_key) == run.id:
+                    del self._by_key[run.idempotency_key]
+            for (of_run, step_key), approval_id in list(self._by_step.items()):
+                if of_run in ids:
+                    del self._by_step[(of_run, step_key)]
+                    del self._approvals[approval_id]
+            return ids
+
     def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:
         """See `Store.claim_run`."""
         with self._lock:

@@ -26,6 +26,8 @@ seconds. When the call ends sooner, which is most calls, its start and end go to
 from __future__ import annotations
 
 import functools
+import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -53,7 +55,7 @@ from agentspan.records import (
     StepResult,
     StepStatus,
 )
-from agentspan.stores.base import Store
+from agentspan.stores.base import ENDED, Store, check_deletion
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
 from agentspan.stores.one_write import one_write_transport
@@ -233,6 +235,32 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
 
         response = self._call("POST", f"/runs/{seg(run_id)}/cancel", wire.CancelRun(reason=reason), already_done=done)
         return self.get_run(run_id) if response is None else _parse(response, Run)
+
+    def delete_runs(
+        self, *, ended_before: float, statuses: Sequence[RunStatus] = ENDED, limit: int = 1000
+    ) -> list[str]:
+        """See `Store.delete_runs` (``POST /api/runs/prune``; the API key needs the admin role).
+
+        The arguments are checked first, so bad ones raise before any request. An infinite
+        ``ended_before`` (JSON has none) is sent as the largest finite number, which selects the
+        same runs; NaN deletes nothing (nothing is before it), as in the embedded stores, and sends
+        nothing.
+
+        Not idempotent in its answer: a request whose answer was lost is retried like every call,
+        and the retry answers only the runs it deleted itself, not those the lost attempt deleted
+        (gone all the same). When the lost attempt reached ``limit``, the retry deletes up to
+        ``limit`` more (the next oldest that match): everything deleted matched the request.
+
+        Raises:
+            ConfigurationError: As `check_deletion`.
+            AuthError: The API key lacks the admin role.
+        """
+        wanted = check_deletion(statuses, limit)
+        if not wanted or math.isnan(ended_before):
+            return []
+        before = math.copysign(sys.float_info.max, ended_before) if math.isinf(ended_before) else ended_before
+        body = wire.DeleteRuns(ended_before=before, statuses=[RunStatus(s) for s in wanted], limit=limit)
+        return self._ask("POST", "/runs/prune", body, wire.DeletedRuns).deleted
 
     # ---- leases ---------------------------------------------------------------------------
     def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:

@@ -28,7 +28,7 @@ from agentspan.errors import (
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus
 from agentspan.stores import sqlite_journal as live
 from agentspan.stores import sqlite_schema as sql
-from agentspan.stores.base import Store
+from agentspan.stores.base import ENDED, Store, check_deletion
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.sqlite_checkpoints import SqliteCheckpoints
 from agentspan.stores.sqlite_journal import SqliteJournal
@@ -219,6 +219,22 @@ class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):
             return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 
         return self._tx(tx)
+
+    def delete_runs(self, *, ended_before: float, statuses: Sequence[RunStatus] = ENDED,
+                    limit: int = 1000) -> list[str]:
+        """See `Store.delete_runs` (an ended run's ``updated_at`` is its row's)."""
+        wanted = check_deletion(statuses, limit)
+        marks = ", ".join("?" * len(wanted))
+
+        def tx(cur: sqlite3.Cursor) -> list[str]:
+            ids = [r[0] for r in cur.execute(
+                f"SELECT id FROM runs WHERE status IN ({marks}) AND updated_at < ? ORDER BY updated_at, id LIMIT ?",
+                (*wanted, ended_before, limit))]  # fmt: skip
+            for table, column in (("approvals", "run_id"), ("steps", "run_id"), ("runs", "id")):
+                cur.executemany(f"DELETE FROM {table} WHERE {column}=?", [(i,) for i in ids])
+            return ids
+
+        return self._tx(tx) if wanted else []
 
     def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
         """See `Store.cancel_run`. The lease is left alone: its holder learns at its next write."""

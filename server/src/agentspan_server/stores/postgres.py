@@ -35,7 +35,7 @@ from agentspan.errors import (
     RunStateError,
 )
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult
-from agentspan.stores.base import Store
+from agentspan.stores.base import ENDED, Store
 from agentspan_server.stores import postgres_journal as journal
 from agentspan_server.stores import postgres_schema as sql
 from agentspan_server.stores.postgres_checkpoints import PostgresCheckpoints
@@ -166,6 +166,20 @@ class PostgresStore(PostgresCheckpoints, Store):
             return run_from_row(row)
 
         return self._one(tx)
+
+    def delete_runs(
+        self, *, ended_before: float, statuses: Sequence[RunStatus] = ENDED, limit: int = 1000
+    ) -> list[str]:
+        """See `Store.delete_runs`. An ended run's ``updated_at`` is its row's column (set when it ended).
+
+        One transaction of two statements: select the runs and lock them (``FOR UPDATE SKIP
+        LOCKED``: a run another transaction is writing is left for a later call, so concurrent
+        prunes never wait on each other or on a worker), then delete their approvals, steps and
+        rows in one statement. Bad arguments raise before a connection is taken. An
+        ``ended_before`` of NaN deletes nothing (nothing is before it), as in the other stores.
+        """
+        return self._run(journal.delete_runs(ended_before=ended_before, statuses=statuses, limit=limit),
+                         transaction=True)  # fmt: skip
 
     # ---- leases ---------------------------------------------------------------------------
     def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:

@@ -9,19 +9,21 @@ write that matches no row reads the run once to tell why (`refused`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal, RunNotFound, StepNotFound
-from agentspan.records import Run, Step, StepResult, StepStatus
+from agentspan.records import Run, RunStatus, Step, StepResult, StepStatus
+from agentspan.stores.base import ENDED, check_deletion
 from agentspan_server.stores import postgres_schema as sql
 from agentspan_server.stores.postgres_pool import InTransaction, Plan, Statement
 from agentspan_server.stores.postgres_schema import dump_json, run_from_row, step_from_row, step_values
 
 __all__ = [
-    "completed_error", "finish_step", "get_run", "list_steps", "record_step", "refusal", "refused", "renew_lease",
-    "start_step", "start_tx", "supersede_steps",
+    "completed_error", "delete_runs", "finish_step", "get_run", "list_steps", "record_step", "refusal", "refused",
+    "renew_lease", "start_step", "start_tx", "supersede_steps",
 ]  # fmt: skip
 
 
@@ -92,6 +94,28 @@ def renew_lease(run_id: str, *, epoch: int, lease_expires_at: float) -> Plan[boo
     if not (yield Statement(sql.RUN_STATE, (run_id,))).rows:
         raise RunNotFound(run_id)
     return False
+
+
+def delete_runs(*, ended_before: float, statuses: Sequence[RunStatus] = ENDED, limit: int = 1000) -> Plan[list[str]]:
+    """`Store.delete_runs`: statements of one transaction (see `PostgresStore.delete_runs`).
+
+    The arguments are checked here, when the plan is made, so bad ones raise before a connection
+    is taken or a statement sent.
+
+    Raises:
+        ConfigurationError: As `check_deletion`.
+    """
+    wanted = check_deletion(statuses, limit)
+    return _delete_runs(wanted, ended_before, min(limit, sql.BIGINT_MAX))
+
+
+def _delete_runs(statuses: list[str], ended_before: float, limit: int) -> Plan[list[str]]:
+    if not statuses or math.isnan(ended_before):  # no status, or no time before NaN: nothing to delete
+        return []
+    ids = [row[0] for row in (yield Statement(sql.ENDED_RUNS, (statuses, ended_before, limit))).rows]
+    if ids:
+        yield Statement(sql.DELETE_RUNS, {"ids": ids})
+    return ids
 
 
 # ---- steps (the hot path) -------------------------------------------------------------------

@@ -378,3 +378,23 @@ SUPERSEDE = (
     f"decided_at=CASE {_PENDING} %(now)s::float8 ELSE decided_at END WHERE {_MOVES} RETURNING 1) "
     "UPDATE runs SET updated_at=%(now)s::float8 WHERE id=%(run_id)s::text"
 )
+
+# ---- `Store.delete_runs`: statements of one transaction --------------------------------------
+# The ended runs to delete, oldest first, locked (``FOR UPDATE``: no step write, approval request
+# or status change of theirs runs until the deletion commits; a run another transaction holds
+# locked is skipped, not waited for, so concurrent prunes delete different runs). ``updated_at`` is
+# the column `GET_RUN` reports: for an ended run, when it ended. Then the runs' approvals, steps and
+# rows go in one statement (a data-modifying ``WITH`` runs whether or not the statement reads it).
+# Nothing references a run (no foreign keys): checkpoints keep their ``run_id``, child runs their
+# ``parent_run_id``; a run's counters (steps, tokens, cost) are columns of its own row.
+BIGINT_MAX = 2**63 - 1
+"""The largest ``LIMIT`` sent (a larger limit means the same: no limit)."""
+ENDED_RUNS = (
+    "SELECT id FROM runs WHERE status = ANY(%s::text[]) AND updated_at < %s::float8 "
+    "ORDER BY updated_at, id LIMIT %s::bigint FOR UPDATE SKIP LOCKED"
+)
+DELETE_RUNS = (
+    "WITH approvals_gone AS (DELETE FROM approvals WHERE run_id = ANY(%(ids)s::text[])), "
+    "steps_gone AS (DELETE FROM steps WHERE run_id = ANY(%(ids)s::text[])) "
+    "DELETE FROM runs WHERE id = ANY(%(ids)s::text[])"
+)
