@@ -38,8 +38,8 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from agentspan import errors
-from agentspan.approvals import decide_by_id, effective_status
-from agentspan.records import Approval, ApprovalStatus
+from agentspan.approvals import decide_by_id
+from agentspan.records import Approval
 from agentspan.stores.base import Store
 from agentspan.wire import Role
 from agentspan_server.problems import new_problem, problem_response
@@ -316,16 +316,13 @@ class SlackApprovals:
         return hmac.compare_digest(expected.encode(), headers.get("x-slack-signature", "").encode("latin-1"))
 
     def _decide(self, action: SlackAction) -> dict[str, Any]:
-        """Decides as the web UI does (expired or decided: not again); returns the reply for Slack."""
+        """Decides through the core's `decide_by_id` (once; an expired approval is refused there);
+        returns the reply for Slack."""
         aid = action.approval_id[:100]
         reason = None if action.approve else f"rejected in Slack by {action.user_name}"
         try:
-            current = self.store.get_approval(action.approval_id)
-            if effective_status(current) is ApprovalStatus.EXPIRED:
-                return _ephemeral(f"Not decided: approval {aid} ({current.tool}) expired before a decision; "
-                                  "it counts as rejected.")  # fmt: skip
-            decided = decide_by_id(self.store, current.id, approved=action.approve, by=f"slack:{action.user_name}",
-                                   reason=reason)  # fmt: skip
+            decided = decide_by_id(self.store, action.approval_id, approved=action.approve,
+                                   by=f"slack:{action.user_name}", reason=reason)  # fmt: skip
         except errors.ApprovalNotFound:
             return _ephemeral(f"There is no approval {aid}.")
         except errors.ApprovalConflict as exc:

@@ -18,7 +18,8 @@ from agentspan_openai_agents._wrap import AgentWrapper
 if TYPE_CHECKING:
     from agentspan.testing import MockSetup, StandIns
 
-_RUNNER_OPTIONS = ("context", "max_turns", "hooks", "error_handlers")
+RUNNER_OPTIONS = ("context", "max_turns", "hooks", "error_handlers")
+"""The ``Runner.run`` keyword arguments a durable run passes on (besides ``run_config``)."""
 _STORED_OPTIONS = ("max_turns",)
 
 
@@ -43,7 +44,7 @@ class OpenAIAgentsAdapter(Adapter):
             "(an SDK RunState is not needed: Agentspan keeps the run's state itself)")
 
     def encode_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(options) - {*_RUNNER_OPTIONS, "run_config"}
+        unknown = set(options) - {*RUNNER_OPTIONS, "run_config"}
         if unknown:
             raise ConfigurationError(f"unknown Runner option(s) for openai-agents: {', '.join(sorted(unknown))}")
         return {k: options[k] for k in _STORED_OPTIONS if k in options}
@@ -67,7 +68,7 @@ class OpenAIAgentsAdapter(Adapter):
         provider = JournalingProvider(config.model_provider if not owns_provider else MultiProvider(), tracker)
         model = wrapper.model(config.model) if isinstance(config.model, Model) else config.model
         config = dataclasses.replace(config, model_provider=provider, model=model)
-        kwargs = {**run.run.options, **{k: options[k] for k in _RUNNER_OPTIONS if k in options}}
+        kwargs = {**run.run.options, **{k: options[k] for k in RUNNER_OPTIONS if k in options}}
         try:
             return await Runner.run(wrapper.agent(target), input, run_config=config, **kwargs)
         finally:

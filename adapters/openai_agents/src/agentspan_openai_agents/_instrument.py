@@ -11,10 +11,11 @@ import wrapt
 from agents import Runner
 
 import agentspan
+from agentspan_openai_agents._adapter import RUNNER_OPTIONS
 
 log = logging.getLogger("agentspan")
 
-JOURNALED_OPTIONS = frozenset({"context", "max_turns", "hooks", "error_handlers", "run_config"})
+JOURNALED_OPTIONS = frozenset({*RUNNER_OPTIONS, "run_config"})
 """The ``Runner`` keyword arguments a durable run takes (any other one given leaves the call to the SDK)."""
 PATCHED = "agents.Runner.run and Runner.run_sync call agentspan.run_async and agentspan.run"
 _originals: dict[str, Any] = {}
