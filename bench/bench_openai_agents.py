@@ -1,6 +1,6 @@
 """End-to-end overhead of durable openai-agents runs: plain SDK vs agentspan vs DBOS.
 
-Run with ``uv run python bench/bench_openai_agents.py [--turns 100] [--repeats 5]``.
+Run with ``uv run python bench/bench_openai_agents.py [--turns 100] [--repeats 5] [--processes 1]``.
 
 One run is ``--turns`` model calls against a zero-latency `ScriptedModel`: every turn but the last
 asks for one ``add(a, b)`` function-tool call, the last returns the final text. So each turn is two
@@ -13,6 +13,10 @@ in one process, after one untimed warm-up run each; the median per variant is re
 4. ``DBOSRunner.run_sync`` (dbos-openai-agents) inside a ``@DBOS.workflow()``, SQLite system
    database, the tool also a ``@DBOS.step()``. DBOS is launched once and reused (fresh workflow ids).
 
+With ``--processes N`` the whole interleaved bench runs in N fresh processes, one after the other,
+and the medians over them are reported (with each process's result): on a shared VM the added
+time of one process differs from the next by more than the rounds within one process do.
+
 Each durability has one store that all its runs share (as all DBOS runs share its system
 database and DBOS stays launched), opened once and held open between runs as a long-lived app
 process holds it (`bench_support.EmbeddedHomes`); every run is a new run. Opening a store is
@@ -22,6 +26,7 @@ timed separately. Also measured:
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -43,14 +48,18 @@ from bench_support import (
     Clock,
     Column,
     EmbeddedHomes,
+    Summary,
     destroy_dbos,
     framework_bench_args,
+    in_processes,
     machine,
+    median_over,
     ok,
     print_markdown_table,
     print_variant_table,
     run_rounds,
     summarize,
+    write_summary,
 )
 
 set_tracing_disabled(True)
@@ -62,6 +71,7 @@ TARGET_NORMAL_MS_PER_TURN = 0.3
 TARGET_FULL_MS_PER_TURN = 1.0
 TARGET_DBOS_RATIO = 10.0
 TARGET_IMPORT_MS = 150.0
+TARGETS = {"agentspan.run normal": TARGET_NORMAL_MS_PER_TURN, "agentspan.run full": TARGET_FULL_MS_PER_TURN}
 
 
 def _add(a: int, b: int) -> int:
@@ -193,28 +203,20 @@ def import_time(code: str, pycache: Path | None, tries: int = 5) -> float:
     return best
 
 
-def main() -> None:
-    args = framework_bench_args(__doc__, default_turns=100)
-    started = time.perf_counter()
+PLAIN = "plain Runner.run_sync"
+NORMAL = "agentspan.run normal"
+FULL = "agentspan.run full"
+DBOS = "DBOSRunner (SQLite)"
 
-    tmp_root = Path(tempfile.mkdtemp(prefix="agentspan-bench-oa-", dir=args.tmp))
-    code_plain = "import time; t=time.perf_counter(); import agentspan; print(time.perf_counter()-t)"
-    code_runtime = ("import time; t=time.perf_counter(); import agentspan; agentspan.Run; "
-                    "print(time.perf_counter()-t)")
-    pycache = tmp_root / "pycache"
-    import_plain, import_runtime = import_time(code_plain, pycache), import_time(code_runtime, pycache)
-    import_plain_src, import_runtime_src = import_time(code_plain, None), import_time(code_runtime, None)
 
+def measure(args: argparse.Namespace, tmp_root: Path) -> tuple[Summary, Bench]:
+    """Runs the warm-up and the interleaved rounds of every variant in this process."""
     bench = Bench(args.turns, tmp_root)
-    variants: dict[str, Callable[[], Clock]] = {
-        "plain Runner.run_sync": bench.plain,
-        "agentspan.run normal": bench.normal,
-        "agentspan.run full": bench.full,
-    }
+    variants: dict[str, Callable[[], Clock]] = {PLAIN: bench.plain, NORMAL: bench.normal, FULL: bench.full}
     try:
         if not args.no_dbos:
             bench.setup_dbos()
-            variants["DBOSRunner (SQLite)"] = bench.dbos
+            variants[DBOS] = bench.dbos
         # Untimed warm-up (imports, lazy runtime, first-use caches) that also checks the journals.
         bench.plain()
         bench.agentspan_run("normal", check=True)
@@ -226,13 +228,12 @@ def main() -> None:
     finally:
         bench.teardown_dbos()
         bench.stores.close()
-        shutil.rmtree(tmp_root, ignore_errors=True)
+    return summarize(clocks, PLAIN, args.turns), bench
 
-    turns = args.turns
-    plain_name = "plain Runner.run_sync"
-    summary = summarize(clocks, plain_name, turns)
-    median, added = summary.median, summary.added
 
+def print_one_process(args: argparse.Namespace, summary: Summary, bench: Bench) -> None:
+    """The table of one process's variants, with the noise cross-checks."""
+    turns, median, added = args.turns, summary.median, summary.added
     print(f"\n{turns} turns per run ({turns - 1} tool calls + final text, zero-latency ScriptedModel), "
           f"{args.repeats} interleaved repeats, median per variant")
     print(f"{machine()}, temp dirs under {args.tmp or tempfile.gettempdir()}")
@@ -252,10 +253,44 @@ def main() -> None:
           "safe), so its like-for-like agentspan variant is durability=full.")
     bench.stores.print_open_times()
 
-    normal, full = added["agentspan.run normal"], added["agentspan.run full"]
+
+def main() -> None:
+    args = framework_bench_args(__doc__, default_turns=100)
+    started = time.perf_counter()
+    tmp_root = Path(tempfile.mkdtemp(prefix="agentspan-bench-oa-", dir=args.tmp))
+    try:
+        if args.summary_json:  # a child of `in_processes`: measure, hand the summary over, done
+            write_summary(args.summary_json, measure(args, tmp_root)[0])
+            return
+        code_plain = "import time; t=time.perf_counter(); import agentspan; print(time.perf_counter()-t)"
+        code_runtime = ("import time; t=time.perf_counter(); import agentspan; agentspan.Run; "
+                        "print(time.perf_counter()-t)")
+        pycache = tmp_root / "pycache"
+        import_plain, import_runtime = import_time(code_plain, pycache), import_time(code_runtime, pycache)
+        import_plain_src, import_runtime_src = import_time(code_plain, None), import_time(code_runtime, None)
+        if args.processes == 1:
+            summary, bench = measure(args, tmp_root)
+            print_one_process(args, summary, bench)
+            added, plain_ms_per_turn = summary.added, summary.median[PLAIN] / args.turns
+        else:
+            print(f"{args.turns} turns per run, {args.repeats} interleaved repeats per process, "
+                  f"{args.processes} processes; {machine()}")
+            summaries = in_processes(__file__, args, tmp_root, unit="turn")
+            added = median_over(summaries, "added")
+            plain_ms_per_turn = median_over(summaries, "median")[PLAIN] / args.turns
+            for name in (NORMAL, FULL):
+                spread = sorted(s["added"][name] for s in summaries)
+                print(f"{name}: median over processes {added[name]:.3f} ms per turn "
+                      f"(min {spread[0]:.3f}, max {spread[-1]:.3f}; "
+                      f"{sum(v <= TARGETS[name] for v in spread)} of {len(spread)} processes "
+                      f"<= {TARGETS[name]} ms)")
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+    normal, full = added[NORMAL], added[FULL]
     ratio_normal = ratio_full = None
-    if "DBOSRunner (SQLite)" in added:
-        dbos = added["DBOSRunner (SQLite)"]
+    if DBOS in added:
+        dbos = added[DBOS]
         ratio_normal = dbos / normal if normal > 0 else float("inf")
         ratio_full = dbos / full if full > 0 else float("inf")
         print(f"DBOS-added / agentspan-added: {ratio_normal:.1f}x (vs normal), {ratio_full:.1f}x (vs full)")
@@ -273,8 +308,7 @@ def main() -> None:
         ("Added per journaled call, normal / full", f"{normal / 2:.3f} / {full / 2:.3f} ms", "", ""),
     ]
     if ratio_normal is not None and ratio_full is not None:
-        dbos = added["DBOSRunner (SQLite)"]
-        rows.append(("DBOS (dbos-openai-agents, SQLite) added per turn", f"{dbos:.3f} ms", "", ""))
+        rows.append(("DBOS (dbos-openai-agents, SQLite) added per turn", f"{added[DBOS]:.3f} ms", "", ""))
         rows.append(("DBOS-added / agentspan-added (normal)", f"{ratio_normal:.1f}×",
                      f"≥ {TARGET_DBOS_RATIO:.0f}×", ok(ratio_normal, TARGET_DBOS_RATIO, at_least=True)))
         rows.append(("DBOS-added / agentspan-added (full)", f"{ratio_full:.1f}×", "", ""))
@@ -283,8 +317,9 @@ def main() -> None:
     rows.append(("`import agentspan; agentspan.Run` (lazy runtime)", f"{import_runtime * 1e3:.0f} ms",
                  "", ""))
 
-    print(f"\n<!-- bench/bench_openai_agents.py --turns {turns} --repeats {args.repeats}; "
-          f"plain Runner.run_sync: {median[plain_name] / turns:.3f} ms/turn -->")
+    processes = f" --processes {args.processes}" if args.processes > 1 else ""
+    print(f"\n<!-- bench/bench_openai_agents.py --turns {args.turns} --repeats {args.repeats}{processes}; "
+          f"plain Runner.run_sync: {plain_ms_per_turn:.3f} ms/turn -->")
     print_markdown_table(rows)
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,10 +44,51 @@ def framework_bench_args(doc: str, default_turns: int) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS variant")
     parser.add_argument("--tmp", default=None, help="parent folder of the temp dirs (default: system tmp)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="run the whole interleaved bench in this many fresh processes, one after the "
+                             "other, and report the median over them (default 1: this process)")
+    parser.add_argument("--summary-json", default=None, help=argparse.SUPPRESS)  # set by `in_processes`
     args = parser.parse_args()
-    if args.turns < 2 or args.repeats < 1:
-        parser.error("--turns must be >= 2 and --repeats >= 1")
+    if args.turns < 2 or args.repeats < 1 or args.processes < 1:
+        parser.error("--turns must be >= 2, --repeats >= 1 and --processes >= 1")
     return args
+
+
+def in_processes(script: str, args: argparse.Namespace, tmp_root: Path, unit: str) -> list[dict[str, dict[str, float]]]:
+    """Runs ``script`` (a framework bench) once per ``args.processes`` in a fresh interpreter each.
+
+    The spread of a 100-turn run's added time between processes (where code and data land in
+    memory, which core) is larger than within one: interleaved rounds share one process's luck.
+    Each child writes its `Summary` (``added``, ``paired``, ``median``) as JSON; its table is not
+    shown, one line per process with the added ms per ``unit`` is.
+
+    Returns:
+        One summary per process, in the order they ran.
+    """
+    summaries = []
+    for index in range(args.processes):
+        out = tmp_root / f"summary-{index}.json"
+        argv = [sys.executable, script, "--turns", str(args.turns), "--repeats", str(args.repeats),
+                "--summary-json", str(out)] + (["--no-dbos"] if args.no_dbos else []) + (
+                ["--tmp", args.tmp] if args.tmp else [])
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        summaries.append(json.loads(out.read_text()))
+        print(f"process {index + 1}/{args.processes}: " + ", ".join(
+            f"{name} +{added:.3f}" for name, added in summaries[-1]["added"].items() if added != 0.0) +
+            f" ms per {unit}", flush=True)
+    return summaries
+
+
+def write_summary(path: str, summary: Summary) -> None:
+    """Writes what `in_processes` reads back from a child."""
+    Path(path).write_text(json.dumps({"added": summary.added, "paired": summary.paired,
+                                      "median": summary.median}))
+
+
+def median_over(summaries: Sequence[Mapping[str, Mapping[str, float]]], field: str) -> dict[str, float]:
+    """The median of ``field`` (``added``, ``paired``...) per variant over `in_processes`' summaries."""
+    names = summaries[0][field]
+    return {name: statistics.median(s[field][name] for s in summaries) for name in names}
 
 
 class Clock:

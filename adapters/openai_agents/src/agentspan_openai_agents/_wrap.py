@@ -47,20 +47,55 @@ def _options_of(tool: FunctionTool) -> ToolOptions:
     return found or DEFAULT_TOOL_OPTIONS
 
 
+_Copied = typing.TypeVar("_Copied")
+_SDK_POST_INIT = {Agent: Agent.__post_init__, FunctionTool: FunctionTool.__post_init__}
+_ANNOTATIONS: dict[int, tuple[Any, Any]] = {}
+_ANNOTATIONS_MAX = 1024
+
+
+def _copy(obj: _Copied, base: type, **changes: Any) -> _Copied:
+    """``dataclasses.replace(obj, **changes)`` without running the SDK's ``__post_init__`` again.
+
+    ``obj`` passed it when it was made, and the fields that change here are Agentspan's own
+    wrappers, so running it again only costs time: it re-validates every field of an `Agent`
+    (~80 µs) and deep-copies a `FunctionTool`'s JSON schema (~25 µs), once per agent and tool and
+    run. A subclass with a ``__post_init__`` (or ``clone``) of its own, or without a
+    ``__dict__``, gets the SDK's own path so its hook still runs.
+    """
+    cls = type(obj)
+    if getattr(cls, "__post_init__", None) is not _SDK_POST_INIT[base] or not hasattr(obj, "__dict__") or (
+        base is Agent and cls.clone is not Agent.clone
+    ):
+        return obj.clone(**changes) if base is Agent else dataclasses.replace(obj, **changes)  # type: ignore[attr-defined]
+    copied = object.__new__(cls)
+    copied.__dict__.update(obj.__dict__)
+    copied.__dict__.update(changes)
+    return copied
+
+
 def _context_annotation(on_invoke_tool: Any) -> Any:
     """The resolved annotation of the context parameter of a tool's original ``on_invoke_tool``.
 
     The SDK picks the context object it passes (a `ToolContext` or a plain `RunContextWrapper`)
     from that annotation, resolving it with ``typing.get_type_hints`` on every call. The wrapper
-    declares the original's annotation, resolved once here, so the SDK's choice is unchanged and
-    its per-call resolution is cheap.
+    declares the original's annotation, resolved once per original here (`_ANNOTATIONS`, as a
+    tool is wrapped again for every run), so the SDK's choice is unchanged and its per-call
+    resolution is cheap.
     """
+    cached = _ANNOTATIONS.get(id(on_invoke_tool))
+    if cached is not None and cached[0] is on_invoke_tool:
+        return cached[1]
     try:
         first = next(iter(inspect.signature(on_invoke_tool).parameters.values()))
         hints = typing.get_type_hints(on_invoke_tool, include_extras=True)
     except Exception:  # any failure: fall back to the SDK's default contract
-        return ToolContext[Any]
-    return hints.get(first.name, ToolContext[Any])
+        annotation: Any = ToolContext[Any]
+    else:
+        annotation = hints.get(first.name, ToolContext[Any])
+    if len(_ANNOTATIONS) >= _ANNOTATIONS_MAX:
+        _ANNOTATIONS.clear()
+    _ANNOTATIONS[id(on_invoke_tool)] = (on_invoke_tool, annotation)  # holds it: the id stays its own
+    return annotation
 
 
 def _parse_args(args_json: str) -> Any:
@@ -82,7 +117,7 @@ class AgentWrapper:
         clone = self._clones.get(id(agent))
         if clone is not None:
             return clone
-        clone = agent.clone()
+        clone = _copy(agent, Agent)
         self._clones[id(agent)] = clone
         self._clones[id(clone)] = clone
         clone.tools = [self.tool(t) if isinstance(t, FunctionTool) else t for t in agent.tools]
@@ -125,7 +160,7 @@ class AgentWrapper:
         if tool.tool_output_guardrails:
             guardrails["tool_output_guardrails"] = [self.tool_guardrail(g, "tool_output")
                                                     for g in tool.tool_output_guardrails]
-        return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool, needs_approval=False, **guardrails)
+        return _copy(tool, FunctionTool, on_invoke_tool=on_invoke_tool, needs_approval=False, **guardrails)
 
     def handoff(self, target: Agent[Any] | Handoff[Any, Any]) -> Handoff[Any, Any]:
         """Returns a handoff to the durable clone of its agent, journaled as a ``handoff`` step."""
