@@ -414,3 +414,29 @@ def test_a_resumed_run_checks_its_guardrails_again_and_keeps_one_record():
     assert result.final_output == "3" and checked == ["input", "input"]
     keys = [s.key for s in agentspan.get(clone_id).steps() if s.kind is agentspan.StepKind.GUARDRAIL]
     assert keys == ["guardrail:input:calc:allow"]
+
+
+def test_durable_copies_of_agents_and_tools_keep_subclass_hooks_and_leave_the_originals_alone():
+    from agentspan_openai_agents._model import CallTracker
+    from agentspan_openai_agents._wrap import AgentWrapper
+
+    post_inits: list[str] = []
+
+    class AuditedAgent(Agent):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            post_inits.append(self.name)
+
+    original = Agent(name="calc", instructions="Add.", tools=[add], model=ScriptedModel(["done"]))
+    clone = AgentWrapper(CallTracker()).agent(original)
+    assert clone is not original and type(clone) is Agent
+    assert original.tools == [add] and clone.tools[0] is not add  # the original keeps its own tool
+    assert clone.tools[0].name == "add" and clone.tools[0].params_json_schema == add.params_json_schema
+    assert clone.instructions == "Add." and clone.model is not original.model  # the model is wrapped
+
+    audited = AuditedAgent(name="audited", tools=[add])
+    post_inits.clear()
+    audited_clone = AgentWrapper(CallTracker()).agent(audited)
+    assert type(audited_clone) is AuditedAgent and post_inits == ["audited"]  # its own hook ran for the copy
+    audited.model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"])
+    assert agentspan.run(audited, "go").final_output == "3"
