@@ -30,7 +30,7 @@ from agentspan.errors import ConfigurationError
 from agentspan.records import Approval, Run, Step, StepResult
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.wire import PROBLEM_CONTENT_TYPE
-from agentspan_server.app import create_app
+from agentspan_server.app import create_app, required_role
 from agentspan_server.auth import KeyRing
 from agentspan_server.main import is_loopback, mask_url, open_store, serve
 
@@ -215,6 +215,38 @@ def test_agent_may_not_decide_but_approver_may(keyed: httpx.Client, store: Sqlit
     assert decided.status_code == 200 and decided.json()["status"] == "rejected"
 
 
+def test_reopen_needs_the_role_of_cancel_and_refuses_a_run_that_did_not_fail(
+    keyed: httpx.Client, store: SqliteStore
+) -> None:
+    failed, completed = Run(framework="test", agent="a"), Run(framework="test", agent="a")
+    for run, status in ((failed, "failed"), (completed, "completed")):
+        store.create_run(run)
+        store.claim_run(run.id, owner="w", expected_epoch=0, lease_expires_at=time.time() + 60)
+        store.update_run(run.id, epoch=1, status=status, error="boom", release_lease=True)
+    reopen, cancel = (f"/api/runs/{failed.id}/{action}" for action in ("reopen", "cancel"))
+    assert required_role({"path": reopen, "method": "POST"}) == required_role({"path": cancel, "method": "POST"})
+    for headers in ({}, bearer("wrong-key"), bearer(AGENT), bearer(APPROVER), bearer(ADMIN)):
+        reopened = keyed.post("/api/runs/no-such-run/reopen", json={}, headers=headers)
+        cancelled = keyed.post("/api/runs/no-such-run/cancel", headers=headers)
+        assert (reopened.status_code, reopened.json()["error"]) == (cancelled.status_code, cancelled.json()["error"])
+    assert store.get_run(failed.id).status == "failed"
+    expires = time.time() + 60
+    body = {"owner": "w2", "lease_expires_at": expires, "options": {"agentspan.on_divergence": "live"}}
+    answer = keyed.post(reopen, json=body, headers=bearer(AGENT))
+    assert answer.status_code == 200, answer.text
+    run = Run.model_validate(answer.json())
+    assert (run.status, run.lease_owner, run.lease_expires_at, run.lease_epoch, run.error) == (
+        "running", "w2", expires, 2, None
+    )
+    assert run.options == {"agentspan.on_divergence": "live"} and store.get_run(failed.id) == run
+    before = store.get_run(completed.id)
+    url = f"/api/runs/{completed.id}/reopen"
+    refused = problem(keyed.post(url, json={"owner": None, "lease_expires_at": None}, headers=bearer(AGENT)),
+                      409, "RunStateError")  # fmt: skip
+    assert f"run {completed.id!r} is completed" in refused["detail"]
+    assert store.get_run(completed.id) == before
+
+
 def test_keyring_sources_and_bad_roles(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys"
     keys_file.write_text("# comment\nfile-key-1 approver\nfile-key-2:agent  # trailing\n\nfile-key-3\nfile#4 agent\n")
@@ -369,6 +401,7 @@ def test_openapi_lists_the_api(keyed: httpx.Client) -> None:
     paths = set(schema["paths"])
     assert {
         "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/cancel", "/api/runs/prune", "/api/runs/{run_id}/claim",
+        "/api/runs/{run_id}/reopen",
         "/api/runs/{run_id}/lease", "/api/claimable", "/api/runs/{run_id}/steps/start",
         "/api/runs/{run_id}/steps/finish", "/api/runs/{run_id}/steps/record", "/api/runs/{run_id}/steps",
         "/api/runs/{run_id}/steps/supersede",
@@ -381,7 +414,7 @@ def test_openapi_lists_the_api(keyed: httpx.Client) -> None:
     assert "Problem" in schema["components"]["schemas"]
     assert schema["security"] == [{"apiKey": []}] and schema["paths"]["/healthz"]["get"]["security"] == []
     operations = [result.ok() for result in schemathesis.openapi.from_dict(schema).get_all_operations()]
-    assert len(operations) == 30  # a valid OpenAPI document: every operation loads
+    assert len(operations) == 31  # a valid OpenAPI document: every operation loads
 
 
 class _BuggyStore(SqliteStore):
@@ -466,7 +499,7 @@ def test_fuzz_no_server_errors(store: SqliteStore) -> None:
     with serving(create_app(store, max_body_bytes=65_536)) as url, requests.Session() as session:
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 30
+        assert len(operations) == 31
         for operation in operations:
             names = {p.name for p in operation.path_parameters}
             ids = _seed(store)

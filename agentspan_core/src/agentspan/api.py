@@ -321,15 +321,50 @@ def resume(run_id: str, target: Any, *, wait: float | None = None, on_divergence
     store = get_store(create=False)
     existing = store.get_run(run_id)
     if existing.status.terminal:
+        failed = existing.status is RunStatus.FAILED
+        retry_hint = f", or retry it with agentspan.retry({run_id!r}, agent)" if failed else ""
         raise RunStateError(f"run {run_id!r} is already {existing.status.value}; "
-                            f"read it with agentspan.get({run_id!r}).result()")
+                            f"read it with agentspan.get({run_id!r}).result(){retry_hint}")
     policy = None if on_divergence is None else divergence.check_policy(on_divergence)
-    adapter = adapter_for(target)
-    if adapter.framework != existing.framework:
-        raise ConfigurationError(f"run {run_id!r} is a {existing.framework} run; "
-                                 f"{type(target).__name__} is a {adapter.framework} object")
+    adapter = _adapter_of(existing, target)
     claimed = attached.claim(store, run_id, wait=wait)
     return _spawn(store, claimed, adapter, target, options, on_divergence=policy)
+
+
+def retry(run_id: str, target: Any, *, on_divergence: OnDivergence | None = None, **options: Any) -> Handle:
+    """Takes a failed run up again here and continues it from where it failed.
+
+    The journal is kept: completed model and tool calls are served from it, the call that failed
+    (and everything after it) runs again live, in a new lease epoch. For a run that failed on a
+    `ReplayDivergenceError` (the agent changed since its journal was written), pass
+    ``on_divergence="live"`` to go on live from the first call that differs. Without the agent at
+    hand, ``agentspan runs retry RUN_ID`` leaves the run for a worker (`serve`) instead.
+
+    Args:
+        run_id: The failed run.
+        target: The agent, as for `resume` (fixed, typically).
+        on_divergence: This execution's divergence policy (default: the run's own).
+        **options: Runner options, as given to `start`.
+
+    Raises:
+        RunNotFound: Unknown run id.
+        RunStateError: The run is not ``failed`` (nothing changed).
+        ConfigurationError: ``target`` belongs to another framework than the run.
+    """
+    store = get_store(create=False)
+    adapter = _adapter_of(store.get_run(run_id), target)
+    policy = None if on_divergence is None else divergence.check_policy(on_divergence)
+    reopened = store.reopen_run(run_id, owner=leases.owner_id(), lease_expires_at=now() + settings().lease_ttl)
+    return _spawn(store, reopened, adapter, target, options, on_divergence=policy)
+
+
+def _adapter_of(run: Run, target: Any) -> Adapter:
+    """The adapter of ``target``, which must be of the run's framework."""
+    adapter = adapter_for(target)
+    if adapter.framework != run.framework:
+        raise ConfigurationError(f"run {run.id!r} is a {run.framework} run; "
+                                 f"{type(target).__name__} is a {adapter.framework} object")
+    return adapter
 
 
 def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: float | None = None,

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from agentspan import cli_ops
+from agentspan import cli_ops, divergence
 from agentspan import cli_render as render
 from agentspan.approvals import decide_by_id, effective_status
 from agentspan.errors import AgentspanError, ApprovalConflict, ConfigurationError
@@ -192,6 +192,31 @@ def runs_cancel(
         _echo_json(render.run_json(run))
     else:
         _out().print(f"cancelled run [cyan]{escape(run.id)}[/cyan]", soft_wrap=True)
+
+
+class DivergencePolicy(StrEnum):
+    """``--on-divergence``: what a retried run does where its journal and the agent differ."""
+
+    RAISE = "raise"
+    LIVE = "live"
+
+
+@runs_app.command("retry")
+def runs_retry(
+    run_id: Annotated[str, typer.Argument(help="The failed run's id.")],
+    on_divergence: Annotated[DivergencePolicy | None, typer.Option(
+        "--on-divergence", help="Store this policy with the run: 'live' goes on live from the first call "
+        "that no longer matches the journal (the agent was fixed).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Take a failed run up again: a worker (agentspan.serve) continues it from where it failed."""
+    options = None if on_divergence is None else {divergence.OPTION: on_divergence.value}
+    run = _store().reopen_run(run_id, owner=None, lease_expires_at=None, options=options)
+    if as_json:
+        _echo_json(render.run_json(run))
+    else:
+        _out().print(f"run [cyan]{escape(run.id)}[/cyan] is pending again: a worker serving agent "
+                     f"{escape(repr(run.agent))} continues it from where it failed", soft_wrap=True)
 
 
 _AGE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")

@@ -11,6 +11,7 @@ through a server; bodies and answers are the pydantic models below (JSON only, n
 | update_run         | ``PATCH  /api/runs/{run_id}``           body `UpdateRun`    | `Run`               |
 | cancel_run         | ``POST   /api/runs/{run_id}/cancel``    body `CancelRun`    | `Run`               |
 | delete_runs        | ``POST   /api/runs/prune``              body `DeleteRuns`   | `DeletedRuns` (admin) |
+| reopen_run         | ``POST   /api/runs/{run_id}/reopen``    body `ReopenRun`    | `Run`               |
 | claim_run          | ``POST   /api/runs/{run_id}/claim``     body `ClaimRun`     | `Run`               |
 | renew_lease        | ``POST   /api/runs/{run_id}/lease``     body `RenewLease`   | `Renewed`           |
 | claimable_runs     | ``GET    /api/claimable?agent=a&agent=b&now=&limit=``       | `RunList`           |
@@ -98,6 +99,16 @@ class DeleteRuns(_Body):
     ended_before: float
     statuses: list[RunStatus] = list(ENDED)
     limit: int = Field(default=1000, ge=1)
+
+
+class ReopenRun(_Body):
+    """`Store.reopen_run`: with an ``owner``, the run goes on ``running`` under its lease until
+    ``lease_expires_at``; without one, ``pending`` for a worker. ``options`` are merged into the
+    run's."""
+
+    owner: str | None = None
+    lease_expires_at: float | None = None
+    options: dict[str, JSON] | None = None
 
 
 class ClaimRun(_Body):

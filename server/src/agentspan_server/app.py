@@ -48,6 +48,7 @@ from agentspan.wire import (
     RecordStep,
     Renewed,
     RenewLease,
+    ReopenRun,
     RequestApproval,
     Role,
     RunList,
@@ -202,6 +203,16 @@ def create_app(
         """`Store.cancel_run` (the body may be left out)."""
         rid, b = path_param("run_id", run_id), checked_body(body or CancelRun())
         return json_response(await call(store.cancel_run, rid, reason=b.reason))
+
+    @app.post(API_PREFIX + "/runs/{run_id}/reopen", response_model=Run, tags=["runs"],
+              responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
+    async def reopen_run(run_id: str, body: ReopenRun | None = None) -> Response:
+        """`Store.reopen_run`: a ``failed`` run taken up again (409 for any other status; the body
+        may be left out: ``pending``, for a worker)."""
+        rid, b = path_param("run_id", run_id), checked_body(body or ReopenRun())
+        run = await call(store.reopen_run, rid, owner=b.owner, lease_expires_at=b.lease_expires_at,
+                         options=b.options)  # fmt: skip
+        return json_response(run)
 
     # ---- leases -------------------------------------------------------------------------------
     @app.post(API_PREFIX + "/runs/{run_id}/claim", response_model=Run, tags=["leases"],

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from agentspan.errors import ConfigurationError, StoreError
+from agentspan.errors import ConfigurationError, RunStateError, StoreError
 from agentspan.records import (
     JSON,
     Approval,
@@ -33,6 +33,11 @@ from agentspan.records import (
 _T = TypeVar("_T")
 ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 """The statuses of runs that have ended."""
+
+
+def reopen_refusal(run_id: str, status: str) -> RunStateError:
+    """`Store.reopen_run`'s refusal of a run that is not ``failed`` (the same text from every store)."""
+    return RunStateError(f"run {run_id!r} is {status}; only a failed run can be retried")
 
 
 def check_deletion(statuses: Sequence[RunStatus], limit: int) -> list[str]:
@@ -137,6 +142,24 @@ class Store(abc.ABC):
                 or ``limit`` < 1 (nothing deleted).
         """
         raise StoreError(f"{type(self).__name__} cannot delete runs")
+
+    def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
+                   options: Mapping[str, JSON] | None = None) -> Run:
+        """Unfenced: takes a ``failed`` run up again, to retry it from where it failed.
+
+        In one transaction, and only while the run is ``failed``: with an ``owner``, the run
+        becomes ``running`` under that owner's lease until ``lease_expires_at``; without one it
+        becomes ``pending`` with no lease, for a worker (`agentspan.serve`) to claim. The lease
+        epoch moves on by one (a straggler of the failed attempt is fenced off), ``error`` and
+        ``output`` are cleared, ``updated_at`` is set, and ``options`` (when given) are merged
+        into the run's stored options. Steps and approvals stay as they are: the next attempt
+        replays the completed steps and runs the failed or unfinished ones again.
+
+        Raises:
+            RunNotFound: Unknown run.
+            RunStateError: The run is not ``failed`` (its status named; nothing changed).
+        """
+        raise StoreError(f"{type(self).__name__} cannot reopen runs")
 
     # ---- leases ---------------------------------------------------------------------------
     @abc.abstractmethod

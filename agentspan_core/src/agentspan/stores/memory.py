@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agentspan import jsontext
@@ -34,7 +34,7 @@ from agentspan.records import (
     StepResult,
     StepStatus,
 )
-from agentspan.stores.base import ENDED, Store, check_deletion
+from agentspan.stores.base import ENDED, Store, check_deletion, reopen_refusal
 from agentspan.stores.memory_checkpoints import MemoryCheckpoints
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
@@ -154,6 +154,22 @@ class MemoryStore(MemoryCheckpoints, Store):
                 raise RunStateError(f"run {run_id!r} already ended ({run.status}); it cannot be cancelled")
             run.status = RunStatus.CANCELLED
             run.error = reason
+            run.updated_at = time.time()
+            return run.model_copy(deep=True)
+
+    def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
+                   options: Mapping[str, JSON] | None = None) -> Run:
+        """See `Store.reopen_run`."""
+        with self._lock:
+            run = self._run(run_id)
+            if run.status is not RunStatus.FAILED:
+                raise reopen_refusal(run_id, run.status.value)
+            run.status = RunStatus.PENDING if owner is None else RunStatus.RUNNING
+            run.lease_owner = owner
+            run.lease_expires_at = None if owner is None else lease_expires_at
+            run.lease_epoch += 1
+            run.error = run.output = None
+            run.options = {**run.options, **jsontext.loads(jsontext.dumps(dict(options or {})))}
             run.updated_at = time.time()
             return run.model_copy(deep=True)
 

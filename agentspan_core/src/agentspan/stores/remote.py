@@ -29,7 +29,7 @@ import functools
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -261,6 +261,26 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         before = math.copysign(sys.float_info.max, ended_before) if math.isinf(ended_before) else ended_before
         body = wire.DeleteRuns(ended_before=before, statuses=[RunStatus(s) for s in wanted], limit=limit)
         return self._ask("POST", "/runs/prune", body, wire.DeletedRuns).deleted
+
+    def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
+                   options: Mapping[str, JSON] | None = None) -> Run:
+        """See `Store.reopen_run` (``POST /api/runs/{run_id}/reopen``).
+
+        A retry after a lost answer is refused (the run is no longer ``failed``); the refusal is
+        taken as our reopen when the run now has the status and owner this call gives it.
+        """
+        status = RunStatus.PENDING if owner is None else RunStatus.RUNNING
+
+        def done(exc: BaseException) -> bool:
+            if not isinstance(exc, RunStateError):
+                return False
+            run = self.get_run(run_id)
+            return run.status is status and (owner is None or run.lease_owner == owner)
+
+        body = wire.ReopenRun(owner=owner, lease_expires_at=lease_expires_at,
+                              options=None if options is None else dict(options))  # fmt: skip
+        response = self._call("POST", f"/runs/{seg(run_id)}/reopen", body, already_done=done)
+        return self.get_run(run_id) if response is None else _parse(response, Run)
 
     # ---- leases ---------------------------------------------------------------------------
     def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from agentspan.errors import (
@@ -28,7 +28,7 @@ from agentspan.errors import (
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus
 from agentspan.stores import sqlite_journal as live
 from agentspan.stores import sqlite_schema as sql
-from agentspan.stores.base import ENDED, Store, check_deletion
+from agentspan.stores.base import ENDED, Store, check_deletion, reopen_refusal
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.sqlite_checkpoints import SqliteCheckpoints
 from agentspan.stores.sqlite_journal import SqliteJournal
@@ -37,12 +37,17 @@ from agentspan.stores.sqlite_rows import (
     approval_from_row,
     approval_values,
     dump_json,
+    load_json,
     run_from_row,
     run_values,
 )
 from agentspan.stores.sqlite_wal import BACKSTOP_PAGES, WalCheckpointer
 
 _T = TypeVar("_T")
+REOPEN_RUN = (
+    "UPDATE runs SET status=?, lease_owner=?, lease_expires_at=?, lease_epoch=lease_epoch+1, error=NULL, "
+    "output=NULL, options=?, updated_at=? WHERE id=? AND status='failed'"
+)
 
 
 def _rollback(cur: sqlite3.Cursor) -> None:
@@ -245,6 +250,24 @@ class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):
                 if row is None:
                     raise RunNotFound(run_id)
                 raise RunStateError(f"run {run_id!r} already ended ({row[0]}); it cannot be cancelled")
+            return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
+
+        return self._tx(tx)
+
+    def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
+                   options: Mapping[str, JSON] | None = None) -> Run:
+        """See `Store.reopen_run`."""
+        status = RunStatus.PENDING if owner is None else RunStatus.RUNNING
+        expires = None if owner is None else lease_expires_at
+
+        def tx(cur: sqlite3.Cursor) -> Run:
+            row = cur.execute("SELECT status, options FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            if row[0] != RunStatus.FAILED:
+                raise reopen_refusal(run_id, row[0])
+            merged = {**(load_json(row[1]) or {}), **(options or {})}
+            cur.execute(REOPEN_RUN, (status.value, owner, expires, dump_json(merged), time.time(), run_id))
             return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 
         return self._tx(tx)

@@ -21,7 +21,7 @@ methods (with their SQL) in `postgres_checkpoints`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -179,6 +179,19 @@ class PostgresStore(PostgresCheckpoints, Store):
         ``ended_before`` of NaN deletes nothing (nothing is before it), as in the other stores.
         """
         return self._run(journal.delete_runs(ended_before=ended_before, statuses=statuses, limit=limit),
+                         transaction=True)  # fmt: skip
+
+    def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
+                   options: Mapping[str, JSON] | None = None) -> Run:
+        """See `Store.reopen_run`.
+
+        One transaction of two statements: read the run's status and options, locking its row
+        (``FOR UPDATE``: no step write, claim, cancellation or deletion of the run comes between),
+        refuse a run that is not ``failed``, then update the row with the options merged (the
+        stored ones overlaid by ``options``), returning it. Steps and approvals are not touched;
+        the run's totals are counters of its row, so they stay right.
+        """
+        return self._run(journal.reopen_run(run_id, owner=owner, lease_expires_at=lease_expires_at, options=options),
                          transaction=True)  # fmt: skip
 
     # ---- leases ---------------------------------------------------------------------------

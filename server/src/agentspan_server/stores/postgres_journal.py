@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal, RunNotFound, StepNotFound
-from agentspan.records import Run, RunStatus, Step, StepResult, StepStatus
-from agentspan.stores.base import ENDED, check_deletion
+from agentspan.records import JSON, Run, RunStatus, Step, StepResult, StepStatus
+from agentspan.stores.base import ENDED, check_deletion, reopen_refusal
 from agentspan_server.stores import postgres_schema as sql
 from agentspan_server.stores.postgres_pool import InTransaction, Plan, Statement
-from agentspan_server.stores.postgres_schema import dump_json, run_from_row, step_from_row, step_values
+from agentspan_server.stores.postgres_schema import dump_json, load_json, run_from_row, step_from_row, step_values
 
 __all__ = [
     "completed_error", "delete_runs", "finish_step", "get_run", "list_steps", "record_step", "refusal", "refused",
-    "renew_lease", "start_step", "start_tx", "supersede_steps",
+    "renew_lease", "reopen_run", "start_step", "start_tx", "supersede_steps",
 ]  # fmt: skip
 
 
@@ -116,6 +116,27 @@ def _delete_runs(statuses: list[str], ended_before: float, limit: int) -> Plan[l
     if ids:
         yield Statement(sql.DELETE_RUNS, {"ids": ids})
     return ids
+
+
+def reopen_run(
+    run_id: str, *, owner: str | None, lease_expires_at: float | None, options: Mapping[str, JSON] | None = None
+) -> Plan[Run]:
+    """`Store.reopen_run`: statements of one transaction (see `PostgresStore.reopen_run`)."""
+    rows = (yield Statement(sql.LOCK_FOR_REOPEN, (run_id,))).rows
+    if not rows:
+        raise RunNotFound(run_id)
+    status, stored = rows[0]
+    if status != RunStatus.FAILED:
+        raise reopen_refusal(run_id, status)
+    params = {
+        "status": (RunStatus.PENDING if owner is None else RunStatus.RUNNING).value,
+        "owner": owner,
+        "expires": None if owner is None else lease_expires_at,
+        "options": dump_json({**(load_json(stored) or {}), **(options or {})}),
+        "now": time.time(),
+        "id": run_id,
+    }
+    return run_from_row((yield Statement(sql.REOPEN_RUN, params)).rows[0])
 
 
 # ---- steps (the hot path) -------------------------------------------------------------------

@@ -398,3 +398,15 @@ DELETE_RUNS = (
     "steps_gone AS (DELETE FROM steps WHERE run_id = ANY(%(ids)s::text[])) "
     "DELETE FROM runs WHERE id = ANY(%(ids)s::text[])"
 )
+
+# ---- `Store.reopen_run`: statements of one transaction ---------------------------------------
+# The run row is read and locked (``FOR UPDATE``: no step write, claim, cancellation or deletion of
+# the run runs until the reopen commits), so the status checked is the status changed; the stored
+# options are merged with the given ones in Python, then the row is updated in one statement that
+# returns it as `GET_RUN` reads it (a run's totals are columns of its own row).
+LOCK_FOR_REOPEN = "SELECT status, options FROM runs WHERE id=%s FOR UPDATE"
+REOPEN_RUN = (
+    "UPDATE runs SET status=%(status)s, lease_owner=%(owner)s, lease_expires_at=%(expires)s, "
+    "lease_epoch=lease_epoch+1, error=NULL, output=NULL, options=%(options)s, updated_at=%(now)s "
+    f"WHERE id=%(id)s RETURNING {RUN_COLUMNS}"
+)

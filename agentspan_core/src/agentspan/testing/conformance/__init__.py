@@ -14,7 +14,8 @@ Every rule of the `Store` docstrings has a test here; a backend that passes is i
 with the others.
 
 The tests are grouped by topic: `runs` (runs and leases), `steps` (the step journal), `supersede`
-(journal entries moved aside by `on_divergence="live"`), `retention` (deleting ended runs), `approvals`,
+(journal entries moved aside by `on_divergence="live"`), `retention` (deleting ended runs), `reopen`
+(retrying failed runs), `approvals`,
 and `suite` (isolation, concurrency, and `StoreConformance`, which combines them); `records` holds
 the record builders (`make_run`, `make_step`, `make_approval`) and shared helpers.
 `CheckpointConformance` (checkpoint storage; its delete, copy and prune tests in
@@ -33,6 +34,7 @@ from agentspan.testing.conformance.records import (
     make_run,
     make_step,
 )
+from agentspan.testing.conformance.reopen import ReopenConformance
 from agentspan.testing.conformance.retention import RetentionConformance
 from agentspan.testing.conformance.runs import RunConformance
 from agentspan.testing.conformance.steps import StepConformance
@@ -44,6 +46,7 @@ __all__ = [
     "ApprovalConformance",
     "CheckpointConformance",
     "ConformanceBase",
+    "ReopenConformance",
     "RetentionConformance",
     "RunConformance",
     "StepConformance",

@@ -9,6 +9,7 @@ from agentspan.records import StepResult, StepStatus
 from agentspan.stores.base import Store
 from agentspan.testing.conformance.approvals import ApprovalConformance
 from agentspan.testing.conformance.records import make_approval, make_run, make_step
+from agentspan.testing.conformance.reopen import ReopenConformance
 from agentspan.testing.conformance.retention import RetentionConformance
 from agentspan.testing.conformance.runs import RunConformance
 from agentspan.testing.conformance.steps import StepConformance
@@ -18,7 +19,7 @@ __all__ = ["StoreConformance"]
 
 
 class StoreConformance(RunConformance, StepConformance, ApprovalConformance, SupersedeConformance,
-                       RetentionConformance):
+                       RetentionConformance, ReopenConformance):
     """Contract tests every `Store` passes; subclasses provide the ``store`` fixture."""
 
     # ---- isolation and concurrency --------------------------------------------------------

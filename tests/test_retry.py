@@ -1,0 +1,107 @@
+"""`agentspan.retry` and ``agentspan runs retry``: a failed run taken up again from where it failed."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from agents import Agent, function_tool, set_tracing_disabled
+from typer.testing import CliRunner
+
+import agentspan
+from agentspan.cli import app
+from agentspan.errors import ReplayDivergenceError, RunStateError
+from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+set_tracing_disabled(True)
+effects: list[str] = []
+broken = {"charge": True}
+
+
+@pytest.fixture(autouse=True)
+def _clean(home):
+    effects.clear()
+    broken["charge"] = True
+    yield
+
+
+def _note(a: int) -> str:
+    effects.append(f"note:{a}")
+    return f"noted {a}"
+
+
+def _charge(amount: int) -> str:
+    effects.append(f"charge:{amount}")
+    if broken["charge"]:
+        raise ConnectionError("payment service down")
+    return f"charged {amount}"
+
+
+note = function_tool(_note, name_override="note")
+charge = function_tool(_charge, name_override="charge", failure_error_function=None)  # its errors fail the run
+SCRIPT = [ToolCall("note", {"a": 1}), ToolCall("charge", {"amount": 5}), "all done"]
+
+
+def failed_run(model: ScriptedModel, instructions: str = "Charge the customer.") -> tuple[str, Agent]:
+    agent = Agent(name="billing", instructions=instructions, tools=[note, charge], model=model)
+    handle = agentspan.start(agent, "bill me", max_turns=10)
+    with pytest.raises(Exception, match="payment service down"):
+        handle.result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.FAILED
+    return handle.id, agent
+
+
+def test_retry_goes_on_from_the_failed_call_without_repeating_completed_ones(transport: str) -> None:
+    model = ScriptedModel(SCRIPT, name="m")
+    run_id, agent = failed_run(model)
+    assert (model.calls, effects) == (2, ["note:1", "charge:5"])
+    with pytest.raises(RunStateError, match="retry it with agentspan.retry"):
+        agentspan.resume(run_id, agent)
+    broken["charge"] = False
+    result = agentspan.retry(run_id, agent).result(timeout=20)
+    assert result.final_output == "all done"
+    # the two model calls before the failure were replayed; only the one after it was made
+    assert model.calls == 3
+    assert effects == ["note:1", "charge:5", "charge:5"]  # note ran once; the failed charge again
+    run = agentspan.get(run_id).run()
+    assert (run.status, run.error, run.lease_epoch) == (agentspan.RunStatus.COMPLETED, None, 2)
+    steps = {s.key: s for s in agentspan.get(run_id).steps()}
+    charge_step = steps["llm:1/call:call_1_0"]
+    assert (charge_step.status, charge_step.attempt, charge_step.output) == ("completed", 2, "charged 5")
+    with pytest.raises(RunStateError, match="is completed; only a failed run can be retried"):
+        agentspan.retry(run_id, agent)
+
+
+@pytest.mark.parametrize("transport", ["embedded", "server-sqlite"])
+def test_a_run_failed_by_divergence_is_retried_live_with_the_fixed_agent(transport: str) -> None:
+    run_id, _ = failed_run(ScriptedModel(SCRIPT, name="m"))
+    broken["charge"] = False
+    fixed_model = ScriptedModel(SCRIPT, name="m")
+    fixed = Agent(name="billing", instructions="Charge the customer, politely.", tools=[note, charge],
+                  model=fixed_model)
+    with pytest.raises(ReplayDivergenceError):
+        agentspan.retry(run_id, fixed).result(timeout=20)  # the prompt changed: fails again by default
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.FAILED
+    result = agentspan.retry(run_id, fixed, on_divergence="live").result(timeout=20)
+    assert result.final_output == "all done"
+    keys = [s.key for s in agentspan.get(run_id).steps()]
+    assert any(k.startswith("superseded:") for k in keys)  # the old journal kept aside
+    assert effects == ["note:1", "charge:5", "note:1", "charge:5"]  # live again from the first call
+
+
+def test_cli_retry_leaves_the_run_to_a_worker() -> None:
+    run_id, agent = failed_run(ScriptedModel(SCRIPT, name="m"))
+    broken["charge"] = False
+    result = CliRunner().invoke(app, ["runs", "retry", run_id, "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"status": "pending"' in result.output
+    refused = CliRunner().invoke(app, ["runs", "retry", run_id])
+    assert refused.exit_code != 0 and "only a failed run can be retried" in refused.output
+    stop = threading.Event()
+    worker = threading.Thread(target=agentspan.serve, args=(agent,), kwargs={"stop": stop, "max_runs": 1})
+    worker.start()
+    worker.join(timeout=30)
+    stop.set()
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.COMPLETED
+    assert agentspan.get(run_id).result()  == "all done"
+    assert effects == ["note:1", "charge:5", "charge:5"]
