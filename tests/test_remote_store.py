@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from agentspan.errors import AuthError, ConfigurationError, LeaseLostError, RunNotFound, TransportError
-from agentspan.records import StepResult, StepStatus
+from agentspan.records import RunStatus, StepResult, StepStatus
 from agentspan.stores.base import Store
 from agentspan.stores.remote import RemoteStore
 from agentspan.stores.sqlite import SqliteStore
@@ -128,6 +128,10 @@ def test_a_lost_answer_to_an_applied_write_is_recognised_on_retry(served):
     drop.set()
     claimed = store.claim_run(run.id, owner="w2", expected_epoch=1, lease_expires_at=time.time() + 30)
     assert (claimed.lease_owner, claimed.lease_epoch) == ("w2", 2)
+    store.update_run(run.id, epoch=2, status=RunStatus.FAILED, error="boom", release_lease=True)
+    drop.set()  # reopened by the server, the answer lost: the refused retry is recognised as ours
+    reopened = store.reopen_run(run.id, owner="w3", lease_expires_at=time.time() + 30)
+    assert (reopened.status, reopened.lease_owner, reopened.lease_epoch) == (RunStatus.RUNNING, "w3", 3)
 
 
 def test_api_key_is_sent_and_required(tmp_path: Path):
