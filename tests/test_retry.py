@@ -105,3 +105,37 @@ def test_cli_retry_leaves_the_run_to_a_worker() -> None:
     assert agentspan.get(run_id).status() is agentspan.RunStatus.COMPLETED
     assert agentspan.get(run_id).result()  == "all done"
     assert effects == ["note:1", "charge:5", "charge:5"]
+
+
+def test_a_failed_langgraph_run_is_retried_with_its_completed_model_calls_replayed() -> None:
+    from langchain_core.messages import HumanMessage
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    from crash_support import calls_of
+    from lgr_support import ScriptedChatModel, ai
+
+    outage = {"on": True}
+    model = ScriptedChatModel(model_name="m", responses=[ai("draft"), ai("final")])
+
+    def draft(state: MessagesState) -> dict:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    def publish(state: MessagesState) -> dict:
+        if outage["on"]:
+            raise ConnectionError("publisher down")
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("draft", draft)
+    builder.add_node("publish", publish)
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "publish")
+    graph = builder.compile()
+    handle = agentspan.start(graph, {"messages": [HumanMessage("write it")]})
+    with pytest.raises(Exception, match="publisher down"):
+        handle.result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.FAILED
+    outage["on"] = False
+    result = agentspan.retry(handle.id, graph).result(timeout=20)
+    assert [m.content for m in result["messages"]] == ["write it", "draft", "final"]
+    assert calls_of("m") == [0, 1]  # the draft's model call was made once: replayed on the retry
