@@ -92,9 +92,10 @@ def test_a_run_failed_by_divergence_is_retried_live_with_the_fixed_agent(transpo
 def test_cli_retry_leaves_the_run_to_a_worker() -> None:
     run_id, agent = failed_run(ScriptedModel(SCRIPT, name="m"))
     broken["charge"] = False
-    result = CliRunner().invoke(app, ["runs", "retry", run_id, "--json"])
+    result = CliRunner().invoke(app, ["runs", "retry", run_id, "--on-divergence", "live", "--json"])
     assert result.exit_code == 0, result.output
     assert '"status": "pending"' in result.output
+    assert agentspan.get_store().get_run(run_id).options["agentspan.on_divergence"] == "live"  # for the worker
     refused = CliRunner().invoke(app, ["runs", "retry", run_id])
     assert refused.exit_code != 0 and "only a failed run can be retried" in refused.output
     stop = threading.Event()
