@@ -140,3 +140,33 @@ def test_a_failed_langgraph_run_is_retried_with_its_completed_model_calls_replay
     result = agentspan.retry(handle.id, graph).result(timeout=20)
     assert [m.content for m in result["messages"]] == ["write it", "draft", "final"]
     assert calls_of("m") == [0, 1]  # the draft's model call was made once: replayed on the retry
+
+
+def test_a_failed_adk_run_is_retried_with_its_completed_calls_replayed() -> None:
+    from google.adk.agents import LlmAgent
+
+    from agentspan_adk.testing import Call
+
+    from adk_support import model
+    from crash_support import calls_of
+
+    outage = {"on": True}
+
+    def ship(order_id: str) -> str:
+        """Ship an order."""
+        effects.append(f"ship:{order_id}")
+        if outage["on"]:
+            raise ConnectionError("carrier down")
+        return "shipped"
+
+    agent = LlmAgent(name="shipper", model=model("shipper", [Call("ship", {"order_id": "7"}), "Shipped."]),
+                     tools=[ship])
+    handle = agentspan.start(agent, "ship order 7")
+    with pytest.raises(Exception, match="carrier down"):
+        handle.result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.FAILED
+    outage["on"] = False
+    result = agentspan.retry(handle.id, agent).result(timeout=20)
+    assert result.text == "Shipped."
+    assert calls_of("shipper") == [0, 1]  # the first model call was made once: replayed on the retry
+    assert effects == ["ship:7", "ship:7"]  # the failed tool call ran again, once
