@@ -347,3 +347,55 @@ def test_session_tokens_are_signed(store: SqliteStore) -> None:
     with thread_server(create_app(store, keys=KEYS)) as url, httpx.Client(base_url=url) as http:
         http.cookies.set(SESSION_COOKIE, token)
         assert http.get("/ui/runs").status_code == 303  # another app's secret: not a session here
+
+
+# ---- retrying a failed run ------------------------------------------------------------------------
+def failed_run(store: SqliteStore, **fields: Any) -> Run:
+    run, _ = store.create_run(make_run(**fields))
+    store.claim_run(run.id, owner="w1", expected_epoch=0, lease_expires_at=time.time() + 60)
+    return store.update_run(run.id, epoch=1, status=RunStatus.FAILED, error="ConnectionError: down", release_lease=True)
+
+
+def test_retry_a_failed_run_from_the_browser(store: SqliteStore, page: Page) -> None:
+    run = failed_run(store, agent=SCRIPT)
+    done = finished_run(store)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    with thread_server(create_app(store)) as url:
+        page.goto(f"{url}/ui/runs/{done.id}")
+        assert page.get_by_role("button", name="Retry").count() == 0  # only a failed run has one
+        page.goto(f"{url}/ui/runs/{run.id}")
+        page.get_by_role("button", name="Retry").click()
+        page.wait_for_load_state()
+        assert page.url == f"{url}/ui/runs/{run.id}"
+        text = page.locator("body").inner_text()
+        assert "is pending again: a worker serving agent" in text and SCRIPT in text  # shown, escaped
+        assert page.get_by_role("button", name="Retry").count() == 0
+    reopened = store.get_run(run.id)
+    assert (reopened.status, reopened.error, reopened.lease_epoch) == (RunStatus.PENDING, None, 2)
+    assert dialogs == []
+
+
+def test_retry_needs_a_deciding_role_a_token_and_a_failed_run(store: SqliteStore) -> None:
+    run = failed_run(store)
+    with thread_server(create_app(store, keys=KEYS)) as url, httpx.Client(base_url=url) as http:
+        csrf = http_login(http, AGENT)
+        assert "An approver or admin may retry it" in http.get(f"/ui/runs/{run.id}").text
+        answer = http.post(f"/ui/runs/{run.id}/retry", data={"csrf": csrf})
+        assert answer.status_code == 403 and "may not retry runs" in answer.text
+    with thread_server(create_app(store, keys=KEYS)) as url, httpx.Client(base_url=url) as http:
+        csrf = http_login(http, APPROVER)
+        for form in ({}, {"csrf": "forged"}):
+            answer = http.post(f"/ui/runs/{run.id}/retry", data=form)
+            assert answer.status_code == 403 and "security token" in answer.text
+        assert store.get_run(run.id).status is RunStatus.FAILED  # nothing changed so far
+        answer = http.post(f"/ui/runs/{run.id}/retry", data={"csrf": csrf})
+        assert answer.status_code == 303 and answer.headers["location"] == f"/ui/runs/{run.id}"
+        assert store.get_run(run.id).status is RunStatus.PENDING
+        http.post(f"/ui/runs/{run.id}/retry", data={"csrf": csrf})  # pending now: refused, shown on the page
+        assert "only a failed run can be retried" in http.get(f"/ui/runs/{run.id}").text
+        answer = http.post("/ui/runs/no-such-run/retry", data={"csrf": csrf})
+        assert answer.headers["location"] == "/ui/runs" and "There is no run no-such-run" in http.get("/ui/runs").text
+    with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:  # open UI: loopback only
+        answer = http.post(f"/ui/runs/{run.id}/retry", data={"csrf": "x"}, headers={"Host": "evil.example"})
+        assert answer.status_code == 403

@@ -2,11 +2,12 @@
 
 `install_ui` adds server-rendered pages (Jinja2, autoescaped, no JavaScript) to the app, outside
 its OpenAPI document: ``/ui/runs``, ``/ui/runs/{run_id}``, ``/ui/approvals``, the approve/reject
-form posts, and login/logout when the app has API keys. Pages read the store directly; a decision
+and retry form posts, and login/logout when the app has API keys. Pages read the store directly; a decision
 goes through `agentspan.approvals.decide_by_id`, as the CLI's ``approve``/``reject`` do.
 
 Access: with API keys, every page needs a session (`session.Signer`, logged in with a key at
-``/ui/login``) and deciding needs the ``approver`` or ``admin`` role. Without keys the UI is open
+``/ui/login``) and deciding (or retrying a failed run, `run_actions`) needs the ``approver`` or
+``admin`` role. Without keys the UI is open
 (the server then listens on loopback only), so it answers only requests whose ``Host`` is a
 loopback name (no DNS rebinding). Every form post carries a CSRF token either way.
 """
@@ -41,6 +42,7 @@ from agentspan_server.ui.render import (
     read_form,
     safe_next,
 )
+from agentspan_server.ui.run_actions import retry_run
 from agentspan_server.ui.session import (
     FLASH_COOKIE,
     FLASH_TTL,
@@ -374,6 +376,11 @@ def install_ui(app: FastAPI, store: Store, keys: KeyRing | None) -> WebUi:
     add("/ui/logout", ui.logout, "POST")
     add("/ui/runs", ui.runs_page, "GET")
     add("/ui/runs/{run_id}", ui.run_page, "GET")
+
+    async def retry(request: Request, run_id: str) -> Response:
+        return await retry_run(ui, request, run_id)
+
+    add("/ui/runs/{run_id}/retry", retry, "POST")
     add("/ui/approvals", ui.approvals_page, "GET")
     add("/ui/approvals/{approval_id}/{action}", ui.decide, "POST")
     add("/ui/{rest:path}", ui.not_found, "GET")

@@ -1,0 +1,63 @@
+"""The web UI's action on one run: retrying a failed run (``POST /ui/runs/{run_id}/retry``).
+
+A retry from the UI does what ``agentspan runs retry RUN_ID`` does: `Store.reopen_run` without an
+owner, so the run is ``pending`` again and a worker (``agentspan.serve``) serving its agent
+continues it from where it failed. It re-executes the call that failed (a tool's side effects
+included), so, like deciding an approval, it needs the ``approver`` or ``admin`` role when the app
+has API keys, and every post carries the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from agentspan import errors
+from agentspan_server.ui.render import decoded_id, read_form
+
+if TYPE_CHECKING:
+    from agentspan_server.ui.routes import WebUi
+
+log = logging.getLogger("agentspan_server")
+
+
+async def retry_run(ui: WebUi, request: Request, run_id: str) -> Response:
+    """``POST /ui/runs/{run_id}/retry``: makes a failed run pending for a worker, then shows the run."""
+    found = ui.guard(request, come_back=False)
+    if isinstance(found, Response):
+        return found
+    form = await read_form(request)
+    if form is None:
+        return ui.error(request, found, 400, "Bad request", "The form could not be read.")
+    if not ui.signer.csrf_ok(found.nonce, form.get("csrf")):
+        return ui.error(request, found, 403, "Forbidden",
+                        "The form's security token is missing or wrong; reload the page and try again.")
+    if not found.may_decide:
+        return ui.error(request, found, 403, "Forbidden",
+                        f"Your role ({found.role}) may not retry runs; log in with an approver or admin key.")
+    rid = decoded_id(run_id)
+    if rid is None:
+        return ui.redirect(request, "/ui/runs", ("error", f"There is no run {run_id!r}."))
+    target, outcome = await run_in_threadpool(_reopen, ui, rid)
+    return ui.redirect(request, target, outcome)
+
+
+def _reopen(ui: WebUi, run_id: str) -> tuple[str, tuple[str, str]]:
+    """Reopens the run for a worker; returns the page to go to and the message to show there."""
+    page = f"/ui/runs/{quote(run_id, safe='')}"
+    try:
+        run = ui.store.reopen_run(run_id, owner=None, lease_expires_at=None)
+    except errors.RunNotFound:
+        return "/ui/runs", ("error", f"There is no run {run_id}.")
+    except errors.RunStateError as exc:
+        return page, ("error", f"Not retried: {exc}.")
+    except errors.AgentspanError as exc:
+        log.warning("web UI: retrying run %s failed: %s", run_id, exc)
+        return page, ("error", "The store failed while retrying; reload to see whether the run was retried.")
+    return page, ("ok", f"Run {run.id} is pending again: a worker serving agent {run.agent!r} continues it "
+                        "from where it failed.")
