@@ -50,7 +50,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold the API key
 )
-runs_app = typer.Typer(help="List, inspect, cancel and prune runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, inspect, cancel, retry and prune runs.", no_args_is_help=True)
 approvals_app = typer.Typer(
     help="List approvals (decide them with `approve` / `reject`).", no_args_is_help=True
 )
