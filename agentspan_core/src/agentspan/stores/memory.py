@@ -169,7 +169,7 @@ class MemoryStore(MemoryCheckpoints, Store):
             run.lease_expires_at = None if owner is None else lease_expires_at
             run.lease_epoch += 1
             run.error = run.output = None
-            run.options = {**run.options, **jsontext.loads(jsontext.dumps(dict(options or {})))}
+            run.options = {**run.options, **_json(dict(options or {}))}
             run.updated_at = time.time()
             return run.model_copy(deep=True)
 

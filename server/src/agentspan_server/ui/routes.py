@@ -283,32 +283,38 @@ class WebUi:
         return response
 
     # ---- decisions ----------------------------------------------------------------------------
-    async def decide(self, request: Request, approval_id: str, action: str) -> Response:
-        """``POST /ui/approvals/{id}/approve|reject``: decides, then goes back to ``next``."""
+    async def deciding_post(self, request: Request, what: str) -> tuple[Session, dict[str, str]] | Response:
+        """A form post that needs a decider, checked: the session (`guard`), the form, its CSRF token
+        and the ``approver`` or ``admin`` role (``what``: what another role is told it may not do).
+
+        Returns:
+            The session and the form's fields, or the response to give instead.
+        """
         found = self.guard(request, come_back=False)
         if isinstance(found, Response):
             return found
-        if action not in ("approve", "reject"):
-            return self.error(request, found, 404, "Not found", "There is no such action.")
         form = await read_form(request)
         if form is None:
             return self.error(request, found, 400, "Bad request", "The form could not be read.")
         if not self.signer.csrf_ok(found.nonce, form.get("csrf")):
-            return self.error(
-                request,
-                found,
-                403,
-                "Forbidden",
-                "The form's security token is missing or wrong; reload the page and try again.",
-            )
+            return self.error(request, found, 403, "Forbidden",
+                              "The form's security token is missing or wrong; reload the page and try again.")
         if not found.may_decide:
-            return self.error(
-                request,
-                found,
-                403,
-                "Forbidden",
-                f"Your role ({found.role}) may not approve or reject tool calls; log in with an approver or admin key.",
-            )
+            return self.error(request, found, 403, "Forbidden",
+                              f"Your role ({found.role}) may not {what}; log in with an approver or admin key.")
+        return found, form
+
+    async def decide(self, request: Request, approval_id: str, action: str) -> Response:
+        """``POST /ui/approvals/{id}/approve|reject``: decides, then goes back to ``next``."""
+        if action not in ("approve", "reject"):
+            found = self.guard(request, come_back=False)
+            if isinstance(found, Response):
+                return found
+            return self.error(request, found, 404, "Not found", "There is no such action.")
+        checked = await self.deciding_post(request, "approve or reject tool calls")
+        if isinstance(checked, Response):
+            return checked
+        found, form = checked
         back = safe_next(form.get("next"), "/ui/approvals")
         aid = decoded_id(approval_id)
         try:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from agentspan import errors
-from agentspan_server.ui.render import decoded_id, read_form
+from agentspan_server.ui.render import decoded_id
 
 if TYPE_CHECKING:
     from agentspan_server.ui.routes import WebUi
@@ -28,18 +28,9 @@ log = logging.getLogger("agentspan_server")
 
 async def retry_run(ui: WebUi, request: Request, run_id: str) -> Response:
     """``POST /ui/runs/{run_id}/retry``: makes a failed run pending for a worker, then shows the run."""
-    found = ui.guard(request, come_back=False)
-    if isinstance(found, Response):
-        return found
-    form = await read_form(request)
-    if form is None:
-        return ui.error(request, found, 400, "Bad request", "The form could not be read.")
-    if not ui.signer.csrf_ok(found.nonce, form.get("csrf")):
-        return ui.error(request, found, 403, "Forbidden",
-                        "The form's security token is missing or wrong; reload the page and try again.")
-    if not found.may_decide:
-        return ui.error(request, found, 403, "Forbidden",
-                        f"Your role ({found.role}) may not retry runs; log in with an approver or admin key.")
+    checked = await ui.deciding_post(request, "retry runs")
+    if isinstance(checked, Response):
+        return checked
     rid = decoded_id(run_id)
     if rid is None:
         return ui.redirect(request, "/ui/runs", ("error", f"There is no run {run_id!r}."))
