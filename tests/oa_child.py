@@ -1,15 +1,31 @@
-"""Child process for crash tests: ``python oa_child.py start|resume|serve RUN_ID [approval]``."""
+"""Child process for crash tests: ``python oa_child.py start|resume|serve|stream|resume-stream RUN_ID [approval]``.
+
+The streamed modes (``agentspan.run_streamed`` / ``resume_streamed``) log each event they get to
+the ``stream-events`` file of the home (`oa_support.describe_event`), so a test can see what a
+killed child had streamed."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import agentspan
 
 import oa_support
+from crash_support import log
+
+
+async def streamed(start: Callable[[], Any]) -> Any:
+    """Starts a streamed run and logs its events to ``stream-events`` as they come."""
+    run = start()
+    async for event in run.stream_events():
+        log("stream-events", f"{os.getpid()} {oa_support.describe_event(event)}")
+    return run.result
 
 if __name__ == "__main__":
     mode, run_id = sys.argv[1], sys.argv[2]
@@ -25,6 +41,10 @@ if __name__ == "__main__":
         result = agentspan.run(agent, oa_support.PROMPT, run_id=run_id, **hooks)
     elif mode == "resume":
         result = agentspan.resume(run_id, agent, **hooks).result(timeout=60)
+    elif mode == "stream":
+        result = asyncio.run(streamed(lambda: agentspan.run_streamed(agent, oa_support.PROMPT, run_id=run_id, **hooks)))
+    elif mode == "resume-stream":
+        result = asyncio.run(streamed(lambda: agentspan.resume_streamed(run_id, agent, **hooks)))
     elif mode == "serve":
         agentspan.serve(agent, max_runs=1)
         result = agentspan.get(run_id).result(timeout=60)

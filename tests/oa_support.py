@@ -68,6 +68,20 @@ def support_agent(approval: bool = False) -> Agent:
     return Agent(name="support", instructions="Help the customer.", tools=tools, model=model_for(turns))
 
 
+def describe_event(event: Any) -> str:
+    """One stream event as a short line: its type and what it carries (a delta, an item's call id)."""
+    data = getattr(event, "data", None)
+    if event.type == "raw_response_event":
+        return f"raw {data.type} {getattr(data, 'delta', '')}".rstrip()
+    if event.type == "run_item_stream_event":
+        raw = event.item.raw_item
+        call_id = raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", None)
+        return f"item {event.name} {call_id or ''}".rstrip()
+    if event.type == "agent_updated_stream_event":
+        return f"agent {event.new_agent.name}"
+    return event.type
+
+
 def __getattr__(name: str) -> Any:
     """``oa_support:AGENT`` for ``agentspan worker``: the support agent, built on first access."""
     if name == "AGENT":

@@ -1,12 +1,14 @@
 """A local OpenAI-compatible Chat Completions server (stdlib HTTP, a real socket on 127.0.0.1).
 
 It answers from a script and records every request body, so tests can count real HTTP model
-calls made by the SDK's own `OpenAIChatCompletionsModel`.
+calls made by the SDK's own `OpenAIChatCompletionsModel`. A request with ``"stream": true`` gets
+the reply as server-sent ``chat.completion.chunk`` events.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,6 +21,23 @@ def tool_call_reply(name: str, args: dict[str, Any], call_id: str) -> dict[str, 
 
 def text_reply(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": text}
+
+
+def stream_chunks(reply: dict[str, Any], completion_id: str, model: str, usage: dict[str, int]) -> list[dict[str, Any]]:
+    """A reply as ``chat.completion.chunk`` objects: its text word by word, each tool call whole,
+    the finish reason, and the usage last (as with ``stream_options.include_usage``)."""
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": 1, "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    words = re.findall(r"\S+\s*", reply.get("content") or "")
+    chunks = [chunk({"role": "assistant", "content": word}) for word in words]
+    for n, call in enumerate(reply.get("tool_calls") or []):
+        chunks.append(chunk({"tool_calls": [{"index": n, **call}]}))
+    chunks.append(chunk({}, "tool_calls" if reply.get("tool_calls") else "stop"))
+    chunks.append({**base, "choices": [], "usage": usage})
+    return chunks
 
 
 class ChatServer:
@@ -35,17 +54,31 @@ class ChatServer:
                 index = len(server.requests)
                 server.requests.append(body)
                 reply = server.replies[min(index, len(server.replies) - 1)]
+                usage = {"prompt_tokens": 50 + index, "completion_tokens": 7, "total_tokens": 57 + index}
+                if body.get("stream"):
+                    self._stream(stream_chunks(reply, f"chatcmpl-{index}", body["model"], usage))
+                    return
                 payload = json.dumps({
                     "id": f"chatcmpl-{index}", "object": "chat.completion", "created": 1, "model": body["model"],
                     "choices": [{"index": 0, "message": reply, "finish_reason":
                                  "tool_calls" if reply.get("tool_calls") else "stop"}],
-                    "usage": {"prompt_tokens": 50 + index, "completion_tokens": 7, "total_tokens": 57 + index},
+                    "usage": usage,
                 }).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _stream(self, chunks: list[dict[str, Any]]) -> None:
+                """Server-sent events, one chunk per event, then ``[DONE]`` (the connection closes)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for chunk in chunks:
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -66,6 +66,21 @@ def test_openai_runner_calls_become_durable_runs_and_uninstrument_restores_them(
     assert len(agentspan.get_store().list_runs()) == 3
 
 
+def test_openai_run_streamed_becomes_a_streamed_durable_run():
+    agentspan.instrument("openai-agents")
+
+    async def stream() -> tuple[list[str], str]:
+        result = Runner.run_streamed(calc(ToolCall("add", {"a": 2, "b": 2}), "4"), "2+2?")
+        names = [getattr(e, "name", e.type) async for e in result.stream_events()]
+        return names, result.final_output
+
+    names, final = asyncio.run(stream())
+    assert final == "4" and effects == ["add 2 2"] and names.count("tool_output") == 1
+    (run,) = agentspan.get_store().list_runs()
+    assert run.status is agentspan.RunStatus.COMPLETED
+    assert [s.kind.value for s in agentspan.get(run.id).steps()] == ["llm", "tool", "llm"]
+
+
 def test_openai_calls_with_options_agentspan_does_not_journal_are_left_to_the_sdk(caplog):
     agentspan.instrument("openai-agents")
     with caplog.at_level(logging.WARNING, logger="agentspan"):

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from agentspan.instrumentation import instrument, uninstrument
     from agentspan.records import Approval, ApprovalStatus, Run, RunStatus, Step, StepKind, StepStatus
     from agentspan.runtime import ActiveRun, active_run
+    from agentspan.streaming import StreamedRun, resume_streamed, run_streamed
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,8 @@ _LAZY = {
     "RunStatus": "agentspan.records", "Step": "agentspan.records", "StepKind": "agentspan.records",
     "StepStatus": "agentspan.records",
     "ActiveRun": "agentspan.runtime", "LlmMetrics": "agentspan.attempt", "active_run": "agentspan.runtime",
+    "StreamedRun": "agentspan.streaming", "run_streamed": "agentspan.streaming",
+    "resume_streamed": "agentspan.streaming",
 }
 
 
@@ -54,7 +57,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ActiveRun", "Approval", "ApprovalStatus", "Handle", "LlmMetrics", "Run", "RunStatus", "Step",
-    "StepInfo", "StepKind", "StepStatus", "ToolOptions", "__version__", "active_run", "configure",
-    "current_step", "errors", "get", "get_store", "instrument", "resume", "retry", "run", "run_async", "serve",
-    "settings", "start", "tool", "tool_options", "uninstrument",
+    "StepInfo", "StepKind", "StepStatus", "StreamedRun", "ToolOptions", "__version__", "active_run",
+    "configure", "current_step", "errors", "get", "get_store", "instrument", "resume", "resume_streamed",
+    "retry", "run", "run_async", "run_streamed", "serve", "settings", "start", "tool", "tool_options",
+    "uninstrument",
 ]

@@ -26,6 +26,9 @@ class Adapter(abc.ABC):
 
     framework: str
     """The framework's name as stored on runs (``"openai-agents"``, ``"langgraph"``, ``"adk"``)."""
+    streams: bool = False
+    """Whether `execute` streams the framework's events into ``run.events`` when it is set
+    (`agentspan.run_streamed`)."""
 
     @abc.abstractmethod
     def accepts(self, target: Any) -> bool:

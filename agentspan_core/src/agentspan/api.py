@@ -318,6 +318,20 @@ def resume(run_id: str, target: Any, *, wait: float | None = None, on_divergence
         ConfigurationError: ``target`` belongs to another framework than the run.
         LeaseLostError: Another live process holds the run, or claimed it first.
     """
+    store, adapter, policy = resumable(run_id, target, on_divergence)
+    claimed = attached.claim(store, run_id, wait=wait)
+    return _spawn(store, claimed, adapter, target, options, on_divergence=policy)
+
+
+def resumable(run_id: str, target: Any,
+              on_divergence: OnDivergence | None) -> tuple[Store, Adapter, OnDivergence | None]:
+    """The checks of `resume` before its claim: the store, ``target``'s adapter and the policy.
+
+    Raises:
+        RunNotFound: Unknown run id.
+        RunStateError: The run already ended.
+        ConfigurationError: ``target`` belongs to another framework than the run, or a bad policy.
+    """
     store = get_store(create=False)
     existing = store.get_run(run_id)
     if existing.status.terminal:
@@ -326,9 +340,7 @@ def resume(run_id: str, target: Any, *, wait: float | None = None, on_divergence
         raise RunStateError(f"run {run_id!r} is already {existing.status.value}; "
                             f"read it with agentspan.get({run_id!r}).result(){retry_hint}")
     policy = None if on_divergence is None else divergence.check_policy(on_divergence)
-    adapter = _adapter_of(existing, target)
-    claimed = attached.claim(store, run_id, wait=wait)
-    return _spawn(store, claimed, adapter, target, options, on_divergence=policy)
+    return store, _adapter_of(existing, target), policy
 
 
 def retry(run_id: str, target: Any, *, on_divergence: OnDivergence | None = None, **options: Any) -> Handle:

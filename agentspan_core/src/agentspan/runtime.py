@@ -19,6 +19,7 @@ from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
 from agentspan.diffing import describe_difference
 from agentspan.divergence import OnDivergence, diverged, policy_of, without_core_options
 from agentspan.errors import InDoubtStepError
+from agentspan.events import EventSink, event_sink
 from agentspan.hashing import chain, digest
 from agentspan.models import price_usd
 from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus, now
@@ -92,6 +93,11 @@ class ActiveRun:
     def deactivate(token: contextvars.Token[ActiveRun | None]) -> None:
         """Undoes `activate`."""
         _active.reset(token)
+
+    @property
+    def events(self) -> EventSink | None:
+        """Where a streaming adapter puts the framework's events (None: the run is not streamed)."""
+        return event_sink.get()
 
     def _current_scope(self) -> Scope:
         scope = _scope.get()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from agents import Agent, Model, RunConfig, Runner
@@ -13,6 +15,7 @@ import agentspan
 from agentspan.adapters import Adapter
 from agentspan.errors import ConfigurationError
 from agentspan_openai_agents._model import CallTracker, JournalingProvider
+from agentspan_openai_agents._stream import event_key
 from agentspan_openai_agents._wrap import AgentWrapper
 
 if TYPE_CHECKING:
@@ -24,9 +27,11 @@ _STORED_OPTIONS = ("max_turns",)
 
 
 class OpenAIAgentsAdapter(Adapter):
-    """Makes `agents.Agent` runs durable: ``agentspan.run(agent, input)``."""
+    """Makes `agents.Agent` runs durable: ``agentspan.run(agent, input)``, streamed with
+    ``agentspan.run_streamed(agent, input)`` (``Runner.run_streamed`` under the hood)."""
 
     framework = "openai-agents"
+    streams = True
 
     def accepts(self, target: Any) -> bool:
         return isinstance(target, Agent)
@@ -70,7 +75,13 @@ class OpenAIAgentsAdapter(Adapter):
         config = dataclasses.replace(config, model_provider=provider, model=model)
         kwargs = {**run.run.options, **{k: options[k] for k in RUNNER_OPTIONS if k in options}}
         try:
-            return await Runner.run(wrapper.agent(target), input, run_config=config, **kwargs)
+            if run.events is None:
+                return await Runner.run(wrapper.agent(target), input, run_config=config, **kwargs)
+            streamed = Runner.run_streamed(wrapper.agent(target), input, run_config=config, **kwargs)
+            seen: Counter[Hashable] = Counter()
+            async for event in streamed.stream_events():
+                run.events.emit(event, key=event_key(event, seen))
+            return streamed
         finally:
             if owns_provider:
                 await provider.aclose()

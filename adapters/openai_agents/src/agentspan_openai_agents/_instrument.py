@@ -1,5 +1,6 @@
-"""`agentspan.instrument` for openai-agents: ``Runner.run`` and ``Runner.run_sync`` go through
-Agentspan (``agentspan.run_async`` / ``agentspan.run``), so unchanged code runs durably."""
+"""`agentspan.instrument` for openai-agents: ``Runner.run``, ``Runner.run_sync`` and
+``Runner.run_streamed`` go through Agentspan (``agentspan.run_async`` / ``run`` /
+``run_streamed``), so unchanged code runs durably."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ log = logging.getLogger("agentspan")
 
 JOURNALED_OPTIONS = frozenset({*RUNNER_OPTIONS, "run_config"})
 """The ``Runner`` keyword arguments a durable run takes (any other one given leaves the call to the SDK)."""
-PATCHED = "agents.Runner.run and Runner.run_sync call agentspan.run_async and agentspan.run"
+PATCHED = ("agents.Runner.run, Runner.run_sync and Runner.run_streamed call agentspan.run_async, agentspan.run "
+           "and agentspan.run_streamed")
 _originals: dict[str, Any] = {}
 _warned: set[str] = set()
 
@@ -64,10 +66,18 @@ def _run(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwar
     return agentspan.run_async(agent, input, **options)  # a coroutine, as Runner.run returns
 
 
+def _run_streamed(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    routed = _routed(args, kwargs)
+    if routed is None:
+        return wrapped(*args, **kwargs)
+    agent, input, options = routed
+    return agentspan.run_streamed(agent, input, **options)  # an agentspan.StreamedRun: stream_events(), final_output
+
+
 def instrument(on: bool) -> str:
-    """Patches (``on``) or restores ``Runner.run`` and ``Runner.run_sync``; idempotent."""
+    """Patches (``on``) or restores ``Runner.run``, ``run_sync`` and ``run_streamed``; idempotent."""
     if on and not _originals:
-        for name, wrapper in (("run", _run), ("run_sync", _run_sync)):
+        for name, wrapper in (("run", _run), ("run_sync", _run_sync), ("run_streamed", _run_streamed)):
             _originals[name] = Runner.__dict__[name]
             wrapt.wrap_function_wrapper(Runner, name, wrapper)
     elif not on and _originals:

@@ -3,7 +3,7 @@ run through the Agentspan journal."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
 from typing import Any
 
@@ -15,6 +15,7 @@ from pydantic_core import to_jsonable_python
 
 import agentspan
 from agentspan.models import ModelId, parse_model_id
+from agentspan_openai_agents._stream import journaled_stream
 
 
 @cache
@@ -93,6 +94,34 @@ class JournalingModel(Model):
         run = agentspan.active_run()
         if run is None:
             return await invoke()
+        key, journal = self._journal(run, system_instructions, input, tools, output_schema, handoffs)
+        response = await journal(invoke)
+        self._responded(run, key, response)
+        return response
+
+    async def stream_response(self, system_instructions: str | None, input: Any, model_settings: Any,
+                              tools: list[Any], output_schema: Any, handoffs: list[Any], tracing: Any, *,
+                              previous_response_id: str | None = None, conversation_id: str | None = None,
+                              prompt: Any = None) -> AsyncIterator[Any]:
+        """The wrapped model's stream, journaled as one ``llm`` step (`agentspan_openai_agents._stream`)."""
+        def open_stream() -> AsyncIterator[Any]:
+            return self.inner.stream_response(
+                system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
+                previous_response_id=previous_response_id, conversation_id=conversation_id, prompt=prompt)
+
+        run = agentspan.active_run()
+        if run is None:
+            async for event in open_stream():
+                yield event
+            return
+        key, journal = self._journal(run, system_instructions, input, tools, output_schema, handoffs)
+        async for event in journaled_stream(run, key, open_stream, journal, self.identity.model,
+                                            lambda response: self._responded(run, key, response)):
+            yield event
+
+    def _journal(self, run: agentspan.ActiveRun, system_instructions: str | None, input: Any, tools: list[Any],
+                 output_schema: Any, handoffs: list[Any]) -> tuple[str, Callable[[Any], Awaitable[ModelResponse]]]:
+        """The next model call's key, and ``run.step`` of it for a given ``invoke``."""
         key = run.llm_key()
         items = [{"role": "user", "content": input}] if isinstance(input, str) else input
         extra = {
@@ -102,18 +131,19 @@ class JournalingModel(Model):
             "output": output_schema.name() if output_schema is not None else None,
         }
         new_items, input_hash = run.conversation_hash(items, to_jsonable_python, extra)
-        response = await run.step(
-            kind=agentspan.StepKind.LLM, key=key, name=self.identity.model,
-            input={"system": system_instructions, "new_items": new_items}, input_hash=input_hash,
-            invoke=invoke, dump=dump_response, load=load_response, provider=self.identity.provider,
-            model=self.identity.model, metrics=_metrics)
+
+        def journal(invoke: Callable[[], Awaitable[ModelResponse]]) -> Awaitable[ModelResponse]:
+            return run.step(
+                kind=agentspan.StepKind.LLM, key=key, name=self.identity.model,
+                input={"system": system_instructions, "new_items": new_items}, input_hash=input_hash,
+                invoke=invoke, dump=dump_response, load=load_response, provider=self.identity.provider,
+                model=self.identity.model, metrics=_metrics)
+
+        return key, journal
+
+    def _responded(self, run: agentspan.ActiveRun, key: str, response: ModelResponse) -> None:
         run.register_calls(key, call_ids(response))
         self.tracker.last_llm_key = key
-        return response
-
-    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        """Streaming is passed through unjournaled (`agentspan.run` uses the non-streamed path)."""
-        return self.inner.stream_response(*args, **kwargs)
 
 
 class CallTracker:

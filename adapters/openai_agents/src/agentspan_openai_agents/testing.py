@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents import Model, ModelResponse, Usage
-from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
+from openai.types.responses import (
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputItemDoneEvent,
+    ResponseOutputMessage,
+    ResponseOutputText,
+    ResponseTextDeltaEvent,
+)
 
 import agentspan
+from agentspan_openai_agents._stream import response_of
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,20 @@ class ScriptedModel(Model):
                            tools: list[Any], output_schema: Any, handoffs: list[Any], tracing: Any, *,
                            previous_response_id: str | None = None, conversation_id: str | None = None,
                            prompt: Any = None) -> ModelResponse:
+        return await self._answer()
+
+    async def stream_response(self, system_instructions: str | None, input: Any, model_settings: Any,
+                              tools: list[Any], output_schema: Any, handoffs: list[Any], tracing: Any, *,
+                              previous_response_id: str | None = None, conversation_id: str | None = None,
+                              prompt: Any = None) -> AsyncIterator[Any]:
+        """Streams the turn as the Responses API would: each message's text word by word
+        (``response.output_text.delta``), a ``response.output_item.done`` per output item, then
+        ``response.completed``."""
+        response = await self._answer()
+        for event in stream_events(response, self.agentspan_model_id):
+            yield event
+
+    async def _answer(self) -> ModelResponse:
         index = self._index()
         self.calls += 1
         if self.on_call is not None:
@@ -115,5 +138,19 @@ class ScriptedModel(Model):
             await asyncio.sleep(self.latency)
         return self.response(index)
 
-    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        raise NotImplementedError("ScriptedModel does not stream")
+
+def stream_events(response: ModelResponse, model: str) -> list[Any]:
+    """The Responses-API stream events of ``response``: text deltas, items done, completed."""
+    events: list[Any] = []
+    for index, item in enumerate(response.output):
+        if isinstance(item, ResponseOutputMessage):
+            for part in item.content:
+                for word in re.findall(r"\S+\s*", getattr(part, "text", "")):
+                    events.append(ResponseTextDeltaEvent(
+                        content_index=0, delta=word, item_id=item.id, logprobs=[], output_index=index,
+                        sequence_number=len(events), type="response.output_text.delta"))
+        events.append(ResponseOutputItemDoneEvent(item=item, output_index=index, sequence_number=len(events),
+                                                  type="response.output_item.done"))
+    events.append(ResponseCompletedEvent(response=response_of(response, model), sequence_number=len(events),
+                                         type="response.completed"))
+    return events

@@ -1,0 +1,147 @@
+"""Streamed model calls (``Model.stream_response``) as journaled ``llm`` steps.
+
+A live call passes the model's stream events through as they come; its ``response.completed``
+event is held back until the call's `ModelResponse` is journaled, so an event the SDK acted on
+is always in the journal. A call served from the journal yields one ``response.completed``
+event rebuilt from the recorded response (the SDK takes the turn's response from that event).
+Both kinds carry the step's key (`JournaledResponseCompleted`), which lets a streamed run
+deliver each model call's final event once however often the run is executed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Hashable
+from typing import Any
+
+from agents import AgentUpdatedStreamEvent, ModelResponse, RawResponsesStreamEvent, RunItemStreamEvent, Usage
+from agents.exceptions import ModelBehaviorError
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseOutputItemDoneEvent,
+    ResponseUsage,
+)
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+from pydantic_core import to_jsonable_python
+
+import agentspan
+from agentspan import jsontext
+
+_DONE = object()
+
+
+class JournaledResponseCompleted(ResponseCompletedEvent):
+    """A ``response.completed`` event of a journaled model call; ``step_key`` names the call."""
+
+    step_key: str
+
+
+def response_of(response: ModelResponse, model: str) -> Response:
+    """The Responses-API `Response` a stream ends with, built from a `ModelResponse`."""
+    usage = response.usage
+    return Response.model_construct(
+        id=response.response_id, created_at=0.0, model=model, object="response", output=list(response.output),
+        parallel_tool_calls=True, tool_choice="auto", tools=[], status="completed",
+        usage=ResponseUsage.model_construct(
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, total_tokens=usage.total_tokens,
+            input_tokens_details=usage.input_tokens_details or InputTokensDetails(cached_tokens=0),
+            output_tokens_details=usage.output_tokens_details or OutputTokensDetails(reasoning_tokens=0)))
+
+
+def model_response_of(response: Response, streamed_items: list[Any]) -> ModelResponse:
+    """The `ModelResponse` the SDK makes of a stream's final `Response` (journaled for the call).
+
+    As the SDK does: a final response without output items takes the items of the stream's
+    ``response.output_item.done`` events.
+    """
+    raw = response.usage
+    usage = Usage(requests=1, input_tokens=raw.input_tokens, output_tokens=raw.output_tokens,
+                  total_tokens=raw.total_tokens, input_tokens_details=raw.input_tokens_details,
+                  output_tokens_details=raw.output_tokens_details) if raw is not None else Usage()
+    return ModelResponse(output=list(response.output) or list(streamed_items), usage=usage,
+                         response_id=response.id, request_id=getattr(response, "_request_id", None))
+
+
+def _completed(key: str, event: ResponseCompletedEvent) -> JournaledResponseCompleted:
+    return JournaledResponseCompleted.model_construct(
+        response=event.response, sequence_number=event.sequence_number, type="response.completed", step_key=key)
+
+
+async def journaled_stream(run: agentspan.ActiveRun, key: str, open_stream: Callable[[], AsyncIterator[Any]],
+                           journal: Callable[[Callable[[], Any]], Any], model: str,
+                           on_response: Callable[[ModelResponse], None]) -> AsyncIterator[Any]:
+    """The events of one streamed model call of ``run``, journaled as step ``key``.
+
+    Args:
+        run: The active run.
+        key: The call's step key.
+        open_stream: Opens the wrapped model's own stream (called only for a live call).
+        journal: ``run.step(...)`` of this call with the given ``invoke`` (awaitable).
+        model: The model name put on a rebuilt final response.
+        on_response: Called with the journaled or replayed response before its final event.
+    """
+    events: asyncio.Queue[Any] = asyncio.Queue()
+    final: list[ResponseCompletedEvent] = []
+
+    async def invoke() -> ModelResponse:
+        items: list[Any] = []
+        async with contextlib.aclosing(open_stream()) as stream:  # type: ignore[type-var]
+            async for event in stream:
+                if isinstance(event, ResponseCompletedEvent):
+                    final.append(event)
+                    continue
+                if isinstance(event, ResponseOutputItemDoneEvent):
+                    items.append(event.item)
+                events.put_nowait(event)
+        if not final:
+            raise ModelBehaviorError("Model did not produce a final response!")
+        return model_response_of(final[-1].response, items)
+
+    task = asyncio.ensure_future(journal(invoke))
+    task.add_done_callback(lambda _: events.put_nowait(_DONE))
+    try:
+        while (event := await events.get()) is not _DONE:
+            yield event
+        response: ModelResponse = task.result()
+    finally:
+        if not task.done():  # the SDK stopped reading (an error event, a cancelled run)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    on_response(response)
+    if final:  # the live call's own final event, now journaled
+        yield _completed(key, final[-1])
+    else:  # served from the journal
+        rebuilt = response_of(response, model)
+        yield _completed(key, ResponseCompletedEvent.model_construct(response=rebuilt, sequence_number=0))
+
+
+def event_key(event: Any, seen: Counter[Hashable]) -> Hashable | None:
+    """Names one event of a streamed run the same way in every execution of the run.
+
+    A model call's final event is named by its step key, an item event by its name, the item's
+    call id or id (its JSON without either) and how many such events came before it in this
+    execution, an agent switch by the agent's name and count. Model deltas are not named: they
+    come only from live calls, each once.
+
+    Args:
+        event: An event of ``RunResultStreaming.stream_events()``.
+        seen: Counts of the names so far in this execution (updated).
+    """
+    if isinstance(event, RawResponsesStreamEvent):
+        data = event.data
+        return ("llm", data.step_key) if isinstance(data, JournaledResponseCompleted) else None
+    if isinstance(event, RunItemStreamEvent):
+        raw = event.item.raw_item
+        get = raw.get if isinstance(raw, dict) else lambda name: getattr(raw, name, None)
+        identity = get("call_id") or get("id") or jsontext.canonical(to_jsonable_python(raw, fallback=str))
+        base: Hashable = ("item", event.name, identity)
+    elif isinstance(event, AgentUpdatedStreamEvent):
+        base = ("agent", event.new_agent.name)
+    else:
+        return None
+    seen[base] += 1
+    return (*base, seen[base])

@@ -1,0 +1,80 @@
+"""The event channel of a streamed run (`agentspan.run_streamed`): adapter to consumer.
+
+An adapter that streams puts each framework event into the run's `EventSink` with a key that
+names the event independently of the attempt that made it. A run is executed again from its
+start after it waited for an approval (the framework replays the journaled calls), and its
+events then come again: the sink delivers each key once, so the consumer sees every event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agentspan.records import Approval
+
+event_sink: contextvars.ContextVar[EventSink | None] = contextvars.ContextVar("agentspan_event_sink", default=None)
+"""The sink of the streamed run executing in this context (None: the run is not streamed)."""
+
+
+@dataclass(frozen=True)
+class ApprovalRequested:
+    """A streamed run waits for a human decision on a tool call (an Agentspan stream event).
+
+    Decide it with ``StreamedRun.handle.approve()`` / ``reject()``, the CLI, the API or the web
+    UI; the stream goes on once every pending approval is decided.
+    """
+
+    approval: Approval
+    type: Literal["agentspan_approval_requested"] = "agentspan_approval_requested"
+
+
+class EventSink:
+    """Delivers a streamed run's events to its one consumer, each key once."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._delivered: set[Hashable] = set()
+        self._closed = False
+
+    def emit(self, event: Any, key: Hashable | None = None) -> bool:
+        """Queues ``event`` unless an event of ``key`` was delivered already.
+
+        Args:
+            event: The framework's event object.
+            key: Names the event across re-executions of the run (None: always delivered).
+
+        Returns:
+            Whether the event was queued.
+        """
+        if self._closed:
+            return False
+        if key is not None:
+            if key in self._delivered:
+                return False
+            self._delivered.add(key)
+        self._queue.put_nowait(event)
+        return True
+
+    def close(self) -> None:
+        """Ends the stream: the consumer gets the queued events, then the end."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(_END)
+
+    async def next(self) -> Any:
+        """The next event, or `END` once the stream is closed and drained."""
+        return await self._queue.get()
+
+
+class _End:
+    def __repr__(self) -> str:
+        return "<end of stream>"
+
+
+_END = _End()
+END: Any = _END
+"""What `EventSink.next` returns after the last event."""
