@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agents import Agent, OpenAIChatCompletionsModel, RunResultStreaming, function_tool, set_tracing_disabled
+from agents import (
+    Agent,
+    OpenAIChatCompletionsModel,
+    RunResultStreaming,
+    function_tool,
+    handoff,
+    set_tracing_disabled,
+)
 from openai import AsyncOpenAI
 
 import agentspan
@@ -141,6 +148,28 @@ def test_streamed_run_rejected_tool_tells_the_model_and_goes_on():
     events = asyncio.run(main())
     outputs = [e.item.output for e in events if getattr(e, "name", None) == "tool_output"]
     assert len(outputs) == 1 and "not eligible" in str(outputs[0]) and effects == []
+
+
+def test_streamed_handoff_and_parallel_tool_calls_journal_as_a_plain_run_does():
+    billing = Agent(name="billing", instructions="billing", tools=[add], model=ScriptedModel(
+        [[ToolCall("add", {"a": 1, "b": 1}, "c1"), ToolCall("add", {"a": 2, "b": 2}, "c2")], "billing done"],
+        name="b"))
+    triage = Agent(name="triage", instructions="route", handoffs=[handoff(billing)],
+                   model=ScriptedModel([ToolCall("transfer_to_billing", {})], name="t"))
+
+    async def main() -> tuple[agentspan.StreamedRun, list[str]]:
+        streamed = agentspan.run_streamed(triage, "a billing question")
+        return streamed, await collect(streamed)
+
+    streamed, events = asyncio.run(main())
+    assert streamed.final_output == "billing done" and streamed.last_agent.name == "billing"
+    assert [e for e in events if e.startswith("agent")] == ["agent triage", "agent billing"]
+    assert sorted(e for e in events if "tool_output" in e) == ["item tool_output c1", "item tool_output c2"]
+    steps = [(s.kind.value, s.name, s.key) for s in agentspan.get(streamed.id).steps()]
+    assert steps[:3] == [("llm", "t", "llm:0"), ("handoff", "billing", "llm:0/handoff:transfer_to_billing"),
+                         ("llm", "b", "llm:1")]
+    assert sorted(k for kind, _, k in steps if kind == "tool") == ["llm:1/call:c1", "llm:1/call:c2"]
+    assert sorted(effects) == ["add 1 1", "add 2 2"]
 
 
 def test_resume_streamed_replays_the_journal_then_streams_live():
