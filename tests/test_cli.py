@@ -166,6 +166,19 @@ def test_runs_show_table(store: SqliteStore) -> None:
         assert text in result.stdout
 
 
+def test_runs_show_lists_the_failures_a_run_was_retried_from(store: SqliteStore) -> None:
+    run, _ = make_run(store)
+    store.update_run(run.id, epoch=run.lease_epoch, status=RunStatus.FAILED, error="KeyError: [bold]x[/bold]",
+                     release_lease=True)
+    assert invoke("runs", "retry", run.id).exit_code == 0
+    result = invoke("runs", "show", run.id)
+    assert result.exit_code == 0, result.output
+    assert "retry 1" in result.stdout and "KeyError: [bold]x[/bold]" in result.stdout  # not rich markup
+    assert "(left to a worker)" in result.stdout
+    (retry,) = json.loads(invoke("runs", "show", run.id, "--json").stdout)["options"]["agentspan.retries"]
+    assert (retry["error"], retry["owner"]) == ("KeyError: [bold]x[/bold]", None)
+
+
 def test_unknown_run_is_a_clean_error(store: SqliteStore) -> None:
     result = invoke("runs", "show", "x")
     assert result.exit_code == 1

@@ -58,8 +58,13 @@ def test_retry_goes_on_from_the_failed_call_without_repeating_completed_ones(tra
     with pytest.raises(RunStateError, match="retry it with agentspan.retry"):
         agentspan.resume(run_id, agent)
     broken["charge"] = False
+    failure = agentspan.get(run_id).run()
     result = agentspan.retry(run_id, agent).result(timeout=20)
     assert result.final_output == "all done"
+    # the failure it was retried from stays on the run (the failed step itself is rewritten)
+    (retried,) = agentspan.get(run_id).run().options["agentspan.retries"]
+    assert (retried["error"], retried["failed_at"]) == (failure.error, pytest.approx(failure.updated_at))
+    assert retried["owner"] and retried["retried_at"] >= failure.updated_at
     # the two model calls before the failure were replayed; only the one after it was made
     assert model.calls == 3
     assert effects == ["note:1", "charge:5", "charge:5"]  # note ran once; the failed charge again

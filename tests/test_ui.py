@@ -371,6 +371,9 @@ def test_retry_a_failed_run_from_the_browser(store: SqliteStore, page: Page) -> 
         text = page.locator("body").inner_text()
         assert "is pending again: a worker serving agent" in text and SCRIPT in text  # shown, escaped
         assert page.get_by_role("button", name="Retry").count() == 0
+        # the failure it was retried from stays on the page
+        retries = page.locator("section.retries").inner_text().lower()
+        assert "retried 1 time" in retries and "connectionerror: down" in retries and "a worker" in retries
     reopened = store.get_run(run.id)
     assert (reopened.status, reopened.error, reopened.lease_epoch) == (RunStatus.PENDING, None, 2)
     assert dialogs == []

@@ -17,6 +17,7 @@ from rich.text import Text
 from agentspan.approvals import effective_status
 from agentspan.divergence import SUPERSEDED
 from agentspan.records import JSON, Approval, Run, Step, now
+from agentspan.stores.reopening import retries_of
 
 NARROW = 120
 """Terminals narrower than this get tables with fewer columns."""
@@ -270,7 +271,16 @@ def run_panel(run: Run) -> Panel:
         rows.append(("output", preview(run.output, 200)))
     if run.error:
         rows.append(("error", Text(run.error, style="red")))
+    for n, retry in enumerate(retries_of(run.options), 1):
+        by = f" by {retry['owner']}" if retry.get("owner") else " (left to a worker)"
+        rows.append((f"retry {n}", Text.assemble(
+            f"failed {timestamp(_number(retry.get('failed_at')))}: ", (str(retry.get("error")), "red"),
+            f"; retried {timestamp(_number(retry.get('retried_at')))}{by}")))
     return Panel(_fields(rows), title=Text(f"run {run.id}"), title_align="left")
+
+
+def _number(value: JSON) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def print_run(console: Console, run: Run, steps: list[Step], approvals: list[Approval]) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from agentspan.errors import ConfigurationError, ReplayDivergenceError
 from agentspan.records import Run, Step
+from agentspan.stores.reopening import RETRIES
 
 if TYPE_CHECKING:
     from agentspan.runtime import ActiveRun
@@ -62,10 +63,11 @@ def policy_of(options: dict[str, object], override: OnDivergence | None) -> OnDi
 
 
 def without_core_options(run: Run) -> Run:
-    """``run`` as an adapter sees it: without the core's own option (a copy only when it is there)."""
-    if OPTION not in run.options:
+    """``run`` as an adapter sees it: without the core's own options, its policy and its retry
+    history (`agentspan.stores.reopening.RETRIES`); a copy only when one is there."""
+    if OPTION not in run.options and RETRIES not in run.options:
         return run
-    return run.model_copy(update={"options": {k: v for k, v in run.options.items() if k != OPTION}})
+    return run.model_copy(update={"options": {k: v for k, v in run.options.items() if k not in (OPTION, RETRIES)}})
 
 
 def diverged(active: ActiveRun, key: str, detail: str) -> None:

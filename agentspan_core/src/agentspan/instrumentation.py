@@ -6,9 +6,9 @@ framework's own entry point goes through Agentspan:
 
 - openai-agents: ``Runner.run`` and ``Runner.run_sync`` become ``agentspan.run_async`` and
   ``agentspan.run`` (the same `RunResult` comes back), ``Runner.run_streamed`` becomes
-  ``agentspan.run_streamed`` (a `StreamedRun`: ``stream_events()``, ``final_output``); a call with an option Agentspan does not
-  journal (``session``, ``previous_response_id``, ``conversation_id``, ...) or with a ``RunState``
-  goes to the SDK as it was, with a warning;
+  ``agentspan.run_streamed`` (a `StreamedRun`: ``stream_events()``, ``final_output``); a call
+  with an option Agentspan does not journal (``session``, ``previous_response_id``,
+  ``conversation_id``, ...) or with a ``RunState`` goes to the SDK as it was, with a warning;
 - Google ADK: every ``Runner`` (and ``InMemoryRunner``) gets an `AgentspanPlugin` unless it has one.
 
 LangGraph has no runner to patch: a graph is made durable by compiling it with

@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from agentspan.errors import ConfigurationError, RunStateError, StoreError
+from agentspan.errors import ConfigurationError, StoreError
 from agentspan.records import (
     JSON,
     Approval,
@@ -33,11 +33,6 @@ from agentspan.records import (
 _T = TypeVar("_T")
 ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 """The statuses of runs that have ended."""
-
-
-def reopen_refusal(run_id: str, status: str) -> RunStateError:
-    """`Store.reopen_run`'s refusal of a run that is not ``failed`` (the same text from every store)."""
-    return RunStateError(f"run {run_id!r} is {status}; only a failed run can be retried")
 
 
 def check_deletion(statuses: Sequence[RunStatus], limit: int) -> list[str]:

@@ -34,8 +34,9 @@ from agentspan.records import (
     StepResult,
     StepStatus,
 )
-from agentspan.stores.base import ENDED, Store, check_deletion, reopen_refusal
+from agentspan.stores.base import ENDED, Store, check_deletion
 from agentspan.stores.memory_checkpoints import MemoryCheckpoints
+from agentspan.stores.reopening import reopen_refusal, reopened_options
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 
@@ -164,13 +165,15 @@ class MemoryStore(MemoryCheckpoints, Store):
             run = self._run(run_id)
             if run.status is not RunStatus.FAILED:
                 raise reopen_refusal(run_id, run.status.value)
+            now = time.time()
+            run.options = reopened_options(run.options, _json(dict(options or {})), error=run.error,
+                                           failed_at=run.updated_at, owner=owner, now=now)
             run.status = RunStatus.PENDING if owner is None else RunStatus.RUNNING
             run.lease_owner = owner
             run.lease_expires_at = None if owner is None else lease_expires_at
             run.lease_epoch += 1
             run.error = run.output = None
-            run.options = {**run.options, **_json(dict(options or {}))}
-            run.updated_at = time.time()
+            run.updated_at = now
             return run.model_copy(deep=True)
 
     # ---- leases ---------------------------------------------------------------------------

@@ -28,8 +28,9 @@ from agentspan.errors import (
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus
 from agentspan.stores import sqlite_journal as live
 from agentspan.stores import sqlite_schema as sql
-from agentspan.stores.base import ENDED, Store, check_deletion, reopen_refusal
+from agentspan.stores.base import ENDED, Store, check_deletion
 from agentspan.stores.deferred import DeferredStarts
+from agentspan.stores.reopening import reopen_refusal, reopened_options
 from agentspan.stores.sqlite_checkpoints import SqliteCheckpoints
 from agentspan.stores.sqlite_journal import SqliteJournal
 from agentspan.stores.sqlite_rows import (
@@ -261,13 +262,14 @@ class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):
         expires = None if owner is None else lease_expires_at
 
         def tx(cur: sqlite3.Cursor) -> Run:
-            row = cur.execute("SELECT status, options FROM runs WHERE id=?", (run_id,)).fetchone()
+            row = cur.execute("SELECT status, options, error, updated_at FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(run_id)
             if row[0] != RunStatus.FAILED:
                 raise reopen_refusal(run_id, row[0])
-            merged = {**(load_json(row[1]) or {}), **(options or {})}
-            cur.execute(REOPEN_RUN, (status.value, owner, expires, dump_json(merged), time.time(), run_id))
+            now = time.time()
+            merged = reopened_options(load_json(row[1]), options, error=row[2], failed_at=row[3], owner=owner, now=now)
+            cur.execute(REOPEN_RUN, (status.value, owner, expires, dump_json(merged), now, run_id))
             return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 
         return self._tx(tx)

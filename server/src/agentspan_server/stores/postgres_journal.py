@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal, RunNotFound, StepNotFound
 from agentspan.records import JSON, Run, RunStatus, Step, StepResult, StepStatus
-from agentspan.stores.base import ENDED, check_deletion, reopen_refusal
+from agentspan.stores.base import ENDED, check_deletion
+from agentspan.stores.reopening import reopen_refusal, reopened_options
 from agentspan_server.stores import postgres_schema as sql
 from agentspan_server.stores.postgres_pool import InTransaction, Plan, Statement
 from agentspan_server.stores.postgres_schema import dump_json, load_json, run_from_row, step_from_row, step_values
@@ -125,15 +126,17 @@ def reopen_run(
     rows = (yield Statement(sql.LOCK_FOR_REOPEN, (run_id,))).rows
     if not rows:
         raise RunNotFound(run_id)
-    status, stored = rows[0]
+    status, stored, error, failed_at = rows[0]
     if status != RunStatus.FAILED:
         raise reopen_refusal(run_id, status)
+    now = time.time()
+    merged = reopened_options(load_json(stored), options, error=error, failed_at=failed_at, owner=owner, now=now)
     params = {
         "status": (RunStatus.PENDING if owner is None else RunStatus.RUNNING).value,
         "owner": owner,
         "expires": None if owner is None else lease_expires_at,
-        "options": dump_json({**(load_json(stored) or {}), **(options or {})}),
-        "now": time.time(),
+        "options": dump_json(merged),
+        "now": now,
         "id": run_id,
     }
     return run_from_row((yield Statement(sql.REOPEN_RUN, params)).rows[0])

@@ -404,7 +404,7 @@ DELETE_RUNS = (
 # the run runs until the reopen commits), so the status checked is the status changed; the stored
 # options are merged with the given ones in Python, then the row is updated in one statement that
 # returns it as `GET_RUN` reads it (a run's totals are columns of its own row).
-LOCK_FOR_REOPEN = "SELECT status, options FROM runs WHERE id=%s FOR UPDATE"
+LOCK_FOR_REOPEN = "SELECT status, options, error, updated_at FROM runs WHERE id=%s FOR UPDATE"
 REOPEN_RUN = (
     "UPDATE runs SET status=%(status)s, lease_owner=%(owner)s, lease_expires_at=%(expires)s, "
     "lease_epoch=lease_epoch+1, error=NULL, output=NULL, options=%(options)s, updated_at=%(now)s "

@@ -29,6 +29,7 @@ from agentspan import errors
 from agentspan.approvals import decide_by_id, effective_status
 from agentspan.records import Approval, ApprovalStatus, RunStatus
 from agentspan.stores.base import Store
+from agentspan.stores.reopening import retries_of
 from agentspan_server.auth import KeyRing
 from agentspan_server.ui.render import (
     HERE,
@@ -197,7 +198,8 @@ class WebUi:
             steps = sorted(self.store.list_steps(rid), key=lambda s: s.seq)
             approvals = self._with_status(self.store.list_approvals(run_id=rid, limit=1000))
             return self.render(
-                request, "run.html", session=session, nav="runs", run=run, steps=steps, approvals=approvals
+                request, "run.html", session=session, nav="runs", run=run, steps=steps, approvals=approvals,
+                retries=retries_of(run.options),
             )
 
         return self.page(request, build)

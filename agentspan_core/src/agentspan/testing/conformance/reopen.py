@@ -9,6 +9,7 @@ import pytest
 from agentspan.errors import LeaseLostError, RunNotFound, RunStateError
 from agentspan.records import Run, RunStatus, StepResult, StepStatus
 from agentspan.stores.base import Store
+from agentspan.stores.reopening import RETRIES
 from agentspan.testing.conformance.records import ConformanceBase, make_approval, make_step
 
 __all__ = ["ReopenConformance"]
@@ -40,8 +41,12 @@ class ReopenConformance(ConformanceBase):
         assert (reopened.lease_owner, reopened.lease_expires_at) == ("w2", pytest.approx(expires))
         assert reopened.lease_epoch == failed.lease_epoch + 1
         assert (reopened.error, reopened.output) == (None, None)
+        (retry,) = reopened.options.pop(RETRIES)  # the failure it was retried from is kept
+        assert retry == {"error": "ValueError: boom", "failed_at": pytest.approx(failed.updated_at),
+                         "retried_at": pytest.approx(reopened.updated_at), "owner": "w2"}
         assert reopened.options == {"max_turns": 5, "agentspan.on_divergence": "live"}
         assert reopened.updated_at >= failed.updated_at
+        reopened.options[RETRIES] = [retry]
         assert store.get_run(failed.id).model_dump() == reopened.model_dump()
         assert [s.model_dump() for s in store.list_steps(failed.id)] == steps_before
         assert [a.model_dump() for a in store.list_approvals(run_id=failed.id)] == approvals_before
@@ -56,7 +61,9 @@ class ReopenConformance(ConformanceBase):
         reopened = store.reopen_run(failed.id, owner=None, lease_expires_at=time.time() + 60)
         assert reopened.status is RunStatus.PENDING
         assert (reopened.lease_owner, reopened.lease_expires_at) == (None, None)
-        assert reopened.options == {"max_turns": 5}
+        assert reopened.options == {"max_turns": 5, RETRIES: [
+            {"error": "ValueError: boom", "failed_at": pytest.approx(failed.updated_at),
+             "retried_at": pytest.approx(reopened.updated_at), "owner": None}]}
         assert [r.id for r in store.claimable_runs(agents=None, now=time.time())] == [failed.id]
         claimed = store.claim_run(failed.id, owner="w3", expected_epoch=reopened.lease_epoch,
                                   lease_expires_at=time.time() + 60)
@@ -75,6 +82,18 @@ class ReopenConformance(ConformanceBase):
         with pytest.raises(RunStateError, match=f"is {status.value}; only a failed run can be retried"):
             store.reopen_run(run.id, owner="w2", lease_expires_at=time.time() + 60, options={"x": 1})
         assert store.get_run(run.id).model_dump() == before
+
+    def test_each_retry_appends_the_failure_it_retried_from(self, store: Store) -> None:
+        failed = self.failed(store)
+        first = store.reopen_run(failed.id, owner="w2", lease_expires_at=time.time() + 60,
+                                 options={RETRIES: "a caller cannot rewrite the history"})
+        again = store.update_run(failed.id, epoch=first.lease_epoch, status=RunStatus.FAILED,
+                                 error="KeyError: 'x'", release_lease=True)
+        second = store.reopen_run(failed.id, owner=None, lease_expires_at=None)
+        history = second.options[RETRIES]
+        assert [(h["error"], h["owner"]) for h in history] == [("ValueError: boom", "w2"), ("KeyError: 'x'", None)]
+        assert history[1]["failed_at"] == pytest.approx(again.updated_at)
+        assert history[0]["retried_at"] <= history[1]["failed_at"] <= history[1]["retried_at"]
 
     def test_reopen_of_an_unknown_run(self, store: Store) -> None:
         with pytest.raises(RunNotFound):
