@@ -88,6 +88,7 @@ def test_a_run_is_an_invoke_agent_span_with_a_gen_ai_span_per_step(exporter):
     tool_step = steps[tool.attributes["agentspan.step.key"]]
     assert tool.kind is SpanKind.INTERNAL and tool.parent.span_id == root.context.span_id
     assert tool.attributes["gen_ai.tool.name"] == "add" and tool.attributes["agentspan.step.status"] == "completed"
+    assert tool.attributes["gen_ai.tool.call.id"] == "call_0_0"  # the model's id of the call
     assert "gen_ai.tool.call.arguments" not in tool.attributes  # content is opt-in
     # timed by the journal: the span ends when the step ended, and lasts as long as it took
     assert tool.end_time == int(tool_step.ended_at * 1e9)
@@ -179,6 +180,18 @@ def test_an_adk_run_is_traced_alike(exporter):
     assert all(s.parent.span_id == root.context.span_id for s in ours if s is not root)
     (tool,) = [s for s in ours if s.name == "execute_tool double"]
     assert tool.attributes["agentspan.step.key"] == "doubler/llm:0/call:0"
+    assert tool.attributes["gen_ai.tool.call.id"]  # ADK's id of the call (the key holds its index)
+
+
+def test_a_langgraph_run_names_each_tool_span_by_its_tool_call_id(exporter):
+    import lgr_support
+
+    agentspan.configure(otel=True)
+    from langchain_core.messages import HumanMessage
+
+    agentspan.run(lgr_support.support_graph(), {"messages": [HumanMessage(lgr_support.PROMPT)]})
+    tools = [s for s in exporter.get_finished_spans() if s.name == "execute_tool lookup_order"]
+    assert sorted(s.attributes["gen_ai.tool.call.id"] for s in tools) == ["call_a", "call_b"]
 
 
 def test_the_adk_plugin_on_a_runner_you_built_is_traced_too(exporter):

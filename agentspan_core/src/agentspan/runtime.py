@@ -75,6 +75,9 @@ class ActiveRun:
         self._next_seq = max((s.seq for s in steps), default=0) + 1
         self._root = Scope(prefix="")
         self._call_keys: dict[str, str] = {}
+        self.call_ids: dict[str, str] = {}
+        """The framework's call id of each tool call journaled live by this attempt (its trace's
+        ``gen_ai.tool.call.id``; keys may hold an index instead)."""
         self.counters = Counters()
         self.strict = current_strict_replay()
         """The strict replay serving this run's would-be live calls (None: a normal run)."""
@@ -260,7 +263,7 @@ class ActiveRun:
                 await self._awaited.arecord_step(step, result, epoch=self.epoch)
             self._ended(step, result)
             if self.trace is not None:
-                self.trace.step_ended(step, result)
+                self.trace.step_ended(step, result, self.call_ids.get(step.key))
         elif self._offload:
             await asyncio.to_thread(self._finish, step, result, started)
         else:
@@ -273,7 +276,7 @@ class ActiveRun:
             self.store.record_step(step, result, epoch=self.epoch)
         self._ended(step, result)
         if self.trace is not None:
-            self.trace.step_ended(step, result)
+            self.trace.step_ended(step, result, self.call_ids.get(step.key))
 
     @staticmethod
     def _ended(step: Step, result: StepResult) -> None:
@@ -294,13 +297,16 @@ class ActiveRun:
         options: ToolOptions = DEFAULT_TOOL_OPTIONS,
         needs_approval: bool = False,
         dump: Callable[[Any], JSON] | None = None,
+        call_id: str | None = None,
     ) -> JSON:
         """Runs a tool call durably: replayed if journaled, gated by an approval if required.
 
         The returned value is always the JSON form of the tool's result, identical on live runs
         and replays, so the conversation the model sees never depends on whether a call was
-        replayed.
+        replayed. ``call_id``: the framework's id of the call, for its trace.
         """
+        if call_id:
+            self.call_ids[key] = call_id
         to_json = dump or _jsonable
         args_hash = digest(args)
         recorded = self.journal.get(key)

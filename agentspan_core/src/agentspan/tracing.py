@@ -12,7 +12,8 @@ timed by the journal's own timestamps:
 
 - ``llm``: ``chat <model>`` (kind CLIENT) with ``gen_ai.provider.name``, ``gen_ai.request.model``,
   ``gen_ai.response.model``, ``gen_ai.usage.input_tokens`` / ``output_tokens``;
-- ``tool``: ``execute_tool <name>`` with ``gen_ai.tool.name``;
+- ``tool``: ``execute_tool <name>`` with ``gen_ai.tool.name`` and ``gen_ai.tool.call.id`` (the
+  framework's id of the call, when the adapter has one);
 - ``handoff``, ``guardrail``, ``approval``, ``checkpoint``: ``<kind> <name>``.
 
 Every span carries ``agentspan.run_id``; step spans ``agentspan.step.key``, ``.kind``, ``.attempt``,
@@ -79,17 +80,18 @@ class RunTrace:
         self._context = trace.set_span_in_context(self.span)
         self.ended = False
 
-    def step_ended(self, step: Step, result: StepResult) -> None:
+    def step_ended(self, step: Step, result: StepResult, call_id: str | None = None) -> None:
         """Emits the span of a step that ran live and just ended (called once per step).
 
-        Never raises: a tracing failure is logged, and the run goes on.
+        ``call_id``: a tool call's id as the framework gave it (``gen_ai.tool.call.id``). Never
+        raises: a tracing failure is logged, and the run goes on.
         """
         try:
-            self._step_span(step, result)
+            self._step_span(step, result, call_id)
         except Exception:
             log.warning("agentspan: could not trace step %r of run %s", step.key, self.run_id, exc_info=True)
 
-    def _step_span(self, step: Step, result: StepResult) -> None:
+    def _step_span(self, step: Step, result: StepResult, call_id: str | None) -> None:
         kind = step.kind
         name = step.name or ""
         operation = _OPERATIONS.get(kind)
@@ -111,6 +113,7 @@ class RunTrace:
         elif kind is StepKind.TOOL:
             _put(attributes, "gen_ai.operation.name", operation)
             attributes["gen_ai.tool.name"] = name
+            _put(attributes, "gen_ai.tool.call.id", call_id)
             if self._content:
                 attributes["gen_ai.tool.call.arguments"] = jsontext.dumps(step.input)
                 attributes["gen_ai.tool.call.result"] = jsontext.dumps(result.output)

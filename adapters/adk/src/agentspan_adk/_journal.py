@@ -367,7 +367,7 @@ class Journal:
             return self.run.step(kind=StepKind.HANDOFF, key=call.key, name=str(target), input=call.args,
                                  input_hash=digest(call.args), invoke=invoke, dump=dump, load=_identity)
         return self.run.tool(key=call.key, name=call.tool.name, args=call.args, invoke=invoke,
-                             options=options_of(call.tool), dump=dump)
+                             options=options_of(call.tool), dump=dump, call_id=call.tool_context.function_call_id)
 
 
 def _dump_model_call(value: _ModelCall) -> JSON:

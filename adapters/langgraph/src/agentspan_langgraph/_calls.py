@@ -151,7 +151,7 @@ async def journal_tool_call(
     scope = invocation.scope(metadata)
     key = f"{scope}/call:{tool_call_id}" if tool_call_id else f"{scope}/tool:{invocation.next_index(scope, 'tool')}"
     output = await run.tool(key=key, name=tool.name, args=tool_args(tool, tool_input), invoke=live,
-                            options=options_of(tool), dump=to_json)
+                            options=options_of(tool), dump=to_json, call_id=tool_call_id)
     result = from_json(output)
     if tool_call_id and isinstance(result, str):
         # A rejected approval: the model is told, as the tool's answer to its call.

@@ -150,7 +150,8 @@ class AgentWrapper:
                     required = await required
             invoke = live_tool_call(tool, ctx, args, lambda: original(ctx, args_json))
             return await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
-                                  invoke=invoke, options=options, needs_approval=bool(required))
+                                  invoke=invoke, options=options, needs_approval=bool(required),
+                                  call_id=ctx.tool_call_id)
 
         on_invoke_tool.__annotations__ = {"ctx": _context_annotation(original), "args_json": str, "return": Any}
         guardrails: dict[str, Any] = {}
