@@ -17,9 +17,10 @@ from agentspan import errors
 from agentspan.tools import StepInfo, ToolOptions, current_step, tool, tool_options
 
 if TYPE_CHECKING:
-    from agentspan.api import Handle, get, resume, retry, run, run_async, serve, start
+    from agentspan.api import get, resume, retry, run, run_async, serve, start
     from agentspan.attempt import LlmMetrics
     from agentspan.config import configure, get_store, settings
+    from agentspan.handle import Handle
     from agentspan.instrumentation import instrument, uninstrument
     from agentspan.records import Approval, ApprovalStatus, Run, RunStatus, Step, StepKind, StepStatus
     from agentspan.runtime import ActiveRun, active_run
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Handle": "agentspan.api", "get": "agentspan.api", "resume": "agentspan.api", "retry": "agentspan.api",
+    "Handle": "agentspan.handle", "get": "agentspan.api", "resume": "agentspan.api", "retry": "agentspan.api",
     "run": "agentspan.api",
     "run_async": "agentspan.api", "serve": "agentspan.api", "start": "agentspan.api",
     "instrument": "agentspan.instrumentation", "uninstrument": "agentspan.instrumentation",

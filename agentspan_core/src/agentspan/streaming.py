@@ -16,11 +16,12 @@ from typing import Any
 
 from agentspan import attached, executor
 from agentspan.adapters import adapter_for
-from agentspan.api import Handle, _run_in_loop, resumable
+from agentspan.api import _run_in_loop, resumable
 from agentspan.config import get_store
 from agentspan.divergence import OnDivergence
 from agentspan.errors import ConfigurationError, RunStateError
 from agentspan.events import END, EventSink, event_sink
+from agentspan.handle import Handle
 from agentspan.records import new_id
 from agentspan.stores.base import call_store
 

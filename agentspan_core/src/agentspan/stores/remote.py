@@ -25,13 +25,11 @@ seconds. When the call ends sooner, which is most calls, its start and end go to
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -59,32 +57,16 @@ from agentspan.stores.base import ENDED, Store, check_deletion
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
 from agentspan.stores.one_write import one_write_transport
-from agentspan.stores.plain_http import Answer, PlainHttp
+from agentspan.stores.plain_http import Answer
 from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, seg
 from agentspan.stores.remote_async import RemoteAsyncSteps
 from agentspan.stores.remote_checkpoints import RemoteCheckpoints
+from agentspan.stores.remote_urls import parsed_url, plain_http_for, query_string, split_urls
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
 MAX_LIMIT = 1000
 """Most items one listing returns through a server (larger limits are clamped to it)."""
-
-
-def split_urls(server_url: str) -> list[str]:
-    """Splits ``AGENTSPAN_SERVER_URL`` (one URL or several, comma-separated) and checks each.
-
-    Raises:
-        ConfigurationError: A URL is empty or not ``http(s)://host[:port]``.
-    """
-    urls = [u.strip().rstrip("/") for u in server_url.split(",")]
-    for url in urls:
-        parsed = httpx.URL(url) if url else None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ConfigurationError(
-                f"AGENTSPAN_SERVER_URL must be http(s)://host[:port] (comma-separated for several "
-                f"servers), got {url!r}"
-            )
-    return urls
 
 
 class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
@@ -137,7 +119,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport, verify=uses_tls)
         self._async_options = {"headers": headers, "timeout": timeout, "verify": uses_tls, "transport": async_transport}
         self._async_clients: dict[Any, httpx.AsyncClient] = {}
-        self._plain = [None if given else _plain_http(url, timeout) for url in self.urls]
+        self._plain = [None if given else plain_http_for(url, timeout) for url in self.urls]
 
     def __repr__(self) -> str:
         return f"RemoteStore({','.join(self._shown)!r})"
@@ -149,7 +131,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         try:
             if plain is not None:
                 client, prefix = plain
-                target = prefix + wire.API_PREFIX + path + (_query(params) if params else "")
+                target = prefix + wire.API_PREFIX + path + (query_string(params) if params else "")
                 headers = self._plain_headers if content is None else self._plain_json_headers
                 response = client.request(method, target, headers, content)
             else:
@@ -159,7 +141,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         return checked(response, self._shown[self._current])
 
     def _httpx_request(self, method: str, path: str, content: bytes | None, params: Any) -> Answer:
-        url = _parsed_url(self.urls[self._current] + wire.API_PREFIX + path)
+        url = parsed_url(self.urls[self._current] + wire.API_PREFIX + path)
         headers = {"Content-Type": "application/json"} if content is not None else None
         response = self._http.request(method, url, content=content, params=params, headers=headers)
         where = str(response.request.url.copy_with(username=None, password=None))
@@ -405,31 +387,6 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
                     plain[0].close()
             self._http.close()
             self._close_async_clients()
-
-
-def _plain_http(url: str, timeout: float) -> tuple[PlainHttp, str] | None:
-    """`PlainHttp` for a server URL and the URL's path prefix, or None when httpx sends its
-    requests: ``https://`` or credentials in the URL. (Proxies from the environment are not used,
-    as before: httpx uses none when it is given a transport, as it always was here.)"""
-    parsed = httpx.URL(url)
-    if parsed.scheme != "http" or parsed.userinfo or parsed.query:
-        return None
-    return PlainHttp(parsed.host, parsed.port or 80, timeout=timeout), parsed.raw_path.decode("ascii").rstrip("/")
-
-
-def _query(params: Any) -> str:
-    """A query string (with its ``?``) encoding parameters as httpx does (True as ``true``, None as
-    empty)."""
-    items = params.items() if isinstance(params, dict) else params
-    pairs = [(k, "true" if v is True else "false" if v is False else "" if v is None else str(v)) for k, v in items]
-    return "?" + urlencode(pairs, quote_via=quote)
-
-
-@functools.lru_cache(maxsize=1024)
-def _parsed_url(url: str) -> httpx.URL:
-    """The URL parsed once: a run's steps all go to the same few URLs (httpx would parse each
-    request's URL again, ~13 us). `httpx.URL` is immutable."""
-    return httpx.URL(url)
 
 
 def _clamp(limit: int) -> int:
