@@ -325,3 +325,16 @@ def test_cancelling_a_streamed_run_ends_its_stream_with_run_cancelled():
     handle = agentspan.get(streamed.id)
     assert handle.status() is agentspan.RunStatus.CANCELLED and handle.run().error == "user left"
     assert effects == [] and "item tool_output call_0_0" not in events
+
+
+@pytest.mark.crash
+def test_sigkilled_streamed_run_is_taken_over_by_a_worker(child_env):
+    run_id = new_id()
+    crashed = child(child_env, "stream", run_id, crash_at="lookup:before")  # inside the tool call
+    assert crashed.returncode == -9, crashed.stderr
+    served = child(child_env, "serve", run_id)  # claims it once the dead owner's lease expired
+    assert served.returncode == 0, served.stderr
+    assert f"FINAL: {oa_support.FINAL}" in served.stdout
+    assert calls_of("m") == [0, 1]  # no completed model call made again
+    assert len(lines("effects")) == 1  # the in-doubt lookup ran again once, before its side effect
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.COMPLETED

@@ -238,7 +238,10 @@ def test_reopen_needs_the_role_of_cancel_and_refuses_a_run_that_did_not_fail(
     assert (run.status, run.lease_owner, run.lease_expires_at, run.lease_epoch, run.error) == (
         "running", "w2", expires, 2, None
     )
-    assert run.options == {"agentspan.on_divergence": "live"} and store.get_run(failed.id) == run
+    (retry,) = run.options.pop("agentspan.retries")  # the failure it was retried from, with the new owner
+    assert (retry["error"], retry["owner"]) == ("boom", "w2")
+    assert run.options == {"agentspan.on_divergence": "live"}
+    assert store.get_run(failed.id) == run.model_copy(update={"options": {**run.options, "agentspan.retries": [retry]}})
     before = store.get_run(completed.id)
     url = f"/api/runs/{completed.id}/reopen"
     refused = problem(keyed.post(url, json={"owner": None, "lease_expires_at": None}, headers=bearer(AGENT)),

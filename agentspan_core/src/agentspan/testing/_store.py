@@ -8,6 +8,7 @@ from typing import Any
 
 from agentspan.records import Approval, ApprovalStatus, RunStatus, Step, StepResult, now
 from agentspan.stores.base import Store
+from agentspan.stores.checkpoint_contract import CheckpointContract
 from agentspan.testing.script import Decision
 
 StepHook = Callable[[str], None]
@@ -81,7 +82,8 @@ def _delegate(name: str) -> Callable[..., Any]:
     return method
 
 
-for _name in [n for n in vars(Store) if not n.startswith("_") and callable(getattr(Store, n))]:
+_CONTRACT = {n for cls in (CheckpointContract, Store) for n in vars(cls)}  # the whole store contract
+for _name in [n for n in sorted(_CONTRACT) if not n.startswith("_") and callable(getattr(Store, n))]:
     if _name not in vars(MockStore):
         setattr(MockStore, _name, _delegate(_name))
 MockStore.__abstractmethods__ = frozenset()
