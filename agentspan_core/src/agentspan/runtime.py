@@ -76,7 +76,7 @@ class ActiveRun:
         self._root = Scope(prefix="")
         self._call_keys: dict[str, str] = {}
         self.call_ids: dict[str, str] = {}
-        """The framework's call id of each tool call journaled live by this attempt (its trace's
+        """The framework's call id of each tool call of this attempt, while it is traced (its
         ``gen_ai.tool.call.id``; keys may hold an index instead)."""
         self.counters = Counters()
         self.strict = current_strict_replay()
@@ -305,7 +305,7 @@ class ActiveRun:
         and replays, so the conversation the model sees never depends on whether a call was
         replayed. ``call_id``: the framework's id of the call, for its trace.
         """
-        if call_id:
+        if call_id and self.trace is not None:
             self.call_ids[key] = call_id
         to_json = dump or _jsonable
         args_hash = digest(args)

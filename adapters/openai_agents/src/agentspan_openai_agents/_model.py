@@ -3,6 +3,7 @@ run through the Agentspan journal."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
 from typing import Any
@@ -94,8 +95,8 @@ class JournalingModel(Model):
         run = agentspan.active_run()
         if run is None:
             return await invoke()
-        key, journal = self._journal(run, system_instructions, input, tools, output_schema, handoffs)
-        response = await journal(invoke)
+        key, step_input, input_hash = self._request(run, system_instructions, input, tools, output_schema, handoffs)
+        response = await self._journal(run, key, step_input, input_hash, invoke)
         self._responded(run, key, response)
         return response
 
@@ -114,14 +115,15 @@ class JournalingModel(Model):
             async for event in open_stream():
                 yield event
             return
-        key, journal = self._journal(run, system_instructions, input, tools, output_schema, handoffs)
+        key, step_input, input_hash = self._request(run, system_instructions, input, tools, output_schema, handoffs)
+        journal = functools.partial(self._journal, run, key, step_input, input_hash)
         async for event in journaled_stream(run, key, open_stream, journal, self.identity.model,
-                                            lambda response: self._responded(run, key, response)):
+                                            functools.partial(self._responded, run, key)):
             yield event
 
-    def _journal(self, run: agentspan.ActiveRun, system_instructions: str | None, input: Any, tools: list[Any],
-                 output_schema: Any, handoffs: list[Any]) -> tuple[str, Callable[[Any], Awaitable[ModelResponse]]]:
-        """The next model call's key, and ``run.step`` of it for a given ``invoke``."""
+    def _request(self, run: agentspan.ActiveRun, system_instructions: str | None, input: Any, tools: list[Any],
+                 output_schema: Any, handoffs: list[Any]) -> tuple[str, dict[str, Any], str]:
+        """The next model call's key, its journaled input and the input's chained hash."""
         key = run.llm_key()
         items = [{"role": "user", "content": input}] if isinstance(input, str) else input
         extra = {
@@ -131,15 +133,15 @@ class JournalingModel(Model):
             "output": output_schema.name() if output_schema is not None else None,
         }
         new_items, input_hash = run.conversation_hash(items, to_jsonable_python, extra)
+        return key, {"system": system_instructions, "new_items": new_items}, input_hash
 
-        def journal(invoke: Callable[[], Awaitable[ModelResponse]]) -> Awaitable[ModelResponse]:
-            return run.step(
-                kind=agentspan.StepKind.LLM, key=key, name=self.identity.model,
-                input={"system": system_instructions, "new_items": new_items}, input_hash=input_hash,
-                invoke=invoke, dump=dump_response, load=load_response, provider=self.identity.provider,
-                model=self.identity.model, metrics=_metrics)
-
-        return key, journal
+    def _journal(self, run: agentspan.ActiveRun, key: str, step_input: dict[str, Any], input_hash: str,
+                 invoke: Callable[[], Awaitable[ModelResponse]]) -> Awaitable[ModelResponse]:
+        """``run.step`` of the model call ``key``: replayed from the journal, or ``invoke`` live."""
+        return run.step(
+            kind=agentspan.StepKind.LLM, key=key, name=self.identity.model, input=step_input,
+            input_hash=input_hash, invoke=invoke, dump=dump_response, load=load_response,
+            provider=self.identity.provider, model=self.identity.model, metrics=_metrics)
 
     def _responded(self, run: agentspan.ActiveRun, key: str, response: ModelResponse) -> None:
         run.register_calls(key, call_ids(response))
