@@ -375,3 +375,8 @@ def test_demo_without_adapter(home: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the demo needs the openai-agents adapter")
     assert "agentspan[openai-agents]" in result.stderr
+
+
+def test_worker_refuses_a_concurrency_below_one(store: SqliteStore) -> None:
+    result = invoke("worker", "oa_support:AGENT", "--concurrency", "0")
+    assert result.exit_code == 2 and "--concurrency" in result.output

@@ -440,3 +440,37 @@ def test_durable_copies_of_agents_and_tools_keep_subclass_hooks_and_leave_the_or
     assert type(audited_clone) is AuditedAgent and post_inits == ["audited"]  # its own hook ran for the copy
     audited.model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"])
     assert agentspan.run(audited, "go").final_output == "3"
+
+
+in_flight = {"now": 0, "most": 0}
+
+
+@function_tool
+def slow(n: int) -> int:
+    """A slow call."""
+    in_flight["now"] += 1
+    in_flight["most"] = max(in_flight["most"], in_flight["now"])
+    time.sleep(0.15)
+    in_flight["now"] -= 1
+    effects.append(f"slow {n}")
+    return n
+
+
+def test_a_worker_runs_at_most_concurrency_runs_at_once():
+    import threading
+
+    store = agentspan.get_store()
+    ids = [store.create_run(agentspan.Run(framework="openai-agents", agent="slowpoke", input=f"run {n}",
+                                          status=agentspan.RunStatus.PENDING))[0].id for n in range(3)]
+    agent = agent_with([ToolCall("slow", {"n": 1}), "done"], [slow], name="slowpoke")
+    in_flight.update(now=0, most=0)
+    stop = threading.Event()
+    worker = threading.Thread(target=agentspan.serve, args=(agent,),
+                              kwargs={"stop": stop, "max_runs": 3, "concurrency": 1})
+    worker.start()
+    worker.join(timeout=30)
+    stop.set()
+    assert all(agentspan.get(i).status() is agentspan.RunStatus.COMPLETED for i in ids)
+    assert in_flight["most"] == 1 and effects == ["slow 1"] * 3
+    with pytest.raises(ConfigurationError, match="concurrency must be a whole number of at least 1"):
+        agentspan.serve(agent, concurrency=0)

@@ -278,7 +278,7 @@ def _adapter_of(run: Run, target: Any) -> Adapter:
 
 
 def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: float | None = None,
-          max_runs: int | None = None) -> int:
+          max_runs: int | None = None, concurrency: int | None = None) -> int:
     """Runs a worker: claims orphaned runs (lease expired) and runs whose approvals were decided.
 
     Args:
@@ -286,12 +286,20 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
         stop: Set it to stop the worker.
         poll_interval: Seconds between polls of the store.
         max_runs: Return after finishing this many runs (None: serve until ``stop``).
+        concurrency: At most this many runs executing in this worker at once (None: no limit);
+            runs beyond it are not claimed, so other workers can take them.
 
     Returns:
         How many runs this worker completed or suspended.
+
+    Raises:
+        ConfigurationError: No agent, or a ``concurrency`` below 1.
     """
     if not targets:
         raise ConfigurationError("agentspan.serve() needs at least one agent to serve")
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or concurrency < 1):
+        raise ConfigurationError(f"concurrency must be a whole number of at least 1 (or None), not {concurrency!r}")
     store = get_store()
     table: dict[str, tuple[Adapter, Any]] = {}
     for target in targets:
@@ -306,8 +314,11 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
             if handle._future is not None and handle._future.done():
                 del active[run_id]
                 finished += 1
-        for run in store.claimable_runs(agents=list(table), now=now(), limit=10):
-            if run.id in active or not leases.lease_is_free(run):
+        free = 10 if concurrency is None else min(10, concurrency - len(active))
+        for run in store.claimable_runs(agents=list(table), now=now(), limit=free) if free > 0 else ():
+            if run.id in active or not leases.lease_is_free(run) or (
+                concurrency is not None and len(active) >= concurrency
+            ):
                 continue
             adapter, target = table[run.agent]
             if adapter.framework != run.framework:

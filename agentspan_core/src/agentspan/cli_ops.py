@@ -57,6 +57,8 @@ def load_target(spec: str) -> Any:
 def worker(
     targets: Annotated[list[str], typer.Argument(help="Agents to serve, as MODULE:OBJECT.")],
     max_runs: Annotated[int | None, typer.Option(help="Exit after this many runs (default: serve forever).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="At most this many runs at once in this worker (default: no limit).")] = None,
 ) -> None:
     """Claim and finish runs of these agents: orphaned ones (lease expired) and decided approvals."""
     import agentspan
@@ -66,5 +68,5 @@ def worker(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     typer.echo(f"agentspan worker: serving {', '.join(targets)} (Ctrl-C to stop)", err=True)
-    done = agentspan.serve(*agents, stop=stop, max_runs=max_runs)
+    done = agentspan.serve(*agents, stop=stop, max_runs=max_runs, concurrency=concurrency)
     typer.echo(f"agentspan worker: {done} run(s) handled", err=True)
