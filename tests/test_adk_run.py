@@ -26,6 +26,7 @@ from agentspan.errors import (
     NoPendingApproval,
     ReplayDivergenceError,
 )
+from agentspan.events import ApprovalRequested
 from agentspan.hashing import digest
 from agentspan_adk import ADKResult, AgentspanPlugin
 from agentspan_adk.testing import Call, ScriptedLlm
@@ -198,6 +199,30 @@ def test_approval_required_tool_waits_and_runs_once_when_approved_from_another_h
         agentspan.get(handle.id).approve(pending.id)
     with pytest.raises(NoPendingApproval):
         agentspan.get(handle.id).approve()
+
+
+def test_streamed_run_delivers_each_adk_event_once_across_an_approval():
+    async def main() -> tuple[agentspan.StreamedRun, list[Any]]:
+        streamed = agentspan.run_streamed(adk_support.refund_agent(), "refund 42")
+        events = []
+        async for event in streamed.stream_events():
+            events.append(event)
+            if isinstance(event, ApprovalRequested):
+                streamed.handle.approve(event.approval.id)
+        return streamed, events
+
+    streamed, events = asyncio.run(main())
+    assert isinstance(streamed.result, ADKResult) and streamed.text == "Done."
+    adk_events = [e for e in events if isinstance(e, Event)]
+    calls = [e for e in adk_events if e.get_function_calls()]
+    responses = [e for e in adk_events if e.get_function_responses()]
+    # the run was executed again after the decision (the first model call replayed): its events
+    # came again and were not delivered twice
+    assert len(calls) == 1 and len(responses) == 1 and [e.author for e in adk_events].count("refunds") == 3
+    (approval,) = [i for i, e in enumerate(events) if isinstance(e, ApprovalRequested)]
+    assert approval < events.index(responses[0])  # asked before the tool ran
+    assert adk_support.effects() == ["refund 42 30.0"] and crash_support.calls_of("refunds") == [0, 1]
+    assert agentspan.get(streamed.id).status() is agentspan.RunStatus.COMPLETED
 
 
 def test_rejected_tool_call_is_not_run_and_the_model_is_told():

@@ -1,6 +1,7 @@
 """Streamed durable runs: `run_streamed` and the `StreamedRun` it returns.
 
-The drop-in for openai-agents' ``Runner.run_streamed(agent, input)``: the run is journaled as
+The drop-in for openai-agents' ``Runner.run_streamed(agent, input)`` (and, for Google ADK agents,
+the events of ``Runner.run_async``): the run is journaled as
 `agentspan.run_async` journals it (the same steps, so a streamed run that crashed is resumed by
 `agentspan.resume` like any other), and the framework's own stream events reach the caller as
 they happen. Model calls served from the journal show as their completed response (no deltas);
@@ -56,7 +57,7 @@ class StreamedRun:
         """Yields the run's events as they happen, then raises what the run raised, if anything.
 
         The events are the framework's own (for openai-agents: ``RawResponsesStreamEvent``,
-        ``RunItemStreamEvent``, ``AgentUpdatedStreamEvent``), plus
+        ``RunItemStreamEvent``, ``AgentUpdatedStreamEvent``; for ADK: its ``Event`` objects), plus
         `agentspan.events.ApprovalRequested` while the run waits for a decision.
 
         Raises:
@@ -72,7 +73,8 @@ class StreamedRun:
 
     @property
     def result(self) -> Any:
-        """The framework's result (an openai-agents ``RunResultStreaming``), once the run ended.
+        """The framework's result (an openai-agents ``RunResultStreaming``, an ``ADKResult``), once
+        the run ended.
 
         Raises:
             RunStateError: The run is still streaming.
@@ -97,8 +99,8 @@ def run_streamed(target: Any, input: Any, *, run_id: str | None = None, session_
                  on_divergence: OnDivergence = "raise", **options: Any) -> StreamedRun:
     """Starts a durable run in the running event loop and streams its events.
 
-    The drop-in for ``Runner.run_streamed(agent, input)`` (openai-agents); called, as that is,
-    from async code. Arguments as for `agentspan.start`.
+    The drop-in for ``Runner.run_streamed(agent, input)`` (openai-agents; an ADK agent's events
+    stream too); called, as that is, from async code. Arguments as for `agentspan.start`.
 
     Returns:
         The `StreamedRun`; its id is known at once.
@@ -154,8 +156,8 @@ def _streaming_adapter(target: Any) -> None:
     adapter = adapter_for(target)
     if not adapter.streams:
         raise ConfigurationError(
-            f"{adapter.framework} runs are not streamed by agentspan; use agentspan.run_async "
-            "(LangGraph: stream the graph with an Agentspan checkpointer; ADK: the plugin in your Runner)")
+            f"{adapter.framework} runs are not streamed by agentspan; use agentspan.run_async, or "
+            "(LangGraph) stream the graph itself with checkpointer=AgentspanSaver()")
 
 
 def _stream(loop: asyncio.AbstractEventLoop, run_id: str, execution: Coroutine[Any, Any, Any]) -> StreamedRun:

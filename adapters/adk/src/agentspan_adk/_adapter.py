@@ -20,7 +20,8 @@ The session id is ``agentspan.run``'s ``session_id`` (default: the run id). ``us
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,8 +35,10 @@ from google.adk.sessions import Session
 from google.adk.tools import BaseTool
 from google.genai import types
 from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
 
 import agentspan
+from agentspan import jsontext
 from agentspan.adapters import Adapter
 from agentspan.errors import AgentspanError, ConfigurationError, StoreError
 from agentspan.records import JSON, StepKind
@@ -77,6 +80,7 @@ class ADKAdapter(Adapter):
     """Makes Google ADK agents durable: ``agentspan.run(agent_or_app, "prompt", session_id=...)``."""
 
     framework = _managed.FRAMEWORK
+    streams = True
 
     def accepts(self, target: Any) -> bool:
         return isinstance(target, (BaseAgent, App))
@@ -186,11 +190,14 @@ async def _invoke(run: agentspan.ActiveRun, runner: Runner, plugin: AgentspanPlu
                   session_id: str, message: types.Content, run_config: RunConfig | None) -> list[Event]:
     """Runs the invocation, answering its confirmation requests, until it ends without one."""
     events: list[Event] = []
+    sink, seen = run.events, Counter[Hashable]()
     while True:
         batch = []
         async for event in runner.run_async(user_id=user_id, session_id=session_id, new_message=message,
                                             run_config=run_config):
             batch.append(event)
+            if sink is not None:  # `agentspan.run_streamed`: each event once, however often the run is executed
+                sink.emit(event, key=event_key(event, seen))
         events.extend(batch)
         requests = _confirmations.pending_requests(batch)
         if not requests:
@@ -205,6 +212,27 @@ async def _invoke(run: agentspan.ActiveRun, runner: Runner, plugin: AgentspanPlu
             planned.append((request, key, _tool_options(author, request.tool)))
         parts = _confirmations.decide(run, planned)
         message = types.Content(role="user", parts=parts)
+
+
+def event_key(event: Event, seen: Counter[Hashable]) -> Hashable:
+    """Names an event of a streamed run the same way in every execution of the run: its author,
+    what its parts say (texts; function calls and responses by name and value, not by ADK's call
+    ids, which are new in every execution) and how many such events came before it."""
+    parts: list[tuple[str, ...]] = []
+    for part in (event.content.parts or []) if event.content is not None else []:
+        if part.function_call is not None:
+            parts.append(("call", str(part.function_call.name), _canonical(part.function_call.args)))
+        elif part.function_response is not None:
+            parts.append(("response", str(part.function_response.name), _canonical(part.function_response.response)))
+        else:
+            parts.append(("text", part.text or ""))
+    base = (event.author, tuple(parts), bool(event.partial))
+    seen[base] += 1
+    return (*base, seen[base])
+
+
+def _canonical(value: Any) -> str:
+    return jsontext.canonical_text(to_jsonable_python(value, fallback=str))
 
 
 def _invocation_of(events: list[Event], request: _confirmations.Request) -> str:
