@@ -13,6 +13,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agents import Agent, OpenAIChatCompletionsModel, function_tool
+from openai import AsyncOpenAI
+
 
 def tool_call_reply(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
     return {"role": "assistant", "content": None, "tool_calls": [
@@ -94,3 +97,27 @@ class ChatServer:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+# ---- an agent of the SDK's real Chat Completions model, pointed at such a server ----------------
+weather_calls: list[str] = []
+"""The cities `get_weather` was called with (clear it at the start of a test)."""
+
+
+@function_tool
+def get_weather(city: str) -> str:
+    """Weather for a city."""
+    weather_calls.append(city)
+    return f"sunny in {city}"
+
+
+def weather_replies() -> list[dict[str, Any]]:
+    """A ``get_weather("Paris")`` call (id ``call_abc``), then the answer."""
+    return [tool_call_reply("get_weather", {"city": "Paris"}, "call_abc"), text_reply("It is sunny in Paris.")]
+
+
+def weather_agent(base_url: str) -> Agent:
+    """An agent with `get_weather` on the SDK's own `OpenAIChatCompletionsModel` at ``base_url``."""
+    client = AsyncOpenAI(base_url=base_url, api_key="sk-test-not-real", max_retries=0)
+    return Agent(name="weather", instructions="Answer about weather.", tools=[get_weather],
+                 model=OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client))

@@ -4,41 +4,25 @@ replayed (no provider is contacted: the server runs on 127.0.0.1)."""
 from __future__ import annotations
 
 import pytest
-from agents import Agent, OpenAIChatCompletionsModel, function_tool, set_tracing_disabled
-from openai import AsyncOpenAI
+from agents import set_tracing_disabled
 
 import agentspan
 
 from journal_utils import crashed_copy
-from openai_compat_server import ChatServer, text_reply, tool_call_reply
+from openai_compat_server import ChatServer, weather_agent, weather_calls, weather_replies
 
 set_tracing_disabled(True)
-weather_calls: list[str] = []
-
-
-@function_tool
-def get_weather(city: str) -> str:
-    """Weather for a city."""
-    weather_calls.append(city)
-    return f"sunny in {city}"
 
 
 @pytest.fixture
 def server():
-    replies = [tool_call_reply("get_weather", {"city": "Paris"}, "call_abc"), text_reply("It is sunny in Paris.")]
-    with ChatServer(replies) as srv:
+    with ChatServer(weather_replies()) as srv:
         yield srv
-
-
-def make_agent(base_url: str) -> Agent:
-    client = AsyncOpenAI(base_url=base_url, api_key="sk-test-not-real", max_retries=0)
-    return Agent(name="weather", instructions="Answer about weather.", tools=[get_weather],
-                 model=OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client))
 
 
 def test_real_chat_completions_model_is_journaled_and_replayed(home, server):
     weather_calls.clear()
-    agent = make_agent(server.base_url)
+    agent = weather_agent(server.base_url)
     handle = agentspan.start(agent, "Weather in Paris?")
     result = handle.result(timeout=30)
     assert result.final_output == "It is sunny in Paris." and len(server.requests) == 2
@@ -48,7 +32,7 @@ def test_real_chat_completions_model_is_journaled_and_replayed(home, server):
     assert llm[0].cost_usd == pytest.approx((50 * 0.15 + 7 * 0.6) / 1e6)
     # a process that died after the tool call: the first model call and the tool are replayed
     copy_id = crashed_copy(handle.id, keep=2)
-    resumed = agentspan.resume(copy_id, make_agent(server.base_url)).result(timeout=30)
+    resumed = agentspan.resume(copy_id, weather_agent(server.base_url)).result(timeout=30)
     assert resumed.final_output == "It is sunny in Paris."
     assert len(server.requests) == 3 and weather_calls == ["Paris"]
     # the live request after the replay carries the replayed tool call and its journaled output

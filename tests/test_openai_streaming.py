@@ -13,13 +13,11 @@ from typing import Any
 import pytest
 from agents import (
     Agent,
-    OpenAIChatCompletionsModel,
     RunResultStreaming,
     function_tool,
     handoff,
     set_tracing_disabled,
 )
-from openai import AsyncOpenAI
 
 import agentspan
 from agentspan.errors import ConfigurationError, RunStateError
@@ -30,7 +28,7 @@ from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 import oa_support
 from crash_support import calls_of, lines, run_child
 from journal_utils import crashed_copy
-from openai_compat_server import ChatServer, text_reply, tool_call_reply
+from openai_compat_server import ChatServer, weather_agent, weather_calls, weather_replies
 
 set_tracing_disabled(True)
 effects: list[str] = []
@@ -243,26 +241,9 @@ def test_bad_calls_are_refused_with_clear_errors():
 
 
 # ---- the SDK's real Chat Completions model, streaming over HTTP from a local server -------------------
-weather_calls: list[str] = []
-
-
-@function_tool
-def get_weather(city: str) -> str:
-    """Weather for a city."""
-    weather_calls.append(city)
-    return f"sunny in {city}"
-
-
-def weather_agent(base_url: str) -> Agent:
-    client = AsyncOpenAI(base_url=base_url, api_key="sk-test-not-real", max_retries=0)
-    return Agent(name="weather", instructions="Answer about weather.", tools=[get_weather],
-                 model=OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client))
-
-
 def test_real_chat_completions_stream_is_journaled_and_resumed():
     weather_calls.clear()
-    replies = [tool_call_reply("get_weather", {"city": "Paris"}, "call_abc"), text_reply("It is sunny in Paris.")]
-    with ChatServer(replies) as server:
+    with ChatServer(weather_replies()) as server:
         async def first() -> tuple[str, list[Any]]:
             streamed = agentspan.run_streamed(weather_agent(server.base_url), "Weather in Paris?")
             return streamed.id, [event async for event in streamed.stream_events()]
