@@ -117,7 +117,7 @@ class JournalingModel(Model):
             return
         key, step_input, input_hash = self._request(run, system_instructions, input, tools, output_schema, handoffs)
         journal = functools.partial(self._journal, run, key, step_input, input_hash)
-        async for event in journaled_stream(run, key, open_stream, journal, self.identity.model,
+        async for event in journaled_stream(key, open_stream, journal, self.identity.model,
                                             functools.partial(self._responded, run, key)):
             yield event
 

@@ -27,7 +27,6 @@ from openai.types.responses import (
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from pydantic_core import to_jsonable_python
 
-import agentspan
 from agentspan import jsontext
 
 _DONE = object()
@@ -59,8 +58,10 @@ def model_response_of(response: Response, streamed_items: list[Any]) -> ModelRes
     """
     raw = response.usage
     usage = Usage(requests=1, input_tokens=raw.input_tokens, output_tokens=raw.output_tokens,
-                  total_tokens=raw.total_tokens, input_tokens_details=raw.input_tokens_details,
-                  output_tokens_details=raw.output_tokens_details) if raw is not None else Usage()
+                  total_tokens=raw.total_tokens,
+                  input_tokens_details=raw.input_tokens_details or InputTokensDetails(cached_tokens=0),
+                  output_tokens_details=raw.output_tokens_details or OutputTokensDetails(reasoning_tokens=0),
+                  ) if raw is not None else Usage()
     return ModelResponse(output=list(response.output) or list(streamed_items), usage=usage,
                          response_id=response.id, request_id=getattr(response, "_request_id", None))
 
@@ -70,13 +71,12 @@ def _completed(key: str, event: ResponseCompletedEvent) -> JournaledResponseComp
         response=event.response, sequence_number=event.sequence_number, type="response.completed", step_key=key)
 
 
-async def journaled_stream(run: agentspan.ActiveRun, key: str, open_stream: Callable[[], AsyncIterator[Any]],
+async def journaled_stream(key: str, open_stream: Callable[[], AsyncIterator[Any]],
                            journal: Callable[[Callable[[], Any]], Any], model: str,
                            on_response: Callable[[ModelResponse], None]) -> AsyncIterator[Any]:
-    """The events of one streamed model call of ``run``, journaled as step ``key``.
+    """The events of one streamed model call of the active run, journaled as step ``key``.
 
     Args:
-        run: The active run.
         key: The call's step key.
         open_stream: Opens the wrapped model's own stream (called only for a live call).
         journal: ``run.step(...)`` of this call with the given ``invoke`` (awaitable).
@@ -109,7 +109,7 @@ async def journaled_stream(run: agentspan.ActiveRun, key: str, open_stream: Call
     finally:
         if not task.done():  # the SDK stopped reading (an error event, a cancelled run)
             task.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
     on_response(response)
     if final:  # the live call's own final event, now journaled
