@@ -239,6 +239,17 @@ def test_bad_calls_are_refused_with_clear_errors():
     with pytest.raises(RunStateError, match="already completed"):
         asyncio.run(resume_done())
 
+    async def bad_input() -> None:
+        with pytest.raises(ConfigurationError, match="unknown Runner option"):
+            agentspan.run_streamed(adder(), "hi", max_turn=3)  # refused at once, nothing stored
+        with pytest.raises(ConfigurationError, match="takes a str or a list"):
+            agentspan.run_streamed(adder(), {"not": "input"})
+        with pytest.raises(ConfigurationError, match="on_divergence"):
+            agentspan.run_streamed(adder(), "hi", on_divergence="sometimes")
+
+    asyncio.run(bad_input())
+    assert len(agentspan.get_store().list_runs()) == 1
+
 
 # ---- the SDK's real Chat Completions model, streaming over HTTP from a local server -------------------
 def test_real_chat_completions_stream_is_journaled_and_resumed():

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from agentspan import attached, executor
-from agentspan.adapters import adapter_for
+from agentspan.adapters import Adapter, adapter_for
 from agentspan.api import _run_in_loop, resumable
 from agentspan.config import get_store
-from agentspan.divergence import OnDivergence
+from agentspan.divergence import OnDivergence, check_policy
 from agentspan.errors import ConfigurationError, RunStateError
 from agentspan.events import END, EventSink, event_sink
 from agentspan.handle import Handle
@@ -106,10 +106,15 @@ def run_streamed(target: Any, input: Any, *, run_id: str | None = None, session_
         The `StreamedRun`; its id is known at once.
 
     Raises:
-        ConfigurationError: No running event loop, or the framework's runs are not streamed.
+        ConfigurationError: No running event loop, the framework's runs are not streamed, or bad
+            input or options (nothing stored).
     """
     loop = _running_loop("run_streamed")
-    _streaming_adapter(target)
+    adapter = _streaming_adapter(target)
+    # Bad input is refused here, before anything is stored (the run itself is created in the task).
+    adapter.encode_input(input)
+    adapter.encode_options(options)
+    check_policy(on_divergence)
     run_id = run_id or new_id()
     return _stream(loop, run_id, _run_in_loop(target, input, run_id=run_id, session_id=session_id,
                                               idempotency_key=idempotency_key, agent_name=agent_name,
@@ -152,12 +157,13 @@ def _running_loop(name: str) -> asyncio.AbstractEventLoop:
             "use agentspan.run / agentspan.resume outside one") from None
 
 
-def _streaming_adapter(target: Any) -> None:
+def _streaming_adapter(target: Any) -> Adapter:
     adapter = adapter_for(target)
     if not adapter.streams:
         raise ConfigurationError(
             f"{adapter.framework} runs are not streamed by agentspan; use agentspan.run_async, or "
             "(LangGraph) stream the graph itself with checkpointer=AgentspanSaver()")
+    return adapter
 
 
 def _stream(loop: asyncio.AbstractEventLoop, run_id: str, execution: Coroutine[Any, Any, Any]) -> StreamedRun:
