@@ -26,6 +26,7 @@ from agentspan.errors import (
     RunCancelledError,
     RunFailed,
 )
+from agentspan.events import ApprovalRequested
 from agentspan_langgraph import AgentspanSaver
 from agentspan_langgraph._calls import dump_chat_result, load_chat_result
 
@@ -395,6 +396,46 @@ def test_approval_required_tool_waits_then_runs_once_when_approved():
     assert result["messages"][-1].content == "Done."
     assert result["messages"][2].content == "refunded $30.00 on order 42"
     assert effects() == ["refund 42 30.0"]
+
+
+def streamed(graph: Any, payload: Any, **options: Any) -> tuple[agentspan.StreamedRun, list[Any]]:
+    """Runs ``graph`` with `agentspan.run_streamed`, approving what it waits for; its chunks."""
+
+    async def main() -> tuple[agentspan.StreamedRun, list[Any]]:
+        run = agentspan.run_streamed(graph, payload, **options)
+        chunks = []
+        async for chunk in run.stream_events():
+            chunks.append(chunk)
+            if isinstance(chunk, ApprovalRequested):
+                run.handle.approve(chunk.approval.id, by="alice")
+        return run, chunks
+
+    return asyncio.run(main())
+
+
+def test_streamed_graph_delivers_its_updates_and_each_message_once_across_an_approval():
+    run, chunks = streamed(lgr_support.review_graph(), {"messages": [HumanMessage("refund 42")]},
+                           stream_mode=["updates", "messages"])
+    assert run.result["messages"][-1].content == "Refunded by alice." and effects() == ["refund 42 30.0"]
+    assert agentspan.get(run.id).result()["messages"][-1]["kwargs"]["content"] == "Refunded by alice."
+    kinds = [c[0] if isinstance(c, tuple) else "approval" for c in chunks]
+    assert kinds.count("approval") == 1 and isinstance(chunks[kinds.index("approval")], ApprovalRequested)
+    drafts = [c for kind, c in (x for x in chunks if isinstance(x, tuple)) if kind == "messages"
+              and c[0].content == "Refund $30.00 on order 42?"]
+    # the node ran again after the decision, its model call served from the journal with the same
+    # message id: delivered once
+    assert len(drafts) == 1 and calls_of("writer") == [0]
+    updates = [c for kind, c in (x for x in chunks if isinstance(x, tuple)) if kind == "updates"]
+    assert [next(iter(u)) for u in updates] == ["__interrupt__", "review"]
+    assert kinds.index("approval") < kinds.index("updates", kinds.index("updates") + 1)
+
+
+def test_streamed_graph_with_one_stream_mode_yields_its_chunks_alone():
+    run, chunks = streamed(lgr_support.refund_graph(), {"messages": [HumanMessage("refund 42")]})
+    updates = [c for c in chunks if not isinstance(c, ApprovalRequested)]
+    assert [next(iter(u)) for u in updates] == ["agent", "tools", "agent"]  # "updates", the default
+    assert updates[1]["tools"]["messages"][0].content == "refunded $30.00 on order 42"
+    assert run.result["messages"][-1].content == "Done." and effects() == ["refund 42 30.0"]
 
 
 def test_approval_required_tool_rejected_tells_the_model():

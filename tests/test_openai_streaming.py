@@ -23,6 +23,7 @@ import agentspan
 from agentspan.errors import ConfigurationError, RunStateError
 from agentspan.events import ApprovalRequested
 from agentspan.records import new_id
+from agentspan_openai_agents import OpenAIAgentsAdapter
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
 import oa_support
@@ -219,16 +220,18 @@ def test_a_broken_model_stream_fails_the_run_and_records_the_failed_call():
     assert (step.key, step.status) == ("llm:0", agentspan.StepStatus.FAILED) and "stream broken" in step.error
 
 
-def test_bad_calls_are_refused_with_clear_errors():
+def test_bad_calls_are_refused_with_clear_errors(monkeypatch):
     with pytest.raises(ConfigurationError, match="running event loop"):
         agentspan.run_streamed(adder(), "hi")
-    from lg_support import counter_graph, counter_input
 
-    async def graph_run() -> None:
-        agentspan.run_streamed(counter_graph(2), counter_input())
+    async def not_streaming() -> None:
+        agentspan.run_streamed(adder(), "hi")
 
-    with pytest.raises(ConfigurationError, match="langgraph runs are not streamed"):
-        asyncio.run(graph_run())
+    with monkeypatch.context() as patch:  # an adapter that does not stream is refused, nothing stored
+        patch.setattr(OpenAIAgentsAdapter, "streams", False)
+        with pytest.raises(ConfigurationError, match="openai-agents runs are not streamed"):
+            asyncio.run(not_streaming())
+    assert agentspan.get_store().list_runs() == []
     done = agentspan.run(adder(), "2 + 3?")
     assert done.final_output == "The sum is 5."
     run_id = agentspan.get_store().list_runs(limit=1)[0].id

@@ -1,7 +1,8 @@
 """Streamed durable runs: `run_streamed` and the `StreamedRun` it returns.
 
 The drop-in for openai-agents' ``Runner.run_streamed(agent, input)`` (and, for Google ADK agents,
-the events of ``Runner.run_async``): the run is journaled as
+the events of ``Runner.run_async``; for LangGraph graphs, the chunks of ``graph.astream``): the run
+is journaled as
 `agentspan.run_async` journals it (the same steps, so a streamed run that crashed is resumed by
 `agentspan.resume` like any other), and the framework's own stream events reach the caller as
 they happen. Model calls served from the journal show as their completed response (no deltas);
@@ -57,7 +58,8 @@ class StreamedRun:
         """Yields the run's events as they happen, then raises what the run raised, if anything.
 
         The events are the framework's own (for openai-agents: ``RawResponsesStreamEvent``,
-        ``RunItemStreamEvent``, ``AgentUpdatedStreamEvent``; for ADK: its ``Event`` objects), plus
+        ``RunItemStreamEvent``, ``AgentUpdatedStreamEvent``; for ADK: its ``Event`` objects; for
+        LangGraph: ``astream``'s chunks of the ``stream_mode`` option, default ``"updates"``), plus
         `agentspan.events.ApprovalRequested` while the run waits for a decision.
 
         Raises:
@@ -100,7 +102,8 @@ def run_streamed(target: Any, input: Any, *, run_id: str | None = None, session_
     """Starts a durable run in the running event loop and streams its events.
 
     The drop-in for ``Runner.run_streamed(agent, input)`` (openai-agents; an ADK agent's events
-    stream too); called, as that is, from async code. Arguments as for `agentspan.start`.
+    and a LangGraph graph's ``astream`` chunks stream too, with ``stream_mode=`` for a graph);
+    called, as that is, from async code. Arguments as for `agentspan.start`.
 
     Returns:
         The `StreamedRun`; its id is known at once.
@@ -161,8 +164,8 @@ def _streaming_adapter(target: Any) -> Adapter:
     adapter = adapter_for(target)
     if not adapter.streams:
         raise ConfigurationError(
-            f"{adapter.framework} runs are not streamed by agentspan; use agentspan.run_async, or "
-            "(LangGraph) stream the graph itself with checkpointer=AgentspanSaver()")
+            f"{adapter.framework} runs are not streamed by agentspan: its adapter does not stream; "
+            "use agentspan.run_async")
     return adapter
 
 

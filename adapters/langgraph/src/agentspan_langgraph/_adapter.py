@@ -32,7 +32,8 @@ with the same settings.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import BaseCallbackManager
@@ -46,6 +47,7 @@ from langgraph.types import Command
 import agentspan
 from agentspan.adapters import Adapter
 from agentspan.errors import ConfigurationError
+from agentspan.events import EventSink
 from agentspan.stores.base import Store
 from agentspan_langgraph import _context, _patches
 from agentspan_langgraph._approvals import resume_command
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
 RUN_ID_METADATA = "agentspan_run_id"
 """The checkpoint metadata key naming the Agentspan run that wrote a checkpoint."""
 
-_OPTIONS = ("thread_id", "config", "context", "durability")
+_OPTIONS = ("thread_id", "config", "context", "durability", "stream_mode")
 _DURABILITY = ("sync", "async", "exit")
 _STORED_CONFIG = ("configurable", "recursion_limit", "tags", "metadata")
 
@@ -68,6 +70,7 @@ class LangGraphAdapter(Adapter):
     """Makes compiled LangGraph graphs durable: ``agentspan.run(graph, input, thread_id=...)``."""
 
     framework = "langgraph"
+    streams = True
 
     def __init__(self) -> None:
         self._durable: weakref.WeakKeyDictionary[Pregel, tuple[Store, Pregel]] = weakref.WeakKeyDictionary()
@@ -211,9 +214,48 @@ async def _invoke(graph: Pregel, run: agentspan.ActiveRun, payload: Any, config:
         kwargs["context"] = settings["context"]
     token = _context.begin(invocation)
     try:
-        return await graph.ainvoke(payload, invoke_config, **kwargs)
+        if run.events is None:
+            return await graph.ainvoke(payload, invoke_config, **kwargs)
+        return await _streamed(graph, run.events, payload, invoke_config, settings.get("stream_mode") or "updates",
+                               kwargs)
     finally:
         _context.end(token)
+
+
+async def _streamed(graph: Pregel, sink: EventSink, payload: Any, config: RunnableConfig, mode: Any,
+                    kwargs: dict[str, Any]) -> Any:
+    """What ``ainvoke`` returns (the latest values, with ``__interrupt__`` when interrupted),
+    while the chunks of the caller's ``stream_mode`` go to ``sink`` as ``astream`` yields them
+    (``(mode, chunk)`` pairs when several modes were asked for).
+
+    A graph goes on from its checkpoint when it is executed again, so its chunks are new, but for
+    the messages of a node that runs again: its model calls are served from the journal with the
+    same message ids, and a message id is delivered once (its first chunk; `_message_key`).
+    """
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    latest: Any = None
+    interrupts: list[Any] = []
+    seen: Counter[Hashable] = Counter()
+    asked = list(dict.fromkeys([*modes, "updates", "values"]))
+    async for kind, chunk in graph.astream(payload, config, stream_mode=asked, **kwargs):
+        if kind in modes:
+            key = _message_key(chunk, seen) if kind == "messages" else None
+            sink.emit(chunk if isinstance(mode, str) else (kind, chunk), key=key)
+        if kind == "updates" and isinstance(chunk, dict) and chunk.get("__interrupt__") is not None:
+            interrupts.extend(chunk["__interrupt__"])
+        elif kind == "values":
+            latest = chunk
+    return {**latest, "__interrupt__": interrupts} if interrupts else latest
+
+
+def _message_key(chunk: Any, seen: Counter[Hashable]) -> Hashable | None:
+    """A ``messages`` chunk's name: its message id and how many chunks of that id came before."""
+    message = chunk[0] if isinstance(chunk, tuple) and chunk else chunk
+    message_id = getattr(message, "id", None)
+    if not message_id:
+        return None
+    seen[message_id] += 1
+    return ("message", message_id, seen[message_id])
 
 
 def _with_recorder(callbacks: Any, invocation: _context.Invocation) -> Any:
