@@ -40,30 +40,24 @@ class EventSink:
         self._delivered: set[Hashable] = set()
         self._closed = False
 
-    def emit(self, event: Any, key: Hashable | None = None) -> bool:
-        """Queues ``event`` unless an event of ``key`` was delivered already.
+    def emit(self, event: Any, key: Hashable | None = None) -> None:
+        """Queues ``event`` unless an event of ``key`` was delivered already (or the stream ended).
 
         Args:
             event: The framework's event object.
             key: Names the event across re-executions of the run (None: always delivered).
-
-        Returns:
-            Whether the event was queued.
         """
-        if self._closed:
-            return False
+        if self._closed or (key is not None and key in self._delivered):
+            return
         if key is not None:
-            if key in self._delivered:
-                return False
             self._delivered.add(key)
         self._queue.put_nowait(event)
-        return True
 
     def close(self) -> None:
         """Ends the stream: the consumer gets the queued events, then the end."""
         if not self._closed:
             self._closed = True
-            self._queue.put_nowait(_END)
+            self._queue.put_nowait(END)
 
     async def next(self) -> Any:
         """The next event, or `END` once the stream is closed and drained."""
@@ -75,6 +69,5 @@ class _End:
         return "<end of stream>"
 
 
-_END = _End()
-END: Any = _END
+END: Any = _End()
 """What `EventSink.next` returns after the last event."""

@@ -113,7 +113,7 @@ def run_streamed(target: Any, input: Any, *, run_id: str | None = None, session_
             input or options (nothing stored).
     """
     loop = _running_loop("run_streamed")
-    adapter = _streaming_adapter(target)
+    adapter = _streaming(adapter_for(target))
     # Bad input is refused here, before anything is stored (the run itself is created in the task).
     adapter.encode_input(input)
     adapter.encode_options(options)
@@ -141,7 +141,7 @@ def resume_streamed(run_id: str, target: Any, *, wait: float | None = None,
     """
     loop = _running_loop("resume_streamed")
     store, adapter, policy = resumable(run_id, target, on_divergence)
-    _streaming_adapter(target)
+    _streaming(adapter)
 
     async def go() -> Any:
         claimed = await call_store(store, attached.claim, store, run_id, wait=wait)
@@ -160,8 +160,8 @@ def _running_loop(name: str) -> asyncio.AbstractEventLoop:
             "use agentspan.run / agentspan.resume outside one") from None
 
 
-def _streaming_adapter(target: Any) -> Adapter:
-    adapter = adapter_for(target)
+def _streaming(adapter: Adapter) -> Adapter:
+    """``adapter``, if it streams its framework's events."""
     if not adapter.streams:
         raise ConfigurationError(
             f"{adapter.framework} runs are not streamed by agentspan: its adapter does not stream; "
