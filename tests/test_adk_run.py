@@ -12,6 +12,7 @@ import pytest
 from google.adk.agents import LlmAgent, LoopAgent, ParallelAgent, SequentialAgent
 from google.adk.apps import App
 from google.adk.events import Event
+from google.adk.events._rewind_events import _apply_rewinds
 from google.adk.runners import InMemoryRunner, Runner
 from google.adk.sessions import InMemorySessionService
 from google.adk.tools import ToolContext
@@ -29,6 +30,7 @@ from agentspan.errors import (
 from agentspan.events import ApprovalRequested
 from agentspan.hashing import digest
 from agentspan_adk import ADKResult, AgentspanPlugin
+from agentspan_adk._managed import is_user_text
 from agentspan_adk.testing import Call, ScriptedLlm
 
 import adk_support
@@ -356,6 +358,52 @@ def test_a_plugin_run_cannot_be_resumed_by_agentspan_resume():
         agentspan.resume(pending.value.run_id, runner.agent)
     run = agentspan.get(pending.value.run_id).run()
     assert (run.framework, run.status, run.lease_owner) == ("adk-runner", agentspan.RunStatus.WAITING, None)
+
+
+def test_a_failed_plugin_run_reopened_for_a_retry_continues_when_the_message_is_sent_again():
+    broken = {"charge": True}
+
+    def charge(order_id: str) -> str:
+        """Charge an order."""
+        if broken["charge"]:
+            raise RuntimeError("card processor down")
+        adk_support.effect("charge", order_id)
+        return f"charged {order_id}"
+
+    model = ScriptedLlm(turns=[Call("lookup_order", {"order_id": "7"}), Call("charge", {"order_id": "7"}), "charged"])
+    agent = LlmAgent(name="desk", model=model, tools=[adk_support.lookup_order, charge])
+    runner = Runner(app_name="shop", agent=agent, session_service=InMemorySessionService(),
+                    plugins=[AgentspanPlugin()], auto_create_session=True)
+    with pytest.raises(RuntimeError, match="card processor down"):
+        asyncio.run(send(runner, "s", message("charge 7")))
+    (failed,) = agentspan.get_store().list_runs()
+    assert failed.status is agentspan.RunStatus.FAILED and model.calls == 2
+
+    # the same message again, without a retry: the failed run stays failed, a new run is opened
+    other = Runner(app_name="shop", agent=agent, session_service=InMemorySessionService(),
+                   plugins=[AgentspanPlugin()], auto_create_session=True)
+    broken["charge"] = False
+    assert asyncio.run(send(other, "s2", message("charge 7")))[-1].content.parts[0].text == "charged"
+    assert agentspan.get(failed.id).status() is agentspan.RunStatus.FAILED
+    assert len(agentspan.get_store().list_runs()) == 2 and model.calls == 5
+    before = len(adk_support.effects())
+
+    # reopened as `agentspan runs retry` does, then the same message on the same session
+    agentspan.get_store().reopen_run(failed.id, owner=None, lease_expires_at=None)
+    model.turns = [Call("lookup_order", {"order_id": "7"}), Call("charge", {"order_id": "7"}), "charged again"]
+    model.calls = 0
+    events = asyncio.run(send(runner, "s", message("charge 7")))
+    assert events[-1].content.parts[0].text == "charged again"
+    assert model.calls == 1  # only the call after the failed one: the first two replayed
+    assert adk_support.effects()[before:] == ["charge 7"]  # the lookup done before the failure is not redone
+    run = agentspan.get(failed.id).run()
+    assert run.status is agentspan.RunStatus.COMPLETED and len(agentspan.get_store().list_runs()) == 2
+    assert [r["error"] for r in run.options["agentspan.retries"]] == ["RuntimeError: card processor down"]
+    steps = {s.key: s for s in agentspan.get(failed.id).steps()}
+    assert steps["desk/llm:1/call:0"].attempt == 2 and steps["desk/llm:1/call:0"].output == "charged 7"
+    session = asyncio.run(runner.session_service.get_session(app_name="shop", user_id="u", session_id="s"))
+    # the failed invocation's events were rewound: the model saw the conversation of the first attempt
+    assert [e.content.parts[0].text for e in _apply_rewinds(session.events) if is_user_text(e)] == ["charge 7"]
 
 
 def test_plugin_confirmation_decided_in_agentspan_wins_over_the_apps_answer():

@@ -216,7 +216,9 @@ def runs_retry(
         _echo_json(render.run_json(run))
     else:
         _out().print(f"run [cyan]{escape(run.id)}[/cyan] is pending again: a worker serving agent "
-                     f"{escape(repr(run.agent))} continues it from where it failed", soft_wrap=True)
+                     f"{escape(repr(run.agent))} continues it from where it failed (a run an ADK "
+                     "AgentspanPlugin opened in your own Runner: run the same message on the same "
+                     "session there)", soft_wrap=True)
 
 
 _AGE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")

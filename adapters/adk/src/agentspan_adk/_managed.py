@@ -18,6 +18,11 @@ resumed, when the same session is run again after a crash:
   dead invocation had appended (the same message is then the session's last user message), the
   session is first rewound to before that invocation with ADK's own rewind (state and artifact
   changes are reverted too), so the model sees the conversation it saw the first time.
+- **Retry.** A run that failed is taken up again the same way once it was reopened for a retry
+  (`agentspan runs retry`, the web UI's Retry button, the API's reopen: the run is ``pending``
+  again) and the same message is run on the same session: the session is rewound to before the
+  failed invocation, the completed calls replay, the call that failed runs again. A failed run
+  nobody reopened stays failed: the same message then opens a new run, as before.
 - **Continuation.** A message answering a paused invocation (an ``adk_request_confirmation``
   function response) continues the run of that invocation (found by its ADK invocation id).
 - **Recorded as** framework ``adk-runner``, agent ``<app>/<root agent>``: ``agentspan.serve``
@@ -196,8 +201,9 @@ def _invocation_of(run: Run) -> str | None:
 
 
 async def _unfinished(store: Store, label: str, match: Callable[[Run], bool]) -> Run | None:
-    """The unfinished run of ``label`` that ``match`` picks (running with a dead owner, or waiting)."""
-    for status in (RunStatus.RUNNING, RunStatus.WAITING):
+    """The unfinished run of ``label`` that ``match`` picks (running with a dead owner, waiting, or
+    pending: a failed run reopened for a retry)."""
+    for status in (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PENDING):
         runs = await call_store(store, store.list_runs, status=status, agent=label, limit=1000)
         for run in runs:
             if match(run):
