@@ -9,9 +9,7 @@ Note: no ``from __future__ import annotations`` here; typer reads the real annot
 
 import getpass
 import os
-import platform
 import re
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +23,7 @@ from typer.core import TyperGroup
 from agentspan import cli_ops, divergence
 from agentspan import cli_render as render
 from agentspan.approvals import decide_by_id, effective_status
+from agentspan.cli_doctor import doctor_report
 from agentspan.errors import AgentspanError, ApprovalConflict, ConfigurationError
 from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
 from agentspan.stores.base import ENDED, Store, check_deletion
@@ -341,67 +340,10 @@ def reject(
 
 
 # ---- doctor ---------------------------------------------------------------------------------------
-def _doctor_report() -> dict[str, JSON]:
-    from agentspan import __version__
-    from agentspan.adapters import registered
-    from agentspan.config import settings
-
-    current = settings()
-    db_exists = current.db_path.exists()
-    store_state = "not created yet"
-    server_state = "not used"
-    if current.server_url:
-        store_state = "not used (the server's store is used)"
-        from agentspan.stores.remote import RemoteStore
-
-        try:
-            probe = RemoteStore(current.server_url, api_key=current.api_key, retry_for=2.0)
-            try:
-                probe.list_runs(limit=1)
-            finally:
-                probe.close()
-            server_state = "reachable"
-        except AgentspanError as exc:
-            server_state = f"error: {exc}"
-    elif db_exists:
-        try:
-            _store()
-            store_state = "ok"
-        except AgentspanError as exc:
-            store_state = f"error: {exc}"
-    try:
-        adapters: list[JSON] = [a.framework for a in registered()]
-    except Exception as exc:  # a broken adapter package must not break the doctor
-        adapters = [f"error loading adapters: {type(exc).__name__}: {exc}"]
-    return {
-        "agentspan_version": __version__,
-        "python_version": platform.python_version(),
-        "python": sys.executable,
-        "platform": platform.platform(),
-        "home": str(current.home),
-        "db_path": str(current.db_path),
-        "db_exists": db_exists,
-        "store": store_state,
-        "durability": current.durability,
-        "lease_ttl": current.lease_ttl,
-        "poll_interval": current.poll_interval,
-        "otel": current.otel,
-        "server_url": _shown_url(current.server_url) if current.server_url else "not set",
-        "server": server_state,
-        "api_key": "set" if current.api_key else "not set",  # never the key itself
-        "adapters": adapters,
-    }
-
-
-def _shown_url(url: str) -> str:
-    """The server URL(s) without any ``user:password@`` part."""
-    return ",".join(re.sub(r"//[^/@]*@", "//", part.strip()) for part in url.split(","))
-
-
 @app.command()
 def doctor(as_json: JsonFlag = False) -> None:
     """Show the settings, the store and the installed adapters (never the API key)."""
-    report = _doctor_report()
+    report = doctor_report(_store)
     if as_json:
         _echo_json(report)
     else:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Literal
 
+from agentspan.diffing import describe_difference
 from agentspan.errors import ConfigurationError, ReplayDivergenceError
-from agentspan.records import Run, Step
+from agentspan.records import JSON, Run, Step
 from agentspan.stores.reopening import RETRIES
 
 if TYPE_CHECKING:
@@ -100,3 +101,11 @@ def diverged(active: ActiveRun, key: str, detail: str) -> None:
 
 def _seq(step: Step) -> int:
     return step.seq
+
+
+def input_change(recorded: Step, name: str | None, input: JSON, input_hash: str) -> str:
+    """The detail of a divergence on a step's input: the kind, the name and the first difference."""
+    recorded_hash = (recorded.input_hash or "")[:12]
+    return (f"recorded {recorded.kind} call {recorded.name or name!r} had input hash {recorded_hash}, "
+            f"the live call has {input_hash[:12]} (the agent's code, prompt or tools changed since the run "
+            f"started); {describe_difference(recorded.input, input)}")

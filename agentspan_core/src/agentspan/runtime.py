@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agentspan import approvals
 from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
 from agentspan.diffing import describe_difference
-from agentspan.divergence import OnDivergence, diverged, policy_of, without_core_options
+from agentspan.divergence import OnDivergence, diverged, input_change, policy_of, without_core_options
 from agentspan.errors import InDoubtStepError
 from agentspan.events import EventSink, event_sink
 from agentspan.hashing import chain, digest
@@ -376,14 +376,6 @@ class ActiveRun:
             output["behavior"] = behavior
         await call_store(self.store, self.record, kind=StepKind.GUARDRAIL, key=key, name=name,
                          input={"side": side, "agent": agent}, output=output)
-
-
-def input_change(recorded: Step, name: str | None, input: JSON, input_hash: str) -> str:
-    """The detail of a divergence on a step's input: the kind, the name and the first difference."""
-    recorded_hash = (recorded.input_hash or "")[:12]
-    return (f"recorded {recorded.kind} call {recorded.name or name!r} had input hash {recorded_hash}, "
-            f"the live call has {input_hash[:12]} (the agent's code, prompt or tools changed since the run "
-            f"started); {describe_difference(recorded.input, input)}")
 
 
 def _identity(value: T) -> T:

@@ -45,7 +45,7 @@ from agentspan.records import JSON, StepKind
 from agentspan.testing import MockSetup, StandIns
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_adk import _codec, _confirmations, _managed
-from agentspan_adk._journal import agent_path, options_of
+from agentspan_adk._reading import agent_path, options_of
 from agentspan_adk._session import SeededSessionService, SessionSnapshots
 from agentspan_adk.plugin import AgentspanPlugin
 

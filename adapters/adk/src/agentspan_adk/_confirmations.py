@@ -33,7 +33,8 @@ import agentspan
 from agentspan import approvals
 from agentspan.records import JSON
 from agentspan.tools import ToolOptions
-from agentspan_adk._journal import Journal, to_json
+from agentspan_adk._journal import Journal
+from agentspan_adk._reading import to_json
 
 REQUEST = "adk_request_confirmation"
 

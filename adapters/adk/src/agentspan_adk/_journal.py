@@ -43,7 +43,6 @@ from google.adk.agents.invocation_context import InvocationContext
 from google.adk.events import Event
 from google.adk.models import BaseLlm, LlmRequest, LlmResponse
 from google.adk.tools import BaseTool, ToolContext
-from pydantic_core import to_jsonable_python
 
 import agentspan
 from agentspan import LlmMetrics
@@ -51,75 +50,14 @@ from agentspan.errors import AgentspanError
 from agentspan.hashing import digest
 from agentspan.models import ModelId
 from agentspan.records import JSON, StepKind, StepStatus
-from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_adk import _codec
 from agentspan_adk._held_step import HeldStep
+from agentspan_adk._reading import agent_path, is_model_turn, model_turns, options_of, to_json
 
 TRANSFER_TOOL = "transfer_to_agent"
 _NO_USAGE = LlmMetrics()
 _MODEL_EVENT_ACTIONS = ("state_delta", "artifact_delta")
 """What a model call's event may carry from agent model callbacks, restored on replay."""
-
-
-def agent_path(agent: BaseAgent) -> str:
-    """The agent's path from the root of its tree: ``root/child/grandchild``."""
-    names = []
-    node: BaseAgent | None = agent
-    while node is not None:
-        names.append(node.name)
-        node = node.parent_agent
-    return "/".join(reversed(names))
-
-
-def invocation_of(context: CallbackContext) -> InvocationContext:
-    """The invocation a callback's (or tool's) context belongs to, read in place.
-
-    ADK's public ``get_invocation_context()`` returns a pydantic copy of the invocation context
-    (same agent, session, ids and branch; only its workflow ``node_path``/``isolation_scope``
-    differ) on every call, and the plugin asks for it on every model and tool call. The plugin only
-    reads the agent, session, invocation id and branch, which the copy shares with the original:
-    read the original (falls back to the public method if ADK ever drops the attribute).
-    """
-    found = getattr(context, "_invocation_context", None)
-    if type(found) is InvocationContext or isinstance(found, InvocationContext):
-        return found  # type: ignore[return-value]
-    return context.get_invocation_context()
-
-
-def is_model_turn(event: Event) -> bool:
-    """Whether an event is a model call's response (not one ADK made up: confirmation requests...)."""
-    if event.partial:
-        return False
-    if event.content is None:
-        return bool(event.error_code)
-    if event.content.role != "model":
-        return False
-    calls = event.get_function_calls()
-    return not calls or not all((c.name or "").startswith("adk_request_") for c in calls)
-
-
-def model_turns(events: list[Event], invocation_id: str, author: str, branch: str | None) -> int:
-    """How many model calls of ``author`` the session records for one invocation."""
-    return sum(1 for e in events if e.invocation_id == invocation_id and e.author == author
-               and e.branch == branch and is_model_turn(e))
-
-
-def options_of(tool: BaseTool) -> ToolOptions:
-    """The ``@agentspan.tool`` options of an ADK tool (set on the tool or on its function)."""
-    found = tool_options(tool)
-    if found is None:
-        func = getattr(tool, "func", None)
-        found = tool_options(func) if func is not None else None
-    return DEFAULT_TOOL_OPTIONS if found is None else found
-
-
-def to_json(value: Any) -> JSON:
-    """A tool result as JSON (pydantic models and dataclasses too; anything else as its ``str``).
-
-    A new value: dicts and lists are rebuilt, never shared with ``value`` (what the tool or ADK
-    changes in them later does not change what was journaled).
-    """
-    return to_jsonable_python(value, fallback=str)
 
 
 _ModelCall = tuple[dict[str, JSON], dict[str, JSON]]

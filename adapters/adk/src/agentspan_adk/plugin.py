@@ -35,7 +35,8 @@ from agentspan.divergence import OnDivergence, check_policy
 from agentspan.errors import ApprovalPending
 from agentspan.tools import DEFAULT_TOOL_OPTIONS
 from agentspan_adk import _confirmations, _managed, _mock, _tools
-from agentspan_adk._journal import Journal, agent_path, invocation_of
+from agentspan_adk._journal import Journal
+from agentspan_adk._reading import agent_path, invocation_of
 
 _NESTING_KINDS = ("tool", "handoff")
 

@@ -11,12 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from agentspan import jsontext
 from agentspan.errors import (
-    ApprovalConflict,
-    ApprovalNotFound,
     ConfigurationError,
     LeaseLostError,
     RunCancelledSignal,
@@ -35,27 +31,14 @@ from agentspan.records import (
     StepStatus,
 )
 from agentspan.stores.base import ENDED, Store, check_deletion
+from agentspan.stores.memory_approvals import MemoryApprovals, json_copy, limited
 from agentspan.stores.memory_checkpoints import MemoryCheckpoints
 from agentspan.stores.reopening import reopen_refusal, reopened_options
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 
 
-def _json(value: Any) -> Any:
-    """Returns an independent, JSON-normalised copy of ``value``."""
-    if value is None:
-        return None
-    try:
-        return jsontext.loads(jsontext.dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"only JSON values can be stored: {exc}") from exc
-
-
-def _limited(items: list[Any], limit: int) -> list[Any]:
-    return items if limit < 0 else items[:limit]
-
-
-class MemoryStore(MemoryCheckpoints, Store):
+class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
     """Keeps runs, steps, approvals and checkpoints in dictionaries guarded by one lock."""
 
     def __init__(self) -> None:
@@ -89,7 +72,7 @@ class MemoryStore(MemoryCheckpoints, Store):
     def create_run(self, run: Run) -> tuple[Run, bool]:
         """See `Store.create_run`."""
         stored = run.model_copy(
-            update={"input": _json(run.input), "output": _json(run.output), "options": _json(run.options)}
+            update={"input": json_copy(run.input), "output": json_copy(run.output), "options": json_copy(run.options)}
         )
         with self._lock:
             if run.idempotency_key is not None and run.idempotency_key in self._by_key:
@@ -118,7 +101,7 @@ class MemoryStore(MemoryCheckpoints, Store):
                 if (status is None or r.status == status) and (agent is None or r.agent == agent)
             ]
             runs.sort(key=lambda r: r.id, reverse=True)
-            return [r.model_copy(deep=True) for r in _limited(runs, limit)]
+            return [r.model_copy(deep=True) for r in limited(runs, limit)]
 
     def update_run(
         self,
@@ -132,7 +115,7 @@ class MemoryStore(MemoryCheckpoints, Store):
     ) -> Run:
         """See `Store.update_run`."""
         new_status = None if status is None else RunStatus(status)
-        new_output = _json(output)
+        new_output = json_copy(output)
         with self._lock:
             run = self._fenced(run_id, epoch, cancelling=new_status == RunStatus.CANCELLED)
             if new_status is not None:
@@ -166,7 +149,7 @@ class MemoryStore(MemoryCheckpoints, Store):
             if run.status is not RunStatus.FAILED:
                 raise reopen_refusal(run_id, run.status.value)
             now = time.time()
-            run.options = reopened_options(run.options, _json(dict(options or {})), error=run.error,
+            run.options = reopened_options(run.options, json_copy(dict(options or {})), error=run.error,
                                            failed_at=run.updated_at, owner=owner, now=now)
             run.status = RunStatus.PENDING if owner is None else RunStatus.RUNNING
             run.lease_owner = owner
@@ -244,12 +227,12 @@ class MemoryStore(MemoryCheckpoints, Store):
                 and (wanted is None or r.agent in wanted)
             ]
             runs.sort(key=lambda r: r.id)
-            return [r.model_copy(deep=True) for r in _limited(runs, limit)]
+            return [r.model_copy(deep=True) for r in limited(runs, limit)]
 
     # ---- steps ----------------------------------------------------------------------------
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
         """See `Store.start_step`."""
-        stored = step.model_copy(update={"input": _json(step.input), "output": _json(step.output)})
+        stored = step.model_copy(update={"input": json_copy(step.input), "output": json_copy(step.output)})
         with self._lock:
             run = self._fenced(step.run_id, epoch)
             journal = self._steps[step.run_id]
@@ -274,7 +257,7 @@ class MemoryStore(MemoryCheckpoints, Store):
         """
         if result.status == StepStatus.STARTED:
             raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
-        output = _json(result.output)
+        output = json_copy(result.output)
         with self._lock:
             run = self._fenced(run_id, epoch)
             step = self._steps[run_id].get(key)
@@ -337,78 +320,3 @@ class MemoryStore(MemoryCheckpoints, Store):
                 self._by_step[(run_id, approval.step_key)] = approval_id
             if moving:
                 run.updated_at = moved_at
-
-    # ---- approvals ------------------------------------------------------------------------
-    def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
-        """See `Store.request_approval`."""
-        stored = approval.model_copy(update={"args": _json(approval.args)})
-        with self._lock:
-            run = self._fenced(approval.run_id, epoch)
-            existing_id = self._by_step.get((approval.run_id, approval.step_key))
-            if existing_id is not None:
-                return self._approvals[existing_id].model_copy(deep=True)
-            if approval.id in self._approvals:
-                raise ConfigurationError(f"an approval with id {approval.id!r} already exists")
-            self._approvals[approval.id] = stored
-            self._by_step[(approval.run_id, approval.step_key)] = approval.id
-            run.status = RunStatus.WAITING
-            run.updated_at = time.time()
-            return stored.model_copy(deep=True)
-
-    def get_approval(self, approval_id: str) -> Approval:
-        """See `Store.get_approval`."""
-        with self._lock:
-            approval = self._approvals.get(approval_id)
-            if approval is None:
-                raise ApprovalNotFound(approval_id)
-            return approval.model_copy(deep=True)
-
-    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
-        """See `Store.find_approval`."""
-        with self._lock:
-            approval_id = self._by_step.get((run_id, step_key))
-            return None if approval_id is None else self._approvals[approval_id].model_copy(deep=True)
-
-    def list_approvals(
-        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[Approval]:
-        """See `Store.list_approvals`."""
-        with self._lock:
-            found = [
-                a
-                for a in self._approvals.values()
-                if (run_id is None or a.run_id == run_id) and (status is None or a.status == status)
-            ]
-            found.sort(key=lambda a: a.id, reverse=True)
-            return [a.model_copy(deep=True) for a in _limited(found, limit)]
-
-    def decide_approval(
-        self,
-        approval_id: str,
-        *,
-        approved: bool,
-        by: str | None,
-        reason: str | None,
-        decided_at: float,
-    ) -> Approval:
-        """See `Store.decide_approval`.
-
-        A pending approval is expired once ``decided_at >= expires_at``; deciding it then raises
-        `ApprovalConflict` and changes nothing.
-        """
-        with self._lock:
-            approval = self._approvals.get(approval_id)
-            if approval is None:
-                raise ApprovalNotFound(approval_id)
-            if approval.status != ApprovalStatus.PENDING:
-                raise ApprovalConflict(f"approval {approval_id!r} was already {approval.status}")
-            if approval.expires_at is not None and approval.expires_at <= decided_at:
-                raise ApprovalConflict(
-                    f"approval {approval_id!r} expired at {approval.expires_at} before it was decided"
-                )
-            approval.status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
-            approval.decided_by = by
-            approval.decided_at = decided_at
-            approval.reason = reason
-            return approval.model_copy(deep=True)
-

@@ -17,26 +17,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from agentspan.errors import (
-    ApprovalConflict,
-    ApprovalNotFound,
     ConfigurationError,
     LeaseLostError,
     RunNotFound,
     RunStateError,
     StoreError,
 )
-from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus
+from agentspan.records import JSON, Run, RunStatus
 from agentspan.stores import sqlite_journal as live
 from agentspan.stores import sqlite_schema as sql
 from agentspan.stores.base import ENDED, Store, check_deletion
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.reopening import reopen_refusal, reopened_options
+from agentspan.stores.sqlite_approvals import SqliteApprovals, refusal
 from agentspan.stores.sqlite_checkpoints import SqliteCheckpoints
 from agentspan.stores.sqlite_journal import SqliteJournal
 from agentspan.stores.sqlite_rows import (
-    APPROVAL_COLUMNS,
-    approval_from_row,
-    approval_values,
     dump_json,
     load_json,
     run_from_row,
@@ -59,13 +55,7 @@ def _rollback(cur: sqlite3.Cursor) -> None:
             pass
 
 
-def _refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: bool = False) -> BaseException:
-    """Explains, inside the transaction, why a fenced write matched no row."""
-    return live.fence_refusal(cur, run_id, epoch, cancelling=cancelling) or LeaseLostError(
-        f"run {run_id!r} is held at lease epoch {epoch}; the write carried epoch {epoch}")
-
-
-class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):
+class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
     """Stores runs, steps, approvals and checkpoints (`SqliteCheckpoints`) in one SQLite file.
 
     Args:
@@ -221,7 +211,7 @@ class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):
 
         def tx(cur: sqlite3.Cursor) -> Run:
             if cur.execute(live.UPDATE_RUN, params).rowcount == 0:
-                raise _refusal(cur, run_id, epoch, cancelling=cancelling)
+                raise refusal(cur, run_id, epoch, cancelling=cancelling)
             return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 
         return self._tx(tx)
@@ -321,80 +311,6 @@ class SqliteStore(SqliteJournal, SqliteCheckpoints, Store):
             params.update({f"a{i}": name for i, name in enumerate(names)})
         rows = self._query(statement + " ORDER BY r.id LIMIT :limit", params)
         return [run_from_row(r) for r in rows]
-
-    # ---- approvals ------------------------------------------------------------------------
-    def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
-        """See `Store.request_approval`. The fence is checked even when the approval exists."""
-        values = approval_values(approval)
-        run_id = approval.run_id
-
-        def tx(cur: sqlite3.Cursor) -> Approval:
-            existing = cur.execute(sql.FIND_APPROVAL, (run_id, approval.step_key)).fetchone()
-            if existing is not None:
-                row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
-                if row is None or row[0] == "cancelled" or row[1] != epoch:
-                    raise _refusal(cur, run_id, epoch)
-                return approval_from_row(existing)
-            if cur.execute(sql.WAIT_RUN, (time.time(), run_id, epoch)).rowcount == 0:
-                raise _refusal(cur, run_id, epoch)
-            if cur.execute(sql.APPROVAL_EXISTS, (approval.id,)).fetchone() is not None:
-                raise ConfigurationError(f"an approval with id {approval.id!r} already exists")
-            cur.execute(sql.INSERT_APPROVAL, values)
-            return approval_from_row(values)
-
-        return self._tx(tx)
-
-    def get_approval(self, approval_id: str) -> Approval:
-        """See `Store.get_approval`."""
-        rows = self._query(sql.GET_APPROVAL, (approval_id,))
-        if not rows:
-            raise ApprovalNotFound(approval_id)
-        return approval_from_row(rows[0])
-
-    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
-        """See `Store.find_approval`."""
-        rows = self._query(sql.FIND_APPROVAL, (run_id, step_key))
-        return approval_from_row(rows[0]) if rows else None
-
-    def list_approvals(
-        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[Approval]:
-        """See `Store.list_approvals`."""
-        filters = {"run_id": run_id, "status": status}
-        rows = self._select("approvals", APPROVAL_COLUMNS, filters, "id DESC", limit)
-        return [approval_from_row(r) for r in rows]
-
-    def decide_approval(
-        self,
-        approval_id: str,
-        *,
-        approved: bool,
-        by: str | None,
-        reason: str | None,
-        decided_at: float,
-    ) -> Approval:
-        """See `Store.decide_approval`.
-
-        A pending approval is expired once ``decided_at >= expires_at``; deciding it then raises
-        `ApprovalConflict` and changes nothing.
-        """
-        status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
-        params = (status.value, by, decided_at, reason, approval_id, decided_at)
-
-        def tx(cur: sqlite3.Cursor) -> Approval:
-            if cur.execute(sql.DECIDE, params).rowcount == 0:
-                row = cur.execute(sql.GET_APPROVAL, (approval_id,)).fetchone()
-                if row is None:
-                    raise ApprovalNotFound(approval_id)
-                current = approval_from_row(row)
-                if current.status is not ApprovalStatus.PENDING:
-                    raise ApprovalConflict(f"approval {approval_id!r} was already {current.status.value}")
-                raise ApprovalConflict(
-                    f"approval {approval_id!r} expired at {current.expires_at} before it was decided"
-                )
-            return approval_from_row(cur.execute(sql.GET_APPROVAL, (approval_id,)).fetchone())
-
-        return self._tx(tx)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from agentspan.attempt import Counters
+from agentspan.divergence import input_change
 from agentspan.errors import RecordedStepFailure, ReplayDivergenceError
 from agentspan.records import JSON, Approval, Step, StepKind, StepStatus
-from agentspan.runtime import ActiveRun, input_change
+from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store
 from agentspan.testing._store import MockStore
 from agentspan.testing.script import Decision

@@ -1,0 +1,75 @@
+"""``agentspan doctor``'s report: the installation, the settings and whether the store answers."""
+
+from __future__ import annotations
+
+import platform
+import re
+import sys
+from collections.abc import Callable
+
+from agentspan.errors import AgentspanError
+from agentspan.records import JSON
+from agentspan.stores.base import Store
+
+
+def doctor_report(open_store: Callable[[], Store]) -> dict[str, JSON]:
+    """What ``agentspan doctor`` shows: versions, settings, the store's and the server's state,
+    the installed adapters. The API key is reported as set or not, never shown.
+
+    Args:
+        open_store: Opens the configured embedded store (its error is reported, not raised).
+    """
+    from agentspan import __version__
+    from agentspan.adapters import registered
+    from agentspan.config import settings
+
+    current = settings()
+    db_exists = current.db_path.exists()
+    store_state = "not created yet"
+    server_state = "not used"
+    if current.server_url:
+        store_state = "not used (the server's store is used)"
+        from agentspan.stores.remote import RemoteStore
+
+        try:
+            probe = RemoteStore(current.server_url, api_key=current.api_key, retry_for=2.0)
+            try:
+                probe.list_runs(limit=1)
+            finally:
+                probe.close()
+            server_state = "reachable"
+        except AgentspanError as exc:
+            server_state = f"error: {exc}"
+    elif db_exists:
+        try:
+            open_store()
+            store_state = "ok"
+        except AgentspanError as exc:
+            store_state = f"error: {exc}"
+    try:
+        adapters: list[JSON] = [a.framework for a in registered()]
+    except Exception as exc:  # a broken adapter package must not break the doctor
+        adapters = [f"error loading adapters: {type(exc).__name__}: {exc}"]
+    return {
+        "agentspan_version": __version__,
+        "python_version": platform.python_version(),
+        "python": sys.executable,
+        "platform": platform.platform(),
+        "home": str(current.home),
+        "db_path": str(current.db_path),
+        "db_exists": db_exists,
+        "store": store_state,
+        "durability": current.durability,
+        "lease_ttl": current.lease_ttl,
+        "poll_interval": current.poll_interval,
+        "otel": current.otel,
+        "server_url": shown_url(current.server_url) if current.server_url else "not set",
+        "server": server_state,
+        "api_key": "set" if current.api_key else "not set",  # never the key itself
+        "adapters": adapters,
+    }
+
+
+def shown_url(url: str) -> str:
+    """The server URL(s) without any ``user:password@`` part."""
+    return ",".join(re.sub(r"//[^/@]*@", "//", part.strip()) for part in url.split(","))

@@ -1,0 +1,118 @@
+"""Approvals of the in-memory store (`MemoryApprovals`, a mixin of `MemoryStore`), and the
+JSON copying every part of that store uses.
+
+Approvals are kept by id and indexed by ``(run_id, step_key)``; every call holds the store's one
+lock. A request is fenced like a step write and idempotent per step; an approval is decided once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from agentspan import jsontext
+from agentspan.errors import ApprovalConflict, ApprovalNotFound, ConfigurationError
+from agentspan.records import Approval, ApprovalStatus, Run, RunStatus
+
+__all__ = ["MemoryApprovals", "json_copy", "limited"]
+
+
+def json_copy(value: Any) -> Any:
+    """Returns an independent, JSON-normalised copy of ``value``."""
+    if value is None:
+        return None
+    try:
+        return jsontext.loads(jsontext.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"only JSON values can be stored: {exc}") from exc
+
+
+def limited(items: list[Any], limit: int) -> list[Any]:
+    return items if limit < 0 else items[:limit]
+
+
+class MemoryApprovals:
+    """`Store.request_approval`, `get_approval`, `find_approval`, `list_approvals` and
+    `decide_approval` of `MemoryStore`."""
+
+    _lock: threading.Lock
+    _approvals: dict[str, Approval]
+    _by_step: dict[tuple[str, str], str]
+
+    if TYPE_CHECKING:
+
+        def _fenced(self, run_id: str, epoch: int, *, cancelling: bool = False) -> Run: ...
+
+    def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
+        """See `Store.request_approval`."""
+        stored = approval.model_copy(update={"args": json_copy(approval.args)})
+        with self._lock:
+            run = self._fenced(approval.run_id, epoch)
+            existing_id = self._by_step.get((approval.run_id, approval.step_key))
+            if existing_id is not None:
+                return self._approvals[existing_id].model_copy(deep=True)
+            if approval.id in self._approvals:
+                raise ConfigurationError(f"an approval with id {approval.id!r} already exists")
+            self._approvals[approval.id] = stored
+            self._by_step[(approval.run_id, approval.step_key)] = approval.id
+            run.status = RunStatus.WAITING
+            run.updated_at = time.time()
+            return stored.model_copy(deep=True)
+
+    def get_approval(self, approval_id: str) -> Approval:
+        """See `Store.get_approval`."""
+        with self._lock:
+            approval = self._approvals.get(approval_id)
+            if approval is None:
+                raise ApprovalNotFound(approval_id)
+            return approval.model_copy(deep=True)
+
+    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
+        """See `Store.find_approval`."""
+        with self._lock:
+            approval_id = self._by_step.get((run_id, step_key))
+            return None if approval_id is None else self._approvals[approval_id].model_copy(deep=True)
+
+    def list_approvals(
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """See `Store.list_approvals`."""
+        with self._lock:
+            found = [
+                a
+                for a in self._approvals.values()
+                if (run_id is None or a.run_id == run_id) and (status is None or a.status == status)
+            ]
+            found.sort(key=lambda a: a.id, reverse=True)
+            return [a.model_copy(deep=True) for a in limited(found, limit)]
+
+    def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        approved: bool,
+        by: str | None,
+        reason: str | None,
+        decided_at: float,
+    ) -> Approval:
+        """See `Store.decide_approval`.
+
+        A pending approval is expired once ``decided_at >= expires_at``; deciding it then raises
+        `ApprovalConflict` and changes nothing.
+        """
+        with self._lock:
+            approval = self._approvals.get(approval_id)
+            if approval is None:
+                raise ApprovalNotFound(approval_id)
+            if approval.status != ApprovalStatus.PENDING:
+                raise ApprovalConflict(f"approval {approval_id!r} was already {approval.status}")
+            if approval.expires_at is not None and approval.expires_at <= decided_at:
+                raise ApprovalConflict(
+                    f"approval {approval_id!r} expired at {approval.expires_at} before it was decided"
+                )
+            approval.status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
+            approval.decided_by = by
+            approval.decided_at = decided_at
+            approval.reason = reason
+            return approval.model_copy(deep=True)
