@@ -354,8 +354,10 @@ def test_a_plugin_run_cannot_be_resumed_by_agentspan_resume():
                     session_service=InMemorySessionService(), auto_create_session=True)
     with pytest.raises(ApprovalPending) as pending:
         asyncio.run(send(runner, "s", message("refund 42")))
-    with pytest.raises(ConfigurationError, match="adk-runner run"):
+    with pytest.raises(ConfigurationError, match="adk-runner run: AgentspanPlugin opened it in your own ADK Runner"):
         agentspan.resume(pending.value.run_id, runner.agent)
+    with pytest.raises(ConfigurationError, match="run the same message on the same session there"):
+        agentspan.retry(pending.value.run_id, runner.agent)
     run = agentspan.get(pending.value.run_id).run()
     assert (run.framework, run.status, run.lease_owner) == ("adk-runner", agentspan.RunStatus.WAITING, None)
 

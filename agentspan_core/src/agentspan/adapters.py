@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import abc
 import threading
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agentspan.errors import ConfigurationError
@@ -29,6 +31,10 @@ class Adapter(abc.ABC):
     streams: bool = False
     """Whether `execute` streams the framework's events into ``run.events`` when it is set
     (`agentspan.run_streamed`)."""
+    continued_elsewhere: Mapping[str, str] = MappingProxyType({})
+    """Frameworks recorded on runs of this framework that only the framework's own runner can
+    continue (a plugin's runs in a user-built runner), each with how to continue one: `resume`
+    and `retry` of such a run with this adapter's targets refuse with that text."""
 
     @abc.abstractmethod
     def accepts(self, target: Any) -> bool:

@@ -271,6 +271,9 @@ def retry(run_id: str, target: Any, *, on_divergence: OnDivergence | None = None
 def _adapter_of(run: Run, target: Any) -> Adapter:
     """The adapter of ``target``, which must be of the run's framework."""
     adapter = adapter_for(target)
+    how = adapter.continued_elsewhere.get(run.framework)
+    if how is not None:
+        raise ConfigurationError(f"run {run.id!r} is a {run.framework} run: {how}")
     if adapter.framework != run.framework:
         raise ConfigurationError(f"run {run.id!r} is a {run.framework} run; "
                                  f"{type(target).__name__} is a {adapter.framework} object")

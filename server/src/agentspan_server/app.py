@@ -2,8 +2,8 @@
 
 `create_app` serves one backing store and documents it in OpenAPI. Each ``/api`` endpoint checks
 its input (`checks`), calls the matching store method once and answers with the `agentspan.wire`
-model; the run, lease, step and approval routes are here, the checkpoint routes in
-`checkpoint_routes`, run deletion in `retention_routes`, the error responses they document in
+model; the run, lease and step routes are here, the approval routes in `approval_routes`, the
+checkpoint routes in `checkpoint_routes`, run deletion in `retention_routes`, the error responses they document in
 `openapi_docs`. Store methods are synchronous: a store that waits on the network (``blocking_io``,
 PostgreSQL) is called on a worker thread, so the event loop never waits on it; the embedded SQLite
 store (tens of microseconds a call) is called inline, saving a thread hand-off per request. A store
@@ -31,17 +31,14 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from agentspan import errors
-from agentspan.records import Approval, ApprovalStatus, CheckpointRecord, Run, RunStatus
+from agentspan.records import CheckpointRecord, Run, RunStatus
 from agentspan.stores.base import Store
 from agentspan.wire import (
     API_PREFIX,
-    ApprovalList,
     CancelRun,
     ClaimRun,
     CreatedRun,
-    Decision,
     FinishStep,
-    FoundApproval,
     Problem,
     PutCheckpointWithWrites,
     PutCheckpointWrites,
@@ -49,7 +46,6 @@ from agentspan.wire import (
     Renewed,
     RenewLease,
     ReopenRun,
-    RequestApproval,
     Role,
     RunList,
     StartStep,
@@ -58,14 +54,15 @@ from agentspan.wire import (
     UpdateRun,
     problem_of,
 )
+from agentspan_server.approval_routes import add_approval_routes
 from agentspan_server.auth import AuthMiddleware, KeyRing
 from agentspan_server.checkpoint_routes import add_checkpoint_routes
-from agentspan_server.checks import checked_body, path_param, query_text
+from agentspan_server.checks import Limit, checked_body, path_param, query_text, same_run
 from agentspan_server.hot_path import HotEndpoint, HotPathMiddleware
 from agentspan_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from agentspan_server.middleware import BodyLimitMiddleware, RawPathMiddleware
 from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
-from agentspan_server.problems import ProblemError, input_issue, install_problem_handlers, invalid_input, new_problem
+from agentspan_server.problems import ProblemError, install_problem_handlers, new_problem
 from agentspan_server.retention_routes import RUN_DELETIONS, add_retention_routes
 from agentspan_server.slack import SlackSettings, exempt_interactions, install_slack
 from agentspan_server.ui import install_ui, is_ui_path
@@ -76,7 +73,6 @@ _DECISION_PATH = re.compile(re.escape(API_PREFIX) + r"/approvals/[^/]+/decision"
 _DELETIONS = RUN_DELETIONS | {f"{API_PREFIX}/checkpoints/{a}" for a in ("delete", "delete-for-runs", "prune")}
 _T = TypeVar("_T")
 
-Limit = Annotated[int, Query(ge=0, le=1000, description="Most items to return (0..1000; 0 answers an empty list).")]
 
 
 def required_role(scope: Scope) -> Role | None:
@@ -162,11 +158,6 @@ def create_app(
             if problem.status >= 500:
                 log.warning("store %s failed: %s", getattr(method, "__name__", "call"), exc)
             raise ProblemError(problem) from None
-
-    def same_run(run_id: str, body_run_id: str, field: str) -> None:
-        if body_run_id != run_id:
-            issue = input_issue(("body", *field.split(".")), "must equal the run id of the path", "run_id_mismatch")
-            raise invalid_input([issue])
 
     # ---- runs ---------------------------------------------------------------------------------
     @app.post(f"{API_PREFIX}/runs", status_code=201, response_model=CreatedRun, tags=["runs"],
@@ -295,52 +286,8 @@ def create_app(
         """`Store.list_steps`: ordered by ``seq``."""
         return json_response(StepList(steps=await call(store.list_steps, path_param("run_id", run_id))))
 
-    # ---- approvals ----------------------------------------------------------------------------
-    @app.post(API_PREFIX + "/runs/{run_id}/approvals", response_model=Approval, tags=["approvals"],
-              responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
-    async def request_approval(run_id: str, body: RequestApproval) -> Response:
-        """`Store.request_approval` (fenced, idempotent per step). ``approval.run_id`` must match."""
-        rid, b = path_param("run_id", run_id), checked_body(body)
-        same_run(rid, b.approval.run_id, "approval.run_id")
-        approval = await call(store.request_approval, b.approval, epoch=b.epoch)
-        if slack_approvals is not None:
-            slack_approvals.approval_requested(b.approval, approval)  # posts it only when new
-        return json_response(approval)
-
-    @app.get(API_PREFIX + "/runs/{run_id}/approvals/{step_key:path}", response_model=FoundApproval,
-             tags=["approvals"], responses=responses(*COMMON))  # fmt: skip
-    async def find_approval(run_id: str, step_key: str) -> Response:
-        """`Store.find_approval`: ``approval`` is null when none was requested for the step."""
-        rid, key = path_param("run_id", run_id), path_param("step_key", step_key)
-        return json_response(FoundApproval(approval=await call(store.find_approval, rid, key)))
-
-    @app.get(f"{API_PREFIX}/approvals", response_model=ApprovalList, tags=["approvals"],
-             responses=responses(*COMMON))  # fmt: skip
-    async def list_approvals(
-        run_id: str | None = None, status: ApprovalStatus | None = None, limit: Limit = 100
-    ) -> Response:
-        """`Store.list_approvals`: newest first."""
-        approvals = await call(store.list_approvals, run_id=query_text("run_id", run_id),
-                               status=None if status is None else status.value, limit=limit)  # fmt: skip
-        return json_response(ApprovalList(approvals=approvals))
-
-    @app.get(API_PREFIX + "/approvals/{approval_id}", response_model=Approval, tags=["approvals"],
-             responses=responses(*COMMON, 404))  # fmt: skip
-    async def get_approval(approval_id: str) -> Response:
-        """`Store.get_approval`."""
-        return json_response(await call(store.get_approval, path_param("approval_id", approval_id)))
-
-    @app.post(API_PREFIX + "/approvals/{approval_id}/decision", response_model=Approval, tags=["approvals"],
-              responses=responses(*COMMON, *BODY, 403, 404, 409))  # fmt: skip
-    async def decide_approval(approval_id: str, body: Decision) -> Response:
-        """`Store.decide_approval` (needs the approver or admin role). ``decided_at`` defaults to now."""
-        aid, b = path_param("approval_id", approval_id), checked_body(body)
-        decided_at = time.time() if b.decided_at is None else b.decided_at
-        approval = await call(store.decide_approval, aid, approved=b.approved, by=b.by, reason=b.reason,
-                              decided_at=decided_at)  # fmt: skip
-        return json_response(approval)
-
-    # ---- run deletion (retention_routes) and checkpoints (checkpoint_routes) ------------------
+    # ---- approvals (approval_routes), run deletion (retention_routes), checkpoints ---------------
+    add_approval_routes(app, store, call, None if slack_approvals is None else slack_approvals.approval_requested)
     add_retention_routes(app, store, call)  # POST /api/runs/prune (admin)
     checkpoint_puts = add_checkpoint_routes(app, store, call)
 

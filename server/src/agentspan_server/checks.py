@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
+from fastapi import Query
 from pydantic import BaseModel
 
 from agentspan_server.problems import MAX_LISTED_ERRORS, input_issue, invalid_input
+
+Limit = Annotated[int, Query(ge=0, le=1000, description="Most items to return (0..1000; 0 answers an empty list).")]
+"""The ``limit`` query parameter of the list routes."""
 
 MAX_JSON_DEPTH = 100
 """Deepest nesting of a JSON value accepted (deeper values cannot be encoded reliably)."""
@@ -219,3 +223,14 @@ def query_text(name: str, value: str | None) -> str | None:
         if issues:
             raise invalid_input(issues)
     return value
+
+
+def same_run(run_id: str, body_run_id: str, field: str) -> None:
+    """Refuses (422) a body whose record names another run than the path.
+
+    Raises:
+        ProblemError: ``body_run_id`` differs from ``run_id``; ``field`` is the body field's dotted path.
+    """
+    if body_run_id != run_id:
+        issue = input_issue(("body", *field.split(".")), "must equal the run id of the path", "run_id_mismatch")
+        raise invalid_input([issue])

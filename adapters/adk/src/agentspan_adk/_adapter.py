@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from google.adk.agents import BaseAgent, RunConfig
@@ -81,6 +82,10 @@ class ADKAdapter(Adapter):
 
     framework = _managed.FRAMEWORK
     streams = True
+    continued_elsewhere = MappingProxyType({
+        _managed.RUNNER_FRAMEWORK: "AgentspanPlugin opened it in your own ADK Runner, and only that Runner (with "
+        "its session service) continues it: run the same message on the same session there (a failed run once "
+        "`agentspan runs retry RUN_ID` made it pending)"})
 
     def accepts(self, target: Any) -> bool:
         return isinstance(target, (BaseAgent, App))

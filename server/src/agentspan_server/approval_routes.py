@@ -1,0 +1,81 @@
+"""The approval routes: `Store.request_approval`, `find_approval`, `list_approvals`,
+`get_approval` and `decide_approval` over HTTP.
+
+`add_approval_routes` adds them to the app `agentspan_server.app.create_app` builds, with its
+``call`` (the store call that turns store errors into problems). Deciding needs the approver or
+admin role (checked by `agentspan_server.auth` before the body is read).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from agentspan.records import Approval, ApprovalStatus
+from agentspan.stores.base import Store
+from agentspan.wire import API_PREFIX, ApprovalList, Decision, FoundApproval, RequestApproval
+from agentspan_server.checkpoint_routes import StoreCall
+from agentspan_server.checks import Limit, checked_body, path_param, query_text, same_run
+from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
+
+__all__ = ["add_approval_routes"]
+
+
+def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
+                        on_requested: Callable[[Approval, Approval], None] | None = None) -> None:
+    """Adds the approval routes to the app.
+
+    Args:
+        app: The app to add them to.
+        store: The backing store.
+        call: Calls a store method, turning its exceptions into problems.
+        on_requested: Called on the event loop with the requested and the stored approval after
+            each successful request (Slack posts new approvals); None for nothing.
+    """
+
+    @app.post(API_PREFIX + "/runs/{run_id}/approvals", response_model=Approval, tags=["approvals"],
+              responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
+    async def request_approval(run_id: str, body: RequestApproval) -> Response:
+        """`Store.request_approval` (fenced, idempotent per step). ``approval.run_id`` must match."""
+        rid, b = path_param("run_id", run_id), checked_body(body)
+        same_run(rid, b.approval.run_id, "approval.run_id")
+        approval = await call(store.request_approval, b.approval, epoch=b.epoch)
+        if on_requested is not None:
+            on_requested(b.approval, approval)  # Slack posts it only when new
+        return json_response(approval)
+
+    @app.get(API_PREFIX + "/runs/{run_id}/approvals/{step_key:path}", response_model=FoundApproval,
+             tags=["approvals"], responses=responses(*COMMON))  # fmt: skip
+    async def find_approval(run_id: str, step_key: str) -> Response:
+        """`Store.find_approval`: ``approval`` is null when none was requested for the step."""
+        rid, key = path_param("run_id", run_id), path_param("step_key", step_key)
+        return json_response(FoundApproval(approval=await call(store.find_approval, rid, key)))
+
+    @app.get(f"{API_PREFIX}/approvals", response_model=ApprovalList, tags=["approvals"],
+             responses=responses(*COMMON))  # fmt: skip
+    async def list_approvals(
+        run_id: str | None = None, status: ApprovalStatus | None = None, limit: Limit = 100
+    ) -> Response:
+        """`Store.list_approvals`: newest first."""
+        approvals = await call(store.list_approvals, run_id=query_text("run_id", run_id),
+                               status=None if status is None else status.value, limit=limit)  # fmt: skip
+        return json_response(ApprovalList(approvals=approvals))
+
+    @app.get(API_PREFIX + "/approvals/{approval_id}", response_model=Approval, tags=["approvals"],
+             responses=responses(*COMMON, 404))  # fmt: skip
+    async def get_approval(approval_id: str) -> Response:
+        """`Store.get_approval`."""
+        return json_response(await call(store.get_approval, path_param("approval_id", approval_id)))
+
+    @app.post(API_PREFIX + "/approvals/{approval_id}/decision", response_model=Approval, tags=["approvals"],
+              responses=responses(*COMMON, *BODY, 403, 404, 409))  # fmt: skip
+    async def decide_approval(approval_id: str, body: Decision) -> Response:
+        """`Store.decide_approval` (needs the approver or admin role). ``decided_at`` defaults to now."""
+        aid, b = path_param("approval_id", approval_id), checked_body(body)
+        decided_at = time.time() if b.decided_at is None else b.decided_at
+        approval = await call(store.decide_approval, aid, approved=b.approved, by=b.by, reason=b.reason,
+                              decided_at=decided_at)  # fmt: skip
+        return json_response(approval)
