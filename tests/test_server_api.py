@@ -409,7 +409,8 @@ def test_openapi_lists_the_api(keyed: httpx.Client) -> None:
         "/api/runs/{run_id}/steps/finish", "/api/runs/{run_id}/steps/record", "/api/runs/{run_id}/steps",
         "/api/runs/{run_id}/steps/supersede",
         "/api/runs/{run_id}/approvals", "/api/runs/{run_id}/approvals/{step_key}", "/api/approvals",
-        "/api/approvals/{approval_id}", "/api/approvals/{approval_id}/decision", "/api/checkpoints",
+        "/api/approvals/{approval_id}", "/api/approvals/{approval_id}/decision",
+        "/api/approvals/{approval_id}/announcement", "/api/checkpoints",
         "/api/checkpoints/writes", "/api/checkpoints/with-writes", "/api/checkpoints/find", "/api/checkpoints/search",
         "/api/checkpoints/copy",
         "/api/checkpoints/delete", "/api/checkpoints/delete-for-runs", "/api/checkpoints/prune",
@@ -417,7 +418,7 @@ def test_openapi_lists_the_api(keyed: httpx.Client) -> None:
     assert "Problem" in schema["components"]["schemas"]
     assert schema["security"] == [{"apiKey": []}] and schema["paths"]["/healthz"]["get"]["security"] == []
     operations = [result.ok() for result in schemathesis.openapi.from_dict(schema).get_all_operations()]
-    assert len(operations) == 31  # a valid OpenAPI document: every operation loads
+    assert len(operations) == 32  # a valid OpenAPI document: every operation loads
 
 
 class _BuggyStore(SqliteStore):
@@ -502,7 +503,7 @@ def test_fuzz_no_server_errors(store: SqliteStore) -> None:
     with serving(create_app(store, max_body_bytes=65_536)) as url, requests.Session() as session:
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 31
+        assert len(operations) == 32
         for operation in operations:
             names = {p.name for p in operation.path_parameters}
             ids = _seed(store)

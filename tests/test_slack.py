@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from agentspan.errors import ConfigurationError
+from agentspan.errors import ConfigurationError, StoreError
 from agentspan.records import Approval, Run
 from agentspan.stores.sqlite import SqliteStore
 from agentspan_server.app import create_app
@@ -201,6 +201,39 @@ def test_a_new_approval_is_posted_once(server: Agentspan) -> None:
     other = request(server.http, new_approval(run, "tool:send_email:1"))
     server.settle()
     assert [m["blocks"][-1]["elements"][0]["value"] for _, m in server.fake.messages] == [approval["id"], other["id"]]
+
+
+def test_replicas_sharing_the_store_post_an_approval_once(tmp_path: Path, fake: FakeSlack) -> None:
+    with agentspan(tmp_path, fake) as first, agentspan(tmp_path, fake) as second:
+        run = claimed(first.http)
+        approval = new_approval(run)
+        request(first.http, approval)
+        first.settle()
+        request(second.http, approval)  # the agent's retry of the same request reached the other replica
+        second.settle()
+        assert len(fake.messages) == 1
+        other = request(second.http, new_approval(run, "tool:send_email:1"))  # a new one: whichever replica
+        second.settle()
+        assert len(fake.messages) == 2 and fake.messages[1][1]["blocks"][-1]["elements"][0]["value"] == other["id"]
+    with agentspan(tmp_path, fake) as restarted:  # a new server process: it knows the first was posted
+        request(restarted.http, approval)
+        restarted.settle()
+    assert len(fake.messages) == 2
+
+
+def test_a_store_that_cannot_record_the_claim_still_posts(
+    server: Agentspan, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(approval_id: str, *, claimant: str) -> bool:
+        raise StoreError("disk I/O error")
+
+    monkeypatch.setattr(server.store, "claim_announcement", broken)
+    run = claimed(server.http)
+    with caplog.at_level(logging.WARNING, logger="agentspan"):
+        request(server.http, new_approval(run))
+        server.settle()
+    assert len(server.fake.messages) == 1
+    assert "claiming the announcement of approval" in caplog.text and "posting it anyway" in caplog.text
 
 
 def test_long_arguments_are_clipped() -> None:

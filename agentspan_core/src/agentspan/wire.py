@@ -25,6 +25,7 @@ through a server; bodies and answers are the pydantic models below (JSON only, n
 | list_approvals     | ``GET    /api/approvals?run_id=&status=&limit=``            | `ApprovalList`      |
 | get_approval       | ``GET    /api/approvals/{approval_id}``                     | `Approval`          |
 | decide_approval    | ``POST   /api/approvals/{approval_id}/decision`` body `Decision` | `Approval`     |
+| claim_announcement | ``POST /api/approvals/{approval_id}/announcement`` `ClaimAnnouncement` | `AnnouncementClaim` |
 
 Checkpoints (frameworks that keep their own state: LangGraph). Thread ids, namespaces and
 checkpoint ids are free text (empty included), so they travel in bodies and queries, not paths.
@@ -63,7 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentspan import errors
 from agentspan.records import JSON, Approval, CheckpointRecord, CheckpointWrite, Run, RunStatus, Step, StepResult
-from agentspan.stores.base import ENDED
+from agentspan.stores.base import ENDED, MAX_CLAIMANT
 
 API_PREFIX = "/api"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -166,6 +167,12 @@ class RequestApproval(_Body):
     epoch: int
 
 
+class ClaimAnnouncement(_Body):
+    """`Store.claim_announcement`."""
+
+    claimant: str = Field(min_length=1, max_length=MAX_CLAIMANT)
+
+
 class Decision(_Body):
     """`Store.decide_approval`. ``decided_at`` defaults to the server's clock."""
 
@@ -260,6 +267,12 @@ class FoundApproval(BaseModel):
 
 class Renewed(BaseModel):
     renewed: bool
+
+
+class AnnouncementClaim(BaseModel):
+    """The answer to `ClaimAnnouncement`: whether the announcement is the claimant's to make."""
+
+    claimed: bool
 
 
 class FoundCheckpoint(BaseModel):

@@ -1,5 +1,5 @@
 """The approval routes: `Store.request_approval`, `find_approval`, `list_approvals`,
-`get_approval` and `decide_approval` over HTTP.
+`get_approval`, `decide_approval` and `claim_announcement` over HTTP.
 
 `add_approval_routes` adds them to the app `agentspan_server.app.create_app` builds, with its
 ``call`` (the store call that turns store errors into problems). Deciding needs the approver or
@@ -16,7 +16,15 @@ from starlette.responses import Response
 
 from agentspan.records import Approval, ApprovalStatus
 from agentspan.stores.base import Store
-from agentspan.wire import API_PREFIX, ApprovalList, Decision, FoundApproval, RequestApproval
+from agentspan.wire import (
+    API_PREFIX,
+    AnnouncementClaim,
+    ApprovalList,
+    ClaimAnnouncement,
+    Decision,
+    FoundApproval,
+    RequestApproval,
+)
 from agentspan_server.checkpoint_routes import StoreCall
 from agentspan_server.checks import Limit, checked_body, path_param, query_text, same_run
 from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
@@ -79,3 +87,11 @@ def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
         approval = await call(store.decide_approval, aid, approved=b.approved, by=b.by, reason=b.reason,
                               decided_at=decided_at)  # fmt: skip
         return json_response(approval)
+
+    @app.post(API_PREFIX + "/approvals/{approval_id}/announcement", response_model=AnnouncementClaim,
+              tags=["approvals"], responses=responses(*COMMON, *BODY, 404))  # fmt: skip
+    async def claim_announcement(approval_id: str, body: ClaimAnnouncement) -> Response:
+        """`Store.claim_announcement`: ``claimed`` is true for the first claimant (and that claimant again)."""
+        aid, b = path_param("approval_id", approval_id), checked_body(body)
+        claimed = await call(store.claim_announcement, aid, claimant=b.claimant)
+        return json_response(AnnouncementClaim(claimed=claimed))

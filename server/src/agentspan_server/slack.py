@@ -9,6 +9,10 @@ Slack's request signature instead of an API key (`exempt_interactions`). Only a 
 expiry), recorded ``by`` ``slack:<name>``. Every call to Slack runs in the background: a Slack
 failure is logged and never fails or delays an API request. User-supplied text in a message is
 escaped for Slack mrkdwn.
+
+An approval is posted once across every server process sharing the store (replicas, restarts):
+before posting, the process claims the approval's announcement in the store
+(`Store.claim_announcement`); only the first claimant posts.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -39,8 +44,9 @@ from starlette.types import Scope
 
 from agentspan import errors
 from agentspan.approvals import decide_by_id
+from agentspan.leases import owner_id
 from agentspan.records import Approval
-from agentspan.stores.base import Store
+from agentspan.stores.base import Store, call_store
 from agentspan.wire import Role
 from agentspan_server.problems import new_problem, problem_response
 
@@ -234,6 +240,7 @@ class SlackApprovals:
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
         self._posted: OrderedDict[str, None] = OrderedDict()  # approval ids already posted (a bounded memory)
+        self._claimant = f"slack:{owner_id()}:{uuid.uuid4().hex[:12]}"  # new in every process, pid 1 too
 
     @property
     def in_flight(self) -> int:
@@ -242,15 +249,33 @@ class SlackApprovals:
 
     def approval_requested(self, requested: Approval, stored: Approval) -> None:
         """Posts ``stored`` to Slack in the background if it is the approval just requested (not one
-        that existed for the step, nor a retry of a request already posted). Call on the event loop."""
+        that existed for the step, nor a retry of a request already posted, here or by another
+        server process). Call on the event loop."""
         if stored.id != requested.id or stored.id in self._posted:
             return
         self._posted[stored.id] = None
         if len(self._posted) > _REMEMBERED:
             self._posted.popitem(last=False)
+        self._spawn(self._announce(stored))
+
+    async def _announce(self, approval: Approval) -> None:
+        """Claims the approval's announcement in the store, then posts it if the claim is ours.
+
+        A store that fails to record the claim does not stop the post (a second message, deciding
+        the same approval, is better than none).
+        """
+        try:
+            ours = await call_store(self.store, self.store.claim_announcement, approval.id, claimant=self._claimant)
+        except errors.AgentspanError as exc:
+            log.warning("Slack: claiming the announcement of approval %s failed (%s); posting it anyway",
+                        approval.id, exc)  # fmt: skip
+            ours = True
+        if not ours:
+            log.info("Slack: approval %s was already posted by another server process", approval.id)
+            return
         url = f"{self.settings.api_url}/chat.postMessage"
-        body = request_message(stored, self.settings.channel)
-        self._spawn(self._send(f"posting approval {stored.id} to Slack", url, body, token=True))
+        body = request_message(approval, self.settings.channel)
+        await self._send(f"posting approval {approval.id} to Slack", url, body, token=True)
 
     def _spawn(self, call: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(call)

@@ -47,6 +47,21 @@ def check_deletion(statuses: Sequence[RunStatus], limit: int) -> list[str]:
     return values
 
 
+MAX_CLAIMANT = 200
+"""Longest `Store.claim_announcement` claimant name."""
+
+
+def check_claimant(claimant: str) -> None:
+    """Validates a `Store.claim_announcement` claimant.
+
+    Raises:
+        ConfigurationError: Not a non-empty string of at most `MAX_CLAIMANT` characters.
+    """
+    if not isinstance(claimant, str) or not claimant or len(claimant) > MAX_CLAIMANT:
+        raise ConfigurationError(f"claimant must be a non-empty string of at most {MAX_CLAIMANT} characters, "
+                                 f"not {str(claimant)[:40]!r}")
+
+
 class Store(CheckpointContract, abc.ABC):
     """Durable storage of runs, their journal and their approvals."""
 
@@ -281,6 +296,27 @@ class Store(CheckpointContract, abc.ABC):
         Raises:
             ApprovalNotFound: Unknown approval.
             ApprovalConflict: It was already decided (or expired); nothing changes.
+        """
+
+    @abc.abstractmethod
+    def claim_announcement(self, approval_id: str, *, claimant: str) -> bool:
+        """Claims the announcement of an approval (a message to a chat channel) for ``claimant``.
+
+        The first claim wins, across every process sharing the store, so replicas that each see
+        the same request announce it once. The same claimant claiming again (a retried call) gets
+        True again. The claim is kept with the approval, whatever its status.
+
+        Args:
+            approval_id: The approval.
+            claimant: Who announces: a name no other announcer uses (the Slack poster takes a
+                new id per server process).
+
+        Returns:
+            True if the announcement is ``claimant``'s to make, False if another claimant has it.
+
+        Raises:
+            ApprovalNotFound: Unknown approval.
+            ConfigurationError: ``claimant`` is empty or longer than `MAX_CLAIMANT`.
         """
 
     # ---- lifecycle ------------------------------------------------------------------------

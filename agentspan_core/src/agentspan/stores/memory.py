@@ -48,6 +48,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         self._steps: dict[str, dict[str, Step]] = {}
         self._approvals: dict[str, Approval] = {}
         self._by_step: dict[tuple[str, str], str] = {}
+        self._announced: dict[str, str] = {}
         self._checkpoints = {}
         self._cp_writes = {}
 
@@ -177,6 +178,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
                 if of_run in ids:
                     del self._by_step[(of_run, step_key)]
                     del self._approvals[approval_id]
+                    self._announced.pop(approval_id, None)
             return ids
 
     def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:

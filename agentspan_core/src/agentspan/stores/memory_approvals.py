@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from agentspan import jsontext
 from agentspan.errors import ApprovalConflict, ApprovalNotFound, ConfigurationError
 from agentspan.records import Approval, ApprovalStatus, Run, RunStatus
+from agentspan.stores.base import check_claimant
 
 __all__ = ["MemoryApprovals", "json_copy", "limited"]
 
@@ -33,12 +34,13 @@ def limited(items: list[Any], limit: int) -> list[Any]:
 
 
 class MemoryApprovals:
-    """`Store.request_approval`, `get_approval`, `find_approval`, `list_approvals` and
-    `decide_approval` of `MemoryStore`."""
+    """`Store.request_approval`, `get_approval`, `find_approval`, `list_approvals`,
+    `decide_approval` and `claim_announcement` of `MemoryStore`."""
 
     _lock: threading.Lock
     _approvals: dict[str, Approval]
     _by_step: dict[tuple[str, str], str]
+    _announced: dict[str, str]
 
     if TYPE_CHECKING:
 
@@ -116,3 +118,11 @@ class MemoryApprovals:
             approval.decided_at = decided_at
             approval.reason = reason
             return approval.model_copy(deep=True)
+
+    def claim_announcement(self, approval_id: str, *, claimant: str) -> bool:
+        """See `Store.claim_announcement`."""
+        check_claimant(claimant)
+        with self._lock:
+            if approval_id not in self._approvals:
+                raise ApprovalNotFound(approval_id)
+            return self._announced.setdefault(approval_id, claimant) == claimant

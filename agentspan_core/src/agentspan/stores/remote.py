@@ -53,7 +53,7 @@ from agentspan.records import (
     StepResult,
     StepStatus,
 )
-from agentspan.stores.base import ENDED, Store, check_deletion
+from agentspan.stores.base import ENDED, Store, check_claimant, check_deletion
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
 from agentspan.stores.one_write import one_write_transport
@@ -374,6 +374,11 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         body = wire.Decision(approved=approved, by=by, reason=reason, decided_at=decided_at)
         response = self._call("POST", f"/approvals/{seg(approval_id)}/decision", body, already_done=ours)
         return self.get_approval(approval_id) if response is None else _parse(response, Approval)
+
+    def claim_announcement(self, approval_id: str, *, claimant: str) -> bool:
+        check_claimant(claimant)
+        body = wire.ClaimAnnouncement(claimant=claimant)  # a retried claim by the same claimant is its own
+        return self._ask("POST", f"/approvals/{seg(approval_id)}/announcement", body, wire.AnnouncementClaim).claimed
 
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentspan.errors import ApprovalConflict, ApprovalNotFound, ConfigurationError, LeaseLostError
 from agentspan.records import Approval, ApprovalStatus
 from agentspan.stores import sqlite_schema as sql
+from agentspan.stores.base import check_claimant
 from agentspan.stores.sqlite_journal import fence_refusal
 from agentspan.stores.sqlite_rows import APPROVAL_COLUMNS, approval_from_row, approval_values
 
@@ -30,8 +31,8 @@ def refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: bool = 
 
 
 class SqliteApprovals:
-    """`Store.request_approval`, `get_approval`, `find_approval`, `list_approvals` and
-    `decide_approval` of `SqliteStore`."""
+    """`Store.request_approval`, `get_approval`, `find_approval`, `list_approvals`,
+    `decide_approval` and `claim_announcement` of `SqliteStore`."""
 
     if TYPE_CHECKING:
 
@@ -40,6 +41,8 @@ class SqliteApprovals:
         def _query(self, statement: str, params: Any) -> list[Any]: ...
 
         def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int) -> list[Any]: ...
+
+        def _write_one(self, statement: str, params: Sequence[Any]) -> int: ...
 
     def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
         """See `Store.request_approval`. The fence is checked even when the approval exists."""
@@ -113,3 +116,13 @@ class SqliteApprovals:
             return approval_from_row(cur.execute(sql.GET_APPROVAL, (approval_id,)).fetchone())
 
         return self._tx(tx)
+
+    def claim_announcement(self, approval_id: str, *, claimant: str) -> bool:
+        """See `Store.claim_announcement` (one conditional update; the approval is read only when
+        it matches no row)."""
+        check_claimant(claimant)
+        if self._write_one(sql.CLAIM_ANNOUNCEMENT, (claimant, approval_id, claimant)):
+            return True
+        if not self._query(sql.APPROVAL_EXISTS, (approval_id,)):
+            raise ApprovalNotFound(approval_id)
+        return False

@@ -136,6 +136,10 @@ MIGRATIONS: list[str] = [
     """
     DROP INDEX IF EXISTS steps_run_seq;
     """,
+    # ---- version 4: who announced an approval (`Store.claim_announcement`: Slack posts) -------
+    """
+    ALTER TABLE approvals ADD COLUMN announced_by TEXT;
+    """,
 ]
 
 _MIGRATIONS_TABLE = (
@@ -327,6 +331,7 @@ LIST_STEPS = (
     + " FROM runs r LEFT JOIN steps s ON s.run_id = r.id WHERE r.id=? ORDER BY s.seq"
 )
 GET_APPROVAL = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id=?"
+CLAIM_ANNOUNCEMENT = "UPDATE approvals SET announced_by=? WHERE id=? AND (announced_by IS NULL OR announced_by=?)"
 APPROVAL_EXISTS = "SELECT 1 FROM approvals WHERE id=?"
 FIND_APPROVAL = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id=? AND step_key=?"
 INSERT_APPROVAL = (

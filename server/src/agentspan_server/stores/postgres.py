@@ -35,7 +35,7 @@ from agentspan.errors import (
     RunStateError,
 )
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult
-from agentspan.stores.base import ENDED, Store
+from agentspan.stores.base import ENDED, Store, check_claimant
 from agentspan_server.stores import postgres_journal as journal
 from agentspan_server.stores import postgres_schema as sql
 from agentspan_server.stores.postgres_checkpoints import PostgresCheckpoints
@@ -357,6 +357,20 @@ class PostgresStore(PostgresCheckpoints, Store):
             if current.status is not ApprovalStatus.PENDING:
                 raise ApprovalConflict(f"approval {approval_id!r} was already {current.status.value}")
             raise ApprovalConflict(f"approval {approval_id!r} expired at {current.expires_at} before it was decided")
+
+        return self._one(tx)
+
+    def claim_announcement(self, approval_id: str, *, claimant: str) -> bool:
+        """See `Store.claim_announcement` (one conditional update; the approval is read only when
+        it matches no row)."""
+        check_claimant(claimant)
+
+        def tx(cur: psycopg.Cursor[Any]) -> bool:
+            if cur.execute(sql.CLAIM_ANNOUNCEMENT, (claimant, approval_id, claimant)).rowcount:
+                return True
+            if cur.execute(sql.APPROVAL_EXISTS, (approval_id,)).fetchone() is None:
+                raise ApprovalNotFound(approval_id)
+            return False
 
         return self._one(tx)
 

@@ -124,6 +124,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (thread_id, namespace, checkpoint_id, task_id, idx)
     );
     """,
+    # ---- version 3: who announced an approval (`Store.claim_announcement`: Slack posts) -------
+    """
+    ALTER TABLE approvals ADD COLUMN announced_by TEXT;
+    """,
 ]
 
 MIGRATION_LOCK = 0x6167_656E_7473_7061  # "agentspa": the advisory lock key serialising migrations

@@ -161,6 +161,7 @@ FINISH_STEP = _from_sqlite(_lite.FINISH_STEP)
 LIST_STEPS = _from_sqlite(_lite.LIST_STEPS)
 GET_APPROVAL = _from_sqlite(_lite.GET_APPROVAL)
 APPROVAL_EXISTS = _from_sqlite(_lite.APPROVAL_EXISTS)
+CLAIM_ANNOUNCEMENT = _from_sqlite(_lite.CLAIM_ANNOUNCEMENT)
 FIND_APPROVAL = _from_sqlite(_lite.FIND_APPROVAL)
 INSERT_APPROVAL = (  # nothing on a duplicate id or (run_id, step_key): the caller tells which
     f"INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ({_placeholders(len(APPROVAL_FIELDS))}) "

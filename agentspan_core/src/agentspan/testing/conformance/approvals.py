@@ -1,4 +1,4 @@
-"""Conformance tests for approvals: request, decide (once, before expiry), find and list."""
+"""Conformance tests for approvals: request, decide (once, before expiry), find, list, announce."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from agentspan.errors import ApprovalConflict
+from agentspan.errors import ApprovalConflict, ApprovalNotFound, ConfigurationError
 from agentspan.records import ApprovalStatus, RunStatus
 from agentspan.stores.base import Store
 from agentspan.testing.conformance.records import ConformanceBase, make_approval
@@ -89,3 +89,20 @@ class ApprovalConformance(ConformanceBase):
         assert [a.id for a in store.list_approvals(status="pending")] == [a3.id, a1.id]
         assert [a.id for a in store.list_approvals(run_id=r1.id, status="approved")] == [a2.id]
         assert store.list_approvals(run_id=r2.id, status="rejected") == []
+
+    def test_claim_announcement_first_claimant_wins(self, store: Store) -> None:
+        run = self.claimed(store)
+        approval = store.request_approval(make_approval(run.id, "s"), epoch=1)
+        other = store.request_approval(make_approval(run.id, "t"), epoch=1)
+        assert store.claim_announcement(approval.id, claimant="replica-a:1") is True
+        assert store.claim_announcement(approval.id, claimant="replica-a:1") is True  # the same claimant again
+        assert store.claim_announcement(approval.id, claimant="replica-b:7") is False
+        assert store.claim_announcement(other.id, claimant="replica-b:7") is True  # claims are per approval
+        store.decide_approval(approval.id, approved=True, by="ann", reason=None, decided_at=time.time())
+        assert store.claim_announcement(approval.id, claimant="replica-c:2") is False  # kept once decided
+        assert store.get_approval(other.id).model_dump() == other.model_dump()  # the record is unchanged
+        with pytest.raises(ApprovalNotFound):
+            store.claim_announcement("no-such-approval", claimant="replica-a:1")
+        for bad in ("", "x" * 201):
+            with pytest.raises(ConfigurationError, match="claimant"):
+                store.claim_announcement(other.id, claimant=bad)
