@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from agentspan import wire
 from agentspan.errors import (
@@ -41,7 +41,6 @@ from agentspan.errors import (
     LeaseLostError,
     RunStateError,
     StepNotFound,
-    TransportError,
 )
 from agentspan.records import (
     JSON,
@@ -58,7 +57,7 @@ from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
 from agentspan.stores.one_write import one_write_transport
 from agentspan.stores.plain_http import Answer
-from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, seg
+from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, parsed, seg
 from agentspan.stores.remote_async import RemoteAsyncSteps
 from agentspan.stores.remote_checkpoints import RemoteCheckpoints
 from agentspan.stores.remote_urls import parsed_url, plain_http_for, query_string, split_urls
@@ -178,13 +177,13 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
     def _get(self, path: str, model: type[_M], params: Any = None) -> _M:
         response = self._call("GET", path, params=params)
         assert response is not None
-        return _parse(response, model)
+        return parsed(response, model)
 
     def _ask(self, method: str, path: str, body: BaseModel, model: type[_M]) -> _M:
         """Sends a body and parses the answer (a read that needs a body)."""
         response = self._call(method, path, body)
         assert response is not None
-        return _parse(response, model)
+        return parsed(response, model)
 
     # ---- runs -----------------------------------------------------------------------------
     def create_run(self, run: Run) -> tuple[Run, bool]:
@@ -194,7 +193,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         response = self._call("POST", "/runs", run, already_done=mine)
         if response is None:
             return self.get_run(run.id), True
-        created = _parse(response, wire.CreatedRun)
+        created = parsed(response, wire.CreatedRun)
         return created.run, created.created
 
     def get_run(self, run_id: str) -> Run:
@@ -209,14 +208,14 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         body = wire.UpdateRun(epoch=epoch, status=status, output=output, error=error, release_lease=release_lease)
         response = self._call("PATCH", f"/runs/{seg(run_id)}", body)
         assert response is not None
-        return _parse(response, Run)
+        return parsed(response, Run)
 
     def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
         def done(exc: BaseException) -> bool:
             return isinstance(exc, RunStateError) and self.get_run(run_id).status is RunStatus.CANCELLED
 
         response = self._call("POST", f"/runs/{seg(run_id)}/cancel", wire.CancelRun(reason=reason), already_done=done)
-        return self.get_run(run_id) if response is None else _parse(response, Run)
+        return self.get_run(run_id) if response is None else parsed(response, Run)
 
     def delete_runs(
         self, *, ended_before: float, statuses: Sequence[RunStatus] = ENDED, limit: int = 1000
@@ -262,7 +261,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         body = wire.ReopenRun(owner=owner, lease_expires_at=lease_expires_at,
                               options=None if options is None else dict(options))  # fmt: skip
         response = self._call("POST", f"/runs/{seg(run_id)}/reopen", body, already_done=done)
-        return self.get_run(run_id) if response is None else _parse(response, Run)
+        return self.get_run(run_id) if response is None else parsed(response, Run)
 
     # ---- leases ---------------------------------------------------------------------------
     def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:
@@ -274,13 +273,13 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
 
         body = wire.ClaimRun(owner=owner, expected_epoch=expected_epoch, lease_expires_at=lease_expires_at)
         response = self._call("POST", f"/runs/{seg(run_id)}/claim", body, already_done=ours)
-        return self.get_run(run_id) if response is None else _parse(response, Run)
+        return self.get_run(run_id) if response is None else parsed(response, Run)
 
     def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
         body = wire.RenewLease(epoch=epoch, lease_expires_at=lease_expires_at)
         response = self._call("POST", f"/runs/{seg(run_id)}/lease", body)
         assert response is not None
-        return _parse(response, wire.Renewed).renewed
+        return parsed(response, wire.Renewed).renewed
 
     def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
         if agents is not None and not agents:
@@ -347,7 +346,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         body = wire.RequestApproval(approval=approval, epoch=epoch)
         response = self._call("POST", f"/runs/{seg(approval.run_id)}/approvals", body)
         assert response is not None
-        return _parse(response, Approval)
+        return parsed(response, Approval)
 
     def get_approval(self, approval_id: str) -> Approval:
         return self._get(f"/approvals/{seg(approval_id)}", Approval)
@@ -373,7 +372,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
 
         body = wire.Decision(approved=approved, by=by, reason=reason, decided_at=decided_at)
         response = self._call("POST", f"/approvals/{seg(approval_id)}/decision", body, already_done=ours)
-        return self.get_approval(approval_id) if response is None else _parse(response, Approval)
+        return self.get_approval(approval_id) if response is None else parsed(response, Approval)
 
     def claim_announcement(self, approval_id: str, *, claimant: str) -> bool:
         check_claimant(claimant)
@@ -397,10 +396,3 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
 def _clamp(limit: int) -> int:
     """A listing limit the server accepts: negative (no limit) and too large become `MAX_LIMIT`."""
     return MAX_LIMIT if limit < 0 or limit > MAX_LIMIT else limit
-
-
-def _parse(response: Answer, model: type[_M]) -> _M:
-    try:
-        return model.model_validate_json(response.content)
-    except ValidationError as exc:
-        raise TransportError(f"malformed answer from {response.url}: {exc}") from exc

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agentspan import wire
 from agentspan.errors import TransportError
@@ -18,7 +18,9 @@ from agentspan.stores.plain_http import Answer
 if TYPE_CHECKING:
     from agentspan.stores.remote import RemoteStore
 
-__all__ = ["RETRYABLE_STATUS", "Backoff", "Retryable", "checked", "detail", "error_from", "failed_attempt", "seg"]
+__all__ = [
+    "RETRYABLE_STATUS", "Backoff", "Retryable", "checked", "detail", "error_from", "failed_attempt", "parsed", "seg",
+]  # fmt: skip
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 """Answers worth another attempt (a 500 is a bug, not a passing state: not retried)."""
@@ -108,3 +110,19 @@ def error_from(response: Answer) -> BaseException:
         error = wire.error_of(problem)
     error.status = response.status_code  # type: ignore[attr-defined]
     return error
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def parsed(response: Answer, model: type[_M]) -> _M:
+    """A successful answer's body as ``model``.
+
+    Raises:
+        TransportError: The body is not a valid ``model`` (the server is not an Agentspan server of
+            this version, or a proxy answered).
+    """
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise TransportError(f"malformed answer from {response.url}: {exc}") from exc
