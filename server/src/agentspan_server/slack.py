@@ -271,7 +271,7 @@ class SlackApprovals:
                         approval.id, exc)  # fmt: skip
             ours = True
         if not ours:
-            log.info("Slack: approval %s was already posted by another server process", approval.id)
+            log.info("Slack: approval %s is posted by another server process (it claimed it first)", approval.id)
             return
         url = f"{self.settings.api_url}/chat.postMessage"
         body = request_message(approval, self.settings.channel)
