@@ -9,12 +9,15 @@ events then come again: the sink delivers each key once, so the consumer sees ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from agentspan.records import Approval
+
+T = TypeVar("T")
 
 event_sink: contextvars.ContextVar[EventSink | None] = contextvars.ContextVar("agentspan_event_sink", default=None)
 """The sink of the streamed run executing in this context (None: the run is not streamed)."""
@@ -71,3 +74,40 @@ class _End:
 
 END: Any = _End()
 """What `EventSink.next` returns after the last event."""
+
+
+@dataclass(frozen=True)
+class StepValue(Generic[T]):
+    """The last item `journaled_events` yields: the step's value, journaled (or replayed)."""
+
+    value: T
+
+
+async def journaled_events(step: Callable[[Callable[[], Awaitable[T]]], Awaitable[T]],
+                           produce: Callable[[Callable[[Any], None]], Awaitable[T]]) -> AsyncIterator[Any]:
+    """Runs a journaled step whose live call streams, passing its events on as they come.
+
+    The step runs in a task; each event the live call emits is yielded at once, and once the
+    step's value is in the journal, a `StepValue` with it (a step served from the journal yields
+    only that). An adapter keeps back what the framework must not act on before the journal has
+    it (a stream's final event) and yields it after the `StepValue`. Leaving early (close the
+    generator: ``contextlib.aclosing``) cancels the step, which then stays unjournaled, as an
+    interrupted call.
+
+    Args:
+        step: The journaled step of the call, given the live call: ``run.step(..., invoke=...)``.
+        produce: The live call: emits its events through the given function, returns the value.
+    """
+    events: asyncio.Queue[Any] = asyncio.Queue()
+    task = asyncio.ensure_future(step(lambda: produce(events.put_nowait)))
+    task.add_done_callback(lambda _: events.put_nowait(END))
+    try:
+        while (event := await events.get()) is not END:
+            yield event
+        value = task.result()
+    finally:
+        if not task.done():  # the consumer stopped reading (an error event, a cancelled run)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    yield StepValue(value)

@@ -76,7 +76,7 @@ class ActiveRun:
         self._root = Scope(prefix="")
         self._call_keys: dict[str, str] = {}
         self.call_ids: dict[str, str] = {}
-        """The framework's call id of each tool call of this attempt, while it is traced (its
+        """The framework's call id of each traced tool call until its step ends (its
         ``gen_ai.tool.call.id``; keys may hold an index instead)."""
         self.counters = Counters()
         self.strict = current_strict_replay()
@@ -263,7 +263,7 @@ class ActiveRun:
                 await self._awaited.arecord_step(step, result, epoch=self.epoch)
             self._ended(step, result)
             if self.trace is not None:
-                self.trace.step_ended(step, result, self.call_ids.get(step.key))
+                self.trace.step_ended(step, result, self.call_ids.pop(step.key, None))
         elif self._offload:
             await asyncio.to_thread(self._finish, step, result, started)
         else:
@@ -276,7 +276,7 @@ class ActiveRun:
             self.store.record_step(step, result, epoch=self.epoch)
         self._ended(step, result)
         if self.trace is not None:
-            self.trace.step_ended(step, result, self.call_ids.get(step.key))
+            self.trace.step_ended(step, result, self.call_ids.pop(step.key, None))
 
     @staticmethod
     def _ended(step: Step, result: StepResult) -> None:

@@ -10,10 +10,9 @@ deliver each model call's final event once however often the run is executed aga
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any
 
 from agents import AgentUpdatedStreamEvent, ModelResponse, RawResponsesStreamEvent, RunItemStreamEvent, Usage
@@ -28,8 +27,7 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 from pydantic_core import to_jsonable_python
 
 from agentspan import jsontext
-
-_DONE = object()
+from agentspan.events import StepValue, journaled_events
 
 
 class JournaledResponseCompleted(ResponseCompletedEvent):
@@ -72,9 +70,10 @@ def _completed(key: str, event: ResponseCompletedEvent) -> JournaledResponseComp
 
 
 async def journaled_stream(key: str, open_stream: Callable[[], AsyncIterator[Any]],
-                           journal: Callable[[Callable[[], Any]], Any], model: str,
-                           on_response: Callable[[ModelResponse], None]) -> AsyncIterator[Any]:
-    """The events of one streamed model call of the active run, journaled as step ``key``.
+                           journal: Callable[[Callable[[], Awaitable[ModelResponse]]], Awaitable[ModelResponse]],
+                           model: str, on_response: Callable[[ModelResponse], None]) -> AsyncIterator[Any]:
+    """The events of one streamed model call of the active run, journaled as step ``key``
+    (`agentspan.events.journaled_events`, with the final event kept back until it is journaled).
 
     Args:
         key: The call's step key.
@@ -83,10 +82,9 @@ async def journaled_stream(key: str, open_stream: Callable[[], AsyncIterator[Any
         model: The model name put on a rebuilt final response.
         on_response: Called with the journaled or replayed response before its final event.
     """
-    events: asyncio.Queue[Any] = asyncio.Queue()
     final: list[ResponseCompletedEvent] = []
 
-    async def invoke() -> ModelResponse:
+    async def produce(emit: Callable[[Any], None]) -> ModelResponse:
         items: list[Any] = []
         async with contextlib.aclosing(open_stream()) as stream:  # type: ignore[type-var]
             async for event in stream:
@@ -95,22 +93,17 @@ async def journaled_stream(key: str, open_stream: Callable[[], AsyncIterator[Any
                     continue
                 if isinstance(event, ResponseOutputItemDoneEvent):
                     items.append(event.item)
-                events.put_nowait(event)
+                emit(event)
         if not final:
             raise ModelBehaviorError("Model did not produce a final response!")
         return model_response_of(final[-1].response, items)
 
-    task = asyncio.ensure_future(journal(invoke))
-    task.add_done_callback(lambda _: events.put_nowait(_DONE))
-    try:
-        while (event := await events.get()) is not _DONE:
-            yield event
-        response: ModelResponse = task.result()
-    finally:
-        if not task.done():  # the SDK stopped reading (an error event, a cancelled run)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    async with contextlib.aclosing(journaled_events(journal, produce)) as events:
+        async for event in events:
+            if isinstance(event, StepValue):
+                response: ModelResponse = event.value
+            else:
+                yield event
     on_response(response)
     if final:  # the live call's own final event, now journaled
         yield _completed(key, final[-1])
