@@ -31,9 +31,11 @@ class TestMemoryStore(StoreConformance):
 
 
 class TestSqliteStore(StoreConformance):
-    @pytest.fixture(params=["normal", "full"])
+    @pytest.fixture(params=["normal", "full", "full, steps fsynced by the helper"])
     def store(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-        store = SqliteStore(tmp_path / "agentspan.db", durability=request.param)
+        durability = request.param.split(",")[0]
+        store = SqliteStore(tmp_path / "agentspan.db", durability=durability,  # type: ignore[arg-type]
+                            defer_step_sync="helper" in request.param)
         yield store
         store.close()
 

@@ -94,16 +94,19 @@ async def run_async(target: Any, input: Any, *, run_id: str | None = None, sessi
     Same arguments as `start`. With an ``idempotency_key`` of an existing run, waits for that run
     and returns its stored output. A server store's step writes are awaited in this loop.
     """
-    return await _run_in_loop(target, input, run_id=run_id, session_id=session_id,
+    return await run_in_loop(target, input, run_id=run_id, session_id=session_id,
                               idempotency_key=idempotency_key, agent_name=agent_name,
                               on_divergence=on_divergence, awaited_writes=True, **options)
 
 
-async def _run_in_loop(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
-                       idempotency_key: str | None = None, agent_name: str | None = None,
-                       on_divergence: OnDivergence = "raise", awaited_writes: bool, **options: Any) -> Any:
-    """`run_async`; ``awaited_writes``: the loop is the caller's (else one `run` made for itself,
-    where the synchronous client on a worker thread costs less)."""
+async def run_in_loop(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
+                      idempotency_key: str | None = None, agent_name: str | None = None,
+                      on_divergence: OnDivergence = "raise", awaited_writes: bool, **options: Any) -> Any:
+    """The run in the current event loop: `run_async`, `run`'s loop and `agentspan.streaming`.
+
+    ``awaited_writes``: the loop is the caller's (else one `run` made for itself, where the
+    synchronous client on a worker thread costs less).
+    """
     store = get_store()
     adapter = adapter_for(target)
     run, created = await call_store(store, _new_run, adapter, target, input, options, run_id=run_id,
@@ -151,7 +154,7 @@ def _run_on_thread_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
     if loop is None or loop.is_closed():
         loop = policy.new_event_loop()
         policy.set_event_loop(loop)
-    task = loop.create_task(_run_in_loop(target, input, awaited_writes=False, **kwargs))
+    task = loop.create_task(run_in_loop(target, input, awaited_writes=False, **kwargs))
     try:
         return loop.run_until_complete(task)
     except BaseException:
@@ -176,7 +179,7 @@ def _run_in_new_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
     box: list[Any] = []
 
     async def main() -> None:
-        box.append(await _run_in_loop(target, input, awaited_writes=False, **kwargs))
+        box.append(await run_in_loop(target, input, awaited_writes=False, **kwargs))
 
     asyncio.run(main())
     return box[0]

@@ -186,7 +186,9 @@ def get_store(*, create: bool = True) -> Store:
             return _store
         from agentspan.stores.sqlite import SqliteStore
 
-        _store = SqliteStore(current.db_path, durability=current.durability, create=create)
+        # The runtime waits for step writes before it acts on them (`Store.wait_durable`), so a
+        # "full" store may fsync them off the agent's path.
+        _store = SqliteStore(current.db_path, durability=current.durability, create=create, defer_step_sync=True)
         return _store
 
 

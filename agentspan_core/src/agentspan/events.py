@@ -42,6 +42,9 @@ class EventSink:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._delivered: set[Hashable] = set()
         self._closed = False
+        self.barrier: Callable[[], None] | None = None
+        """Called before an event is queued: the run's `Store.wait_durable`, so that the reader
+        never sees an event whose step is not yet as durable as the store promises."""
 
     def emit(self, event: Any, key: Hashable | None = None) -> None:
         """Queues ``event`` unless an event of ``key`` was delivered already (or the stream ended).
@@ -54,6 +57,8 @@ class EventSink:
             return
         if key is not None:
             self._delivered.add(key)
+        if self.barrier is not None:
+            self.barrier()
         self._queue.put_nowait(event)
 
     def close(self) -> None:

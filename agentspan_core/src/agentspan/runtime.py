@@ -1,9 +1,10 @@
 """`ActiveRun`: the journal cursor of one execution attempt of a run.
 
-Adapters route every intercepted call through `ActiveRun.step` (or its `llm`/`tool` helpers).
-A completed step returns its recorded output without calling anything; anything else runs live
-and is journaled ``started`` before and ``completed``/``failed`` after. Re-execution replays the
-framework's loop from the start, so step keys must be deterministic (see `llm_key`/`call_key`).
+Adapters route every intercepted call through `ActiveRun.step` (or `ActiveRun.tool`). A
+completed step returns its recorded output without calling anything; anything else runs live and
+is journaled when it ends (a tool call also ``started`` before it runs, held back while that
+marker may be lost: `agentspan.stores.deferred`). Re-execution replays the framework's loop from
+the start, so step keys must be deterministic (see `llm_key`/`call_key`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from agentspan.hashing import chain, digest
 from agentspan.models import price_usd
 from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus, now
 from agentspan.stores.base import Store, call_store
-from agentspan.tools import DEFAULT_TOOL_OPTIONS, StepInfo, ToolOptions, _current_step
+from agentspan.tools import DEFAULT_TOOL_OPTIONS, StepInfo, ToolOptions, _current_step, jsonable_result
 
 if TYPE_CHECKING:
     from agentspan.tracing import RunTrace
@@ -90,12 +91,21 @@ class ActiveRun:
         _scope.set(self._root)
         if self.strict is not None:
             self.strict.attach(self)
+        sink = event_sink.get()
+        if sink is not None:  # a streamed run: its reader gets no event ahead of the disk
+            sink.barrier = self.store.wait_durable
         return _active.set(self)
 
     @staticmethod
     def deactivate(token: contextvars.Token[ActiveRun | None]) -> None:
         """Undoes `activate`."""
         _active.reset(token)
+
+    def wait_durable(self) -> None:
+        """Returns once this run's journal writes so far are on disk as its store promises
+        (`Store.wait_durable`). For adapters about to hand the user something that rests on
+        them: a framework event. Live calls through `step` wait by themselves."""
+        self.store.wait_durable()
 
     @property
     def events(self) -> EventSink | None:
@@ -159,8 +169,11 @@ class ActiveRun:
         recorded = self.journal.get(key)
         if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash):
             await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
-            return False
-        return recorded is not None and recorded.status is StepStatus.COMPLETED
+            recorded = None
+        if recorded is not None and recorded.status is StepStatus.COMPLETED:
+            return True
+        self.store.wait_durable()  # the framework makes the call next: what it acts on is on disk first
+        return False
 
     async def step(
         self,
@@ -221,6 +234,7 @@ class ActiveRun:
             else:
                 self.store.start_step(step, epoch=self.epoch, durable=durable_start)
         self.journal[key] = step
+        self.store.wait_durable()  # what the live call acts on is on disk first (`Store.wait_durable`)
         info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind._value_, name)
         info_token = _current_step.set(info)
         scope_token = _scope.set(Scope(prefix=f"{key}/")) if child_scope else None
@@ -307,7 +321,7 @@ class ActiveRun:
         """
         if call_id and self.trace is not None:
             self.call_ids[key] = call_id
-        to_json = dump or _jsonable
+        to_json = dump or jsonable_result
         args_hash = digest(args)
         recorded = self.journal.get(key)
         if recorded is not None and recorded.name not in (None, options.name or name):
@@ -371,7 +385,7 @@ class ActiveRun:
             key = self.call_key(f"{side}:{agent}:{name}", kind="guardrail")
         else:
             key = f"{self.call_key(call_id)}/guardrail:{side}:{name}"
-        output: dict[str, JSON] = {"tripwire_triggered": tripwire_triggered, "output_info": _jsonable(info)}
+        output: dict[str, JSON] = {"tripwire_triggered": tripwire_triggered, "output_info": jsonable_result(info)}
         if behavior is not None:
             output["behavior"] = behavior
         await call_store(self.store, self.record, kind=StepKind.GUARDRAIL, key=key, name=name,
@@ -387,15 +401,3 @@ def _constant(value: T) -> Callable[[], Awaitable[T]]:
         return value
 
     return call
-
-
-def _jsonable(value: Any) -> JSON:
-    """Converts a tool result to JSON (pydantic models and dataclasses too; else its ``str``)."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    from pydantic_core import to_jsonable_python
-
-    try:
-        return to_jsonable_python(value)
-    except Exception:
-        return str(value)

@@ -18,7 +18,7 @@ from typing import Any
 
 from agentspan import attached, executor
 from agentspan.adapters import Adapter, adapter_for
-from agentspan.api import _run_in_loop, resumable
+from agentspan.api import resumable, run_in_loop
 from agentspan.config import get_store
 from agentspan.divergence import OnDivergence, check_policy
 from agentspan.errors import ConfigurationError, RunStateError
@@ -119,7 +119,7 @@ def run_streamed(target: Any, input: Any, *, run_id: str | None = None, session_
     adapter.encode_options(options)
     check_policy(on_divergence)
     run_id = run_id or new_id()
-    return _stream(loop, run_id, _run_in_loop(target, input, run_id=run_id, session_id=session_id,
+    return _stream(loop, run_id, run_in_loop(target, input, run_id=run_id, session_id=session_id,
                                               idempotency_key=idempotency_key, agent_name=agent_name,
                                               on_divergence=on_divergence, awaited_writes=True, **options))
 

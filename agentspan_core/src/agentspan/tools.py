@@ -121,3 +121,16 @@ _current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
 def current_step() -> StepInfo | None:
     """Returns the step being executed in this context, or None outside a durable run."""
     return _current_step.get()
+
+
+def jsonable_result(value: Any) -> Any:
+    """Converts a tool's result to JSON for the journal: pydantic models and dataclasses too,
+    anything else as its ``str``."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    from pydantic_core import to_jsonable_python
+
+    try:
+        return to_jsonable_python(value)
+    except Exception:
+        return str(value)

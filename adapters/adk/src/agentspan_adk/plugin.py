@@ -151,6 +151,7 @@ class AgentspanPlugin(BasePlugin):
             journaling = journal.on_event(event)
             if journaling is not None:
                 await journaling
+            journal.run.wait_durable()  # ADK hands the event to the caller next
         return None
 
     async def before_tool_callback(self, *, tool: BaseTool, tool_args: dict[str, Any],

@@ -319,6 +319,19 @@ class Store(CheckpointContract, abc.ABC):
             ConfigurationError: ``claimant`` is empty or longer than `MAX_CLAIMANT`.
         """
 
+    def wait_durable(self) -> None:
+        """Returns once every step write made so far is as durable as the store promises.
+
+        A store may acknowledge a step write before it is on stable storage (SQLite
+        ``durability="full"`` opened with ``defer_step_sync``: `agentspan.stores.wal_sync`); the
+        runtime calls this before it acts on a step: before each live model or tool call and
+        before handing out a streamed event. Stores whose writes are durable when they return
+        (the default) do nothing here.
+
+        Raises:
+            StoreError: The store could not make the writes durable.
+        """
+
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
         """Releases resources (connections, files)."""

@@ -39,6 +39,7 @@ from agentspan.stores.sqlite_rows import (
     run_values,
 )
 from agentspan.stores.sqlite_wal import BACKSTOP_PAGES, WalCheckpointer
+from agentspan.stores.wal_sync import WalSyncer
 
 _T = TypeVar("_T")
 REOPEN_RUN = (
@@ -66,6 +67,10 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         create: Whether to create the file (and schema) when it does not exist.
         defer_start_for: Seconds a ``durable=False`` start may wait to be written together with
             its end (`agentspan.stores.deferred`); 0 writes every start at once.
+        defer_step_sync: On a ``"full"`` store, commit step writes without an fsync and have a
+            helper process fsync them; `wait_durable` waits for it (`agentspan.stores.wal_sync`).
+            Only for a caller that calls `wait_durable` before acting on a step (the runtime
+            does, before every live call); other writes stay fsynced on commit.
 
     Raises:
         StoreError: The file is missing (with ``create=False``), is not a valid Agentspan
@@ -80,6 +85,7 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         durability: Literal["normal", "full"] = "normal",
         create: bool = True,
         defer_start_for: float = 0.2,
+        defer_step_sync: bool = False,
     ) -> None:
         if durability not in ("normal", "full"):
             raise ConfigurationError(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -90,6 +96,7 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         self._cur = self._conn.cursor()  # reused under the lock: no cursor object per statement
         self._deferred = DeferredStarts(defer_start_for, self._write_start)
         self._wal = WalCheckpointer(self.path)
+        self._syncer = WalSyncer(self.path + "-wal") if durability == "full" and defer_step_sync else None
         # `_wal` checkpoints in the background; SQLite's own checkpoint in the commit path stays
         # only as a backstop for a WAL the background thread cannot keep up with.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
@@ -101,15 +108,19 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
     def _error(self, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"Agentspan store {self.path}: {exc}")
 
-    def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True) -> _T:
+    def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False) -> _T:
         """Runs ``fn`` in one ``BEGIN IMMEDIATE`` transaction, rolled back on any error.
 
         ``sync=False`` commits with ``synchronous=NORMAL`` (no fsync) on a ``"full"`` store.
+        ``step``: a step write, which a ``defer_step_sync`` store commits without an fsync and
+        then asks its `WalSyncer` to make durable.
         """
+        later = step and self._syncer is not None
+        relaxed = later or not sync
         with self._lock:
             cur = self._cur
             try:
-                if not sync:
+                if relaxed:
                     cur.execute("PRAGMA synchronous=NORMAL")
                 try:
                     cur.execute("BEGIN IMMEDIATE")
@@ -121,25 +132,53 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
                         _rollback(cur)
                         raise
                 finally:
-                    if not sync:
+                    if relaxed:
                         cur.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            if self._syncer is not None:
+                if later:
+                    self._syncer.request()
+                elif sync:
+                    self._syncer.covered()  # SQLite's fsync of this commit covered the ones before
             return result
 
-    def _write_one(self, statement: str, params: Sequence[Any]) -> int:
+    def _write_one(self, statement: str, params: Sequence[Any], *, step: bool = False) -> int:
         """Runs one write statement as its own transaction (autocommit); returns its row count.
 
         A single statement needs no ``BEGIN IMMEDIATE``: SQLite takes the write lock for it (and
-        waits for it, with the busy timeout) and commits it on its own.
+        waits for it, with the busy timeout) and commits it on its own. ``step`` as for `_tx`.
         """
+        later = step and self._syncer is not None
         with self._lock:
+            cur = self._cur
             try:
-                count = self._cur.execute(statement, params).rowcount
+                if later:
+                    cur.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    count = cur.execute(statement, params).rowcount
+                finally:
+                    if later:
+                        cur.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
             self._wal.committed()
+            if self._syncer is not None and count:
+                if later:
+                    self._syncer.request()
+                else:
+                    self._syncer.covered()
             return count
+
+    def wait_durable(self) -> None:
+        """See `Store.wait_durable`: waits for the helper's fsync of the step writes so far
+        (``defer_step_sync``; otherwise every commit is already as durable as it gets).
+
+        Raises:
+            StoreError: An fsync of the WAL failed.
+        """
+        if self._syncer is not None:
+            self._syncer.wait()
 
     def _query(self, statement: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
         with self._lock:
@@ -317,6 +356,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         """Writes the starts still held back, then closes the connection; later calls raise
         `StoreError`."""
         self._deferred.close(write=True)
+        if self._syncer is not None:
+            self._syncer.close()
         self._wal.close()
         with self._lock:
             self._conn.close()

@@ -125,11 +125,11 @@ class SqliteJournal:
 
     if TYPE_CHECKING:
 
-        def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True) -> _T: ...
+        def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False) -> _T: ...
 
         def _query(self, statement: str, params: Any) -> list[Any]: ...
 
-        def _write_one(self, statement: str, params: Sequence[Any]) -> int: ...
+        def _write_one(self, statement: str, params: Sequence[Any], *, step: bool = False) -> int: ...
 
         durability: str
 
@@ -144,7 +144,7 @@ class SqliteJournal:
         append-only, so the next full commit's fsync covers it).
         """
         if durable or not self._deferred.hold(step, epoch):
-            self._tx(self._start_tx(step, epoch), sync=durable or self.durability != "full")
+            self._tx(self._start_tx(step, epoch), sync=durable or self.durability != "full", step=durable)
 
     def _write_start(self, step: Step, epoch: int) -> None:
         self._tx(self._start_tx(step, epoch), sync=self.durability != "full")
@@ -160,7 +160,7 @@ class SqliteJournal:
         if held is not None:
             self.record_step(held[0], result, epoch=epoch)
             return
-        self._tx(self._finish_tx(run_id, key, result, epoch))
+        self._tx(self._finish_tx(run_id, key, result, epoch), step=True)
 
     def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
         """See `Store.record_step`: `start_step` and `finish_step` in one transaction.
@@ -171,7 +171,7 @@ class SqliteJournal:
         if result.status == StepStatus.STARTED:
             raise ConfigurationError("record_step needs a 'completed' or 'failed' result")
         values = (*recorded_step_values(step, result), step.run_id, epoch)
-        if self._write_one(INSERT_STEP, values):
+        if self._write_one(INSERT_STEP, values, step=True):
             return  # the usual case, one statement in autocommit (its own transaction)
 
         def tx(cur: sqlite3.Cursor) -> None:
@@ -180,7 +180,7 @@ class SqliteJournal:
             self._start_tx(step, epoch)(cur)
             self._finish_tx(step.run_id, step.key, result, epoch)(cur)
 
-        self._tx(tx)
+        self._tx(tx, step=True)
 
     def _start_tx(self, step: Step, epoch: int) -> Callable[[sqlite3.Cursor], None]:
         values = step_values(step)
