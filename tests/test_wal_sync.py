@@ -57,6 +57,21 @@ def record(store: SqliteStore, run_id: str, index: int) -> None:
     store.record_step(step, StepResult(status=StepStatus.COMPLETED, output={"ok": index}), epoch=1)
 
 
+def helper_up(store: SqliteStore) -> tuple[wal_sync.WalSyncer, str]:
+    """A claimed run with one step written, and the store's helper started and ready."""
+    syncer = store._syncer
+    assert syncer is not None
+    run_id = claimed_run(store)
+    record(store, run_id, 0)
+    store.wait_durable()  # fsynced inline: the helper is still starting
+    assert syncer.synced == syncer.requested == 1
+    deadline = time.monotonic() + 20
+    while not syncer.helper_ready:
+        assert time.monotonic() < deadline, "the helper did not start"
+        time.sleep(0.02)
+    return syncer, run_id
+
+
 def gone(pid: int, within: float = 10.0) -> bool:
     """Whether process ``pid`` exits (or is a zombie) within ``within`` seconds."""
     deadline = time.monotonic() + within
@@ -86,13 +101,7 @@ def test_only_a_full_store_that_asks_for_it_defers(tmp_path: Path) -> None:
 
 def test_step_writes_wait_for_the_helper_and_durable_writes_cover_them(tmp_path: Path) -> None:
     store = full_store(tmp_path / "s.db", SLOW_HELPER)
-    syncer = store._syncer
-    assert syncer is not None
-    run_id = claimed_run(store)
-    record(store, run_id, 0)
-    store.wait_durable()  # the helper is starting: fsynced inline, not waited for
-    assert syncer.synced == syncer.requested == 1
-    time.sleep(0.5)  # the helper is up now
+    syncer, run_id = helper_up(store)
     record(store, run_id, 1)
     record(store, run_id, 2)
     assert syncer.synced < syncer.requested == 3  # the helper sleeps before its fsync
@@ -111,10 +120,7 @@ def test_step_writes_wait_for_the_helper_and_durable_writes_cover_them(tmp_path:
 
 def test_a_failed_fsync_fails_every_later_wait(tmp_path: Path) -> None:
     store = full_store(tmp_path / "f.db", FAILING_HELPER)
-    run_id = claimed_run(store)
-    record(store, run_id, 0)
-    store.wait_durable()  # inline while the helper starts
-    time.sleep(0.5)
+    _syncer, run_id = helper_up(store)
     record(store, run_id, 1)
     with pytest.raises(StoreError, match=r"fsync of .*f\.db-wal failed: Input/output error"):
         store.wait_durable()
@@ -125,11 +131,7 @@ def test_a_failed_fsync_fails_every_later_wait(tmp_path: Path) -> None:
 
 def test_a_killed_helper_is_replaced_by_inline_fsyncs(tmp_path: Path) -> None:
     store = full_store(tmp_path / "k.db", SLOW_HELPER)
-    syncer = store._syncer
-    assert syncer is not None
-    run_id = claimed_run(store)
-    record(store, run_id, 0)
-    time.sleep(0.5)
+    syncer, run_id = helper_up(store)
     record(store, run_id, 1)
     assert syncer.helper_pid is not None
     os.kill(syncer.helper_pid, signal.SIGKILL)
@@ -183,9 +185,7 @@ def test_the_helper_finishes_and_exits_when_its_owner_is_killed(tmp_path: Path) 
 def slow_full_store(home: Path) -> SqliteStore:
     store = full_store(home / "full.db", SLOW_HELPER)
     agentspan.configure(store=store)
-    run_id = claimed_run(store)  # start the helper and let it come up before the runs under test
-    record(store, run_id, 0)
-    time.sleep(0.5)
+    helper_up(store)  # before the runs under test
     return store
 
 

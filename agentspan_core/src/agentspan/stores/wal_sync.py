@@ -98,6 +98,14 @@ class WalSyncer:
         """The helper process's id (None while none runs)."""
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def helper_ready(self) -> bool:
+        """Whether a helper runs and has said it is ready (takes its answers so far)."""
+        with self._lock:
+            if self._proc is not None and self._pid == os.getpid():
+                self._read(block=False)
+            return self._proc is not None and self._ready
+
     def request(self) -> None:
         """Asks for the commit just made (and all before it) to be made durable; returns at once."""
         with self._lock:
