@@ -102,9 +102,8 @@ class ActiveRun:
         _active.reset(token)
 
     def wait_durable(self) -> None:
-        """Returns once this run's journal writes so far are on disk as its store promises
-        (`Store.wait_durable`). For adapters about to hand the user something that rests on
-        them: a framework event. Live calls through `step` wait by themselves."""
+        """`Store.wait_durable`: for an adapter about to hand the caller a framework event (live
+        calls through `step` wait by themselves)."""
         self.store.wait_durable()
 
     @property
