@@ -129,6 +129,26 @@ def test_a_failed_fsync_fails_every_later_wait(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_failed_fsync_stops_the_run_before_its_next_call(home: Path) -> None:
+    store = full_store(home / "f.db", FAILING_HELPER)
+    agentspan.configure(store=store)
+    helper_up(store)  # its first fsync failed
+    calls: list[int] = []
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        calls.append(a)
+        return a + b
+
+    agent = Agent(name="calc", tools=[add], model=ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"]))
+    with pytest.raises(StoreError, match="fsync"):
+        agentspan.run(agent, "add")
+    assert calls == []
+    failed = next(run for run in store.list_runs() if run.agent == "calc")
+    assert failed.status is RunStatus.FAILED and "Input/output error" in (failed.error or "")
+
+
 def test_a_killed_helper_is_replaced_by_inline_fsyncs(tmp_path: Path) -> None:
     store = full_store(tmp_path / "k.db", SLOW_HELPER)
     syncer, run_id = helper_up(store)
