@@ -33,9 +33,10 @@ from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 import oa_support
 from crash_support import calls_of, lines, run_child
 
-SLOW_HELPER = wal_sync._HELPER.replace("os.fdatasync(fd)", "time.sleep(0.03); os.fdatasync(fd)").replace(
+FSYNC = 'getattr(os, "fdatasync", os.fsync)(fd)'
+SLOW_HELPER = wal_sync._HELPER.replace(FSYNC, f"time.sleep(0.03); {FSYNC}").replace(
     "import os, struct, sys", "import os, struct, sys, time")
-FAILING_HELPER = wal_sync._HELPER.replace("os.fdatasync(fd)", "raise OSError(5, 'Input/output error')")
+FAILING_HELPER = wal_sync._HELPER.replace(FSYNC, "raise OSError(5, 'Input/output error')")
 assert SLOW_HELPER != wal_sync._HELPER and FAILING_HELPER != wal_sync._HELPER
 
 
@@ -166,8 +167,11 @@ def test_a_killed_helper_is_replaced_by_inline_fsyncs(tmp_path: Path) -> None:
 
 def test_without_a_helper_the_wait_fsyncs_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
-    store = full_store(tmp_path / "n.db")
+    monkeypatch.chdir(tmp_path)
+    store = full_store(Path("n.db"))  # a relative path: the WAL is found after a chdir too
     run_id = claimed_run(store)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     for index in range(3):
         record(store, run_id, index)
         store.wait_durable()

@@ -96,7 +96,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         self._cur = self._conn.cursor()  # reused under the lock: no cursor object per statement
         self._deferred = DeferredStarts(defer_start_for, self._write_start)
         self._wal = WalCheckpointer(self.path)
-        self._syncer = WalSyncer(self.path + "-wal") if durability == "full" and defer_step_sync else None
+        self._syncer = (WalSyncer(os.path.abspath(self.path) + "-wal")  # POSIX pipes and select
+                        if durability == "full" and defer_step_sync and os.name == "posix" else None)
         # `_wal` checkpoints in the background; SQLite's own checkpoint in the commit path stays
         # only as a backstop for a WAL the background thread cannot keep up with.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")

@@ -60,7 +60,7 @@ while True:
                 os.fsync(folder)  # a WAL file created since the last checkpoint: its name too
             finally:
                 os.close(folder)
-        os.fdatasync(fd)
+        getattr(os, "fdatasync", os.fsync)(fd)  # macOS has no fdatasync
     except OSError as exc:
         os.write(1, struct.pack("<q", -(exc.errno or 5)))
         break
@@ -240,7 +240,7 @@ class WalSyncer:
                     os.fsync(folder)
                 finally:
                     os.close(folder)
-            os.fdatasync(self._inline_fd)
+            getattr(os, "fdatasync", os.fsync)(self._inline_fd)
         except OSError as exc:
             self._failure = f"fsync of {self.wal_path} failed: {exc.strerror or exc}"
             return
