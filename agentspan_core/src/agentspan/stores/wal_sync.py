@@ -102,9 +102,9 @@ class WalSyncer:
     def helper_ready(self) -> bool:
         """Whether a helper runs and has said it is ready (takes its answers so far)."""
         with self._lock:
-            if self._proc is not None and self._pid == os.getpid():
+            if self._ours():
                 self._read(block=False)
-            return self._proc is not None and self._ready
+            return self._ours() and self._ready
 
     def request(self) -> None:
         """Asks for the commit just made (and all before it) to be made durable; returns at once."""
@@ -131,10 +131,10 @@ class WalSyncer:
             return
         with self._lock:
             target = self.requested
-            if self._proc is not None and self._pid == os.getpid():
+            if self._ours():
                 self._read(block=False)
             while self.synced < target and self._failure is None:
-                if self._proc is None or not self._ready or self._pid != os.getpid():
+                if not (self._ours() and self._ready):
                     self._sync_inline(target)  # also while the helper starts: never wait for that
                 elif not self._read(block=True):
                     self._sync_inline(target)  # no answer in time (a busy machine)
@@ -144,7 +144,7 @@ class WalSyncer:
     def close(self) -> None:
         """Stops the helper once it has covered what it was asked to (or covers it inline)."""
         with self._lock:
-            if self._proc is not None and self._pid == os.getpid():
+            if self._ours():
                 os.close(self._to_helper)  # the helper fsyncs what is queued, then sees the end
                 self._to_helper = -1
                 try:
@@ -160,6 +160,10 @@ class WalSyncer:
                 self._inline_fd = -1
 
     # ---- under the lock -------------------------------------------------------------------
+    def _ours(self) -> bool:
+        """Whether a helper runs for this process (a forked child's is its parent's)."""
+        return self._proc is not None and self._pid == os.getpid()
+
     def _helper(self) -> bool:
         """Whether a helper runs (started on first use, and again in a forked child)."""
         if self._pid != os.getpid():  # a forked child: the inherited pipes are the parent's
