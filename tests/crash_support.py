@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from zygote import Zygote, fork_enabled
+
 import agentspan
 
 CHILD_TIMEOUT = 90.0
@@ -70,6 +72,17 @@ def run_child(script: str, env: dict[str, str], *args: str, crash_at: str | None
             `subprocess.Popen` with its stdout and stderr piped.
     """
     env = {**env, **({"CRASH_AT": crash_at} if crash_at else {})}
+    if fork_enabled():  # a fork of a process that has the frameworks imported (`zygote`)
+        child = Zygote.get().spawn(script, list(args), env)
+        if not wait:
+            return child  # type: ignore[return-value] - what the tests use of a Popen
+        try:
+            out, err = child.communicate(timeout=CHILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise
+        return subprocess.CompletedProcess(child.args, child.returncode or 0, out, err)
     cmd = [sys.executable, script, *args]
     if not wait:
         return subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
