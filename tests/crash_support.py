@@ -3,7 +3,8 @@
 A SIGKILLed child cannot report anything itself, so live model calls and tool side effects are
 appended to files in AGENTSPAN_HOME (`log`, read back with `lines`), where the test process and
 every child can count them. `crash_if` is the kill switch a child's agent code calls at its
-crash points; `run_child` starts a child script with ``CRASH_AT`` set.
+crash points; `run_child` starts a child script with ``CRASH_AT`` set (forked by the session's
+`zygote`, which has the frameworks imported, or a fresh interpreter with ``AGENTSPAN_TESTS_FORK=0``).
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ as an interpreter does (non-daemon threads joined, ``atexit`` handlers run, stre
 
 Set ``AGENTSPAN_TESTS_FORK=0`` to start every child as a fresh interpreter instead.
 
-Protocol, one Unix-socket connection per child: the test sends one JSON line (``script``,
-``args``, ``env``, ``cwd``) with the write ends of its stdout and stderr pipes (``SCM_RIGHTS``);
-the zygote answers ``<pid>\\n`` once forked and ``<exit code>\\n`` (negative: killed by that
-signal, as `subprocess`) once the child is reaped.
+Protocol, one Unix-socket (``SOCK_SEQPACKET``) connection per child: the test sends one JSON
+message (``script``, ``args``, ``env``, ``cwd``) with the write ends of its stdout and stderr
+pipes (``SCM_RIGHTS``); the zygote answers ``<pid>\\n`` once forked and ``<exit code>\\n``
+(negative: killed by that signal, as `subprocess`) once the child is reaped.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def serve(path: str) -> None:
     """The zygote: preloads, then forks a child per connection on ``path`` until stdin closes."""
     for name in PRELOAD:
         importlib.import_module(name)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # a request is one message
     listener.bind(path)
     listener.listen(16)
     waiting: dict[int, socket.socket] = {}
@@ -119,7 +119,7 @@ def serve(path: str) -> None:
                     os._exit(code)
             for fd in fds:
                 os.close(fd)
-            conn.sendall(f"{pid}\n".encode())
+            _answer(conn, pid)
             waiting[pid] = conn
         while waiting:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -127,8 +127,15 @@ def serve(path: str) -> None:
                 break
             conn = waiting.pop(pid, None)
             if conn is not None:
-                conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+                _answer(conn, os.waitstatus_to_exitcode(status))
                 conn.close()
+
+
+def _answer(conn: socket.socket, number: int) -> None:
+    try:
+        conn.sendall(f"{number}\n".encode())
+    except OSError:
+        pass  # the test stopped listening (it failed or was interrupted): nothing to tell
 
 
 class Zygote:
@@ -159,7 +166,7 @@ class Zygote:
         """Forks a child running ``script`` with ``args`` and ``env``."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             conn.connect(self.path)
             message = json.dumps({"script": script, "args": args, "env": env, "cwd": os.getcwd()})
