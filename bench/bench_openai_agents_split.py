@@ -39,7 +39,7 @@ from agentspan.records import Step, StepResult
 from agentspan.stores.sqlite import SqliteStore
 
 from bench_openai_agents import PROMPT, add, make_agent
-from bench_support import Clock, machine, summarize
+from bench_support import Clock, machine, run_rounds, summarize
 
 
 class TimedStore(SqliteStore):
@@ -92,13 +92,7 @@ def measure(turns: int, repeats: int, seed: int) -> dict[str, float]:
     for run in variants.values():
         run()
     sqlite.write_ns.clear()
-    rng = random.Random(seed)
-    clocks: dict[str, list[Clock]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        order = list(variants)
-        rng.shuffle(order)
-        for name in order:
-            clocks[name].append(variants[name]())
+    clocks = run_rounds(variants, repeats, shuffle=random.Random(seed))
     # every journaled call went through the timed write: the SQLite variant measured what it says
     assert len(sqlite.write_ns) == repeats * (2 * turns - 1), len(sqlite.write_ns)
     agentspan.config.reset()

@@ -13,6 +13,7 @@ import argparse
 import gc
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -117,7 +118,8 @@ AnyClock = TypeVar("AnyClock", bound=Clock)
 
 
 def run_rounds(variants: dict[str, Callable[[], AnyClock]], repeats: int,
-               after_round: Callable[[], None] | None = None) -> dict[str, list[AnyClock]]:
+               after_round: Callable[[], None] | None = None,
+               shuffle: random.Random | None = None) -> dict[str, list[AnyClock]]:
     """Runs every variant once per round, round-robin, for ``repeats`` rounds.
 
     Interleaving spreads slow phases of a shared machine over all variants alike.
@@ -126,14 +128,19 @@ def run_rounds(variants: dict[str, Callable[[], AnyClock]], repeats: int,
         variants: Name → a function timing one run.
         repeats: Rounds.
         after_round: Called after each round (e.g. to take a measurement of its own).
+        shuffle: Orders each round's variants at random with it (else always in ``variants``'
+            order, where each variant finds the caches the one before it left).
 
     Returns:
         Name → its clocks, one per round.
     """
     clocks: dict[str, list[AnyClock]] = {name: [] for name in variants}
     for _ in range(repeats):
-        for name, fn in variants.items():
-            clocks[name].append(fn())
+        order = list(variants)
+        if shuffle is not None:
+            shuffle.shuffle(order)
+        for name in order:
+            clocks[name].append(variants[name]())
         if after_round is not None:
             after_round()
     return clocks

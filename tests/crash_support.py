@@ -83,7 +83,7 @@ def run_child(script: str, env: dict[str, str], *args: str, crash_at: str | None
             child.kill()
             child.communicate()
             raise
-        return subprocess.CompletedProcess(child.args, child.returncode or 0, out, err)
+        return subprocess.CompletedProcess(child.args, child.wait(), out, err)
     cmd = [sys.executable, script, *args]
     if not wait:
         return subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

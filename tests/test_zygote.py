@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,11 @@ def test_a_running_child_is_killed_and_waited_for(tmp_path: Path) -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         child.wait(timeout=0.2)
     child.kill()
+    deadline = time.monotonic() + 10
+    while child.poll() is None:  # as Popen.poll: sees the exit without waiting for it
+        assert time.monotonic() < deadline, "poll() never saw the killed child's exit"
+        time.sleep(0.01)
+    assert child.returncode == -9
     assert child.wait(timeout=10) == -9
     with pytest.raises(ProcessLookupError):
         os.kill(child.pid, 0)  # reaped by the zygote

@@ -18,15 +18,21 @@ pipes (``SCM_RIGHTS``); the zygote answers ``<pid>\\n`` once forked and ``<exit 
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
+import runpy
+import select
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +47,6 @@ PRELOAD = (
 
 def _run_script(script: str, args: list[str], env: dict[str, str], cwd: str) -> int:
     """In the forked child: runs ``script`` as ``python script *args`` would; returns the exit code."""
-    import atexit
-    import runpy
-    import traceback
-
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -145,8 +147,6 @@ class Zygote:
     _instance: Zygote | None = None
 
     def __init__(self) -> None:
-        import subprocess
-
         self.path = str(Path(tempfile.mkdtemp(prefix="zygote-")) / "socket")
         self.process = subprocess.Popen([sys.executable, __file__, self.path], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
@@ -197,6 +197,11 @@ class ForkedChild:
                 pass
 
     def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                self.wait(timeout=0)
+            except subprocess.TimeoutExpired:
+                pass
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -207,10 +212,6 @@ class ForkedChild:
 
     def _answer(self, timeout: float | None) -> str:
         """The zygote's next answer line (raises `subprocess.TimeoutExpired` after ``timeout`` s)."""
-        import select
-        import subprocess
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self._received:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -225,9 +226,6 @@ class ForkedChild:
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         """Reads stdout and stderr to their end, then waits (``timeout``: the whole of it)."""
-        import subprocess
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         chunks: dict[Any, list[bytes]] = {self.stdout: [], self.stderr: []}
         with selectors.DefaultSelector() as selector:
