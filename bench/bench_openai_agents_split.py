@@ -20,12 +20,9 @@ measuring tool for the team, with no target of its own: the targets are ``bench_
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +36,7 @@ from agentspan.records import Step, StepResult
 from agentspan.stores.sqlite import SqliteStore
 
 from bench_openai_agents import PROMPT, add, make_agent
-from bench_support import Clock, machine, run_rounds, summarize
+from bench_support import Clock, child_bench_args, child_measurements, machine, run_rounds, summarize
 
 
 class TimedStore(SqliteStore):
@@ -108,38 +105,26 @@ def measure(turns: int, repeats: int, seed: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--turns", type=int, default=100, help="model calls per run (default 100)")
-    parser.add_argument("--repeats", type=int, default=20, help="shuffled rounds per process (default 20)")
-    parser.add_argument("--processes", type=int, default=3, help="fresh processes, one after the other (default 3)")
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child: print one JSON line
-    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.turns < 2 or args.repeats < 1 or args.processes < 1:
-        parser.error("--turns must be >= 2, --repeats >= 1 and --processes >= 1")
+    args = child_bench_args(__doc__, "repeats", "shuffled rounds per process")
     if args.one:
         print(json.dumps(measure(args.turns, args.repeats, args.seed)))
         return
     print(f"{args.turns} turns per run, {args.repeats} shuffled rounds per process; {machine()}")
     print("added ms per turn over the plain runner: SQLite store / step writes dropped (difference: the writes)")
-    rows = []
-    for index in range(args.processes):
-        out = subprocess.run([sys.executable, __file__, "--one", "--turns", str(args.turns), "--repeats",
-                              str(args.repeats), "--seed", str(index)], check=True, capture_output=True, text=True)
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        print(f"process {index + 1}/{args.processes}: plain {row['plain_ms_per_turn']:.2f} ms per turn; "
-              f"wall +{row['sqlite_wall']:.3f} / +{row['dropped_wall']:.3f} "
-              f"({row['sqlite_wall'] - row['dropped_wall']:+.3f}); "
-              f"CPU +{row['sqlite_cpu']:.3f} / +{row['dropped_cpu']:.3f} "
-              f"({row['sqlite_cpu'] - row['dropped_cpu']:+.3f}); "
-              f"one step write in a run {row['write_us']:.1f} µs", flush=True)
-    if len(rows) > 1:
-        def mid(field: str) -> float:
-            return statistics.median(r[field] for r in rows)
-        print(f"median over processes: wall +{mid('sqlite_wall'):.3f} / +{mid('dropped_wall'):.3f}, "
-              f"CPU +{mid('sqlite_cpu'):.3f} / +{mid('dropped_cpu'):.3f} ms per turn, "
-              f"step write {mid('write_us'):.1f} µs")
+
+    def describe(row: dict[str, float]) -> str:
+        return (f"plain {row['plain_ms_per_turn']:.2f} ms per turn; "
+                f"wall +{row['sqlite_wall']:.3f} / +{row['dropped_wall']:.3f} "
+                f"({row['sqlite_wall'] - row['dropped_wall']:+.3f}); "
+                f"CPU +{row['sqlite_cpu']:.3f} / +{row['dropped_cpu']:.3f} "
+                f"({row['sqlite_cpu'] - row['dropped_cpu']:+.3f}); "
+                f"one step write in a run {row['write_us']:.1f} µs")
+
+    mid = child_measurements(__file__, args, "repeats", describe)
+    if args.processes > 1:
+        print(f"median over processes: wall +{mid['sqlite_wall']:.3f} / +{mid['dropped_wall']:.3f}, "
+              f"CPU +{mid['sqlite_cpu']:.3f} / +{mid['dropped_cpu']:.3f} ms per turn, "
+              f"step write {mid['write_us']:.1f} µs")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,36 @@ def framework_bench_args(doc: str, default_turns: int) -> argparse.Namespace:
     return args
 
 
+def child_bench_args(doc: str, rounds: str, rounds_help: str) -> argparse.Namespace:
+    """Parses the options of a bench that measures in fresh child processes of itself: ``--turns``
+    (default 100), ``--<rounds>`` (default 20), ``--processes`` (default 3) and the hidden ``--one``
+    and ``--seed`` of a child."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=100, help="model calls per run (default 100)")
+    parser.add_argument(f"--{rounds}", type=int, default=20, help=f"{rounds_help} (default 20)")
+    parser.add_argument("--processes", type=int, default=3, help="fresh processes, one after the other (default 3)")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child: print one JSON line
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.turns < 2 or getattr(args, rounds) < 1 or args.processes < 1:
+        parser.error(f"--turns must be >= 2, --{rounds} >= 1 and --processes >= 1")
+    return args
+
+
+def child_measurements(script: str, args: argparse.Namespace, rounds: str,
+                       describe: Callable[[dict[str, float]], str]) -> dict[str, float]:
+    """Runs ``script --one`` (parsed by `child_bench_args`) in ``args.processes`` fresh processes, one
+    after the other, printing ``describe`` of each one's JSON line; returns the median of each field."""
+    rows: list[dict[str, float]] = []
+    for index in range(args.processes):
+        out = subprocess.run([sys.executable, script, "--one", "--turns", str(args.turns), f"--{rounds}",
+                              str(getattr(args, rounds)), "--seed", str(index)],
+                             check=True, capture_output=True, text=True)  # fmt: skip
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"process {index + 1}/{args.processes}: {describe(rows[-1])}", flush=True)
+    return {field: statistics.median(row[field] for row in rows) for field in rows[0]}
+
+
 def in_processes(script: str, args: argparse.Namespace, tmp_root: Path, unit: str) -> list[dict[str, dict[str, float]]]:
     """Runs ``script`` (a framework bench) once per ``args.processes`` in a fresh interpreter each.
 
