@@ -1,6 +1,6 @@
 """How long `agentspan.testing.mock_run` takes per test, for each framework.
 
-Run with ``uv run python bench/bench_mock_run.py [--repeats 21]``.
+Run with ``uv run python bench/bench_mock_run.py [--repeats 21] [--crash-repeats 5]``.
 
 One mock run is a three-turn script (look an order up, refund it with a scripted approval, answer)
 against a real agent of each framework whose model names a real provider: openai-agents
@@ -10,11 +10,17 @@ as ``mock_run`` does by default. Reported: the median and p90 wall time of one w
 call (the first run of each framework, which imports it, is left out), and the same framework's
 run without Agentspan where one is cheap to make (openai-agents' ``Runner.run_sync`` with a
 scripted ``Model``), for scale.
+
+Then the same mock run as a crash test (``crash_after=2``: the child process is SIGKILLed after the
+lookup, the test resumes the run), its child forked from the crash kit's fork server (the default)
+against a fresh interpreter (``AGENTSPAN_CRASH_FORK=0``), alternated; the first forked run, which
+starts the framework's fork server, is reported on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -107,9 +113,30 @@ def plain_openai(repeats: int) -> list[float]:
     return timed(once, repeats)
 
 
+def crash_times(builder: str, repeats: int) -> tuple[float, list[float], list[float]]:
+    """A crash test of ``builder``'s target: the first forked run, then forked and fresh alternated (ms)."""
+    def once(fork: str) -> float:
+        os.environ["AGENTSPAN_CRASH_FORK"] = fork
+        started = time.perf_counter()
+        result = mock_run(f"bench_mock_run:{builder}", "Refund order 42", script=SCRIPT, crash_after=2)
+        elapsed = (time.perf_counter() - started) * 1e3
+        assert result.crashed_at is not None
+        expect(result).completed().tool_order(["lookup_order", "refund"])
+        return elapsed
+
+    first = once("1")
+    forked, fresh = [], []
+    for _ in range(repeats):
+        forked.append(once("1"))
+        fresh.append(once("0"))
+    os.environ.pop("AGENTSPAN_CRASH_FORK")
+    return first, forked, fresh
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--crash-repeats", type=int, default=5, help="crash tests per way of starting the child")
     args = parser.parse_args()
     print(machine())
     rows = []
@@ -129,6 +156,15 @@ def main() -> None:
         print(f"| {name} | {median:.1f} ms | {p90:.1f} ms | ≤ {TARGET_MS:.0f} ms | {verdict} |")
     print(f"\nFor scale: a plain openai-agents `Runner.run_sync` of two scripted turns: "
           f"{statistics.median(plain):.1f} ms.")
+    if args.crash_repeats < 1:
+        return
+    print("\n| crash test (`crash_after=2`) | child forked (median) | first forked (starts the server) "
+          "| fresh interpreter (median) |\n|---|---:|---:|---:|")
+    for name, builder in (("openai-agents", "openai_agent"), ("LangGraph", "langgraph_graph"),
+                          ("Google ADK", "adk_agent")):
+        first, forked, fresh = crash_times(builder, args.crash_repeats)
+        print(f"| {name} | {statistics.median(forked):.0f} ms | {first:.0f} ms | {statistics.median(fresh):.0f} ms |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ by the network guard, or fail without an API key). Real tools record their side 
 
 from __future__ import annotations
 
+import os
+
 from agents import Agent, function_tool, set_tracing_disabled
 
 import agentspan
@@ -45,3 +47,14 @@ billing = Agent(name="billing", instructions="Handle refunds.", tools=[refund], 
 support = Agent(name="support", instructions="Help the customer.", tools=[lookup_order], handoffs=[billing],
                 model="gpt-4o-mini")
 """Triage agent: looks orders up, hands refunds off to ``billing``."""
+
+
+@function_tool
+def whoami() -> str:
+    """Report which process runs this tool."""
+    effect(f"pid {os.getpid()} parent {os.getppid()}")
+    return "ok"
+
+
+prober = Agent(name="prober", instructions="Call whoami.", tools=[whoami], model="gpt-4o-mini")
+"""Records the process (and its parent) that ran its tool: a crash test's child, or the test process."""

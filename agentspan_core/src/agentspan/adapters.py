@@ -31,6 +31,9 @@ class Adapter(abc.ABC):
     streams: bool = False
     """Whether `execute` streams the framework's events into ``run.events`` when it is set
     (`agentspan.run_streamed`)."""
+    preload: tuple[str, ...] = ()
+    """Modules of the framework that running a target imports besides this adapter's own module:
+    the crash kit's fork server imports them once, so a crash test's child does not."""
     continued_elsewhere: Mapping[str, str] = MappingProxyType({})
     """Frameworks recorded on runs of this framework that only the framework's own runner can
     continue (a plugin's runs in a user-built runner), each with how to continue one: `resume`

@@ -20,7 +20,8 @@ AgentspanError
 ├── ScriptError               a mock_run script does not fit the run (ran out, unknown tool, ...)
 ├── InvalidExportError        a run export (`agentspan runs export`) is not valid or of an unknown format
 ├── RecordedStepFailure       a replayed step failed in the recorded run (raised again by `replay`)
-└── CassetteError             a recorded HTTP cassette is missing (and recording is off) or unreadable
+├── CassetteError             a recorded HTTP cassette is missing (and recording is off) or unreadable
+└── ForkServerUnavailable     a crash test's child cannot be forked here (it starts as a fresh interpreter)
 
 AgentspanSignal (BaseException)   control flow that user code and frameworks must not swallow
 ├── ApprovalPending           a tool waits for a human decision: unwind the framework's loop
@@ -183,6 +184,11 @@ class CassetteError(AgentspanError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class ForkServerUnavailable(AgentspanError):
+    """No crash-test child can be forked here (not Linux, a fork server that did not start or has
+    threads): the caller starts a fresh interpreter instead."""
 
 
 class AgentspanSignal(BaseException):

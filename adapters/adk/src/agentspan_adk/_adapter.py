@@ -81,6 +81,8 @@ class ADKAdapter(Adapter):
     """Makes Google ADK agents durable: ``agentspan.run(agent_or_app, "prompt", session_id=...)``."""
 
     framework = _managed.FRAMEWORK
+    preload = ("google.adk.agents", "google.adk.runners", "google.adk.flows.llm_flows.auto_flow",
+               "google.adk.workflow._workflow", "google.genai.types")
     streams = True
     continued_elsewhere = MappingProxyType({
         _managed.RUNNER_FRAMEWORK: "AgentspanPlugin opened it in your own ADK Runner, and only that Runner (with "

@@ -70,6 +70,7 @@ class LangGraphAdapter(Adapter):
     """Makes compiled LangGraph graphs durable: ``agentspan.run(graph, input, thread_id=...)``."""
 
     framework = "langgraph"
+    preload = ("langgraph.graph", "langgraph.prebuilt")
     streams = True
 
     def __init__(self) -> None:

@@ -31,6 +31,7 @@ class OpenAIAgentsAdapter(Adapter):
     ``agentspan.run_streamed(agent, input)`` (``Runner.run_streamed`` under the hood)."""
 
     framework = "openai-agents"
+    preload = ("agents", "agents.models.openai_provider")
     streams = True
 
     def accepts(self, target: Any) -> bool:

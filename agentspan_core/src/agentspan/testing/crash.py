@@ -10,6 +10,7 @@ consumed once across both processes and stand-ins run (and record their side eff
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from agentspan.stores.base import Store
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.testing import targets
 from agentspan.testing._channel import FDS_ENV, Channel
+from agentspan.testing._forkserver import ForkedChild, ForkServer, ForkServerUnavailable, fork_supported
 from agentspan.testing._store import MockStore
 from agentspan.testing.mock import execute, finish, prepare
 from agentspan.testing.result import MockResult, build_result
@@ -35,6 +37,14 @@ from agentspan.testing.script import Script, Stubs
 from agentspan.testing.stand_ins import LocalStandIns
 
 _STDERR_TAIL = 4000
+
+FORK_ENV = "AGENTSPAN_CRASH_FORK"
+"""``0`` starts every crash-test child as a fresh interpreter instead of forking it."""
+
+_PRELOAD = ("agentspan.testing._child", "agentspan.testing.mock", "agentspan.stores.sqlite")
+"""What a child imports anyway, besides its adapter's module (which imports the framework)."""
+
+log = logging.getLogger("agentspan")
 
 
 def _check_point(crash_after: int | None, crash_at: str | None) -> None:
@@ -65,17 +75,37 @@ def _sqlite_store(store: Store | None) -> tuple[SqliteStore, Any]:
     return store, None
 
 
-class _Child:
-    """The child process and the test process's side of its channel."""
+def _forking() -> bool:
+    """Whether crash-test children are forked from a fork server (``AGENTSPAN_CRASH_FORK``, default on)."""
+    return os.environ.get(FORK_ENV, "1") != "0" and fork_supported()
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+
+class _Child:
+    """The child process and the test process's side of its channel.
+
+    The child is forked from a server process that has the target's framework imported
+    (`agentspan.testing._forkserver`; a fresh interpreter spends seconds importing it), or, where
+    that cannot be (``AGENTSPAN_CRASH_FORK=0``, not Linux, the server unavailable), started as
+    ``python -m agentspan.testing._child``. Either way it is a process of its own, SIGKILLed for real.
+    """
+
+    def __init__(self, spec: dict[str, Any], preload: tuple[str, ...]) -> None:
         parent_read, child_write = os.pipe()
         child_read, parent_write = os.pipe()
         self.output = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "agentspan.testing._child"], pass_fds=(child_read, child_write),
-            env={**os.environ, FDS_ENV: f"{child_read},{child_write}"}, stdin=subprocess.DEVNULL,
-            stdout=self.output, stderr=self.output)
+        self.process: subprocess.Popen[bytes] | ForkedChild | None = None
+        if _forking():
+            try:
+                self.process = ForkServer.get(preload).spawn(
+                    call="agentspan.testing._child:main", env=dict(os.environ), cwd=os.getcwd(),
+                    fds=[self.output.fileno(), self.output.fileno(), child_read, child_write], fds_env=FDS_ENV)
+            except ForkServerUnavailable as exc:
+                log.warning("agentspan: crash test child started as a fresh interpreter (%s)", exc)
+        if self.process is None:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agentspan.testing._child"], pass_fds=(child_read, child_write),
+                env={**os.environ, FDS_ENV: f"{child_read},{child_write}"}, stdin=subprocess.DEVNULL,
+                stdout=self.output, stderr=self.output)
         os.close(child_read)
         os.close(child_write)
         self.channel = Channel(parent_read, parent_write)
@@ -135,9 +165,9 @@ def crash_run(target: Any, input: Any, *, script: Script, stubs: Stubs, crash_af
     _require_json(input, "input")
     sqlite, keep = _sqlite_store(store)
     run_id = run_id or new_id()
-    child = _Child({"target": name, "sys_path": list(sys.path), "store": sqlite.path, "run_id": run_id,
-                    "input": input, "options": options, "stubbed": sorted(stubs.names),
-                    "crash_after": crash_after, "crash_at": crash_at})
+    spec = {"target": name, "sys_path": list(sys.path), "store": sqlite.path, "run_id": run_id, "input": input,
+            "options": options, "stubbed": sorted(stubs.names), "crash_after": crash_after, "crash_at": crash_at}
+    child = _Child(spec, (*_PRELOAD, type(adapter).__module__, *adapter.preload))
     code = child.serve(script, stubs)
     if code != -signal.SIGKILL or child.crashed_at is None:
         _explain_no_crash(code, child, script, sqlite, run_id, crash_after, crash_at)
