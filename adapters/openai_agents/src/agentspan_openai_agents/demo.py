@@ -8,10 +8,12 @@ finishes. Each tool appends to a side-effect file so you can see nothing ran twi
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +69,43 @@ def _child(run_id: str) -> None:
     agentspan.run(build_agent(), "My order 42 arrived damaged. Refund it please.", run_id=run_id)
 
 
+class _ChildProcess:
+    """The process that runs the agent until the demo kills it.
+
+    On Linux it is forked from this process (which has openai-agents imported already: a new
+    interpreter spends ~3 s importing it) before this process opens the store or starts a thread;
+    elsewhere it is ``python -m agentspan_openai_agents.demo child RUN_ID``. Either way a process of
+    its own, with its own store connection, killed with a real SIGKILL.
+    """
+
+    def __init__(self, run_id: str, env: dict[str, str]) -> None:
+        self._forked: multiprocessing.process.BaseProcess | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+        if sys.platform.startswith("linux") and threading.active_count() == 1:
+            self._forked = multiprocessing.get_context("fork").Process(target=_child, args=(run_id,), daemon=True)
+            self._forked.start()
+        else:
+            self._popen = subprocess.Popen([sys.executable, "-m", "agentspan_openai_agents.demo", "child", run_id],
+                                           env=env)
+
+    @property
+    def pid(self) -> int | None:
+        return self._forked.pid if self._forked is not None else self._popen.pid  # type: ignore[union-attr]
+
+    def running(self) -> bool:
+        return self._forked.is_alive() if self._forked is not None else self._popen.poll() is None  # type: ignore[union-attr]
+
+    def kill(self) -> int | None:
+        """SIGKILLs the child; returns its exit code (-9)."""
+        if self._forked is not None:
+            self._forked.kill()
+            self._forked.join()
+            return self._forked.exitcode
+        assert self._popen is not None
+        self._popen.send_signal(signal.SIGKILL)
+        return self._popen.wait()
+
+
 def _steps_table(run_id: str, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("seq", "kind", "key", "name", "status", "ms", "tokens in/out"):
@@ -81,18 +120,18 @@ def _steps_table(run_id: str, title: str) -> Table:
 
 def main() -> None:
     """Runs the demo (crash → resume → approval → done) in a few seconds."""
-    store = agentspan.get_store()
     home = agentspan.settings().home
     _effects_file().write_text("")
     run_id = new_id()
+    env = {**os.environ, "AGENTSPAN_HOME": str(home)}
+    child = _ChildProcess(run_id, env)  # before this process opens the store (a fork copies no connection)
+    store = agentspan.get_store()
     console.rule("[bold]Agentspan demo[/]: an openai-agents agent that survives kill -9")
     console.print(f"store: {agentspan.settings().db_path}   run: [cyan]{run_id}[/]\n")
 
     console.print("1. A child process runs the agent; we SIGKILL it while its 2nd model call is in flight.")
-    env = {**os.environ, "AGENTSPAN_HOME": str(home)}
-    child = subprocess.Popen([sys.executable, "-m", "agentspan_openai_agents.demo", "child", run_id], env=env)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and child.poll() is None:
+    while time.monotonic() < deadline and child.running():
         try:
             if any(s.name == "lookup_order" and s.status.value == "completed" for s in store.list_steps(run_id)):
                 break
@@ -100,9 +139,8 @@ def main() -> None:
             pass
         time.sleep(0.02)
     time.sleep(0.1)  # the 2nd model call (0.4 s) is now in flight, with margin on both sides
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    console.print(f"   [red]killed[/] pid {child.pid} (exit {child.returncode})")
+    code = child.kill()
+    console.print(f"   [red]killed[/] pid {child.pid} (exit {code})")
     console.print(_steps_table(run_id, "   journal at the crash"))
 
     console.print("\n2. This process resumes the run: completed calls replay from the journal.")
