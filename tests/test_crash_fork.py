@@ -70,3 +70,17 @@ def test_a_fork_server_with_threads_refuses_to_fork(tmp_path: Path, monkeypatch:
             server.spawn(call="os:getpid", env=dict(os.environ), cwd=str(tmp_path), fds=[out, out])
     finally:
         os.close(out)
+
+
+@pytest.mark.skipif(not fork_supported(), reason="no fork server on this platform")
+def test_a_preload_module_that_prints_does_not_stop_the_server(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "prints_on_import.py").write_text("print('hello from an import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    server = ForkServer.get(("prints_on_import",))
+    out = os.open(os.devnull, os.O_WRONLY)
+    try:
+        child = server.spawn(call="os:getpid", env=dict(os.environ), cwd=str(tmp_path), fds=[out, out])
+    finally:
+        os.close(out)
+    assert child.wait(timeout=30) == 0

@@ -126,11 +126,12 @@ def _fork(request: dict[str, Any], fds: list[int], keep_closed: list[socket.sock
 def serve(path: str, preload: Sequence[str]) -> None:
     """The server: imports ``preload``, then forks a child per connection on ``path`` until its
     stdin closes (the process that started it ended)."""
-    for name in preload:
-        try:
-            importlib.import_module(name)
-        except Exception:  # the child imports it again and reports the error itself
-            continue
+    with contextlib.redirect_stdout(sys.stderr):  # stdout says "ready" and nothing else
+        for name in preload:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the child imports it again and reports the error itself
+                continue
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # a request is one message
     listener.bind(path)
     listener.listen(16)
