@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import os
 
+from agentspan.adapters import registered
 from agentspan.testing._forkserver import ForkedChild, ForkServer, fork_supported
 
 PRELOAD = (
-    "agents", "agentspan", "agentspan.runtime", "agentspan.api", "agentspan_openai_agents",
-    "agentspan_openai_agents.testing", "langchain_core.language_models.fake_chat_models",
-    "langgraph.graph", "langgraph.prebuilt", "agentspan_langgraph", "google.adk.agents",
-    "google.adk.runners", "google.genai.types", "agentspan_adk", "agentspan_adk.testing",
+    "agentspan", "agentspan.runtime", "agentspan.api", "agentspan_openai_agents.testing",
+    "langchain_core.language_models.fake_chat_models", "agentspan_adk.testing",
 )
-"""What every child would import anyway (never the tests' own modules, which hold state)."""
+"""What every child would import anyway besides the adapters and their frameworks (never the tests'
+own modules, which hold state)."""
+
+
+def preload() -> tuple[str, ...]:
+    """`PRELOAD`, then each installed adapter's module and the framework modules it names."""
+    return (*PRELOAD, *(m for a in registered() for m in (type(a).__module__, *a.preload)))
 
 
 class Zygote:
@@ -34,7 +39,7 @@ class Zygote:
 
     @classmethod
     def get(cls) -> Zygote:
-        return cls(ForkServer.get(PRELOAD))
+        return cls(ForkServer.get(preload()))
 
     def spawn(self, script: str, args: list[str], env: dict[str, str]) -> ForkedChild:
         """Forks a child running ``script`` with ``args`` and ``env``; its stdout and stderr are pipes."""
