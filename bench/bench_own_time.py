@@ -71,7 +71,9 @@ def instrument(into: Timed) -> FunctionTool:
     def tool(self: _wrap.AgentWrapper, original: FunctionTool) -> FunctionTool:
         wrapped = wrap_tool(self, original)
         timed = _timed_async(wrapped.on_invoke_tool, into, "tool_outer")
-        timed.__annotations__ = wrapped.on_invoke_tool.__annotations__  # the SDK reads the context's type
+        # the SDK reads the context's type off the wrapper's signature and annotations
+        timed.__annotations__ = wrapped.on_invoke_tool.__annotations__
+        timed.__signature__ = wrapped.on_invoke_tool.__signature__  # type: ignore[attr-defined]
         wrapped.on_invoke_tool = timed
         return wrapped
 

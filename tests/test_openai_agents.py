@@ -442,6 +442,49 @@ def test_durable_copies_of_agents_and_tools_keep_subclass_hooks_and_leave_the_or
     assert agentspan.run(audited, "go").final_output == "3"
 
 
+
+def test_tools_get_the_context_object_the_sdk_gives_them_without_agentspan():
+    """The SDK passes a tool's ``on_invoke_tool`` a `ToolContext` or, when its first parameter
+    says `RunContextWrapper` (here as text it cannot resolve: the names are imported locally), a
+    plain one; the durable copy hands the original the same."""
+    import inspect
+    from typing import Any
+
+    from agents import FunctionTool, RunContextWrapper
+    from agents.tool_context import ToolContext
+
+    from agentspan_openai_agents._model import CallTracker
+    from agentspan_openai_agents._wrap import AgentWrapper
+
+    seen: dict[str, object] = {}
+
+    async def plain_ctx(ctx: RunContextWrapper[Any], args: str) -> str:
+        seen["plain"] = ctx
+        return "ok"
+
+    async def tool_ctx(ctx: ToolContext[Any], args: str) -> str:
+        seen["tool"] = ctx
+        return "ok"
+
+    async def unannotated(ctx, args):
+        seen["bare"] = ctx
+        return "ok"
+
+    tools = [FunctionTool(name=name, description=name, params_json_schema={"type": "object", "properties": {}},
+                          on_invoke_tool=invoke)
+             for name, invoke in (("plain", plain_ctx), ("tool", tool_ctx), ("bare", unannotated))]
+    calls = [ToolCall("plain"), ToolCall("tool"), ToolCall("bare")]
+    for run in (Runner.run_sync, agentspan.run):
+        seen.clear()
+        assert run(agent_with([*calls, "done"], tools), "go").final_output == "done"
+        assert type(seen["plain"]) is RunContextWrapper, run
+        assert type(seen["tool"]) is ToolContext and seen["tool"].tool_call_id == "call_1_0", run
+        assert type(seen["bare"]) is ToolContext, run
+
+    wrapped = AgentWrapper(CallTracker()).tool(tools[0])  # the wrapper itself takes the ToolContext
+    assert list(inspect.signature(wrapped.on_invoke_tool).parameters) == ["ctx", "args_json"]
+    assert wrapped.on_invoke_tool.__annotations__ == {"ctx": ToolContext}
+
 in_flight = {"now": 0, "most": 0}
 
 

@@ -9,8 +9,10 @@ Only the SDK's own extension points are used: `FunctionTool.on_invoke_tool`,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from agents import (
@@ -24,6 +26,7 @@ from agents import (
     ToolOutputGuardrail,
     handoff,
 )
+from agents import tool as agents_tool
 from agents.tool_context import ToolContext
 
 import agentspan
@@ -49,8 +52,15 @@ def _options_of(tool: FunctionTool) -> ToolOptions:
 
 _Copied = typing.TypeVar("_Copied")
 _SDK_POST_INIT = {Agent: Agent.__post_init__, FunctionTool: FunctionTool.__post_init__}
-_ANNOTATIONS: dict[int, tuple[Any, Any]] = {}
-_ANNOTATIONS_MAX = 1024
+_CHOICES: dict[int, tuple[Any, Callable[[ToolContext[Any]], Any] | None]] = {}
+_CHOICES_MAX = 1024
+_WRAPPER_SIGNATURE = inspect.Signature([
+    inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ToolContext),
+    inspect.Parameter("args_json", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+])
+# The SDK's choice of a tool's context object (a private helper: without it, the SDK makes none).
+_sdk_context_choice: Callable[[FunctionTool, ToolContext[Any]], Any] | None = getattr(
+    agents_tool, "_get_function_tool_invoke_context", None)
 
 
 def _copy(obj: _Copied, base: type, **changes: Any) -> _Copied:
@@ -73,29 +83,43 @@ def _copy(obj: _Copied, base: type, **changes: Any) -> _Copied:
     return copied
 
 
-def _context_annotation(on_invoke_tool: Any) -> Any:
-    """The resolved annotation of the context parameter of a tool's original ``on_invoke_tool``.
+def _context_for(tool: FunctionTool) -> Callable[[ToolContext[Any]], Any] | None:
+    """How to turn the `ToolContext` the wrapper gets into the object the SDK would pass the
+    tool's original ``on_invoke_tool``: None when that is the `ToolContext` itself (every
+    ``function_tool``), else the SDK's own choice, made on each call as the SDK makes it (a
+    first parameter declared `RunContextWrapper` gets a plain one).
 
-    The SDK picks the context object it passes (a `ToolContext` or a plain `RunContextWrapper`)
-    from that annotation, resolving it with ``typing.get_type_hints`` on every call. The wrapper
-    declares the original's annotation, resolved once per original here (`_ANNOTATIONS`, as a
-    tool is wrapped again for every run), so the SDK's choice is unchanged and its per-call
-    resolution is cheap.
+    The wrapper itself always declares a `ToolContext` (it needs the call id). The SDK's choice
+    depends only on the original's signature, so it is asked once per original (`_CHOICES`: a
+    tool is wrapped again for every run) with a probe context.
     """
-    cached = _ANNOTATIONS.get(id(on_invoke_tool))
-    if cached is not None and cached[0] is on_invoke_tool:
+    original = tool.on_invoke_tool
+    cached = _CHOICES.get(id(original))
+    if cached is not None and cached[0] is original:
         return cached[1]
-    try:
-        first = next(iter(inspect.signature(on_invoke_tool).parameters.values()))
-        hints = typing.get_type_hints(on_invoke_tool, include_extras=True)
-    except Exception:  # any failure: fall back to the SDK's default contract
-        annotation: Any = ToolContext[Any]
-    else:
-        annotation = hints.get(first.name, ToolContext[Any])
-    if len(_ANNOTATIONS) >= _ANNOTATIONS_MAX:
-        _ANNOTATIONS.clear()
-    _ANNOTATIONS[id(on_invoke_tool)] = (on_invoke_tool, annotation)  # holds it: the id stays its own
-    return annotation
+    choose = _sdk_context_choice
+    convert: Callable[[ToolContext[Any]], Any] | None = None
+    if choose is not None:
+        probe = ToolContext(context=None, tool_name=tool.name, tool_call_id="probe", tool_arguments="{}")
+        try:
+            passes_through = choose(tool, probe) is probe
+        except Exception:  # whatever the SDK would do then, it does it on the call itself
+            passes_through = False
+        if not passes_through:
+            convert = functools.partial(choose, tool)
+    if len(_CHOICES) >= _CHOICES_MAX:
+        _CHOICES.clear()
+    _CHOICES[id(original)] = (original, convert)  # holds it: the id stays its own
+    return convert
+
+
+def _declare_tool_context(wrapper: Any) -> None:
+    """Declares a tool wrapper's ``(ctx: ToolContext, args_json: str)`` for the SDK, which reads
+    ``inspect.signature`` and ``typing.get_type_hints`` of it on every call: a ready
+    ``__signature__`` (returned as it is, instead of one built from the code object) and one
+    annotation, the bare class (resolved without walking a subscript)."""
+    wrapper.__annotations__ = {"ctx": ToolContext}
+    wrapper.__signature__ = _WRAPPER_SIGNATURE
 
 
 def _parse_args(args_json: str) -> Any:
@@ -137,23 +161,25 @@ class AgentWrapper:
         options = _options_of(tool)
         original = tool.on_invoke_tool
         needs_approval = tool.needs_approval
+        context_for = _context_for(tool)
 
         async def on_invoke_tool(ctx: ToolContext[Any], args_json: str) -> Any:
+            given = ctx if context_for is None else context_for(ctx)
             run = agentspan.active_run()
             if run is None:
-                return await original(ctx, args_json)
+                return await original(given, args_json)
             args = _parse_args(args_json)
             required = needs_approval
             if callable(required):
                 required = required(ctx, args if isinstance(args, dict) else {}, ctx.tool_call_id)
                 if inspect.isawaitable(required):
                     required = await required
-            invoke = live_tool_call(tool, ctx, args, lambda: original(ctx, args_json))
+            invoke = live_tool_call(tool, ctx, args, lambda: original(given, args_json))
             return await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
                                   invoke=invoke, options=options, needs_approval=bool(required),
                                   call_id=ctx.tool_call_id)
 
-        on_invoke_tool.__annotations__ = {"ctx": _context_annotation(original), "args_json": str, "return": Any}
+        _declare_tool_context(on_invoke_tool)
         guardrails: dict[str, Any] = {}
         if tool.tool_input_guardrails:
             guardrails["tool_input_guardrails"] = [self.tool_guardrail(g, "tool_input")
