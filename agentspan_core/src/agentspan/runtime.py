@@ -275,8 +275,6 @@ class ActiveRun:
             else:
                 await self._awaited.arecord_step(step, result, epoch=self.epoch)
             self._ended(step, result)
-            if self.trace is not None:
-                self.trace.step_ended(step, result, self.call_ids.pop(step.key, None))
         elif self._offload:
             await asyncio.to_thread(self._finish, step, result, started)
         else:
@@ -288,16 +286,16 @@ class ActiveRun:
         else:
             self.store.record_step(step, result, epoch=self.epoch)
         self._ended(step, result)
-        if self.trace is not None:
-            self.trace.step_ended(step, result, self.call_ids.pop(step.key, None))
 
-    @staticmethod
-    def _ended(step: Step, result: StepResult) -> None:
-        # The journal's copy of the step ends too: set as pydantic's __setattr__ would, without
-        # its per-attribute checks (this runs for every journaled call).
+    def _ended(self, step: Step, result: StepResult) -> None:
+        """After the step's end is written: the journal's copy ends too (set as pydantic's
+        __setattr__ would, without its per-attribute checks: this runs per journaled call), and
+        its span, if the attempt is traced."""
         step.__dict__.update(status=result.status, output=result.output, error=result.error,
                              ended_at=result.ended_at)
         step.__pydantic_fields_set__.update(_ENDED_FIELDS)
+        if self.trace is not None:
+            self.trace.step_ended(step, result, self.call_ids.pop(step.key, None))
 
     # ---- tools --------------------------------------------------------------------------
     async def tool(
