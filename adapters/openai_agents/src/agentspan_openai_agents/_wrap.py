@@ -100,10 +100,10 @@ def _context_for(tool: FunctionTool) -> Callable[[ToolContext[Any]], Any] | None
     choose = _sdk_context_choice
     convert: Callable[[ToolContext[Any]], Any] | None = None
     if choose is not None:
-        probe = ToolContext(context=None, tool_name=tool.name, tool_call_id="probe", tool_arguments="{}")
         try:
+            probe = ToolContext(context=None, tool_name=tool.name, tool_call_id="probe", tool_arguments="{}")
             passes_through = choose(tool, probe) is probe
-        except Exception:  # whatever the SDK would do then, it does it on the call itself
+        except Exception:  # the SDK's choice is then made on each call, as the SDK makes it
             passes_through = False
         if not passes_through:
             convert = functools.partial(choose, tool)
