@@ -16,7 +16,8 @@ while the next step runs):
    ``tests/pg_cluster.py``'s, ``fsync=on``; skipped when PostgreSQL binaries are missing);
 5. ``AgentspanSaver`` on the embedded SQLite store, ``durability="normal"`` (the default:
    WAL, ``synchronous=NORMAL``, survives process crashes) and ``"full"`` (fsync per commit, the
-   like-for-like of SqliteSaver);
+   like-for-like of SqliteSaver), as users get it: each invocation an Agentspan run (``runs=True``);
+   and ``AgentspanSaver normal, runs=False``, a checkpointer only (what a run per invocation costs);
 6. ``AgentspanSaver`` → `RemoteStore` → an Agentspan server (``python -m agentspan_server``, a
    subprocess on 127.0.0.1) over SQLite (a file in the temp dir, the server's default
    ``durability="normal"``) and over PostgreSQL (its own database on the same throwaway cluster as
@@ -133,10 +134,12 @@ class Bench:
         self.savers["PostgresSaver"] = saver
 
     def add_agentspan_savers(self) -> None:
-        for durability in ("normal", "full"):
-            store = SqliteStore(self.tmp / f"agentspan-{durability}.db", durability=durability)  # type: ignore[arg-type]
+        for durability, runs in (("normal", True), ("full", True), ("normal", False)):
+            name = f"AgentspanSaver {durability}" + ("" if runs else ", runs=False")
+            store = SqliteStore(self.tmp / f"{name.replace(' ', '-').replace(',', '')}.db",
+                                durability=durability)  # type: ignore[arg-type]
             self.stack.callback(store.close)
-            self.savers[f"AgentspanSaver {durability}"] = AgentspanSaver(store)
+            self.savers[name] = AgentspanSaver(store, runs=runs)
 
     def add_server_savers(self) -> None:
         """AgentspanSaver through a real Agentspan server process, over SQLite and PostgreSQL."""

@@ -1,7 +1,9 @@
 """Child process for LangGraph crash tests: ``python lg_child.py start|resume|serve RUN_ID GRAPH``.
 
 GRAPH names a graph of `lgr_support` (``support``, ``review``, ``refunds``). Prints the final
-conversation without its random ids as ``FINAL: <json>``.
+conversation without its random ids as ``FINAL: <json>``. ``direct-start|direct-resume THREAD
+GRAPH`` invoke the graph compiled with an ``AgentspanSaver`` directly (``graph.invoke(input)``,
+then ``graph.invoke(None)``) on thread THREAD, without ``agentspan.run``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from langchain_core.messages import HumanMessage
 
 import agentspan
+from agentspan_langgraph import AgentspanSaver
 
 import lgr_support
 
@@ -21,7 +24,14 @@ GRAPHS = {"support": lgr_support.support_graph, "review": lgr_support.review_gra
 if __name__ == "__main__":
     mode, run_id, name = sys.argv[1], sys.argv[2], sys.argv[3]
     graph = GRAPHS[name]()
-    if mode == "start":
+    if mode.startswith("direct-"):
+        graph = graph.copy(update={"checkpointer": AgentspanSaver()})
+        given = {"messages": [HumanMessage(lgr_support.PROMPT)]} if mode == "direct-start" else None
+        result = graph.invoke(given, {"configurable": {"thread_id": run_id}})
+        if result.get("__interrupt__"):
+            print("INTERRUPTED", flush=True)
+            sys.exit(0)
+    elif mode == "start":
         result = agentspan.run(graph, {"messages": [HumanMessage(lgr_support.PROMPT)]}, run_id=run_id)
     elif mode == "resume":
         result = agentspan.resume(run_id, graph).result(timeout=60)

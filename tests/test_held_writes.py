@@ -79,18 +79,26 @@ def test_writes_then_a_checkpoint_are_one_request_storing_both(served):
     assert len(counting.sent) == 2  # nothing was left to send on close
 
 
+@pytest.mark.parametrize("runs", [False, True], ids=["checkpoints-only", "runs"])
 @pytest.mark.parametrize("durability", ["sync", "async"])
-def test_a_graph_super_step_is_one_request(served, durability: str):
+def test_a_graph_super_step_is_one_request(served, durability: str, runs: bool):
     """What the benchmark's "via server" rows pay: per super-step one request (the checkpoint,
-    carrying the previous task's writes), plus one read of the thread when the run starts."""
+    carrying the previous task's writes), plus one read of the thread when the run starts; an
+    invocation that is an Agentspan run (`AgentspanSaver(runs=True)`, the default) adds three
+    requests per invocation, none per super-step: the thread's latest checkpoint read to find an
+    unfinished run of the thread, the run's creation and its end."""
     url, backing = served
     store, counting = client(url)
-    graph = counter_graph(10, checkpointer=AgentspanSaver(store))
+    graph = counter_graph(10, checkpointer=AgentspanSaver(store, runs=runs))
     assert graph.invoke(counter_input(), cfg(), durability=durability)["count"] == 10  # type: ignore[arg-type]
-    sent = Counter(counting.sent)
-    assert sent["GET /api/checkpoints/find"] == 1 and sent["PUT /api/checkpoints/writes"] == 0, sent
+    sent = Counter({k: v for k, v in Counter(counting.sent).items() if not k.endswith("/lease")})  # heartbeats
+    run_requests = Counter({k: v for k, v in sent.items() if k.startswith(("POST /api/runs", "PATCH /api/runs/"))})
+    assert sent["GET /api/checkpoints/find"] == 1 + runs and sent["PUT /api/checkpoints/writes"] == 0, sent
+    assert sorted(k.split("/")[0] + "/" + k.split("/")[1] for k in run_requests.elements()) == (
+        ["PATCH /api", "POST /api"] if runs else []), sent
     assert sent["PUT /api/checkpoints"] + sent["PUT /api/checkpoints/with-writes"] == 12, sent  # input, __start__, 10
     assert sent["PUT /api/checkpoints/with-writes"] >= (11 if durability == "sync" else 1), sent
+    assert sum(sent.values()) == 13 + 3 * runs, sent
     # every task's writes are stored against the checkpoint the task ran from (all but the last)
     checkpoints = backing.list_checkpoints(thread_id="t1")
     assert len(checkpoints) == 12 and checkpoints[0].writes == []

@@ -37,13 +37,13 @@ def uncrashed_support_conversation() -> list:
     return json.loads(json.dumps(lgr_support.plain(result["messages"])))
 
 
-def assert_journal_complete(run_id: str) -> list[agentspan.Step]:
+def assert_journal_complete(run_id: str, nodes: int = 4) -> list[agentspan.Step]:
     steps = agentspan.get(run_id).steps()
     keys = [s.key for s in steps]
     assert len(keys) == len(set(keys))
     assert all(s.status is agentspan.StepStatus.COMPLETED for s in steps), [(s.key, s.status) for s in steps]
     kinds = [s.kind.value for s in steps]
-    assert kinds.count("llm") == 4 and kinds.count("tool") == 3 and kinds.count("checkpoint") == 4, kinds
+    assert kinds.count("llm") == 4 and kinds.count("tool") == 3 and kinds.count("checkpoint") == nodes, kinds
     return steps
 
 
@@ -139,3 +139,51 @@ def test_approval_required_tool_waits_across_a_kill_and_runs_once_after_approval
     assert conversation[-1] == ["ai", "Done.", None]
     assert lgr_support.effects() == ["refund 42 30.0"]
     assert calls_of("agent") == [0, 1]  # the call that asked for the refund was not made again
+
+
+def only_run() -> agentspan.Run:
+    """The one run in the test's store (a direct invocation and its resume share one run)."""
+    (run,) = agentspan.get_store().list_runs(limit=10)
+    return run
+
+
+@pytest.mark.parametrize(("crash_at", "writer_calls"), [("lookup:43", [0, 1]), ("model:writer:1", [0, 1, 1])])
+def test_a_graph_on_the_saver_alone_killed_inside_a_node_goes_on_with_invoke_none(child_env, crash_at, writer_calls):
+    # No agentspan.run: the graph is compiled with AgentspanSaver and invoked as LangGraph's docs
+    # say (`graph.invoke(input, config)`, then `graph.invoke(None, config)` after the crash).
+    thread = f"thread-{new_id()}"
+    crashed = child(child_env, "direct-start", thread, "support", crash_at=crash_at)
+    assert crashed.returncode == -9, crashed.stderr
+    run = only_run()
+    assert (run.status, run.framework, run.agent, run.session_id) == (
+        agentspan.RunStatus.RUNNING, "langgraph", "support", thread)
+    resumed = child(child_env, "direct-resume", thread, "support")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(e.split()[0] + " " + e.split()[1] for e in lgr_support.effects()) == [
+        "lookup 42", "lookup 43", "notify summary"]
+    assert calls_of("agent") == [0, 1]
+    assert calls_of("writer") == writer_calls
+    assert final_of(resumed.stdout) == uncrashed_support_conversation()
+    run = only_run()  # the resume continued the crashed run
+    assert run.status is agentspan.RunStatus.COMPLETED
+    assert_journal_complete(run.id, nodes=0)  # a direct invocation's nodes are in its checkpoints
+
+
+def test_a_graph_on_the_saver_alone_waits_on_its_interrupt_until_approved_from_the_cli(child_env):
+    thread = f"thread-{new_id()}"
+    started = child(child_env, "direct-start", thread, "review")
+    assert started.returncode == 0, started.stderr
+    assert "INTERRUPTED" in started.stdout  # the application got LangGraph's __interrupt__, as without Agentspan
+    assert only_run().status is agentspan.RunStatus.WAITING
+    listed = cli(child_env, "approvals", "list", "--json")
+    (approval,) = json.loads(listed.stdout)
+    assert (approval["run_id"], approval["tool"]) == (only_run().id, "review")
+    assert cli(child_env, "approve", approval["id"], "--by", "alice").returncode == 0
+    resumed = child(child_env, "direct-resume", thread, "review")
+    assert resumed.returncode == 0, resumed.stderr
+    assert final_of(resumed.stdout)[-1] == ["ai", "Refunded by alice.", None]
+    assert lgr_support.effects() == ["refund 42 30.0"]
+    assert calls_of("writer") == [0]  # the node ran twice; its model call was made once
+    run = only_run()
+    assert run.status is agentspan.RunStatus.COMPLETED
+    assert [s.kind.value for s in agentspan.get(run.id).steps()] == ["llm", "approval"]

@@ -194,6 +194,25 @@ def test_a_langgraph_run_names_each_tool_span_by_its_tool_call_id(exporter):
     assert sorted(s.attributes["gen_ai.tool.call.id"] for s in tools) == ["call_a", "call_b"]
 
 
+def test_a_graph_invoked_directly_with_the_saver_is_traced_as_a_run(exporter):
+    from langchain_core.messages import HumanMessage
+
+    from agentspan_langgraph import AgentspanSaver
+
+    import lgr_support
+
+    agentspan.configure(otel=True)
+    graph = lgr_support.support_graph().copy(update={"checkpointer": AgentspanSaver()})
+    graph.invoke({"messages": [HumanMessage(lgr_support.PROMPT)]}, {"configurable": {"thread_id": "t-otel"}})
+    found = spans_by_name(exporter)
+    (root,) = found["invoke_agent support"]
+    assert root.attributes["gen_ai.conversation.id"] == "t-otel"
+    assert root.attributes["agentspan.outcome"] == "completed"
+    assert len(found["chat agent"]) == 2 and len(found["chat writer"]) == 2
+    tools = found["execute_tool lookup_order"]
+    assert sorted(s.attributes["gen_ai.tool.call.id"] for s in tools) == ["call_a", "call_b"]
+
+
 def test_the_adk_plugin_on_a_runner_you_built_is_traced_too(exporter):
     """`AgentspanPlugin` on the user's own Runner opens its run itself; its attempt is traced the
     same way, and a call waiting for an approval ends the attempt's span as waiting, not an error."""

@@ -209,7 +209,7 @@ async def _invoke(graph: Pregel, run: agentspan.ActiveRun, payload: Any, config:
                   settings: Mapping[str, Any]) -> Any:
     """One ``ainvoke`` with its calls journaled and its nodes recorded."""
     invocation = _context.Invocation(run)
-    invoke_config = RunnableConfig(**{**config, "callbacks": _with_recorder(config.get("callbacks"), invocation)})
+    invoke_config = RunnableConfig(**{**config, "callbacks": with_recorder(config.get("callbacks"), invocation)})
     kwargs: dict[str, Any] = {"durability": settings.get("durability") or "sync"}
     if settings.get("context") is not None:
         kwargs["context"] = settings["context"]
@@ -259,8 +259,8 @@ def _message_key(chunk: Any, seen: Counter[Hashable]) -> Hashable | None:
     return ("message", message_id, seen[message_id])
 
 
-def _with_recorder(callbacks: Any, invocation: _context.Invocation) -> Any:
-    recorder = NodeRecorder(invocation)
+def with_recorder(callbacks: Any, invocation: _context.Invocation, *, record: bool = True) -> Any:
+    recorder = NodeRecorder(invocation, record=record)
     if callbacks is None:
         return [recorder]
     if isinstance(callbacks, BaseCallbackManager):

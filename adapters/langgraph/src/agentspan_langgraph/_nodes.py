@@ -30,13 +30,16 @@ class NodeRecorder(BaseCallbackHandler):
 
     Args:
         invocation: The invoke whose nodes are recorded (it also learns when a node starts).
+        record: Journal the nodes (False: only tell the invocation when a node starts, which the
+            keys of calls under a ``RetryPolicy`` need).
     """
 
     run_inline = True  # record in the node's own thread, in order with its calls
     raise_error = True  # a lost lease or a cancelled run must stop the graph, not be logged
 
-    def __init__(self, invocation: Invocation) -> None:
+    def __init__(self, invocation: Invocation, *, record: bool = True) -> None:
         self._invocation = invocation
+        self._record = record
         self._open: dict[UUID, tuple[str, str, int | None]] = {}
         self._lock = threading.Lock()
 
@@ -52,7 +55,7 @@ class NodeRecorder(BaseCallbackHandler):
         if not node or not ns or kwargs.get("name") != node or f"graph:step:{step}" not in (tags or ()):
             return
         self._invocation.task_started(str(ns))
-        if str(node).startswith("__"):  # LangGraph's own nodes (__start__): nothing of the user's ran
+        if str(node).startswith("__") or not self._record:  # (__start__: LangGraph's own node)
             return
         with self._lock:
             self._open[run_id] = (str(ns), str(node), step)

@@ -1,4 +1,5 @@
-"""Where model and tool calls inside nodes are intercepted: four wrapt patches on langchain-core.
+"""Where model and tool calls inside nodes are intercepted: four wrapt patches on langchain-core,
+and four on ``Pregel`` for graphs invoked directly with an `AgentspanSaver`.
 
 LangChain's callbacks see every call but cannot replace a result, so the journal hooks the
 methods every chat model and tool goes through (frameworks.md section 2):
@@ -7,6 +8,10 @@ methods every chat model and tool goes through (frameworks.md section 2):
   messages are prepared and before LangChain's cache and the provider; callbacks
   (``on_chat_model_start``/``on_llm_end``, so LangSmith traces) still fire on a replay;
 - ``BaseTool.run`` / ``arun``: one tool call, with its ``tool_call_id``.
+
+``Pregel.invoke`` / ``ainvoke`` / ``stream`` / ``astream`` open a run per top-level invocation of a
+graph whose checkpointer is an `AgentspanSaver` (`agentspan_langgraph._direct`); every other
+invocation passes straight through.
 
 The patches are installed once per process and do nothing unless the call happens inside a
 durable LangGraph run (`agentspan_langgraph._context.current`) or a mock run
@@ -42,6 +47,11 @@ def install() -> None:
         wrapt.wrap_function_wrapper(chat_models, "BaseChatModel._agenerate_with_cache", _agenerate)
         wrapt.wrap_function_wrapper("langchain_core.tools.base", "BaseTool.run", _run_tool)
         wrapt.wrap_function_wrapper("langchain_core.tools.base", "BaseTool.arun", _arun_tool)
+        pregel = "langgraph.pregel.main"
+        wrapt.wrap_function_wrapper(pregel, "Pregel.invoke", _invoke)
+        wrapt.wrap_function_wrapper(pregel, "Pregel.ainvoke", _ainvoke)
+        wrapt.wrap_function_wrapper(pregel, "Pregel.stream", _stream)
+        wrapt.wrap_function_wrapper(pregel, "Pregel.astream", _astream)
         _installed = True
 
 
@@ -102,6 +112,34 @@ async def _arun_tool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
     if invocation is None:
         return await live()
     return await journal_tool_call(invocation, instance, tool_input, tool_call_id, metadata, live)
+
+
+def _invoke(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    from agentspan_langgraph import _direct
+
+    direct = _direct.plan(instance, args, kwargs)
+    return wrapped(*args, **kwargs) if direct is None else _direct.invoke(direct, wrapped)
+
+
+def _ainvoke(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    from agentspan_langgraph import _direct
+
+    direct = _direct.plan(instance, args, kwargs)
+    return wrapped(*args, **kwargs) if direct is None else _direct.ainvoke(direct, wrapped)
+
+
+def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    from agentspan_langgraph import _direct
+
+    direct = _direct.plan(instance, args, kwargs)
+    return wrapped(*args, **kwargs) if direct is None else _direct.stream(direct, wrapped)
+
+
+def _astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    from agentspan_langgraph import _direct
+
+    direct = _direct.plan(instance, args, kwargs)
+    return wrapped(*args, **kwargs) if direct is None else _direct.astream(direct, wrapped)
 
 
 def _awaitable(call: Callable[[], T]) -> Callable[[], Awaitable[T]]:

@@ -31,6 +31,7 @@ import agentspan
 from agentspan.errors import ConfigurationError
 from agentspan.records import CheckpointRecord
 from agentspan.stores.base import Store
+from agentspan_langgraph import _patches
 from agentspan_langgraph._records import checkpoint_record, config_for, target, to_tuple, write_records
 
 __all__ = ["PRUNE_STRATEGIES", "URGENT_CHANNELS", "AgentspanSaver"]
@@ -59,6 +60,10 @@ class AgentspanSaver(BaseCheckpointSaver[str]):
             server at ``AGENTSPAN_SERVER_URL``) is looked up on first use, not at construction.
         serde: The serializer of checkpoints and writes (LangGraph's ``JsonPlusSerializer`` by
             default). Its output is stored as opaque bytes with its type tag; metadata is JSON.
+        runs: Each top-level ``invoke`` / ``ainvoke`` / ``stream`` / ``astream`` of a graph
+            compiled with this saver is an Agentspan run: its model and tool calls journaled and
+            replayed after a crash, its nodes and interrupts in the trail
+            (`agentspan_langgraph._direct`). False keeps the saver a checkpointer only.
 
     Every method has a sync and an async form. The async forms call the store inline when it is
     embedded (``store.blocking_io`` false: a call takes microseconds) and on a worker thread when
@@ -73,11 +78,16 @@ class AgentspanSaver(BaseCheckpointSaver[str]):
         ```
     """
 
-    def __init__(self, store: Store | None = None, *, serde: SerializerProtocol | None = None) -> None:
+    def __init__(self, store: Store | None = None, *, serde: SerializerProtocol | None = None,
+                 runs: bool = True) -> None:
         super().__init__(serde=serde)
         if store is not None and not isinstance(store, Store):
             raise ConfigurationError(f"AgentspanSaver(store=...) needs an agentspan Store, not {type(store).__name__}")
         self._store = store
+        self.runs = runs
+        """Whether direct invocations of its graphs are Agentspan runs."""
+        if runs:
+            _patches.install()
         self._store_lock = threading.Lock()
 
     def __repr__(self) -> str:

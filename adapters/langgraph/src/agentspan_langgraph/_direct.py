@@ -1,0 +1,346 @@
+"""Graphs invoked directly with an `AgentspanSaver`: each invocation is an Agentspan run.
+
+``graph = builder.compile(checkpointer=AgentspanSaver())`` and then ``graph.invoke`` /
+``ainvoke`` / ``stream`` / ``astream`` as before: every top-level invocation on a thread opens an
+Agentspan run (framework ``langgraph``, agent the graph's name, session the thread id), so its
+model and tool calls are journaled and replayed after a crash, and it is listed, traced, approved
+and retried like a run of ``agentspan.run(graph, ...)``. Unlike ``agentspan.run``, it does not
+journal each finished node as a ``checkpoint`` step: the thread's checkpoints hold them
+(``graph.get_state_history``), and a step write per node would add a commit to every super-step:
+
+- **New input** opens a new run. An unfinished run the thread's latest checkpoint belongs to
+  (its process died, or it waits on an interrupt) is claimed and ended ``cancelled``
+  ("superseded"): LangGraph starts from the new input, not from where that run stopped. A run
+  still executing (in another live process, or in this one: a stream not yet exhausted or closed)
+  is not taken: the invocation fails with `LeaseLostError`.
+- **``None`` or ``Command(resume=...)``** continues the unfinished run of the thread's latest
+  checkpoint (claimed from a dead owner, or from ``waiting``): LangGraph restarts at the node that
+  had not finished and the journal replays the model and tool calls that node had made. With
+  ``None`` and interrupts decided in Agentspan (``handle.approve()``, the CLI, the web UI, Slack),
+  the graph resumes with those decisions, as under ``agentspan.run``. With the application's own
+  ``Command(resume=value)``, LangGraph delivers ``value``; the interrupts' approvals still pending
+  are closed as decided by ``"langgraph"`` (rejected only when ``value`` is ``False`` or a dict whose
+  ``"approved"`` is ``False``).
+- **Endings.** Returned: ``completed`` (output: the graph's values as JSON), or ``waiting`` with an
+  approval per pending interrupt (the caller still gets LangGraph's ``__interrupt__``). An error:
+  ``failed``; `ApprovalPending` from an ``@agentspan.tool(approval_required=True)`` tool:
+  ``waiting`` (the signal reaches the caller); anything else (a stream closed early, Ctrl-C): the
+  lease is given back and the next ``None`` invocation continues the run.
+
+Invocations default to ``durability="sync"`` (as ``agentspan.run``): journal keys come from the
+checkpoint a task started from, and a checkpoint written late may be lost in a crash. Not opened
+as runs: subgraph invocations (their calls belong to the parent's run), time travel (a
+``checkpoint_id`` in the config), and graphs whose saver was made with ``runs=False``.
+
+The run's contextvars live in a context of their own, entered for each step of the invocation
+(``Context.run`` for the sync forms, a task created in it for the async ones), so nothing leaks
+into the caller's context between the chunks of a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config
+from langgraph.pregel import Pregel
+from langgraph.types import Command, GraphOutput, Interrupt
+
+import agentspan
+from agentspan import approvals, attached
+from agentspan.attached import AttachedRun
+from agentspan.errors import ApprovalPending, LeaseLostError, RunNotFound
+from agentspan.records import ApprovalStatus, Run, RunStatus, StepKind
+from agentspan.stores.base import Store
+from agentspan_langgraph import _context
+from agentspan_langgraph._adapter import RUN_ID_METADATA, LangGraphAdapter, with_recorder
+from agentspan_langgraph._approvals import pending_interrupts, resume_command, step_key
+from agentspan_langgraph._codec import to_json
+from agentspan_langgraph.saver import AgentspanSaver
+
+T = TypeVar("T")
+
+_UNFINISHED = (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PENDING)
+_adapter = LangGraphAdapter()
+
+
+class DirectRun:
+    """One top-level invocation of a graph whose checkpointer is an `AgentspanSaver`."""
+
+    def __init__(self, graph: Pregel, saver: AgentspanSaver, input: Any, config: RunnableConfig,
+                 thread_id: str, rest: dict[str, Any]) -> None:
+        self.graph = graph
+        self.store: Store = saver.store
+        self.input = input
+        self.thread_id = thread_id
+        self.rest = rest
+        """The invocation's other keyword arguments (``durability`` defaulted to ``"sync"``)."""
+        self._user_config = config
+        self.payload: Any = input
+        self.config: RunnableConfig = config
+        self.attached: AttachedRun | None = None
+        self._resumes: AttachedRun | None = None
+
+    # ---- opening (store work, any thread) -------------------------------------------------
+    def open(self) -> None:
+        """Opens the invocation's run: continues the thread's unfinished run or creates one."""
+        previous = self._unfinished_previous()
+        continues = self.input is None or isinstance(self.input, Command)
+        if previous is not None:
+            here = attached.attached_here(previous.id)
+            if here is not None and not here.ended:
+                raise LeaseLostError(
+                    f"run {previous.id!r} of thread {self.thread_id!r} is still executing in this process (an "
+                    "invoke or stream of this thread that has not ended): finish or close it first")
+            claimed = attached.take_over(self.store, previous)
+            if continues:
+                self.attached = attached.attach(self.store, claimed)
+                self._resumes = self.attached
+                return
+            run_id = claimed.id
+            self.store.update_run(run_id, epoch=claimed.lease_epoch, status=RunStatus.CANCELLED, release_lease=True,
+                                  error=f"superseded: thread {self.thread_id!r} was invoked with a new input")
+        options = _adapter.encode_options({"thread_id": self.thread_id, "config": self._user_config,
+                                           "durability": self.rest.get("durability"),
+                                           "context": self.rest.get("context")})
+        name = str(getattr(self.graph, "name", None) or "LangGraph")
+        run = attached.new_run(framework=_adapter.framework, agent=name, input=to_json(self.input), options=options,
+                               session_id=self.thread_id)
+        stored, _ = self.store.create_run(run)
+        self.attached = attached.attach(self.store, stored, fresh=True)
+
+    def _unfinished_previous(self) -> Run | None:
+        record = self.store.get_checkpoint(self.thread_id, "", None)
+        run_id = record.metadata.get(RUN_ID_METADATA) if record is not None else None
+        if not isinstance(run_id, str):
+            return None
+        try:
+            run = self.store.get_run(run_id)
+        except RunNotFound:  # pruned, or deleted: the thread goes on without it
+            return None
+        return run if run.status in _UNFINISHED else None
+
+    # ---- inside the invocation's context --------------------------------------------------
+    def enter(self) -> None:
+        """Activates the run in the current context (the invocation's own) and builds its config."""
+        assert self.attached is not None
+        active = self.attached.active
+        active.activate()
+        invocation = _context.Invocation(active)
+        _context.begin(invocation)
+        config: dict[str, Any] = dict(self._user_config)
+        config["metadata"] = {**(config.get("metadata") or {}), RUN_ID_METADATA: self.attached.run_id}
+        # Nodes are not journaled here: the thread's checkpoints hold them, and a step write per
+        # node would add a commit to every super-step of the graph (`agentspan.run` records them).
+        config["callbacks"] = with_recorder(config.get("callbacks"), invocation, record=False)
+        self.config = RunnableConfig(**config)  # type: ignore[typeddict-item]
+
+    def resume_payload(self, snapshot: Any) -> None:
+        """For a continued run: Agentspan's decisions instead of ``None``, or the approvals the
+        application's own ``Command(resume=...)`` answers closed."""
+        if self._resumes is None or snapshot is None:
+            return
+        pending = list(pending_interrupts(snapshot))
+        if not pending:
+            return
+        assert self.attached is not None
+        if self.input is None:
+            try:
+                self.payload = resume_command(self.attached.active, snapshot) or None
+            except ApprovalPending:
+                pass  # still undecided: LangGraph runs the node again and it interrupts again
+            return
+        if isinstance(self.input, Command) and self.input.resume is not None:
+            _close_answered(self.attached.active, pending, self.input.resume)
+
+    def ended(self, interrupted: bool, values: Any) -> None:
+        """Records the invocation's end: ``waiting`` on its interrupts, else ``completed``."""
+        assert self.attached is not None
+        if interrupted:
+            self.attached.suspend()
+        else:
+            self.attached.complete(to_json(values.value if isinstance(values, GraphOutput) else values))
+
+    def request_approvals(self, snapshot: Any) -> bool:
+        """Gives every pending interrupt an approval; whether the graph waits on any."""
+        assert self.attached is not None
+        if not list(pending_interrupts(snapshot)):
+            return False
+        try:
+            resume_command(self.attached.active, snapshot)
+        except ApprovalPending:
+            pass
+        return True
+
+    def failed(self, exc: BaseException) -> None:
+        """Records how the invocation stopped on ``exc`` (see the module)."""
+        assert self.attached is not None
+        if isinstance(exc, ApprovalPending):
+            self.attached.suspend()
+        elif isinstance(exc, Exception) and not isinstance(exc, LeaseLostError):
+            self.attached.fail(exc)
+        else:
+            self.attached.end_after_error(exc)
+
+
+def _close_answered(run: agentspan.ActiveRun, pending: list[tuple[str, Interrupt]], resume: Any) -> None:
+    """Decides the still pending approvals of interrupts the application answered itself."""
+    ids = {interrupt.id for _, interrupt in pending}
+    per_id = isinstance(resume, dict) and bool(resume) and set(resume) <= ids
+    for node, interrupt in pending:
+        if per_id and interrupt.id not in resume:
+            continue
+        value = resume[interrupt.id] if per_id else resume
+        key = step_key(interrupt)
+        approval = run.store.find_approval(run.run_id, key)
+        if approval is None or approval.status is not ApprovalStatus.PENDING:
+            continue
+        approved = not (value is False or (isinstance(value, dict) and value.get("approved") is False))
+        decided = approvals.decide(run.store, run.run_id, approval.id, approved=approved, by="langgraph",
+                                   reason="answered by the application with Command(resume=...)")
+        run.record(kind=StepKind.APPROVAL, key=key, name=node, input=to_json(interrupt.value),
+                   output={**approvals.decision_payload(decided), "resume": to_json(value)})
+
+
+# ---- when an invocation is a direct run ------------------------------------------------------
+def plan(graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DirectRun | None:
+    """The direct run of ``graph.invoke(*args, **kwargs)`` (or stream...), None to pass through."""
+    saver = getattr(graph, "checkpointer", None)
+    if not isinstance(saver, AgentspanSaver) or not saver.runs:
+        return None
+    if agentspan.active_run() is not None:
+        return None  # inside agentspan.run, or a graph invoked inside a run's node or tool
+    input = args[0] if args else kwargs.get("input")
+    config = args[1] if len(args) > 1 else kwargs.get("config")
+    configurable = ensure_config(config).get("configurable") or {}
+    if (configurable.get("checkpoint_ns") or configurable.get("checkpoint_id")
+            or any(str(name).startswith("__pregel_") for name in configurable)):
+        return None  # a subgraph inside a graph's task, or time travel
+    thread_id = configurable.get("thread_id")
+    if thread_id is None:
+        return None  # LangGraph's own error tells what is missing
+    rest = {k: v for k, v in kwargs.items() if k not in ("input", "config")}
+    if rest.get("durability") is None:
+        rest["durability"] = "sync"
+    return DirectRun(graph, saver, input, RunnableConfig(**(config or {})), str(thread_id), rest)
+
+
+def _interrupted(result: Any) -> bool:
+    """Whether what ``invoke`` returned says the graph stopped at an interrupt."""
+    if isinstance(result, dict):
+        return bool(result.get("__interrupt__"))
+    return bool(getattr(result, "interrupts", None))
+
+
+# ---- the four entry points -------------------------------------------------------------------
+def invoke(direct: DirectRun, call: Callable[..., Any]) -> Any:
+    """``graph.invoke`` as a direct run; ``call(input, config, **rest)`` is LangGraph's."""
+    context = contextvars.copy_context()
+    direct.open()
+    try:
+        context.run(direct.enter)
+        if direct._resumes is not None:
+            context.run(direct.resume_payload, direct.graph.get_state(direct.config))
+        result = context.run(call, direct.payload, direct.config, **direct.rest)
+        interrupted = _interrupted(result) and context.run(direct.request_approvals,
+                                                           direct.graph.get_state(direct.config))
+    except BaseException as exc:
+        context.run(direct.failed, exc)
+        raise
+    context.run(direct.ended, interrupted, result)
+    return result
+
+
+async def ainvoke(direct: DirectRun, call: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
+    """``graph.ainvoke`` as a direct run."""
+    context = contextvars.copy_context()
+    await _blocking(direct.open)
+    try:
+        context.run(direct.enter)
+        if direct._resumes is not None:
+            snapshot = await _in(context, direct.graph.aget_state(direct.config))
+            await _offload(direct.store, context, direct.resume_payload, snapshot)
+        result = await _in(context, call(direct.payload, direct.config, **direct.rest))
+        interrupted = _interrupted(result) and await _offload(
+            direct.store, context, direct.request_approvals, await _in(context, direct.graph.aget_state(direct.config)))
+    except BaseException as exc:
+        await _offload(direct.store, context, direct.failed, exc)
+        raise
+    await _offload(direct.store, context, direct.ended, interrupted, result)
+    return result
+
+
+def stream(direct: DirectRun, call: Callable[..., Iterator[Any]]) -> Iterator[Any]:
+    """``graph.stream`` as a direct run: LangGraph's chunks as they come."""
+    context = contextvars.copy_context()
+    direct.open()
+    chunks: Iterator[Any] | None = None
+    try:
+        context.run(direct.enter)
+        if direct._resumes is not None:
+            context.run(direct.resume_payload, direct.graph.get_state(direct.config))
+        chunks = context.run(call, direct.payload, direct.config, **direct.rest)
+        while True:
+            try:
+                chunk = context.run(next, chunks)
+            except StopIteration:
+                break
+            yield chunk
+        snapshot = direct.graph.get_state(direct.config)
+        interrupted = context.run(direct.request_approvals, snapshot)
+    except BaseException as exc:
+        if isinstance(exc, GeneratorExit) and chunks is not None:
+            context.run(getattr(chunks, "close", lambda: None))
+        context.run(direct.failed, exc)
+        raise
+    context.run(direct.ended, interrupted, snapshot.values)
+
+
+async def astream(direct: DirectRun, call: Callable[..., AsyncIterator[Any]]) -> AsyncIterator[Any]:
+    """``graph.astream`` as a direct run: each step of LangGraph's stream runs in the run's context."""
+    context = contextvars.copy_context()
+    await _blocking(direct.open)
+    chunks: AsyncIterator[Any] | None = None
+    try:
+        context.run(direct.enter)
+        if direct._resumes is not None:
+            snapshot = await _in(context, direct.graph.aget_state(direct.config))
+            await _offload(direct.store, context, direct.resume_payload, snapshot)
+        chunks = context.run(call, direct.payload, direct.config, **direct.rest)
+        while True:
+            try:
+                chunk = await _in(context, chunks.__anext__())
+            except StopAsyncIteration:
+                break
+            yield chunk
+        snapshot = await _in(context, direct.graph.aget_state(direct.config))
+        interrupted = await _offload(direct.store, context, direct.request_approvals, snapshot)
+    except BaseException as exc:
+        if isinstance(exc, GeneratorExit) and chunks is not None:
+            closing = getattr(chunks, "aclose", None)
+            if closing is not None:
+                await _in(context, closing())
+        await _offload(direct.store, context, direct.failed, exc)
+        raise
+    await _offload(direct.store, context, direct.ended, interrupted, snapshot.values)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+async def _in(context: contextvars.Context, coroutine: Any) -> Any:
+    """Awaits ``coroutine`` as a task running in ``context`` (cancelling us cancels it)."""
+    return await asyncio.get_running_loop().create_task(coroutine, context=context)
+
+
+async def _blocking(fn: Callable[[], T]) -> T:
+    """Opening a run may wait for another owner's lease to lapse: on a worker thread."""
+    return await asyncio.to_thread(fn)
+
+
+async def _offload(store: Store, context: contextvars.Context, fn: Callable[..., T], *args: Any) -> T:
+    """A store-writing step of the run, in its context: inline on an embedded store, else on a thread."""
+    if getattr(store, "blocking_io", False):
+        return await asyncio.to_thread(context.run, fn, *args)
+    return context.run(fn, *args)

@@ -1,0 +1,226 @@
+"""Graphs compiled with `AgentspanSaver` and invoked directly (``graph.invoke``, ``stream``,
+``ainvoke``, ``astream``), without ``agentspan.run``: each top-level invocation is an Agentspan
+run (`agentspan_langgraph._direct`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.load import load
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.types import Command
+
+import agentspan
+from agentspan.errors import ApprovalPending, LeaseLostError
+from agentspan_langgraph import AgentspanSaver
+
+import lgr_support
+from crash_support import calls_of
+from lgr_support import PROMPT, SimulatedCrash, effects, plain
+
+INPUT = {"messages": [HumanMessage(PROMPT)]}
+
+
+@pytest.fixture(autouse=True)
+def _home(home):
+    lgr_support.RAISE_AT.clear()
+    yield home
+
+
+def on_saver(graph: Any, **saver: Any) -> Any:
+    return graph.copy(update={"checkpointer": AgentspanSaver(**saver)})
+
+
+def thread(name: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": name}}
+
+
+def runs() -> list[agentspan.Run]:
+    return agentspan.get_store().list_runs(limit=50)
+
+
+def only_run() -> agentspan.Run:
+    (run,) = runs()
+    return run
+
+
+def test_invoke_is_a_run_with_every_call_and_node_in_the_trail():
+    result = on_saver(lgr_support.support_graph()).invoke(INPUT, thread("t-1"))
+    expected = plain(lgr_support.support_graph().invoke(INPUT)["messages"])
+    assert plain(result["messages"]) == expected  # what LangGraph returns, unchanged
+    run = only_run()
+    assert (run.framework, run.agent, run.session_id, run.status) == (
+        "langgraph", "support", "t-1", agentspan.RunStatus.COMPLETED)
+    assert run.options == {"thread_id": "t-1", "durability": "sync", "config": {"configurable": {"thread_id": "t-1"}}}
+    assert plain(load(run.output, allowed_objects="messages")["messages"]) == expected
+    steps = agentspan.get(run.id).steps()
+    kinds = [s.kind.value for s in steps]
+    assert (kinds.count("llm"), kinds.count("tool"), kinds.count("checkpoint")) == (4, 3, 0)  # nodes: checkpoints
+    llm = next(s for s in steps if s.kind.value == "llm")
+    assert (llm.model, llm.input_tokens, llm.output_tokens) == ("agent", 100, 20)
+    # the graph's checkpoints name the run that wrote them (a later invoke(None) finds it there)
+    checkpoint = agentspan.get_store().get_checkpoint("t-1", "", None)
+    assert checkpoint is not None and checkpoint.metadata["agentspan_run_id"] == run.id
+
+
+def test_each_new_input_on_a_thread_is_a_new_run():
+    graph = on_saver(lgr_support.review_graph())
+    graph.invoke(INPUT, thread("t-2"))  # waits on its interrupt
+    (waiting,) = runs()
+    assert waiting.status is agentspan.RunStatus.WAITING
+    graph.invoke({"messages": [HumanMessage("Something else")]}, thread("t-2"))
+    newer, older = runs()
+    assert older.id == waiting.id and older.status is agentspan.RunStatus.CANCELLED
+    assert "superseded" in (older.error or "")
+    assert newer.status is agentspan.RunStatus.WAITING and newer.session_id == "t-2"
+
+
+@pytest.mark.parametrize(("answer", "status"), [({"approved": True, "by": "bob"}, "approved"),
+                                                ({"approved": False, "reason": "no"}, "rejected")])
+def test_the_applications_own_command_resume_answers_the_interrupt_and_closes_its_approval(answer, status):
+    graph = on_saver(lgr_support.review_graph())
+    first = graph.invoke(INPUT, thread("t-3"))
+    assert first["__interrupt__"]  # LangGraph's answer, as without Agentspan
+    (approval,) = agentspan.get(only_run().id).pending_approvals()
+    result = graph.invoke(Command(resume=answer), thread("t-3"))
+    expected = "Refunded by bob." if status == "approved" else "Not refunded: no"
+    assert result["messages"][-1].content == expected
+    run = only_run()  # the resume continued the waiting run
+    assert run.status is agentspan.RunStatus.COMPLETED
+    decided = agentspan.get_store().get_approval(approval.id)
+    assert (decided.status.value, decided.decided_by) == (status, "langgraph")
+    step = next(s for s in agentspan.get(run.id).steps() if s.kind.value == "approval")
+    assert step.output["resume"] == answer and step.output["status"] == status
+
+
+def test_a_decision_made_in_agentspan_is_delivered_by_invoke_none():
+    graph = on_saver(lgr_support.review_graph())
+    graph.invoke(INPUT, thread("t-4"))
+    agentspan.get(only_run().id).reject(reason="too much")
+    result = graph.invoke(None, thread("t-4"))
+    assert result["messages"][-1].content == "Not refunded: too much"
+    assert only_run().status is agentspan.RunStatus.COMPLETED
+    assert effects() == []
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["invoke", "ainvoke"])
+def test_invoke_none_after_a_crash_inside_a_node_repeats_no_completed_call(use_async):
+    graph = on_saver(lgr_support.support_graph())
+
+    def invoke(given: Any) -> Any:
+        return asyncio.run(graph.ainvoke(given, thread("t-5"))) if use_async else graph.invoke(given, thread("t-5"))
+
+    lgr_support.RAISE_AT.add("model:writer:1")  # dies in the third call of the summarize node
+    with pytest.raises(SimulatedCrash):
+        invoke(INPUT)
+    crashed = only_run()
+    assert crashed.status is agentspan.RunStatus.RUNNING and crashed.lease_owner is None  # given back
+    result = invoke(None)
+    assert result["messages"][-1].content == lgr_support.SUMMARY
+    assert only_run().status is agentspan.RunStatus.COMPLETED
+    assert calls_of("agent") == [0, 1] and calls_of("writer") == [0, 1, 1]
+    assert sorted(e.split()[0] for e in effects()) == ["lookup", "lookup", "notify"]
+
+
+def test_stream_ainvoke_and_astream_are_runs_and_leave_nothing_in_the_callers_context():
+    graph = on_saver(lgr_support.support_graph())
+    seen_in_loop = []
+    for _ in graph.stream(INPUT, thread("s-1"), stream_mode="updates"):
+        seen_in_loop.append(agentspan.active_run())
+
+    async def both() -> None:
+        await graph.ainvoke(INPUT, thread("s-2"))
+        async for _ in graph.astream(INPUT, thread("s-3")):
+            seen_in_loop.append(agentspan.active_run())
+
+    asyncio.run(both())
+    assert seen_in_loop and set(seen_in_loop) == {None}
+    done = {r.session_id: r for r in runs()}
+    assert set(done) == {"s-1", "s-2", "s-3"}
+    for run in done.values():
+        assert run.status is agentspan.RunStatus.COMPLETED
+        assert [s.kind.value for s in agentspan.get(run.id).steps()].count("llm") == 4
+
+
+def test_a_stream_closed_early_leaves_its_run_to_the_next_invoke_none():
+    graph = on_saver(lgr_support.support_graph())
+    stream = graph.stream(INPUT, thread("t-6"), stream_mode="updates")
+    next(stream)  # the agent node asked for the lookups
+    stream.close()
+    stopped = only_run()
+    assert stopped.status is agentspan.RunStatus.RUNNING and stopped.lease_owner is None
+    graph.invoke(None, thread("t-6"))
+    assert only_run().status is agentspan.RunStatus.COMPLETED
+    assert calls_of("agent") == [0, 1]
+
+
+def test_a_thread_executing_in_this_process_is_not_taken_by_a_second_invocation():
+    graph = on_saver(lgr_support.support_graph())
+    stream = graph.stream(INPUT, thread("t-9"), stream_mode="updates")
+    next(stream)
+    for given in (None, INPUT):
+        with pytest.raises(LeaseLostError, match="still executing in this process"):
+            graph.invoke(given, thread("t-9"))
+    assert only_run().status is agentspan.RunStatus.RUNNING  # nothing stored was changed
+    assert len(list(stream)) > 0  # the stream goes on, and ends its run
+    assert only_run().status is agentspan.RunStatus.COMPLETED
+
+
+def test_invoke_version_2_stores_the_graphs_value():
+    result = on_saver(lgr_support.support_graph()).invoke(INPUT, thread("t-10"), version="v2")
+    assert plain(load(only_run().output, allowed_objects="messages")["messages"]) == plain(result.value["messages"])
+
+
+def test_a_failing_node_fails_the_run_and_the_caller_gets_its_error():
+    def broken(state: MessagesState) -> dict[str, Any]:
+        raise ValueError("no database")
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("broken", broken)
+    builder.add_edge(START, "broken")
+    builder.add_edge("broken", END)
+    graph = builder.compile(checkpointer=AgentspanSaver(), name="broken")
+    with pytest.raises(ValueError, match="no database"):
+        graph.invoke(INPUT, thread("t-7"))
+    run = only_run()
+    assert run.status is agentspan.RunStatus.FAILED and run.error == "ValueError: no database"
+
+
+def test_an_approval_required_tool_waits_and_runs_once_after_approval():
+    graph = on_saver(lgr_support.refund_graph())
+    with pytest.raises(ApprovalPending):
+        graph.invoke(INPUT, thread("t-8"))
+    handle = agentspan.get(only_run().id)
+    assert handle.status() is agentspan.RunStatus.WAITING
+    handle.approve(by="alice")
+    result = graph.invoke(None, thread("t-8"))
+    assert isinstance(result["messages"][-1], AIMessage) and result["messages"][-1].content == "Done."
+    assert effects() == ["refund 42 30.0"] and calls_of("agent") == [0, 1]
+    assert only_run().status is agentspan.RunStatus.COMPLETED
+
+
+def test_what_opens_no_run_of_its_own():
+    # a saver that only checkpoints
+    on_saver(lgr_support.support_graph(), runs=False).invoke(INPUT, thread("n-1"))
+    assert runs() == []
+    # a subgraph: its calls belong to the run of the graph that invoked it
+    inner = lgr_support.support_graph("inner")
+    builder = StateGraph(MessagesState)
+    builder.add_node("inner", lambda state: inner.invoke(state))
+    builder.add_edge(START, "inner")
+    builder.add_edge("inner", END)
+    outer = builder.compile(checkpointer=AgentspanSaver(), name="outer")
+    outer.invoke(INPUT, thread("n-2"))
+    run = only_run()
+    assert run.agent == "outer"
+    assert [s.kind.value for s in agentspan.get(run.id).steps()].count("llm") == 4
+    # time travel: an invocation from an earlier checkpoint
+    (earliest, *_) = reversed(list(outer.get_state_history(thread("n-2"))))
+    outer.invoke(None, earliest.config)
+    assert len(runs()) == 1
+    # agentspan.run on a graph that already has the saver: one run, the one agentspan.run opened
+    agentspan.run(on_saver(lgr_support.support_graph()), INPUT, thread_id="n-3")
+    assert len(runs()) == 2
