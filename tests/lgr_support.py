@@ -199,6 +199,18 @@ def refund_graph(name: str = "refunds"):
     return builder.compile(name=name)
 
 
+def broken_graph(error: Exception, checkpointer: Any = None, name: str = "broken"):
+    """One node that raises ``error``."""
+    def broken(state: MessagesState) -> dict[str, Any]:
+        raise error
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("broken", broken)
+    builder.add_edge(START, "broken")
+    builder.add_edge("broken", END)
+    return builder.compile(checkpointer=checkpointer, name=name)
+
+
 def plain(messages: list[BaseMessage]) -> list[tuple[str, Any, Any]]:
     """A conversation without its random ids: what two equal runs have in common."""
     return [(m.type, m.content, [(c["name"], c["args"], c["id"]) for c in getattr(m, "tool_calls", [])]

@@ -175,14 +175,7 @@ def test_invoke_version_2_stores_the_graphs_value():
 
 
 def test_a_failing_node_fails_the_run_and_the_caller_gets_its_error():
-    def broken(state: MessagesState) -> dict[str, Any]:
-        raise ValueError("no database")
-
-    builder = StateGraph(MessagesState)
-    builder.add_node("broken", broken)
-    builder.add_edge(START, "broken")
-    builder.add_edge("broken", END)
-    graph = builder.compile(checkpointer=AgentspanSaver(), name="broken")
+    graph = lgr_support.broken_graph(ValueError("no database"), checkpointer=AgentspanSaver())
     with pytest.raises(ValueError, match="no database"):
         graph.invoke(INPUT, thread("t-7"))
     run = only_run()

@@ -472,13 +472,7 @@ def test_refused_graphs_inputs_and_options_raise_clear_errors_and_store_nothing(
 
 
 def test_a_failing_node_fails_the_run_with_its_error():
-    def broken(state: MessagesState) -> dict[str, Any]:
-        raise ValueError("no such order")
-
-    builder = StateGraph(MessagesState)
-    builder.add_node("broken", broken)
-    builder.add_edge(START, "broken")
-    handle = agentspan.start(builder.compile(), INPUT)
+    handle = agentspan.start(lgr_support.broken_graph(ValueError("no such order")), INPUT)
     with pytest.raises(ValueError, match="no such order"):
         handle.result(timeout=20)
     with pytest.raises(RunFailed, match="ValueError: no such order"):

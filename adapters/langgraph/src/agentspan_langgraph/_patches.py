@@ -47,11 +47,8 @@ def install() -> None:
         wrapt.wrap_function_wrapper(chat_models, "BaseChatModel._agenerate_with_cache", _agenerate)
         wrapt.wrap_function_wrapper("langchain_core.tools.base", "BaseTool.run", _run_tool)
         wrapt.wrap_function_wrapper("langchain_core.tools.base", "BaseTool.arun", _arun_tool)
-        pregel = "langgraph.pregel.main"
-        wrapt.wrap_function_wrapper(pregel, "Pregel.invoke", _invoke)
-        wrapt.wrap_function_wrapper(pregel, "Pregel.ainvoke", _ainvoke)
-        wrapt.wrap_function_wrapper(pregel, "Pregel.stream", _stream)
-        wrapt.wrap_function_wrapper(pregel, "Pregel.astream", _astream)
+        for entry in ("invoke", "ainvoke", "stream", "astream"):
+            wrapt.wrap_function_wrapper("langgraph.pregel.main", f"Pregel.{entry}", _direct_entry(entry))
         _installed = True
 
 
@@ -114,32 +111,16 @@ async def _arun_tool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
     return await journal_tool_call(invocation, instance, tool_input, tool_call_id, metadata, live)
 
 
-def _invoke(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    from agentspan_langgraph import _direct
+def _direct_entry(entry: str) -> Callable[..., Any]:
+    """The patch of ``Pregel.<entry>``: a direct run (`_direct.<entry>`) when `_direct.plan` finds one."""
 
-    direct = _direct.plan(instance, args, kwargs)
-    return wrapped(*args, **kwargs) if direct is None else _direct.invoke(direct, wrapped)
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        from agentspan_langgraph import _direct  # (it imports the adapter, which imports this module)
 
+        direct = _direct.plan(instance, args, kwargs)
+        return wrapped(*args, **kwargs) if direct is None else getattr(_direct, entry)(direct, wrapped)
 
-def _ainvoke(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    from agentspan_langgraph import _direct
-
-    direct = _direct.plan(instance, args, kwargs)
-    return wrapped(*args, **kwargs) if direct is None else _direct.ainvoke(direct, wrapped)
-
-
-def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    from agentspan_langgraph import _direct
-
-    direct = _direct.plan(instance, args, kwargs)
-    return wrapped(*args, **kwargs) if direct is None else _direct.stream(direct, wrapped)
-
-
-def _astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    from agentspan_langgraph import _direct
-
-    direct = _direct.plan(instance, args, kwargs)
-    return wrapped(*args, **kwargs) if direct is None else _direct.astream(direct, wrapped)
+    return wrapper
 
 
 def _awaitable(call: Callable[[], T]) -> Callable[[], Awaitable[T]]:
