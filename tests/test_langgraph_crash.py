@@ -147,8 +147,12 @@ def only_run() -> agentspan.Run:
     return run
 
 
-@pytest.mark.parametrize(("crash_at", "writer_calls"), [("lookup:43", [0, 1]), ("model:writer:1", [0, 1, 1])])
-def test_a_graph_on_the_saver_alone_killed_inside_a_node_goes_on_with_invoke_none(child_env, crash_at, writer_calls):
+@pytest.mark.parametrize(("transport", "crash_at", "writer_calls"), [
+    ("embedded", "lookup:43", [0, 1]), ("embedded", "model:writer:1", [0, 1, 1]),
+    ("server-postgres", "lookup:43", [0, 1]),  # the journal and the checkpoints over HTTP (`conftest.home`)
+])
+def test_a_graph_on_the_saver_alone_killed_inside_a_node_goes_on_with_invoke_none(child_env, transport, crash_at,
+                                                                                   writer_calls):
     # No agentspan.run: the graph is compiled with AgentspanSaver and invoked as LangGraph's docs
     # say (`graph.invoke(input, config)`, then `graph.invoke(None, config)` after the crash).
     thread = f"thread-{new_id()}"

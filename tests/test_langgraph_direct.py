@@ -106,8 +106,9 @@ def test_a_decision_made_in_agentspan_is_delivered_by_invoke_none():
     assert effects() == []
 
 
-@pytest.mark.parametrize("use_async", [False, True], ids=["invoke", "ainvoke"])
-def test_invoke_none_after_a_crash_inside_a_node_repeats_no_completed_call(use_async):
+@pytest.mark.parametrize(("transport", "use_async"), [("embedded", False), ("embedded", True),
+                                                     ("server-sqlite", True)])  # a server: `conftest.home`
+def test_invoke_none_after_a_crash_inside_a_node_repeats_no_completed_call(transport, use_async):
     graph = on_saver(lgr_support.support_graph())
 
     def invoke(given: Any) -> Any:
@@ -125,7 +126,8 @@ def test_invoke_none_after_a_crash_inside_a_node_repeats_no_completed_call(use_a
     assert sorted(e.split()[0] for e in effects()) == ["lookup", "lookup", "notify"]
 
 
-def test_stream_ainvoke_and_astream_are_runs_and_leave_nothing_in_the_callers_context():
+@pytest.mark.parametrize("transport", ["embedded", "server-sqlite"])
+def test_stream_ainvoke_and_astream_are_runs_and_leave_nothing_in_the_callers_context(transport):
     graph = on_saver(lgr_support.support_graph())
     seen_in_loop = []
     for _ in graph.stream(INPUT, thread("s-1"), stream_mode="updates"):
