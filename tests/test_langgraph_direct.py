@@ -76,6 +76,11 @@ def test_each_new_input_on_a_thread_is_a_new_run():
     assert older.id == waiting.id and older.status is agentspan.RunStatus.CANCELLED
     assert "superseded" in (older.error or "")
     assert newer.status is agentspan.RunStatus.WAITING and newer.session_id == "t-2"
+    # the superseded run's approval no longer asks for a decision; the new run's does
+    pending = agentspan.get_store().list_approvals(status="pending")
+    assert [a.run_id for a in pending] == [newer.id]
+    (expired,) = agentspan.get_store().list_approvals(run_id=older.id)
+    assert (expired.status.value, expired.reason) == ("expired", "the run was cancelled")
 
 
 @pytest.mark.parametrize(("answer", "status"), [({"approved": True, "by": "bob"}, "approved"),

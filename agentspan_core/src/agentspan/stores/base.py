@@ -25,6 +25,9 @@ from agentspan.stores.checkpoint_contract import CheckpointContract
 _T = TypeVar("_T")
 ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 """The statuses of runs that have ended."""
+CANCELLED_RUN_APPROVALS = "the run was cancelled"
+"""The reason of the approvals a run waited on when it was cancelled: they become ``expired``
+(`Store.cancel_run`, `Store.update_run`), so no decision is asked for that would go nowhere."""
 
 
 def check_deletion(statuses: Sequence[RunStatus], limit: int) -> list[str]:
@@ -109,7 +112,8 @@ class Store(CheckpointContract, abc.ABC):
         """Fenced update of a run's status/output/error.
 
         Only the fields given (not None) change; ``updated_at`` is set. With ``release_lease`` the
-        lease owner and expiry are cleared (the epoch stays).
+        lease owner and expiry are cleared (the epoch stays). Setting ``cancelled`` also expires
+        the run's pending approvals (reason `CANCELLED_RUN_APPROVALS`), in the same transaction.
 
         Raises:
             RunNotFound: Unknown run.
@@ -119,7 +123,8 @@ class Store(CheckpointContract, abc.ABC):
 
     @abc.abstractmethod
     def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
-        """Unfenced: marks a non-terminal run ``cancelled`` (error = reason), from any process.
+        """Unfenced: marks a non-terminal run ``cancelled`` (error = reason), from any process; its
+        pending approvals expire with it (reason `CANCELLED_RUN_APPROVALS`).
 
         Raises:
             RunNotFound: Unknown run.

@@ -30,7 +30,7 @@ from agentspan.records import (
     StepResult,
     StepStatus,
 )
-from agentspan.stores.base import ENDED, Store, check_deletion
+from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion
 from agentspan.stores.memory_approvals import MemoryApprovals, json_copy, limited
 from agentspan.stores.memory_checkpoints import MemoryCheckpoints
 from agentspan.stores.reopening import reopen_refusal, reopened_options
@@ -119,6 +119,8 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         new_output = json_copy(output)
         with self._lock:
             run = self._fenced(run_id, epoch, cancelling=new_status == RunStatus.CANCELLED)
+            if new_status is RunStatus.CANCELLED:
+                self._expire_approvals_of(run_id)
             if new_status is not None:
                 run.status = new_status
             if new_output is not None:
@@ -140,7 +142,16 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
             run.status = RunStatus.CANCELLED
             run.error = reason
             run.updated_at = time.time()
+            self._expire_approvals_of(run_id)
             return run.model_copy(deep=True)
+
+    def _expire_approvals_of(self, run_id: str) -> None:
+        """A cancelled run's pending approvals expire (no decision of them would be delivered)."""
+        at = time.time()
+        for approval in self._approvals.values():
+            if approval.run_id == run_id and approval.status is ApprovalStatus.PENDING:
+                approval.status, approval.decided_at, approval.reason = (
+                    ApprovalStatus.EXPIRED, at, CANCELLED_RUN_APPROVALS)
 
     def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
                    options: Mapping[str, JSON] | None = None) -> Run:

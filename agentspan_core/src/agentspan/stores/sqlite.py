@@ -26,7 +26,7 @@ from agentspan.errors import (
 from agentspan.records import JSON, Run, RunStatus
 from agentspan.stores import sqlite_journal as live
 from agentspan.stores import sqlite_schema as sql
-from agentspan.stores.base import ENDED, Store, check_deletion
+from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.reopening import reopen_refusal, reopened_options
 from agentspan.stores.sqlite_approvals import SqliteApprovals, refusal
@@ -252,6 +252,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         def tx(cur: sqlite3.Cursor) -> Run:
             if cur.execute(live.UPDATE_RUN, params).rowcount == 0:
                 raise refusal(cur, run_id, epoch, cancelling=cancelling)
+            if cancelling:
+                cur.execute(sql.EXPIRE_APPROVALS_OF_RUN, (params["now"], CANCELLED_RUN_APPROVALS, run_id))
             return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 
         return self._tx(tx)
@@ -276,11 +278,13 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         """See `Store.cancel_run`. The lease is left alone: its holder learns at its next write."""
 
         def tx(cur: sqlite3.Cursor) -> Run:
-            if cur.execute(live.CANCEL_RUN, (reason, time.time(), run_id)).rowcount == 0:
+            at = time.time()
+            if cur.execute(live.CANCEL_RUN, (reason, at, run_id)).rowcount == 0:
                 row = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
                 if row is None:
                     raise RunNotFound(run_id)
                 raise RunStateError(f"run {run_id!r} already ended ({row[0]}); it cannot be cancelled")
+            cur.execute(sql.EXPIRE_APPROVALS_OF_RUN, (at, CANCELLED_RUN_APPROVALS, run_id))
             return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 
         return self._tx(tx)

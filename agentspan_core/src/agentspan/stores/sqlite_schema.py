@@ -287,6 +287,9 @@ CANCEL_RUN = (
     "UPDATE runs SET status='cancelled', error=?, updated_at=? "
     "WHERE id=? AND status IN ('pending', 'running', 'waiting')"
 )
+EXPIRE_APPROVALS_OF_RUN = (  # a cancelled run's pending approvals can no longer be decided
+    "UPDATE approvals SET status='expired', decided_at=?, reason=? WHERE run_id=? AND status='pending'"
+)
 CLAIM_RUN = (
     "UPDATE runs SET lease_owner=?, lease_expires_at=?, lease_epoch=lease_epoch+1, updated_at=? "
     "WHERE id=? AND lease_epoch=? AND status IN ('pending', 'running', 'waiting')"

@@ -35,7 +35,7 @@ from agentspan.errors import (
     RunStateError,
 )
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepResult
-from agentspan.stores.base import ENDED, Store, check_claimant
+from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_claimant
 from agentspan_server.stores import postgres_journal as journal
 from agentspan_server.stores import postgres_schema as sql
 from agentspan_server.stores.postgres_checkpoints import PostgresCheckpoints
@@ -145,8 +145,11 @@ class PostgresStore(PostgresCheckpoints, Store):
             "cancelling": cancelling,
         }
 
+        if cancelling:
+            params["expired"] = CANCELLED_RUN_APPROVALS
+
         def plan() -> Plan[Run]:
-            rows = (yield Statement(sql.UPDATE_RUN, params)).rows
+            rows = (yield Statement(sql.UPDATE_RUN_CANCELLING if cancelling else sql.UPDATE_RUN, params)).rows
             if not rows:
                 yield from journal.refused(run_id, epoch, cancelling=cancelling)
             return run_from_row(rows[0])
@@ -157,7 +160,8 @@ class PostgresStore(PostgresCheckpoints, Store):
         """See `Store.cancel_run`. The lease is left alone: its holder learns at its next write."""
 
         def tx(cur: psycopg.Cursor[Any]) -> Run:
-            row = cur.execute(sql.CANCEL_RUN, (reason, time.time(), run_id)).fetchone()
+            row = cur.execute(sql.CANCEL_RUN, {"reason": reason, "now": time.time(), "id": run_id,
+                                               "expired": CANCELLED_RUN_APPROVALS}).fetchone()
             if row is None:
                 state = cur.execute(sql.RUN_STATE, (run_id,)).fetchone()
                 if state is None:

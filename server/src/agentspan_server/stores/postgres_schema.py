@@ -60,9 +60,18 @@ UPDATE_RUN = (
     "WHERE id=%(id)s AND lease_epoch=%(epoch)s AND (status<>'cancelled' OR %(cancelling)s) "
     f"RETURNING {RUN_COLUMNS}"
 )
-CANCEL_RUN = (
-    "UPDATE runs SET status='cancelled', error=%s, updated_at=%s "
-    f"WHERE id=%s AND status IN ('pending', 'running', 'waiting') RETURNING {RUN_COLUMNS}"
+UPDATE_RUN_CANCELLING = (  # `UPDATE_RUN` to ``cancelled``, expiring the run's pending approvals with it
+    f"WITH run AS ({UPDATE_RUN}), "
+    "expired AS (UPDATE approvals SET status='expired', decided_at=%(now)s, reason=%(expired)s "
+    "WHERE run_id IN (SELECT id FROM run) AND status='pending') "
+    "SELECT * FROM run"
+)
+CANCEL_RUN = (  # and, in the same statement, its pending approvals expire (`_lite.EXPIRE_APPROVALS_OF_RUN`)
+    "WITH run AS (UPDATE runs SET status='cancelled', error=%(reason)s, updated_at=%(now)s "
+    f"WHERE id=%(id)s AND status IN ('pending', 'running', 'waiting') RETURNING {RUN_COLUMNS}), "
+    "expired AS (UPDATE approvals SET status='expired', decided_at=%(now)s, reason=%(expired)s "
+    "WHERE run_id IN (SELECT id FROM run) AND status='pending') "
+    "SELECT * FROM run"
 )
 CLAIM_RUN = (
     "UPDATE runs SET lease_owner=%s, lease_expires_at=%s, lease_epoch=lease_epoch+1, updated_at=%s "

@@ -8,7 +8,7 @@ import pytest
 
 from agentspan.errors import ApprovalConflict, ApprovalNotFound, ConfigurationError
 from agentspan.records import ApprovalStatus, RunStatus
-from agentspan.stores.base import Store
+from agentspan.stores.base import CANCELLED_RUN_APPROVALS, Store
 from agentspan.testing.conformance.records import ConformanceBase, make_approval
 
 __all__ = ["ApprovalConformance"]
@@ -32,6 +32,28 @@ class ApprovalConformance(ConformanceBase):
         assert again.model_dump() == approval.model_dump()
         assert store.get_run(run.id).status == RunStatus.RUNNING
         assert len(store.list_approvals(run_id=run.id)) == 1
+
+    @pytest.mark.parametrize("how", ["cancel_run", "update_run"])
+    def test_cancelling_a_run_expires_its_pending_approvals_only(self, store: Store, how: str) -> None:
+        run = self.claimed(store)
+        decided = store.request_approval(make_approval(run.id, "a"), epoch=1)
+        store.decide_approval(decided.id, approved=True, by="ann", reason="ok", decided_at=1.0)
+        pending = store.request_approval(make_approval(run.id, "b"), epoch=1)
+        other = self.claimed(store)
+        elsewhere = store.request_approval(make_approval(other.id, "a"), epoch=1)
+        if how == "cancel_run":
+            store.cancel_run(run.id, reason="stop")
+        else:
+            store.update_run(run.id, epoch=1, status=RunStatus.CANCELLED, release_lease=True)
+        expired = store.get_approval(pending.id)
+        assert (expired.status, expired.reason, expired.decided_by) == (
+            ApprovalStatus.EXPIRED, CANCELLED_RUN_APPROVALS, None)
+        assert expired.decided_at is not None
+        with pytest.raises(ApprovalConflict):
+            store.decide_approval(pending.id, approved=True, by="bob", reason=None, decided_at=time.time())
+        assert store.get_approval(decided.id).status is ApprovalStatus.APPROVED  # a decision stays
+        assert store.get_approval(elsewhere.id).status is ApprovalStatus.PENDING  # other runs' too
+        assert [a.id for a in store.list_approvals(status=ApprovalStatus.PENDING.value)] == [elsewhere.id]
 
     def test_decide_approval_once(self, store: Store) -> None:
         run = self.claimed(store)
