@@ -287,6 +287,8 @@ def test_bad_arguments_are_refused_with_what_was_wrong(saver: AgentspanSaver) ->
         saver.put(cfg("t1", checkpoint_ns=""), generate_checkpoint(), {"step": 1, "bad": float("nan")}, {})  # type: ignore[typeddict-unknown-key]
     with pytest.raises(ConfigurationError, match="needs an agentspan Store"):
         AgentspanSaver({})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"runs=\.\.\.\) takes True or False, not 'no'"):
+        AgentspanSaver(runs="no")  # type: ignore[arg-type]
     assert [t.config for t in saver.list(cfg("t1"))] == [stored]  # nothing else was stored
 
 

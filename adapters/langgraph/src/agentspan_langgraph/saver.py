@@ -62,8 +62,8 @@ class AgentspanSaver(BaseCheckpointSaver[str]):
             default). Its output is stored as opaque bytes with its type tag; metadata is JSON.
         runs: Each top-level ``invoke`` / ``ainvoke`` / ``stream`` / ``astream`` of a graph
             compiled with this saver is an Agentspan run: its model and tool calls journaled and
-            replayed after a crash, its nodes and interrupts in the trail
-            (`agentspan_langgraph._direct`). False keeps the saver a checkpointer only.
+            replayed after a crash, its interrupts approvals (`agentspan_langgraph._direct`).
+            False keeps the saver a checkpointer only.
 
     Every method has a sync and an async form. The async forms call the store inline when it is
     embedded (``store.blocking_io`` false: a call takes microseconds) and on a worker thread when
@@ -83,6 +83,8 @@ class AgentspanSaver(BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         if store is not None and not isinstance(store, Store):
             raise ConfigurationError(f"AgentspanSaver(store=...) needs an agentspan Store, not {type(store).__name__}")
+        if not isinstance(runs, bool):
+            raise ConfigurationError(f"AgentspanSaver(runs=...) takes True or False, not {runs!r}")
         self._store = store
         self.runs = runs
         """Whether direct invocations of its graphs are Agentspan runs."""
