@@ -10,7 +10,8 @@ journal each finished node as a ``checkpoint`` step: the thread's checkpoints ho
 
 - **New input** opens a new run. An unfinished run the thread's latest checkpoint belongs to
   (its process died, or it waits on an interrupt) is claimed and ended ``cancelled``
-  ("superseded"): LangGraph starts from the new input, not from where that run stopped. A run
+  ("superseded"; its approvals still pending expire): LangGraph starts from the new input, not
+  from where that run stopped. A run
   still executing (in another live process, or in this one: a stream not yet exhausted or closed)
   is not taken: the invocation fails with `LeaseLostError`.
 - **``None`` or ``Command(resume=...)``** continues the unfinished run of the thread's latest
