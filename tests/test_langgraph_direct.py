@@ -189,6 +189,32 @@ def test_a_failing_node_fails_the_run_and_the_caller_gets_its_error():
     assert run.status is agentspan.RunStatus.FAILED and run.error == "ValueError: no database"
 
 
+def test_a_failed_run_reopened_for_a_retry_goes_on_with_invoke_none_from_where_it_failed():
+    writer = lgr_support.ScriptedChatModel(model_name="writer", responses=[lgr_support.ai("draft")])
+    failures = ["database down"]
+
+    def work(state: MessagesState) -> dict[str, Any]:
+        draft = writer.invoke(state["messages"])
+        if failures:
+            raise ValueError(failures.pop())
+        return {"messages": [draft]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("work", work)
+    builder.add_edge(START, "work")
+    builder.add_edge("work", END)
+    graph = builder.compile(checkpointer=AgentspanSaver(), name="work")
+    with pytest.raises(ValueError, match="database down"):
+        graph.invoke(INPUT, thread("t-11"))
+    failed = only_run()
+    assert failed.status is agentspan.RunStatus.FAILED
+    agentspan.get_store().reopen_run(failed.id, owner=None, lease_expires_at=None)  # `agentspan runs retry`
+    result = graph.invoke(None, thread("t-11"))
+    assert result["messages"][-1].content == "draft"
+    assert (only_run().id, only_run().status) == (failed.id, agentspan.RunStatus.COMPLETED)
+    assert calls_of("writer") == [0]  # the model call made before the failure came from the journal
+
+
 def test_an_approval_required_tool_waits_and_runs_once_after_approval():
     graph = on_saver(lgr_support.refund_graph())
     with pytest.raises(ApprovalPending):

@@ -217,7 +217,8 @@ def runs_retry(
         _out().print(f"run [cyan]{escape(run.id)}[/cyan] is pending again: a worker serving agent "
                      f"{escape(repr(run.agent))} continues it from where it failed (a run an ADK "
                      "AgentspanPlugin opened in your own Runner: run the same message on the same "
-                     "session there)", soft_wrap=True)
+                     "session there; a LangGraph graph with AgentspanSaver: also graph.invoke(None) on "
+                     "its thread)", soft_wrap=True)
 
 
 _AGE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")

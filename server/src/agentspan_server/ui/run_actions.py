@@ -52,4 +52,5 @@ def _reopen(ui: WebUi, run_id: str) -> tuple[str, tuple[str, str]]:
         return page, ("error", "The store failed while retrying; reload to see whether the run was retried.")
     return page, ("ok", f"Run {run.id} is pending again: a worker serving agent {run.agent!r} continues it "
                         "from where it failed (a run an ADK AgentspanPlugin opened in your own Runner: when "
-                        "the same message is run on the same session there).")
+                        "the same message is run on the same session there; a LangGraph graph with "
+                        "AgentspanSaver: also graph.invoke(None) on its thread).")
