@@ -261,6 +261,12 @@ def test_thread_defaults_to_the_run_id_and_a_given_thread_carries_a_conversation
     assert [m.content for m in second.result(timeout=20)["messages"]] == ["hi", "answer 0", "again", "answer 1"]
     assert second.run().options == {"thread_id": "user-7"}
     assert checkpoint_of("user-7").metadata["agentspan_run_id"] == second.id
+    # a run's session is its thread (as a direct invocation's), unless the caller names one
+    assert (first.run().session_id, second.run().session_id) == (None, "user-7")
+    by_config = agentspan.start(graph, INPUT, config={"configurable": {"thread_id": "user-8"}})
+    named = agentspan.start(graph, INPUT, thread_id="user-9", session_id="support-desk")
+    assert (by_config.run().session_id, named.run().session_id) == ("user-8", "support-desk")
+    by_config.result(timeout=20), named.result(timeout=20)
 
 
 def test_in_memory_checkpointer_is_replaced_and_a_durable_one_is_kept():

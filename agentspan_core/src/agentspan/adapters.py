@@ -55,6 +55,11 @@ class Adapter(abc.ABC):
         """Keeps the JSON-compatible runner options needed again on resume."""
         return {}
 
+    def default_session(self, options: dict[str, Any]) -> str | None:
+        """The session a run is recorded under when the caller names none (a conversation the
+        framework's own options name, such as a LangGraph thread); None by default."""
+        return None
+
     @abc.abstractmethod
     async def execute(self, run: ActiveRun, target: Any, input: JSON, options: dict[str, Any]) -> Any:
         """Runs the framework's own loop from the start with every call routed through ``run``.

@@ -29,7 +29,8 @@ def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any],
     stored = divergence.run_options(adapter.encode_options(options), divergence.check_policy(on_divergence))
     run = attached.new_run(framework=adapter.framework, agent=agent_name or adapter.agent_name(target),
                            input=adapter.encode_input(input), options=stored,
-                           session_id=session_id, idempotency_key=idempotency_key, run_id=run_id)
+                           session_id=session_id if session_id is not None else adapter.default_session(options),
+                           idempotency_key=idempotency_key, run_id=run_id)
     return store.create_run(run)
 
 

@@ -123,6 +123,13 @@ class LangGraphAdapter(Adapter):
     def encode_output(self, result: Any) -> Any:
         return to_json(result)
 
+    def default_session(self, options: dict[str, Any]) -> str | None:
+        """A run's session is its thread (``thread_id``, or the config's), as for a direct invocation."""
+        config = options.get("config")
+        configurable = (config.get("configurable") or {}) if isinstance(config, Mapping) else {}
+        thread_id = options.get("thread_id") or configurable.get("thread_id")
+        return None if thread_id is None else str(thread_id)
+
     async def execute(self, run: agentspan.ActiveRun, target: Any, input: Any, options: dict[str, Any]) -> Any:
         _check_graph(target)
         _patches.install()
