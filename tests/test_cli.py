@@ -128,6 +128,14 @@ def test_runs_list_filters_and_limit(store: SqliteStore) -> None:
     assert invoke("runs", "list", "--status", "bogus").exit_code == 2
 
 
+def test_runs_list_of_a_session(store: SqliteStore) -> None:
+    threaded, _ = store.create_run(Run(framework="langgraph", agent="support", input=None, session_id="t-42"))
+    make_run(store, "refunds")
+    listed = json.loads(invoke("runs", "list", "--session", "t-42", "--json").stdout)
+    assert [r["id"] for r in listed] == [threaded.id] and listed[0]["session_id"] == "t-42"
+    assert json.loads(invoke("runs", "list", "--session", "t-43", "--json").stdout) == []
+
+
 def test_runs_list_table_shows_run_ids(store: SqliteStore) -> None:
     run, _ = make_run(store, "refunds [eu]")
     result = invoke("runs", "list")

@@ -129,11 +129,13 @@ def demo() -> None:
 def runs_list(
     status: Annotated[RunStatus | None, typer.Option(help="Only runs with this status.")] = None,
     agent: Annotated[str | None, typer.Option(help="Only runs of this agent name.")] = None,
+    session: Annotated[str | None, typer.Option(
+        help="Only runs of this session (a conversation; for LangGraph, the thread id).")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """List runs, newest first."""
-    runs = _store().list_runs(status=status, agent=agent, limit=limit)
+    runs = _store().list_runs(status=status, agent=agent, limit=limit, session_id=session)
     if as_json:
         _echo_json([render.run_json(run) for run in runs])
     else:

@@ -169,9 +169,11 @@ def create_app(
         return json_response(CreatedRun(run=created, created=inserted), 201 if inserted else 200)
 
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], responses=responses(*COMMON))
-    async def list_runs(status: RunStatus | None = None, agent: str | None = None, limit: Limit = 100) -> Response:
+    async def list_runs(status: RunStatus | None = None, agent: str | None = None, limit: Limit = 100,
+                        session_id: str | None = None) -> Response:
         """`Store.list_runs`: newest first."""
-        runs = await call(store.list_runs, status=status, agent=query_text("agent", agent), limit=limit)
+        runs = await call(store.list_runs, status=status, agent=query_text("agent", agent), limit=limit,
+                          session_id=query_text("session_id", session_id))
         return json_response(RunList(runs=runs))
 
     @app.get(API_PREFIX + "/runs/{run_id}", response_model=Run, tags=["runs"], responses=responses(*COMMON, 404))

@@ -94,9 +94,11 @@ class Store(CheckpointContract, abc.ABC):
 
     @abc.abstractmethod
     def list_runs(
-        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100
+        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100,
+        session_id: str | None = None,
     ) -> list[Run]:
-        """Returns runs newest first, optionally filtered by status and agent name."""
+        """Returns runs newest first, optionally filtered by status, agent name and session (a
+        conversation: a LangGraph run's thread)."""
 
     @abc.abstractmethod
     def update_run(

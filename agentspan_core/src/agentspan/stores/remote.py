@@ -199,8 +199,10 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
     def get_run(self, run_id: str) -> Run:
         return self._get(f"/runs/{seg(run_id)}", Run)
 
-    def list_runs(self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100) -> list[Run]:
-        params = {k: v for k, v in (("status", status), ("agent", agent), ("limit", _clamp(limit))) if v is not None}
+    def list_runs(self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100,
+                  session_id: str | None = None) -> list[Run]:
+        params = {k: v for k, v in (("status", status), ("agent", agent), ("limit", _clamp(limit)),
+                                    ("session_id", session_id)) if v is not None}
         return self._get("/runs", wire.RunList, params).runs
 
     def update_run(self, run_id: str, *, epoch: int, status: RunStatus | None = None, output: JSON = None,

@@ -219,10 +219,12 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         return run_from_row(rows[0])
 
     def list_runs(
-        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100
+        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100,
+        session_id: str | None = None,
     ) -> list[Run]:
         """See `Store.list_runs`."""
-        rows = self._select("runs r", live.RUN_SELECT, {"r.status": status, "r.agent": agent}, "r.id DESC", limit)
+        filters = {"r.status": status, "r.agent": agent, "r.session_id": session_id}
+        rows = self._select("runs r", live.RUN_SELECT, filters, "r.id DESC", limit)
         return [run_from_row(r) for r in rows]
 
     def update_run(

@@ -115,10 +115,12 @@ class PostgresStore(PostgresCheckpoints, Store):
         return self._run(journal.get_run(run_id))
 
     def list_runs(
-        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100
+        self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100,
+        session_id: str | None = None,
     ) -> list[Run]:
         """See `Store.list_runs`."""
-        rows = self._select("runs", sql.RUN_COLUMNS, {"status": status, "agent": agent}, "id DESC", limit)
+        filters = {"status": status, "agent": agent, "session_id": session_id}
+        rows = self._select("runs", sql.RUN_COLUMNS, filters, "id DESC", limit)
         return [run_from_row(r) for r in rows]
 
     def update_run(

@@ -95,6 +95,16 @@ class RunConformance(ConformanceBase):
         assert [r.id for r in store.list_runs(status=RunStatus.RUNNING, agent="a")] == [c.id]
         assert store.list_runs(status=RunStatus.RUNNING, agent="b") == []
 
+    def test_list_runs_of_a_session(self, store: Store) -> None:
+        first = store.create_run(make_run(agent="a", session_id="thread-1"))[0]
+        store.create_run(make_run(agent="a", session_id="thread-2"))
+        store.create_run(make_run(agent="a"))
+        latest = store.create_run(make_run(agent="b", session_id="thread-1"))[0]
+        assert [r.id for r in store.list_runs(session_id="thread-1")] == [latest.id, first.id]
+        assert [r.id for r in store.list_runs(session_id="thread-1", agent="a")] == [first.id]
+        assert [r.id for r in store.list_runs(session_id="thread-1", limit=1)] == [latest.id]
+        assert store.list_runs(session_id="nobody") == []
+
     def test_update_run_changes_given_fields(self, store: Store) -> None:
         run = self.claimed(store)
         before = store.get_run(run.id)
