@@ -431,6 +431,29 @@ def test_plugin_confirmation_decided_in_agentspan_wins_over_the_apps_answer():
         "orders/llm:0", "orders/llm:0/call:0/approval", "orders/llm:0/call:0/confirmed", "orders/llm:1"]
 
 
+@pytest.mark.parametrize(("confirmed", "effects", "status"), [(True, ["cancel 42"], "approved"),
+                                                            (False, [], "rejected")])
+def test_plugin_confirmation_answered_by_the_app_decides_its_approval(confirmed, effects, status):
+    runner = InMemoryRunner(agent=adk_support.confirm_agent(), app_name="ops", plugins=[AgentspanPlugin()])
+
+    async def main() -> None:
+        await runner.session_service.create_session(app_name="ops", user_id="u", session_id="s")
+        events = await send(runner, "s", message("cancel 42"))
+        (request,) = [c for e in events for c in e.get_function_calls() if c.name == "adk_request_confirmation"]
+        answer = types.Part(function_response=types.FunctionResponse(
+            id=request.id, name="adk_request_confirmation", response={"confirmed": confirmed}))
+        await send(runner, "s", types.Content(role="user", parts=[answer]))
+
+    asyncio.run(main())
+    assert adk_support.effects() == effects
+    (run,) = agentspan.get_store().list_runs()
+    assert run.status is agentspan.RunStatus.COMPLETED
+    (approval,) = agentspan.get_store().list_approvals(run_id=run.id)
+    assert (approval.status.value, approval.decided_by) == (status, "adk")
+    step = next(s for s in agentspan.get(run.id).steps() if s.kind.value == "approval")
+    assert (step.output["status"], step.output["by"]) == (status, "adk")
+
+
 def test_a_cancelled_plugin_invocation_is_taken_over_when_the_session_runs_again():
     blocking = {"on": True}
 

@@ -137,6 +137,26 @@ def decide_all(run: ActiveRun, requests: Sequence[ApprovalRequest]) -> list[dict
     return decisions
 
 
+def answered(run: ActiveRun, *, key: str, tool: str, args: JSON, approved: bool, by: str,
+             reason: str | None = None, note: dict[str, JSON] | None = None) -> dict[str, JSON] | None:
+    """The framework's own answer to a request it paused for (an ADK confirmation answered by the
+    app, a LangGraph interrupt resumed with the app's ``Command``): decides the request's approval
+    with it if the approval is still pending (a decision made in Agentspan first stands), journals
+    the decision as an ``approval`` step (plus ``note``), and returns it (`decision_payload`).
+
+    Returns:
+        None when the request has no approval.
+    """
+    approval = run.store.find_approval(run.run_id, key)
+    if approval is None:
+        return None
+    if effective_status(approval) is ApprovalStatus.PENDING:
+        approval = decide_by_id(run.store, approval.id, approved=approved, by=by, reason=reason)
+    decision = decision_payload(approval)
+    run.record(kind=StepKind.APPROVAL, key=key, name=tool, input=args, output={**decision, **(note or {})})
+    return decision
+
+
 def pending_for_run(store: Store, run_id: str) -> list[Approval]:
     """Returns the run's approvals that still wait for a decision (not expired)."""
     at = now()

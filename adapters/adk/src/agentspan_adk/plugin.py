@@ -183,7 +183,7 @@ def _apply_decisions(journal: Journal, ic: InvocationContext, message: types.Con
     was decided in Agentspan first, replaces the answer with that decision."""
     requests = {r.call.id: r for r in _confirmations.pending_requests(
         [e for e in ic.session.events if e.invocation_id == ic.invocation_id])}
-    store, changed, parts = journal.run.store, False, []
+    changed, parts = False, []
     for part in message.parts or []:
         response = part.function_response
         request = requests.get(response.id) if response is not None else None
@@ -191,14 +191,10 @@ def _apply_decisions(journal: Journal, ic: InvocationContext, message: types.Con
             parts.append(part)
             continue
         key = _confirmations.approval_key(journal, request, _path_of(ic, request.author), ic)
-        approval = store.find_approval(journal.run.run_id, key)
-        if approval is not None and approvals.effective_status(approval) is agentspan.ApprovalStatus.PENDING:
-            confirmed = bool((response.response or {}).get("confirmed"))  # type: ignore[union-attr]
-            approval = approvals.decide_by_id(store, approval.id, approved=confirmed, by="adk", reason=None)
-        if approval is not None:
-            decision = approvals.decision_payload(approval)
-            journal.run.record(kind=agentspan.StepKind.APPROVAL, key=key, name=request.tool, input=request.args,
-                               output=decision)
+        confirmed = bool((response.response or {}).get("confirmed"))  # type: ignore[union-attr]
+        decision = approvals.answered(journal.run, key=key, tool=request.tool, args=request.args,
+                                      approved=confirmed, by="adk")
+        if decision is not None:
             part, changed = _confirmations.reply(request, decision), True
         parts.append(part)
     return types.Content(role=message.role or "user", parts=parts) if changed else None

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config
@@ -54,17 +54,14 @@ import agentspan
 from agentspan import approvals, attached
 from agentspan.attached import AttachedRun
 from agentspan.errors import ApprovalPending, LeaseLostError, RunNotFound
-from agentspan.records import ApprovalStatus, Run, RunStatus, StepKind
-from agentspan.stores.base import Store
+from agentspan.records import Run, RunStatus
+from agentspan.stores.base import Store, call_store
 from agentspan_langgraph import _context
 from agentspan_langgraph._adapter import RUN_ID_METADATA, LangGraphAdapter, with_recorder
 from agentspan_langgraph._approvals import pending_interrupts, resume_command, step_key
 from agentspan_langgraph._codec import to_json
 from agentspan_langgraph.saver import AgentspanSaver
 
-T = TypeVar("T")
-
-_UNFINISHED = (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PENDING)
 _adapter = LangGraphAdapter()
 
 
@@ -83,7 +80,8 @@ class DirectRun:
         self.payload: Any = input
         self.config: RunnableConfig = config
         self.attached: AttachedRun | None = None
-        self._resumes: AttachedRun | None = None
+        self.continued = False
+        """The invocation continues the thread's unfinished run (``None`` or a ``Command``)."""
 
     # ---- opening (store work, any thread) -------------------------------------------------
     def open(self) -> None:
@@ -99,7 +97,7 @@ class DirectRun:
             claimed = attached.take_over(self.store, previous)
             if continues:
                 self.attached = attached.attach(self.store, claimed)
-                self._resumes = self.attached
+                self.continued = True
                 return
             run_id = claimed.id
             self.store.update_run(run_id, epoch=claimed.lease_epoch, status=RunStatus.CANCELLED, release_lease=True,
@@ -122,7 +120,7 @@ class DirectRun:
             run = self.store.get_run(run_id)
         except RunNotFound:  # pruned, or deleted: the thread goes on without it
             return None
-        return run if run.status in _UNFINISHED else None
+        return None if run.status.terminal else run
 
     # ---- inside the invocation's context --------------------------------------------------
     def enter(self) -> None:
@@ -142,7 +140,7 @@ class DirectRun:
     def resume_payload(self, snapshot: Any) -> None:
         """For a continued run: Agentspan's decisions instead of ``None``, or the approvals the
         application's own ``Command(resume=...)`` answers closed."""
-        if self._resumes is None or snapshot is None:
+        if not self.continued:
             return
         pending = list(pending_interrupts(snapshot))
         if not pending:
@@ -150,7 +148,7 @@ class DirectRun:
         assert self.attached is not None
         if self.input is None:
             try:
-                self.payload = resume_command(self.attached.active, snapshot) or None
+                self.payload = resume_command(self.attached.active, snapshot)
             except ApprovalPending:
                 pass  # still undecided: LangGraph runs the node again and it interrupts again
             return
@@ -168,13 +166,10 @@ class DirectRun:
     def request_approvals(self, snapshot: Any) -> bool:
         """Gives every pending interrupt an approval; whether the graph waits on any."""
         assert self.attached is not None
-        if not list(pending_interrupts(snapshot)):
-            return False
         try:
-            resume_command(self.attached.active, snapshot)
+            return resume_command(self.attached.active, snapshot) is not None
         except ApprovalPending:
-            pass
-        return True
+            return True
 
     def failed(self, exc: BaseException) -> None:
         """Records how the invocation stopped on ``exc`` (see the module)."""
@@ -188,22 +183,17 @@ class DirectRun:
 
 
 def _close_answered(run: agentspan.ActiveRun, pending: list[tuple[str, Interrupt]], resume: Any) -> None:
-    """Decides the still pending approvals of interrupts the application answered itself."""
+    """Closes the approvals of the interrupts the application answered itself (`approvals.answered`)."""
     ids = {interrupt.id for _, interrupt in pending}
     per_id = isinstance(resume, dict) and bool(resume) and set(resume) <= ids
     for node, interrupt in pending:
         if per_id and interrupt.id not in resume:
             continue
         value = resume[interrupt.id] if per_id else resume
-        key = step_key(interrupt)
-        approval = run.store.find_approval(run.run_id, key)
-        if approval is None or approval.status is not ApprovalStatus.PENDING:
-            continue
         approved = not (value is False or (isinstance(value, dict) and value.get("approved") is False))
-        decided = approvals.decide(run.store, run.run_id, approval.id, approved=approved, by="langgraph",
-                                   reason="answered by the application with Command(resume=...)")
-        run.record(kind=StepKind.APPROVAL, key=key, name=node, input=to_json(interrupt.value),
-                   output={**approvals.decision_payload(decided), "resume": to_json(value)})
+        approvals.answered(run, key=step_key(interrupt), tool=node, args=to_json(interrupt.value), approved=approved,
+                           by="langgraph", reason="answered by the application with Command(resume=...)",
+                           note={"resume": to_json(value)})
 
 
 # ---- when an invocation is a direct run ------------------------------------------------------
@@ -243,7 +233,7 @@ def invoke(direct: DirectRun, call: Callable[..., Any]) -> Any:
     direct.open()
     try:
         context.run(direct.enter)
-        if direct._resumes is not None:
+        if direct.continued:
             context.run(direct.resume_payload, direct.graph.get_state(direct.config))
         result = context.run(call, direct.payload, direct.config, **direct.rest)
         interrupted = _interrupted(result) and context.run(direct.request_approvals,
@@ -258,19 +248,22 @@ def invoke(direct: DirectRun, call: Callable[..., Any]) -> Any:
 async def ainvoke(direct: DirectRun, call: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
     """``graph.ainvoke`` as a direct run."""
     context = contextvars.copy_context()
-    await _blocking(direct.open)
+    await asyncio.to_thread(direct.open)  # may wait for another owner's lease
     try:
         context.run(direct.enter)
-        if direct._resumes is not None:
+        if direct.continued:
             snapshot = await _in(context, direct.graph.aget_state(direct.config))
-            await _offload(direct.store, context, direct.resume_payload, snapshot)
+            await call_store(direct.store, context.run, direct.resume_payload, snapshot)
         result = await _in(context, call(direct.payload, direct.config, **direct.rest))
-        interrupted = _interrupted(result) and await _offload(
-            direct.store, context, direct.request_approvals, await _in(context, direct.graph.aget_state(direct.config)))
+        if _interrupted(result):
+            snapshot = await _in(context, direct.graph.aget_state(direct.config))
+            interrupted = await call_store(direct.store, context.run, direct.request_approvals, snapshot)
+        else:
+            interrupted = False
     except BaseException as exc:
-        await _offload(direct.store, context, direct.failed, exc)
+        await call_store(direct.store, context.run, direct.failed, exc)
         raise
-    await _offload(direct.store, context, direct.ended, interrupted, result)
+    await call_store(direct.store, context.run, direct.ended, interrupted, result)
     return result
 
 
@@ -281,7 +274,7 @@ def stream(direct: DirectRun, call: Callable[..., Iterator[Any]]) -> Iterator[An
     chunks: Iterator[Any] | None = None
     try:
         context.run(direct.enter)
-        if direct._resumes is not None:
+        if direct.continued:
             context.run(direct.resume_payload, direct.graph.get_state(direct.config))
         chunks = context.run(call, direct.payload, direct.config, **direct.rest)
         while True:
@@ -303,13 +296,13 @@ def stream(direct: DirectRun, call: Callable[..., Iterator[Any]]) -> Iterator[An
 async def astream(direct: DirectRun, call: Callable[..., AsyncIterator[Any]]) -> AsyncIterator[Any]:
     """``graph.astream`` as a direct run: each step of LangGraph's stream runs in the run's context."""
     context = contextvars.copy_context()
-    await _blocking(direct.open)
+    await asyncio.to_thread(direct.open)  # may wait for another owner's lease
     chunks: AsyncIterator[Any] | None = None
     try:
         context.run(direct.enter)
-        if direct._resumes is not None:
+        if direct.continued:
             snapshot = await _in(context, direct.graph.aget_state(direct.config))
-            await _offload(direct.store, context, direct.resume_payload, snapshot)
+            await call_store(direct.store, context.run, direct.resume_payload, snapshot)
         chunks = context.run(call, direct.payload, direct.config, **direct.rest)
         while True:
             try:
@@ -318,30 +311,18 @@ async def astream(direct: DirectRun, call: Callable[..., AsyncIterator[Any]]) ->
                 break
             yield chunk
         snapshot = await _in(context, direct.graph.aget_state(direct.config))
-        interrupted = await _offload(direct.store, context, direct.request_approvals, snapshot)
+        interrupted = await call_store(direct.store, context.run, direct.request_approvals, snapshot)
     except BaseException as exc:
         if isinstance(exc, GeneratorExit) and chunks is not None:
             closing = getattr(chunks, "aclose", None)
             if closing is not None:
                 await _in(context, closing())
-        await _offload(direct.store, context, direct.failed, exc)
+        await call_store(direct.store, context.run, direct.failed, exc)
         raise
-    await _offload(direct.store, context, direct.ended, interrupted, snapshot.values)
+    await call_store(direct.store, context.run, direct.ended, interrupted, snapshot.values)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
 async def _in(context: contextvars.Context, coroutine: Any) -> Any:
     """Awaits ``coroutine`` as a task running in ``context`` (cancelling us cancels it)."""
     return await asyncio.get_running_loop().create_task(coroutine, context=context)
-
-
-async def _blocking(fn: Callable[[], T]) -> T:
-    """Opening a run may wait for another owner's lease to lapse: on a worker thread."""
-    return await asyncio.to_thread(fn)
-
-
-async def _offload(store: Store, context: contextvars.Context, fn: Callable[..., T], *args: Any) -> T:
-    """A store-writing step of the run, in its context: inline on an embedded store, else on a thread."""
-    if getattr(store, "blocking_io", False):
-        return await asyncio.to_thread(context.run, fn, *args)
-    return context.run(fn, *args)
