@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -174,24 +177,37 @@ def test_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
     assert store._wal._thread is not None and not store._wal._thread.is_alive()
 
 
-def test_wal_is_rewound_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
+def test_wal_is_rewound_under_a_steady_stream_of_commits() -> None:
     """The background checkpoint catches up with commits made while it ran, so the WAL starts
-    over from its beginning instead of growing towards the backstop (appending costs more)."""
-    store = SqliteStore(tmp_path / "steady.db")
-    store._wal.every_commits = 50
-    run, _ = store.create_run(make_run())
-    store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 60)
-    wal = tmp_path / "steady.db-wal"
-    for i in range(1200):  # a commit every ~1 ms, as a busy agent run makes them
-        store.record_step(make_step(run.id, f"s{i}", i, input={"pad": "x" * 2000}),
-                          StepResult(status=StepStatus.COMPLETED, output=i), epoch=1)
-        time.sleep(0.001)
-    frames = wal.stat().st_size // (4096 + 24)
-    # 50 commits write ~100-150 frames: a WAL that is rewound stays within a few intervals' worth;
-    # one that is not holds every frame of the 1,200 commits (~2,400 or more).
-    assert frames < 1000, frames
-    assert len(store.list_steps(run.id)) == 1200
-    store.close()
+    over from its beginning instead of growing towards the backstop (appending costs more).
+
+    On tmpfs (``/dev/shm``): a checkpoint fsyncs the database file, and on a disk shared with
+    other work (the rest of the suite) one fsync can outlast hundreds of commits, so that no
+    checkpoint logic catches up with the stream (measured on this VM's disk under another
+    process's fsyncs: 3,000-4,600 frames). That is the disk's speed, not what this test is about.
+    """
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        pytest.skip("needs a writable tmpfs at /dev/shm")
+    folder = Path(tempfile.mkdtemp(prefix="agentspan-wal-", dir=shm))
+    try:
+        store = SqliteStore(folder / "steady.db")
+        store._wal.every_commits = 50
+        run, _ = store.create_run(make_run())
+        store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 60)
+        for i in range(1200):  # a commit every ~1 ms, as a busy agent run makes them
+            store.record_step(make_step(run.id, f"s{i}", i, input={"pad": "x" * 2000}),
+                              StepResult(status=StepStatus.COMPLETED, output=i), epoch=1)
+            time.sleep(0.001)
+        frames = (folder / "steady.db-wal").stat().st_size // (4096 + 24)
+        # 50 commits write ~125 frames: a WAL that is rewound stays within two intervals' worth
+        # (249-261 measured, also with two busy processes and another's fsyncs); with a single
+        # checkpoint per wake-up (no catch-up) it measured 477-5,227.
+        assert frames < 400, frames
+        assert len(store.list_steps(run.id)) == 1200
+        store.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_step_writes_bind_plain_text_for_enum_fields() -> None:
