@@ -178,6 +178,29 @@ def test_runs_list_and_audit_trail(store: SqliteStore, page: Page) -> None:
         assert float(steps.nth(0).locator("tr.meta").evaluate("row => getComputedStyle(row).opacity")) == 1
 
 
+def test_runs_of_one_session(store: SqliteStore, page: Page) -> None:
+    """A run's session links to the session's runs; the status filters keep the session."""
+    thread = "thread <7>&x"
+    first = finished_run(store, session_id=thread)
+    failed, _ = store.create_run(make_run(session_id=thread))
+    store.claim_run(failed.id, owner="w1", expected_epoch=0, lease_expires_at=time.time() + 60)
+    store.update_run(failed.id, epoch=1, status=RunStatus.FAILED, error="boom", release_lease=True)
+    other = finished_run(store, session_id="another")
+    alone = finished_run(store)
+    shown = "rows => rows.map(r => r.dataset.run)"
+    with thread_server(create_app(store)) as url:
+        page.goto(f"{url}/ui/runs/{first.id}")
+        page.get_by_role("link", name=thread).click()
+        assert page.locator("tr[data-run]").evaluate_all(shown) == [failed.id, first.id]
+        assert page.locator("strong.session").inner_text() == thread  # shown as text
+        page.get_by_role("link", name="completed").click()
+        assert page.locator("tr[data-run]").evaluate_all(shown) == [first.id]
+        page.get_by_role("link", name="all sessions").click()
+        assert page.locator("tr[data-run]").evaluate_all(shown) == [alone.id, other.id, first.id]
+        page.goto(f"{url}/ui/runs?session=nobody")
+        assert page.locator("tr[data-run]").count() == 0 and "No runs of session nobody" in page.inner_text("main")
+
+
 def test_approve_and_reject_from_the_browser(store: SqliteStore, page: Page) -> None:
     run, (send, wire) = seed(store)
     with thread_server(create_app(store)) as url:

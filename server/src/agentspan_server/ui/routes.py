@@ -157,10 +157,12 @@ class WebUi:
 
     # ---- pages --------------------------------------------------------------------------------
     def runs_page(self, request: Request) -> Response:
-        """``GET /ui/runs``: runs newest first, filtered by ``?status=``."""
+        """``GET /ui/runs``: runs newest first, filtered by ``?status=`` and ``?session=`` (the runs
+        of one conversation, e.g. a LangGraph thread)."""
 
         def build(session: Session) -> Response:
             raw = request.query_params.get("status") or None
+            session_id = request.query_params.get("session") or None
             try:
                 status = RunStatus(raw) if raw else None
             except ValueError:
@@ -170,7 +172,7 @@ class WebUi:
                 limit = min(max(int(request.query_params.get("limit", "100")), 1), 1000)
             except ValueError:
                 limit = 100
-            runs = self.store.list_runs(status=status, limit=limit)
+            runs = self.store.list_runs(status=status, limit=limit, session_id=session_id)
             return self.render(
                 request,
                 "runs.html",
@@ -180,6 +182,7 @@ class WebUi:
                 limit=limit,
                 status=status.value if status else None,
                 statuses=[s.value for s in RunStatus],
+                session_id=session_id,
             )
 
         return self.page(request, build)
