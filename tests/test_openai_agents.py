@@ -226,6 +226,31 @@ def test_resume_replays_without_calling_the_model_again():
     assert result.context_wrapper.usage.requests == 2  # the replayed call's usage is counted too
 
 
+def test_resume_async_continues_in_the_callers_loop():
+    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"], name="m")
+    agent = Agent(name="calc", tools=[add], model=model)
+    handle = agentspan.start(agent, "1+2")
+    handle.result(timeout=20)
+    clone_id = crashed_copy(handle.id, keep=2)  # killed after the tool call
+    calls_before = model.calls
+    effects.clear()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        model.on_call = lambda index: seen.append(asyncio.get_running_loop() is loop)
+        return await agentspan.resume_async(clone_id, agent), seen
+
+    result, seen = asyncio.run(main())
+    assert result.final_output == "3" and seen == [True]  # the live model call ran in the caller's loop
+    assert model.calls - calls_before == 1 and effects == []
+    assert agentspan.get(clone_id).status() is agentspan.RunStatus.COMPLETED
+    with pytest.raises(RunStateError, match="already completed"):
+        asyncio.run(agentspan.resume_async(clone_id, agent))
+    with pytest.raises(RunNotFound, match="nope"):
+        asyncio.run(agentspan.resume_async("nope", agent))
+
+
 def test_refused_calls_raise_clear_errors_and_change_nothing():
     with pytest.raises(RunNotFound, match="nope"):
         agentspan.get("nope") if agentspan.get_store() else None

@@ -17,7 +17,7 @@ from agentspan import errors
 from agentspan.tools import StepInfo, ToolOptions, current_step, tool, tool_options
 
 if TYPE_CHECKING:
-    from agentspan.api import get, resume, retry, run, run_async, serve, start
+    from agentspan.api import get, resume, resume_async, retry, run, run_async, serve, start
     from agentspan.attempt import LlmMetrics
     from agentspan.config import configure, get_store, settings
     from agentspan.handle import Handle
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Handle": "agentspan.handle", "get": "agentspan.api", "resume": "agentspan.api", "retry": "agentspan.api",
-    "run": "agentspan.api",
+    "Handle": "agentspan.handle", "get": "agentspan.api", "resume": "agentspan.api",
+    "resume_async": "agentspan.api", "retry": "agentspan.api", "run": "agentspan.api",
     "run_async": "agentspan.api", "serve": "agentspan.api", "start": "agentspan.api",
     "instrument": "agentspan.instrumentation", "uninstrument": "agentspan.instrumentation",
     "configure": "agentspan.config", "get_store": "agentspan.config", "settings": "agentspan.config",
@@ -59,7 +59,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ActiveRun", "Approval", "ApprovalStatus", "Handle", "LlmMetrics", "Run", "RunStatus", "Step",
     "StepInfo", "StepKind", "StepStatus", "StreamedRun", "ToolOptions", "__version__", "active_run",
-    "configure", "current_step", "errors", "get", "get_store", "instrument", "resume", "resume_streamed",
-    "retry", "run", "run_async", "run_streamed", "serve", "settings", "start", "tool", "tool_options",
-    "uninstrument",
+    "configure", "current_step", "errors", "get", "get_store", "instrument", "resume", "resume_async",
+    "resume_streamed", "retry", "run", "run_async", "run_streamed", "serve", "settings", "start", "tool",
+    "tool_options", "uninstrument",
 ]

@@ -225,6 +225,25 @@ def resume(run_id: str, target: Any, *, wait: float | None = None, on_divergence
     return _spawn(store, claimed, adapter, target, options, on_divergence=policy)
 
 
+async def resume_async(run_id: str, target: Any, *, wait: float | None = None,
+                       on_divergence: OnDivergence | None = None, **options: Any) -> Any:
+    """`resume` in the running event loop: continues the run here and returns the framework's
+    result, as `run_async` runs a new one.
+
+    For an agent whose resources belong to the caller's loop, which the background thread of
+    `resume` cannot use: an openai-agents agent's MCP servers (connected with ``async with``).
+    Same arguments and errors as `resume`.
+    """
+    store, adapter, policy = await asyncio.to_thread(resumable, run_id, target, on_divergence)
+    claimed = await asyncio.to_thread(attached.claim, store, run_id, wait=wait)  # may wait for a lease
+    token = runtime.async_writes.set(True)
+    try:
+        outcome = await executor.execute(store, claimed, adapter, target, options, on_divergence=policy)
+    finally:
+        runtime.async_writes.reset(token)
+    return outcome.result
+
+
 def resumable(run_id: str, target: Any,
               on_divergence: OnDivergence | None) -> tuple[Store, Adapter, OnDivergence | None]:
     """The checks of `resume` before its claim: the store, ``target``'s adapter and the policy.
