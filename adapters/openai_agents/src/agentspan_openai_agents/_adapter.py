@@ -14,6 +14,7 @@ from pydantic_core import to_jsonable_python
 import agentspan
 from agentspan.adapters import Adapter
 from agentspan.errors import ConfigurationError
+from agentspan_openai_agents._mcp import servers_connected
 from agentspan_openai_agents._model import CallTracker, JournalingProvider
 from agentspan_openai_agents._stream import event_key
 from agentspan_openai_agents._wrap import AgentWrapper
@@ -76,13 +77,14 @@ class OpenAIAgentsAdapter(Adapter):
         config = dataclasses.replace(config, model_provider=provider, model=model)
         kwargs = {**run.run.options, **{k: options[k] for k in RUNNER_OPTIONS if k in options}}
         try:
-            if run.events is None:
-                return await Runner.run(wrapper.agent(target), input, run_config=config, **kwargs)
-            streamed = Runner.run_streamed(wrapper.agent(target), input, run_config=config, **kwargs)
-            seen: Counter[Hashable] = Counter()
-            async for event in streamed.stream_events():
-                run.events.emit(event, key=event_key(event, seen))
-            return streamed
+            async with servers_connected(target):
+                if run.events is None:
+                    return await Runner.run(wrapper.agent(target), input, run_config=config, **kwargs)
+                streamed = Runner.run_streamed(wrapper.agent(target), input, run_config=config, **kwargs)
+                seen: Counter[Hashable] = Counter()
+                async for event in streamed.stream_events():
+                    run.events.emit(event, key=event_key(event, seen))
+                return streamed
         finally:
             if owns_provider:
                 await provider.aclose()

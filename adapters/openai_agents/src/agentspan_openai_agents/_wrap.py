@@ -2,8 +2,9 @@
 every guardrail result into the trail.
 
 Only the SDK's own extension points are used: `FunctionTool.on_invoke_tool`,
-`FunctionTool.needs_approval`, `Handoff.on_invoke_handoff`, `Model` instances, and the
-``guardrail_function`` of agent input/output guardrails and of tool input/output guardrails.
+`FunctionTool.needs_approval`, `Handoff.on_invoke_handoff`, `Model` instances, the
+``guardrail_function`` of agent input/output guardrails and of tool input/output guardrails, and
+an agent's ``get_mcp_tools`` (the function tools the SDK makes of its MCP servers' tools).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agents import (
@@ -150,7 +151,29 @@ class AgentWrapper:
         clone.output_guardrails = [self.guardrail(g, "output") for g in agent.output_guardrails]
         if isinstance(agent.model, Model) and not isinstance(agent.model, JournalingModel):
             clone.model = self.model(agent.model)
+        if getattr(agent, "mcp_servers", None):
+            clone.get_mcp_tools = self.mcp_tools(clone)  # type: ignore[method-assign]
         return clone
+
+    def mcp_tools(self, clone: Agent[Any]) -> Callable[[Any], Awaitable[list[Any]]]:
+        """The clone's ``get_mcp_tools``: its MCP servers' tools as the SDK makes them (function
+        tools, listed again on every turn), each journaled, replayed and approval-gated as `tool`
+        makes a function tool (a server's ``require_approval`` becomes an Agentspan approval)."""
+        listed = type(clone).get_mcp_tools.__get__(clone)  # the class's own (or a subclass's) listing
+        wrapped: dict[int, tuple[FunctionTool, FunctionTool]] = {}
+
+        async def get_mcp_tools(run_context: Any) -> list[Any]:
+            tools = []
+            for tool in await listed(run_context):
+                if isinstance(tool, FunctionTool):
+                    known = wrapped.get(id(tool))
+                    if known is None or known[0] is not tool:
+                        known = wrapped[id(tool)] = (tool, self.tool(tool))
+                    tool = known[1]
+                tools.append(tool)
+            return tools
+
+        return get_mcp_tools
 
     def model(self, model: Model) -> Model:
         """Wraps a `Model` instance held by an agent or a run config."""

@@ -1,0 +1,54 @@
+"""MCP servers of an agent tree that nobody connected: connected for the run, in its own loop.
+
+An MCP server's connection belongs to the event loop that opened it (``async with server:``).
+`agentspan.run_async` and `agentspan.resume_async` run in the caller's loop, where the caller's
+connected servers work as they are; `agentspan.start`, `resume` and `serve` run the agent on a
+thread and loop of their own. There, a server the caller left unconnected is connected by
+`servers_connected` for the run and closed after it, so those entry points (a worker above all)
+can run agents with MCP tools. A server already connected is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from agents import Agent, Handoff
+
+
+def _agents(agent: Agent[Any]) -> Iterator[Agent[Any]]:
+    """The agent and every agent its handoffs reach (each once)."""
+    seen: set[int] = set()
+    todo = [agent]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for target in current.handoffs:
+            if isinstance(target, Handoff):
+                ref = getattr(target, "_agent_ref", None)  # the SDK's weak reference to the handoff's agent
+                target = ref() if ref is not None else None
+            if isinstance(target, Agent):
+                todo.append(target)
+
+
+def unconnected_servers(agent: Agent[Any]) -> list[Any]:
+    """The MCP servers of the tree with a client session that is not open (``session is None``)."""
+    found: dict[int, Any] = {}
+    for member in _agents(agent):
+        for server in getattr(member, "mcp_servers", None) or ():
+            if hasattr(server, "session") and server.session is None:
+                found.setdefault(id(server), server)
+    return list(found.values())
+
+
+@contextlib.asynccontextmanager
+async def servers_connected(agent: Agent[Any]) -> AsyncIterator[None]:
+    """Connects the tree's unconnected MCP servers for the block and closes them after it."""
+    async with contextlib.AsyncExitStack() as stack:
+        for server in unconnected_servers(agent):
+            await stack.enter_async_context(server)
+        yield
