@@ -69,10 +69,14 @@ def model_identity(model: Model, name: str | None = None) -> ModelId:
     return ModelId(default, type(model).__name__)
 
 
+_CALL_TYPES = ("function_call", "custom_tool_call", "shell_call", "local_shell_call")
+"""The output items that ask for a call this process makes (and journals)."""
+
+
 def call_ids(response: ModelResponse) -> list[str | None]:
     """The call ids of the tool/handoff calls a response asked for, in order."""
     return [getattr(item, "call_id", None) or None for item in response.output
-            if getattr(item, "type", None) in ("function_call", "custom_tool_call")]
+            if getattr(item, "type", None) in _CALL_TYPES]
 
 
 class JournalingModel(Model):

@@ -2,7 +2,8 @@
 every guardrail result into the trail.
 
 Only the SDK's own extension points are used: `FunctionTool.on_invoke_tool`,
-`FunctionTool.needs_approval`, `Handoff.on_invoke_handoff`, `Model` instances, the
+`FunctionTool.needs_approval`, the executors of `ShellTool` and `LocalShellTool`
+(`agentspan_openai_agents._local_tools`), `Handoff.on_invoke_handoff`, `Model` instances, the
 ``guardrail_function`` of agent input/output guardrails and of tool input/output guardrails, and
 an agent's ``get_mcp_tools`` (the function tools the SDK makes of its MCP servers' tools).
 """
@@ -34,6 +35,7 @@ import agentspan
 from agentspan import jsontext
 from agentspan.hashing import digest
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
+from agentspan_openai_agents._local_tools import journaled_local_tool
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, model_identity
 
@@ -145,7 +147,7 @@ class AgentWrapper:
         clone = _copy(agent, Agent)
         self._clones[id(agent)] = clone
         self._clones[id(clone)] = clone
-        clone.tools = [self.tool(t) if isinstance(t, FunctionTool) else t for t in agent.tools]
+        clone.tools = [self.tool(t) if isinstance(t, FunctionTool) else journaled_local_tool(t) for t in agent.tools]
         clone.handoffs = [self.handoff(h) for h in agent.handoffs]
         clone.input_guardrails = [self.guardrail(g, "input") for g in agent.input_guardrails]
         clone.output_guardrails = [self.guardrail(g, "output") for g in agent.output_guardrails]

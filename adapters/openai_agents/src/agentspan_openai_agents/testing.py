@@ -18,6 +18,7 @@ from openai.types.responses import (
     ResponseOutputText,
     ResponseTextDeltaEvent,
 )
+from pydantic import BaseModel
 
 import agentspan
 from agentspan_openai_agents._stream import response_of
@@ -32,17 +33,18 @@ class ToolCall:
     call_id: str | None = None
 
 
-Turn = str | ToolCall | Sequence[str | ToolCall]
-"""One model response: a final text, one tool call, or several outputs (parallel tool calls)."""
+Turn = str | ToolCall | BaseModel | Sequence[str | ToolCall | BaseModel]
+"""One model response: a final text, one tool call, or several outputs (parallel tool calls). A
+pydantic model is a Responses API output item given as it is (e.g. a ``shell_call``)."""
 
 
-def build_response(index: int, parts: Sequence[str | ToolCall], *, input_tokens: int,
+def build_response(index: int, parts: Sequence[str | ToolCall | BaseModel], *, input_tokens: int,
                    output_tokens: int) -> ModelResponse:
     """Builds a `ModelResponse` with texts and function calls, as a provider would return it.
 
     Args:
         index: Makes the item ids and default call ids (``call_<index>_<n>``) unique.
-        parts: Texts (message outputs) and tool calls, in order.
+        parts: Texts (message outputs), tool calls and output items given as they are, in order.
         input_tokens: Usage to report.
         output_tokens: Usage to report.
     """
@@ -52,6 +54,8 @@ def build_response(index: int, parts: Sequence[str | ToolCall], *, input_tokens:
             output.append(ResponseFunctionToolCall(
                 arguments=json.dumps(part.args), call_id=part.call_id or f"call_{index}_{n}",
                 name=part.name, type="function_call", id=f"fc_{index}_{n}", status="completed"))
+        elif isinstance(part, BaseModel):
+            output.append(part)
         else:
             output.append(ResponseOutputMessage(
                 id=f"msg_{index}_{n}", role="assistant", status="completed", type="message",
@@ -109,7 +113,7 @@ class ScriptedModel(Model):
         if index >= len(self.turns):
             raise IndexError(f"ScriptedModel has {len(self.turns)} turns; call {index + 1} has no script")
         turn = self.turns[index]
-        parts = [turn] if isinstance(turn, (str, ToolCall)) else list(turn)
+        parts = [turn] if isinstance(turn, (str, ToolCall, BaseModel)) else list(turn)
         return build_response(index, parts, input_tokens=100 + 10 * index, output_tokens=20)
 
     async def get_response(self, system_instructions: str | None, input: Any, model_settings: Any,
