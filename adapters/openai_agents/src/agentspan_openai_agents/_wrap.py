@@ -38,6 +38,7 @@ from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_openai_agents._local_tools import journaled_local_tool
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, model_identity
+from agentspan_openai_agents._nested import agent_of_tool, nested_clone
 
 _Guardrail = typing.TypeVar("_Guardrail", InputGuardrail[Any], OutputGuardrail[Any])
 _ToolGuardrail = typing.TypeVar("_ToolGuardrail", ToolInputGuardrail[Any], ToolOutputGuardrail[Any])
@@ -187,6 +188,9 @@ class AgentWrapper:
         original = tool.on_invoke_tool
         needs_approval = tool.needs_approval
         context_for = _context_for(tool)
+        nested = agent_of_tool(tool)
+        if nested is not None:  # an agent tool: the agent it runs is the durable clone (`_nested`)
+            original = self._through_clone(original, nested)
 
         async def on_invoke_tool(ctx: ToolContext[Any], args_json: str) -> Any:
             given = ctx if context_for is None else context_for(ctx)
@@ -213,6 +217,13 @@ class AgentWrapper:
             guardrails["tool_output_guardrails"] = [self.tool_guardrail(g, "tool_output")
                                                     for g in tool.tool_output_guardrails]
         return _copy(tool, FunctionTool, on_invoke_tool=on_invoke_tool, needs_approval=False, **guardrails)
+
+    def _through_clone(self, original: Callable[..., Any], agent: Agent[Any]) -> Callable[..., Any]:
+        async def call(ctx: Any, args_json: str) -> Any:
+            with nested_clone(agent, self.agent(agent)):
+                return await original(ctx, args_json)
+
+        return call
 
     def handoff(self, target: Agent[Any] | Handoff[Any, Any]) -> Handoff[Any, Any]:
         """Returns a handoff to the durable clone of its agent, journaled as a ``handoff`` step."""

@@ -1,0 +1,97 @@
+"""Agents used as tools (``agent.as_tool(...)``) inside a durable run: the nested agent's own model
+and tool calls are journaled under the tool call's key, replayed after a crash, and its
+approval-gated tools wait for a decision like any other."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from agents import Agent, function_tool, set_tracing_disabled
+
+import agentspan
+from agentspan.records import Run, RunStatus, StepResult, StepStatus
+from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+set_tracing_disabled(True)
+done: list[str] = []  # side effects of the nested agent's tools
+
+
+@pytest.fixture(autouse=True)
+def _fresh(home: Any) -> None:
+    done.clear()
+
+
+@function_tool
+@agentspan.tool(approval_required=True)
+def refund(order_id: str) -> str:
+    """Refund an order."""
+    done.append(f"refund {order_id}")
+    return "refunded"
+
+
+@function_tool
+def lookup(order_id: str) -> str:
+    """Look an order up."""
+    done.append(f"lookup {order_id}")
+    return "order 7: 30 USD"
+
+
+def front_desk(tool: Any, inner_turns: list[Any]) -> tuple[Agent[Any], ScriptedModel]:
+    inner = ScriptedModel(inner_turns, name="inner")
+    billing = Agent(name="billing", instructions="Billing.", tools=[tool], model=inner)
+    front = Agent(name="front", instructions="Front desk.", tools=[billing.as_tool("billing", "Billing tasks.")],
+                  model=ScriptedModel([ToolCall("billing", {"input": "order 7"}, call_id="b1"), "all done"],
+                                      name="outer"))
+    return front, inner
+
+
+def copy_of(run_id: str, keys: list[str]) -> str:
+    """A new run holding the completed steps ``keys`` of ``run_id``: what a process killed after
+    them (and before the others) leaves behind."""
+    store = agentspan.get_store()
+    run = store.get_run(run_id)
+    copy = Run(framework=run.framework, agent=run.agent, input=run.input, options=run.options,
+               status=RunStatus.RUNNING)
+    store.create_run(copy)
+    for step in store.list_steps(run_id):
+        if step.key in keys:
+            store.record_step(step.model_copy(update={"run_id": copy.id, "status": StepStatus.STARTED}),
+                              StepResult(status=step.status, output=step.output), epoch=0)
+    return copy.id
+
+
+def test_an_agent_tools_approval_gated_tool_waits_for_a_decision():
+    front, inner = front_desk(refund, [ToolCall("refund", {"order_id": "7"}, call_id="r1"), "billing done"])
+    handle = agentspan.start(front, "Refund order 7.")
+    deadline = time.monotonic() + 20
+    while not handle.pending_approvals():
+        assert time.monotonic() < deadline, handle.status()
+        time.sleep(0.01)
+    (approval,) = handle.pending_approvals()
+    assert (approval.tool, approval.args, approval.step_key) == ("refund", {"order_id": "7"}, "llm:0/call:b1/llm:0/call:r1")
+    assert done == []  # not run before it was approved
+    handle.approve()
+    assert handle.result(timeout=20).final_output == "all done"
+    assert done == ["refund 7"]
+    assert inner.calls == 2  # its first call was replayed when the run went on after the decision
+    keys = {s.key: s for s in handle.steps()}
+    assert {"llm:0", "llm:0/call:b1", "llm:0/call:b1/llm:0", "llm:0/call:b1/llm:0/call:r1", "llm:0/call:b1/llm:1",
+            "llm:1"} <= set(keys)
+    assert keys["llm:0/call:b1/llm:0"].name == "inner" and keys["llm:0/call:b1"].output == "billing done"
+
+
+def test_a_crash_inside_an_agent_tool_replays_the_nested_calls():
+    front, inner = front_desk(lookup, [ToolCall("lookup", {"order_id": "7"}, call_id="l1"), "billing done"])
+    handle = agentspan.start(front, "What is order 7?")
+    assert handle.result(timeout=20).final_output == "all done"
+    assert done == ["lookup 7"] and inner.calls == 2
+    # killed inside the agent tool, after its lookup and before its second model call ended
+    copy_id = copy_of(handle.id, ["llm:0", "llm:0/call:b1/llm:0", "llm:0/call:b1/llm:0/call:l1"])
+    done.clear()
+    result = agentspan.resume(copy_id, front).result(timeout=20)
+    assert result.final_output == "all done"
+    assert done == [] and inner.calls == 3  # the lookup replayed; only the nested second call live
+    assert [s.key for s in agentspan.get(copy_id).steps()] == [
+        "llm:0", "llm:0/call:b1/llm:0", "llm:0/call:b1/llm:0/call:l1", "llm:0/call:b1", "llm:0/call:b1/llm:1", "llm:1"]
