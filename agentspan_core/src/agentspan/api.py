@@ -115,9 +115,15 @@ async def run_in_loop(target: Any, input: Any, *, run_id: str | None = None, ses
                                     agent_name=agent_name, on_divergence=on_divergence, store=store)
     if not created:
         return await asyncio.to_thread(Handle(run.id, store=store).result)
+    return await _execute_in_loop(store, run, adapter, target, options, awaited_writes=awaited_writes, fresh=True)
+
+
+async def _execute_in_loop(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[str, Any], *,
+                           awaited_writes: bool, **execution: Any) -> Any:
+    """Executes a claimed run in the running event loop; returns the framework's result."""
     token = runtime.async_writes.set(awaited_writes)
     try:
-        outcome = await executor.execute(store, run, adapter, target, options, fresh=True)
+        outcome = await executor.execute(store, run, adapter, target, options, **execution)
     finally:
         runtime.async_writes.reset(token)
     return outcome.result
@@ -236,12 +242,8 @@ async def resume_async(run_id: str, target: Any, *, wait: float | None = None,
     """
     store, adapter, policy = await asyncio.to_thread(resumable, run_id, target, on_divergence)
     claimed = await asyncio.to_thread(attached.claim, store, run_id, wait=wait)  # may wait for a lease
-    token = runtime.async_writes.set(True)
-    try:
-        outcome = await executor.execute(store, claimed, adapter, target, options, on_divergence=policy)
-    finally:
-        runtime.async_writes.reset(token)
-    return outcome.result
+    return await _execute_in_loop(store, claimed, adapter, target, options, awaited_writes=True,
+                                  on_divergence=policy)
 
 
 def resumable(run_id: str, target: Any,
