@@ -70,7 +70,8 @@ def test_an_agent_tools_approval_gated_tool_waits_for_a_decision():
         assert time.monotonic() < deadline, handle.status()
         time.sleep(0.01)
     (approval,) = handle.pending_approvals()
-    assert (approval.tool, approval.args, approval.step_key) == ("refund", {"order_id": "7"}, "llm:0/call:b1/llm:0/call:r1")
+    assert (approval.tool, approval.args) == ("refund", {"order_id": "7"})
+    assert approval.step_key == "llm:0/call:b1/llm:0/call:r1"
     assert done == []  # not run before it was approved
     handle.approve()
     assert handle.result(timeout=20).final_output == "all done"
