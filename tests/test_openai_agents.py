@@ -212,14 +212,20 @@ def test_run_async_and_run_inside_a_running_event_loop():
     assert asyncio.run(main()) == ("async ok", "sync in loop ok")
 
 
-def test_resume_replays_without_calling_the_model_again():
+def crashed_calc() -> tuple[ScriptedModel, Agent, str, int]:
+    """A finished ``1+2`` run's copy as a process killed after its tool call leaves it: the
+    model, the agent, the copy's run id and the model's call count so far."""
     model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"], name="m")
     agent = Agent(name="calc", tools=[add], model=model)
     handle = agentspan.start(agent, "1+2")
     handle.result(timeout=20)
-    clone_id = crashed_copy(handle.id, keep=2)  # killed after the tool call
-    calls_before = model.calls
+    clone_id = crashed_copy(handle.id, keep=2)
     effects.clear()
+    return model, agent, clone_id, model.calls
+
+
+def test_resume_replays_without_calling_the_model_again():
+    model, agent, clone_id, calls_before = crashed_calc()
     result = agentspan.resume(clone_id, agent).result(timeout=20)
     assert result.final_output == "3"
     assert model.calls - calls_before == 1 and effects == []  # only llm:1 was live
@@ -227,13 +233,7 @@ def test_resume_replays_without_calling_the_model_again():
 
 
 def test_resume_async_continues_in_the_callers_loop():
-    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"], name="m")
-    agent = Agent(name="calc", tools=[add], model=model)
-    handle = agentspan.start(agent, "1+2")
-    handle.result(timeout=20)
-    clone_id = crashed_copy(handle.id, keep=2)  # killed after the tool call
-    calls_before = model.calls
-    effects.clear()
+    model, agent, clone_id, calls_before = crashed_calc()
 
     async def main():
         loop = asyncio.get_running_loop()
