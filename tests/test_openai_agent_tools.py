@@ -1,6 +1,6 @@
-"""Agents used as tools (``agent.as_tool(...)``) inside a durable run: the nested agent's own model
-and tool calls are journaled under the tool call's key, replayed after a crash, and its
-approval-gated tools wait for a decision like any other."""
+"""Agents run inside a tool call of a durable run (``agent.as_tool(...)``, or a tool's own
+``Runner.run``): the nested agent's model and tool calls are journaled under the tool call's key,
+replayed after a crash, and its approval-gated tools wait for a decision like any other."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from agents import Agent, function_tool, set_tracing_disabled
+from agents import Agent, Model, ModelProvider, RunConfig, Runner, function_tool, set_tracing_disabled
 
 import agentspan
 from agentspan.records import Run, RunStatus, StepResult, StepStatus
@@ -96,3 +96,38 @@ def test_a_crash_inside_an_agent_tool_replays_the_nested_calls():
     assert done == [] and inner.calls == 3  # the lookup replayed; only the nested second call live
     assert [s.key for s in agentspan.get(copy_id).steps()] == [
         "llm:0", "llm:0/call:b1/llm:0", "llm:0/call:b1/llm:0/call:l1", "llm:0/call:b1", "llm:0/call:b1/llm:1", "llm:1"]
+
+
+class NamedModels(ModelProvider):
+    """Resolves model names to scripted models (as a run config's provider)."""
+
+    def __init__(self, **models: ScriptedModel) -> None:
+        self.models = models
+
+    def get_model(self, model_name: str | None) -> Model:
+        return self.models[model_name or ""]
+
+
+def test_a_tools_own_runner_call_is_journaled_with_the_run_config_of_the_run():
+    billing = Agent(name="billing", instructions="Billing.", tools=[refund], model="inner")
+
+    @function_tool
+    async def delegate(task: str) -> str:
+        """Hand a task to billing."""
+        return str((await Runner.run(billing, task)).final_output)  # no run config: the run's is used
+
+    models = NamedModels(
+        outer=ScriptedModel([ToolCall("delegate", {"task": "refund 7"}, call_id="d1"), "all done"], name="outer"),
+        inner=ScriptedModel([ToolCall("refund", {"order_id": "7"}, call_id="r1"), "billing done"], name="inner"))
+    front = Agent(name="front", instructions="Front desk.", tools=[delegate], model="outer")
+    handle = agentspan.start(front, "Refund order 7.", run_config=RunConfig(model_provider=models))
+    deadline = time.monotonic() + 20
+    while not handle.pending_approvals():
+        assert time.monotonic() < deadline, handle.status()
+        time.sleep(0.01)
+    assert handle.pending_approvals()[0].step_key == "llm:0/call:d1/llm:0/call:r1" and done == []
+    handle.approve()
+    assert handle.result(timeout=20).final_output == "all done" and done == ["refund 7"]
+    assert models.models["inner"].calls == 2  # its first call was replayed after the decision
+    keys = {s.key: s for s in handle.steps()}
+    assert keys["llm:0/call:d1/llm:0"].name == "inner" and keys["llm:0/call:d1"].output == "billing done"

@@ -16,6 +16,7 @@ from agentspan.adapters import Adapter
 from agentspan.errors import ConfigurationError
 from agentspan_openai_agents._mcp import servers_connected
 from agentspan_openai_agents._model import CallTracker, JournalingProvider
+from agentspan_openai_agents._nested import attempt
 from agentspan_openai_agents._stream import event_key
 from agentspan_openai_agents._wrap import AgentWrapper
 
@@ -78,16 +79,23 @@ class OpenAIAgentsAdapter(Adapter):
         kwargs = {**run.run.options, **{k: options[k] for k in RUNNER_OPTIONS if k in options}}
         try:
             async with servers_connected(target):
-                if run.events is None:
-                    return await Runner.run(wrapper.agent(target), input, run_config=config, **kwargs)
-                streamed = Runner.run_streamed(wrapper.agent(target), input, run_config=config, **kwargs)
-                seen: Counter[Hashable] = Counter()
-                async for event in streamed.stream_events():
-                    run.events.emit(event, key=event_key(event, seen))
-                return streamed
+                with attempt(wrapper, config):  # a tool's own Runner calls are journaled too (`_nested`)
+                    return await self._run(run, wrapper.agent(target), input, config, kwargs)
         finally:
             if owns_provider:
                 await provider.aclose()
+
+    @staticmethod
+    async def _run(run: agentspan.ActiveRun, agent: Agent[Any], input: Any, config: RunConfig,
+                   kwargs: dict[str, Any]) -> Any:
+        """The SDK's run of the durable clone; streamed into the run's event sink when it has one."""
+        if run.events is None:
+            return await Runner.run(agent, input, run_config=config, **kwargs)
+        streamed = Runner.run_streamed(agent, input, run_config=config, **kwargs)
+        seen: Counter[Hashable] = Counter()
+        async for event in streamed.stream_events():
+            run.events.emit(event, key=event_key(event, seen))
+        return streamed
 
     def mock(self, target: Any, stand_ins: StandIns, options: dict[str, Any]) -> MockSetup:
         """`agentspan.testing.mock_run` support: a scripted model for every agent of the tree."""

@@ -1,14 +1,16 @@
-"""Agents used as tools (``agent.as_tool(...)``): their own model and tool calls are journaled too.
+"""Agents run inside a tool call (``agent.as_tool(...)``, or a tool's own ``Runner.run``): their
+model and tool calls are journaled too.
 
-An agent tool is a function tool whose call runs the agent with ``Runner.run`` (or
-``Runner.run_streamed``) itself, on the very agent object it was made from: not the durable
-clone, so without this its model calls (a `Model` instance) and tools (an approval-gated one
-included) would run unjournaled and unchecked inside the journaled tool call. While Agentspan's
-wrapper of such a tool runs the call (`nested_clone`), the ``Runner`` entry points are given the
-durable clone of that agent in place of the agent itself (`install`: ``wrapt`` wrappers on
-``Runner.run`` and ``Runner.run_streamed``, passing every other call through untouched). Its calls
-are journaled under the tool call's key (``llm:0/call:<id>/llm:0``, ...), so after a crash the
-nested agent replays what it had done and goes on from there.
+An agent tool is a function tool whose call runs its agent with ``Runner.run`` (or
+``Runner.run_streamed``) on the very agent object it was made from, and a tool of the app's may
+call ``Runner.run`` itself: either way the agent is not the durable clone, so its model calls (a
+`Model` instance) and tools (an approval-gated one included) would run unjournaled and unchecked
+inside the journaled tool call. While a durable openai-agents run executes (`attempt`), a
+``Runner`` call made inside one of its tool calls gets the durable clone of its starting agent and,
+for models named by the run config, the attempt's journaling provider (`install`: ``wrapt``
+wrappers on ``Runner.run`` and ``Runner.run_streamed``; every other call passes through
+untouched). The nested calls are journaled under the tool call's key (``llm:0/call:<id>/llm:0``,
+...), so after a crash the nested agent replays what it had done and goes on from there.
 """
 
 from __future__ import annotations
@@ -17,53 +19,66 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wrapt
-from agents import Agent, Runner
+from agents import Agent, RunConfig, Runner
 
-_current: contextvars.ContextVar[tuple[Agent[Any], Agent[Any]] | None] = contextvars.ContextVar(
-    "agentspan_nested_agent", default=None)
-"""``(agent, its durable clone)`` while an agent tool's call runs in this context."""
+import agentspan
+
+if TYPE_CHECKING:
+    from agentspan_openai_agents._wrap import AgentWrapper
+
+_attempt: contextvars.ContextVar[tuple[AgentWrapper, RunConfig] | None] = contextvars.ContextVar(
+    "agentspan_openai_attempt", default=None)
+"""The executing attempt's agent wrapper and run config (with its journaling provider)."""
 _install_lock = threading.Lock()
 
 
-def agent_of_tool(tool: Any) -> Agent[Any] | None:
-    """The agent an agent tool runs (the SDK marks the tools ``as_tool`` makes), else None."""
-    agent = getattr(tool, "_agent_instance", None)
-    return agent if getattr(tool, "_is_agent_tool", False) and isinstance(agent, Agent) else None
-
-
 @contextlib.contextmanager
-def nested_clone(agent: Agent[Any], clone: Agent[Any]) -> Iterator[None]:
-    """While the block runs, a ``Runner`` call that starts ``agent`` starts ``clone`` instead."""
+def attempt(wrapper: AgentWrapper, config: RunConfig) -> Iterator[None]:
+    """Marks the block as a durable run's attempt, whose tool calls' ``Runner`` calls are journaled."""
     install()
-    token = _current.set((agent, clone))
+    token = _attempt.set((wrapper, config))
     try:
         yield
     finally:
-        _current.reset(token)
+        _attempt.reset(token)
 
 
-def _swapped(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    current = _current.get()
-    if current is None:
+def _inside_tool_call() -> bool:
+    step = agentspan.current_step()
+    return step is not None and step.kind == "tool" and agentspan.active_run() is not None
+
+
+def _nested(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The ``Runner`` call's arguments, with the durable clone and the journaling provider when the
+    call is made inside a tool call of the executing attempt."""
+    current = _attempt.get()
+    if current is None or not _inside_tool_call():
         return args, kwargs
-    agent, clone = current
-    if args and args[0] is agent:
-        return (clone, *args[1:]), kwargs
-    if kwargs.get("starting_agent") is agent:
-        return args, {**kwargs, "starting_agent": clone}
+    wrapper, config = current
+    agent = args[0] if args else kwargs.get("starting_agent")
+    if isinstance(agent, Agent) and not wrapper.is_clone(agent):
+        if args:
+            args = (wrapper.agent(agent), *args[1:])
+        else:
+            kwargs = {**kwargs, "starting_agent": wrapper.agent(agent)}
+    given = kwargs.get("run_config")
+    if given is None:
+        kwargs = {**kwargs, "run_config": config}
+    elif given is not config and given.model_provider is not config.model_provider:
+        kwargs = {**kwargs, "run_config": wrapper.run_config(given)}
     return args, kwargs
 
 
 def _through_clone(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    args, kwargs = _swapped(args, kwargs)
+    args, kwargs = _nested(args, kwargs)
     return wrapped(*args, **kwargs)
 
 
 def _wrapped_by_us(name: str) -> bool:
-    """Whether ``Runner.<name>`` is (still) our wrapper: ``agentspan.uninstrument`` puts back the
+    """Whether ``Runner.<name>`` is (still) wrapped by us: ``agentspan.uninstrument`` puts back the
     entry points as they were before ``agentspan.instrument``, which may be before ours."""
     entry = Runner.__dict__.get(name)
     while entry is not None:  # through the wrappers around it (`agentspan.instrument`'s may be outside ours)

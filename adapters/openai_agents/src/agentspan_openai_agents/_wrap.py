@@ -24,6 +24,7 @@ from agents import (
     InputGuardrail,
     Model,
     OutputGuardrail,
+    RunConfig,
     ToolInputGuardrail,
     ToolOutputGuardrail,
     handoff,
@@ -37,8 +38,7 @@ from agentspan.hashing import digest
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_openai_agents._local_tools import journaled_local_tool
 from agentspan_openai_agents._mock import live_tool_call
-from agentspan_openai_agents._model import CallTracker, JournalingModel, model_identity
-from agentspan_openai_agents._nested import agent_of_tool, nested_clone
+from agentspan_openai_agents._model import CallTracker, JournalingModel, JournalingProvider, model_identity
 
 _Guardrail = typing.TypeVar("_Guardrail", InputGuardrail[Any], OutputGuardrail[Any])
 _ToolGuardrail = typing.TypeVar("_ToolGuardrail", ToolInputGuardrail[Any], ToolOutputGuardrail[Any])
@@ -178,9 +178,24 @@ class AgentWrapper:
 
         return get_mcp_tools
 
+    def is_clone(self, agent: Agent[Any]) -> bool:
+        """Whether ``agent`` is one of this wrapper's durable clones."""
+        return self._clones.get(id(agent)) is agent  # an original maps to its clone, a clone to itself
+
     def model(self, model: Model) -> Model:
         """Wraps a `Model` instance held by an agent or a run config."""
         return JournalingModel(model, model_identity(model), self.tracker)
+
+    def run_config(self, config: RunConfig) -> RunConfig:
+        """An app's run config of a nested ``Runner`` call (`_nested`), with its provider and model
+        journaling too."""
+        provider = config.model_provider
+        if not isinstance(provider, JournalingProvider):
+            provider = JournalingProvider(provider, self.tracker)
+        model = config.model
+        if isinstance(model, Model) and not isinstance(model, JournalingModel):
+            model = self.model(model)
+        return dataclasses.replace(config, model_provider=provider, model=model)
 
     def tool(self, tool: FunctionTool) -> FunctionTool:
         """Returns a copy of ``tool`` whose calls are journaled, replayed and approval-gated."""
@@ -188,9 +203,6 @@ class AgentWrapper:
         original = tool.on_invoke_tool
         needs_approval = tool.needs_approval
         context_for = _context_for(tool)
-        nested = agent_of_tool(tool)
-        if nested is not None:  # an agent tool: the agent it runs is the durable clone (`_nested`)
-            original = self._through_clone(original, nested)
 
         async def on_invoke_tool(ctx: ToolContext[Any], args_json: str) -> Any:
             given = ctx if context_for is None else context_for(ctx)
@@ -217,13 +229,6 @@ class AgentWrapper:
             guardrails["tool_output_guardrails"] = [self.tool_guardrail(g, "tool_output")
                                                     for g in tool.tool_output_guardrails]
         return _copy(tool, FunctionTool, on_invoke_tool=on_invoke_tool, needs_approval=False, **guardrails)
-
-    def _through_clone(self, original: Callable[..., Any], agent: Agent[Any]) -> Callable[..., Any]:
-        async def call(ctx: Any, args_json: str) -> Any:
-            with nested_clone(agent, self.agent(agent)):
-                return await original(ctx, args_json)
-
-        return call
 
     def handoff(self, target: Agent[Any] | Handoff[Any, Any]) -> Handoff[Any, Any]:
         """Returns a handoff to the durable clone of its agent, journaled as a ``handoff`` step."""
