@@ -35,6 +35,11 @@ async def _value(returned: Any) -> Any:
     return await returned if inspect.isawaitable(returned) else returned
 
 
+async def approval_required(policy: Any, *args: Any) -> bool:
+    """A tool's SDK ``needs_approval``: a bool, or a policy function (maybe async) of ``args``."""
+    return bool(await _value(policy(*args)) if callable(policy) else policy)
+
+
 def journaled_local_tool(tool: Any) -> Any:
     """A copy of ``tool`` whose executor calls are journaled (``tool`` itself when it runs elsewhere)."""
     if isinstance(tool, ShellTool) and tool.executor is not None:
@@ -55,11 +60,9 @@ def _shell(tool: ShellTool) -> ShellTool:
         action, call_id = request.data.action, request.data.call_id
         args = {"commands": list(action.commands), "timeout_ms": action.timeout_ms,
                 "max_output_length": action.max_output_length}
-        required = needs_approval
-        if callable(required):
-            required = await _value(required(request.ctx_wrapper, action, call_id))
+        required = await approval_required(needs_approval, request.ctx_wrapper, action, call_id)
         output = await run.tool(key=run.call_key(call_id), name=tool.name, args=args,
-                                invoke=lambda: _value(executor(request)), needs_approval=bool(required),
+                                invoke=lambda: _value(executor(request)), needs_approval=required,
                                 dump=dump_shell_output, call_id=call_id)
         return load_shell_output(output)
 

@@ -11,34 +11,18 @@ can run agents with MCP tools. A server already connected is left alone.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-from agents import Agent, Handoff
+from agents import Agent
 
-
-def _agents(agent: Agent[Any]) -> Iterator[Agent[Any]]:
-    """The agent and every agent its handoffs reach (each once)."""
-    seen: set[int] = set()
-    todo = [agent]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        for target in current.handoffs:
-            if isinstance(target, Handoff):
-                ref = getattr(target, "_agent_ref", None)  # the SDK's weak reference to the handoff's agent
-                target = ref() if ref is not None else None
-            if isinstance(target, Agent):
-                todo.append(target)
+from agentspan_openai_agents._mock import agents_of
 
 
 def unconnected_servers(agent: Agent[Any]) -> list[Any]:
     """The MCP servers of the tree with a client session that is not open (``session is None``)."""
     found: dict[int, Any] = {}
-    for member in _agents(agent):
+    for member in agents_of(agent):
         for server in getattr(member, "mcp_servers", None) or ():
             if hasattr(server, "session") and server.session is None:
                 found.setdefault(id(server), server)

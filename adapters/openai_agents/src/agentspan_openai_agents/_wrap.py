@@ -36,7 +36,7 @@ import agentspan
 from agentspan import jsontext
 from agentspan.hashing import digest
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
-from agentspan_openai_agents._local_tools import journaled_local_tool
+from agentspan_openai_agents._local_tools import approval_required, journaled_local_tool
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, JournalingProvider, model_identity
 
@@ -163,18 +163,10 @@ class AgentWrapper:
         tools, listed again on every turn), each journaled, replayed and approval-gated as `tool`
         makes a function tool (a server's ``require_approval`` becomes an Agentspan approval)."""
         listed = type(clone).get_mcp_tools.__get__(clone)  # the class's own (or a subclass's) listing
-        wrapped: dict[int, tuple[FunctionTool, FunctionTool]] = {}
 
         async def get_mcp_tools(run_context: Any) -> list[Any]:
-            tools = []
-            for tool in await listed(run_context):
-                if isinstance(tool, FunctionTool):
-                    known = wrapped.get(id(tool))
-                    if known is None or known[0] is not tool:
-                        known = wrapped[id(tool)] = (tool, self.tool(tool))
-                    tool = known[1]
-                tools.append(tool)
-            return tools
+            # new tool objects on every listing (the SDK converts the server's list each turn)
+            return [self.tool(t) if isinstance(t, FunctionTool) else t for t in await listed(run_context)]
 
         return get_mcp_tools
 
@@ -210,14 +202,12 @@ class AgentWrapper:
             if run is None:
                 return await original(given, args_json)
             args = _parse_args(args_json)
-            required = needs_approval
-            if callable(required):
-                required = required(ctx, args if isinstance(args, dict) else {}, ctx.tool_call_id)
-                if inspect.isawaitable(required):
-                    required = await required
+            # a plain flag is read as it is: no coroutine per call
+            required = bool(needs_approval) if not callable(needs_approval) else await approval_required(
+                needs_approval, ctx, args if isinstance(args, dict) else {}, ctx.tool_call_id)
             invoke = live_tool_call(tool, ctx, args, lambda: original(given, args_json))
             return await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
-                                  invoke=invoke, options=options, needs_approval=bool(required),
+                                  invoke=invoke, options=options, needs_approval=required,
                                   call_id=ctx.tool_call_id)
 
         _declare_tool_context(on_invoke_tool)
