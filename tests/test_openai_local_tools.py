@@ -1,6 +1,7 @@
-"""openai-agents tools run by the app's own executors (`ShellTool`, `LocalShellTool`): each call is
-a journaled ``tool`` step, replayed on resume instead of run again; a `ShellTool`'s
-``needs_approval`` is an Agentspan approval. The executors run real commands (``bash -c``)."""
+"""openai-agents tools run by the app's own executors and editors (`ShellTool`, `LocalShellTool`,
+`ApplyPatchTool`): each call (each patch operation) is a journaled ``tool`` step, replayed on resume
+instead of run again; a tool's ``needs_approval`` is an Agentspan approval. The executors run real
+commands (``bash -c``); the editor writes real files."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import time
 from typing import Any
 
 import pytest
-from agents import Agent, LocalShellTool, ShellTool, set_tracing_disabled
+from agents import Agent, ApplyPatchTool, LocalShellTool, ShellTool, set_tracing_disabled
+from agents.editor import ApplyPatchOperation, ApplyPatchResult
 from agents.tool import LocalShellCommandRequest, ShellCallOutcome, ShellCommandOutput, ShellCommandRequest, ShellResult
+from openai.types.responses.response_apply_patch_tool_call import ResponseApplyPatchToolCall
 from openai.types.responses.response_function_shell_tool_call import ResponseFunctionShellToolCall
 from openai.types.responses.response_output_item import LocalShellCall
 
@@ -125,3 +128,99 @@ def test_local_shell_tool_calls_are_journaled_and_replayed_on_resume(tmp_path):
     ran.clear()
     assert agentspan.resume(copy_id, agent).result(timeout=20).final_output == "finished"
     assert ran == [] and marker.read_text() == "hi\n"
+
+
+class FileEditor:
+    """An `ApplyPatchTool` editor over a directory: a diff's ``+`` lines are the file's new text."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.edits: list[tuple[str, str]] = []
+
+    def _text(self, operation: ApplyPatchOperation) -> str:
+        return "".join(line[1:] + "\n" for line in (operation.diff or "").splitlines() if line.startswith("+"))
+
+    def create_file(self, operation: ApplyPatchOperation) -> ApplyPatchResult:
+        self.edits.append(("create", operation.path))
+        (self.root / operation.path).write_text(self._text(operation))
+        return ApplyPatchResult(status="completed", output=f"created {operation.path}")
+
+    async def update_file(self, operation: ApplyPatchOperation) -> str:
+        self.edits.append(("update", operation.path))
+        with (self.root / operation.path).open("a") as file:
+            file.write(self._text(operation))
+        return f"updated {operation.path}"
+
+    def delete_file(self, operation: ApplyPatchOperation) -> None:
+        self.edits.append(("delete", operation.path))
+        (self.root / operation.path).unlink()
+
+
+def patch_call(call_id: str, kind: str, path: str, diff: str | None = None,
+               *more: dict[str, str]) -> ResponseApplyPatchToolCall:
+    """An ``apply_patch_call``; ``more`` operations make it a call of several (``operations``)."""
+    operation = {"type": kind, "path": path} | ({"diff": diff} if diff is not None else {})
+    extra = {"operations": [operation, *more]} if more else {}
+    return ResponseApplyPatchToolCall(id=f"ap_{call_id}", call_id=call_id, type="apply_patch_call",
+                                      status="completed", operation=operation, **extra)
+
+
+def test_apply_patch_operations_are_journaled_and_replayed_on_resume(tmp_path):
+    editor = FileEditor(tmp_path)
+    two_files = patch_call("p1", "create_file", "notes.txt", "+one",
+                           {"type": "create_file", "path": "extra.txt", "diff": "+x"})
+    script = [[two_files, patch_call("p2", "update_file", "notes.txt", "+two")],
+              patch_call("p3", "delete_file", "notes.txt"), "finished"]
+    agent = Agent(name="coder", tools=[ApplyPatchTool(editor=editor)], model=ScriptedModel(script, name="m"))
+    handle = agentspan.start(agent, "Write the notes, then remove them.")
+    assert handle.result(timeout=20).final_output == "finished"
+    steps = handle.steps()
+    assert [(s.kind.value, s.key) for s in steps] == [
+        ("llm", "llm:0"), ("tool", "llm:0/call:p1/op:0"), ("tool", "llm:0/call:p1/op:1"),
+        ("tool", "llm:0/call:p2/op:0"),
+        ("llm", "llm:1"), ("tool", "llm:1/call:p3/op:0"), ("llm", "llm:2")]
+    assert steps[1].name == "apply_patch"
+    assert steps[1].input == {"type": "create_file", "path": "notes.txt", "diff": "+one", "move_to": None}
+    assert [s.output for s in steps if s.kind.value == "tool"] == [
+        {"status": "completed", "output": "created notes.txt"}, {"status": "completed", "output": "created extra.txt"},
+        {"status": None, "output": "updated notes.txt"}, {"status": None, "output": None}]
+    assert editor.edits == [("create", "notes.txt"), ("create", "extra.txt"), ("update", "notes.txt"),
+                            ("delete", "notes.txt")]
+
+    copy_id = crashed_copy(handle.id, keep=2)  # killed after the first edit was journaled
+    editor.edits.clear()
+    (tmp_path / "notes.txt").write_text("one\n")  # what the killed process left on disk
+    resumed = agentspan.resume(copy_id, agent).result(timeout=20)
+    assert resumed.final_output == "finished"
+    # the first create is not made again; the second operation of the same call is
+    assert editor.edits == [("create", "extra.txt"), ("update", "notes.txt"), ("delete", "notes.txt")]
+    outputs = [i.raw_item for i in resumed.new_items if getattr(i, "type", "") == "tool_call_output_item"]
+    assert [(o["call_id"], o["status"], o.get("output")) for o in outputs] == [
+        ("p1", "completed", "created notes.txt\ncreated extra.txt"), ("p2", "completed", "updated notes.txt"),
+        ("p3", "completed", None)]
+
+
+def test_apply_patch_needs_approval_is_an_agentspan_approval_per_operation(tmp_path):
+    editor = FileEditor(tmp_path)
+    (tmp_path / "keep.txt").write_text("kept\n")
+    script = [patch_call("p1", "create_file", "new.txt", "+new"), patch_call("p2", "delete_file", "keep.txt"),
+              "finished"]
+    asked: list[tuple[str, str]] = []
+
+    def deletes_need_approval(run_context: Any, operation: ApplyPatchOperation, call_id: str) -> bool:
+        asked.append((operation.type, call_id))
+        return operation.type == "delete_file"
+
+    agent = Agent(name="coder", tools=[ApplyPatchTool(editor=editor, needs_approval=deletes_need_approval)],
+                  model=ScriptedModel(script, name="m"))
+    handle = agentspan.start(agent, "Add a file and delete another.")
+    approval = wait_for_approval(handle)
+    assert (approval.tool, approval.step_key) == ("apply_patch", "llm:1/call:p2/op:0")
+    assert approval.args == {"type": "delete_file", "path": "keep.txt", "diff": None, "move_to": None}
+    assert editor.edits == [("create", "new.txt")]  # created without asking; the delete waits
+    handle.reject(reason="keep it")
+    assert handle.result(timeout=20).final_output == "finished"
+    assert (tmp_path / "keep.txt").read_text() == "kept\n" and editor.edits == [("create", "new.txt")]
+    (rejected,) = [s for s in handle.steps() if s.key == "llm:1/call:p2/op:0"]
+    assert "keep it" in str(rejected.output)
+    assert ("create_file", "p1") in asked and ("delete_file", "p2") in asked

@@ -1,5 +1,5 @@
-"""Tools the SDK runs on this machine through an executor of the app's: `ShellTool` (with a local
-environment) and `LocalShellTool`.
+"""Tools the SDK runs on this machine through an object of the app's: `ShellTool` (with a local
+environment), `LocalShellTool` and `ApplyPatchTool`.
 
 The model asks for them with items of their own (``shell_call``, ``local_shell_call``), not
 function calls, and the SDK hands each call to the tool's ``executor``. `journaled_local_tool`
@@ -8,8 +8,15 @@ a command that completed is replayed after a crash instead of run again; its arg
 action the model asked for. A `ShellTool`'s ``needs_approval`` (a bool, or the SDK's
 ``(run_context, action, call_id)`` function) becomes an Agentspan approval, as a function tool's
 does (its ``on_approval`` hook is then not asked: the decision is a person's, from the API, CLI,
-web UI or Slack). Tools the SDK runs through other objects (`ComputerTool`, `ApplyPatchTool`) are
-left as they are.
+web UI or Slack).
+
+An `ApplyPatchTool`'s editor gets each operation of a call (create, update or delete a file) without
+the call's id; the SDK hands that id, with the very operation object, to the tool's
+``needs_approval`` first. So the copy's ``needs_approval`` notes which call each operation belongs
+to (and answers False: the approval is Agentspan's), and its editor journals each operation as a
+``tool`` step of its own, ``<call key>/op:<index>``, gated by an approval when the tool's own
+``needs_approval`` asks for one for that operation. A `ComputerTool` is left as it is: its
+computer's actions (clicks, key presses) act on a screen that a crash does not keep.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from agents import LocalShellTool, ShellTool
+from agents import ApplyPatchTool, LocalShellTool, ShellTool
+from agents.editor import ApplyPatchOperation, ApplyPatchResult
 from agents.tool import (
     LocalShellCommandRequest,
     ShellCallOutcome,
@@ -46,6 +54,9 @@ def journaled_local_tool(tool: Any) -> Any:
         return _shell(tool)
     if isinstance(tool, LocalShellTool):
         return _local_shell(tool)
+    if isinstance(tool, ApplyPatchTool):
+        editor = JournaledEditor(tool)
+        return dataclasses.replace(tool, editor=editor, needs_approval=editor.note, on_approval=None)
     return tool
 
 
@@ -83,6 +94,74 @@ def _local_shell(tool: LocalShellTool) -> LocalShellTool:
         return str(output)
 
     return dataclasses.replace(tool, executor=run_command)
+
+
+class JournaledEditor:
+    """An `ApplyPatchTool`'s editor whose operations are journaled ``tool`` steps of the active run.
+
+    `note` is the tool copy's ``needs_approval``: the SDK asks it about each operation of a call, in
+    order, before it edits; it notes the operation's call and answers False.
+    """
+
+    def __init__(self, tool: ApplyPatchTool) -> None:
+        self.tool = tool
+        self.editor = tool.editor
+        self.noted: dict[int, tuple[ApplyPatchOperation, str, Any]] = {}
+        """The call id (and run context) of each operation about to be edited, by the operation's
+        id (the operation is held, so its id is not reused) until the editor takes it."""
+        self.edited: dict[str, int] = {}
+        """Operations of each call edited in this attempt (the next one's index)."""
+
+    def note(self, ctx: Any, operation: ApplyPatchOperation, call_id: str) -> bool:
+        self.noted[id(operation)] = (operation, call_id, ctx)
+        return False
+
+    def create_file(self, operation: ApplyPatchOperation) -> Any:
+        return self._edit(operation, self.editor.create_file)
+
+    def update_file(self, operation: ApplyPatchOperation) -> Any:
+        return self._edit(operation, self.editor.update_file)
+
+    def delete_file(self, operation: ApplyPatchOperation) -> Any:
+        return self._edit(operation, self.editor.delete_file)
+
+    def _edit(self, operation: ApplyPatchOperation, edit: Callable[[ApplyPatchOperation], Any]) -> Any:
+        noted = self.noted.pop(id(operation), None)
+        run = agentspan.active_run()
+        if run is None or noted is None or noted[0] is not operation:
+            return edit(operation)  # outside a durable run (or an operation the SDK did not ask about)
+        _, call_id, ctx = noted
+        index = self.edited.get(call_id, 0)
+        self.edited[call_id] = index + 1
+        return self._journaled(run, ctx, operation, call_id, index, edit)
+
+    async def _journaled(self, run: agentspan.ActiveRun, ctx: Any, operation: ApplyPatchOperation, call_id: str,
+                         index: int, edit: Callable[[ApplyPatchOperation], Any]) -> ApplyPatchResult:
+        required = await approval_required(self.tool.needs_approval, ctx, operation, call_id)
+        args = {"type": operation.type, "path": operation.path, "diff": operation.diff, "move_to": operation.move_to}
+        output = await run.tool(key=f"{run.call_key(call_id)}/op:{index}", name=self.tool.name, args=args,
+                                invoke=lambda: _value(edit(operation)), needs_approval=required,
+                                dump=dump_patch_result, call_id=call_id)
+        return load_patch_result(output)
+
+
+def dump_patch_result(result: Any) -> dict[str, Any]:
+    """An editor's result (an `ApplyPatchResult`, a mapping, text or None) as ``{"status", "output"}``."""
+    if isinstance(result, ApplyPatchResult):
+        return {"status": result.status, "output": result.output}
+    if isinstance(result, dict):
+        status = result.get("status")
+        output = result.get("output")
+        return {"status": status if status in ("completed", "failed") else None,
+                "output": None if output is None else str(output)}
+    return {"status": None, "output": None if result is None else str(result)}
+
+
+def load_patch_result(output: Any) -> ApplyPatchResult:
+    """Rebuilds what `dump_patch_result` journaled; a rejection's message is a failed edit."""
+    if isinstance(output, dict):
+        return ApplyPatchResult(status=output.get("status"), output=output.get("output"))
+    return ApplyPatchResult(status="failed", output=str(output))
 
 
 def dump_shell_output(result: Any) -> Any:

@@ -69,7 +69,7 @@ def model_identity(model: Model, name: str | None = None) -> ModelId:
     return ModelId(default, type(model).__name__)
 
 
-_CALL_TYPES = ("function_call", "custom_tool_call", "shell_call", "local_shell_call")
+_CALL_TYPES = ("function_call", "custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call")
 """The output items that ask for a call this process makes (and journals)."""
 
 
