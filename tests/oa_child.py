@@ -1,4 +1,8 @@
-"""Child process for crash tests: ``python oa_child.py start|resume|serve|stream|resume-stream RUN_ID [approval]``.
+"""Child process for crash tests: ``python oa_child.py start|resume|serve|stream|resume-stream RUN_ID [approval]
+[session]``.
+
+``session``: the run keeps its conversation in an SDK `SQLiteSession` (``conversation.db`` in the
+home), passed to ``start`` and ``resume`` as ``session=``.
 
 The streamed modes (``agentspan.run_streamed`` / ``resume_streamed``) log each event they get to
 the ``stream-events`` file of the home (`oa_support.describe_event`), so a test can see what a
@@ -14,10 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agents import SQLiteSession
+
 import agentspan
 
 import oa_support
-from crash_support import log
+from crash_support import home, log
 
 
 async def streamed(start: Callable[[], Any]) -> Any:
@@ -29,9 +35,11 @@ async def streamed(start: Callable[[], Any]) -> Any:
 
 if __name__ == "__main__":
     mode, run_id = sys.argv[1], sys.argv[2]
-    approval = len(sys.argv) > 3 and sys.argv[3] == "approval"
+    approval = "approval" in sys.argv[3:]
     agent = oa_support.support_agent(approval=approval)
-    hooks = {"hooks": oa_support.CrashHooks()}
+    hooks: dict[str, Any] = {"hooks": oa_support.CrashHooks()}
+    if "session" in sys.argv[3:]:
+        hooks["session"] = SQLiteSession("support-chat", str(home() / "conversation.db"))
     barrier = os.environ.get("BARRIER")
     if barrier:  # line up with a racing process: announce readiness, wait for the go
         Path(f"{barrier}.{os.getpid()}").touch()

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agentspan.errors import ConfigurationError
-from agentspan.records import JSON
+from agentspan.records import JSON, Run
 from agentspan.runtime import ActiveRun
 
 if TYPE_CHECKING:
@@ -54,6 +54,16 @@ class Adapter(abc.ABC):
     def encode_options(self, options: dict[str, Any]) -> dict[str, JSON]:
         """Keeps the JSON-compatible runner options needed again on resume."""
         return {}
+
+    def check_options(self, run: Run, options: dict[str, Any]) -> None:
+        """Refuses, before a stored run is taken up again (`agentspan.resume`, `agentspan.retry`, a
+        worker's claim, which passes no options), runner ``options`` its execution cannot go on
+        with; accepts anything by default.
+
+        Raises:
+            ConfigurationError: What the run needs and ``options`` lack (named in the message).
+        """
+        return None
 
     def default_session(self, options: dict[str, Any]) -> str | None:
         """The session a run is recorded under when the caller names none (a conversation the

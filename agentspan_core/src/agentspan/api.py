@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 import warnings
 from typing import Any
@@ -21,6 +22,8 @@ from agentspan.errors import (
 from agentspan.handle import Handle
 from agentspan.records import Run, RunStatus, now
 from agentspan.stores.base import Store, call_store
+
+log = logging.getLogger("agentspan")
 
 
 def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any], *, run_id: str | None,
@@ -226,7 +229,7 @@ def resume(run_id: str, target: Any, *, wait: float | None = None, on_divergence
         ConfigurationError: ``target`` belongs to another framework than the run.
         LeaseLostError: Another live process holds the run, or claimed it first.
     """
-    store, adapter, policy = resumable(run_id, target, on_divergence)
+    store, adapter, policy = resumable(run_id, target, on_divergence, options)
     claimed = attached.claim(store, run_id, wait=wait)
     return _spawn(store, claimed, adapter, target, options, on_divergence=policy)
 
@@ -240,20 +243,21 @@ async def resume_async(run_id: str, target: Any, *, wait: float | None = None,
     `resume` cannot use: an openai-agents agent's MCP servers (connected with ``async with``).
     Same arguments and errors as `resume`.
     """
-    store, adapter, policy = await asyncio.to_thread(resumable, run_id, target, on_divergence)
+    store, adapter, policy = await asyncio.to_thread(resumable, run_id, target, on_divergence, options)
     claimed = await asyncio.to_thread(attached.claim, store, run_id, wait=wait)  # may wait for a lease
     return await _execute_in_loop(store, claimed, adapter, target, options, awaited_writes=True,
                                   on_divergence=policy)
 
 
-def resumable(run_id: str, target: Any,
-              on_divergence: OnDivergence | None) -> tuple[Store, Adapter, OnDivergence | None]:
+def resumable(run_id: str, target: Any, on_divergence: OnDivergence | None,
+              options: dict[str, Any]) -> tuple[Store, Adapter, OnDivergence | None]:
     """The checks of `resume` before its claim: the store, ``target``'s adapter and the policy.
 
     Raises:
         RunNotFound: Unknown run id.
         RunStateError: The run already ended.
-        ConfigurationError: ``target`` belongs to another framework than the run, or a bad policy.
+        ConfigurationError: ``target`` belongs to another framework than the run, a bad policy, or
+            runner ``options`` the run cannot go on with (`Adapter.check_options`).
     """
     store = get_store(create=False)
     existing = store.get_run(run_id)
@@ -263,7 +267,7 @@ def resumable(run_id: str, target: Any,
         raise RunStateError(f"run {run_id!r} is already {existing.status.value}; "
                             f"read it with agentspan.get({run_id!r}).result(){retry_hint}")
     policy = None if on_divergence is None else divergence.check_policy(on_divergence)
-    return store, _adapter_of(existing, target), policy
+    return store, _adapter_of(existing, target, options), policy
 
 
 def retry(run_id: str, target: Any, *, on_divergence: OnDivergence | None = None, **options: Any) -> Handle:
@@ -287,14 +291,14 @@ def retry(run_id: str, target: Any, *, on_divergence: OnDivergence | None = None
         ConfigurationError: ``target`` belongs to another framework than the run.
     """
     store = get_store(create=False)
-    adapter = _adapter_of(store.get_run(run_id), target)
+    adapter = _adapter_of(store.get_run(run_id), target, options)
     policy = None if on_divergence is None else divergence.check_policy(on_divergence)
     reopened = store.reopen_run(run_id, owner=leases.owner_id(), lease_expires_at=now() + settings().lease_ttl)
     return _spawn(store, reopened, adapter, target, options, on_divergence=policy)
 
 
-def _adapter_of(run: Run, target: Any) -> Adapter:
-    """The adapter of ``target``, which must be of the run's framework."""
+def _adapter_of(run: Run, target: Any, options: dict[str, Any]) -> Adapter:
+    """The adapter of ``target``, which must be of the run's framework and accept ``options`` for it."""
     adapter = adapter_for(target)
     how = adapter.continued_elsewhere.get(run.framework)
     if how is not None:
@@ -302,6 +306,7 @@ def _adapter_of(run: Run, target: Any) -> Adapter:
     if adapter.framework != run.framework:
         raise ConfigurationError(f"run {run.id!r} is a {run.framework} run; "
                                  f"{type(target).__name__} is a {adapter.framework} object")
+    adapter.check_options(run, options)
     return adapter
 
 
@@ -349,7 +354,7 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
             ):
                 continue
             adapter, target = table[run.agent]
-            if adapter.framework != run.framework:
+            if adapter.framework != run.framework or not _can_serve(adapter, run):
                 continue
             try:
                 claimed = store.claim_run(run.id, owner=leases.owner_id(), expected_epoch=run.lease_epoch,
@@ -360,6 +365,21 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
         stop.wait(interval)
     # Runs that ended since the last poll count too (a stop right after a run ended must not lose it).
     return finished + sum(1 for h in active.values() if h._future is not None and h._future.done())
+
+
+def _can_serve(adapter: Adapter, run: Run) -> bool:
+    """Whether a worker (no runner options) can go on with ``run``; logs why not (once a run)."""
+    try:
+        adapter.check_options(run, {})
+    except ConfigurationError as exc:
+        if run.id not in _told_unservable:
+            _told_unservable.add(run.id)
+            log.warning("a worker cannot take run %s up: %s", run.id, exc)
+        return False
+    return True
+
+
+_told_unservable: set[str] = set()
 
 
 def adapter_for_run(run: Run) -> Adapter:

@@ -27,6 +27,8 @@ class Scope:
     llm_calls: int = 0
     seen_items: int = 0
     chain_hash: str = GENESIS
+    counts: dict[str, int] = field(default_factory=dict)
+    """Steps of other kinds keyed by order (`ActiveRun.next_key`), by name."""
 
 
 @dataclass(frozen=True)

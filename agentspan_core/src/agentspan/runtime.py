@@ -123,6 +123,14 @@ class ActiveRun:
         scope.llm_calls += 1
         return key
 
+    def next_key(self, name: str) -> str:
+        """Returns the key of the next ``name`` step in the current scope (``name:0``, ...), for
+        calls an adapter can only tell apart by their order (a conversation store's reads)."""
+        scope = self._current_scope()
+        index = scope.counts.get(name, 0)
+        scope.counts[name] = index + 1
+        return f"{scope.prefix}{name}:{index}"
+
     def conversation_hash(self, items: Sequence[Any], dump: Callable[[Any], JSON], extra: JSON) -> tuple[JSON, str]:
         """Chains the hash of a model call's input over what is new since the previous call.
 

@@ -140,7 +140,7 @@ def resume_streamed(run_id: str, target: Any, *, wait: float | None = None,
             framework's runs are not streamed.
     """
     loop = _running_loop("resume_streamed")
-    store, adapter, policy = resumable(run_id, target, on_divergence)
+    store, adapter, policy = resumable(run_id, target, on_divergence, options)
     _streaming(adapter)
 
     async def go() -> Any:

@@ -17,13 +17,19 @@ from agentspan.errors import ConfigurationError
 from agentspan_openai_agents._mcp import servers_connected
 from agentspan_openai_agents._model import CallTracker, JournalingProvider
 from agentspan_openai_agents._nested import attempt
+from agentspan_openai_agents._session import (
+    SESSION_OPTION,
+    check_resumed_session,
+    check_session,
+    session_for_attempt,
+)
 from agentspan_openai_agents._stream import event_key
 from agentspan_openai_agents._wrap import AgentWrapper
 
 if TYPE_CHECKING:
     from agentspan.testing import MockSetup, StandIns
 
-RUNNER_OPTIONS = ("context", "max_turns", "hooks", "error_handlers")
+RUNNER_OPTIONS = ("context", "max_turns", "hooks", "error_handlers", "session")
 """The ``Runner.run`` keyword arguments a durable run passes on (besides ``run_config``)."""
 _STORED_OPTIONS = ("max_turns",)
 
@@ -55,7 +61,20 @@ class OpenAIAgentsAdapter(Adapter):
         unknown = set(options) - {*RUNNER_OPTIONS, "run_config"}
         if unknown:
             raise ConfigurationError(f"unknown Runner option(s) for openai-agents: {', '.join(sorted(unknown))}")
-        return {k: options[k] for k in _STORED_OPTIONS if k in options}
+        stored = {k: options[k] for k in _STORED_OPTIONS if k in options}
+        if options.get("session") is not None:
+            check_session(options["session"])
+            stored[SESSION_OPTION] = options["session"].session_id
+        return stored
+
+    def check_options(self, run: agentspan.Run, options: dict[str, Any]) -> None:
+        """A run started with an SDK session goes on only with that session (`_session`)."""
+        check_resumed_session(run.id, run.options, options.get("session"))
+
+    def default_session(self, options: dict[str, Any]) -> str | None:
+        """A run with an SDK session (``session=``) is recorded under that session's id."""
+        session_id = getattr(options.get("session"), "session_id", None)
+        return None if session_id is None else str(session_id)
 
     def instrument(self, on: bool) -> str:
         """`agentspan.instrument` support (see `agentspan_openai_agents._instrument`)."""
@@ -77,6 +96,8 @@ class OpenAIAgentsAdapter(Adapter):
         model = wrapper.model(config.model) if isinstance(config.model, Model) else config.model
         config = dataclasses.replace(config, model_provider=provider, model=model)
         kwargs = {**run.run.options, **{k: options[k] for k in RUNNER_OPTIONS if k in options}}
+        kwargs.pop(SESSION_OPTION, None)
+        kwargs["session"] = session_for_attempt(run, options.get("session"))
         try:
             async with servers_connected(target):
                 with attempt(wrapper, config):  # a tool's own Runner calls are journaled too (`_nested`)

@@ -39,13 +39,14 @@ from agents.tool import (
 import agentspan
 
 
-async def _value(returned: Any) -> Any:
+async def value_of(returned: Any) -> Any:
+    """``returned``, awaited if it is awaitable (an app callback's result, sync or async)."""
     return await returned if inspect.isawaitable(returned) else returned
 
 
 async def approval_required(policy: Any, *args: Any) -> bool:
     """A tool's SDK ``needs_approval``: a bool, or a policy function (maybe async) of ``args``."""
-    return bool(await _value(policy(*args)) if callable(policy) else policy)
+    return bool(await value_of(policy(*args)) if callable(policy) else policy)
 
 
 def journaled_local_tool(tool: Any) -> Any:
@@ -67,13 +68,13 @@ def _shell(tool: ShellTool) -> ShellTool:
     async def run_commands(request: ShellCommandRequest) -> str | ShellResult:
         run = agentspan.active_run()
         if run is None:
-            return await _value(executor(request))
+            return await value_of(executor(request))
         action, call_id = request.data.action, request.data.call_id
         args = {"commands": list(action.commands), "timeout_ms": action.timeout_ms,
                 "max_output_length": action.max_output_length}
         required = await approval_required(needs_approval, request.ctx_wrapper, action, call_id)
         output = await run.tool(key=run.call_key(call_id), name=tool.name, args=args,
-                                invoke=lambda: _value(executor(request)), needs_approval=required,
+                                invoke=lambda: value_of(executor(request)), needs_approval=required,
                                 dump=dump_shell_output, call_id=call_id)
         return load_shell_output(output)
 
@@ -86,11 +87,11 @@ def _local_shell(tool: LocalShellTool) -> LocalShellTool:
     async def run_command(request: LocalShellCommandRequest) -> str:
         run = agentspan.active_run()
         if run is None:
-            return str(await _value(executor(request)))
+            return str(await value_of(executor(request)))
         call_id = request.data.call_id
         args = request.data.action.model_dump(mode="json", exclude_none=True)
         output = await run.tool(key=run.call_key(call_id), name=tool.name, args=args,
-                                invoke=lambda: _value(executor(request)), dump=str, call_id=call_id)
+                                invoke=lambda: value_of(executor(request)), dump=str, call_id=call_id)
         return str(output)
 
     return dataclasses.replace(tool, executor=run_command)
@@ -140,7 +141,7 @@ class JournaledEditor:
         required = await approval_required(self.tool.needs_approval, ctx, operation, call_id)
         args = {"type": operation.type, "path": operation.path, "diff": operation.diff, "move_to": operation.move_to}
         output = await run.tool(key=f"{run.call_key(call_id)}/op:{index}", name=self.tool.name, args=args,
-                                invoke=lambda: _value(edit(operation)), needs_approval=required,
+                                invoke=lambda: value_of(edit(operation)), needs_approval=required,
                                 dump=dump_patch_result, call_id=call_id)
         return load_patch_result(output)
 

@@ -1,0 +1,127 @@
+"""openai-agents sessions (``session=``, the SDK's conversation memory) in durable runs: each read
+and write of the session is a journaled ``checkpoint`` step, so a resumed run reads the history
+its first attempt read and does not write a turn twice (SIGKILLed children, a real
+`SQLiteSession` file)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agents import Agent, SQLiteSession, function_tool, set_tracing_disabled
+
+import agentspan
+from agentspan.errors import ConfigurationError
+from agentspan.records import new_id
+from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+import oa_support
+from crash_support import calls_of, home, lines, run_child
+
+set_tracing_disabled(True)
+child = partial(run_child, str(Path(__file__).parent / "oa_child.py"))
+
+
+@function_tool
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def items_of(session: SQLiteSession) -> list[Any]:
+    return asyncio.run(session.get_items())
+
+
+def shape(items: list[Any]) -> list[str]:
+    """Each item as its type, or role (what a duplicated turn would show twice)."""
+    return [item.get("type") or item["role"] for item in items]
+
+
+def test_session_reads_and_writes_are_journaled_steps(home):
+    session = SQLiteSession("chat-1", str(home / "chat.db"))
+    agent = Agent(name="calc", tools=[add], model=ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"], name="m"))
+    assert agentspan.run(agent, "1+2?", session=session).final_output == "3"
+    first = agentspan.get_store().list_runs(limit=1)[0]
+    assert first.session_id == "chat-1"  # the run is recorded under the SDK session's id
+    steps = agentspan.get(first.id).steps()
+    assert [(s.kind.value, s.key, s.name) for s in steps] == [
+        ("checkpoint", "session:0", "session.get_items"), ("checkpoint", "session:1", "session.add_items"),
+        ("llm", "llm:0", "m"), ("tool", "llm:0/call:call_0_0", "add"),
+        ("checkpoint", "session:2", "session.add_items"), ("llm", "llm:1", "m"),
+        ("checkpoint", "session:3", "session.add_items")]
+    assert steps[0].output == [] and steps[1].input["items"] == [{"content": "1+2?", "role": "user"}]
+    assert shape(items_of(session)) == ["user", "function_call", "function_call_output", "message"]
+
+    again = Agent(name="calc", model=ScriptedModel(["still 3"], name="m"))
+    assert agentspan.run(again, "sure?", session=session).final_output == "still 3"
+    second = agentspan.get_store().list_runs(limit=1)[0]
+    read, _, model = agentspan.get(second.id).steps()[:3]
+    assert shape(read.output) == ["user", "function_call", "function_call_output", "message"]
+    assert shape(model.input["new_items"]) == ["user", "function_call", "function_call_output", "message", "user"]
+    assert len(items_of(session)) == 6
+
+
+def test_a_run_goes_on_only_with_its_session(home):
+    session = SQLiteSession("chat-2", str(home / "chat.db"))
+    agent = Agent(name="calc", model=ScriptedModel(["hello"], name="m"))
+    handle = agentspan.start(agent, "hi", session=session, idempotency_key="k")
+    assert handle.result(timeout=20).final_output == "hello"
+    stored = agentspan.get_store().get_run(handle.id)
+    adapter = agentspan.adapters.adapter_for(agent)
+    with pytest.raises(ConfigurationError, match="started with the session 'chat-2'.*session=session"):
+        adapter.check_options(stored, {})
+    with pytest.raises(ConfigurationError, match="not 'other'"):
+        adapter.check_options(stored, {"session": SQLiteSession("other")})
+    adapter.check_options(stored, {"session": session})
+
+    class Compacting(SQLiteSession):
+        def run_compaction(self, *args: Any) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="Compacting compacts itself"):
+        agentspan.run(agent, "hi", session=Compacting("chat-3"))
+    with pytest.raises(ConfigurationError, match="not dict"):
+        agentspan.run(agent, "hi", session={"id": 1})
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize(("crash_at", "calls_after", "lookups"), [
+    ("lookup:after", [0, 1], 2),  # the tool ran, unjournaled: run again; its turn not yet in the session
+    ("between:1", [0, 1], 1),  # the first turn is in the session (and journaled): not written again
+    ("model:1", [0, 1, 1], 1),
+])
+def test_sigkill_then_resume_with_the_session_keeps_it_as_an_uncrashed_run(child_env, crash_at, calls_after,
+                                                                           lookups):
+    run_id = new_id()
+    crashed = child(child_env, "start", run_id, "session", crash_at=crash_at)
+    assert crashed.returncode == -9, crashed.stderr
+    without = child(child_env, "resume", run_id)  # the session is needed: refused, nothing changed
+    assert without.returncode != 0 and "started with the session 'support-chat'" in without.stderr
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.RUNNING
+    resumed = child(child_env, "resume", run_id, "session")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"FINAL: {oa_support.FINAL}" in resumed.stdout
+    assert sorted(calls_of("m")) == calls_after
+    assert len([line for line in lines("effects") if line.startswith("lookup")]) == lookups
+    session = SQLiteSession("support-chat", str(home() / "conversation.db"))
+    assert shape(items_of(session)) == ["user", "function_call", "function_call_output", "message"]
+
+
+def test_a_worker_leaves_a_run_that_needs_its_session(child_env, caplog):
+    run_id = new_id()
+    crashed = child(child_env, "start", run_id, "session", crash_at="between:1")
+    assert crashed.returncode == -9, crashed.stderr
+    agent = oa_support.support_agent()
+    time.sleep(max(0.0, agentspan.get_store().get_run(run_id).lease_expires_at - time.time()))  # orphaned now
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    with caplog.at_level("WARNING", logger="agentspan"):
+        assert agentspan.serve(agent, stop=stop, poll_interval=0.05) == 0
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.RUNNING
+    assert [r.getMessage() for r in caplog.records].count(
+        f"a worker cannot take run {run_id} up: run {run_id!r} was started with the session 'support-chat'; "
+        f"go on with it in a process that has that session: agentspan.resume({run_id!r}, agent, session=session)") == 1
