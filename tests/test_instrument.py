@@ -81,12 +81,19 @@ def test_openai_run_streamed_becomes_a_streamed_durable_run():
     assert [s.kind.value for s in agentspan.get(run.id).steps()] == ["llm", "tool", "llm"]
 
 
-def test_openai_calls_with_options_agentspan_does_not_journal_are_left_to_the_sdk(caplog):
+def test_openai_calls_with_options_agentspan_does_not_journal_are_left_to_the_sdk(caplog, monkeypatch):
+    from agentspan_openai_agents import _instrument
+
     agentspan.instrument("openai-agents")
+    result = Runner.run_sync(calc("kept"), "x", previous_response_id="resp_1")  # journaled, and stored
+    (run,) = agentspan.get_store().list_runs()
+    assert result.final_output == "kept" and run.options["previous_response_id"] == "resp_1"
+    # an option Agentspan does not know (as one a later SDK adds) leaves the call to the SDK
+    monkeypatch.setattr(_instrument, "JOURNALED_OPTIONS", _instrument.JOURNALED_OPTIONS - {"conversation_id"})
     with caplog.at_level(logging.WARNING, logger="agentspan"):
-        result = Runner.run_sync(calc("plain"), "x", previous_response_id="resp_1")
-    assert result.final_output == "plain" and agentspan.get_store().list_runs() == []
-    assert any("previous_response_id is not journaled" in r.getMessage() for r in caplog.records)
+        result = Runner.run_sync(calc("plain"), "x", conversation_id="conv_1")
+    assert result.final_output == "plain" and len(agentspan.get_store().list_runs()) == 1
+    assert any("conversation_id is not journaled" in r.getMessage() for r in caplog.records)
 
 
 def test_adk_runners_get_the_plugin_once():

@@ -125,3 +125,43 @@ def test_a_worker_leaves_a_run_that_needs_its_session(child_env, caplog):
     assert [r.getMessage() for r in caplog.records].count(
         f"a worker cannot take run {run_id} up: run {run_id!r} was started with the session 'support-chat'; "
         f"go on with it in a process that has that session: agentspan.resume({run_id!r}, agent, session=session)") == 1
+
+
+def test_a_conversation_kept_by_the_server_is_journaled_call_by_call(home):
+    """``auto_previous_response_id`` (and ``previous_response_id`` / ``conversation_id``): the SDK
+    sends each model call only what the server lacks; the journal keeps each call's input whole,
+    the options are stored, and a resumed run (here: by a worker, with no options of its own) keeps
+    sending deltas."""
+    seen: list[tuple[str | None, int]] = []
+
+    class Spy(ScriptedModel):
+        async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append((kwargs.get("previous_response_id"), len(input)))
+            return await super().get_response(system_instructions, input, *args, **kwargs)
+
+    def agent() -> Agent:
+        turns = [ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 3}), "6"]
+        return Agent(name="calc", tools=[add], model=Spy(turns, name="m"))
+
+    handle = agentspan.start(agent(), "1+2, then +3?", auto_previous_response_id=True)
+    assert handle.result(timeout=20).final_output == "6"
+    assert [n for _, n in seen] == [1, 1, 1]  # deltas: the prompt, then each tool call's output
+    run = agentspan.get_store().get_run(handle.id)
+    assert run.options["auto_previous_response_id"] is True
+    llm = [s for s in handle.steps() if s.kind.value == "llm"]
+    assert [[i.get("type") or i["role"] for i in s.input["new_items"]] for s in llm] == [
+        ["user"], ["function_call_output"], ["function_call_output"]]
+
+    from journal_utils import crashed_copy
+
+    copy_id = crashed_copy(handle.id, keep=2)  # killed after the first tool call
+    seen.clear()
+    stop = threading.Event()
+    worker = threading.Thread(target=agentspan.serve, args=(agent(),), kwargs={"stop": stop, "max_runs": 1})
+    worker.start()
+    try:
+        assert agentspan.get(copy_id).result(timeout=20) == "6"
+    finally:
+        stop.set()
+        worker.join(10)
+    assert [n for _, n in seen] == [1, 1]  # live again from the second call, still deltas

@@ -26,6 +26,7 @@ class Scope:
     prefix: str
     llm_calls: int = 0
     seen_items: int = 0
+    first_item: Any = None
     chain_hash: str = GENESIS
     counts: dict[str, int] = field(default_factory=dict)
     """Steps of other kinds keyed by order (`ActiveRun.next_key`), by name."""

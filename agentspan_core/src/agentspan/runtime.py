@@ -135,17 +135,21 @@ class ActiveRun:
         """Chains the hash of a model call's input over what is new since the previous call.
 
         Args:
-            items: The whole conversation passed to the model.
+            items: The conversation passed to the model.
             dump: Converts one item to JSON.
             extra: Small per-call JSON hashed in full (instructions, tool names).
 
         Returns:
             ``(new_items_json, input_hash)``; the per-call cost is proportional to the new items.
+            Items are new after the previous call's when they continue it (as long, and the same
+            first item); otherwise (a server-side conversation sends only what it lacks, an input
+            filter keeps a window) all of them are.
         """
         scope = self._current_scope()
-        start = scope.seen_items if len(items) >= scope.seen_items else 0
-        delta = [dump(item) for item in items[start:]]
+        continues = len(items) >= scope.seen_items and bool(items) and items[0] == scope.first_item
+        delta = [dump(item) for item in items[scope.seen_items if continues else 0:]]
         scope.seen_items = len(items)
+        scope.first_item = items[0] if items else None
         scope.chain_hash = chain(scope.chain_hash, [extra, delta])
         return delta, scope.chain_hash
 

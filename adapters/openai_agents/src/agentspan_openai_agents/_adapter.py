@@ -29,9 +29,11 @@ from agentspan_openai_agents._wrap import AgentWrapper
 if TYPE_CHECKING:
     from agentspan.testing import MockSetup, StandIns
 
-RUNNER_OPTIONS = ("context", "max_turns", "hooks", "error_handlers", "session")
+_CONVERSATION_OPTIONS = ("previous_response_id", "conversation_id", "auto_previous_response_id")
+"""A conversation kept by OpenAI's server (the model gets only what it lacks): plain values, stored."""
+RUNNER_OPTIONS = ("context", "max_turns", "hooks", "error_handlers", "session", *_CONVERSATION_OPTIONS)
 """The ``Runner.run`` keyword arguments a durable run passes on (besides ``run_config``)."""
-_STORED_OPTIONS = ("max_turns",)
+_STORED_OPTIONS = ("max_turns", *_CONVERSATION_OPTIONS)
 
 
 class OpenAIAgentsAdapter(Adapter):
