@@ -10,6 +10,7 @@ an agent's ``get_mcp_tools`` (the function tools the SDK makes of its MCP server
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import inspect
@@ -30,13 +31,14 @@ from agents import (
     handoff,
 )
 from agents import tool as agents_tool
+from agents.exceptions import ToolTimeoutError
 from agents.tool_context import ToolContext
 
 import agentspan
 from agentspan import jsontext
 from agentspan.hashing import digest
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
-from agentspan_openai_agents._local_tools import approval_required, journaled_local_tool
+from agentspan_openai_agents._local_tools import approval_required, journaled_local_tool, value_of
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, JournalingProvider, model_identity
 
@@ -133,6 +135,34 @@ def _parse_args(args_json: str) -> Any:
         return args_json  # the SDK reports malformed arguments to the model itself
 
 
+def within_timeout(tool: FunctionTool, ctx: ToolContext[Any],
+                   call: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    """``call`` under the tool's own ``timeout_seconds``, as the SDK applies it, but inside the
+    journaled step (the copy the SDK sees has none): what a timeout gives the model (the SDK's
+    message, the tool's ``timeout_error_function``'s, or a raised `ToolTimeoutError`) is what the
+    journal holds, so a resumed run replays it instead of calling the tool again and sending the
+    model something else."""
+    seconds = tool.timeout_seconds
+    if seconds is None:
+        return call
+
+    async def timed() -> Any:
+        task = asyncio.ensure_future(call())
+        try:
+            return await asyncio.wait_for(task, timeout=seconds)
+        except TimeoutError as exc:
+            if task.done() and not task.cancelled():
+                return task.result()  # it ended as the time ran out (an error of its own is raised)
+            error = ToolTimeoutError(tool_name=tool.name, timeout_seconds=seconds)
+            if tool.timeout_behavior == "raise_exception":
+                raise error from exc
+            if tool.timeout_error_function is None:
+                return agents_tool.default_tool_timeout_error_message(tool_name=tool.name, timeout_seconds=seconds)
+            return await value_of(tool.timeout_error_function(ctx, error))
+
+    return timed
+
+
 class AgentWrapper:
     """Makes durable clones of an agent tree, once per execution attempt (memoized by identity)."""
 
@@ -198,14 +228,15 @@ class AgentWrapper:
 
         async def on_invoke_tool(ctx: ToolContext[Any], args_json: str) -> Any:
             given = ctx if context_for is None else context_for(ctx)
+            live = within_timeout(tool, ctx, lambda: original(given, args_json))
             run = agentspan.active_run()
             if run is None:
-                return await original(given, args_json)
+                return await live()
             args = _parse_args(args_json)
             # a plain flag is read as it is: no coroutine per call
             required = bool(needs_approval) if not callable(needs_approval) else await approval_required(
                 needs_approval, ctx, args if isinstance(args, dict) else {}, ctx.tool_call_id)
-            invoke = live_tool_call(tool, ctx, args, lambda: original(given, args_json))
+            invoke = live_tool_call(tool, ctx, args, live)
             return await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
                                   invoke=invoke, options=options, needs_approval=required,
                                   call_id=ctx.tool_call_id)
@@ -218,7 +249,8 @@ class AgentWrapper:
         if tool.tool_output_guardrails:
             guardrails["tool_output_guardrails"] = [self.tool_guardrail(g, "tool_output")
                                                     for g in tool.tool_output_guardrails]
-        return _copy(tool, FunctionTool, on_invoke_tool=on_invoke_tool, needs_approval=False, **guardrails)
+        return _copy(tool, FunctionTool, on_invoke_tool=on_invoke_tool, needs_approval=False, timeout_seconds=None,
+                     **guardrails)
 
     def handoff(self, target: Agent[Any] | Handoff[Any, Any]) -> Handoff[Any, Any]:
         """Returns a handoff to the durable clone of its agent, journaled as a ``handoff`` step."""
