@@ -1,6 +1,7 @@
 """Agents run inside a tool call of a durable run (``agent.as_tool(...)``, or a tool's own
-``Runner.run``): the nested agent's model and tool calls are journaled under the tool call's key,
-replayed after a crash, and its approval-gated tools wait for a decision like any other."""
+``Runner.run``) or a guardrail check: the nested agent's model and tool calls are journaled under
+the tool call's (or the guardrail's) key, replayed after a crash, and its approval-gated tools wait
+for a decision like any other."""
 
 from __future__ import annotations
 
@@ -131,3 +132,53 @@ def test_a_tools_own_runner_call_is_journaled_with_the_run_config_of_the_run():
     assert models.models["inner"].calls == 2  # its first call was replayed after the decision
     keys = {s.key: s for s in handle.steps()}
     assert keys["llm:0/call:d1/llm:0"].name == "inner" and keys["llm:0/call:d1"].output == "billing done"
+
+
+def test_agents_run_by_guardrails_are_journaled_under_the_guardrails_key():
+    """The SDK's guardrail pattern, a judge agent run inside the check: checked again on resume,
+    but the judge's answer comes from the journal (not a second, paid model call)."""
+    from agents import (
+        GuardrailFunctionOutput,
+        ToolGuardrailFunctionOutput,
+        input_guardrail,
+        tool_input_guardrail,
+    )
+
+    judged: list[str] = []
+
+    def judge(name: str) -> Agent[Any]:
+        return Agent(name=name, model=ScriptedModel(["safe"], name=name, on_call=lambda i: judged.append(name)))
+
+    input_judge, args_judge = judge("input-judge"), judge("args-judge")
+
+    @input_guardrail
+    async def safe_input(ctx: Any, agent: Any, input: Any) -> GuardrailFunctionOutput:
+        verdict = (await Runner.run(input_judge, input)).final_output
+        return GuardrailFunctionOutput(output_info=verdict, tripwire_triggered=verdict != "safe")
+
+    @tool_input_guardrail
+    async def safe_args(data: Any) -> ToolGuardrailFunctionOutput:
+        verdict = (await Runner.run(args_judge, data.context.tool_arguments)).final_output
+        return ToolGuardrailFunctionOutput.allow(output_info=verdict)
+
+    @function_tool(tool_input_guardrails=[safe_args])
+    def look(order_id: str) -> str:
+        """Look an order up."""
+        done.append(f"look {order_id}")
+        return "order 7: 30 USD"
+
+    agent = Agent(name="desk", tools=[look], input_guardrails=[safe_input],
+                  model=ScriptedModel([ToolCall("look", {"order_id": "7"}, call_id="c1"), "30 USD"], name="m"))
+    handle = agentspan.start(agent, "What does order 7 cost?")
+    assert handle.result(timeout=20).final_output == "30 USD"
+    keys = {s.key: s for s in handle.steps()}
+    assert keys["guardrail:input:desk:safe_input/llm:0"].name == "input-judge"
+    assert keys["llm:0/call:c1/guardrail:tool_input:safe_args/llm:0"].name == "args-judge"
+    assert keys["guardrail:input:desk:safe_input"].output["output_info"] == "safe"
+    assert sorted(judged) == ["args-judge", "input-judge"] and done == ["look 7"]
+
+    judged.clear()
+    done.clear()
+    copy_id = copy_of(handle.id, [k for k in keys if k != "llm:1"])  # killed before the last model call
+    assert agentspan.resume(copy_id, agent).result(timeout=20).final_output == "30 USD"
+    assert judged == [] and done == []  # both guardrails checked again, their judges answered from the journal

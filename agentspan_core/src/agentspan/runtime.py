@@ -10,9 +10,10 @@ the start, so step keys must be deterministic (see `llm_key`/`call_key`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentspan import approvals
@@ -122,6 +123,17 @@ class ActiveRun:
         key = f"{scope.prefix}llm:{scope.llm_calls}"
         scope.llm_calls += 1
         return key
+
+    @contextlib.contextmanager
+    def scoped(self, key: str) -> Iterator[None]:
+        """Keys the calls made in the block under ``key`` (``<key>/llm:0``, ...): for a framework
+        callback that is not a journaled call itself but makes some (a guardrail running an agent),
+        so its calls keep their keys whatever runs beside it."""
+        token = _scope.set(Scope(prefix=f"{key}/"))
+        try:
+            yield
+        finally:
+            _scope.reset(token)
 
     def next_key(self, name: str) -> str:
         """Returns the key of the next ``name`` step in the current scope (``name:0``, ...), for

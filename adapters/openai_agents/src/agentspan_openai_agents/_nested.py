@@ -1,5 +1,5 @@
-"""Agents run inside a tool call (``agent.as_tool(...)``, or a tool's own ``Runner.run``): their
-model and tool calls are journaled too.
+"""Agents run inside a tool call (``agent.as_tool(...)``, or a tool's own ``Runner.run``) or a
+guardrail check: their model and tool calls are journaled too.
 
 An agent tool is a function tool whose call runs its agent with ``Runner.run`` (or
 ``Runner.run_streamed``) on the very agent object it was made from, and a tool of the app's may
@@ -11,6 +11,11 @@ for models named by the run config, the attempt's journaling provider (`install`
 wrappers on ``Runner.run`` and ``Runner.run_streamed``; every other call passes through
 untouched). The nested calls are journaled under the tool call's key (``llm:0/call:<id>/llm:0``,
 ...), so after a crash the nested agent replays what it had done and goes on from there.
+
+A guardrail is checked again on every attempt (its result decides whether the run goes on), but an
+agent it runs (the SDK's pattern: a small model judging the input) is journaled the same way, under
+the guardrail's key (``guardrail:input:<agent>:<name>/llm:0``; `checking`): a resumed run's check
+gets the judge's journaled answer instead of calling (and paying for) the model again.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ _attempt: contextvars.ContextVar[tuple[AgentWrapper, RunConfig] | None] = contex
     "agentspan_openai_attempt", default=None)
 """The executing attempt's agent wrapper and run config (with its journaling provider)."""
 _install_lock = threading.Lock()
+_checking: contextvars.ContextVar[bool] = contextvars.ContextVar("agentspan_openai_checking", default=False)
 
 
 @contextlib.contextmanager
@@ -46,16 +52,30 @@ def attempt(wrapper: AgentWrapper, config: RunConfig) -> Iterator[None]:
         _attempt.reset(token)
 
 
-def _inside_tool_call() -> bool:
+@contextlib.contextmanager
+def checking(run: agentspan.ActiveRun, key: str) -> Iterator[None]:
+    """Marks the block as the check of the guardrail journaled at ``key``: ``Runner`` calls made in
+    it are journaled under that key."""
+    token = _checking.set(True)
+    try:
+        with run.scoped(key):
+            yield
+    finally:
+        _checking.reset(token)
+
+
+def _inside_journaled_call() -> bool:
+    if agentspan.active_run() is None:
+        return False
     step = agentspan.current_step()
-    return step is not None and step.kind == "tool" and agentspan.active_run() is not None
+    return (step is not None and step.kind == "tool") or _checking.get()
 
 
 def _nested(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The ``Runner`` call's arguments, with the durable clone and the journaling provider when the
     call is made inside a tool call of the executing attempt."""
     current = _attempt.get()
-    if current is None or not _inside_tool_call():
+    if current is None or not _inside_journaled_call():
         return args, kwargs
     wrapper, config = current
     agent = args[0] if args else kwargs.get("starting_agent")

@@ -41,6 +41,7 @@ from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_openai_agents._local_tools import approval_required, journaled_local_tool, value_of
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, JournalingProvider, model_identity
+from agentspan_openai_agents._nested import checking
 
 _Guardrail = typing.TypeVar("_Guardrail", InputGuardrail[Any], OutputGuardrail[Any])
 _ToolGuardrail = typing.TypeVar("_ToolGuardrail", ToolInputGuardrail[Any], ToolOutputGuardrail[Any])
@@ -286,18 +287,18 @@ class AgentWrapper:
 
     def guardrail(self, guardrail: _Guardrail, side: str) -> _Guardrail:
         """Returns a copy of an input or output guardrail whose result goes into the trail
-        (`agentspan.ActiveRun.guardrail`)."""
+        (`agentspan.ActiveRun.guardrail`) and whose own ``Runner`` calls are journaled (`checking`)."""
         check = guardrail.guardrail_function
         name = guardrail.get_name()
 
         async def guardrail_function(context: Any, agent: Agent[Any], value: Any) -> Any:
-            output = check(context, agent, value)
-            if inspect.isawaitable(output):
-                output = await output
             run = agentspan.active_run()
-            if run is not None:
-                await run.guardrail(side=side, agent=agent.name, name=name,
-                                    tripwire_triggered=bool(output.tripwire_triggered), info=output.output_info)
+            if run is None:
+                return await value_of(check(context, agent, value))
+            with checking(run, run.call_key(f"{side}:{agent.name}:{name}", kind="guardrail")):
+                output = await value_of(check(context, agent, value))
+            await run.guardrail(side=side, agent=agent.name, name=name,
+                                tripwire_triggered=bool(output.tripwire_triggered), info=output.output_info)
             return output
 
         return dataclasses.replace(guardrail, guardrail_function=guardrail_function, name=name)
@@ -305,20 +306,21 @@ class AgentWrapper:
     @staticmethod
     def tool_guardrail(guardrail: _ToolGuardrail, side: str) -> _ToolGuardrail:
         """Returns a copy of a tool input or output guardrail whose result goes into the trail,
-        under the key of the tool call it checked."""
+        under the key of the tool call it checked (its own ``Runner`` calls journaled there too)."""
         check = guardrail.guardrail_function
         name = guardrail.get_name()
 
         async def guardrail_function(data: Any) -> Any:
-            output = check(data)
-            if inspect.isawaitable(output):
-                output = await output
             run = agentspan.active_run()
-            if run is not None:
-                behavior = dict(output.behavior)  # a TypedDict: {"type": "allow" | "reject_content" | ...}
-                await run.guardrail(side=side, agent=data.agent.name, name=name,
-                                    tripwire_triggered=behavior.get("type") != "allow", info=output.output_info,
-                                    call_id=data.context.tool_call_id, behavior=behavior)
+            if run is None:
+                return await value_of(check(data))
+            call_id = data.context.tool_call_id
+            with checking(run, f"{run.call_key(call_id)}/guardrail:{side}:{name}"):
+                output = await value_of(check(data))
+            behavior = dict(output.behavior)  # a TypedDict: {"type": "allow" | "reject_content" | ...}
+            await run.guardrail(side=side, agent=data.agent.name, name=name,
+                                tripwire_triggered=behavior.get("type") != "allow", info=output.output_info,
+                                call_id=call_id, behavior=behavior)
             return output
 
         return dataclasses.replace(guardrail, guardrail_function=guardrail_function, name=name)
