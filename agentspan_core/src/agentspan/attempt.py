@@ -30,6 +30,9 @@ class Scope:
     chain_hash: str = GENESIS
     counts: dict[str, int] = field(default_factory=dict)
     """Steps of other kinds keyed by order (`ActiveRun.next_key`), by name."""
+    before_call: tuple[int, int, Any, str] | None = None
+    """``(llm_calls, seen_items, first_item, chain_hash)`` before the last model call's key was
+    given out (`ActiveRun.model_call_failed` puts them back)."""
 
 
 @dataclass(frozen=True)

@@ -120,9 +120,19 @@ class ActiveRun:
     def llm_key(self) -> str:
         """Returns the key of the next model call in the current scope (``llm:0``, ``llm:1``...)."""
         scope = self._current_scope()
+        scope.before_call = (scope.llm_calls, scope.seen_items, scope.first_item, scope.chain_hash)
         key = f"{scope.prefix}llm:{scope.llm_calls}"
         scope.llm_calls += 1
         return key
+
+    def model_call_failed(self, key: str) -> None:
+        """Gives back the key of the model call that just raised, and the conversation hash as it was
+        before it: the scope's next model call (the framework retrying it) is that step's next
+        attempt, with the same input hash, so a run that retried a failed call replays as it ran."""
+        scope = self._current_scope()
+        if scope.before_call is not None and key == f"{scope.prefix}llm:{scope.before_call[0]}":
+            scope.llm_calls, scope.seen_items, scope.first_item, scope.chain_hash = scope.before_call
+            scope.before_call = None
 
     @contextlib.contextmanager
     def scoped(self, key: str) -> Iterator[None]:
@@ -226,7 +236,9 @@ class ActiveRun:
         """
         recorded = self.journal.get(key)
         attempt = 1
-        if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash):
+        if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash) and (
+            key in self.recorded or recorded.status is not StepStatus.FAILED  # a call failed just now: not a record
+        ):
             await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
             recorded = None  # going on live (on_divergence="live"): the journal from here on is aside
         if recorded is not None:

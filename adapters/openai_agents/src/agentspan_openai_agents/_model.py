@@ -100,7 +100,11 @@ class JournalingModel(Model):
         if run is None:
             return await invoke()
         key, step_input, input_hash = self._request(run, system_instructions, input, tools, output_schema, handoffs)
-        response = await self._journal(run, key, step_input, input_hash, invoke)
+        try:
+            response = await self._journal(run, key, step_input, input_hash, invoke)
+        except Exception:
+            run.model_call_failed(key)  # the SDK's retry of this call is this step's next attempt
+            raise
         self._responded(run, key, response)
         return response
 
@@ -121,9 +125,13 @@ class JournalingModel(Model):
             return
         key, step_input, input_hash = self._request(run, system_instructions, input, tools, output_schema, handoffs)
         journal = functools.partial(self._journal, run, key, step_input, input_hash)
-        async for event in journaled_stream(key, open_stream, journal, self.identity.model,
-                                            functools.partial(self._responded, run, key)):
-            yield event
+        try:
+            async for event in journaled_stream(key, open_stream, journal, self.identity.model,
+                                                functools.partial(self._responded, run, key)):
+                yield event
+        except Exception:
+            run.model_call_failed(key)
+            raise
 
     def _request(self, run: agentspan.ActiveRun, system_instructions: str | None, input: Any, tools: list[Any],
                  output_schema: Any, handoffs: list[Any]) -> tuple[str, dict[str, Any], str]:
