@@ -1,5 +1,5 @@
 """openai-agents tools run by the app's own executors and editors (`ShellTool`, `LocalShellTool`,
-`ApplyPatchTool`): each call (each patch operation) is a journaled ``tool`` step, replayed on resume
+`ApplyPatchTool`, `CustomTool`): each call (each patch operation) is a journaled ``tool`` step, replayed on resume
 instead of run again; a tool's ``needs_approval`` is an Agentspan approval. The executors run real
 commands (``bash -c``); the editor writes real files."""
 
@@ -224,3 +224,42 @@ def test_apply_patch_needs_approval_is_an_agentspan_approval_per_operation(tmp_p
     (rejected,) = [s for s in handle.steps() if s.key == "llm:1/call:p2/op:0"]
     assert "keep it" in str(rejected.output)
     assert ("create_file", "p1") in asked and ("delete_file", "p2") in asked
+
+
+def custom_call(call_id: str, text: str) -> Any:
+    from openai.types.responses.response_custom_tool_call import ResponseCustomToolCall
+
+    return ResponseCustomToolCall(id=f"ct_{call_id}", call_id=call_id, type="custom_tool_call", name="sql", input=text)
+
+
+def test_custom_tool_calls_are_journaled_replayed_and_approval_gated(tmp_path):
+    from agents import CustomTool
+
+    queries: list[str] = []
+
+    async def run_sql(ctx: Any, text: str) -> str:
+        queries.append(text)
+        return f"{len(queries)} row(s) for {text}"
+
+    def writes_need_approval(run_context: Any, text: str, call_id: str) -> bool:
+        return not text.startswith("SELECT")
+
+    sql = CustomTool(name="sql", description="Run SQL.", on_invoke_tool=run_sql, needs_approval=writes_need_approval)
+    script = [custom_call("q1", "SELECT 1"), custom_call("q2", "DELETE FROM t"), "finished"]
+    agent = Agent(name="db", tools=[sql], model=ScriptedModel(script, name="m"))
+    handle = agentspan.start(agent, "Query, then clean up.")
+    approval = wait_for_approval(handle)
+    assert (approval.tool, approval.step_key, approval.args) == ("sql", "llm:1/call:q2", {"input": "DELETE FROM t"})
+    assert queries == ["SELECT 1"]
+    handle.approve()
+    assert handle.result(timeout=20).final_output == "finished"
+    tools = [s for s in handle.steps() if s.kind.value == "tool"]
+    assert [(s.key, s.input, s.output) for s in tools] == [
+        ("llm:0/call:q1", {"input": "SELECT 1"}, "1 row(s) for SELECT 1"),
+        ("llm:1/call:q2", {"input": "DELETE FROM t"}, "2 row(s) for DELETE FROM t")]
+
+    keys = [s.key for s in handle.steps()]
+    copy_id = crashed_copy(handle.id, keep=keys.index("llm:1/call:q2") + 1)  # killed after the second query
+    queries.clear()
+    assert agentspan.resume(copy_id, agent).result(timeout=20).final_output == "finished"
+    assert queries == []

@@ -1,14 +1,15 @@
 """Tools the SDK runs on this machine through an object of the app's: `ShellTool` (with a local
-environment), `LocalShellTool` and `ApplyPatchTool`.
+environment), `LocalShellTool`, `ApplyPatchTool` and `CustomTool` (raw text input).
 
-The model asks for them with items of their own (``shell_call``, ``local_shell_call``), not
-function calls, and the SDK hands each call to the tool's ``executor``. `journaled_local_tool`
-returns a copy whose executor runs each call as a journaled ``tool`` step (`ActiveRun.tool`), so
-a command that completed is replayed after a crash instead of run again; its arguments are the
-action the model asked for. A `ShellTool`'s ``needs_approval`` (a bool, or the SDK's
-``(run_context, action, call_id)`` function) becomes an Agentspan approval, as a function tool's
-does (its ``on_approval`` hook is then not asked: the decision is a person's, from the API, CLI,
-web UI or Slack).
+The model asks for them with items of their own (``shell_call``, ``local_shell_call``,
+``custom_tool_call``), not function calls, and the SDK hands each call to the tool's ``executor``
+(a `CustomTool`'s ``on_invoke_tool``). `journaled_local_tool` returns a copy whose executor runs
+each call as a journaled ``tool`` step (`ActiveRun.tool`), so a call that completed is replayed
+after a crash instead of run again; its arguments are what the model asked for (the action; a
+custom tool's ``{"input": text}``). A `ShellTool`'s or `CustomTool`'s ``needs_approval`` (a bool,
+or the SDK's ``(run_context, action or input, call_id)`` function) becomes an Agentspan approval, as
+a function tool's does (its ``on_approval`` hook is then not asked: the decision is a person's,
+from the API, CLI, web UI or Slack).
 
 An `ApplyPatchTool`'s editor gets each operation of a call (create, update or delete a file) without
 the call's id; the SDK hands that id, with the very operation object, to the tool's
@@ -26,7 +27,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from agents import ApplyPatchTool, LocalShellTool, ShellTool
+from agents import ApplyPatchTool, CustomTool, LocalShellTool, ShellTool
 from agents.editor import ApplyPatchOperation, ApplyPatchResult
 from agents.tool import (
     LocalShellCommandRequest,
@@ -55,6 +56,8 @@ def journaled_local_tool(tool: Any) -> Any:
         return _shell(tool)
     if isinstance(tool, LocalShellTool):
         return _local_shell(tool)
+    if isinstance(tool, CustomTool):
+        return _custom(tool)
     if isinstance(tool, ApplyPatchTool):
         editor = JournaledEditor(tool)
         return dataclasses.replace(tool, editor=editor, needs_approval=editor.note, on_approval=None)
@@ -163,6 +166,23 @@ def load_patch_result(output: Any) -> ApplyPatchResult:
     if isinstance(output, dict):
         return ApplyPatchResult(status=output.get("status"), output=output.get("output"))
     return ApplyPatchResult(status="failed", output=str(output))
+
+
+def _custom(tool: CustomTool) -> CustomTool:
+    executor = tool.on_invoke_tool
+    needs_approval = tool.needs_approval
+
+    async def run_custom(ctx: Any, tool_input: str) -> Any:
+        run = agentspan.active_run()
+        if run is None:
+            return await value_of(executor(ctx, tool_input))
+        call_id = ctx.tool_call_id
+        required = await approval_required(needs_approval, ctx, tool_input, call_id)
+        return await run.tool(key=run.call_key(call_id), name=tool.name, args={"input": tool_input},
+                              invoke=lambda: value_of(executor(ctx, tool_input)), needs_approval=required,
+                              call_id=call_id)
+
+    return dataclasses.replace(tool, on_invoke_tool=run_custom, needs_approval=False, on_approval=None)
 
 
 def dump_shell_output(result: Any) -> Any:
