@@ -4,16 +4,15 @@ Adapters route every intercepted call through `ActiveRun.step` (or `ActiveRun.to
 completed step returns its recorded output without calling anything; anything else runs live and
 is journaled when it ends (a tool call also ``started`` before it runs, held back while that
 marker may be lost: `agentspan.stores.deferred`). Re-execution replays the framework's loop from
-the start, so step keys must be deterministic (see `llm_key`/`call_key`).
+the start, so step keys must be deterministic (`agentspan.keys`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentspan import approvals
@@ -22,7 +21,8 @@ from agentspan.diffing import describe_difference
 from agentspan.divergence import OnDivergence, diverged, input_change, policy_of, without_core_options
 from agentspan.errors import InDoubtStepError
 from agentspan.events import EventSink, event_sink
-from agentspan.hashing import chain, digest
+from agentspan.hashing import digest
+from agentspan.keys import StepKeys, _scope
 from agentspan.models import price_usd
 from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus, now
 from agentspan.stores.base import Store, call_store
@@ -39,7 +39,6 @@ async_writes: contextvars.ContextVar[bool] = contextvars.ContextVar("agentspan_a
 """True while a run executes in the caller's own event loop (``await agentspan.run_async``): a
 store with awaitable step writes (`RemoteStore`) is awaited there instead of called on a worker
 thread."""
-_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("agentspan_scope", default=None)
 
 
 def active_run() -> ActiveRun | None:
@@ -47,7 +46,7 @@ def active_run() -> ActiveRun | None:
     return _active.get()
 
 
-class ActiveRun:
+class ActiveRun(StepKeys):
     """The journal of one run as seen by one execution attempt holding the run's lease.
 
     Args:
@@ -111,81 +110,6 @@ class ActiveRun:
     def events(self) -> EventSink | None:
         """Where a streaming adapter puts the framework's events (None: the run is not streamed)."""
         return event_sink.get()
-
-    def _current_scope(self) -> Scope:
-        scope = _scope.get()
-        return scope if scope is not None else self._root
-
-    # ---- keys ---------------------------------------------------------------------------
-    def llm_key(self) -> str:
-        """Returns the key of the next model call in the current scope (``llm:0``, ``llm:1``...)."""
-        scope = self._current_scope()
-        scope.before_call = (scope.llm_calls, scope.seen_items, scope.first_item, scope.chain_hash)
-        key = f"{scope.prefix}llm:{scope.llm_calls}"
-        scope.llm_calls += 1
-        return key
-
-    def model_call_failed(self, key: str) -> None:
-        """Gives back the key of the model call that just raised, and the conversation hash as it was
-        before it: the scope's next model call (the framework retrying it) is that step's next
-        attempt, with the same input hash, so a run that retried a failed call replays as it ran."""
-        scope = self._current_scope()
-        if scope.before_call is not None and key == f"{scope.prefix}llm:{scope.before_call[0]}":
-            scope.llm_calls, scope.seen_items, scope.first_item, scope.chain_hash = scope.before_call
-            scope.before_call = None
-
-    @contextlib.contextmanager
-    def scoped(self, key: str) -> Iterator[None]:
-        """Keys the calls made in the block under ``key`` (``<key>/llm:0``, ...): for a framework
-        callback that is not a journaled call itself but makes some (a guardrail running an agent),
-        so its calls keep their keys whatever runs beside it."""
-        token = _scope.set(Scope(prefix=f"{key}/"))
-        try:
-            yield
-        finally:
-            _scope.reset(token)
-
-    def next_key(self, name: str) -> str:
-        """Returns the key of the next ``name`` step in the current scope (``name:0``, ...), for
-        calls an adapter can only tell apart by their order (a conversation store's reads)."""
-        scope = self._current_scope()
-        index = scope.counts.get(name, 0)
-        scope.counts[name] = index + 1
-        return f"{scope.prefix}{name}:{index}"
-
-    def conversation_hash(self, items: Sequence[Any], dump: Callable[[Any], JSON], extra: JSON) -> tuple[JSON, str]:
-        """Chains the hash of a model call's input over what is new since the previous call.
-
-        Args:
-            items: The conversation passed to the model.
-            dump: Converts one item to JSON.
-            extra: Small per-call JSON hashed in full (instructions, tool names).
-
-        Returns:
-            ``(new_items_json, input_hash)``; the per-call cost is proportional to the new items.
-            Items are new after the previous call's when they continue it (as long, and the same
-            first item); otherwise (a server-side conversation sends only what it lacks, an input
-            filter keeps a window) all of them are.
-        """
-        scope = self._current_scope()
-        continues = len(items) >= scope.seen_items and bool(items) and items[0] == scope.first_item
-        delta = [dump(item) for item in items[scope.seen_items if continues else 0:]]
-        scope.seen_items = len(items)
-        scope.first_item = items[0] if items else None
-        scope.chain_hash = chain(scope.chain_hash, [extra, delta])
-        return delta, scope.chain_hash
-
-    def register_calls(self, llm_key: str, call_ids: Sequence[str | None]) -> None:
-        """Records the tool/handoff call ids a model response asked for, in response order."""
-        for index, call_id in enumerate(call_ids):
-            self._call_keys[call_id or f"#{llm_key}/{index}"] = f"{llm_key}/call:{call_id or index}"
-
-    def call_key(self, call_id: str | None, kind: str = "tool") -> str:
-        """Returns the key of a tool/handoff call, derived from the response that asked for it."""
-        key = self._call_keys.get(call_id) if call_id else None
-        if key is not None:
-            return key
-        return f"{self._current_scope().prefix}{kind}:{call_id}"
 
     # ---- the journaled call -------------------------------------------------------------
     async def replays(self, *, key: str, name: str | None, input: JSON, input_hash: str | None) -> bool:

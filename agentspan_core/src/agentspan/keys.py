@@ -1,0 +1,102 @@
+"""Step keys of one execution attempt (`StepKeys`, a part of `agentspan.ActiveRun`).
+
+A resumed run re-enters the framework's loop from the start, so every journaled call must get the
+same key on every attempt: model calls are counted within their scope (the run, or a tool call or
+guardrail inside it), tool and handoff calls are keyed by the model response that asked for them,
+and other calls an adapter can only tell apart by their order are counted by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from agentspan.attempt import Scope
+from agentspan.hashing import chain
+from agentspan.records import JSON
+
+_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("agentspan_scope", default=None)
+"""The key scope of the calls made in this context (None: the run's own)."""
+
+
+class StepKeys:
+    """The key-giving half of `agentspan.ActiveRun`."""
+
+    _root: Scope
+    _call_keys: dict[str, str]
+
+    def _current_scope(self) -> Scope:
+        scope = _scope.get()
+        return scope if scope is not None else self._root
+
+    def llm_key(self) -> str:
+        """Returns the key of the next model call in the current scope (``llm:0``, ``llm:1``...)."""
+        scope = self._current_scope()
+        scope.before_call = (scope.llm_calls, scope.seen_items, scope.first_item, scope.chain_hash)
+        key = f"{scope.prefix}llm:{scope.llm_calls}"
+        scope.llm_calls += 1
+        return key
+
+    def model_call_failed(self, key: str) -> None:
+        """Gives back the key of the model call that just raised, and the conversation hash as it was
+        before it: the scope's next model call (the framework retrying it) is that step's next
+        attempt, with the same input hash, so a run that retried a failed call replays as it ran."""
+        scope = self._current_scope()
+        if scope.before_call is not None and key == f"{scope.prefix}llm:{scope.before_call[0]}":
+            scope.llm_calls, scope.seen_items, scope.first_item, scope.chain_hash = scope.before_call
+            scope.before_call = None
+
+    @contextlib.contextmanager
+    def scoped(self, key: str) -> Iterator[None]:
+        """Keys the calls made in the block under ``key`` (``<key>/llm:0``, ...): for a framework
+        callback that is not a journaled call itself but makes some (a guardrail running an agent),
+        so its calls keep their keys whatever runs beside it."""
+        token = _scope.set(Scope(prefix=f"{key}/"))
+        try:
+            yield
+        finally:
+            _scope.reset(token)
+
+    def next_key(self, name: str) -> str:
+        """Returns the key of the next ``name`` step in the current scope (``name:0``, ...), for
+        calls an adapter can only tell apart by their order (a conversation store's reads)."""
+        scope = self._current_scope()
+        index = scope.counts.get(name, 0)
+        scope.counts[name] = index + 1
+        return f"{scope.prefix}{name}:{index}"
+
+    def conversation_hash(self, items: Sequence[Any], dump: Callable[[Any], JSON], extra: JSON) -> tuple[JSON, str]:
+        """Chains the hash of a model call's input over what is new since the previous call.
+
+        Args:
+            items: The conversation passed to the model.
+            dump: Converts one item to JSON.
+            extra: Small per-call JSON hashed in full (instructions, tool names).
+
+        Returns:
+            ``(new_items_json, input_hash)``; the per-call cost is proportional to the new items.
+            Items are new after the previous call's when they continue it (as long, and the same
+            first item); otherwise (a server-side conversation sends only what it lacks, an input
+            filter keeps a window) all of them are.
+        """
+        scope = self._current_scope()
+        continues = len(items) >= scope.seen_items and bool(items) and items[0] == scope.first_item
+        delta = [dump(item) for item in items[scope.seen_items if continues else 0:]]
+        scope.seen_items = len(items)
+        scope.first_item = items[0] if items else None
+        scope.chain_hash = chain(scope.chain_hash, [extra, delta])
+        return delta, scope.chain_hash
+
+    def register_calls(self, llm_key: str, call_ids: Sequence[str | None]) -> None:
+        """Records the tool/handoff call ids a model response asked for, in response order."""
+        for index, call_id in enumerate(call_ids):
+            self._call_keys[call_id or f"#{llm_key}/{index}"] = f"{llm_key}/call:{call_id or index}"
+
+    def call_key(self, call_id: str | None, kind: str = "tool") -> str:
+        """Returns the key of a tool/handoff call, derived from the response that asked for it."""
+        key = self._call_keys.get(call_id) if call_id else None
+        if key is not None:
+            return key
+        return f"{self._current_scope().prefix}{kind}:{call_id}"
