@@ -111,7 +111,7 @@ def test_sigkill_then_resume_with_the_session_keeps_it_as_an_uncrashed_run(child
     assert shape(items_of(session)) == ["user", "function_call", "function_call_output", "message"]
 
 
-def test_a_worker_leaves_a_run_that_needs_its_session(child_env, caplog):
+def test_a_worker_goes_on_with_a_session_run_only_with_options_for_it(child_env, caplog):
     run_id = new_id()
     crashed = child(child_env, "start", run_id, "session", crash_at="between:1")
     assert crashed.returncode == -9, crashed.stderr
@@ -120,11 +120,23 @@ def test_a_worker_leaves_a_run_that_needs_its_session(child_env, caplog):
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
     with caplog.at_level("WARNING", logger="agentspan"):
-        assert agentspan.serve(agent, stop=stop, poll_interval=0.05) == 0
+        assert agentspan.serve(agent, stop=stop, poll_interval=0.05) == 0  # no session: left alone
     assert agentspan.get(run_id).status() is agentspan.RunStatus.RUNNING
-    assert [r.getMessage() for r in caplog.records].count(
-        f"a worker cannot take run {run_id} up: run {run_id!r} was started with the session 'support-chat'; "
-        f"go on with it in a process that has that session: agentspan.resume({run_id!r}, agent, session=session)") == 1
+    told = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"a worker cannot take run {run_id}")]
+    assert len(told) == 1 and "started with the session 'support-chat'" in told[0] and "options_for" in told[0]
+
+    database = str(home() / "conversation.db")
+    made: list[str | None] = []
+
+    def options_for(run: agentspan.Run) -> dict[str, Any]:
+        made.append(run.session_id)
+        return {"session": SQLiteSession(run.session_id, database), "hooks": oa_support.CrashHooks()}
+
+    assert agentspan.serve(agent, max_runs=1, poll_interval=0.05, options_for=options_for) == 1
+    assert agentspan.get(run_id).result(timeout=20) == oa_support.FINAL and made == ["support-chat"]
+    assert shape(items_of(SQLiteSession("support-chat", database))) == [
+        "user", "function_call", "function_call_output", "message"]
+    assert sorted(calls_of("m")) == [0, 1]
 
 
 def test_a_conversation_kept_by_the_server_is_journaled_call_by_call(home):

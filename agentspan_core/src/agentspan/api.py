@@ -9,6 +9,7 @@ import contextlib
 import logging
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from agentspan import attached, divergence, executor, leases, runtime
@@ -311,7 +312,8 @@ def _adapter_of(run: Run, target: Any, options: dict[str, Any]) -> Adapter:
 
 
 def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: float | None = None,
-          max_runs: int | None = None, concurrency: int | None = None) -> int:
+          max_runs: int | None = None, concurrency: int | None = None,
+          options_for: Callable[[Run], dict[str, Any]] | None = None) -> int:
     """Runs a worker: claims orphaned runs (lease expired) and runs whose approvals were decided.
 
     Args:
@@ -321,6 +323,10 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
         max_runs: Return after finishing this many runs (None: serve until ``stop``).
         concurrency: At most this many runs executing in this worker at once (None: no limit);
             runs beyond it are not claimed, so other workers can take them.
+        options_for: The runner options to go on with a run (what `resume` takes as ``**options``:
+            an openai-agents run's ``session``, a ``context`` object), made from its record;
+            None: none. A run its options do not satisfy (`Adapter.check_options`), or whose
+            options cannot be made (the callable raised), is left alone, with one warning.
 
     Returns:
         How many runs this worker completed or suspended.
@@ -354,29 +360,32 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
             ):
                 continue
             adapter, target = table[run.agent]
-            if adapter.framework != run.framework or not _can_serve(adapter, run):
+            options = _options_for(adapter, run, options_for) if adapter.framework == run.framework else None
+            if options is None:
                 continue
             try:
                 claimed = store.claim_run(run.id, owner=leases.owner_id(), expected_epoch=run.lease_epoch,
                                           lease_expires_at=now() + settings().lease_ttl)
             except Exception:
                 continue  # another worker won the race
-            active[run.id] = _spawn(store, claimed, adapter, target, {}, on_wait="release")
+            active[run.id] = _spawn(store, claimed, adapter, target, options, on_wait="release")
         stop.wait(interval)
     # Runs that ended since the last poll count too (a stop right after a run ended must not lose it).
     return finished + sum(1 for h in active.values() if h._future is not None and h._future.done())
 
 
-def _can_serve(adapter: Adapter, run: Run) -> bool:
-    """Whether a worker (no runner options) can go on with ``run``; logs why not (once a run)."""
+def _options_for(adapter: Adapter, run: Run,
+                 options_for: Callable[[Run], dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The runner options a worker goes on with ``run`` with, or None when it cannot (logged once a run)."""
     try:
-        adapter.check_options(run, {})
-    except ConfigurationError as exc:
+        options = {} if options_for is None else dict(options_for(run))
+        adapter.check_options(run, options)
+    except Exception as exc:
         if run.id not in _told_unservable:
             _told_unservable.add(run.id)
             log.warning("a worker cannot take run %s up: %s", run.id, exc)
-        return False
-    return True
+        return None
+    return options
 
 
 _told_unservable: set[str] = set()

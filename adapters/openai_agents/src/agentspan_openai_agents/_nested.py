@@ -73,7 +73,7 @@ def _inside_journaled_call() -> bool:
 
 def _nested(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The ``Runner`` call's arguments, with the durable clone and the journaling provider when the
-    call is made inside a tool call of the executing attempt."""
+    call is made inside a tool call or guardrail check of the executing attempt."""
     current = _attempt.get()
     if current is None or not _inside_journaled_call():
         return args, kwargs

@@ -9,9 +9,11 @@ each call is a ``checkpoint`` step of the run, keyed by order (``session:0``, ``
 a completed read is served from the journal, a completed write is not made again.
 
 A run started with a session records that session's id; resuming it needs the same session
-(``agentspan.resume(run_id, agent, session=session)``). Sessions that compact themselves through a
-model (``run_compaction``, `OpenAIResponsesCompactionSession`) are refused: compaction rewrites
-the store outside the calls journaled here.
+(``agentspan.resume(run_id, agent, session=session)``; a worker makes it from the run's record:
+``agentspan.serve(agent, options_for=lambda run: {"session": SQLiteSession(run.session_id, ...)})``).
+Sessions that compact themselves through a model (``run_compaction``,
+`OpenAIResponsesCompactionSession`) are refused: compaction rewrites the store outside the calls
+journaled here.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def check_resumed_session(run_id: str, stored_options: Mapping[str, Any], sessio
         if started_with is not None:
             raise ConfigurationError(
                 f"run {run_id!r} was started with the session {started_with!r}; go on with it in a process "
-                f"that has that session: agentspan.resume({run_id!r}, agent, session=session)")
+                f"that has that session: agentspan.resume({run_id!r}, agent, session=session), or a worker's "
+                "agentspan.serve(agent, options_for=lambda run: {'session': ...})")
         return
     check_session(session)
     if started_with is not None and session.session_id != started_with:
