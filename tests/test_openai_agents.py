@@ -542,3 +542,27 @@ def test_a_worker_runs_at_most_concurrency_runs_at_once():
     assert in_flight["most"] == 1 and effects == ["slow 1"] * 3
     with pytest.raises(ConfigurationError, match="concurrency must be a whole number of at least 1"):
         agentspan.serve(agent, concurrency=0)
+
+
+def test_hooks_fire_for_replayed_calls_and_replaying_tells_them_apart():
+    """The SDK runs its loop again on resume, so its hooks fire for journaled calls too;
+    `agentspan.replaying()` is True until the attempt's first live call."""
+    from agents import RunHooks
+
+    fired: list[tuple[str, bool]] = []
+
+    class Hooks(RunHooks):
+        async def on_llm_end(self, context, agent, response) -> None:
+            fired.append(("llm", agentspan.replaying()))
+
+        async def on_tool_end(self, context, agent, tool, result) -> None:
+            fired.append(("tool", agentspan.replaying()))
+
+    agent = Agent(name="calc", tools=[add], model=ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"], name="m"))
+    handle = agentspan.start(agent, "1+2?", hooks=Hooks())
+    assert handle.result(timeout=20).final_output == "3"
+    assert fired == [("llm", False), ("tool", False), ("llm", False)] and not agentspan.replaying()
+    fired.clear()
+    copy_id = crashed_copy(handle.id, keep=2)  # killed after the tool call
+    assert agentspan.resume(copy_id, agent, hooks=Hooks()).result(timeout=20).final_output == "3"
+    assert fired == [("llm", True), ("tool", True), ("llm", False)]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from agentspan.handle import Handle
     from agentspan.instrumentation import instrument, uninstrument
     from agentspan.records import Approval, ApprovalStatus, Run, RunStatus, Step, StepKind, StepStatus
-    from agentspan.runtime import ActiveRun, active_run
+    from agentspan.runtime import ActiveRun, active_run, replaying
     from agentspan.streaming import StreamedRun, resume_streamed, run_streamed
 
 __version__ = "0.1.0"
@@ -38,6 +38,7 @@ _LAZY = {
     "RunStatus": "agentspan.records", "Step": "agentspan.records", "StepKind": "agentspan.records",
     "StepStatus": "agentspan.records",
     "ActiveRun": "agentspan.runtime", "LlmMetrics": "agentspan.attempt", "active_run": "agentspan.runtime",
+    "replaying": "agentspan.runtime",
     "StreamedRun": "agentspan.streaming", "run_streamed": "agentspan.streaming",
     "resume_streamed": "agentspan.streaming",
 }
@@ -59,7 +60,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ActiveRun", "Approval", "ApprovalStatus", "Handle", "LlmMetrics", "Run", "RunStatus", "Step",
     "StepInfo", "StepKind", "StepStatus", "StreamedRun", "ToolOptions", "__version__", "active_run",
-    "configure", "current_step", "errors", "get", "get_store", "instrument", "resume", "resume_async",
+    "configure", "current_step", "errors", "get", "get_store", "instrument", "replaying", "resume", "resume_async",
     "resume_streamed", "retry", "run", "run_async", "run_streamed", "serve", "settings", "start", "tool",
     "tool_options", "uninstrument",
 ]

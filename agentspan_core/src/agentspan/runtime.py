@@ -46,6 +46,18 @@ def active_run() -> ActiveRun | None:
     return _active.get()
 
 
+def replaying() -> bool:
+    """Whether the durable run executing in this context is serving its journal: from the start of a
+    resumed attempt until its first live call.
+
+    A framework runs its own loop again on resume, so its hooks and callbacks (openai-agents'
+    ``RunHooks.on_tool_end``, ...) fire for replayed calls too: a hook with an outside effect (a
+    message, a bill) skips it while this is True; one that rebuilds in-memory state does not.
+    """
+    run = _active.get()
+    return run is not None and not run.live_started and bool(run.recorded)
+
+
 class ActiveRun(StepKeys):
     """The journal of one run as seen by one execution attempt holding the run's lease.
 
@@ -80,6 +92,8 @@ class ActiveRun(StepKeys):
         """The framework's call id of each traced tool call until its step ends (its
         ``gen_ai.tool.call.id``; keys may hold an index instead)."""
         self.counters = Counters()
+        self.live_started = False
+        """Whether a call went live in this attempt (`replaying`)."""
         self.strict = current_strict_replay()
         """The strict replay serving this run's would-be live calls (None: a normal run)."""
         self.trace: RunTrace | None = None
@@ -130,6 +144,7 @@ class ActiveRun(StepKeys):
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
             return True
         self.store.wait_durable()  # the framework makes the call next: what it acts on is on disk first
+        self.live_started = True
         return False
 
     async def step(
@@ -197,6 +212,7 @@ class ActiveRun(StepKeys):
         info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind._value_, name)
         info_token = _current_step.set(info)
         scope_token = _scope.set(Scope(prefix=f"{key}/")) if child_scope else None
+        self.live_started = True
         started = time.perf_counter()
         try:
             value = await invoke()
