@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agents import ApplyPatchTool, CustomTool, LocalShellTool, ShellTool
@@ -48,6 +48,16 @@ async def value_of(returned: Any) -> Any:
 async def approval_required(policy: Any, *args: Any) -> bool:
     """A tool's SDK ``needs_approval``: a bool, or a policy function (maybe async) of ``args``."""
     return bool(await value_of(policy(*args)) if callable(policy) else policy)
+
+
+async def journaled_call(run: agentspan.ActiveRun, *, name: str, call_id: str, args: Any,
+                         invoke: Callable[[], Any], policy: Any = False, policy_args: tuple[Any, ...] = (),
+                         dump: Callable[[Any], Any] | None = None, suffix: str = "") -> Any:
+    """One call of a local tool as a journaled ``tool`` step at its call's key (plus ``suffix``),
+    gated by an approval when the tool's ``needs_approval`` ``policy`` asks for one."""
+    required = await approval_required(policy, *policy_args)
+    return await run.tool(key=run.call_key(call_id) + suffix, name=name, args=args, invoke=invoke,
+                          needs_approval=required, dump=dump, call_id=call_id)
 
 
 def journaled_local_tool(tool: Any) -> Any:
@@ -75,10 +85,9 @@ def _shell(tool: ShellTool) -> ShellTool:
         action, call_id = request.data.action, request.data.call_id
         args = {"commands": list(action.commands), "timeout_ms": action.timeout_ms,
                 "max_output_length": action.max_output_length}
-        required = await approval_required(needs_approval, request.ctx_wrapper, action, call_id)
-        output = await run.tool(key=run.call_key(call_id), name=tool.name, args=args,
-                                invoke=lambda: value_of(executor(request)), needs_approval=required,
-                                dump=dump_shell_output, call_id=call_id)
+        output = await journaled_call(run, name=tool.name, call_id=call_id, args=args,
+                                      invoke=lambda: value_of(executor(request)), policy=needs_approval,
+                                      policy_args=(request.ctx_wrapper, action, call_id), dump=dump_shell_output)
         return load_shell_output(output)
 
     return dataclasses.replace(tool, executor=run_commands, needs_approval=False, on_approval=None)
@@ -91,10 +100,9 @@ def _local_shell(tool: LocalShellTool) -> LocalShellTool:
         run = agentspan.active_run()
         if run is None:
             return str(await value_of(executor(request)))
-        call_id = request.data.call_id
-        args = request.data.action.model_dump(mode="json", exclude_none=True)
-        output = await run.tool(key=run.call_key(call_id), name=tool.name, args=args,
-                                invoke=lambda: value_of(executor(request)), dump=str, call_id=call_id)
+        output = await journaled_call(run, name=tool.name, call_id=request.data.call_id,
+                                      args=request.data.action.model_dump(mode="json", exclude_none=True),
+                                      invoke=lambda: value_of(executor(request)), dump=str)
         return str(output)
 
     return dataclasses.replace(tool, executor=run_command)
@@ -140,32 +148,28 @@ class JournaledEditor:
         return self._journaled(run, ctx, operation, call_id, index, edit)
 
     async def _journaled(self, run: agentspan.ActiveRun, ctx: Any, operation: ApplyPatchOperation, call_id: str,
-                         index: int, edit: Callable[[ApplyPatchOperation], Any]) -> ApplyPatchResult:
-        required = await approval_required(self.tool.needs_approval, ctx, operation, call_id)
+                         index: int, edit: Callable[[ApplyPatchOperation], Any]) -> Any:
         args = {"type": operation.type, "path": operation.path, "diff": operation.diff, "move_to": operation.move_to}
-        output = await run.tool(key=f"{run.call_key(call_id)}/op:{index}", name=self.tool.name, args=args,
-                                invoke=lambda: value_of(edit(operation)), needs_approval=required,
-                                dump=dump_patch_result, call_id=call_id)
+        output = await journaled_call(run, name=self.tool.name, call_id=call_id, args=args, suffix=f"/op:{index}",
+                                      invoke=lambda: value_of(edit(operation)), policy=self.tool.needs_approval,
+                                      policy_args=(ctx, operation, call_id), dump=dump_patch_result)
         return load_patch_result(output)
 
 
 def dump_patch_result(result: Any) -> dict[str, Any]:
-    """An editor's result (an `ApplyPatchResult`, a mapping, text or None) as ``{"status", "output"}``."""
+    """An editor's result (an `ApplyPatchResult`, a mapping, text or None) as ``{"status", "output"}``;
+    the SDK normalizes it as it does the editor's own mapping (`load_patch_result`)."""
     if isinstance(result, ApplyPatchResult):
         return {"status": result.status, "output": result.output}
-    if isinstance(result, dict):
-        status = result.get("status")
+    if isinstance(result, Mapping):
         output = result.get("output")
-        return {"status": status if status in ("completed", "failed") else None,
-                "output": None if output is None else str(output)}
+        return {"status": result.get("status"), "output": None if output is None else str(output)}
     return {"status": None, "output": None if result is None else str(result)}
 
 
-def load_patch_result(output: Any) -> ApplyPatchResult:
-    """Rebuilds what `dump_patch_result` journaled; a rejection's message is a failed edit."""
-    if isinstance(output, dict):
-        return ApplyPatchResult(status=output.get("status"), output=output.get("output"))
-    return ApplyPatchResult(status="failed", output=str(output))
+def load_patch_result(output: Any) -> dict[str, Any]:
+    """What `dump_patch_result` journaled, as a mapping for the SDK; a rejection's message is a failed edit."""
+    return output if isinstance(output, dict) else {"status": "failed", "output": str(output)}
 
 
 def _custom(tool: CustomTool) -> CustomTool:
@@ -176,11 +180,9 @@ def _custom(tool: CustomTool) -> CustomTool:
         run = agentspan.active_run()
         if run is None:
             return await value_of(executor(ctx, tool_input))
-        call_id = ctx.tool_call_id
-        required = await approval_required(needs_approval, ctx, tool_input, call_id)
-        return await run.tool(key=run.call_key(call_id), name=tool.name, args={"input": tool_input},
-                              invoke=lambda: value_of(executor(ctx, tool_input)), needs_approval=required,
-                              call_id=call_id)
+        return await journaled_call(run, name=tool.name, call_id=ctx.tool_call_id, args={"input": tool_input},
+                                    invoke=lambda: value_of(executor(ctx, tool_input)), policy=needs_approval,
+                                    policy_args=(ctx, tool_input, ctx.tool_call_id))
 
     return dataclasses.replace(tool, on_invoke_tool=run_custom, needs_approval=False, on_approval=None)
 
