@@ -6,8 +6,9 @@ import agentspan
 from agentspan.records import StepResult, StepStatus
 
 
-def crashed_copy(run_id: str, keep: int) -> str:
-    """Creates a new run holding the first ``keep`` completed steps of ``run_id``'s journal.
+def crashed_copy(run_id: str, keep: int | None, keys: set[str] | None = None) -> str:
+    """Creates a new run holding the first ``keep`` completed steps of ``run_id``'s journal (or,
+    with ``keys``, the steps of those keys).
 
     That is exactly the state a process killed right after its ``keep``-th step leaves behind;
     resuming it must replay those steps and run the rest live.
@@ -17,7 +18,8 @@ def crashed_copy(run_id: str, keep: int) -> str:
     copy = agentspan.Run(framework=run.framework, agent=run.agent, input=run.input,
                          options=run.options, status=agentspan.RunStatus.RUNNING)
     store.create_run(copy)
-    for step in store.list_steps(run_id)[:keep]:
+    steps = store.list_steps(run_id)
+    for step in steps[:keep] if keys is None else [s for s in steps if s.key in keys]:
         store.start_step(step.model_copy(update={"run_id": copy.id, "status": StepStatus.STARTED}), epoch=0)
         store.finish_step(copy.id, step.key, StepResult(status=step.status, output=step.output,
                                                         input_tokens=step.input_tokens,

@@ -19,6 +19,7 @@ from agentspan.tools import StepInfo, ToolOptions, current_step, tool, tool_opti
 if TYPE_CHECKING:
     from agentspan.api import get, resume, resume_async, retry, run, run_async, serve, start
     from agentspan.attempt import LlmMetrics
+    from agentspan.clock import now
     from agentspan.config import configure, get_store, settings
     from agentspan.handle import Handle
     from agentspan.instrumentation import instrument, uninstrument
@@ -38,7 +39,7 @@ _LAZY = {
     "RunStatus": "agentspan.records", "Step": "agentspan.records", "StepKind": "agentspan.records",
     "StepStatus": "agentspan.records",
     "ActiveRun": "agentspan.runtime", "LlmMetrics": "agentspan.attempt", "active_run": "agentspan.runtime",
-    "replaying": "agentspan.runtime",
+    "replaying": "agentspan.runtime", "now": "agentspan.clock",
     "StreamedRun": "agentspan.streaming", "run_streamed": "agentspan.streaming",
     "resume_streamed": "agentspan.streaming",
 }
@@ -60,7 +61,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ActiveRun", "Approval", "ApprovalStatus", "Handle", "LlmMetrics", "Run", "RunStatus", "Step",
     "StepInfo", "StepKind", "StepStatus", "StreamedRun", "ToolOptions", "__version__", "active_run",
-    "configure", "current_step", "errors", "get", "get_store", "instrument", "replaying", "resume", "resume_async",
-    "resume_streamed", "retry", "run", "run_async", "run_streamed", "serve", "settings", "start", "tool",
-    "tool_options", "uninstrument",
+    "configure", "current_step", "errors", "get", "get_store", "instrument", "now", "replaying", "resume",
+    "resume_async", "resume_streamed", "retry", "run", "run_async", "run_streamed", "serve", "settings", "start",
+    "tool", "tool_options", "uninstrument",
 ]

@@ -88,6 +88,7 @@ class ActiveRun(StepKeys):
         self._next_seq = max((s.seq for s in steps), default=0) + 1
         self._root = Scope(prefix="")
         self._call_keys: dict[str, str] = {}
+        self._clocks: dict[str, float] = {}
         self.call_ids: dict[str, str] = {}
         """The framework's call id of each traced tool call until its step ends (its
         ``gen_ai.tool.call.id``; keys may hold an index instead)."""
@@ -197,6 +198,8 @@ class ActiveRun(StepKeys):
         # Built unchecked (no validation): every value is the core's own or typed by this signature.
         step = Step.unchecked(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
                               input_hash=input_hash, attempt=attempt, provider=provider, model=model)
+        if self._clocks and key in self._clocks:  # the time `agentspan.now` gave what feeds this call
+            step.__dict__["started_at"] = self._clocks.pop(key)
         # A model call is journaled once, when it ends: an interrupted one is simply made again,
         # so it needs no in-flight record (one transaction per call instead of two).
         in_flight_record = kind is not StepKind.LLM
