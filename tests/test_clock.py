@@ -157,3 +157,34 @@ def test_a_recorded_run_replays_strictly_with_the_times_it_read(tmp_path):
     result = replay(path, agent)
     assert result.output == "done" and result.replayed == {"llm": 3, "tool": 2}
     assert seen == recorded and model.calls == 0 and effects == []
+
+
+def test_a_model_call_the_sdk_retried_keeps_the_time_its_instructions_read():
+    from agents import ModelSettings
+    from agents.retry import ModelRetryBackoffSettings, ModelRetrySettings
+
+    class Flaky(ScriptedModel):
+        failed = False
+
+        async def get_response(self, *args, **kwargs):
+            if not Flaky.failed:
+                Flaky.failed = True
+                time.sleep(0.002)
+                raise ConnectionError("network blip")
+            return await super().get_response(*args, **kwargs)
+
+    def flaky_agent() -> Agent:
+        retry = ModelRetrySettings(max_retries=2, backoff=ModelRetryBackoffSettings(initial_delay=0.01),
+                                   policy=lambda context: True)
+        agent, _ = timed_agent(agentspan.now)
+        return agent.clone(model=Flaky(SCRIPT), model_settings=ModelSettings(retry=retry))
+
+    handle = agentspan.start(flaky_agent(), "add things")
+    assert handle.result(timeout=20).final_output == "done"
+    first = list(seen)
+    (llm0, *_) = llm_steps(handle.id)
+    assert llm0.attempt == 2 and first[0].endswith(f"{datetime.fromtimestamp(llm0.started_at, UTC).isoformat()}.")
+    crashed = crashed_copy(handle.id, keep=2)
+    seen.clear()
+    assert agentspan.resume(crashed, flaky_agent()).result(timeout=20).final_output == "done"
+    assert seen[0] == first[0]  # the replayed call (made twice in the first attempt) reads its time

@@ -33,8 +33,6 @@ class Scope:
     before_call: tuple[int, int, Any, str] | None = None
     """``(llm_calls, seen_items, first_item, chain_hash)`` before the last model call's key was
     given out (`ActiveRun.model_call_failed` puts them back)."""
-    clock: float | None = None
-    """What `agentspan.now` gives until the scope's next model call takes its key (None: not read)."""
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ class StepKeys:
     """Whether the adapter keys its model calls with `llm_key`, so `clock` finds a call's
     journaled time (openai-agents); else `clock` reads the wall clock."""
     _clocks: dict[str, float]
-    """The time `clock` gave out for a model call that has its key now, by key (its step's
-    ``started_at``)."""
+    """The time `clock` gave out for the model call of each key until its step takes it as its
+    ``started_at``."""
 
     def _current_scope(self) -> Scope:
         scope = _scope.get()
@@ -45,25 +45,24 @@ class StepKeys:
         scope.before_call = (scope.llm_calls, scope.seen_items, scope.first_item, scope.chain_hash)
         key = f"{scope.prefix}llm:{scope.llm_calls}"
         scope.llm_calls += 1
-        if scope.clock is not None:
-            self._clocks[key] = scope.clock
-            scope.clock = None
         return key
 
     def clock(self) -> float:
         """The run's time for what feeds the current scope's next model call (`agentspan.now`).
 
         The time that call was first made: its journaled step's ``started_at`` when the journal has
-        it, else the wall clock, read once and then given to the call's step as its
+        it, else the wall clock, read once and kept for the call's step to take as its
         ``started_at``, so a replay of the run reads what the first attempt read.
         """
         if not self.clock_replays:
             return time.time()
         scope = self._current_scope()
-        if scope.clock is None:
-            recorded = self.journal.get(f"{scope.prefix}llm:{scope.llm_calls}")
-            scope.clock = recorded.started_at if recorded is not None else time.time()
-        return scope.clock
+        key = f"{scope.prefix}llm:{scope.llm_calls}"  # the key `llm_key` gives that call
+        read = self._clocks.get(key)
+        if read is None:
+            recorded = self.journal.get(key)
+            read = self._clocks[key] = recorded.started_at if recorded is not None else time.time()
+        return read
 
     def model_call_failed(self, key: str) -> None:
         """Gives back the key of the model call that just raised, and the conversation hash as it was

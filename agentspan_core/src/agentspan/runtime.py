@@ -199,7 +199,7 @@ class ActiveRun(StepKeys):
         step = Step.unchecked(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
                               input_hash=input_hash, attempt=attempt, provider=provider, model=model)
         if self._clocks and key in self._clocks:  # the time `agentspan.now` gave what feeds this call
-            step.__dict__["started_at"] = self._clocks.pop(key)
+            step.__dict__["started_at"] = self._clocks[key]  # (kept: a retried call is started again)
         # A model call is journaled once, when it ends: an interrupted one is simply made again,
         # so it needs no in-flight record (one transaction per call instead of two).
         in_flight_record = kind is not StepKind.LLM
