@@ -1,5 +1,7 @@
 """Child process for crash tests: ``python oa_child.py start|resume|serve|stream|resume-stream RUN_ID [approval]
-[session]``.
+[session] [clock]``.
+
+``clock``: the agent's instructions say what time it is (`agentspan.now`).
 
 ``session``: the run keeps its conversation in an SDK `SQLiteSession` (``conversation.db`` in the
 home), passed to ``start`` and ``resume`` as ``session=``.
@@ -36,7 +38,7 @@ async def streamed(start: Callable[[], Any]) -> Any:
 if __name__ == "__main__":
     mode, run_id = sys.argv[1], sys.argv[2]
     approval = "approval" in sys.argv[3:]
-    agent = oa_support.support_agent(approval=approval)
+    agent = oa_support.support_agent(approval=approval, clock="clock" in sys.argv[3:])
     hooks: dict[str, Any] = {"hooks": oa_support.CrashHooks()}
     if "session" in sys.argv[3:]:
         hooks["session"] = SQLiteSession("support-chat", str(home() / "conversation.db"))

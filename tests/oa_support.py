@@ -57,15 +57,21 @@ def model_for(turns: list, name: str = "m") -> ScriptedModel:
     return ScriptedModel(turns, name=name, on_call=on_call)
 
 
-def support_agent(approval: bool = False) -> Agent:
-    """lookup_order → (refund, approval-gated) → final text."""
+def timed_instructions(context: Any, agent: Agent) -> str:
+    """Instructions that say what time it is, read with `agentspan.now` (the same on resume)."""
+    return f"Help the customer. The time is {agentspan.now().isoformat()}."
+
+
+def support_agent(approval: bool = False, clock: bool = False) -> Agent:
+    """lookup_order → (refund, approval-gated) → final text; ``clock``: `timed_instructions`."""
     turns: list = [ToolCall("lookup_order", {"order_id": "42"})]
     tools = [lookup_order]
     if approval:
         turns.append(ToolCall("refund", {"order_id": "42", "amount": 30.0}))
         tools.append(refund)
     turns.append(FINAL)
-    return Agent(name="support", instructions="Help the customer.", tools=tools, model=model_for(turns))
+    instructions = timed_instructions if clock else "Help the customer."
+    return Agent(name="support", instructions=instructions, tools=tools, model=model_for(turns))
 
 
 def describe_event(event: Any) -> str:

@@ -6,6 +6,7 @@ Counts live model calls and tool side effects across all processes via files in 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -61,6 +62,25 @@ def test_sigkill_then_resume_finishes_like_an_uncrashed_run(child_env, crash_at,
     keys = [s.key for s in handle.steps()]
     assert len(keys) == len(set(keys)) == 3
     assert all(s.status is agentspan.StepStatus.COMPLETED for s in handle.steps())
+
+
+@pytest.mark.parametrize("crash_at", ["lookup:before", "between:1"])
+def test_sigkill_of_a_run_whose_instructions_say_the_time(child_env, crash_at):
+    """Instructions read with `agentspan.now`: the resumed process reads the killed one's time for
+    the model call it replays (with the wall clock it would diverge there)."""
+    run_id = new_id()
+    crashed = child(child_env, "start", run_id, "clock", crash_at=crash_at)
+    assert crashed.returncode == -9, crashed.stderr
+    time.sleep(0.01)  # the wall clock has moved on
+    resumed = child(child_env, "resume", run_id, "clock")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"FINAL: {oa_support.FINAL}" in resumed.stdout
+    assert calls_of("m").count(0) == 1  # the first model call was replayed, not made again
+    first, second = [s for s in agentspan.get(run_id).steps() if s.kind is agentspan.StepKind.LLM]
+    for step in (first, second):  # each call's instructions said the time it was first made
+        said = datetime.fromtimestamp(step.started_at, UTC).isoformat()
+        assert step.input["system"] == f"Help the customer. The time is {said}."
+    assert first.started_at < second.started_at
 
 
 def test_in_doubt_tool_with_fail_policy_fails_the_run(child_env, monkeypatch):
