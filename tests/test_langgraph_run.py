@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -199,6 +200,32 @@ def test_a_changed_prompt_on_resume_is_a_divergence_and_keeps_the_journal(monkey
         agentspan.resume(handle.id, lgr_support.support_graph()).result(timeout=20)
     assert handle.status() is agentspan.RunStatus.FAILED
     assert handle.steps() == before
+
+
+def test_a_prompt_that_says_the_time_with_agentspan_now_replays_on_resume(monkeypatch):
+    """A node re-run on resume builds its prompts again: with `agentspan.now` they say the times the
+    first attempt's calls were made (with the wall clock the replayed call would diverge)."""
+    said: list[str] = []
+
+    def timed(text: str) -> HumanMessage:
+        said.append(f"{text} at {agentspan.now().isoformat()}")
+        return HumanMessage(said[-1])
+
+    monkeypatch.setattr(lgr_support, "HumanMessage", timed)
+    lgr_support.RAISE_AT.add("model:writer:1")  # dies in the node's second model call
+    handle = agentspan.start(lgr_support.support_graph(), INPUT)
+    with pytest.raises(SimulatedCrash):
+        handle.result(timeout=20)
+    first = list(said)
+    said.clear()
+    time.sleep(0.01)
+    lgr_support.RAISE_AT.clear()
+    result = agentspan.resume(handle.id, lgr_support.support_graph()).result(timeout=20)
+    assert result["messages"][-1].content == lgr_support.SUMMARY
+    assert said[0] == first[0]  # the replayed call's prompt
+    assert said[1] != first[1]  # the call made again: it failed, so it was not journaled as made
+    (draft,) = [s for s in handle.steps() if s.key.startswith("summarize:") and s.key.endswith("/llm:0")]
+    assert first[0].endswith(datetime.fromtimestamp(draft.started_at, UTC).isoformat())
 
 
 def test_a_changed_prompt_goes_on_live_with_on_divergence_live(monkeypatch):

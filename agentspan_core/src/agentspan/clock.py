@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 def now() -> datetime:
     """The current time (UTC), the same on every execution of a durable run.
 
-    Inside a durable run: the time the current scope's next model call was first made (the run's
-    own calls, or those of an agent run inside a tool call): read from the wall clock the first
+    Inside a durable run: the time the next model call made in this context was first made (an
+    openai-agents run's own calls, or those of an agent run inside a tool call): read from the wall clock the first
     time it is asked for, then the same until that call is made, and read from the journal when a
     resumed run comes to that call again. Use it for what goes into a model call (instructions, a
     prompt); a tool that measures time reads the wall clock (its result is journaled).
-    Outside a durable run, and in runs of adapters that do not key model calls through the core
-    (LangGraph and ADK, for now): the wall clock.
+    In a LangGraph node: the time of the node's next model call. Outside a durable run, and in
+    runs of an adapter that does not tell the run its next model call's key
+    (`agentspan.ActiveRun.next_model_key`; ADK for now): the wall clock.
 
     Returns:
         A timezone-aware `datetime` in UTC.

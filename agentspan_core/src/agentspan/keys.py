@@ -28,9 +28,10 @@ class StepKeys:
     _root: Scope
     _call_keys: dict[str, str]
     journal: dict[str, Step]
-    clock_replays: bool = False
-    """Whether the adapter keys its model calls with `llm_key`, so `clock` finds a call's
-    journaled time (openai-agents); else `clock` reads the wall clock."""
+    next_model_key: Callable[[], str | None] | None = None
+    """Set by the adapter: the key the next model call made in the current context will take
+    (`peek_llm_key` for an adapter keying its calls with `llm_key`), or None where no model call
+    is on its way; `clock` reads the wall clock without it."""
     _clocks: dict[str, float]
     """The time `clock` gave out for the model call of each key until its step takes it as its
     ``started_at``."""
@@ -47,17 +48,21 @@ class StepKeys:
         scope.llm_calls += 1
         return key
 
+    def peek_llm_key(self) -> str:
+        """The key `llm_key` gives next in the current scope (without giving it)."""
+        scope = self._current_scope()
+        return f"{scope.prefix}llm:{scope.llm_calls}"
+
     def clock(self) -> float:
-        """The run's time for what feeds the current scope's next model call (`agentspan.now`).
+        """The run's time for what feeds the next model call made in this context (`agentspan.now`).
 
         The time that call was first made: its journaled step's ``started_at`` when the journal has
         it, else the wall clock, read once and kept for the call's step to take as its
         ``started_at``, so a replay of the run reads what the first attempt read.
         """
-        if not self.clock_replays:
+        key = self.next_model_key() if self.next_model_key is not None else None
+        if key is None:
             return time.time()
-        scope = self._current_scope()
-        key = f"{scope.prefix}llm:{scope.llm_calls}"  # the key `llm_key` gives that call
         read = self._clocks.get(key)
         if read is None:
             recorded = self.journal.get(key)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import itertools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +51,7 @@ class Invocation:
 
     def __init__(self, run: agentspan.ActiveRun) -> None:
         self.run = run
-        self._counters: dict[tuple[str, str], itertools.count[int]] = {}
+        self._counters: dict[tuple[str, str], int] = {}
         self._digests: dict[int, tuple[Any, str]] = {}
         self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -85,7 +84,17 @@ class Invocation:
 
     def next_index(self, scope: str, kind: str) -> int:
         """Returns the position of the next ``kind`` call in ``scope`` (0, 1, ...; thread-safe)."""
-        return next(self._counters.setdefault((scope, kind), itertools.count()))
+        with self._lock:
+            index = self._counters.get((scope, kind), 0)
+            self._counters[scope, kind] = index + 1
+        return index
+
+    def next_model_key(self) -> str:
+        """The key the next model call made in this context takes, without taking it (the run's
+        `agentspan.now`)."""
+        scope = self.scope(None)
+        with self._lock:
+            return f"{scope}/llm:{self._counters.get((scope, 'llm'), 0)}"
 
     def digest_of(self, item: Any, dump: Callable[[Any], Any]) -> str:
         """Returns the digest of ``dump(item)``, computed once per object in this invocation.
@@ -103,7 +112,15 @@ class Invocation:
 
 def begin(invocation: Invocation) -> contextvars.Token[Invocation | None]:
     """Starts journaling the calls of one ``ainvoke`` in this context."""
+    invocation.run.next_model_key = _next_model_key
     return _invocation.set(invocation)
+
+
+def _next_model_key() -> str | None:
+    """`agentspan.ActiveRun.next_model_key` of a LangGraph run: the current invocation's (in a node:
+    the node's task's next model call), None where no call is journaled."""
+    invocation = current()
+    return invocation.next_model_key() if invocation is not None else None
 
 
 def end(token: contextvars.Token[Invocation | None]) -> None:

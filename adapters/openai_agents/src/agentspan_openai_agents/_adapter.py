@@ -88,7 +88,7 @@ class OpenAIAgentsAdapter(Adapter):
         return to_jsonable_python(result.final_output, fallback=str)
 
     async def execute(self, run: agentspan.ActiveRun, target: Any, input: Any, options: dict[str, Any]) -> Any:
-        run.clock_replays = True  # model calls take their keys from `run.llm_key` (`agentspan.now`)
+        run.next_model_key = run.peek_llm_key  # model calls take their keys from `run.llm_key` (`agentspan.now`)
         config = options.get("run_config") or RunConfig()
         if isinstance(config, dict):
             config = RunConfig(**config)
