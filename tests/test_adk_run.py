@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -572,3 +573,58 @@ def test_runs_sessions_and_approvals_through_a_server(transport):
     wait_status(handle, agentspan.RunStatus.WAITING)
     agentspan.get(handle.id).approve(by="hank")
     assert handle.result(timeout=30).text == "Cancelled." and adk_support.effects().count("cancel 42") == 1
+
+
+def test_instructions_that_say_the_time_with_agentspan_now_replay_on_resume():
+    said: list[str] = []
+
+    def timed_tree() -> LlmAgent:
+        def instruction(context: Any) -> str:
+            said.append(f"Help the customer. The time is {agentspan.now().isoformat()}.")
+            return said[-1]
+
+        tree = adk_support.support_tree()
+        tree.instruction = instruction
+        tree.sub_agents[0].instruction = instruction
+        return tree
+
+    first = agentspan.start(timed_tree(), PROMPT)
+    assert first.result(timeout=20).text == FINAL
+    recorded = list(said)
+    assert len(recorded) == 4 and len(set(recorded)) == 4  # one per model call, the time moving
+    copy = crashed_copy(first.id, 6)  # killed in billing's first call's tools
+    said.clear()
+    time.sleep(0.01)
+    assert agentspan.resume(copy, timed_tree()).result(timeout=20).text == FINAL
+    assert said[:3] == recorded[:3]  # the replayed calls' instructions said their first times
+    assert said[3] != recorded[3]
+
+
+def test_a_plugin_run_in_your_own_runner_reads_agentspan_now_from_its_journal():
+    said: list[str] = []
+
+    def instruction(context: Any) -> str:
+        said.append(f"The time is {agentspan.now().isoformat()}.")
+        return said[-1]
+
+    model = ScriptedLlm(turns=[Call("refund", {"order_id": "7", "amount": 5.0}), "refunded"])
+    agent = LlmAgent(name="desk", instruction=instruction, model=model, tools=[adk_support.refund])
+    runner = Runner(app_name="shop", agent=agent, session_service=InMemorySessionService(),
+                    plugins=[AgentspanPlugin()], auto_create_session=True)
+
+    async def stopped_for_the_approval() -> tuple[str, datetime]:
+        with pytest.raises(ApprovalPending) as pending:
+            await send(runner, "s", message("refund 7"))
+        time.sleep(0.01)
+        return pending.value.run_id, agentspan.now()  # in the runner's own context, after it stopped
+
+    run_id, after = asyncio.run(stopped_for_the_approval())
+    handle = agentspan.get(run_id)
+    (step,) = [s for s in handle.steps() if s.kind is agentspan.StepKind.LLM]
+    assert said == [f"The time is {datetime.fromtimestamp(step.started_at, UTC).isoformat()}."]
+    assert after > datetime.fromtimestamp(step.started_at, UTC)  # the wall clock again
+    handle.approve(by="frank")
+    time.sleep(0.01)
+    events = asyncio.run(send(runner, "s", message("refund 7")))  # the invocation goes on: desk/llm:0 replayed
+    assert events[-1].content.parts[0].text == "refunded" and model.calls == 2
+    assert said[1] == said[0] and said[2] > said[0]

@@ -166,6 +166,15 @@ class Journal:
         self._start_live_model_call(call)
         return None
 
+    def next_model_key(self, ic: InvocationContext) -> str:
+        """The key the next model call of the invocation's current agent takes (`before_model`
+        gives it), without taking it: what `agentspan.now` reads the time of."""
+        path = self._path_of(ic.agent)
+        calls = self._agents.get(path)
+        index = calls.next_index if calls is not None else model_turns(
+            ic.session.events, ic.invocation_id, ic.agent.name, ic.branch)
+        return f"{self.prefix}{path}/llm:{index}"
+
     def _model_step(self, call: _ModelStep,
                     invoke: Callable[[], Awaitable[_ModelCall]]) -> Coroutine[Any, Any, _ModelCall]:
         return self.run.step(

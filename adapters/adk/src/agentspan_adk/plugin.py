@@ -34,7 +34,7 @@ from agentspan import approvals
 from agentspan.divergence import OnDivergence, check_policy
 from agentspan.errors import ApprovalPending
 from agentspan.tools import DEFAULT_TOOL_OPTIONS
-from agentspan_adk import _confirmations, _managed, _mock, _tools
+from agentspan_adk import _clock, _confirmations, _managed, _mock, _tools
 from agentspan_adk._journal import Journal
 from agentspan_adk._reading import agent_path, invocation_of
 
@@ -112,7 +112,19 @@ class AgentspanPlugin(BasePlugin):
         await self._bind(invocation_context, None)
         return None
 
+    async def before_agent_callback(self, *, agent: Any, callback_context: CallbackContext) -> types.Content | None:
+        ic = invocation_of(callback_context)
+        journal = self._journals.get(ic.invocation_id)
+        if journal is not None:
+            _clock.agent_started(journal, ic)
+        return None
+
+    async def after_agent_callback(self, *, agent: Any, callback_context: CallbackContext) -> types.Content | None:
+        _clock.agent_ended(invocation_of(callback_context))
+        return None
+
     async def after_run_callback(self, *, invocation_context: InvocationContext) -> None:
+        _clock.invocation_ended(invocation_context.invocation_id)
         journal = self._journals.get(invocation_context.invocation_id)
         if journal is not None:
             journal.cancel_pending()
@@ -126,6 +138,7 @@ class AgentspanPlugin(BasePlugin):
         await managed.complete(journal.last_text, invocation_context)
 
     async def on_run_error_callback(self, *, invocation_context: InvocationContext, error: Exception) -> None:
+        _clock.invocation_ended(invocation_context.invocation_id)
         journal = self._journals.pop(invocation_context.invocation_id, None)
         if journal is not None:
             journal.cancel_pending()
