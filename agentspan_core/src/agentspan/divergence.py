@@ -19,9 +19,10 @@ on_divergence="live")``, e.g. after deploying a fix for a run that failed).
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Literal
 
-from agentspan.diffing import describe_difference
+from agentspan.diffing import describe_difference, first_difference
 from agentspan.errors import ConfigurationError, ReplayDivergenceError
 from agentspan.records import JSON, Run, Step
 from agentspan.stores.reopening import RETRIES
@@ -104,8 +105,18 @@ def _seq(step: Step) -> int:
 
 
 def input_change(recorded: Step, name: str | None, input: JSON, input_hash: str) -> str:
-    """The detail of a divergence on a step's input: the kind, the name and the first difference."""
+    """The detail of a divergence on a step's input: the kind, the name and the first difference
+    (with a hint at `agentspan.now` when only digits of a text differ: a time read in a prompt)."""
     recorded_hash = (recorded.input_hash or "")[:12]
+    found = first_difference(recorded.input, input)
+    hint = ""
+    if found is not None and isinstance(found[1], str) and isinstance(found[2], str) \
+            and _DIGIT.sub("0", found[1]) == _DIGIT.sub("0", found[2]):
+        hint = ("; only digits differ there: if the prompt says the time or date, read it with "
+                "agentspan.now(), which gives a resumed run the time its first attempt read")
     return (f"recorded {recorded.kind} call {recorded.name or name!r} had input hash {recorded_hash}, "
             f"the live call has {input_hash[:12]} (the agent's code, prompt or tools changed since the run "
-            f"started); {describe_difference(recorded.input, input)}")
+            f"started); {describe_difference(recorded.input, input)}{hint}")
+
+
+_DIGIT = re.compile(r"[0-9]")
