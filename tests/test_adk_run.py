@@ -185,6 +185,43 @@ def test_workflow_agents_and_agent_tools_are_journaled_by_agent_path_and_replay(
     assert crash_support.lines("model-calls") == ["looped 1"] and adk_support.effects() == []
 
 
+def test_agentspan_now_in_workflow_agents_and_agent_tools_replays_per_agent():
+    said: dict[str, list[str]] = {}
+
+    def timed_workflow() -> SequentialAgent:
+        flow = workflow()
+        agents = [flow.sub_agents[0], flow.sub_agents[0].tools[0].agent, *flow.sub_agents[1].sub_agents,
+                  flow.sub_agents[2].sub_agents[0]]
+        for agent in agents:
+            def instruction(context: Any, name: str = agent.name) -> str:
+                said.setdefault(name, []).append(f"{name} at {agentspan.now().isoformat()}")
+                return said[name][-1]
+            agent.instruction = instruction
+        return flow
+
+    handle = agentspan.start(timed_workflow(), "go")
+    assert handle.result(timeout=20).text == "twice"
+    recorded = {name: list(texts) for name, texts in said.items()}
+    assert {name: len(texts) for name, texts in recorded.items()} == {
+        "first": 2, "helper": 2, "left": 2, "right": 1, "looped": 2}
+    copy = crashed_copy(handle.id, len(handle.steps()) - 1)  # everything but the last loop iteration
+    said.clear()
+    time.sleep(0.01)
+    assert agentspan.resume(copy, timed_workflow()).result(timeout=20).text == "twice"
+    assert {name: texts for name, texts in said.items() if name != "looped"} == {
+        name: texts for name, texts in recorded.items() if name not in ("looped", "helper")}
+    assert said["looped"][0] == recorded["looped"][0] and said["looped"][1] != recorded["looped"][1]
+    assert "helper" not in said  # the agent tool's call was journaled whole: not run again
+
+    # killed inside the agent tool, after the helper's first call and its tool call
+    inside = crashed_copy(handle.id, None, keys={"session", "flow/first/llm:0", "flow/first/llm:0/call:0/helper/llm:0",
+                                                 "flow/first/llm:0/call:0/helper/llm:0/call:0"})
+    said.clear()
+    assert agentspan.resume(inside, timed_workflow()).result(timeout=20).text == "twice"
+    assert said["first"][0] == recorded["first"][0] and said["helper"][0] == recorded["helper"][0]
+    assert said["helper"][1] != recorded["helper"][1]
+
+
 # ---- approvals ------------------------------------------------------------------------------
 def test_approval_required_tool_waits_and_runs_once_when_approved_from_another_handle():
     handle = agentspan.start(adk_support.refund_agent(), "refund 42")

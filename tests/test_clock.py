@@ -3,6 +3,7 @@ first attempt read, so the replayed model calls match their journal (`agentspan.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -188,3 +189,29 @@ def test_a_model_call_the_sdk_retried_keeps_the_time_its_instructions_read():
     seen.clear()
     assert agentspan.resume(crashed, flaky_agent()).result(timeout=20).final_output == "done"
     assert seen[0] == first[0]  # the replayed call (made twice in the first attempt) reads its time
+
+
+def test_a_streamed_run_resumed_as_a_stream_reads_its_first_attempts_times():
+    async def collect(streamed) -> None:
+        async for _ in streamed.stream_events():
+            pass
+
+    async def first() -> str:
+        agent, _ = timed_agent(agentspan.now)
+        streamed = agentspan.run_streamed(agent, "add things")
+        await collect(streamed)
+        return streamed.id
+
+    original = asyncio.run(first())
+    recorded = list(seen)
+    crashed = crashed_copy(original, keep=3)
+    seen.clear()
+
+    async def resumed():
+        agent, model = timed_agent(agentspan.now)
+        streamed = agentspan.resume_streamed(crashed, agent)
+        await collect(streamed)
+        return streamed.final_output, model.calls
+
+    assert asyncio.run(resumed()) == ("done", 1)
+    assert seen[:2] == recorded[:2] and seen[2] != recorded[2]
