@@ -20,8 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents import SQLiteSession
-
 import agentspan
 
 import oa_support
@@ -41,7 +39,7 @@ if __name__ == "__main__":
     agent = oa_support.support_agent(approval=approval, clock="clock" in sys.argv[3:])
     hooks: dict[str, Any] = {"hooks": oa_support.CrashHooks()}
     if "session" in sys.argv[3:]:
-        hooks["session"] = SQLiteSession("support-chat", str(home() / "conversation.db"))
+        hooks["session"] = oa_support.CrashingSession("support-chat", str(home() / "conversation.db"))
     barrier = os.environ.get("BARRIER")
     if barrier:  # line up with a racing process: announce readiness, wait for the go
         Path(f"{barrier}.{os.getpid()}").touch()

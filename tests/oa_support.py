@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agents import Agent, RunHooks, function_tool, set_tracing_disabled
+from agents import Agent, RunHooks, SQLiteSession, function_tool, set_tracing_disabled
 
 import agentspan
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
@@ -95,3 +95,15 @@ def __getattr__(name: str) -> Any:
         globals()["AGENT"] = agent
         return agent
     raise AttributeError(name)
+
+
+class CrashingSession(SQLiteSession):
+    """A `SQLiteSession` with a crash point right after its n-th write in this process
+    (``session:added:<n>``): the turn is in the session, its journal entry not yet written."""
+
+    writes = 0
+
+    async def add_items(self, items: list[Any]) -> None:
+        await super().add_items(items)
+        CrashingSession.writes += 1
+        crash_if(f"session:added:{CrashingSession.writes}")

@@ -93,6 +93,8 @@ def test_a_run_goes_on_only_with_its_session(home):
     ("lookup:after", [0, 1], 2),  # the tool ran, unjournaled: run again; its turn not yet in the session
     ("between:1", [0, 1], 1),  # the first turn is in the session (and journaled): not written again
     ("model:1", [0, 1, 1], 1),
+    # the first turn written to the session, its journal entry not: in doubt, found there, not written again
+    ("session:added:2", [0, 1], 1),
 ])
 def test_sigkill_then_resume_with_the_session_keeps_it_as_an_uncrashed_run(child_env, crash_at, calls_after,
                                                                            lookups):

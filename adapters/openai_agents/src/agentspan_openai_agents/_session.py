@@ -6,7 +6,9 @@ effects a resumed run must not repeat: read again, the history would hold what t
 attempt already wrote, so the first model call's input would differ from the journal's; written
 again, the session would hold the turn twice. `JournaledSession` wraps the app's session so that
 each call is a ``checkpoint`` step of the run, keyed by order (``session:0``, ``session:1``, ...):
-a completed read is served from the journal, a completed write is not made again.
+a completed read is served from the journal, a completed write is not made again. A write's start
+is journaled before the write, so one a process died in is known to be in doubt: it is made again
+only if the session does not already end with its items.
 
 A run started with a session records that session's id; resuming it needs the same session
 (``agentspan.resume(run_id, agent, session=session)``; a worker makes it from the run's record:
@@ -44,9 +46,23 @@ class JournaledSession:
         return await self._step("get_items", {"limit": limit}, lambda: self.inner.get_items(limit))
 
     async def add_items(self, items: list[Any]) -> None:
-        """Adds ``items`` unless a completed step of the journal already added them."""
-        await self._step("add_items", {"items": to_jsonable_python(items, fallback=str)},
-                         lambda: self.inner.add_items(items))
+        """Adds ``items`` unless a completed step of the journal already added them, or the attempt
+        that died in this step did (the session ends with them)."""
+        payload = to_jsonable_python(items, fallback=str)
+
+        async def add() -> None:
+            step = agentspan.current_step()
+            if step is not None and step.attempt > 1 and items and await self._ends_with(payload):
+                return  # written by the attempt that died before journaling it
+            await value_of(self.inner.add_items(items))
+
+        # Its start is written before the session is (`durable_start`): a resumed run then knows
+        # the write may have happened.
+        await self._step("add_items", {"items": payload}, add, durable_start=True)
+
+    async def _ends_with(self, payload: list[Any]) -> bool:
+        tail = await value_of(self.inner.get_items(len(payload)))
+        return bool(to_jsonable_python(tail, fallback=str) == payload)
 
     async def pop_item(self) -> Any:
         """Removes and returns the last item (the journaled one, on replay)."""
@@ -56,7 +72,7 @@ class JournaledSession:
         """Clears the session unless a completed step of the journal already did."""
         await self._step("clear_session", {}, self.inner.clear_session)
 
-    async def _step(self, method: str, args: dict[str, Any], call: Any) -> Any:
+    async def _step(self, method: str, args: dict[str, Any], call: Any, *, durable_start: bool = False) -> Any:
         run = agentspan.active_run()
         if run is None:
             return await value_of(call())
@@ -66,7 +82,7 @@ class JournaledSession:
 
         return await run.step(kind=agentspan.StepKind.CHECKPOINT, key=run.next_key("session"),
                               name=f"session.{method}", input={"session_id": self.session_id, **args},
-                              input_hash=None, invoke=invoke, dump=_same, load=_same, durable_start=False)
+                              input_hash=None, invoke=invoke, dump=_same, load=_same, durable_start=durable_start)
 
 
 def session_for_attempt(run: agentspan.ActiveRun, session: Any) -> JournaledSession | None:
