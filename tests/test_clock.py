@@ -215,3 +215,48 @@ def test_a_streamed_run_resumed_as_a_stream_reads_its_first_attempts_times():
 
     assert asyncio.run(resumed()) == ("done", 1)
     assert seen[:2] == recorded[:2] and seen[2] != recorded[2]
+
+
+EXAMPLES = [f"example {n}" for n in range(1000)]
+
+
+def drawn_agent() -> tuple[Agent, ScriptedModel]:
+    def instructions(ctx, agent) -> str:
+        picks = agentspan.random().sample(EXAMPLES, 3)
+        text = f"Answer like {picks}. Request {agentspan.uuid4()}."
+        seen.append(text)
+        return text
+
+    model = ScriptedModel(SCRIPT)
+    return Agent(name="drawn", instructions=instructions, tools=[add], model=model), model
+
+
+def test_random_draws_and_uuids_in_instructions_replay_on_resume():
+    agent, _ = drawn_agent()
+    original = agentspan.start(agent, "add things")
+    original.result(timeout=20)
+    first = list(seen)
+    assert len(set(first)) == 3  # each call draws its own
+    crashed = crashed_copy(original.id, keep=3)
+    seen.clear()
+    agent, model = drawn_agent()
+    assert agentspan.resume(crashed, agent).result(timeout=20).final_output == "done"
+    assert seen[:2] == first[:2] and seen[2] != first[2] and model.calls == 1
+
+    another = agentspan.start(drawn_agent()[0], "add things")  # another run draws otherwise
+    another.result(timeout=20)
+    assert seen[3] != first[0]
+
+    from agentspan.export import export_run
+    from agentspan.testing import replay
+
+    seen.clear()
+    assert replay(export_run(agentspan.get_store(), original.id), drawn_agent()[0]).output == "done"
+    assert seen == first  # a recording replayed draws what the recorded run drew
+
+
+def test_random_and_uuid4_outside_a_run():
+    assert agentspan.random().random() != agentspan.random().random()
+    made = agentspan.uuid4()
+    assert made.version == 4 and made != agentspan.uuid4()
+    assert "random" not in agentspan.__all__ and "uuid4" in agentspan.__all__

@@ -19,7 +19,8 @@ from agentspan.tools import StepInfo, ToolOptions, current_step, tool, tool_opti
 if TYPE_CHECKING:
     from agentspan.api import get, resume, resume_async, retry, run, run_async, serve, start
     from agentspan.attempt import LlmMetrics
-    from agentspan.clock import now
+    from agentspan.clock import now, uuid4
+    from agentspan.clock import random as random
     from agentspan.config import configure, get_store, settings
     from agentspan.handle import Handle
     from agentspan.instrumentation import instrument, uninstrument
@@ -39,7 +40,8 @@ _LAZY = {
     "RunStatus": "agentspan.records", "Step": "agentspan.records", "StepKind": "agentspan.records",
     "StepStatus": "agentspan.records",
     "ActiveRun": "agentspan.runtime", "LlmMetrics": "agentspan.attempt", "active_run": "agentspan.runtime",
-    "replaying": "agentspan.runtime", "now": "agentspan.clock",
+    "replaying": "agentspan.runtime", "now": "agentspan.clock", "random": "agentspan.clock",
+    "uuid4": "agentspan.clock",
     "StreamedRun": "agentspan.streaming", "run_streamed": "agentspan.streaming",
     "resume_streamed": "agentspan.streaming",
 }
@@ -63,5 +65,6 @@ __all__ = [
     "StepInfo", "StepKind", "StepStatus", "StreamedRun", "ToolOptions", "__version__", "active_run",
     "configure", "current_step", "errors", "get", "get_store", "instrument", "now", "replaying", "resume",
     "resume_async", "resume_streamed", "retry", "run", "run_async", "run_streamed", "serve", "settings", "start",
-    "tool", "tool_options", "uninstrument",
+    "tool", "tool_options", "uninstrument", "uuid4",
+    # not "random": `from agentspan import *` would hide the standard library's module
 ]

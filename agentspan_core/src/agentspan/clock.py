@@ -1,25 +1,32 @@
-"""`agentspan.now`: the time, as a resumed run reads it again.
+"""`agentspan.now`, `agentspan.random`, `agentspan.uuid4`: the time and chance, as a resumed run
+reads them again.
 
 A resumed run runs the framework's loop again from the start, and each journaled model call's
 input is compared with the journal's. Instructions that say what time it is
 (``f"Today is {datetime.now():%A %d %B}"``) read another time in the resumed run, so its first
-replayed model call differs from the journal (`agentspan.errors.ReplayDivergenceError`).
-`agentspan.now` reads the time once per model call and journals it with the call (as the call
-step's ``started_at``), so the resumed run reads what the first attempt read, as Temporal's
-``workflow.now()`` does. An adapter tells the run the key of the next model call made in a
-context (`agentspan.ActiveRun.next_model_key`), and one whose run is not the active run in the
-framework's context binds the run's clock there (`bind`).
+replayed model call differs from the journal (`agentspan.errors.ReplayDivergenceError`); so do
+prompts that draw random examples or ids. These read the time once per model call and journal it
+with the call (as the call step's ``started_at``), and draw from a generator seeded with the call's
+key and that time, so the resumed run reads what the first attempt read, as Temporal's
+``workflow.now()``, ``workflow.random()`` and ``workflow.uuid4()`` do. An adapter tells the run the
+key of the next model call made in a context (`agentspan.ActiveRun.next_model_key`), and one whose
+run is not the active run in the framework's context binds the run there (`bind`).
 """
 
 from __future__ import annotations
 
 import contextvars
+import random as _random
 import sys
 import time
-from collections.abc import Callable
+import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-_bound: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar("agentspan_clock", default=None)
+if TYPE_CHECKING:
+    from agentspan.runtime import ActiveRun
+
+_bound: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar("agentspan_clock_run", default=None)
 
 
 def now() -> datetime:
@@ -36,19 +43,41 @@ def now() -> datetime:
     Returns:
         A timezone-aware `datetime` in UTC.
     """
-    read = _bound.get()
-    if read is None:
-        runtime = sys.modules.get("agentspan.runtime")  # loaded whenever a run is active
-        run = runtime.active_run() if runtime is not None else None
-        read = run.clock if run is not None else time.time
-    return datetime.fromtimestamp(read(), UTC)
+    run = _run()
+    return datetime.fromtimestamp(run.clock() if run is not None else time.time(), UTC)
 
 
-def bind(read: Callable[[], float] | None) -> None:
-    """Makes `now` read ``read`` in this context (None: the active run's clock, or the wall clock).
+def random() -> _random.Random:
+    """A random generator whose draws a resumed run makes again.
+
+    Inside a durable run: the generator of the next model call made in this context (as `now`),
+    seeded with that call's key and journaled time: the same draws, in the same order, on every
+    execution of the run, and other draws in another run or for another call. Use it for what
+    goes into a model call (examples picked at random for a prompt). Outside a durable run, and
+    where no model call is on its way: a new generator seeded by the system.
+    """
+    run = _run()
+    source = run.random_source() if run is not None else None
+    return source if source is not None else _random.Random()
+
+
+def uuid4() -> uuid.UUID:
+    """A random (version 4) UUID drawn from `random`: the same on every execution of a durable run."""
+    return uuid.UUID(int=random().getrandbits(128), version=4)
+
+
+def bind(run: ActiveRun | None) -> None:
+    """Makes `now`, `random` and `uuid4` read ``run`` in this context (None: the active run).
 
     For an adapter whose run executes in a framework's context without being the active run
-    there (ADK's plugin in the user's own Runner): it binds the run's `agentspan.ActiveRun.clock`
-    while the run's agents execute.
+    there (ADK's plugin in the user's own Runner): it binds the run while the run's agents execute.
     """
-    _bound.set(read)
+    _bound.set(run)
+
+
+def _run() -> ActiveRun | None:
+    run = _bound.get()
+    if run is None:
+        runtime = sys.modules.get("agentspan.runtime")  # loaded whenever a run is active
+        run = runtime.active_run() if runtime is not None else None
+    return run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -35,6 +36,8 @@ class StepKeys:
     _clocks: dict[str, float]
     """The time `clock` gave out for the model call of each key until its step takes it as its
     ``started_at``."""
+    _randoms: dict[str, random.Random]
+    """The generator `random_source` gave out for the model call of each key."""
 
     def _current_scope(self) -> Scope:
         scope = _scope.get()
@@ -61,8 +64,21 @@ class StepKeys:
         ``started_at``, so a replay of the run reads what the first attempt read.
         """
         key = self.next_model_key() if self.next_model_key is not None else None
+        return time.time() if key is None else self._clock_at(key)
+
+    def random_source(self) -> random.Random | None:
+        """The random numbers for what feeds the next model call made in this context
+        (`agentspan.random`): one generator per call, seeded with the call's key and journaled time
+        (`clock`), so a replay draws what the first attempt drew. None where no call is on its way."""
+        key = self.next_model_key() if self.next_model_key is not None else None
         if key is None:
-            return time.time()
+            return None
+        source = self._randoms.get(key)
+        if source is None:
+            source = self._randoms[key] = random.Random(f"{key}@{self._clock_at(key)!r}")
+        return source
+
+    def _clock_at(self, key: str) -> float:
         read = self._clocks.get(key)
         if read is None:
             recorded = self.journal.get(key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -89,6 +90,7 @@ class ActiveRun(StepKeys):
         self._root = Scope(prefix="")
         self._call_keys: dict[str, str] = {}
         self._clocks: dict[str, float] = {}
+        self._randoms: dict[str, random.Random] = {}
         self.call_ids: dict[str, str] = {}
         """The framework's call id of each traced tool call until its step ends (its
         ``gen_ai.tool.call.id``; keys may hold an index instead)."""

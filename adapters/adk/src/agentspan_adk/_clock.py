@@ -1,10 +1,11 @@
-"""`agentspan.now` in ADK runs: which agent's next model call the time read in this context is for.
+"""`agentspan.now` (and `agentspan.random`) in ADK runs: which agent's next model call the time
+read in this context is for.
 
 An agent's instruction provider runs before the model call it feeds, in the agent's own context.
 The plugin notes each agent that starts and ends (`agent_started`, `agent_ended`): the innermost
 running agent of the context is the one whose next model call `agentspan.now` reads the time of,
-and its run's clock is bound to the context (a plugin run in the user's own Runner is not the
-active run there).
+and its run is bound to the context (a plugin run in the user's own Runner is not the active run
+there).
 """
 
 from __future__ import annotations
@@ -53,4 +54,4 @@ def next_model_key() -> str | None:
 
 def _set(running: tuple[_Running, ...]) -> None:
     _running.set(running)
-    agentspan.clock.bind(running[-1][0].run.clock if running else None)
+    agentspan.clock.bind(running[-1][0].run if running else None)
