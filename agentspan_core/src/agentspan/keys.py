@@ -3,7 +3,8 @@
 A resumed run re-enters the framework's loop from the start, so every journaled call must get the
 same key on every attempt: model calls are counted within their scope (the run, or a tool call or
 guardrail inside it), tool and handoff calls are keyed by the model response that asked for them,
-and other calls an adapter can only tell apart by their order are counted by name.
+and other calls an adapter can only tell apart by their order are counted by name. The time and
+random draws `agentspan.clock` gives what feeds a model call are kept by that call's key.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("agentspan
 
 
 class StepKeys:
-    """The key-giving half of `agentspan.ActiveRun`."""
+    """The key-giving half of `agentspan.ActiveRun`, with what is read by model-call key: the time
+    and the random draws of `agentspan.now` / `agentspan.random` (`agentspan.clock`)."""
 
     _root: Scope
     _call_keys: dict[str, str]
