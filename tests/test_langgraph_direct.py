@@ -131,6 +131,24 @@ def test_invoke_none_after_a_crash_inside_a_node_repeats_no_completed_call(trans
     assert sorted(e.split()[0] for e in effects()) == ["lookup", "lookup", "notify"]
 
 
+def test_a_prompt_that_says_the_time_replays_when_invoke_none_goes_on_after_a_crash(monkeypatch):
+    said: list[str] = []
+
+    def timed(text: str) -> HumanMessage:
+        said.append(f"{text} at {agentspan.now().isoformat()}")
+        return HumanMessage(said[-1])
+
+    monkeypatch.setattr(lgr_support, "HumanMessage", timed)
+    graph = on_saver(lgr_support.support_graph())
+    lgr_support.RAISE_AT.add("model:writer:1")  # dies in the summarize node's second model call
+    with pytest.raises(SimulatedCrash):
+        graph.invoke(INPUT, thread("t-now"))
+    first = list(said)
+    said.clear()
+    assert graph.invoke(None, thread("t-now"))["messages"][-1].content == lgr_support.SUMMARY
+    assert said[0] == first[0] and calls_of("writer") == [0, 1, 1]  # the node's first call replayed
+
+
 @pytest.mark.parametrize("transport", ["embedded", "server-sqlite"])
 def test_stream_ainvoke_and_astream_are_runs_and_leave_nothing_in_the_callers_context(transport):
     graph = on_saver(lgr_support.support_graph())
