@@ -73,7 +73,11 @@ def shorten(value: Any, limit: int = VALUE_CHARS) -> str:
 
 def describe_difference(recorded: Any, live: Any) -> str:
     """Returns ``"at $.path: recorded X, live Y"``, or a note that the JSON shown is equal."""
-    found = first_difference(recorded, live)
+    return describe_found(first_difference(recorded, live))
+
+
+def describe_found(found: tuple[str, Any, Any] | None) -> str:
+    """`describe_difference` of a `first_difference` result already at hand."""
     if found is None:
         return ("the journaled inputs are equal; the difference is in what is hashed but not journaled "
                 "(offered tools, output schema, call options or earlier conversation)")

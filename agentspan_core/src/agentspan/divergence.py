@@ -22,7 +22,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Literal
 
-from agentspan.diffing import describe_difference, first_difference
+from agentspan.diffing import describe_found, first_difference
 from agentspan.errors import ConfigurationError, ReplayDivergenceError
 from agentspan.records import JSON, Run, Step
 from agentspan.stores.reopening import RETRIES
@@ -116,7 +116,7 @@ def input_change(recorded: Step, name: str | None, input: JSON, input_hash: str)
                 "agentspan.now(), which gives a resumed run the time its first attempt read")
     return (f"recorded {recorded.kind} call {recorded.name or name!r} had input hash {recorded_hash}, "
             f"the live call has {input_hash[:12]} (the agent's code, prompt or tools changed since the run "
-            f"started); {describe_difference(recorded.input, input)}{hint}")
+            f"started); {describe_found(found)}{hint}")
 
 
 _DIGIT = re.compile(r"[0-9]")

@@ -65,20 +65,23 @@ class StepKeys:
         it, else the wall clock, read once and kept for the call's step to take as its
         ``started_at``, so a replay of the run reads what the first attempt read.
         """
-        key = self.next_model_key() if self.next_model_key is not None else None
+        key = self._next_call()
         return time.time() if key is None else self._clock_at(key)
 
     def random_source(self) -> random.Random | None:
         """The random numbers for what feeds the next model call made in this context
         (`agentspan.random`): one generator per call, seeded with the call's key and journaled time
         (`clock`), so a replay draws what the first attempt drew. None where no call is on its way."""
-        key = self.next_model_key() if self.next_model_key is not None else None
+        key = self._next_call()
         if key is None:
             return None
         source = self._randoms.get(key)
         if source is None:
             source = self._randoms[key] = random.Random(f"{key}@{self._clock_at(key)!r}")
         return source
+
+    def _next_call(self) -> str | None:
+        return self.next_model_key() if self.next_model_key is not None else None
 
     def _clock_at(self, key: str) -> float:
         read = self._clocks.get(key)

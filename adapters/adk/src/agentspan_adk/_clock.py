@@ -25,7 +25,6 @@ _running: contextvars.ContextVar[tuple[_Running, ...]] = contextvars.ContextVar(
 def agent_started(journal: Journal, ic: InvocationContext) -> None:
     """An agent of ``journal``'s invocation starts in this context."""
     _set((*_running.get(), (journal, ic)))
-    journal.run.next_model_key = next_model_key
 
 
 def agent_ended(ic: InvocationContext) -> None:

@@ -83,6 +83,7 @@ class AgentspanPlugin(BasePlugin):
             managed = await _managed.open_run(ic, message, on_divergence=self.on_divergence)
             self._managed[ic.invocation_id] = managed
             journal = Journal(managed.run, on_suspend=lambda: self._suspend(ic.invocation_id))
+        journal.run.next_model_key = _clock.next_model_key
         self._journals[ic.invocation_id] = journal
         return journal
 
