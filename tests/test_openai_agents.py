@@ -14,6 +14,7 @@ import agentspan
 from agentspan.errors import (
     ApprovalConflict,
     ConfigurationError,
+    InDoubtStepError,
     NoPendingApproval,
     ReplayDivergenceError,
     RunCancelledError,
@@ -294,6 +295,35 @@ def test_divergence_is_detected_on_replay():
     with pytest.raises(ReplayDivergenceError, match="llm:0"):
         agentspan.resume(clone_id, changed).result(timeout=20)
     assert [s.key for s in store.list_steps(clone_id)] == ["llm:0"]
+
+
+@function_tool
+@agentspan.tool(on_in_doubt="fail")
+def charge(amount: int) -> str:
+    """Charge a card (must never run twice)."""
+    effects.append(f"charge {amount}")
+    return "charged"
+
+
+def test_an_error_of_the_core_inside_a_tool_call_is_what_the_run_raises():
+    """The SDK wraps whatever a tool raises in its ``UserError("Error running tool ...")``: the
+    core's own error (here a call in doubt under ``on_in_doubt="fail"``) is raised as itself."""
+    store = agentspan.get_store()
+    model = ScriptedModel([ToolCall("charge", {"amount": 9}), "charged"], name="m")
+    agent = Agent(name="shop", tools=[charge], model=model)
+    handle = agentspan.start(agent, "charge 9")
+    handle.result(timeout=20)
+    clone_id = crashed_copy(handle.id, keep=1)  # the model's call; then the charge, started only
+    started = store.list_steps(handle.id)[1]
+    store.start_step(started.model_copy(update={"run_id": clone_id, "status": agentspan.StepStatus.STARTED}),
+                     epoch=0)
+    effects.clear()
+    calls_before = model.calls
+    with pytest.raises(InDoubtStepError, match="call:"):
+        agentspan.resume(clone_id, agent).result(timeout=20)
+    run = store.get_run(clone_id)
+    assert run.status is agentspan.RunStatus.FAILED and run.error.startswith("InDoubtStepError")
+    assert effects == [] and model.calls == calls_before
 
 
 def test_cancel_stops_a_waiting_run():

@@ -64,7 +64,7 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
         while True:
             token = attached.active.activate()
             try:
-                result = await adapter.execute(attached.active, target, run.input, options)
+                result = await _attempt(adapter, attached.active, target, run.input, options)
             except ApprovalPending:
                 if on_wait == "release":
                     await call_store(store, attached.suspend)
@@ -86,6 +86,21 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
         # left to a new owner, or abandoned (the lease given back for a retry).
         await call_store(store, attached.end_after_error, exc)
         raise
+
+
+async def _attempt(adapter: Adapter, active: ActiveRun, target: Any, input: Any, options: dict[str, Any]) -> Any:
+    """One attempt through the adapter. An error the core raised in it (`ActiveRun.fatal`) is
+    what the attempt raises, however the framework passed it on: wrapped in its own error, or
+    caught and turned into a tool result the model was then shown."""
+    try:
+        result = await adapter.execute(active, target, input, options)
+    except Exception:
+        if active.fatal is not None:
+            raise active.fatal  # noqa: B904 - the core's error itself, with its own cause
+        raise
+    if active.fatal is not None:
+        raise active.fatal
+    return result
 
 
 async def _wait_for_decisions(store: Store, run_id: str) -> None:

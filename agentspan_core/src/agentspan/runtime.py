@@ -20,7 +20,7 @@ from agentspan import approvals
 from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
 from agentspan.diffing import describe_difference
 from agentspan.divergence import OnDivergence, diverged, input_change, policy_of, without_core_options
-from agentspan.errors import InDoubtStepError
+from agentspan.errors import AgentspanError, InDoubtStepError, RecordedStepFailure
 from agentspan.events import EventSink, event_sink
 from agentspan.hashing import digest
 from agentspan.keys import StepKeys, _scope
@@ -101,6 +101,11 @@ class ActiveRun(StepKeys):
         """The strict replay serving this run's would-be live calls (None: a normal run)."""
         self.trace: RunTrace | None = None
         """The OpenTelemetry spans of this attempt, while it is traced (`agentspan.tracing`)."""
+        self.fatal: AgentspanError | None = None
+        """The first error the core itself raised in this attempt (a store that failed, a lease
+        lost, a divergence, a step in doubt): what the attempt fails with, even where the
+        framework wrapped it (the SDK's ``UserError("Error running tool ...")``) or swallowed it
+        (a ``ToolNode(handle_tool_errors=True)``); every later live call raises it again."""
 
     # ---- context ------------------------------------------------------------------------
     def activate(self) -> contextvars.Token[ActiveRun | None]:
@@ -140,13 +145,19 @@ class ActiveRun(StepKeys):
         Raises:
             ReplayDivergenceError: The journaled input differs and the run does not go on live.
         """
-        recorded = self.journal.get(key)
-        if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash):
-            await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
-            recorded = None
-        if recorded is not None and recorded.status is StepStatus.COMPLETED:
-            return True
-        self.store.wait_durable()  # the framework makes the call next: what it acts on is on disk first
+        if self.fatal is not None:
+            raise self.fatal
+        try:
+            recorded = self.journal.get(key)
+            if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash):
+                await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
+                recorded = None
+            if recorded is not None and recorded.status is StepStatus.COMPLETED:
+                return True
+            self.store.wait_durable()  # the framework makes the call next: what it acts on is on disk first
+        except AgentspanError as exc:
+            self._keep_fatal(exc)
+            raise
         self.live_started = True
         return False
 
@@ -176,44 +187,50 @@ class ActiveRun(StepKeys):
             InDoubtStepError: The step was in flight when a process died and the policy is
                 ``"fail"``.
         """
-        recorded = self.journal.get(key)
-        attempt = 1
-        if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash) and (
-            key in self.recorded or recorded.status is not StepStatus.FAILED  # a call failed just now: not a record
-        ):
-            await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
-            recorded = None  # going on live (on_divergence="live"): the journal from here on is aside
-        if recorded is not None:
-            if recorded.status is StepStatus.COMPLETED:
-                self.counters.mark(False, kind.value, key)
-                return load(recorded.output)
-            if recorded.status is StepStatus.STARTED and on_in_doubt == "fail":
-                raise InDoubtStepError(self.run_id, key)
-            attempt = recorded.attempt + 1
-            seq = recorded.seq
-        else:
-            seq = self._next_seq
-            self._next_seq += 1
-        if self.strict is not None:
-            return self.strict.serve(self, kind=kind, key=key, name=name, input=input, input_hash=input_hash,
-                                     load=load, recorded=recorded)
-        # Built unchecked (no validation): every value is the core's own or typed by this signature.
-        step = Step.unchecked(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
-                              input_hash=input_hash, attempt=attempt, provider=provider, model=model)
-        if self._clocks and key in self._clocks:  # the time `agentspan.now` gave what feeds this call
-            step.__dict__["started_at"] = self._clocks[key]  # (kept: a retried call is started again)
-        # A model call is journaled once, when it ends: an interrupted one is simply made again,
-        # so it needs no in-flight record (one transaction per call instead of two).
-        in_flight_record = kind is not StepKind.LLM
-        if in_flight_record:
-            if self._awaited is not None:
-                await self._awaited.astart_step(step, epoch=self.epoch, durable=durable_start)
-            elif self._offload:
-                await asyncio.to_thread(self.store.start_step, step, epoch=self.epoch, durable=durable_start)
+        if self.fatal is not None:
+            raise self.fatal
+        try:
+            recorded = self.journal.get(key)
+            attempt = 1
+            if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash) and (
+                key in self.recorded or recorded.status is not StepStatus.FAILED  # a call failed just now: not a record
+            ):
+                await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
+                recorded = None  # going on live (on_divergence="live"): the journal from here on is aside
+            if recorded is not None:
+                if recorded.status is StepStatus.COMPLETED:
+                    self.counters.mark(False, kind.value, key)
+                    return load(recorded.output)
+                if recorded.status is StepStatus.STARTED and on_in_doubt == "fail":
+                    raise InDoubtStepError(self.run_id, key)
+                attempt = recorded.attempt + 1
+                seq = recorded.seq
             else:
-                self.store.start_step(step, epoch=self.epoch, durable=durable_start)
-        self.journal[key] = step
-        self.store.wait_durable()  # what the live call acts on is on disk first (`Store.wait_durable`)
+                seq = self._next_seq
+                self._next_seq += 1
+            if self.strict is not None:
+                return self.strict.serve(self, kind=kind, key=key, name=name, input=input, input_hash=input_hash,
+                                         load=load, recorded=recorded)
+            # Built unchecked (no validation): every value is the core's own or typed by this signature.
+            step = Step.unchecked(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
+                                  input_hash=input_hash, attempt=attempt, provider=provider, model=model)
+            if self._clocks and key in self._clocks:  # the time `agentspan.now` gave what feeds this call
+                step.__dict__["started_at"] = self._clocks[key]  # (kept: a retried call is started again)
+            # A model call is journaled once, when it ends: an interrupted one is simply made again,
+            # so it needs no in-flight record (one transaction per call instead of two).
+            in_flight_record = kind is not StepKind.LLM
+            if in_flight_record:
+                if self._awaited is not None:
+                    await self._awaited.astart_step(step, epoch=self.epoch, durable=durable_start)
+                elif self._offload:
+                    await asyncio.to_thread(self.store.start_step, step, epoch=self.epoch, durable=durable_start)
+                else:
+                    self.store.start_step(step, epoch=self.epoch, durable=durable_start)
+            self.journal[key] = step
+            self.store.wait_durable()  # what the live call acts on is on disk first (`Store.wait_durable`)
+        except AgentspanError as exc:
+            self._keep_fatal(exc)
+            raise
         info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind._value_, name)
         info_token = _current_step.set(info)
         scope_token = _scope.set(Scope(prefix=f"{key}/")) if child_scope else None
@@ -224,8 +241,7 @@ class ActiveRun(StepKeys):
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise  # signals and interrupts leave the step in doubt, as a crash would
-            await self._finish_async(step, StepResult(status=StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
-                                          duration_ms=(time.perf_counter() - started) * 1000), in_flight_record)
+            await self._end_failed(step, exc, time.perf_counter() - started, in_flight_record)
             raise
         finally:
             _current_step.reset(info_token)
@@ -243,9 +259,28 @@ class ActiveRun(StepKeys):
                                           provider=provider, model=used, input_tokens=m.input_tokens,
                                           output_tokens=m.output_tokens,
                                           cost_usd=price_usd(provider, used, m.input_tokens, m.output_tokens))
-        await self._finish_async(step, result, in_flight_record)
+        try:
+            await self._finish_async(step, result, in_flight_record)
+        except AgentspanError as exc:
+            self._keep_fatal(exc)
+            raise
         self.counters.mark(True, kind._value_, key)
         return value
+
+    async def _end_failed(self, step: Step, exc: Exception, seconds: float, started: bool) -> None:
+        """Journals the live call's failure (a failure to journal it is the core's own)."""
+        result = StepResult(status=StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}", duration_ms=seconds * 1000)
+        try:
+            await self._finish_async(step, result, started)
+        except AgentspanError as failure:
+            self._keep_fatal(failure)
+            raise
+
+    def _keep_fatal(self, exc: AgentspanError) -> None:
+        """Keeps the core's first own error as `fatal` (a replayed recorded failure is the
+        tool's, handed to the framework as the first run's was)."""
+        if self.fatal is None and not isinstance(exc, RecordedStepFailure):
+            self.fatal = exc
 
     async def _finish_async(self, step: Step, result: StepResult, started: bool = True) -> None:
         """`_finish`, awaited on the store's async client in the caller's loop, or on a worker thread
@@ -299,30 +334,35 @@ class ActiveRun(StepKeys):
         """
         if call_id and self.trace is not None:
             self.call_ids[key] = call_id
-        to_json = dump or jsonable_result
-        args_hash = digest(args)
-        recorded = self.journal.get(key)
-        if recorded is not None and recorded.name not in (None, options.name or name):
-            # the arguments' hash does not cover the tool's name
-            await call_store(self.store, diverged, self, key, f"the journal has a call of tool {recorded.name!r} "
-                             f"here; the live call is of tool {options.name or name!r}")
-            recorded = None
-        if recorded is not None and recorded.status is StepStatus.COMPLETED:
-            if recorded.input_hash in (None, args_hash):
-                self.counters.mark(False, "tool", key)
-                return recorded.output
-            await call_store(self.store, diverged, self, key, f"tool {name!r} was journaled with other arguments; "
-                             f"{describe_difference(recorded.input, args)}")
-            recorded = None
-        if options.approval_required or needs_approval or (
-            recorded is not None and options.on_in_doubt == "ask"
-        ):
-            rejection = await call_store(self.store, approvals.gate, self, key=key, tool=options.name or name,
-                                         args=args, args_hash=args_hash, options=options)
-            if rejection is not None:
-                return await self.step(kind=StepKind.TOOL, key=key, name=options.name or name, input=args,
-                                       input_hash=args_hash, invoke=_constant(rejection),
-                                       dump=_identity, load=_identity)
+        try:
+            to_json = dump or jsonable_result
+            args_hash = digest(args)
+            recorded = self.journal.get(key)
+            if recorded is not None and recorded.name not in (None, options.name or name):
+                # the arguments' hash does not cover the tool's name
+                await call_store(self.store, diverged, self, key, f"the journal has a call of tool {recorded.name!r} "
+                                 f"here; the live call is of tool {options.name or name!r}")
+                recorded = None
+            if recorded is not None and recorded.status is StepStatus.COMPLETED:
+                if recorded.input_hash in (None, args_hash):
+                    self.counters.mark(False, "tool", key)
+                    return recorded.output
+                await call_store(self.store, diverged, self, key, f"tool {name!r} was journaled with other arguments; "
+                                 f"{describe_difference(recorded.input, args)}")
+                recorded = None
+            rejection = None
+            if options.approval_required or needs_approval or (
+                recorded is not None and options.on_in_doubt == "ask"
+            ):
+                rejection = await call_store(self.store, approvals.gate, self, key=key, tool=options.name or name,
+                                             args=args, args_hash=args_hash, options=options)
+        except AgentspanError as exc:
+            self._keep_fatal(exc)
+            raise
+        if rejection is not None:
+            return await self.step(kind=StepKind.TOOL, key=key, name=options.name or name, input=args,
+                                   input_hash=args_hash, invoke=_constant(rejection),
+                                   dump=_identity, load=_identity)
 
         async def call() -> JSON:
             return to_json(await invoke())
@@ -343,8 +383,12 @@ class ActiveRun(StepKeys):
         step = Step(run_id=self.run_id, key=key, seq=self._next_seq, kind=kind, name=name, input=input)
         self._next_seq += 1
         self.journal[key] = step
-        self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=now(),
-                                      duration_ms=0.0), started=False)
+        try:
+            self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=now(),
+                                          duration_ms=0.0), started=False)
+        except AgentspanError as exc:
+            self._keep_fatal(exc)
+            raise
 
     async def guardrail(self, *, side: str, agent: str, name: str, tripwire_triggered: bool, info: Any,
                         call_id: str | None = None, behavior: JSON = None) -> None:
