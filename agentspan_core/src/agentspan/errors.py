@@ -100,13 +100,15 @@ class ReplayDivergenceError(AgentspanError):
 class InDoubtStepError(AgentspanError):
     """A step started but never completed, and its in-doubt policy is ``"fail"``."""
 
-    def __init__(self, run_id: str, key: str) -> None:
+    def __init__(self, run_id: str, key: str, name: str | None = None) -> None:
+        of = f" (tool {name!r})" if name else ""
         super().__init__(
-            f"step {key!r} of run {run_id!r} was in flight when its process died and its tool's "
+            f"step {key!r}{of} of run {run_id!r} was in flight when its process died and its tool's "
             "policy is on_in_doubt='fail'; it may or may not have taken effect"
         )
         self.run_id = run_id
         self.key = key
+        self.name = name
 
 
 class LeaseLostError(AgentspanError):

@@ -202,7 +202,7 @@ class ActiveRun(StepKeys):
                     self.counters.mark(False, kind.value, key)
                     return load(recorded.output)
                 if recorded.status is StepStatus.STARTED and on_in_doubt == "fail":
-                    raise InDoubtStepError(self.run_id, key)
+                    raise InDoubtStepError(self.run_id, key, name)
                 attempt = recorded.attempt + 1
                 seq = recorded.seq
             else:
