@@ -12,6 +12,7 @@ import pytest
 from agents import Agent, Model, ModelProvider, RunConfig, Runner, function_tool, set_tracing_disabled
 
 import agentspan
+from agentspan.errors import InDoubtStepError
 from agentspan.records import Run, RunStatus, StepResult, StepStatus
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
@@ -97,6 +98,38 @@ def test_a_crash_inside_an_agent_tool_replays_the_nested_calls():
     assert done == [] and inner.calls == 3  # the lookup replayed; only the nested second call live
     assert [s.key for s in agentspan.get(copy_id).steps()] == [
         "llm:0", "llm:0/call:b1/llm:0", "llm:0/call:b1/llm:0/call:l1", "llm:0/call:b1", "llm:0/call:b1/llm:1", "llm:1"]
+
+
+@function_tool
+@agentspan.tool(on_in_doubt="fail")
+def charge(order_id: str) -> str:
+    """Charge an order (must never run twice)."""
+    done.append(f"charge {order_id}")
+    return "charged"
+
+
+def test_an_error_of_the_core_inside_an_agent_tool_is_not_journaled_as_its_result():
+    """``as_tool`` turns what the nested run raises into a message for the model (the SDK's
+    ``failure_error_function``). An error of the core's own there (a nested call in doubt under
+    ``on_in_doubt="fail"``) fails the run, and the agent tool's step is journaled failed, not
+    completed with that message, so a retry runs it again instead of replaying it."""
+    front, inner = front_desk(charge, [ToolCall("charge", {"order_id": "7"}, call_id="c1"), "billing done"])
+    handle = agentspan.start(front, "Charge order 7.")
+    assert handle.result(timeout=20).final_output == "all done"
+    store = agentspan.get_store()
+    # killed inside the nested charge: the outer call and the nested call both in flight
+    copy_id = copy_of(handle.id, ["llm:0", "llm:0/call:b1/llm:0"])
+    steps = {s.key: s for s in store.list_steps(handle.id)}
+    for key in ("llm:0/call:b1", "llm:0/call:b1/llm:0/call:c1"):
+        store.start_step(steps[key].model_copy(update={"run_id": copy_id, "status": StepStatus.STARTED}), epoch=0)
+    done.clear()
+    outer_calls = front.model.calls
+    with pytest.raises(InDoubtStepError, match="'charge'"):
+        agentspan.resume(copy_id, front).result(timeout=20)
+    after = {s.key: s for s in store.list_steps(copy_id)}
+    assert after["llm:0/call:b1"].status is StepStatus.FAILED
+    assert after["llm:0/call:b1"].error.startswith("InDoubtStepError")
+    assert done == [] and front.model.calls == outer_calls and "llm:1" not in after
 
 
 class NamedModels(ModelProvider):

@@ -247,6 +247,9 @@ class ActiveRun(StepKeys):
             _current_step.reset(info_token)
             if scope_token is not None:
                 _scope.reset(scope_token)
+        if self.fatal is not None:  # the core failed inside this call (a nested call) and the call went on
+            await self._end_failed(step, self.fatal, time.perf_counter() - started, in_flight_record)
+            raise self.fatal
         duration_ms = (time.perf_counter() - started) * 1000
         output = dump(value)
         if metrics is None:
