@@ -213,7 +213,13 @@ class AttachedRun:
         Raises:
             LeaseLostError: Another process took the run over.
             RunCancelledSignal: The run was cancelled meanwhile.
+            AgentspanError: The core failed in this attempt and the framework went on to its end
+                (`ActiveRun.fatal`): the run is recorded ``failed`` with that error instead.
         """
+        fatal = self.active.fatal
+        if fatal is not None:
+            self.fail(fatal)
+            raise fatal
         self._end("completed", status=RunStatus.COMPLETED, output=output)
 
     def fail(self, error: BaseException) -> None:

@@ -90,17 +90,14 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
 
 async def _attempt(adapter: Adapter, active: ActiveRun, target: Any, input: Any, options: dict[str, Any]) -> Any:
     """One attempt through the adapter. An error the core raised in it (`ActiveRun.fatal`) is
-    what the attempt raises, however the framework passed it on: wrapped in its own error, or
-    caught and turned into a tool result the model was then shown."""
+    what the attempt raises, though the framework wrapped it in an error of its own (a run that
+    went on to its end after it fails with it too: `AttachedRun.complete`)."""
     try:
-        result = await adapter.execute(active, target, input, options)
+        return await adapter.execute(active, target, input, options)
     except Exception:
         if active.fatal is not None:
             raise active.fatal  # noqa: B904 - the core's error itself, with its own cause
         raise
-    if active.fatal is not None:
-        raise active.fatal
-    return result
 
 
 async def _wait_for_decisions(store: Store, run_id: str) -> None:
