@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import Any
 
 import pytest
 from agents import Agent, ModelProvider, RunConfig, Runner, function_tool, handoff, set_tracing_disabled
@@ -122,6 +123,99 @@ def test_parallel_tool_calls_keep_stable_keys_and_replay_in_any_order():
     assert keys == ["llm:0/call:c1", "llm:0/call:c2", "llm:0/call:c3"]
     outputs = {s.key: s.output for s in handle.steps() if s.kind is agentspan.StepKind.TOOL}
     assert outputs == {"llm:0/call:c1": 2, "llm:0/call:c2": 4, "llm:0/call:c3": 6}
+
+
+def slow_tool(kind: str) -> Any:
+    """A tool that takes a while (run on a thread by the SDK when sync)."""
+    if kind == "async":
+        @function_tool
+        async def slow(n: int) -> str:
+            """Work slowly."""
+            effects.append(f"slow {n} start")
+            await asyncio.sleep(0.3)
+            effects.append(f"slow {n} end")
+            return "slow done"
+    else:
+        @function_tool
+        def slow(n: int) -> str:
+            """Work slowly."""
+            effects.append(f"slow {n} start")
+            time.sleep(0.3)
+            effects.append(f"slow {n} end")
+            return "slow done"
+    return slow
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_parallel_call_the_sdk_cancels_for_an_approval_ends_and_is_not_made_again(kind):
+    """The SDK cancels a gated call's siblings when the call waits for its approval (it raises):
+    the sibling still ends and is journaled (a sync tool's thread cannot be stopped anyway), so
+    the attempt after the decision replays it instead of making it a second time."""
+    turns = [[ToolCall("slow", {"n": 1}, "s1"), ToolCall("refund", {"order_id": "7", "amount": 1.0}, "r1")], "done"]
+    handle = agentspan.start(agent_with(turns, [slow_tool(kind), refund]), "go")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    deadline = time.monotonic() + 10  # journaled while the run waits: no decision needed for it
+    while (agentspan.StepStatus.COMPLETED, "slow done") not in [
+            (s.status, s.output) for s in handle.steps() if s.key == "llm:0/call:s1"]:
+        assert time.monotonic() < deadline, handle.steps()
+        time.sleep(0.01)
+    handle.approve()
+    assert handle.result(timeout=20).final_output == "done"
+    assert effects == ["slow 1 start", "slow 1 end", "refund 7 1.0"]
+
+
+def test_a_worker_gives_a_run_waiting_for_an_approval_back_once_its_cancelled_calls_ended():
+    """A worker releases a run that waits for a decision: not before the parallel calls the SDK
+    cancelled have ended and are journaled, or the worker that takes the run up (here at once:
+    the approval is decided right away) would find them in doubt and make them again."""
+    import threading
+
+    store = agentspan.get_store()
+    run, _ = store.create_run(agentspan.Run(framework="openai-agents", agent="calc", input="go",
+                                            status=agentspan.RunStatus.PENDING))
+    turns = [[ToolCall("slow", {"n": 1}, "s1"), ToolCall("refund", {"order_id": "7", "amount": 1.0}, "r1")], "done"]
+    stop = threading.Event()
+    worker = threading.Thread(target=agentspan.serve, args=(agent_with(turns, [slow_tool("sync"), refund]),),
+                              kwargs={"stop": stop, "concurrency": 2})
+    worker.start()
+    try:
+        handle = agentspan.get(run.id)
+        deadline = time.monotonic() + 20
+        while not handle.pending_approvals():
+            assert time.monotonic() < deadline, handle.status()
+            time.sleep(0.005)
+        handle.approve()
+        assert handle.result(timeout=20) == "done"  # the stored output: the run ran in the worker
+    finally:
+        stop.set()
+        worker.join(timeout=20)
+    assert effects == ["slow 1 start", "slow 1 end", "refund 7 1.0"]
+
+
+def test_a_parallel_call_the_sdk_cancels_for_a_failed_sibling_is_replayed_by_the_retry():
+    failing = [True]
+
+    @function_tool(failure_error_function=None)
+    def flaky(x: int) -> str:
+        """Fails while the service is down."""
+        if failing:
+            raise RuntimeError("service down")
+        effects.append(f"flaky {x}")
+        return "flaky done"
+
+    def agent() -> Agent:
+        return agent_with([[ToolCall("slow", {"n": 1}, "s1"), ToolCall("flaky", {"x": 1}, "f1")], "done"],
+                          [slow_tool("sync"), flaky])
+
+    handle = agentspan.start(agent(), "go")
+    with pytest.raises(Exception, match="service down"):
+        handle.result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.FAILED
+    assert {s.key: s.status for s in handle.steps() if s.kind is agentspan.StepKind.TOOL} == {
+        "llm:0/call:s1": agentspan.StepStatus.COMPLETED, "llm:0/call:f1": agentspan.StepStatus.FAILED}
+    failing.clear()
+    assert agentspan.retry(handle.id, agent()).result(timeout=20).final_output == "done"
+    assert effects == ["slow 1 start", "slow 1 end", "flaky 1"]
 
 
 def test_approval_waits_then_approve_runs_the_tool_once(caplog):
@@ -503,7 +597,6 @@ def test_tools_get_the_context_object_the_sdk_gives_them_without_agentspan():
     says `RunContextWrapper` (here as text it cannot resolve: the names are imported locally), a
     plain one; the durable copy hands the original the same."""
     import inspect
-    from typing import Any
 
     from agents import FunctionTool, RunContextWrapper
     from agents.tool_context import ToolContext

@@ -66,6 +66,7 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
             try:
                 result = await _attempt(adapter, attached.active, target, run.input, options)
             except ApprovalPending:
+                await attached.active.settle()
                 if on_wait == "release":
                     await call_store(store, attached.suspend)
                     return Outcome(RunStatus.WAITING, counters=attached.counters)
@@ -75,6 +76,7 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
             except (LeaseLostError, RunCancelledSignal):
                 raise
             except Exception as exc:
+                await attached.active.settle()
                 await call_store(store, attached.fail, exc)
                 raise
             finally:

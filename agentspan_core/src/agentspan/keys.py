@@ -30,6 +30,7 @@ class StepKeys:
 
     _root: Scope
     _call_keys: dict[str, str]
+    _batched: set[str]
     journal: dict[str, Step]
     next_model_key: Callable[[], str | None] | None = None
     """Set by the adapter: the key the next model call made in the current context will take
@@ -143,7 +144,9 @@ class StepKeys:
     def register_calls(self, llm_key: str, call_ids: Sequence[str | None]) -> None:
         """Records the tool/handoff call ids a model response asked for, in response order."""
         for index, call_id in enumerate(call_ids):
-            self._call_keys[call_id or f"#{llm_key}/{index}"] = f"{llm_key}/call:{call_id or index}"
+            key = self._call_keys[call_id or f"#{llm_key}/{index}"] = f"{llm_key}/call:{call_id or index}"
+            if len(call_ids) > 1:
+                self._batched.add(key)  # one of parallel calls: the framework may cancel it with the rest
 
     def call_key(self, call_id: str | None, kind: str = "tool") -> str:
         """Returns the key of a tool/handoff call, derived from the response that asked for it."""

@@ -89,6 +89,9 @@ class ActiveRun(StepKeys):
         self._next_seq = max((s.seq for s in steps), default=0) + 1
         self._root = Scope(prefix="")
         self._call_keys: dict[str, str] = {}
+        self._batched: set[str] = set()
+        self._in_flight: dict[str, asyncio.Future[Any]] = {}
+        """Live calls that end (and are journaled) even if the framework cancels them (`settle`)."""
         self._clocks: dict[str, float] = {}
         self._randoms: dict[str, random.Random] = {}
         self.call_ids: dict[str, str] = {}
@@ -132,6 +135,13 @@ class ActiveRun(StepKeys):
     def events(self) -> EventSink | None:
         """Where a streaming adapter puts the framework's events (None: the run is not streamed)."""
         return event_sink.get()
+
+    async def settle(self) -> None:
+        """Waits until the live calls a framework cancelled with their siblings (a parallel call
+        that raised, or waits for an approval) have ended and are journaled: the next attempt
+        replays them instead of making them again."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
 
     # ---- the journaled call -------------------------------------------------------------
     async def replays(self, *, key: str, name: str | None, input: JSON, input_hash: str | None) -> bool:
@@ -178,6 +188,7 @@ class ActiveRun(StepKeys):
         on_in_doubt: str = "retry",
         child_scope: bool = False,
         durable_start: bool = True,
+        shield: bool = False,
     ) -> T:
         """Replays ``key`` from the journal, or calls ``invoke`` live and journals it.
 
@@ -231,7 +242,18 @@ class ActiveRun(StepKeys):
         except AgentspanError as exc:
             self._keep_fatal(exc)
             raise
-        info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", attempt, kind._value_, name)
+        if shield:  # a framework may cancel it with its siblings: it ends (and is journaled) regardless
+            call = asyncio.ensure_future(self._live(step, invoke, dump, metrics, child_scope, in_flight_record))
+            self._in_flight[key] = call
+            call.add_done_callback(lambda _: self._in_flight.pop(key, None))
+            return await asyncio.shield(call)
+        return await self._live(step, invoke, dump, metrics, child_scope, in_flight_record)
+
+    async def _live(self, step: Step, invoke: Callable[[], Awaitable[T]], dump: Callable[[T], JSON],
+                    metrics: Callable[[T], LlmMetrics] | None, child_scope: bool, in_flight_record: bool) -> T:
+        """Makes the call of ``step`` (journaled as started, or a model call) and journals its end."""
+        key = step.key
+        info = StepInfo(self.run_id, key, f"{self.run_id}:{key}", step.attempt, step.kind._value_, step.name)
         info_token = _current_step.set(info)
         scope_token = _scope.set(Scope(prefix=f"{key}/")) if child_scope else None
         self.live_started = True
@@ -254,10 +276,11 @@ class ActiveRun(StepKeys):
         output = dump(value)
         if metrics is None:
             result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
-                                          provider=provider, model=model)
+                                          provider=step.provider, model=step.model)
         else:
             m = metrics(value)
-            used = m.model or model
+            provider = step.provider
+            used = m.model or step.model
             result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
                                           provider=provider, model=used, input_tokens=m.input_tokens,
                                           output_tokens=m.output_tokens,
@@ -267,7 +290,7 @@ class ActiveRun(StepKeys):
         except AgentspanError as exc:
             self._keep_fatal(exc)
             raise
-        self.counters.mark(True, kind._value_, key)
+        self.counters.mark(True, step.kind._value_, key)
         return value
 
     async def _end_failed(self, step: Step, exc: Exception, seconds: float, started: bool) -> None:
@@ -373,7 +396,7 @@ class ActiveRun(StepKeys):
         return await self.step(kind=StepKind.TOOL, key=key, name=options.name or name, input=args,
                                input_hash=args_hash, invoke=call, dump=_identity, load=_identity,
                                on_in_doubt="retry" if options.on_in_doubt == "ask" else options.on_in_doubt,
-                               child_scope=True,
+                               child_scope=True, shield=key in self._batched,
                                # Under "retry", a lost in-flight marker changes nothing: the call
                                # runs again either way; "ask" and "fail" need the marker to survive.
                                durable_start=options.on_in_doubt != "retry")
