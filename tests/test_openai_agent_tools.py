@@ -167,6 +167,45 @@ def test_a_tools_own_runner_call_is_journaled_with_the_run_config_of_the_run():
     assert keys["llm:0/call:d1/llm:0"].name == "inner" and keys["llm:0/call:d1"].output == "billing done"
 
 
+def test_a_run_configs_guardrails_are_recorded_and_their_judge_journaled():
+    """``RunConfig(input_guardrails=..., output_guardrails=...)`` guard the run as an agent's own
+    do: recorded in the trail, a judge they run journaled (answered from the journal on resume),
+    and not applied to the judge's own run (the SDK runs it with no run config)."""
+    from agents import GuardrailFunctionOutput, input_guardrail, output_guardrail
+
+    judged: list[str] = []
+    judge = Agent(name="judge", model=ScriptedModel(["safe"] * 4, name="judge",
+                                                    on_call=lambda i: judged.append("judge")))
+
+    @input_guardrail
+    async def safe_input(ctx: Any, agent: Any, input: Any) -> GuardrailFunctionOutput:
+        verdict = (await Runner.run(judge, input)).final_output
+        return GuardrailFunctionOutput(output_info=verdict, tripwire_triggered=verdict != "safe")
+
+    @output_guardrail
+    async def short_output(ctx: Any, agent: Any, output: Any) -> GuardrailFunctionOutput:
+        return GuardrailFunctionOutput(output_info=len(output), tripwire_triggered=len(output) > 20)
+
+    def agent() -> Agent[Any]:
+        return Agent(name="desk", tools=[lookup],
+                     model=ScriptedModel([ToolCall("lookup", {"order_id": "7"}, call_id="c1"), "30 USD"], name="m"))
+
+    config = RunConfig(input_guardrails=[safe_input], output_guardrails=[short_output])
+    handle = agentspan.start(agent(), "What does order 7 cost?", run_config=config)
+    assert handle.result(timeout=20).final_output == "30 USD"
+    keys = {s.key: s for s in handle.steps()}
+    assert keys["guardrail:input:desk:safe_input/llm:0"].name == "judge"
+    assert keys["guardrail:input:desk:safe_input"].output["output_info"] == "safe"
+    assert keys["guardrail:output:desk:short_output"].output == {"tripwire_triggered": False, "output_info": 6}
+    assert judged == ["judge"] and done == ["lookup 7"]
+
+    judged.clear()
+    done.clear()
+    copy_id = copy_of(handle.id, [k for k in keys if not k.startswith(("llm:1", "guardrail:output"))])
+    assert agentspan.resume(copy_id, agent(), run_config=config).result(timeout=20).final_output == "30 USD"
+    assert judged == [] and done == []  # checked again; the judge answered from the journal
+
+
 def test_agents_run_by_guardrails_are_journaled_under_the_guardrails_key():
     """The SDK's guardrail pattern, a judge agent run inside the check: checked again on resume,
     but the judge's answer comes from the journal (not a second, paid model call)."""

@@ -97,7 +97,8 @@ class OpenAIAgentsAdapter(Adapter):
         owns_provider = options.get("run_config") is None
         provider = JournalingProvider(config.model_provider if not owns_provider else MultiProvider(), tracker)
         model = wrapper.model(config.model) if isinstance(config.model, Model) else config.model
-        config = dataclasses.replace(config, model_provider=provider, model=model)
+        config = dataclasses.replace(config, model_provider=provider, model=model,
+                                     **wrapper.config_guardrails(config))
         kwargs = {**run.run.options, **{k: options[k] for k in RUNNER_OPTIONS if k in options}}
         kwargs.pop(SESSION_OPTION, None)
         kwargs["session"] = session_for_attempt(run, options.get("session"))

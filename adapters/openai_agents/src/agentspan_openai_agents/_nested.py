@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -43,8 +44,14 @@ _checking: contextvars.ContextVar[bool] = contextvars.ContextVar("agentspan_open
 
 @contextlib.contextmanager
 def attempt(wrapper: AgentWrapper, config: RunConfig) -> Iterator[None]:
-    """Marks the block as a durable run's attempt, whose tool calls' ``Runner`` calls are journaled."""
+    """Marks the block as a durable run's attempt, whose tool calls' ``Runner`` calls are journaled.
+
+    Such a call that gives no run config gets the attempt's (its journaling provider), without its
+    input and output guardrails: those guard the run itself (a guardrail that runs a judge agent
+    would otherwise check the judge's run too, without end)."""
     install()
+    if config.input_guardrails or config.output_guardrails:
+        config = dataclasses.replace(config, input_guardrails=None, output_guardrails=None)
     token = _attempt.set((wrapper, config))
     try:
         yield

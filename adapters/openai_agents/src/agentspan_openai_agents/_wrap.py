@@ -61,6 +61,7 @@ _Copied = typing.TypeVar("_Copied")
 _SDK_POST_INIT = {Agent: Agent.__post_init__, FunctionTool: FunctionTool.__post_init__}
 _CHOICES: dict[int, tuple[Any, Callable[[ToolContext[Any]], Any] | None]] = {}
 _CHOICES_MAX = 1024
+_RECORDED = "_agentspan_recorded"  # set on the guardrail functions `AgentWrapper.guardrail` made
 _WRAPPER_SIGNATURE = inspect.Signature([
     inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ToolContext),
     inspect.Parameter("args_json", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
@@ -218,7 +219,14 @@ class AgentWrapper:
         model = config.model
         if isinstance(model, Model) and not isinstance(model, JournalingModel):
             model = self.model(model)
-        return dataclasses.replace(config, model_provider=provider, model=model)
+        return dataclasses.replace(config, model_provider=provider, model=model, **self.config_guardrails(config))
+
+    def config_guardrails(self, config: RunConfig) -> dict[str, list[Any]]:
+        """A run config's own input and output guardrails, recorded (and their ``Runner`` calls
+        journaled) as an agent's are; those already wrapped are kept as they are."""
+        return {f"{side}_guardrails": [g if getattr(g.guardrail_function, _RECORDED, False) else self.guardrail(g, side)
+                                       for g in getattr(config, f"{side}_guardrails") or []]
+                for side in ("input", "output")}
 
     def tool(self, tool: FunctionTool) -> FunctionTool:
         """Returns a copy of ``tool`` whose calls are journaled, replayed and approval-gated."""
@@ -301,6 +309,7 @@ class AgentWrapper:
                                 tripwire_triggered=bool(output.tripwire_triggered), info=output.output_info)
             return output
 
+        setattr(guardrail_function, _RECORDED, True)
         return dataclasses.replace(guardrail, guardrail_function=guardrail_function, name=name)
 
     @staticmethod
