@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import json
 import logging
+import math
 import time
 from typing import Any
 
 import pytest
 from agents import Agent, ModelProvider, RunConfig, Runner, function_tool, handoff, set_tracing_disabled
+from pydantic import BaseModel
 
 import agentspan
 from agentspan.errors import (
@@ -216,6 +220,96 @@ def test_a_parallel_call_the_sdk_cancels_for_a_failed_sibling_is_replayed_by_the
     failing.clear()
     assert agentspan.retry(handle.id, agent()).result(timeout=20).final_output == "done"
     assert effects == ["slow 1 start", "slow 1 end", "flaky 1"]
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+@dataclasses.dataclass
+class Pair:
+    a: int
+    b: int
+
+
+class Listening(ScriptedModel):
+    """A scripted model that keeps the tool outputs it was shown."""
+
+    def __init__(self, turns: list[Any]) -> None:
+        super().__init__(turns, name="m")
+        self.shown: list[Any] = []
+
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
+        self.shown += [item["output"] for item in input if isinstance(item, dict)
+                       and item.get("type") == "function_call_output"]
+        return await super().get_response(system_instructions, input, *args, **kwargs)
+
+
+TYPED_RESULTS = {
+    "pydantic": (Point, Point(x=1, y=2)),
+    "dataclass": (Pair, Pair(1, 2)),
+    "tuple": (tuple[int, int], (1, 2)),
+    "set": (set[int], {3}),
+    "datetime": (datetime.datetime, datetime.datetime(2024, 1, 2, 3, 4, 5)),
+    "bytes": (bytes, b"abc"),
+    "infinity": (float, math.inf),
+}
+
+
+@pytest.mark.parametrize("kind", list(TYPED_RESULTS))
+def test_a_tools_typed_result_reaches_the_sdk_as_under_the_plain_runner_live_and_replayed(kind):
+    """The model reads the same text of a tool's result, and the SDK (a ``tool_use_behavior``)
+    gets the same object, under the plain ``Runner``, a durable run and a resumed one: the
+    journaled JSON comes back as the function's declared return type."""
+    declared, value = TYPED_RESULTS[kind]
+
+    def agent() -> tuple[Agent, Listening]:
+        def make() -> Any:
+            return value
+
+        make.__annotations__ = {"return": declared}
+        model = Listening([ToolCall("make", {}, "c1"), "done"])
+
+        def behavior(context: Any, results: list[Any]) -> Any:
+            from agents.agent import ToolsToFinalOutputResult
+            return ToolsToFinalOutputResult(is_final_output=False) if results[0].output == value else (
+                ToolsToFinalOutputResult(is_final_output=True, final_output=f"got {results[0].output!r}"))
+
+        return Agent(name="typed", tools=[function_tool(make)], model=model, tool_use_behavior=behavior), model
+
+    plain_agent, plain_model = agent()
+    assert Runner.run_sync(plain_agent, "go").final_output == "done"
+    durable_agent, durable_model = agent()
+    handle = agentspan.start(durable_agent, "go")
+    assert handle.result(timeout=20).final_output == "done"
+    resumed_agent, resumed_model = agent()
+    assert agentspan.resume(crashed_copy(handle.id, keep=2), resumed_agent).result(timeout=20).final_output == "done"
+    assert durable_model.shown == resumed_model.shown == plain_model.shown == [str(value)]
+
+
+def test_a_result_with_numbers_json_lacks_replays_without_a_divergence():
+    """NaN and infinities (no JSON numbers: the journal's encoder would write ``null``) are
+    journaled as ``"NaN"`` / ``"Infinity"``, and the live call hands the SDK that form too: a
+    resumed run's model calls read what the first attempt's read."""
+    @function_tool
+    def ratio(n: int) -> dict:
+        """A ratio that may be infinite."""
+        effects.append(f"ratio {n}")
+        return {"ratio": math.inf if n else math.nan}
+
+    def agent() -> tuple[Agent, Listening]:
+        model = Listening([ToolCall("ratio", {"n": 1}, "c1"), ToolCall("ratio", {"n": 0}, "c2"), "done"])
+        return Agent(name="ratios", tools=[ratio], model=model), model
+
+    first, first_model = agent()
+    handle = agentspan.start(first, "go")
+    assert handle.result(timeout=20).final_output == "done"
+    assert [s.output for s in handle.steps() if s.kind is agentspan.StepKind.TOOL] == [
+        {"ratio": "Infinity"}, {"ratio": "NaN"}]
+    resumed, resumed_model = agent()  # killed after the second model call: the first tool call replays
+    assert agentspan.resume(crashed_copy(handle.id, keep=3), resumed).result(timeout=20).final_output == "done"
+    assert resumed_model.shown == first_model.shown[1:] and effects == ["ratio 1", "ratio 0", "ratio 0"]
 
 
 def test_approval_waits_then_approve_runs_the_tool_once(caplog):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextvars
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
+from agentspan import jsontext
 from agentspan.errors import ConfigurationError
 
 InDoubtPolicy = Literal["retry", "fail", "ask"]
@@ -125,12 +127,23 @@ def current_step() -> StepInfo | None:
 
 def jsonable_result(value: Any) -> Any:
     """Converts a tool's result to JSON for the journal: pydantic models and dataclasses too,
-    anything else as its ``str``."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+    anything else as its ``str``.
+
+    The value is exactly what the journal gives back when the call is replayed (what the live
+    call hands the framework too): a dictionary's keys are strings, and NaN and infinities, which
+    JSON has no numbers for, are ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (the journal's
+    encoder would write ``null``).
+    """
+    if value is None or isinstance(value, (str, int, bool)):
         return value
-    from pydantic_core import to_jsonable_python
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NON_FINITE[str(value)]
+    from pydantic_core import to_json
 
     try:
-        return to_jsonable_python(value)
+        return jsontext.loads(to_json(value, inf_nan_mode="strings"))
     except Exception:
         return str(value)
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}

@@ -42,6 +42,7 @@ from agentspan_openai_agents._local_tools import approval_required, journaled_lo
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, JournalingProvider, model_identity
 from agentspan_openai_agents._nested import checking
+from agentspan_openai_agents._results import result_loader
 
 _Guardrail = typing.TypeVar("_Guardrail", InputGuardrail[Any], OutputGuardrail[Any])
 _ToolGuardrail = typing.TypeVar("_ToolGuardrail", ToolInputGuardrail[Any], ToolOutputGuardrail[Any])
@@ -234,6 +235,7 @@ class AgentWrapper:
         original = tool.on_invoke_tool
         needs_approval = tool.needs_approval
         context_for = _context_for(tool)
+        load_result = result_loader(tool)
 
         async def on_invoke_tool(ctx: ToolContext[Any], args_json: str) -> Any:
             given = ctx if context_for is None else context_for(ctx)
@@ -246,9 +248,10 @@ class AgentWrapper:
             required = bool(needs_approval) if not callable(needs_approval) else await approval_required(
                 needs_approval, ctx, args if isinstance(args, dict) else {}, ctx.tool_call_id)
             invoke = live_tool_call(tool, ctx, args, live)
-            return await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
-                                  invoke=invoke, options=options, needs_approval=required,
-                                  call_id=ctx.tool_call_id)
+            result = await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
+                                    invoke=invoke, options=options, needs_approval=required,
+                                    call_id=ctx.tool_call_id)
+            return result if load_result is None else load_result(result)
 
         _declare_tool_context(on_invoke_tool)
         guardrails: dict[str, Any] = {}
