@@ -5,7 +5,8 @@ run (`agentspan_langgraph._direct`)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import operator
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.load import load
@@ -13,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
-from langgraph.types import Command
+from langgraph.types import Command, interrupt
 
 import agentspan
 from agentspan.errors import ApprovalPending, InDoubtStepError, LeaseLostError
@@ -301,3 +302,78 @@ def test_what_opens_no_run_of_its_own():
     # agentspan.run on a graph that already has the saver: one run, the one agentspan.run opened
     agentspan.run(on_saver(lgr_support.support_graph()), INPUT, thread_id="n-3")
     assert len(runs()) == 2
+
+
+# ---- invocations LangGraph answers in other ways --------------------------------------------------
+class Log(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+def asking_graph(*, fails: list[str] | None = None, nodes: tuple[str, ...] = ("ask",)) -> Any:
+    """``START → each of nodes (in parallel) → END``; each node interrupts and logs the answer,
+    after raising the errors in ``fails`` first (one per invocation)."""
+    def asking(name: str) -> Any:
+        def node(state: Log) -> dict[str, list[str]]:
+            if fails:
+                raise ValueError(fails.pop())
+            return {"log": [f"{name}:{interrupt(f'{name}?')}"]}
+        return node
+
+    builder = StateGraph(Log)
+    for name in nodes:
+        builder.add_node(name, asking(name))
+        builder.add_edge(START, name)
+        builder.add_edge(name, END)
+    return builder.compile(checkpointer=AgentspanSaver(), name="asking")
+
+
+@pytest.mark.parametrize("stream_mode", ["updates", ["values"], "debug"])
+@pytest.mark.parametrize("use_async", [False, True])
+def test_invoke_with_another_stream_mode_still_waits_on_the_graphs_interrupt(stream_mode, use_async):
+    graph = asking_graph()
+
+    def invoke(given: Any, **options: Any) -> Any:
+        if use_async:
+            return asyncio.run(graph.ainvoke(given, thread("t-modes"), **options))
+        return graph.invoke(given, thread("t-modes"), **options)
+
+    chunks = invoke({"log": []}, stream_mode=stream_mode)
+    assert isinstance(chunks, list)  # LangGraph's chunks, not the state: the state says it waits
+    assert only_run().status is agentspan.RunStatus.WAITING
+    assert [a.tool for a in agentspan.get(only_run().id).pending_approvals()] == ["ask"]
+    invoke(Command(resume="yes"), stream_mode=stream_mode)
+    assert (only_run().status, only_run().output) == (agentspan.RunStatus.COMPLETED, {"log": ["ask:yes"]})
+
+
+def test_a_resume_langgraph_refuses_leaves_the_run_waiting_and_its_approvals_open():
+    graph = asking_graph(nodes=("x", "y"))
+    graph.invoke({"log": []}, thread("t-two"))
+    with pytest.raises(RuntimeError, match="multiple pending interrupts"):
+        graph.invoke(Command(resume="one"), thread("t-two"))  # which one? LangGraph refuses it
+    assert only_run().status is agentspan.RunStatus.WAITING
+    assert sorted(a.tool for a in agentspan.get(only_run().id).pending_approvals()) == ["x", "y"]
+    ids = {i.value: i.id for i in graph.get_state(thread("t-two")).interrupts}
+    result = graph.invoke(Command(resume={ids["x?"]: "X", ids["y?"]: "Y"}), thread("t-two"))
+    assert sorted(result["log"]) == ["x:X", "y:Y"] and only_run().status is agentspan.RunStatus.COMPLETED
+    approvals = agentspan.get_store().list_approvals(run_id=only_run().id)
+    assert sorted((a.status.value, a.decided_by) for a in approvals) == [("approved", "langgraph")] * 2
+
+
+def test_a_run_that_wrote_no_checkpoint_of_its_own_is_continued_not_left_waiting():
+    """A node that failed, then interrupted in the first step of the invocation that went on:
+    that run wrote no checkpoint (the interrupt's writes go to the checkpoint before it), and
+    the answer continues it instead of opening a third run."""
+    graph = asking_graph(fails=["database down"])
+    with pytest.raises(ValueError, match="database down"):
+        graph.invoke({"log": []}, thread("t-quiet"))
+    assert graph.invoke(None, thread("t-quiet"))["__interrupt__"]
+    assert graph.invoke(Command(resume="yes"), thread("t-quiet")) == {"log": ["ask:yes"]}
+    assert sorted(run.status.value for run in runs()) == ["completed", "failed"]
+
+
+def test_a_waiting_run_is_continued_after_update_state():
+    graph = asking_graph()
+    graph.invoke({"log": []}, thread("t-edit"))
+    graph.update_state(thread("t-edit"), {"log": ["edited"]})  # a checkpoint no run wrote
+    assert graph.invoke(Command(resume="yes"), thread("t-edit")) == {"log": ["edited", "ask:yes"]}
+    assert only_run().status is agentspan.RunStatus.COMPLETED

@@ -82,6 +82,8 @@ class DirectRun:
         self.attached: AttachedRun | None = None
         self.continued = False
         """The invocation continues the thread's unfinished run (``None`` or a ``Command``)."""
+        self.refused = False
+        """The invocation's ``Command(resume=...)`` names no interrupt of several (LangGraph refuses it)."""
 
     # ---- opening (store work, any thread) -------------------------------------------------
     def open(self) -> None:
@@ -112,15 +114,22 @@ class DirectRun:
         self.attached = attached.attach(self.store, stored, fresh=True)
 
     def _unfinished_previous(self) -> Run | None:
+        """The thread's run an invocation continues (or supersedes): the one its newest checkpoint
+        names, else the thread's newest run (a run may write no checkpoint of its own: one that
+        only interrupted in its first step, or one an ``update_state`` checkpoint came after)."""
         record = self.store.get_checkpoint(self.thread_id, "", None)
         run_id = record.metadata.get(RUN_ID_METADATA) if record is not None else None
-        if not isinstance(run_id, str):
-            return None
-        try:
-            run = self.store.get_run(run_id)
-        except RunNotFound:  # pruned, or deleted: the thread goes on without it
-            return None
-        return None if run.status.terminal else run
+        if isinstance(run_id, str):
+            try:
+                run = self.store.get_run(run_id)
+            except RunNotFound:  # pruned, or deleted: the thread goes on without it
+                pass
+            else:
+                if not run.status.terminal:
+                    return run
+        newest = next((run for run in self.store.list_runs(session_id=self.thread_id, limit=5)
+                       if run.framework == _adapter.framework), None)
+        return None if newest is None or newest.status.terminal else newest
 
     # ---- inside the invocation's context --------------------------------------------------
     def enter(self) -> None:
@@ -153,6 +162,9 @@ class DirectRun:
                 pass  # still undecided: LangGraph runs the node again and it interrupts again
             return
         if isinstance(self.input, Command) and self.input.resume is not None:
+            if len(pending) > 1 and not _per_interrupt(pending, self.input.resume):
+                self.refused = True  # LangGraph refuses it before running anything: the run still waits
+                return
             _close_answered(self.attached.active, pending, self.input.resume)
 
     def ended(self, interrupted: bool, values: Any) -> None:
@@ -174,7 +186,7 @@ class DirectRun:
     def failed(self, exc: BaseException) -> None:
         """Records how the invocation stopped on ``exc`` (see the module)."""
         assert self.attached is not None
-        if isinstance(exc, ApprovalPending):
+        if isinstance(exc, ApprovalPending) or self.refused:
             self.attached.suspend()
         elif isinstance(exc, Exception) and not isinstance(exc, LeaseLostError):
             self.attached.fail(exc)
@@ -182,10 +194,14 @@ class DirectRun:
             self.attached.end_after_error(exc)
 
 
+def _per_interrupt(pending: list[tuple[str, Interrupt]], resume: Any) -> bool:
+    """Whether ``resume`` answers interrupts by their ids."""
+    return isinstance(resume, dict) and bool(resume) and set(resume) <= {interrupt.id for _, interrupt in pending}
+
+
 def _close_answered(run: agentspan.ActiveRun, pending: list[tuple[str, Interrupt]], resume: Any) -> None:
     """Closes the approvals of the interrupts the application answered itself (`approvals.answered`)."""
-    ids = {interrupt.id for _, interrupt in pending}
-    per_id = isinstance(resume, dict) and bool(resume) and set(resume) <= ids
+    per_id = _per_interrupt(pending, resume)
     for node, interrupt in pending:
         if per_id and interrupt.id not in resume:
             continue
@@ -219,11 +235,14 @@ def plan(graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DirectRun
     return DirectRun(graph, saver, input, RunnableConfig(**(config or {})), str(thread_id), rest)
 
 
-def _interrupted(result: Any) -> bool:
-    """Whether what ``invoke`` returned says the graph stopped at an interrupt."""
+def _interrupted(result: Any) -> bool | None:
+    """Whether what ``invoke`` returned says the graph stopped at an interrupt; None when it
+    cannot say (the chunks a ``stream_mode`` other than ``"values"`` returns: the state tells)."""
     if isinstance(result, dict):
         return bool(result.get("__interrupt__"))
-    return bool(getattr(result, "interrupts", None))
+    if hasattr(result, "interrupts"):  # version="v2"
+        return bool(result.interrupts)
+    return None
 
 
 # ---- the four entry points -------------------------------------------------------------------
@@ -236,12 +255,17 @@ def invoke(direct: DirectRun, call: Callable[..., Any]) -> Any:
         if direct.continued:
             context.run(direct.resume_payload, direct.graph.get_state(direct.config))
         result = context.run(call, direct.payload, direct.config, **direct.rest)
-        interrupted = _interrupted(result) and context.run(direct.request_approvals,
-                                                           direct.graph.get_state(direct.config))
+        told, output = _interrupted(result), result
+        if told is not False:
+            snapshot = direct.graph.get_state(direct.config)
+            interrupted = context.run(direct.request_approvals, snapshot)
+            output = result if told else snapshot.values
+        else:
+            interrupted = False
     except BaseException as exc:
         context.run(direct.failed, exc)
         raise
-    context.run(direct.ended, interrupted, result)
+    context.run(direct.ended, interrupted, output)
     return result
 
 
@@ -255,15 +279,17 @@ async def ainvoke(direct: DirectRun, call: Callable[..., Coroutine[Any, Any, Any
             snapshot = await _in(context, direct.graph.aget_state(direct.config))
             await call_store(direct.store, context.run, direct.resume_payload, snapshot)
         result = await _in(context, call(direct.payload, direct.config, **direct.rest))
-        if _interrupted(result):
+        told, output = _interrupted(result), result
+        if told is not False:
             snapshot = await _in(context, direct.graph.aget_state(direct.config))
             interrupted = await call_store(direct.store, context.run, direct.request_approvals, snapshot)
+            output = result if told else snapshot.values
         else:
             interrupted = False
     except BaseException as exc:
         await call_store(direct.store, context.run, direct.failed, exc)
         raise
-    await call_store(direct.store, context.run, direct.ended, interrupted, result)
+    await call_store(direct.store, context.run, direct.ended, interrupted, output)
     return result
 
 
