@@ -284,7 +284,8 @@ def retry(run_id: str, target: Any, *, on_divergence: OnDivergence | None = None
         run_id: The failed run.
         target: The agent, as for `resume` (fixed, typically).
         on_divergence: This execution's divergence policy (default: the run's own).
-        **options: Runner options, as given to `start`.
+        **options: Runner options, as given to `start`, for this execution only (a later
+            `resume`, or a worker, runs with the options stored when the run started).
 
     Raises:
         RunNotFound: Unknown run id.
