@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from google.adk.agents import LlmAgent, LoopAgent, ParallelAgent, SequentialAgent
 from google.adk.apps import App
+from google.adk.artifacts import FileArtifactService
 from google.adk.events import Event
 from google.adk.events._rewind_events import _apply_rewinds
 from google.adk.runners import InMemoryRunner, Runner
@@ -19,6 +21,8 @@ from google.adk.sessions import InMemorySessionService
 from google.adk.tools import ToolContext
 from google.adk.tools.agent_tool import AgentTool
 from google.genai import types
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 import agentspan
 from agentspan.errors import (
@@ -30,7 +34,7 @@ from agentspan.errors import (
 )
 from agentspan.events import ApprovalRequested
 from agentspan.hashing import digest
-from agentspan_adk import ADKResult, AgentspanPlugin
+from agentspan_adk import ADKResult, AgentspanPlugin, _codec
 from agentspan_adk._managed import is_user_text
 from agentspan_adk.testing import Call, ScriptedLlm
 
@@ -526,6 +530,135 @@ def test_a_cancelled_plugin_invocation_is_taken_over_when_the_session_runs_again
     assert run.status is agentspan.RunStatus.COMPLETED and model.calls == 2
     tool = next(s for s in store.list_steps(run.id) if s.kind is agentspan.StepKind.TOOL)
     assert (tool.attempt, tool.output) == (2, "done a")
+
+
+def test_a_crashed_plugin_invocation_of_a_session_made_again_with_its_id_is_taken_over():
+    """A session deleted and made again with the same id: the same first message's run key
+    belongs to the earlier, completed run, so the new run's key gets a ``#2``; that run, cut off
+    mid-call, is still found and taken over when the message is sent again."""
+    blocking = {"on": False}
+
+    async def slow_job(name: str) -> str:
+        """A job that hangs when told to."""
+        if blocking["on"]:
+            await asyncio.sleep(30)
+        return f"done {name}"
+
+    model = ScriptedLlm(turns=[Call("slow_job", {"name": "a"}), "finished"])
+    runner = InMemoryRunner(agent=LlmAgent(name="worker", model=model, tools=[slow_job]), app_name="jobs",
+                            plugins=[AgentspanPlugin()])
+    store = agentspan.get_store()
+    sessions = runner.session_service
+
+    async def main() -> list[Event]:
+        await sessions.create_session(app_name="jobs", user_id="u", session_id="s")
+        await send(runner, "s", message("go"))
+        await sessions.delete_session(app_name="jobs", user_id="u", session_id="s")
+        await sessions.create_session(app_name="jobs", user_id="u", session_id="s")
+        blocking["on"] = True
+        task = asyncio.create_task(send(runner, "s", message("go")))
+        while len([s for r in store.list_runs() for s in store.list_steps(r.id) if s.kind.value == "tool"]) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        blocking["on"] = False
+        return await send(runner, "s", message("go"))
+
+    events = asyncio.run(main())
+    assert events[-1].content.parts[0].text == "finished"
+    assert sorted((r.status.value, r.idempotency_key.endswith("#2")) for r in store.list_runs()) == [
+        ("completed", False), ("completed", True)]
+    assert model.calls == 4  # two per run: the cut-off run's first call was replayed, not made again
+
+
+# ---- what a plain Runner gives tools --------------------------------------------------------------
+async def save_report(text: str, tool_context: ToolContext) -> dict[str, Any]:
+    """Save a report."""
+    return {"version": await tool_context.save_artifact("report.txt", types.Part(text=text))}
+
+
+class Killed(BaseException):
+    """The process dies here (as a SIGKILL would: the call is left in doubt)."""
+
+
+KILL_READING: list[bool] = []
+
+
+async def read_report(tool_context: ToolContext) -> dict[str, Any]:
+    """Read the report back."""
+    if KILL_READING:
+        KILL_READING.pop()
+        raise Killed()
+    part = await tool_context.load_artifact("report.txt")
+    return {"text": part.text if part else None}
+
+
+async def recall(query: str, tool_context: ToolContext) -> dict[str, Any]:
+    """Search the memory."""
+    return {"found": len((await tool_context.search_memory(query)).memories)}
+
+
+def reporter() -> LlmAgent:
+    turns = [Call("save_report", {"text": "hello"}), Call("recall", {"query": "report"}), Call("read_report"), "done"]
+    return LlmAgent(name="reporter", model=ScriptedLlm(turns=turns), tools=[save_report, recall, read_report])
+
+
+def tool_results(run_id: str) -> list[Any]:
+    return [_codec.unpack(s.output)[0] for s in agentspan.get(run_id).steps() if s.kind is agentspan.StepKind.TOOL]
+
+
+def test_tools_get_artifact_and_memory_services_as_under_in_memory_runner(tmp_path: Path):
+    """``InMemoryRunner`` gives tools artifact and memory services; so does ``agentspan.run``
+    (in this process, or the lasting ones given), and a resumed run reads the artifacts a
+    replayed call saved from the service given."""
+    first = agentspan.start(reporter(), "report")
+    assert first.result(timeout=20).text == "done"
+    assert tool_results(first.id) == [{"version": 0}, {"found": 0}, {"text": "hello"}]
+    with pytest.raises(ConfigurationError, match="artifact_service must be a google.adk BaseArtifactService"):
+        agentspan.run(reporter(), "report", artifact_service="files")
+
+    KILL_READING.append(True)
+    saved = agentspan.start(reporter(), "report", artifact_service=FileArtifactService(tmp_path / "artifacts"))
+    with pytest.raises(Killed):
+        saved.result(timeout=20)
+    resumed = agentspan.resume(saved.id, reporter(), artifact_service=FileArtifactService(tmp_path / "artifacts"))
+    assert resumed.result(timeout=20).text == "done"  # the save was replayed; the file holds what it saved
+    assert tool_results(saved.id) == [{"version": 0}, {"found": 0}, {"text": "hello"}]
+
+
+class Quote(BaseModel):
+    order_id: str
+    amount: float
+
+
+def quote(order_id: str) -> Quote:
+    """Quote an order."""
+    return Quote(order_id=order_id, amount=30.0)
+
+
+def test_a_tool_returning_a_pydantic_model_gets_adks_result_shape_live_and_replayed():
+    """ADK wraps a result that is no dict as ``{"result": value}``; its JSON form (a dict) keeps
+    that shape, on the live call and the replayed one."""
+    def agent() -> LlmAgent:
+        return LlmAgent(name="q", model=ScriptedLlm(turns=[Call("quote", {"order_id": "42"}), "quoted"]),
+                        tools=[quote])
+
+    async def plain() -> Any:
+        runner = InMemoryRunner(agent=agent(), app_name="q")
+        await runner.session_service.create_session(app_name="q", user_id="u", session_id="s")
+        return await send(runner, "s", message("go"))
+
+    def response(events: list[Event]) -> Any:
+        return next(p.function_response.response for e in events for p in (e.content.parts if e.content else [])
+                    if p.function_response)
+
+    expected = to_jsonable_python(response(asyncio.run(plain())))
+    assert expected == {"result": {"order_id": "42", "amount": 30.0}}
+    first = agentspan.start(agent(), "go")
+    assert response(first.result(timeout=20).events) == expected
+    resumed = agentspan.resume(crashed_copy(first.id, 3), agent()).result(timeout=20)  # the call replayed
+    assert response(resumed.session.events) == expected
 
 
 # ---- sessions -----------------------------------------------------------------------------

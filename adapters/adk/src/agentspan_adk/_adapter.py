@@ -29,7 +29,9 @@ from typing import Any, TypeVar
 from google.adk.agents import BaseAgent, RunConfig
 from google.adk.apps import App
 from google.adk.apps.app import validate_app_name
+from google.adk.artifacts import BaseArtifactService, InMemoryArtifactService
 from google.adk.events import Event
+from google.adk.memory import BaseMemoryService, InMemoryMemoryService
 from google.adk.plugins import BasePlugin
 from google.adk.runners import Runner
 from google.adk.sessions import Session
@@ -53,7 +55,7 @@ from agentspan_adk.plugin import AgentspanPlugin
 T = TypeVar("T")
 DEFAULT_USER = "user"
 SESSION_STEP = "adk:session"
-_OPTIONS = ("user_id", "app_name", "state", "run_config", "plugins")
+_OPTIONS = ("user_id", "app_name", "state", "run_config", "plugins", "artifact_service", "memory_service")
 
 
 @dataclass
@@ -133,6 +135,10 @@ class ADKAdapter(Adapter):
         plugins = options.get("plugins")
         if plugins is not None and not all(isinstance(p, BasePlugin) for p in plugins):
             raise ConfigurationError("plugins must be a list of google.adk BasePlugin instances")
+        for name, kind in (("artifact_service", BaseArtifactService), ("memory_service", BaseMemoryService)):
+            service = options.get(name)
+            if service is not None and not isinstance(service, kind):
+                raise ConfigurationError(f"{name} must be a google.adk {kind.__name__}, not {type(service).__name__}")
         return stored
 
     def instrument(self, on: bool) -> str:
@@ -180,7 +186,11 @@ class ADKAdapter(Adapter):
             app = app.model_copy(update={"plugins": [plugin, *extra]})
         else:
             app = App(name=app_name, root_agent=agent, plugins=[plugin, *extra])
-        runner = Runner(app=app, session_service=service)
+        # As `InMemoryRunner`: artifact and memory services in this process unless given (a
+        # replayed tool call does not save its artifact again: give a lasting service for those).
+        runner = Runner(app=app, session_service=service,
+                        artifact_service=settings.get("artifact_service") or InMemoryArtifactService(),
+                        memory_service=settings.get("memory_service") or InMemoryMemoryService())
         try:
             events = await _invoke(run, runner, plugin, agent, user_id, session_id, _message(input),
                                    settings.get("run_config"))

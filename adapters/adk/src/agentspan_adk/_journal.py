@@ -307,7 +307,10 @@ class Journal:
 
     def _journal_call(self, call: ToolCall, invoke: Callable[[], Awaitable[Any]]) -> Awaitable[JSON]:
         def dump(value: Any) -> JSON:
-            return _codec.pack(to_json(value), _codec.dump_actions(call.tool_context.actions))
+            converted = to_json(value)
+            if isinstance(converted, dict) and not isinstance(value, dict):
+                converted = {"result": converted}  # ADK's shape for a result that is no dict (a pydantic model)
+            return _codec.pack(converted, _codec.dump_actions(call.tool_context.actions))
 
         if call.kind is StepKind.HANDOFF:
             target = call.args.get("agent_name") if isinstance(call.args, dict) else None

@@ -154,7 +154,8 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
     turns = [e for e in _apply_rewinds(session.events) if is_user_text(e)]
     if turns and turns[-1].content is not None and digest(_codec.dump_content(turns[-1].content)) == message_digest:
         retry_key = f"{base}{len(turns) - 1}:{message_digest}"
-        crashed = await _unfinished(store, label, lambda r: r.idempotency_key == retry_key)
+        crashed = await _unfinished(store, label, lambda r: r.idempotency_key is not None and (
+            r.idempotency_key == retry_key or r.idempotency_key.startswith(f"{retry_key}#")))  # `#n`: below
         if crashed is not None:
             managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, crashed),
                                     on_divergence)
@@ -164,7 +165,7 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
             managed.rewound = True
             return managed
     key = f"{base}{len(turns)}:{message_digest}"
-    for n in count(1):
+    for n in count(1):  # `#n`: the key's earlier runs ended (a session deleted and made again with its id)
         managed = await _create(store, ic, label, key if n == 1 else f"{key}#{n}", message, on_divergence)
         if managed is not None:
             return managed
