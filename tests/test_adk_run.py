@@ -661,6 +661,60 @@ def test_a_tool_returning_a_pydantic_model_gets_adks_result_shape_live_and_repla
     assert response(resumed.session.events) == expected
 
 
+def test_a_model_call_that_raised_is_journaled_failed_and_made_again_by_a_retry():
+    """ADK turns the error into an event without content; that event is not the model's answer:
+    the call is journaled ``failed`` (not completed with the error), and a retry makes it again."""
+    down = [True]
+
+    def on_call(index: int) -> None:
+        if index == 1 and down:
+            down.clear()
+            raise ConnectionError("model unreachable")
+
+    def agent() -> LlmAgent:
+        return LlmAgent(name="calc", tools=[add], model=ScriptedLlm(turns=[Call("add", {"a": 1, "b": 2}), "3"],
+                                                                     on_call=on_call))
+
+    handle = agentspan.start(agent(), "add")
+    with pytest.raises(ConnectionError, match="model unreachable"):
+        handle.result(timeout=20)
+    failed = handle.steps()[-1]
+    assert (failed.key, failed.status, failed.output) == ("calc/llm:1", agentspan.StepStatus.FAILED, None)
+    assert "ConnectionError: model unreachable" in failed.error
+    assert agentspan.retry(handle.id, agent()).result(timeout=20).text == "3"
+
+
+def test_an_error_the_model_answers_with_is_its_journaled_response():
+    """A response with an error code and no content (a safety block) is the model's answer,
+    journaled ``completed`` as any response: unlike an error ADK raised before the model answered."""
+    from google.adk.models import LlmResponse
+
+    blocked = LlmResponse(error_code="SAFETY", error_message="blocked", model_version="scripted")
+    handle = agentspan.start(LlmAgent(name="guarded", model=ScriptedLlm(turns=[blocked])), "something unsafe")
+    handle.result(timeout=20)
+    (step,) = [s for s in handle.steps() if s.kind is agentspan.StepKind.LLM]
+    assert step.status is agentspan.StepStatus.COMPLETED and step.output["error_code"] == "SAFETY"
+
+
+def test_replayed_model_calls_count_against_max_llm_calls():
+    """A retried run stops at ``RunConfig(max_llm_calls=...)`` where the plain run stops: the
+    replayed calls count as the live ones did."""
+    from google.adk.agents.invocation_context import LlmCallsLimitExceededError
+    from google.adk.agents.run_config import RunConfig
+
+    def agent() -> LlmAgent:
+        return LlmAgent(name="calc", tools=[add], model=ScriptedLlm(turns=[
+            Call("add", {"a": 1, "b": 2}), Call("add", {"a": 3, "b": 4}), "10"]))
+
+    limited = RunConfig(max_llm_calls=2)
+    handle = agentspan.start(agent(), "add", run_config=limited)
+    with pytest.raises(LlmCallsLimitExceededError):
+        handle.result(timeout=20)
+    with pytest.raises(LlmCallsLimitExceededError):
+        agentspan.retry(handle.id, agent(), run_config=limited).result(timeout=20)
+    assert agentspan.retry(handle.id, agent()).result(timeout=20).text == "10"  # no limit: it goes on
+
+
 # ---- sessions -----------------------------------------------------------------------------
 def remember(fact: str, tool_context: ToolContext) -> str:
     """Remember a fact."""

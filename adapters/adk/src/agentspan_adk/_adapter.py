@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from google.adk.agents import BaseAgent, RunConfig
+from google.adk.agents.invocation_context import LlmCallsLimitExceededError
 from google.adk.apps import App
 from google.adk.apps.app import validate_app_name
 from google.adk.artifacts import BaseArtifactService, InMemoryArtifactService
@@ -286,10 +287,12 @@ def _final_text(events: list[Event]) -> str | None:
     return None
 
 
-def _agentspan_cause(error: BaseException) -> AgentspanError | None:
+def _agentspan_cause(error: BaseException) -> Exception | None:
+    """What the plugin raised in a callback, out of ADK's wrapping: Agentspan's errors, and ADK's
+    own `max_llm_calls` error when the plugin counted a replayed model call past it."""
     cause: BaseException | None = error
     while cause is not None:
-        if isinstance(cause, AgentspanError):
+        if isinstance(cause, AgentspanError | LlmCallsLimitExceededError):
             return cause
         cause = cause.__cause__
     return None

@@ -33,6 +33,7 @@ the order they finish, which differs between a live run and its replay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,11 @@ from agentspan_adk._held_step import HeldStep
 from agentspan_adk._reading import agent_path, is_model_turn, model_turns, options_of, to_json
 
 TRANSFER_TOOL = "transfer_to_agent"
+
+
+class ModelCallFailed(Exception):
+    """A live model call ended by ADK's error event instead of a response (journaled ``failed``)."""
+
 _NO_USAGE = LlmMetrics()
 _MODEL_EVENT_ACTIONS = ("state_delta", "artifact_delta")
 """What a model call's event may carry from agent model callbacks, restored on replay."""
@@ -85,6 +91,8 @@ class _PendingModelCall:
     key: str
     future: asyncio.Future[_ModelCall]
     step: HeldStep[_ModelCall]
+    answered: bool = False
+    """The model gave a response (``after_model_callback``): an error event is then its answer."""
 
 
 @dataclass(slots=True)
@@ -218,6 +226,11 @@ class Journal:
         if event.partial:
             return None
         pending = self._pending.pop((event.branch, event.author), None)
+        if pending is not None and not pending.answered and event.content is None and event.error_code:
+            # ADK's event of an error raised before the model answered (the model call raised, or ADK
+            # refused the call: max_llm_calls): the call failed, it is not the model's response
+            pending.future.set_exception(ModelCallFailed(f"{event.error_code}: {event.error_message}"))
+            return self._fail_model_call(pending)
         if pending is not None and not pending.future.done():
             response = _codec.dump_response(event)
             pending.future.set_result((response, _codec.dump_actions(event.actions, _MODEL_EVENT_ACTIONS)))
@@ -225,6 +238,17 @@ class Journal:
         if event.author != "user":
             self._note_text(_codec.final_text(event), event)
         return None
+
+    def model_answered(self, ic: InvocationContext) -> None:
+        """The model gave the response ADK is about to make an event of (``after_model_callback``)."""
+        pending = self._pending.get((ic.branch, ic.agent.name))
+        if pending is not None:
+            pending.answered = True
+
+    @staticmethod
+    async def _fail_model_call(pending: _PendingModelCall) -> None:
+        with contextlib.suppress(ModelCallFailed):  # journaled failed; ADK raises the error itself
+            await pending.step.finish()
 
     async def _end_model_call(self, pending: _PendingModelCall, response: dict[str, JSON], event: Event) -> None:
         await pending.step.finish()

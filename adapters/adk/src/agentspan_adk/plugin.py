@@ -155,9 +155,17 @@ class AgentspanPlugin(BasePlugin):
         recorded = journal.before_model(callback_context, llm_request, ic)
         if recorded is not None:
             response = await recorded
-            if response is not None:
-                return response  # else the run went on live here (on_divergence="live")
+            if response is not None:  # (else the run went on live here: on_divergence="live")
+                ic.increment_llm_call_count()  # counts against `max_llm_calls` as the live call did
+                return response
         return _mock.scripted_response(llm_request)  # None (the model is called) outside a mock run
+
+    async def after_model_callback(self, *, callback_context: CallbackContext,
+                                   llm_response: LlmResponse) -> LlmResponse | None:
+        journal = self._journals.get(invocation_of(callback_context).invocation_id)
+        if journal is not None and not llm_response.partial:
+            journal.model_answered(invocation_of(callback_context))
+        return None
 
     async def on_event_callback(self, *, invocation_context: InvocationContext, event: Event) -> Event | None:
         journal = self._journals.get(invocation_context.invocation_id)
