@@ -16,18 +16,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agentspan import approvals
 from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
-from agentspan.diffing import describe_difference
 from agentspan.divergence import OnDivergence, diverged, input_change, policy_of, without_core_options
 from agentspan.errors import AgentspanError, InDoubtStepError, RecordedStepFailure
 from agentspan.events import EventSink, event_sink
-from agentspan.hashing import digest
-from agentspan.keys import StepKeys, _scope
+from agentspan.keys import _scope
 from agentspan.models import price_usd
-from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus, now
+from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus
 from agentspan.stores.base import Store, call_store
-from agentspan.tools import DEFAULT_TOOL_OPTIONS, StepInfo, ToolOptions, _current_step, jsonable_result
+from agentspan.tool_steps import ToolSteps
+from agentspan.tools import StepInfo, _current_step
 
 if TYPE_CHECKING:
     from agentspan.tracing import RunTrace
@@ -59,7 +57,7 @@ def replaying() -> bool:
     return run is not None and not run.live_started and bool(run.recorded)
 
 
-class ActiveRun(StepKeys):
+class ActiveRun(ToolSteps):
     """The journal of one run as seen by one execution attempt holding the run's lease.
 
     Args:
@@ -338,114 +336,3 @@ class ActiveRun(StepKeys):
         step.__pydantic_fields_set__.update(_ENDED_FIELDS)
         if self.trace is not None:
             self.trace.step_ended(step, result, self.call_ids.pop(step.key, None))
-
-    # ---- tools --------------------------------------------------------------------------
-    async def tool(
-        self,
-        *,
-        key: str,
-        name: str,
-        args: JSON,
-        invoke: Callable[[], Awaitable[Any]],
-        options: ToolOptions = DEFAULT_TOOL_OPTIONS,
-        needs_approval: bool = False,
-        dump: Callable[[Any], JSON] | None = None,
-        call_id: str | None = None,
-    ) -> JSON:
-        """Runs a tool call durably: replayed if journaled, gated by an approval if required.
-
-        The returned value is always the JSON form of the tool's result, identical on live runs
-        and replays, so the conversation the model sees never depends on whether a call was
-        replayed. ``call_id``: the framework's id of the call, for its trace.
-        """
-        if call_id and self.trace is not None:
-            self.call_ids[key] = call_id
-        try:
-            to_json = dump or jsonable_result
-            args_hash = digest(args)
-            recorded = self.journal.get(key)
-            if recorded is not None and recorded.name not in (None, options.name or name):
-                # the arguments' hash does not cover the tool's name
-                await call_store(self.store, diverged, self, key, f"the journal has a call of tool {recorded.name!r} "
-                                 f"here; the live call is of tool {options.name or name!r}")
-                recorded = None
-            if recorded is not None and recorded.status is StepStatus.COMPLETED:
-                if recorded.input_hash in (None, args_hash):
-                    self.counters.mark(False, "tool", key)
-                    return recorded.output
-                await call_store(self.store, diverged, self, key, f"tool {name!r} was journaled with other arguments; "
-                                 f"{describe_difference(recorded.input, args)}")
-                recorded = None
-            rejection = None
-            if options.approval_required or needs_approval or (
-                recorded is not None and options.on_in_doubt == "ask"
-            ):
-                rejection = await call_store(self.store, approvals.gate, self, key=key, tool=options.name or name,
-                                             args=args, args_hash=args_hash, options=options)
-        except AgentspanError as exc:
-            self._keep_fatal(exc)
-            raise
-        if rejection is not None:
-            return await self.step(kind=StepKind.TOOL, key=key, name=options.name or name, input=args,
-                                   input_hash=args_hash, invoke=_constant(rejection),
-                                   dump=_identity, load=_identity)
-
-        async def call() -> JSON:
-            return to_json(await invoke())
-
-        return await self.step(kind=StepKind.TOOL, key=key, name=options.name or name, input=args,
-                               input_hash=args_hash, invoke=call, dump=_identity, load=_identity,
-                               on_in_doubt="retry" if options.on_in_doubt == "ask" else options.on_in_doubt,
-                               child_scope=True, shield=key in self._batched,
-                               # Under "retry", a lost in-flight marker changes nothing: the call
-                               # runs again either way; "ask" and "fail" need the marker to survive.
-                               durable_start=options.on_in_doubt != "retry")
-
-    # ---- record-only steps --------------------------------------------------------------
-    def record(self, *, kind: StepKind, key: str, name: str | None, input: JSON, output: JSON) -> None:
-        """Journals a completed step that has nothing to replay (a guardrail result, an event)."""
-        if key in self.journal or (self.strict is not None and self.strict.has_record(self, key)):
-            return
-        step = Step(run_id=self.run_id, key=key, seq=self._next_seq, kind=kind, name=name, input=input)
-        self._next_seq += 1
-        self.journal[key] = step
-        try:
-            self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=now(),
-                                          duration_ms=0.0), started=False)
-        except AgentspanError as exc:
-            self._keep_fatal(exc)
-            raise
-
-    async def guardrail(self, *, side: str, agent: str, name: str, tripwire_triggered: bool, info: Any,
-                        call_id: str | None = None, behavior: JSON = None) -> None:
-        """Records a guardrail's result as a ``guardrail`` step.
-
-        An agent's guardrail is ``guardrail:<side>:<agent>:<name>`` in the current scope; a tool
-        call's guardrail (``call_id`` given) hangs off that call's key:
-        ``<call key>/guardrail:<side>:<name>``. The output is ``{"tripwire_triggered",
-        "output_info"}`` (the info as JSON), plus ``"behavior"`` when the framework says what it
-        does with the result (a tool guardrail's allow / reject / raise).
-
-        A record, not a replayed call: a resumed run checks its guardrails again (their result
-        decides whether it goes on), and a result already in the journal is kept as it is.
-        """
-        if call_id is None:
-            key = self.call_key(f"{side}:{agent}:{name}", kind="guardrail")
-        else:
-            key = f"{self.call_key(call_id)}/guardrail:{side}:{name}"
-        output: dict[str, JSON] = {"tripwire_triggered": tripwire_triggered, "output_info": jsonable_result(info)}
-        if behavior is not None:
-            output["behavior"] = behavior
-        await call_store(self.store, self.record, kind=StepKind.GUARDRAIL, key=key, name=name,
-                         input={"side": side, "agent": agent}, output=output)
-
-
-def _identity(value: T) -> T:
-    return value
-
-
-def _constant(value: T) -> Callable[[], Awaitable[T]]:
-    async def call() -> T:
-        return value
-
-    return call
