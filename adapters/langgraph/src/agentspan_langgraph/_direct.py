@@ -118,7 +118,9 @@ class DirectRun:
         names, else the thread's newest run (a run may write no checkpoint of its own: one that
         only interrupted in its first step, or one an ``update_state`` checkpoint came after)."""
         record = self.store.get_checkpoint(self.thread_id, "", None)
-        run_id = record.metadata.get(RUN_ID_METADATA) if record is not None else None
+        if record is None:
+            return None  # a new thread (every run writes its input's checkpoint)
+        run_id = record.metadata.get(RUN_ID_METADATA)
         if isinstance(run_id, str):
             try:
                 run = self.store.get_run(run_id)
