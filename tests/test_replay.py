@@ -168,6 +168,19 @@ def test_langgraph_replay_serves_every_call_from_the_recording(agentspan_store: 
     assert [s.key for s in result.steps] == [s.key for s in recorded.steps]
 
 
+@pytest.mark.parametrize("decision", ["approved", "rejected"])
+def test_langgraph_interrupt_replays_with_the_recorded_decision(agentspan_store: SqliteStore, tmp_path: Path,
+                                                                 decision: str) -> None:
+    """An interrupt's approval is keyed by LangGraph's interrupt id, new in every run: the replay
+    still finds the recorded decision (the n-th interrupt of the recording)."""
+    script = [reply("Refund?")] if decision == "approved" else [reply("Refund?"), reject("not today")]
+    recorded = mock_run(lg.review_graph, "Refund 42", script=script)
+    path = export(recorded.run_id, tmp_path / "run.json")
+    result = replay(str(path), lg.review_graph)
+    assert (result.status, result.output) == (agentspan.RunStatus.COMPLETED, recorded.output)
+    assert [a.status.value for a in result.approvals] == [decision]
+
+
 @tool("lookup_order")
 def pipe_lookup(order_id: str) -> str:
     """Look up an order's payment status."""
@@ -355,6 +368,14 @@ def test_bad_exports_are_clear_errors(pipeline_export: Path, tmp_path: Path) -> 
         replay({**good, "run": {k: v for k, v in good["run"].items() if k != "framework"}}, pipeline())
     with pytest.raises(InvalidExportError, match="field 'approvals' must be a list"):
         replay({**good, "approvals": None}, pipeline())
+    utf16 = tmp_path / "utf16.json"
+    utf16.write_text(pipeline_export.read_text(), encoding="utf-16")
+    with pytest.raises(InvalidExportError, match="is not UTF-8 text"):
+        replay(utf16, pipeline())
+    twice = copy.deepcopy(good)
+    twice["steps"][2]["key"] = twice["steps"][0]["key"]
+    with pytest.raises(InvalidExportError, match=r"field 'steps\[2\]\.key' is '.*', the key of steps\[0\] too"):
+        replay(twice, pipeline())
 
 
 def test_target_of_another_framework_or_agent_is_a_clear_error(pipeline_export: Path) -> None:

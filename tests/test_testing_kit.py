@@ -211,6 +211,30 @@ def test_each_failing_expectation_shows_expected_actual_and_the_calls(refund_res
     assert str(raised.value) == message + ACTUAL_CALLS
 
 
+def test_expectations_do_not_take_true_for_1_nor_a_missing_output_for_text() -> None:
+    from agents import Agent, function_tool
+
+    @function_tool
+    def set_count(count: int) -> str:
+        """Set the count."""
+        return f"count {count}"
+
+    agent = Agent(name="counter", tools=[set_count])
+    result = mock_run(agent, "set it", script=[call("set_count", count=1), reply("done")])
+    expect(result).used_tool("set_count", args={"count": 1})
+    with pytest.raises(AssertionError, match="- count: expected True, got 1"):
+        expect(result).used_tool("set_count", args={"count": True})
+    @function_tool(failure_error_function=None)
+    def break_it() -> str:
+        """Fail."""
+        raise RuntimeError("broken")
+
+    failed = mock_run(Agent(name="breaker", tools=[break_it]), "go", script=[call("break_it")], raise_errors=False)
+    with pytest.raises(AssertionError, match="expected the output to contain 'None', but the run has no output "
+                                             r"\(it is failed\)"):
+        expect(failed).output_contains("None")
+
+
 def test_used_tool_tells_a_rejected_call_apart() -> None:
     result = mock_run(oa.support, "x", script=[*REFUND_SCRIPT[:3], reject(), reply("no")])
     expect(result).did_not_use_tool("refund").approval_requested("refund")

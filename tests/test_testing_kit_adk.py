@@ -150,3 +150,15 @@ def test_crash_at_a_tool_in_flight_runs_it_once_after_the_resume() -> None:
     assert effects() == ["lookup 42"]  # killed before the tool ran; run once, after the resume
     assert (result.replayed["llm"], result.live["llm"], result.live["tool"]) == (1, 1, 1)
     assert result.output == "Paid."
+
+
+def test_scripted_model_calls_count_against_max_llm_calls() -> None:
+    """A scripted answer stands in for the model's, so it counts as a model call does: a mock
+    run stops at ``RunConfig(max_llm_calls=...)`` where a real run stops."""
+    from google.adk.agents import RunConfig
+    from google.adk.agents.invocation_context import LlmCallsLimitExceededError
+
+    script = [call("lookup_order", order_id="42"), reply("Paid.")]
+    with pytest.raises(LlmCallsLimitExceededError, match="limit of `1` exceeded"):
+        mock_run(adk.support, "Is 42 paid?", script=script, run_config=RunConfig(max_llm_calls=1))
+    assert mock_run(adk.support, "Is 42 paid?", script=script, run_config=RunConfig(max_llm_calls=2)).output == "Paid."

@@ -101,6 +101,9 @@ def load_export(source: str | Path | Mapping[str, Any]) -> RunExport:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidExportError(f"cannot read {where}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InvalidExportError(f"{where} is not UTF-8 text (byte {exc.start}): an export is JSON in UTF-8") \
+                from None
         try:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -130,6 +133,13 @@ def load_export(source: str | Path | Mapping[str, Any]) -> RunExport:
                 raise InvalidExportError(
                     f"{where}: field '{field_name}[{index}].run_id' is {record.run_id!r}, not the run's id {run.id!r}",
                     field=f"{field_name}[{index}].run_id")
+    first_of: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        earlier = first_of.setdefault(step.key, index)
+        if earlier != index:
+            raise InvalidExportError(f"{where}: field 'steps[{index}].key' is {step.key!r}, the key of "
+                                     f"steps[{earlier}] too (a journal has one step per key)",
+                                     field=f"steps[{index}].key")
     exported_at = document.get("exported_at")
     return RunExport(run=run, steps=sorted(steps, key=lambda s: s.seq), approvals=approvals,
                      exported_at=exported_at if isinstance(exported_at, (int, float)) else None)

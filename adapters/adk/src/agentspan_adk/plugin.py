@@ -158,7 +158,10 @@ class AgentspanPlugin(BasePlugin):
             if response is not None:  # (else the run went on live here: on_divergence="live")
                 ic.increment_llm_call_count()  # counts against `max_llm_calls` as the live call did
                 return response
-        return _mock.scripted_response(llm_request)  # None (the model is called) outside a mock run
+        scripted = _mock.scripted_response(llm_request)  # None (the model is called) outside a mock run
+        if scripted is not None:
+            ic.increment_llm_call_count()  # counts against `max_llm_calls` as the model's answer would
+        return scripted
 
     async def after_model_callback(self, *, callback_context: CallbackContext,
                                    llm_response: LlmResponse) -> LlmResponse | None:

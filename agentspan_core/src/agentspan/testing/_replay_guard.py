@@ -3,9 +3,11 @@ the recorded journal, and anything the recording cannot answer is a divergence.
 
 Step keys are deterministic, with one exception: LangGraph puts the task id of the node in the
 key (``agent:<uuid>/llm:0``), and task ids derive from checkpoint ids, which are new for every
-run. Keys are therefore compared in a canonical form where each ``node:<uuid>`` segment becomes
-``node#<n>``, ``n`` counting the node's tasks in the order they appear (in the recording: in
-journal order; live: in the order the replay reaches them).
+run; so do the ids of its interrupts (an interrupt's approval is ``interrupt:<id>``). Keys are
+therefore compared in a canonical form where each ``node:<uuid>`` segment becomes ``node#<n>``
+and each ``interrupt:<id>`` ``interrupt#<n>``, ``n`` counting the node's tasks (the interrupts) in
+the order they appear (in the recording: in journal order; live: in the order the replay reaches
+them).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ step's name is the model's, which a test may well replace)."""
 SHOWN_STEPS = 3
 """How many upcoming recorded steps a divergence message lists."""
 
-_TASK = re.compile(r"(?P<node>[^:/|]+):(?P<task>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+_TASK = re.compile(r"(?P<node>[^:/|]+):(?P<task>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+                   r"|(?<=interrupt:)[0-9a-f]{32}(?![0-9a-f]))")
 
 
 class CanonicalKeys:
@@ -46,7 +49,7 @@ class CanonicalKeys:
 
     def __call__(self, key: str) -> str:
         """Returns the canonical form of ``key`` (new task ids get the node's next ordinal)."""
-        if ":" not in key or "-" not in key:
+        if ":" not in key:
             return key
         return _TASK.sub(self._replace, key)
 

@@ -37,9 +37,20 @@ def _args_diff(expected: Mapping[str, Any], actual: Any) -> list[str]:
         got = actual.get(key, _MISSING)
         if got is _MISSING:
             lines.append(f"- {key}: expected {want!r}, missing")
-        elif got != want:
+        elif not _same(got, want):
             lines.append(f"- {key}: expected {want!r}, got {got!r}")
     return lines
+
+
+def _same(got: Any, want: Any) -> bool:
+    """JSON equality, where types matter: ``True`` is not ``1`` (Python's ``==`` says it is)."""
+    if isinstance(got, bool) or isinstance(want, bool):
+        return type(got) is type(want) and got == want
+    if isinstance(got, dict) and isinstance(want, dict):
+        return got.keys() == want.keys() and all(_same(got[k], want[k]) for k in got)
+    if isinstance(got, list | tuple) and isinstance(want, list | tuple):
+        return len(got) == len(want) and all(_same(g, w) for g, w in zip(got, want, strict=True))
+    return bool(got == want)
 
 
 class Expectation:
@@ -100,6 +111,10 @@ class Expectation:
     def output_contains(self, text: str) -> Expectation:
         """The agent's answer contains ``text``."""
         output = self.result.output
+        if output is None:
+            raise self._fail(f"expected the output to contain {text!r}, but the run has no output"
+                             + (f" (it is {self.result.status.value})" if self.result.status is not RunStatus.COMPLETED
+                                else ""))
         rendered = output if isinstance(output, str) else repr(output)
         if text not in rendered:
             raise self._fail(f"expected the output to contain {text!r}\nactual output: {rendered!r}")
