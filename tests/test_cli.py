@@ -202,6 +202,19 @@ def test_missing_store_is_a_clean_error(home: Path) -> None:
     assert not (home / "agentspan.db").exists()  # read commands never create the store
 
 
+@pytest.mark.parametrize("key", ["agentkey123\r", "agentkey123\n", "sekret€key", "with space"])
+def test_an_api_key_no_header_can_carry_is_a_clean_error_that_never_shows_it(
+        home: Path, monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv("AGENTSPAN_SERVER_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AGENTSPAN_API_KEY", key)
+    config.reset()
+    for command in (("runs", "list"), ("doctor", "--json")):
+        result = invoke(*command)
+        assert "holds a character an HTTP header cannot carry" in result.output, result.output
+        assert "Traceback" not in result.output and key.strip() not in result.output and "agentkey" not in result.output
+    assert invoke("runs", "list").exit_code == 1
+
+
 def test_approve_twice_conflicts(store: SqliteStore) -> None:
     run, approval = make_run(store, approval=True)
     assert approval is not None

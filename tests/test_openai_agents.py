@@ -452,7 +452,10 @@ def test_refused_calls_raise_clear_errors_and_change_nothing():
         agentspan.get(handle.id).approve()
     with pytest.raises(ConfigurationError, match="no Agentspan adapter"):
         agentspan.run(object(), "x")
-    assert agentspan.get_store().get_run(handle.id) == before
+    for option in ("run_id", "session_id", "idempotency_key"):
+        with pytest.raises(ConfigurationError, match=f"{option} must be a non-empty str, not ''"):
+            agentspan.start(agent_with(["done"], []), "x", **{option: ""})
+    assert agentspan.get_store().get_run(handle.id) == before and len(agentspan.get_store().list_runs()) == 1
 
 
 def test_resuming_with_a_diverging_agent_raises_and_keeps_the_journal():

@@ -302,6 +302,21 @@ def test_malformed_json_is_400(client: httpx.Client, store: SqliteStore) -> None
     assert store.list_runs() == []
 
 
+def test_a_server_without_keys_answers_only_requests_addressed_to_a_loopback_name(client: httpx.Client,
+                                                                                  keyed: httpx.Client) -> None:
+    """A web page of another site that a DNS rebinding pointed at 127.0.0.1 is its own origin
+    there: its requests carry that site's name as ``Host``, and are refused (no key to guess)."""
+    elsewhere = {"Host": "evil.example:6767"}
+    body = problem(client.get("/api/runs", headers=elsewhere), 403, "HostNotAllowed")
+    assert "loopback name" in body["detail"]
+    problem(client.post("/api/approvals/a/decision", json={"approved": True}, headers=elsewhere), 403, "HostNotAllowed")
+    problem(client.get("/metrics", headers=elsewhere), 403, "HostNotAllowed")
+    assert client.get("/healthz", headers=elsewhere).status_code == 200
+    for name in ("localhost:6767", "127.0.0.1", "[::1]:6767"):
+        assert client.get("/api/runs", headers={"Host": name}).status_code == 200
+    problem(keyed.get("/api/runs", headers=elsewhere), 401, "AuthError")  # with keys: the key decides
+
+
 def test_invalid_values_are_422_naming_the_field(client: httpx.Client, store: SqliteStore) -> None:
     def fields(answer: httpx.Response) -> set[str]:
         return {e["field"] for e in problem(answer, 422, "ConfigurationError")["errors"]}
@@ -309,6 +324,9 @@ def test_invalid_values_are_422_naming_the_field(client: httpx.Client, store: Sq
     assert "body.framework" in fields(client.post("/api/runs", json={"framework": 1, "agent": "a"}))
     assert "body.agent" in fields(client.post("/api/runs", json={"framework": "x"}))
     assert "body.surprise" in fields(client.post("/api/runs", json={**new_run(), "surprise": 1}))
+    assert "body.id" in fields(client.post("/api/runs", json={**new_run(), "id": ""}))  # a run nothing could reach
+    assert "body.step.key" in fields(
+        client.post("/api/runs/r/steps/start", json={"step": {**step_json("r", "k", 0), "key": ""}, "epoch": 1}))
     assert "body.epoch" in fields(client.patch("/api/runs/r", json={"epoch": "one"}))
     assert "body.step.kind" in fields(
         client.post("/api/runs/r/steps/start", json={"step": {**step_json("r", "k", 0), "kind": "bogus"}, "epoch": 1})

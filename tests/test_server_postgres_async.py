@@ -280,7 +280,7 @@ def test_without_lifespan_the_pool_opens_on_the_first_hot_call(pg_db: str) -> No
 
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app)  # runs no lifespan
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             assert path._pool is None
             assert (await client.get(f"/api/runs/{run.id}")).json()["id"] == run.id
             pool = path._pool

@@ -30,6 +30,9 @@ log = logging.getLogger("agentspan")
 def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any], *, run_id: str | None,
              session_id: str | None, idempotency_key: str | None, agent_name: str | None,
              store: Store, on_divergence: OnDivergence = "raise") -> tuple[Run, bool]:
+    for name, value in (("run_id", run_id), ("session_id", session_id), ("idempotency_key", idempotency_key)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError(f"{name} must be a non-empty str, not {value!r}")
     stored = divergence.run_options(adapter.encode_options(options), divergence.check_policy(on_divergence))
     run = attached.new_run(framework=adapter.framework, agent=agent_name or adapter.agent_name(target),
                            input=adapter.encode_input(input), options=stored,

@@ -119,7 +119,7 @@ def _defaults_of(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str,
 class Run(_Record):
     """One durable execution of an agent."""
 
-    id: str = Field(default_factory=new_id)
+    id: str = Field(default_factory=new_id, min_length=1)
     framework: str
     agent: str
     input: JSON = None
@@ -145,8 +145,8 @@ class Run(_Record):
 class Step(_Record):
     """One journal entry: a model call, tool call, handoff, guardrail, approval, ..."""
 
-    run_id: str
-    key: str
+    run_id: str = Field(min_length=1)
+    key: str = Field(min_length=1)
     seq: int
     kind: StepKind
     name: str | None = None

@@ -60,11 +60,11 @@ from agentspan_server.checkpoint_routes import add_checkpoint_routes
 from agentspan_server.checks import Limit, checked_body, path_param, query_text, same_run
 from agentspan_server.hot_path import HotEndpoint, HotPathMiddleware
 from agentspan_server.metrics import HttpMetricsMiddleware, ServerMetrics
-from agentspan_server.middleware import BodyLimitMiddleware, RawPathMiddleware
+from agentspan_server.middleware import BodyLimitMiddleware, LoopbackHostMiddleware, RawPathMiddleware
 from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
 from agentspan_server.problems import ProblemError, install_problem_handlers, new_problem
 from agentspan_server.retention_routes import RUN_DELETIONS, add_retention_routes
-from agentspan_server.slack import SlackSettings, exempt_interactions, install_slack
+from agentspan_server.slack import INTERACTIONS_PATH, SlackSettings, exempt_interactions, install_slack
 from agentspan_server.ui import install_ui, is_ui_path
 
 log = logging.getLogger("agentspan_server")
@@ -332,6 +332,9 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     role_of = required_role if slack_approvals is None else exempt_interactions(required_role)
     app.add_middleware(AuthMiddleware, keys=keys, required_role=role_of)
+    if not keys:  # (Slack's interactions check Slack's signature; the UI answers with a page of its own)
+        app.add_middleware(LoopbackHostMiddleware, exempt=lambda path: path in ("/healthz", INTERACTIONS_PATH)
+                           or is_ui_path(path))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics, routes=app.router.routes)
     app.add_middleware(RawPathMiddleware)
     _document(app, secured=bool(keys))

@@ -4,12 +4,16 @@
 ``/`` is one path segment (``%2F``), as `agentspan.stores.remote` sends it; the endpoints decode
 each segment themselves (`checks.path_param`). `BodyLimitMiddleware` answers 413 (a problem
 document) for a body over the configured size before anything reads or parses it.
+`LoopbackHostMiddleware` keeps a server without API keys (listening on loopback only) from
+answering a page of another site that a DNS rebinding pointed at it.
 """
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -87,3 +91,41 @@ class BodyLimitMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def is_loopback_name(host_header: str) -> bool:
+    """Whether a ``Host`` header names this machine (``localhost`` or a loopback address)."""
+    try:
+        host = urlsplit("//" + host_header).hostname or ""
+    except ValueError:  # not a host at all
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LoopbackHostMiddleware:
+    """Answers 403 to a request whose ``Host`` is not a loopback name (a server without API keys).
+
+    Such a server listens on loopback only, but a web page of another site whose name a DNS
+    rebinding turned to 127.0.0.1 reaches it as its own origin: its requests carry that site's
+    name as ``Host``. ``exempt(path)`` names the paths left to check themselves (``/healthz``,
+    the web UI's pages, which answer such a request with a 403 page).
+    """
+
+    def __init__(self, app: ASGIApp, exempt: Callable[[str], bool]) -> None:
+        self.app = app
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.exempt(scope["path"]):
+            host = next((value.decode("latin-1") for name, value in scope.get("headers", ()) if name == b"host"), "")
+            if not is_loopback_name(host):
+                problem = new_problem(403, "Forbidden", "this server has no API keys, so it answers only requests "
+                                      "addressed to a loopback name (localhost, 127.0.0.1, ::1)", "HostNotAllowed")
+                await problem_response(problem)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

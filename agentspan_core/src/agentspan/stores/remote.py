@@ -100,6 +100,10 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         hold_writes_for: float = HOLD_WRITES_FOR,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if api_key is not None and not all("!" <= char <= "~" for char in api_key):
+            raise ConfigurationError(
+                "the API key (AGENTSPAN_API_KEY) holds a character an HTTP header cannot carry: a space, a control "
+                "character (a line end read from a key file?) or a non-ASCII one (the key is not shown)")
         self.urls = split_urls(server_url)
         self._shown = [str(httpx.URL(u).copy_with(username=None, password=None)) for u in self.urls]
         self.retry_for = retry_for

@@ -8,7 +8,6 @@ durations. `UiHeadersMiddleware` puts the UI's security headers (a strict Conten
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 from datetime import UTC, datetime
@@ -19,6 +18,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import jinja2
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentspan_server.middleware import is_loopback_name
 
 HERE = Path(__file__).parent
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
@@ -158,13 +159,7 @@ def here(request: Request) -> str:
 
 def loopback_host(request: Request) -> bool:
     """Whether the request's ``Host`` names this machine (``localhost`` or a loopback address)."""
-    host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_name(request.headers.get("host", ""))
 
 
 def clean_text(text: str | None, limit: int) -> str | None:
