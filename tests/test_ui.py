@@ -341,6 +341,7 @@ def test_redirects_error_pages_and_headers(store: SqliteStore) -> None:
         assert "no&lt;b&gt;such" in missing.text and missing.headers["content-security-policy"] == CSP
         assert http.get("/ui/nothing-here").status_code == 404
         assert http.get("/ui/runs?status=bogus").status_code == 400
+        assert http.get("/ui/runs?session=a%00b").status_code == 400  # refused, not handed to the store
         assert http.get("/ui/login").headers["location"] == "/ui/runs"  # nothing to log in to
         assert http.get("/ui/runs", headers={"Host": "evil.example"}).status_code == 403  # DNS rebinding
         assert "content-security-policy" not in http.get("/api/runs").headers

@@ -163,6 +163,9 @@ class WebUi:
         def build(session: Session) -> Response:
             raw = request.query_params.get("status") or None
             session_id = request.query_params.get("session") or None
+            if session_id is not None and ("\x00" in session_id or len(session_id) > 1000):
+                return self.error(request, session, 400, "Bad session", "A session id holds no NUL and at most 1000 "
+                                  "characters.")
             try:
                 status = RunStatus(raw) if raw else None
             except ValueError:
