@@ -235,6 +235,28 @@ def test_expectations_do_not_take_true_for_1_nor_a_missing_output_for_text() -> 
         expect(failed).output_contains("None")
 
 
+def test_stand_ins_reach_the_tools_of_an_agent_run_as_a_tool() -> None:
+    from agents import Agent, function_tool
+
+    looked_up: list[str] = []
+
+    @function_tool
+    def lookup_order(order_id: str) -> str:
+        """Look an order up."""
+        looked_up.append(order_id)
+        return "the real answer"
+
+    inner = Agent(name="inner", tools=[lookup_order])
+    outer = Agent(name="outer", tools=[inner.as_tool("ask_inner", "Ask the inner agent.")])
+    result = mock_run(outer, "is 42 paid?", script=[call("ask_inner", input="is 42 paid?"),
+                                                   call("lookup_order", order_id="42"), reply("inner: paid"),
+                                                   reply("outer: paid")],
+                      tools={"lookup_order": lambda **args: "stand-in"})
+    assert result.output == "outer: paid" and looked_up == []
+    expect(result).used_tool("lookup_order", args={"order_id": "42"})
+    assert [c.result for c in result.tool_calls if c.name == "lookup_order"] == ["stand-in"]
+
+
 def test_used_tool_tells_a_rejected_call_apart() -> None:
     result = mock_run(oa.support, "x", script=[*REFUND_SCRIPT[:3], reject(), reply("no")])
     expect(result).did_not_use_tool("refund").approval_requested("refund")

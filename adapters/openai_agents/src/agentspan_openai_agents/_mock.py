@@ -48,7 +48,8 @@ class ScriptModel(Model):
 
 
 def agents_of(agent: Agent[Any]) -> list[Agent[Any]]:
-    """The agent and every agent reachable from it through handoffs."""
+    """The agent and every agent reachable from it through handoffs and agent tools
+    (``agent.as_tool(...)``, which the SDK marks with the agent it runs)."""
     found: dict[int, Agent[Any]] = {}
     todo = [agent]
     while todo:
@@ -64,6 +65,10 @@ def agents_of(agent: Agent[Any]) -> list[Agent[Any]]:
                 target = ref() if ref is not None else None
                 if isinstance(target, Agent):
                     todo.append(target)
+        for tool in current.tools:
+            inner = getattr(tool, "_agent_instance", None) if getattr(tool, "_is_agent_tool", False) else None
+            if isinstance(inner, Agent):
+                todo.append(inner)
     return list(found.values())
 
 
