@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agents import function_tool
 from langchain_core.messages import AIMessage, SystemMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -22,7 +23,7 @@ from agentspan.cli import app
 from agentspan.errors import ConfigurationError, InvalidExportError, ReplayDivergenceError
 from agentspan.export import FORMAT
 from agentspan.stores.sqlite import SqliteStore
-from agentspan.testing import call, mock_run, reject, replay, reply
+from agentspan.testing import approve, call, mock_run, reject, replay, reply
 
 import tk_agents as oa
 import tk_graphs as lg
@@ -133,6 +134,35 @@ def test_openai_rejected_approval_replays_with_the_recorded_decision(agentspan_s
     (refund,) = [c for c in result.tool_calls if c.name == "refund"]
     assert refund.rejected and "needs a manager" in refund.result
     assert effects() == []
+
+
+def test_openai_an_approval_gate_removed_or_added_is_a_divergence(agentspan_store: SqliteStore,
+                                                                   tmp_path: Path) -> None:
+    """A replay is a regression test: a tool that lost its human approval (or gained one) since
+    the recording is named, though its call and result are the same."""
+    recorded = mock_run(oa.support, "Refund order 42", script=[*REFUND_SCRIPT[:3], approve(), REFUND_SCRIPT[3]])
+    path = export(recorded.run_id, tmp_path / "run.json")
+
+    @function_tool(name_override="refund")
+    def ungated_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        return "refunded"
+
+    ungated = oa.support.clone(handoffs=[oa.billing.clone(tools=[ungated_refund])])
+    removed = r"at step 'llm:2/call:.*': the recorded run asked for an approval of tool 'refund' here; the current"
+    with pytest.raises(ReplayDivergenceError, match=removed):
+        replay(path, ungated)
+
+    @function_tool(name_override="lookup_order")
+    @agentspan.tool(approval_required=True)
+    def gated_lookup(order_id: str) -> str:
+        """Look up an order's payment status."""
+        return "paid"
+
+    with pytest.raises(ReplayDivergenceError, match="the current code asks for an approval of tool 'lookup_order' "
+                                                    "here; the recorded run ran it without one"):
+        replay(path, oa.support.clone(tools=[gated_lookup]))
+    assert replay(path, oa.support).output == recorded.output  # unchanged: replays
 
 
 def test_openai_pending_approval_replays_to_the_same_wait(agentspan_store: SqliteStore, tmp_path: Path) -> None:

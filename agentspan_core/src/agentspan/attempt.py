@@ -82,6 +82,10 @@ class StrictReplay(Protocol):
     def has_record(self, run: ActiveRun, key: str) -> bool:
         """Whether a record-only step (checkpoint, guardrail, ...) is already in the recording."""
 
+    def check_gate(self, key: str, tool: str, gated: bool) -> None:
+        """Raises when a replayed tool call's approval gate differs from the recording's (the
+        current code asks for an approval the recorded run did not ask for, or no longer asks)."""
+
 
 _strict: contextvars.ContextVar[StrictReplay | None] = contextvars.ContextVar("agentspan_strict_replay",
                                                                               default=None)

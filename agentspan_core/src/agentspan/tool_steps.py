@@ -76,6 +76,9 @@ class ToolSteps(StepKeys):
                 recorded = None
             if recorded is not None and recorded.status is StepStatus.COMPLETED:
                 if recorded.input_hash in (None, args_hash):
+                    if self.strict is not None and options.on_in_doubt != "ask":  # a replay: its approval gate too
+                        self.strict.check_gate(key, options.name or name, bool(options.approval_required
+                                                                              or needs_approval))
                     self.counters.mark(False, "tool", key)
                     return recorded.output
                 await call_store(self.store, diverged, self, key, f"tool {name!r} was journaled with other arguments; "

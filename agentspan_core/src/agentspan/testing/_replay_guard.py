@@ -127,6 +127,17 @@ class ReplayGuard:
         return True
 
     # ---- approvals ------------------------------------------------------------------------
+    def check_gate(self, key: str, tool: str, gated: bool) -> None:
+        """Raises when the current code gates a replayed tool call otherwise than the recording did:
+        an approval gate removed (or added) is a change a replay must not pass over."""
+        asked = self.recorded_approval(key) is not None
+        if gated and not asked:
+            raise ReplayDivergenceError(self.recorded_run_id, key, f"the current code asks for an approval of tool "
+                                        f"{tool!r} here; the recorded run ran it without one")
+        if asked and not gated:
+            raise ReplayDivergenceError(self.recorded_run_id, key, f"the recorded run asked for an approval of tool "
+                                        f"{tool!r} here; the current code runs it without one")
+
     def recorded_approval(self, key: str) -> Approval | None:
         """The recorded approval of the tool call with this live key."""
         return self._approvals.get(self._live_canon(key))
