@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
-from agentspan import jsontext
 from agentspan.errors import ConfigurationError
 
 InDoubtPolicy = Literal["retry", "fail", "ask"]
@@ -139,6 +138,8 @@ def jsonable_result(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else _NON_FINITE[str(value)]
     from pydantic_core import to_json
+
+    from agentspan import jsontext  # (not at import: `import agentspan` loads no JSON library)
 
     try:
         return jsontext.loads(to_json(value, inf_nan_mode="strings"))
