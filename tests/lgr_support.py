@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import interrupt
 
 import agentspan
@@ -215,3 +215,28 @@ def plain(messages: list[BaseMessage]) -> list[tuple[str, Any, Any]]:
     """A conversation without its random ids: what two equal runs have in common."""
     return [(m.type, m.content, [(c["name"], c["args"], c["id"]) for c in getattr(m, "tool_calls", [])]
              or getattr(m, "tool_call_id", None)) for m in messages]
+
+
+def charging_graph(*, then: str | None = None, checkpointer: Any = None, name: str = "LangGraph"):
+    """``agent → tools``: the model asks for ``charge`` (``on_in_doubt="fail"``), which dies after
+    charging (a `SimulatedCrash`, as a kill would), then answers ``ok``. ``then`` (``"model"`` or
+    ``"end"``): the tools' errors are handled by the ``ToolNode`` and the graph goes back to the
+    model or ends; None: a plain ``ToolNode`` and no edge after it."""
+    @tool
+    @agentspan.tool(on_in_doubt="fail")
+    def charge(amount: int) -> str:
+        """Charge a card (must never run twice)."""
+        log("effects", f"charge {amount}")
+        raise SimulatedCrash("died after charging, before the result was journaled")
+
+    model = ScriptedChatModel(model_name="m", responses=[ai("", ("charge", {"amount": 9}, "c1")), ai("ok")])
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_node("tools", ToolNode([charge], handle_tool_errors=then is not None))
+    builder.add_edge(START, "agent")
+    if then is None:
+        builder.add_edge("agent", "tools")
+    else:
+        builder.add_conditional_edges("agent", tools_condition)
+        builder.add_edge("tools", "agent" if then == "model" else END)
+    return builder.compile(checkpointer=checkpointer, name=name)

@@ -496,18 +496,22 @@ def test_plugin_confirmation_answered_by_the_app_decides_its_approval(confirmed,
     assert (step.output["status"], step.output["by"]) == (status, "adk")
 
 
-def test_a_cancelled_plugin_invocation_is_taken_over_when_the_session_runs_again():
-    blocking = {"on": True}
-
+def job_runner(blocking: dict[str, bool]) -> tuple[ScriptedLlm, InMemoryRunner]:
+    """A user's Runner with the plugin, of an agent whose one tool hangs while ``blocking["on"]``."""
     async def slow_job(name: str) -> str:
-        """A job that hangs the first time."""
+        """A job that hangs when told to."""
         if blocking["on"]:
             await asyncio.sleep(30)
         return f"done {name}"
 
     model = ScriptedLlm(turns=[Call("slow_job", {"name": "a"}), "finished"])
-    runner = InMemoryRunner(agent=LlmAgent(name="worker", model=model, tools=[slow_job]), app_name="jobs",
-                            plugins=[AgentspanPlugin()])
+    return model, InMemoryRunner(agent=LlmAgent(name="worker", model=model, tools=[slow_job]), app_name="jobs",
+                                 plugins=[AgentspanPlugin()])
+
+
+def test_a_cancelled_plugin_invocation_is_taken_over_when_the_session_runs_again():
+    blocking = {"on": True}
+    model, runner = job_runner(blocking)
     store = agentspan.get_store()
 
     async def main() -> tuple[list[Event], float]:
@@ -537,16 +541,7 @@ def test_a_crashed_plugin_invocation_of_a_session_made_again_with_its_id_is_take
     belongs to the earlier, completed run, so the new run's key gets a ``#2``; that run, cut off
     mid-call, is still found and taken over when the message is sent again."""
     blocking = {"on": False}
-
-    async def slow_job(name: str) -> str:
-        """A job that hangs when told to."""
-        if blocking["on"]:
-            await asyncio.sleep(30)
-        return f"done {name}"
-
-    model = ScriptedLlm(turns=[Call("slow_job", {"name": "a"}), "finished"])
-    runner = InMemoryRunner(agent=LlmAgent(name="worker", model=model, tools=[slow_job]), app_name="jobs",
-                            plugins=[AgentspanPlugin()])
+    model, runner = job_runner(blocking)
     store = agentspan.get_store()
     sessions = runner.session_service
 

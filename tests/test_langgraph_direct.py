@@ -11,16 +11,13 @@ from typing import Annotated, Any, TypedDict
 import pytest
 from langchain_core.load import load
 from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command, interrupt
 
 import agentspan
 from agentspan.errors import ApprovalPending, InDoubtStepError, LeaseLostError
 from agentspan_langgraph import AgentspanSaver
 
-import crash_support
 import lgr_support
 from crash_support import calls_of
 from lgr_support import PROMPT, SimulatedCrash, effects, plain
@@ -216,22 +213,7 @@ def test_an_error_of_the_core_a_tool_node_swallowed_fails_the_direct_run(then):
     """`invoke(None)` after a crash inside a tool of policy ``on_in_doubt="fail"``, its errors
     handled by the ``ToolNode``: the caller gets `InDoubtStepError` and the run is failed with it,
     whether the graph goes back to the model or ends after the tools."""
-    @tool
-    @agentspan.tool(on_in_doubt="fail")
-    def charge(amount: int) -> str:
-        """Charge a card (must never run twice)."""
-        crash_support.log("effects", f"charge {amount}")
-        raise SimulatedCrash("died after charging, before the result was journaled")
-
-    asks = lgr_support.ai("", ("charge", {"amount": 9}, "c1"))
-    model = lgr_support.ScriptedChatModel(model_name="m", responses=[asks, lgr_support.ai("ok")])
-    builder = StateGraph(MessagesState)
-    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
-    builder.add_node("tools", ToolNode([charge], handle_tool_errors=True))
-    builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition)
-    builder.add_edge("tools", "agent" if then == "model" else END)
-    graph = builder.compile(checkpointer=AgentspanSaver(), name="shop")
+    graph = lgr_support.charging_graph(then=then, checkpointer=AgentspanSaver(), name="shop")
     with pytest.raises(SimulatedCrash):
         graph.invoke(INPUT, thread("t-12"))
     with pytest.raises(InDoubtStepError, match="call:c1"):

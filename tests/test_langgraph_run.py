@@ -15,7 +15,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.prebuilt import ToolNode
 from langgraph.types import Command, RetryPolicy, interrupt
 
 import agentspan
@@ -166,49 +166,12 @@ def test_a_node_retried_by_its_retry_policy_replays_each_attempt_apart():
     assert statuses == {"llm:0": "completed", "retry:1/llm:0": "completed", "llm:1": "completed"}
 
 
-def test_a_tool_with_fail_policy_killed_mid_call_fails_the_run_on_resume():
-    @tool
-    @agentspan.tool(on_in_doubt="fail")
-    def charge(amount: int) -> str:
-        """Charge a card (must never run twice)."""
-        crash_support.log("effects", f"charge {amount}")
-        raise SimulatedCrash("died after charging, before the result was journaled")
-
-    model = ScriptedChatModel(model_name="m", responses=[ai("", ("charge", {"amount": 9}, "c1")), ai("ok")])
-    builder = StateGraph(MessagesState)
-    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
-    builder.add_node("tools", ToolNode([charge]))
-    builder.add_edge(START, "agent")
-    builder.add_edge("agent", "tools")
-    graph = builder.compile()
-    handle = agentspan.start(graph, INPUT)
-    with pytest.raises(SimulatedCrash):
-        handle.result(timeout=20)
-    with pytest.raises(InDoubtStepError, match="call:c1"):
-        agentspan.resume(handle.id, graph).result(timeout=20)
-    assert handle.status() is agentspan.RunStatus.FAILED and effects() == ["charge 9"]
-
-
-@pytest.mark.parametrize("then", ["model", "end"])
-def test_an_error_of_the_core_swallowed_by_a_tool_node_still_fails_the_run(then):
-    """``ToolNode(handle_tool_errors=True)`` turns whatever a tool raises into a message for the
-    model: the core's own error (a call in doubt under ``on_in_doubt="fail"``) is not shown to
-    the model; the run fails with it, whether the graph goes back to the model or ends there."""
-    @tool
-    @agentspan.tool(on_in_doubt="fail")
-    def charge(amount: int) -> str:
-        """Charge a card (must never run twice)."""
-        crash_support.log("effects", f"charge {amount}")
-        raise SimulatedCrash("died after charging, before the result was journaled")
-
-    model = ScriptedChatModel(model_name="m", responses=[ai("", ("charge", {"amount": 9}, "c1")), ai("ok")])
-    builder = StateGraph(MessagesState)
-    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
-    builder.add_node("tools", ToolNode([charge], handle_tool_errors=True))
-    builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition)
-    builder.add_edge("tools", "agent" if then == "model" else END)
-    graph = builder.compile()
+@pytest.mark.parametrize("then", [None, "model", "end"])
+def test_a_tool_with_fail_policy_killed_mid_call_fails_the_run_on_resume(then):
+    """Also when a ``ToolNode(handle_tool_errors=True)`` turns whatever a tool raises into a
+    message for the model (``then``: the graph goes back to the model or ends): the core's own
+    error is not shown to the model; the run fails with it."""
+    graph = lgr_support.charging_graph(then=then)
     handle = agentspan.start(graph, INPUT)
     with pytest.raises(SimulatedCrash):
         handle.result(timeout=20)
