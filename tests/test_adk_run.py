@@ -567,6 +567,36 @@ def test_a_crashed_plugin_invocation_of_a_session_made_again_with_its_id_is_take
     assert model.calls == 4  # two per run: the cut-off run's first call was replayed, not made again
 
 
+def test_a_plugin_invocation_cancelled_during_a_model_call_leaves_nothing_behind() -> None:
+    """ADK calls no plugin callback when its caller cancels it: the model call's held step is
+    dropped later by the garbage collector, in another context, and must close quietly."""
+    import gc
+    import sys
+
+    unraisable: list[Any] = []
+    model = ScriptedLlm(turns=["hello"], latency=5)
+    runners = [InMemoryRunner(agent=LlmAgent(name="w", model=model), app_name="jobs", plugins=[AgentspanPlugin()])]
+
+    async def main() -> None:
+        runner = runners[0]
+        await runner.session_service.create_session(app_name="jobs", user_id="u", session_id="s")
+        task = asyncio.create_task(send(runner, "s", message("hi")))
+        while model.calls == 0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        asyncio.run(main())
+        runners.clear()  # the plugin, its journal and the held step go with the runner
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert [u.exc_value for u in unraisable] == []
+
+
 # ---- what a plain Runner gives tools --------------------------------------------------------------
 async def save_report(text: str, tool_context: ToolContext) -> dict[str, Any]:
     """Save a report."""

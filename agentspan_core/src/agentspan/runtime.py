@@ -264,9 +264,12 @@ class ActiveRun(ToolSteps):
             await self._end_failed(step, exc, time.perf_counter() - started, in_flight_record)
             raise
         finally:
-            _current_step.reset(info_token)
-            if scope_token is not None:
-                _scope.reset(scope_token)
+            try:
+                _current_step.reset(info_token)
+                if scope_token is not None:
+                    _scope.reset(scope_token)
+            except ValueError:  # closed in another context (a held step the garbage collector drops)
+                pass
         if self.fatal is not None:  # the core failed inside this call (a nested call) and the call went on
             await self._end_failed(step, self.fatal, time.perf_counter() - started, in_flight_record)
             raise self.fatal
