@@ -66,6 +66,15 @@ def test_openai_runner_calls_become_durable_runs_and_uninstrument_restores_them(
     assert len(agentspan.get_store().list_runs()) == 3
 
 
+def test_openai_max_turns_none_means_no_limit_as_in_the_sdk():
+    turns = [ToolCall("add", {"a": n, "b": n}) for n in range(11)] + ["done"]
+    assert Runner.run_sync(calc(*turns), "add", max_turns=None).final_output == "done"  # the plain SDK
+    agentspan.instrument("openai-agents")
+    effects.clear()
+    assert Runner.run_sync(calc(*turns), "add", max_turns=None).final_output == "done"
+    assert len(effects) == 11 and len(agentspan.get_store().list_runs()) == 1
+
+
 def test_openai_run_streamed_becomes_a_streamed_durable_run():
     agentspan.instrument("openai-agents")
 

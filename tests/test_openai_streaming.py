@@ -333,3 +333,49 @@ def test_sigkilled_streamed_run_is_taken_over_by_a_worker(child_env):
     assert calls_of("m") == [0, 1]  # no completed model call made again
     assert len(lines("effects")) == 1  # the in-doubt lookup ran again once, before its side effect
     assert agentspan.get(run_id).status() is agentspan.RunStatus.COMPLETED
+
+
+def test_a_durable_run_started_in_a_tool_of_a_streamed_run_streams_nothing_into_it():
+    """A tool of a streamed run that runs an agent durably itself (``agentspan.run_async``):
+    that run is not streamed, and its events (named as the parent's are: ``llm:0``, ...) neither
+    join the parent's stream nor hide any of the parent's."""
+    @function_tool
+    async def ask_helper(question: str) -> str:
+        """Ask the helper agent."""
+        helper = Agent(name="helper", tools=[add],
+                       model=ScriptedModel([ToolCall("add", {"a": 1, "b": 1}), "two"], name="helper"))
+        return str((await agentspan.run_async(helper, question)).final_output)
+
+    parent = Agent(name="parent", tools=[ask_helper],
+                   model=ScriptedModel([ToolCall("ask_helper", {"question": "1+1?"}), "It is two."], name="parent"))
+
+    async def main() -> tuple[agentspan.StreamedRun, list[str], list[str]]:
+        streamed = agentspan.run_streamed(parent, "ask")
+        events = await collect(streamed)
+        return streamed, events, [oa_support.describe_event(e) async for e in streamed.stream_events()]
+
+    streamed, events, again = asyncio.run(main())
+    assert events == [
+        "agent parent",
+        "raw response.output_item.done", "raw response.completed",
+        "item tool_called call_0_0", "item tool_output call_0_0",
+        "raw response.output_text.delta It", "raw response.output_text.delta is",
+        "raw response.output_text.delta two.",
+        "raw response.output_item.done", "raw response.completed",
+        "item message_output_created",
+    ]
+    assert streamed.final_output == "It is two." and effects == ["add 1 1"]
+    assert again == []  # a second pass over an ended stream ends at once, as the SDK's does
+
+
+def test_a_second_streamed_run_with_an_idempotency_key_names_the_existing_run():
+    async def main() -> str:
+        first = agentspan.run_streamed(adder(), "2 + 3?", idempotency_key="order-42")
+        await collect(first)
+        second = agentspan.run_streamed(adder(), "2 + 3?", idempotency_key="order-42")
+        with pytest.raises(RunStateError, match=f"run '{first.id}' has the idempotency key 'order-42' already"):
+            await collect(second)
+        return first.id
+
+    first_id = asyncio.run(main())
+    assert [r.id for r in agentspan.get_store().list_runs()] == [first_id]

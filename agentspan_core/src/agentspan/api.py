@@ -109,11 +109,13 @@ async def run_async(target: Any, input: Any, *, run_id: str | None = None, sessi
 
 async def run_in_loop(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
                       idempotency_key: str | None = None, agent_name: str | None = None,
-                      on_divergence: OnDivergence = "raise", awaited_writes: bool, **options: Any) -> Any:
+                      on_divergence: OnDivergence = "raise", awaited_writes: bool, streamed: bool = False,
+                      **options: Any) -> Any:
     """The run in the current event loop: `run_async`, `run`'s loop and `agentspan.streaming`.
 
     ``awaited_writes``: the loop is the caller's (else one `run` made for itself, where the
-    synchronous client on a worker thread costs less).
+    synchronous client on a worker thread costs less). ``streamed``: a run whose idempotency key
+    an existing run has is refused (its events are not this stream's), not awaited.
     """
     store = get_store()
     adapter = adapter_for(target)
@@ -121,6 +123,9 @@ async def run_in_loop(target: Any, input: Any, *, run_id: str | None = None, ses
                                     session_id=session_id, idempotency_key=idempotency_key,
                                     agent_name=agent_name, on_divergence=on_divergence, store=store)
     if not created:
+        if streamed:
+            raise RunStateError(f"run {run.id!r} has the idempotency key {idempotency_key!r} already, and a second "
+                                f"run_streamed does not stream it: read it with agentspan.get({run.id!r})")
         return await asyncio.to_thread(Handle(run.id, store=store).result)
     return await _execute_in_loop(store, run, adapter, target, options, awaited_writes=awaited_writes, fresh=True)
 

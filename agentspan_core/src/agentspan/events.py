@@ -38,10 +38,13 @@ class ApprovalRequested:
 class EventSink:
     """Delivers a streamed run's events to its one consumer, each key once."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id
+        """The run whose events this is (a durable run started inside one of its calls has its own)."""
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._delivered: set[Hashable] = set()
         self._closed = False
+        self._drained = False
         self.barrier: Callable[[], None] | None = None
         """Called before an event is queued: the run's `Store.wait_durable`, so that the reader
         never sees an event whose step is not yet as durable as the store promises."""
@@ -68,8 +71,19 @@ class EventSink:
             self._queue.put_nowait(END)
 
     async def next(self) -> Any:
-        """The next event, or `END` once the stream is closed and drained."""
-        return await self._queue.get()
+        """The next event, or `END` once the stream is closed and drained (and from then on)."""
+        if self._drained:
+            return END
+        event = await self._queue.get()
+        self._drained = event is END
+        return event
+
+
+def sink_of(run_id: str) -> EventSink | None:
+    """The event sink of ``run_id`` in this context: None when the run is not streamed (a sink in
+    the context belongs to another run, e.g. a streamed run one of whose tools started this one)."""
+    sink = event_sink.get()
+    return sink if sink is not None and sink.run_id == run_id else None
 
 
 class _End:

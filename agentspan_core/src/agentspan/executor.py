@@ -15,7 +15,7 @@ from agentspan.attempt import Counters
 from agentspan.config import settings
 from agentspan.divergence import OnDivergence
 from agentspan.errors import ApprovalPending, LeaseLostError, RunCancelledSignal
-from agentspan.events import ApprovalRequested, event_sink
+from agentspan.events import ApprovalRequested, sink_of
 from agentspan.records import Run, RunStatus
 from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store, call_store
@@ -116,7 +116,7 @@ async def _wait_for_decisions(store: Store, run_id: str) -> None:
         for approval in pending:
             if approval.id not in told:  # once per approval: what the run waits for, and how to decide it
                 told.add(approval.id)
-                sink = event_sink.get()
+                sink = sink_of(run_id)
                 if sink is not None:  # a streamed run: its consumer learns it too
                     sink.emit(ApprovalRequested(approval), key=("approval", approval.id))
                 log.info("run %s waits for approval %s of tool %r: decide it with `agentspan approve %s` "

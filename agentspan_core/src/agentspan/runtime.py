@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
 from agentspan.divergence import OnDivergence, diverged, input_change, policy_of, without_core_options
 from agentspan.errors import AgentspanError, InDoubtStepError, RecordedStepFailure
-from agentspan.events import EventSink, event_sink
+from agentspan.events import EventSink, sink_of
 from agentspan.keys import _scope
 from agentspan.models import price_usd
 from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus
@@ -114,7 +114,7 @@ class ActiveRun(ToolSteps):
         _scope.set(self._root)
         if self.strict is not None:
             self.strict.attach(self)
-        sink = event_sink.get()
+        sink = sink_of(self.run_id)
         if sink is not None:  # a streamed run: its reader gets no event ahead of the disk
             sink.barrier = self.store.wait_durable
         return _active.set(self)
@@ -132,7 +132,7 @@ class ActiveRun(ToolSteps):
     @property
     def events(self) -> EventSink | None:
         """Where a streaming adapter puts the framework's events (None: the run is not streamed)."""
-        return event_sink.get()
+        return sink_of(self.run_id)
 
     async def settle(self) -> None:
         """Waits until the live calls a framework cancelled with their siblings (a parallel call

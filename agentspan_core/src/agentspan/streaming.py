@@ -121,7 +121,8 @@ def run_streamed(target: Any, input: Any, *, run_id: str | None = None, session_
     run_id = run_id or new_id()
     return _stream(loop, run_id, run_in_loop(target, input, run_id=run_id, session_id=session_id,
                                               idempotency_key=idempotency_key, agent_name=agent_name,
-                                              on_divergence=on_divergence, awaited_writes=True, **options))
+                                              on_divergence=on_divergence, awaited_writes=True, streamed=True,
+                                              **options))
 
 
 def resume_streamed(run_id: str, target: Any, *, wait: float | None = None,
@@ -170,7 +171,7 @@ def _streaming(adapter: Adapter) -> Adapter:
 
 
 def _stream(loop: asyncio.AbstractEventLoop, run_id: str, execution: Coroutine[Any, Any, Any]) -> StreamedRun:
-    sink = EventSink()
+    sink = EventSink(run_id)
     token = event_sink.set(sink)
     try:  # the task copies this context: its run sees the sink
         task = loop.create_task(execution)

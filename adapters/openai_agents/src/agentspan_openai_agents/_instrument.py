@@ -32,7 +32,8 @@ def _routed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, di
     positional = list(args)
     agent = positional.pop(0) if positional else options.pop("starting_agent", None)
     input = positional.pop(0) if positional else options.pop("input", None)
-    options = {name: value for name, value in options.items() if value is not None}
+    # None is each option's SDK default (as not given), but for max_turns (default 10): None is no limit
+    options = {name: value for name, value in options.items() if value is not None or name == "max_turns"}
     why = None
     if positional:
         why = "positional options"
