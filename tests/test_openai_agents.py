@@ -534,6 +534,25 @@ def test_idempotency_key_returns_the_existing_run():
     assert second.id == first.id and second.result(timeout=20) == "one"
 
 
+@pytest.mark.parametrize("entry", ["run", "start"])
+def test_the_run_holding_an_idempotency_key_is_taken_over_when_its_owner_died(entry):
+    """The run of an idempotency key whose process died (here: its lease long expired) is not
+    waited for forever: a second call with the key executes it, as `resume` would."""
+    store = agentspan.get_store()
+    orphan = agentspan.Run(framework="openai-agents", agent="calc", input="1+2", idempotency_key="order-42",
+                           status=agentspan.RunStatus.RUNNING, lease_owner="gone:1:0", lease_epoch=1,
+                           lease_expires_at=time.time() - 60)
+    store.create_run(orphan)
+    agent = agent_with([ToolCall("add", {"a": 1, "b": 2}), "3"], [add])
+    if entry == "run":
+        assert agentspan.run(agent, "1+2", idempotency_key="order-42").final_output == "3"
+    else:
+        handle = agentspan.start(agent, "1+2", idempotency_key="order-42")
+        assert handle.id == orphan.id and handle.result(timeout=20).final_output == "3"
+    assert [(r.id, r.status) for r in store.list_runs()] == [(orphan.id, agentspan.RunStatus.COMPLETED)]
+    assert len(effects) == 1
+
+
 def test_plain_runner_is_unaffected_outside_a_durable_run():
     result = Runner.run_sync(agent_with(["plain"], []), "x")
     assert result.final_output == "plain"
@@ -762,6 +781,30 @@ def test_a_worker_runs_at_most_concurrency_runs_at_once():
     assert in_flight["most"] == 1 and effects == ["slow 1"] * 3
     with pytest.raises(ConfigurationError, match="concurrency must be a whole number of at least 1"):
         agentspan.serve(agent, concurrency=0)
+
+
+def test_a_worker_passes_over_runs_it_cannot_take_up_and_serves_runs_started_under_another_name():
+    """Runs a worker cannot take up (here: another framework's run of the same agent name) do not
+    fill its claim window for good; ``serve({"name": agent})`` serves runs started with
+    ``agent_name="name"``."""
+    import threading
+
+    store = agentspan.get_store()
+    foreign = [store.create_run(agentspan.Run(framework="langgraph", agent="calc", input=f"graph {n}",
+                                              status=agentspan.RunStatus.PENDING))[0].id for n in range(3)]
+    plain, _ = store.create_run(agentspan.Run(framework="openai-agents", agent="calc", input="1+2",
+                                              status=agentspan.RunStatus.PENDING))
+    renamed, _ = store.create_run(agentspan.Run(framework="openai-agents", agent="calc-v2", input="1+2",
+                                                status=agentspan.RunStatus.PENDING))
+    agent = agent_with([ToolCall("add", {"a": 1, "b": 2}), "3"], [add])
+    stop = threading.Event()
+    worker = threading.Thread(target=agentspan.serve, args=(agent, {"calc-v2": agent}),
+                              kwargs={"stop": stop, "max_runs": 2, "concurrency": 1})
+    worker.start()
+    worker.join(timeout=30)
+    stop.set()
+    assert [agentspan.get(i).status() for i in (plain.id, renamed.id)] == [agentspan.RunStatus.COMPLETED] * 2
+    assert {agentspan.get(i).status() for i in foreign} == {agentspan.RunStatus.PENDING}
 
 
 def test_hooks_fire_for_replayed_calls_and_replaying_tells_them_apart():

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentspan import attached, divergence, executor, leases, runtime
@@ -18,6 +18,7 @@ from agentspan.config import get_store, settings
 from agentspan.divergence import OnDivergence
 from agentspan.errors import (
     ConfigurationError,
+    LeaseLostError,
     RunStateError,
 )
 from agentspan.handle import Handle
@@ -90,8 +91,21 @@ def start(target: Any, input: Any, *, run_id: str | None = None, session_id: str
                             idempotency_key=idempotency_key, agent_name=agent_name,
                             on_divergence=on_divergence, store=store)
     if not created:
-        return Handle(run.id, store=store)
+        orphan = _claimed_if_orphaned(store, run)
+        return Handle(run.id, store=store) if orphan is None else _spawn(store, orphan, adapter, target, options)
     return _spawn(store, run, adapter, target, options, fresh=True)
+
+
+def _claimed_if_orphaned(store: Store, run: Run) -> Run | None:
+    """The run holding an idempotency key, claimed by this process when it is unfinished and its
+    owner is gone (as `resume` would take it); None when it ended or a live process executes it."""
+    current = store.get_run(run.id)
+    if current.status.terminal or not leases.lease_is_free(current):
+        return None
+    try:
+        return attached.take_over(store, current, wait=0)
+    except LeaseLostError:  # another process took it first
+        return None
 
 
 async def run_async(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
@@ -126,8 +140,23 @@ async def run_in_loop(target: Any, input: Any, *, run_id: str | None = None, ses
         if streamed:
             raise RunStateError(f"run {run.id!r} has the idempotency key {idempotency_key!r} already, and a second "
                                 f"run_streamed does not stream it: read it with agentspan.get({run.id!r})")
-        return await asyncio.to_thread(Handle(run.id, store=store).result)
+        return await _join(store, run, adapter, target, options, awaited_writes=awaited_writes)
     return await _execute_in_loop(store, run, adapter, target, options, awaited_writes=awaited_writes, fresh=True)
+
+
+async def _join(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[str, Any], *,
+                awaited_writes: bool) -> Any:
+    """The result of the run that holds the idempotency key: waited for while another process
+    executes it, executed here once its owner is gone (a crash), and read once it ended."""
+    interval = settings().poll_interval
+    while True:
+        current = await call_store(store, store.get_run, run.id)
+        if current.status.terminal:
+            return await asyncio.to_thread(Handle(run.id, store=store).result)
+        orphan = await asyncio.to_thread(_claimed_if_orphaned, store, current)
+        if orphan is not None:
+            return await _execute_in_loop(store, orphan, adapter, target, options, awaited_writes=awaited_writes)
+        await asyncio.sleep(interval)
 
 
 async def _execute_in_loop(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[str, Any], *,
@@ -326,7 +355,8 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
     """Runs a worker: claims orphaned runs (lease expired) and runs whose approvals were decided.
 
     Args:
-        *targets: The agents this worker can run (matched on the run's framework and agent name).
+        *targets: The agents this worker can run (matched on the run's framework and agent name),
+            or mappings of agent names to agents (runs started with ``agent_name=``).
         stop: Set it to stop the worker.
         poll_interval: Seconds between polls of the store.
         max_runs: Return after finishing this many runs (None: serve until ``stop``).
@@ -351,26 +381,33 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
     store = get_store()
     table: dict[str, tuple[Adapter, Any]] = {}
     for target in targets:
-        adapter = adapter_for(target)
-        table[adapter.agent_name(target)] = (adapter, target)
+        named = target.items() if isinstance(target, Mapping) else [(None, target)]
+        for name, agent in named:
+            adapter = adapter_for(agent)
+            table[adapter.agent_name(agent) if name is None else str(name)] = (adapter, agent)
     interval = poll_interval or settings().poll_interval
     stop = stop or threading.Event()
     finished = 0
     active: dict[str, Handle] = {}
+    unservable: set[str] = set()  # claimable runs this worker cannot take up: they must not fill its window
     while not stop.is_set() and (max_runs is None or finished < max_runs):
         for run_id, handle in list(active.items()):
             if handle._future is not None and handle._future.done():
                 del active[run_id]
                 finished += 1
         free = 10 if concurrency is None else min(10, concurrency - len(active))
-        for run in store.claimable_runs(agents=list(table), now=now(), limit=free) if free > 0 else ():
-            if run.id in active or not leases.lease_is_free(run) or (
+        found = store.claimable_runs(agents=list(table), now=now(), limit=min(free + len(unservable), 1000)) \
+            if free > 0 else []
+        unservable &= {run.id for run in found}
+        for run in found:
+            if run.id in active or run.id in unservable or not leases.lease_is_free(run) or (
                 concurrency is not None and len(active) >= concurrency
             ):
                 continue
             adapter, target = table[run.agent]
             options = _options_for(adapter, run, options_for) if adapter.framework == run.framework else None
             if options is None:
+                unservable.add(run.id)
                 continue
             try:
                 claimed = store.claim_run(run.id, owner=leases.owner_id(), expected_epoch=run.lease_epoch,
