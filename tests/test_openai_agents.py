@@ -553,6 +553,13 @@ def test_the_run_holding_an_idempotency_key_is_taken_over_when_its_owner_died(en
     assert len(effects) == 1
 
 
+def test_a_result_not_ready_in_time_says_so():
+    handle = agentspan.start(Agent(name="slow", model=ScriptedModel(["late"], name="m", latency=1.0)), "x")
+    with pytest.raises(TimeoutError, match=rf"run '{handle.id}' is still running after 0.05s"):
+        handle.result(timeout=0.05)
+    assert handle.result(timeout=20).final_output == "late"
+
+
 def test_plain_runner_is_unaffected_outside_a_durable_run():
     result = Runner.run_sync(agent_with(["plain"], []), "x")
     assert result.final_output == "plain"

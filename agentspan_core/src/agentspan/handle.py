@@ -60,11 +60,16 @@ class Handle:
 
         Raises:
             TimeoutError: Not ended within ``timeout`` seconds.
-            RunFailed: The run failed.
+            RunFailed: The run failed (from another process; the executing process's handle raises
+                the run's own error, as the framework's entry point would).
             RunCancelledError: The run was cancelled.
+            LeaseLostError: This process's execution lost the run to another process.
         """
         if self._future is not None:
-            outcome = self._future.result(timeout)
+            try:
+                outcome = self._future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise TimeoutError(f"run {self.id!r} is still {self.status().value} after {timeout}s") from None
             if outcome.status is RunStatus.COMPLETED:
                 return outcome.result
         deadline = None if timeout is None else time.monotonic() + timeout
