@@ -313,7 +313,10 @@ def test_cancelling_a_streamed_run_ends_its_stream_with_run_cancelled():
             async for event in streamed.stream_events():
                 events.append(oa_support.describe_event(event))
                 if len(events) == 1:
-                    streamed.cancel("user left")
+                    with pytest.raises(ConfigurationError, match="mode must be 'immediate' or 'after_turn'"):
+                        streamed.cancel(mode="later")
+                    streamed.cancel("user left", mode="after_turn")  # the SDK's keyword, for drop-in code
+        streamed.cancel()  # ended: nothing, as the SDK's
         return streamed, events
 
     streamed, events = asyncio.run(main())

@@ -91,8 +91,22 @@ class StreamedRun:
             raise AttributeError(name)
         return getattr(self.result, name)
 
-    def cancel(self, reason: str | None = None) -> None:
-        """Cancels the run (durably: recorded ``cancelled``; the stream then ends)."""
+    def cancel(self, reason: str | None = None, *, mode: str = "immediate") -> None:
+        """Cancels the run (durably: recorded ``cancelled``; the stream then ends at the run's next
+        journal write). Once the run ended, nothing (as the SDK's ``RunResultStreaming.cancel``).
+
+        Args:
+            reason: Recorded as the run's error.
+            mode: The SDK's ``"immediate"`` or ``"after_turn"``, taken for drop-in code: either
+                way the run stops at its next journal write (after the call in progress).
+
+        Raises:
+            ConfigurationError: Another ``mode``.
+        """
+        if mode not in ("immediate", "after_turn"):
+            raise ConfigurationError(f"mode must be 'immediate' or 'after_turn', not {mode!r}")
+        if self._task.done():
+            return
         self.handle.cancel(reason)
 
 
