@@ -359,3 +359,5 @@ def test_a_waiting_run_is_continued_after_update_state():
     graph.update_state(thread("t-edit"), {"log": ["edited"]})  # a checkpoint no run wrote
     assert graph.invoke(Command(resume="yes"), thread("t-edit")) == {"log": ["edited", "ask:yes"]}
     assert only_run().status is agentspan.RunStatus.COMPLETED
+    (approval,) = agentspan.get_store().list_approvals(run_id=only_run().id)  # not left pending
+    assert (approval.status.value, approval.decided_by) == ("approved", "langgraph")

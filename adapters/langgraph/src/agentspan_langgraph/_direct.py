@@ -154,9 +154,11 @@ class DirectRun:
         if not self.continued:
             return
         pending = list(pending_interrupts(snapshot))
-        if not pending:
-            return
         assert self.attached is not None
+        if not pending:
+            if isinstance(self.input, Command) and self.input.resume is not None:
+                _close_superseded(self.attached.active, self.input.resume)
+            return
         if self.input is None:
             try:
                 self.payload = resume_command(self.attached.active, snapshot)
@@ -194,6 +196,20 @@ class DirectRun:
             self.attached.fail(exc)
         else:
             self.attached.end_after_error(exc)
+
+
+def _close_superseded(run: agentspan.ActiveRun, resume: Any) -> None:
+    """A ``Command(resume=...)`` when the graph's state shows no pending interrupt (an
+    ``update_state`` came after it, so the node asks again and LangGraph hands it this value):
+    the one interrupt approval the run still waits on is answered by it."""
+    waiting = [a for a in approvals.pending_for_run(run.store, run.run_id) if a.step_key.startswith("interrupt:")]
+    if len(waiting) != 1:
+        return  # none, or several: which one the value answers is not known
+    (approval,) = waiting
+    approved = not (resume is False or (isinstance(resume, dict) and resume.get("approved") is False))
+    approvals.answered(run, key=approval.step_key, tool=approval.tool, args=approval.args, approved=approved,
+                       by="langgraph", reason="answered by the application with Command(resume=...) after the "
+                       "graph's state was updated", note={"resume": to_json(resume)})
 
 
 def _per_interrupt(pending: list[tuple[str, Interrupt]], resume: Any) -> bool:
