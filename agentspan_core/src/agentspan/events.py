@@ -38,7 +38,7 @@ class ApprovalRequested:
 class EventSink:
     """Delivers a streamed run's events to its one consumer, each key once."""
 
-    def __init__(self, run_id: str | None = None) -> None:
+    def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         """The run whose events this is (a durable run started inside one of its calls has its own)."""
         self._queue: asyncio.Queue[Any] = asyncio.Queue()

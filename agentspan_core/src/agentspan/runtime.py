@@ -280,12 +280,11 @@ class ActiveRun(ToolSteps):
                                           provider=step.provider, model=step.model)
         else:
             m = metrics(value)
-            provider = step.provider
             used = m.model or step.model
             result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
-                                          provider=provider, model=used, input_tokens=m.input_tokens,
+                                          provider=step.provider, model=used, input_tokens=m.input_tokens,
                                           output_tokens=m.output_tokens,
-                                          cost_usd=price_usd(provider, used, m.input_tokens, m.output_tokens))
+                                          cost_usd=price_usd(step.provider, used, m.input_tokens, m.output_tokens))
         try:
             await self._finish_async(step, result, in_flight_record)
         except AgentspanError as exc:

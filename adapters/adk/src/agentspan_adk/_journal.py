@@ -56,14 +56,13 @@ from agentspan_adk._held_step import HeldStep
 from agentspan_adk._reading import agent_path, is_model_turn, model_turns, options_of, to_json
 
 TRANSFER_TOOL = "transfer_to_agent"
+_NO_USAGE = LlmMetrics()
+_MODEL_EVENT_ACTIONS = ("state_delta", "artifact_delta")
+"""What a model call's event may carry from agent model callbacks, restored on replay."""
 
 
 class ModelCallFailed(Exception):
     """A live model call ended by ADK's error event instead of a response (journaled ``failed``)."""
-
-_NO_USAGE = LlmMetrics()
-_MODEL_EVENT_ACTIONS = ("state_delta", "artifact_delta")
-"""What a model call's event may carry from agent model callbacks, restored on replay."""
 
 
 _ModelCall = tuple[dict[str, JSON], dict[str, JSON]]

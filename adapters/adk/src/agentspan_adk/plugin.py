@@ -165,9 +165,10 @@ class AgentspanPlugin(BasePlugin):
 
     async def after_model_callback(self, *, callback_context: CallbackContext,
                                    llm_response: LlmResponse) -> LlmResponse | None:
-        journal = self._journals.get(invocation_of(callback_context).invocation_id)
+        ic = invocation_of(callback_context)
+        journal = self._journals.get(ic.invocation_id)
         if journal is not None and not llm_response.partial:
-            journal.model_answered(invocation_of(callback_context))
+            journal.model_answered(ic)
         return None
 
     async def on_event_callback(self, *, invocation_context: InvocationContext, event: Event) -> Event | None:

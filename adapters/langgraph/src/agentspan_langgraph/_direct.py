@@ -206,10 +206,15 @@ def _close_superseded(run: agentspan.ActiveRun, resume: Any) -> None:
     if len(waiting) != 1:
         return  # none, or several: which one the value answers is not known
     (approval,) = waiting
-    approved = not (resume is False or (isinstance(resume, dict) and resume.get("approved") is False))
-    approvals.answered(run, key=approval.step_key, tool=approval.tool, args=approval.args, approved=approved,
-                       by="langgraph", reason="answered by the application with Command(resume=...) after the "
-                       "graph's state was updated", note={"resume": to_json(resume)})
+    approvals.answered(run, key=approval.step_key, tool=approval.tool, args=approval.args,
+                       approved=_approves(resume), by="langgraph",
+                       reason="answered by the application with Command(resume=...) after an update of the state",
+                       note={"resume": to_json(resume)})
+
+
+def _approves(value: Any) -> bool:
+    """Whether an application's resume value approves (anything but ``False`` or ``{"approved": False}``)."""
+    return not (value is False or (isinstance(value, dict) and value.get("approved") is False))
 
 
 def _per_interrupt(pending: list[tuple[str, Interrupt]], resume: Any) -> bool:
@@ -224,9 +229,9 @@ def _close_answered(run: agentspan.ActiveRun, pending: list[tuple[str, Interrupt
         if per_id and interrupt.id not in resume:
             continue
         value = resume[interrupt.id] if per_id else resume
-        approved = not (value is False or (isinstance(value, dict) and value.get("approved") is False))
-        approvals.answered(run, key=step_key(interrupt), tool=node, args=to_json(interrupt.value), approved=approved,
-                           by="langgraph", reason="answered by the application with Command(resume=...)",
+        approvals.answered(run, key=step_key(interrupt), tool=node, args=to_json(interrupt.value),
+                           approved=_approves(value), by="langgraph",
+                           reason="answered by the application with Command(resume=...)",
                            note={"resume": to_json(value)})
 
 

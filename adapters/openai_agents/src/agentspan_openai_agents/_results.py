@@ -12,6 +12,7 @@ declaration does not validate stays JSON (the same on every execution).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -25,10 +26,6 @@ Loader = Callable[[JSON], Any]
 
 _AS_JSON: tuple[Any, ...] = (inspect.Signature.empty, Any, object, str, int, bool, None, type(None), dict, list)
 """Declared return types whose JSON form is the value itself (nothing to convert)."""
-_LOADERS: dict[int, tuple[Any, Loader | None]] = {}
-"""Per tool function (by id, with the function to check it): its loader (a tool is wrapped again
-for every run; building a `TypeAdapter` costs far more than a call)."""
-_LOADERS_MAX = 1024
 
 
 def result_loader(tool: FunctionTool) -> Loader | None:
@@ -38,16 +35,13 @@ def result_loader(tool: FunctionTool) -> Loader | None:
         function = tool.__wrapped__
     except AttributeError:  # not made by `function_tool` (an MCP server's tool, a hand-made one)
         return None
-    cached = _LOADERS.get(id(function))
-    if cached is not None and cached[0] is function:
-        return cached[1]
-    loader = _loader_for(function)
-    if len(_LOADERS) >= _LOADERS_MAX:
-        _LOADERS.clear()
-    _LOADERS[id(function)] = (function, loader)
-    return loader
+    try:
+        return _loader_for(function)
+    except TypeError:  # a callable object that is not hashable: not cached
+        return _loader_for.__wrapped__(function)
 
 
+@functools.lru_cache(maxsize=1024)  # a tool is wrapped again for every run; a `TypeAdapter` costs far more
 def _loader_for(function: Any) -> Loader | None:
     try:
         declared = inspect.signature(function, eval_str=True).return_annotation
