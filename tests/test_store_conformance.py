@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agentspan.errors import LeaseLostError, StoreError
+from agentspan.errors import LeaseLostError, RunCancelledSignal, StoreError
 from agentspan.records import RunStatus, StepResult, StepStatus
 from agentspan.stores.base import Store
 from agentspan.stores.memory import MemoryStore
@@ -145,6 +145,28 @@ def test_non_durable_start_is_held_back_until_its_end_or_the_timer(tmp_path: Pat
     store.close()  # a clean close writes what is still held back
     assert [s.key for s in reader.list_steps(run.id)] == ["quick", "slow", "at-close"]
     reader.close()
+
+
+def test_a_held_back_start_of_a_cancelled_run_leaves_the_timer_serving_other_runs(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "cancel.db", defer_start_for=0.1)
+    reader = SqliteStore(tmp_path / "cancel.db")
+    runs = []
+    for _ in range(2):
+        run, _ = store.create_run(make_run())
+        runs.append(store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 30))
+    store.start_step(make_step(runs[0].id, "slow", 0), epoch=1, durable=False)
+    store.cancel_run(runs[0].id, reason="stop")  # the timer's write of that start is refused
+    time.sleep(0.35)
+    with pytest.raises(RunCancelledSignal):  # the step's end carries the refusal
+        store.finish_step(runs[0].id, "slow", StepResult(status=StepStatus.COMPLETED, output=1), epoch=1)
+    store.start_step(make_step(runs[1].id, "slow", 0), epoch=1, durable=False)
+    deadline = time.time() + 5
+    while not reader.list_steps(runs[1].id) and time.time() < deadline:
+        time.sleep(0.02)
+    assert [(s.key, s.status) for s in reader.list_steps(runs[1].id)] == [("slow", StepStatus.STARTED)]
+    assert reader.list_steps(runs[0].id) == []
+    reader.close()
+    store.close()
 
 
 def test_held_back_start_with_stale_epoch_is_refused_at_its_end(tmp_path: Path) -> None:

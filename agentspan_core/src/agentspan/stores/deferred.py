@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from agentspan.errors import AgentspanSignal
 from agentspan.records import Step
 
 
@@ -26,7 +27,8 @@ class DeferredStarts:
     Args:
         delay: Seconds a start may wait for its end before the background thread writes it.
         write: Writes one start (``step, epoch``); called from the background thread. An exception
-            keeps the start held, so the step's end carries it (and reports the refusal).
+            (or a signal such as `RunCancelledSignal`) keeps the start held, so the step's end
+            carries it (and reports the refusal).
     """
 
     def __init__(self, delay: float, write: Callable[[Step, int], None]) -> None:
@@ -76,7 +78,8 @@ class DeferredStarts:
                     continue
                 try:
                     self._write(step, epoch)
-                except Exception:  # the step's end will carry the start instead
+                except (Exception, AgentspanSignal):  # a refusal (a cancelled run's signal too): the
+                    # step's end will carry the start instead; the thread goes on for the other runs
                     self._failed.add(key)
                 else:
                     del self._held[key]
