@@ -112,6 +112,35 @@ def test_a_decision_made_in_agentspan_is_delivered_by_invoke_none():
     assert effects() == []
 
 
+@pytest.mark.parametrize("answer", [False, {"amount": 20}])
+def test_the_applications_own_answer_is_delivered_again_when_invoke_none_goes_on_after_a_crash(answer):
+    seen: list[Any] = []
+
+    def gate(state: dict[str, Any]) -> dict[str, Any]:
+        decision = interrupt({"charge": 30})
+        seen.append(decision)
+        if len(seen) == 1:
+            raise SimulatedCrash("after the answer reached the node")
+        return {"log": [f"charged {decision['amount']}" if decision else "not charged"]}
+
+    builder = StateGraph(_Log)
+    builder.add_node("gate", gate)
+    builder.add_edge(START, "gate")
+    builder.add_edge("gate", END)
+    graph = builder.compile(checkpointer=AgentspanSaver())
+    graph.invoke({"log": []}, thread("t-answer"))
+    with pytest.raises(SimulatedCrash):
+        graph.invoke(Command(resume=answer), thread("t-answer"))
+    result = graph.invoke(None, thread("t-answer"))
+    assert seen == [answer, answer]  # the application's value both times, not Agentspan's decision dict
+    assert result["log"] == (["not charged"] if answer is False else ["charged 20"])
+    assert only_run().status is agentspan.RunStatus.COMPLETED
+
+
+class _Log(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
 @pytest.mark.parametrize(("transport", "use_async"), [("embedded", False), ("embedded", True),
                                                      ("server-sqlite", True)])  # a server: `conftest.home`
 def test_invoke_none_after_a_crash_inside_a_node_repeats_no_completed_call(transport, use_async):

@@ -19,7 +19,9 @@ approve ID`` / ``reject ID``) decide it; the graph then resumes with
 ``status`` is ``"approved"``, ``"rejected"`` or ``"expired"`` (``approved`` is True only for
 the first); ``by`` and ``reason`` are None when not given. A rejection never stops the run by
 itself: the node decides what a rejection means. Each delivered decision is also journaled as an
-``approval`` step (same key) holding the interrupt value and the decision.
+``approval`` step (same key) holding the interrupt value and the decision. An interrupt the
+application answered itself (``graph.invoke(Command(resume=value))``) gets ``value``, also when
+the process died after delivering it and ``invoke(None)`` continues the run (the value as JSON).
 
 Tools marked ``@agentspan.tool(approval_required=True)`` do not interrupt the graph: they go
 through the core's approval gate (bound to their arguments) inside the tool call, exactly as in
@@ -75,5 +77,21 @@ def resume_command(run: agentspan.ActiveRun, snapshot: StateSnapshot) -> Command
         approvals.ApprovalRequest(key=step_key(interrupt), tool=node, args=to_json(interrupt.value),
                                   options=_INTERRUPT_OPTIONS)
         for node, interrupt in pending])
-    decisions = {interrupt.id: decision for (_, interrupt), decision in zip(pending, decided, strict=True)}
+    decisions = {interrupt.id: _delivered(run, interrupt, decision)
+                 for (_, interrupt), decision in zip(pending, decided, strict=True)}
     return Command(resume=decisions) if decisions else None
+
+
+ANSWER = "resume"
+"""Where an approval step keeps the application's own ``Command(resume=...)`` value (its note)."""
+
+
+def _delivered(run: agentspan.ActiveRun, interrupt: Interrupt, decision: object) -> object:
+    """What ``interrupt()`` returns: the application's own answer when it gave one (journaled with
+    the approval step; a process that died after delivering it delivers it again), else the
+    decision made in Agentspan."""
+    step = run.journal.get(step_key(interrupt))
+    output = step.output if step is not None else None
+    if isinstance(output, dict) and ANSWER in output:
+        return output[ANSWER]
+    return decision

@@ -58,7 +58,7 @@ from agentspan.records import Run, RunStatus
 from agentspan.stores.base import Store, call_store
 from agentspan_langgraph import _context
 from agentspan_langgraph._adapter import RUN_ID_METADATA, LangGraphAdapter, with_recorder
-from agentspan_langgraph._approvals import pending_interrupts, resume_command, step_key
+from agentspan_langgraph._approvals import ANSWER, pending_interrupts, resume_command, step_key
 from agentspan_langgraph._codec import to_json
 from agentspan_langgraph.saver import AgentspanSaver
 
@@ -232,7 +232,7 @@ def _close_answered(run: agentspan.ActiveRun, pending: list[tuple[str, Interrupt
         approvals.answered(run, key=step_key(interrupt), tool=node, args=to_json(interrupt.value),
                            approved=_approves(value), by="langgraph",
                            reason="answered by the application with Command(resume=...)",
-                           note={"resume": to_json(value)})
+                           note={ANSWER: to_json(value)})
 
 
 # ---- when an invocation is a direct run ------------------------------------------------------
