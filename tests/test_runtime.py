@@ -8,6 +8,7 @@ import time
 import pytest
 
 from agentspan.errors import ReplayDivergenceError
+from agentspan.models import price_usd
 from agentspan.records import Run, Step, StepKind, StepResult, StepStatus
 from agentspan.runtime import ActiveRun
 from agentspan.stores.memory import MemoryStore
@@ -57,3 +58,21 @@ def test_unchecked_records_are_what_validation_builds() -> None:
     assert result.ended_at is not None and result.error is None and result.model_fields_set == {"status", "output"}
     assert result.model_copy(update={"output": 2}).output == 2
     assert StepResult.unchecked(status=StepStatus.FAILED).ended_at >= result.ended_at  # a new factory call each
+
+
+@pytest.mark.parametrize(("provider", "model", "family"), [
+    ("openai", "gpt-4o-mini-2024-07-18", "gpt-4o-mini"),  # not "gpt-4o", the first row it starts with
+    ("openai", "gpt-4.1-nano-2025-04-14", "gpt-4.1-nano"),
+    ("openai", "gpt-5-mini-2025-08-07", "gpt-5-mini"),
+    ("openai", "gpt-4o-2024-08-06", "gpt-4o"),
+    ("anthropic", "claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+    ("google", "gemini-2.5-flash-lite", "gemini-2.5-flash-lite"),
+])
+def test_a_dated_snapshot_is_priced_as_its_own_family(provider, model, family):
+    assert price_usd(provider, model, 1_000, 2_000) == price_usd(provider, family, 1_000, 2_000)
+    assert price_usd(provider, family, 1_000, 2_000) is not None
+
+
+def test_a_model_that_only_starts_with_a_priced_name_is_not_priced_as_it():
+    assert price_usd("openai", "gpt-4o-audio-preview", 1_000, 2_000) is None
+    assert price_usd("google", "gemini-2.5-flash-lite-preview-06-17", 1_000, 2_000) is None

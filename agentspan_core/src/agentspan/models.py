@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import NamedTuple
 
@@ -27,6 +28,7 @@ PRICES_PER_MTOK: dict[tuple[str, str], tuple[float, float]] = {
     ("anthropic", "claude-haiku-4-5"): (1.00, 5.00),
     ("anthropic", "claude-opus-4-1"): (15.00, 75.00),
     ("google", "gemini-2.5-flash"): (0.30, 2.50),
+    ("google", "gemini-2.5-flash-lite"): (0.10, 0.40),
     ("google", "gemini-2.5-pro"): (1.25, 10.00),
     ("groq", "llama-3.3-70b-versatile"): (0.59, 0.79),
     ("mistral", "mistral-large-latest"): (2.00, 6.00),
@@ -54,15 +56,22 @@ def parse_model_id(name: str, *, default_provider: str = "openai") -> ModelId:
     return ModelId(default_provider, name)
 
 
+_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest)")
+"""What a dated snapshot or alias adds to its family's name: ``-2024-07-18`` (OpenAI),
+``-20250929`` (Anthropic), ``-0125``, ``-latest``. Anything else (``-mini``, ``-lite``) names
+another model, priced only by its own row."""
+
+
 @cache
 def _prices(provider: str, model: str) -> tuple[float, float] | None:
     prices = PRICES_PER_MTOK.get((provider, model))
-    if prices is None:
-        # dated snapshots ("gpt-4o-mini-2024-07-18") price as their family
-        for (p, m), candidate in PRICES_PER_MTOK.items():
-            if p == provider and model.startswith(m + "-"):
-                return candidate
-    return prices
+    if prices is not None:
+        return prices
+    # a dated snapshot ("gpt-4o-mini-2024-07-18") prices as its family ("gpt-4o-mini", not "gpt-4o")
+    for (p, family), candidate in PRICES_PER_MTOK.items():
+        if p == provider and model.startswith(family) and _SNAPSHOT.fullmatch(model, len(family)):
+            return candidate
+    return None
 
 
 def price_usd(provider: str | None, model: str | None, input_tokens: int | None,
