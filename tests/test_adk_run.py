@@ -450,8 +450,16 @@ def test_a_failed_plugin_run_reopened_for_a_retry_continues_when_the_message_is_
     assert [e.content.parts[0].text for e in _apply_rewinds(session.events) if is_user_text(e)] == ["charge 7"]
 
 
-def test_plugin_confirmation_decided_in_agentspan_wins_over_the_apps_answer():
-    runner = InMemoryRunner(agent=adk_support.confirm_agent(), app_name="ops", plugins=[AgentspanPlugin()])
+def confirming_root(workflow: bool) -> Any:
+    """The confirming agent, or a workflow agent running it (a message then reaches the plugin
+    with the workflow agent as the invocation's agent)."""
+    agent = adk_support.confirm_agent()
+    return SequentialAgent(name="flow", sub_agents=[agent]) if workflow else agent
+
+
+@pytest.mark.parametrize("workflow", [False, True])
+def test_plugin_confirmation_decided_in_agentspan_wins_over_the_apps_answer(workflow):
+    runner = InMemoryRunner(agent=confirming_root(workflow), app_name="ops", plugins=[AgentspanPlugin()])
 
     async def main() -> list[Event]:
         await runner.session_service.create_session(app_name="ops", user_id="u", session_id="s")
@@ -469,14 +477,16 @@ def test_plugin_confirmation_decided_in_agentspan_wins_over_the_apps_answer():
     assert adk_support.effects() == ["cancel 42"]  # Agentspan's approval, not the app's "no"
     (run,) = agentspan.get_store().list_runs()
     assert run.status is agentspan.RunStatus.COMPLETED
+    path = "flow/orders" if workflow else "orders"
     assert [s.key for s in agentspan.get(run.id).steps()] == [
-        "orders/llm:0", "orders/llm:0/call:0/approval", "orders/llm:0/call:0/confirmed", "orders/llm:1"]
+        f"{path}/llm:0", f"{path}/llm:0/call:0/approval", f"{path}/llm:0/call:0/confirmed", f"{path}/llm:1"]
 
 
+@pytest.mark.parametrize("workflow", [False, True])
 @pytest.mark.parametrize(("confirmed", "effects", "status"), [(True, ["cancel 42"], "approved"),
                                                             (False, [], "rejected")])
-def test_plugin_confirmation_answered_by_the_app_decides_its_approval(confirmed, effects, status):
-    runner = InMemoryRunner(agent=adk_support.confirm_agent(), app_name="ops", plugins=[AgentspanPlugin()])
+def test_plugin_confirmation_answered_by_the_app_decides_its_approval(confirmed, effects, status, workflow):
+    runner = InMemoryRunner(agent=confirming_root(workflow), app_name="ops", plugins=[AgentspanPlugin()])
 
     async def main() -> None:
         await runner.session_service.create_session(app_name="ops", user_id="u", session_id="s")

@@ -83,7 +83,7 @@ def pending_requests(events: Iterable[Event]) -> list[Request]:
 
 def approval_key(journal: Journal, request: Request, agent_path: str, ic: InvocationContext | None = None) -> str:
     """The approval's step key: the original call's journal key plus ``/approval``."""
-    return f"{journal.call_key_by_path(request.original.get('id'), agent_path, ic)}/approval"
+    return f"{journal.call_key_by_path(request.original.get('id'), agent_path, ic, request.author)}/approval"
 
 
 def reply(request: Request, decision: dict[str, JSON]) -> types.Part:

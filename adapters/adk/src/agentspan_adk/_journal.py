@@ -270,20 +270,24 @@ class Journal:
         known = self._call_keys.get(call_id or "")
         return known if known is not None else self.call_key_by_path(call_id, self._path_of(ic.agent), ic)
 
-    def call_key_by_path(self, call_id: str | None, path: str, ic: InvocationContext | None = None) -> str:
+    def call_key_by_path(self, call_id: str | None, path: str, ic: InvocationContext | None = None,
+                         author: str | None = None) -> str:
         """The key of the function call ``call_id`` (from the response that asked for it).
 
         A call this journal did not see asked for (an invocation continued in another process)
         is found in the session: the response that holds it, counted among its agent's model
-        turns. A call found nowhere is keyed by its id (stable only if the model gave it).
+        turns (``author``'s: by default the invocation's current agent, which is the root, a
+        workflow agent perhaps, while a message is received). A call found nowhere is keyed by
+        its id (stable only if the model gave it).
         """
         known = self._call_keys.get(call_id or "")
         if known is not None:
             return known
         if ic is not None and call_id:
             turns = 0
+            author = author or ic.agent.name
             for event in ic.session.events:
-                if event.invocation_id != ic.invocation_id or event.author != ic.agent.name:
+                if event.invocation_id != ic.invocation_id or event.author != author:
                     continue
                 ids = [c.id for c in event.get_function_calls()]
                 if call_id in ids:
