@@ -3,12 +3,14 @@
 GRAPH names a graph of `lgr_support` (``support``, ``review``, ``refunds``). Prints the final
 conversation without its random ids as ``FINAL: <json>``. ``direct-start|direct-resume THREAD
 GRAPH`` invoke the graph compiled with an ``AgentspanSaver`` directly (``graph.invoke(input)``,
-then ``graph.invoke(None)``) on thread THREAD, without ``agentspan.run``.
+then ``graph.invoke(None)``) on thread THREAD, without ``agentspan.run`` (with ``durability=``
+``$LG_DURABILITY`` when set).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from langchain_core.messages import HumanMessage
@@ -27,7 +29,9 @@ if __name__ == "__main__":
     if mode.startswith("direct-"):
         graph = graph.copy(update={"checkpointer": AgentspanSaver()})
         given = {"messages": [HumanMessage(lgr_support.PROMPT)]} if mode == "direct-start" else None
-        result = graph.invoke(given, {"configurable": {"thread_id": run_id}})
+        durability = os.environ.get("LG_DURABILITY")  # LangGraph's default ("async") when unset
+        extra = {"durability": durability} if durability else {}
+        result = graph.invoke(given, {"configurable": {"thread_id": run_id}}, **extra)
         if result.get("__interrupt__"):
             print("INTERRUPTED", flush=True)
             sys.exit(0)

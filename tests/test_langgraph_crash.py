@@ -173,6 +173,24 @@ def test_a_graph_on_the_saver_alone_killed_inside_a_node_goes_on_with_invoke_non
     assert_journal_complete(run.id, nodes=0)  # a direct invocation's nodes are in its checkpoints
 
 
+@pytest.mark.parametrize("then", ["direct-resume", "direct-start"])
+def test_a_direct_run_killed_under_durability_exit_is_continued_or_superseded(child_env, then):
+    # "exit" checkpoints only at the run's end: the killed run left its thread without a checkpoint
+    env = {**child_env, "LG_DURABILITY": "exit"}
+    thread = f"thread-{new_id()}"
+    assert child(env, "direct-start", thread, "support", crash_at="model:writer:1").returncode == -9
+    crashed = only_run()
+    after = child(env, then, thread, "support")
+    assert after.returncode == 0, after.stderr  # invoke(None) was a new run: LangGraph's EmptyInputError
+    assert final_of(after.stdout) == uncrashed_support_conversation()
+    statuses = {r.id: r.status for r in agentspan.get_store().list_runs(limit=10)}
+    if then == "direct-resume":  # invoke(None) goes on with the crashed run's own input
+        assert statuses == {crashed.id: agentspan.RunStatus.COMPLETED}
+    else:  # new input supersedes it (no worker takes it up later to run it again on the thread)
+        assert len(statuses) == 2 and statuses[crashed.id] is agentspan.RunStatus.CANCELLED
+        assert "superseded" in (agentspan.get_store().get_run(crashed.id).error or "")
+
+
 def test_a_graph_on_the_saver_alone_waits_on_its_interrupt_until_approved_from_the_cli(child_env):
     thread = f"thread-{new_id()}"
     started = child(child_env, "direct-start", thread, "review")

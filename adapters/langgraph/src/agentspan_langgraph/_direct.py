@@ -59,7 +59,7 @@ from agentspan.stores.base import Store, call_store
 from agentspan_langgraph import _context
 from agentspan_langgraph._adapter import RUN_ID_METADATA, LangGraphAdapter, with_recorder
 from agentspan_langgraph._approvals import ANSWER, pending_interrupts, resume_command, step_key
-from agentspan_langgraph._codec import to_json
+from agentspan_langgraph._codec import from_json, to_json
 from agentspan_langgraph.saver import AgentspanSaver
 
 _adapter = LangGraphAdapter()
@@ -71,6 +71,7 @@ class DirectRun:
     def __init__(self, graph: Pregel, saver: AgentspanSaver, input: Any, config: RunnableConfig,
                  thread_id: str, rest: dict[str, Any]) -> None:
         self.graph = graph
+        self.saver = saver
         self.store: Store = saver.store
         self.input = input
         self.thread_id = thread_id
@@ -118,9 +119,9 @@ class DirectRun:
         names, else the thread's newest run (a run may write no checkpoint of its own: one that
         only interrupted in its first step, or one an ``update_state`` checkpoint came after)."""
         record = self.store.get_checkpoint(self.thread_id, "", None)
-        if record is None:
-            return None  # a new thread (every run writes its input's checkpoint)
-        run_id = record.metadata.get(RUN_ID_METADATA)
+        # no checkpoint: a new thread, or one whose only run wrote none (``durability="exit"``,
+        # a crash before the end)
+        run_id = record.metadata.get(RUN_ID_METADATA) if record is not None else None
         if isinstance(run_id, str):
             try:
                 run = self.store.get_run(run_id)
@@ -158,6 +159,8 @@ class DirectRun:
         if not pending:
             if isinstance(self.input, Command) and self.input.resume is not None:
                 _close_superseded(self.attached.active, self.input.resume)
+            elif self.input is None and not snapshot.next and not self._input_taken():
+                self.payload = self._stored_input()
             return
         if self.input is None:
             try:
@@ -170,6 +173,21 @@ class DirectRun:
                 self.refused = True  # LangGraph refuses it before running anything: the run still waits
                 return
             _close_answered(self.attached.active, pending, self.input.resume)
+
+    def _input_taken(self) -> bool:
+        """Whether the continued run gave its input to the thread (a checkpoint carries its id).
+        One that died under ``durability="exit"`` wrote none: it starts again from its input."""
+        assert self.attached is not None
+        config = RunnableConfig(configurable={"thread_id": self.thread_id})
+        found = self.saver.list(config, filter={RUN_ID_METADATA: self.attached.run_id}, limit=1)
+        return next(iter(found), None) is not None
+
+    def _stored_input(self) -> Any:
+        """The continued run's own input, as its first invocation gave it (None if it had none)."""
+        assert self.attached is not None
+        stored = self.attached.active.run.input
+        payload = from_json(stored) if stored is not None else None
+        return None if isinstance(payload, Command) else payload
 
     def ended(self, interrupted: bool, values: Any) -> None:
         """Records the invocation's end: ``waiting`` on its interrupts, else ``completed``."""
