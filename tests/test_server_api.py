@@ -27,6 +27,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from agentspan.errors import ConfigurationError
+from agentspan.hashing import digest
 from agentspan.records import Approval, Run, Step, StepResult
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.wire import PROBLEM_CONTENT_TYPE
@@ -154,7 +155,8 @@ def test_every_endpoint_round_trip(client: httpx.Client, store: SqliteStore) -> 
     assert client.get(f"/api/runs/{rid}").json()["input_tokens"] == 6
 
     key = "llm:0/call:abc"  # step keys hold "/" and ":": one %2F-encoded path segment
-    approval = Approval(run_id=rid, step_key=key, tool="send", args={"to": "x"}, args_hash="h").model_dump(mode="json")
+    approval = Approval(run_id=rid, step_key=key, tool="send", args={"to": "x"},
+                        args_hash=digest({"to": "x"})).model_dump(mode="json")
     requested = client.post(f"/api/runs/{rid}/approvals", json={"approval": approval, "epoch": 1})
     assert requested.status_code == 200 and requested.json()["status"] == "pending"
     assert client.get(f"/api/runs/{rid}").json()["status"] == "waiting"
@@ -213,6 +215,28 @@ def test_agent_may_not_decide_but_approver_may(keyed: httpx.Client, store: Sqlit
     assert keyed.get(f"/api/approvals/{approval.id}", headers=bearer(AGENT)).status_code == 200
     decided = keyed.post(url, json={"approved": False, "reason": "no"}, headers=bearer(APPROVER))
     assert decided.status_code == 200 and decided.json()["status"] == "rejected"
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"status": "approved", "decided_by": "ops-team", "decided_at": 1.0}, "status"),  # a self-approval
+    ({"reason": "fine"}, "reason"),
+    ({"args_hash": digest({"order_id": "42", "amount": 1.0})}, "args_hash"),  # shown 1.0, runs with 30.0
+])
+def test_a_requested_approval_must_be_pending_and_bound_to_its_own_args(keyed: httpx.Client, store: SqliteStore,
+                                                                        change, field) -> None:
+    run = Run(framework="test", agent="a")
+    store.create_run(run)
+    store.claim_run(run.id, owner="w", expected_epoch=0, lease_expires_at=time.time() + 60)
+    args = {"order_id": "42", "amount": 30.0}
+    approval = Approval(run_id=run.id, step_key="t:1", tool="refund", args=args, args_hash=digest(args))
+    body = {**approval.model_dump(mode="json"), **change}
+    refused = keyed.post(f"/api/runs/{run.id}/approvals", json={"approval": body, "epoch": 1}, headers=bearer(AGENT))
+    issues = problem(refused, 422, "ConfigurationError")["errors"]
+    assert f"body.approval.{field}" in {issue["field"] for issue in issues}
+    assert store.list_approvals(run_id=run.id) == []  # nothing stored
+    requested = keyed.post(f"/api/runs/{run.id}/approvals", json={"approval": approval.model_dump(mode="json"),
+                                                                  "epoch": 1}, headers=bearer(AGENT))
+    assert requested.status_code == 200 and requested.json()["status"] == "pending"
 
 
 def test_reopen_needs_the_role_of_cancel_and_refuses_a_run_that_did_not_fail(
@@ -386,7 +410,7 @@ def test_stale_epoch_is_409_and_writes_nothing(client: httpx.Client, store: Sqli
 
 def test_double_decision_is_409(client: httpx.Client, store: SqliteStore) -> None:
     run = claimed(client, store)
-    approval = Approval(run_id=run.id, step_key="t:1", tool="x", args_hash="h").model_dump(mode="json")
+    approval = Approval(run_id=run.id, step_key="t:1", tool="x", args_hash=digest(None)).model_dump(mode="json")
     assert client.post(f"/api/runs/{run.id}/approvals", json={"approval": approval, "epoch": 1}).status_code == 200
     url = f"/api/approvals/{approval['id']}/decision"
     assert client.post(url, json={"approved": True, "by": "a", "decided_at": 123.0}).json()["decided_at"] == 123.0

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from agentspan.errors import ConfigurationError, StoreError
+from agentspan.hashing import digest
 from agentspan.records import Approval, Run
 from agentspan.stores.sqlite import SqliteStore
 from agentspan_server.app import create_app
@@ -139,7 +140,8 @@ def request(http: httpx.Client, approval: Approval, headers: dict[str, str] | No
 
 def new_approval(run: Run, key: str = "tool:send_email:0", **fields: Any) -> Approval:
     fields.setdefault("args", {"to": "ann@example.com", "body": SCRIPT})
-    return Approval(run_id=run.id, step_key=key, tool=fields.pop("tool", "send_email"), args_hash="h", **fields)
+    return Approval(run_id=run.id, step_key=key, tool=fields.pop("tool", "send_email"),
+                    args_hash=digest(fields["args"]), **fields)
 
 
 def signature(body: bytes, timestamp: str, secret: str = SECRET) -> str:

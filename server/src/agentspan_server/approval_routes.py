@@ -26,7 +26,7 @@ from agentspan.wire import (
     RequestApproval,
 )
 from agentspan_server.checkpoint_routes import StoreCall
-from agentspan_server.checks import Limit, checked_body, path_param, query_text, same_run
+from agentspan_server.checks import Limit, checked_body, path_param, query_text, same_run, undecided_request
 from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
 
 __all__ = ["add_approval_routes"]
@@ -47,9 +47,11 @@ def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
     @app.post(API_PREFIX + "/runs/{run_id}/approvals", response_model=Approval, tags=["approvals"],
               responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
     async def request_approval(run_id: str, body: RequestApproval) -> Response:
-        """`Store.request_approval` (fenced, idempotent per step). ``approval.run_id`` must match."""
+        """`Store.request_approval` (fenced, idempotent per step). ``approval.run_id`` must match;
+        the approval must be pending and undecided, its ``args_hash`` the hash of its ``args``."""
         rid, b = path_param("run_id", run_id), checked_body(body)
         same_run(rid, b.approval.run_id, "approval.run_id")
+        undecided_request(b.approval)
         approval = await call(store.request_approval, b.approval, epoch=b.epoch)
         if on_requested is not None:
             on_requested(b.approval, approval)  # Slack posts it only when new

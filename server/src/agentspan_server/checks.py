@@ -18,6 +18,8 @@ from urllib.parse import unquote_to_bytes
 from fastapi import Query
 from pydantic import BaseModel
 
+from agentspan.hashing import digest
+from agentspan.records import Approval, ApprovalStatus
 from agentspan_server.problems import MAX_LISTED_ERRORS, input_issue, invalid_input
 
 Limit = Annotated[int, Query(ge=0, le=1000, description="Most items to return (0..1000; 0 answers an empty list).")]
@@ -234,3 +236,27 @@ def same_run(run_id: str, body_run_id: str, field: str) -> None:
     if body_run_id != run_id:
         issue = input_issue(("body", *field.split(".")), "must equal the run id of the path", "run_id_mismatch")
         raise invalid_input([issue])
+
+
+def undecided_request(approval: Approval) -> None:
+    """Refuses (422) a requested approval that is not a plain request: one that comes already
+    decided (a decision goes through the decision route, which needs the approver role), or whose
+    ``args_hash`` is not the hash of its ``args`` (the gate matches calls by the hash, so an
+    approver would decide other arguments than the ones that run).
+
+    Raises:
+        ProblemError: Every such field, under ``body.approval``.
+    """
+    issues = []
+    if approval.status is not ApprovalStatus.PENDING:
+        issues.append(input_issue(("body", "approval", "status"), "must be 'pending': an approval is decided "
+                                  "through POST /api/approvals/{approval_id}/decision", "approval_decided"))
+    for name in ("decided_by", "decided_at", "reason"):
+        if getattr(approval, name) is not None:
+            issues.append(input_issue(("body", "approval", name), "must be null in a request", "approval_decided"))
+    if approval.args_hash != digest(approval.args):
+        issues.append(input_issue(("body", "approval", "args_hash"), "must be the SHA-256 of approval.args "
+                                  "(agentspan.hashing.digest)", "args_hash_mismatch"))
+    if issues:
+        raise invalid_input(issues)
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agentspan.hashing import digest
 from agentspan.records import Approval, CheckpointRecord, CheckpointWrite, Run, Step, StepKind
 from agentspan.stores.base import Store
 
@@ -53,7 +54,7 @@ def make_approval(run_id: str, step_key: str, **fields: Any) -> Approval:
     """Returns a new pending approval."""
     fields.setdefault("tool", "send_email")
     fields.setdefault("args", {"to": "a@example.com"})
-    fields.setdefault("args_hash", "hash-" + step_key)
+    fields.setdefault("args_hash", digest(fields["args"]))  # what a server checks
     return Approval(run_id=run_id, step_key=step_key, **fields)
 
 
