@@ -20,6 +20,7 @@ from agentspan.errors import (
     ConfigurationError,
     LeaseLostError,
     RunStateError,
+    ServerUnreachable,
 )
 from agentspan.handle import Handle
 from agentspan.records import Run, RunStatus, now
@@ -396,8 +397,12 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
                 del active[run_id]
                 finished += 1
         free = 10 if concurrency is None else min(10, concurrency - len(active))
-        found = store.claimable_runs(agents=list(table), now=now(), limit=min(free + len(unservable), 1000)) \
-            if free > 0 else []
+        try:
+            found = store.claimable_runs(agents=list(table), now=now(), limit=min(free + len(unservable), 1000)) \
+                if free > 0 else []
+        except ServerUnreachable as exc:  # an outage: a worker outlives it and polls again
+            log.warning("agentspan worker: %s; polling again", exc)
+            found = []
         unservable &= {run.id for run in found}
         for run in found:
             if run.id in active or run.id in unservable or not leases.lease_is_free(run) or (

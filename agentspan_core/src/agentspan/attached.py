@@ -42,7 +42,7 @@ from agentspan import leases
 from agentspan.attempt import Counters
 from agentspan.config import settings
 from agentspan.divergence import OnDivergence
-from agentspan.errors import LeaseLostError, RunCancelledError, RunCancelledSignal, RunStateError
+from agentspan.errors import LeaseLostError, RunCancelledError, RunCancelledSignal, RunStateError, ServerUnreachable
 from agentspan.records import JSON, Run, RunStatus, Step, now
 from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store
@@ -289,13 +289,14 @@ class AttachedRun:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         """Ends a run the block did not end: cancelled on `RunCancelledSignal` (raised again as
-        `RunCancelledError`), left to its new owner on `LeaseLostError`, else abandoned."""
+        `RunCancelledError`), left to its new owner on `LeaseLostError` and to a worker on
+        `ServerUnreachable` (no write: the lease lapses), else abandoned."""
         if isinstance(exc, RunCancelledSignal):
             self.cancelled(exc.reason)  # also when an ending's write found the run cancelled
             raise RunCancelledError(self.run.id, exc.reason or self.store.get_run(self.run.id).error) from None
         if self.ended:
             return
-        if isinstance(exc, LeaseLostError):
+        if isinstance(exc, LeaseLostError | ServerUnreachable):
             self.close()
             return
         try:

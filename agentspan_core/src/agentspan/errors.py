@@ -16,7 +16,8 @@ AgentspanError
 ├── RunCancelledError         handle.result() on a run that was cancelled
 ├── StoreError                the store is missing, corrupted or unusable
 ├── TransportError            the transport to an Agentspan server failed
-│   └── AuthError             the server refused the API key (401) or its role (403)
+│   ├── AuthError             the server refused the API key (401) or its role (403)
+│   └── ServerUnreachable     no server answered for `retry_for` seconds (the run is left to a worker)
 ├── ScriptError               a mock_run script does not fit the run (ran out, unknown tool, ...)
 ├── InvalidExportError        a run export (`agentspan runs export`) is not valid or of an unknown format
 ├── RecordedStepFailure       a replayed step failed in the recorded run (raised again by `replay`)
@@ -143,6 +144,13 @@ class TransportError(AgentspanError):
 
 class AuthError(TransportError):
     """The server refused the request's API key (missing or invalid) or the key's role."""
+
+
+class ServerUnreachable(TransportError):
+    """No Agentspan server answered a request for the store's ``retry_for`` seconds (at any of
+    its URLs). A run that meets it is left as it is, its lease to lapse, so that a worker goes on
+    with it once the server is back; it is not recorded failed (that write could not be made
+    either, or would record an outage as the agent's failure)."""
 
 
 class ScriptError(AgentspanError):

@@ -14,7 +14,7 @@ from agentspan.attached import attach
 from agentspan.attempt import Counters
 from agentspan.config import settings
 from agentspan.divergence import OnDivergence
-from agentspan.errors import ApprovalPending, LeaseLostError, RunCancelledSignal
+from agentspan.errors import ApprovalPending, LeaseLostError, RunCancelledSignal, ServerUnreachable
 from agentspan.events import ApprovalRequested, sink_of
 from agentspan.records import Run, RunStatus
 from agentspan.runtime import ActiveRun
@@ -54,6 +54,8 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
     Raises:
         RunCancelledError: The run was cancelled.
         LeaseLostError: Another process took the run over.
+        ServerUnreachable: The store's server could not be reached (the run is left ``running``,
+            its lease to lapse: a worker goes on with it).
         Exception: Whatever the agent raised (the run is recorded ``failed``).
     """
     # A server store's lifecycle calls (attach, resume, the endings, the error path's release)
@@ -75,6 +77,9 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
                 continue
             except (LeaseLostError, RunCancelledSignal):
                 raise
+            except ServerUnreachable:
+                await attached.active.settle()
+                raise  # an outage, not the agent's failure: left to a worker (`AttachedRun.__exit__`)
             except Exception as exc:
                 await attached.active.settle()
                 await call_store(store, attached.fail, exc)

@@ -12,7 +12,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from agentspan import wire
-from agentspan.errors import TransportError
+from agentspan.errors import ServerUnreachable, TransportError
 from agentspan.stores.plain_http import Answer
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class Backoff:
         """Seconds to wait before the next attempt after ``failure``.
 
         Raises:
-            TransportError: ``retry_for`` is spent.
+            ServerUnreachable: ``retry_for`` is spent.
         """
         store = self.store
         self.maybe_applied = self.maybe_applied or failure.sent
@@ -79,7 +79,7 @@ class Backoff:
             store._current = (store._current + 1) % len(store.urls)
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise TransportError(f"Agentspan server unreachable after {store.retry_for:g}s: {failure}") from None
+            raise ServerUnreachable(f"Agentspan server unreachable after {store.retry_for:g}s: {failure}") from None
         pause = min(remaining, self.delay * (0.5 + random.random()))
         self.delay = min(self.delay * 2, 2.0)
         return pause
