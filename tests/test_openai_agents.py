@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from agents import Agent, ModelProvider, RunConfig, Runner, function_tool, handoff, set_tracing_disabled
+from agents import Agent, Handoff, ModelProvider, RunConfig, Runner, function_tool, handoff, set_tracing_disabled
 from pydantic import BaseModel
 
 import agentspan
@@ -374,6 +374,37 @@ def test_handoffs_are_journaled_and_replayed():
     run = agentspan.get_store().list_runs()[0]
     kinds = [(s.kind.value, s.name) for s in agentspan.get(run.id).steps()]
     assert kinds == [("llm", "t"), ("handoff", "billing"), ("llm", "b")]
+
+
+def test_a_handoff_built_by_hand_is_journaled_and_its_function_gives_the_target_on_replay():
+    def billing_down_once(index: int) -> None:
+        effects.append("billing model")
+        if effects.count("billing model") == 1:
+            raise RuntimeError("billing model down")
+
+    billing = Agent(name="billing", instructions="billing",
+                    model=ScriptedModel(["billing says hi"], name="b", on_call=billing_down_once))
+    opened: list[str] = []
+
+    async def open_ticket(ctx: Any, args_json: str) -> Agent[Any]:
+        opened.append("ticket")
+        return billing
+
+    custom = Handoff(tool_name="transfer_to_billing", tool_description="to billing", agent_name="billing",
+                     input_json_schema={"type": "object", "properties": {}, "additionalProperties": False},
+                     on_invoke_handoff=open_ticket)
+    triage_model = ScriptedModel([ToolCall("transfer_to_billing", {})], name="t")
+    triage = Agent(name="triage", instructions="route", handoffs=[custom], model=triage_model)
+    with pytest.raises(RuntimeError, match="billing model down"):
+        agentspan.run(triage, "I have a billing question", run_id="hand-made")
+    result = agentspan.retry("hand-made", triage).result(timeout=20)
+    assert result.final_output == "billing says hi" and result.last_agent.name == "billing"
+    steps = agentspan.get("hand-made").steps()  # the handoff is in the trail (was: no step at all)
+    assert [(s.kind.value, s.name, s.attempt) for s in steps] == [
+        ("llm", "t", 1), ("handoff", "billing", 1), ("llm", "b", 2)]
+    assert triage_model.calls == 1  # replayed
+    # replayed too, but such a handoff holds no agent: its function runs again to give it (documented)
+    assert opened == ["ticket", "ticket"]
 
 
 def test_model_named_by_string_is_journaled_through_the_run_config_provider():

@@ -283,13 +283,14 @@ class AgentWrapper:
             async def invoke() -> Agent[Any]:
                 return self.agent(await original(ctx, args_json))
 
+            recorded = run.journal.get(key)
+            if known is None and recorded is not None and recorded.status is agentspan.StepStatus.COMPLETED:
+                # a `Handoff` built by hand holds no agent: only its function gives it (it runs again)
+                known = await original(ctx, args_json)
+
             def load(data: Any) -> Agent[Any]:
-                if known is None:  # no way to find the agent without calling the handoff again
-                    raise LookupError("handoff target unknown")
                 return self.agent(known)
 
-            if known is None:
-                return await invoke()
             return await run.step(kind=agentspan.StepKind.HANDOFF, key=key, name=target.agent_name,
                                   input=args, input_hash=digest(args), invoke=invoke,
                                   dump=lambda agent: {"agent": agent.name}, load=load)
