@@ -6,6 +6,8 @@ import threading
 
 import pytest
 from agents import Agent, function_tool, set_tracing_disabled
+from agents.exceptions import ModelBehaviorError
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 import agentspan
@@ -175,3 +177,24 @@ def test_a_failed_adk_run_is_retried_with_its_completed_calls_replayed() -> None
     assert result.text == "Shipped."
     assert calls_of("shipper") == [0, 1]  # the first model call was made once: replayed on the retry
     assert effects == ["ship:7", "ship:7"]  # the failed tool call ran again, once
+
+
+class Refund(BaseModel):
+    order_id: str
+    amount: float
+
+
+@pytest.mark.parametrize(("first_answer", "refused"), [
+    ('{"order_id": "42"}', "Invalid JSON"),  # not a Refund
+    (ToolCall("teleport", {"to": "mars"}), "Tool teleport not found"),  # a tool the agent does not have
+])
+def test_a_retry_asks_the_model_again_for_an_answer_the_sdk_refused(first_answer, refused):
+    model = ScriptedModel([first_answer, '{"order_id": "42", "amount": 30}'], name="m")
+    agent = Agent(name="refunds", instructions="Refund.", output_type=Refund, model=model)
+    with pytest.raises(ModelBehaviorError, match=refused):
+        agentspan.run(agent, "refund 42", run_id="refused")
+    result = agentspan.retry("refused", agent).result(timeout=20)  # was: the same answer replayed, failing again
+    assert result.final_output == Refund(order_id="42", amount=30.0)
+    assert model.calls == 2
+    steps = {s.key: s for s in agentspan.get("refused").steps()}
+    assert steps["llm:0"].output != steps["superseded:1/llm:0"].output  # the refused answer is kept aside

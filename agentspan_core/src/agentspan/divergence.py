@@ -86,18 +86,35 @@ def diverged(active: ActiveRun, key: str, detail: str) -> None:
         hint = "" if active.strict is not None else (
             "; a run started or resumed with on_divergence='live' goes on live from such a step instead")
         raise ReplayDivergenceError(active.run_id, key, detail + hint)
-    moving = sorted((s for k, s in active.journal.items()
-                     if k in active.recorded and s.seq >= recorded.seq and not k.startswith(SUPERSEDED)),
-                    key=_seq)
-    prefix = f"{SUPERSEDED}{recorded.seq}/"
     reason = f"superseded: the run diverged from its journal at step {key!r} and went on live ({detail})"
+    moving, prefix = _move_aside(active, recorded, reason, earlier_attempts_only=True)
+    log.warning("run %s diverged from its journal at step %s (%s); going on live: %d journaled step(s) from "
+                "there on are kept as %s<key>", active.run_id, key, detail, len(moving), prefix)
+
+
+def set_aside(active: ActiveRun, key: str, reason: str) -> None:
+    """Moves step ``key`` and every step journaled after it aside (kept as
+    ``superseded:<seq>/<key>``, with ``reason``), so the run's next attempt makes those calls
+    live: a model answer the framework refused (the SDK's `ModelBehaviorError`) is asked for again
+    by a retry instead of being replayed into the same failure. Nothing happens when the journal
+    has no step ``key``. Blocks on the store.
+    """
+    recorded = active.journal.get(key)
+    if recorded is not None:
+        _move_aside(active, recorded, reason, earlier_attempts_only=False)
+
+
+def _move_aside(active: ActiveRun, first: Step, reason: str, *, earlier_attempts_only: bool) -> tuple[list[Step], str]:
+    moving = sorted((s for k, s in active.journal.items()
+                     if (k in active.recorded or not earlier_attempts_only) and s.seq >= first.seq
+                     and not k.startswith(SUPERSEDED)), key=_seq)
+    prefix = f"{SUPERSEDED}{first.seq}/"
     active.store.supersede_steps(active.run_id, [s.key for s in moving], prefix=prefix, reason=reason,
                                  epoch=active.epoch)
     for step in moving:
         del active.journal[step.key]
         active.recorded.discard(step.key)
-    log.warning("run %s diverged from its journal at step %s (%s); going on live: %d journaled step(s) from "
-                "there on are kept as %s<key>", active.run_id, key, detail, len(moving), prefix)
+    return moving, prefix
 
 
 def _seq(step: Step) -> int:

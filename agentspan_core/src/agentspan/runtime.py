@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
-from agentspan.divergence import OnDivergence, diverged, input_change, policy_of, without_core_options
+from agentspan.divergence import OnDivergence, diverged, input_change, policy_of, set_aside, without_core_options
 from agentspan.errors import AgentspanError, InDoubtStepError, RecordedStepFailure
 from agentspan.events import EventSink, sink_of
 from agentspan.keys import _scope
@@ -123,6 +123,11 @@ class ActiveRun(ToolSteps):
     def deactivate(token: contextvars.Token[ActiveRun | None]) -> None:
         """Undoes `activate`."""
         _active.reset(token)
+
+    def set_aside(self, key: str, reason: str) -> None:
+        """Moves step ``key`` and every later step aside for the next attempt to make live again
+        (`agentspan.divergence.set_aside`). Blocks on the store: call it through `call_store`."""
+        set_aside(self, key, reason)
 
     def wait_durable(self) -> None:
         """`Store.wait_durable`: for an adapter about to hand the caller a framework event (live

@@ -8,12 +8,14 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from agents import Agent, Model, RunConfig, Runner
+from agents.exceptions import ModelBehaviorError
 from agents.models.multi_provider import MultiProvider
 from pydantic_core import to_jsonable_python
 
 import agentspan
 from agentspan.adapters import Adapter
 from agentspan.errors import ConfigurationError
+from agentspan.stores.base import call_store
 from agentspan_openai_agents._mcp import servers_connected
 from agentspan_openai_agents._model import CallTracker, JournalingProvider
 from agentspan_openai_agents._nested import attempt
@@ -106,6 +108,12 @@ class OpenAIAgentsAdapter(Adapter):
             async with servers_connected(target):
                 with attempt(wrapper, config):  # a tool's own Runner calls are journaled too (`_nested`)
                     return await self._run(run, wrapper.agent(target), input, config, kwargs)
+        except ModelBehaviorError as exc:
+            # the SDK refused the model's answer (invalid JSON for the output type, a tool it does
+            # not have, ...): a retry asks the model again instead of replaying the same answer
+            await call_store(run.store, run.set_aside, tracker.last_llm_key,
+                             f"superseded: the SDK refused this answer of the model ({exc}); a retry asks again")
+            raise
         finally:
             if owns_provider:
                 await provider.aclose()
