@@ -12,7 +12,17 @@ import time
 from typing import Any
 
 import pytest
-from agents import Agent, Handoff, ModelProvider, RunConfig, Runner, function_tool, handoff, set_tracing_disabled
+from agents import (
+    Agent,
+    Handoff,
+    ModelProvider,
+    RunConfig,
+    RunContextWrapper,
+    Runner,
+    function_tool,
+    handoff,
+    set_tracing_disabled,
+)
 from pydantic import BaseModel
 
 import agentspan
@@ -346,6 +356,43 @@ def test_rejection_tells_the_model_and_the_agent_continues():
     assert "rejected by bob: not eligible" in tool_step.output
     outputs = [i for i in result.new_items if type(i).__name__ == "ToolCallOutputItem"]
     assert "not eligible" in str(outputs[0].output)
+
+
+@dataclasses.dataclass
+class Notes:
+    user: str
+    facts: list[str] = dataclasses.field(default_factory=list)
+
+
+def test_a_tool_that_changes_the_context_the_prompt_reads_does_not_break_the_wait_for_an_approval():
+    @function_tool
+    def remember(ctx: RunContextWrapper[Notes], fact: str) -> str:
+        """Remembers a fact."""
+        ctx.context.facts.append(fact)
+        effects.append(f"remember {fact}")
+        return "ok"
+
+    @function_tool(needs_approval=True)
+    def refund_order(order_id: str) -> str:
+        """Refunds an order."""
+        effects.append(f"refund {order_id}")
+        return "refunded"
+
+    def instructions(ctx: RunContextWrapper[Notes], agent: Agent[Notes]) -> str:
+        return f"User {ctx.context.user}. Known facts: {ctx.context.facts}"
+
+    agent = Agent[Notes](name="support", instructions=instructions, tools=[remember, refund_order],
+                         model=ScriptedModel([ToolCall("remember", {"fact": "damaged"}),
+                                              ToolCall("refund_order", {"order_id": "42"}), "done"]))
+    notes = Notes(user="alice")
+    handle = agentspan.start(agent, "refund 42", context=notes)
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    handle.approve()
+    # the attempt after the decision replays the first model call, whose prompt now reads the
+    # fact the tool added: the same process, the same objects: not a divergence (was one)
+    assert handle.result(timeout=20).final_output == "done"
+    assert effects == ["remember damaged", "refund 42"] and notes.facts == ["damaged"]
+    assert not any(s.key.startswith("superseded:") for s in handle.steps())
 
 
 def test_rejection_with_stop_policy_cancels_the_run():

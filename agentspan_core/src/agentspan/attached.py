@@ -202,9 +202,13 @@ class AttachedRun:
         return active
 
     def resume(self) -> ActiveRun:
-        """After waiting here for decisions: marks the run ``running`` again and starts a new attempt."""
+        """After waiting here for decisions: marks the run ``running`` again and starts a new attempt,
+        which trusts the calls this process served or made so far (`ActiveRun.trusted`)."""
         self.run = self.store.update_run(self.run.id, epoch=self.epoch, status=RunStatus.RUNNING)
-        return self.new_attempt()
+        counted = self.counters
+        active = self.new_attempt()
+        active.trusted = frozenset().union(*counted.replayed_keys.values(), *counted.live_keys.values())
+        return active
 
     # ---- endings ---------------------------------------------------------------------------
     def complete(self, output: JSON) -> None:

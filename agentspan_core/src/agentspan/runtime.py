@@ -98,6 +98,11 @@ class ActiveRun(ToolSteps):
         self.counters = Counters()
         self.live_started = False
         """Whether a call went live in this attempt (`replaying`)."""
+        self.trusted: frozenset[str] = frozenset()
+        """Keys this process served or made in an earlier attempt of the same execution (before it
+        waited here for a decision): the same agent objects made those calls, so an input that
+        differs now is state they changed (a tool that wrote to the run context the prompt reads),
+        not changed code. They replay without a divergence check."""
         self.strict = current_strict_replay()
         """The strict replay serving this run's would-be live calls (None: a normal run)."""
         self.trace: RunTrace | None = None
@@ -162,7 +167,8 @@ class ActiveRun(ToolSteps):
             raise self.fatal
         try:
             recorded = self.journal.get(key)
-            if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash):
+            if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash) \
+                    and key not in self.trusted:
                 await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
                 recorded = None
             if recorded is not None and recorded.status is StepStatus.COMPLETED:
@@ -208,7 +214,7 @@ class ActiveRun(ToolSteps):
             attempt = 1
             if recorded is not None and input_hash is not None and recorded.input_hash not in (None, input_hash) and (
                 key in self.recorded or recorded.status is not StepStatus.FAILED  # a call failed just now: not a record
-            ):
+            ) and key not in self.trusted:
                 await call_store(self.store, diverged, self, key, input_change(recorded, name, input, input_hash))
                 recorded = None  # going on live (on_divergence="live"): the journal from here on is aside
             if recorded is not None:

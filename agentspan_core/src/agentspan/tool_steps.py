@@ -44,6 +44,8 @@ class ToolSteps(StepKeys):
         def _keep_fatal(self, exc: AgentspanError) -> None: ...
         def _finish(self, step: Step, result: StepResult, started: bool = True) -> None: ...
 
+        trusted: frozenset[str]
+
     # ---- tools --------------------------------------------------------------------------
     async def tool(
         self,
@@ -75,7 +77,7 @@ class ToolSteps(StepKeys):
                                  f"here; the live call is of tool {options.name or name!r}")
                 recorded = None
             if recorded is not None and recorded.status is StepStatus.COMPLETED:
-                if recorded.input_hash in (None, args_hash):
+                if recorded.input_hash in (None, args_hash) or key in self.trusted:
                     if self.strict is not None and options.on_in_doubt != "ask":  # a replay: its approval gate too
                         self.strict.check_gate(key, options.name or name, bool(options.approval_required
                                                                               or needs_approval))
