@@ -3,7 +3,8 @@
 ``python adk_child.py start|resume|serve RUN_ID SCENARIO``: ``agentspan.run`` / ``resume`` /
 ``serve`` with the agent of ``adk_support.SCENARIOS[SCENARIO]``.
 ``python adk_child.py runner SESSION_ID SCENARIO``: a user-built Runner (durable SQLite session
-service, ``AgentspanPlugin``) sends ``adk_support.PROMPT`` on the session.
+service, ``AgentspanPlugin``) sends ``adk_support.PROMPT`` on the session; ``runner-confirm``
+answers the session's confirmation request (confirmed) instead.
 
 Prints ``FINAL: <text>`` at the end.
 """
@@ -28,8 +29,10 @@ if __name__ == "__main__":
     elif mode == "serve":
         agentspan.serve(agent, max_runs=1)
         text = agentspan.get(ident).result(timeout=60)["text"]
-    elif mode == "runner":
-        events = asyncio.run(adk_support.run_turn(adk_support.runner(agent), ident, adk_support.PROMPT))
+    elif mode in ("runner", "runner-confirm"):
+        runner = adk_support.runner(agent)
+        events = asyncio.run(adk_support.run_turn(runner, ident, adk_support.PROMPT) if mode == "runner"
+                             else adk_support.answer_confirmation(runner, ident, confirmed=True))
         text = next((e.content.parts[0].text for e in reversed(events)
                      if e.is_final_response() and e.content and e.content.parts and e.content.parts[0].text), None)
     else:

@@ -130,3 +130,15 @@ async def run_turn(runner: Runner, session_id: str, text: str) -> list[Any]:
         await runner.session_service.create_session(app_name=APP, user_id=USER, session_id=session_id)
     message = types.Content(role="user", parts=[types.Part(text=text)])
     return [e async for e in runner.run_async(user_id=USER, session_id=session_id, new_message=message)]
+
+
+async def answer_confirmation(runner: Runner, session_id: str, confirmed: bool) -> list[Any]:
+    """Answers the session's (last) ``adk_request_confirmation``, as an application does."""
+    session = await runner.session_service.get_session(app_name=APP, user_id=USER, session_id=session_id)
+    assert session is not None
+    (request,) = [c for e in session.events for c in e.get_function_calls() if c.name == "adk_request_confirmation"]
+    answer = types.Part(function_response=types.FunctionResponse(
+        id=request.id, name="adk_request_confirmation", response={"confirmed": confirmed}))
+    message = types.Content(role="user", parts=[answer])
+    return [e async for e in runner.run_async(user_id=USER, session_id=session_id, new_message=message)]
+

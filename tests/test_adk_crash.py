@@ -137,3 +137,20 @@ def test_user_built_runner_resumes_a_killed_invocation_when_the_session_runs_aga
     assert [e.author for e in live] == ["user", "support", "support", "support", "support", "billing", "billing",
                                         "billing"]
     assert session.state["notified"] == "42"
+
+
+def test_user_built_runner_goes_on_after_a_kill_past_a_confirmed_tool_when_the_answer_is_sent_again(child_env):
+    session_id = "s-" + new_id()
+    asked = child(child_env, "runner", session_id, "confirm")
+    assert asked.returncode == 0, asked.stderr
+    # the confirmed tool ran and its result is in the session; the process dies in the next model call
+    crashed = child(child_env, "runner-confirm", session_id, "confirm", crash_at="model:orders:1")
+    assert crashed.returncode == -9, crashed.stderr
+    again = child(child_env, "runner-confirm", session_id, "confirm")  # the application sends its answer again
+    assert again.returncode == 0, again.stderr
+    assert final_line(again.stdout) == "Cancelled."  # was: ADK ignored the acted-on answer, no final answer
+    assert adk_support.effects() == ["cancel 42"]
+    assert calls_of("orders") == [0, 1, 1]  # the call in flight at the kill was made again
+    (run,) = agentspan.get_store().list_runs()
+    assert run.status is agentspan.RunStatus.COMPLETED and run.output["text"] == "Cancelled."
+

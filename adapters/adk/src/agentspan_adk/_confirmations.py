@@ -21,7 +21,7 @@ journaled as an ``approval`` step with the same key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,34 @@ def pending_requests(events: Iterable[Event]) -> list[Request]:
             if response is not None and response.name == REQUEST and response.id:
                 requests.pop(response.id, None)
     return list(requests.values())
+
+
+def acted_on_before(events: Sequence[Event], message: types.Content) -> bool:
+    """Whether ``message`` answers only confirmations that were answered, and whose tools then ran,
+    earlier among ``events`` (one invocation's): an answer sent again after a process died while
+    the invocation went on. ADK ends an invocation at such an answer (it ignores a confirmation it
+    acted on already), so the invocation would end without its final answer."""
+    answering = {p.function_response.id for p in message.parts or []
+                 if p.function_response is not None and p.function_response.name == REQUEST}
+    if not answering:
+        return False
+    originals = {r.call.id: r.original.get("id") for r in _requests(events) if r.call.id in answering}
+    answered: set[str] = set()
+    acted: set[str] = set()
+    for event in events:
+        for response in event.get_function_responses():
+            if event.author == "user" and response.id in answering:
+                answered.add(response.id)
+            elif response.id in {originals.get(a) for a in answered}:
+                acted.add(response.id)
+    return answering <= answered and all(originals.get(a) in acted for a in answering)
+
+
+def _requests(events: Iterable[Event]) -> Iterator[Request]:
+    for event in events:
+        for call in event.get_function_calls():
+            if call.name == REQUEST and call.id:
+                yield Request(call, event.author, event.branch)
 
 
 def approval_key(journal: Journal, request: Request, agent_path: str, ic: InvocationContext | None = None) -> str:

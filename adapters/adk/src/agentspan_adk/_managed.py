@@ -97,6 +97,8 @@ class ManagedRun:
     waiting_on: list[str] = field(default_factory=list)
     rewound: bool = False
     """The session was rewound to before the dead attempt (ADK must pick the agent to run again)."""
+    taken_over: bool = False
+    """The run was taken over from a process that died while executing it."""
 
     @property
     def run(self) -> agentspan.ActiveRun:
@@ -144,7 +146,9 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
         key = f"{base}invocation:{ic.invocation_id}"
         found = await _unfinished(store, label, lambda r: _invocation_of(r) == ic.invocation_id)
         if found is not None:
-            return await _attach(store, await asyncio.to_thread(attached.take_over, store, found), on_divergence)
+            managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, found), on_divergence)
+            managed.taken_over = True
+            return managed
         managed = await _create(store, ic, label, key, message, on_divergence)
         if managed is None:
             raise RunStateError(f"the Agentspan run of ADK invocation {ic.invocation_id!r} already ended; "

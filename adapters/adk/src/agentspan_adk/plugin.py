@@ -101,6 +101,13 @@ class AgentspanPlugin(BasePlugin):
         if managed is None:
             return None
         if _managed.answers_only(user_message):
+            ic = invocation_context
+            if managed.taken_over and _confirmations.acted_on_before(
+                    [e for e in ic.session.events if e.invocation_id == ic.invocation_id], user_message):
+                # the dead process acted on this answer already (its tool's result is in the
+                # session): an answer ADK would ignore, ending the invocation short of its final
+                # answer. An empty message (no part the model sees) lets the invocation go on.
+                return types.Content(role="user", parts=[types.Part(text="")])
             return _apply_decisions(journal, invocation_context, user_message)
         if managed.rewound:
             # The dead attempt's events were rewound; the runner picked the agent to run before
