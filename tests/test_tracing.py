@@ -304,3 +304,18 @@ def test_a_run_that_waits_for_a_decision_in_process_has_one_span_per_attempt(exp
     assert [s.attributes["agentspan.outcome"] for s in attempts] == ["waiting", "completed"]
     assert len({s.attributes["agentspan.run_id"] for s in attempts}) == 1
     assert attempts[0].end_time <= attempts[1].start_time
+
+
+@pytest.mark.parametrize("entry", ["run", "start"])
+def test_a_run_started_in_the_background_is_traced_under_the_callers_span(exporter, entry):
+    agentspan.configure(otel=True)
+    tracer = trace.get_tracer("app")
+    with tracer.start_as_current_span("handle request") as request:
+        agent = agent_with([ToolCall("add", {"a": 1, "b": 2}), "3"], [add])
+        if entry == "run":
+            agentspan.run(agent, "1+2")
+        else:  # its own thread (was: a new trace, cut off from the request)
+            agentspan.start(agent, "1+2").result(timeout=20)
+    (run_span,) = spans_by_name(exporter)["invoke_agent calc"]
+    assert run_span.parent is not None and run_span.parent.span_id == request.get_span_context().span_id
+    assert run_span.context.trace_id == request.get_span_context().trace_id

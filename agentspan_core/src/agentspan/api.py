@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agentspan import attached, divergence, executor, leases, runtime
+from agentspan import attached, divergence, executor, leases, runtime, tracing
 from agentspan.adapters import Adapter, adapter_for, adapter_named
 from agentspan.config import get_store, settings
 from agentspan.divergence import OnDivergence
@@ -47,11 +47,12 @@ def _spawn(store: Store, run: Run, adapter: Adapter, target: Any, options: dict[
            on_wait: executor.OnWait = "block", fresh: bool = False,
            on_divergence: OnDivergence | None = None) -> Handle:
     future: concurrent.futures.Future[executor.Outcome] = concurrent.futures.Future()
+    parent = tracing.caller_context()  # the run's span goes under the caller's, as with `run`
 
     def main() -> None:
         try:
-            outcome = asyncio.run(executor.execute(store, run, adapter, target, options, on_wait=on_wait,
-                                                   fresh=fresh, on_divergence=on_divergence))
+            outcome = tracing.run_within(parent, lambda: asyncio.run(executor.execute(
+                store, run, adapter, target, options, on_wait=on_wait, fresh=fresh, on_divergence=on_divergence)))
         except BaseException as exc:
             future.set_exception(exc)
         else:

@@ -27,7 +27,8 @@ conventions leave opt-in because they may hold personal data.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from agentspan import jsontext
 from agentspan.errors import ConfigurationError
@@ -41,6 +42,7 @@ Outcome = Literal["completed", "error", "waiting", "cancelled", "released", "lea
 """How an attempt ended (``agentspan.outcome`` of its span): the ending `AttachedRun` recorded."""
 
 log = logging.getLogger("agentspan")
+_T = TypeVar("_T")
 
 _OPERATIONS = {StepKind.LLM: "chat", StepKind.TOOL: "execute_tool"}
 
@@ -154,6 +156,33 @@ class RunTrace:
 def _put(attributes: dict[str, Any], key: str, value: Any) -> None:
     if value is not None:
         attributes[key] = value
+
+
+def caller_context() -> Any:
+    """The caller's OpenTelemetry context, for a run that executes on a thread of its own
+    (``agentspan.start``, ``resume``): its ``invoke_agent`` span is then a child of the caller's
+    current span, as under ``agentspan.run``. None while tracing is off (OpenTelemetry stays
+    unimported)."""
+    from agentspan.config import settings
+
+    if settings().otel == "off":
+        return None
+    from opentelemetry import context
+
+    return context.get_current()
+
+
+def run_within(parent: Any, fn: Callable[[], _T]) -> _T:
+    """Calls ``fn`` with ``parent`` (from `caller_context`) as the current OpenTelemetry context."""
+    if parent is None:
+        return fn()
+    from opentelemetry import context
+
+    token = context.attach(parent)
+    try:
+        return fn()
+    finally:
+        context.detach(token)
 
 
 def start_trace(active: ActiveRun, mode: OtelMode | None = None) -> RunTrace | None:
