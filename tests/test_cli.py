@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentspan import config
+from agentspan import cli_render, config
 from agentspan.cli import app
 from agentspan.records import (
     Approval,
@@ -401,3 +401,9 @@ def test_demo_without_adapter(home: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_worker_refuses_a_concurrency_below_one(store: SqliteStore) -> None:
     result = invoke("worker", "oa_support:AGENT", "--concurrency", "0")
     assert result.exit_code == 2 and "--concurrency" in result.output
+
+
+@pytest.mark.parametrize(("usd", "shown"), [(None, ""), (0.0, "$0"), (2.7e-05, "$0.000027"), (0.0123, "$0.0123"),
+                                            (1234.5, "$1,234.5000")])
+def test_a_cost_shows_the_millionths_a_cheap_call_costs(usd, shown) -> None:
+    assert cli_render.cost(usd) == shown

@@ -113,8 +113,11 @@ def tokens(input_tokens: int | None, output_tokens: int | None) -> str:
 
 
 def cost(usd: float | None) -> str:
-    """Formats a cost in US dollars (empty when unknown)."""
-    return "" if usd is None else f"${usd:.4f}"
+    """Formats a cost in US dollars (empty when unknown), with six decimals below a cent, as the
+    web UI: a call of a cheap model costs a few millionths (``$0.000027``, not ``$0.0000``)."""
+    if usd is None:
+        return ""
+    return "$0" if usd == 0 else f"${usd:.6f}" if abs(usd) < 0.01 else f"${usd:,.4f}"
 
 
 def _styled(value: str, styles: dict[str, str]) -> Text:
