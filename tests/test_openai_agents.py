@@ -670,6 +670,7 @@ def test_guardrail_results_are_recorded_in_the_trail():
     @input_guardrail
     async def no_secrets(ctx, agent, input):
         checked.append("input")
+        await asyncio.sleep(0.05)  # a check that takes time (a judge model): the step's duration shows it
         return GuardrailFunctionOutput(output_info={"found": "secret" in str(input)},
                                        tripwire_triggered="secret" in str(input))
 
@@ -694,6 +695,7 @@ def test_guardrail_results_are_recorded_in_the_trail():
          {"tripwire_triggered": False, "output_info": "ok"}),
     ]
     assert all(s.status is agentspan.StepStatus.COMPLETED for s in guardrails)
+    assert guardrails[0].duration_ms >= 50 and guardrails[0].ended_at - guardrails[0].started_at >= 0.05
 
     # a tripped wire: the SDK's own exception, the run failed, the result in its trail
     with pytest.raises(InputGuardrailTripwireTriggered):

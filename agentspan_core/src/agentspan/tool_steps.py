@@ -112,29 +112,35 @@ class ToolSteps(StepKeys):
                                durable_start=options.on_in_doubt != "retry")
 
     # ---- record-only steps --------------------------------------------------------------
-    def record(self, *, kind: StepKind, key: str, name: str | None, input: JSON, output: JSON) -> None:
-        """Journals a completed step that has nothing to replay (a guardrail result, an event)."""
+    def record(self, *, kind: StepKind, key: str, name: str | None, input: JSON, output: JSON,
+               started_at: float | None = None) -> None:
+        """Journals a completed step that has nothing to replay (a guardrail result, an event);
+        ``started_at``: when what it records began (its duration is then the time since)."""
         if key in self.journal or (self.strict is not None and self.strict.has_record(self, key)):
             return
-        step = Step(run_id=self.run_id, key=key, seq=self._next_seq, kind=kind, name=name, input=input)
+        ended_at = now()
+        started_at = ended_at if started_at is None else min(started_at, ended_at)
+        step = Step(run_id=self.run_id, key=key, seq=self._next_seq, kind=kind, name=name, input=input,
+                    started_at=started_at)
         self._next_seq += 1
         self.journal[key] = step
         try:
-            self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=now(),
-                                          duration_ms=0.0), started=False)
+            self._finish(step, StepResult(status=StepStatus.COMPLETED, output=output, ended_at=ended_at,
+                                          duration_ms=(ended_at - started_at) * 1000), started=False)
         except AgentspanError as exc:
             self._keep_fatal(exc)
             raise
 
     async def guardrail(self, *, side: str, agent: str, name: str, tripwire_triggered: bool, info: Any,
-                        call_id: str | None = None, behavior: JSON = None) -> None:
+                        call_id: str | None = None, behavior: JSON = None, started_at: float | None = None) -> None:
         """Records a guardrail's result as a ``guardrail`` step.
 
         An agent's guardrail is ``guardrail:<side>:<agent>:<name>`` in the current scope; a tool
         call's guardrail (``call_id`` given) hangs off that call's key:
         ``<call key>/guardrail:<side>:<name>``. The output is ``{"tripwire_triggered",
         "output_info"}`` (the info as JSON), plus ``"behavior"`` when the framework says what it
-        does with the result (a tool guardrail's allow / reject / raise).
+        does with the result (a tool guardrail's allow / reject / raise). ``started_at``: when the
+        check began (`agentspan.records.now`), for the step's duration.
 
         A record, not a replayed call: a resumed run checks its guardrails again (their result
         decides whether it goes on), and a result already in the journal is kept as it is.
@@ -147,7 +153,7 @@ class ToolSteps(StepKeys):
         if behavior is not None:
             output["behavior"] = behavior
         await call_store(self.store, self.record, kind=StepKind.GUARDRAIL, key=key, name=name,
-                         input={"side": side, "agent": agent}, output=output)
+                         input={"side": side, "agent": agent}, output=output, started_at=started_at)
 
 
 def _identity(value: T) -> T:

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import time
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -307,9 +308,10 @@ class AgentWrapper:
             run = agentspan.active_run()
             if run is None:
                 return await value_of(check(context, agent, value))
+            started_at = time.time()
             with checking(run, run.call_key(f"{side}:{agent.name}:{name}", kind="guardrail")):
                 output = await value_of(check(context, agent, value))
-            await run.guardrail(side=side, agent=agent.name, name=name,
+            await run.guardrail(side=side, agent=agent.name, name=name, started_at=started_at,
                                 tripwire_triggered=bool(output.tripwire_triggered), info=output.output_info)
             return output
 
@@ -328,10 +330,11 @@ class AgentWrapper:
             if run is None:
                 return await value_of(check(data))
             call_id = data.context.tool_call_id
+            started_at = time.time()
             with checking(run, f"{run.call_key(call_id)}/guardrail:{side}:{name}"):
                 output = await value_of(check(data))
             behavior = dict(output.behavior)  # a TypedDict: {"type": "allow" | "reject_content" | ...}
-            await run.guardrail(side=side, agent=data.agent.name, name=name,
+            await run.guardrail(side=side, agent=data.agent.name, name=name, started_at=started_at,
                                 tripwire_triggered=behavior.get("type") != "allow", info=output.output_info,
                                 call_id=call_id, behavior=behavior)
             return output
