@@ -319,3 +319,21 @@ def test_a_run_started_in_the_background_is_traced_under_the_callers_span(export
     (run_span,) = spans_by_name(exporter)["invoke_agent calc"]
     assert run_span.parent is not None and run_span.parent.span_id == request.get_span_context().span_id
     assert run_span.context.trace_id == request.get_span_context().trace_id
+
+
+@pytest.mark.parametrize(("provider", "conventions"), [("google", "gcp.gemini"), ("bedrock", "aws.bedrock"),
+                                                       ("mistral", "mistral_ai"), ("openai", "openai")])
+def test_a_chat_span_is_named_by_the_requested_model_with_the_conventions_provider_name(exporter, provider,
+                                                                                     conventions):
+    from agentspan.records import Run, Step, StepKind, StepResult, StepStatus
+    from agentspan.tracing import RunTrace
+
+    run_trace = RunTrace(Run(framework="test", agent="a"))
+    step = Step(run_id=run_trace.run_id, key="llm:0", seq=1, kind=StepKind.LLM, name="m", provider=provider,
+                model="gpt-4o-mini")
+    run_trace.step_ended(step, StepResult(status=StepStatus.COMPLETED, model="gpt-4o-mini-2024-07-18",
+                                          input_tokens=1, output_tokens=1))
+    run_trace.end("completed")
+    (chat,) = spans_by_name(exporter)["chat gpt-4o-mini"]  # the requested model, not the dated one answered
+    assert chat.attributes["gen_ai.provider.name"] == conventions
+    assert chat.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"

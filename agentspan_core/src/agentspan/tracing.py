@@ -10,7 +10,8 @@ core's run lifecycle (`agentspan.attached`: whoever drives the run, ``agentspan.
 framework plugin); every step the attempt journals live becomes a child span when the step ends,
 timed by the journal's own timestamps:
 
-- ``llm``: ``chat <model>`` (kind CLIENT) with ``gen_ai.provider.name``, ``gen_ai.request.model``,
+- ``llm``: ``chat <request model>`` (kind CLIENT) with ``gen_ai.provider.name`` (the conventions'
+  value: ``gcp.gemini`` for ``google``, ``aws.bedrock``, ...), ``gen_ai.request.model``,
   ``gen_ai.response.model``, ``gen_ai.usage.input_tokens`` / ``output_tokens``;
 - ``tool``: ``execute_tool <name>`` with ``gen_ai.tool.name`` and ``gen_ai.tool.call.id`` (the
   framework's id of the call, when the adapter has one);
@@ -45,6 +46,10 @@ log = logging.getLogger("agentspan")
 _T = TypeVar("_T")
 
 _OPERATIONS = {StepKind.LLM: "chat", StepKind.TOOL: "execute_tool"}
+_PROVIDER_NAMES = {"google": "gcp.gemini", "bedrock": "aws.bedrock", "azure": "azure.ai.openai",
+                   "mistral": "mistral_ai", "xai": "x_ai"}
+"""``gen_ai.provider.name`` where the conventions' well-known value differs from Agentspan's
+provider prefix (the trail keeps the prefix)."""
 
 
 def _ns(seconds: float) -> int:
@@ -105,13 +110,15 @@ class RunTrace:
         if kind is StepKind.LLM:
             span_kind = self._trace.SpanKind.CLIENT
             model = result.model or step.model
+            requested = step.model or model
+            provider = result.provider or step.provider
             _put(attributes, "gen_ai.operation.name", operation)
-            _put(attributes, "gen_ai.provider.name", result.provider or step.provider)
-            _put(attributes, "gen_ai.request.model", step.model or model)
+            _put(attributes, "gen_ai.provider.name", _PROVIDER_NAMES.get(provider or "", provider))
+            _put(attributes, "gen_ai.request.model", requested)
             _put(attributes, "gen_ai.response.model", model)
             _put(attributes, "gen_ai.usage.input_tokens", result.input_tokens)
             _put(attributes, "gen_ai.usage.output_tokens", result.output_tokens)
-            span_name = f"chat {model or name}".rstrip()
+            span_name = f"chat {requested or name}".rstrip()  # "{operation} {request model}"
         elif kind is StepKind.TOOL:
             _put(attributes, "gen_ai.operation.name", operation)
             attributes["gen_ai.tool.name"] = name
