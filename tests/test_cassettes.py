@@ -211,8 +211,10 @@ def test_missing_unreadable_and_bad_mode_cassettes(tmp_path: Path, monkeypatch: 
 
 SECRETS = {"authorization": "Bearer sk-secret-auth-1b2c", "x-goog-api-key": "goog-secret-hdr-9d8e",
            "x-api-key": "anthropic-secret-x-3f4a", "api-key": "azure-secret-5e6f",
-           "openai-organization": "org-secret-7a8b", "cookie": "session=cookie-secret-req-0c1d"}
-QUERY_SECRETS = {"key": "query-secret-key-2e3f", "api_key": "query-secret-apikey-4a5b"}
+           "openai-organization": "org-secret-7a8b", "cookie": "session=cookie-secret-req-0c1d",
+           "x-amz-security-token": "aws-session-secret-1f2e"}
+QUERY_SECRETS = {"key": "query-secret-key-2e3f", "api_key": "query-secret-apikey-4a5b",
+                 "X-Amz-Security-Token": "aws-query-secret-3a4b"}
 RESPONSE_SECRETS = ("cookie-secret-resp-6c7d", "org-secret-resp-8e9f")
 
 
@@ -257,6 +259,16 @@ def test_secrets_are_scrubbed_before_the_cassette_is_written(tmp_path: Path) -> 
         assert secret not in text, secret
     assert text.count("REDACTED") == len(SECRETS) + len(QUERY_SECRETS) and "alt=json" in text
     assert "set-cookie" not in text.lower() and '{"ok": true}' in text
+    # a user name and password in the URL (a gateway behind basic auth) are not written either,
+    # and the recording replays for the URL that carries them
+    gateway = tmp_path / "gateway.yaml"
+    with CookieServer() as server:
+        with_password = server.url.replace("http://", "http://svc:gateway-secret-5c6d@")
+        with cassette(gateway, record="once"), httpx.Client() as client:
+            assert client.post(with_password, json={"q": 2}).json() == {"ok": True}
+    assert "gateway-secret-5c6d" not in gateway.read_text() and "svc:" not in gateway.read_text()
+    with cassette(gateway) as used, httpx.Client() as client:  # the server is gone: replayed
+        assert client.post(with_password, json={"q": 2}).json() == {"ok": True} and used.play_count == 1
     # other keys, or none (moved to a header), replay the same recording: secret query keys are
     # left out of matching
     for params in ({"key": "another", "api_key": "other", "alt": "json"}, {"alt": "json"}):

@@ -88,7 +88,8 @@ def similarity(a: Any, b: Any) -> float:
     return same / max(len(left), len(right))
 
 
-SECRET_QUERY_KEYS = ("key", "api_key", "api-key", "apikey", "access_token")
+SECRET_QUERY_KEYS = ("key", "api_key", "api-key", "apikey", "access_token", "X-Amz-Security-Token",
+                     "x-amz-security-token")
 """Query parameters that carry credentials: scrubbed on write, left out of matching."""
 
 

@@ -60,7 +60,8 @@ RECORD_ENV = "AGENTSPAN_RECORD"
 """``1`` (or ``true``, ``once``): record missing cassettes; ``all``: re-record every cassette."""
 
 SECRET_REQUEST_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key",
-                          "openai-organization", "openai-project", "anthropic-organization-id", "cookie")
+                          "openai-organization", "openai-project", "anthropic-organization-id", "cookie",
+                          "x-amz-security-token")
 """Request headers whose values are replaced by ``REDACTED`` before a request is written."""
 SECRET_RESPONSE_HEADERS = frozenset({"set-cookie", "openai-organization", "openai-project",
                                      "anthropic-organization-id"})
@@ -136,6 +137,16 @@ def _not_the_agentspan_server(request: Any) -> Any:
             port = server.port or (443 if server.scheme == "https" else 80)
             if (request.scheme, request.host, request.port) == (server.scheme, server.host, port):
                 return None
+    return _without_userinfo(request)
+
+
+def _without_userinfo(request: Any) -> Any:
+    """The request without the user name and password a URL may carry (``http://svc:pw@gateway``:
+    a gateway behind basic auth), which would otherwise be written into the cassette's ``uri``."""
+    scheme, found, rest = request.uri.partition("://")
+    authority, slash, path = rest.partition("/")
+    if found and "@" in authority:
+        request.uri = f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
     return request
 
 
