@@ -325,6 +325,7 @@ def test_malformed_payloads(server: Agentspan) -> None:
     assert click(server, approval["id"], payload=b"nothing=here").status_code == 400
     assert click(server, approval["id"], payload=b"payload=not-json").status_code == 400
     assert click(server, approval["id"], payload=b"payload=%FF%FE").status_code == 400
+    assert click(server, approval["id"], payload=b"payload=" + b"%5B" * 100_000).status_code == 400  # was a 500
     no_user = {"type": "block_actions", "actions": [{"action_id": "agentspan_approve", "value": approval["id"]}],
                "response_url": f"{server.fake.url}/respond"}  # fmt: skip
     assert click(server, approval["id"], payload=no_user).status_code == 400

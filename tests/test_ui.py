@@ -20,6 +20,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from agentspan.approvals import effective_status
 from agentspan.records import Approval, ApprovalStatus, Run, RunStatus, StepKind, StepResult, StepStatus
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.testing.conformance import make_approval, make_run, make_step
@@ -279,6 +280,33 @@ def test_agent_session_sees_but_cannot_decide(store: SqliteStore, page: Page) ->
 
 
 # ---- plain HTTP -----------------------------------------------------------------------------------
+def test_another_sites_form_cannot_log_a_browser_in(store: SqliteStore) -> None:
+    """Login CSRF: the login form's token is bound to a nonce cookie of the visitor's own
+    (``SameSite=strict``), so an attacker's token (from their own visit) logs nobody else in."""
+    with thread_server(create_app(store, keys=KEYS)) as url:
+        with httpx.Client(base_url=url) as attacker:
+            token = csrf_of(attacker.get("/ui/login").text)
+        with httpx.Client(base_url=url) as victim:
+            victim.get("/ui/login")  # the victim's own nonce: not the one the attacker's token is for
+            forged = victim.post("/ui/login", data={"csrf": token, "key": AGENT, "name": "(victim)"})
+            assert forged.status_code == 403 and "agentspan_session" not in forged.headers.get("set-cookie", "")
+        with httpx.Client(base_url=url) as cross_site:  # no cookie at all: a cross-site post sends none
+            assert cross_site.post("/ui/login", data={"csrf": token, "key": AGENT}).status_code == 403
+        with httpx.Client(base_url=url) as http:
+            assert http_login(http, AGENT)  # a visitor's own form still logs in
+
+
+def test_a_decision_made_in_the_ui_is_by_the_sessions_name_whatever_the_form_says(store: SqliteStore) -> None:
+    _, (send, _wire) = seed(store)
+    with thread_server(create_app(store, keys=KEYS)) as url, httpx.Client(base_url=url) as http:
+        form = http.get("/ui/login")
+        http.post("/ui/login", data={"csrf": csrf_of(form.text), "key": APPROVER, "name": "alice"})
+        csrf = csrf_of(http.get("/ui/runs").text)
+        answer = http.post(f"/ui/approvals/{send.id}/approve", data={"csrf": csrf, "by": "slack:carol"})
+        assert answer.status_code == 303
+    assert store.get_approval(send.id).decided_by == "alice"  # was: "slack:carol", a Slack decision never made
+
+
 def test_csrf_token_is_required(store: SqliteStore) -> None:
     _, (send, wire) = seed(store)
     for keys in (KEYS, None):
@@ -426,3 +454,28 @@ def test_retry_needs_a_deciding_role_a_token_and_a_failed_run(store: SqliteStore
     with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:  # open UI: loopback only
         answer = http.post(f"/ui/runs/{run.id}/retry", data={"csrf": "x"}, headers={"Host": "evil.example"})
         assert answer.status_code == 403
+
+
+def test_an_approver_cancels_a_run_that_has_not_ended(store: SqliteStore) -> None:
+    run, (send, _wire) = seed(store)
+    page = f"/ui/runs/{run.id}"
+    with thread_server(create_app(store, keys=KEYS)) as url, httpx.Client(base_url=url) as http:
+        csrf = http_login(http, AGENT)
+        assert "Cancel run" not in http.get(page).text  # an agent key may look, not act
+        answer = http.post(f"{page}/cancel", data={"csrf": csrf})
+        assert answer.status_code == 403 and "may not cancel runs" in answer.text
+        assert store.get_run(run.id).status is RunStatus.WAITING
+    with thread_server(create_app(store, keys=KEYS)) as url, httpx.Client(base_url=url) as http:
+        csrf = http_login(http, APPROVER)
+        assert "Cancel run" in http.get(page).text
+        assert http.post(f"{page}/cancel", data={}).status_code == 403  # no token: another site's form
+        answer = http.post(f"{page}/cancel", data={"csrf": csrf})
+        assert answer.status_code == 303 and answer.headers["location"] == page
+        cancelled = store.get_run(run.id)
+        assert cancelled.status is RunStatus.CANCELLED
+        assert "cancelled in the web UI by web-ui:approver" in (cancelled.error or "")
+        assert effective_status(store.get_approval(send.id)) is ApprovalStatus.EXPIRED
+        shown = http.get(page).text
+        assert "is cancelled" in shown and "Cancel run" not in shown
+        http.post(f"{page}/cancel", data={"csrf": csrf})
+        assert "Not cancelled: run" in http.get(page).text

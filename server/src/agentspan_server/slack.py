@@ -196,7 +196,10 @@ def parse_action(body: bytes) -> SlackAction | None:
     found = parse_qs(body.decode("utf-8"), keep_blank_values=True).get("payload")
     if not found or len(found) != 1:
         raise ValueError("no payload field")
-    payload = json.loads(found[0])
+    try:
+        payload = json.loads(found[0])
+    except RecursionError:  # nested deeper than the interpreter's recursion limit
+        raise ValueError("the payload is nested too deeply") from None
     if not isinstance(payload, dict):
         raise ValueError("the payload is not a JSON object")
     if payload.get("type") != "block_actions":

@@ -15,6 +15,7 @@ loopback name (no DNS rebinding). Every form post carries a CSRF token either wa
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -43,10 +44,11 @@ from agentspan_server.ui.render import (
     read_form,
     safe_next,
 )
-from agentspan_server.ui.run_actions import retry_run
+from agentspan_server.ui.run_actions import cancel_run, retry_run
 from agentspan_server.ui.session import (
     FLASH_COOKIE,
     FLASH_TTL,
+    LOGIN_COOKIE,
     MAX_NAME,
     OPEN_SESSION,
     SESSION_COOKIE,
@@ -235,15 +237,19 @@ class WebUi:
 
     # ---- login --------------------------------------------------------------------------------
     def _login_form(self, request: Request, *, next_url: str, error: str | None = None, code: int = 200) -> Response:
-        return self.render(
+        nonce = secrets.token_urlsafe(18)  # per visitor: a login CSRF needs the victim's own form
+        response = self.render(
             request,
             "login.html",
             session=None,
             code=code,
             error=error,
             next=next_url,
-            login_csrf=self.signer.csrf("login"),
+            login_csrf=self.signer.csrf(f"login:{nonce}"),
         )
+        response.set_cookie(LOGIN_COOKIE, nonce, max_age=int(SESSION_TTL), path="/ui/login",
+                            secure=request.url.scheme == "https", httponly=True, samesite="strict")
+        return response
 
     def login_page(self, request: Request) -> Response:
         """``GET /ui/login``: the login form (straight to the runs when not needed)."""
@@ -257,7 +263,8 @@ class WebUi:
         if self.keys is None:
             return RedirectResponse("/ui/runs", status_code=303)
         form = await read_form(request)
-        if form is None or not self.signer.csrf_ok("login", form.get("csrf")):
+        nonce = request.cookies.get(LOGIN_COOKIE)
+        if form is None or not nonce or not self.signer.csrf_ok(f"login:{nonce}", form.get("csrf")):
             return self.error(request, None, 403, "Forbidden", "The login form expired; reload it and try again.")
         next_url = safe_next(form.get("next"), "/ui/runs")
         key = form.get("key", "")
@@ -276,6 +283,7 @@ class WebUi:
             httponly=True,
             samesite="strict",
         )
+        response.delete_cookie(LOGIN_COOKIE, path="/ui/login", httponly=True, samesite="strict")
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -327,11 +335,10 @@ class WebUi:
         aid = decoded_id(approval_id)
         try:
             reason = clean_text(form.get("reason"), MAX_REASON)
-            by = (
-                clean_text(form.get("by"), MAX_NAME)
-                or found.name
-                or ("web-ui" if found.open else f"web-ui:{found.role}")
-            )
+            # a login session decides under its own name, never one the form gives (a keyless
+            # UI has no login: there the form may name the decider)
+            named = clean_text(form.get("by"), MAX_NAME) if found.open else None
+            by = named or found.name or ("web-ui" if found.open else f"web-ui:{found.role}")
         except ValueError:
             return self.redirect(request, back, ("error", "The reason or name is too long or holds a NUL character."))
         if aid is None:
@@ -395,6 +402,11 @@ def install_ui(app: FastAPI, store: Store, keys: KeyRing | None) -> WebUi:
         return await retry_run(ui, request, run_id)
 
     add("/ui/runs/{run_id}/retry", retry, "POST")
+
+    async def cancel(request: Request, run_id: str) -> Response:
+        return await cancel_run(ui, request, run_id)
+
+    add("/ui/runs/{run_id}/cancel", cancel, "POST")
     add("/ui/approvals", ui.approvals_page, "GET")
     add("/ui/approvals/{approval_id}/{action}", ui.decide, "POST")
     add("/ui/{rest:path}", ui.not_found, "GET")

@@ -1,10 +1,12 @@
-"""The web UI's action on one run: retrying a failed run (``POST /ui/runs/{run_id}/retry``).
+"""The web UI's actions on one run: retrying a failed run (``POST /ui/runs/{run_id}/retry``) and
+cancelling one that has not ended (``POST /ui/runs/{run_id}/cancel``, as ``agentspan runs cancel``:
+its pending approvals expire and its executing process stops at its next step).
 
 A retry from the UI does what ``agentspan runs retry RUN_ID`` does: `Store.reopen_run` without an
 owner, so the run is ``pending`` again and a worker (``agentspan.serve``) serving its agent
 continues it from where it failed. It re-executes the call that failed (a tool's side effects
 included), so, like deciding an approval, it needs the ``approver`` or ``admin`` role when the app
-has API keys, and every post carries the session's CSRF token.
+has API keys, and every post carries the session's CSRF token. Cancelling needs the same role.
 """
 
 from __future__ import annotations
@@ -54,3 +56,36 @@ def _reopen(ui: WebUi, run_id: str) -> tuple[str, tuple[str, str]]:
                         "from where it failed (a run an ADK AgentspanPlugin opened in your own Runner: when "
                         "the same message is run on the same session there; a LangGraph graph with "
                         "AgentspanSaver: also graph.invoke(None) on its thread).")
+
+
+async def cancel_run(ui: WebUi, request: Request, run_id: str) -> Response:
+    """``POST /ui/runs/{run_id}/cancel``: cancels a run that has not ended, then shows the run."""
+    checked = await ui.deciding_post(request, "cancel runs")
+    if isinstance(checked, Response):
+        return checked
+    session, _form = checked
+    rid = decoded_id(run_id)
+    if rid is None:
+        return ui.redirect(request, "/ui/runs", ("error", f"There is no run {run_id!r}."))
+    by = session.name or ("web-ui" if session.open else f"web-ui:{session.role}")
+    target, outcome = await run_in_threadpool(_cancel, ui, rid, by)
+    return ui.redirect(request, target, outcome)
+
+
+def _cancel(ui: WebUi, run_id: str, by: str) -> tuple[str, tuple[str, str]]:
+    page = f"/ui/runs/{quote(run_id, safe='')}"
+    try:
+        run = ui.store.get_run(run_id)
+        if run.status.terminal:
+            return page, ("error", f"Not cancelled: run {run_id} is {run.status.value} already.")
+        ui.store.cancel_run(run_id, reason=f"cancelled in the web UI by {by}")
+    except errors.RunNotFound:
+        return "/ui/runs", ("error", f"There is no run {run_id}.")
+    except errors.RunStateError as exc:
+        return page, ("error", f"Not cancelled: {exc}.")
+    except errors.AgentspanError as exc:
+        log.warning("web UI: cancelling run %s failed: %s", run_id, exc)
+        return page, ("error", "The store failed while cancelling; reload to see whether the run was cancelled.")
+    return page, ("ok", f"Run {run_id} is cancelled: its pending approvals expired, and the process executing it "
+                        "stops at its next step.")
+

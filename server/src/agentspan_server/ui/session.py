@@ -26,6 +26,9 @@ from agentspan.wire import ROLES, Role
 
 SESSION_COOKIE = "agentspan_session"
 FLASH_COOKIE = "agentspan_flash"
+LOGIN_COOKIE = "agentspan_login"
+"""A random nonce the login form is bound to (its CSRF token is the nonce's): a page of another
+site can neither read it nor, the cookie being ``SameSite=strict``, send it with a login."""
 SESSION_TTL = 8 * 3600.0
 """Seconds a login lasts."""
 FLASH_TTL = 120.0
