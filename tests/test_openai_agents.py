@@ -916,3 +916,24 @@ def test_hooks_fire_for_replayed_calls_and_replaying_tells_them_apart():
     copy_id = crashed_copy(handle.id, keep=2)  # killed after the tool call
     assert agentspan.resume(copy_id, agent, hooks=Hooks()).result(timeout=20).final_output == "3"
     assert fired == [("llm", True), ("tool", True), ("llm", False)]
+
+
+@pytest.mark.parametrize("transport", ["embedded", "server-sqlite"])
+def test_a_tool_result_nested_deeper_than_a_server_takes_is_journaled_as_its_text(transport):
+    def deep(levels: int) -> dict[str, Any]:
+        value: dict[str, Any] = {"leaf": 1}
+        for _ in range(levels - 1):
+            value = {"k": value}
+        return value
+
+    @function_tool
+    def tree(levels: int) -> dict[str, Any]:
+        """Returns a deeply nested tree."""
+        effects.append(f"tree {levels}")
+        return deep(levels)
+
+    agent = agent_with([ToolCall("tree", {"levels": 150}), ToolCall("tree", {"levels": 3}), "done"], [tree])
+    assert agentspan.run(agent, "grow", run_id="deep").final_output == "done"  # was: failed through a server
+    steps = [s for s in agentspan.get("deep").steps() if s.kind is agentspan.StepKind.TOOL]
+    assert isinstance(steps[0].output, str) and steps[0].output.startswith("{'k': {'k':")  # on every store alike
+    assert steps[1].output == deep(3) and effects == ["tree 150", "tree 3"]

@@ -25,7 +25,11 @@ from typing import Any
 
 import orjson
 
-__all__ = ["canonical", "canonical_text", "dumps", "loads"]
+__all__ = ["MAX_DEPTH", "canonical", "canonical_text", "dumps", "loads", "nested_deeper"]
+
+MAX_DEPTH = 100
+"""Deepest nesting of a tool result the journal holds as JSON (`agentspan.tools.jsonable_result`
+journals a deeper one as its text): what every store, and a server, takes as it is."""
 
 _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _SORTED = _STRICT | orjson.OPT_SORT_KEYS
@@ -84,3 +88,16 @@ def loads(text: str | bytes) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+def nested_deeper(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a JSON value nests objects and arrays more than ``limit`` levels deep."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+

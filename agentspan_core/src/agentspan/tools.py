@@ -131,7 +131,8 @@ def jsonable_result(value: Any) -> Any:
     The value is exactly what the journal gives back when the call is replayed (what the live
     call hands the framework too): a dictionary's keys are strings, and NaN and infinities, which
     JSON has no numbers for, are ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (the journal's
-    encoder would write ``null``).
+    encoder would write ``null``). A value nested deeper than `agentspan.jsontext.MAX_DEPTH` is
+    journaled as its ``str``, on every store alike (a server refuses deeper JSON).
     """
     if value is None or isinstance(value, (str, int, bool)):
         return value
@@ -142,9 +143,11 @@ def jsonable_result(value: Any) -> Any:
     from agentspan import jsontext  # (not at import: `import agentspan` loads no JSON library)
 
     try:
-        return jsontext.loads(to_json(value, inf_nan_mode="strings"))
+        result = jsontext.loads(to_json(value, inf_nan_mode="strings"))
     except Exception:
         return str(value)
+    # nested deeper than every store and a server take: its text, wherever the journal lives
+    return str(value) if jsontext.nested_deeper(result) else result
 
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}

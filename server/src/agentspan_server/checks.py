@@ -19,14 +19,17 @@ from fastapi import Query
 from pydantic import BaseModel
 
 from agentspan.hashing import digest
+from agentspan.jsontext import MAX_DEPTH
 from agentspan.records import Approval, ApprovalStatus
 from agentspan_server.problems import MAX_LISTED_ERRORS, input_issue, invalid_input
 
 Limit = Annotated[int, Query(ge=0, le=1000, description="Most items to return (0..1000; 0 answers an empty list).")]
 """The ``limit`` query parameter of the list routes."""
 
-MAX_JSON_DEPTH = 100
-"""Deepest nesting of a JSON value accepted (deeper values cannot be encoded reliably)."""
+MAX_JSON_DEPTH = MAX_DEPTH + 28
+"""Deepest nesting of a request body accepted (deeper values cannot be encoded reliably): a
+journaled value's `agentspan.jsontext.MAX_DEPTH` plus room for the body's own levels
+(``body.result.output...``)."""
 INT64_RANGE = (-(2**63), 2**63 - 1)
 """Smallest and largest typed integer accepted (a signed 64-bit integer)."""
 _T = TypeVar("_T")
