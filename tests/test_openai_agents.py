@@ -937,3 +937,18 @@ def test_a_tool_result_nested_deeper_than_a_server_takes_is_journaled_as_its_tex
     steps = [s for s in agentspan.get("deep").steps() if s.kind is agentspan.StepKind.TOOL]
     assert isinstance(steps[0].output, str) and steps[0].output.startswith("{'k': {'k':")  # on every store alike
     assert steps[1].output == deep(3) and effects == ["tree 150", "tree 3"]
+
+
+@pytest.mark.parametrize(("base_url", "provider"), [
+    ("https://api.groq.com/openai/v1", "groq"), ("https://api.mistral.ai/v1", "mistral"),
+    ("https://my-team.openai.azure.com/openai", "azure"), ("https://api.openai.com/v1", "openai"),
+    ("http://127.0.0.1:8000/v1", "openai"),  # an OpenAI-compatible server of one's own
+])
+def test_an_openai_model_class_is_labelled_by_the_provider_its_client_reaches(base_url, provider):
+    from agents import OpenAIChatCompletionsModel
+    from openai import AsyncOpenAI
+
+    from agentspan_openai_agents._model import model_identity
+
+    model = OpenAIChatCompletionsModel("some-model", AsyncOpenAI(api_key="sk-test", base_url=base_url))
+    assert model_identity(model) == (provider, "some-model")  # was "openai" for every one

@@ -62,11 +62,27 @@ def model_identity(model: Model, name: str | None = None) -> ModelId:
         return parse_model_id(explicit)
     label = getattr(model, "model", None)
     module = type(model).__module__
-    default = "openai" if module.startswith("agents.models.openai") else (
+    default = _provider_of_client(model) if module.startswith("agents.models.openai") else (
         "litellm" if "litellm" in module else "custom")
     if isinstance(label, str):
         return parse_model_id(label, default_provider=default)
     return ModelId(default, type(model).__name__)
+
+
+_COMPATIBLE_HOSTS = {"api.groq.com": "groq", "api.mistral.ai": "mistral", "api.deepseek.com": "deepseek",
+                     "generativelanguage.googleapis.com": "google", "api.together.xyz": "together",
+                     "openrouter.ai": "openrouter", "api.x.ai": "xai"}
+"""Providers whose OpenAI-compatible API the SDK's OpenAI model classes reach by ``base_url``."""
+
+
+def _provider_of_client(model: Model) -> str:
+    """The provider an OpenAI model class talks to, by its client's host (``openai`` otherwise,
+    a local or unknown OpenAI-compatible server included)."""
+    base_url = getattr(getattr(model, "_client", None), "base_url", None)
+    host = str(getattr(base_url, "host", "") or "").lower()
+    if host.endswith(".openai.azure.com"):
+        return "azure"
+    return _COMPATIBLE_HOSTS.get(host, "openai")
 
 
 _CALL_TYPES = ("function_call", "custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call")
