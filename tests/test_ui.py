@@ -345,6 +345,8 @@ def test_decisions_go_back_to_local_pages_only(store: SqliteStore) -> None:
         assert answer.status_code == 303
         shown = http.get("/ui/approvals").text
         assert "expired at" in shown and "counts as rejected" in shown
+        # listed among the decided, not counted as pending (was: "Pending approvals 2")
+        assert '<h1>Pending approvals <span class="count">1</span></h1>' in shown
         assert store.get_approval(expiring.id).status is ApprovalStatus.PENDING
         answer = http.post("/ui/approvals/no-such-id/approve", data={"csrf": csrf})
         assert answer.status_code == 303 and "no approval no-such-id" in http.get("/ui/approvals").text

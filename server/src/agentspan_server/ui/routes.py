@@ -216,15 +216,17 @@ class WebUi:
         """``GET /ui/approvals``: pending approvals across runs, then the latest decisions."""
 
         def build(session: Session) -> Response:
-            pending = self._with_status(self.store.list_approvals(status=ApprovalStatus.PENDING.value, limit=500))
+            listed = self._with_status(self.store.list_approvals(status=ApprovalStatus.PENDING.value, limit=500))
+            pending = [(a, status) for a, status in listed if status == ApprovalStatus.PENDING.value]
+            past_deadline = [(a, status) for a, status in listed if status != ApprovalStatus.PENDING.value]
             recent = [a for a in self.store.list_approvals(limit=100) if a.status is not ApprovalStatus.PENDING]
             return self.render(
                 request,
                 "approvals.html",
                 session=session,
                 nav="approvals",
-                pending=pending,
-                decided=self._with_status(recent[:20]),
+                pending=pending,  # an approval past its deadline counts as rejected, not pending
+                decided=(past_deadline + self._with_status(recent))[:20],
             )
 
         return self.page(request, build)
