@@ -310,6 +310,21 @@ def test_the_guard_covers_the_openai_sdks_httpx2_transport_behind_a_proxy() -> N
         asyncio.run(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]))
 
 
+def test_the_guard_covers_requests_and_urllib_behind_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.request
+
+    import requests
+
+    # behind HTTPS_PROXY, only the proxy's name is resolved: the tunnel asked of it names the provider
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a dead local proxy: nothing leaves the machine
+    with loopback_only(), pytest.raises(ModelRequestBlocked, match="'api.openai.com' through a proxy"):
+        requests.post("https://api.openai.com/v1/chat/completions", json={}, timeout=5)
+    with loopback_only(), pytest.raises(ModelRequestBlocked, match="through a proxy"):
+        urllib.request.urlopen("https://api.anthropic.com/v1/messages", timeout=5)
+    with loopback_only(), network.policy(allowed=True), pytest.raises(requests.exceptions.ProxyError):
+        requests.post("https://api.openai.com/v1/chat/completions", json={}, timeout=5)  # the opt-in lets it go
+
+
 # ---- the pytest marker and --agentspan-record ------------------------------------------------
 
 PLUGIN_TESTS = '''

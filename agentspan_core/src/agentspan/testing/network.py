@@ -1,10 +1,12 @@
 """The network guard: real requests to model providers raise `ModelRequestBlocked`.
 
-Two layers, so that every client is covered: the transports of httpx and its fork httpx2 (the
+Three layers, so that every client is covered: the transports of httpx and its fork httpx2 (the
 OpenAI, Anthropic and Google SDKs and LangChain's models use one of them; the error names the
-request, even behind a proxy),
-and ``socket.getaddrinfo`` (any other client resolves the provider's host name first). Only the
-providers' API hosts are blocked: local servers (an Ollama, a test server) stay reachable.
+request, even behind a proxy), ``socket.getaddrinfo`` (any other client resolves the provider's
+host name first), and the proxy tunnels of ``http.client`` and urllib3 (``requests`` and urllib
+behind an ``HTTPS_PROXY`` resolve only the proxy's name, then ask it for a tunnel to the
+provider). Only the providers' API hosts are blocked: local servers (an Ollama, a test server)
+stay reachable.
 """
 
 from __future__ import annotations
@@ -90,6 +92,31 @@ def _guard_transports(module: Any) -> dict[tuple[type, str], Any]:
             (module.AsyncHTTPTransport, "handle_async_request"): async_send}
 
 
+TUNNEL_CLASSES = (("http.client", "HTTPConnection"), ("urllib3.connection", "HTTPConnection"))
+"""Connection classes whose ``set_tunnel`` (a CONNECT through a proxy) names the real host."""
+
+
+def _guard_tunnels() -> dict[tuple[type, str], Any]:
+    """Wraps the ``set_tunnel`` of `TUNNEL_CLASSES` with `check`; returns the originals to restore."""
+    originals: dict[tuple[type, str], Any] = {}
+    for module_name, class_name in TUNNEL_CLASSES:
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        if "set_tunnel" not in vars(cls):
+            continue  # inherits one already wrapped
+        original = cls.set_tunnel
+
+        def set_tunnel(self: Any, host: str, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            check(host, f"a connection to {host!r} through a proxy")
+            return _original(self, host, *args, **kwargs)
+
+        cls.set_tunnel = set_tunnel
+        originals[(cls, "set_tunnel")] = original
+    return originals
+
+
 def install() -> None:
     """Installs the guard in this process (nested installs are counted; see `uninstall`)."""
     with _lock:
@@ -103,6 +130,7 @@ def install() -> None:
             except ImportError:
                 continue
             originals.update(_guard_transports(module))
+        originals.update(_guard_tunnels())
         _Guard.originals = originals
         socket.getaddrinfo = _guarded_getaddrinfo(socket.getaddrinfo)
 
