@@ -86,7 +86,9 @@ def test_a_graph_super_step_is_one_request(served, durability: str, runs: bool):
     carrying the previous task's writes), plus one read of the thread when the run starts; an
     invocation that is an Agentspan run (`AgentspanSaver(runs=True)`, the default) adds three
     requests per invocation, none per super-step: the thread's latest checkpoint read to find an
-    unfinished run of the thread, the run's creation and its end."""
+    unfinished run of the thread, the run's creation and its end; a thread with no checkpoint yet
+    (this one: its first invocation) also has its runs listed (a run that died under
+    ``durability="exit"`` left none)."""
     url, backing = served
     # a hold no super-step outlasts, even on a machine busy with the rest of the suite (with the
     # default 0.2 s, one slow super-step there sent its writes on their own: a request more)
@@ -100,7 +102,8 @@ def test_a_graph_super_step_is_one_request(served, durability: str, runs: bool):
         ["PATCH /api", "POST /api"] if runs else []), sent
     assert sent["PUT /api/checkpoints"] + sent["PUT /api/checkpoints/with-writes"] == 12, sent  # input, __start__, 10
     assert sent["PUT /api/checkpoints/with-writes"] >= (11 if durability == "sync" else 1), sent
-    assert sum(sent.values()) == 13 + 3 * runs, sent
+    assert sent["GET /api/runs"] == runs, sent
+    assert sum(sent.values()) == 13 + 4 * runs, sent
     # every task's writes are stored against the checkpoint the task ran from (all but the last)
     checkpoints = backing.list_checkpoints(thread_id="t1")
     assert len(checkpoints) == 12 and checkpoints[0].writes == []
