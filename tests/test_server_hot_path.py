@@ -25,7 +25,7 @@ from agentspan.records import Run
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.wire import RenewLease
 from agentspan_server.app import create_app
-from agentspan_server.checks import _check_json, check_json
+from agentspan_server.checks import MAX_JSON_DEPTH, _check_json, check_json
 from agentspan_server.hot_path import HotEndpoint, HotPathMiddleware
 
 from server_support import thread_server
@@ -68,7 +68,7 @@ REQUESTS: list[tuple[str, str, str]] = [
                       '"output": {"x": 1e999}}, "epoch": 1}'),
     ("POST", _RECORD, '{"step": ' + json.dumps(_step("i")) + ', "result": {"status": "completed", '
                       '"output": "a\\ud800b"}, "epoch": 1}'),
-    ("POST", _RECORD, _record("j", output=json.loads("[" * 120 + "]" * 120))),
+    ("POST", _RECORD, _record("j", output=json.loads("[" * 140 + "]" * 140))),
     ("POST", _RECORD, _record("k", seq=2**70)),
     ("POST", _RECORD, _record("l", cost_usd="inf")),
     ("POST", _RECORD, _record("l", cost_usd=" 1e400")),
@@ -235,11 +235,11 @@ def test_json_values_get_the_issues_the_walk_finds(value: Any) -> None:
     assert issues == walked
 
 
-@pytest.mark.parametrize("depth", [99, 100, 101, 150])
+@pytest.mark.parametrize("depth", [99, MAX_JSON_DEPTH - 1, MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 250])
 def test_deep_json_values_get_the_issues_the_walk_finds(depth: int) -> None:
     value = json.loads("[" * depth + "]" * depth)
     issues: list[dict[str, str]] = []
     check_json({"deep": value}, ("v",), issues)
     walked: list[dict[str, str]] = []
     _check_json({"deep": value}, ("v",), walked, 0)
-    assert issues == walked and bool(issues) == (depth >= 100)
+    assert issues == walked and bool(issues) == (depth >= MAX_JSON_DEPTH)
