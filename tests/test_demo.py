@@ -12,6 +12,8 @@ import agentspan
 
 
 def test_demo_crashes_resumes_and_approves(home: Path):
+    home = home / "not" / "made" / "yet"  # as ~/.agentspan on a fresh machine (was: FileNotFoundError)
+    agentspan.configure(home=home)
     env = {**os.environ, "AGENTSPAN_HOME": str(home), "COLUMNS": "200"}
     env.pop("OPENAI_API_KEY", None)
     agentspan_cli = Path(sys.executable).parent / "agentspan"

@@ -121,6 +121,7 @@ def _steps_table(run_id: str, title: str) -> Table:
 def main() -> None:
     """Runs the demo (crash → resume → approval → done) in a few seconds."""
     home = agentspan.settings().home
+    home.mkdir(parents=True, exist_ok=True)  # a fresh machine has no ~/.agentspan yet
     _effects_file().write_text("")
     run_id = new_id()
     env = {**os.environ, "AGENTSPAN_HOME": str(home)}
