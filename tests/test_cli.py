@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from agentspan import cli_render, config
 from agentspan.cli import app
+from agentspan.errors import ConfigurationError
 from agentspan.records import (
     Approval,
     ApprovalStatus,
@@ -407,3 +408,23 @@ def test_worker_refuses_a_concurrency_below_one(store: SqliteStore) -> None:
                                             (1234.5, "$1,234.5000")])
 def test_a_cost_shows_the_millionths_a_cheap_call_costs(usd, shown) -> None:
     assert cli_render.cost(usd) == shown
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-1", "0", "1e400", "99999999999"])
+def test_a_lease_ttl_or_poll_interval_that_is_no_positive_finite_number_is_refused(
+        home: Path, monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    # a NaN lease never expired nor held: another process took a run its owner still ran (a tool twice)
+    for name in ("AGENTSPAN_LEASE_TTL", "AGENTSPAN_POLL_INTERVAL"):
+        monkeypatch.setenv(name, raw)
+        config.reset()
+        with pytest.raises(ConfigurationError, match=name):
+            config.settings()
+        monkeypatch.delenv(name)
+    config.reset()
+    with pytest.raises(ConfigurationError, match="lease_ttl"):
+        config.configure(lease_ttl=float(raw))
+    for bad in ("5", True, None.__class__):
+        with pytest.raises(ConfigurationError, match="poll_interval"):
+            config.configure(poll_interval=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="home"):
+        config.configure(home=5)  # type: ignore[arg-type]

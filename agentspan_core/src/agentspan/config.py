@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -53,8 +54,18 @@ def _float_env(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name}={raw!r} must be positive")
+    return _seconds(name, value, raw)
+
+
+MAX_SECONDS = 365 * 86400.0
+"""The longest lease or poll interval accepted (a year): a longer one is a mistake."""
+
+
+def _seconds(name: str, value: float, shown: object) -> float:
+    """A positive, finite number of seconds (NaN compares false with everything: a NaN lease
+    would never be checked against, so another process could take a run its owner still runs)."""
+    if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
+        raise ConfigurationError(f"{name}={shown!r} must be a number of seconds above 0 and at most {MAX_SECONDS:g}")
     return value
 
 
@@ -139,6 +150,8 @@ def configure(
     current = settings()
     changes: dict[str, object] = {}
     if home is not None:
+        if not isinstance(home, (str, os.PathLike)):
+            raise ConfigurationError(f"home={home!r}: expected a path (str or os.PathLike)")
         changes["home"] = Path(home).expanduser()
     if server_url is not None:
         changes["server_url"] = server_url
@@ -150,9 +163,9 @@ def configure(
         changes["durability"] = durability
     for name, value in (("lease_ttl", lease_ttl), ("poll_interval", poll_interval)):
         if value is not None:
-            if value <= 0:
-                raise ConfigurationError(f"{name}={value!r} must be positive")
-            changes[name] = float(value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigurationError(f"{name}={value!r}: expected a number of seconds")
+            changes[name] = _seconds(name, float(value), value)
     if otel is not None:
         changes["otel"] = parse_mode(otel, source="otel")
     with _lock:
