@@ -428,3 +428,18 @@ def test_a_lease_ttl_or_poll_interval_that_is_no_positive_finite_number_is_refus
             config.configure(poll_interval=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="home"):
         config.configure(home=5)  # type: ignore[arg-type]
+
+
+def test_escape_sequences_in_stored_values_never_reach_the_terminal(store: SqliteStore) -> None:
+    hostile = "Refund order 42\x1b[2J\x1b[H\x1b]0;owned\x07\x1b[8mhidden"  # an end user's chat message
+    run, _ = make_run(store, "agent\x1b[31m")
+    store.update_run(run.id, epoch=run.lease_epoch, status=RunStatus.FAILED, error=hostile, release_lease=True)
+    for args in (("runs", "list"), ("runs", "show", run.id)):
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout  # was: printed raw
+        assert "\\x1b[31m" in result.stdout
+    assert "\\x1b[2J" in invoke("runs", "show", run.id).stdout
+    shown = invoke("runs", "show", "no-such\x1b[2J")
+    assert shown.exit_code == 1 and "\x1b" not in shown.stderr
+    assert json.loads(invoke("runs", "show", run.id, "--json").stdout)["error"] == hostile  # JSON keeps it as it is

@@ -37,7 +37,7 @@ class AgentspanGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except AgentspanError as exc:
-            _err().print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
+            _err().print(f"[bold red]error:[/bold red] {escape(render.printable(str(exc)))}", soft_wrap=True)
             raise typer.Exit(1) from None
 
 
@@ -178,7 +178,8 @@ def runs_export(
             file.write(text + "\n")
     except OSError as exc:
         raise ConfigurationError(f"cannot write {output!r}: {exc.strerror or exc}") from None
-    _err().print(f"exported run [cyan]{escape(run_id)}[/cyan] to {escape(output)}", soft_wrap=True)
+    _err().print(f"exported run [cyan]{escape(render.printable(run_id))}[/cyan] to "
+                 f"{escape(render.printable(output))}", soft_wrap=True)
 
 
 @runs_app.command("cancel")
@@ -192,7 +193,7 @@ def runs_cancel(
     if as_json:
         _echo_json(render.run_json(run))
     else:
-        _out().print(f"cancelled run [cyan]{escape(run.id)}[/cyan]", soft_wrap=True)
+        _out().print(f"cancelled run [cyan]{escape(render.printable(run.id))}[/cyan]", soft_wrap=True)
 
 
 class DivergencePolicy(StrEnum):
@@ -216,7 +217,7 @@ def runs_retry(
     if as_json:
         _echo_json(render.run_json(run))
     else:
-        _out().print(f"run [cyan]{escape(run.id)}[/cyan] is pending again: a worker serving agent "
+        _out().print(f"run [cyan]{escape(render.printable(run.id))}[/cyan] is pending again: a worker serving agent "
                      f"{escape(repr(run.agent))} continues it from where it failed (a run an ADK "
                      "AgentspanPlugin opened in your own Runner: run the same message on the same "
                      "session there; a LangGraph graph with AgentspanSaver: also graph.invoke(None) on "

@@ -1,7 +1,9 @@
 """Rich rendering and JSON shaping for the `agentspan` CLI (see `agentspan.cli`).
 
 Every value read from a store is wrapped in `rich.text.Text`, never interpolated into markup, so
-agent names, tool arguments or outputs containing ``[brackets]`` print verbatim.
+agent names, tool arguments or outputs containing ``[brackets]`` print verbatim; and its control
+characters are shown as escapes (`printable`): a run's input is often an end user's message, and
+an escape sequence in it must not clear, retitle or hide the operator's terminal.
 """
 
 import json
@@ -18,6 +20,20 @@ from agentspan.approvals import effective_status
 from agentspan.divergence import SUPERSEDED
 from agentspan.records import JSON, Approval, Run, Step, now
 from agentspan.stores.reopening import retries_of
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in "\n\t"}
+"""C0 and C1 control characters (but line ends and tabs), DEL: shown as ``\\xNN``."""
+
+
+def printable(value: str) -> str:
+    """``value`` with its control characters (an ANSI escape sequence's ESC, a bell, ...) shown as
+    ``\\xNN`` instead of reaching the terminal."""
+    return value.translate(_CONTROL)
+
+
+def _text(value: str, style: str = "") -> Text:
+    return Text(printable(value), style=style)
+
 
 NARROW = 120
 """Terminals narrower than this get tables with fewer columns."""
@@ -121,7 +137,7 @@ def cost(usd: float | None) -> str:
 
 
 def _styled(value: str, styles: dict[str, str]) -> Text:
-    return Text(value, style=styles.get(value, ""))
+    return _text(value, style=styles.get(value, ""))
 
 
 # ---- tables ---------------------------------------------------------------------------------------
@@ -145,9 +161,9 @@ def runs_table(runs: list[Run], *, narrow: bool = False) -> Table:
     table.add_column("age", justify="right", no_wrap=True)
     at = now()
     for run in runs:
-        cells: list[Any] = [Text(run.id), Text(run.agent)]
+        cells: list[Any] = [_text(run.id), _text(run.agent)]
         if not narrow:
-            cells.append(Text(run.framework))
+            cells.append(_text(run.framework))
         cells += [
             _styled(run.status.value, RUN_STATUS_STYLES),
             str(run.steps),
@@ -176,19 +192,19 @@ def steps_table(steps: list[Step], *, narrow: bool = False) -> Table:
         table.add_column("provider/model", overflow="fold")
     table.add_column("output", no_wrap=True, overflow="ellipsis")
     for step in steps:
-        shown = Text(preview(step.error), style="red") if step.error else Text(preview(step.output))
+        shown = _text(preview(step.error), style="red") if step.error else _text(preview(step.output))
         cells: list[Any] = [
             str(step.seq),
             step.kind.value,
-            Text(step.key),
-            Text(step.name or ""),
+            _text(step.key),
+            _text(step.name or ""),
             _styled(step.status.value, STEP_STATUS_STYLES),
         ]
         if not narrow:
             cells.append("" if step.duration_ms is None else f"{step.duration_ms:.0f}")
         cells.append(tokens(step.input_tokens, step.output_tokens))
         if not narrow:
-            cells.append(Text("/".join(p for p in (step.provider, step.model) if p)))
+            cells.append(_text("/".join(p for p in (step.provider, step.model) if p)))
         cells.append(shown)
         # moved aside by on_divergence="live": still what ran and cost, no longer the run's path
         table.add_row(*cells, style="dim" if step.key.startswith(SUPERSEDED) else None)
@@ -221,18 +237,18 @@ def approvals_table(
         table.add_column("reason")
     at = now()
     for approval in approvals:
-        cells: list[Any] = [Text(approval.id)]
+        cells: list[Any] = [_text(approval.id)]
         if show_run:
-            cells.append(Text(approval.run_id))
+            cells.append(_text(approval.run_id))
         cells += [
-            Text(approval.step_key),
-            Text(approval.tool),
+            _text(approval.step_key),
+            _text(approval.tool),
             _styled(effective_status(approval, at).value, APPROVAL_STATUS_STYLES),
-            Text(preview(approval.args, 40)),
+            _text(preview(approval.args, 40)),
         ]
         if not narrow:
             cells.append(timestamp(approval.requested_at))
-            cells += [Text(approval.decided_by or ""), Text(preview(approval.reason, 40))]
+            cells += [_text(approval.decided_by or ""), _text(preview(approval.reason, 40))]
         table.add_row(*cells)
     return table
 
@@ -242,7 +258,7 @@ def _fields(rows: list[tuple[str, Any]]) -> Table:
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for label, value in rows:
-        grid.add_row(label, value if isinstance(value, Text) else Text(str(value)))
+        grid.add_row(label, value if isinstance(value, Text) else _text(str(value)))
     return grid
 
 
@@ -273,13 +289,13 @@ def run_panel(run: Run) -> Panel:
     if run.output is not None:
         rows.append(("output", preview(run.output, 200)))
     if run.error:
-        rows.append(("error", Text(run.error, style="red")))
+        rows.append(("error", _text(run.error, style="red")))
     for n, retry in enumerate(retries_of(run.options), 1):
         by = f" by {retry['owner']}" if retry.get("owner") else " (left to a worker)"
         rows.append((f"retry {n}", Text.assemble(
             f"failed {timestamp(_number(retry.get('failed_at')))}: ", (str(retry.get("error")), "red"),
             f"; retried {timestamp(_number(retry.get('retried_at')))}{by}")))
-    return Panel(_fields(rows), title=Text(f"run {run.id}"), title_align="left")
+    return Panel(_fields(rows), title=_text(f"run {run.id}"), title_align="left")
 
 
 def _number(value: JSON) -> float | None:
@@ -290,7 +306,7 @@ def print_run(console: Console, run: Run, steps: list[Step], approvals: list[App
     """Prints ``runs show`` for humans: summary panel, journal table, approvals table."""
     parts: list[Any] = [run_panel(run)]
     narrow = console.width < NARROW
-    parts.append(steps_table(steps, narrow=narrow) if steps else Text("no steps journaled", style="dim"))
+    parts.append(steps_table(steps, narrow=narrow) if steps else _text("no steps journaled", style="dim"))
     if approvals:
         parts.append(approvals_table(approvals, show_run=False, narrow=narrow))
     console.print(Group(*parts))
@@ -310,7 +326,7 @@ def approval_summary(approval: Approval) -> Panel:
     ]
     if approval.reason:
         rows.append(("reason", approval.reason))
-    return Panel(_fields(rows), title=Text(f"approval {approval.id}"), title_align="left")
+    return Panel(_fields(rows), title=_text(f"approval {approval.id}"), title_align="left")
 
 
 def doctor_table(report: dict[str, JSON]) -> Table:
