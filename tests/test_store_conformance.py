@@ -73,8 +73,11 @@ def test_foreign_sqlite_database(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE customers (id INTEGER)")
     conn.close()
+    before = path.read_bytes()
     with pytest.raises(StoreError, match="not a valid Agentspan store"):
         SqliteStore(path)
+    assert path.read_bytes() == before  # refused, and left exactly as it was (was: switched to WAL mode)
+    assert not path.with_name("other.db-wal").exists()
 
 
 def test_empty_database_without_create(tmp_path: Path) -> None:
@@ -82,6 +85,7 @@ def test_empty_database_without_create(tmp_path: Path) -> None:
     path.touch()
     with pytest.raises(StoreError, match="no Agentspan store"):
         SqliteStore(path, create=False)
+    assert path.read_bytes() == b""  # (was: made a 4 KB WAL database)
 
 
 def test_bad_durability(tmp_path: Path) -> None:

@@ -160,17 +160,12 @@ def split_script(script: str) -> Iterator[str]:
         yield pending.strip()
 
 
-def migrate(conn: sqlite3.Connection, *, create: bool, path: str) -> None:
-    """Brings the schema up to date, applying each missing migration in its own transaction.
-
-    Args:
-        conn: An autocommit connection (``isolation_level=None``).
-        create: Whether a database without the Agentspan schema may be initialised.
-        path: The database path, for error messages.
+def applied_migrations(conn: sqlite3.Connection, *, create: bool, path: str) -> set[int]:
+    """The schema versions a database holds, read without writing anything (a file that is
+    refused is left exactly as it was).
 
     Raises:
-        StoreError: The database holds other tables but no Agentspan schema, or it was written by
-            a newer Agentspan (unknown schema version).
+        StoreError: As `migrate`.
     """
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     applied: set[int] = set()
@@ -186,6 +181,22 @@ def migrate(conn: sqlite3.Connection, *, create: bool, path: str) -> None:
             f"the Agentspan store at {path} has schema version {newest}, newer than this version "
             f"of Agentspan supports ({len(MIGRATIONS)}); upgrade agentspan"
         )
+    return applied
+
+
+def migrate(conn: sqlite3.Connection, *, create: bool, path: str) -> None:
+    """Brings the schema up to date, applying each missing migration in its own transaction.
+
+    Args:
+        conn: An autocommit connection (``isolation_level=None``).
+        create: Whether a database without the Agentspan schema may be initialised.
+        path: The database path, for error messages.
+
+    Raises:
+        StoreError: The database holds other tables but no Agentspan schema, or it was written by
+            a newer Agentspan (unknown schema version).
+    """
+    applied = applied_migrations(conn, create=create, path=path)
     for version, script in enumerate(MIGRATIONS, start=1):
         if version in applied:
             continue
@@ -253,6 +264,7 @@ def open_database(path: str, *, durability: str, create: bool) -> sqlite3.Connec
         raise StoreError(f"cannot open the Agentspan store at {path}: {exc}") from exc
     try:
         conn.execute("PRAGMA busy_timeout=10000")
+        applied_migrations(conn, create=create, path=path)  # before WAL mode: a refused file stays as it was
         mode = _enable_wal(conn)
         if str(mode).lower() != "wal":
             raise StoreError(f"the Agentspan store at {path} cannot use WAL mode (journal_mode={mode})")
