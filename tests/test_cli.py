@@ -443,3 +443,31 @@ def test_escape_sequences_in_stored_values_never_reach_the_terminal(store: Sqlit
     shown = invoke("runs", "show", "no-such\x1b[2J")
     assert shown.exit_code == 1 and "\x1b" not in shown.stderr
     assert json.loads(invoke("runs", "show", run.id, "--json").stdout)["error"] == hostile  # JSON keeps it as it is
+
+
+def test_doctor_exits_1_when_the_store_fails_its_check(home: Path) -> None:
+    (home / "agentspan.db").write_bytes(b"not sqlite" * 100)
+    for args in (("doctor",), ("doctor", "--json")):
+        result = invoke(*args)
+        assert result.exit_code == 1, result.output  # was 0: a script could not tell
+    assert json.loads(invoke("doctor", "--json").stdout)["store"].startswith("error:")
+
+
+@pytest.mark.parametrize("args", [("runs", "list", "--limit", "9223372036854775808"),
+                                  ("approvals", "list", "--limit", "0"),
+                                  ("runs", "prune", "--older-than", "99999999999999999999999d", "-y"),
+                                  ("worker", "m:a", "--max-runs", "-1"), ("server", "start", "--port", "99999")])
+def test_out_of_range_options_are_one_line_errors(home: Path, args: tuple[str, ...]) -> None:
+    result = invoke(*args)
+    assert result.exit_code in (1, 2), result.output  # was: a traceback (OverflowError), or accepted
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+
+
+def test_approvals_list_finds_a_pending_one_behind_newer_expired_ones(store: SqliteStore) -> None:
+    run, pending = make_run(store, approval=True)
+    assert pending is not None
+    store.request_approval(Approval(run_id=run.id, step_key="tool:late", tool="send", args={}, args_hash="h",
+                                    expires_at=now() - 1), epoch=run.lease_epoch)  # newer, past its deadline
+    listed = json.loads(invoke("approvals", "list", "--limit", "1", "--json").stdout)
+    assert [a["id"] for a in listed] == [pending.id]  # was: [] (the limit applied before the deadline)

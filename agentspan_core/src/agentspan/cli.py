@@ -131,7 +131,7 @@ def runs_list(
     agent: Annotated[str | None, typer.Option(help="Only runs of this agent name.")] = None,
     session: Annotated[str | None, typer.Option(
         help="Only runs of this session (a conversation; for LangGraph, the thread id).")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many runs.")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """List runs, newest first."""
@@ -232,7 +232,13 @@ def _age_seconds(text: str) -> float:
     found = _AGE.fullmatch(text.strip())
     if found is None:
         raise ConfigurationError(f"--older-than {text!r}: expected a number and a unit, as 30d, 12h, 90m or 3600s")
-    return float(found.group(1)) * _SECONDS[found.group(2)]
+    seconds = float(found.group(1)) * _SECONDS[found.group(2)]
+    if seconds > _MAX_AGE:
+        raise ConfigurationError(f"--older-than {text!r}: at most 100 years")
+    return seconds
+
+
+_MAX_AGE = 100 * 365 * 86400.0
 
 
 @runs_app.command("prune")
@@ -241,7 +247,7 @@ def runs_prune(
         "--older-than", help="Delete runs that ended longer ago than this: 30d, 12h, 90m, 3600s.")],
     status: Annotated[list[RunStatus] | None, typer.Option(
         help="Only runs with this status (repeatable; default: completed, failed and cancelled).")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many runs, oldest first.")] = 1000,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many runs, oldest first.")] = 1000,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -266,20 +272,25 @@ def _list_approvals(store: Store, run_id: str | None, wanted: ApprovalFilter, li
         return store.list_approvals(run_id=run_id, limit=limit)
     if wanted in (ApprovalFilter.APPROVED, ApprovalFilter.REJECTED):
         return store.list_approvals(run_id=run_id, status=wanted.value, limit=limit)
-    # A stored "pending" approval past its expires_at counts as expired.
+    # A stored "pending" approval past its expires_at counts as expired: read them all before the
+    # limit (the newest stored "pending" ones may all be past their deadline)
     at = now()
-    candidates = store.list_approvals(run_id=run_id, status=ApprovalStatus.PENDING.value, limit=limit)
+    candidates = store.list_approvals(run_id=run_id, status=ApprovalStatus.PENDING.value, limit=_ALL_PENDING)
     if wanted is ApprovalFilter.EXPIRED:
         candidates += store.list_approvals(run_id=run_id, status=ApprovalStatus.EXPIRED.value, limit=limit)
     found = [a for a in candidates if effective_status(a, at).value == wanted.value]
     return sorted(found, key=lambda a: a.id, reverse=True)[:limit]
 
 
+_ALL_PENDING = 100_000
+"""How many stored "pending" approvals a list reads before it applies its limit."""
+
+
 @approvals_app.command("list")
 def approvals_list(
     run: Annotated[str | None, typer.Option("--run", help="Only approvals of this run.")] = None,
     status: Annotated[ApprovalFilter, typer.Option(help="Which approvals to show.")] = ApprovalFilter.PENDING,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many approvals.")] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many approvals.")] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """List approvals, newest first (pending ones by default)."""
@@ -346,12 +357,15 @@ def reject(
 # ---- doctor ---------------------------------------------------------------------------------------
 @app.command()
 def doctor(as_json: JsonFlag = False) -> None:
-    """Show the settings, the store and the installed adapters (never the API key)."""
+    """Show the settings, the store and the installed adapters (never the API key); exits 1 when
+    the store or the server fails its check."""
     report = doctor_report(_store)
     if as_json:
         _echo_json(report)
     else:
         _out().print(render.doctor_table(report))
+    if any(str(report[check]).startswith("error:") for check in ("store", "server")):
+        raise typer.Exit(1)  # for scripts: a check failed
 
 
 def main() -> None:

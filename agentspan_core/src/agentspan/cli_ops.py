@@ -25,7 +25,7 @@ def server_start(
         help="Database: a SQLite path or sqlite:///path, or postgresql://user@host/db "
              "(default: the embedded store in AGENTSPAN_HOME).")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind (a non-loopback one needs API keys).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 6767,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 6767,
     api_key: Annotated[list[str] | None, typer.Option(
         "--api-key", help="KEY or KEY:ROLE (agent, approver, admin; default admin). Repeatable.")] = None,
     keys_file: Annotated[str | None, typer.Option(help="File of 'KEY ROLE' lines.")] = None,
@@ -56,7 +56,8 @@ def load_target(spec: str) -> Any:
 
 def worker(
     targets: Annotated[list[str], typer.Argument(help="Agents to serve, as MODULE:OBJECT.")],
-    max_runs: Annotated[int | None, typer.Option(help="Exit after this many runs (default: serve forever).")] = None,
+    max_runs: Annotated[int | None, typer.Option(
+        min=1, help="Exit after this many runs (default: serve forever).")] = None,
     concurrency: Annotated[int | None, typer.Option(
         min=1, help="At most this many runs at once in this worker (default: no limit).")] = None,
 ) -> None:
