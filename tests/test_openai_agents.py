@@ -896,26 +896,41 @@ def test_a_worker_passes_over_runs_it_cannot_take_up_and_serves_runs_started_und
 
 def test_hooks_fire_for_replayed_calls_and_replaying_tells_them_apart():
     """The SDK runs its loop again on resume, so its hooks fire for journaled calls too;
-    `agentspan.replaying()` is True until the attempt's first live call."""
-    from agents import RunHooks
+    `agentspan.replaying()` tells each hook whether its call is replayed, the start hooks of the
+    first live call included (they fire before it starts); agent hooks alike."""
+    from agents import AgentHooks, RunHooks
 
     fired: list[tuple[str, bool]] = []
 
     class Hooks(RunHooks):
+        async def on_llm_start(self, context, agent, system_prompt, input_items) -> None:
+            fired.append(("llm start", agentspan.replaying()))
+
         async def on_llm_end(self, context, agent, response) -> None:
             fired.append(("llm", agentspan.replaying()))
+
+        async def on_tool_start(self, context, agent, tool) -> None:
+            fired.append(("tool start", agentspan.replaying()))
 
         async def on_tool_end(self, context, agent, tool, result) -> None:
             fired.append(("tool", agentspan.replaying()))
 
-    agent = Agent(name="calc", tools=[add], model=ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"], name="m"))
+    class OnAgent(AgentHooks):
+        async def on_tool_end(self, context, agent, tool, result) -> None:
+            fired.append(("agent's tool", agentspan.replaying()))
+
+    agent = Agent(name="calc", tools=[add], hooks=OnAgent(), model=ScriptedModel(
+        [ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4}), "3"], name="m"))
     handle = agentspan.start(agent, "1+2?", hooks=Hooks())
     assert handle.result(timeout=20).final_output == "3"
-    assert fired == [("llm", False), ("tool", False), ("llm", False)] and not agentspan.replaying()
+    assert {replayed for _, replayed in fired} == {False} and not agentspan.replaying()
     fired.clear()
-    copy_id = crashed_copy(handle.id, keep=2)  # killed after the tool call
+    copy_id = crashed_copy(handle.id, keep=2)  # killed after the first tool call
     assert agentspan.resume(copy_id, agent, hooks=Hooks()).result(timeout=20).final_output == "3"
-    assert fired == [("llm", True), ("tool", True), ("llm", False)]
+    assert fired == [("llm start", True), ("llm", True), ("tool start", True), ("tool", True), ("agent's tool", True),
+                     ("llm start", False),  # the first live call: was True (nothing had gone live yet)
+                     ("llm", False), ("tool start", False), ("tool", False), ("agent's tool", False),
+                     ("llm start", False), ("llm", False)]
 
 
 @pytest.mark.parametrize("transport", ["embedded", "server-sqlite"])

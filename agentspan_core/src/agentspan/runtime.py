@@ -10,10 +10,11 @@ the start, so step keys must be deterministic (`agentspan.keys`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
@@ -47,14 +48,33 @@ def active_run() -> ActiveRun | None:
 
 def replaying() -> bool:
     """Whether the durable run executing in this context is serving its journal: from the start of a
-    resumed attempt until its first live call.
+    resumed attempt until its first live call. Inside a framework hook about one call, whether that
+    call is (was) served from the journal, when the adapter tells (`told_replaying`).
 
     A framework runs its own loop again on resume, so its hooks and callbacks (openai-agents'
     ``RunHooks.on_tool_end``, ...) fire for replayed calls too: a hook with an outside effect (a
     message, a bill) skips it while this is True; one that rebuilds in-memory state does not.
     """
+    told = _told.get()
+    if told is not None:
+        return told
     run = _active.get()
     return run is not None and not run.live_started and bool(run.recorded)
+
+
+_told: contextvars.ContextVar[bool | None] = contextvars.ContextVar("agentspan_told_replaying", default=None)
+
+
+@contextlib.contextmanager
+def told_replaying(replayed: bool | None) -> Iterator[None]:
+    """For adapters: inside the block, `replaying` answers ``replayed`` (None: its own answer). An
+    adapter runs a framework hook about one call in it, a hook that fires before the call starts
+    included (the first live call's ``on_llm_start`` sees False)."""
+    token = _told.set(replayed)
+    try:
+        yield
+    finally:
+        _told.reset(token)
 
 
 class ActiveRun(ToolSteps):
@@ -128,6 +148,15 @@ class ActiveRun(ToolSteps):
     def deactivate(token: contextvars.Token[ActiveRun | None]) -> None:
         """Undoes `activate`."""
         _active.reset(token)
+
+    def will_replay(self, key: str) -> bool:
+        """Whether the call ``key`` (not made yet) is served from the journal: completed there."""
+        step = self.journal.get(key)
+        return step is not None and step.status is StepStatus.COMPLETED
+
+    def was_replayed(self, kind: str, key: str) -> bool:
+        """Whether this attempt served the call ``key`` (of ``kind``) from the journal."""
+        return key in self.counters.replayed_keys.get(kind, ()) and key not in self.counters.live_keys.get(kind, ())
 
     def set_aside(self, key: str, reason: str) -> None:
         """Moves step ``key`` and every later step aside for the next attempt to make live again

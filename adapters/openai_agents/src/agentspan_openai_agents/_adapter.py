@@ -16,6 +16,7 @@ import agentspan
 from agentspan.adapters import Adapter
 from agentspan.errors import ConfigurationError
 from agentspan.stores.base import call_store
+from agentspan_openai_agents._hooks import run_hooks
 from agentspan_openai_agents._mcp import servers_connected
 from agentspan_openai_agents._model import CallTracker, JournalingProvider
 from agentspan_openai_agents._nested import attempt
@@ -104,6 +105,7 @@ class OpenAIAgentsAdapter(Adapter):
         kwargs = {**run.run.options, **{k: options[k] for k in RUNNER_OPTIONS if k in options}}
         kwargs.pop(SESSION_OPTION, None)
         kwargs["session"] = session_for_attempt(run, options.get("session"))
+        kwargs["hooks"] = run_hooks(kwargs.get("hooks"), tracker)  # told whether their call is replayed
         try:
             async with servers_connected(target):
                 with attempt(wrapper, config):  # a tool's own Runner calls are journaled too (`_nested`)

@@ -39,6 +39,7 @@ import agentspan
 from agentspan import jsontext
 from agentspan.hashing import digest
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
+from agentspan_openai_agents._hooks import agent_hooks
 from agentspan_openai_agents._local_tools import approval_required, journaled_local_tool, value_of
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, JournalingProvider, model_identity
@@ -186,6 +187,7 @@ class AgentWrapper:
         clone.handoffs = [self.handoff(h) for h in agent.handoffs]
         clone.input_guardrails = [self.guardrail(g, "input") for g in agent.input_guardrails]
         clone.output_guardrails = [self.guardrail(g, "output") for g in agent.output_guardrails]
+        clone.hooks = agent_hooks(agent.hooks, self.tracker)
         if isinstance(agent.model, Model) and not isinstance(agent.model, JournalingModel):
             clone.model = self.model(agent.model)
         if getattr(agent, "mcp_servers", None):

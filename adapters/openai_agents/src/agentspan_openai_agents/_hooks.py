@@ -1,0 +1,99 @@
+"""The SDK's lifecycle hooks (``RunHooks`` given to a run, ``AgentHooks`` on an agent), each call
+told whether the call it is about is replayed from the journal (`agentspan.replaying`).
+
+A resumed attempt runs the SDK's loop again, so hooks fire for replayed calls too. A hook that
+fires before its call starts (``on_llm_start``, ``on_tool_start``) cannot learn that from the run's
+state alone: the first live call's start hook fires while nothing has gone live yet. These
+wrappers look the call up in the journal and answer for it (`agentspan.runtime.told_replaying`):
+``on_llm_start`` by the key the next model call gets, ``on_llm_end`` by the one that just ended,
+the tool hooks by the call id; the other hooks (agent start/end, handoffs) keep the run's answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents import AgentHooks, RunHooks
+
+import agentspan
+from agentspan.runtime import told_replaying
+from agentspan_openai_agents._model import CallTracker
+
+
+def _replayed(method: str, args: tuple[Any, ...], tracker: CallTracker) -> bool | None:
+    """Whether the call a hook is about is (was) served from the journal; None: not known."""
+    run = agentspan.active_run()
+    if run is None or not run.recorded:
+        return None
+    if method == "on_llm_start":
+        return run.will_replay(run.peek_llm_key())
+    if method == "on_llm_end":
+        return run.was_replayed("llm", tracker.last_llm_key)
+    if method in ("on_tool_start", "on_tool_end"):
+        call_id = getattr(args[0], "tool_call_id", None) if args else None
+        if not call_id:
+            return None
+        key = run.call_key(call_id)
+        return run.will_replay(key) if method == "on_tool_start" else run.was_replayed("tool", key)
+    return None
+
+
+def _forward(method: str) -> Any:
+    async def hook(self: Any, *args: Any) -> Any:
+        with told_replaying(_replayed(method, args, self._agentspan_tracker)):
+            return await getattr(self._agentspan_inner, method)(*args)
+
+    hook.__name__ = method
+    return hook
+
+
+_CALL_HOOKS = ("on_llm_start", "on_llm_end", "on_tool_start", "on_tool_end")
+_RUN_HOOKS = ("on_agent_start", "on_agent_end", "on_handoff", *_CALL_HOOKS)
+_AGENT_HOOKS = ("on_start", "on_end", "on_handoff", *_CALL_HOOKS)
+
+
+class _ReplayAwareRunHooks(RunHooks):  # type: ignore[misc]
+    def __init__(self, inner: Any, tracker: CallTracker) -> None:
+        self._agentspan_inner = inner
+        self._agentspan_tracker = tracker
+        _pass_through(self, inner, _RUN_HOOKS)
+
+    def __getattr__(self, name: str) -> Any:  # hooks newer SDKs add, and the user's own attributes
+        return getattr(self._agentspan_inner, name)
+
+
+class _ReplayAwareAgentHooks(AgentHooks):  # type: ignore[misc]
+    def __init__(self, inner: Any, tracker: CallTracker) -> None:
+        self._agentspan_inner = inner
+        self._agentspan_tracker = tracker
+        _pass_through(self, inner, _AGENT_HOOKS)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._agentspan_inner, name)
+
+
+def _pass_through(wrapper: Any, inner: Any, forwarded: tuple[str, ...]) -> None:
+    """Hooks these wrappers do not know (a newer SDK's) go to the user's object as they are."""
+    for name in dir(type(inner)):
+        if name.startswith("on_") and name not in forwarded:
+            setattr(wrapper, name, getattr(inner, name))
+
+
+for _name in _RUN_HOOKS:
+    setattr(_ReplayAwareRunHooks, _name, _forward(_name))
+for _name in _AGENT_HOOKS:
+    setattr(_ReplayAwareAgentHooks, _name, _forward(_name))
+
+
+def run_hooks(hooks: Any, tracker: CallTracker) -> Any:
+    """The run's ``hooks=``, each call told whether its call is replayed (None stays None)."""
+    if hooks is None or isinstance(hooks, _ReplayAwareRunHooks):
+        return hooks
+    return _ReplayAwareRunHooks(hooks, tracker)
+
+
+def agent_hooks(hooks: Any, tracker: CallTracker) -> Any:
+    """An agent's ``hooks``, each call told whether its call is replayed (None stays None)."""
+    if hooks is None or isinstance(hooks, _ReplayAwareAgentHooks):
+        return hooks
+    return _ReplayAwareAgentHooks(hooks, tracker)
