@@ -4,18 +4,21 @@ LangChain tools: results, the trail, replay inside nodes, interrupts and approva
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from langchain_core.load import load
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
+from langgraph.runtime import Runtime
 from langgraph.types import Command, RetryPolicy, interrupt
 
 import agentspan
@@ -34,6 +37,7 @@ from agentspan_langgraph._calls import dump_chat_result, load_chat_result
 import crash_support
 import lgr_support
 from crash_support import calls_of, wait_status
+from journal_utils import crashed_copy
 from lgr_support import PROMPT, ScriptedChatModel, SimulatedCrash, ai, effects, plain
 
 INPUT = {"messages": [HumanMessage(PROMPT)]}
@@ -512,3 +516,47 @@ def test_ai_messages_round_trip_through_the_journal_unchanged():
                           llm_output={"token_usage": {"total": 7}})
     revived = load_chat_result(dump_chat_result(original))
     assert revived == original and type(revived.generations[0].message) is AIMessage
+
+
+class _Client:
+    """Stands for an object no JSON holds (a database client)."""
+
+
+@dataclasses.dataclass
+class _Ctx:
+    user: str
+    client: Any = None
+
+
+class _Count(TypedDict):
+    n: int
+
+
+def test_options_no_json_keeps_must_be_given_again_to_resume_a_run():
+    seen: list[tuple[Any, ...]] = []
+
+    def step(state: _Count, runtime: Runtime[_Ctx], config: RunnableConfig) -> dict[str, int]:
+        configurable = config["configurable"]
+        seen.append((runtime.context.user, runtime.context.client, configurable.get("tenant"), configurable.get("db")))
+        return {"n": state["n"] + 1}
+
+    builder = StateGraph(_Count, context_schema=_Ctx)
+    builder.add_node("first", step)
+    builder.add_node("second", step)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "second")
+    builder.add_edge("second", END)
+    graph = builder.compile(name="ctx")
+    client = _Client()
+    run_id = "with-client"
+    agentspan.run(graph, {"n": 0}, run_id=run_id, context=_Ctx("alice", client),
+                  config={"configurable": {"tenant": "acme", "db": client}})
+    copy = crashed_copy(run_id, keep=1)  # as if killed after the first node
+    with pytest.raises(ConfigurationError, match=r"config\.configurable\.db, context that cannot be stored"):
+        agentspan.resume(copy, graph)  # was: the client's text in its place, and no db at all (nor tenant)
+    assert agentspan.get(copy).status() is agentspan.RunStatus.RUNNING  # refused before anything changed
+    seen.clear()
+    out = agentspan.resume(copy, graph, context=_Ctx("alice", client), config={"configurable": {"db": client}})
+    assert out.result(timeout=20) == {"n": 2}
+    # (the copy's thread has no checkpoint: both nodes run again) the stored tenant kept, the rest given again
+    assert seen == [("alice", client, "acme", client)] * 2

@@ -110,15 +110,41 @@ class LangGraphAdapter(Adapter):
             stored["thread_id"] = str(thread_id)
         if durability is not None:
             stored["durability"] = durability
+        unstored: list[str] = []  # given, but no JSON keeps them: a resume must give them again
         if config:
-            kept = {k: config[k] for k in _STORED_CONFIG if k in config and _is_json(config[k])}
+            kept: dict[str, Any] = {}
+            for key in _STORED_CONFIG:
+                if key not in config:
+                    continue
+                if key == "configurable" and isinstance(config[key], Mapping):
+                    entries = {k: v for k, v in config[key].items() if isinstance(k, str) and _is_json(v)}
+                    unstored += [f"config.configurable.{k}" for k in config[key] if k not in entries]
+                    if entries:
+                        kept[key] = entries
+                elif _is_json(config[key]):
+                    kept[key] = config[key]
+                else:
+                    unstored.append(f"config.{key}")
             if kept:
                 stored["config"] = kept
         if options.get("context") is not None:
             context = to_json(options["context"])
-            if _is_json(context):
+            if _round_trips(options["context"], context):
                 stored["context"] = context
+            else:
+                unstored.append("context")
+        if unstored:
+            stored[UNSTORED] = unstored
         return stored
+
+    def check_options(self, run: agentspan.Run, options: dict[str, Any]) -> None:
+        """A run started with options no JSON keeps (a context holding a client object, a
+        ``configurable`` entry that is one) goes on only when they are given again."""
+        missing = [path for path in run.options.get(UNSTORED) or [] if not _given(options, path)]
+        if missing:
+            raise ConfigurationError(
+                f"run {run.id!r} was started with {', '.join(missing)} that cannot be stored with the run (not "
+                "JSON): give the same value(s) again to resume or retry it (a worker: serve(..., options_for=))")
 
     def encode_output(self, result: Any) -> Any:
         return to_json(result)
@@ -198,7 +224,12 @@ def _settings(run: agentspan.ActiveRun, options: Mapping[str, Any]) -> dict[str,
     stored = dict(run.run.options)
     if "context" in stored:
         stored["context"] = from_json(stored["context"])
-    return {**stored, **options}
+    merged = {**stored, **options}
+    kept, given = stored.get("config"), options.get("config")
+    if isinstance(kept, Mapping) and isinstance(given, Mapping):  # a config given again adds to the stored one
+        configurable = {**(kept.get("configurable") or {}), **(given.get("configurable") or {})}
+        merged["config"] = {**kept, **given, **({"configurable": configurable} if configurable else {})}
+    return merged
 
 
 def _config(run: agentspan.ActiveRun, settings: Mapping[str, Any]) -> RunnableConfig:
@@ -275,6 +306,31 @@ def with_recorder(callbacks: Any, invocation: _context.Invocation, *, record: bo
         manager.add_handler(recorder, inherit=True)
         return manager
     return [*callbacks, recorder]
+
+
+UNSTORED = "unstored"
+"""The stored option listing the options a run was started with that no JSON keeps."""
+
+
+def _round_trips(value: Any, encoded: Any) -> bool:
+    """Whether ``encoded`` (``to_json(value)``) gives ``value`` back: not when a part of it was only
+    kept as its text (an object of no JSON type)."""
+    try:
+        return _is_json(encoded) and bool(from_json(encoded) == value)
+    except Exception:
+        return False
+
+
+def _given(options: Mapping[str, Any], path: str) -> bool:
+    """Whether ``options`` hold the option at ``path`` (``context``, ``config.<key>``,
+    ``config.configurable.<key>``)."""
+    found: Any = options
+    for part in path.split(".", 2) if not path.startswith("config.configurable.") else \
+            ["config", "configurable", path.removeprefix("config.configurable.")]:
+        if not isinstance(found, Mapping) or part not in found:
+            return False
+        found = found[part]
+    return True
 
 
 def _is_json(value: Any) -> bool:
