@@ -967,3 +967,33 @@ def test_an_openai_model_class_is_labelled_by_the_provider_its_client_reaches(ba
 
     model = OpenAIChatCompletionsModel("some-model", AsyncOpenAI(api_key="sk-test", base_url=base_url))
     assert model_identity(model) == (provider, "some-model")  # was "openai" for every one
+
+
+def test_a_run_async_cancelled_in_a_sync_tool_keeps_its_lease_until_it_lapses():
+    """The caller gave up (``asyncio.wait_for``) while a sync tool ran: its thread cannot be stopped,
+    so the lease is left to lapse instead of given back at once, and a worker takes the run up only
+    then, not while the first call is still running (was: both ran the tool at the same time)."""
+    spans: list[tuple[str, float]] = []
+
+    @function_tool
+    def slow(order_id: str) -> str:
+        """A slow call."""
+        spans.append(("start", time.monotonic()))
+        time.sleep(0.6)
+        spans.append(("end", time.monotonic()))
+        return f"done {order_id}"
+
+    agent = agent_with([ToolCall("slow", {"order_id": "42"}), "fin"], [slow])
+
+    async def give_up() -> None:
+        await asyncio.wait_for(agentspan.run_async(agent, "go", run_id="given-up"), 0.2)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(give_up())
+    run = agentspan.get("given-up").run()
+    assert run.lease_owner is not None and run.lease_expires_at is not None  # was: released at once
+    assert agentspan.serve(agent, max_runs=1) == 1
+    assert agentspan.get("given-up").result(timeout=20) == "fin"
+    starts = [at for what, at in spans if what == "start"]
+    ends = [at for what, at in spans if what == "end"]
+    assert len(starts) == 2 and starts[1] >= ends[0]  # the call ran again (in doubt), not alongside

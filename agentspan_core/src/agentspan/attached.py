@@ -253,10 +253,10 @@ class AttachedRun:
         finally:
             self._stop()
 
-    def close(self) -> None:
+    def close(self, outcome: Outcome = "lease_lost") -> None:
         """Stops the heartbeat without writing anything (the lease lapses when it expires)."""
         self.ended = True
-        self._end_trace("lease_lost")
+        self._end_trace(outcome)
         self._stop()
 
     def _end(self, outcome: Outcome, *, exc: BaseException | None = None, **fields: Any) -> None:
@@ -294,7 +294,8 @@ class AttachedRun:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         """Ends a run the block did not end: cancelled on `RunCancelledSignal` (raised again as
         `RunCancelledError`), left to its new owner on `LeaseLostError` and to a worker on
-        `ServerUnreachable` (no write: the lease lapses), else abandoned."""
+        `ServerUnreachable` or after a call was cut off in flight (no write: the lease lapses),
+        else abandoned."""
         if isinstance(exc, RunCancelledSignal):
             self.cancelled(exc.reason)  # also when an ending's write found the run cancelled
             raise RunCancelledError(self.run.id, exc.reason or self.store.get_run(self.run.id).error) from None
@@ -302,6 +303,12 @@ class AttachedRun:
             return
         if isinstance(exc, LeaseLostError | ServerUnreachable):
             self.close()
+            return
+        if self.active.cut_off:
+            # a call cut off in flight (the caller's task cancelled, Ctrl-C) may go on in a thread
+            # nothing can stop: the lease is left to lapse, so another process does not run the
+            # call again alongside it (it waits the lease's TTL first)
+            self.close("released")
             return
         try:
             self.abandon()

@@ -118,6 +118,9 @@ class ActiveRun(ToolSteps):
         self.counters = Counters()
         self.live_started = False
         """Whether a call went live in this attempt (`replaying`)."""
+        self.cut_off = False
+        """Whether a live call was cancelled or interrupted in flight (the caller's task cancelled,
+        Ctrl-C): what it runs on, a sync tool's thread, may still be running."""
         self.trusted: frozenset[str] = frozenset()
         """Keys this process served or made in an earlier attempt of the same execution (before it
         waited here for a decision): the same agent objects made those calls, so an input that
@@ -300,6 +303,8 @@ class ActiveRun(ToolSteps):
             value = await invoke()
         except BaseException as exc:
             if not isinstance(exc, Exception):
+                if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+                    self.cut_off = True  # a sync tool's thread may still run: `AttachedRun.__exit__`
                 raise  # signals and interrupts leave the step in doubt, as a crash would
             await self._end_failed(step, exc, time.perf_counter() - started, in_flight_record)
             raise
