@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -406,3 +407,29 @@ def test_concurrent_processes(tmp_path: Path) -> None:
         assert (r.steps, r.input_tokens) == (200, 200)
         assert len(store.list_steps(r.id)) == 200
     store.close()
+
+
+def test_a_forked_child_opens_a_store_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child forked while a thread of the parent held the store's lock (a write in progress)
+    must not wait for it forever, nor use the parent's SQLite connection."""
+    import agentspan.config
+
+    monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path))
+    monkeypatch.delenv("AGENTSPAN_SERVER_URL", raising=False)
+    agentspan.config.reset()
+    parent = agentspan.config.get_store()
+    parent.create_run(make_run())
+    with parent._lock:  # as a thread of the parent in the middle of a write
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                signal.alarm(10)  # (was: hung on the inherited lock)
+                store = agentspan.config.get_store()
+                code = 0 if store is not parent and len(store.list_runs()) == 1 else 2
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert agentspan.config.get_store() is parent  # the parent keeps its own
+    agentspan.config.reset()

@@ -108,6 +108,20 @@ def settings_from_env() -> Settings:
 _lock = threading.Lock()
 _settings: Settings | None = None
 _store: Store | None = None
+_store_opened: bool = False  # by `get_store` (not given to `configure`)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not use the parent's store: its connection (SQLite says one must not
+    cross a fork) and its locks, which a thread of the parent may have held at the fork and no
+    thread of the child will release. It opens its own on first use."""
+    global _lock, _store, _store_opened
+    _lock = threading.Lock()
+    if _store_opened:
+        _store, _store_opened = None, False  # dropped, not closed: the parent's connection is the parent's
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def settings() -> Settings:
@@ -146,7 +160,7 @@ def configure(
     Returns:
         The new settings.
     """
-    global _settings, _store
+    global _settings, _store, _store_opened
     current = settings()
     changes: dict[str, object] = {}
     if home is not None:
@@ -170,7 +184,7 @@ def configure(
         changes["otel"] = parse_mode(otel, source="otel")
     with _lock:
         _settings = replace(current, **changes)  # type: ignore[arg-type]
-        old, _store = _store, store
+        old, _store, _store_opened = _store, store, False
     if old is not None and old is not store:
         old.close()
     return _settings
@@ -187,7 +201,7 @@ def get_store(*, create: bool = True) -> Store:
         StoreError: The store file is missing (``create=False``) or not a valid store.
         ConfigurationError: ``AGENTSPAN_SERVER_URL`` is not a valid URL (list).
     """
-    global _store
+    global _store, _store_opened
     current = settings()
     with _lock:
         if _store is not None:
@@ -196,19 +210,21 @@ def get_store(*, create: bool = True) -> Store:
             from agentspan.stores.remote import RemoteStore
 
             _store = RemoteStore(current.server_url, api_key=current.api_key)
-            return _store
-        from agentspan.stores.sqlite import SqliteStore
+        else:
+            from agentspan.stores.sqlite import SqliteStore
 
-        # The runtime waits for step writes before it acts on them (`Store.wait_durable`), so a
-        # "full" store may fsync them off the agent's path.
-        _store = SqliteStore(current.db_path, durability=current.durability, create=create, defer_step_sync=True)
+            # The runtime waits for step writes before it acts on them (`Store.wait_durable`), so
+            # a "full" store may fsync them off the agent's path.
+            _store = SqliteStore(current.db_path, durability=current.durability, create=create,
+                                 defer_step_sync=True)
+        _store_opened = True
         return _store
 
 
 def reset() -> None:
     """Forgets settings and closes the store (tests use this between cases)."""
-    global _settings, _store
+    global _settings, _store, _store_opened
     with _lock:
-        old, _store, _settings = _store, None, None
+        old, _store, _settings, _store_opened = _store, None, None, False
     if old is not None:
         old.close()
