@@ -12,6 +12,7 @@ has API keys, and every post carries the session's CSRF token. Cancelling needs 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -42,20 +43,30 @@ async def retry_run(ui: WebUi, request: Request, run_id: str) -> Response:
 
 def _reopen(ui: WebUi, run_id: str) -> tuple[str, tuple[str, str]]:
     """Reopens the run for a worker; returns the page to go to and the message to show there."""
+
+    def reopen() -> str:
+        run = ui.store.reopen_run(run_id, owner=None, lease_expires_at=None)
+        return (f"Run {run.id} is pending again: a worker serving agent {run.agent!r} continues it from where "
+                "it failed (a run an ADK AgentspanPlugin opened in your own Runner: when the same message is "
+                "run on the same session there; a LangGraph graph with AgentspanSaver: also "
+                "graph.invoke(None) on its thread).")
+
+    return _on_run(ui, run_id, "retrying", "retried", reopen)
+
+
+def _on_run(ui: WebUi, run_id: str, doing: str, done: str, action: Callable[[], str]) -> tuple[str, tuple[str, str]]:
+    """Does ``action`` on a run; returns the page to go to and the message to show there (the
+    action's own, or why the run was not ``done``)."""
     page = f"/ui/runs/{quote(run_id, safe='')}"
     try:
-        run = ui.store.reopen_run(run_id, owner=None, lease_expires_at=None)
+        return page, ("ok", action())
     except errors.RunNotFound:
         return "/ui/runs", ("error", f"There is no run {run_id}.")
     except errors.RunStateError as exc:
-        return page, ("error", f"Not retried: {exc}.")
+        return page, ("error", f"Not {done}: {exc}.")
     except errors.AgentspanError as exc:
-        log.warning("web UI: retrying run %s failed: %s", run_id, exc)
-        return page, ("error", "The store failed while retrying; reload to see whether the run was retried.")
-    return page, ("ok", f"Run {run.id} is pending again: a worker serving agent {run.agent!r} continues it "
-                        "from where it failed (a run an ADK AgentspanPlugin opened in your own Runner: when "
-                        "the same message is run on the same session there; a LangGraph graph with "
-                        "AgentspanSaver: also graph.invoke(None) on its thread).")
+        log.warning("web UI: %s run %s failed: %s", doing, run_id, exc)
+        return page, ("error", f"The store failed while {doing}; reload to see whether the run was {done}.")
 
 
 async def cancel_run(ui: WebUi, request: Request, run_id: str) -> Response:
@@ -73,19 +84,12 @@ async def cancel_run(ui: WebUi, request: Request, run_id: str) -> Response:
 
 
 def _cancel(ui: WebUi, run_id: str, by: str) -> tuple[str, tuple[str, str]]:
-    page = f"/ui/runs/{quote(run_id, safe='')}"
-    try:
+    def cancel() -> str:
         run = ui.store.get_run(run_id)
         if run.status.terminal:
-            return page, ("error", f"Not cancelled: run {run_id} is {run.status.value} already.")
+            raise errors.RunStateError(f"run {run_id} is {run.status.value} already")
         ui.store.cancel_run(run_id, reason=f"cancelled in the web UI by {by}")
-    except errors.RunNotFound:
-        return "/ui/runs", ("error", f"There is no run {run_id}.")
-    except errors.RunStateError as exc:
-        return page, ("error", f"Not cancelled: {exc}.")
-    except errors.AgentspanError as exc:
-        log.warning("web UI: cancelling run %s failed: %s", run_id, exc)
-        return page, ("error", "The store failed while cancelling; reload to see whether the run was cancelled.")
-    return page, ("ok", f"Run {run_id} is cancelled: its pending approvals expired, and the process executing it "
-                        "stops at its next step.")
+        return (f"Run {run_id} is cancelled: its pending approvals expired, and the process executing it stops "
+                "at its next step.")
 
+    return _on_run(ui, run_id, "cancelling", "cancelled", cancel)
