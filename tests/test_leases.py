@@ -45,6 +45,17 @@ def test_every_held_lease_is_renewed_until_its_heartbeat_stops() -> None:
     assert not any(b.lost for b in beats)
 
 
+def test_a_lease_claimed_a_while_before_its_execution_began_is_renewed_before_it_runs_out() -> None:
+    """A run whose executing thread started late on a busy machine (its lease nearly out when the
+    heartbeat begins) is renewed within what is left, not a third of the TTL later."""
+    store, ttl = MemoryStore(), 6.0
+    run = _claimed(store, 0.45)  # claimed with 0.45 s left, as by a start() whose thread began late
+    with leases.Heartbeat(store, run.id, run.lease_epoch, ttl, expires_at=run.lease_expires_at):
+        time.sleep(0.6)  # past the claimed expiry: was renewed only after 2 s (ttl / 3)
+        assert _expiry(store, run) > time.time() + ttl / 2
+        assert not leases.lease_is_free(store.get_run(run.id), at=time.time() + 1)
+
+
 def test_a_lease_taken_over_is_reported_lost_and_no_longer_renewed() -> None:
     store, ttl = MemoryStore(), 0.3
     run = _claimed(store, ttl)

@@ -178,7 +178,8 @@ class AttachedRun:
         """This execution's divergence policy, when it overrides the run's own."""
         self.active: ActiveRun
         self._stopped = False
-        self._heartbeat = leases.Heartbeat(store, run.id, self.epoch, settings().lease_ttl)
+        self._heartbeat = leases.Heartbeat(store, run.id, self.epoch, settings().lease_ttl,
+                                           expires_at=run.lease_expires_at)
         self._heartbeat.__enter__()
         with _here_lock:
             _here[run.id] = self

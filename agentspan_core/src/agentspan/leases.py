@@ -93,8 +93,10 @@ class Heartbeat:
     and joining a thread per run cost more than the run's own store writes on short runs.
     """
 
-    def __init__(self, store: Store, run_id: str, epoch: int, ttl: float) -> None:
+    def __init__(self, store: Store, run_id: str, epoch: int, ttl: float, expires_at: float | None = None) -> None:
         self._store, self._run_id, self._epoch, self._ttl = store, run_id, epoch, ttl
+        self._expires_at = expires_at
+        """When the lease runs out now (set when it was claimed, perhaps a while ago)."""
         self._lock = threading.Lock()  # held while this lease is renewed
         self._stopped = False
         self.due = 0.0
@@ -105,7 +107,10 @@ class Heartbeat:
     def __enter__(self) -> Heartbeat:
         with _executing_lock:
             _executing.add(self._run_id)
-        self.due = time.monotonic() + self._ttl / 3
+        # the first renewal a third of the way to the lease's end: a lease claimed a while before
+        # this execution began (a thread that started late on a busy machine) is renewed sooner
+        left = self._ttl if self._expires_at is None else min(self._ttl, max(0.0, self._expires_at - now()))
+        self.due = time.monotonic() + left / 3
         _renewer.add(self)
         return self
 
