@@ -91,15 +91,16 @@ def acted_on_before(events: Sequence[Event], message: types.Content) -> bool:
     if not answering:
         return False
     originals = {r.call.id: r.original.get("id") for r in _requests(events) if r.call.id in answering}
-    answered: set[str] = set()
-    acted: set[str] = set()
+    confirmed: set[str] = set()  # the original calls whose confirmation was answered so far
+    acted: set[str] = set()  # ... and that then got their tool's result
     for event in events:
         for response in event.get_function_responses():
             if event.author == "user" and response.id in answering:
-                answered.add(response.id)
-            elif response.id in {originals.get(a) for a in answered}:
+                if originals.get(response.id):
+                    confirmed.add(originals[response.id])
+            elif response.id in confirmed:
                 acted.add(response.id)
-    return answering <= answered and all(originals.get(a) in acted for a in answering)
+    return all(originals.get(a) in acted for a in answering)
 
 
 def _requests(events: Iterable[Event]) -> Iterator[Request]:

@@ -325,8 +325,7 @@ def _given(options: Mapping[str, Any], path: str) -> bool:
     """Whether ``options`` hold the option at ``path`` (``context``, ``config.<key>``,
     ``config.configurable.<key>``)."""
     found: Any = options
-    for part in path.split(".", 2) if not path.startswith("config.configurable.") else \
-            ["config", "configurable", path.removeprefix("config.configurable.")]:
+    for part in path.split(".", 2):  # (a configurable key's own dots stay in its part)
         if not isinstance(found, Mapping) or part not in found:
             return False
         found = found[part]

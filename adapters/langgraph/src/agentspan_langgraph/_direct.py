@@ -227,7 +227,7 @@ def _close_superseded(run: agentspan.ActiveRun, resume: Any) -> None:
     approvals.answered(run, key=approval.step_key, tool=approval.tool, args=approval.args,
                        approved=_approves(resume), by="langgraph",
                        reason="answered by the application with Command(resume=...) after an update of the state",
-                       note={"resume": to_json(resume)})
+                       note={ANSWER: to_json(resume)})
 
 
 def _approves(value: Any) -> bool:

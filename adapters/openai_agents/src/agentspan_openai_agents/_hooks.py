@@ -48,41 +48,35 @@ def _forward(method: str) -> Any:
 
 
 _CALL_HOOKS = ("on_llm_start", "on_llm_end", "on_tool_start", "on_tool_end")
-_RUN_HOOKS = ("on_agent_start", "on_agent_end", "on_handoff", *_CALL_HOOKS)
-_AGENT_HOOKS = ("on_start", "on_end", "on_handoff", *_CALL_HOOKS)
 
 
-class _ReplayAwareRunHooks(RunHooks):  # type: ignore[misc]
+class _ReplayAware:
+    """Forwards the hooks of ``forwarded`` to the user's object, each in `told_replaying`."""
+
+    forwarded: tuple[str, ...] = ()
+
     def __init__(self, inner: Any, tracker: CallTracker) -> None:
         self._agentspan_inner = inner
         self._agentspan_tracker = tracker
-        _pass_through(self, inner, _RUN_HOOKS)
+        for name in dir(type(inner)):  # hooks not forwarded (a newer SDK's) go to the user's object as they are
+            if name.startswith("on_") and name not in self.forwarded:
+                setattr(self, name, getattr(inner, name))
 
-    def __getattr__(self, name: str) -> Any:  # hooks newer SDKs add, and the user's own attributes
+    def __getattr__(self, name: str) -> Any:  # the user's own attributes
         return getattr(self._agentspan_inner, name)
 
 
-class _ReplayAwareAgentHooks(AgentHooks):  # type: ignore[misc]
-    def __init__(self, inner: Any, tracker: CallTracker) -> None:
-        self._agentspan_inner = inner
-        self._agentspan_tracker = tracker
-        _pass_through(self, inner, _AGENT_HOOKS)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._agentspan_inner, name)
+class _ReplayAwareRunHooks(_ReplayAware, RunHooks):  # type: ignore[misc]
+    forwarded = ("on_agent_start", "on_agent_end", "on_handoff", *_CALL_HOOKS)
 
 
-def _pass_through(wrapper: Any, inner: Any, forwarded: tuple[str, ...]) -> None:
-    """Hooks these wrappers do not know (a newer SDK's) go to the user's object as they are."""
-    for name in dir(type(inner)):
-        if name.startswith("on_") and name not in forwarded:
-            setattr(wrapper, name, getattr(inner, name))
+class _ReplayAwareAgentHooks(_ReplayAware, AgentHooks):  # type: ignore[misc]
+    forwarded = ("on_start", "on_end", "on_handoff", *_CALL_HOOKS)
 
 
-for _name in _RUN_HOOKS:
-    setattr(_ReplayAwareRunHooks, _name, _forward(_name))
-for _name in _AGENT_HOOKS:
-    setattr(_ReplayAwareAgentHooks, _name, _forward(_name))
+for _cls in (_ReplayAwareRunHooks, _ReplayAwareAgentHooks):
+    for _name in _cls.forwarded:
+        setattr(_cls, _name, _forward(_name))
 
 
 def run_hooks(hooks: Any, tracker: CallTracker) -> Any:
