@@ -13,7 +13,9 @@ per turn, the embedded SQLite store, durability "normal"):
   step write;
 - **tool**: the adapter's tool wrapper minus the SDK's own ``on_invoke_tool`` of the tool: the
   arguments' hash, the step records, the step write;
-- **writes**: of those, the time in `SqliteStore.record_step` (the two commits of a turn).
+- **writes**: of those, the time in `SqliteStore.record_step` (the two step writes of a turn: their
+  hand-off to the store's helper process, `agentspan.stores.step_writer`, once it runs; commits
+  before that). The wait for the helper's commits is in model and tool (`Store.wait_durable`).
 
 It wraps two internals of the adapter to time them (`JournalingModel.get_response` and the tools
 `AgentWrapper.tool` makes); the timing costs ~1 µs per call. Everything the SDK does because

@@ -132,3 +132,17 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Runs ``python -m agentspan.cli *args`` with ``env``; output captured."""
     return subprocess.run([sys.executable, "-m", "agentspan.cli", *args], env=env, capture_output=True,
                           text=True, timeout=60)
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    """Whether process ``pid`` exits (or is a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.02)
+    return False

@@ -3,6 +3,9 @@
 
 ``clock``: the agent's instructions say what time it is (`agentspan.now`).
 
+``STEP_WRITER`` set in the environment: the store's step-writer helper process
+(`agentspan.stores.step_writer`) is started and ready before the run.
+
 ``session``: the run keeps its conversation in an SDK `SQLiteSession` (``conversation.db`` in the
 home), passed to ``start`` and ``resume`` as ``session=``.
 
@@ -40,6 +43,8 @@ if __name__ == "__main__":
     hooks: dict[str, Any] = {"hooks": oa_support.CrashHooks()}
     if "session" in sys.argv[3:]:
         hooks["session"] = oa_support.CrashingSession("support-chat", str(home() / "conversation.db"))
+    if os.environ.get("STEP_WRITER"):  # the store's helper commits the steps from the first one
+        agentspan.get_store()._writer.start(timeout=20)  # type: ignore[attr-defined]
     barrier = os.environ.get("BARRIER")
     if barrier:  # line up with a racing process: announce readiness, wait for the go
         Path(f"{barrier}.{os.getpid()}").touch()

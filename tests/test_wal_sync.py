@@ -31,7 +31,7 @@ from agentspan.stores.sqlite import SqliteStore
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
 import oa_support
-from crash_support import calls_of, lines, run_child
+from crash_support import calls_of, gone, lines, run_child
 
 FSYNC = 'getattr(os, "fdatasync", os.fsync)(fd)'
 SLOW_HELPER = wal_sync._HELPER.replace(FSYNC, f"time.sleep(0.03); {FSYNC}").replace(
@@ -71,20 +71,6 @@ def helper_up(store: SqliteStore) -> tuple[wal_sync.WalSyncer, str]:
         assert time.monotonic() < deadline, "the helper did not start"
         time.sleep(0.02)
     return syncer, run_id
-
-
-def gone(pid: int, within: float = 10.0) -> bool:
-    """Whether process ``pid`` exits (or is a zombie) within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # ---- the store ------------------------------------------------------------------------------

@@ -225,6 +225,7 @@ class AttachedRun:
         if fatal is not None:
             self.fail(fatal)
             raise fatal
+        self.active.wait_durable()  # the refusal of a step write handed off since raises here
         self._end("completed", status=RunStatus.COMPLETED, output=output)
 
     def fail(self, error: BaseException) -> None:

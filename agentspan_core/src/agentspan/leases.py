@@ -31,7 +31,8 @@ def owner_id() -> str:
 
 
 def _owner_is_dead(owner: str) -> bool:
-    """True when the owner is a process on this host that no longer exists."""
+    """True when the owner is a process on this host that no longer exists, and no step-writer
+    helper of it still commits its steps (`agentspan.stores.step_writer.still_committing`)."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host != _HOST or not pid_text.isdigit():
@@ -42,7 +43,9 @@ def _owner_is_dead(owner: str) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        from agentspan.stores.step_writer import still_committing
+
+        return not still_committing(owner)  # its last steps may still be on their way to the store
     except PermissionError:
         return False
     return False

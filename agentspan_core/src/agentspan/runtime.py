@@ -144,7 +144,7 @@ class ActiveRun(ToolSteps):
             self.strict.attach(self)
         sink = sink_of(self.run_id)
         if sink is not None:  # a streamed run: its reader gets no event ahead of the disk
-            sink.barrier = self.store.wait_durable
+            sink.barrier = self.wait_durable
         return _active.set(self)
 
     @staticmethod
@@ -167,9 +167,9 @@ class ActiveRun(ToolSteps):
         set_aside(self, key, reason)
 
     def wait_durable(self) -> None:
-        """`Store.wait_durable`: for an adapter about to hand the caller a framework event (live
-        calls through `step` wait by themselves)."""
-        self.store.wait_durable()
+        """`Store.wait_durable` of this run: for an adapter about to hand the caller a framework
+        event (live calls through `step` wait by themselves)."""
+        self.store.wait_durable(self.run_id)
 
     @property
     def events(self) -> EventSink | None:
@@ -205,7 +205,7 @@ class ActiveRun(ToolSteps):
                 recorded = None
             if recorded is not None and recorded.status is StepStatus.COMPLETED:
                 return True
-            self.store.wait_durable()  # the framework makes the call next: what it acts on is on disk first
+            self.store.wait_durable(self.run_id)  # the framework makes the call next: what it acts on is on disk first
         except AgentspanError as exc:
             self._keep_fatal(exc)
             raise
@@ -279,7 +279,7 @@ class ActiveRun(ToolSteps):
                 else:
                     self.store.start_step(step, epoch=self.epoch, durable=durable_start)
             self.journal[key] = step
-            self.store.wait_durable()  # what the live call acts on is on disk first (`Store.wait_durable`)
+            self.store.wait_durable(self.run_id)  # what the live call acts on is on disk first (`Store.wait_durable`)
         except AgentspanError as exc:
             self._keep_fatal(exc)
             raise

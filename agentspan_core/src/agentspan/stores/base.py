@@ -326,17 +326,24 @@ class Store(CheckpointContract, abc.ABC):
             ConfigurationError: ``claimant`` is empty or longer than `MAX_CLAIMANT`.
         """
 
-    def wait_durable(self) -> None:
+    def wait_durable(self, run_id: str | None = None) -> None:
         """Returns once every step write made so far is as durable as the store promises.
 
-        A store may acknowledge a step write before it is on stable storage (SQLite
-        ``durability="full"`` opened with ``defer_step_sync``: `agentspan.stores.wal_sync`); the
-        runtime calls this before it acts on a step: before each live model or tool call and
-        before handing out a streamed event. Stores whose writes are durable when they return
-        (the default) do nothing here.
+        A store may acknowledge a step write before it is on stable storage (SQLite opened with
+        ``defer_step_sync``: a helper process commits it, `agentspan.stores.step_writer`, or
+        fsyncs it, `agentspan.stores.wal_sync`); the runtime calls this before it acts on a step:
+        before each live model or tool call, before handing out a streamed event and before it
+        records the run completed. Stores whose writes are durable when they return (the
+        default) do nothing here.
+
+        Args:
+            run_id: The run whose step writes' refusals to raise (a write handed off is refused,
+                if at all, here and not where it was made).
 
         Raises:
             StoreError: The store could not make the writes durable.
+            LeaseLostError: A step write of ``run_id`` was refused: another attempt holds the run.
+            RunCancelledSignal: A step write of ``run_id`` was refused: the run was cancelled.
         """
 
     # ---- lifecycle ------------------------------------------------------------------------

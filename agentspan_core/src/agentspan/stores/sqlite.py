@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from agentspan.errors import (
+    AgentspanError,
+    AgentspanSignal,
     ConfigurationError,
     LeaseLostError,
     RunNotFound,
@@ -39,6 +41,7 @@ from agentspan.stores.sqlite_rows import (
     run_values,
 )
 from agentspan.stores.sqlite_wal import BACKSTOP_PAGES, WalCheckpointer
+from agentspan.stores.step_writer import StepWriter
 from agentspan.stores.wal_sync import WalSyncer
 
 _T = TypeVar("_T")
@@ -67,10 +70,13 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         create: Whether to create the file (and schema) when it does not exist.
         defer_start_for: Seconds a ``durable=False`` start may wait to be written together with
             its end (`agentspan.stores.deferred`); 0 writes every start at once.
-        defer_step_sync: On a ``"full"`` store, commit step writes without an fsync and have a
-            helper process fsync them; `wait_durable` waits for it (`agentspan.stores.wal_sync`).
-            Only for a caller that calls `wait_durable` before acting on a step (the runtime
-            does, before every live call); other writes stay fsynced on commit.
+        defer_step_sync: Make step writes durable off the caller's path, for a caller that calls
+            `wait_durable` before acting on a step (the runtime does, before every live call):
+            on a ``"normal"`` store a helper process commits new steps
+            (`agentspan.stores.step_writer`); on a ``"full"`` store step writes commit without
+            an fsync and a helper process fsyncs them (`agentspan.stores.wal_sync`). Every other
+            statement of the store waits for the helper first; other writes stay as durable on
+            commit as ``durability`` says.
 
     Raises:
         StoreError: The file is missing (with ``create=False``), is not a valid Agentspan
@@ -96,8 +102,16 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         self._cur = self._conn.cursor()  # reused under the lock: no cursor object per statement
         self._deferred = DeferredStarts(defer_start_for, self._write_start)
         self._wal = WalCheckpointer(self.path)
-        self._syncer = (WalSyncer(os.path.abspath(self.path) + "-wal")  # POSIX pipes and select
-                        if durability == "full" and defer_step_sync and os.name == "posix" else None)
+        deferred = defer_step_sync and os.name == "posix"  # POSIX pipes and select
+        self._syncer = WalSyncer(os.path.abspath(self.path) + "-wal") if deferred and durability == "full" else None
+        self._writer = (StepWriter(os.path.abspath(self.path), live.INSERT_STEP, busy_timeout=sql.BUSY_TIMEOUT,
+                                   autocheckpoint_pages=BACKSTOP_PAGES)
+                        if deferred and durability == "normal" else None)
+        self._refused: dict[str, AgentspanError | AgentspanSignal] = {}
+        """Run id -> why the first step write the helper handed back was refused (raised by
+        `wait_durable`)."""
+        self._counted = 0
+        """The helper's commits counted so far for the background checkpoints."""
         # `_wal` checkpoints in the background; SQLite's own checkpoint in the commit path stays
         # only as a backstop for a WAL the background thread cannot keep up with.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
@@ -109,13 +123,17 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
     def _error(self, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"Agentspan store {self.path}: {exc}")
 
-    def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False) -> _T:
+    def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False,
+            settle: bool = True) -> _T:
         """Runs ``fn`` in one ``BEGIN IMMEDIATE`` transaction, rolled back on any error.
 
         ``sync=False`` commits with ``synchronous=NORMAL`` (no fsync) on a ``"full"`` store.
         ``step``: a step write, which a ``defer_step_sync`` store commits without an fsync and
-        then asks its `WalSyncer` to make durable.
+        then asks its `WalSyncer` to make durable. ``settle``: first wait for the step writes
+        handed to the `StepWriter` (False only while writing those it handed back).
         """
+        if settle:
+            self._settle_steps()
         later = step and self._syncer is not None
         relaxed = later or not sync
         with self._lock:
@@ -150,6 +168,7 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         A single statement needs no ``BEGIN IMMEDIATE``: SQLite takes the write lock for it (and
         waits for it, with the busy timeout) and commits it on its own. ``step`` as for `_tx`.
         """
+        self._settle_steps()
         later = step and self._syncer is not None
         with self._lock:
             cur = self._cur
@@ -171,17 +190,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
                     self._syncer.covered()
             return count
 
-    def wait_durable(self) -> None:
-        """See `Store.wait_durable`: waits for the helper's fsync of the step writes so far
-        (``defer_step_sync``; otherwise every commit is already as durable as it gets).
-
-        Raises:
-            StoreError: An fsync of the WAL failed.
-        """
-        if self._syncer is not None:
-            self._syncer.wait()
-
     def _query(self, statement: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        self._settle_steps()
         with self._lock:
             try:
                 return self._cur.execute(statement, params).fetchall()
@@ -363,6 +373,11 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         """Writes the starts still held back, then closes the connection; later calls raise
         `StoreError`."""
         self._deferred.close(write=True)
+        if self._writer is not None:
+            returned = self._writer.close()
+            self._count_helper_commits()
+            for record, in_doubt in returned:
+                self._write_returned(record, in_doubt)
         if self._syncer is not None:
             self._syncer.close()
         self._wal.close()

@@ -158,11 +158,14 @@ class SqliteCheckpoints:
         _wal: WalCheckpointer
         durability: str
 
-        def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False) -> _T: ...
+        def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False,
+                settle: bool = True) -> _T: ...
         def _error(self, exc: sqlite3.Error) -> StoreError: ...
+        def _settle_steps(self) -> None: ...
 
     def _read(self, fn: Callable[[sqlite3.Cursor], _T]) -> _T:
         """Runs ``fn`` in one deferred (read) transaction: one snapshot, no write lock."""
+        self._settle_steps()
         with self._lock:
             cur = self._cur
             try:
@@ -179,6 +182,7 @@ class SqliteCheckpoints:
     def put_checkpoint(self, checkpoint: CheckpointRecord) -> None:
         """See `Store.put_checkpoint` (one statement: its own transaction)."""
         values = _checkpoint_values(checkpoint)
+        self._settle_steps()
         with self._lock:
             try:
                 self._cur.execute(PUT_CHECKPOINT, values)

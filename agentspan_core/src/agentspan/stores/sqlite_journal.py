@@ -18,11 +18,20 @@ few pages as it can:
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal, RunNotFound, StepNotFound
+from agentspan.errors import (
+    AgentspanError,
+    AgentspanSignal,
+    ConfigurationError,
+    LeaseLostError,
+    RunCancelledSignal,
+    RunNotFound,
+    StepNotFound,
+)
 from agentspan.records import Step, StepResult, StepStatus
 from agentspan.stores import sqlite_schema as sql
 from agentspan.stores.sqlite_rows import (
@@ -38,8 +47,11 @@ from agentspan.stores.sqlite_rows import (
 
 if TYPE_CHECKING:
     from agentspan.stores.deferred import DeferredStarts
+    from agentspan.stores.sqlite_wal import WalCheckpointer
+    from agentspan.stores.step_writer import StepWriter
+    from agentspan.stores.wal_sync import WalSyncer
 
-__all__ = ["RUN_SELECT", "STORE_TOTALS", "SqliteJournal"]
+__all__ = ["RUN_SELECT", "STORE_TOTALS", "SqliteJournal", "recorded_tx"]
 
 _T = TypeVar("_T")
 
@@ -118,21 +130,110 @@ def fence_refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: b
     return None
 
 
+def recorded_tx(journal: SqliteJournal, step: Step, result: StepResult, epoch: int, values: tuple[Any, ...], *,
+                in_doubt: bool = False) -> Callable[[sqlite3.Cursor], None]:
+    """The transaction of a `record_step` whose one-statement insert wrote nothing: the step with
+    an earlier unfinished attempt goes the start-then-finish way, and a refusal raises.
+
+    ``in_doubt``: the write may have been committed already (by a `StepWriter` helper that died
+    before it answered): a completed step under a fence that still holds is that commit.
+    """
+
+    def tx(cur: sqlite3.Cursor) -> None:
+        if cur.execute(INSERT_STEP, values).rowcount:
+            return
+        if in_doubt and fence_refusal(cur, step.run_id, epoch) is None and cur.execute(
+                _COMPLETED, (step.run_id, step.key)).fetchone() is not None:
+            return
+        journal._start_tx(step, epoch)(cur)
+        journal._finish_tx(step.run_id, step.key, result, epoch)(cur)
+
+    return tx
+
+
+_COMPLETED = "SELECT 1 FROM steps WHERE run_id=? AND key=? AND status='completed'"
+
+
 class SqliteJournal:
     """`Store.start_step`, `finish_step`, `record_step`, `supersede_steps` and `list_steps` of `SqliteStore`."""
 
     _deferred: DeferredStarts
+    _writer: StepWriter | None
+    _syncer: WalSyncer | None
+    _wal: WalCheckpointer
+    _lock: threading.Lock
+    _counted: int
+    _refused: dict[str, AgentspanError | AgentspanSignal]
 
     if TYPE_CHECKING:
 
-        def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False) -> _T: ...
+        def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False,
+                settle: bool = True) -> _T: ...
 
         def _query(self, statement: str, params: Any) -> list[Any]: ...
 
         def _write_one(self, statement: str, params: Sequence[Any], *, step: bool = False) -> int: ...
 
+
         durability: str
 
+    # ---- step writes handed to the helper process (`StepWriter`) ----------------------------
+    def wait_durable(self, run_id: str | None = None) -> None:
+        """See `Store.wait_durable`: waits for the helper's commits (``"normal"``) or fsyncs
+        (``"full"``) of the step writes so far (``defer_step_sync``; otherwise every commit is
+        already as durable as it gets).
+
+        Raises:
+            StoreError: An fsync of the WAL failed, or a step write of ``run_id`` failed.
+            LeaseLostError: A step write of ``run_id`` was refused: another attempt holds the run.
+            RunCancelledSignal: A step write of ``run_id`` was refused: the run was cancelled.
+        """
+        if self._writer is not None:
+            self._settle_steps()
+            if self._refused:
+                refused = self._refused.pop(run_id if run_id is not None else next(iter(self._refused)), None)
+                if refused is not None:
+                    raise refused
+        if self._syncer is not None:
+            self._syncer.wait()
+
+    def _settle_steps(self) -> None:
+        """Waits for the step writes handed to the `StepWriter` (if any are still out)."""
+        if self._writer is not None and self._writer.busy:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Waits for the step writes handed to the `StepWriter`, counts its commits, and writes
+        those it did not apply the usual way (a refusal is kept for `wait_durable`)."""
+        writer = self._writer
+        assert writer is not None
+        returned = writer.settle()
+        self._count_helper_commits()
+        for record, in_doubt in returned:
+            self._write_returned(record, in_doubt)
+
+    def _count_helper_commits(self) -> None:
+        """Counts the helper's commits since the last call for the background checkpoints."""
+        writer = self._writer
+        assert writer is not None
+        with self._lock:
+            applied = writer.applied
+            if applied > self._counted:
+                self._wal.committed(applied - self._counted)
+                self._counted = applied
+
+    def _write_returned(self, record: tuple[dict[str, Any], StepResult, int, tuple[Any, ...]],
+                        in_doubt: bool) -> None:
+        """Writes a step row the helper handed back (`record_step`'s record of it) in this thread."""
+        fields, result, epoch, values = record
+        step = Step.unchecked(**fields)
+        try:
+            self._tx(recorded_tx(self, step, result, epoch, values, in_doubt=in_doubt), step=True,
+                     settle=False)
+        except (AgentspanError, AgentspanSignal) as exc:
+            self._refused.setdefault(step.run_id, exc)
+
+    # ---- the journal ----------------------------------------------------------------------
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
         """See `Store.start_step`.
 
@@ -166,21 +267,21 @@ class SqliteJournal:
         """See `Store.record_step`: `start_step` and `finish_step` in one transaction.
 
         A new key (the usual case) is one fenced insert of the ended step; a key with an earlier
-        unfinished attempt goes the start-then-finish way.
+        unfinished attempt goes the start-then-finish way. A ``defer_step_sync`` store hands the
+        insert to its `StepWriter` and returns: `wait_durable` waits for the commit, and raises
+        its refusal.
         """
         if result.status == StepStatus.STARTED:
             raise ConfigurationError("record_step needs a 'completed' or 'failed' result")
         values = (*recorded_step_values(step, result), step.run_id, epoch)
+        writer = self._writer
+        if writer is not None and writer.send(values, (step.__dict__.copy(), result, epoch, values)):
+            if writer.applied - self._counted >= 16:  # the step is a dict copy: the runtime ends its own
+                self._count_helper_commits()
+            return
         if self._write_one(INSERT_STEP, values, step=True):
             return  # the usual case, one statement in autocommit (its own transaction)
-
-        def tx(cur: sqlite3.Cursor) -> None:
-            if cur.execute(INSERT_STEP, values).rowcount:
-                return
-            self._start_tx(step, epoch)(cur)
-            self._finish_tx(step.run_id, step.key, result, epoch)(cur)
-
-        self._tx(tx, step=True)
+        self._tx(recorded_tx(self, step, result, epoch, values), step=True)
 
     def _start_tx(self, step: Step, epoch: int) -> Callable[[sqlite3.Cursor], None]:
         values = step_values(step)

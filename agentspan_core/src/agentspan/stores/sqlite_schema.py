@@ -239,6 +239,10 @@ def _enable_wal(conn: sqlite3.Connection, *, deadline_s: float = 10.0) -> str:
             delay = min(delay * 2, 0.05)
 
 
+BUSY_TIMEOUT = 10.0
+"""Seconds a statement waits for another connection's write lock before it fails."""
+
+
 def open_database(path: str, *, durability: str, create: bool) -> sqlite3.Connection:
     """Opens (creating and migrating as allowed) an Agentspan SQLite database.
 
@@ -259,11 +263,11 @@ def open_database(path: str, *, durability: str, create: bool) -> sqlite3.Connec
         except OSError as exc:
             raise StoreError(f"cannot create the Agentspan store at {path}: {exc}") from exc
     try:
-        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the Agentspan store at {path}: {exc}") from exc
     try:
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         applied_migrations(conn, create=create, path=path)  # before WAL mode: a refused file stays as it was
         mode = _enable_wal(conn)
         if str(mode).lower() != "wal":

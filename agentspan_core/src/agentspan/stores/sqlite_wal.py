@@ -45,11 +45,12 @@ class WalCheckpointer:
         self._closed = False
         self._lock = threading.Lock()
 
-    def committed(self) -> None:
-        """Counts one commit; every ``every_commits`` commits wakes the thread. Called under the
-        store's lock, so the counter needs none of its own."""
-        self.commits += 1
-        if self.commits % self.every_commits == 0:
+    def committed(self, count: int = 1) -> None:
+        """Counts ``count`` commits; every ``every_commits`` commits wakes the thread. Called
+        under the store's lock, so the counter needs none of its own."""
+        before = self.commits
+        self.commits += count
+        if before // self.every_commits != self.commits // self.every_commits:
             self._start_once()
             self._wake.set()
 

@@ -1,0 +1,307 @@
+"""Step writes committed by a helper process (`agentspan.stores.step_writer`).
+
+A ``durability="normal"`` store opened with ``defer_step_sync`` (as `agentspan.get_store` opens it)
+hands the row of each new step to a helper process and returns; `wait_durable` (before each live
+call) and every other statement of the store wait for the helper's commit. The tests slow the
+helper down (it sleeps before each commit) so that a missing wait shows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+from agents import Agent, function_tool
+
+import agentspan
+import agentspan.config
+from agentspan import leases
+from agentspan.errors import LeaseLostError, RunCancelledSignal
+from agentspan.records import Run, RunStatus, Step, StepKind, StepResult, StepStatus, new_id
+from agentspan.stores import step_writer
+from agentspan.stores.sqlite import SqliteStore
+from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+import oa_support
+from crash_support import calls_of, gone, lines, run_child
+
+EXECUTE = "count = cur.execute(statement, params).rowcount"  # the helper's own code, changed for a test
+SLOWED = f"time.sleep(0.05); {EXECUTE}"
+SLOW_HELPER = step_writer._HELPER.replace(EXECUTE, SLOWED)
+ANSWER = "            WORD.pack_into(shared, 16, seq)\n"
+DIES_AFTER_SECOND_COMMIT = step_writer._HELPER.replace(  # commits the 2nd write, then dies unanswered
+    ANSWER, "            if seq == 2:\n                os._exit(9)\n" + ANSWER)
+assert SLOW_HELPER != step_writer._HELPER and DIES_AFTER_SECOND_COMMIT != step_writer._HELPER
+
+
+def normal_store(path: Path, helper: str | None = None) -> SqliteStore:
+    """A store whose helper is running and ready (started at once, not after a few writes)."""
+    store = SqliteStore(path, durability="normal", defer_step_sync=True)
+    writer = store._writer
+    assert writer is not None
+    if helper is not None:
+        writer.helper_code = helper
+    writer.start(timeout=20)
+    return store
+
+
+def claimed_run(store: SqliteStore) -> str:
+    run, _ = store.create_run(Run(framework="test", agent="a", input="x"))
+    store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 60)
+    return run.id
+
+
+def record(store: SqliteStore, run_id: str, index: int, *, epoch: int = 1, attempt: int = 1) -> None:
+    step = Step(run_id=run_id, key=f"tool:{index}", seq=index, kind=StepKind.TOOL, input={"i": index},
+                attempt=attempt)
+    store.record_step(step, StepResult(status=StepStatus.COMPLETED, output={"ok": index}), epoch=epoch)
+
+
+def committed_keys(path: Path, run_id: str) -> list[str]:
+    """The step keys another connection sees committed (not through the store under test)."""
+    reader = SqliteStore(path, durability="normal")
+    try:
+        return [s.key for s in reader.list_steps(run_id)]
+    finally:
+        reader.close()
+
+
+# ---- the store ------------------------------------------------------------------------------
+def test_only_a_normal_store_that_asks_for_it_hands_steps_to_a_helper(tmp_path: Path) -> None:
+    assert SqliteStore(tmp_path / "a.db", durability="normal")._writer is None  # the server's
+    assert SqliteStore(tmp_path / "b.db", durability="full", defer_step_sync=True)._writer is None
+    store = SqliteStore(tmp_path / "c.db", durability="normal", defer_step_sync=True)
+    writer = store._writer
+    assert writer is not None
+    run_id = claimed_run(store)
+    for index in range(writer.start_after):  # a process that journals a handful of calls starts no helper
+        record(store, run_id, index)
+    assert writer.helper_pid is None and writer.sent == 0
+    assert committed_keys(tmp_path / "c.db", run_id) == [f"tool:{i}" for i in range(writer.start_after)]
+    store.close()
+
+
+def test_a_step_write_returns_before_its_commit_and_every_wait_comes_after_it(tmp_path: Path) -> None:
+    store = normal_store(tmp_path / "s.db", SLOW_HELPER)
+    run_id = claimed_run(store)
+    started = time.perf_counter()
+    record(store, run_id, 0)
+    record(store, run_id, 1)
+    assert time.perf_counter() - started < 0.05  # the helper sleeps 0.05 s before each commit
+    assert committed_keys(tmp_path / "s.db", run_id) == []  # another process sees nothing yet
+    assert [s.key for s in store.list_steps(run_id)] == ["tool:0", "tool:1"]  # this store sees its writes
+    record(store, run_id, 2)
+    store.wait_durable(run_id)
+    assert committed_keys(tmp_path / "s.db", run_id) == ["tool:0", "tool:1", "tool:2"]
+    writer = store._writer
+    assert writer is not None and writer.applied == writer.sent == 3
+    helper = writer.helper_pid
+    assert helper is not None
+    store.close()
+    assert gone(helper)
+
+
+def test_a_refused_step_write_is_raised_at_the_next_wait_of_its_run(tmp_path: Path) -> None:
+    store = normal_store(tmp_path / "r.db")
+    run_id, other = claimed_run(store), claimed_run(store)
+    store.claim_run(run_id, owner="them", expected_epoch=1, lease_expires_at=time.time() + 60)  # taken over
+    record(store, run_id, 0, epoch=1)  # the old attempt's write: handed over, refused by the fence
+    record(store, other, 0)
+    store.wait_durable(other)  # another run's refusal is not this one's
+    with pytest.raises(LeaseLostError, match="epoch 2"):
+        store.wait_durable(run_id)
+    store.wait_durable(run_id)  # raised once; the attempt keeps it (`ActiveRun.fatal`)
+    assert committed_keys(tmp_path / "r.db", run_id) == [] and committed_keys(tmp_path / "r.db", other) == ["tool:0"]
+    store.cancel_run(other, reason="stop")
+    record(store, other, 1)
+    with pytest.raises(RunCancelledSignal):
+        store.wait_durable(other)
+    assert committed_keys(tmp_path / "r.db", other) == ["tool:0"]
+    store.close()
+
+
+def test_a_key_with_an_unfinished_attempt_is_finished_by_the_store(tmp_path: Path) -> None:
+    store = normal_store(tmp_path / "u.db")
+    run_id = claimed_run(store)
+    store.start_step(Step(run_id=run_id, key="tool:0", seq=0, kind=StepKind.TOOL, input={"i": 0}), epoch=1)
+    record(store, run_id, 0, attempt=2)  # the helper's insert finds the key: the store writes it itself
+    store.wait_durable(run_id)
+    (step,) = store.list_steps(run_id)
+    assert (step.status, step.output, step.attempt) == (StepStatus.COMPLETED, {"ok": 0}, 2)
+    writer = store._writer
+    assert writer is not None and (writer.sent, writer.applied) == (1, 0)
+    store.close()
+
+
+def test_a_killed_helper_gives_its_writes_back_and_none_is_lost_or_doubled(tmp_path: Path) -> None:
+    store = normal_store(tmp_path / "k.db", SLOW_HELPER)
+    writer = store._writer
+    assert writer is not None and writer.helper_pid is not None
+    run_id = claimed_run(store)
+    for index in range(4):
+        record(store, run_id, index)
+    time.sleep(0.07)  # the first is committed, the second on its way
+    os.kill(writer.helper_pid, signal.SIGKILL)
+    store.wait_durable(run_id)  # the rest written inline, the first recognised as committed
+    record(store, run_id, 4)  # no helper from now on: written inline
+    assert writer.helper_pid is None and writer.sent == 4
+    steps = store.list_steps(run_id)
+    assert [s.key for s in steps] == [f"tool:{i}" for i in range(5)]
+    assert all(s.status is StepStatus.COMPLETED for s in steps)
+    store.close()
+
+
+def test_a_write_the_helper_committed_but_never_answered_is_not_written_again(tmp_path: Path) -> None:
+    store = normal_store(tmp_path / "c.db", DIES_AFTER_SECOND_COMMIT)
+    run_id = claimed_run(store)
+    for index in range(3):
+        record(store, run_id, index)
+    store.wait_durable(run_id)  # the 2nd and 3rd come back in doubt: the 2nd is found committed
+    steps = store.list_steps(run_id)
+    assert [(s.key, s.status, s.output) for s in steps] == [
+        (f"tool:{i}", StepStatus.COMPLETED, {"ok": i}) for i in range(3)]
+    writer = store._writer
+    assert writer is not None and writer.helper_pid is None and writer.applied == 1
+    store.close()
+
+
+OWNER_SCRIPT = """
+import sys, time
+from agentspan import leases
+from agentspan.records import Run, Step, StepKind, StepResult, StepStatus
+from agentspan.stores.sqlite import SqliteStore
+from agentspan.stores import step_writer
+store = SqliteStore(sys.argv[1], durability='normal', defer_step_sync=True)
+store._writer.helper_code = step_writer._HELPER.replace(sys.argv[3], sys.argv[4])  # slowed
+store._writer.start(timeout=20)
+run, _ = store.create_run(Run(framework='t', agent='a', input='x'))
+store.claim_run(run.id, owner=leases.owner_id(), expected_epoch=0, lease_expires_at=time.time() + 60)
+for i in range(int(sys.argv[2])):
+    store.record_step(Step(run_id=run.id, key=f'k{i}', seq=i, kind=StepKind.TOOL),
+                      StepResult(status=StepStatus.COMPLETED, output=i), epoch=1)
+print(run.id, store._writer.helper_pid, flush=True)
+time.sleep(60)
+"""
+
+
+def start_owner(path: Path, steps: int) -> tuple[subprocess.Popen[str], str, int]:
+    env = dict(os.environ)
+    owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, str(path), str(steps), EXECUTE, SLOWED],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    run_id, helper = owner.stdout.readline().split()  # type: ignore[union-attr]
+    return owner, run_id, int(helper)
+
+
+def test_the_helper_commits_what_it_was_handed_when_its_owner_is_killed(tmp_path: Path) -> None:
+    owner, run_id, helper = start_owner(tmp_path / "o.db", 10)
+    owner.kill()
+    owner.wait()
+    assert committed_keys(tmp_path / "o.db", run_id) != [f"k{i}" for i in range(10)]  # 50 ms each: not yet
+    assert gone(helper)  # its stdin closed with its owner: it commits what it was handed, then exits
+    assert committed_keys(tmp_path / "o.db", run_id) == [f"k{i}" for i in range(10)]
+
+
+def test_a_dead_owner_is_not_taken_over_while_its_helper_commits(tmp_path: Path) -> None:
+    owner, run_id, helper = start_owner(tmp_path / "d.db", 10)
+    owner.kill()
+    owner.wait()
+    store = SqliteStore(tmp_path / "d.db", durability="normal")
+    run = store.get_run(run_id)
+    assert not leases.lease_is_free(run)  # the owner is dead, but what it journaled is still arriving
+    claimed = leases.claim(store, run_id, ttl=5, wait=20, poll=0.02)  # waits for the helper to finish
+    assert gone(helper, within=0.1)
+    assert claimed.lease_epoch == 2 and [s.key for s in store.list_steps(run_id)] == [f"k{i}" for i in range(10)]
+    store.close()
+
+
+# ---- the runtime ------------------------------------------------------------------------------
+def test_a_long_run_on_the_default_store_is_journaled_through_the_helper(home: Path) -> None:
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    turns = 30
+    model = ScriptedModel([ToolCall("add", {"a": i, "b": 1}) for i in range(turns)] + ["done"])
+    result = agentspan.run(Agent(name="calc", tools=[add], model=model), "add", max_turns=100)
+    assert result.final_output == "done"
+    store = agentspan.get_store()
+    assert isinstance(store, SqliteStore) and store._writer is not None
+    assert store._writer.sent > 20  # the first writes commit inline while the helper starts
+    (run,) = store.list_runs()
+    assert run.status is RunStatus.COMPLETED and run.steps == 2 * turns + 1
+    assert committed_keys(home / "agentspan.db", run.id) == [s.key for s in store.list_steps(run.id)]
+
+
+def test_each_live_call_comes_after_the_commit_of_the_steps_before_it(home: Path) -> None:
+    store = normal_store(home / "slow.db", SLOW_HELPER)
+    agentspan.configure(store=store)
+    seen: list[int] = []
+
+    def watch() -> None:
+        run = store.list_runs(limit=1)[0]
+        seen.append(len(committed_keys(home / "slow.db", run.id)))
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        watch()
+        return a + b
+
+    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4}), "7"],
+                          on_call=lambda index: watch())
+    assert agentspan.run(Agent(name="calc", tools=[add], model=model), "add").final_output == "7"
+    assert seen == [0, 1, 2, 3, 4]  # model 0, tool 0, model 1, tool 1, model 2: the steps before on disk
+    assert store._writer is not None and store._writer.applied == 5
+
+
+@pytest.mark.parametrize("cancel_at", [1, 2])  # during a model call that asks for a tool; during the last one
+def test_a_run_cancelled_during_a_call_stops_at_the_next_barrier(home: Path, cancel_at: int) -> None:
+    store = normal_store(home / "cancel.db")
+    agentspan.configure(store=store)
+    calls: list[int] = []
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        calls.append(a)
+        return a + b
+
+    def on_call(index: int) -> None:
+        if index == cancel_at:  # the call's step is handed to the helper, which the fence refuses
+            agentspan.get(store.list_runs(limit=1)[0].id).cancel(reason="enough")
+
+    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4}), "7"], on_call=on_call)
+    with pytest.raises(agentspan.errors.RunCancelledError, match="enough"):
+        agentspan.run(Agent(name="calc", tools=[add], model=model), "add")
+    assert calls == [1, 3][:cancel_at]  # no tool ran on a refused model call's answer
+    (run,) = store.list_runs()
+    assert run.status is RunStatus.CANCELLED and len(store.list_steps(run.id)) == 2 * cancel_at  # not the refused one
+
+
+# ---- crashes -------------------------------------------------------------------------------
+child = partial(run_child, str(Path(__file__).parent / "oa_child.py"))
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize(("crash_at", "calls_after", "effects"),
+                         [("lookup:after", [0, 1], 2), ("between:1", [0, 1], 1), ("model:1", [0, 1, 1], 1)])
+def test_sigkill_with_steps_in_the_helper_then_resume(child_env: dict[str, str], crash_at: str,
+                                                      calls_after: list[int], effects: int) -> None:
+    env = {**child_env, "STEP_WRITER": "1"}
+    run_id = new_id()
+    assert child(env, "start", run_id, crash_at=crash_at).returncode == -9
+    resumed = child(env, "resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"FINAL: {oa_support.FINAL}" in resumed.stdout
+    assert sorted(calls_of("m")) == calls_after and calls_of("m").count(0) == 1
+    assert len([line for line in lines("effects") if line.startswith("lookup")]) == effects
+    handle = agentspan.get(run_id)
+    assert handle.status() is agentspan.RunStatus.COMPLETED
+    assert [s.status for s in handle.steps()] == [agentspan.StepStatus.COMPLETED] * 3
