@@ -12,9 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agents import Agent, function_tool
@@ -157,6 +159,22 @@ def test_a_killed_helper_gives_its_writes_back_and_none_is_lost_or_doubled(tmp_p
     store.close()
 
 
+def test_a_helper_that_cannot_start_leaves_every_write_to_the_store(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "n.db", durability="normal", defer_step_sync=True)
+    writer = store._writer
+    assert writer is not None
+    writer.helper_code = "import sys; sys.exit(1)"  # as one that cannot open the store or its lock
+    run_id = claimed_run(store)
+    for index in range(200):
+        record(store, run_id, index)
+        if index == 20:
+            time.sleep(0.5)  # it has exited by now
+    store.wait_durable(run_id)
+    assert writer.sent == 0 and writer.helper_pid is None  # given up on: no zombie, no retry per write
+    assert len(committed_keys(tmp_path / "n.db", run_id)) == 200
+    store.close()
+
+
 def test_a_write_the_helper_committed_but_never_answered_is_not_written_again(tmp_path: Path) -> None:
     store = normal_store(tmp_path / "c.db", DIES_AFTER_SECOND_COMMIT)
     run_id = claimed_run(store)
@@ -169,6 +187,96 @@ def test_a_write_the_helper_committed_but_never_answered_is_not_written_again(tm
     writer = store._writer
     assert writer is not None and writer.helper_pid is None and writer.applied == 1
     store.close()
+
+
+PUBLISHED_BACK = "                WORD.pack_into(shared, 8, given_back)\n"
+SLOW_BETWEEN_ITS_TWO_ANSWERS = step_writer._HELPER.replace(  # a store may read between the two words
+    PUBLISHED_BACK, PUBLISHED_BACK + "                time.sleep(0.3)\n")
+assert SLOW_BETWEEN_ITS_TWO_ANSWERS != step_writer._HELPER
+
+
+def test_a_write_handed_back_is_written_though_the_store_looked_between_the_helpers_two_answers(
+        tmp_path: Path) -> None:
+    store = normal_store(tmp_path / "w.db", SLOW_BETWEEN_ITS_TWO_ANSWERS)
+    run_id = claimed_run(store)
+    store.start_step(Step(run_id=run_id, key="tool:0", seq=0, kind=StepKind.TOOL, input={"i": 0}), epoch=1)
+    record(store, run_id, 0, attempt=2)  # handed back: the key has an earlier attempt
+    time.sleep(0.1)  # the helper said "one handed back", not yet which write it answered for last
+    store.wait_durable(run_id)
+    (step,) = store.list_steps(run_id)
+    assert (step.status, step.output, step.attempt) == (StepStatus.COMPLETED, {"ok": 0}, 2)
+    store.close()
+
+
+def test_a_wait_waits_for_the_writes_another_thread_is_writing_back(tmp_path: Path) -> None:
+    store = normal_store(tmp_path / "t.db")
+    run_id = claimed_run(store)
+    write_returned = store._write_returned
+
+    def slowly(record: Any, in_doubt: bool) -> None:
+        time.sleep(0.3)  # as while SQLite's write lock is held by another process
+        write_returned(record, in_doubt)
+
+    store._write_returned = slowly  # type: ignore[method-assign]
+    store.cancel_run(run_id, reason="stop")
+    record(store, run_id, 0)  # refused by the fence: handed back
+    time.sleep(0.05)
+    heartbeat = threading.Thread(target=store.list_runs)  # another thread's statement writes it back
+    heartbeat.start()
+    time.sleep(0.1)
+    with pytest.raises(RunCancelledSignal):  # the run's wait: after the write back, with its refusal
+        store.wait_durable(run_id)
+    heartbeat.join()
+    store.close()
+
+
+def test_a_value_sqlite_cannot_bind_fails_its_own_write_only(tmp_path: Path) -> None:
+    store = normal_store(tmp_path / "v.db")
+    run_id = claimed_run(store)
+    record(store, run_id, 0)
+    step = Step(run_id=run_id, key="tool:1", seq=1, kind=StepKind.TOOL)
+    store.record_step(step, StepResult(status=StepStatus.FAILED, error="no such file: '\udcff.txt'"), epoch=1)
+    record(store, run_id, 2)
+    with pytest.raises(UnicodeEncodeError):  # what binding it inline raises, at the run's next wait
+        store.wait_durable(run_id)
+    writer = store._writer
+    assert writer is not None and writer.helper_pid is not None  # the helper lives on
+    record(store, run_id, 3)
+    store.wait_durable(run_id)
+    assert committed_keys(tmp_path / "v.db", run_id) == ["tool:0", "tool:2", "tool:3"]
+    store.close()
+
+
+def test_a_refusal_of_an_earlier_attempt_is_not_raised_in_a_later_one(tmp_path: Path) -> None:
+    store = normal_store(tmp_path / "e.db")
+    run_id = claimed_run(store)
+    store.claim_run(run_id, owner="them", expected_epoch=1, lease_expires_at=time.time() + 60)
+    record(store, run_id, 0, epoch=1)  # refused, and the attempt ends without waiting for it
+    store.list_runs()
+    store.claim_run(run_id, owner="me", expected_epoch=2, lease_expires_at=time.time() + 60)
+    record(store, run_id, 1, epoch=3)
+    store.wait_durable(run_id)  # the new attempt's own write went in: nothing to raise
+    assert committed_keys(tmp_path / "e.db", run_id) == ["tool:1"]
+    store.close()
+
+
+def test_two_stores_of_one_process_each_have_a_helper_and_a_large_row_goes_inline(tmp_path: Path) -> None:
+    # the same file twice (a store opened anew while the old one is still open): two helpers, two locks
+    first, second = normal_store(tmp_path / "a.db"), normal_store(tmp_path / "a.db")
+    owner = leases.owner_id()
+    assert first.still_writing(owner) and second.still_writing(owner)
+    run_id = claimed_run(second)
+    step = Step(run_id=run_id, key="tool:0", seq=0, kind=StepKind.TOOL)
+    second.record_step(step, StepResult(status=StepStatus.COMPLETED, output="x" * (step_writer.MAX_FRAME + 1)),
+                       epoch=1)
+    assert second._writer is not None and second._writer.sent == 0  # committed in the run's thread
+    first_helper = first._writer.helper_pid  # type: ignore[union-attr]
+    started = time.monotonic()
+    first.close()
+    assert time.monotonic() - started < 5 and first_helper is not None and gone(first_helper)
+    assert second.still_writing(owner)  # the other helper's own lock
+    second.close()
+    assert not first.still_writing(owner) and not second.still_writing(owner)
 
 
 OWNER_SCRIPT = """
@@ -191,9 +299,8 @@ time.sleep(60)
 
 
 def start_owner(path: Path, steps: int) -> tuple[subprocess.Popen[str], str, int]:
-    env = dict(os.environ)
     owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, str(path), str(steps), EXECUTE, SLOWED],
-                             stdout=subprocess.PIPE, text=True, env=env)
+                             stdout=subprocess.PIPE, text=True)
     run_id, helper = owner.stdout.readline().split()  # type: ignore[union-attr]
     return owner, run_id, int(helper)
 
@@ -213,7 +320,8 @@ def test_a_dead_owner_is_not_taken_over_while_its_helper_commits(tmp_path: Path)
     owner.wait()
     store = SqliteStore(tmp_path / "d.db", durability="normal")
     run = store.get_run(run_id)
-    assert not leases.lease_is_free(run)  # the owner is dead, but what it journaled is still arriving
+    assert not leases.lease_is_free(run, store=store)  # the owner is dead, but what it journaled is still arriving
+    assert leases.lease_is_free(run)  # (a store that is not named cannot tell)
     claimed = leases.claim(store, run_id, ttl=5, wait=20, poll=0.02)  # waits for the helper to finish
     assert gone(helper, within=0.1)
     assert claimed.lease_epoch == 2 and [s.key for s in store.list_steps(run_id)] == [f"k{i}" for i in range(10)]

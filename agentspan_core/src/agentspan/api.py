@@ -102,7 +102,7 @@ def _claimed_if_orphaned(store: Store, run: Run) -> Run | None:
     """The run holding an idempotency key, claimed by this process when it is unfinished and its
     owner is gone (as `resume` would take it); None when it ended or a live process executes it."""
     current = store.get_run(run.id)
-    if current.status.terminal or not leases.lease_is_free(current):
+    if current.status.terminal or not leases.lease_is_free(current, store=store):
         return None
     try:
         return attached.take_over(store, current, wait=0)
@@ -406,7 +406,7 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
             found = []
         unservable &= {run.id for run in found}
         for run in found:
-            if run.id in active or run.id in unservable or not leases.lease_is_free(run) or (
+            if run.id in active or run.id in unservable or not leases.lease_is_free(run, store=store) or (
                 concurrency is not None and len(active) >= concurrency
             ):
                 continue

@@ -30,9 +30,9 @@ def owner_id() -> str:
     return PROCESS_OWNER
 
 
-def _owner_is_dead(owner: str) -> bool:
-    """True when the owner is a process on this host that no longer exists, and no step-writer
-    helper of it still commits its steps (`agentspan.stores.step_writer.still_committing`)."""
+def _owner_is_dead(owner: str, store: Store | None) -> bool:
+    """True when the owner is a process on this host that no longer exists, and no helper of it
+    still writes its steps to ``store`` (`Store.still_writing`)."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host != _HOST or not pid_text.isdigit():
@@ -43,20 +43,19 @@ def _owner_is_dead(owner: str) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        from agentspan.stores.step_writer import still_committing
-
-        return not still_committing(owner)  # its last steps may still be on their way to the store
+        return store is None or not store.still_writing(owner)  # its last steps may still be on their way
     except PermissionError:
         return False
     return False
 
 
-def lease_is_free(run: Run, *, at: float | None = None) -> bool:
+def lease_is_free(run: Run, *, at: float | None = None, store: Store | None = None) -> bool:
     """Whether another process may claim the run now.
 
     True when nobody holds the lease, it expired, or its owner is a dead process on this host
-    (a SIGKILLed process is recognised at once instead of after the lease expires). A run this
-    process is executing right now is never free.
+    (a SIGKILLed process is recognised at once instead of after the lease expires) whose helper
+    no longer writes its steps to ``store`` (`Store.still_writing`; give the store the run is
+    claimed from). A run this process is executing right now is never free.
     """
     with _executing_lock:
         if run.id in _executing:
@@ -65,7 +64,7 @@ def lease_is_free(run: Run, *, at: float | None = None) -> bool:
         return True
     if run.lease_expires_at < (at if at is not None else now()):
         return True
-    return _owner_is_dead(run.lease_owner)
+    return _owner_is_dead(run.lease_owner, store)
 
 
 def claim(store: Store, run_id: str, *, ttl: float, wait: float = 0.0, poll: float = 0.1) -> Run:
@@ -78,7 +77,7 @@ def claim(store: Store, run_id: str, *, ttl: float, wait: float = 0.0, poll: flo
     deadline = time.monotonic() + wait
     while True:
         run = store.get_run(run_id)
-        if lease_is_free(run):
+        if lease_is_free(run, store=store):
             return store.claim_run(run_id, owner=owner_id(), expected_epoch=run.lease_epoch,
                                    lease_expires_at=now() + ttl)
         if time.monotonic() >= deadline:

@@ -186,6 +186,12 @@ class Store(CheckpointContract, abc.ABC):
             LeaseLostError: The epoch moved on (someone else claimed first) or the run ended.
         """
 
+    def still_writing(self, owner: str) -> bool:
+        """Whether a helper process of the lease owner ``owner`` (a process of this host that
+        died) may still write its step rows to this store: its runs are not taken over until it
+        has (`agentspan.leases`). Stores that write in the caller's process say False."""
+        return False
+
     @abc.abstractmethod
     def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
         """Extends the lease held at ``epoch``. Returns False if the epoch is stale."""

@@ -17,8 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from agentspan.errors import (
-    AgentspanError,
-    AgentspanSignal,
     ConfigurationError,
     LeaseLostError,
     RunNotFound,
@@ -41,7 +39,7 @@ from agentspan.stores.sqlite_rows import (
     run_values,
 )
 from agentspan.stores.sqlite_wal import BACKSTOP_PAGES, WalCheckpointer
-from agentspan.stores.step_writer import StepWriter
+from agentspan.stores.step_writer import StepWriter, still_committing
 from agentspan.stores.wal_sync import WalSyncer
 
 _T = TypeVar("_T")
@@ -107,9 +105,10 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         self._writer = (StepWriter(os.path.abspath(self.path), live.INSERT_STEP, busy_timeout=sql.BUSY_TIMEOUT,
                                    autocheckpoint_pages=BACKSTOP_PAGES)
                         if deferred and durability == "normal" else None)
-        self._refused: dict[str, AgentspanError | AgentspanSignal] = {}
+        self._refused: dict[str, BaseException] = {}
         """Run id -> why the first step write the helper handed back was refused (raised by
-        `wait_durable`)."""
+        `wait_durable`; forgotten when the run is claimed again)."""
+        self._settle_lock = threading.Lock()
         self._counted = 0
         """The helper's commits counted so far for the background checkpoints."""
         # `_wal` checkpoints in the background; SQLite's own checkpoint in the commit path stays
@@ -306,6 +305,7 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         """See `Store.reopen_run`."""
         status = RunStatus.PENDING if owner is None else RunStatus.RUNNING
         expires = None if owner is None else lease_expires_at
+        self._refused.pop(run_id, None)
 
         def tx(cur: sqlite3.Cursor) -> Run:
             row = cur.execute("SELECT status, options, error, updated_at FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -323,6 +323,7 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
     # ---- leases ---------------------------------------------------------------------------
     def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:
         """See `Store.claim_run`."""
+        self._refused.pop(run_id, None)  # an earlier attempt's: a new one raises its own
         params = (owner, lease_expires_at, time.time(), run_id, expected_epoch)
 
         def tx(cur: sqlite3.Cursor) -> Run:
@@ -368,16 +369,21 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         rows = self._query(statement + " ORDER BY r.id LIMIT :limit", params)
         return [run_from_row(r) for r in rows]
 
+    def still_writing(self, owner: str) -> bool:
+        """See `Store.still_writing`: a step-writer helper of ``owner`` still holds its lock file
+        (`agentspan.stores.step_writer.still_committing`)."""
+        return still_committing(owner, self.path)
+
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
         """Writes the starts still held back, then closes the connection; later calls raise
         `StoreError`."""
         self._deferred.close(write=True)
         if self._writer is not None:
-            returned = self._writer.close()
-            self._count_helper_commits()
-            for record, in_doubt in returned:
-                self._write_returned(record, in_doubt)
+            with self._settle_lock:
+                returned = self._writer.close()
+                self._count_helper_commits()
+                self._write_all_returned(returned)
         if self._syncer is not None:
             self._syncer.close()
         self._wal.close()

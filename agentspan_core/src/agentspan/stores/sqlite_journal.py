@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentspan.errors import (
-    AgentspanError,
     AgentspanSignal,
     ConfigurationError,
     LeaseLostError,
@@ -163,7 +162,8 @@ class SqliteJournal:
     _wal: WalCheckpointer
     _lock: threading.Lock
     _counted: int
-    _refused: dict[str, AgentspanError | AgentspanSignal]
+    _refused: dict[str, BaseException]
+    _settle_lock: threading.Lock
 
     if TYPE_CHECKING:
 
@@ -190,8 +190,8 @@ class SqliteJournal:
         """
         if self._writer is not None:
             self._settle_steps()
-            if self._refused:
-                refused = self._refused.pop(run_id if run_id is not None else next(iter(self._refused)), None)
+            if run_id is not None and self._refused:
+                refused = self._refused.pop(run_id, None)
                 if refused is not None:
                     raise refused
         if self._syncer is not None:
@@ -204,13 +204,23 @@ class SqliteJournal:
 
     def _settle(self) -> None:
         """Waits for the step writes handed to the `StepWriter`, counts its commits, and writes
-        those it did not apply the usual way (a refusal is kept for `wait_durable`)."""
+        those it did not apply the usual way (a refusal is kept for `wait_durable`). One thread
+        at a time: another one waits until the writes handed back are written too."""
         writer = self._writer
         assert writer is not None
-        returned = writer.settle()
-        self._count_helper_commits()
-        for record, in_doubt in returned:
-            self._write_returned(record, in_doubt)
+        with self._settle_lock:
+            returned = writer.settle()
+            self._count_helper_commits()
+            self._write_all_returned(returned)
+
+    def _write_all_returned(self, returned: list[tuple[Any, bool]]) -> None:
+        writer = self._writer
+        assert writer is not None
+        try:
+            for record, in_doubt in returned:
+                self._write_returned(record, in_doubt)
+        finally:
+            writer.written(len(returned))
 
     def _count_helper_commits(self) -> None:
         """Counts the helper's commits since the last call for the background checkpoints."""
@@ -230,7 +240,7 @@ class SqliteJournal:
         try:
             self._tx(recorded_tx(self, step, result, epoch, values, in_doubt=in_doubt), step=True,
                      settle=False)
-        except (AgentspanError, AgentspanSignal) as exc:
+        except (Exception, AgentspanSignal) as exc:  # the run's, raised at its next wait (`wait_durable`)
             self._refused.setdefault(step.run_id, exc)
 
     # ---- the journal ----------------------------------------------------------------------

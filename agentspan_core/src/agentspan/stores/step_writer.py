@@ -42,6 +42,7 @@ if it cannot start or dies, the store commits inline.
 from __future__ import annotations
 
 import collections
+import itertools
 import marshal
 import mmap
 import os
@@ -58,13 +59,17 @@ from typing import Any
 
 from agentspan.errors import StoreError
 
-__all__ = ["StepWriter", "owner_lock_path", "still_committing"]
+__all__ = ["StepWriter", "still_committing"]
 
 _WORD = struct.Struct("<q")
 _READY, _GIVEN_BACK, _ANSWERED = 0, 8, 16  # offsets of the shared words (written by the helper)
 _SHARED_SIZE = 24
 _RETURN = struct.Struct("<qi")  # a write not applied: its sequence number, its row count (-1: failed)
 _SIZE = struct.Struct("<I")
+
+MAX_FRAME = 1 << 20
+"""Bytes of the largest row handed to the helper: a larger one is committed inline (a pipe moves
+it no faster than SQLite writes it, and the run would wait on the pipe)."""
 
 HELPER_PATIENCE = 0.05
 """Seconds a wait blocks on the helper's pipe before it checks whether the helper is still alive."""
@@ -85,41 +90,54 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def owner_lock_path(owner: str) -> str | None:
-    """The file a lease owner's helper holds locked (``flock``) while it lives, or None for an
-    owner id that is not ``host:pid:nonce``."""
+_SERIALS = itertools.count(1)
+"""Numbers the helpers this process starts (one lock file each)."""
+
+
+def _lock_folder(db_path: str) -> str:
+    """Where the helpers of a database hold their lock files: beside it, so that every process
+    that opens the database sees them (whatever its temporary folder or user)."""
+    folder, name = os.path.split(os.path.abspath(db_path))
+    return os.path.join(folder, f".{name}-writers")
+
+
+def _owner_prefix(owner: str) -> str | None:
+    """``pid-nonce-`` of a lease owner id ``host:pid:nonce`` (None for another form)."""
     _host, _, rest = owner.partition(":")
     pid, _, nonce = rest.partition(":")
-    if not pid.isdigit() or not nonce.isalnum():
-        return None
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return os.path.join(tempfile.gettempdir(), f"agentspan-writers-{uid}", f"{pid}-{nonce}.lock")
+    return f"{pid}-{nonce}-" if pid.isdigit() and nonce.isalnum() else None
 
 
-def still_committing(owner: str) -> bool:
-    """Whether a helper of the (dead) lease owner ``owner`` on this host still commits its steps.
+def still_committing(owner: str, db_path: str) -> bool:
+    """Whether a helper of the (dead) lease owner ``owner`` on this host still commits its steps to
+    the database at ``db_path``.
 
     A SIGKILLed owner's steps may still be in its helper's pipe: its runs are taken over only once
     the helper has committed them (else a resumed attempt would repeat a tool call the journal
-    is about to hold, and the fence would then refuse the late row).
+    is about to hold, and the fence would then refuse the late row). Each helper holds a lock
+    file of its own (``flock``) while it lives.
     """
-    path = owner_lock_path(owner)
-    if path is None:
+    prefix = _owner_prefix(owner)
+    folder = _lock_folder(db_path)
+    if prefix is None or not os.path.isdir(folder):
         return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        import fcntl
+    import fcntl
 
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    for name in os.listdir(folder):
+        if not name.startswith(prefix):
+            continue
+        try:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
     return False
 
 
@@ -176,6 +194,11 @@ class StepWriter:
         """(sequence number, the caller's record) of each write not answered yet, in order."""
         self._returned: list[tuple[Any, bool]] = []
         """(record, in doubt) of writes the helper did not apply, for the store to write."""
+        self._in_hand = 0
+        """Writes `settle` returned that the store has not said `written` yet (they keep `busy`)."""
+        self._return_counts: dict[int, int] = {}
+        """Sequence number -> row count of each write the helper said it did not apply, until its
+        turn comes (it may say so before it publishes the sequence number as answered)."""
 
         _ALL.add(self)
 
@@ -183,7 +206,7 @@ class StepWriter:
     def busy(self) -> bool:
         """Whether writes are out or handed back: cheap (a read of the shared mapping, no lock or
         system call), for the store to call before each statement."""
-        if self._returned:
+        if self._returned or self._in_hand:
             return True
         if self.sent == self.answered:
             return False
@@ -232,6 +255,8 @@ class StepWriter:
                 frame = marshal.dumps((seq, params))
             except ValueError:  # a value marshal cannot hold: the store binds it itself
                 return False
+            if len(frame) > MAX_FRAME:
+                return False
             waiting = self._waiting
             if len(waiting) >= 64:
                 self._take_answers()  # the records of answered writes go (no system call: shared memory)
@@ -257,8 +282,14 @@ class StepWriter:
                 if self.answered >= target:
                     break
                 self._wait_for_helper()
+            self._in_hand += len(self._returned)  # before the list empties: `busy` stays true
             returned, self._returned = self._returned, []
             return returned
+
+    def written(self, count: int) -> None:
+        """Says that the store wrote ``count`` writes `settle` or `close` returned (or failed to)."""
+        with self._lock:
+            self._in_hand -= count
 
     def close(self) -> list[tuple[Any, bool]]:
         """Stops the helper once it has written what it was handed; returns what the caller must
@@ -274,6 +305,7 @@ class StepWriter:
                     self._proc.wait()
                 self._lose_helper()  # takes its last answers
             self._no_helper = True
+            self._in_hand += len(self._returned)
             returned, self._returned = self._returned, []
             return returned
 
@@ -287,12 +319,15 @@ class StepWriter:
                 os.close(fd)
         self._proc, self._shared, self._ready, self._no_helper = None, None, False, False
         self._to_helper = self._wakes = self._returns = -1
-        self.sent = self.answered = self.applied = self.offered = self._given_back = 0
-        self._waiting, self._returned = collections.deque(), []
+        self.sent = self.answered = self.applied = self.offered = self._given_back = self._in_hand = 0
+        self._waiting, self._returned, self._return_counts = collections.deque(), [], {}
 
     def _is_ready(self) -> bool:
-        if not self._ready and self._shared is not None and _WORD.unpack_from(self._shared, _READY)[0]:
-            self._ready = True
+        if not self._ready and self._shared is not None:
+            if _WORD.unpack_from(self._shared, _READY)[0]:
+                self._ready = True
+            elif self.offered % 64 == 0 and self._proc is not None and self._proc.poll() is not None:
+                self._lose_helper()  # it could not start (it exits at once): commit inline from now on
         return self._ready
 
     def _helper(self) -> bool:
@@ -303,10 +338,11 @@ class StepWriter:
             return False
         from agentspan.leases import owner_id
 
-        owner_lock = owner_lock_path(owner_id())
-        if owner_lock is None:
+        prefix = _owner_prefix(owner_id())
+        if prefix is None:
             self._no_helper = True
             return False
+        owner_lock = os.path.join(_lock_folder(self.path), f"{prefix}{next(_SERIALS)}.lock")
         shared_fd = -1
         pipes: list[int] = []
         try:
@@ -342,7 +378,7 @@ class StepWriter:
             return
         answered = _WORD.unpack_from(self._shared, _ANSWERED)[0]  # before the count: it is written after
         given_back = _WORD.unpack_from(self._shared, _GIVEN_BACK)[0]
-        returns: dict[int, int] = {}
+        returns = self._return_counts
         if given_back > self._given_back:
             needed = (given_back - self._given_back) * _RETURN.size
             data = b""
@@ -351,11 +387,11 @@ class StepWriter:
                 if not chunk:
                     break
                 data += chunk
-            returns = {seq: count for seq, count in _RETURN.iter_unpack(data[:len(data) - len(data) % _RETURN.size])}
+            returns.update(_RETURN.iter_unpack(data[:len(data) - len(data) % _RETURN.size]))
             self._given_back = given_back
         while self._waiting and self._waiting[0][0] <= answered:
             seq, record = self._waiting.popleft()
-            if seq in returns:
+            if returns.pop(seq, None) is not None:
                 self._returned.append((record, False))
             else:
                 self.applied += 1

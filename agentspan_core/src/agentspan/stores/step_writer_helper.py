@@ -45,7 +45,7 @@ def hold_owner_lock(owner_lock: str) -> None:
     """Locks the owner's file for as long as this process lives (`step_writer.still_committing`)."""
     try:
         os.makedirs(os.path.dirname(owner_lock), mode=0o700, exist_ok=True)
-        fcntl.flock(os.open(owner_lock, os.O_CREAT | os.O_RDWR, 0o600), fcntl.LOCK_EX)
+        fcntl.flock(os.open(owner_lock, os.O_CREAT | os.O_RDWR, 0o644), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         sys.exit(1)
 
@@ -55,11 +55,22 @@ def main() -> None:
     shared, returns, owner_lock = mmap.mmap(int(sys.argv[5]), 3 * WORD.size), int(sys.argv[6]), sys.argv[7]
     cur = open_database(path, timeout, pages)
     hold_owner_lock(owner_lock)
+    try:
+        serve(cur, statement, shared, returns)
+    finally:
+        try:
+            os.unlink(owner_lock)  # before the lock goes with this process
+        except OSError:
+            pass
+
+
+def serve(cur: sqlite3.Cursor, statement: str, shared: mmap.mmap, returns: int) -> None:
+    """Commits the frames of stdin until it ends."""
     os.set_blocking(0, False)
     os.set_blocking(1, False)
     given_back = 0
     WORD.pack_into(shared, 0, 1)  # ready
-    buffer, last = b"", time.monotonic()
+    buffer, last = bytearray(), time.monotonic()
     while True:
         try:
             data = os.read(0, 1 << 16)
@@ -77,14 +88,17 @@ def main() -> None:
             size = SIZE.unpack_from(buffer, at)[0]
             if len(buffer) - at - SIZE.size < size:
                 break
-            seq, params = marshal.loads(buffer[at + SIZE.size:at + SIZE.size + size])
+            seq, params = marshal.loads(memoryview(buffer)[at + SIZE.size:at + SIZE.size + size])
             at += SIZE.size + size
             try:
                 count = cur.execute(statement, params).rowcount
-            except sqlite3.Error:
+            except Exception:  # SQLite failed, or a value it cannot bind: the store writes it and raises
                 count = -1
             if count != 1:  # the store writes it itself: which one goes out before it is counted
-                os.write(returns, RETURN.pack(seq, count))
+                try:
+                    os.write(returns, RETURN.pack(seq, count))
+                except OSError:
+                    pass  # the store's process is gone: the other frames are still committed
                 given_back += 1
                 WORD.pack_into(shared, 8, given_back)
             WORD.pack_into(shared, 16, seq)
@@ -92,12 +106,8 @@ def main() -> None:
                 os.write(1, b"!")  # for a store that waits; a full pipe already says as much
             except OSError:
                 pass
-        buffer = buffer[at:]
+        del buffer[:at]
         last = time.monotonic()
-    try:
-        os.unlink(owner_lock)  # before the lock goes with this process
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":
