@@ -20,7 +20,7 @@ way in the caller's thread: the usual error, raised at the run's next wait.
 No system call on the agent's path: the helper publishes its answers in shared memory (the store
 reads a word), and while frames keep coming it polls its pipe instead of sleeping on it, so the
 store's ``write`` wakes nobody. On this VM waking a process that sleeps on a pipe costs the writer
-16-30 µs, and reading an answer from a pipe in a run about as much: with both, the helper was
+16-37 µs, and reading an answer from a pipe in a run 25-48 µs: with both, the helper was
 measured no faster than committing inline (sessions 13-15, `bench/HISTORY.md`).
 
 Why this is as safe as the commit it replaces: once ``os.write`` returned, the row is in the pipe,
