@@ -7,6 +7,8 @@ across processes (a SIGKILLed child cannot report anything itself).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agents import Agent, RunHooks, SQLiteSession, function_tool, set_tracing_disabled
@@ -14,7 +16,7 @@ from agents import Agent, RunHooks, SQLiteSession, function_tool, set_tracing_di
 import agentspan
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
-from crash_support import crash_if, log
+from crash_support import calls_of, crash_if, lines, log, run_child
 
 set_tracing_disabled(True)
 
@@ -107,3 +109,36 @@ class CrashingSession(SQLiteSession):
         await super().add_items(items)
         CrashingSession.writes += 1
         crash_if(f"session:added:{CrashingSession.writes}")
+
+
+def crash_then_resume(env: dict[str, str], crash_at: str, calls_after: list[int], effects: int) -> None:
+    """Runs the support agent in a child SIGKILLed at ``crash_at``, resumes it in another, and
+    checks the model calls made (``calls_after``), the lookups run (``effects``) and the journal."""
+    from agentspan.records import new_id
+
+    child = str(Path(__file__).parent / "oa_child.py")
+    run_id = new_id()
+    assert run_child(child, env, "start", run_id, crash_at=crash_at).returncode == -9
+    resumed = run_child(child, env, "resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"FINAL: {FINAL}" in resumed.stdout
+    assert sorted(calls_of("m")) == calls_after and calls_of("m").count(0) == 1
+    assert len([line for line in lines("effects") if line.startswith("lookup")]) == effects
+    handle = agentspan.get(run_id)
+    assert handle.status() is agentspan.RunStatus.COMPLETED
+    assert [s.status for s in handle.steps()] == [agentspan.StepStatus.COMPLETED] * 3
+
+
+def run_watched_adds(watch: Callable[[], None]) -> str:
+    """``agentspan.run`` of a calculator (model, add, model, add, model) that calls ``watch`` at
+    each of its five calls as it is made live; returns the final output."""
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        watch()
+        return a + b
+
+    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4}), "7"],
+                          on_call=lambda index: watch())
+    return agentspan.run(Agent(name="calc", tools=[add], model=model), "add").final_output

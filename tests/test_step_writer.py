@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,13 @@ import agentspan
 import agentspan.config
 from agentspan import leases
 from agentspan.errors import LeaseLostError, RunCancelledSignal
-from agentspan.records import Run, RunStatus, Step, StepKind, StepResult, StepStatus, new_id
+from agentspan.records import Run, RunStatus, Step, StepKind, StepResult, StepStatus
 from agentspan.stores import step_writer
 from agentspan.stores.sqlite import SqliteStore
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
 import oa_support
-from crash_support import calls_of, gone, lines, run_child
+from crash_support import gone
 
 EXECUTE = "count = cur.execute(statement, params).rowcount"  # the helper's own code, changed for a test
 SLOWED = f"time.sleep(0.05); {EXECUTE}"
@@ -352,19 +351,14 @@ def test_each_live_call_comes_after_the_commit_of_the_steps_before_it(home: Path
     agentspan.configure(store=store)
     seen: list[int] = []
 
-    def watch() -> None:
-        run = store.list_runs(limit=1)[0]
-        seen.append(len(committed_keys(home / "slow.db", run.id)))
+    def watch() -> None:  # through another connection: the store's own reads wait for the helper
+        reader = SqliteStore(home / "slow.db", durability="normal")
+        try:
+            seen.append(len(reader.list_steps(reader.list_runs(limit=1)[0].id)))
+        finally:
+            reader.close()
 
-    @function_tool
-    def add(a: int, b: int) -> int:
-        """Add two numbers."""
-        watch()
-        return a + b
-
-    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4}), "7"],
-                          on_call=lambda index: watch())
-    assert agentspan.run(Agent(name="calc", tools=[add], model=model), "add").final_output == "7"
+    assert oa_support.run_watched_adds(watch) == "7"
     assert seen == [0, 1, 2, 3, 4]  # model 0, tool 0, model 1, tool 1, model 2: the steps before on disk
     assert store._writer is not None and store._writer.applied == 5
 
@@ -394,22 +388,9 @@ def test_a_run_cancelled_during_a_call_stops_at_the_next_barrier(home: Path, can
 
 
 # ---- crashes -------------------------------------------------------------------------------
-child = partial(run_child, str(Path(__file__).parent / "oa_child.py"))
-
-
 @pytest.mark.crash
 @pytest.mark.parametrize(("crash_at", "calls_after", "effects"),
                          [("lookup:after", [0, 1], 2), ("between:1", [0, 1], 1), ("model:1", [0, 1, 1], 1)])
 def test_sigkill_with_steps_in_the_helper_then_resume(child_env: dict[str, str], crash_at: str,
                                                       calls_after: list[int], effects: int) -> None:
-    env = {**child_env, "STEP_WRITER": "1"}
-    run_id = new_id()
-    assert child(env, "start", run_id, crash_at=crash_at).returncode == -9
-    resumed = child(env, "resume", run_id)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"FINAL: {oa_support.FINAL}" in resumed.stdout
-    assert sorted(calls_of("m")) == calls_after and calls_of("m").count(0) == 1
-    assert len([line for line in lines("effects") if line.startswith("lookup")]) == effects
-    handle = agentspan.get(run_id)
-    assert handle.status() is agentspan.RunStatus.COMPLETED
-    assert [s.status for s in handle.steps()] == [agentspan.StepStatus.COMPLETED] * 3
+    oa_support.crash_then_resume({**child_env, "STEP_WRITER": "1"}, crash_at, calls_after, effects)

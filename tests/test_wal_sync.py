@@ -25,13 +25,13 @@ from agents import Agent, function_tool
 import agentspan
 import agentspan.config
 from agentspan.errors import StoreError
-from agentspan.records import Run, RunStatus, Step, StepKind, StepResult, StepStatus, new_id
+from agentspan.records import Run, RunStatus, Step, StepKind, StepResult, StepStatus
 from agentspan.stores import wal_sync
 from agentspan.stores.sqlite import SqliteStore
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
 import oa_support
-from crash_support import calls_of, gone, lines, run_child
+from crash_support import gone
 
 FSYNC = 'getattr(os, "fdatasync", os.fsync)(fd)'
 SLOW_HELPER = wal_sync._HELPER.replace(FSYNC, f"time.sleep(0.03); {FSYNC}").replace(
@@ -209,16 +209,7 @@ def test_each_live_call_comes_after_the_fsync_of_the_steps_before_it(slow_full_s
     seen: list[tuple[int, int]] = []
     watch = partial(synced_now, slow_full_store, seen)
 
-    @function_tool
-    def add(a: int, b: int) -> int:
-        """Add two numbers."""
-        watch()
-        return a + b
-
-    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4}), "7"],
-                          on_call=lambda index: watch())
-    result = agentspan.run(Agent(name="calc", tools=[add], model=model), "add")
-    assert result.final_output == "7"
+    assert oa_support.run_watched_adds(watch) == "7"
     # model 0, tool 0, model 1, tool 1, model 2: each saw every step before it written and fsynced
     assert seen == [(1 + n, 1 + n) for n in range(5)]
 
@@ -272,22 +263,9 @@ def test_the_adk_plugin_hands_the_caller_no_event_ahead_of_the_disk(slow_full_st
 
 
 # ---- crashes -------------------------------------------------------------------------------
-child = partial(run_child, str(Path(__file__).parent / "oa_child.py"))
-
-
 @pytest.mark.crash
 @pytest.mark.parametrize(("crash_at", "calls_after", "effects"),
                          [("lookup:after", [0, 1], 2), ("between:1", [0, 1], 1)])
 def test_sigkill_on_a_full_store_then_resume(child_env: dict[str, str], crash_at: str, calls_after: list[int],
                                              effects: int) -> None:
-    env = {**child_env, "AGENTSPAN_DURABILITY": "full"}
-    run_id = new_id()
-    assert child(env, "start", run_id, crash_at=crash_at).returncode == -9
-    resumed = child(env, "resume", run_id)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"FINAL: {oa_support.FINAL}" in resumed.stdout
-    assert sorted(calls_of("m")) == calls_after and calls_of("m").count(0) == 1
-    assert len([line for line in lines("effects") if line.startswith("lookup")]) == effects
-    handle = agentspan.get(run_id)
-    assert handle.status() is agentspan.RunStatus.COMPLETED
-    assert [s.status for s in handle.steps()] == [agentspan.StepStatus.COMPLETED] * 3
+    oa_support.crash_then_resume({**child_env, "AGENTSPAN_DURABILITY": "full"}, crash_at, calls_after, effects)
