@@ -420,6 +420,7 @@ class StepWriter:
         """The helper is gone: every write it did not answer goes back to the caller, in doubt."""
         self._returned.extend((record, True) for _, record in self._waiting)
         self._waiting.clear()
+        self._return_counts.clear()
         self.answered = self.sent
 
     def _lose_helper(self) -> None:
