@@ -174,7 +174,6 @@ class SqliteJournal:
 
         def _write_one(self, statement: str, params: Sequence[Any], *, step: bool = False) -> int: ...
 
-
         durability: str
 
     # ---- step writes handed to the helper process (`StepWriter`) ----------------------------

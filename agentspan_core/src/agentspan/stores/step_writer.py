@@ -196,9 +196,9 @@ class StepWriter:
         """(record, in doubt) of writes the helper did not apply, for the store to write."""
         self._in_hand = 0
         """Writes `settle` returned that the store has not said `written` yet (they keep `busy`)."""
-        self._return_counts: dict[int, int] = {}
-        """Sequence number -> row count of each write the helper said it did not apply, until its
-        turn comes (it may say so before it publishes the sequence number as answered)."""
+        self._not_applied: set[int] = set()
+        """Sequence numbers of the writes the helper said it did not apply, until their turn comes
+        (it says so before it publishes them as answered)."""
 
         _ALL.add(self)
 
@@ -320,7 +320,7 @@ class StepWriter:
         self._proc, self._shared, self._ready, self._no_helper = None, None, False, False
         self._to_helper = self._wakes = self._returns = -1
         self.sent = self.answered = self.applied = self.offered = self._given_back = self._in_hand = 0
-        self._waiting, self._returned, self._return_counts = collections.deque(), [], {}
+        self._waiting, self._returned, self._not_applied = collections.deque(), [], set()
 
     def _is_ready(self) -> bool:
         if not self._ready and self._shared is not None:
@@ -378,7 +378,7 @@ class StepWriter:
             return
         answered = _WORD.unpack_from(self._shared, _ANSWERED)[0]  # before the count: it is written after
         given_back = _WORD.unpack_from(self._shared, _GIVEN_BACK)[0]
-        returns = self._return_counts
+        not_applied = self._not_applied
         if given_back > self._given_back:
             needed = (given_back - self._given_back) * _RETURN.size
             data = b""
@@ -387,11 +387,12 @@ class StepWriter:
                 if not chunk:
                     break
                 data += chunk
-            returns.update(_RETURN.iter_unpack(data[:len(data) - len(data) % _RETURN.size]))
+            not_applied.update(seq for seq, _count in _RETURN.iter_unpack(data[:len(data) - len(data) % _RETURN.size]))
             self._given_back = given_back
         while self._waiting and self._waiting[0][0] <= answered:
             seq, record = self._waiting.popleft()
-            if returns.pop(seq, None) is not None:
+            if seq in not_applied:
+                not_applied.discard(seq)
                 self._returned.append((record, False))
             else:
                 self.applied += 1
@@ -420,7 +421,7 @@ class StepWriter:
         """The helper is gone: every write it did not answer goes back to the caller, in doubt."""
         self._returned.extend((record, True) for _, record in self._waiting)
         self._waiting.clear()
-        self._return_counts.clear()
+        self._not_applied.clear()
         self.answered = self.sent
 
     def _lose_helper(self) -> None:
