@@ -204,14 +204,16 @@ def test_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
     assert store._wal._thread is not None and not store._wal._thread.is_alive()
 
 
-def test_wal_is_rewound_under_a_steady_stream_of_commits() -> None:
-    """The background checkpoint catches up with commits made while it ran, so the WAL starts
-    over from its beginning instead of growing towards the backstop (appending costs more).
+def test_wal_stays_small_under_a_steady_stream_of_commits() -> None:
+    """The background checkpoint keeps up with a busy run's commits, so the WAL stays far below
+    the backstop (1,200 commits write ~3,000 frames: with no checkpoint the WAL holds them all).
 
     On tmpfs (``/dev/shm``): a checkpoint fsyncs the database file, and on a disk shared with
-    other work (the rest of the suite) one fsync can outlast hundreds of commits, so that no
-    checkpoint logic catches up with the stream (measured on this VM's disk under another
-    process's fsyncs: 3,000-4,600 frames). That is the disk's speed, not what this test is about.
+    other work (the rest of the suite) one fsync can outlast hundreds of commits (measured on this
+    VM's disk under another process's fsyncs: 3,000-4,600 frames). That is the disk's speed, not
+    what this test is about. Whether one wake-up catches up with the commits made while it ran is
+    `test_one_checkpoint_wake_up_catches_up_with_frames_the_first_checkpoint_left`: here a scheduler's
+    hiccup under a loaded suite leaves a wake-up behind now and then (428 frames seen in CI).
     """
     shm = Path("/dev/shm")
     if not (shm.is_dir() and os.access(shm, os.W_OK)):
@@ -227,14 +229,69 @@ def test_wal_is_rewound_under_a_steady_stream_of_commits() -> None:
                               StepResult(status=StepStatus.COMPLETED, output=i), epoch=1)
             time.sleep(0.001)
         frames = (folder / "steady.db-wal").stat().st_size // (4096 + 24)
-        # 50 commits write ~125 frames: a WAL that is rewound stays within two intervals' worth
-        # (249-261 measured, also with two busy processes and another's fsyncs); with a single
-        # checkpoint per wake-up (no catch-up) it measured 477-5,227.
-        assert frames < 400, frames
+        # 50 commits write ~125 frames: 243-465 measured with and without a loaded machine
+        assert frames < 1000, frames
         assert len(store.list_steps(run.id)) == 1200
         store.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wal_rewinds(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time it rewinds the WAL."""
+    return int.from_bytes(wal.read_bytes()[12:16], "big")
+
+
+def test_one_checkpoint_wake_up_catches_up_with_frames_the_first_checkpoint_left(
+        tmp_path: Path) -> None:
+    """SQLite rewinds the WAL only once a checkpoint has copied all of it. Frames a checkpoint
+    leaves over (committed while it ran; here, past a reader's snapshot) are copied by another
+    checkpoint in the same wake-up, so the next commit writes at the WAL's start instead of
+    appending (one checkpoint per wake-up lets the WAL grow towards the backstop under a steady
+    stream of commits: 477-5,227 frames measured where two wake-ups' worth is ~250)."""
+    path = tmp_path / "catch-up.db"
+    store = SqliteStore(path)
+    run, _ = store.create_run(make_run())
+    store.claim_run(run.id, owner="me", expected_epoch=0, lease_expires_at=time.time() + 60)
+    commits = iter(range(1000))
+
+    def commit() -> None:
+        i = next(commits)
+        store.record_step(make_step(run.id, f"s{i}", i, input={"pad": "x" * 2000}),
+                          StepResult(status=StepStatus.COMPLETED, output=i), epoch=1)
+
+    for _ in range(20):
+        commit()
+    reader = sqlite3.connect(str(path), isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM steps").fetchone()  # pins the WAL's frames so far
+    commit()
+    commit()
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    results: list[tuple[int, int, int]] = []
+
+    class ReaderEndsAfterTheFirstCheckpoint:
+        """The checkpointer's connection: the reader ends once the first checkpoint has run."""
+
+        def execute(self, sql: str) -> ReaderEndsAfterTheFirstCheckpoint:
+            results.append(conn.execute(sql).fetchone())
+            if reader.in_transaction:
+                reader.execute("COMMIT")
+            return self
+
+        def fetchone(self) -> tuple[int, int, int]:
+            return results[-1]
+
+    wal = tmp_path / "catch-up.db-wal"
+    before = _wal_rewinds(wal)
+    store._wal._catch_up(ReaderEndsAfterTheFirstCheckpoint())  # type: ignore[arg-type]
+    assert results[0][2] < results[0][1], results  # the first one left frames over
+    commit()
+    assert _wal_rewinds(wal) == before + 1, results
+    assert len(store.list_steps(run.id)) == 23
+    for connection in (conn, reader):
+        connection.close()
+    store.close()
 
 
 def test_step_writes_bind_plain_text_for_enum_fields() -> None:
