@@ -415,7 +415,7 @@ def test_settings_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monke
     # `agentspan server start` refuses to start on an incomplete configuration.
     import uvicorn
 
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server started"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("the server started"))
     for name in ("AGENTSPAN_SLACK_BOT_TOKEN", "AGENTSPAN_SLACK_SIGNING_SECRET", "AGENTSPAN_SLACK_API_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AGENTSPAN_SLACK_CHANNEL", CHANNEL)

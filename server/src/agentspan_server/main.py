@@ -3,8 +3,10 @@ uvicorn."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import socket
 from urllib.parse import urlsplit, urlunsplit
 
 from agentspan.config import settings
@@ -103,7 +105,7 @@ def serve(
 
     Raises:
         ConfigurationError: Bad keys, a non-loopback host without keys, incomplete Slack settings,
-            or a bad ``db``.
+            a bad ``db``, or an address that cannot be bound (a port in use).
         StoreError: The store cannot be opened.
     """
     import uvicorn
@@ -125,7 +127,31 @@ def serve(
         auth = f"auth on ({len(keys)} API key{'s' if len(keys) != 1 else ''})" if keys else "no API keys: loopback only"
         if slack is not None:
             auth += f"; Slack approvals in channel {slack.channel}"
+        sock = listening_socket(host, port)  # bound before it says so: a port in use is an error, not a line
         print(f"agentspan server listening on http://{shown_host}:{port} (store: {described}; {auth})", flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        with sock, contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
         store.close()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening (as uvicorn binds one).
+
+    Raises:
+        ConfigurationError: The address cannot be bound (in use, not this machine's, not allowed).
+    """
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
