@@ -533,6 +533,9 @@ def test_refused_calls_raise_clear_errors_and_change_nothing():
     for option in ("run_id", "session_id", "idempotency_key"):
         with pytest.raises(ConfigurationError, match=f"{option} must be a non-empty str, not ''"):
             agentspan.start(agent_with(["done"], []), "x", **{option: ""})
+    for dots in (".", ".."):  # a URL resolves /runs/.. to /: the server and the UI could not reach it
+        with pytest.raises(ConfigurationError, match=f"run_id '{dots}' cannot name a run"):
+            agentspan.start(agent_with(["done"], []), "x", run_id=dots)
     assert agentspan.get_store().get_run(handle.id) == before and len(agentspan.get_store().list_runs()) == 1
 
 

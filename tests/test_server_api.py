@@ -349,6 +349,8 @@ def test_invalid_values_are_422_naming_the_field(client: httpx.Client, store: Sq
     assert "body.agent" in fields(client.post("/api/runs", json={"framework": "x"}))
     assert "body.surprise" in fields(client.post("/api/runs", json={**new_run(), "surprise": 1}))
     assert "body.id" in fields(client.post("/api/runs", json={**new_run(), "id": ""}))  # a run nothing could reach
+    for dots in (".", ".."):  # /api/runs/.. is /api: no request could reach it either
+        assert "body.id" in fields(client.post("/api/runs", json={**new_run(), "id": dots}))
     assert "body.step.key" in fields(
         client.post("/api/runs/r/steps/start", json={"step": {**step_json("r", "k", 0), "key": ""}, "epoch": 1}))
     assert "body.epoch" in fields(client.patch("/api/runs/r", json={"epoch": "one"}))

@@ -410,6 +410,21 @@ def failed_run(store: SqliteStore, **fields: Any) -> Run:
     return store.update_run(run.id, epoch=1, status=RunStatus.FAILED, error="ConnectionError: down", release_lease=True)
 
 
+@pytest.mark.parametrize("text", ["é" * 1000, "承認を拒否しました。" * 200, "🙂" * 700, '"\\\n' * 900, "x" * 5000,
+                                  "短いメッセージ"])
+def test_a_flash_message_of_any_script_and_length_fits_in_its_token(text: str) -> None:
+    """A flash token is read back only up to `_MAX_TOKEN` characters: ``\\uXXXX`` escapes of a long
+    non-ASCII message once made it too long, and the message was silently not shown."""
+    signer = Signer()
+    token = signer.flash("error", text)
+    shown = signer.read_flash(token)
+    assert shown is not None and shown[0] == "error", len(token)
+    if len(text) < 100:
+        assert shown[1] == text
+    else:
+        assert shown[1].endswith("…") and text.startswith(shown[1][:-1]) and len(shown[1]) > 200
+
+
 def test_retry_a_failed_run_from_the_browser(store: SqliteStore, page: Page) -> None:
     run = failed_run(store, agent=SCRIPT)
     done = finished_run(store)

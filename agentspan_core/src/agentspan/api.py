@@ -23,7 +23,7 @@ from agentspan.errors import (
     ServerUnreachable,
 )
 from agentspan.handle import Handle
-from agentspan.records import Run, RunStatus, now
+from agentspan.records import UNADDRESSABLE_IDS, Run, RunStatus, now
 from agentspan.stores.base import Store, call_store
 
 log = logging.getLogger("agentspan")
@@ -35,6 +35,9 @@ def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any],
     for name, value in (("run_id", run_id), ("session_id", session_id), ("idempotency_key", idempotency_key)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigurationError(f"{name} must be a non-empty str, not {value!r}")
+    if run_id in UNADDRESSABLE_IDS:
+        raise ConfigurationError(f"run_id {run_id!r} cannot name a run: a URL resolves it as a dot segment, so "
+                                 "the server and the web UI could not address the run")
     stored = divergence.run_options(adapter.encode_options(options), divergence.check_policy(on_divergence))
     run = attached.new_run(framework=adapter.framework, agent=agent_name or adapter.agent_name(target),
                            input=adapter.encode_input(input), options=stored,

@@ -22,6 +22,11 @@ def new_id() -> str:
     return str(uuid7())
 
 
+UNADDRESSABLE_IDS = frozenset({".", ".."})
+"""Ids a URL path cannot hold: HTTP clients and browsers resolve ``/runs/..`` as a dot segment (to
+``/``), so neither the server's API nor the web UI could reach such a run."""
+
+
 def now() -> float:
     """Returns the current wall-clock time in seconds since the epoch."""
     return time.time()

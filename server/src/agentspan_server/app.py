@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from agentspan import errors
-from agentspan.records import CheckpointRecord, Run, RunStatus
+from agentspan.records import UNADDRESSABLE_IDS, CheckpointRecord, Run, RunStatus
 from agentspan.stores.base import Store
 from agentspan.wire import (
     API_PREFIX,
@@ -62,7 +62,7 @@ from agentspan_server.hot_path import HotEndpoint, HotPathMiddleware
 from agentspan_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from agentspan_server.middleware import BodyLimitMiddleware, LoopbackHostMiddleware, RawPathMiddleware
 from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
-from agentspan_server.problems import ProblemError, install_problem_handlers, new_problem
+from agentspan_server.problems import ProblemError, input_issue, install_problem_handlers, invalid_input, new_problem
 from agentspan_server.retention_routes import RUN_DELETIONS, add_retention_routes
 from agentspan_server.slack import INTERACTIONS_PATH, SlackSettings, exempt_interactions, install_slack
 from agentspan_server.ui import install_ui, is_ui_path
@@ -165,6 +165,9 @@ def create_app(
                          **responses(*COMMON, *BODY)})  # fmt: skip
     async def create_run(run: Run) -> Response:
         """`Store.create_run`: 201 when inserted, 200 when the idempotency key already exists."""
+        if run.id in UNADDRESSABLE_IDS:
+            raise invalid_input([input_issue(("body", "id"), "cannot be '.' or '..': a URL resolves it as a dot "
+                                             "segment, so no request could address the run", "value_error")])
         created, inserted = await call(store.create_run, checked_body(run))
         return json_response(CreatedRun(run=created, created=inserted), 201 if inserted else 200)
 

@@ -36,6 +36,8 @@ FLASH_TTL = 120.0
 MAX_NAME = 80
 """Longest display name kept in a session."""
 _MAX_TOKEN = 2048
+_MAX_FLASH_PAYLOAD = (_MAX_TOKEN - 44) * 3 // 4
+"""Bytes of a flash message's claims that sign into a token `unsign` accepts (base64 and a MAC)."""
 _DECIDERS: frozenset[str] = frozenset({"approver", "admin"})
 
 
@@ -157,9 +159,16 @@ class Signer:
 
     # ---- flash messages -------------------------------------------------------------------------
     def flash(self, kind: str, text: str) -> str:
-        """A signed one-shot message (``ok`` or ``error``) for the next page shown."""
-        claims = {"k": kind, "t": text[:1000], "e": round(time.time() + FLASH_TTL, 3)}
-        return self.sign("flash", json.dumps(claims, separators=(",", ":")).encode("utf-8"))
+        """A signed one-shot message (``ok`` or ``error``) for the next page shown; a text too long
+        for a token (`_MAX_TOKEN` characters, whatever its script) is cut, with an ellipsis."""
+        expires_at = round(time.time() + FLASH_TTL, 3)
+        shown = text
+        while True:
+            claims = {"k": kind, "t": shown, "e": expires_at}
+            payload = json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            if len(payload) <= _MAX_FLASH_PAYLOAD:
+                return self.sign("flash", payload)
+            shown = shown[:len(shown) * 3 // 4 - 1] + "…"
 
     def read_flash(self, token: str | None) -> tuple[str, str] | None:
         """Returns ``(kind, text)`` of a flash token, or None when absent, forged or stale."""
