@@ -2,8 +2,8 @@
 
 `install_ui` adds server-rendered pages (Jinja2, autoescaped, no JavaScript) to the app, outside
 its OpenAPI document: ``/ui/runs``, ``/ui/runs/{run_id}``, ``/ui/approvals``, the approve/reject
-and retry form posts, and login/logout when the app has API keys. Pages read the store directly; a decision
-goes through `agentspan.approvals.decide_by_id`, as the CLI's ``approve``/``reject`` do.
+and retry form posts, and login/logout (`login_routes`) when the app has API keys. Pages read the
+store directly; a decision goes through `agentspan.approvals.decide_by_id`, as the CLI's ``approve``/``reject`` do.
 
 Access: with API keys, every page needs a session (`session.Signer`, logged in with a key at
 ``/ui/login``) and deciding (or retrying a failed run, `run_actions`) needs the ``approver`` or
@@ -15,7 +15,6 @@ loopback name (no DNS rebinding). Every form post carries a CSRF token either wa
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +31,7 @@ from agentspan.records import Approval, ApprovalStatus, RunStatus
 from agentspan.stores.base import Store
 from agentspan.stores.reopening import retries_of
 from agentspan_server.auth import KeyRing
+from agentspan_server.ui.login_routes import login, login_page, logout
 from agentspan_server.ui.render import (
     HERE,
     UiHeadersMiddleware,
@@ -48,11 +48,9 @@ from agentspan_server.ui.run_actions import cancel_run, retry_run
 from agentspan_server.ui.session import (
     FLASH_COOKIE,
     FLASH_TTL,
-    LOGIN_COOKIE,
     MAX_NAME,
     OPEN_SESSION,
     SESSION_COOKIE,
-    SESSION_TTL,
     Session,
     Signer,
 )
@@ -237,69 +235,6 @@ class WebUi:
             return RedirectResponse("/ui/runs", status_code=303)
         return self.page(request, lambda s: self.error(request, s, 404, "Not found", "There is no such page."))
 
-    # ---- login --------------------------------------------------------------------------------
-    def _login_form(self, request: Request, *, next_url: str, error: str | None = None, code: int = 200) -> Response:
-        nonce = secrets.token_urlsafe(18)  # per visitor: a login CSRF needs the victim's own form
-        response = self.render(
-            request,
-            "login.html",
-            session=None,
-            code=code,
-            error=error,
-            next=next_url,
-            login_csrf=self.signer.csrf(f"login:{nonce}"),
-        )
-        response.set_cookie(LOGIN_COOKIE, nonce, max_age=int(SESSION_TTL), path="/ui/login",
-                            secure=request.url.scheme == "https", httponly=True, samesite="strict")
-        return response
-
-    def login_page(self, request: Request) -> Response:
-        """``GET /ui/login``: the login form (straight to the runs when not needed)."""
-        next_url = safe_next(request.query_params.get("next"), "/ui/runs")
-        if self.keys is None or self.signer.session(request.cookies.get(SESSION_COOKIE)) is not None:
-            return RedirectResponse(next_url, status_code=303)
-        return self._login_form(request, next_url=next_url)
-
-    async def login(self, request: Request) -> Response:
-        """``POST /ui/login``: checks the key, sets the session cookie (never the key)."""
-        if self.keys is None:
-            return RedirectResponse("/ui/runs", status_code=303)
-        form = await read_form(request)
-        nonce = request.cookies.get(LOGIN_COOKIE)
-        if form is None or not nonce or not self.signer.csrf_ok(f"login:{nonce}", form.get("csrf")):
-            return self.error(request, None, 403, "Forbidden", "The login form expired; reload it and try again.")
-        next_url = safe_next(form.get("next"), "/ui/runs")
-        key = form.get("key", "")
-        role = self.keys.role_of(key) if key else None
-        if role is None:
-            log.info("web UI: failed login from %s", request.client.host if request.client else "?")
-            return self._login_form(request, next_url=next_url, error="That API key is not valid.", code=401)
-        name = " ".join("".join(c for c in form.get("name", "") if c.isprintable()).split())[:MAX_NAME]
-        response = RedirectResponse(next_url, status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE,
-            self.signer.issue(role, name or None),
-            max_age=int(SESSION_TTL),
-            path="/",
-            secure=request.url.scheme == "https",
-            httponly=True,
-            samesite="strict",
-        )
-        response.delete_cookie(LOGIN_COOKIE, path="/ui/login", httponly=True, samesite="strict")
-        return response
-
-    async def logout(self, request: Request) -> Response:
-        """``POST /ui/logout``: ends the session (CSRF-checked) and clears its cookie."""
-        form = await read_form(request) or {}
-        session = self.signer.session(request.cookies.get(SESSION_COOKIE)) if self.keys is not None else None
-        if session is not None:
-            if not self.signer.csrf_ok(session.nonce, form.get("csrf")):
-                return self.error(request, session, 403, "Forbidden", "The form's security token is missing or wrong.")
-            self.signer.revoke(session)
-        response = RedirectResponse("/ui/login" if self.keys is not None else "/ui/runs", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
-        return response
-
     # ---- decisions ----------------------------------------------------------------------------
     async def deciding_post(self, request: Request, what: str) -> tuple[Session, dict[str, str]] | Response:
         """A form post that needs a decider, checked: the session (`guard`), the form, its CSRF token
@@ -394,9 +329,19 @@ def install_ui(app: FastAPI, store: Store, keys: KeyRing | None) -> WebUi:
 
     add("/", home, "GET")
     add("/ui", home, "GET")
-    add("/ui/login", ui.login_page, "GET")
-    add("/ui/login", ui.login, "POST")
-    add("/ui/logout", ui.logout, "POST")
+
+    def login_form(request: Request) -> Response:
+        return login_page(ui, request)
+
+    async def log_in(request: Request) -> Response:
+        return await login(ui, request)
+
+    async def log_out(request: Request) -> Response:
+        return await logout(ui, request)
+
+    add("/ui/login", login_form, "GET")
+    add("/ui/login", log_in, "POST")
+    add("/ui/logout", log_out, "POST")
     add("/ui/runs", ui.runs_page, "GET")
     add("/ui/runs/{run_id}", ui.run_page, "GET")
 
