@@ -41,9 +41,9 @@ DIES_AFTER_SECOND_COMMIT = step_writer._HELPER.replace(  # commits the 2nd write
 assert SLOW_HELPER != step_writer._HELPER and DIES_AFTER_SECOND_COMMIT != step_writer._HELPER
 
 
-def normal_store(path: Path, helper: str | None = None) -> SqliteStore:
+def normal_store(path: Path, helper: str | None = None, durability: str = "normal") -> SqliteStore:
     """A store whose helper is running and ready (started at once, not after a few writes)."""
-    store = SqliteStore(path, durability="normal", defer_step_sync=True)
+    store = SqliteStore(path, durability=durability, defer_step_sync=True)  # type: ignore[arg-type]
     writer = store._writer
     assert writer is not None
     if helper is not None:
@@ -74,9 +74,9 @@ def committed_keys(path: Path, run_id: str) -> list[str]:
 
 
 # ---- the store ------------------------------------------------------------------------------
-def test_only_a_normal_store_that_asks_for_it_hands_steps_to_a_helper(tmp_path: Path) -> None:
+def test_only_a_store_that_asks_for_it_hands_steps_to_a_helper(tmp_path: Path) -> None:
     assert SqliteStore(tmp_path / "a.db", durability="normal")._writer is None  # the server's
-    assert SqliteStore(tmp_path / "b.db", durability="full", defer_step_sync=True)._writer is None
+    assert SqliteStore(tmp_path / "b.db", durability="full")._writer is None
     store = SqliteStore(tmp_path / "c.db", durability="normal", defer_step_sync=True)
     writer = store._writer
     assert writer is not None
@@ -85,6 +85,32 @@ def test_only_a_normal_store_that_asks_for_it_hands_steps_to_a_helper(tmp_path: 
         record(store, run_id, index)
     assert writer.helper_pid is None and writer.sent == 0
     assert committed_keys(tmp_path / "c.db", run_id) == [f"tool:{i}" for i in range(writer.start_after)]
+    store.close()
+
+
+REPORTS_SYNCHRONOUS = step_writer._HELPER.replace(  # writes its connection's setting beside the database
+    "    hold_owner_lock(owner_lock)\n",
+    "    hold_owner_lock(owner_lock)\n"
+    "    open(path + '.synchronous', 'w').write(str(cur.execute('PRAGMA synchronous').fetchone()[0]))\n")
+assert REPORTS_SYNCHRONOUS != step_writer._HELPER
+
+
+@pytest.mark.parametrize(("durability", "setting"), [("normal", "1"), ("full", "2")])
+def test_the_helper_of_a_full_store_fsyncs_each_commit_before_it_answers(tmp_path: Path, durability: str,
+                                                                          setting: str) -> None:
+    """``synchronous=FULL`` (2): SQLite fsyncs the WAL in the commit, and the helper answers
+    after it, so a wait of a ``"full"`` store returns once the step is power-loss safe."""
+    store = SqliteStore(tmp_path / "f.db", durability=durability, defer_step_sync=True)  # type: ignore[arg-type]
+    writer = store._writer
+    assert writer is not None
+    writer.helper_code = REPORTS_SYNCHRONOUS
+    writer.start(timeout=20)
+    run_id = claimed_run(store)
+    record(store, run_id, 0)
+    store.wait_durable(run_id)
+    assert writer.applied == writer.sent == 1
+    assert (tmp_path / "f.db.synchronous").read_text() == setting
+    assert committed_keys(tmp_path / "f.db", run_id) == ["tool:0"]
     store.close()
 
 
@@ -328,7 +354,11 @@ def test_a_dead_owner_is_not_taken_over_while_its_helper_commits(tmp_path: Path)
 
 
 # ---- the runtime ------------------------------------------------------------------------------
-def test_a_long_run_on_the_default_store_is_journaled_through_the_helper(home: Path) -> None:
+@pytest.mark.parametrize("durability", ["normal", "full"])
+def test_a_long_run_on_the_default_store_is_journaled_through_the_helper(home: Path, durability: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTSPAN_DURABILITY", durability)
+
     @function_tool
     def add(a: int, b: int) -> int:
         """Add two numbers."""
@@ -339,15 +369,16 @@ def test_a_long_run_on_the_default_store_is_journaled_through_the_helper(home: P
     result = agentspan.run(Agent(name="calc", tools=[add], model=model), "add", max_turns=100)
     assert result.final_output == "done"
     store = agentspan.get_store()
-    assert isinstance(store, SqliteStore) and store._writer is not None
+    assert isinstance(store, SqliteStore) and store._writer is not None and store.durability == durability
     assert store._writer.sent > 20  # the first writes commit inline while the helper starts
     (run,) = store.list_runs()
     assert run.status is RunStatus.COMPLETED and run.steps == 2 * turns + 1
     assert committed_keys(home / "agentspan.db", run.id) == [s.key for s in store.list_steps(run.id)]
 
 
-def test_each_live_call_comes_after_the_commit_of_the_steps_before_it(home: Path) -> None:
-    store = normal_store(home / "slow.db", SLOW_HELPER)
+@pytest.mark.parametrize("durability", ["normal", "full"])
+def test_each_live_call_comes_after_the_commit_of_the_steps_before_it(home: Path, durability: str) -> None:
+    store = normal_store(home / "slow.db", SLOW_HELPER, durability)
     agentspan.configure(store=store)
     seen: list[int] = []
 
@@ -389,8 +420,10 @@ def test_a_run_cancelled_during_a_call_stops_at_the_next_barrier(home: Path, can
 
 # ---- crashes -------------------------------------------------------------------------------
 @pytest.mark.crash
-@pytest.mark.parametrize(("crash_at", "calls_after", "effects"),
-                         [("lookup:after", [0, 1], 2), ("between:1", [0, 1], 1), ("model:1", [0, 1, 1], 1)])
+@pytest.mark.parametrize(("crash_at", "calls_after", "effects", "durability"),
+                         [("lookup:after", [0, 1], 2, "normal"), ("between:1", [0, 1], 1, "normal"),
+                          ("model:1", [0, 1, 1], 1, "normal"), ("between:1", [0, 1], 1, "full")])
 def test_sigkill_with_steps_in_the_helper_then_resume(child_env: dict[str, str], crash_at: str,
-                                                      calls_after: list[int], effects: int) -> None:
-    oa_support.crash_then_resume({**child_env, "STEP_WRITER": "1"}, crash_at, calls_after, effects)
+                                                      calls_after: list[int], effects: int, durability: str) -> None:
+    env = {**child_env, "STEP_WRITER": "1", "AGENTSPAN_DURABILITY": durability}
+    oa_support.crash_then_resume(env, crash_at, calls_after, effects)

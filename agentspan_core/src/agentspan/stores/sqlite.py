@@ -70,11 +70,12 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
             its end (`agentspan.stores.deferred`); 0 writes every start at once.
         defer_step_sync: Make step writes durable off the caller's path, for a caller that calls
             `wait_durable` before acting on a step (the runtime does, before every live call):
-            on a ``"normal"`` store a helper process commits new steps
-            (`agentspan.stores.step_writer`); on a ``"full"`` store step writes commit without
-            an fsync and a helper process fsyncs them (`agentspan.stores.wal_sync`). Every other
-            statement of the store waits for the helper first; other writes stay as durable on
-            commit as ``durability`` says.
+            a helper process commits new steps (`agentspan.stores.step_writer`; on a ``"full"``
+            store with an fsync per commit), and on a ``"full"`` store the other step writes
+            (a start, a write the helper handed back) commit without an fsync and another helper
+            process fsyncs them (`agentspan.stores.wal_sync`). Every other statement of the store
+            waits for the helpers first; other writes stay as durable on commit as
+            ``durability`` says.
 
     Raises:
         StoreError: The file is missing (with ``create=False``), is not a valid Agentspan
@@ -103,8 +104,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         deferred = defer_step_sync and os.name == "posix"  # POSIX pipes and select
         self._syncer = WalSyncer(os.path.abspath(self.path) + "-wal") if deferred and durability == "full" else None
         self._writer = (StepWriter(os.path.abspath(self.path), live.INSERT_STEP, busy_timeout=sql.BUSY_TIMEOUT,
-                                   autocheckpoint_pages=BACKSTOP_PAGES)
-                        if deferred and durability == "normal" else None)
+                                   autocheckpoint_pages=BACKSTOP_PAGES, synchronous=durability.upper())
+                        if deferred else None)
         self._refused: dict[str, BaseException] = {}
         """Run id -> why the first step write the helper handed back was refused (raised by
         `wait_durable`; forgotten when the run is claimed again)."""

@@ -8,10 +8,12 @@ model or tool call, its result or an event it hands out (the "output commit" of
 `agentspan.stores.wal_sync`, which does the same for the fsyncs of a ``"full"`` store). The runtime
 calls `Store.wait_durable` at exactly those points.
 
-A ``"normal"`` store opened with ``defer_step_sync`` (the store `agentspan.get_store` opens for the
-runtime) therefore hands the row of a new step to a helper process through a pipe and returns; the
-helper (`agentspan.stores.step_writer_helper`) commits it, with the same fenced ``INSERT`` the store
-runs itself, on the machine's other core while the framework goes on. `settle` (called by
+A store opened with ``defer_step_sync`` (the store `agentspan.get_store` opens for the runtime)
+therefore hands the row of a new step to a helper process through a pipe and returns; the helper
+(`agentspan.stores.step_writer_helper`) commits it, with the same fenced ``INSERT`` the store runs
+itself, on the machine's other core while the framework goes on. On a ``"full"`` store the
+helper's commits are fsynced (``synchronous=FULL``) before it answers: the commit and its fsync
+both leave the agent's path (before, the run committed and a `WalSyncer` fsynced). `settle` (called by
 `wait_durable` and before every other statement of the store: a reader sees its own writes, and
 writes stay in order) waits for its answers. A write the helper did not apply (the fence refused
 it, its key was written before, SQLite failed) comes back to the store, which writes it the usual
@@ -165,17 +167,21 @@ class StepWriter:
         statement: The write each row is bound to (the store's fenced step ``INSERT``).
         busy_timeout: Seconds the helper's statement waits for SQLite's write lock.
         autocheckpoint_pages: The helper connection's ``wal_autocheckpoint``.
+        synchronous: The helper connection's ``synchronous``: ``"FULL"`` (each commit fsynced
+            before its answer: a ``"full"`` store) or ``"NORMAL"``.
     """
 
     helper_code = _HELPER
     start_after = 8
     """Writes handed to `send` before the helper is started (the first ones commit inline)."""
 
-    def __init__(self, path: str, statement: str, *, busy_timeout: float, autocheckpoint_pages: int) -> None:
+    def __init__(self, path: str, statement: str, *, busy_timeout: float, autocheckpoint_pages: int,
+                 synchronous: str = "NORMAL") -> None:
         self.path = path
         self.statement = statement
         self.busy_timeout = busy_timeout
         self.autocheckpoint_pages = autocheckpoint_pages
+        self.synchronous = synchronous
         self.sent = 0
         """Writes handed to the helper so far (their sequence numbers are 1..sent)."""
         self.answered = 0
@@ -353,7 +359,7 @@ class StepWriter:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", self.helper_code, self.path, self.statement,
                  repr(self.busy_timeout), str(self.autocheckpoint_pages), str(shared_fd), str(helper_returns),
-                 owner_lock],
+                 owner_lock, self.synchronous],
                 stdin=helper_in, stdout=helper_out, stderr=subprocess.DEVNULL, close_fds=True,
                 pass_fds=(shared_fd, helper_returns))
         except (OSError, ValueError):

@@ -1,7 +1,8 @@
 """The helper process of `agentspan.stores.step_writer`: commits the step rows a store hands it.
 
 Run as ``python -I -S -c <this file's text> PATH STATEMENT TIMEOUT PAGES SHARED_FD RETURNS_FD
-OWNER_LOCK`` (standard library only: it starts in ~20 ms). Its stdin carries length-prefixed
+OWNER_LOCK SYNCHRONOUS`` (standard library only: it starts in ~20 ms; ``SYNCHRONOUS`` is
+``FULL`` for a ``"full"`` store, whose every commit it fsyncs, else ``NORMAL``). Its stdin carries length-prefixed
 `marshal` frames ``(sequence number, parameters)``; each is bound to ``STATEMENT`` and committed on
 its own. It publishes in the shared mapping (``SHARED_FD``, three 8-byte words): ready, how many
 writes it did not apply (each first written as ``(seq, row count)`` to ``RETURNS_FD``) and the last
@@ -27,12 +28,12 @@ the pipe): a store that finds this process asleep on the pipe pays for waking it
 microseconds on a VM), one that finds it polling does not."""
 
 
-def open_database(path: str, timeout: float, pages: int) -> sqlite3.Cursor:
+def open_database(path: str, timeout: float, pages: int, synchronous: str) -> sqlite3.Cursor:
     """A cursor on the store's database, as the store's own connection is set up."""
     try:
         conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
         conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             sys.exit(1)
@@ -53,7 +54,7 @@ def hold_owner_lock(owner_lock: str) -> None:
 def main() -> None:
     path, statement, timeout, pages = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
     shared, returns, owner_lock = mmap.mmap(int(sys.argv[5]), 3 * WORD.size), int(sys.argv[6]), sys.argv[7]
-    cur = open_database(path, timeout, pages)
+    cur = open_database(path, timeout, pages, sys.argv[8])
     hold_owner_lock(owner_lock)
     try:
         serve(cur, statement, shared, returns)
