@@ -36,8 +36,9 @@ from crash_support import gone
 FSYNC = 'getattr(os, "fdatasync", os.fsync)(fd)'
 SLOW_HELPER = wal_sync._HELPER.replace(FSYNC, f"time.sleep(0.03); {FSYNC}").replace(
     "import os, struct, sys", "import os, struct, sys, time")
+SLOWER_HELPER = SLOW_HELPER.replace("time.sleep(0.03)", "time.sleep(0.5)")
 FAILING_HELPER = wal_sync._HELPER.replace(FSYNC, "raise OSError(5, 'Input/output error')")
-assert SLOW_HELPER != wal_sync._HELPER and FAILING_HELPER != wal_sync._HELPER
+assert SLOW_HELPER != wal_sync._HELPER != SLOWER_HELPER != SLOW_HELPER and FAILING_HELPER != wal_sync._HELPER
 
 
 def full_store(path: Path, helper: str | None = None) -> SqliteStore:
@@ -103,6 +104,28 @@ def test_step_writes_wait_for_the_helper_and_durable_writes_cover_them(tmp_path:
     assert [s.key for s in store.list_steps(run_id)] == ["llm:0", "llm:1", "llm:2", "llm:3"]
     store.close()
     assert gone(helper)
+
+
+@pytest.mark.parametrize("nothing_written", ["a lease renewal refused", "a create found by its key",
+                                             "a delete of nothing"])
+def test_a_commit_that_wrote_nothing_covers_no_step_write(tmp_path: Path, nothing_written: str) -> None:
+    """A full commit covers the relaxed step commits before it (SQLite fsyncs the WAL in it), but
+    one that changed nothing writes and fsyncs nothing: the step write still waits for its fsync."""
+    store = full_store(tmp_path / "e.db", SLOWER_HELPER)
+    syncer, run_id = helper_up(store)
+    store.create_run(Run(framework="test", agent="a", input="x", idempotency_key="once"))
+    record(store, run_id, 1)
+    assert syncer.synced == 1 and syncer.requested == 2  # the helper sleeps before its fsync
+    if nothing_written == "a lease renewal refused":
+        assert not store.renew_lease(run_id, epoch=99, lease_expires_at=time.time() + 60)
+    elif nothing_written == "a create found by its key":
+        assert not store.create_run(Run(framework="test", agent="a", input="y", idempotency_key="once"))[1]
+    else:
+        assert store.delete_runs(ended_before=0) == []
+    assert syncer.synced < syncer.requested == 2
+    store.wait_durable()
+    assert syncer.synced == syncer.requested == 2
+    store.close()
 
 
 def test_a_failed_fsync_fails_every_later_wait(tmp_path: Path) -> None:

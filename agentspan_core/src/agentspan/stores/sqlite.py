@@ -138,6 +138,7 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         relaxed = later or not sync
         with self._lock:
             cur = self._cur
+            changes = self._conn.total_changes
             try:
                 if relaxed:
                     cur.execute("PRAGMA synchronous=NORMAL")
@@ -158,8 +159,10 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
             if self._syncer is not None:
                 if later:
                     self._syncer.request()
-                elif sync:
-                    self._syncer.covered()  # SQLite's fsync of this commit covered the ones before
+                elif sync and self._conn.total_changes != changes:
+                    # SQLite's fsync of this commit covered the ones before (a commit that changed
+                    # nothing, a lease renewal refused say, writes nothing and fsyncs nothing)
+                    self._syncer.covered()
             return result
 
     def _write_one(self, statement: str, params: Sequence[Any], *, step: bool = False) -> int:
