@@ -7,8 +7,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+
+from agentspan_server.main import listening_sockets
 
 from server_support import free_port
 
@@ -47,3 +51,33 @@ def test_a_port_in_use_is_a_clear_error_and_nothing_says_listening(tmp_path: Pat
     assert proc.returncode == 2, (out, err)
     assert "listening" not in out
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in err, err
+
+
+def test_a_host_name_is_bound_on_every_address_it_resolves_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``localhost`` listed as ``::1`` first (as many /etc/hosts do): a client of 127.0.0.1 must
+    still reach the server, as it did when uvicorn bound the name itself."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = free_port()
+    real = socket.getaddrinfo
+
+    def ipv6_first(host: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        found = real(host, *args, **kwargs)
+        if host != "localhost":
+            return found
+        v6 = real("::1", *args, **kwargs)
+        return v6 + [entry for entry in found if entry[0] == socket.AF_INET]
+
+    monkeypatch.setattr(socket, "getaddrinfo", ipv6_first)
+    sockets = listening_sockets("localhost", port)
+    try:
+        assert sorted(s.getsockname()[0] for s in sockets) == ["127.0.0.1", "::1"]
+        for address in ("127.0.0.1", "::1"):
+            with socket.create_connection((address, port), timeout=5):
+                pass  # accepted into the listening socket's backlog
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from agentspan.config import settings
@@ -127,31 +128,44 @@ def serve(
         auth = f"auth on ({len(keys)} API key{'s' if len(keys) != 1 else ''})" if keys else "no API keys: loopback only"
         if slack is not None:
             auth += f"; Slack approvals in channel {slack.channel}"
-        sock = listening_socket(host, port)  # bound before it says so: a port in use is an error, not a line
+        sockets = listening_sockets(host, port)  # bound before it says so: a port in use is an error
         print(f"agentspan server listening on http://{shown_host}:{port} (store: {described}; {auth})", flush=True)
-        with sock, contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
-            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        try:
+            with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
+                uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=sockets)
+        finally:
+            for sock in sockets:
+                sock.close()
     finally:
         store.close()
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` and listening (as uvicorn binds one).
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """TCP sockets bound to every address ``host`` resolves to, listening (as uvicorn's
+    ``host=`` binds them through asyncio: ``localhost`` is ``127.0.0.1`` and ``::1``, ``""`` every
+    interface; an IPv6 socket is IPv6 only).
 
     Raises:
-        ConfigurationError: The address cannot be bound (in use, not this machine's, not allowed).
+        ConfigurationError: An address cannot be bound (in use, not this machine's, not allowed)
+            or ``host`` does not resolve.
     """
+    sockets: list[socket.socket] = []
     try:
-        family, kind, proto, _name, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
+        seen: set[tuple[int, Any]] = set()
+        for family, kind, proto, _name, address in socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(2048)
     except OSError as exc:
+        for sock in sockets:
+            sock.close()
         raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
+    return sockets
