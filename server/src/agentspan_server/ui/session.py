@@ -162,7 +162,8 @@ class Signer:
         """A signed one-shot message (``ok`` or ``error``) for the next page shown; a text too long
         for a token (`_MAX_TOKEN` characters, whatever its script) is cut, with an ellipsis."""
         expires_at = round(time.time() + FLASH_TTL, 3)
-        shown = text
+        kind = kind[:16]  # "ok" or "error": with any text cut, the claims fit
+        shown = text.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate cannot be UTF-8
         while True:
             claims = {"k": kind, "t": shown, "e": expires_at}
             payload = json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
