@@ -120,11 +120,7 @@ def main() -> None:
                 f"({row['sqlite_cpu'] - row['dropped_cpu']:+.3f}); "
                 f"one step write in a run {row['write_us']:.1f} µs")
 
-    mid = child_measurements(__file__, args, "repeats", describe)
-    if args.processes > 1:
-        print(f"median over processes: wall +{mid['sqlite_wall']:.3f} / +{mid['dropped_wall']:.3f}, "
-              f"CPU +{mid['sqlite_cpu']:.3f} / +{mid['dropped_cpu']:.3f} ms per turn, "
-              f"step write {mid['write_us']:.1f} µs")
+    child_measurements(__file__, args, "repeats", describe)
 
 
 if __name__ == "__main__":

@@ -129,9 +129,7 @@ def main() -> None:
         return (f"model {row['model']:.1f} + tool {row['tool']:.1f} = {row['total']:.1f} µs per turn "
                 f"(store writes {row['writes']:.1f})")
 
-    mid = child_measurements(__file__, args, "runs", describe)
-    if args.processes > 1:
-        print(f"median over processes: {describe(mid)}")
+    child_measurements(__file__, args, "runs", describe)
 
 
 if __name__ == "__main__":

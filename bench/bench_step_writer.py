@@ -90,9 +90,7 @@ def main() -> None:
         return (f"plain runner {row['plain']:.2f} ms per turn; added: commits inline {row['inline']:+.3f}, "
                 f"by the helper {row['helper']:+.3f} ms per turn")
 
-    mid = child_measurements(__file__, args, "rounds", describe)
-    if args.processes > 1:
-        print(f"median over processes: {describe(mid)}")
+    child_measurements(__file__, args, "rounds", describe)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ def child_bench_args(doc: str, rounds: str, rounds_help: str) -> argparse.Namesp
 def child_measurements(script: str, args: argparse.Namespace, rounds: str,
                        describe: Callable[[dict[str, float]], str]) -> dict[str, float]:
     """Runs ``script --one`` (parsed by `child_bench_args`) in ``args.processes`` fresh processes, one
-    after the other, printing ``describe`` of each one's JSON line; returns the median of each field."""
+    after the other, printing ``describe`` of each one's JSON line and, for several, of the median
+    of each field over them; returns those medians."""
     rows: list[dict[str, float]] = []
     for index in range(args.processes):
         out = subprocess.run([sys.executable, script, "--one", "--turns", str(args.turns), f"--{rounds}",
@@ -82,7 +83,10 @@ def child_measurements(script: str, args: argparse.Namespace, rounds: str,
                              check=True, capture_output=True, text=True)  # fmt: skip
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"process {index + 1}/{args.processes}: {describe(rows[-1])}", flush=True)
-    return {field: statistics.median(row[field] for row in rows) for field in rows[0]}
+    mid = {field: statistics.median(row[field] for row in rows) for field in rows[0]}
+    if args.processes > 1:
+        print(f"median over processes: {describe(mid)}")
+    return mid
 
 
 def in_processes(script: str, args: argparse.Namespace, tmp_root: Path, unit: str) -> list[dict[str, dict[str, float]]]:

@@ -11,13 +11,13 @@ calls `Store.wait_durable` at exactly those points.
 A store opened with ``defer_step_sync`` (the store `agentspan.get_store` opens for the runtime)
 therefore hands the row of a new step to a helper process through a pipe and returns; the helper
 (`agentspan.stores.step_writer_helper`) commits it, with the same fenced ``INSERT`` the store runs
-itself, on the machine's other core while the framework goes on. On a ``"full"`` store the
-helper's commits are fsynced (``synchronous=FULL``) before it answers: the commit and its fsync
-both leave the agent's path (before, the run committed and a `WalSyncer` fsynced). `settle` (called by
+itself, on the machine's other core while the framework goes on. On a ``"full"`` store the helper's
+commits are fsynced (``synchronous=FULL``) before it answers: the commit and its fsync both leave
+the agent's path (before, the run committed and a `WalSyncer` fsynced). `settle` (called by
 `wait_durable` and before every other statement of the store: a reader sees its own writes, and
-writes stay in order) waits for its answers. A write the helper did not apply (the fence refused
-it, its key was written before, SQLite failed) comes back to the store, which writes it the usual
-way in the caller's thread: the usual error, raised at the run's next wait.
+writes stay in order) waits for its answers. A write the helper did not apply (the fence refused it,
+its key was written before, SQLite failed) comes back to the store, which writes it the usual way in
+the caller's thread: the usual error, raised at the run's next wait.
 
 No system call on the agent's path: the helper publishes its answers in shared memory (the store
 reads a word), and while frames keep coming it polls its pipe instead of sleeping on it, so the

@@ -1,14 +1,14 @@
 """The helper process of `agentspan.stores.step_writer`: commits the step rows a store hands it.
 
 Run as ``python -I -S -c <this file's text> PATH STATEMENT TIMEOUT PAGES SHARED_FD RETURNS_FD
-OWNER_LOCK SYNCHRONOUS`` (standard library only: it starts in ~20 ms; ``SYNCHRONOUS`` is
-``FULL`` for a ``"full"`` store, whose every commit it fsyncs, else ``NORMAL``). Its stdin carries length-prefixed
-`marshal` frames ``(sequence number, parameters)``; each is bound to ``STATEMENT`` and committed on
-its own. It publishes in the shared mapping (``SHARED_FD``, three 8-byte words): ready, how many
-writes it did not apply (each first written as ``(seq, row count)`` to ``RETURNS_FD``) and the last
-sequence number it answered for; then it writes a byte to its stdout for a store that waits. It
-holds ``OWNER_LOCK`` locked while it lives, and exits at the end of its stdin, when every frame
-handed over is committed.
+OWNER_LOCK SYNCHRONOUS`` (standard library only: it starts in ~20 ms; ``SYNCHRONOUS`` is ``FULL``
+for a ``"full"`` store, whose every commit it fsyncs, else ``NORMAL``). Its stdin carries
+length-prefixed `marshal` frames ``(sequence number, parameters)``; each is bound to ``STATEMENT``
+and committed on its own. It publishes in the shared mapping (``SHARED_FD``, three 8-byte words):
+ready, how many writes it did not apply (each first written as ``(seq, row count)`` to
+``RETURNS_FD``) and the last sequence number it answered for; then it writes a byte to its stdout
+for a store that waits. It holds ``OWNER_LOCK`` locked while it lives, and exits at the end of its
+stdin, when every frame handed over is committed.
 """
 
 import fcntl
