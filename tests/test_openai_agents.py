@@ -873,6 +873,42 @@ def test_a_worker_runs_at_most_concurrency_runs_at_once():
         agentspan.serve(agent, concurrency=0)
 
 
+def test_a_worker_stopped_while_a_finished_run_winds_down_counts_it(monkeypatch):
+    """The run's end is stored before its thread returns (its event loop still closing): a stop in
+    between must not report the run as not handled (seen as "0 run(s) handled" from a CLI worker
+    whose run had completed)."""
+    import asyncio
+    import threading
+
+    from agentspan import api
+
+    store = agentspan.get_store()
+    run_id = store.create_run(agentspan.Run(framework="openai-agents", agent="calc", input="x",
+                                            status=agentspan.RunStatus.PENDING))[0].id
+    ended, wound_down = threading.Event(), threading.Event()
+    execute = api.executor.execute
+
+    async def slow_to_return(*args, **kwargs):
+        outcome = await execute(*args, **kwargs)
+        ended.set()
+        await asyncio.to_thread(wound_down.wait, 20)
+        return outcome
+
+    monkeypatch.setattr(api.executor, "execute", slow_to_return)
+    stop, handled = threading.Event(), []
+    worker = threading.Thread(target=lambda: handled.append(
+        agentspan.serve(agent_with(["done"], []), stop=stop, poll_interval=0.05)))
+    worker.start()
+    try:
+        assert ended.wait(30)
+        assert store.get_run(run_id).status is agentspan.RunStatus.COMPLETED
+        stop.set()
+        worker.join(timeout=30)
+        assert handled == [1]
+    finally:
+        wound_down.set()
+
+
 def test_a_worker_passes_over_runs_it_cannot_take_up_and_serves_runs_started_under_another_name():
     """Runs a worker cannot take up (here: another framework's run of the same agent name) do not
     fill its claim window for good; ``serve({"name": agent})`` serves runs started with

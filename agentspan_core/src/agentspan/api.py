@@ -17,6 +17,7 @@ from agentspan.adapters import Adapter, adapter_for, adapter_named
 from agentspan.config import get_store, settings
 from agentspan.divergence import OnDivergence
 from agentspan.errors import (
+    AgentspanError,
     ConfigurationError,
     LeaseLostError,
     RunStateError,
@@ -426,7 +427,18 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
             active[run.id] = _spawn(store, claimed, adapter, target, options, on_wait="release")
         stop.wait(interval)
     # Runs that ended since the last poll count too (a stop right after a run ended must not lose it).
-    return finished + sum(1 for h in active.values() if h._future is not None and h._future.done())
+    return finished + sum(1 for run_id, handle in active.items() if _attempt_ended(store, run_id, handle))
+
+
+def _attempt_ended(store: Store, run_id: str, handle: Handle) -> bool:
+    """Whether a worker's attempt at a run has ended: its thread returned, or the run's record says
+    so while the thread still winds down (its event loop closing)."""
+    if handle._future is not None and handle._future.done():
+        return True
+    try:
+        return store.get_run(run_id).status not in (RunStatus.PENDING, RunStatus.RUNNING)
+    except AgentspanError:
+        return False
 
 
 def _options_for(adapter: Adapter, run: Run,
