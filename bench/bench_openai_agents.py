@@ -1,6 +1,8 @@
 """End-to-end overhead of durable openai-agents runs: plain SDK vs agentspan vs DBOS.
 
-Run with ``uv run python bench/bench_openai_agents.py [--turns 100] [--repeats 5] [--processes 1]``.
+Run with ``uv run python bench/bench_openai_agents.py [--turns 100] [--repeats 5] [--processes 1]
+[--cpus N]`` (``--cpus 1``: as in a one-CPU container, where the store commits step rows inline,
+`agentspan.stores.cores`; ``AGENTSPAN_STEP_HELPER=on|off`` overrides that choice here too).
 
 One run is ``--turns`` model calls against a zero-latency `ScriptedModel`: every turn but the last
 asks for one ``add(a, b)`` function-tool call, the last returns the final text. So each turn is two

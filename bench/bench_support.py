@@ -48,10 +48,18 @@ def framework_bench_args(doc: str, default_turns: int) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=1,
                         help="run the whole interleaved bench in this many fresh processes, one after the "
                              "other, and report the median over them (default 1: this process)")
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="pin the bench (and the processes it starts) to this many of its CPUs, e.g. 1 "
+                             "for a one-CPU container (default: all of them)")
     parser.add_argument("--summary-json", default=None, help=argparse.SUPPRESS)  # set by `in_processes`
     args = parser.parse_args()
     if args.turns < 2 or args.repeats < 1 or args.processes < 1:
         parser.error("--turns must be >= 2, --repeats >= 1 and --processes >= 1")
+    if args.cpus is not None:
+        allowed = sorted(os.sched_getaffinity(0))
+        if not 1 <= args.cpus <= len(allowed):
+            parser.error(f"--cpus must be between 1 and {len(allowed)} (the CPUs this process may use)")
+        os.sched_setaffinity(0, allowed[:args.cpus])  # before any store or helper process exists
     return args
 
 
@@ -261,8 +269,10 @@ def ok(value: float, target: float, *, at_least: bool = False) -> str:
 
 
 def machine() -> str:
-    """``python <version>, <n> CPUs, load average <1-minute load>``."""
-    return f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    """``python <version>, <n> CPUs [(pinned to <m>)], load average <1-minute load>``."""
+    pinned = len(os.sched_getaffinity(0))
+    cpus = f"{os.cpu_count()} CPUs" + (f" (pinned to {pinned})" if pinned != os.cpu_count() else "")
+    return f"python {sys.version.split()[0]}, {cpus}, load average {os.getloadavg()[0]:.2f}"
 
 
 class EmbeddedHomes:
@@ -287,8 +297,9 @@ class EmbeddedHomes:
             home = Path(tempfile.mkdtemp(prefix=f"as-{durability}-", dir=self.tmp_root))
             # as `agentspan.get_store` opens the process's store (a "full" one fsyncs step writes
             # off the agent's path: `agentspan.stores.wal_sync`)
-            store = self.stores[durability] = SqliteStore(home / "agentspan.db", durability=durability,  # type: ignore[arg-type]
-                                                          defer_step_sync=True)
+            store = self.stores[durability] = SqliteStore(  # type: ignore[arg-type]
+                home / "agentspan.db", durability=durability, defer_step_sync=True,
+                step_helper=agentspan.config.settings().step_helper_choice)  # $AGENTSPAN_STEP_HELPER
         opened = time.perf_counter()
         SqliteStore(store.path, durability=durability, create=False).close()  # type: ignore[arg-type]
         self.store_open_ms[durability].append((time.perf_counter() - opened) * 1e3)

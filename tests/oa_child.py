@@ -44,6 +44,7 @@ if __name__ == "__main__":
     if "session" in sys.argv[3:]:
         hooks["session"] = oa_support.CrashingSession("support-chat", str(home() / "conversation.db"))
     if os.environ.get("STEP_WRITER"):  # the store's helper commits the steps from the first one
+        agentspan.configure(step_helper="on")  # whatever this machine's CPUs
         agentspan.get_store()._writer.start(timeout=20)  # type: ignore[attr-defined]
     barrier = os.environ.get("BARRIER")
     if barrier:  # line up with a racing process: announce readiness, wait for the go

@@ -43,7 +43,7 @@ assert SLOW_HELPER != step_writer._HELPER and DIES_AFTER_SECOND_COMMIT != step_w
 
 def normal_store(path: Path, helper: str | None = None, durability: str = "normal") -> SqliteStore:
     """A store whose helper is running and ready (started at once, not after a few writes)."""
-    store = SqliteStore(path, durability=durability, defer_step_sync=True)  # type: ignore[arg-type]
+    store = SqliteStore(path, durability=durability, defer_step_sync=True, step_helper=True)  # type: ignore[arg-type]
     writer = store._writer
     assert writer is not None
     if helper is not None:
@@ -77,7 +77,7 @@ def committed_keys(path: Path, run_id: str) -> list[str]:
 def test_only_a_store_that_asks_for_it_hands_steps_to_a_helper(tmp_path: Path) -> None:
     assert SqliteStore(tmp_path / "a.db", durability="normal")._writer is None  # the server's
     assert SqliteStore(tmp_path / "b.db", durability="full")._writer is None
-    store = SqliteStore(tmp_path / "c.db", durability="normal", defer_step_sync=True)
+    store = SqliteStore(tmp_path / "c.db", durability="normal", defer_step_sync=True, step_helper=True)
     writer = store._writer
     assert writer is not None
     run_id = claimed_run(store)
@@ -100,7 +100,7 @@ def test_the_helper_of_a_full_store_fsyncs_each_commit_before_it_answers(tmp_pat
                                                                           setting: str) -> None:
     """``synchronous=FULL`` (2): SQLite fsyncs the WAL in the commit, and the helper answers
     after it, so a wait of a ``"full"`` store returns once the step is power-loss safe."""
-    store = SqliteStore(tmp_path / "f.db", durability=durability, defer_step_sync=True)  # type: ignore[arg-type]
+    store = SqliteStore(tmp_path / "f.db", durability=durability, defer_step_sync=True, step_helper=True)  # type: ignore[arg-type]
     writer = store._writer
     assert writer is not None
     writer.helper_code = REPORTS_SYNCHRONOUS
@@ -185,7 +185,7 @@ def test_a_killed_helper_gives_its_writes_back_and_none_is_lost_or_doubled(tmp_p
 
 
 def test_a_helper_that_cannot_start_leaves_every_write_to_the_store(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "n.db", durability="normal", defer_step_sync=True)
+    store = SqliteStore(tmp_path / "n.db", durability="normal", defer_step_sync=True, step_helper=True)
     writer = store._writer
     assert writer is not None
     writer.helper_code = "import sys; sys.exit(1)"  # as one that cannot open the store or its lock
@@ -310,7 +310,7 @@ from agentspan import leases
 from agentspan.records import Run, Step, StepKind, StepResult, StepStatus
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.stores import step_writer
-store = SqliteStore(sys.argv[1], durability='normal', defer_step_sync=True)
+store = SqliteStore(sys.argv[1], durability='normal', defer_step_sync=True, step_helper=True)
 store._writer.helper_code = step_writer._HELPER.replace(sys.argv[3], sys.argv[4])  # slowed
 store._writer.start(timeout=20)
 run, _ = store.create_run(Run(framework='t', agent='a', input='x'))
@@ -358,6 +358,7 @@ def test_a_dead_owner_is_not_taken_over_while_its_helper_commits(tmp_path: Path)
 def test_a_long_run_on_the_default_store_is_journaled_through_the_helper(home: Path, durability: str,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTSPAN_DURABILITY", durability)
+    monkeypatch.setenv("AGENTSPAN_STEP_HELPER", "on")  # whatever this machine's CPUs
 
     @function_tool
     def add(a: int, b: int) -> int:

@@ -39,7 +39,7 @@ class TestSqliteStore(StoreConformance):
     def store(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         durability = request.param.split(",")[0]
         store = SqliteStore(tmp_path / "agentspan.db", durability=durability,  # type: ignore[arg-type]
-                            defer_step_sync="helper" in request.param)
+                            defer_step_sync="helper" in request.param, step_helper="helper" in request.param)
         yield store
         store.close()
 

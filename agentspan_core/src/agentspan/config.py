@@ -14,6 +14,7 @@ from agentspan.stores.base import Store
 
 Durability = Literal["normal", "full"]
 OtelMode = Literal["off", "on", "content"]
+StepHelper = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Settings:
         poll_interval: Seconds between store polls while waiting for a decision or a run.
         otel: OpenTelemetry spans of runs (`agentspan.tracing`): ``"off"``, ``"on"``, or
             ``"content"`` (also tool arguments and results). ``$AGENTSPAN_OTEL``.
+        step_helper: Whether the embedded store commits new steps in a helper process, off the
+            agent's path: ``"auto"`` (when the process may use two CPUs or more), ``"on"`` or
+            ``"off"``. ``$AGENTSPAN_STEP_HELPER``.
     """
 
     home: Path
@@ -39,11 +43,17 @@ class Settings:
     lease_ttl: float = 5.0
     poll_interval: float = 0.2
     otel: OtelMode = "off"
+    step_helper: StepHelper = "auto"
 
     @property
     def db_path(self) -> Path:
         """The embedded SQLite store file."""
         return self.home / "agentspan.db"
+
+    @property
+    def step_helper_choice(self) -> bool | None:
+        """`step_helper` as `SqliteStore` takes it: None (``"auto"``), True or False."""
+        return None if self.step_helper == "auto" else self.step_helper == "on"
 
 
 def _float_env(name: str, default: float) -> float:
@@ -102,7 +112,29 @@ def settings_from_env() -> Settings:
         lease_ttl=_float_env("AGENTSPAN_LEASE_TTL", 5.0),
         poll_interval=_float_env("AGENTSPAN_POLL_INTERVAL", 0.2),
         otel=parse_mode(os.environ.get("AGENTSPAN_OTEL"), source="AGENTSPAN_OTEL"),
+        step_helper=parse_step_helper(os.environ.get("AGENTSPAN_STEP_HELPER"), source="AGENTSPAN_STEP_HELPER"),
     )
+
+
+def parse_step_helper(value: str | bool | None, *, source: str) -> StepHelper:
+    """Reads a ``step_helper`` setting: auto (default), on, or off.
+
+    Raises:
+        ConfigurationError: Not one of ``auto``, ``on``/``1``/``true``/``yes``,
+            ``off``/``0``/``false``/``no``.
+    """
+    if value is None or value == "":
+        return "auto"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    lowered = value.strip().lower()
+    if lowered == "auto":
+        return "auto"
+    if lowered in ("1", "true", "on", "yes"):
+        return "on"
+    if lowered in ("0", "false", "off", "no"):
+        return "off"
+    raise ConfigurationError(f"{source}={value!r}: expected 'auto', 'on' or 'off'")
 
 
 _lock = threading.Lock()
@@ -142,6 +174,7 @@ def configure(
     lease_ttl: float | None = None,
     poll_interval: float | None = None,
     otel: bool | OtelMode | None = None,
+    step_helper: bool | StepHelper | None = None,
     store: Store | None = None,
 ) -> Settings:
     """Overrides settings for this process; the next store access uses them.
@@ -155,6 +188,8 @@ def configure(
         poll_interval: Poll interval in seconds.
         otel: OpenTelemetry spans: True/``"on"``, ``"content"`` (with tool arguments and results),
             False/``"off"``.
+        step_helper: Commit new steps in a helper process: ``"auto"``, True/``"on"``,
+            False/``"off"`` (`Settings.step_helper`).
         store: Use this store object directly (e.g. a `MemoryStore` in tests).
 
     Returns:
@@ -182,6 +217,8 @@ def configure(
             changes[name] = _seconds(name, float(value), value)
     if otel is not None:
         changes["otel"] = parse_mode(otel, source="otel")
+    if step_helper is not None:
+        changes["step_helper"] = parse_step_helper(step_helper, source="step_helper")
     with _lock:
         _settings = replace(current, **changes)  # type: ignore[arg-type]
         old, _store, _store_opened = _store, store, False
@@ -216,7 +253,7 @@ def get_store(*, create: bool = True) -> Store:
             # The runtime waits for step writes before it acts on them (`Store.wait_durable`), so
             # a "full" store may fsync them off the agent's path.
             _store = SqliteStore(current.db_path, durability=current.durability, create=create,
-                                 defer_step_sync=True)
+                                 defer_step_sync=True, step_helper=current.step_helper_choice)
         _store_opened = True
         return _store
 

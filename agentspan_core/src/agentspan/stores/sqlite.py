@@ -27,6 +27,7 @@ from agentspan.records import JSON, Run, RunStatus
 from agentspan.stores import sqlite_journal as live
 from agentspan.stores import sqlite_schema as sql
 from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion
+from agentspan.stores.cores import usable_cores
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.reopening import reopen_refusal, reopened_options
 from agentspan.stores.sqlite_approvals import SqliteApprovals, refusal
@@ -76,6 +77,10 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
             process fsyncs them (`agentspan.stores.wal_sync`). Every other statement of the store
             waits for the helpers first; other writes stay as durable on commit as
             ``durability`` says.
+        step_helper: With ``defer_step_sync``, whether new steps go to the helper process:
+            None (the default) when this process may use two CPUs or more
+            (`agentspan.stores.cores`: on one CPU the helper slows a run down), True or False
+            to decide it here.
 
     Raises:
         StoreError: The file is missing (with ``create=False``), is not a valid Agentspan
@@ -91,6 +96,7 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         create: bool = True,
         defer_start_for: float = 0.2,
         defer_step_sync: bool = False,
+        step_helper: bool | None = None,
     ) -> None:
         if durability not in ("normal", "full"):
             raise ConfigurationError(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -103,9 +109,11 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         self._wal = WalCheckpointer(self.path)
         deferred = defer_step_sync and os.name == "posix"  # POSIX pipes and select
         self._syncer = WalSyncer(os.path.abspath(self.path) + "-wal") if deferred and durability == "full" else None
+        cores = usable_cores() if deferred and step_helper is not False else 0.0
         self._writer = (StepWriter(os.path.abspath(self.path), live.INSERT_STEP, busy_timeout=sql.BUSY_TIMEOUT,
-                                   autocheckpoint_pages=BACKSTOP_PAGES, synchronous=durability.upper())
-                        if deferred else None)
+                                   autocheckpoint_pages=BACKSTOP_PAGES, synchronous=durability.upper(),
+                                   poll=cores >= 2)
+                        if deferred and (step_helper or (step_helper is None and cores >= 2)) else None)
         self._refused: dict[str, BaseException] = {}
         """Run id -> why the first step write the helper handed back was refused (raised by
         `wait_durable`; forgotten when the run is claimed again)."""

@@ -169,6 +169,8 @@ class StepWriter:
         autocheckpoint_pages: The helper connection's ``wal_autocheckpoint``.
         synchronous: The helper connection's ``synchronous``: ``"FULL"`` (each commit fsynced
             before its answer: a ``"full"`` store) or ``"NORMAL"``.
+        poll: Whether the helper polls its pipe while frames keep coming (it has a CPU of its
+            own) or always sleeps on it (it shares one with this process).
     """
 
     helper_code = _HELPER
@@ -176,12 +178,13 @@ class StepWriter:
     """Writes handed to `send` before the helper is started (the first ones commit inline)."""
 
     def __init__(self, path: str, statement: str, *, busy_timeout: float, autocheckpoint_pages: int,
-                 synchronous: str = "NORMAL") -> None:
+                 synchronous: str = "NORMAL", poll: bool = True) -> None:
         self.path = path
         self.statement = statement
         self.busy_timeout = busy_timeout
         self.autocheckpoint_pages = autocheckpoint_pages
         self.synchronous = synchronous
+        self.poll = poll
         self.sent = 0
         """Writes handed to the helper so far (their sequence numbers are 1..sent)."""
         self.answered = 0
@@ -359,7 +362,7 @@ class StepWriter:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", self.helper_code, self.path, self.statement,
                  repr(self.busy_timeout), str(self.autocheckpoint_pages), str(shared_fd), str(helper_returns),
-                 owner_lock, self.synchronous],
+                 owner_lock, self.synchronous, "1" if self.poll else "0"],
                 stdin=helper_in, stdout=helper_out, stderr=subprocess.DEVNULL, close_fds=True,
                 pass_fds=(shared_fd, helper_returns))
         except (OSError, ValueError):

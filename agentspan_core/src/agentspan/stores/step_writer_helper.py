@@ -1,8 +1,10 @@
 """The helper process of `agentspan.stores.step_writer`: commits the step rows a store hands it.
 
 Run as ``python -I -S -c <this file's text> PATH STATEMENT TIMEOUT PAGES SHARED_FD RETURNS_FD
-OWNER_LOCK SYNCHRONOUS`` (standard library only: it starts in ~20 ms; ``SYNCHRONOUS`` is ``FULL``
-for a ``"full"`` store, whose every commit it fsyncs, else ``NORMAL``). Its stdin carries
+OWNER_LOCK SYNCHRONOUS POLL`` (standard library only: it starts in ~20 ms; ``SYNCHRONOUS`` is
+``FULL`` for a ``"full"`` store, whose every commit it fsyncs, else ``NORMAL``; ``POLL`` is ``1``
+when it may poll its pipe, ``0`` when it shares one CPU with the store's process and must sleep
+on it instead). Its stdin carries
 length-prefixed `marshal` frames ``(sequence number, parameters)``; each is bound to ``STATEMENT``
 and committed on its own. It publishes in the shared mapping (``SHARED_FD``, three 8-byte words):
 ready, how many writes it did not apply (each first written as ``(seq, row count)`` to
@@ -25,7 +27,8 @@ WORD, RETURN, SIZE = struct.Struct("<q"), struct.Struct("<qi"), struct.Struct("<
 POLL, AWAKE = 0.0002, 0.02
 """Seconds between two looks at the pipe, for this long after the last frame (then it sleeps on
 the pipe): a store that finds this process asleep on the pipe pays for waking it (tens of
-microseconds on a VM), one that finds it polling does not."""
+microseconds on a VM), one that finds it polling does not. Not on a shared CPU: there each look
+takes the CPU from the agent (measured: +2.2 ms per turn, `agentspan.stores.cores`)."""
 
 
 def open_database(path: str, timeout: float, pages: int, synchronous: str) -> sqlite3.Cursor:
@@ -57,7 +60,7 @@ def main() -> None:
     cur = open_database(path, timeout, pages, sys.argv[8])
     hold_owner_lock(owner_lock)
     try:
-        serve(cur, statement, shared, returns)
+        serve(cur, statement, shared, returns, AWAKE if sys.argv[9] == "1" else 0.0)
     finally:
         try:
             os.unlink(owner_lock)  # before the lock goes with this process
@@ -65,8 +68,9 @@ def main() -> None:
             pass
 
 
-def serve(cur: sqlite3.Cursor, statement: str, shared: mmap.mmap, returns: int) -> None:
-    """Commits the frames of stdin until it ends."""
+def serve(cur: sqlite3.Cursor, statement: str, shared: mmap.mmap, returns: int, awake: float) -> None:
+    """Commits the frames of stdin until it ends (polling the pipe for ``awake`` seconds after
+    each frame, then sleeping on it)."""
     os.set_blocking(0, False)
     os.set_blocking(1, False)
     given_back = 0
@@ -76,7 +80,7 @@ def serve(cur: sqlite3.Cursor, statement: str, shared: mmap.mmap, returns: int) 
         try:
             data = os.read(0, 1 << 16)
         except BlockingIOError:
-            if time.monotonic() - last < AWAKE:
+            if time.monotonic() - last < awake:
                 time.sleep(POLL)
             else:
                 select.select([0], [], [])
