@@ -29,52 +29,85 @@ TWO_CPUS = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or (cgroup_quota(
                               reason="needs a process that may use two CPUs")
 
 
-def cgroup_tree(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Path, Path]:
-    """A fake ``/proc/self/cgroup`` and cgroup mount holding ``files`` (relative path -> text)."""
+def cgroup_tree(tmp_path: Path, membership: str | bytes, mounts: list[tuple[str, str, str, str]],
+                files: dict[str, str]) -> tuple[Path, Path]:
+    """A fake ``/proc/self/cgroup``, ``/proc/self/mountinfo`` (``mounts``: hierarchy root, mount
+    folder below ``tmp_path/fs``, file system type, super options) and cgroup files (path below
+    ``tmp_path/fs`` -> text)."""
     proc = tmp_path / "cgroup"
-    proc.write_text(membership)
-    root = tmp_path / "fs"
+    proc.write_bytes(membership.encode() if isinstance(membership, str) else membership)
+    fs = tmp_path / "fs"
+    fs.mkdir(exist_ok=True)
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("".join(
+        f"{30 + i} 1 0:{40 + i} {root} {str(fs / point).replace(' ', chr(92) + '040')} rw,relatime - {kind} {kind} "
+        f"{options}\n" for i, (root, point, kind, options) in enumerate(mounts)))
     for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    root.mkdir(exist_ok=True)
-    return proc, root
+        (fs / name).parent.mkdir(parents=True, exist_ok=True)
+        (fs / name).write_text(text)
+    return proc, mountinfo
+
+
+V2 = [("/", "unified", "cgroup2", "rw")]
 
 
 def test_cgroup_v2_quota_is_the_smallest_along_the_path(tmp_path: Path) -> None:
-    proc, root = cgroup_tree(tmp_path, "0::/kubepods/pod1/ctr\n", {
-        "kubepods/cpu.max": "max 100000\n",
-        "kubepods/pod1/cpu.max": "150000 100000\n",  # --cpus 1.5 on the pod
-        "kubepods/pod1/ctr/cpu.max": "max 100000\n",
+    proc, mounts = cgroup_tree(tmp_path, "0::/kubepods/pod1/ctr\n", V2, {
+        "unified/kubepods/cpu.max": "max 100000\n",
+        "unified/kubepods/pod1/cpu.max": "150000 100000\n",  # --cpus 1.5 on the pod
+        "unified/kubepods/pod1/ctr/cpu.max": "max 100000\n",
     })
-    assert cgroup_quota(proc, root) == 1.5
+    assert cgroup_quota(proc, mounts) == 1.5
     proc.write_text("0::/kubepods\n")
-    assert cgroup_quota(proc, root) is None  # "max": no limit
+    assert cgroup_quota(proc, mounts) is None  # "max": no limit
     proc.write_text("0::/\n")
-    (root / "cpu.max").write_text("50000 100000\n")  # a container's own cgroup seen as the root
-    assert cgroup_quota(proc, root) == 0.5
+    (tmp_path / "fs/unified/cpu.max").write_text("50000 100000\n")  # the mount's top counts too
+    assert cgroup_quota(proc, mounts) == 0.5
 
 
-def test_cgroup_v1_quota_and_no_quota(tmp_path: Path) -> None:
-    proc, root = cgroup_tree(tmp_path, "4:memory:/x\n2:cpu,cpuacct:/docker/abc\n", {
-        "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
-        "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
-        "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
-        "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
-    })
-    assert cgroup_quota(proc, root) == 1.0
-    (root / "cpu,cpuacct/docker/abc/cpu.cfs_quota_us").write_text("-1\n")
-    assert cgroup_quota(proc, root) is None
-    assert cgroup_quota(tmp_path / "missing", root) is None  # no cgroup file system: no quota
+def test_a_container_sees_its_own_cgroup_as_the_mount(tmp_path: Path) -> None:
+    # without a cgroup namespace: /proc/self/cgroup names the host's path, the mount's root is it
+    proc, mounts = cgroup_tree(tmp_path, "0::/docker/abc\n", [("/docker/abc", "cg v2", "cgroup2", "rw")],
+                               {"cg v2/cpu.max": "100000 100000\n",
+                                "cg v2/docker/abc/cpu.max": "25000 100000\n"})  # a folder of its own, not it
+    assert cgroup_quota(proc, mounts) == 1.0
+    proc.write_text("0::/elsewhere\n")  # not below the mount's root: its top is what it sees
+    assert cgroup_quota(proc, mounts) == 1.0
+
+
+def test_cgroup_v1_quota_wherever_the_cpu_controller_is_mounted(tmp_path: Path) -> None:
+    proc, mounts = cgroup_tree(
+        tmp_path, "4:memory:/x\n2:cpuset,cpu,cpuacct:/docker/abc\n",
+        [("/", "memory", "cgroup", "rw,memory"), ("/", "cpuset,cpu,cpuacct", "cgroup", "rw,cpuset,cpu,cpuacct")],
+        {"cpuset,cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
+         "cpuset,cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+         "cpuset,cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+         "cpuset,cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+         "memory/x/cpu.max": "1000 100000\n"})  # not a cpu hierarchy: not read
+    assert cgroup_quota(proc, mounts) == 1.0
+    (tmp_path / "fs/cpuset,cpu,cpuacct/docker/abc/cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_quota(proc, mounts) is None
+
+
+def test_what_cannot_be_read_is_no_quota(tmp_path: Path) -> None:
+    proc, mounts = cgroup_tree(tmp_path, b"0::/bad\xff\n", V2,
+                               {"unified/cpu.max": "garbage\n"})
+    (tmp_path / "fs/unified").joinpath(os.fsdecode(b"bad\xff")).mkdir()
+    (tmp_path / "fs/unified").joinpath(os.fsdecode(b"bad\xff"), "cpu.max").write_bytes(b"50000 100000\n")
+    assert cgroup_quota(proc, mounts) == 0.5  # a cgroup name that is not UTF-8 is still found
+    (tmp_path / "fs/unified").joinpath(os.fsdecode(b"bad\xff"), "cpu.max").write_bytes(b"\xff\xfe 1\n")
+    assert cgroup_quota(proc, mounts) is None
+    assert cgroup_quota(tmp_path / "missing", mounts) is None  # no cgroup file system
+    assert cgroup_quota(proc, tmp_path / "missing") is None
     proc.write_text("garbage without colons\n")
-    assert cgroup_quota(proc, root) is None
+    assert cgroup_quota(proc, mounts) is None
 
 
 def test_usable_cores_is_the_affinity_capped_by_the_quota(tmp_path: Path) -> None:
-    proc, root = cgroup_tree(tmp_path, "0::/a\n", {"a/cpu.max": "50000 100000\n"})
-    assert usable_cores(proc, root) == 0.5
-    (root / "a/cpu.max").write_text("max 100000\n")
-    assert usable_cores(proc, root) == len(os.sched_getaffinity(0))
+    proc, mounts = cgroup_tree(tmp_path, "0::/a\n", V2, {"unified/a/cpu.max": "50000 100000\n"})
+    assert usable_cores(proc, mounts) == 0.5
+    (tmp_path / "fs/unified/a/cpu.max").write_text("max 100000\n")
+    assert usable_cores(proc, mounts) == len(os.sched_getaffinity(0))
 
 
 CHILD = r"""
@@ -161,6 +194,10 @@ def test_step_helper_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert agentspan.config.settings().step_helper == "off"
     with pytest.raises(ConfigurationError, match="step_helper='later'"):
         agentspan.configure(step_helper="later")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="step_helper=2"):
+        agentspan.configure(step_helper=2)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="step_helper='on'"):
+        SqliteStore(tmp_path / "x.db", defer_step_sync=True, step_helper="on")  # type: ignore[arg-type]
     agentspan.configure(home=tmp_path, step_helper=True)
     store = agentspan.get_store()
     assert isinstance(store, SqliteStore) and store._writer is not None

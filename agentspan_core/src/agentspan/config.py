@@ -127,7 +127,7 @@ def parse_step_helper(value: str | bool | None, *, source: str) -> StepHelper:
         return "auto"
     if isinstance(value, bool):
         return "on" if value else "off"
-    lowered = value.strip().lower()
+    lowered = str(value).strip().lower()
     if lowered == "auto":
         return "auto"
     if lowered in ("1", "true", "on", "yes"):

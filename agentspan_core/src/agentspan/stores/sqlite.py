@@ -109,6 +109,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         self._wal = WalCheckpointer(self.path)
         deferred = defer_step_sync and os.name == "posix"  # POSIX pipes and select
         self._syncer = WalSyncer(os.path.abspath(self.path) + "-wal") if deferred and durability == "full" else None
+        if step_helper is not None and not isinstance(step_helper, bool):
+            raise ConfigurationError(f"step_helper={step_helper!r}: expected True, False or None (auto)")
         cores = usable_cores() if deferred and step_helper is not False else 0.0
         self._writer = (StepWriter(os.path.abspath(self.path), live.INSERT_STEP, busy_timeout=sql.BUSY_TIMEOUT,
                                    autocheckpoint_pages=BACKSTOP_PAGES, synchronous=durability.upper(),
