@@ -293,6 +293,41 @@ def test_expired_approval(store: SqliteStore) -> None:
     assert result.exit_code == 1 and "expired" in result.stderr
 
 
+def test_an_approval_expired_by_a_cancel_says_why(store: SqliteStore) -> None:
+    run, approval = make_run(store, approval=True)
+    assert approval is not None
+    assert invoke("runs", "cancel", run.id).exit_code == 0
+    result = invoke("approve", approval.id)
+    assert result.exit_code == 1
+    assert "expired (the run was cancelled) before a decision" in result.stderr, result.stderr
+
+
+def test_damaged_rows_are_clean_errors_naming_the_row(store: SqliteStore) -> None:
+    good, _ = make_run(store)
+    bad, _ = make_run(store)
+    store._conn.execute("UPDATE runs SET status='bogus' WHERE id=?", (bad.id,))
+    listed = invoke("runs", "list", "--json")
+    assert listed.exit_code == 1 and "Traceback" not in listed.output
+    assert f"damaged run row ({bad.id!r}): 'bogus' is not a valid RunStatus" in listed.stderr
+    store._conn.execute("UPDATE runs SET status='running', created_at='yesterday' WHERE id=?", (bad.id,))
+    shown = invoke("runs", "show", bad.id)
+    assert shown.exit_code == 1 and "created_at is 'yesterday', not a number" in shown.stderr
+    store._conn.execute("UPDATE runs SET created_at=1.0 WHERE id=?", (bad.id,))
+    store._conn.execute("UPDATE steps SET output='{not json' WHERE run_id=? AND key='llm:0'", (bad.id,))
+    shown = invoke("runs", "show", bad.id, "--json")
+    assert shown.exit_code == 1 and "damaged step 'llm:0' of the run row" in shown.stderr
+    assert json.loads(invoke("runs", "show", good.id, "--json").stdout)["id"] == good.id  # the others still read
+
+
+def test_an_id_that_is_not_utf8_is_a_clean_error(home: Path, store: SqliteStore) -> None:
+    env = {**os.environ, "AGENTSPAN_HOME": str(home)}
+    for args in (["runs", "show", b"id\xff", "--json"], ["approve", b"id\xff"], ["runs", "cancel", b"id\xff"]):
+        done = subprocess.run([sys.executable, "-m", "agentspan.cli", *args], env=env, capture_output=True,
+                              timeout=60)
+        assert done.returncode == 1 and done.stderr.startswith(b"error: "), done.stderr
+        assert b"not valid UTF-8" in done.stderr and b"Traceback" not in done.stderr
+
+
 def test_cancel(store: SqliteStore) -> None:
     run, _ = make_run(store)
     result = invoke("runs", "cancel", run.id, "--reason", "stop it")

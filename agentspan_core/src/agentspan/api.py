@@ -24,6 +24,7 @@ from agentspan.errors import (
     ServerUnreachable,
 )
 from agentspan.handle import Handle
+from agentspan.jsontext import utf8_text
 from agentspan.records import UNADDRESSABLE_IDS, Run, RunStatus, now
 from agentspan.stores.base import Store, call_store
 
@@ -36,6 +37,8 @@ def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any],
     for name, value in (("run_id", run_id), ("session_id", session_id), ("idempotency_key", idempotency_key)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigurationError(f"{name} must be a non-empty str, not {value!r}")
+        if value is not None and utf8_text(value) != value:
+            raise ConfigurationError(f"{name} {value!r} is not valid UTF-8 text (it holds a lone surrogate)")
     if run_id in UNADDRESSABLE_IDS:
         raise ConfigurationError(f"run_id {run_id!r} cannot name a run: a URL resolves it as a dot segment, so "
                                  "the server and the web UI could not address the run")

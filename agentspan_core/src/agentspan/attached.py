@@ -43,6 +43,7 @@ from agentspan.attempt import Counters
 from agentspan.config import settings
 from agentspan.divergence import OnDivergence
 from agentspan.errors import LeaseLostError, RunCancelledError, RunCancelledSignal, RunStateError, ServerUnreachable
+from agentspan.jsontext import utf8_text
 from agentspan.records import JSON, Run, RunStatus, Step, now
 from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store
@@ -230,7 +231,7 @@ class AttachedRun:
 
     def fail(self, error: BaseException) -> None:
         """Records the run ``failed`` with ``error`` (as ``"Type: message"``); raises like `complete`."""
-        self._end("error", exc=error, status=RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
+        self._end("error", exc=error, status=RunStatus.FAILED, error=utf8_text(f"{type(error).__name__}: {error}"))
 
     def suspend(self) -> None:
         """Records the run ``waiting`` (for a human decision); a worker or a retry claims it later.

@@ -313,9 +313,11 @@ def _decide(approval_id: str, *, approved: bool, by: str | None, reason: str | N
     store = _store()
     current = store.get_approval(approval_id)  # ApprovalNotFound for an unknown id
     if effective_status(current) is ApprovalStatus.EXPIRED:
+        when = (f" at {render.timestamp(current.expires_at)}" if current.expires_at is not None
+                else f" ({current.reason})" if current.reason else "")  # expired by a cancel: no time
         raise ApprovalConflict(
-            f"approval {approval_id!r} (run {current.run_id!r}, step {current.step_key!r}) expired at "
-            f"{render.timestamp(current.expires_at)} before a decision; it counts as rejected"
+            f"approval {approval_id!r} (run {current.run_id!r}, step {current.step_key!r}) expired{when} "
+            "before a decision; it counts as rejected"
         )
     decided = decide_by_id(store, approval_id, approved=approved, by=by, reason=reason)
     if as_json:

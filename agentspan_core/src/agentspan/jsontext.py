@@ -13,6 +13,10 @@ than the standard library on the journal's small documents (a ``ModelResponse`` 
 - text with a run of 20 digits or more is decoded by ``json``: orjson turns an integer past 64
   bits into a float (``123456789012345678901234567890`` -> ``1.2345678901234568e+29``), silently.
 
+Text holding a lone surrogate (``"\udcff"``: a file name decoded with ``surrogateescape``, a
+broken emoji) is not UTF-8: orjson refuses it, and ``json`` then writes it as the escape
+``\udcff`` (ASCII JSON), which SQLite and PostgreSQL store and `loads` reads back as it was.
+
 Two differences remain: orjson writes floats below 1e-4 without an exponent sign's leading zero
 (``2.5e-7``, ``json``: ``2.5e-07``) and NaN/infinity as ``null`` (``json``: ``NaN``, not JSON).
 """
@@ -25,7 +29,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MAX_DEPTH", "canonical", "canonical_text", "dumps", "loads", "nested_deeper"]
+__all__ = ["MAX_DEPTH", "canonical", "canonical_text", "dumps", "loads", "nested_deeper", "utf8_text"]
 
 MAX_DEPTH = 100
 """Deepest nesting of a tool result the journal holds as JSON (`agentspan.tools.jsonable_result`
@@ -35,9 +39,26 @@ _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _SORTED = _STRICT | orjson.OPT_SORT_KEYS
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"))
+_CANONICAL_ASCII = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 _encode = orjson.dumps
 _LONG_DIGITS = re.compile(rb"[0-9]{20}")
 _LONG_DIGITS_TEXT = re.compile(r"[0-9]{20}")
+
+
+def utf8_text(text: str) -> str:
+    """``text`` with each lone surrogate written as its escape (``\\udcff``): a message that
+    quotes a file name decoded with ``surrogateescape``, say, as text a store can hold."""
+    return text if _is_utf8(text) else text.encode("utf-8", "backslashreplace").decode()
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (no lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refuse(value: Any) -> Any:
@@ -54,7 +75,8 @@ def dumps(value: Any) -> str:
     try:
         return _encode(value, default=_refuse, option=_STRICT).decode()
     except orjson.JSONEncodeError:
-        return _COMPACT.encode(value)
+        text = _COMPACT.encode(value)
+        return text if _is_utf8(text) else _COMPACT_ASCII.encode(value)
 
 
 def canonical(value: Any) -> bytes:
@@ -67,7 +89,8 @@ def canonical(value: Any) -> bytes:
     try:
         return _encode(value, default=_refuse, option=_SORTED)
     except orjson.JSONEncodeError:
-        return _CANONICAL.encode(value).encode()
+        text = _CANONICAL.encode(value)
+        return (text if _is_utf8(text) else _CANONICAL_ASCII.encode(value)).encode()
 
 
 def canonical_text(value: Any) -> str:

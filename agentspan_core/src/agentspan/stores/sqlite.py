@@ -133,6 +133,13 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
     def _error(self, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"Agentspan store {self.path}: {exc}")
 
+    def _unstorable(self, exc: UnicodeEncodeError) -> ConfigurationError:
+        """SQLite binds text as UTF-8: a lone surrogate (``"\\udcff"``) in an id, a name or a
+        message cannot be stored or looked up (JSON values escape it, `agentspan.jsontext`)."""
+        bad = exc.object[max(exc.start - 20, 0):exc.end + 20] if isinstance(exc.object, str) else exc.object
+        return ConfigurationError(f"Agentspan store {self.path}: text that is not valid UTF-8 (a lone surrogate) "
+                                  f"cannot be stored or looked up: {bad!r}")
+
     def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False,
             settle: bool = True) -> _T:
         """Runs ``fn`` in one ``BEGIN IMMEDIATE`` transaction, rolled back on any error.
@@ -166,6 +173,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
                         cur.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            except UnicodeEncodeError as exc:
+                raise self._unstorable(exc) from exc
             if self._syncer is not None:
                 if later:
                     self._syncer.request()
@@ -195,6 +204,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
                         cur.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            except UnicodeEncodeError as exc:
+                raise self._unstorable(exc) from exc
             self._wal.committed()
             if self._syncer is not None and count:
                 if later:
@@ -210,6 +221,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
                 return self._cur.execute(statement, params).fetchall()
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            except UnicodeEncodeError as exc:
+                raise self._unstorable(exc) from exc
 
     def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int) -> list[Any]:
         where = " AND ".join(f"{name}=?" for name, value in filters.items() if value is not None)

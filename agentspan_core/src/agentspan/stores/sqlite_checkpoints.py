@@ -26,7 +26,7 @@ from agentspan.stores.checkpoint_rules import check_limit, dump_metadata, id_lis
 if TYPE_CHECKING:
     import threading
 
-    from agentspan.errors import StoreError
+    from agentspan.errors import ConfigurationError, StoreError
     from agentspan.stores.sqlite_wal import WalCheckpointer
 
 __all__ = ["SqliteCheckpoints"]
@@ -161,6 +161,7 @@ class SqliteCheckpoints:
         def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False,
                 settle: bool = True) -> _T: ...
         def _error(self, exc: sqlite3.Error) -> StoreError: ...
+        def _unstorable(self, exc: UnicodeEncodeError) -> ConfigurationError: ...
         def _settle_steps(self) -> None: ...
 
     def _read(self, fn: Callable[[sqlite3.Cursor], _T]) -> _T:
@@ -176,6 +177,8 @@ class SqliteCheckpoints:
                     cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            except UnicodeEncodeError as exc:
+                raise self._unstorable(exc) from exc
             return result
 
     # ---- writes -----------------------------------------------------------------------------
@@ -188,6 +191,8 @@ class SqliteCheckpoints:
                 self._cur.execute(PUT_CHECKPOINT, values)
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            except UnicodeEncodeError as exc:
+                raise self._unstorable(exc) from exc
             self._wal.committed()
 
     def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool, defer: bool = False) -> None:

@@ -19,7 +19,7 @@ from operator import attrgetter
 from typing import Any
 
 from agentspan import jsontext
-from agentspan.errors import ConfigurationError
+from agentspan.errors import ConfigurationError, StoreError
 from agentspan.records import (
     Approval,
     ApprovalStatus,
@@ -139,28 +139,78 @@ def approval_values(approval: Approval) -> tuple[Any, ...]:
     return (*approval_scalars(approval), dump_json(approval.args))
 
 
+_NUMBERS = (int, float, type(None))
+
+
+def _numbers(fields: tuple[str, ...], *names: str) -> tuple[tuple[int, str], ...]:
+    return tuple((fields.index(name), name) for name in names)
+
+
+_RUN_NUMBERS = _numbers(RUN_FIELDS, "created_at", "updated_at", "lease_expires_at", "lease_epoch", "input_tokens",
+                        "output_tokens", "cost_usd", "steps")
+_STEP_NUMBERS = _numbers(STEP_FIELDS, "seq", "attempt", "started_at", "ended_at", "duration_ms", "input_tokens",
+                         "output_tokens", "cost_usd")
+_APPROVAL_NUMBERS = _numbers(APPROVAL_FIELDS, "requested_at", "expires_at", "decided_at")
+
+
+def _check_numbers(row: Sequence[Any], numbers: tuple[tuple[int, str], ...]) -> None:
+    for index, name in numbers:
+        if type(row[index]) not in _NUMBERS:
+            raise TypeError(f"{name} is {row[index]!r}, not a number")
+
+
+def _damaged(what: str, row: Sequence[Any], exc: Exception) -> StoreError:
+    """A row the store's own writes could not have made (the file was edited or damaged)."""
+    return StoreError(f"the store holds a damaged {what} row ({row[0]!r}): {exc}")
+
+
 def run_from_row(row: Sequence[Any]) -> Run:
-    """Builds a `Run` from a row selected with `RUN_COLUMNS` (trusted: no re-validation)."""
-    d = dict(zip(RUN_FIELDS, row, strict=True))
-    d["status"] = RunStatus(d["status"])
-    d["input"], d["output"], d["options"] = (
-        load_json(d["input"]),
-        load_json(d["output"]),
-        _decode(d["options"]),
-    )
+    """Builds a `Run` from a row selected with `RUN_COLUMNS` (trusted: no re-validation beyond
+    what a damaged file would break: the enums, the JSON, the numbers).
+
+    Raises:
+        StoreError: The row is damaged.
+    """
+    try:
+        _check_numbers(row, _RUN_NUMBERS)
+        d = dict(zip(RUN_FIELDS, row, strict=True))
+        d["status"] = RunStatus(d["status"])
+        d["input"], d["output"], d["options"] = (
+            load_json(d["input"]),
+            load_json(d["output"]),
+            _decode(d["options"]),
+        )
+    except (ValueError, TypeError) as exc:
+        raise _damaged("run", row, exc) from None
     return Run.model_construct(**d)
 
 
 def step_from_row(row: Sequence[Any]) -> Step:
-    """Builds a `Step` from a row selected with `STEP_COLUMNS` (trusted: no re-validation)."""
-    d = dict(zip(STEP_FIELDS, row, strict=True))
-    d["kind"], d["status"] = StepKind(d["kind"]), StepStatus(d["status"])
-    d["input"], d["output"] = load_json(d["input"]), load_json(d["output"])
+    """Builds a `Step` from a row selected with `STEP_COLUMNS` (checked as `run_from_row`).
+
+    Raises:
+        StoreError: The row is damaged.
+    """
+    try:
+        _check_numbers(row, _STEP_NUMBERS)
+        d = dict(zip(STEP_FIELDS, row, strict=True))
+        d["kind"], d["status"] = StepKind(d["kind"]), StepStatus(d["status"])
+        d["input"], d["output"] = load_json(d["input"]), load_json(d["output"])
+    except (ValueError, TypeError) as exc:
+        raise _damaged(f"step {row[1]!r} of the run", row, exc) from None
     return Step.model_construct(**d)
 
 
 def approval_from_row(row: Sequence[Any]) -> Approval:
-    """Builds an `Approval` from a row selected with `APPROVAL_COLUMNS` (trusted: no re-validation)."""
-    d = dict(zip(APPROVAL_FIELDS, row, strict=True))
-    d["status"], d["args"] = ApprovalStatus(d["status"]), load_json(d["args"])
+    """Builds an `Approval` from a row selected with `APPROVAL_COLUMNS` (checked as `run_from_row`).
+
+    Raises:
+        StoreError: The row is damaged.
+    """
+    try:
+        _check_numbers(row, _APPROVAL_NUMBERS)
+        d = dict(zip(APPROVAL_FIELDS, row, strict=True))
+        d["status"], d["args"] = ApprovalStatus(d["status"]), load_json(d["args"])
+    except (ValueError, TypeError) as exc:
+        raise _damaged("approval", row, exc) from None
     return Approval.model_construct(**d)
