@@ -21,7 +21,7 @@ def crashed_copy(run_id: str, keep: int | None, keys: set[str] | None = None) ->
     steps = store.list_steps(run_id)
     for step in steps[:keep] if keys is None else [s for s in steps if s.key in keys]:
         store.start_step(step.model_copy(update={"run_id": copy.id, "status": StepStatus.STARTED}), epoch=0)
-        store.finish_step(copy.id, step.key, StepResult(status=step.status, output=step.output,
+        store.finish_step(copy.id, step.key, StepResult(status=step.status, output=step.output, error=step.error,
                                                         input_tokens=step.input_tokens,
                                                         output_tokens=step.output_tokens), epoch=0)
     return copy.id

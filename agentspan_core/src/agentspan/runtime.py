@@ -321,7 +321,11 @@ class ActiveRun(ToolSteps):
             raise self.fatal
         duration_ms = (time.perf_counter() - started) * 1000
         output = dump(value)
-        if metrics is None:
+        if info.handled:  # failed, and the framework answered for it: replayed as answered, shown failed
+            result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
+                                          provider=step.provider, model=step.model,
+                                          error=utf8_text(info.handled[-1]))
+        elif metrics is None:
             result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
                                           provider=step.provider, model=step.model)
         else:

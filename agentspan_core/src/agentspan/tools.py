@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
 from agentspan.errors import ConfigurationError
@@ -112,6 +112,16 @@ class StepInfo:
     attempt: int
     kind: str
     name: str | None
+    handled: list[str] = field(default_factory=list, compare=False, repr=False)
+    """What `handled_error` noted (the runtime reads it when the call ends)."""
+
+    def handled_error(self, message: str) -> None:
+        """Notes that the call failed and the framework answered for it (the SDK's default
+        ``failure_error_function`` turns a tool's exception into a message for the model): the step
+        is journaled ``completed`` with the answer as its output, so a resumed run replays it as
+        the model saw it, and with ``message`` as its ``error``, so the trail shows the failure.
+        """
+        self.handled.append(message)
 
 
 _current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(

@@ -11,6 +11,7 @@ an agent's ``get_mcp_tools`` (the function tools the SDK makes of its MCP server
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import functools
 import inspect
@@ -140,6 +141,41 @@ def _parse_args(args_json: str) -> Any:
         return args_json  # the SDK reports malformed arguments to the model itself
 
 
+def _note_handled(message: str) -> None:
+    step = agentspan.current_step()
+    if step is not None:
+        step.handled_error(message)
+
+
+def noting_failures(invoker: Any) -> Any:
+    """A copy of a `function_tool`'s invoker that notes on the step (`agentspan.StepInfo.handled_error`)
+    an exception of the tool the SDK then answers for: its ``failure_error_function`` (by default
+    a message without the exception's text) turns it into the tool's answer, and the step is
+    journaled completed with that answer (replayed as the model saw it) and shown failed. A
+    failure the SDK raises fails the step as before.
+
+    The invoker of openai-agents 0.24 keeps the tool's own call in ``_invoke_tool_impl`` and
+    catches around it; an invoker without one (a hand-made `FunctionTool`) is returned as it is.
+    """
+    impl = getattr(invoker, "_invoke_tool_impl", None)
+    if impl is None or not callable(impl):
+        return invoker
+
+    async def noting(ctx: Any, input: str) -> Any:
+        try:
+            return await impl(ctx, input)
+        except Exception as exc:
+            _note_handled(jsontext.utf8_text(f"{type(exc).__name__}: {exc}"))
+            raise
+
+    prepare = getattr(impl, "__agents_prepare_arguments__", None)
+    if prepare is not None:
+        noting.__agents_prepare_arguments__ = prepare  # type: ignore[attr-defined]
+    noted = copy.copy(invoker)
+    noted._invoke_tool_impl = noting
+    return noted
+
+
 def within_timeout(tool: FunctionTool, ctx: ToolContext[Any],
                    call: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
     """``call`` under the tool's own ``timeout_seconds``, as the SDK applies it, but inside the
@@ -161,6 +197,7 @@ def within_timeout(tool: FunctionTool, ctx: ToolContext[Any],
             error = ToolTimeoutError(tool_name=tool.name, timeout_seconds=seconds)
             if tool.timeout_behavior == "raise_exception":
                 raise error from exc
+            _note_handled(f"{type(error).__name__}: {error}")
             if tool.timeout_error_function is None:
                 return agents_tool.default_tool_timeout_error_message(tool_name=tool.name, timeout_seconds=seconds)
             return await value_of(tool.timeout_error_function(ctx, error))
@@ -235,7 +272,7 @@ class AgentWrapper:
     def tool(self, tool: FunctionTool) -> FunctionTool:
         """Returns a copy of ``tool`` whose calls are journaled, replayed and approval-gated."""
         options = _options_of(tool)
-        original = tool.on_invoke_tool
+        original = noting_failures(tool.on_invoke_tool)
         needs_approval = tool.needs_approval
         context_for = _context_for(tool)
         load_result = result_loader(tool)
