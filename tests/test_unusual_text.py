@@ -14,12 +14,15 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from agents import Agent, function_tool
+from typer.testing import CliRunner
 
 import agentspan
 import agentspan.config
 from agentspan import jsontext
+from agentspan.cli import app
 from agentspan.errors import ConfigurationError
 from agentspan.hashing import canonical_json
 from agentspan.records import RunStatus, StepStatus
@@ -103,3 +106,55 @@ def test_an_id_with_a_lone_surrogate_is_refused_by_name() -> None:
     with pytest.raises(ConfigurationError, match="not valid UTF-8"):
         agentspan.get("id" + b"\xff".decode("utf-8", "surrogateescape")).status()
     assert agentspan.get_store().list_runs() == []  # nothing stored
+
+
+def test_through_the_server_too(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client sends such a value escaped and reads it back (pydantic refuses both ways), the
+    server takes it in a JSON value and refuses it in a text column, and an id holding one never
+    reaches a URL."""
+    from server_support import sqlite_server
+
+    with sqlite_server(home / "server.db") as (url, backing):
+        monkeypatch.setenv("AGENTSPAN_SERVER_URL", url)
+        agentspan.config.reset()
+
+        @function_tool
+        def read_name(q: str) -> str:
+            """Returns a file name."""
+            return f"name: {ODD}"
+
+        agent = Agent(name="files", tools=[read_name],
+                      model=ScriptedModel([ToolCall("read_name", {"q": "first"}), f"final {ODD}"]))
+        assert agentspan.run(agent, f"look at {ODD}", run_id="odd").final_output == f"final {ODD}"
+        steps = agentspan.get("odd").steps()  # read back through the server
+        assert [(s.status, s.output) for s in steps][1:] == [(StepStatus.COMPLETED, f"name: {ODD}"),
+                                                             (StepStatus.COMPLETED, steps[2].output)]
+        assert [s.output for s in backing.list_steps("odd")] == [s.output for s in steps]
+        assert agentspan.get("odd").run().input == f"look at {ODD}"
+        with pytest.raises(ConfigurationError, match="not valid UTF-8"):
+            agentspan.get("id" + b"\xff".decode("utf-8", "surrogateescape")).status()
+        with pytest.raises(ConfigurationError, match="not valid UTF-8"):
+            agentspan.get_store().list_runs(agent=ODD)
+        shown = CliRunner().invoke(app, ["runs", "show", "odd", "--json"])
+        assert shown.exit_code == 0 and json.loads(shown.stdout)["output"] == f"final {ODD}"
+        assert "\\udce9" in shown.stdout  # escaped: the output is valid UTF-8
+        refused = httpx.post(f"{url}/api/runs", content=b'{"framework": "f", "agent": "a\\udce9", "input": 1}',
+                             headers={"Content-Type": "application/json"})
+        assert refused.status_code == 422 and "lone surrogate" in refused.text
+
+
+def test_an_adk_session_holding_one(home: Path) -> None:
+    from google.adk.agents import LlmAgent
+
+    from agentspan_adk.testing import Call, ScriptedLlm
+
+    def read_name(q: str) -> dict[str, str]:
+        """Returns a file name."""
+        return {"name": f"name: {ODD}"}
+
+    model = ScriptedLlm(model="m", turns=[[Call("read_name", {"q": "a"})], f"final {ODD}"])
+    agent = LlmAgent(name="files", model=model, tools=[read_name])
+    assert agentspan.run(agent, "look", run_id="adk-odd").text == f"final {ODD}"
+    handle = agentspan.get("adk-odd")
+    assert handle.status() is RunStatus.COMPLETED
+    assert all(s.status is StepStatus.COMPLETED for s in handle.steps())

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from agentspan.approvals import effective_status
 from agentspan.divergence import SUPERSEDED
+from agentspan.jsontext import utf8_text
 from agentspan.records import JSON, Approval, Run, Step, now
 from agentspan.stores.reopening import retries_of
 
@@ -89,8 +90,10 @@ def run_detail_json(run: Run, steps: list[Step], approvals: list[Approval]) -> d
 
 
 def dumps(value: JSON) -> str:
-    """Serialises a JSON value for stdout (indented, UTF-8 kept readable)."""
-    return json.dumps(value, indent=2, ensure_ascii=False)
+    """Serialises a JSON value for stdout (indented, UTF-8 kept readable; a value holding a lone
+    surrogate, which is not UTF-8, all escaped: the output stays valid JSON in UTF-8)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return text if utf8_text(text) == text else json.dumps(value, indent=2)
 
 
 # ---- small formatters -----------------------------------------------------------------------------

@@ -25,11 +25,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-__all__ = ["MAX_DEPTH", "canonical", "canonical_text", "dumps", "loads", "nested_deeper", "utf8_text"]
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+_M = TypeVar("_M", bound="BaseModel")
+
+__all__ = ["MAX_DEPTH", "canonical", "canonical_text", "dumps", "loads", "model_json", "nested_deeper", "parse_model",
+           "utf8_text"]
 
 MAX_DEPTH = 100
 """Deepest nesting of a tool result the journal holds as JSON (`agentspan.tools.jsonable_result`
@@ -50,6 +56,34 @@ def utf8_text(text: str) -> str:
     """``text`` with each lone surrogate written as its escape (``\\udcff``): a message that
     quotes a file name decoded with ``surrogateescape``, say, as text a store can hold."""
     return text if _is_utf8(text) else text.encode("utf-8", "backslashreplace").decode()
+
+
+def model_json(model: Any) -> bytes:
+    """A pydantic model's JSON as UTF-8 bytes (pydantic's own encoder; a lone surrogate, which it
+    refuses, written as its escape instead).
+
+    Raises:
+        ValueError: The model holds a value JSON cannot encode.
+    """
+    try:
+        return model.model_dump_json().encode()
+    except ValueError:  # pydantic's PydanticSerializationError (a lone surrogate) is a ValueError
+        return _COMPACT_ASCII.encode(model.model_dump(mode="json")).encode()
+
+
+def parse_model(model: type[_M], data: str | bytes) -> _M:
+    """Validates JSON text as ``model`` (pydantic's parser; text escaping a lone surrogate, which it
+    refuses, parsed by `json` instead).
+
+    Raises:
+        pydantic.ValidationError: The text is not a valid ``model``.
+    """
+    try:
+        return model.model_validate_json(data)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        if "surrogate" not in str(exc):
+            raise
+        return model.model_validate(json.loads(data))
 
 
 def _is_utf8(text: str) -> bool:

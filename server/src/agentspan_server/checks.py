@@ -37,13 +37,15 @@ _FINITE_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False, check_circu
 """Encodes a JSON value in C, raising `ValueError` at a NaN or infinity (see `_is_clean_json`)."""
 
 
-def check_text(text: str, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
+def check_text(text: str, loc: tuple[Any, ...], issues: list[dict[str, str]], *, surrogates_ok: bool = False) -> None:
     """Adds an issue when a string is not valid Unicode or holds a NUL character.
 
     Args:
         text: The string to check.
         loc: Where it is (named in the issue).
         issues: The issues found so far; appended to.
+        surrogates_ok: Accept a lone surrogate (text inside a journaled JSON value, which the
+            stores hold as its escape, `agentspan.jsontext`).
     """
     if text.isascii():
         if "\x00" in text:
@@ -52,8 +54,9 @@ def check_text(text: str, loc: tuple[Any, ...], issues: list[dict[str, str]]) ->
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        issues.append(input_issue(loc, "must be valid Unicode (no lone surrogates)", "string_unicode"))
-        return
+        if not surrogates_ok:
+            issues.append(input_issue(loc, "must be valid Unicode (no lone surrogates)", "string_unicode"))
+            return
     if "\x00" in text:
         issues.append(input_issue(loc, "must not contain NUL characters", "string_nul"))
 
@@ -78,11 +81,18 @@ def _is_clean_json(value: dict[Any, Any] | list[Any]) -> bool:
     return True
 
 
-def _check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]], depth: int) -> None:
+JSON_FIELDS = frozenset({"input", "output", "args", "options"})
+"""The records' journaled JSON values: a lone surrogate in their text is stored as its escape (the
+stores encode them with `agentspan.jsontext`); text columns and checkpoint metadata (which
+PostgreSQL reads with its JSON functions) refuse it."""
+
+
+def _check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]], depth: int,
+                surrogates_ok: bool = False) -> None:
     if len(issues) >= MAX_LISTED_ERRORS:
         return
     if isinstance(value, str):
-        check_text(value, loc, issues)
+        check_text(value, loc, issues, surrogates_ok=surrogates_ok)
     elif isinstance(value, float):
         if not math.isfinite(value):
             issues.append(input_issue(loc, "must be a finite number", "float_finite"))
@@ -94,26 +104,26 @@ def _check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]], 
             return
         if isinstance(value, dict):
             for key, item in value.items():
-                check_text(key, (*loc, key), issues)
-                _check_json(item, (*loc, key), issues, depth + 1)
+                check_text(key, (*loc, key), issues, surrogates_ok=surrogates_ok)
+                _check_json(item, (*loc, key), issues, depth + 1, surrogates_ok)
         else:
             for index, item in enumerate(value):
-                _check_json(item, (*loc, index), issues, depth + 1)
+                _check_json(item, (*loc, index), issues, depth + 1, surrogates_ok)
 
 
 def _check_model(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
     for name in type(model).model_fields:
-        _check_field(getattr(model, name), (*loc, name), issues)
+        _check_field(getattr(model, name), (*loc, name), issues, name in JSON_FIELDS)
 
 
-def _check_field(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
+def _check_field(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]], json_value: bool = False) -> None:
     if isinstance(value, BaseModel):
         _check_model(value, loc, issues)
     elif isinstance(value, int) and not isinstance(value, bool):
         if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
             issues.append(input_issue(loc, "must fit in a signed 64-bit integer", "int_range"))
     elif not isinstance(value, (dict, list)) or not _is_clean_json(value):
-        _check_json(value, loc, issues, 0)
+        _check_json(value, loc, issues, 0, json_value)
 
 
 def check_json(value: Any, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
@@ -141,7 +151,7 @@ def check_record(
     """
     for name in type(model).model_fields:
         if name not in skip and len(issues) < MAX_LISTED_ERRORS:
-            _check_field(getattr(model, name), (*loc, name), issues)
+            _check_field(getattr(model, name), (*loc, name), issues, name in JSON_FIELDS)
 
 
 def _check_parsed(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str, str]]) -> None:
@@ -172,7 +182,7 @@ def _check_parsed(model: BaseModel, loc: tuple[Any, ...], issues: list[dict[str,
                     _check_json(item, (*loc, name, index), issues, 1)
         elif isinstance(value, (dict, list)):
             if not _is_clean_json(value):
-                _check_json(value, (*loc, name), issues, 0)
+                _check_json(value, (*loc, name), issues, 0, name in JSON_FIELDS)
         elif not isinstance(value, (str, bytes)):  # text: clean already
             _check_field(value, (*loc, name), issues)
 

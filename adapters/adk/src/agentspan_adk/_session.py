@@ -27,6 +27,7 @@ from typing import Any
 
 from google.adk.sessions import InMemorySessionService, Session
 
+from agentspan import jsontext
 from agentspan.errors import RunStateError
 from agentspan.records import CheckpointRecord
 from agentspan.stores.base import Store
@@ -65,7 +66,7 @@ class SessionSnapshots:
             raise RunStateError(
                 f"session {self.session_id!r} of app {self.app_name!r} (user {self.user_id!r}) no longer has "
                 f"snapshot {snapshot_id!r} this run started from: another run of the session completed meanwhile")
-        return Session.model_validate_json(record.data)
+        return jsontext.parse_model(Session, record.data)
 
     def save(self, run_id: str, base_id: str | None, session: Session) -> None:
         """Stores the session after run ``run_id`` (idempotent for that run).
@@ -80,7 +81,7 @@ class SessionSnapshots:
                 f"{latest!r} while run {run_id!r} executed; runs of one session must not overlap")
         self.store.put_checkpoint(CheckpointRecord(
             thread_id=self.thread_id, checkpoint_id=run_id, parent_id=base_id, type=SNAPSHOT_TYPE,
-            data=session.model_dump_json().encode(), metadata={"run_id": run_id, "events": len(session.events)},
+            data=jsontext.model_json(session), metadata={"run_id": run_id, "events": len(session.events)},
             run_id=run_id))
         self.store.prune_checkpoints([self.thread_id], keep_latest=True)
 

@@ -30,6 +30,15 @@ CANCELLED_RUN_APPROVALS = "the run was cancelled"
 (`Store.cancel_run`, `Store.update_run`), so no decision is asked for that would go nowhere."""
 
 
+def unstorable(where: str, exc: UnicodeEncodeError) -> ConfigurationError:
+    """The error for text a store cannot bind: SQLite and PostgreSQL take text as UTF-8, and a lone
+    surrogate (``"\\udcff"``) in an id, a name or a message is not (JSON values escape it,
+    `agentspan.jsontext`)."""
+    bad = exc.object[max(exc.start - 20, 0):exc.end + 20] if isinstance(exc.object, str) else exc.object
+    return ConfigurationError(f"Agentspan store {where}: text that is not valid UTF-8 (a lone surrogate) cannot "
+                              f"be stored or looked up: {bad!r}")
+
+
 def check_deletion(statuses: Sequence[RunStatus], limit: int) -> list[str]:
     """Validates `Store.delete_runs` arguments; the statuses as plain strings.
 

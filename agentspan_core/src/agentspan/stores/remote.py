@@ -42,6 +42,7 @@ from agentspan.errors import (
     RunStateError,
     StepNotFound,
 )
+from agentspan.jsontext import model_json
 from agentspan.records import (
     JSON,
     Approval,
@@ -129,7 +130,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
 
     # ---- plumbing -------------------------------------------------------------------------
     def _attempt(self, method: str, path: str, body: BaseModel | None, params: Any) -> Answer:
-        content = body.model_dump_json().encode() if body is not None else None
+        content = model_json(body) if body is not None else None
         plain = self._plain[self._current]
         try:
             if plain is not None:

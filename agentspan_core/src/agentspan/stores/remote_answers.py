@@ -12,7 +12,8 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from agentspan import wire
-from agentspan.errors import ServerUnreachable, TransportError
+from agentspan.errors import ConfigurationError, ServerUnreachable, TransportError
+from agentspan.jsontext import parse_model
 from agentspan.stores.plain_http import Answer
 
 if TYPE_CHECKING:
@@ -86,8 +87,15 @@ class Backoff:
 
 
 def seg(value: str) -> str:
-    """Escapes one path segment (step keys hold ``/`` and ``:``)."""
-    return quote(value, safe="")
+    """Escapes one path segment (step keys hold ``/`` and ``:``).
+
+    Raises:
+        ConfigurationError: The value is not valid UTF-8 text (a lone surrogate): no URL holds it.
+    """
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError:
+        raise ConfigurationError(f"{value!r} is not valid UTF-8 text (it holds a lone surrogate)") from None
 
 
 def detail(response: Answer) -> str:
@@ -123,6 +131,6 @@ def parsed(response: Answer, model: type[_M]) -> _M:
             this version, or a proxy answered).
     """
     try:
-        return model.model_validate_json(response.content)
+        return parse_model(model, response.content)
     except ValidationError as exc:
         raise TransportError(f"malformed answer from {response.url}: {exc}") from exc

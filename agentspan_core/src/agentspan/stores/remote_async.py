@@ -23,6 +23,7 @@ import httpx
 from pydantic import BaseModel
 
 from agentspan import wire
+from agentspan.jsontext import model_json
 from agentspan.records import Step, StepResult, StepStatus
 from agentspan.stores.plain_http import Answer
 from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, seg
@@ -87,7 +88,7 @@ class RemoteAsyncSteps:
         where = self._shown[self._current]
         try:
             response = await self._async_client().post(
-                self.urls[self._current] + wire.API_PREFIX + path, content=body.model_dump_json().encode(),
+                self.urls[self._current] + wire.API_PREFIX + path, content=model_json(body),
                 headers={"Content-Type": "application/json"})
         except httpx.TransportError as exc:
             raise failed_attempt(where, exc) from exc

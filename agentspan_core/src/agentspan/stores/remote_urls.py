@@ -10,6 +10,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from agentspan.errors import ConfigurationError
+from agentspan.jsontext import utf8_text
 from agentspan.stores.plain_http import PlainHttp
 
 
@@ -45,7 +46,11 @@ def query_string(params: Any) -> str:
     empty)."""
     items = params.items() if isinstance(params, dict) else params
     pairs = [(k, "true" if v is True else "false" if v is False else "" if v is None else str(v)) for k, v in items]
-    return "?" + urlencode(pairs, quote_via=quote)
+    try:
+        return "?" + urlencode(pairs, quote_via=quote)
+    except UnicodeEncodeError:
+        bad = next(v for _, v in pairs if utf8_text(v) != v)
+        raise ConfigurationError(f"{bad!r} is not valid UTF-8 text (it holds a lone surrogate)") from None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -26,7 +26,7 @@ from agentspan.errors import (
 from agentspan.records import JSON, Run, RunStatus
 from agentspan.stores import sqlite_journal as live
 from agentspan.stores import sqlite_schema as sql
-from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion
+from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion, unstorable
 from agentspan.stores.cores import usable_cores
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.reopening import reopen_refusal, reopened_options
@@ -134,11 +134,7 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         return StoreError(f"Agentspan store {self.path}: {exc}")
 
     def _unstorable(self, exc: UnicodeEncodeError) -> ConfigurationError:
-        """SQLite binds text as UTF-8: a lone surrogate (``"\\udcff"``) in an id, a name or a
-        message cannot be stored or looked up (JSON values escape it, `agentspan.jsontext`)."""
-        bad = exc.object[max(exc.start - 20, 0):exc.end + 20] if isinstance(exc.object, str) else exc.object
-        return ConfigurationError(f"Agentspan store {self.path}: text that is not valid UTF-8 (a lone surrogate) "
-                                  f"cannot be stored or looked up: {bad!r}")
+        return unstorable(self.path, exc)
 
     def _tx(self, fn: Callable[[sqlite3.Cursor], _T], *, sync: bool = True, step: bool = False,
             settle: bool = True) -> _T:

@@ -25,6 +25,7 @@ import anyio.to_thread
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from agentspan.stores.base import unstorable
 from agentspan_server.stores import postgres_checkpoints as checkpoints
 from agentspan_server.stores import postgres_journal as journal
 from agentspan_server.stores.postgres_pool import InTransaction, Outcome, Plan, Statement
@@ -132,6 +133,8 @@ class AsyncPostgresPath:
                 await pool.putconn(conn)
         except psycopg.Error as exc:
             raise self._store._error(exc) from exc
+        except UnicodeEncodeError as exc:  # text PostgreSQL cannot take (a lone surrogate)
+            raise unstorable(self._store.url, exc) from exc
         if isinstance(result, InTransaction):
             return await self._run(pool, result.plan, transaction=True)
         return result

@@ -26,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from agentspan.errors import ConfigurationError, StoreError
+from agentspan.stores.base import unstorable
 
 __all__ = ["InTransaction", "Outcome", "Plan", "PostgresPool", "Statement", "drive", "redact_url"]
 
@@ -197,6 +198,8 @@ class PostgresPool:
                     result = drive(plan, conn.cursor())
         except psycopg.Error as exc:
             raise self._error(exc) from exc
+        except UnicodeEncodeError as exc:  # text PostgreSQL cannot take (a lone surrogate)
+            raise unstorable(self.url, exc) from exc
         if isinstance(result, InTransaction):
             return self._run(result.plan, transaction=True)
         return result
@@ -211,6 +214,8 @@ class PostgresPool:
                 return fn(conn.cursor(binary=binary))
         except psycopg.Error as exc:
             raise self._error(exc) from exc
+        except UnicodeEncodeError as exc:  # text PostgreSQL cannot take (a lone surrogate)
+            raise unstorable(self.url, exc) from exc
 
     def _query(self, statement: str, params: Sequence[Any] | dict[str, Any], *, binary: bool = False) -> list[Any]:
         """Runs one autocommitted statement and returns all its rows."""
