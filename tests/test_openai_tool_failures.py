@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from unittest.mock import AsyncMock
 
+import httpx
 import pytest
-from agents import Agent, function_tool, set_tracing_disabled
+from agents import Agent, FunctionTool, function_tool, set_tracing_disabled
 from typer.testing import CliRunner
 
 import agentspan
@@ -106,3 +108,26 @@ def test_a_stand_in_that_raises_in_a_mock_run_is_shown_failed():
     tools = [s for s in result.steps if s.kind.value == "tool"]
     assert [(s.status, s.error) for s in tools] == [(StepStatus.COMPLETED, "ConnectionError: no route")]
     assert tools[0].output == SDK_MESSAGE and calls == []
+    assert [c.error for c in result.tool_calls] == ["ConnectionError: no route"]
+    assert str(result.tool_calls[0]).endswith("raised ConnectionError: no route")
+
+
+def test_a_tool_whose_invoker_is_a_test_double_is_called_as_it_is(home):
+    """Only the SDK's own invoker is copied to note failures: an app test's mock is awaited itself."""
+    invoker = AsyncMock(return_value="mocked")
+    tool = FunctionTool(name="lookup", description="Looks up.", params_json_schema={"type": "object", "properties": {}},
+                        on_invoke_tool=invoker)
+    agent = Agent(name="a", tools=[tool], model=ScriptedModel([ToolCall("lookup", {}), "finished"], name="m"))
+    assert agentspan.run(agent, "go").final_output == "finished"
+    invoker.assert_awaited_once()
+
+
+def test_slack_shows_arguments_holding_a_lone_surrogate():
+    from agentspan.records import Approval
+    from agentspan_server.slack import approval_blocks
+
+    odd = "caf" + b"\xe9".decode("utf-8", "surrogateescape")
+    approval = Approval(run_id="r", step_key="k", tool="open", args={"path": odd}, args_hash="h")
+    blocks = approval_blocks(approval)
+    request = httpx.Request("POST", "http://slack.test/api/chat.postMessage", json={"blocks": blocks})
+    assert rb"caf\\udce9" in request.content  # sent escaped, not refused (the approval was never announced)

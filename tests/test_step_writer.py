@@ -23,7 +23,7 @@ from agents import Agent, function_tool
 import agentspan
 import agentspan.config
 from agentspan import leases
-from agentspan.errors import LeaseLostError, RunCancelledSignal
+from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal
 from agentspan.records import Run, RunStatus, Step, StepKind, StepResult, StepStatus
 from agentspan.stores import step_writer
 from agentspan.stores.sqlite import SqliteStore
@@ -262,7 +262,7 @@ def test_a_value_sqlite_cannot_bind_fails_its_own_write_only(tmp_path: Path) -> 
     step = Step(run_id=run_id, key="tool:1", seq=1, kind=StepKind.TOOL)
     store.record_step(step, StepResult(status=StepStatus.FAILED, error="no such file: '\udcff.txt'"), epoch=1)
     record(store, run_id, 2)
-    with pytest.raises(UnicodeEncodeError):  # what binding it inline raises, at the run's next wait
+    with pytest.raises(ConfigurationError, match="not valid UTF-8"):  # binding it inline, at the run's next wait
         store.wait_durable(run_id)
     writer = store._writer
     assert writer is not None and writer.helper_pid is not None  # the helper lives on

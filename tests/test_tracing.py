@@ -337,3 +337,18 @@ def test_a_chat_span_is_named_by_the_requested_model_with_the_conventions_provid
     (chat,) = spans_by_name(exporter)["chat gpt-4o-mini"]  # the requested model, not the dated one answered
     assert chat.attributes["gen_ai.provider.name"] == conventions
     assert chat.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+
+
+def test_a_tool_failure_the_sdk_answered_for_is_an_error_span(exporter):
+    @function_tool
+    def broken(n: int) -> int:
+        """Breaks."""
+        raise ValueError(f"broke on {n}")
+
+    agentspan.configure(otel=True)
+    agent = agent_with([ToolCall("broken", {"n": 1}), ToolCall("add", {"a": 1, "b": 2}), "done"], [broken, add])
+    assert agentspan.run(agent, "go").final_output == "done"
+    spans = spans_by_name(exporter)
+    (failed,), (ok,) = spans["execute_tool broken"], spans["execute_tool add"]
+    assert failed.status.status_code is StatusCode.ERROR and failed.attributes["error.type"] == "ValueError"
+    assert ok.status.status_code is StatusCode.UNSET and "error.type" not in ok.attributes

@@ -321,11 +321,7 @@ class ActiveRun(ToolSteps):
             raise self.fatal
         duration_ms = (time.perf_counter() - started) * 1000
         output = dump(value)
-        if info.handled:  # failed, and the framework answered for it: replayed as answered, shown failed
-            result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
-                                          provider=step.provider, model=step.model,
-                                          error=utf8_text(info.handled[-1]))
-        elif metrics is None:
+        if metrics is None:
             result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
                                           provider=step.provider, model=step.model)
         else:
@@ -335,6 +331,9 @@ class ActiveRun(ToolSteps):
                                           provider=step.provider, model=used, input_tokens=m.input_tokens,
                                           output_tokens=m.output_tokens,
                                           cost_usd=price_usd(step.provider, used, m.input_tokens, m.output_tokens))
+        if info.handled:  # failed, and the framework answered for it: replayed as answered, shown failed
+            result.__dict__["error"] = utf8_text(info.handled[-1])
+            result.__pydantic_fields_set__.add("error")
         try:
             await self._finish_async(step, result, in_flight_record)
         except AgentspanError as exc:

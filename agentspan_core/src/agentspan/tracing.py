@@ -136,7 +136,7 @@ class RunTrace:
             started_at = ended_at - result.duration_ms / 1000.0
         span = self._tracer.start_span(span_name, context=self._context, kind=span_kind, attributes=attributes,
                                        start_time=_ns(started_at))
-        if result.status is StepStatus.FAILED:
+        if result.status is StepStatus.FAILED or result.error:  # an error the framework answered for too
             error = result.error or "failed"
             span.set_attribute("error.type", error.split(":", 1)[0])
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error))

@@ -44,6 +44,7 @@ from starlette.types import Scope
 
 from agentspan import errors
 from agentspan.approvals import decide_by_id
+from agentspan.jsontext import utf8_text
 from agentspan.leases import owner_id
 from agentspan.records import Approval
 from agentspan.stores.base import Store, call_store
@@ -145,7 +146,7 @@ def _section(text: str) -> dict[str, Any]:
 
 def approval_blocks(approval: Approval) -> list[dict[str, Any]]:
     """The message blocks describing an approval (its tool, run, step and arguments), without buttons."""
-    args = json.dumps(approval.args, indent=2, ensure_ascii=False).replace("```", "`\u200b`\u200b`")
+    args = utf8_text(json.dumps(approval.args, indent=2, ensure_ascii=False)).replace("```", "`\u200b`\u200b`")
     facts = (f"*Approval needed:* `{escape(approval.tool)}`\n*Run:* `{escape(approval.run_id)}`\n"
              f"*Step:* `{escape(approval.step_key)}`")  # fmt: skip
     if approval.expires_at is not None:

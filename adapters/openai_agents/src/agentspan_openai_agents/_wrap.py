@@ -154,12 +154,14 @@ def noting_failures(invoker: Any) -> Any:
     journaled completed with that answer (replayed as the model saw it) and shown failed. A
     failure the SDK raises fails the step as before.
 
-    The invoker of openai-agents 0.24 keeps the tool's own call in ``_invoke_tool_impl`` and
-    catches around it; an invoker without one (a hand-made `FunctionTool`) is returned as it is.
+    The invoker of openai-agents 0.24 (`agents.tool._FailureHandlingFunctionToolInvoker`) keeps the
+    tool's own call in ``_invoke_tool_impl`` and catches around it; any other (a hand-made
+    `FunctionTool`'s, a test's mock) is returned as it is.
     """
+    sdk_invoker = getattr(agents_tool, "_FailureHandlingFunctionToolInvoker", None)
     impl = getattr(invoker, "_invoke_tool_impl", None)
-    if impl is None or not callable(impl):
-        return invoker
+    if sdk_invoker is None or not isinstance(invoker, sdk_invoker) or not callable(impl):
+        return invoker  # not the SDK's own (a test's mock, say): called as it is
 
     async def noting(ctx: Any, input: str) -> Any:
         try:

@@ -95,7 +95,7 @@ def build_result(store: Store, run_id: str, setup: MockSetup, *, raw: Any, crash
     rejected = {a.step_key for a in approvals
                 if a.status in (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED)}
     calls = [ToolCallRecord(name=s.name or "", args=s.input, result=setup.tool_result(s.output), key=s.key,
-                            error=s.error if s.status is StepStatus.FAILED else None, rejected=s.key in rejected)
+                            error=s.error, rejected=s.key in rejected)
              for s in steps if s.kind is StepKind.TOOL and s.status is not StepStatus.STARTED]
     if run.status is RunStatus.COMPLETED:
         output = setup.final_output(raw) if raw is not None else run.output
