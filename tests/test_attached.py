@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentspan import attached, leases
-from agentspan.errors import LeaseLostError, RunCancelledError, RunCancelledSignal
+from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledError, RunCancelledSignal
 from agentspan.records import RunStatus, StepKind
 from agentspan.stores.sqlite import SqliteStore
 
@@ -40,6 +40,16 @@ def test_complete_records_output_and_releases_the_lease(store: SqliteStore) -> N
     assert at.ended and attached.attached_here(run.id) is None
     at.fail(ValueError("late"))  # an ending after the end does nothing
     assert store.get_run(run.id).status is RunStatus.COMPLETED
+
+
+def test_an_end_no_store_takes_fails_the_run_instead_of_leaving_it_running(store: SqliteStore) -> None:
+    run = _new(store)
+    at = attached.attach(store, run, fresh=True)
+    with pytest.raises(ConfigurationError, match="only JSON values can be stored"):
+        at.complete({"when": object()})
+    stored = store.get_run(run.id)
+    assert (stored.status, stored.lease_owner) == (RunStatus.FAILED, None)
+    assert stored.error is not None and stored.error.startswith("the run's end could not be stored: only JSON values")
 
 
 def test_fail_suspend_and_abandon(store: SqliteStore) -> None:

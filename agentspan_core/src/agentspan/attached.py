@@ -42,7 +42,14 @@ from agentspan import leases
 from agentspan.attempt import Counters
 from agentspan.config import settings
 from agentspan.divergence import OnDivergence
-from agentspan.errors import LeaseLostError, RunCancelledError, RunCancelledSignal, RunStateError, ServerUnreachable
+from agentspan.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RunCancelledError,
+    RunCancelledSignal,
+    RunStateError,
+    ServerUnreachable,
+)
 from agentspan.jsontext import utf8_text
 from agentspan.records import JSON, Run, RunStatus, Step, now
 from agentspan.runtime import ActiveRun
@@ -269,6 +276,13 @@ class AttachedRun:
         self._end_trace(outcome, exc)
         try:
             self.run = self.store.update_run(self.run.id, epoch=self.epoch, release_lease=True, **fields)
+        except ConfigurationError as refused:  # no store takes this end (an output that is not JSON):
+            if fields.get("status") is RunStatus.FAILED:  # failed then, not left running for a worker
+                raise
+            self.run = self.store.update_run(self.run.id, epoch=self.epoch, release_lease=True,
+                                             status=RunStatus.FAILED,
+                                             error=utf8_text(f"the run's end could not be stored: {refused}"))
+            raise
         finally:
             self._stop()
 

@@ -161,7 +161,8 @@ def _check_numbers(row: Sequence[Any], numbers: tuple[tuple[int, str], ...]) -> 
 
 def _damaged(what: str, row: Sequence[Any], exc: Exception) -> StoreError:
     """A row the store's own writes could not have made (the file was edited or damaged)."""
-    return StoreError(f"the store holds a damaged {what} row ({row[0]!r}): {exc}")
+    owner = "run" if what.startswith("step") else "id"
+    return StoreError(f"the store holds a damaged {what} row ({owner} {row[0]!r}): {exc}")
 
 
 def run_from_row(row: Sequence[Any]) -> Run:
@@ -197,7 +198,7 @@ def step_from_row(row: Sequence[Any]) -> Step:
         d["kind"], d["status"] = StepKind(d["kind"]), StepStatus(d["status"])
         d["input"], d["output"] = load_json(d["input"]), load_json(d["output"])
     except (ValueError, TypeError) as exc:
-        raise _damaged(f"step {row[1]!r} of the run", row, exc) from None
+        raise _damaged(f"step {row[1]!r}", row, exc) from None
     return Step.model_construct(**d)
 
 
