@@ -308,14 +308,14 @@ def test_damaged_rows_are_clean_errors_naming_the_row(store: SqliteStore) -> Non
     store._conn.execute("UPDATE runs SET status='bogus' WHERE id=?", (bad.id,))
     listed = invoke("runs", "list", "--json")
     assert listed.exit_code == 1 and "Traceback" not in listed.output
-    assert f"damaged run row (id {bad.id!r}): 'bogus' is not a valid RunStatus" in listed.stderr
+    assert f"damaged row of run {bad.id!r}: 'bogus' is not a valid RunStatus" in listed.stderr
     store._conn.execute("UPDATE runs SET status='running', created_at='yesterday' WHERE id=?", (bad.id,))
     shown = invoke("runs", "show", bad.id)
     assert shown.exit_code == 1 and "created_at is 'yesterday', not a number" in shown.stderr
     store._conn.execute("UPDATE runs SET created_at=1.0 WHERE id=?", (bad.id,))
     store._conn.execute("UPDATE steps SET output='{not json' WHERE run_id=? AND key='llm:0'", (bad.id,))
     shown = invoke("runs", "show", bad.id, "--json")
-    assert shown.exit_code == 1 and f"damaged step 'llm:0' row (run {bad.id!r})" in shown.stderr
+    assert shown.exit_code == 1 and f"damaged row of step 'llm:0' of run {bad.id!r}" in shown.stderr
     assert json.loads(invoke("runs", "show", good.id, "--json").stdout)["id"] == good.id  # the others still read
 
 

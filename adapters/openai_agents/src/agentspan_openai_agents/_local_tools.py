@@ -45,6 +45,15 @@ async def value_of(returned: Any) -> Any:
     return await returned if inspect.isawaitable(returned) else returned
 
 
+def note_handled(exc: BaseException) -> None:
+    """Notes on the running step (`agentspan.StepInfo.handled_error`) a tool's exception the SDK
+    answers for (its ``failure_error_function``, a timeout's message): shown failed, replayed as
+    answered."""
+    step = agentspan.current_step()
+    if step is not None:
+        step.handled_error(f"{type(exc).__name__}: {exc}")
+
+
 async def approval_required(policy: Any, *args: Any) -> bool:
     """A tool's SDK ``needs_approval``: a bool, or a policy function (maybe async) of ``args``."""
     return bool(await value_of(policy(*args)) if callable(policy) else policy)

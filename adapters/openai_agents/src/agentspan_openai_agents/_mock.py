@@ -19,9 +19,9 @@ from typing import Any
 from agents import Agent, FunctionTool, Model, ModelResponse, RunConfig
 from agents.tool import maybe_invoke_function_tool_failure_error_function
 
-import agentspan
 from agentspan.errors import ConfigurationError
 from agentspan.testing import Call, MockSetup, StandIns, context_scope
+from agentspan_openai_agents._local_tools import note_handled
 from agentspan_openai_agents.testing import ToolCall, build_response
 
 _stand_ins: ContextVar[StandIns | None] = ContextVar("agentspan_openai_agents_stand_ins", default=None)
@@ -97,9 +97,7 @@ def live_tool_call(tool: FunctionTool, ctx: Any, args: Any,
                                                                               error=exc)
             if message is None:
                 raise
-            step = agentspan.current_step()
-            if step is not None:  # as the SDK's own handling of a live tool's error (`_wrap`)
-                step.handled_error(f"{type(exc).__name__}: {exc}")
+            note_handled(exc)  # as the SDK's own handling of a live tool's error (`_wrap`)
             return message
 
     return stub

@@ -41,7 +41,7 @@ from agentspan import jsontext
 from agentspan.hashing import digest
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_openai_agents._hooks import agent_hooks
-from agentspan_openai_agents._local_tools import approval_required, journaled_local_tool, value_of
+from agentspan_openai_agents._local_tools import approval_required, journaled_local_tool, note_handled, value_of
 from agentspan_openai_agents._mock import live_tool_call
 from agentspan_openai_agents._model import CallTracker, JournalingModel, JournalingProvider, model_identity
 from agentspan_openai_agents._nested import checking
@@ -141,12 +141,6 @@ def _parse_args(args_json: str) -> Any:
         return args_json  # the SDK reports malformed arguments to the model itself
 
 
-def _note_handled(message: str) -> None:
-    step = agentspan.current_step()
-    if step is not None:
-        step.handled_error(message)
-
-
 def noting_failures(invoker: Any) -> Any:
     """A copy of a `function_tool`'s invoker that notes on the step (`agentspan.StepInfo.handled_error`)
     an exception of the tool the SDK then answers for: its ``failure_error_function`` (by default
@@ -167,7 +161,7 @@ def noting_failures(invoker: Any) -> Any:
         try:
             return await impl(ctx, input)
         except Exception as exc:
-            _note_handled(jsontext.utf8_text(f"{type(exc).__name__}: {exc}"))
+            note_handled(exc)
             raise
 
     prepare = getattr(impl, "__agents_prepare_arguments__", None)
@@ -199,7 +193,7 @@ def within_timeout(tool: FunctionTool, ctx: ToolContext[Any],
             error = ToolTimeoutError(tool_name=tool.name, timeout_seconds=seconds)
             if tool.timeout_behavior == "raise_exception":
                 raise error from exc
-            _note_handled(f"{type(error).__name__}: {error}")
+            note_handled(error)
             if tool.timeout_error_function is None:
                 return agents_tool.default_tool_timeout_error_message(tool_name=tool.name, timeout_seconds=seconds)
             return await value_of(tool.timeout_error_function(ctx, error))

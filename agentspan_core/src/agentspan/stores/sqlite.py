@@ -111,11 +111,12 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         self._syncer = WalSyncer(os.path.abspath(self.path) + "-wal") if deferred and durability == "full" else None
         if step_helper is not None and not isinstance(step_helper, bool):
             raise ConfigurationError(f"step_helper={step_helper!r}: expected True, False or None (auto)")
-        cores = usable_cores() if deferred and step_helper is not False else 0.0
+        spare_core = deferred and step_helper is not False and usable_cores() >= 2
+        helper = deferred and (spare_core if step_helper is None else step_helper)
         self._writer = (StepWriter(os.path.abspath(self.path), live.INSERT_STEP, busy_timeout=sql.BUSY_TIMEOUT,
                                    autocheckpoint_pages=BACKSTOP_PAGES, synchronous=durability.upper(),
-                                   poll=cores >= 2)
-                        if deferred and (step_helper or (step_helper is None and cores >= 2)) else None)
+                                   poll=spare_core)
+                        if helper else None)
         self._refused: dict[str, BaseException] = {}
         """Run id -> why the first step write the helper handed back was refused (raised by
         `wait_durable`; forgotten when the run is claimed again)."""

@@ -159,10 +159,9 @@ def _check_numbers(row: Sequence[Any], numbers: tuple[tuple[int, str], ...]) -> 
             raise TypeError(f"{name} is {row[index]!r}, not a number")
 
 
-def _damaged(what: str, row: Sequence[Any], exc: Exception) -> StoreError:
+def _damaged(what: str, exc: Exception) -> StoreError:
     """A row the store's own writes could not have made (the file was edited or damaged)."""
-    owner = "run" if what.startswith("step") else "id"
-    return StoreError(f"the store holds a damaged {what} row ({owner} {row[0]!r}): {exc}")
+    return StoreError(f"the store holds a damaged row of {what}: {exc}")
 
 
 def run_from_row(row: Sequence[Any]) -> Run:
@@ -182,7 +181,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
             _decode(d["options"]),
         )
     except (ValueError, TypeError) as exc:
-        raise _damaged("run", row, exc) from None
+        raise _damaged(f"run {row[0]!r}", exc) from None
     return Run.model_construct(**d)
 
 
@@ -198,7 +197,7 @@ def step_from_row(row: Sequence[Any]) -> Step:
         d["kind"], d["status"] = StepKind(d["kind"]), StepStatus(d["status"])
         d["input"], d["output"] = load_json(d["input"]), load_json(d["output"])
     except (ValueError, TypeError) as exc:
-        raise _damaged(f"step {row[1]!r}", row, exc) from None
+        raise _damaged(f"step {row[1]!r} of run {row[0]!r}", exc) from None
     return Step.model_construct(**d)
 
 
@@ -213,5 +212,5 @@ def approval_from_row(row: Sequence[Any]) -> Approval:
         d = dict(zip(APPROVAL_FIELDS, row, strict=True))
         d["status"], d["args"] = ApprovalStatus(d["status"]), load_json(d["args"])
     except (ValueError, TypeError) as exc:
-        raise _damaged("approval", row, exc) from None
+        raise _damaged(f"approval {row[0]!r}", exc) from None
     return Approval.model_construct(**d)
