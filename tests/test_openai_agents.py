@@ -1006,6 +1006,9 @@ def test_an_openai_model_class_is_labelled_by_the_provider_its_client_reaches(ba
 
     model = OpenAIChatCompletionsModel("some-model", AsyncOpenAI(api_key="sk-test", base_url=base_url))
     assert model_identity(model) == (provider, "some-model")  # was "openai" for every one
+    # named through a provider (`OpenAIProvider(base_url=...)`, a `RunConfig`'s model by name) too
+    assert model_identity(model, "some-model") == (provider, "some-model")  # was "openai"
+    assert model_identity(model, "mistral/some-model") == ("mistral", "some-model")  # a prefix still names it
 
 
 def test_a_run_async_cancelled_in_a_sync_tool_keeps_its_lease_until_it_lapses():

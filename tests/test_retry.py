@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 from agents import Agent, function_tool, set_tracing_disabled
 from agents.exceptions import ModelBehaviorError
+from openai.types.responses import Response, ResponseError, ResponseFailedEvent
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
@@ -198,3 +200,59 @@ def test_a_retry_asks_the_model_again_for_an_answer_the_sdk_refused(first_answer
     assert model.calls == 2
     steps = {s.key: s for s in agentspan.get("refused").steps()}
     assert steps["llm:0"].output != steps["superseded:1/llm:0"].output  # the refused answer is kept aside
+
+
+class FailsOnce(ScriptedModel):
+    """The script's model, but its call ``fail_at`` fails once as a Responses call ending in
+    ``response.failed`` does: `ModelBehaviorError` raised by the call (unstreamed), a
+    ``response.failed`` event the SDK's run raises on (streamed)."""
+
+    def __init__(self, turns: list, fail_at: int) -> None:
+        super().__init__(turns, name="m")
+        self.fail_at, self.failed = fail_at, False
+
+    def _fails(self) -> bool:
+        if self.failed or self._index() != self.fail_at:
+            return False
+        self.failed = True
+        self.calls += 1
+        return True
+
+    async def get_response(self, *args, **kwargs):
+        if self._fails():
+            raise ModelBehaviorError("Responses stream ended with terminal event `response.failed`.")
+        return await super().get_response(*args, **kwargs)
+
+    async def stream_response(self, *args, **kwargs):
+        if self._fails():
+            yield ResponseFailedEvent(type="response.failed", sequence_number=0, response=Response.model_construct(
+                id="resp_1", status="failed", error=ResponseError(code="server_error", message="server had an error")))
+            return
+        async for event in super().stream_response(*args, **kwargs):
+            yield event
+
+
+async def _stream(agent: Agent, run_id: str) -> None:
+    async for _ in agentspan.run_streamed(agent, "bill me", run_id=run_id).stream_events():
+        pass
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_retry_makes_again_only_the_model_call_that_failed_itself(streamed):
+    """A model call that fails with the SDK's `ModelBehaviorError` (a Responses call ending in
+    ``response.failed``): not an answer the SDK refused, so the answers before it stay."""
+    broken["charge"] = False
+    model = FailsOnce([ToolCall("charge", {"amount": 5}), "all done"], fail_at=1)
+    agent = Agent(name="billing", instructions="Charge.", tools=[charge], model=model)
+    with pytest.raises(ModelBehaviorError, match="response.failed"):  # was StepNotFound, streamed
+        if streamed:
+            asyncio.run(_stream(agent, "failed-call"))
+        else:
+            agentspan.run(agent, "bill me", run_id="failed-call")
+    failed = {s.key: s for s in agentspan.get("failed-call").steps()}
+    assert failed["llm:1"].status is agentspan.StepStatus.FAILED and "response.failed" in failed["llm:1"].error
+    assert agentspan.retry("failed-call", agent).result(timeout=20).final_output == "all done"
+    assert effects == ["charge:5"]  # was: the charge made again, its model call set aside with it
+    assert model.calls == 3  # llm:0, the failed llm:1, llm:1 again; llm:0 was asked again too
+    steps = agentspan.get("failed-call").steps()
+    assert [(s.key, s.attempt) for s in steps] == [("llm:0", 1), ("llm:0/call:call_0_0", 1), ("llm:1", 2)]

@@ -76,3 +76,35 @@ def test_a_dated_snapshot_is_priced_as_its_own_family(provider, model, family):
 def test_a_model_that_only_starts_with_a_priced_name_is_not_priced_as_it():
     assert price_usd("openai", "gpt-4o-audio-preview", 1_000, 2_000) is None
     assert price_usd("google", "gemini-2.5-flash-lite-preview-06-17", 1_000, 2_000) is None
+
+
+def test_setting_aside_passes_over_a_model_call_still_in_flight() -> None:
+    """A model call is journaled only when it ends: one in flight when the steps from an earlier
+    one on are set aside is not in the store to move (was: `StepNotFound`, replacing the
+    framework's error), and it is journaled under its own key when it ends."""
+    store = MemoryStore()
+    run = _claimed(store)
+    active = ActiveRun(store, run, [])
+
+    async def model_call(key: str, answer: str, release: asyncio.Event | None = None) -> object:
+        async def invoke() -> str:
+            if release is not None:
+                await release.wait()
+            return answer
+
+        return await active.step(kind=StepKind.LLM, key=key, name="m", input={"q": key}, input_hash=key,
+                                 invoke=invoke, dump=lambda v: v, load=lambda v: v)
+
+    async def main() -> None:
+        await model_call("llm:0", "first")
+        release = asyncio.Event()
+        in_flight = asyncio.ensure_future(model_call("llm:1", "second", release))
+        await asyncio.sleep(0)
+        assert active.journal["llm:1"].status is StepStatus.STARTED
+        active.set_aside("llm:0", "superseded: refused")
+        release.set()
+        assert await in_flight == "second"
+
+    asyncio.run(main())
+    assert [(s.key, s.status) for s in store.list_steps(run.id)] == [
+        ("superseded:1/llm:0", StepStatus.COMPLETED), ("llm:1", StepStatus.COMPLETED)]

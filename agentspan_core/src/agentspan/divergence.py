@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from agentspan.diffing import describe_found, first_difference
 from agentspan.errors import ConfigurationError, ReplayDivergenceError
-from agentspan.records import JSON, Run, Step
+from agentspan.records import JSON, Run, Step, StepKind, StepStatus
 from agentspan.stores.reopening import RETRIES
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def set_aside(active: ActiveRun, key: str, reason: str) -> None:
 def _move_aside(active: ActiveRun, first: Step, reason: str, *, earlier_attempts_only: bool) -> tuple[list[Step], str]:
     moving = sorted((s for k, s in active.journal.items()
                      if (k in active.recorded or not earlier_attempts_only) and s.seq >= first.seq
-                     and not k.startswith(SUPERSEDED)), key=_seq)
+                     and not k.startswith(SUPERSEDED) and not _never_written(s)), key=_seq)
     prefix = f"{SUPERSEDED}{first.seq}/"
     active.store.supersede_steps(active.run_id, [s.key for s in moving], prefix=prefix, reason=reason,
                                  epoch=active.epoch)
@@ -115,6 +115,11 @@ def _move_aside(active: ActiveRun, first: Step, reason: str, *, earlier_attempts
         del active.journal[step.key]
         active.recorded.discard(step.key)
     return moving, prefix
+
+
+def _never_written(step: Step) -> bool:
+    """A model call still in flight, or cut off: journaled only when it ends (`ActiveRun.step`)."""
+    return step.kind is StepKind.LLM and step.status is StepStatus.STARTED
 
 
 def _seq(step: Step) -> int:

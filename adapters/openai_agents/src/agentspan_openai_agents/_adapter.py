@@ -112,9 +112,12 @@ class OpenAIAgentsAdapter(Adapter):
                     return await self._run(run, wrapper.agent(target), input, config, kwargs)
         except ModelBehaviorError as exc:
             # the SDK refused the model's answer (invalid JSON for the output type, a tool it does
-            # not have, ...): a retry asks the model again instead of replaying the same answer
-            await call_store(run.store, run.set_aside, tracker.last_llm_key,
-                             f"superseded: the SDK refused this answer of the model ({exc}); a retry asks again")
+            # not have, ...): a retry asks the model again instead of replaying the same answer.
+            # Raised by a model call itself (a failed or cut-off response), it is that call's own
+            # failure: a retry makes that call again and replays the answers before it.
+            if tracker.answered is not None:
+                await call_store(run.store, run.set_aside, tracker.answered,
+                                 f"superseded: the SDK refused this answer of the model ({exc}); a retry asks again")
             raise
         finally:
             if owns_provider:

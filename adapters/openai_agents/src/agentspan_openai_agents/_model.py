@@ -55,15 +55,15 @@ def _metrics(response: ModelResponse) -> agentspan.LlmMetrics:
 
 def model_identity(model: Model, name: str | None = None) -> ModelId:
     """Labels a model for the trail: ``provider/model``."""
-    if name is not None:  # resolved by name through a provider: the SDK's names default to OpenAI
-        return parse_model_id(name)
+    module = type(model).__module__
+    openai_class = module.startswith("agents.models.openai")
+    if name is not None:  # resolved by name through a provider: the SDK's names default to OpenAI's API
+        return parse_model_id(name, default_provider=_provider_of_client(model) if openai_class else "openai")
     explicit = getattr(model, "agentspan_model_id", None)
     if isinstance(explicit, str):
         return parse_model_id(explicit)
     label = getattr(model, "model", None)
-    module = type(model).__module__
-    default = _provider_of_client(model) if module.startswith("agents.models.openai") else (
-        "litellm" if "litellm" in module else "custom")
+    default = _provider_of_client(model) if openai_class else ("litellm" if "litellm" in module else "custom")
     if isinstance(label, str):
         return parse_model_id(label, default_provider=default)
     return ModelId(default, type(model).__name__)
@@ -115,6 +115,7 @@ class JournalingModel(Model):
         run = agentspan.active_run()
         if run is None:
             return await invoke()
+        self.tracker.answered = None
         key, step_input, input_hash = self._request(run, system_instructions, input, tools, output_schema, handoffs)
         try:
             response = await self._journal(run, key, step_input, input_hash, invoke)
@@ -139,6 +140,7 @@ class JournalingModel(Model):
             async for event in open_stream():
                 yield event
             return
+        self.tracker.answered = None
         key, step_input, input_hash = self._request(run, system_instructions, input, tools, output_schema, handoffs)
         journal = functools.partial(self._journal, run, key, step_input, input_hash)
         try:
@@ -173,13 +175,16 @@ class JournalingModel(Model):
 
     def _responded(self, run: agentspan.ActiveRun, key: str, response: ModelResponse) -> None:
         run.register_calls(key, call_ids(response))
-        self.tracker.last_llm_key = key
+        self.tracker.last_llm_key = self.tracker.answered = key
 
 
 class CallTracker:
-    """Per-attempt translation state: the key of the last model call (handoffs hang off it)."""
+    """Per-attempt translation state: the key of the last model call that answered (handoffs hang
+    off it), and that key again while no model call has begun since (``answered``: the answer an
+    SDK error raised after it refused, not a call that failed itself)."""
 
     last_llm_key: str = "llm:?"
+    answered: str | None = None
 
 
 class JournalingProvider(ModelProvider):

@@ -17,6 +17,7 @@ from typing import Any
 
 from agents import AgentUpdatedStreamEvent, ModelResponse, RawResponsesStreamEvent, RunItemStreamEvent, Usage
 from agents.exceptions import ModelBehaviorError
+from agents.models._response_terminal import response_error_event_failure_error, response_terminal_failure_error
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -64,6 +65,20 @@ def model_response_of(response: Response, streamed_items: list[Any]) -> ModelRes
                          response_id=response.id, request_id=getattr(response, "_request_id", None))
 
 
+_FAILED = frozenset({"response.failed", "response.incomplete", "error", "response.error"})
+"""The events that end a stream as a failed call: the SDK's run raises on them."""
+
+
+def _failure(kind: str, event: Any) -> ModelBehaviorError:
+    """The error the SDK's streamed run raises on a failed stream's last event (raised here, in
+    the call, the call is journaled failed with it, as the same failure of an unstreamed call is;
+    raised by the SDK after the event, the call would be cut off unjournaled)."""
+    if kind in ("error", "response.error"):
+        return response_error_event_failure_error(kind, event)
+    response = getattr(event, "response", None)
+    return response_terminal_failure_error(kind, response if isinstance(response, Response) else None)
+
+
 def _completed(key: str, event: ResponseCompletedEvent) -> JournaledResponseCompleted:
     return JournaledResponseCompleted.model_construct(
         response=event.response, sequence_number=event.sequence_number, type="response.completed", step_key=key)
@@ -88,6 +103,9 @@ async def journaled_stream(key: str, open_stream: Callable[[], AsyncIterator[Any
         items: list[Any] = []
         async with contextlib.aclosing(open_stream()) as stream:  # type: ignore[type-var]
             async for event in stream:
+                kind = getattr(event, "type", None)
+                if kind in _FAILED:  # the call failed: journaled so, with the error the SDK raises for it
+                    raise _failure(kind, event)
                 if isinstance(event, ResponseCompletedEvent):
                     final.append(event)
                     continue
