@@ -95,6 +95,33 @@ def test_in_doubt_tool_with_fail_policy_fails_the_run(child_env, monkeypatch):
     assert len(lines("effects")) == 1
 
 
+def test_in_doubt_tool_with_ask_policy_asks_before_each_re_run(child_env):
+    """``on_in_doubt="ask"``: each interrupted execution is a question of its own (was: the
+    approval of the first re-run let a second one through, nobody asked), and a rejected re-run
+    tells the model the call may have taken effect (was: "It was not executed")."""
+    env = {**child_env, "LOOKUP_IN_DOUBT": "ask"}
+    run_id = new_id()
+    assert child(env, "start", run_id, crash_at="lookup:after").returncode == -9
+    kill_when_waiting(child(env, "resume", run_id, wait=False), run_id)
+    handle = agentspan.get(run_id)
+    (question,) = handle.pending_approvals()
+    assert (question.tool, question.step_key) == ("lookup_order", "llm:0/call:call_0_0/in-doubt:1")
+    handle.approve(question.id, by="ops")
+    (home() / "crashed").unlink()  # the approved re-run is killed too
+    assert child(env, "resume", run_id, crash_at="lookup:after").returncode == -9
+    assert len(lines("effects")) == 2
+    kill_when_waiting(child(env, "resume", run_id, wait=False), run_id)
+    (again,) = handle.pending_approvals()
+    assert again.step_key == "llm:0/call:call_0_0/in-doubt:2"
+    handle.reject(again.id, by="ops", reason="looked it up by hand")
+    resumed = child(env, "resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(lines("effects")) == 2
+    (lookup,) = [s for s in handle.steps() if s.kind is agentspan.StepKind.TOOL]
+    assert lookup.output == ("Tool call 'lookup_order' was interrupted before it finished and may have taken "
+                             "effect; running it again was rejected by ops: looked it up by hand.")
+
+
 def test_killed_while_waiting_for_approval_then_approved_from_another_process(child_env):
     run_id = new_id()
     kill_when_waiting(child(child_env, "start", run_id, "approval", wait=False), run_id)

@@ -244,6 +244,16 @@ def test_long_arguments_are_clipped() -> None:
     assert len(text) < 3000 and "truncated" in text and "&lt;" in text and "<" not in text
 
 
+def test_a_question_to_run_an_interrupted_call_again_says_so() -> None:
+    """``on_in_doubt="ask"``: the approver learns the call ran (in part) before deciding."""
+    def facts(step_key: str) -> str:
+        approval = Approval(run_id="r", step_key=step_key, tool="t", args={}, args_hash="h")
+        return approval_blocks(approval)[0]["text"]["text"]
+
+    assert "may have taken effect" in facts("llm:0/call:c1/in-doubt:1")
+    assert "may have taken effect" not in facts("llm:0/call:c1")
+
+
 # ---- deciding from Slack ------------------------------------------------------------------------
 def test_approve_and_reject_from_slack(server: Agentspan) -> None:
     run = claimed(server.http)

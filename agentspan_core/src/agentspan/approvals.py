@@ -32,12 +32,32 @@ def effective_status(approval: Approval, at: float | None = None) -> ApprovalSta
     return approval.status
 
 
+IN_DOUBT = "in-doubt:"
+"""How the last part of an in-doubt question's step key begins (`in_doubt_key`)."""
+
+
+def in_doubt_key(key: str, attempt: int) -> str:
+    """The approval key of the question whether to run call ``key`` again after its execution
+    ``attempt`` was interrupted (``on_in_doubt="ask"``): ``<key>/in-doubt:<attempt>``."""
+    return f"{key}/{IN_DOUBT}{attempt}"
+
+
+def is_in_doubt_question(approval: Approval) -> bool:
+    """Whether ``approval`` asks to run an interrupted call again (not to run a call at all)."""
+    return approval.step_key.rpartition("/")[2].startswith(IN_DOUBT)
+
+
 def rejection_message(approval: Approval) -> str:
     """What the model is told when a human rejected (or let expire) a tool call."""
     who = f" by {approval.decided_by}" if approval.decided_by else ""
-    if effective_status(approval) is ApprovalStatus.EXPIRED:
-        return f"Tool call {approval.tool!r} was not approved before its deadline; it was not executed."
+    expired = effective_status(approval) is ApprovalStatus.EXPIRED
     reason = f": {approval.reason}" if approval.reason else ""
+    if is_in_doubt_question(approval):  # the call ran, at least in part: do not say it did not
+        outcome = "was not approved before its deadline" if expired else f"was rejected{who}{reason}"
+        return (f"Tool call {approval.tool!r} was interrupted before it finished and may have taken effect; "
+                f"running it again {outcome}.")
+    if expired:
+        return f"Tool call {approval.tool!r} was not approved before its deadline; it was not executed."
     return f"Tool call {approval.tool!r} was rejected{who}{reason}. It was not executed."
 
 

@@ -87,11 +87,14 @@ class ToolSteps(StepKeys):
                                  f"{describe_difference(recorded.input, args)}")
                 recorded = None
             rejection = None
-            if options.approval_required or needs_approval or (
-                recorded is not None and options.on_in_doubt == "ask"
-            ):
+            if options.approval_required or needs_approval:
                 rejection = await call_store(self.store, approvals.gate, self, key=key, tool=options.name or name,
                                              args=args, args_hash=args_hash, options=options)
+            if rejection is None and recorded is not None and options.on_in_doubt == "ask":
+                # a question of its own for each interrupted execution: a decision on the call,
+                # or on an earlier re-run, is no decision on this one
+                rejection = await call_store(self.store, approvals.gate, self, key=approvals.in_doubt_key(
+                    key, recorded.attempt), tool=options.name or name, args=args, args_hash=args_hash, options=options)
         except AgentspanError as exc:
             self._keep_fatal(exc)
             raise

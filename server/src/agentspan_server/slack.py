@@ -43,7 +43,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from agentspan import errors
-from agentspan.approvals import decide_by_id
+from agentspan.approvals import decide_by_id, is_in_doubt_question
 from agentspan.jsontext import utf8_text
 from agentspan.leases import owner_id
 from agentspan.records import Approval
@@ -149,6 +149,8 @@ def approval_blocks(approval: Approval) -> list[dict[str, Any]]:
     args = utf8_text(json.dumps(approval.args, indent=2, ensure_ascii=False)).replace("```", "`\u200b`\u200b`")
     facts = (f"*Approval needed:* `{escape(approval.tool)}`\n*Run:* `{escape(approval.run_id)}`\n"
              f"*Step:* `{escape(approval.step_key)}`")  # fmt: skip
+    if is_in_doubt_question(approval):
+        facts += "\n*Asks to run it again:* a process died while it ran; it may have taken effect"
     if approval.expires_at is not None:
         facts += "\n*Expires:* " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(approval.expires_at))
     return [_section(facts), _section(f"*Arguments:*\n```\n{escape(args, MAX_ARGS_CHARS)}\n```")]
