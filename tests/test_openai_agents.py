@@ -423,6 +423,28 @@ def test_handoffs_are_journaled_and_replayed():
     assert kinds == [("llm", "t"), ("handoff", "billing"), ("llm", "b")]
 
 
+def test_hooks_see_a_handoff_as_the_plain_runner_gives_it():
+    """The SDK calls ``on_handoff`` with keyword arguments (was: a TypeError from the hooks'
+    wrapper at the first handoff of any run given hooks)."""
+    from agents import AgentHooks, RunHooks
+
+    seen: list[str] = []
+
+    class Hooks(RunHooks):
+        async def on_handoff(self, context, from_agent, to_agent) -> None:
+            seen.append(f"run: {from_agent.name} -> {to_agent.name} ({agentspan.replaying()})")
+
+    class OnTriage(AgentHooks):  # the SDK calls the agent handing off
+        async def on_handoff(self, context, agent, source) -> None:
+            seen.append(f"agent: {source.name} -> {agent.name}")
+
+    billing = Agent(name="billing", instructions="billing", model=ScriptedModel(["billing says hi"], name="b"))
+    triage = Agent(name="triage", instructions="route", handoffs=[handoff(billing)], hooks=OnTriage(),
+                   model=ScriptedModel([ToolCall("transfer_to_billing", {})], name="t"))
+    assert agentspan.run(triage, "a billing question", hooks=Hooks()).final_output == "billing says hi"
+    assert seen == ["run: triage -> billing (False)", "agent: triage -> billing"]
+
+
 def test_a_handoff_built_by_hand_is_journaled_and_its_function_gives_the_target_on_replay():
     def billing_down_once(index: int) -> None:
         effects.append("billing model")

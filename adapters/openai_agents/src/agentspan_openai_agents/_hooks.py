@@ -20,7 +20,7 @@ from agentspan.runtime import told_replaying
 from agentspan_openai_agents._model import CallTracker
 
 
-def _replayed(method: str, args: tuple[Any, ...], tracker: CallTracker) -> bool | None:
+def _replayed(method: str, context: Any, tracker: CallTracker) -> bool | None:
     """Whether the call a hook is about is (was) served from the journal; None: not known."""
     run = agentspan.active_run()
     if run is None or not run.recorded:
@@ -30,7 +30,7 @@ def _replayed(method: str, args: tuple[Any, ...], tracker: CallTracker) -> bool 
     if method == "on_llm_end":
         return run.was_replayed("llm", tracker.last_llm_key)
     if method in ("on_tool_start", "on_tool_end"):
-        call_id = getattr(args[0], "tool_call_id", None) if args else None
+        call_id = getattr(context, "tool_call_id", None)
         if not call_id:
             return None
         key = run.call_key(call_id)
@@ -39,9 +39,10 @@ def _replayed(method: str, args: tuple[Any, ...], tracker: CallTracker) -> bool 
 
 
 def _forward(method: str) -> Any:
-    async def hook(self: Any, *args: Any) -> Any:
-        with told_replaying(_replayed(method, args, self._agentspan_tracker)):
-            return await getattr(self._agentspan_inner, method)(*args)
+    async def hook(self: Any, *args: Any, **kwargs: Any) -> Any:  # the SDK passes some by keyword (on_handoff)
+        context = args[0] if args else kwargs.get("context")
+        with told_replaying(_replayed(method, context, self._agentspan_tracker)):
+            return await getattr(self._agentspan_inner, method)(*args, **kwargs)
 
     hook.__name__ = method
     return hook
