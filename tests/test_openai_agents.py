@@ -232,6 +232,42 @@ def test_a_parallel_call_the_sdk_cancels_for_a_failed_sibling_is_replayed_by_the
     assert effects == ["slow 1 start", "slow 1 end", "flaky 1"]
 
 
+class Unprintable(Exception):
+    """An exception whose ``str`` raises (a library's broken ``__str__``)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str failed")
+
+
+@pytest.mark.parametrize(("where", "raised", "run_error"), [
+    ("hook", Unprintable, "Unprintable: Unprintable()"),
+    # the SDK itself takes ``str`` of a tool's error: the plain runner raises that RuntimeError too
+    ("tool", RuntimeError, "RuntimeError: str failed"),
+])
+def test_an_error_whose_text_cannot_be_made_still_fails_the_run(where, raised, run_error):
+    """Was: the run left ``running`` (a worker would repeat it), the error describing the user's
+    exception raised instead of it, and a tool's failure unjournaled."""
+    from agents import RunHooks
+
+    @function_tool(failure_error_function=None)
+    def breaks() -> str:
+        """Breaks."""
+        raise Unprintable()
+
+    class Hooks(RunHooks):
+        async def on_llm_end(self, context, agent, response) -> None:
+            raise Unprintable()
+
+    agent = agent_with([ToolCall("breaks", {}), "done"], [breaks])
+    with pytest.raises(raised):
+        agentspan.run(agent, "go", run_id="unprintable", **({"hooks": Hooks()} if where == "hook" else {}))
+    handle = agentspan.get("unprintable")
+    assert handle.status() is agentspan.RunStatus.FAILED and handle.run().error == run_error
+    if where == "tool":
+        (tool,) = [s for s in handle.steps() if s.kind is agentspan.StepKind.TOOL]
+        assert tool.status is agentspan.StepStatus.FAILED and tool.error == "Unprintable: Unprintable()"
+
+
 class Point(BaseModel):
     x: int
     y: int

@@ -50,7 +50,7 @@ from agentspan.errors import (
     RunStateError,
     ServerUnreachable,
 )
-from agentspan.jsontext import utf8_text
+from agentspan.jsontext import error_text, utf8_text
 from agentspan.records import JSON, Run, RunStatus, Step, now
 from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store
@@ -238,7 +238,7 @@ class AttachedRun:
 
     def fail(self, error: BaseException) -> None:
         """Records the run ``failed`` with ``error`` (as ``"Type: message"``); raises like `complete`."""
-        self._end("error", exc=error, status=RunStatus.FAILED, error=utf8_text(f"{type(error).__name__}: {error}"))
+        self._end("error", exc=error, status=RunStatus.FAILED, error=error_text(error))
 
     def suspend(self) -> None:
         """Records the run ``waiting`` (for a human decision); a worker or a retry claims it later.

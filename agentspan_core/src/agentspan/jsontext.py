@@ -58,6 +58,19 @@ def utf8_text(text: str) -> str:
     return text if _is_utf8(text) else text.encode("utf-8", "backslashreplace").decode()
 
 
+def error_text(exc: BaseException) -> str:
+    """``"Type: message"`` of an exception, as a store can hold it (`utf8_text`). An exception
+    whose ``str`` raises gives its ``repr`` instead, or its type name alone: describing the
+    user's error must not replace it with one of its own."""
+    name = type(exc).__name__
+    for describe in (str, repr):
+        try:
+            return utf8_text(f"{name}: {describe(exc)}")
+        except Exception:  # the user's __str__/__repr__, whatever it raises
+            continue
+    return name
+
+
 def model_json(model: Any) -> bytes:
     """A pydantic model's JSON as UTF-8 bytes (pydantic's own encoder; a lone surrogate, which it
     refuses, written as its escape instead).

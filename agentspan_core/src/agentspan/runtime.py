@@ -21,7 +21,7 @@ from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
 from agentspan.divergence import OnDivergence, diverged, input_change, policy_of, set_aside, without_core_options
 from agentspan.errors import AgentspanError, InDoubtStepError, RecordedStepFailure
 from agentspan.events import EventSink, sink_of
-from agentspan.jsontext import utf8_text
+from agentspan.jsontext import error_text, utf8_text
 from agentspan.keys import _scope
 from agentspan.models import price_usd
 from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus
@@ -344,7 +344,7 @@ class ActiveRun(ToolSteps):
 
     async def _end_failed(self, step: Step, exc: Exception, seconds: float, started: bool) -> None:
         """Journals the live call's failure (a failure to journal it is the core's own)."""
-        result = StepResult(status=StepStatus.FAILED, error=utf8_text(f"{type(exc).__name__}: {exc}"),
+        result = StepResult(status=StepStatus.FAILED, error=error_text(exc),
                             duration_ms=seconds * 1000)
         try:
             await self._finish_async(step, result, started)

@@ -38,6 +38,7 @@ from agents.tool import (
 )
 
 import agentspan
+from agentspan.jsontext import error_text
 
 
 async def value_of(returned: Any) -> Any:
@@ -51,7 +52,7 @@ def note_handled(exc: BaseException) -> None:
     answered."""
     step = agentspan.current_step()
     if step is not None:
-        step.handled_error(f"{type(exc).__name__}: {exc}")
+        step.handled_error(error_text(exc))
 
 
 async def approval_required(policy: Any, *args: Any) -> bool:
