@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from agentspan import cli_render, config
 from agentspan.cli import app
-from agentspan.errors import ConfigurationError
+from agentspan.errors import ConfigurationError, StoreError
 from agentspan.records import (
     Approval,
     ApprovalStatus,
@@ -463,6 +463,34 @@ def test_a_lease_ttl_or_poll_interval_that_is_no_positive_finite_number_is_refus
             config.configure(poll_interval=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="home"):
         config.configure(home=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("argument", "value"), [
+    ("server_url", 123), ("server_url", "nope"), ("server_url", "http://[::1"), ("api_key", 123),
+    ("store", "not a store"), ("home", ""),
+])
+def test_configure_refuses_a_bad_value_naming_it_and_changes_nothing(home: Path, argument: str, value: object) -> None:
+    # were: accepted, and the first run failed with an AttributeError (or named the environment variable)
+    before, store = config.settings(), config.get_store()
+    with pytest.raises(ConfigurationError, match=argument):
+        config.configure(**{argument: value})  # type: ignore[arg-type]
+    assert config.settings() == before and config.get_store() is store
+
+
+def test_configure_keeps_the_store_open_unless_a_setting_it_was_opened_with_changes(home: Path) -> None:
+    store = config.get_store()
+    config.configure(poll_interval=0.5, lease_ttl=3, otel="off", home=home)  # was: closed and reopened
+    assert config.get_store() is store
+    config.configure(durability="full")
+    assert config.get_store() is not store
+
+
+def test_a_closed_store_refuses_writes_with_a_store_error(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "closed.db")
+    run, _ = make_run(store, "a")
+    store.close()
+    with pytest.raises(StoreError, match="closed database"):  # was: a raw sqlite3.ProgrammingError
+        store.update_run(run.id, epoch=run.lease_epoch, error="late")
 
 
 def test_escape_sequences_in_stored_values_never_reach_the_terminal(store: SqliteStore) -> None:

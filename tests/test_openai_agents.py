@@ -232,6 +232,29 @@ def test_a_parallel_call_the_sdk_cancels_for_a_failed_sibling_is_replayed_by_the
     assert effects == ["slow 1 start", "slow 1 end", "flaky 1"]
 
 
+def test_configure_while_a_run_executes_keeps_its_store_or_is_refused(tmp_path):
+    """Was: any `configure` closed the store under the run (a raw sqlite3 error, the run left
+    ``running`` and its finished tool call ``started``, to run again on resume)."""
+    outcomes: list[str] = []
+
+    @function_tool
+    def reconfigure() -> str:
+        """Changes settings mid-run."""
+        agentspan.configure(poll_interval=0.5)  # the store stays open
+        try:
+            agentspan.configure(home=tmp_path / "elsewhere")
+        except ConfigurationError as exc:
+            outcomes.append(str(exc))
+        return "reconfigured"
+
+    store = agentspan.get_store()
+    agent = agent_with([ToolCall("reconfigure", {}), "done"], [reconfigure])
+    assert agentspan.run(agent, "go", run_id="reconfigured").final_output == "done"
+    assert len(outcomes) == 1 and "1 run(s) of this process are executing on" in outcomes[0]
+    assert agentspan.get_store() is store and agentspan.config.settings().poll_interval == 0.5
+    assert [s.status for s in agentspan.get("reconfigured").steps()] == [agentspan.StepStatus.COMPLETED] * 3
+
+
 class Unprintable(Exception):
     """An exception whose ``str`` raises (a library's broken ``__str__``)."""
 

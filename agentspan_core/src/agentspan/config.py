@@ -179,6 +179,10 @@ def configure(
 ) -> Settings:
     """Overrides settings for this process; the next store access uses them.
 
+    A change of a setting the store is opened with (``home``, ``server_url``, ``api_key``,
+    ``durability``, ``step_helper``) or a new ``store`` closes the store in use; it is refused
+    while runs of this process execute on it. Other changes keep it open.
+
     Args:
         home: Folder of the embedded store.
         server_url: Agentspan server URL.
@@ -194,18 +198,32 @@ def configure(
 
     Returns:
         The new settings.
+
+    Raises:
+        ConfigurationError: A value is not valid (naming it), or the store would be closed under
+            runs this process executes. Nothing is changed then.
     """
     global _settings, _store, _store_opened
     current = settings()
     changes: dict[str, object] = {}
     if home is not None:
-        if not isinstance(home, (str, os.PathLike)):
-            raise ConfigurationError(f"home={home!r}: expected a path (str or os.PathLike)")
+        if not isinstance(home, (str, os.PathLike)) or not os.fspath(home):
+            raise ConfigurationError(f"home={home!r}: expected the path of a folder (str or os.PathLike)")
         changes["home"] = Path(home).expanduser()
     if server_url is not None:
-        changes["server_url"] = server_url
+        if not isinstance(server_url, str):
+            raise ConfigurationError(f"server_url={server_url!r}: expected a URL (str)")
+        if server_url:
+            from agentspan.stores.remote_urls import split_urls
+
+            split_urls(server_url, source="server_url")
+        changes["server_url"] = server_url or None
     if api_key is not None:
-        changes["api_key"] = api_key
+        if not isinstance(api_key, str):
+            raise ConfigurationError(f"api_key of type {type(api_key).__name__}: expected a str")
+        changes["api_key"] = api_key or None
+    if store is not None and not isinstance(store, Store):
+        raise ConfigurationError(f"store={store!r}: expected an agentspan Store (e.g. agentspan.MemoryStore())")
     if durability is not None:
         if durability not in ("normal", "full"):
             raise ConfigurationError(f"durability={durability!r}: expected 'normal' or 'full'")
@@ -219,12 +237,28 @@ def configure(
         changes["otel"] = parse_mode(otel, source="otel")
     if step_helper is not None:
         changes["step_helper"] = parse_step_helper(step_helper, source="step_helper")
+    updated = replace(current, **changes)  # type: ignore[arg-type]
     with _lock:
-        _settings = replace(current, **changes)  # type: ignore[arg-type]
-        old, _store, _store_opened = _store, store, False
-    if old is not None and old is not store:
+        old = _store
+        keep = old is not None and (store is old or store is None and all(
+            getattr(updated, name) == getattr(current, name) for name in _STORE_SETTINGS))
+        if old is not None and not keep:
+            from agentspan.leases import executing_on
+
+            if executing_on(old):
+                raise ConfigurationError(
+                    f"configure() would close the store {executing_on(old)} run(s) of this process are "
+                    "executing on; call it before they start or after they end (nothing was changed)")
+        _settings = updated
+        if not keep:
+            _store, _store_opened = store, False
+    if old is not None and not keep and old is not store:
         old.close()
-    return _settings
+    return updated
+
+
+_STORE_SETTINGS = ("home", "server_url", "api_key", "durability", "step_helper")
+"""The settings the process's store is opened with: changing another keeps it open."""
 
 
 def get_store(*, create: bool = True) -> Store:

@@ -96,7 +96,7 @@ class Heartbeat:
     """
 
     def __init__(self, store: Store, run_id: str, epoch: int, ttl: float, expires_at: float | None = None) -> None:
-        self._store, self._run_id, self._epoch, self._ttl = store, run_id, epoch, ttl
+        self.store, self._run_id, self._epoch, self._ttl = store, run_id, epoch, ttl
         self._expires_at = expires_at
         """When the lease runs out now (set when it was claimed, perhaps a while ago)."""
         self._lock = threading.Lock()  # held while this lease is renewed
@@ -129,7 +129,7 @@ class Heartbeat:
             if self._stopped:
                 return False
             try:
-                renewed = self._store.renew_lease(self._run_id, epoch=self._epoch,
+                renewed = self.store.renew_lease(self._run_id, epoch=self._epoch,
                                                   lease_expires_at=now() + self._ttl)
             except Exception:  # a transient store error: try again at the next beat
                 renewed = True
@@ -174,6 +174,13 @@ class _Renewer:
         with self._lock:
             self._beats.pop(id(beat), None)
 
+    def on(self, store: Store) -> int:
+        """How many runs this process executes on ``store`` now."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return 0
+            return sum(1 for beat in self._beats.values() if beat.store is store)
+
     def _loop(self) -> None:
         while True:
             with self._lock:
@@ -192,6 +199,11 @@ class _Renewer:
             for beat in beats:
                 if beat.due <= moment and not beat.beat():
                     self.remove(beat)
+
+
+def executing_on(store: Store) -> int:
+    """How many runs this process executes on ``store`` now (each holds its lease)."""
+    return _renewer.on(store)
 
 
 IDLE_WAKE = 1.0

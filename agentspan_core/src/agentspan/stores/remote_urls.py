@@ -14,19 +14,25 @@ from agentspan.jsontext import utf8_text
 from agentspan.stores.plain_http import PlainHttp
 
 
-def split_urls(server_url: str) -> list[str]:
+def split_urls(server_url: str, *, source: str = "AGENTSPAN_SERVER_URL") -> list[str]:
     """Splits ``AGENTSPAN_SERVER_URL`` (one URL or several, comma-separated) and checks each.
+
+    Args:
+        server_url: The setting's value.
+        source: The setting's name in an error.
 
     Raises:
         ConfigurationError: A URL is empty or not ``http(s)://host[:port]``.
     """
     urls = [u.strip().rstrip("/") for u in server_url.split(",")]
     for url in urls:
-        parsed = httpx.URL(url) if url else None
+        try:
+            parsed = httpx.URL(url) if url else None
+        except httpx.InvalidURL:
+            parsed = None
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
             raise ConfigurationError(
-                f"AGENTSPAN_SERVER_URL must be http(s)://host[:port] (comma-separated for several "
-                f"servers), got {url!r}"
+                f"{source} must be http(s)://host[:port] (comma-separated for several servers), got {url!r}"
             )
     return urls
 

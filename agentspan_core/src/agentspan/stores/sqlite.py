@@ -152,8 +152,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         relaxed = later or not sync
         with self._lock:
             cur = self._cur
-            changes = self._conn.total_changes
             try:
+                changes = self._conn.total_changes  # raises on a closed store, as any use of it does
                 if relaxed:
                     cur.execute("PRAGMA synchronous=NORMAL")
                 try:
