@@ -683,10 +683,22 @@ def test_cancel_stops_a_waiting_run():
     handle = agentspan.start(agent_with([ToolCall("refund", {"order_id": "1", "amount": 1.0}), "ok"],
                                         [refund]), "x")
     wait_status(handle, agentspan.RunStatus.WAITING)
+    (approval,) = handle.pending_approvals()
+    for bad in ({"by": {"x": 1}}, {"reason": ["x"]}, {"approval_id": 7}):  # was: a StoreError, "binding parameter"
+        with pytest.raises(ConfigurationError, match=next(iter(bad))):
+            handle.approve(**{"approval_id": approval.id, **bad})
+    with pytest.raises(ConfigurationError, match="reason"):
+        handle.cancel(reason=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="timeout"):
+        handle.result(timeout="1")  # type: ignore[arg-type] - was: a bare TypeError
+    assert handle.pending_approvals() == [approval] and handle.status() is agentspan.RunStatus.WAITING
     handle.cancel(reason="changed my mind")
     with pytest.raises(RunCancelledError):
         handle.result(timeout=20)
     assert handle.status() is agentspan.RunStatus.CANCELLED and effects == []
+    # as the CLI says it (was only "expired before a decision")
+    with pytest.raises(ApprovalConflict, match=r"expired \(the run was cancelled\) before a decision; it counts as"):
+        handle.approve(approval.id)
 
 
 def test_idempotency_key_returns_the_existing_run():

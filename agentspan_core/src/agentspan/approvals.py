@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -205,11 +206,14 @@ def decide(
             raise ConfigurationError(f"run {run_id!r} has {len(pending)} pending approvals ({ids}); "
                                      "pass approval_id")
         approval_id = pending[0].id
+    for name, value in (("approval_id", approval_id), ("by", by), ("reason", reason)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{name} of type {type(value).__name__}: expected a str or None")
     approval = store.get_approval(approval_id)
     if approval.run_id != run_id:
         raise ConfigurationError(f"approval {approval_id!r} belongs to run {approval.run_id!r}, not {run_id!r}")
     if effective_status(approval) is ApprovalStatus.EXPIRED:
-        raise ApprovalConflict(f"approval {approval_id!r} (step {approval.step_key!r}) expired before a decision")
+        raise expired_conflict(approval)
     return decide_by_id(store, approval_id, approved=approved, by=by, reason=reason)
 
 
@@ -220,9 +224,27 @@ def decide_by_id(store: Store, approval_id: str, *, approved: bool, by: str | No
         return store.decide_approval(approval_id, approved=approved, by=by, reason=reason, decided_at=now())
     except ApprovalConflict:
         current = store.get_approval(approval_id)
-        where = f"approval {approval_id!r} (run {current.run_id!r}, step {current.step_key!r})"
         if effective_status(current) is ApprovalStatus.EXPIRED:
-            raise ApprovalConflict(f"{where} expired before a decision; it counts as rejected") from None
+            raise expired_conflict(current) from None
         raise ApprovalConflict(
-            f"{where} was already {current.status.value}" + (f" by {current.decided_by}" if current.decided_by else "")
+            f"{_where(current)} was already {current.status.value}"
+            + (f" by {current.decided_by}" if current.decided_by else "")
         ) from None
+
+
+def expired_conflict(approval: Approval, timestamp: Callable[[float], str] | None = None) -> ApprovalConflict:
+    """The error of a decision on an approval that expired: its run was cancelled (the stored
+    reason says so) or its deadline passed (shown with ``timestamp``, UTC by default)."""
+    if approval.status is ApprovalStatus.EXPIRED and approval.reason:
+        when = f" ({approval.reason})"
+    elif approval.expires_at is not None:
+        shown = timestamp(approval.expires_at) if timestamp is not None else time.strftime(
+            "%Y-%m-%d %H:%M:%S UTC", time.gmtime(approval.expires_at))
+        when = f" at {shown}"
+    else:
+        when = ""
+    return ApprovalConflict(f"{_where(approval)} expired{when} before a decision; it counts as rejected")
+
+
+def _where(approval: Approval) -> str:
+    return f"approval {approval.id!r} (run {approval.run_id!r}, step {approval.step_key!r})"

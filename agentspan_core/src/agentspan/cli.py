@@ -22,9 +22,9 @@ from typer.core import TyperGroup
 
 from agentspan import cli_ops, divergence
 from agentspan import cli_render as render
-from agentspan.approvals import decide_by_id, effective_status
+from agentspan.approvals import decide_by_id, effective_status, expired_conflict
 from agentspan.cli_doctor import doctor_report
-from agentspan.errors import AgentspanError, ApprovalConflict, ConfigurationError
+from agentspan.errors import AgentspanError, ConfigurationError
 from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
 from agentspan.stores.base import ENDED, Store, check_deletion
 
@@ -313,12 +313,7 @@ def _decide(approval_id: str, *, approved: bool, by: str | None, reason: str | N
     store = _store()
     current = store.get_approval(approval_id)  # ApprovalNotFound for an unknown id
     if effective_status(current) is ApprovalStatus.EXPIRED:
-        when = (f" at {render.timestamp(current.expires_at)}" if current.expires_at is not None
-                else f" ({current.reason})" if current.reason else "")  # expired by a cancel: no time
-        raise ApprovalConflict(
-            f"approval {approval_id!r} (run {current.run_id!r}, step {current.step_key!r}) expired{when} "
-            "before a decision; it counts as rejected"
-        )
+        raise expired_conflict(current, render.timestamp)
     decided = decide_by_id(store, approval_id, approved=approved, by=by, reason=reason)
     if as_json:
         _echo_json(render.approval_json(decided))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from agentspan import approvals
 from agentspan.attempt import Counters
 from agentspan.config import get_store, settings
-from agentspan.errors import RunCancelledError, RunFailed
+from agentspan.errors import ConfigurationError, RunCancelledError, RunFailed
 from agentspan.records import JSON, Approval, Run, RunStatus, Step
 from agentspan.stores.base import Store
 
@@ -65,6 +65,8 @@ class Handle:
             RunCancelledError: The run was cancelled.
             LeaseLostError: This process's execution lost the run to another process.
         """
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise ConfigurationError(f"timeout={timeout!r}: expected a number of seconds or None")
         if self._future is not None:
             try:
                 outcome = self._future.result(timeout)
@@ -109,6 +111,8 @@ class Handle:
 
     def cancel(self, reason: str | None = None) -> Run:
         """Cancels the run; the executing process stops at its next journal write."""
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigurationError(f"reason of type {type(reason).__name__}: expected a str or None")
         return self.store.cancel_run(self.id, reason=reason)
 
     def steps(self) -> list[Step]:
