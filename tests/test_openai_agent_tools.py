@@ -100,6 +100,26 @@ def test_a_crash_inside_an_agent_tool_replays_the_nested_calls():
         "llm:0", "llm:0/call:b1/llm:0", "llm:0/call:b1/llm:0/call:l1", "llm:0/call:b1", "llm:0/call:b1/llm:1", "llm:1"]
 
 
+def test_a_replayed_agent_tool_call_still_counts_its_runs_usage():
+    """An agent tool's run adds its model calls' usage to its caller's (the SDK shares the `Usage`);
+    replayed, that run is not made again (was: the resumed run's usage left those calls out)."""
+    def usage_of(result: Any) -> tuple[int, int, int]:
+        usage = result.context_wrapper.usage
+        return usage.requests, usage.input_tokens, usage.output_tokens
+
+    front, inner = front_desk(lookup, [ToolCall("lookup", {"order_id": "7"}, call_id="l1"), "billing done"])
+    plain = usage_of(Runner.run_sync(front, "What is order 7?"))
+    assert plain[0] == 4  # the outer model's two calls and the agent tool's two
+    handle = agentspan.start(front, "What is order 7?")
+    assert usage_of(handle.result(timeout=20)) == plain
+    # killed after the agent tool's call was journaled, before the next model call ended
+    copy_id = copy_of(handle.id, ["llm:0", "llm:0/call:b1/llm:0", "llm:0/call:b1/llm:0/call:l1",
+                                  "llm:0/call:b1/llm:1", "llm:0/call:b1"])
+    calls = inner.calls
+    assert usage_of(agentspan.resume(copy_id, front).result(timeout=20)) == plain
+    assert inner.calls == calls  # replayed: the agent tool's run was not made again
+
+
 @function_tool
 @agentspan.tool(on_in_doubt="fail")
 def charge(order_id: str) -> str:

@@ -48,6 +48,18 @@ def load_response(data: dict[str, Any]) -> ModelResponse:
     )
 
 
+def add_nested_usage(run: agentspan.ActiveRun, key: str, usage: Usage) -> None:
+    """Adds the usage of the model calls journaled under tool call ``key`` to ``usage``: an agent
+    tool's run shares its caller's `Usage` (the SDK's ``Agent.as_tool``), so a replayed agent tool
+    call, whose run is not made again, gives the caller what that run had added to it."""
+    prefix = f"{key}/"
+    _, usage_adapter = _adapters()
+    for step in run.journal.values():
+        if step.kind is agentspan.StepKind.LLM and step.status is agentspan.StepStatus.COMPLETED \
+                and step.key.startswith(prefix) and isinstance(step.output, dict) and "usage" in step.output:
+            usage.add(usage_adapter.validate_python(step.output["usage"]))
+
+
 def _metrics(response: ModelResponse) -> agentspan.LlmMetrics:
     return agentspan.LlmMetrics(input_tokens=response.usage.input_tokens,
                                 output_tokens=response.usage.output_tokens)

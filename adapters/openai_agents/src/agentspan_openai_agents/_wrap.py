@@ -43,7 +43,13 @@ from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_openai_agents._hooks import agent_hooks
 from agentspan_openai_agents._local_tools import approval_required, journaled_local_tool, note_handled, value_of
 from agentspan_openai_agents._mock import live_tool_call
-from agentspan_openai_agents._model import CallTracker, JournalingModel, JournalingProvider, model_identity
+from agentspan_openai_agents._model import (
+    CallTracker,
+    JournalingModel,
+    JournalingProvider,
+    add_nested_usage,
+    model_identity,
+)
 from agentspan_openai_agents._nested import checking
 from agentspan_openai_agents._results import result_loader
 
@@ -272,6 +278,7 @@ class AgentWrapper:
         needs_approval = tool.needs_approval
         context_for = _context_for(tool)
         load_result = result_loader(tool)
+        agent_tool = getattr(tool, "_is_agent_tool", False)  # `Agent.as_tool`'s (openai-agents 0.24)
 
         async def on_invoke_tool(ctx: ToolContext[Any], args_json: str) -> Any:
             given = ctx if context_for is None else context_for(ctx)
@@ -284,9 +291,11 @@ class AgentWrapper:
             required = bool(needs_approval) if not callable(needs_approval) else await approval_required(
                 needs_approval, ctx, args if isinstance(args, dict) else {}, ctx.tool_call_id)
             invoke = live_tool_call(tool, ctx, args, live)
-            result = await run.tool(key=run.call_key(ctx.tool_call_id), name=tool.name, args=args,
-                                    invoke=invoke, options=options, needs_approval=required,
-                                    call_id=ctx.tool_call_id)
+            key = run.call_key(ctx.tool_call_id)
+            result = await run.tool(key=key, name=tool.name, args=args, invoke=invoke, options=options,
+                                    needs_approval=required, call_id=ctx.tool_call_id)
+            if agent_tool and run.was_replayed("tool", key):
+                add_nested_usage(run, key, ctx.usage)
             return result if load_result is None else load_result(result)
 
         _declare_tool_context(on_invoke_tool)
