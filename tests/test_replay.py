@@ -123,6 +123,73 @@ def test_openai_run_ending_early_names_the_first_recorded_step_never_reached(age
     assert "the replayed run ended completed" in str(caught.value)
 
 
+def _scripted(name: str, turns: list[Any], tools: list[Any] | None = None, **kwargs: Any) -> Any:
+    from agents import Agent
+
+    from agentspan_openai_agents.testing import ScriptedModel
+
+    return Agent(name=name, instructions="Help.", tools=tools or [], model=ScriptedModel(turns, name=name), **kwargs)
+
+
+def test_openai_replay_answers_an_agent_tool_call_from_the_recording(agentspan_store: SqliteStore,
+                                                                     tmp_path: Path) -> None:
+    """The agent tool's run is not made again, so its own recorded calls are not ones to reach
+    (was: "recorded step never reached: llm:0/call:c1/llm:0" for the unchanged agent)."""
+    from agentspan_openai_agents.testing import ToolCall
+
+    def boss() -> Any:
+        helper = _scripted("helper", ["helped"])
+        return _scripted("boss", [ToolCall("ask_helper", {"input": "q"}, "c1"), "done"],
+                         [helper.as_tool("ask_helper", "Ask the helper.")])
+
+    assert agentspan.run(boss(), "go", run_id="boss").final_output == "done"
+    result = replay(export("boss", tmp_path / "boss.json"), boss())
+    assert result.output == "done" and result.replayed == {"llm": 2, "tool": 1} and result.live == {}
+
+
+def test_openai_a_run_with_steps_set_aside_replays(agentspan_store: SqliteStore, tmp_path: Path) -> None:
+    """Steps set aside (``superseded:``) are made by no run again (was: "recorded step never
+    reached: superseded:1/llm:0" for the unchanged agent)."""
+    from agents.exceptions import ModelBehaviorError
+
+    from agentspan_openai_agents.testing import ToolCall
+
+    agent = _scripted("refunds", [ToolCall("teleport", {"to": "mars"}), "refunded"])
+    with pytest.raises(ModelBehaviorError):
+        agentspan.run(agent, "refund 42", run_id="refused")  # a tool it does not have: set aside
+    assert agentspan.retry("refused", agent).result(timeout=20).final_output == "refunded"
+    result = replay(export("refused", tmp_path / "refused.json"), agent)
+    assert result.output == "refunded" and result.replayed == {"llm": 1}
+
+
+def test_openai_a_run_recorded_under_another_name_replays_given_it(agentspan_store: SqliteStore,
+                                                                   tmp_path: Path) -> None:
+    agent = _scripted("support", ["hi"])
+    agentspan.run(agent, "hello", run_id="named", agent_name="support-v1")
+    path = export("named", tmp_path / "named.json")
+    with pytest.raises(ConfigurationError, match="pass agent_name="):
+        replay(path, agent)
+    assert replay(path, agent, agent_name="support-v1").output == "hi"  # was: no way to replay it
+
+
+def test_openai_a_failed_run_replays_and_counts_what_it_served(agentspan_store: SqliteStore, tmp_path: Path) -> None:
+    from agents import function_tool
+
+    from agentspan_openai_agents.testing import ToolCall
+
+    @function_tool(failure_error_function=None)
+    def breaks() -> str:
+        """Breaks."""
+        raise RuntimeError("down")
+
+    agent = _scripted("fragile", [ToolCall("breaks", {}), "unreached"], [breaks])
+    with pytest.raises(Exception, match="down"):
+        agentspan.run(agent, "go", run_id="fragile")
+    result = replay(export("fragile", tmp_path / "fragile.json"), agent)
+    assert result.status is agentspan.RunStatus.FAILED
+    assert result.replayed == {"llm": 1} and result.live == {}  # was: both empty for a failed run
+
+
 def test_openai_rejected_approval_replays_with_the_recorded_decision(agentspan_store: SqliteStore, tmp_path: Path,
                                                                      effects_file: Path) -> None:
     script = [*REFUND_SCRIPT[:3], reject("needs a manager"), reply("Refund declined.")]

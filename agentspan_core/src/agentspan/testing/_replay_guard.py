@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from agentspan.attempt import Counters
-from agentspan.divergence import input_change
+from agentspan.divergence import SUPERSEDED, input_change
 from agentspan.errors import RecordedStepFailure, ReplayDivergenceError
 from agentspan.records import JSON, Approval, Step, StepKind, StepStatus
 from agentspan.runtime import ActiveRun
@@ -154,10 +154,27 @@ class ReplayGuard:
         return keys
 
     def never_reached(self) -> list[Step]:
-        """The recorded completed calls the replay never made, in journal order."""
+        """The recorded completed calls the replay never made, in journal order: not those set
+        aside (``superseded:``, never made again by any run), nor the calls made inside a tool call
+        the replay answered from the recording (an agent tool's run: not run again)."""
         reached = self.reached()
+        answered = {s.key for s in self.steps if s.kind is StepKind.TOOL and s.key in reached}
         return [s for s in self.steps
-                if s.kind in CALL_KINDS and s.status is StepStatus.COMPLETED and s.key not in reached]
+                if s.kind in CALL_KINDS and s.status is StepStatus.COMPLETED and s.key not in reached
+                and not s.key.startswith(SUPERSEDED) and not _inside(s.key, answered)]
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """``(replayed, live)`` per kind over the replay's attempts (a run that failed or waits
+        included)."""
+        replayed: dict[str, set[str]] = {}
+        live: dict[str, set[str]] = {}
+        for counters in self._counters:
+            for kind, keys in counters.replayed_keys.items():
+                replayed.setdefault(kind, set()).update(keys)
+            for kind, keys in counters.live_keys.items():
+                live.setdefault(kind, set()).update(keys)
+        return ({kind: len(keys - live.get(kind, set())) for kind, keys in replayed.items()},
+                {kind: len(keys) for kind, keys in live.items()})
 
     def upcoming(self) -> str:
         """The next recorded calls not reached yet (the recording "at this point")."""
@@ -174,6 +191,16 @@ class ReplayGuard:
             self.recorded_run_id, key,
             f"the current code makes a {kind} call {key} ({name or '?'}) the recorded run did not make; "
             f"recorded steps at that point: {self.upcoming()}")
+
+
+def _inside(key: str, calls: set[str]) -> bool:
+    """Whether ``key`` was made inside one of the tool ``calls`` (``<call key>/...``)."""
+    index = key.find("/")
+    while index != -1:
+        if key[:index] in calls:
+            return True
+        index = key.find("/", index + 1)
+    return False
 
 
 def recorded_failure(error: str | None) -> Exception:

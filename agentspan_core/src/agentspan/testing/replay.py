@@ -48,7 +48,7 @@ FINAL_STATUS = "(final status)"
 
 
 def replay(source: str | Path | Mapping[str, Any], target: Any, *, check_output: bool = True,
-           **options: Any) -> MockResult:
+           agent_name: str | None = None, **options: Any) -> MockResult:
     """Replays a recorded run (``agentspan runs export``) against the current code of ``target``.
 
     Args:
@@ -56,6 +56,8 @@ def replay(source: str | Path | Mapping[str, Any], target: Any, *, check_output:
         target: The agent or compiled graph (or its ``"module:attr"`` name); its framework and
             agent name must be the recorded run's.
         check_output: Also fail when the final output (or the final status) differs.
+        agent_name: The name the run was recorded under, when it was started with one
+            (``agentspan.start(..., agent_name=...)``) instead of the agent's own.
         **options: Runner options, as the recorded run was given them (``max_turns``, ...).
 
     Returns:
@@ -73,7 +75,7 @@ def replay(source: str | Path | Mapping[str, Any], target: Any, *, check_output:
     recorded = export.run
     target_obj = targets.load(target) if isinstance(target, str) else target
     adapter = adapter_for(target_obj)
-    _check_replayable(export, adapter, target_obj)
+    _check_replayable(export, adapter, target_obj, agent_name)
     guard = ReplayGuard(recorded.id, export.steps, export.approvals)
     from agentspan.stores.memory import MemoryStore
 
@@ -88,13 +90,12 @@ def replay(source: str | Path | Mapping[str, Any], target: Any, *, check_output:
     _check_reached(guard, recorded, replayed_run, failure)
     if check_output:
         _check_outcome(recorded, replayed_run)
-    counters = outcome.counters if outcome is not None else None
+    replayed, live = guard.counts()  # over every attempt (was: none when the replayed run failed)
     return build_result(memory, run.id, setup, raw=outcome.result if outcome is not None else None,
-                        replayed={k: counters.replayed(k) for k in counters.replayed_keys} if counters else {},
-                        live={k: counters.live(k) for k in counters.live_keys} if counters else {})
+                        replayed=replayed, live=live)
 
 
-def _check_replayable(export: RunExport, adapter: Adapter, target: Any) -> None:
+def _check_replayable(export: RunExport, adapter: Adapter, target: Any, agent_name: str | None) -> None:
     run = export.run
     if run.status not in REPLAYABLE:
         raise ConfigurationError(
@@ -103,9 +104,10 @@ def _check_replayable(export: RunExport, adapter: Adapter, target: Any) -> None:
     if run.framework != adapter.framework:
         raise ConfigurationError(f"run {run.id!r} is a {run.framework} run; the target is a {adapter.framework} "
                                  f"{type(target).__name__}")
-    name = adapter.agent_name(target)
+    name = agent_name or adapter.agent_name(target)
     if run.agent != name:
-        raise ConfigurationError(f"run {run.id!r} is a run of agent {run.agent!r}; the target is agent {name!r}")
+        hint = "" if agent_name else " (recorded under another name? pass agent_name=)"
+        raise ConfigurationError(f"run {run.id!r} is a run of agent {run.agent!r}; the target is agent {name!r}{hint}")
 
 
 def _import(memory: Store, store: ReplayStore, export: RunExport) -> Run:
