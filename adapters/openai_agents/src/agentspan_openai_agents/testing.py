@@ -26,7 +26,12 @@ from agentspan_openai_agents._stream import response_of
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A tool (or handoff) call the scripted model asks for."""
+    """A tool (or handoff) call the scripted model asks for.
+
+    ``call_id`` defaults to ``call_<turn>_<n>`` (the model's turn, the call's place in it): give
+    explicit ids when two scripted models of one run (a handoff, an agent tool) call tools in
+    turns of the same number, as the SDK refuses a call id it has seen completed.
+    """
 
     name: str
     args: dict[str, Any] = field(default_factory=dict)
