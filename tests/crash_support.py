@@ -60,6 +60,14 @@ def crash_if(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def stop_if(point: str) -> None:
+    """SIGSTOPs this process when STOP_AT names ``point`` (once per store: the ``stopped`` file,
+    which holds the pid to SIGCONT)."""
+    if os.environ.get("STOP_AT") == point and not (home() / "stopped").exists():
+        (home() / "stopped").write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def run_child(script: str, env: dict[str, str], *args: str, crash_at: str | None = None,
               wait: bool = True) -> subprocess.Popen[str] | subprocess.CompletedProcess[str]:
     """Runs ``python script *args`` with ``env`` (plus ``CRASH_AT=crash_at`` when given).

@@ -16,6 +16,8 @@ killed child had streamed."""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
 import os
 import sys
 import time
@@ -59,6 +61,12 @@ if __name__ == "__main__":
         result = asyncio.run(streamed(lambda: agentspan.run_streamed(agent, oa_support.PROMPT, run_id=run_id, **hooks)))
     elif mode == "resume-stream":
         result = asyncio.run(streamed(lambda: agentspan.resume_streamed(run_id, agent, **hooks)))
+    elif mode == "start-exit":  # `agentspan.start`, then the main thread ends while the run goes on
+        handle = agentspan.start(agent, oa_support.PROMPT, run_id=run_id, **hooks)
+        # an exit hook of the app's keeps the interpreter up until the run's attempt has ended
+        atexit.register(lambda: concurrent.futures.wait([handle._future], timeout=30))  # type: ignore[list-item]
+        oa_support.EXIT.wait(60)
+        sys.exit(0)
     elif mode == "serve":
         agentspan.serve(agent, max_runs=1)
         result = agentspan.get(run_id).result(timeout=60)

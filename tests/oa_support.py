@@ -7,6 +7,8 @@ across processes (a SIGKILLed child cannot report anything itself).
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from agents import Agent, RunHooks, SQLiteSession, function_tool, set_tracing_di
 import agentspan
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
-from crash_support import calls_of, crash_if, lines, log, run_child
+from crash_support import calls_of, crash_if, lines, log, run_child, stop_if
 
 set_tracing_disabled(True)
 
@@ -44,11 +46,28 @@ def refund(order_id: str, amount: float) -> str:
 
 
 class CrashHooks(RunHooks):
-    """Kills the process between steps: after a tool call was journaled, before the next model call."""
+    """Kills the process between steps: after a tool call was journaled, before the next model call
+    (``between:<n>``); or stops it (SIGSTOP, `stop_if`) just before a model call (``llm:<n>``) or
+    a tool call (``tool:<name>``)."""
 
     async def on_llm_start(self, context, agent, system_prompt, input_items) -> None:
         outputs = sum(1 for i in input_items if isinstance(i, dict) and i.get("type") == "function_call_output")
         crash_if(f"between:{outputs}")
+        stop_if(f"llm:{outputs}")
+
+    async def on_tool_start(self, context, agent, tool) -> None:
+        stop_if(f"tool:{tool.name}")
+        if os.environ.get("EXIT_AT") == f"tool:{tool.name}":  # the main thread ends; the run goes on
+            EXIT.set()
+            import concurrent.futures.thread as executors
+
+            deadline = time.monotonic() + 10
+            while not executors._shutdown and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.001)
+
+
+EXIT = threading.Event()
+"""Set (``EXIT_AT``) when the child's main thread is to end while its run goes on."""
 
 
 def model_for(turns: list, name: str = "m") -> ScriptedModel:

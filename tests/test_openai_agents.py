@@ -1019,10 +1019,43 @@ def test_a_worker_stopped_while_a_finished_run_winds_down_counts_it(monkeypatch)
         assert ended.wait(30)
         assert store.get_run(run_id).status is agentspan.RunStatus.COMPLETED
         stop.set()
+        worker.join(timeout=0.3)
+        assert worker.is_alive()  # a stopped worker returns once the runs it took up have ended
+        wound_down.set()
         worker.join(timeout=30)
         assert handled == [1]
     finally:
         wound_down.set()
+
+
+def test_a_worker_claims_no_more_runs_than_max_runs():
+    """Was: it claimed up to 10 runs, returned after the first ended and left the others mid-run
+    (to their leases, or worse as the process exited)."""
+    store = agentspan.get_store()
+    ids = [store.create_run(agentspan.Run(framework="openai-agents", agent="calc", input=f"run {n}",
+                                          status=agentspan.RunStatus.PENDING))[0].id for n in range(3)]
+    assert agentspan.serve(agent_with(["done"], []), max_runs=1, poll_interval=0.05) == 1
+    runs = [store.get_run(i) for i in ids]
+    assert sorted(r.status.value for r in runs) == ["completed", "pending", "pending"]
+    assert all(r.lease_owner is None for r in runs if r.status is agentspan.RunStatus.PENDING)
+
+
+@pytest.mark.parametrize(("arguments", "named"), [
+    ({"poll_interval": -1}, "poll_interval"), ({"poll_interval": 0}, "poll_interval"),
+    ({"poll_interval": "1"}, "poll_interval"), ({"max_runs": 0}, "max_runs"), ({"max_runs": "2"}, "max_runs"),
+    ({"max_runs": 1.5}, "max_runs"), ({"stop": True}, "stop"), ({"options_for": 5}, "options_for"),
+])
+def test_a_worker_refuses_a_bad_argument_naming_it(arguments, named):
+    # were: a busy loop (-1), the default (0), a bare TypeError, an AttributeError, or each run skipped
+    with pytest.raises(ConfigurationError, match=named):
+        agentspan.serve(agent_with(["done"], []), **arguments)
+
+
+def test_a_worker_refuses_no_agent_or_two_of_one_name():
+    with pytest.raises(ConfigurationError, match="at least one agent"):
+        agentspan.serve({})  # was: served nothing, for ever
+    with pytest.raises(ConfigurationError, match="two agents named 'calc'"):  # was: the last one won
+        agentspan.serve(agent_with(["a"], []), agent_with(["b"], []))
 
 
 def test_a_worker_passes_over_runs_it_cannot_take_up_and_serves_runs_started_under_another_name():

@@ -5,6 +5,8 @@ Counts live model calls and tool side effects across all processes via files in 
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from datetime import UTC, datetime
 from functools import partial
@@ -93,6 +95,48 @@ def test_in_doubt_tool_with_fail_policy_fails_the_run(child_env, monkeypatch):
     assert "InDoubtStepError" in resumed.stderr and error.startswith("InDoubtStepError") and "'lookup_order'" in error
     assert agentspan.get(run_id).status() is agentspan.RunStatus.FAILED
     assert len(lines("effects")) == 1
+
+
+@pytest.mark.parametrize(("stop_at", "model_calls"), [("tool:lookup_order", [0, 1]), ("llm:1", [0, 1])])
+def test_a_process_stopped_past_its_lease_does_not_repeat_what_the_next_owner_did(child_env, stop_at, model_calls):
+    """SIGSTOPped just before a live call for longer than the lease, while a worker took the run
+    over and finished it: on SIGCONT the first process must not make that call again (was: the
+    lookup ran twice, the model call was billed twice; only the journal write was refused)."""
+    run_id = new_id()
+    stopped = child({**child_env, "STOP_AT": stop_at}, "start", run_id, wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while not (home() / "stopped").exists():
+            assert time.monotonic() < deadline and stopped.poll() is None, stopped.poll()
+            time.sleep(0.01)
+        time.sleep(0.05)  # the pid is written just before the stop
+        assert agentspan.serve(oa_support.support_agent(), max_runs=1) == 1  # once the lease lapsed
+        assert agentspan.get(run_id).status() is agentspan.RunStatus.COMPLETED
+    finally:
+        os.kill(int((home() / "stopped").read_text()), signal.SIGCONT)
+    _, err = stopped.communicate(timeout=60)
+    assert stopped.returncode != 0 and "LeaseLostError" in err, err
+    assert [line.split()[0] for line in lines("effects")] == ["lookup"]
+    assert sorted(calls_of("m")) == model_calls  # each model call made once, by one process or the other
+
+
+def test_a_call_that_fails_because_the_process_exits_is_in_doubt_not_journaled(child_env):
+    """The main thread ended while an `agentspan.start` run went on in its thread: the SDK ran the
+    sync tool on a closed executor ("cannot schedule new futures after shutdown") and answered the
+    model with its error message (was: journaled completed, the run completed, the lookup never
+    made); left to the lease instead, as at a crash, and resumed the call is made."""
+    run_id = new_id()
+    exited = child({**child_env, "EXIT_AT": "tool:lookup_order"}, "start-exit", run_id)
+    assert exited.returncode == 0, exited.stderr
+    handle = agentspan.get(run_id)
+    assert handle.status() is agentspan.RunStatus.RUNNING
+    assert [s.key for s in handle.steps() if s.status is agentspan.StepStatus.COMPLETED] == ["llm:0"]
+    resumed = child(child_env, "resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert lines("effects")[0].startswith("lookup 42")
+    lookup = [s for s in handle.steps() if s.kind is agentspan.StepKind.TOOL]
+    assert [(s.status, s.output, s.error) for s in lookup] == [
+        (agentspan.StepStatus.COMPLETED, "order 42: paid $30.00", None)]
 
 
 def test_in_doubt_tool_with_ask_policy_asks_before_each_re_run(child_env):

@@ -14,12 +14,12 @@ from typing import Any
 
 from agentspan import attached, divergence, executor, leases, runtime, tracing
 from agentspan.adapters import Adapter, adapter_for, adapter_named
-from agentspan.config import get_store, settings
+from agentspan.config import get_store, seconds_setting, settings
 from agentspan.divergence import OnDivergence
 from agentspan.errors import (
-    AgentspanError,
     ConfigurationError,
     LeaseLostError,
+    ProcessExiting,
     RunStateError,
     ServerUnreachable,
 )
@@ -366,9 +366,11 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
     Args:
         *targets: The agents this worker can run (matched on the run's framework and agent name),
             or mappings of agent names to agents (runs started with ``agent_name=``).
-        stop: Set it to stop the worker.
-        poll_interval: Seconds between polls of the store.
-        max_runs: Return after finishing this many runs (None: serve until ``stop``).
+        stop: Set it to stop the worker: it claims no more runs and returns once the runs it
+            took up have ended or wait for a decision (a `KeyboardInterrupt` meanwhile leaves them
+            to their leases, as a crash would).
+        poll_interval: Seconds between polls of the store (default: the setting's).
+        max_runs: Return after this many runs (None: serve until ``stop``); no more are claimed.
         concurrency: At most this many runs executing in this worker at once (None: no limit);
             runs beyond it are not claimed, so other workers can take them.
         options_for: The runner options to go on with a run (what `resume` takes as ``**options``:
@@ -377,34 +379,25 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
             options cannot be made (the callable raised), is left alone, with one warning.
 
     Returns:
-        How many runs this worker completed or suspended.
+        How many runs this worker took to their end or to a wait for a decision (not those it
+        lost to another process or left to their leases).
 
     Raises:
-        ConfigurationError: No agent, or a ``concurrency`` below 1.
+        ConfigurationError: No agent, two agents of one name, or an argument of the wrong kind
+            (naming it).
     """
-    if not targets:
-        raise ConfigurationError("agentspan.serve() needs at least one agent to serve")
-    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
-                                    or concurrency < 1):
-        raise ConfigurationError(f"concurrency must be a whole number of at least 1 (or None), not {concurrency!r}")
+    table = _serve_table(targets)
+    interval = _serve_args(stop, poll_interval, max_runs, concurrency, options_for)
     store = get_store()
-    table: dict[str, tuple[Adapter, Any]] = {}
-    for target in targets:
-        named = target.items() if isinstance(target, Mapping) else [(None, target)]
-        for name, agent in named:
-            adapter = adapter_for(agent)
-            table[adapter.agent_name(agent) if name is None else str(name)] = (adapter, agent)
-    interval = poll_interval or settings().poll_interval
     stop = stop or threading.Event()
     finished = 0
     active: dict[str, Handle] = {}
     unservable: set[str] = set()  # claimable runs this worker cannot take up: they must not fill its window
     while not stop.is_set() and (max_runs is None or finished < max_runs):
-        for run_id, handle in list(active.items()):
-            if handle._future is not None and handle._future.done():
-                del active[run_id]
-                finished += 1
+        finished += _collect(active)
         free = 10 if concurrency is None else min(10, concurrency - len(active))
+        if max_runs is not None:
+            free = min(free, max_runs - finished - len(active))
         try:
             found = store.claimable_runs(agents=list(table), now=now(), limit=min(free + len(unservable), 1000)) \
                 if free > 0 else []
@@ -413,9 +406,9 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
             found = []
         unservable &= {run.id for run in found}
         for run in found:
-            if run.id in active or run.id in unservable or not leases.lease_is_free(run, store=store) or (
-                concurrency is not None and len(active) >= concurrency
-            ):
+            if free <= 0:
+                break
+            if run.id in active or run.id in unservable or not leases.lease_is_free(run, store=store):
                 continue
             adapter, target = table[run.agent]
             options = _options_for(adapter, run, options_for) if adapter.framework == run.framework else None
@@ -428,20 +421,66 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
             except Exception:
                 continue  # another worker won the race
             active[run.id] = _spawn(store, claimed, adapter, target, options, on_wait="release")
+            free -= 1
         stop.wait(interval)
-    # Runs that ended since the last poll count too (a stop right after a run ended must not lose it).
-    return finished + sum(1 for run_id, handle in active.items() if _attempt_ended(store, run_id, handle))
+    while active:  # the runs taken up go on to their end (or to a wait for a decision)
+        concurrent.futures.wait([h._future for h in active.values()], timeout=interval,  # type: ignore[misc]
+                                return_when=concurrent.futures.FIRST_COMPLETED)
+        finished += _collect(active)
+    return finished
 
 
-def _attempt_ended(store: Store, run_id: str, handle: Handle) -> bool:
-    """Whether a worker's attempt at a run has ended: its thread returned, or the run's record says
-    so while the thread still winds down (its event loop closing)."""
-    if handle._future is not None and handle._future.done():
-        return True
-    try:
-        return store.get_run(run_id).status not in (RunStatus.PENDING, RunStatus.RUNNING)
-    except AgentspanError:
-        return False
+def _serve_table(targets: tuple[Any, ...]) -> dict[str, tuple[Adapter, Any]]:
+    """The agents `serve` runs, by agent name."""
+    table: dict[str, tuple[Adapter, Any]] = {}
+    for target in targets:
+        named = target.items() if isinstance(target, Mapping) else [(None, target)]
+        for name, agent in named:
+            adapter = adapter_for(agent)
+            key = adapter.agent_name(agent) if name is None else str(name)
+            if key in table and table[key][1] is not agent:
+                raise ConfigurationError(f"agentspan.serve() was given two agents named {key!r}; a run names "
+                                         "one: give the other under another name ({name: agent})")
+            table[key] = (adapter, agent)
+    if not table:
+        raise ConfigurationError("agentspan.serve() needs at least one agent to serve")
+    return table
+
+
+def _serve_args(stop: Any, poll_interval: Any, max_runs: Any, concurrency: Any, options_for: Any) -> float:
+    """Checks `serve`'s arguments; returns the poll interval."""
+    def whole(name: str, value: Any) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigurationError(f"{name} must be a whole number of at least 1 (or None), not {value!r}")
+
+    whole("concurrency", concurrency)
+    whole("max_runs", max_runs)
+    if stop is not None and not (callable(getattr(stop, "is_set", None)) and callable(getattr(stop, "wait", None))):
+        raise ConfigurationError(f"stop must be a threading.Event (or None), not {stop!r}")
+    if options_for is not None and not callable(options_for):
+        raise ConfigurationError(f"options_for must be a callable taking the run record (or None), not {options_for!r}")
+    if poll_interval is None:
+        return settings().poll_interval
+    if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)):
+        raise ConfigurationError(f"poll_interval must be a number of seconds (or None), not {poll_interval!r}")
+    return seconds_setting("poll_interval", float(poll_interval), poll_interval)
+
+
+def _collect(active: dict[str, Handle]) -> int:
+    """Drops the runs whose attempt ended from ``active``; returns how many of them count as
+    handled (ended, or waiting for a decision: not lost to another process or left to a lease)."""
+    handled = 0
+    for run_id, handle in list(active.items()):
+        future = handle._future
+        if future is None or not future.done():
+            continue
+        del active[run_id]
+        error = future.exception()
+        if isinstance(error, LeaseLostError | ServerUnreachable | ProcessExiting):
+            log.info("agentspan worker: run %s left to another process or its lease (%s)", run_id, error)
+            continue
+        handled += 1
+    return handled
 
 
 def _options_for(adapter: Adapter, run: Run,

@@ -206,6 +206,7 @@ class AttachedRun:
         self._end_trace("waiting")  # an attempt this process waited in for a human decision
         active = ActiveRun(self.store, self.run, journal, on_divergence=self.on_divergence)
         active.counters = self.counters
+        active.lease = self._heartbeat
         start_trace(active)
         self.active = active
         return active

@@ -66,8 +66,21 @@ def worker(
 
     agents = [load_target(spec) for spec in targets]
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if stop.is_set():  # the second time: do not wait for the runs in progress
+            raise KeyboardInterrupt
+        stop.set()
+        typer.echo("agentspan worker: stopping once the runs in progress end (again: leave them to their "
+                   "leases, as a crash would)", err=True)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     typer.echo(f"agentspan worker: serving {', '.join(targets)} (Ctrl-C to stop)", err=True)
-    done = agentspan.serve(*agents, stop=stop, max_runs=max_runs, concurrency=concurrency)
+    try:
+        done = agentspan.serve(*agents, stop=stop, max_runs=max_runs, concurrency=concurrency)
+    except KeyboardInterrupt:
+        typer.echo("agentspan worker: stopped; runs in progress are left to their leases (a worker "
+                   "takes them up after the lease TTL)", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"agentspan worker: {done} run(s) handled", err=True)

@@ -64,16 +64,21 @@ def _float_env(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
-    return _seconds(name, value, raw)
+    return seconds_setting(name, value, raw)
 
 
 MAX_SECONDS = 365 * 86400.0
 """The longest lease or poll interval accepted (a year): a longer one is a mistake."""
 
 
-def _seconds(name: str, value: float, shown: object) -> float:
-    """A positive, finite number of seconds (NaN compares false with everything: a NaN lease
-    would never be checked against, so another process could take a run its owner still runs)."""
+def seconds_setting(name: str, value: float, shown: object) -> float:
+    """Checks a setting in seconds: a positive, finite number, at most `MAX_SECONDS` (NaN compares
+    false with everything: a NaN lease would never be checked against, so another process could
+    take a run its owner still runs). ``shown``: the value as given, for the error.
+
+    Raises:
+        ConfigurationError: Not such a number (naming ``name``).
+    """
     if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
         raise ConfigurationError(f"{name}={shown!r} must be a number of seconds above 0 and at most {MAX_SECONDS:g}")
     return value
@@ -232,7 +237,7 @@ def configure(
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigurationError(f"{name}={value!r}: expected a number of seconds")
-            changes[name] = _seconds(name, float(value), value)
+            changes[name] = seconds_setting(name, float(value), value)
     if otel is not None:
         changes["otel"] = parse_mode(otel, source="otel")
     if step_helper is not None:

@@ -27,6 +27,7 @@ AgentspanError
 AgentspanSignal (BaseException)   control flow that user code and frameworks must not swallow
 ├── ApprovalPending           a tool waits for a human decision: unwind the framework's loop
 ├── RunCancelledSignal        the run was cancelled while it executed
+├── ProcessExiting            a background run's call failed as the process exited (left to its lease)
 ├── ModelRequestBlocked       a test made a real request to a model provider (pytest plugin)
 └── CassetteMismatch          a request under a replayed cassette has no recording
 ```
@@ -222,6 +223,16 @@ class RunCancelledSignal(AgentspanSignal):
         super().__init__(f"run {run_id!r} cancelled" + (f": {reason}" if reason else ""))
         self.run_id = run_id
         self.reason = reason
+
+
+class ProcessExiting(AgentspanSignal):
+    """A call of a run executing in a background thread (`agentspan.start`, a worker) failed
+    while the process was exiting (its main thread ended: no new threads, closed executors). Not
+    the call's own failure: it is left in doubt, as at a crash, and the run to its lease."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r}: a call failed as the process exited; the run is left to its lease")
+        self.run_id = run_id
 
 
 class ModelRequestBlocked(AgentspanSignal):

@@ -14,10 +14,10 @@ from agentspan.attached import attach
 from agentspan.attempt import Counters
 from agentspan.config import settings
 from agentspan.divergence import OnDivergence
-from agentspan.errors import ApprovalPending, LeaseLostError, RunCancelledSignal, ServerUnreachable
+from agentspan.errors import ApprovalPending, LeaseLostError, ProcessExiting, RunCancelledSignal, ServerUnreachable
 from agentspan.events import ApprovalRequested, sink_of
 from agentspan.records import Run, RunStatus
-from agentspan.runtime import ActiveRun
+from agentspan.runtime import ActiveRun, exiting
 from agentspan.stores.base import Store, call_store
 
 log = logging.getLogger("agentspan")
@@ -82,6 +82,9 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
                 raise  # an outage, not the agent's failure: left to a worker (`AttachedRun.__exit__`)
             except Exception as exc:
                 await attached.active.settle()
+                if exiting():  # the process exits under the run: left to its lease, as at a crash
+                    attached.active.cut_off = True
+                    raise ProcessExiting(run.id) from exc
                 await call_store(store, attached.fail, exc)
                 raise
             finally:

@@ -105,6 +105,10 @@ class Heartbeat:
         """`time.monotonic` time of the next renewal."""
         self.lost = False
         """The store refused a renewal (another process holds the run now)."""
+        left = ttl if expires_at is None else max(0.0, expires_at - now())
+        self.valid_until = time.monotonic() + left
+        """`time.monotonic` time until which the lease is known to be this process's: the start
+        of the last renewal the store took, plus the TTL (`confirm`)."""
 
     def __enter__(self) -> Heartbeat:
         with _executing_lock:
@@ -128,15 +132,40 @@ class Heartbeat:
         with self._lock:
             if self._stopped:
                 return False
+            started = time.monotonic()
             try:
                 renewed = self.store.renew_lease(self._run_id, epoch=self._epoch,
                                                   lease_expires_at=now() + self._ttl)
             except Exception:  # a transient store error: try again at the next beat
-                renewed = True
+                self.due = time.monotonic() + self._ttl / 3
+                return True
             self.due = time.monotonic() + self._ttl / 3
-            if not renewed:
+            if renewed:
+                self.valid_until = started + self._ttl
+            else:
                 self.lost = True
             return renewed
+
+    def confirm(self) -> None:
+        """Makes sure the lease is still this process's before the run acts on it (a live call).
+
+        Cheap while renewals keep up (`valid_until` ahead); after the process was stopped or
+        starved past it (SIGSTOP, a GIL-holding tool, a suspended VM), another process may have
+        taken the run over meanwhile: the lease is renewed here at once, fenced by its epoch.
+
+        Raises:
+            LeaseLostError: A renewal was refused: another process holds the run.
+        """
+        if not self.lost and time.monotonic() >= self.valid_until:
+            with self._lock:
+                started = time.monotonic()
+                if self.store.renew_lease(self._run_id, epoch=self._epoch, lease_expires_at=now() + self._ttl):
+                    self.valid_until = started + self._ttl
+                else:
+                    self.lost = True
+        if self.lost:
+            raise LeaseLostError(f"run {self._run_id!r}: another process took it over (this one did not renew its "
+                                 "lease in time: stopped or starved); it goes on there")
 
 
 class _Renewer:

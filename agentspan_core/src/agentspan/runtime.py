@@ -10,16 +10,18 @@ the start, so step keys must be deterministic (`agentspan.keys`).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentspan.attempt import Counters, LlmMetrics, Scope, current_strict_replay
 from agentspan.divergence import OnDivergence, diverged, input_change, policy_of, set_aside, without_core_options
-from agentspan.errors import AgentspanError, InDoubtStepError, RecordedStepFailure
+from agentspan.errors import AgentspanError, InDoubtStepError, ProcessExiting, RecordedStepFailure
 from agentspan.events import EventSink, sink_of
 from agentspan.jsontext import error_text, utf8_text
 from agentspan.keys import _scope
@@ -30,10 +32,30 @@ from agentspan.tool_steps import ToolSteps
 from agentspan.tools import StepInfo, _current_step
 
 if TYPE_CHECKING:
+    from agentspan.leases import Heartbeat
     from agentspan.tracing import RunTrace
 
 T = TypeVar("T")
 _ENDED_FIELDS = ("status", "output", "error", "ended_at")
+_exiting = False
+
+
+def exiting() -> bool:
+    """Whether the process is exiting: its main thread ended, and the runs of background threads
+    (`agentspan.start`, a worker's) go on while the interpreter shuts down around them, their
+    calls failing for that (no new threads, closed executors), not for their own reasons."""
+    return _exiting
+
+
+def _on_exit() -> None:
+    global _exiting
+    _exiting = True
+
+
+try:  # before the executors refuse new work (threading's exit hooks run in reverse order)
+    threading._register_atexit(_on_exit)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):  # not CPython's threading, or already shutting down
+    atexit.register(_on_exit)
 
 _active: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar("agentspan_active_run", default=None)
 async_writes: contextvars.ContextVar[bool] = contextvars.ContextVar("agentspan_async_writes", default=False)
@@ -131,6 +153,8 @@ class ActiveRun(ToolSteps):
         """The strict replay serving this run's would-be live calls (None: a normal run)."""
         self.trace: RunTrace | None = None
         """The OpenTelemetry spans of this attempt, while it is traced (`agentspan.tracing`)."""
+        self.lease: Heartbeat | None = None
+        """The lease's heartbeat (set by `agentspan.attached`): confirmed before each live call."""
         self.fatal: AgentspanError | None = None
         """The first error the core itself raised in this attempt (a store that failed, a lease
         lost, a divergence, a step in doubt): what the attempt fails with, even where the
@@ -206,12 +230,19 @@ class ActiveRun(ToolSteps):
                 recorded = None
             if recorded is not None and recorded.status is StepStatus.COMPLETED:
                 return True
+            await self._confirm_lease()
             self.store.wait_durable(self.run_id)  # the framework makes the call next: what it acts on is on disk first
         except AgentspanError as exc:
             self._keep_fatal(exc)
             raise
         self.live_started = True
         return False
+
+    async def _confirm_lease(self) -> None:
+        """`Heartbeat.confirm`, when the last renewal is older than the lease (else nothing to do)."""
+        lease = self.lease
+        if lease is not None and (lease.lost or time.monotonic() >= lease.valid_until):
+            await call_store(self.store, lease.confirm)
 
     async def step(
         self,
@@ -264,6 +295,9 @@ class ActiveRun(ToolSteps):
             if self.strict is not None:
                 return self.strict.serve(self, kind=kind, key=key, name=name, input=input, input_hash=input_hash,
                                          load=load, recorded=recorded)
+            lease = self.lease
+            if lease is not None and (lease.lost or time.monotonic() >= lease.valid_until):
+                await call_store(self.store, lease.confirm)  # stopped or starved past its lease
             # Built unchecked (no validation): every value is the core's own or typed by this signature.
             step = Step.unchecked(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
                                   input_hash=input_hash, attempt=attempt, provider=provider, model=model)
@@ -307,6 +341,9 @@ class ActiveRun(ToolSteps):
                 if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
                     self.cut_off = True  # a sync tool's thread may still run: `AttachedRun.__exit__`
                 raise  # signals and interrupts leave the step in doubt, as a crash would
+            if _exiting:  # failed as the process exits: in doubt, as at a crash (not the call's own failure)
+                self.cut_off = True
+                raise ProcessExiting(self.run_id) from exc
             await self._end_failed(step, exc, time.perf_counter() - started, in_flight_record)
             raise
         finally:
@@ -331,6 +368,9 @@ class ActiveRun(ToolSteps):
                                           provider=step.provider, model=used, input_tokens=m.input_tokens,
                                           output_tokens=m.output_tokens,
                                           cost_usd=price_usd(step.provider, used, m.input_tokens, m.output_tokens))
+        if info.handled and _exiting:  # the failure the framework answered for was the exit's
+            self.cut_off = True
+            raise ProcessExiting(self.run_id)
         if info.handled:  # failed, and the framework answered for it: replayed as answered, shown failed
             result.__dict__["error"] = utf8_text(info.handled[-1])
             result.__pydantic_fields_set__.add("error")
