@@ -505,6 +505,31 @@ def test_a_tool_whose_parameters_changed_makes_its_recorded_calls_diverge():
     assert [s.key for s in agentspan.get(changed).steps()] == ["llm:0"]  # left as it was
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_result_holds_the_users_agents_for_the_next_turn(streamed):
+    """As the plain runner's: ``result.last_agent`` (and each item's agent) is the agent given, not
+    the durable clone (was: the clone, whose next ``agentspan.run`` failed with StepNotFound after
+    its tool had run, and which the plain ``Runner`` ran past its ``needs_approval``)."""
+    billing_model = ScriptedModel(["billing says hi"], name="b")
+    billing = Agent(name="billing", instructions="billing", tools=[add], model=billing_model)
+    triage = Agent(name="triage", instructions="route", handoffs=[handoff(billing)],
+                   model=ScriptedModel([ToolCall("transfer_to_billing", {})], name="t"))
+
+    async def stream() -> Any:
+        result = agentspan.run_streamed(triage, "a billing question", run_id="first")
+        async for _ in result.stream_events():
+            pass
+        return result
+
+    first = asyncio.run(stream()) if streamed else agentspan.run(triage, "a billing question", run_id="first")
+    assert first.last_agent is billing
+    assert {item.agent.name: item.agent for item in first.new_items} == {"triage": triage, "billing": billing}
+    follow_up = first.to_input_list() + [{"role": "user", "content": "1 + 2?"}]
+    billing_model.turns = [ToolCall("add", {"a": 1, "b": 2}), "3"]  # (turns counted per run)
+    assert agentspan.run(first.last_agent, follow_up, run_id="second").final_output == "3"
+    assert effects == ["add 1 2 llm:0/call:call_0_0"]  # once, journaled under the second run's first call
+
+
 def test_hooks_see_a_handoff_as_the_plain_runner_gives_it():
     """The SDK calls ``on_handoff`` with keyword arguments (was: a TypeError from the hooks'
     wrapper at the first handoff of any run given hooks)."""

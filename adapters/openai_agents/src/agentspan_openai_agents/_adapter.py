@@ -27,7 +27,7 @@ from agentspan_openai_agents._session import (
     session_for_attempt,
 )
 from agentspan_openai_agents._stream import event_key
-from agentspan_openai_agents._wrap import AgentWrapper
+from agentspan_openai_agents._wrap import AgentWrapper, restore_originals
 
 if TYPE_CHECKING:
     from agentspan.testing import MockSetup, StandIns
@@ -128,11 +128,14 @@ class OpenAIAgentsAdapter(Adapter):
                    kwargs: dict[str, Any]) -> Any:
         """The SDK's run of the durable clone; streamed into the run's event sink when it has one."""
         if run.events is None:
-            return await Runner.run(agent, input, run_config=config, **kwargs)
+            result = await Runner.run(agent, input, run_config=config, **kwargs)
+            restore_originals(result)
+            return result
         streamed = Runner.run_streamed(agent, input, run_config=config, **kwargs)
         seen: Counter[Hashable] = Counter()
         async for event in streamed.stream_events():
             run.events.emit(event, key=event_key(event, seen))
+        restore_originals(streamed)
         return streamed
 
     def mock(self, target: Any, stand_ins: StandIns, options: dict[str, Any]) -> MockSetup:

@@ -11,12 +11,14 @@ an agent's ``get_mcp_tools`` (the function tools the SDK makes of its MCP server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import functools
 import inspect
 import time
 import typing
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -207,6 +209,32 @@ def within_timeout(tool: FunctionTool, ctx: ToolContext[Any],
     return timed
 
 
+_ORIGINAL = "_agentspan_original"
+"""The attribute of a durable clone that holds the agent it was made from."""
+
+
+def restore_originals(result: Any) -> None:
+    """Puts the user's agents back where a run's result holds the durable clones (its last agent,
+    each item's agent, the interruptions'), as the plain runner's result holds the agents it was
+    given: the next turn (``agentspan.run(result.last_agent, result.to_input_list() + [...])``,
+    or the plain ``Runner``) runs the agents the user wrote (a clone's tools are journaling
+    wrappers whose approval gate is Agentspan's)."""
+    _swap(result, "_last_agent", "_last_agent_ref")
+    _swap(result, "current_agent", "_current_agent_ref")  # a streamed result's
+    for item in [*getattr(result, "new_items", ()), *getattr(result, "interruptions", ())]:
+        _swap(item, "agent", "_agent_ref")
+
+
+def _swap(holder: Any, name: str, ref: str) -> None:
+    fields = getattr(holder, "__dict__", None)
+    original = getattr(fields.get(name), _ORIGINAL, None) if fields is not None else None
+    if original is None:
+        return
+    fields[name] = original
+    if fields.get(ref) is not None:
+        fields[ref] = weakref.ref(original)
+
+
 class AgentWrapper:
     """Makes durable clones of an agent tree, once per execution attempt (memoized by identity)."""
 
@@ -215,11 +243,15 @@ class AgentWrapper:
         self._clones: dict[int, Agent[Any]] = {}
 
     def agent(self, agent: Agent[Any]) -> Agent[Any]:
-        """Returns the durable clone of ``agent`` (the same clone for the same agent)."""
+        """Returns the durable clone of ``agent`` (the same clone for the same agent); a clone an
+        earlier run made (its result's agents, before `restore_originals`) stands for its original."""
+        agent = getattr(agent, _ORIGINAL, None) or agent
         clone = self._clones.get(id(agent))
         if clone is not None:
             return clone
         clone = _copy(agent, Agent)
+        with contextlib.suppress(AttributeError):  # (a subclass without a __dict__ keeps no link)
+            setattr(clone, _ORIGINAL, agent)
         self._clones[id(agent)] = clone
         self._clones[id(clone)] = clone
         clone.tools = [self.tool(t) if isinstance(t, FunctionTool) else journaled_local_tool(t) for t in agent.tools]
