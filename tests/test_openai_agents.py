@@ -530,6 +530,37 @@ def test_a_result_holds_the_users_agents_for_the_next_turn(streamed):
     assert effects == ["add 1 2 llm:0/call:call_0_0"]  # once, journaled under the second run's first call
 
 
+def test_a_decision_stands_when_the_tools_approval_policy_changes_its_answer():
+    """A callable ``needs_approval`` is asked again on every execution of the run; a call it
+    gated before is gated again whatever it answers now (was: rejected, then run once the policy
+    said no approval was needed)."""
+    strict = [True]
+
+    async def policy(context, params, call_id) -> bool:
+        return strict[0]
+
+    @function_tool(needs_approval=policy)
+    def wire(amount: int) -> str:
+        """Wire money."""
+        effects.append(f"wire {amount}")
+        return "wired"
+
+    agent = agent_with([ToolCall("wire", {"amount": 5}), "done"], [wire])
+    handle = agentspan.start(agent, "wire 5", run_id="wire")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    handle.reject(by="ops", reason="no")
+    assert handle.result(timeout=20).final_output == "done"
+    retried = crashed_copy(handle.id, keep=1)  # killed after the model call, the decision kept
+    store = agentspan.get_store()
+    (decided,) = store.list_approvals(run_id=handle.id)
+    store.request_approval(decided.model_copy(update={"id": agentspan.records.new_id(), "run_id": retried}), epoch=0)
+    strict[0] = False
+    result = agentspan.resume(retried, agent).result(timeout=20)
+    assert result.final_output == "done" and effects == []  # the rejection stood
+    (wire_step,) = [s for s in agentspan.get(retried).steps() if s.kind is agentspan.StepKind.TOOL]
+    assert wire_step.output.startswith("Tool call 'wire' was rejected by ops: no.")
+
+
 def test_hooks_see_a_handoff_as_the_plain_runner_gives_it():
     """The SDK calls ``on_handoff`` with keyword arguments (was: a TypeError from the hooks'
     wrapper at the first handoff of any run given hooks)."""

@@ -207,6 +207,8 @@ class AttachedRun:
         active = ActiveRun(self.store, self.run, journal, on_divergence=self.on_divergence)
         active.counters = self.counters
         active.lease = self._heartbeat
+        if steps is None:  # a decision made stands, whatever a tool's approval policy says now
+            active.asked = frozenset(a.step_key for a in self.store.list_approvals(run_id=self.run.id, limit=1000))
         start_trace(active)
         self.active = active
         return active

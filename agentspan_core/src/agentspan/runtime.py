@@ -153,6 +153,9 @@ class ActiveRun(ToolSteps):
         """The strict replay serving this run's would-be live calls (None: a normal run)."""
         self.trace: RunTrace | None = None
         """The OpenTelemetry spans of this attempt, while it is traced (`agentspan.tracing`)."""
+        self.asked: frozenset[str] = frozenset()
+        """Keys of the calls an approval was asked for before this attempt: gated again whatever
+        the tool's policy answers now (a callable ``needs_approval`` may change its mind)."""
         self.lease: Heartbeat | None = None
         """The lease's heartbeat (set by `agentspan.attached`): confirmed before each live call."""
         self.fatal: AgentspanError | None = None

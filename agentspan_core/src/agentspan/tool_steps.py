@@ -45,6 +45,7 @@ class ToolSteps(StepKeys):
         def _finish(self, step: Step, result: StepResult, started: bool = True) -> None: ...
 
         trusted: frozenset[str]
+        asked: frozenset[str]
 
     # ---- tools --------------------------------------------------------------------------
     async def tool(
@@ -87,7 +88,7 @@ class ToolSteps(StepKeys):
                                  f"{describe_difference(recorded.input, args)}")
                 recorded = None
             rejection = None
-            if options.approval_required or needs_approval:
+            if options.approval_required or needs_approval or key in self.asked:
                 rejection = await call_store(self.store, approvals.gate, self, key=key, tool=options.name or name,
                                              args=args, args_hash=args_hash, options=options)
             if rejection is None and recorded is not None and options.on_in_doubt == "ask":
