@@ -383,7 +383,7 @@ def test_a_result_with_numbers_json_lacks_replays_without_a_divergence():
 
 def test_approval_waits_then_approve_runs_the_tool_once(caplog):
     agent = agent_with([ToolCall("refund", {"order_id": "42", "amount": 30.0}), "ok"], [refund])
-    caplog.set_level(logging.INFO, logger="agentspan")
+    caplog.set_level(logging.WARNING, logger="agentspan")  # seen without logging set up (was INFO)
     handle = agentspan.start(agent, "refund 42")
     wait_status(handle, agentspan.RunStatus.WAITING)
     (pending,) = handle.pending_approvals()

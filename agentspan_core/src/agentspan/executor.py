@@ -127,7 +127,8 @@ async def _wait_for_decisions(store: Store, run_id: str) -> None:
                 sink = sink_of(run_id)
                 if sink is not None:  # a streamed run: its consumer learns it too
                     sink.emit(ApprovalRequested(approval), key=("approval", approval.id))
-                log.info("run %s waits for approval %s of tool %r: decide it with `agentspan approve %s` "
-                         "or `agentspan reject %s --reason ...`", run_id, approval.id, approval.tool,
-                         approval.id, approval.id)
+                # a warning: the caller blocks until someone decides (seen without logging set up)
+                log.warning("run %s waits for approval %s of tool %r: decide it with `agentspan approve %s` "
+                            "or `agentspan reject %s --reason ...`", run_id, approval.id, approval.tool,
+                            approval.id, approval.id)
         await asyncio.sleep(interval)
