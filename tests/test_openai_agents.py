@@ -482,29 +482,6 @@ def test_handoffs_are_journaled_and_replayed():
     assert kinds == [("llm", "t"), ("handoff", "billing"), ("llm", "b")]
 
 
-def test_a_tool_whose_parameters_changed_makes_its_recorded_calls_diverge():
-    """Was: the journaled arguments went to the new tool (which failed them) and the run completed."""
-    @function_tool
-    def refund(order_id: str) -> str:
-        """Refund an order."""
-        return f"refunded {order_id}"
-
-    @function_tool(name_override="refund")
-    def refund_v2(order_number: int, amount_cents: int) -> str:
-        """Refund part of an order."""
-        return f"refunded {amount_cents} on {order_number}"
-
-    turns = [ToolCall("refund", {"order_id": "42"}, "c1"), "done"]
-    handle = agentspan.start(agent_with(turns, [refund]), "refund 42")
-    assert handle.result(timeout=20).final_output == "done"
-    same = crashed_copy(handle.id, keep=1)  # killed inside the tool call
-    assert agentspan.resume(same, agent_with(turns, [refund])).result(timeout=20).final_output == "done"
-    changed = crashed_copy(handle.id, keep=1)
-    with pytest.raises(ReplayDivergenceError, match="'llm:0'.*tools changed"):
-        agentspan.resume(changed, agent_with(turns, [refund_v2])).result(timeout=20)
-    assert [s.key for s in agentspan.get(changed).steps()] == ["llm:0"]  # left as it was
-
-
 @pytest.mark.parametrize("streamed", [False, True])
 def test_a_result_holds_the_users_agents_for_the_next_turn(streamed):
     """As the plain runner's: ``result.last_agent`` (and each item's agent) is the agent given, not
@@ -524,6 +501,8 @@ def test_a_result_holds_the_users_agents_for_the_next_turn(streamed):
     first = asyncio.run(stream()) if streamed else agentspan.run(triage, "a billing question", run_id="first")
     assert first.last_agent is billing
     assert {item.agent.name: item.agent for item in first.new_items} == {"triage": triage, "billing": billing}
+    (handed,) = [item for item in first.new_items if item.type == "handoff_output_item"]
+    assert handed.source_agent is triage and handed.target_agent is billing  # (a clone's tools skip the gate)
     follow_up = first.to_input_list() + [{"role": "user", "content": "1 + 2?"}]
     billing_model.turns = [ToolCall("add", {"a": 1, "b": 2}), "3"]  # (turns counted per run)
     assert agentspan.run(first.last_agent, follow_up, run_id="second").final_output == "3"
@@ -559,6 +538,24 @@ def test_a_decision_stands_when_the_tools_approval_policy_changes_its_answer():
     assert result.final_output == "done" and effects == []  # the rejection stood
     (wire_step,) = [s for s in agentspan.get(retried).steps() if s.kind is agentspan.StepKind.TOOL]
     assert wire_step.output.startswith("Tool call 'wire' was rejected by ops: no.")
+
+
+def test_a_call_whose_approval_was_set_aside_is_not_gated_by_it():
+    """Under ``on_divergence="live"`` the steps from the divergence on, and their approvals, are
+    set aside; a new call under the same key (a deterministic call id) that needs no approval is
+    not gated by the old one's (was: a pending approval for it)."""
+    turns = [ToolCall("refund", {"order_id": "1", "amount": 1.0}, "c1"), "done"]
+    handle = agentspan.start(agent_with(turns, [refund, add]), "refund 1", run_id="asked")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    copy_id = crashed_copy(handle.id, keep=1)  # killed while it waited: its model call and approval kept
+    store = agentspan.get_store()
+    (asked,) = store.list_approvals(run_id=handle.id)
+    store.request_approval(asked.model_copy(update={"id": agentspan.records.new_id(), "run_id": copy_id}), epoch=0)
+    handle.cancel()
+    changed = Agent(name="calc", instructions="add instead", tools=[refund, add],
+                    model=ScriptedModel([ToolCall("add", {"a": 1, "b": 2}, "c1"), "3"], name="m"))
+    result = agentspan.resume(copy_id, changed, on_divergence="live").result(timeout=20)
+    assert result.final_output == "3" and effects == ["add 1 2 llm:0/call:c1"]
 
 
 def test_hooks_see_a_handoff_as_the_plain_runner_gives_it():

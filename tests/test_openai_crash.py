@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from functools import partial
@@ -137,6 +139,38 @@ def test_a_call_that_fails_because_the_process_exits_is_in_doubt_not_journaled(c
     lookup = [s for s in handle.steps() if s.kind is agentspan.StepKind.TOOL]
     assert [(s.status, s.output, s.error) for s in lookup] == [
         (agentspan.StepStatus.COMPLETED, "order 42: paid $30.00", None)]
+
+
+LATE_RUN = """
+import threading, time, agentspan
+from agents import Agent, function_tool
+from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+@function_tool
+async def breaks() -> str:
+    "Breaks."
+    raise ValueError("its own failure")
+
+agent = Agent(name="late", tools=[breaks], model=ScriptedModel([ToolCall("breaks", {}), "done"], name="m"))
+
+def late():
+    while threading.main_thread().is_alive():  # a thread of the app's, still running once main ended
+        time.sleep(0.01)
+    print("FINAL:", agentspan.run(agent, "go", run_id="late").final_output, flush=True)
+
+threading.Thread(target=late).start()
+"""
+
+
+@pytest.mark.parametrize("transport", ["embedded"])  # (a server store's calls need a thread pool: refused then)
+def test_a_run_made_as_the_process_exits_fails_its_calls_for_their_own_reasons(child_env):
+    """Only the interpreter's refusal is the exit's: a run made after the main thread ended (in a
+    thread of the app's) whose tool raises an error of its own goes on as anywhere else (was:
+    ProcessExiting, the run left to its lease)."""
+    done = subprocess.run([sys.executable, "-c", LATE_RUN], env=child_env, capture_output=True, text=True, timeout=60)
+    assert "FINAL: done" in done.stdout, done.stderr
+    (breaks,) = [s for s in agentspan.get("late").steps() if s.kind is agentspan.StepKind.TOOL]
+    assert breaks.error == "ValueError: its own failure"
 
 
 def test_in_doubt_tool_with_ask_policy_asks_before_each_re_run(child_env):

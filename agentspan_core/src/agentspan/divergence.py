@@ -114,6 +114,8 @@ def _move_aside(active: ActiveRun, first: Step, reason: str, *, earlier_attempts
     for step in moving:
         del active.journal[step.key]
         active.recorded.discard(step.key)
+    moved = tuple(s.key for s in moving)  # their approvals moved aside with them: no longer asked
+    active.asked = frozenset(k for k in active.asked if not any(k == m or k.startswith(f"{m}/") for m in moved))
     return moving, prefix
 
 

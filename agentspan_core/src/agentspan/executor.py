@@ -17,7 +17,7 @@ from agentspan.divergence import OnDivergence
 from agentspan.errors import ApprovalPending, LeaseLostError, ProcessExiting, RunCancelledSignal, ServerUnreachable
 from agentspan.events import ApprovalRequested, sink_of
 from agentspan.records import Run, RunStatus
-from agentspan.runtime import ActiveRun, exiting
+from agentspan.runtime import ActiveRun, failed_for_exit
 from agentspan.stores.base import Store, call_store
 
 log = logging.getLogger("agentspan")
@@ -82,7 +82,7 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
                 raise  # an outage, not the agent's failure: left to a worker (`AttachedRun.__exit__`)
             except Exception as exc:
                 await attached.active.settle()
-                if exiting():  # the process exits under the run: left to its lease, as at a crash
+                if failed_for_exit(exc):  # the process exits under the run: left to its lease, as at a crash
                     attached.active.cut_off = True
                     raise ProcessExiting(run.id) from exc
                 await call_store(store, attached.fail, exc)

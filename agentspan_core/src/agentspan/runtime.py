@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook registered first, so that ours (`_on_exit`) runs first
 import contextlib
 import contextvars
 import random
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -40,11 +42,24 @@ _ENDED_FIELDS = ("status", "output", "error", "ended_at")
 _exiting = False
 
 
-def exiting() -> bool:
-    """Whether the process is exiting: its main thread ended, and the runs of background threads
-    (`agentspan.start`, a worker's) go on while the interpreter shuts down around them, their
-    calls failing for that (no new threads, closed executors), not for their own reasons."""
-    return _exiting
+def failed_for_exit(error: BaseException | str) -> bool:
+    """Whether a call failed because the process is exiting, not for a reason of its own: its main
+    thread ended, the runs of background threads (`agentspan.start`, a worker's) go on while the
+    interpreter shuts down around them, and the error (or the text the framework answered with
+    for it) is the interpreter's refusal ("cannot schedule new futures after interpreter
+    shutdown", "can't create new thread at interpreter shutdown")."""
+    if not (_exiting or getattr(sys.modules.get("concurrent.futures.thread"), "_shutdown", False)):
+        return False
+    if isinstance(error, str):
+        return error.startswith("RuntimeError: ") and "shutdown" in error
+    seen: BaseException | None = error
+    for _ in range(8):  # through the framework's wrapping (`raise ... from`)
+        if seen is None:
+            return False
+        if isinstance(seen, RuntimeError) and "shutdown" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _on_exit() -> None:
@@ -52,7 +67,7 @@ def _on_exit() -> None:
     _exiting = True
 
 
-try:  # before the executors refuse new work (threading's exit hooks run in reverse order)
+try:  # called when the main thread ends (as the executors' own exit hook, which marks them shut down)
     threading._register_atexit(_on_exit)  # type: ignore[attr-defined]
 except (AttributeError, RuntimeError):  # not CPython's threading, or already shutting down
     atexit.register(_on_exit)
@@ -344,7 +359,7 @@ class ActiveRun(ToolSteps):
                 if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
                     self.cut_off = True  # a sync tool's thread may still run: `AttachedRun.__exit__`
                 raise  # signals and interrupts leave the step in doubt, as a crash would
-            if _exiting:  # failed as the process exits: in doubt, as at a crash (not the call's own failure)
+            if failed_for_exit(exc):  # in doubt, as at a crash (not the call's own failure)
                 self.cut_off = True
                 raise ProcessExiting(self.run_id) from exc
             await self._end_failed(step, exc, time.perf_counter() - started, in_flight_record)
@@ -371,10 +386,10 @@ class ActiveRun(ToolSteps):
                                           provider=step.provider, model=used, input_tokens=m.input_tokens,
                                           output_tokens=m.output_tokens,
                                           cost_usd=price_usd(step.provider, used, m.input_tokens, m.output_tokens))
-        if info.handled and _exiting:  # the failure the framework answered for was the exit's
-            self.cut_off = True
-            raise ProcessExiting(self.run_id)
         if info.handled:  # failed, and the framework answered for it: replayed as answered, shown failed
+            if failed_for_exit(info.handled[-1]):  # the failure was the exit's: in doubt, as at a crash
+                self.cut_off = True
+                raise ProcessExiting(self.run_id)
             result.__dict__["error"] = utf8_text(info.handled[-1])
             result.__pydantic_fields_set__.add("error")
         try:

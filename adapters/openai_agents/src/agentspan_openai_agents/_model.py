@@ -15,7 +15,6 @@ from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
 import agentspan
-from agentspan.hashing import digest
 from agentspan.models import ModelId, parse_model_id
 from agentspan_openai_agents._stream import journaled_stream
 
@@ -171,7 +170,7 @@ class JournalingModel(Model):
         items = [{"role": "user", "content": input}] if isinstance(input, str) else input
         extra = {
             "system": system_instructions,
-            "tools": tool_labels(tools, self.tracker.tool_labels),
+            "tools": [getattr(t, "name", type(t).__name__) for t in tools],
             "handoffs": [h.tool_name for h in handoffs],
             "output": output_schema.name() if output_schema is not None else None,
         }
@@ -194,29 +193,10 @@ class JournalingModel(Model):
 class CallTracker:
     """Per-attempt translation state: the key of the last model call that answered (handoffs hang
     off it), and that key again while no model call has begun since (``answered``: the answer an
-    SDK error raised after it refused, not a call that failed itself); the tools' labels."""
+    SDK error raised after it refused, not a call that failed itself)."""
 
     last_llm_key: str = "llm:?"
     answered: str | None = None
-
-    def __init__(self) -> None:
-        self.tool_labels: dict[int, tuple[Any, str]] = {}
-        """``id(tool)`` -> ``(tool, label)`` (`tool_label`), for the tools of this attempt."""
-
-
-def tool_labels(tools: list[Any], labels: dict[int, tuple[Any, str]]) -> list[str]:
-    """The tools as a model call's input hash covers them: each one's name, and a function tool's
-    parameters too (the recorded calls of a tool whose parameters changed diverge). Each label is
-    made once per tool object (kept in ``labels``)."""
-    found: list[str] = []
-    for tool in tools:
-        known = labels.get(id(tool))
-        if known is None or known[0] is not tool:
-            name = getattr(tool, "name", type(tool).__name__)
-            schema = getattr(tool, "params_json_schema", None)
-            known = labels[id(tool)] = (tool, f"{name}({digest(schema)[:16]})" if isinstance(schema, dict) else name)
-        found.append(known[1])
-    return found
 
 
 class JournalingProvider(ModelProvider):

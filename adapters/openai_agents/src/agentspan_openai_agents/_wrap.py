@@ -221,8 +221,11 @@ def restore_originals(result: Any) -> None:
     wrappers whose approval gate is Agentspan's)."""
     _swap(result, "_last_agent", "_last_agent_ref")
     _swap(result, "current_agent", "_current_agent_ref")  # a streamed result's
+    _swap(result, "_starting_agent_for_state", "")  # `to_state()`'s
     for item in [*getattr(result, "new_items", ()), *getattr(result, "interruptions", ())]:
         _swap(item, "agent", "_agent_ref")
+        _swap(item, "source_agent", "_source_agent_ref")  # a handoff's
+        _swap(item, "target_agent", "_target_agent_ref")
 
 
 def _swap(holder: Any, name: str, ref: str) -> None:
@@ -231,7 +234,7 @@ def _swap(holder: Any, name: str, ref: str) -> None:
     if original is None:
         return
     fields[name] = original
-    if fields.get(ref) is not None:
+    if ref and fields.get(ref) is not None:
         fields[ref] = weakref.ref(original)
 
 
