@@ -17,7 +17,7 @@ from agentspan import errors
 from agentspan.tools import StepInfo, ToolOptions, current_step, tool, tool_options
 
 if TYPE_CHECKING:
-    from agentspan.api import get, resume, resume_async, retry, run, run_async, serve, start
+    from agentspan.api import get, resume, resume_async, retry, run, run_async, start
     from agentspan.attempt import LlmMetrics
     from agentspan.clock import now, uuid4
     from agentspan.clock import random as random
@@ -27,13 +27,14 @@ if TYPE_CHECKING:
     from agentspan.records import Approval, ApprovalStatus, Run, RunStatus, Step, StepKind, StepStatus
     from agentspan.runtime import ActiveRun, active_run, replaying
     from agentspan.streaming import StreamedRun, resume_streamed, run_streamed
+    from agentspan.worker import serve
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "Handle": "agentspan.handle", "get": "agentspan.api", "resume": "agentspan.api",
     "resume_async": "agentspan.api", "retry": "agentspan.api", "run": "agentspan.api",
-    "run_async": "agentspan.api", "serve": "agentspan.api", "start": "agentspan.api",
+    "run_async": "agentspan.api", "serve": "agentspan.worker", "start": "agentspan.api",
     "instrument": "agentspan.instrumentation", "uninstrument": "agentspan.instrumentation",
     "configure": "agentspan.config", "get_store": "agentspan.config", "settings": "agentspan.config",
     "Approval": "agentspan.records", "ApprovalStatus": "agentspan.records", "Run": "agentspan.records",

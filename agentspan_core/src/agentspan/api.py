@@ -1,4 +1,4 @@
-"""The public entry points: `run`, `run_async`, `start`, `resume`, `retry`, `get` and `serve`
+"""The public entry points: `run`, `run_async`, `start`, `resume`, `retry` and `get` (`serve`: `agentspan.worker`)
 (`Handle` is in `agentspan.handle`)."""
 
 from __future__ import annotations
@@ -6,29 +6,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import threading
 import warnings
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentspan import attached, divergence, executor, leases, runtime, tracing
 from agentspan.adapters import Adapter, adapter_for, adapter_named
-from agentspan.config import get_store, seconds_setting, settings
+from agentspan.config import get_store, settings
 from agentspan.divergence import OnDivergence
 from agentspan.errors import (
     ConfigurationError,
     LeaseLostError,
-    ProcessExiting,
     RunStateError,
-    ServerUnreachable,
 )
 from agentspan.handle import Handle
 from agentspan.jsontext import utf8_text
 from agentspan.records import UNADDRESSABLE_IDS, Run, RunStatus, now
 from agentspan.stores.base import Store, call_store
-
-log = logging.getLogger("agentspan")
 
 
 def _new_run(adapter: Adapter, target: Any, input: Any, options: dict[str, Any], *, run_id: str | None,
@@ -356,148 +350,6 @@ def _adapter_of(run: Run, target: Any, options: dict[str, Any]) -> Adapter:
                                  f"{type(target).__name__} is a {adapter.framework} object")
     adapter.check_options(run, options)
     return adapter
-
-
-def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: float | None = None,
-          max_runs: int | None = None, concurrency: int | None = None,
-          options_for: Callable[[Run], dict[str, Any]] | None = None) -> int:
-    """Runs a worker: claims orphaned runs (lease expired) and runs whose approvals were decided.
-
-    Args:
-        *targets: The agents this worker can run (matched on the run's framework and agent name),
-            or mappings of agent names to agents (runs started with ``agent_name=``).
-        stop: Set it to stop the worker: it claims no more runs and returns once the runs it
-            took up have ended or wait for a decision (a `KeyboardInterrupt` meanwhile leaves them
-            to their leases, as a crash would).
-        poll_interval: Seconds between polls of the store (default: the setting's).
-        max_runs: Return after this many runs (None: serve until ``stop``); no more are claimed.
-        concurrency: At most this many runs executing in this worker at once (None: no limit);
-            runs beyond it are not claimed, so other workers can take them.
-        options_for: The runner options to go on with a run (what `resume` takes as ``**options``:
-            an openai-agents run's ``session``, a ``context`` object), made from its record;
-            None: none. A run its options do not satisfy (`Adapter.check_options`), or whose
-            options cannot be made (the callable raised), is left alone, with one warning.
-
-    Returns:
-        How many runs this worker took to their end or to a wait for a decision (not those it
-        lost to another process or left to their leases).
-
-    Raises:
-        ConfigurationError: No agent, two agents of one name, or an argument of the wrong kind
-            (naming it).
-    """
-    table = _serve_table(targets)
-    interval = _serve_args(stop, poll_interval, max_runs, concurrency, options_for)
-    store = get_store()
-    stop = stop or threading.Event()
-    finished = 0
-    active: dict[str, Handle] = {}
-    unservable: set[str] = set()  # claimable runs this worker cannot take up: they must not fill its window
-    while not stop.is_set() and (max_runs is None or finished < max_runs):
-        finished += _collect(active)
-        free = 10 if concurrency is None else min(10, concurrency - len(active))
-        if max_runs is not None:
-            free = min(free, max_runs - finished - len(active))
-        try:
-            found = store.claimable_runs(agents=list(table), now=now(), limit=min(free + len(unservable), 1000)) \
-                if free > 0 else []
-        except ServerUnreachable as exc:  # an outage: a worker outlives it and polls again
-            log.warning("agentspan worker: %s; polling again", exc)
-            found = []
-        unservable &= {run.id for run in found}
-        for run in found:
-            if free <= 0:
-                break
-            if run.id in active or run.id in unservable or not leases.lease_is_free(run, store=store):
-                continue
-            adapter, target = table[run.agent]
-            options = _options_for(adapter, run, options_for) if adapter.framework == run.framework else None
-            if options is None:
-                unservable.add(run.id)
-                continue
-            try:
-                claimed = store.claim_run(run.id, owner=leases.owner_id(), expected_epoch=run.lease_epoch,
-                                          lease_expires_at=now() + settings().lease_ttl)
-            except Exception:
-                continue  # another worker won the race
-            active[run.id] = _spawn(store, claimed, adapter, target, options, on_wait="release")
-            free -= 1
-        stop.wait(interval)
-    while active:  # the runs taken up go on to their end (or to a wait for a decision)
-        concurrent.futures.wait([h._future for h in active.values()], timeout=interval,  # type: ignore[misc]
-                                return_when=concurrent.futures.FIRST_COMPLETED)
-        finished += _collect(active)
-    return finished
-
-
-def _serve_table(targets: tuple[Any, ...]) -> dict[str, tuple[Adapter, Any]]:
-    """The agents `serve` runs, by agent name."""
-    table: dict[str, tuple[Adapter, Any]] = {}
-    for target in targets:
-        named = target.items() if isinstance(target, Mapping) else [(None, target)]
-        for name, agent in named:
-            adapter = adapter_for(agent)
-            key = adapter.agent_name(agent) if name is None else str(name)
-            if key in table and table[key][1] is not agent:
-                raise ConfigurationError(f"agentspan.serve() was given two agents named {key!r}; a run names "
-                                         "one: give the other under another name ({name: agent})")
-            table[key] = (adapter, agent)
-    if not table:
-        raise ConfigurationError("agentspan.serve() needs at least one agent to serve")
-    return table
-
-
-def _serve_args(stop: Any, poll_interval: Any, max_runs: Any, concurrency: Any, options_for: Any) -> float:
-    """Checks `serve`'s arguments; returns the poll interval."""
-    def whole(name: str, value: Any) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigurationError(f"{name} must be a whole number of at least 1 (or None), not {value!r}")
-
-    whole("concurrency", concurrency)
-    whole("max_runs", max_runs)
-    if stop is not None and not (callable(getattr(stop, "is_set", None)) and callable(getattr(stop, "wait", None))):
-        raise ConfigurationError(f"stop must be a threading.Event (or None), not {stop!r}")
-    if options_for is not None and not callable(options_for):
-        raise ConfigurationError(f"options_for must be a callable taking the run record (or None), not {options_for!r}")
-    if poll_interval is None:
-        return settings().poll_interval
-    if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)):
-        raise ConfigurationError(f"poll_interval must be a number of seconds (or None), not {poll_interval!r}")
-    return seconds_setting("poll_interval", float(poll_interval), poll_interval)
-
-
-def _collect(active: dict[str, Handle]) -> int:
-    """Drops the runs whose attempt ended from ``active``; returns how many of them count as
-    handled (ended, or waiting for a decision: not lost to another process or left to a lease)."""
-    handled = 0
-    for run_id, handle in list(active.items()):
-        future = handle._future
-        if future is None or not future.done():
-            continue
-        del active[run_id]
-        error = future.exception()
-        if isinstance(error, LeaseLostError | ServerUnreachable | ProcessExiting):
-            log.info("agentspan worker: run %s left to another process or its lease (%s)", run_id, error)
-            continue
-        handled += 1
-    return handled
-
-
-def _options_for(adapter: Adapter, run: Run,
-                 options_for: Callable[[Run], dict[str, Any]] | None) -> dict[str, Any] | None:
-    """The runner options a worker goes on with ``run`` with, or None when it cannot (logged once a run)."""
-    try:
-        options = {} if options_for is None else dict(options_for(run))
-        adapter.check_options(run, options)
-    except Exception as exc:
-        if run.id not in _told_unservable:
-            _told_unservable.add(run.id)
-            log.warning("a worker cannot take run %s up: %s", run.id, exc)
-        return None
-    return options
-
-
-_told_unservable: set[str] = set()
 
 
 def adapter_for_run(run: Run) -> Adapter:

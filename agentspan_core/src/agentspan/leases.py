@@ -132,19 +132,26 @@ class Heartbeat:
         with self._lock:
             if self._stopped:
                 return False
-            started = time.monotonic()
             try:
-                renewed = self.store.renew_lease(self._run_id, epoch=self._epoch,
-                                                  lease_expires_at=now() + self._ttl)
+                renewed = self._renew()
             except Exception:  # a transient store error: try again at the next beat
-                self.due = time.monotonic() + self._ttl / 3
-                return True
+                renewed = True
             self.due = time.monotonic() + self._ttl / 3
-            if renewed:
-                self.valid_until = started + self._ttl
-            else:
-                self.lost = True
             return renewed
+
+    def stale(self) -> bool:
+        """Whether the lease may no longer be this process's: a renewal was refused, or the last
+        one the store took is older than the TTL (`confirm` then finds out)."""
+        return self.lost or time.monotonic() >= self.valid_until
+
+    def _renew(self) -> bool:
+        """One fenced renewal (under ``_lock``): `valid_until` moves on, or the lease is `lost`."""
+        started = time.monotonic()
+        if self.store.renew_lease(self._run_id, epoch=self._epoch, lease_expires_at=now() + self._ttl):
+            self.valid_until = started + self._ttl
+            return True
+        self.lost = True
+        return False
 
     def confirm(self) -> None:
         """Makes sure the lease is still this process's before the run acts on it (a live call).
@@ -158,11 +165,7 @@ class Heartbeat:
         """
         if not self.lost and time.monotonic() >= self.valid_until:
             with self._lock:
-                started = time.monotonic()
-                if self.store.renew_lease(self._run_id, epoch=self._epoch, lease_expires_at=now() + self._ttl):
-                    self.valid_until = started + self._ttl
-                else:
-                    self.lost = True
+                self._renew()
         if self.lost:
             raise LeaseLostError(f"run {self._run_id!r}: another process took it over (this one did not renew its "
                                  "lease in time: stopped or starved); it goes on there")

@@ -248,19 +248,14 @@ class ActiveRun(ToolSteps):
                 recorded = None
             if recorded is not None and recorded.status is StepStatus.COMPLETED:
                 return True
-            await self._confirm_lease()
+            if self.lease is not None and self.lease.stale():  # stopped or starved past its lease
+                await call_store(self.store, self.lease.confirm)
             self.store.wait_durable(self.run_id)  # the framework makes the call next: what it acts on is on disk first
         except AgentspanError as exc:
             self._keep_fatal(exc)
             raise
         self.live_started = True
         return False
-
-    async def _confirm_lease(self) -> None:
-        """`Heartbeat.confirm`, when the last renewal is older than the lease (else nothing to do)."""
-        lease = self.lease
-        if lease is not None and (lease.lost or time.monotonic() >= lease.valid_until):
-            await call_store(self.store, lease.confirm)
 
     async def step(
         self,
@@ -313,9 +308,8 @@ class ActiveRun(ToolSteps):
             if self.strict is not None:
                 return self.strict.serve(self, kind=kind, key=key, name=name, input=input, input_hash=input_hash,
                                          load=load, recorded=recorded)
-            lease = self.lease
-            if lease is not None and (lease.lost or time.monotonic() >= lease.valid_until):
-                await call_store(self.store, lease.confirm)  # stopped or starved past its lease
+            if self.lease is not None and self.lease.stale():  # stopped or starved past its lease
+                await call_store(self.store, self.lease.confirm)
             # Built unchecked (no validation): every value is the core's own or typed by this signature.
             step = Step.unchecked(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
                                   input_hash=input_hash, attempt=attempt, provider=provider, model=model)
