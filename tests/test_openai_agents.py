@@ -1072,13 +1072,42 @@ def test_a_worker_stopped_while_a_finished_run_winds_down_counts_it(monkeypatch)
         assert ended.wait(30)
         assert store.get_run(run_id).status is agentspan.RunStatus.COMPLETED
         stop.set()
-        worker.join(timeout=0.3)
-        assert worker.is_alive()  # a stopped worker returns once the runs it took up have ended
-        wound_down.set()
         worker.join(timeout=30)
         assert handled == [1]
     finally:
         wound_down.set()
+
+
+def test_a_stopped_worker_returns_once_its_runs_have_ended():
+    """Was: it returned at once, its runs left mid-flight (to their leases, or worse as the
+    process exited)."""
+    import threading
+
+    store = agentspan.get_store()
+    run_id = store.create_run(agentspan.Run(framework="openai-agents", agent="calc", input="x",
+                                            status=agentspan.RunStatus.PENDING))[0].id
+    entered, release = threading.Event(), threading.Event()
+
+    @function_tool
+    def hold() -> str:
+        """Holds until released."""
+        entered.set()
+        release.wait(20)
+        return "held"
+
+    stop, handled = threading.Event(), []
+    worker = threading.Thread(target=lambda: handled.append(
+        agentspan.serve(agent_with([ToolCall("hold", {}), "done"], [hold]), stop=stop, poll_interval=0.05)))
+    worker.start()
+    try:
+        assert entered.wait(30)
+        stop.set()
+        worker.join(timeout=0.3)
+        assert worker.is_alive()  # its run is still in its tool call
+    finally:
+        release.set()
+    worker.join(timeout=30)
+    assert handled == [1] and store.get_run(run_id).status is agentspan.RunStatus.COMPLETED
 
 
 def test_a_worker_claims_no_more_runs_than_max_runs():

@@ -13,9 +13,10 @@ from agentspan import leases
 from agentspan.adapters import Adapter, adapter_for
 from agentspan.api import _spawn
 from agentspan.config import get_store, seconds_setting, settings
-from agentspan.errors import ConfigurationError, LeaseLostError, ProcessExiting, ServerUnreachable
+from agentspan.errors import AgentspanError, ConfigurationError, LeaseLostError, ProcessExiting, ServerUnreachable
 from agentspan.handle import Handle
-from agentspan.records import Run, now
+from agentspan.records import Run, RunStatus, now
+from agentspan.stores.base import Store
 
 log = logging.getLogger("agentspan")
 
@@ -88,7 +89,7 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
     while active:  # the runs taken up go on to their end (or to a wait for a decision)
         concurrent.futures.wait([h._future for h in active.values()], timeout=interval,  # type: ignore[misc]
                                 return_when=concurrent.futures.FIRST_COMPLETED)
-        finished += _collect(active)
+        finished += _collect(active, store)
     return finished
 
 
@@ -128,13 +129,19 @@ def _serve_args(stop: Any, poll_interval: Any, max_runs: Any, concurrency: Any, 
     return seconds_setting("poll_interval", float(poll_interval), poll_interval)
 
 
-def _collect(active: dict[str, Handle]) -> int:
+def _collect(active: dict[str, Handle], store: Store | None = None) -> int:
     """Drops the runs whose attempt ended from ``active``; returns how many of them count as
-    handled (ended, or waiting for a decision: not lost to another process or left to a lease)."""
+    handled (ended, or waiting for a decision: not lost to another process or left to a lease).
+
+    With ``store`` (a stopped worker), a run whose record says it ended or waits counts too while
+    its thread still winds down (its event loop closing, its executor's threads joined)."""
     handled = 0
     for run_id, handle in list(active.items()):
         future = handle._future
         if future is None or not future.done():
+            if store is not None and _record_ended(store, run_id):
+                del active[run_id]
+                handled += 1
             continue
         del active[run_id]
         error = future.exception()
@@ -143,6 +150,13 @@ def _collect(active: dict[str, Handle]) -> int:
             continue
         handled += 1
     return handled
+
+
+def _record_ended(store: Store, run_id: str) -> bool:
+    try:
+        return store.get_run(run_id).status not in (RunStatus.PENDING, RunStatus.RUNNING)
+    except AgentspanError:
+        return False
 
 
 def _options_for(adapter: Adapter, run: Run,
