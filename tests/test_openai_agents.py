@@ -1274,3 +1274,86 @@ def test_a_run_async_cancelled_in_a_sync_tool_keeps_its_lease_until_it_lapses():
     starts = [at for what, at in spans if what == "start"]
     ends = [at for what, at in spans if what == "end"]
     assert len(starts) == 2 and starts[1] >= ends[0]  # the call ran again (in doubt), not alongside
+
+
+def test_a_run_async_cancelled_during_parallel_tool_calls_keeps_its_lease_while_they_run():
+    """The caller gave up while two tool calls of one response ran (an async one and a sync
+    one): they go on and end on their own, so the lease is left to lapse and a resume makes
+    neither again alongside them (was: the lease was given back at once, the resume ran both a
+    second time while the first ones still ran, and their late writes logged "Task exception
+    was never retrieved")."""
+    spans: list[tuple[str, float]] = []
+
+    @function_tool
+    async def fetch(order_id: str) -> str:
+        """An async call."""
+        spans.append(("fetch", time.monotonic()))
+        await asyncio.sleep(0.5)
+        spans.append(("fetch end", time.monotonic()))
+        return f"fetched {order_id}"
+
+    @function_tool
+    def write(order_id: str) -> str:
+        """A sync call."""
+        spans.append(("write", time.monotonic()))
+        time.sleep(0.5)
+        spans.append(("write end", time.monotonic()))
+        return f"written {order_id}"
+
+    def make() -> Agent:
+        return agent_with([[ToolCall("fetch", {"order_id": "1"}), ToolCall("write", {"order_id": "2"})], "fin"],
+                          [fetch, write])
+
+    unretrieved: list[Any] = []
+
+    async def give_up_then_resume() -> tuple[Any, Any]:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unretrieved.append(context))
+        run = asyncio.ensure_future(agentspan.run_async(make(), "go", run_id="given-up-parallel"))
+        while len(spans) < 2:  # both calls run
+            await asyncio.sleep(0.01)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        left = agentspan.get("given-up-parallel").run()
+        result = await agentspan.resume_async("given-up-parallel", make())
+        await asyncio.sleep(0.1)
+        return left, result
+
+    left, result = asyncio.run(give_up_then_resume())
+    assert left.lease_owner is not None and left.lease_expires_at is not None  # was: released at once
+    assert result.final_output == "fin"
+    for name in ("fetch", "write"):
+        starts = [at for what, at in spans if what == name]
+        ends = [at for what, at in spans if what == f"{name} end"]
+        assert ends and all(start >= ends[0] for start in starts[1:]), (name, spans)  # never alongside
+    assert not unretrieved
+
+
+def test_a_resume_async_cancelled_while_it_waits_for_the_lease_gives_the_lease_back():
+    """The caller gave up a `resume_async` while it waited for the previous owner's lease to
+    lapse: the claim it left running gives the lease back once it gets it (was: held with nothing
+    executing the run, so the next resume waited a whole lease TTL more)."""
+    @function_tool
+    def slow(order_id: str) -> str:
+        """A slow call."""
+        time.sleep(0.4)
+        return f"done {order_id}"
+
+    def make() -> Agent:
+        return agent_with([ToolCall("slow", {"order_id": "42"}), "fin"], [slow])
+
+    async def main() -> Any:
+        with pytest.raises(TimeoutError):  # cut off in the sync tool: its lease is left to lapse
+            await asyncio.wait_for(agentspan.run_async(make(), "go", run_id="resumed-twice"), 0.2)
+        with pytest.raises(TimeoutError):  # gave up while waiting for that lease
+            await asyncio.wait_for(agentspan.resume_async("resumed-twice", make()), 0.3)
+        deadline = time.monotonic() + 10
+        while True:
+            run = agentspan.get("resumed-twice").run()
+            if run.lease_epoch >= 2 and run.lease_owner is None:  # claimed, then given back
+                break
+            assert time.monotonic() < deadline, run
+            await asyncio.sleep(0.05)
+        return await agentspan.resume_async("resumed-twice", make(), wait=0)  # was: LeaseLostError
+
+    assert asyncio.run(main()).final_output == "fin"

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from agentspan import attached, divergence, executor, leases, runtime, tracing
@@ -15,6 +17,7 @@ from agentspan.adapters import Adapter, adapter_for, adapter_named
 from agentspan.config import get_store, settings
 from agentspan.divergence import OnDivergence
 from agentspan.errors import (
+    AgentspanError,
     ConfigurationError,
     LeaseLostError,
     RunStateError,
@@ -184,8 +187,7 @@ def run(target: Any, input: Any, **kwargs: Any) -> Any:
         asyncio.get_running_loop()
     except RuntimeError:
         return _run_on_thread_loop(target, input, kwargs)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentspan-run") as pool:
-        return pool.submit(_run_in_new_loop, target, input, kwargs).result()
+    return _BesideLoop(target, input, kwargs).run()
 
 
 def _run_on_thread_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
@@ -220,20 +222,69 @@ def _run_on_thread_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
                 loop.run_until_complete(loop.shutdown_asyncgens())
 
 
-def _run_in_new_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
-    """``asyncio.run(run_async(...))``, with the result kept out of the main task.
+class _BesideLoop:
+    """`run` called inside a running event loop: the run executes in a loop of its own on a helper
+    thread (the caller's loop is blocked until it ends), in a copy of the caller's context, so its
+    context variables reach the tools as under `run_async`. An interrupt of the caller (Ctrl-C)
+    cancels the run there and returns once it has stopped, as outside a loop (it does not wait
+    for the run's end, nor for a decision it waits on)."""
 
-    On Python 3.11, ``asyncio.run`` ends with ``signal.getsignal(SIGINT)``, which builds the repr
-    of the handler and so of the finished main task and its result; the repr of a long run's
-    result costs milliseconds. The main task therefore returns None and hands the result over.
-    """
-    box: list[Any] = []
+    def __init__(self, target: Any, input: Any, kwargs: dict[str, Any]) -> None:
+        self._call = (target, input, kwargs)
+        self._lock = threading.Lock()
+        self._task: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        self._given_up = False
+        self._stopped = threading.Event()  # the run's task has ended (its cleanup may go on)
+        self._outcome: list[Any] = []
+        self._error: list[BaseException] = []
 
-    async def main() -> None:
-        box.append(await run_in_loop(target, input, awaited_writes=False, **kwargs))
+    def run(self) -> Any:
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(self._thread_main,), name="agentspan-run")
+        thread.start()
+        try:
+            self._stopped.wait()
+        except BaseException:
+            self._give_up()
+            self._stopped.wait()  # the run has stopped (a second interrupt leaves it to its thread)
+            raise
+        if self._error:
+            raise self._error[0]
+        return self._outcome[0]
 
-    asyncio.run(main())
-    return box[0]
+    def _give_up(self) -> None:
+        with self._lock:
+            self._given_up = True
+            if self._task is not None:
+                loop, task = self._task
+                with contextlib.suppress(RuntimeError):  # the loop already closed: the run ended
+                    loop.call_soon_threadsafe(task.cancel)
+
+    def _thread_main(self) -> None:
+        # On Python 3.11, ``asyncio.run`` ends with ``signal.getsignal(SIGINT)``, which builds the
+        # repr of the handler and so of the finished main task and its result (milliseconds for a
+        # long run's result): the main task therefore returns None and hands the result over.
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # handed to the caller's thread
+            if not self._error:
+                self._error.append(exc)
+        finally:
+            self._stopped.set()
+
+    async def _main(self) -> None:
+        target, input, kwargs = self._call
+        try:
+            with self._lock:
+                if self._given_up:
+                    raise asyncio.CancelledError
+                self._task = (asyncio.get_running_loop(), asyncio.current_task())  # type: ignore[assignment]
+            self._outcome.append(await run_in_loop(target, input, awaited_writes=False, **kwargs))
+        except BaseException as exc:
+            self._error.append(exc)
+            raise
+        finally:
+            self._stopped.set()
 
 
 def get(run_id: str) -> Handle:
@@ -285,9 +336,41 @@ async def resume_async(run_id: str, target: Any, *, wait: float | None = None,
     Same arguments and errors as `resume`.
     """
     store, adapter, policy = await asyncio.to_thread(resumable, run_id, target, on_divergence, options)
-    claimed = await asyncio.to_thread(attached.claim, store, run_id, wait=wait)  # may wait for a lease
+    claimed = await _claimed_for_caller(store, lambda: attached.claim(store, run_id, wait=wait))  # may wait
     return await _execute_in_loop(store, claimed, adapter, target, options, awaited_writes=True,
                                   on_divergence=policy)
+
+
+async def _claimed_for_caller(store: Store, claim: Callable[[], Run]) -> Run:
+    """``claim`` on a worker thread (it may wait for a lease to lapse). When the caller is cancelled
+    meanwhile, the lease the claim takes is given back (was: held with nothing executing the run,
+    so the next resume waited a whole lease TTL more)."""
+    lock = threading.Lock()
+    state: dict[str, Any] = {"given_up": False, "claimed": None}
+
+    def claim_unless_given_up() -> Run:
+        run = claim()
+        with lock:
+            state["claimed"] = run
+            given_up = state["given_up"]
+        if given_up:
+            _give_back(store, run)
+        return run
+
+    try:
+        return await asyncio.to_thread(claim_unless_given_up)
+    except asyncio.CancelledError:
+        with lock:
+            state["given_up"] = True
+            claimed = state["claimed"]
+        if claimed is not None:  # claimed just before the cancel reached this task
+            threading.Thread(target=_give_back, args=(store, claimed), daemon=True).start()
+        raise
+
+
+def _give_back(store: Store, run: Run) -> None:
+    with contextlib.suppress(AgentspanError):  # taken over or ended meanwhile: nothing to give back
+        store.update_run(run.id, epoch=run.lease_epoch, release_lease=True)
 
 
 def resumable(run_id: str, target: Any, on_divergence: OnDivergence | None,

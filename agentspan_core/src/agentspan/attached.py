@@ -324,7 +324,7 @@ class AttachedRun:
         if isinstance(exc, LeaseLostError | ServerUnreachable):
             self.close()
             return
-        if self.active.cut_off:
+        if self.active.cut_off or self.active.calls_running():
             # a call cut off in flight (the caller's task cancelled, Ctrl-C) may go on in a thread
             # nothing can stop: the lease is left to lapse, so another process does not run the
             # call again alongside it (it waits the lease's TTL first)

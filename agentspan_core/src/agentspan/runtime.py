@@ -14,6 +14,7 @@ import atexit
 import concurrent.futures.thread  # noqa: F401 - its exit hook registered first, so that ours (`_on_exit`) runs first
 import contextlib
 import contextvars
+import functools
 import random
 import sys
 import threading
@@ -219,6 +220,17 @@ class ActiveRun(ToolSteps):
         """Where a streaming adapter puts the framework's events (None: the run is not streamed)."""
         return sink_of(self.run_id)
 
+    def calls_running(self) -> bool:
+        """Whether a live call this attempt stopped waiting for still runs (the caller's task was
+        cancelled, or Ctrl-C, while parallel calls ran): it ends and is journaled on its own, so
+        another process must not make it again alongside it (the lease is left to lapse)."""
+        return any(not call.done() for call in self._in_flight.values())
+
+    def _call_ended(self, key: str, call: asyncio.Future[Any]) -> None:
+        self._in_flight.pop(key, None)
+        if not call.cancelled():
+            call.exception()  # retrieved: whoever awaits it gets it; a call left running has no one
+
     async def settle(self) -> None:
         """Waits until the live calls a framework cancelled with their siblings (a parallel call
         that raised, or waits for an approval) have ended and are journaled: the next attempt
@@ -333,7 +345,7 @@ class ActiveRun(ToolSteps):
         if shield:  # a framework may cancel it with its siblings: it ends (and is journaled) regardless
             call = asyncio.ensure_future(self._live(step, invoke, dump, metrics, child_scope, in_flight_record))
             self._in_flight[key] = call
-            call.add_done_callback(lambda _: self._in_flight.pop(key, None))
+            call.add_done_callback(functools.partial(self._call_ended, key))
             return await asyncio.shield(call)
         return await self._live(step, invoke, dump, metrics, child_scope, in_flight_record)
 
