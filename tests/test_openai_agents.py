@@ -357,12 +357,62 @@ def test_a_tools_typed_result_reaches_the_sdk_as_under_the_plain_runner_live_and
     assert durable_model.shown == resumed_model.shown == plain_model.shown == [str(value)]
 
 
+UNDECLARED_RESULTS = {
+    "pydantic": Point(x=1, y=2),
+    "dataclass": Pair(1, 2),
+    "dict with a datetime and an int key": {"at": datetime.datetime(2024, 1, 2, 3, 4, 5), 7: "seven"},
+    "tuple": (1, 2),
+    "plain dict": {"a": [1, 2.5, None, True]},
+}
+
+
+@pytest.mark.parametrize("kind", list(UNDECLARED_RESULTS))
+def test_an_undeclared_result_reads_to_the_model_as_under_the_plain_runner_live_and_replayed(kind):
+    """A tool declaring no return type (or a JSON type, ``-> dict``) whose result's JSON form
+    reads otherwise than the result: the model reads ``str(result)``, as under the plain
+    ``Runner``, live and replayed (was: the JSON form's text, ``{'x': 1, 'y': 2}`` for
+    ``x=1 y=2``); a plain JSON result is still journaled as JSON."""
+    value = UNDECLARED_RESULTS[kind]
+
+    def agent() -> tuple[Agent, Listening]:
+        def make():  # noqa: ANN202 - undeclared on purpose
+            return value
+
+        model = Listening([ToolCall("make", {}, "c1"), "done"])
+        return Agent(name="undeclared", tools=[function_tool(make)], model=model), model
+
+    plain_agent, plain_model = agent()
+    assert Runner.run_sync(plain_agent, "go").final_output == "done"
+    durable_agent, durable_model = agent()
+    handle = agentspan.start(durable_agent, "go")
+    assert handle.result(timeout=20).final_output == "done"
+    resumed_agent, resumed_model = agent()
+    assert agentspan.resume(crashed_copy(handle.id, keep=2), resumed_agent).result(timeout=20).final_output == "done"
+    assert durable_model.shown == resumed_model.shown == plain_model.shown == [str(value)]
+    (tool,) = [s for s in handle.steps() if s.kind is agentspan.StepKind.TOOL]
+    assert tool.output == (value if kind == "plain dict" else str(value))
+
+
+def test_an_agent_tool_with_a_structured_output_reads_to_the_model_as_under_the_plain_runner():
+    """``Agent.as_tool`` of an agent with an ``output_type``: its tool result is that type's object."""
+    def agent() -> tuple[Agent, Listening]:
+        inner = Agent(name="pointer", model=ScriptedModel(['{"x": 1, "y": 2}'], name="inner"), output_type=Point)
+        model = Listening([ToolCall("point", {"input": "where"}, "c1"), "done"])
+        return Agent(name="outer", tools=[inner.as_tool("point", "Finds a point.")], model=model), model
+
+    plain_agent, plain_model = agent()
+    assert Runner.run_sync(plain_agent, "go").final_output == "done"
+    durable_agent, durable_model = agent()
+    assert agentspan.run(durable_agent, "go").final_output == "done"
+    assert durable_model.shown == plain_model.shown == ["x=1 y=2"]
+
+
 def test_a_result_with_numbers_json_lacks_replays_without_a_divergence():
     """NaN and infinities (no JSON numbers: the journal's encoder would write ``null``) are
     journaled as ``"NaN"`` / ``"Infinity"``, and the live call hands the SDK that form too: a
     resumed run's model calls read what the first attempt's read."""
     @function_tool
-    def ratio(n: int) -> dict:
+    def ratio(n: int) -> dict[str, float]:  # declared: journaled as JSON, loaded back (bare `dict`: as its text)
         """A ratio that may be infinite."""
         effects.append(f"ratio {n}")
         return {"ratio": math.inf if n else math.nan}

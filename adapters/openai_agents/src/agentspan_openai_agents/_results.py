@@ -8,6 +8,14 @@ as the function's declared return type. A tool declaring ``-> Invoice`` (a pydan
 dataclass, ``tuple[int, int]``, ``datetime`` or ``bytes`` gets one back, as under the plain
 ``Runner``; one that declares nothing, or a JSON type, gets the JSON form; a result its own
 declaration does not validate stays JSON (the same on every execution).
+
+The model reads what the SDK makes of that value: for a result it stringifies (neither text nor
+the SDK's structured outputs, and no output schema of the tool's), ``str(value)``. Where the
+JSON form reads otherwise than the result itself (a pydantic model or a dataclass returned
+undeclared, an ``Agent.as_tool`` of an agent with an ``output_type``, a dict holding a datetime,
+a tuple or int keys), the call is journaled, and handed to the SDK, as the result's own text
+(`as_the_model_reads`), so the model reads what it reads under the plain ``Runner``, live and
+replayed alike.
 """
 
 from __future__ import annotations
@@ -17,15 +25,37 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from agents import FunctionTool
+from agents import FunctionTool, ItemHelpers
 from pydantic import TypeAdapter, ValidationError
 
 from agentspan.records import JSON
+from agentspan.tools import jsonable_result
 
 Loader = Callable[[JSON], Any]
 
 _AS_JSON: tuple[Any, ...] = (inspect.Signature.empty, Any, object, str, int, bool, None, type(None), dict, list)
 """Declared return types whose JSON form is the value itself (nothing to convert)."""
+
+
+def text_dump(tool: FunctionTool, loader: Loader | None) -> Callable[[Any], JSON] | None:
+    """The journal form of ``tool``'s results when the SDK stringifies them for the model
+    (`as_the_model_reads`); None: the default JSON form (a declared type is loaded back, or the
+    tool's output schema has the SDK send JSON)."""
+    if loader is not None or tool.output_json_schema is not None or getattr(tool, "_output_type_adapter", None):
+        return None
+    return as_the_model_reads
+
+
+def as_the_model_reads(value: Any) -> JSON:
+    """A result's JSON form, or its own text where that form would read otherwise to the model
+    (the SDK hands the model ``str(value)`` of a result that is not one of its structured outputs)."""
+    form = jsonable_result(value)
+    if form is value or isinstance(value, str | int | float | bool) or value is None:
+        return form
+    if ItemHelpers._convert_tool_output_as_structured(value) is not None:  # the SDK sends it as structured items
+        return form
+    text = str(value)
+    return form if text == str(form) else text
 
 
 def result_loader(tool: FunctionTool) -> Loader | None:

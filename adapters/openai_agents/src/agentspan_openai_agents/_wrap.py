@@ -53,7 +53,7 @@ from agentspan_openai_agents._model import (
     model_identity,
 )
 from agentspan_openai_agents._nested import checking
-from agentspan_openai_agents._results import result_loader
+from agentspan_openai_agents._results import result_loader, text_dump
 
 _Guardrail = typing.TypeVar("_Guardrail", InputGuardrail[Any], OutputGuardrail[Any])
 _ToolGuardrail = typing.TypeVar("_ToolGuardrail", ToolInputGuardrail[Any], ToolOutputGuardrail[Any])
@@ -313,6 +313,7 @@ class AgentWrapper:
         needs_approval = tool.needs_approval
         context_for = _context_for(tool)
         load_result = result_loader(tool)
+        dump_result = text_dump(tool, load_result)
         agent_tool = getattr(tool, "_is_agent_tool", False)  # `Agent.as_tool`'s (openai-agents 0.24)
 
         async def on_invoke_tool(ctx: ToolContext[Any], args_json: str) -> Any:
@@ -328,7 +329,7 @@ class AgentWrapper:
             invoke = live_tool_call(tool, ctx, args, live)
             key = run.call_key(ctx.tool_call_id)
             result = await run.tool(key=key, name=tool.name, args=args, invoke=invoke, options=options,
-                                    needs_approval=required, call_id=ctx.tool_call_id)
+                                    needs_approval=required, dump=dump_result, call_id=ctx.tool_call_id)
             if agent_tool and run.was_replayed("tool", key):
                 add_nested_usage(run, key, ctx.usage)
             return result if load_result is None else load_result(result)
