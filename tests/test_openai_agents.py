@@ -375,7 +375,7 @@ def test_an_undeclared_result_reads_to_the_model_as_under_the_plain_runner_live_
     value = UNDECLARED_RESULTS[kind]
 
     def agent() -> tuple[Agent, Listening]:
-        def make():  # noqa: ANN202 - undeclared on purpose
+        def make():  # undeclared on purpose
             return value
 
         model = Listening([ToolCall("make", {}, "c1"), "done"])
@@ -1407,3 +1407,26 @@ def test_a_resume_async_cancelled_while_it_waits_for_the_lease_gives_the_lease_b
         return await agentspan.resume_async("resumed-twice", make(), wait=0)  # was: LeaseLostError
 
     assert asyncio.run(main()).final_output == "fin"
+
+
+def test_time_limits_of_result_and_resume_are_checked():
+    """``inf`` (or a number past any clock) waits without a limit, a negative one does not wait,
+    NaN and non-numbers are refused by name (was: ``OverflowError`` from ``result(timeout=inf)``
+    on a `start` handle, a `get` handle and ``resume(wait=nan)`` blocked for ever, and
+    ``resume(wait="5")`` a bare ``TypeError``)."""
+    handle = agentspan.start(agent_with([ToolCall("add", {"a": 1, "b": 2}), "3"], [add]), "1+2")
+    assert handle.result(timeout=math.inf).final_output == "3"
+    assert agentspan.get(handle.id).result(timeout=10**400) == "3"
+    waiting = agentspan.start(agent_with([ToolCall("refund", {"order_id": "1", "amount": 1.0}), "ok"], [refund]), "x")
+    wait_status(waiting, agentspan.RunStatus.WAITING)
+    for bad in ("5", True, math.nan):  # (NaN last: before, it blocked for ever)
+        with pytest.raises(ConfigurationError, match="timeout"):
+            agentspan.get(waiting.id).result(timeout=bad)
+        with pytest.raises(ConfigurationError, match="wait"):
+            agentspan.resume(waiting.id, agent_with(["ok"], [refund]), wait=bad)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        agentspan.get(waiting.id).result(timeout=-1)
+    assert time.monotonic() - started < 1
+    assert waiting.status() is agentspan.RunStatus.WAITING  # nothing refused changed the run
+    waiting.cancel()

@@ -40,7 +40,7 @@ from typing import Any
 
 from agentspan import leases
 from agentspan.attempt import Counters
-from agentspan.config import settings
+from agentspan.config import settings, time_limit
 from agentspan.divergence import OnDivergence
 from agentspan.errors import (
     ConfigurationError,
@@ -90,7 +90,8 @@ def claim(store: Store, run_id: str, *, wait: float | None = None) -> Run:
         LeaseLostError: Another live process holds the run, or claimed it first.
     """
     ttl = settings().lease_ttl
-    return leases.claim(store, run_id, ttl=ttl, wait=ttl + 1 if wait is None else wait)
+    limit = time_limit("wait", wait)
+    return leases.claim(store, run_id, ttl=ttl, wait=ttl + 1 if limit is None else limit)
 
 
 def create_or_claim(store: Store, run: Run, *, wait: float | None = None) -> tuple[Run, bool] | None:

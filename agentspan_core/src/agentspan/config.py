@@ -84,6 +84,28 @@ def seconds_setting(name: str, value: float, shown: object) -> float:
     return value
 
 
+def time_limit(name: str, value: object) -> float | None:
+    """Checks a caller's time limit in seconds (``Handle.result(timeout=)``, ``resume(wait=)``):
+    None stays None (the call's default); below 0 counts as 0; ``math.inf``, or more than
+    `MAX_SECONDS`, is no limit (``math.inf``: a clock or a lock would refuse such a number).
+
+    Raises:
+        ConfigurationError: Not a number, or NaN (it compares false with every deadline: the
+            wait would never end), naming ``name``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name}={value!r}: expected a number of seconds or None")
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past any float
+        return math.inf
+    if math.isnan(seconds):
+        raise ConfigurationError(f"{name}=nan: expected a number of seconds or None")
+    return math.inf if seconds > MAX_SECONDS else max(0.0, seconds)
+
+
 def parse_mode(value: str | bool | None, *, source: str) -> OtelMode:
     """Reads an ``otel`` setting: off (default), on, or content (also tool arguments and results).
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
 from agentspan import approvals
 from agentspan.attempt import Counters
-from agentspan.config import get_store, settings
+from agentspan.config import get_store, settings, time_limit
 from agentspan.errors import ConfigurationError, RunCancelledError, RunFailed
 from agentspan.records import JSON, Approval, Run, RunStatus, Step
 from agentspan.stores.base import Store
@@ -65,16 +66,17 @@ class Handle:
             RunCancelledError: The run was cancelled.
             LeaseLostError: This process's execution lost the run to another process.
         """
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-            raise ConfigurationError(f"timeout={timeout!r}: expected a number of seconds or None")
+        limit = time_limit("timeout", timeout)
+        if limit == math.inf:
+            limit = None
         if self._future is not None:
             try:
-                outcome = self._future.result(timeout)
+                outcome = self._future.result(limit)
             except concurrent.futures.TimeoutError:
                 raise TimeoutError(f"run {self.id!r} is still {self.status().value} after {timeout}s") from None
             if outcome.status is RunStatus.COMPLETED:
                 return outcome.result
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if limit is None else time.monotonic() + limit
         while True:
             run = self.run()
             if run.status is RunStatus.COMPLETED:

@@ -75,7 +75,10 @@ class ScriptedModel(Model):
 
     Inside a durable run the turn is chosen by the journal (how many calls to a model of this
     name precede this one), so a resumed run's first live call gets the right turn after
-    replayed ones; elsewhere an internal counter is used.
+    replayed ones; elsewhere an internal counter is used. So each durable run starts at the first
+    turn, also a conversation's next turn (``agentspan.run(result.last_agent,
+    result.to_input_list() + [...])``), where plain runs of the same model go on through the
+    script: give each turn of a conversation a model of its own.
 
     Args:
         turns: The responses, in order.
