@@ -184,6 +184,46 @@ def test_a_killed_helper_gives_its_writes_back_and_none_is_lost_or_doubled(tmp_p
     store.close()
 
 
+def test_a_signal_that_raises_inside_a_large_frames_write_stops_the_helper_and_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal handler raised (``SystemExit`` from a SIGTERM handler, ``KeyboardInterrupt``)
+    while a frame larger than the pipe was half written: the helper is stopped (it commits the
+    whole frames before, drops the cut one) and the store writes the rest itself (was: the helper
+    waited for the frame's rest and every later statement of the store for the helper, for ever:
+    a service's graceful shutdown hung)."""
+    store = normal_store(tmp_path / "cut.db")
+    writer = store._writer
+    assert writer is not None
+    run_id = claimed_run(store)
+    record(store, run_id, 0)
+    real_write = os.write
+    cut: list[int] = []
+
+    def write_then_interrupted(fd: int, data: Any) -> int:
+        if fd == writer._to_helper and len(data) > 200_000 and not cut:
+            cut.append(real_write(fd, bytes(data[:50_000])))  # part of the frame, then the signal's error
+            raise KeyboardInterrupt
+        return real_write(fd, data)
+
+    monkeypatch.setattr(step_writer.os, "write", write_then_interrupted)
+    big = Step(run_id=run_id, key="tool:1", seq=1, kind=StepKind.TOOL, input={"i": "x" * 300_000})
+    with pytest.raises(KeyboardInterrupt):
+        store.record_step(big, StepResult(status=StepStatus.COMPLETED, output={"ok": 1}), epoch=1)
+    monkeypatch.undo()
+    assert cut
+    waited = threading.Thread(target=store.wait_durable, args=(run_id,), daemon=True)
+    waited.start()
+    waited.join(timeout=20)
+    assert not waited.is_alive()  # was: blocked for ever
+    record(store, run_id, 2)  # inline from now on
+    assert writer.helper_pid is None
+    steps = store.list_steps(run_id)
+    assert [s.key for s in steps] == ["tool:0", "tool:1", "tool:2"]
+    assert steps[1].input == {"i": "x" * 300_000} and all(s.status is StepStatus.COMPLETED for s in steps)
+    assert committed_keys(tmp_path / "cut.db", run_id) == ["tool:0", "tool:1", "tool:2"]
+    store.close()
+
+
 def test_a_helper_that_cannot_start_leaves_every_write_to_the_store(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "n.db", durability="normal", defer_step_sync=True, step_helper=True)
     writer = store._writer

@@ -278,6 +278,13 @@ class StepWriter:
                     written += os.write(self._to_helper, data[written:])
             except OSError:  # the helper is gone: `settle` returns what it did not answer
                 self._lose_helper()
+            except BaseException:
+                # A signal handler raised in the write (SystemExit from a SIGTERM handler,
+                # KeyboardInterrupt): the frame may be cut off in the pipe, so the helper would
+                # wait for its rest for ever and `settle` for the helper. It is stopped (it commits
+                # the whole frames, drops the cut one); what it did not answer comes back in doubt.
+                self._stop_helper()
+                raise
             return True
 
     def settle(self) -> list[tuple[Any, bool]]:
@@ -304,21 +311,27 @@ class StepWriter:
         """Stops the helper once it has written what it was handed; returns what the caller must
         still write (as `settle`)."""
         with self._lock:
-            if self._proc is not None:
-                os.close(self._to_helper)  # the helper writes what is queued, then sees the end
-                self._to_helper = -1
-                try:
-                    self._proc.wait(timeout=self.busy_timeout + 10)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-                self._lose_helper()  # takes its last answers
+            self._stop_helper()
             self._no_helper = True
             self._in_hand += len(self._returned)
             returned, self._returned = self._returned, []
             return returned
 
     # ---- under the lock -------------------------------------------------------------------
+    def _stop_helper(self) -> None:
+        """Ends the helper once it has written the whole frames it was handed, and takes its last
+        answers (what it did not answer comes back from `settle`)."""
+        if self._proc is not None:
+            if self._to_helper >= 0:
+                os.close(self._to_helper)  # the helper writes what is queued, then sees the end
+                self._to_helper = -1
+            try:
+                self._proc.wait(timeout=self.busy_timeout + 10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._lose_helper()  # takes its last answers
+
     def _adopt(self) -> None:
         """In a forked child (`os.register_at_fork`), forgets the parent's helper, pipes and writes
         (they are the parent's)."""
