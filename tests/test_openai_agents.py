@@ -360,26 +360,29 @@ def test_a_tools_typed_result_reaches_the_sdk_as_under_the_plain_runner_live_and
 UNDECLARED_RESULTS = {
     "pydantic": Point(x=1, y=2),
     "dataclass": Pair(1, 2),
-    "dict with a datetime and an int key": {"at": datetime.datetime(2024, 1, 2, 3, 4, 5), 7: "seven"},
     "tuple": (1, 2),
     "plain dict": {"a": [1, 2.5, None, True]},
 }
 
 
+def undeclared_tool(value: Any) -> Any:
+    def make():  # undeclared on purpose
+        return value
+
+    return function_tool(make)
+
+
 @pytest.mark.parametrize("kind", list(UNDECLARED_RESULTS))
 def test_an_undeclared_result_reads_to_the_model_as_under_the_plain_runner_live_and_replayed(kind):
-    """A tool declaring no return type (or a JSON type, ``-> dict``) whose result's JSON form
-    reads otherwise than the result: the model reads ``str(result)``, as under the plain
-    ``Runner``, live and replayed (was: the JSON form's text, ``{'x': 1, 'y': 2}`` for
+    """A tool declaring no return type whose result is an object (not text, a number, a dict or a
+    list) with a JSON form that reads otherwise: the model reads ``str(result)``, as under the
+    plain ``Runner``, live and replayed (was: the JSON form's text, ``{'x': 1, 'y': 2}`` for
     ``x=1 y=2``); a plain JSON result is still journaled as JSON."""
     value = UNDECLARED_RESULTS[kind]
 
     def agent() -> tuple[Agent, Listening]:
-        def make():  # undeclared on purpose
-            return value
-
         model = Listening([ToolCall("make", {}, "c1"), "done"])
-        return Agent(name="undeclared", tools=[function_tool(make)], model=model), model
+        return Agent(name="undeclared", tools=[undeclared_tool(value)], model=model), model
 
     plain_agent, plain_model = agent()
     assert Runner.run_sync(plain_agent, "go").final_output == "done"
@@ -391,6 +394,39 @@ def test_an_undeclared_result_reads_to_the_model_as_under_the_plain_runner_live_
     assert durable_model.shown == resumed_model.shown == plain_model.shown == [str(value)]
     (tool,) = [s for s in handle.steps() if s.kind is agentspan.StepKind.TOOL]
     assert tool.output == (value if kind == "plain dict" else str(value))
+
+
+def test_a_dict_result_reaches_hooks_as_a_dict_and_a_programs_call_as_json():
+    """A dict (here holding a datetime, so its text differs) stays its JSON form for a
+    ``tool_use_behavior`` that indexes it; a call a hosted program made (``caller.type ==
+    "program"``) is sent to the model as JSON, as the plain ``Runner`` sends it, not as text."""
+    from agents.agent import ToolsToFinalOutputResult
+    from agents.tool_context import ToolContext
+    from openai.types.responses import ResponseFunctionToolCall
+
+    seen: list[Any] = []
+
+    def behavior(context: Any, results: list[Any]) -> Any:
+        seen.append(results[0].output)
+        return ToolsToFinalOutputResult(is_final_output=False)
+
+    when = {"at": datetime.datetime(2024, 1, 2, 3, 4, 5)}
+    agent = Agent(name="dated", tools=[undeclared_tool(when)], tool_use_behavior=behavior,
+                  model=ScriptedModel([ToolCall("make", {}, "c1"), "done"], name="m"))
+    assert agentspan.run(agent, "go").final_output == "done"
+    assert seen == [{"at": "2024-01-02T03:04:05"}]  # was: its text, a str
+
+    # a hosted program's call (the SDK runs those only beside its programmatic tool calling tool)
+    from agentspan_openai_agents._results import programmatic
+
+    def call(caller: Any) -> Any:
+        return ResponseFunctionToolCall(type="function_call", name="make", arguments="{}", call_id="p1",
+                                        id="fc_p1", status="completed", caller=caller)
+
+    assert programmatic(ToolContext(context=None, tool_name="make", tool_call_id="p1", tool_arguments="{}",
+                                    tool_call=call({"type": "program", "caller_id": "prog"})))
+    assert not programmatic(ToolContext(context=None, tool_name="make", tool_call_id="p1", tool_arguments="{}",
+                                        tool_call=call(None)))
 
 
 def test_an_agent_tool_with_a_structured_output_reads_to_the_model_as_under_the_plain_runner():
@@ -412,7 +448,7 @@ def test_a_result_with_numbers_json_lacks_replays_without_a_divergence():
     journaled as ``"NaN"`` / ``"Infinity"``, and the live call hands the SDK that form too: a
     resumed run's model calls read what the first attempt's read."""
     @function_tool
-    def ratio(n: int) -> dict[str, float]:  # declared: journaled as JSON, loaded back (bare `dict`: as its text)
+    def ratio(n: int) -> dict:
         """A ratio that may be infinite."""
         effects.append(f"ratio {n}")
         return {"ratio": math.inf if n else math.nan}

@@ -184,8 +184,9 @@ def test_a_killed_helper_gives_its_writes_back_and_none_is_lost_or_doubled(tmp_p
     store.close()
 
 
+@pytest.mark.parametrize("where", ["in the write", "before the write"])
 def test_a_signal_that_raises_inside_a_large_frames_write_stops_the_helper_and_loses_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     """A signal handler raised (``SystemExit`` from a SIGTERM handler, ``KeyboardInterrupt``)
     while a frame larger than the pipe was half written: the helper is stopped (it commits the
     whole frames before, drops the cut one) and the store writes the rest itself (was: the helper
@@ -205,7 +206,17 @@ def test_a_signal_that_raises_inside_a_large_frames_write_stops_the_helper_and_l
             raise KeyboardInterrupt
         return real_write(fd, data)
 
-    monkeypatch.setattr(step_writer.os, "write", write_then_interrupted)
+    class InterruptedSize:  # the frame's size packed, then the signal's error before the write
+        size = step_writer._SIZE.size
+
+        def pack(self, size: int) -> bytes:
+            cut.append(size)
+            raise KeyboardInterrupt
+
+    if where == "in the write":
+        monkeypatch.setattr(step_writer.os, "write", write_then_interrupted)
+    else:
+        monkeypatch.setattr(step_writer, "_SIZE", InterruptedSize())
     big = Step(run_id=run_id, key="tool:1", seq=1, kind=StepKind.TOOL, input={"i": "x" * 300_000})
     with pytest.raises(KeyboardInterrupt):
         store.record_step(big, StepResult(status=StepStatus.COMPLETED, output={"ok": 1}), epoch=1)

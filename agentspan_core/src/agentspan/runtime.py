@@ -15,6 +15,7 @@ import concurrent.futures.thread  # noqa: F401 - its exit hook registered first,
 import contextlib
 import contextvars
 import functools
+import logging
 import random
 import sys
 import threading
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from agentspan.tracing import RunTrace
 
 T = TypeVar("T")
+log = logging.getLogger("agentspan")
 _ENDED_FIELDS = ("status", "output", "error", "ended_at")
 _exiting = False
 
@@ -224,12 +226,12 @@ class ActiveRun(ToolSteps):
         """Whether a live call this attempt stopped waiting for still runs (the caller's task was
         cancelled, or Ctrl-C, while parallel calls ran): it ends and is journaled on its own, so
         another process must not make it again alongside it (the lease is left to lapse)."""
-        return any(not call.done() for call in self._in_flight.values())
+        return any(not call.done() for call in list(self._in_flight.values()))  # (a copy: read off the loop too)
 
     def _call_ended(self, key: str, call: asyncio.Future[Any]) -> None:
         self._in_flight.pop(key, None)
-        if not call.cancelled():
-            call.exception()  # retrieved: whoever awaits it gets it; a call left running has no one
+        if not call.cancelled() and call.exception() is not None:  # retrieved: a call left running has no awaiter
+            log.debug("run %s: call %s ended with %r", self.run_id, key, call.exception())
 
     async def settle(self) -> None:
         """Waits until the live calls a framework cancelled with their siblings (a parallel call

@@ -10,12 +10,13 @@ dataclass, ``tuple[int, int]``, ``datetime`` or ``bytes`` gets one back, as unde
 declaration does not validate stays JSON (the same on every execution).
 
 The model reads what the SDK makes of that value: for a result it stringifies (neither text nor
-the SDK's structured outputs, and no output schema of the tool's), ``str(value)``. Where the
-JSON form reads otherwise than the result itself (a pydantic model or a dataclass returned
-undeclared, an ``Agent.as_tool`` of an agent with an ``output_type``, a dict holding a datetime,
-a tuple or int keys), the call is journaled, and handed to the SDK, as the result's own text
+the SDK's structured outputs, no output schema of the tool's, not a hosted program's call),
+``str(value)``. Where an undeclared result is an object whose JSON form reads otherwise than the
+result itself (a pydantic model or a dataclass, an ``Agent.as_tool`` of an agent with an
+``output_type``, a tuple), the call is journaled, and handed to the SDK, as the result's own text
 (`as_the_model_reads`), so the model reads what it reads under the plain ``Runner``, live and
-replayed alike.
+replayed alike. A dict or a list stays JSON (hooks index it): a datetime in it reads as its ISO
+text, an int key as a string.
 """
 
 from __future__ import annotations
@@ -47,15 +48,23 @@ def text_dump(tool: FunctionTool, loader: Loader | None) -> Callable[[Any], JSON
 
 
 def as_the_model_reads(value: Any) -> JSON:
-    """A result's JSON form, or its own text where that form would read otherwise to the model
-    (the SDK hands the model ``str(value)`` of a result that is not one of its structured outputs)."""
+    """A result's JSON form, or its own text where the result is an object (not text, a number, a
+    dict or a list, which hooks and a ``tool_use_behavior`` read as such) whose JSON form would
+    read otherwise to the model (the SDK hands the model ``str(value)`` of a result that is not
+    one of its structured outputs)."""
     form = jsonable_result(value)
-    if form is value or isinstance(value, str | int | float | bool) or value is None:
-        return form
-    if ItemHelpers._convert_tool_output_as_structured(value) is not None:  # the SDK sends it as structured items
+    if form is value or value is None or isinstance(value, str | int | float | bool | dict | list):
         return form
     text = str(value)
-    return form if text == str(form) else text
+    if text == str(form) or ItemHelpers._convert_tool_output_as_structured(value) is not None:
+        return form  # reads alike, or the SDK sends it as structured items (its JSON form alike)
+    return text
+
+
+def programmatic(ctx: Any) -> bool:
+    """Whether the tool call was made by a hosted program (the SDK sends such a result as JSON)."""
+    caller = getattr(getattr(ctx, "tool_call", None), "caller", None)
+    return (caller.get("type") if isinstance(caller, dict) else getattr(caller, "type", None)) == "program"
 
 
 def result_loader(tool: FunctionTool) -> Loader | None:

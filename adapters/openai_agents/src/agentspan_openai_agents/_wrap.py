@@ -53,7 +53,7 @@ from agentspan_openai_agents._model import (
     model_identity,
 )
 from agentspan_openai_agents._nested import checking
-from agentspan_openai_agents._results import result_loader, text_dump
+from agentspan_openai_agents._results import programmatic, result_loader, text_dump
 
 _Guardrail = typing.TypeVar("_Guardrail", InputGuardrail[Any], OutputGuardrail[Any])
 _ToolGuardrail = typing.TypeVar("_ToolGuardrail", ToolInputGuardrail[Any], ToolOutputGuardrail[Any])
@@ -329,7 +329,8 @@ class AgentWrapper:
             invoke = live_tool_call(tool, ctx, args, live)
             key = run.call_key(ctx.tool_call_id)
             result = await run.tool(key=key, name=tool.name, args=args, invoke=invoke, options=options,
-                                    needs_approval=required, dump=dump_result, call_id=ctx.tool_call_id)
+                                    needs_approval=required, call_id=ctx.tool_call_id,
+                                    dump=None if dump_result is None or programmatic(ctx) else dump_result)
             if agent_tool and run.was_replayed("tool", key):
                 add_nested_usage(run, key, ctx.usage)
             return result if load_result is None else load_result(result)

@@ -269,20 +269,21 @@ class StepWriter:
             waiting = self._waiting
             if len(waiting) >= 64:
                 self._take_answers()  # the records of answered writes go (no system call: shared memory)
-            self.sent = seq
-            waiting.append((seq, record))
-            data = _SIZE.pack(len(frame)) + frame
             try:
+                waiting.append((seq, record))  # (first: a record in the list comes back from `settle`)
+                self.sent = seq
+                data = _SIZE.pack(len(frame)) + frame
                 written = os.write(self._to_helper, data)
                 while written < len(data):  # a frame larger than the pipe's buffer
                     written += os.write(self._to_helper, data[written:])
             except OSError:  # the helper is gone: `settle` returns what it did not answer
                 self._lose_helper()
             except BaseException:
-                # A signal handler raised in the write (SystemExit from a SIGTERM handler,
-                # KeyboardInterrupt): the frame may be cut off in the pipe, so the helper would
-                # wait for its rest for ever and `settle` for the helper. It is stopped (it commits
-                # the whole frames, drops the cut one); what it did not answer comes back in doubt.
+                # A signal handler raised here (SystemExit from a SIGTERM handler,
+                # KeyboardInterrupt): the frame may be counted but not handed over, or cut off in
+                # the pipe, so the helper would wait for its rest for ever and `settle` for the
+                # helper. It is stopped (it commits the whole frames, drops the cut one); what it
+                # did not answer comes back in doubt.
                 self._stop_helper()
                 raise
             return True
