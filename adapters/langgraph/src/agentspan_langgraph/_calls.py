@@ -22,7 +22,7 @@ import agentspan
 from agentspan.hashing import digest
 from agentspan.models import parse_model_id
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
-from agentspan_langgraph._codec import from_json, to_json
+from agentspan_langgraph._codec import from_json, to_exact_json, to_json
 from agentspan_langgraph._context import Invocation
 
 _PROVIDERS = {
@@ -51,9 +51,9 @@ def model_identity(model: BaseChatModel, stop: list[str] | None, kwargs: Mapping
 def dump_chat_result(result: ChatResult) -> dict[str, Any]:
     """Serializes a `ChatResult` to JSON (round-trips through `load_chat_result`)."""
     return {
-        "generations": [{"message": to_json(g.message), "generation_info": to_json(g.generation_info)}
+        "generations": [{"message": to_exact_json(g.message), "generation_info": to_exact_json(g.generation_info)}
                         for g in result.generations],
-        "llm_output": to_json(result.llm_output),
+        "llm_output": to_exact_json(result.llm_output),
     }
 
 
@@ -151,7 +151,7 @@ async def journal_tool_call(
     scope = invocation.scope(metadata)
     key = f"{scope}/call:{tool_call_id}" if tool_call_id else f"{scope}/tool:{invocation.next_index(scope, 'tool')}"
     output = await run.tool(key=key, name=tool.name, args=tool_args(tool, tool_input), invoke=live,
-                            options=options_of(tool), dump=to_json, call_id=tool_call_id)
+                            options=options_of(tool), dump=to_exact_json, call_id=tool_call_id)
     result = from_json(output)
     if tool_call_id and isinstance(result, str):
         # A rejected approval: the model is told, as the tool's answer to its call.

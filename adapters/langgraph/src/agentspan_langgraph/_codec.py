@@ -6,11 +6,20 @@ LangChain objects (messages, documents) use langchain-core's own format (``dumpd
 LangGraph's `Command` and `Send` get a tagged form. Pydantic models and dataclasses become plain
 dicts (LangGraph accepts a dict wherever a state object is expected). Anything else that is not
 JSON becomes its ``str``: lossy, but never pickled.
+
+What a call hands back to the graph (a tool's result, a model's reply: `to_exact_json`) must be
+the same objects live and replayed, and the ones the call returned: there, what JSON cannot hold
+(a pydantic model, a set or tuple, a datetime, bytes, a dict with other keys than strings, in a
+message's ``additional_kwargs`` or a tool message's ``artifact`` too) is kept in the form LangGraph's
+own serializer gives it in checkpoints (``JsonPlusSerializer``, msgpack, base64 in the JSON),
+beside its lossy JSON form (shown in the trail; handed back where the serializer cannot revive it).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +38,7 @@ from langchain_core.messages import (
     ToolMessage,
     ToolMessageChunk,
 )
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.types import Command, Interrupt, Send
 from pydantic import BaseModel
 
@@ -45,6 +55,12 @@ def to_json(value: Any) -> JSON:
     return dumpd(_prepare(value))
 
 
+def to_exact_json(value: Any) -> JSON:
+    """`to_json` of a value a call hands back to the graph: `from_json` revives it as it was (what
+    JSON cannot hold in LangGraph's serializer's form)."""
+    return dumpd(_prepare(value, exact=True))
+
+
 def from_json(data: JSON) -> Any:
     """Revives what `to_json` produced: messages and documents as objects, Commands and Sends too."""
     if data is None or isinstance(data, (str, int, float, bool)):
@@ -55,39 +71,80 @@ def from_json(data: JSON) -> Any:
     return _restore(revived)
 
 
-def _prepare(value: Any) -> Any:
-    """Leaves revivable LangChain objects for ``dumpd``; turns everything else into JSON shapes."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+def _prepare(value: Any, exact: bool = False) -> Any:
+    """Leaves revivable LangChain objects for ``dumpd``; turns everything else into JSON shapes
+    (``exact``: what JSON cannot hold kept in the serializer's form too, `_exactly`)."""
+    if value is None or isinstance(value, (str, int, bool)):
         return value
+    if isinstance(value, float):
+        return value if not exact or math.isfinite(value) else _exactly(value, value)
     if isinstance(value, _REVIVABLE):
-        return value
+        return _message_fields(value) if exact else value
     if isinstance(value, Mapping):
-        return {str(k): _prepare(v) for k, v in value.items()}
+        lossy = {str(k): _prepare(v, exact) for k, v in value.items()}
+        return lossy if not exact or all(type(k) is str for k in value) else _exactly(value, lossy)
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_prepare(v) for v in value]
+        lossy = [_prepare(v, exact) for v in value]
+        return lossy if not exact or type(value) is list else _exactly(value, lossy)
     if isinstance(value, Command):
-        return {_TAG: "command", "graph": value.graph, "update": _prepare(value.update),
-                "resume": _prepare(value.resume), "goto": _prepare(value.goto)}
+        return {_TAG: "command", "graph": value.graph, "update": _prepare(value.update, exact),
+                "resume": _prepare(value.resume, exact), "goto": _prepare(value.goto, exact)}
     if isinstance(value, Send):
-        return {_TAG: "send", "node": value.node, "arg": _prepare(value.arg)}
+        return {_TAG: "send", "node": value.node, "arg": _prepare(value.arg, exact)}
     if isinstance(value, Interrupt):
-        return {_TAG: "interrupt", "id": value.id, "value": _prepare(value.value)}
+        return {_TAG: "interrupt", "id": value.id, "value": _prepare(value.value, exact)}
     if isinstance(value, BaseMessage):  # a message class outside the allowlist (custom subclass)
-        return _prepare(value.model_dump())
-    if isinstance(value, BaseModel):
-        return {name: _prepare(getattr(value, name)) for name in type(value).model_fields}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _prepare(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    return str(value)  # includes LangChain objects outside the allowlist (models, prompts)
+        lossy = _prepare(value.model_dump())
+    elif isinstance(value, BaseModel):
+        lossy = {name: _prepare(getattr(value, name)) for name in type(value).model_fields}
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        lossy = {f.name: _prepare(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    else:
+        lossy = str(value)  # includes LangChain objects outside the allowlist (models, prompts)
+    return _exactly(value, lossy) if exact else lossy
+
+
+_MESSAGE_FIELDS = ("additional_kwargs", "response_metadata", "artifact", "metadata")
+"""The fields of messages and documents that hold arbitrary values (``dumpd`` refuses what is not JSON)."""
+
+
+def _message_fields(message: Any) -> Any:
+    """A copy of a message (or document) whose free-form fields are prepared exactly."""
+    update = {name: _prepare(getattr(message, name), exact=True) for name in _MESSAGE_FIELDS
+              if getattr(message, name, None) is not None}
+    return message.model_copy(update=update) if update else message
+
+
+_serde = JsonPlusSerializer()
+
+
+def _exactly(value: Any, lossy: Any) -> Any:
+    """``value`` in the serializer's form, tagged, beside its ``lossy`` JSON form (that alone when
+    the serializer refuses it)."""
+    try:
+        kind, data = _serde.dumps_typed(value)
+    except Exception:
+        return lossy
+    return {_TAG: "serde", "type": kind, "data": base64.b64encode(data).decode("ascii"), "json": lossy}
 
 
 def _restore(value: Any) -> Any:
-    """Revives the tagged `Command`/`Send`/`Interrupt` forms inside an already loaded value."""
+    """Revives the tagged `Command`/`Send`/`Interrupt` and serializer forms inside an already
+    loaded value."""
     if isinstance(value, list):
         return [_restore(v) for v in value]
+    if isinstance(value, _REVIVABLE):
+        update = {name: _restore(getattr(value, name)) for name in _MESSAGE_FIELDS
+                  if isinstance(getattr(value, name, None), dict | list)}
+        return value.model_copy(update=update) if update else value
     if not isinstance(value, dict):
         return value
     tag = value.get(_TAG)
+    if tag == "serde":
+        try:
+            return _serde.loads_typed((value["type"], base64.b64decode(value["data"])))
+        except Exception:  # a class this process cannot import: its JSON form
+            return _restore(value["json"])
     if tag == "command":
         goto = _restore(value["goto"])
         return Command(graph=value["graph"], update=_restore(value["update"]), resume=_restore(value["resume"]),
