@@ -245,6 +245,34 @@ def test_approval_required_tool_waits_and_runs_once_when_approved_from_another_h
         agentspan.get(handle.id).approve()
 
 
+async def slow_notify(order_id: str) -> dict[str, Any]:
+    """Notify the customer (slowly)."""
+    adk_support.effect("notify-start", order_id)
+    await asyncio.sleep(0.2)
+    adk_support.effect("notify-end", order_id)
+    return {"notified": order_id}
+
+
+@pytest.mark.parametrize("shape", ["one response", "parallel branches"])
+def test_a_call_running_beside_one_that_waits_for_an_approval_ends_and_is_not_made_again(shape):
+    """ADK cancels the calls running beside one that raises (waits for an approval): they end
+    anyway and are journaled, so the run goes on after the decision without making them again."""
+    refund_call = Call("refund", {"order_id": "42", "amount": 30.0})
+    notify_call = Call("slow_notify", {"order_id": "42"})
+    if shape == "one response":
+        agent: Any = LlmAgent(name="one", model=ScriptedLlm(turns=[[refund_call, notify_call], "done"]),
+                              tools=[adk_support.refund, slow_notify])
+    else:
+        agent = ParallelAgent(name="par", sub_agents=[
+            LlmAgent(name="ra", model=ScriptedLlm(turns=[refund_call, "refunded"]), tools=[adk_support.refund]),
+            LlmAgent(name="nb", model=ScriptedLlm(turns=[notify_call, "notified"]), tools=[slow_notify])])
+    handle = agentspan.start(agent, "go")
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    agentspan.get(handle.id).approve(by="alice")
+    handle.result(timeout=20)
+    assert adk_support.effects() == ["notify-start 42", "notify-end 42", "refund 42 30.0"]
+
+
 def test_streamed_run_delivers_each_adk_event_once_across_an_approval():
     async def main() -> tuple[agentspan.StreamedRun, list[Any]]:
         streamed = agentspan.run_streamed(adk_support.refund_agent(), "refund 42")
@@ -696,6 +724,76 @@ def test_a_tool_returning_a_pydantic_model_gets_adks_result_shape_live_and_repla
     assert response(resumed.session.events) == expected
 
 
+def test_a_tool_returning_bytes_that_are_no_utf8_text_completes_with_the_same_response_live_and_replayed():
+    """Bytes that are no UTF-8 text (an image's) are journaled base64, not a failure of the call
+    (which a retry would run again); the model reads the same function response on replay."""
+    ran: list[str] = []
+
+    def thumbnail(name: str) -> dict[str, Any]:
+        """Render a thumbnail."""
+        ran.append(name)
+        return {"png": b"\x89PNG\r\n\x1a\n", "name": name.encode()}
+
+    def agent() -> LlmAgent:
+        return LlmAgent(name="t", model=ScriptedLlm(turns=[Call("thumbnail", {"name": "cat"}), "done"]),
+                        tools=[thumbnail])
+
+    def response(events: list[Event]) -> Any:
+        return next(p.function_response.response for e in events for p in (e.content.parts if e.content else [])
+                    if p.function_response)
+
+    first = agentspan.start(agent(), "go")
+    result = first.result(timeout=20)
+    assert result.text == "done" and ran == ["cat"]
+    expected = {"png": "iVBORw0KGgo=", "name": "Y2F0"}
+    assert response(result.events) == expected
+    assert first.steps()[2].status is agentspan.StepStatus.COMPLETED
+    resumed = agentspan.resume(crashed_copy(first.id, 3), agent()).result(timeout=20)  # the call replayed
+    assert response(resumed.session.events) == expected and ran == ["cat"]
+
+
+@pytest.mark.parametrize("answered_by", ["plugin", "agent"])
+def test_a_tool_error_an_on_tool_error_callback_answers_is_journaled_as_that_answer_and_replayed(answered_by):
+    """ADK's ``on_tool_error_callback`` (a plugin's, such as ``ReflectAndRetryToolPlugin``, or the
+    agent's) answers a tool's error for the model: the call is journaled completed with that
+    answer (the error noted), so a resumed run replays it instead of running the tool again (and,
+    the tool succeeding now, diverging from the model's journaled next call)."""
+    from google.adk.plugins.reflect_retry_tool_plugin import ReflectAndRetryToolPlugin
+
+    charges: list[float] = []
+    failing = [True]
+
+    def charge(amount: float) -> dict[str, Any]:
+        """Charge the card."""
+        charges.append(amount)
+        if failing:
+            raise TimeoutError("gateway timed out")
+        return {"charged": amount}
+
+    def answer(tool: Any, args: dict[str, Any], tool_context: ToolContext, error: Exception) -> dict[str, Any]:
+        return {"error": f"{type(error).__name__}: {error}"}
+
+    def agent() -> LlmAgent:
+        return LlmAgent(name="pay", model=ScriptedLlm(turns=[Call("charge", {"amount": 30.0}), "paid"]), tools=[charge],
+                        on_tool_error_callback=answer if answered_by == "agent" else None)
+
+    def options() -> dict[str, Any]:
+        return {"plugins": [ReflectAndRetryToolPlugin(max_retries=3)]} if answered_by == "plugin" else {}
+
+    handle = agentspan.start(agent(), "go", **options())
+    assert handle.result(timeout=20).text == "paid" and charges == [30.0]
+    step = handle.steps()[2]
+    assert (step.key, step.status) == ("pay/llm:0/call:0", agentspan.StepStatus.COMPLETED)
+    assert step.error == "TimeoutError: gateway timed out"
+    if answered_by == "agent":
+        assert step.output == {"error": "TimeoutError: gateway timed out"}
+    else:
+        assert step.output["response_type"] == "ERROR_HANDLED_BY_REFLECT_AND_RETRY_PLUGIN"
+    failing.clear()
+    resumed = agentspan.resume(crashed_copy(handle.id, 3), agent(), **options())  # killed before pay/llm:1
+    assert resumed.result(timeout=20).text == "paid" and charges == [30.0]
+
+
 def test_a_model_call_that_raised_is_journaled_failed_and_made_again_by_a_retry():
     """ADK turns the error into an event without content; that event is not the model's answer:
     the call is journaled ``failed`` (not completed with the error), and a retry makes it again."""
@@ -797,6 +895,28 @@ def test_a_changed_prompt_is_a_divergence_naming_the_step():
     with pytest.raises(ReplayDivergenceError, match="support/llm:0"):
         resumed.result(timeout=20)
     assert agentspan.get(copy).status() is agentspan.RunStatus.FAILED
+
+
+def test_a_renamed_root_agent_is_a_divergence_instead_of_running_every_call_again():
+    """Keys start with the root agent's name: under a renamed root no journaled call is reached,
+    so each would be made again. That is a divergence at the first journaled model call; with
+    ``on_divergence="live"`` the run goes on live from there instead."""
+    handle = agentspan.start(adk_support.support_tree(), PROMPT)
+    handle.result(timeout=20)
+    ran_before = len(adk_support.effects())
+    copy = crashed_copy(handle.id, 7)  # all but billing's last model call
+    renamed = adk_support.support_tree()
+    renamed.name = "helpdesk"
+    with pytest.raises(ReplayDivergenceError, match="'support/llm:0'.*root agent 'support'.*'helpdesk'"):
+        agentspan.resume(copy, renamed).result(timeout=20)
+    assert agentspan.get(copy).status() is agentspan.RunStatus.FAILED
+    assert len(adk_support.effects()) == ran_before  # no tool ran again
+    live = crashed_copy(handle.id, 7)
+    renamed = adk_support.support_tree()
+    renamed.name = "helpdesk"
+    assert agentspan.resume(live, renamed, on_divergence="live").result(timeout=20).text == FINAL
+    keys = [s.key for s in agentspan.get(live).steps()]
+    assert "helpdesk/llm:0" in keys and not any(k.startswith("support/") for k in keys)
 
 
 def test_a_changed_prompt_goes_on_live_with_on_divergence_live():

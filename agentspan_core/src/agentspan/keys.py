@@ -141,11 +141,13 @@ class StepKeys:
         scope.chain_hash = chain(scope.chain_hash, [extra, delta])
         return delta, scope.chain_hash
 
-    def register_calls(self, llm_key: str, call_ids: Sequence[str | None]) -> None:
-        """Records the tool/handoff call ids a model response asked for, in response order."""
+    def register_calls(self, llm_key: str, call_ids: Sequence[str | None], *, parallel: bool = False) -> None:
+        """Records the tool/handoff call ids a model response asked for, in response order.
+        ``parallel``: the calls run alongside others even if the response asked for one (a
+        parallel branch of the agent tree)."""
         for index, call_id in enumerate(call_ids):
             key = self._call_keys[call_id or f"#{llm_key}/{index}"] = f"{llm_key}/call:{call_id or index}"
-            if len(call_ids) > 1:
+            if parallel or len(call_ids) > 1:
                 self._batched.add(key)  # one of parallel calls: the framework may cancel it with the rest
 
     def call_key(self, call_id: str | None, kind: str = "tool") -> str:

@@ -47,10 +47,12 @@ from google.adk.tools import BaseTool, ToolContext
 
 import agentspan
 from agentspan import LlmMetrics
+from agentspan.divergence import SUPERSEDED, diverged
 from agentspan.errors import AgentspanError
 from agentspan.hashing import digest
 from agentspan.models import ModelId
 from agentspan.records import JSON, StepKind, StepStatus
+from agentspan.stores.base import call_store
 from agentspan_adk import _codec
 from agentspan_adk._held_step import HeldStep
 from agentspan_adk._reading import agent_path, is_model_turn, model_turns, options_of, to_json
@@ -146,10 +148,11 @@ class Journal:
     _paths: dict[int, tuple[BaseAgent, str]] = field(default_factory=dict)
     _pending: dict[tuple[str | None, str], _PendingModelCall] = field(default_factory=dict)
     _call_keys: dict[str, str] = field(default_factory=dict)
+    _root_checked: bool = False
 
     # ---- model calls ----------------------------------------------------------------------
     def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest,
-                     ic: InvocationContext) -> Awaitable[LlmResponse] | None:
+                     ic: InvocationContext) -> Awaitable[LlmResponse | None] | None:
         """What gives the journaled response of this model call, or None to let ADK call the model."""
         agent = ic.agent
         path = self._path_of(agent)
@@ -170,8 +173,37 @@ class Journal:
         call = _ModelStep(key, step_input, input_hash, identity, (ic.branch, agent.name))
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
             return self._replay_model_call(call, callback_context)
+        if not self._root_checked:
+            self._root_checked = True
+            if self.run.recorded:  # (a new run has no journal to check against)
+                return self._check_root_then_live(call, path.partition("/")[0])
         self._start_live_model_call(call)
         return None
+
+    async def _check_root_then_live(self, call: _ModelStep, root: str) -> None:
+        """Before the first live model call of an attempt that has earlier ones' steps: model
+        calls journaled under another root agent (the root renamed) would never be reached, and
+        their tools would run again: a divergence at the first of them (raised, or, under
+        ``on_divergence="live"``, the journal from there on moved aside)."""
+        mark = f"{self.prefix}{root}/"
+        journal = self.run.journal
+        other = sorted((step for key in self.run.recorded if (step := journal.get(key)) is not None
+                        and step.kind is StepKind.LLM and step.status is StepStatus.COMPLETED
+                        and key.startswith(self.prefix) and not key.startswith(mark)
+                        and not key.startswith(SUPERSEDED) and "/" in key[len(self.prefix):]),
+                       key=lambda step: step.seq)
+        if other:
+            first = other[0]
+            was = first.key[len(self.prefix):].partition("/")[0]
+            try:
+                await call_store(self.run.store, diverged, self.run, first.key,
+                                 f"the journal has model calls of root agent {was!r}; the agent tree now has root "
+                                 f"{root!r} (an agent renamed since the run started?)")
+            except AgentspanError as error:
+                if self.run.fatal is None:
+                    self.run.fatal = error
+                raise
+        self._start_live_model_call(call)
 
     def next_model_key(self, ic: InvocationContext) -> str:
         """The key the next model call of the invocation's current agent takes (`before_model`
@@ -207,7 +239,7 @@ class Journal:
             return None
         response, actions = await self._model_step(call, _replayed_only)
         _codec.restore_actions(callback_context.actions, actions)
-        self._register_calls(call.key, response)
+        self._register_calls(call.key, response, call.agent[0])
         return _codec.load_response(response)
 
     def _path_of(self, agent: BaseAgent) -> str:
@@ -251,18 +283,26 @@ class Journal:
 
     async def _end_model_call(self, pending: _PendingModelCall, response: dict[str, JSON], event: Event) -> None:
         await pending.step.finish()
-        self._note_text(self._register_calls(pending.key, response), event)
+        self._note_text(self._register_calls(pending.key, response, event.branch), event)
 
     def _note_text(self, text: str | None, event: Event) -> None:
         if text is not None and event.is_final_response():  # (most events have no text: checked first)
             self.last_text = text
 
-    def _register_calls(self, llm_key: str, response: dict[str, JSON]) -> str | None:
-        """Keys the function calls of a response by their ids; returns the response's text."""
+    def _register_calls(self, llm_key: str, response: dict[str, JSON], branch: str | None) -> str | None:
+        """Keys the function calls of a response by their ids; returns the response's text.
+
+        Calls that run alongside others (several in the response, or any in a ``ParallelAgent``'s
+        branch) are told to the run too: ADK cancels them when a sibling raises (waits for an
+        approval), and the run then lets them end and journals them instead of leaving them in
+        doubt, to be made again.
+        """
         call_ids, text = _codec.calls_and_text(response)
         for index, call_id in enumerate(call_ids):
             if call_id:
                 self._call_keys[call_id] = f"{llm_key}/call:{index}"
+        if call_ids and (branch is not None or len(call_ids) > 1):
+            self.run.register_calls(llm_key, [None] * len(call_ids), parallel=True)
         return text
 
     def call_key(self, call_id: str | None, ic: InvocationContext) -> str:

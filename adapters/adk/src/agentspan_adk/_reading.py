@@ -75,6 +75,11 @@ def to_json(value: Any) -> JSON:
     """A tool result as JSON (pydantic models and dataclasses too; anything else as its ``str``).
 
     A new value: dicts and lists are rebuilt, never shared with ``value`` (what the tool or ADK
-    changes in them later does not change what was journaled).
+    changes in them later does not change what was journaled). Bytes are their UTF-8 text, or,
+    when some are no UTF-8 text (an image's), all of them are base64 (as ``google.genai`` sends
+    bytes), instead of an error the tool's step would be journaled failed with.
     """
-    return to_jsonable_python(value, fallback=str)
+    try:
+        return to_jsonable_python(value, fallback=str)
+    except UnicodeDecodeError:
+        return to_jsonable_python(value, fallback=str, bytes_mode="base64")
