@@ -1007,3 +1007,32 @@ def test_a_plugin_run_in_your_own_runner_reads_agentspan_now_from_its_journal():
     events = asyncio.run(send(runner, "s", message("refund 7")))  # the invocation goes on: desk/llm:0 replayed
     assert events[-1].content.parts[0].text == "refunded" and model.calls == 2
     assert said[1] == said[0] and said[2] > said[0]
+
+
+def test_confirmations_of_two_parallel_branches_both_approved_both_run():
+    """Each branch's answer goes in a message of its own (ADK resumes one branch per message;
+    was: both answers in one, the second branch's approved tool never ran and the run completed)."""
+    from google.adk.tools import FunctionTool
+
+    ran: list[str] = []
+
+    def cancel(order_id: str) -> dict:
+        """Cancel an order."""
+        ran.append(order_id)
+        return {"cancelled": order_id}
+
+    def branch(name: str, order_id: str) -> LlmAgent:
+        return LlmAgent(name=name, model=ScriptedLlm(turns=[Call("cancel", {"order_id": order_id}), f"{name} done"]),
+                        tools=[FunctionTool(cancel, require_confirmation=True)])
+
+    handle = agentspan.start(ParallelAgent(name="both", sub_agents=[branch("ca", "1"), branch("cb", "2")]), "go")
+    deadline = time.monotonic() + 20
+    while len(handle.pending_approvals()) < 2:
+        assert time.monotonic() < deadline, handle.status()
+        time.sleep(0.05)
+    for approval in handle.pending_approvals():
+        handle.approve(approval.id)
+    result = handle.result(timeout=20)
+    assert sorted(ran) == ["1", "2"]  # was: ["1"]
+    texts = [p.text for e in result.events if e.content for p in e.content.parts or [] if p.text]
+    assert sorted(texts) == ["ca done", "cb done"]

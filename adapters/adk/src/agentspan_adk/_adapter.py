@@ -206,9 +206,15 @@ class ADKAdapter(Adapter):
 
 async def _invoke(run: agentspan.ActiveRun, runner: Runner, plugin: AgentspanPlugin, root: BaseAgent, user_id: str,
                   session_id: str, message: types.Content, run_config: RunConfig | None) -> list[Event]:
-    """Runs the invocation, answering its confirmation requests, until it ends without one."""
+    """Runs the invocation, answering its confirmation requests, until it ends without one.
+
+    The answers of one agent (one branch) go in one message; those of parallel branches each in a
+    message of its own, one after the other: ADK resumes one branch per message (the others'
+    answers in the same message were dropped, their approved tools never ran)."""
     events: list[Event] = []
     sink, seen = run.events, Counter[Hashable]()
+    queued: list[list[types.Part]] = []
+    answered: set[str] = set()
     while True:
         batch = []
         async for event in runner.run_async(user_id=user_id, session_id=session_id, new_message=message,
@@ -217,19 +223,30 @@ async def _invoke(run: agentspan.ActiveRun, runner: Runner, plugin: AgentspanPlu
             if sink is not None:  # `agentspan.run_streamed`: each event once, however often the run is executed
                 sink.emit(event, key=event_key(event, seen))
         events.extend(batch)
-        requests = _confirmations.pending_requests(batch)
-        if not requests:
+        requests = [r for r in _confirmations.pending_requests(batch) if r.call.id not in answered]
+        if requests:
+            queued.extend(_answers_by_branch(run, plugin, root, batch, requests))
+            answered.update(str(r.call.id) for r in requests)
+        if not queued:
             return events
-        planned = []
-        for request in requests:
-            journal = plugin.journal(_invocation_of(batch, request))
-            if journal is None:  # pragma: no cover - the plugin journals every invocation it runs
-                raise StoreError("an ADK confirmation request came from an invocation that was not journaled")
-            author = root.find_agent(request.author) or root
-            key = _confirmations.approval_key(journal, request, agent_path(author))
-            planned.append((request, key, _tool_options(author, request.tool)))
-        parts = _confirmations.decide(run, planned)
-        message = types.Content(role="user", parts=parts)
+        message = types.Content(role="user", parts=queued.pop(0))
+
+
+def _answers_by_branch(run: agentspan.ActiveRun, plugin: AgentspanPlugin, root: BaseAgent, batch: list[Event],
+                       requests: list[_confirmations.Request]) -> list[list[types.Part]]:
+    """The decisions on ``requests`` as function responses, grouped by branch and agent."""
+    planned = []
+    for request in requests:
+        journal = plugin.journal(_invocation_of(batch, request))
+        if journal is None:  # pragma: no cover - the plugin journals every invocation it runs
+            raise StoreError("an ADK confirmation request came from an invocation that was not journaled")
+        author = root.find_agent(request.author) or root
+        key = _confirmations.approval_key(journal, request, agent_path(author))
+        planned.append((request, key, _tool_options(author, request.tool)))
+    groups: dict[tuple[str | None, str], list[types.Part]] = {}
+    for request, part in zip(requests, _confirmations.decide(run, planned), strict=True):
+        groups.setdefault((request.branch, request.author), []).append(part)
+    return list(groups.values())
 
 
 def event_key(event: Event, seen: Counter[Hashable]) -> Hashable:
