@@ -752,7 +752,7 @@ def test_a_tool_returning_bytes_that_are_no_utf8_text_completes_with_the_same_re
     assert response(resumed.session.events) == expected and ran == ["cat"]
 
 
-@pytest.mark.parametrize("answered_by", ["plugin", "agent"])
+@pytest.mark.parametrize("answered_by", ["plugin", "agent", "agent, other names"])
 def test_a_tool_error_an_on_tool_error_callback_answers_is_journaled_as_that_answer_and_replayed(answered_by):
     """ADK's ``on_tool_error_callback`` (a plugin's, such as ``ReflectAndRetryToolPlugin``, or the
     agent's) answers a tool's error for the model: the call is journaled completed with that
@@ -770,12 +770,21 @@ def test_a_tool_error_an_on_tool_error_callback_answers_is_journaled_as_that_ans
             raise TimeoutError("gateway timed out")
         return {"charged": amount}
 
+    observed: list[str] = []
+
+    def observe(tool: Any, args: dict[str, Any], tool_context: ToolContext, error: Exception) -> None:
+        observed.append(type(error).__name__)  # answers nothing: the next callback is asked
+
     def answer(tool: Any, args: dict[str, Any], tool_context: ToolContext, error: Exception) -> dict[str, Any]:
         return {"error": f"{type(error).__name__}: {error}"}
 
+    def answer_by_position(tool: Any, tool_args: dict[str, Any], ctx: ToolContext, err: Exception) -> dict[str, Any]:
+        return answer(tool, tool_args, ctx, err)  # ADK calls it with its arguments by position
+
     def agent() -> LlmAgent:
+        callbacks = {"agent": [observe, answer], "agent, other names": [observe, answer_by_position]}
         return LlmAgent(name="pay", model=ScriptedLlm(turns=[Call("charge", {"amount": 30.0}), "paid"]), tools=[charge],
-                        on_tool_error_callback=answer if answered_by == "agent" else None)
+                        on_tool_error_callback=callbacks.get(answered_by))
 
     def options() -> dict[str, Any]:
         return {"plugins": [ReflectAndRetryToolPlugin(max_retries=3)]} if answered_by == "plugin" else {}
@@ -785,8 +794,9 @@ def test_a_tool_error_an_on_tool_error_callback_answers_is_journaled_as_that_ans
     step = handle.steps()[2]
     assert (step.key, step.status) == ("pay/llm:0/call:0", agentspan.StepStatus.COMPLETED)
     assert step.error == "TimeoutError: gateway timed out"
-    if answered_by == "agent":
+    if answered_by != "plugin":
         assert step.output == {"error": "TimeoutError: gateway timed out"}
+        assert observed == ["TimeoutError"]  # asked once (was: twice, or the answer missed by name)
     else:
         assert step.output["response_type"] == "ERROR_HANDLED_BY_REFLECT_AND_RETRY_PLUGIN"
     failing.clear()

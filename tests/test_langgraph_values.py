@@ -154,3 +154,27 @@ def test_tool_results_reach_the_graph_as_the_tools_returned_them():
     assert sorted(effects) == ["fetch a.png", "fetch a.png", "profile ann", "profile ann"]
     (run,) = [r for r in agentspan.get_store().list_runs(limit=10)]
     assert run.status is agentspan.RunStatus.COMPLETED
+
+
+def test_a_class_another_process_could_not_import_keeps_its_json_form_only():
+    """A class of ``__main__`` or defined in a function would come back as the serializer's raw
+    data in a process resuming the run (was: the live run had the object, the resumed one other
+    data, and the run diverged): its JSON form, live and replayed alike."""
+    class Local(BaseModel):
+        tier: str
+
+    value = {"profile": Local(tier="gold"), "seen": {Local(tier="x").tier}}
+    assert from_json(to_exact_json(value)) == {"profile": {"tier": "gold"}, "seen": {"x"}}
+    assert to_exact_json(value)["profile"] == to_json(value)["profile"]  # no serializer form to differ by process
+    main_class = type("Tier", (BaseModel,), {"__module__": "__main__", "__annotations__": {"name": str}})
+    assert to_exact_json({"tier": main_class(name="gold")}) == {"tier": {"name": "gold"}}
+
+
+def test_the_exact_form_of_bytes_costs_their_base64_once():
+    raw = bytes(range(256)) * 4096  # 1 MiB
+    import json
+    for value in ({"image": raw}, {1: {"x": {2: raw}}}, [raw, {raw}]):
+        size = len(json.dumps(to_exact_json(value)))
+        copies = 2 if isinstance(value, list) else 1
+        assert size < copies * len(raw) * 1.34 + 1000, size  # was: up to 7x, a copy per level and its text
+        assert from_json(to_exact_json(value)) == value

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from starlette.responses import Response
 
+from agentspan import approvals
 from agentspan.records import Approval, ApprovalStatus
 from agentspan.stores.base import Store
 from agentspan.wire import (
@@ -83,9 +84,18 @@ def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
     @app.post(API_PREFIX + "/approvals/{approval_id}/decision", response_model=Approval, tags=["approvals"],
               responses=responses(*COMMON, *BODY, 403, 404, 409))  # fmt: skip
     async def decide_approval(approval_id: str, body: Decision) -> Response:
-        """`Store.decide_approval` (needs the approver or admin role). ``decided_at`` defaults to now."""
+        """`Store.decide_approval` (needs the approver or admin role). ``decided_at`` defaults to now.
+
+        Whether the approval expired is read on the server's clock, whatever ``decided_at`` says
+        (an earlier one would otherwise decide an approval past its deadline)."""
         aid, b = path_param("approval_id", approval_id), checked_body(body)
-        decided_at = time.time() if b.decided_at is None else b.decided_at
+        server_now = time.time()
+        decided_at = server_now if b.decided_at is None else b.decided_at
+        if b.decided_at is not None:
+            current = await call(store.get_approval, aid)
+            if current.status is ApprovalStatus.PENDING and current.expires_at is not None \
+                    and server_now > current.expires_at:
+                raise approvals.expired_conflict(current)
         approval = await call(store.decide_approval, aid, approved=b.approved, by=b.by, reason=b.reason,
                               decided_at=decided_at)  # fmt: skip
         return json_response(approval)

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from google.adk.flows.llm_flows.tools._error_handler import run_on_tool_error_callbacks
 from google.adk.tools import BaseTool, ToolContext
 
 import agentspan
@@ -91,17 +91,9 @@ def _answering_errors(call: ToolCall, args: dict[str, Any],
 
 
 async def _error_answer(call: ToolCall, args: dict[str, Any], error: Exception) -> Any:
-    """What ADK's ``on_tool_error_callback`` functions answer ``error`` with, as ADK asks them:
-    the plugins' first, then the agent's, up to the first answer (None: no answer)."""
+    """What ADK's ``on_tool_error_callback`` functions answer ``error`` with, asked as ADK asks
+    them (its own ``run_on_tool_error_callbacks``: the plugins' first, then the agent's, each
+    called with the arguments its signature takes, up to the first answer; None: no answer)."""
     ic = invocation_of(call.tool_context)
-    answer = await ic.plugin_manager.run_on_tool_error_callback(
-        tool=call.tool, tool_args=args, tool_context=call.tool_context, error=error)
-    if answer is not None:
-        return answer
-    for callback in getattr(ic.agent, "canonical_on_tool_error_callbacks", None) or []:
-        answer = callback(tool=call.tool, args=args, tool_context=call.tool_context, error=error)
-        if inspect.isawaitable(answer):
-            answer = await answer
-        if answer is not None:
-            return answer
-    return None
+    return await run_on_tool_error_callbacks(invocation_context=ic, agent=ic.agent, tool=call.tool,
+                                             tool_args=args, tool_context=call.tool_context, error=error)
