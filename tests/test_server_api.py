@@ -28,7 +28,7 @@ from schemathesis.checks import not_a_server_error
 
 from agentspan.errors import ConfigurationError
 from agentspan.hashing import digest
-from agentspan.records import Approval, Run, Step, StepResult
+from agentspan.records import Approval, ApprovalStatus, Run, Step, StepResult
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.wire import PROBLEM_CONTENT_TYPE
 from agentspan_server.app import create_app, required_role
@@ -408,6 +408,21 @@ def test_stale_epoch_is_409_and_writes_nothing(client: httpx.Client, store: Sqli
     finish = {"key": "tool:zz", "result": result, "epoch": 1}
     problem(client.post(f"/api/runs/{run.id}/steps/finish", json=finish), 404, "StepNotFound")
     assert store.get_run(run.id).input_tokens == 0
+
+
+def test_an_expired_approval_is_not_decided_by_sending_an_earlier_decided_at(client: httpx.Client,
+                                                                            store: SqliteStore) -> None:
+    """Expiry is read on the server's clock (was: an approver sending ``decided_at`` from before the
+    deadline decided an approval past it)."""
+    run = claimed(client, store)
+    approval = Approval(run_id=run.id, step_key="t:1", tool="x", args_hash=digest(None),
+                        expires_at=time.time() - 1).model_dump(mode="json")
+    assert client.post(f"/api/runs/{run.id}/approvals", json={"approval": approval, "epoch": 1}).status_code == 200
+    url = f"/api/approvals/{approval['id']}/decision"
+    body = problem(client.post(url, json={"approved": True, "by": "a", "decided_at": time.time() - 100}), 409,
+                   "ApprovalConflict")
+    assert "expired" in body["detail"]
+    assert store.get_approval(approval["id"]).status is not ApprovalStatus.APPROVED
 
 
 def test_double_decision_is_409(client: httpx.Client, store: SqliteStore) -> None:

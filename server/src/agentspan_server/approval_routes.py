@@ -92,10 +92,7 @@ def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
         server_now = time.time()
         decided_at = server_now if b.decided_at is None else b.decided_at
         if b.decided_at is not None:
-            current = await call(store.get_approval, aid)
-            if current.status is ApprovalStatus.PENDING and current.expires_at is not None \
-                    and server_now > current.expires_at:
-                raise approvals.expired_conflict(current)
+            await call(_refuse_if_expired, store, aid, server_now)
         approval = await call(store.decide_approval, aid, approved=b.approved, by=b.by, reason=b.reason,
                               decided_at=decided_at)  # fmt: skip
         return json_response(approval)
@@ -107,3 +104,10 @@ def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
         aid, b = path_param("approval_id", approval_id), checked_body(body)
         claimed = await call(store.claim_announcement, aid, claimant=b.claimant)
         return json_response(AnnouncementClaim(claimed=claimed))
+
+
+def _refuse_if_expired(store: Store, approval_id: str, at: float) -> None:
+    """Raises `ApprovalConflict` when the pending approval's deadline passed before ``at``."""
+    current = store.get_approval(approval_id)
+    if current.status is ApprovalStatus.PENDING and current.expires_at is not None and at > current.expires_at:
+        raise approvals.expired_conflict(current)
