@@ -379,6 +379,14 @@ def test_invalid_values_are_422_naming_the_field(client: httpx.Client, store: Sq
     mismatch = client.post(f"/api/runs/{run.id}/steps/start", json={"step": step_json("other", "k", 0), "epoch": 1})
     assert "body.step.run_id" in fields(mismatch)
     assert [r.id for r in store.list_runs()] == [run.id] and store.list_steps(run.id) == []
+    # counts and costs below zero (was: stored, and the run's totals went negative), a negative seq
+    result = StepResult(status="completed").model_dump(mode="json")
+    for field in ("input_tokens", "output_tokens", "cost_usd"):
+        bad = {"step": step_json(run.id, "tool:t", 1), "result": {**result, field: -5}, "epoch": 1}
+        assert f"body.result.{field}" in fields(client.post(f"/api/runs/{run.id}/steps/record", json=bad))
+    bad_seq = {"step": {**step_json(run.id, "tool:t", 1), "seq": -5}, "epoch": 1}
+    assert "body.step.seq" in fields(client.post(f"/api/runs/{run.id}/steps/start", json=bad_seq))
+    assert store.list_steps(run.id) == [] and store.get_run(run.id).input_tokens == 0
 
 
 def test_unknown_ids_are_404(client: httpx.Client) -> None:

@@ -307,6 +307,19 @@ def test_a_decision_made_in_the_ui_is_by_the_sessions_name_whatever_the_form_say
     assert store.get_approval(send.id).decided_by == "alice"  # was: "slack:carol", a Slack decision never made
 
 
+def test_a_long_non_ascii_rejection_reason_within_the_limit_is_recorded(store: SqliteStore) -> None:
+    """1,900 CJK characters (under the form's 2,000): ~17 KB percent-encoded (was: refused as a
+    form that could not be read, the approval left pending)."""
+    _, (send, _wire) = seed(store)
+    reason = "拒" * 1900
+    with thread_server(create_app(store, keys=KEYS)) as url, httpx.Client(base_url=url) as http:
+        csrf = http_login(http, APPROVER)
+        answer = http.post(f"/ui/approvals/{send.id}/reject", data={"csrf": csrf, "reason": reason})
+        assert answer.status_code == 303, answer.text
+    decided = store.get_approval(send.id)
+    assert decided.status is ApprovalStatus.REJECTED and decided.reason == reason
+
+
 def test_csrf_token_is_required(store: SqliteStore) -> None:
     _, (send, wire) = seed(store)
     for keys in (KEYS, None):

@@ -152,7 +152,7 @@ class Step(_Record):
 
     run_id: str = Field(min_length=1)
     key: str = Field(min_length=1)
-    seq: int
+    seq: int = Field(ge=0)
     kind: StepKind
     name: str | None = None
     status: StepStatus = StepStatus.STARTED
@@ -166,9 +166,9 @@ class Step(_Record):
     duration_ms: float | None = None
     provider: str | None = None
     model: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cost_usd: float | None = None
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0)
 
 
 class StepResult(_Record):
@@ -181,9 +181,9 @@ class StepResult(_Record):
     duration_ms: float | None = None
     provider: str | None = None
     model: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cost_usd: float | None = None
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0)
 
 
 class Approval(_Record):

@@ -24,7 +24,7 @@ from agentspan_server.middleware import is_loopback_name
 HERE = Path(__file__).parent
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
 """The Content-Security-Policy of every UI answer: no scripts at all, forms post to this server only."""
-MAX_FORM_BYTES = 16_384
+MAX_FORM_BYTES = 65_536  # a reason of 2,000 four-byte characters, percent-encoded, and the other fields
 """Largest form post read."""
 _FORM_TYPES = ("application/x-www-form-urlencoded", "")
 _HEADERS = [
