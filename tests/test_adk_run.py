@@ -1046,3 +1046,12 @@ def test_confirmations_of_two_parallel_branches_both_approved_both_run():
     assert sorted(ran) == ["1", "2"]  # was: ["1"]
     texts = [p.text for e in result.events if e.content for p in e.content.parts or [] if p.text]
     assert sorted(texts) == ["ca done", "cb done"]
+
+
+def test_the_renamed_root_check_reads_only_adk_model_call_keys():
+    """Another framework's model calls in the same run (a LangGraph node's ``agent:<id>/llm:0``, an
+    openai-agents ``llm:0``) are not taken for a renamed root agent's."""
+    from agentspan_adk._journal import _agent_model_key
+
+    assert _agent_model_key("support/llm:0") and _agent_model_key("support/billing/llm:3")
+    assert not any(_agent_model_key(k) for k in ("agent:abc/llm:0", "llm:0", "support/llm:0/call:0", "superseded:3/x"))

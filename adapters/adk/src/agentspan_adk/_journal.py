@@ -190,7 +190,7 @@ class Journal:
         other = sorted((step for key in self.run.recorded if (step := journal.get(key)) is not None
                         and step.kind is StepKind.LLM and step.status is StepStatus.COMPLETED
                         and key.startswith(self.prefix) and not key.startswith(mark)
-                        and not key.startswith(SUPERSEDED) and "/" in key[len(self.prefix):]),
+                        and not key.startswith(SUPERSEDED) and _agent_model_key(key[len(self.prefix):])),
                        key=lambda step: step.seq)
         if other:
             first = other[0]
@@ -429,3 +429,10 @@ def _identity(value: Any) -> Any:
 
 async def _never() -> Any:  # pragma: no cover - only called on a completed step, which never runs
     raise AgentspanError("agentspan-adk asked a completed journal step to run again; this is a bug")
+
+
+def _agent_model_key(key: str) -> bool:
+    """Whether ``key`` is an ADK model call's (``<agent path>/llm:<n>``, agent names being Python
+    identifiers), not another framework's in the same run (``agent:<id>/llm:0``, ``llm:0``)."""
+    path, _, last = key.rpartition("/")
+    return bool(path) and last.startswith("llm:") and all(part.isidentifier() for part in path.split("/"))
