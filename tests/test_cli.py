@@ -534,3 +534,25 @@ def test_approvals_list_finds_a_pending_one_behind_newer_expired_ones(store: Sql
                                     expires_at=now() - 1), epoch=run.lease_epoch)  # newer, past its deadline
     listed = json.loads(invoke("approvals", "list", "--limit", "1", "--json").stdout)
     assert [a["id"] for a in listed] == [pending.id]  # was: [] (the limit applied before the deadline)
+
+
+def test_runs_show_lists_every_approval_as_the_export_does(store: SqliteStore) -> None:
+    """(was: cut at 1,000 without a word)"""
+    run, _ = make_run(store)
+    for index in range(1001):
+        store.request_approval(Approval(run_id=run.id, step_key=f"tool:{index}", tool="send", args={}, args_hash="h"),
+                               epoch=run.lease_epoch)
+    shown = json.loads(invoke("runs", "show", run.id, "--json").stdout)
+    assert len(shown["approvals"]) == 1001
+
+
+def test_doctor_fails_when_the_home_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(was: "not created yet", exit 0, while every run failed to create the store there)"""
+    home = tmp_path / "a-file"
+    home.write_text("x")
+    monkeypatch.setenv("AGENTSPAN_HOME", str(home))
+    config.reset()
+    result = invoke("doctor", "--json")
+    assert result.exit_code == 1
+    assert "is a file, not a folder" in json.loads(result.stdout)["store"]
+    config.reset()

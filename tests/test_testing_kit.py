@@ -138,6 +138,11 @@ def test_decision_where_a_model_response_is_due_and_unused_entries_fail() -> Non
     assert mock_run(oa.support, "hi", script=[reply("done"), reply("again")], strict=False).output == "done"
     with pytest.raises(ConfigurationError, match=r"script\[0\] is 42"):
         mock_run(oa.support, "hi", script=[42])
+    # arguments no model could send (was: a bare TypeError inside the SDK, or a set reaching the tool)
+    for target, script in ((oa.support, [call("lookup_order", order_id={1})]),
+                           (lg.support_graph, [reply("x"), [call("lookup_order", order_id=float("nan"))]])):
+        with pytest.raises(ConfigurationError, match=r"script\[\d\]: call\('lookup_order'.*not JSON"):
+            mock_run(target, "hi", script=script)
 
 
 class RaisingHooks(RunHooks):

@@ -25,6 +25,7 @@ from agentspan import cli_render as render
 from agentspan.approvals import decide_by_id, effective_status, expired_conflict
 from agentspan.cli_doctor import doctor_report
 from agentspan.errors import AgentspanError, ConfigurationError
+from agentspan.export import APPROVAL_LIMIT
 from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
 from agentspan.stores.base import ENDED, Store, check_deletion
 
@@ -152,7 +153,7 @@ def runs_show(
     store = _store()
     run = store.get_run(run_id)
     steps = store.list_steps(run_id)
-    approvals = store.list_approvals(run_id=run_id, limit=1000)
+    approvals = store.list_approvals(run_id=run_id, limit=APPROVAL_LIMIT)  # all of them, as the export
     if as_json:
         _echo_json(render.run_detail_json(run, steps, approvals))
     else:

@@ -46,6 +46,8 @@ def doctor_report(open_store: Callable[[], Store]) -> dict[str, JSON]:
             store_state = "ok"
         except AgentspanError as exc:
             store_state = f"error: {exc}"
+    elif current.home.exists() and not current.home.is_dir():  # no run could create the store there
+        store_state = f"error: the Agentspan home {str(current.home)!r} is a file, not a folder"
     try:
         adapters: list[JSON] = [a.framework for a in registered()]
     except Exception as exc:  # a broken adapter package must not break the doctor

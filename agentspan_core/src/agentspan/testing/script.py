@@ -143,8 +143,10 @@ class Turn:
 def _normalize(entry: Any, position: int) -> Reply | Call | Decision | tuple[Part, ...]:
     if isinstance(entry, str):
         return Reply(entry)
-    if isinstance(entry, (Reply, Call, Decision)):
+    if isinstance(entry, (Reply, Decision)):
         return entry
+    if isinstance(entry, Call):
+        return _json_args(entry, position)
     if isinstance(entry, Sequence) and not isinstance(entry, (bytes, bytearray)):
         parts: list[Part] = []
         for part in entry:
@@ -154,12 +156,26 @@ def _normalize(entry: Any, position: int) -> Reply | Call | Decision | tuple[Par
                 raise ConfigurationError(
                     f"script[{position}]: a list is one model response and holds reply(...)/call(...) "
                     f"entries only, not {part!r}")
-            parts.append(part)
+            parts.append(_json_args(part, position) if isinstance(part, Call) else part)
         if not parts:
             raise ConfigurationError(f"script[{position}] is an empty list: a model response needs a reply or a call")
         return tuple(parts)
     raise ConfigurationError(
         f"script[{position}] is {entry!r}: expected reply(...), call(...), a list of them, approve() or reject()")
+
+
+def _json_args(part: Call, position: int) -> Call:
+    """``part``, its arguments checked to be JSON, as a model's always are (a set, a date: refused
+    here, by its place in the script, instead of failing inside the framework or reaching the tool
+    as no model could send it)."""
+    import json
+
+    try:
+        json.dumps(part.args, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"script[{position}]: {part!r} has arguments a model cannot send, not JSON "
+                                 f"({exc})") from None
+    return part
 
 
 def describe(entry: object) -> str:
