@@ -175,7 +175,9 @@ def test_a_helper_told_not_to_poll_sleeps_between_frames(tmp_path: Path, poll: b
         store.wait_durable(run.id)
         time.sleep(0.05)  # the helper polls for 20 ms after a frame, every 0.2 ms
         woken = switches(pid) - before
-        assert writer.applied == 1 and [s.status for s in store.list_steps(run.id)] == [StepStatus.COMPLETED]
+        # handed to the helper (`applied` counts lazily: when the helper answered before the wait
+        # looked, the wait reads the shared answer and counts nothing; a loaded CI run saw 0)
+        assert writer.sent == 1 and [s.status for s in store.list_steps(run.id)] == [StepStatus.COMPLETED]
         if poll:
             assert woken >= 20, woken
         else:
