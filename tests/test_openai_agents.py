@@ -1466,3 +1466,32 @@ def test_time_limits_of_result_and_resume_are_checked():
     assert time.monotonic() - started < 1
     assert waiting.status() is agentspan.RunStatus.WAITING  # nothing refused changed the run
     waiting.cancel()
+
+
+def test_after_an_approval_wait_the_next_attempt_counts_replayed_calls_as_replayed():
+    """The attempt after a decision (same process) replays the calls the first attempt made live:
+    an agent tool's usage is added back (was: missing from ``context_wrapper.usage``) and hooks see
+    ``replaying()`` true for them (was: false, so a hook's outside effect ran twice)."""
+    from agents import RunHooks
+
+    seen: list[tuple[str, bool]] = []
+
+    class Watching(RunHooks):
+        async def on_tool_end(self, context, agent, tool, result) -> None:
+            seen.append((tool.name, agentspan.replaying()))
+
+    def build() -> Agent:
+        researcher = Agent(name="researcher", model=ScriptedModel(["found"], name="inner"))
+        return Agent(name="triage", tools=[researcher.as_tool("research", "Researches."), refund],
+                     model=ScriptedModel([ToolCall("research", {"input": "x"}, "a1"),
+                                          ToolCall("refund", {"order_id": "1", "amount": 1.0}, "a2"), "done"],
+                                         name="outer"))
+
+    plain = Runner.run_sync(build(), "go").context_wrapper.usage
+    handle = agentspan.start(build(), "go", hooks=Watching())
+    wait_status(handle, agentspan.RunStatus.WAITING)
+    handle.approve()
+    usage = handle.result(timeout=20).context_wrapper.usage
+    assert (usage.requests, usage.input_tokens, usage.output_tokens) == (
+        plain.requests, plain.input_tokens, plain.output_tokens)
+    assert seen == [("research", False), ("research", True), ("refund", False)]

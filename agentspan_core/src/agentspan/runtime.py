@@ -204,8 +204,14 @@ class ActiveRun(ToolSteps):
         return step is not None and step.status is StepStatus.COMPLETED
 
     def was_replayed(self, kind: str, key: str) -> bool:
-        """Whether this attempt served the call ``key`` (of ``kind``) from the journal."""
-        return key in self.counters.replayed_keys.get(kind, ()) and key not in self.counters.live_keys.get(kind, ())
+        """Whether this attempt served the call ``key`` (of ``kind``) from the journal.
+
+        The counters span the attempts of this process: a call made live in an attempt that then
+        waited here for a decision is served from the journal by the next one (it is journaled
+        before that attempt began: `recorded`)."""
+        counters = self.counters
+        return key in counters.replayed_keys.get(kind, ()) and (
+            key not in counters.live_keys.get(kind, ()) or key in self.recorded)
 
     def set_aside(self, key: str, reason: str) -> None:
         """Moves step ``key`` and every later step aside for the next attempt to make live again
