@@ -315,6 +315,22 @@ class Listening(ScriptedModel):
         return await super().get_response(system_instructions, input, *args, **kwargs)
 
 
+def shown_three_ways(agent: Any) -> tuple[Any, list[Any]]:
+    """Runs ``agent()`` (an agent and its `Listening` model, answering "done") under the plain
+    ``Runner``, durably, and resumed from a copy of the durable run killed after its tool call;
+    asserts the model was shown the same tool outputs in all three. Returns the durable run's
+    handle and what the model was shown."""
+    plain_agent, plain_model = agent()
+    assert Runner.run_sync(plain_agent, "go").final_output == "done"
+    durable_agent, durable_model = agent()
+    handle = agentspan.start(durable_agent, "go")
+    assert handle.result(timeout=20).final_output == "done"
+    resumed_agent, resumed_model = agent()
+    assert agentspan.resume(crashed_copy(handle.id, keep=2), resumed_agent).result(timeout=20).final_output == "done"
+    assert durable_model.shown == resumed_model.shown == plain_model.shown
+    return handle, plain_model.shown
+
+
 TYPED_RESULTS = {
     "pydantic": (Point, Point(x=1, y=2)),
     "dataclass": (Pair, Pair(1, 2)),
@@ -347,14 +363,8 @@ def test_a_tools_typed_result_reaches_the_sdk_as_under_the_plain_runner_live_and
 
         return Agent(name="typed", tools=[function_tool(make)], model=model, tool_use_behavior=behavior), model
 
-    plain_agent, plain_model = agent()
-    assert Runner.run_sync(plain_agent, "go").final_output == "done"
-    durable_agent, durable_model = agent()
-    handle = agentspan.start(durable_agent, "go")
-    assert handle.result(timeout=20).final_output == "done"
-    resumed_agent, resumed_model = agent()
-    assert agentspan.resume(crashed_copy(handle.id, keep=2), resumed_agent).result(timeout=20).final_output == "done"
-    assert durable_model.shown == resumed_model.shown == plain_model.shown == [str(value)]
+    handle, shown = shown_three_ways(agent)
+    assert shown == [str(value)]
 
 
 UNDECLARED_RESULTS = {
@@ -384,14 +394,8 @@ def test_an_undeclared_result_reads_to_the_model_as_under_the_plain_runner_live_
         model = Listening([ToolCall("make", {}, "c1"), "done"])
         return Agent(name="undeclared", tools=[undeclared_tool(value)], model=model), model
 
-    plain_agent, plain_model = agent()
-    assert Runner.run_sync(plain_agent, "go").final_output == "done"
-    durable_agent, durable_model = agent()
-    handle = agentspan.start(durable_agent, "go")
-    assert handle.result(timeout=20).final_output == "done"
-    resumed_agent, resumed_model = agent()
-    assert agentspan.resume(crashed_copy(handle.id, keep=2), resumed_agent).result(timeout=20).final_output == "done"
-    assert durable_model.shown == resumed_model.shown == plain_model.shown == [str(value)]
+    handle, shown = shown_three_ways(agent)
+    assert shown == [str(value)]
     (tool,) = [s for s in handle.steps() if s.kind is agentspan.StepKind.TOOL]
     assert tool.output == (value if kind == "plain dict" else str(value))
 
