@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import contextvars
 import threading
 import warnings
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any
 
 from agentspan import attached, divergence, executor, leases, runtime, tracing
 from agentspan.adapters import Adapter, adapter_for, adapter_named
+from agentspan.beside_loop import BesideLoop
 from agentspan.config import get_store, settings
 from agentspan.divergence import OnDivergence
 from agentspan.errors import (
@@ -187,7 +187,7 @@ def run(target: Any, input: Any, **kwargs: Any) -> Any:
         asyncio.get_running_loop()
     except RuntimeError:
         return _run_on_thread_loop(target, input, kwargs)
-    return _BesideLoop(target, input, kwargs).run()
+    return BesideLoop(lambda: run_in_loop(target, input, awaited_writes=False, **kwargs)).run()
 
 
 def _run_on_thread_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
@@ -220,71 +220,6 @@ def _run_on_thread_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
         if not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.run_until_complete(loop.shutdown_asyncgens())
-
-
-class _BesideLoop:
-    """`run` called inside a running event loop: the run executes in a loop of its own on a helper
-    thread (the caller's loop is blocked until it ends), in a copy of the caller's context, so its
-    context variables reach the tools as under `run_async`. An interrupt of the caller (Ctrl-C)
-    cancels the run there and returns once it has stopped, as outside a loop (it does not wait
-    for the run's end, nor for a decision it waits on)."""
-
-    def __init__(self, target: Any, input: Any, kwargs: dict[str, Any]) -> None:
-        self._call = (target, input, kwargs)
-        self._lock = threading.Lock()
-        self._task: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
-        self._given_up = False
-        self._stopped = threading.Event()  # the run's task has ended (its cleanup may go on)
-        self._outcome: list[Any] = []
-        self._error: list[BaseException] = []
-
-    def run(self) -> Any:
-        context = contextvars.copy_context()
-        thread = threading.Thread(target=context.run, args=(self._thread_main,), name="agentspan-run")
-        thread.start()
-        try:
-            self._stopped.wait()
-        except BaseException:
-            self._give_up()
-            self._stopped.wait()  # the run has stopped (a second interrupt leaves it to its thread)
-            raise
-        if self._error:
-            raise self._error[0]
-        return self._outcome[0]
-
-    def _give_up(self) -> None:
-        with self._lock:
-            self._given_up = True
-            if self._task is not None:
-                loop, task = self._task
-                with contextlib.suppress(RuntimeError):  # the loop already closed: the run ended
-                    loop.call_soon_threadsafe(task.cancel)
-
-    def _thread_main(self) -> None:
-        # On Python 3.11, ``asyncio.run`` ends with ``signal.getsignal(SIGINT)``, which builds the
-        # repr of the handler and so of the finished main task and its result (milliseconds for a
-        # long run's result): the main task therefore returns None and hands the result over.
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # handed to the caller's thread
-            if not self._error:
-                self._error.append(exc)
-        finally:
-            self._stopped.set()
-
-    async def _main(self) -> None:
-        target, input, kwargs = self._call
-        try:
-            with self._lock:
-                if self._given_up:
-                    raise asyncio.CancelledError
-                self._task = (asyncio.get_running_loop(), asyncio.current_task())  # type: ignore[assignment]
-            self._outcome.append(await run_in_loop(target, input, awaited_writes=False, **kwargs))
-        except BaseException as exc:
-            self._error.append(exc)
-            raise
-        finally:
-            self._stopped.set()
 
 
 def get(run_id: str) -> Handle:
