@@ -352,3 +352,30 @@ def test_a_tool_failure_the_sdk_answered_for_is_an_error_span(exporter):
     (failed,), (ok,) = spans["execute_tool broken"], spans["execute_tool add"]
     assert failed.status.status_code is StatusCode.ERROR and failed.attributes["error.type"] == "ValueError"
     assert ok.status.status_code is StatusCode.UNSET and "error.type" not in ok.attributes
+
+
+def test_spans_opened_during_a_run_go_under_its_span(exporter):
+    """A tool's own span and a durable run started inside a tool are children of the run's
+    ``invoke_agent`` span, in its trace, and the caller's context is as it was after the run (was:
+    each in a trace of its own: the run's span was never the current one)."""
+    agentspan.configure(otel=True)
+    tracer = trace.get_tracer("test")
+
+    @function_tool
+    async def ask_helper(question: str) -> str:
+        """Asks a helper agent."""
+        with tracer.start_as_current_span("db.query"):
+            pass
+        helper = Agent(name="helper", model=ScriptedModel(["42"], name="gpt-helper"))
+        return (await agentspan.run_async(helper, question)).final_output
+
+    agent = Agent(name="parent", tools=[ask_helper],
+                  model=ScriptedModel([ToolCall("ask_helper", {"question": "6*7?"}), "42"], name="gpt-test"))
+    assert agentspan.run(agent, "go").final_output == "42"
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left current in the caller
+    spans = spans_by_name(exporter)
+    (root,) = spans["invoke_agent parent"]
+    (query,) = spans["db.query"]
+    (nested,) = spans["invoke_agent helper"]
+    assert {query.context.trace_id, nested.context.trace_id} == {root.context.trace_id}
+    assert query.parent.span_id == root.context.span_id and nested.parent.span_id == root.context.span_id

@@ -191,11 +191,16 @@ class ActiveRun(ToolSteps):
         sink = sink_of(self.run_id)
         if sink is not None:  # a streamed run: its reader gets no event ahead of the disk
             sink.barrier = self.wait_durable
+        if self.trace is not None:  # what the attempt's calls open goes under its span
+            self.trace.make_current()
         return _active.set(self)
 
     @staticmethod
     def deactivate(token: contextvars.Token[ActiveRun | None]) -> None:
         """Undoes `activate`."""
+        run = _active.get()
+        if run is not None and run.trace is not None:
+            run.trace.release_current()
         _active.reset(token)
 
     def will_replay(self, key: str) -> bool:

@@ -85,7 +85,30 @@ class RunTrace:
         self.span = self._tracer.start_span(f"invoke_agent {run.agent}", attributes=attributes,
                                             start_time=_ns(now()))
         self._context = trace.set_span_in_context(self.span)
+        self._current: object | None = None
         self.ended = False
+
+    def make_current(self) -> None:
+        """Makes the attempt's span the current one in this context (`ActiveRun.activate`): spans
+        a tool or a client library opens while the attempt runs, and a durable run started inside
+        a tool, go under it. Never raises."""
+        try:
+            from opentelemetry import context
+
+            self._current = context.attach(self._context)
+        except Exception:
+            log.warning("agentspan: could not make the span of run %s current", self.run_id, exc_info=True)
+
+    def release_current(self) -> None:
+        """Undoes `make_current` (`ActiveRun.deactivate`). Never raises."""
+        token, self._current = self._current, None
+        if token is not None:
+            try:
+                from opentelemetry import context
+
+                context.detach(token)  # type: ignore[arg-type]
+            except Exception:
+                log.debug("agentspan: could not restore the caller's span after run %s", self.run_id, exc_info=True)
 
     def step_ended(self, step: Step, result: StepResult, call_id: str | None = None) -> None:
         """Emits the span of a step that ran live and just ended (called once per step).
