@@ -218,6 +218,16 @@ class ActiveRun(ToolSteps):
         return key in counters.replayed_keys.get(kind, ()) and (
             key not in counters.live_keys.get(kind, ()) or key in self.recorded)
 
+    async def diverge(self, key: str, reason: str) -> None:
+        """A divergence from the journal at ``key`` that an adapter found itself (``reason`` says
+        how): raised as `ReplayDivergenceError` (and kept as the attempt's `fatal` error), or,
+        under ``on_divergence="live"``, the journal from ``key`` on moved aside."""
+        try:
+            await call_store(self.store, diverged, self, key, reason)
+        except AgentspanError as exc:
+            self._keep_fatal(exc)
+            raise
+
     def set_aside(self, key: str, reason: str) -> None:
         """Moves step ``key`` and every later step aside for the next attempt to make live again
         (`agentspan.divergence.set_aside`). Blocks on the store: call it through `call_store`."""
@@ -241,8 +251,9 @@ class ActiveRun(ToolSteps):
 
     def _call_ended(self, key: str, call: asyncio.Future[Any]) -> None:
         self._in_flight.pop(key, None)
-        if not call.cancelled() and call.exception() is not None:  # retrieved: a call left running has no awaiter
-            log.debug("run %s: call %s ended with %r", self.run_id, key, call.exception())
+        error = None if call.cancelled() else call.exception()  # retrieved: a call left running has no awaiter
+        if error is not None:
+            log.debug("run %s: call %s ended with %r", self.run_id, key, error)
 
     async def settle(self) -> None:
         """Waits until the live calls a framework cancelled with their siblings (a parallel call

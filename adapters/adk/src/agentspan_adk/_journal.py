@@ -47,12 +47,11 @@ from google.adk.tools import BaseTool, ToolContext
 
 import agentspan
 from agentspan import LlmMetrics
-from agentspan.divergence import SUPERSEDED, diverged
+from agentspan.divergence import SUPERSEDED
 from agentspan.errors import AgentspanError
 from agentspan.hashing import digest
 from agentspan.models import ModelId
 from agentspan.records import JSON, StepKind, StepStatus
-from agentspan.stores.base import call_store
 from agentspan_adk import _codec
 from agentspan_adk._held_step import HeldStep
 from agentspan_adk._reading import agent_path, is_model_turn, model_turns, options_of, to_json
@@ -195,14 +194,8 @@ class Journal:
         if other:
             first = other[0]
             was = first.key[len(self.prefix):].partition("/")[0]
-            try:
-                await call_store(self.run.store, diverged, self.run, first.key,
-                                 f"the journal has model calls of root agent {was!r}; the agent tree now has root "
-                                 f"{root!r} (an agent renamed since the run started?)")
-            except AgentspanError as error:
-                if self.run.fatal is None:
-                    self.run.fatal = error
-                raise
+            await self.run.diverge(first.key, f"the journal has model calls of root agent {was!r}; the agent tree "
+                                              f"now has root {root!r} (an agent renamed since the run started?)")
         self._start_live_model_call(call)
 
     def next_model_key(self, ic: InvocationContext) -> str:

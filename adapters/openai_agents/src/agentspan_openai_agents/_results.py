@@ -53,7 +53,7 @@ def as_the_model_reads(value: Any) -> JSON:
     read otherwise to the model (the SDK hands the model ``str(value)`` of a result that is not
     one of its structured outputs)."""
     form = jsonable_result(value)
-    if form is value or value is None or isinstance(value, str | int | float | bool | dict | list):
+    if value is None or isinstance(value, str | int | float | bool | dict | list):
         return form
     text = str(value)
     if text == str(form) or ItemHelpers._convert_tool_output_as_structured(value) is not None:
