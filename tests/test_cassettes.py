@@ -214,7 +214,10 @@ SECRETS = {"authorization": "Bearer sk-secret-auth-1b2c", "x-goog-api-key": "goo
            "openai-organization": "org-secret-7a8b", "cookie": "session=cookie-secret-req-0c1d",
            "x-amz-security-token": "aws-session-secret-1f2e"}
 QUERY_SECRETS = {"key": "query-secret-key-2e3f", "api_key": "query-secret-apikey-4a5b",
-                 "X-Amz-Security-Token": "aws-query-secret-3a4b"}
+                 "X-Amz-Security-Token": "aws-query-secret-3a4b",
+                 # any case or spelling of a credential's name (vcrpy's own filter matches names exactly)
+                 "Key": "query-secret-Key-5c6d", "API_KEY": "query-secret-API-7e8f",
+                 "apiKey": "query-secret-camel-9a0b", "access_token": "query-secret-token-1c2d"}
 RESPONSE_SECRETS = ("cookie-secret-resp-6c7d", "org-secret-resp-8e9f")
 
 
@@ -310,6 +313,15 @@ def test_the_guard_covers_the_openai_sdks_httpx2_transport_behind_a_proxy() -> N
         asyncio.run(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]))
 
 
+def test_the_guard_names_a_blocked_request_without_its_key() -> None:
+    url = "https://generativelanguage.googleapis.com/v1beta/models/g:generateContent?alt=sse&key=AIza-secret-3e4f"
+    with loopback_only(), pytest.raises(ModelRequestBlocked) as blocked:
+        httpx.post(url, json={})
+    assert "AIza-secret-3e4f" not in str(blocked.value) and "key=REDACTED" in str(blocked.value)
+    assert "POST https://generativelanguage.googleapis.com/v1beta/models/g:generateContent?alt=sse" \
+        in str(blocked.value)
+
+
 def test_the_guard_covers_requests_and_urllib_behind_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     import urllib.request
 
@@ -391,3 +403,14 @@ def test_record_all_replaces_the_recording_and_a_failure_keeps_the_old_one(tmp_p
         assert len(used) == 1  # exactly the new recording: the unused "other" request is gone
         reply = httpx.post("http://127.0.0.1:9/v1/chat/completions", json=BODY).json()
     assert reply["choices"][0]["message"]["content"] == "new"
+
+
+def test_credential_names_whatever_their_spelling() -> None:
+    from agentspan.secrets import looks_secret, redact_url
+
+    for name in ("key", "Key", "api_key", "API-KEY", "apiKey", "openai_api_key", "access_token", "client_secret",
+                 "password", "X-Amz-Security-Token", "hf_token"):
+        assert looks_secret(name), name
+    for name in ("max_tokens", "page_token", "pageToken", "thread_id", "tenant", "alt", "model", "keys_count"):
+        assert not looks_secret(name), name
+    assert redact_url("https://u:pw-1@h.example/p?Key=k-2&alt=json#f") == "https://u:REDACTED@h.example/p?Key=REDACTED&alt=json#f"

@@ -22,6 +22,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, RetryPolicy, interrupt
 
 import agentspan
+import agentspan.config
 from agentspan.errors import (
     ApprovalConflict,
     ConfigurationError,
@@ -552,7 +553,7 @@ def test_options_no_json_keeps_must_be_given_again_to_resume_a_run():
     agentspan.run(graph, {"n": 0}, run_id=run_id, context=_Ctx("alice", client),
                   config={"configurable": {"tenant": "acme", "db": client}})
     copy = crashed_copy(run_id, keep=1)  # as if killed after the first node
-    with pytest.raises(ConfigurationError, match=r"config\.configurable\.db, context that cannot be stored"):
+    with pytest.raises(ConfigurationError, match=r"config\.configurable\.db, context that is not stored"):
         agentspan.resume(copy, graph)  # was: the client's text in its place, and no db at all (nor tenant)
     assert agentspan.get(copy).status() is agentspan.RunStatus.RUNNING  # refused before anything changed
     seen.clear()
@@ -560,3 +561,43 @@ def test_options_no_json_keeps_must_be_given_again_to_resume_a_run():
     assert out.result(timeout=20) == {"n": 2}
     # (the copy's thread has no checkpoint: both nodes run again) the stored tenant kept, the rest given again
     assert seen == [("alice", client, "acme", client)] * 2
+
+
+def test_credentials_in_options_are_never_stored_and_must_be_given_again():
+    """A key passed the LangChain way (``configurable``, ``metadata``, a context dict) reaches the
+    graph but is not written with the run (nor into an export): a resume gives it again."""
+    key = "sk-FAKE-never-stored-123"
+    seen: list[tuple[Any, ...]] = []
+
+    def step(state: _Count, runtime: Runtime[dict[str, str]], config: RunnableConfig) -> dict[str, int]:
+        seen.append((config["configurable"].get("openai_api_key"), config["configurable"].get("tenant"),
+                     config["metadata"].get("ApiKey"), config["metadata"].get("team"), runtime.context))
+        return {"n": state["n"] + 1}
+
+    builder = StateGraph(_Count, context_schema=dict)
+    builder.add_node("first", step)
+    builder.add_node("second", step)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "second")
+    builder.add_edge("second", END)
+    graph = builder.compile(name="keys")
+    config = {"configurable": {"tenant": "acme", "openai_api_key": key}, "metadata": {"team": "t1", "ApiKey": key}}
+    context = {"user": "alice", "auth": {"access_token": key}}
+    agentspan.run(graph, {"n": 0}, run_id="with-keys", config=config, context=context)
+    assert seen == [(key, "acme", key, "t1", context)] * 2  # the graph got them all
+    stored = agentspan.get("with-keys").run().options
+    assert key not in str(stored), stored
+    assert stored["config"] == {"configurable": {"tenant": "acme"}, "metadata": {"team": "t1"}}
+    assert "context" not in stored
+    home = agentspan.config.settings().home
+    assert not any(key.encode() in path.read_bytes() for path in home.glob("agentspan.db*"))
+
+    copy = crashed_copy("with-keys", keep=1)
+    missing = r"config\.configurable\.openai_api_key, config\.metadata\.ApiKey, context that is not stored"
+    with pytest.raises(ConfigurationError, match=missing):
+        agentspan.resume(copy, graph)
+    seen.clear()
+    out = agentspan.resume(copy, graph, context=context,
+                           config={"configurable": {"openai_api_key": key}, "metadata": {"ApiKey": key}})
+    assert out.result(timeout=20) == {"n": 2}
+    assert seen == [(key, "acme", key, "t1", context)] * 2  # the stored entries kept, the keys given again

@@ -48,6 +48,7 @@ import agentspan
 from agentspan.adapters import Adapter
 from agentspan.errors import ConfigurationError
 from agentspan.events import EventSink
+from agentspan.secrets import looks_secret
 from agentspan.stores.base import Store
 from agentspan_langgraph import _context, _patches
 from agentspan_langgraph._approvals import resume_command
@@ -64,6 +65,7 @@ RUN_ID_METADATA = "agentspan_run_id"
 _OPTIONS = ("thread_id", "config", "context", "durability", "stream_mode")
 _DURABILITY = ("sync", "async", "exit")
 _STORED_CONFIG = ("configurable", "recursion_limit", "tags", "metadata")
+_BY_ENTRY = ("configurable", "metadata")  # stored entry by entry; given again, merged entry by entry
 
 
 class LangGraphAdapter(Adapter):
@@ -110,15 +112,18 @@ class LangGraphAdapter(Adapter):
             stored["thread_id"] = str(thread_id)
         if durability is not None:
             stored["durability"] = durability
-        unstored: list[str] = []  # given, but no JSON keeps them: a resume must give them again
+        # Given, but not kept with the run (no JSON keeps them, or a credential: `looks_secret`,
+        # never stored): a resume, retry or worker must give them again.
+        unstored: list[str] = []
         if config:
             kept: dict[str, Any] = {}
             for key in _STORED_CONFIG:
                 if key not in config:
                     continue
-                if key == "configurable" and isinstance(config[key], Mapping):
-                    entries = {k: v for k, v in config[key].items() if isinstance(k, str) and _is_json(v)}
-                    unstored += [f"config.configurable.{k}" for k in config[key] if k not in entries]
+                if key in _BY_ENTRY and isinstance(config[key], Mapping):
+                    entries = {k: v for k, v in config[key].items()
+                               if isinstance(k, str) and _is_json(v) and not looks_secret(k)}
+                    unstored += [f"config.{key}.{k}" for k in config[key] if k not in entries]
                     if entries:
                         kept[key] = entries
                 elif _is_json(config[key]):
@@ -129,7 +134,7 @@ class LangGraphAdapter(Adapter):
                 stored["config"] = kept
         if options.get("context") is not None:
             context = to_json(options["context"])
-            if _round_trips(options["context"], context):
+            if _round_trips(options["context"], context) and not _holds_secret(context):
                 stored["context"] = context
             else:
                 unstored.append("context")
@@ -138,13 +143,14 @@ class LangGraphAdapter(Adapter):
         return stored
 
     def check_options(self, run: agentspan.Run, options: dict[str, Any]) -> None:
-        """A run started with options no JSON keeps (a context holding a client object, a
-        ``configurable`` entry that is one) goes on only when they are given again."""
+        """A run started with options not stored with it (a context holding a client object, a
+        ``configurable`` entry that is one, an ``api_key`` entry) goes on only when they are given again."""
         missing = [path for path in run.options.get(UNSTORED) or [] if not _given(options, path)]
         if missing:
             raise ConfigurationError(
-                f"run {run.id!r} was started with {', '.join(missing)} that cannot be stored with the run (not "
-                "JSON): give the same value(s) again to resume or retry it (a worker: serve(..., options_for=))")
+                f"run {run.id!r} was started with {', '.join(missing)} that is not stored with the run (not "
+                "JSON, or a credential by its name): give the same value(s) again to resume or retry it (a worker: "
+                "serve(..., options_for=))")
 
     def encode_output(self, result: Any) -> Any:
         return to_json(result)
@@ -227,8 +233,8 @@ def _settings(run: agentspan.ActiveRun, options: Mapping[str, Any]) -> dict[str,
     merged = {**stored, **options}
     kept, given = stored.get("config"), options.get("config")
     if isinstance(kept, Mapping) and isinstance(given, Mapping):  # a config given again adds to the stored one
-        configurable = {**(kept.get("configurable") or {}), **(given.get("configurable") or {})}
-        merged["config"] = {**kept, **given, **({"configurable": configurable} if configurable else {})}
+        entries = {key: {**(kept.get(key) or {}), **(given.get(key) or {})} for key in _BY_ENTRY}
+        merged["config"] = {**kept, **given, **{key: value for key, value in entries.items() if value}}
     return merged
 
 
@@ -330,6 +336,15 @@ def _given(options: Mapping[str, Any], path: str) -> bool:
             return False
         found = found[part]
     return True
+
+
+def _holds_secret(value: Any) -> bool:
+    """Whether a JSON value has a key that names a credential (`looks_secret`) at any depth."""
+    if isinstance(value, dict):
+        return any(looks_secret(k) or _holds_secret(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_secret(v) for v in value)
+    return False
 
 
 def _is_json(value: Any) -> bool:

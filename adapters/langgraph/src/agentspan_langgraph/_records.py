@@ -22,6 +22,7 @@ from langgraph.checkpoint.base import (
 
 from agentspan.errors import ConfigurationError
 from agentspan.records import CheckpointRecord, CheckpointWrite
+from agentspan.secrets import looks_secret
 
 __all__ = ["checkpoint_record", "config_for", "target", "to_tuple", "write_records"]
 
@@ -55,10 +56,13 @@ def checkpoint_record(
 ) -> CheckpointRecord:
     """Serializes a checkpoint for `Store.put_checkpoint` (``SqliteSaver.put``'s layout: one blob
     holding the whole checkpoint, channel values included; JSON metadata; the parent from the
-    config's ``checkpoint_id``; the run id from the metadata)."""
+    config's ``checkpoint_id``; the run id from the metadata; no credential, `looks_secret`)."""
     thread_id, namespace, parent_id = target(config)
     type_, data = serde.dumps_typed(checkpoint)
-    meta: dict[str, Any] = dict(get_checkpoint_metadata(config, metadata))
+    # LangGraph copies the config's string and number entries (``configurable``, ``metadata``) into
+    # every checkpoint's metadata, credentials too (its own savers store them): those are left out.
+    meta: dict[str, Any] = {key: value for key, value in get_checkpoint_metadata(config, metadata).items()
+                            if key in metadata or not looks_secret(key)}
     run_id = meta.get("run_id")
     return CheckpointRecord(
         thread_id=thread_id,

@@ -18,6 +18,7 @@ from typing import Any
 
 from agentspan import diffing
 from agentspan.errors import CassetteMismatch
+from agentspan.secrets import looks_secret
 
 MISSING = diffing.MISSING
 _PREVIEW = 160
@@ -88,14 +89,10 @@ def similarity(a: Any, b: Any) -> float:
     return same / max(len(left), len(right))
 
 
-SECRET_QUERY_KEYS = ("key", "api_key", "api-key", "apikey", "access_token", "X-Amz-Security-Token",
-                     "x-amz-security-token")
-"""Query parameters that carry credentials: scrubbed on write, left out of matching."""
-
-
 def public_query(request: Any) -> list[tuple[str, str]]:
-    """The request's query parameters (sorted) without `SECRET_QUERY_KEYS`."""
-    return [(k, v) for k, v in request.query if k not in SECRET_QUERY_KEYS]
+    """The request's query parameters (sorted) without those that carry credentials
+    (`agentspan.secrets.looks_secret`: ``key``, ``api_key``, ``Key``, ``apiKey``, ``access_token``, ...)."""
+    return [(k, v) for k, v in request.query if not looks_secret(k)]
 
 
 def query_matcher(live: Any, recorded: Any) -> None:

@@ -24,7 +24,8 @@ or ``pytest --agentspan-record``; otherwise `CassetteError` says how to record i
 failing test never leaves a half-recorded cassette behind (nor overwrites a good one).
 
 **Secrets are scrubbed before anything is written**: request headers `SECRET_REQUEST_HEADERS`
-are replaced by ``REDACTED``, query keys `SECRET_QUERY_KEYS` too (and left out of matching), and
+are replaced by ``REDACTED``, query parameters whose name holds a credential too (`agentspan.secrets.looks_secret`,
+whatever the case: ``key``, ``Key``, ``api_key``, ``apiKey``, ``access_token``; left out of matching), and
 response headers `SECRET_RESPONSE_HEADERS` (cookies, organization ids) are dropped.
 
 **Network guard.** Replaying never reaches the network, so it works under the pytest plugin's
@@ -51,8 +52,9 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from agentspan.errors import CassetteError, ConfigurationError
+from agentspan.secrets import REDACTED, looks_secret
 from agentspan.testing import network
-from agentspan.testing._cassette_match import SECRET_QUERY_KEYS, BodyMatcher, describe, mismatch, query_matcher
+from agentspan.testing._cassette_match import BodyMatcher, describe, mismatch, query_matcher
 
 RecordMode = Literal["none", "once", "new_episodes", "all"]
 RECORD_MODES: tuple[str, ...] = ("none", "once", "new_episodes", "all")
@@ -66,7 +68,6 @@ SECRET_REQUEST_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "
 SECRET_RESPONSE_HEADERS = frozenset({"set-cookie", "openai-organization", "openai-project",
                                      "anthropic-organization-id"})
 """Response headers dropped before a response is written."""
-REDACTED = "REDACTED"
 HOW_TO_RECORD = ("To record it again: run pytest with --agentspan-record (tests marked "
                  "@pytest.mark.agentspan_cassette), or set AGENTSPAN_RECORD=all, or pass record='all' "
                  "(record='new_episodes' adds new requests and keeps the rest).")
@@ -137,7 +138,17 @@ def _not_the_agentspan_server(request: Any) -> Any:
             port = server.port or (443 if server.scheme == "https" else 80)
             if (request.scheme, request.host, request.port) == (server.scheme, server.host, port):
                 return None
-    return _without_userinfo(request)
+    return _without_secret_query(_without_userinfo(request))
+
+
+def _without_secret_query(request: Any) -> Any:
+    """The request with the values of its query parameters that carry credentials replaced by
+    ``REDACTED`` (`looks_secret`: by name, whatever its case; vcrpy's own filter matches names
+    exactly, so ``Key=`` or ``apiKey=`` went into the cassette)."""
+    from vcr.filters import replace_query_parameters
+
+    secret = [(name, REDACTED) for name in dict(request.query) if looks_secret(name)]
+    return replace_query_parameters(request, secret) if secret else request
 
 
 def _without_userinfo(request: Any) -> Any:
@@ -197,7 +208,6 @@ class Cassette:
         config = vcr.VCR(
             record_mode=mode, match_on=("method", "path", "agentspan_query", "llm_body"),
             filter_headers=[(name, REDACTED) for name in SECRET_REQUEST_HEADERS],
-            filter_query_parameters=[(key, REDACTED) for key in SECRET_QUERY_KEYS],
             before_record_request=_not_the_agentspan_server,
             before_record_response=_scrub_response, decode_compressed_response=True,
             record_on_exception=False, drop_unused_requests=mode == "all")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from agentspan.errors import ModelRequestBlocked
+from agentspan.secrets import redact_url
 
 PROVIDER_HOSTS = frozenset({
     "api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com", "aiplatform.googleapis.com",
@@ -79,11 +80,11 @@ def _guard_transports(module: Any) -> dict[tuple[type, str], Any]:
     async_send = module.AsyncHTTPTransport.handle_async_request
 
     def handle_request(self: Any, request: Any) -> Any:
-        check(request.url.host, f"{request.method} {request.url}")
+        check(request.url.host, f"{request.method} {redact_url(str(request.url))}")
         return sync_send(self, request)
 
     async def handle_async_request(self: Any, request: Any) -> Any:
-        check(request.url.host, f"{request.method} {request.url}")
+        check(request.url.host, f"{request.method} {redact_url(str(request.url))}")
         return await async_send(self, request)
 
     module.HTTPTransport.handle_request = handle_request
