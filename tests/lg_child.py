@@ -29,7 +29,7 @@ if __name__ == "__main__":
     if mode.startswith("direct-"):
         graph = graph.copy(update={"checkpointer": AgentspanSaver()})
         given = {"messages": [HumanMessage(lgr_support.PROMPT)]} if mode == "direct-start" else None
-        durability = os.environ.get("LG_DURABILITY")  # LangGraph's default ("async") when unset
+        durability = os.environ.get("LG_DURABILITY")  # unset: Agentspan's default, "sync" (LangGraph: "async")
         extra = {"durability": durability} if durability else {}
         result = graph.invoke(given, {"configurable": {"thread_id": run_id}}, **extra)
         if result.get("__interrupt__"):
