@@ -54,7 +54,7 @@ from agentspan.models import ModelId
 from agentspan.records import JSON, StepKind, StepStatus
 from agentspan_adk import _codec
 from agentspan_adk._held_step import HeldStep
-from agentspan_adk._reading import agent_path, is_model_turn, model_turns, options_of, to_json
+from agentspan_adk._reading import agent_path, is_model_turn, live_events, model_turns, options_of, to_json
 
 TRANSFER_TOOL = "transfer_to_agent"
 _NO_USAGE = LlmMetrics()
@@ -319,7 +319,7 @@ class Journal:
         if ic is not None and call_id:
             turns = 0
             author = author or ic.agent.name
-            for event in ic.session.events:
+            for event in live_events(ic.session.events):  # (a rewound attempt's calls counted no turn)
                 if event.invocation_id != ic.invocation_id or event.author != author:
                     continue
                 ids = [c.id for c in event.get_function_calls()]

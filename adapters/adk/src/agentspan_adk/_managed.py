@@ -24,7 +24,11 @@ resumed, when the same session is run again after a crash:
   failed invocation, the completed calls replay, the call that failed runs again. A failed run
   nobody reopened stays failed: the same message then opens a new run, as before.
 - **Continuation.** A message answering a paused invocation (an ``adk_request_confirmation``
-  function response) continues the run of that invocation (found by its ADK invocation id).
+  function response) continues the run of that invocation (found by its ADK invocation id). When
+  that answer was sent before and the invocation went on past it (its model made calls after the
+  confirmed tools ran; then a tool waited for an approval, or the process died), the session still
+  holds that attempt's events: it is rewound to just after the confirmed tools' results, so the
+  model calls made since replay under their own keys (see `_rewind_to_answer`).
 - **Recorded as** framework ``adk-runner``, agent ``<app>/<root agent>``: ``agentspan.serve``
   workers (which match runs on agent names, and ADK agent names cannot contain ``/``) never claim
   them, and ``agentspan.resume`` refuses them: only the user's Runner, with its session service,
@@ -37,12 +41,19 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Any
 
 from google.adk.agents import BaseAgent
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.events import Event
 from google.adk.events._rewind_events import _apply_rewinds
-from google.adk.sessions._rewind_utils import rewind_session
+from google.adk.platform import time as platform_time
+from google.adk.sessions import Session
+from google.adk.sessions._rewind_utils import (
+    compute_artifact_delta_for_rewind,
+    compute_state_delta_for_rewind,
+    rewind_session,
+)
 from google.genai import types
 
 import agentspan
@@ -55,6 +66,8 @@ from agentspan.hashing import digest
 from agentspan.records import JSON, Run, RunStatus
 from agentspan.stores.base import Store, call_store
 from agentspan_adk import _codec
+from agentspan_adk._confirmations import REQUEST
+from agentspan_adk._reading import is_model_turn
 
 FRAMEWORK = "adk"
 RUNNER_FRAMEWORK = "adk-runner"
@@ -148,6 +161,8 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
         if found is not None:
             managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, found), on_divergence)
             managed.taken_over = True
+            if message is not None:
+                await _rewind_to_answer(ic, message)
             return managed
         managed = await _create(store, ic, label, key, message, on_divergence)
         if managed is None:
@@ -174,6 +189,82 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
         if managed is not None:
             return managed
     raise AssertionError("unreachable")  # pragma: no cover - count() never ends
+
+
+_TICK = 0.001
+"""Seconds between the timestamps of the events `_rewind_to_answer` appends: session services
+load events in timestamp order (``DatabaseSessionService`` breaks ties on random event ids), and
+one of them stores microseconds at most."""
+
+
+async def _rewind_to_answer(ic: InvocationContext, message: types.Content) -> None:
+    """Rewinds the session of a continued invocation to just after the confirmed tools' results of
+    an answer sent again, when the invocation went on past them.
+
+    The first time the answer arrived, ADK ran the confirmed tools and the invocation went on: its
+    model made more calls, until a tool waited for an approval (`ApprovalPending`) or the process
+    died. The durable session keeps those events; the invocation must now go on from the journal,
+    whose model calls are keyed by how many the agent made before (`_reading.model_turns`). Left
+    in place, the model event of the interrupted call would count once more on every resend (the
+    call made live again under a new key, opening a new approval), and ADK would send the model
+    its function calls a second time. ADK rewinds only whole invocations, and a continuation keeps
+    its invocation id: the invocation is rewound, and copies of its events up to the first model
+    call after the answer are appended again (new ids and timestamps), so the session reads as it
+    did when that call was made. The rewind event carries the state and artifact changes that undo
+    what the dropped events did (ADK's own computation, up to that point); the copies carry none
+    (``app:``/``user:`` state, which a rewind keeps, is not set back to older values).
+
+    The answer itself stays among the copies, with the tools' results after it: ADK treats the
+    confirmation as acted on (its processor reads the raw session, rewound events included), and
+    the plugin passes it an empty message instead (`_confirmations.acted_on_before`).
+
+    Nothing is done when the session shows no earlier answer to all of the message's
+    confirmations, no model call after it, or events of other invocations after this one's first.
+    """
+    answering = {p.function_response.id for p in message.parts or []
+                 if p.function_response is not None and p.function_response.name == REQUEST
+                 and p.function_response.id}
+    if not answering:
+        return
+    session = ic.session
+    live = _apply_rewinds(session.events)
+    start = next((i for i, e in enumerate(live) if e.invocation_id == ic.invocation_id), None)
+    if start is None or any(e.invocation_id != ic.invocation_id for e in live[start:]):
+        return
+    mine = live[start:]
+    answered_at: dict[str, int] = {}
+    for index, event in enumerate(mine):
+        if event.author == "user":
+            for response in event.get_function_responses():
+                if response.id in answering:
+                    answered_at.setdefault(response.id, index)
+    if set(answered_at) != answering:
+        return
+    after = max(answered_at.values())
+    cut = next((i for i in range(after + 1, len(mine)) if mine[i].author != "user" and is_model_turn(mine[i])), None)
+    if cut is None:
+        return
+    dropped = next(i for i, e in enumerate(session.events) if e is mine[cut])
+
+    async def state_delta(rewound: Session, _: int) -> dict[str, Any]:
+        return await compute_state_delta_for_rewind(rewound, dropped)
+
+    async def artifact_delta(rewound: Session, _: int) -> dict[str, int]:
+        return await compute_artifact_delta_for_rewind(rewound, dropped, artifact_service=ic.artifact_service,
+                                                       app_name=ic.app_name)
+
+    await rewind_session(session_service=ic.session_service, session=session,
+                         rewind_before_invocation_id=ic.invocation_id, artifact_service=ic.artifact_service,
+                         app_name=ic.app_name, compute_state_delta=state_delta, compute_artifact_delta=artifact_delta)
+    stamp = session.events[-1].timestamp
+    for event in mine[:cut]:
+        stamp = max(platform_time.get_time(), stamp + _TICK)
+        actions = event.actions.model_copy(deep=True, update={"state_delta": {}, "artifact_delta": {}})
+        copy = event.model_copy(deep=True, update={"id": Event.new_id(), "timestamp": stamp, "actions": actions})
+        await ic.session_service.append_event(session=session, event=copy)
+    late = stamp + _TICK - platform_time.get_time()
+    if late > 0:  # the events ADK appends next must come after the copies
+        await asyncio.sleep(late)
 
 
 async def _create(store: Store, ic: InvocationContext, label: str, key: str,

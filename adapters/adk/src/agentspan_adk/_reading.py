@@ -10,13 +10,14 @@ from google.adk.agents import BaseAgent
 from google.adk.agents.callback_context import CallbackContext
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.events import Event
+from google.adk.events._rewind_events import _apply_rewinds
 from google.adk.tools import BaseTool
 from pydantic_core import to_jsonable_python
 
 from agentspan.records import JSON
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 
-__all__ = ["agent_path", "invocation_of", "is_model_turn", "model_turns", "options_of", "to_json"]
+__all__ = ["agent_path", "invocation_of", "is_model_turn", "live_events", "model_turns", "options_of", "to_json"]
 
 
 def agent_path(agent: BaseAgent) -> str:
@@ -57,9 +58,21 @@ def is_model_turn(event: Event) -> bool:
 
 
 def model_turns(events: list[Event], invocation_id: str, author: str, branch: str | None) -> int:
-    """How many model calls of ``author`` the session records for one invocation."""
-    return sum(1 for e in events if e.invocation_id == invocation_id and e.author == author
+    """How many model calls of ``author`` the session records for one invocation.
+
+    Counted among the events ADK's rewinds leave (`live_events`): a continuation whose session was
+    rewound to the answer it goes on from (`agentspan_adk._managed`) still has the interrupted
+    attempt's events, with the same invocation id, before the rewind.
+    """
+    return sum(1 for e in live_events(events) if e.invocation_id == invocation_id and e.author == author
                and e.branch == branch and is_model_turn(e))
+
+
+def live_events(events: list[Event]) -> list[Event]:
+    """A session's events without those ADK's rewinds removed (what its model calls are sent)."""
+    if not any(e.actions.rewind_before_invocation_id for e in events):
+        return events  # (the usual case: no copy)
+    return _apply_rewinds(events)
 
 
 def options_of(tool: BaseTool) -> ToolOptions:

@@ -36,7 +36,7 @@ from agentspan.errors import ApprovalPending
 from agentspan.tools import DEFAULT_TOOL_OPTIONS
 from agentspan_adk import _clock, _confirmations, _managed, _mock, _tools
 from agentspan_adk._journal import Journal
-from agentspan_adk._reading import agent_path, invocation_of
+from agentspan_adk._reading import agent_path, invocation_of, live_events
 
 _NESTING_KINDS = ("tool", "handoff")
 
@@ -104,9 +104,12 @@ class AgentspanPlugin(BasePlugin):
             ic = invocation_context
             if managed.taken_over and _confirmations.acted_on_before(
                     [e for e in ic.session.events if e.invocation_id == ic.invocation_id], user_message):
-                # the dead process acted on this answer already (its tool's result is in the
-                # session): an answer ADK would ignore, ending the invocation short of its final
-                # answer. An empty message (no part the model sees) lets the invocation go on.
+                # an earlier attempt (a process that died, or that stopped for an approval) acted
+                # on this answer already (its tool's result is in the session; `open_run` rewound
+                # what came after): an answer ADK would ignore, ending the invocation short of its
+                # final answer. An empty message (no part the model sees) lets the invocation go
+                # on. (Read among all the session's events, rewound ones included, as ADK's
+                # confirmation processor reads them.)
                 return types.Content(role="user", parts=[types.Part(text="")])
             return _apply_decisions(journal, invocation_context, user_message)
         if managed.rewound:
@@ -199,8 +202,11 @@ class AgentspanPlugin(BasePlugin):
 
 
 def _request_approvals(journal: Journal, ic: InvocationContext) -> list[str]:
-    """Records an approval for each confirmation the invocation ended waiting on; their keys."""
-    events = [e for e in ic.session.events if e.invocation_id == ic.invocation_id]
+    """Records an approval for each confirmation the invocation ended waiting on; their keys.
+
+    Read among the events ADK's rewinds leave: a request a rewind dropped (`_managed`) is no longer
+    one ADK routes an answer to."""
+    events = [e for e in live_events(ic.session.events) if e.invocation_id == ic.invocation_id]
     keys = []
     for request in _confirmations.pending_requests(events):
         key = _confirmations.approval_key(journal, request, _path_of(ic, request.author), ic)
@@ -215,7 +221,7 @@ def _apply_decisions(journal: Journal, ic: InvocationContext, message: types.Con
     """An answer to a confirmation request: decides its pending approval, or, when the approval
     was decided in Agentspan first, replaces the answer with that decision."""
     requests = {r.call.id: r for r in _confirmations.pending_requests(
-        [e for e in ic.session.events if e.invocation_id == ic.invocation_id])}
+        [e for e in live_events(ic.session.events) if e.invocation_id == ic.invocation_id])}
     changed, parts = False, []
     for part in message.parts or []:
         response = part.function_response
