@@ -118,3 +118,26 @@ def test_ctrl_c_stops_a_run_called_inside_a_loop(tmp_path: Path, home: Path):
     assert out.startswith("interrupted"), out
     assert len(calls.read_text().split()) <= 2  # was: all 8 calls made
     assert agentspan.get("interrupted").status() is agentspan.RunStatus.RUNNING  # left to its lease
+
+
+def test_runs_one_after_another_on_a_thread_leave_no_resource_warning() -> None:
+    """`agentspan.run` keeps its thread's loop for the next run after ``shutdown_asyncgens`` (as
+    ``Runner.run_sync`` does): nothing of ours may start an async generator there (each later run
+    warned ``asynchronous generator ... was scheduled after loop.shutdown_asyncgens() call``)."""
+    import threading
+    import warnings
+
+    found: list[str] = []
+
+    def runs() -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for n in range(3):
+                agent = Agent(name="again", instructions="x", model=ScriptedModel([f"answer {n}"]))
+                assert agentspan.run(agent, "hi").final_output == f"answer {n}"
+        found.extend(str(w.message) for w in caught if issubclass(w.category, ResourceWarning))
+
+    thread = threading.Thread(target=runs)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and found == []

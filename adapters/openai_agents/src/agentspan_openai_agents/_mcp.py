@@ -11,7 +11,7 @@ can run agents with MCP tools. A server already connected is left alone.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import sys
 from typing import Any
 
 from agents import Agent
@@ -29,10 +29,32 @@ def unconnected_servers(agent: Agent[Any]) -> list[Any]:
     return list(found.values())
 
 
-@contextlib.asynccontextmanager
-async def servers_connected(agent: Agent[Any]) -> AsyncIterator[None]:
-    """Connects the tree's unconnected MCP servers for the block and closes them after it."""
-    async with contextlib.AsyncExitStack() as stack:
-        for server in unconnected_servers(agent):
-            await stack.enter_async_context(server)
-        yield
+def servers_connected(agent: Agent[Any]) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Connects the tree's unconnected MCP servers for the block and closes them after it.
+
+    No async generator (``@asynccontextmanager``): `agentspan.run` keeps its thread's loop for the
+    next run after ``loop.shutdown_asyncgens()`` (as ``Runner.run_sync`` does), and an async
+    generator started on that loop afterwards gets a ``ResourceWarning`` (one per run).
+    """
+    servers = unconnected_servers(agent)
+    return _Connected(servers) if servers else contextlib.nullcontext()
+
+
+class _Connected:
+    """`servers_connected` of some servers: each entered in turn, all closed in reverse order."""
+
+    def __init__(self, servers: list[Any]) -> None:
+        self._servers = servers
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> None:
+        await self._stack.__aenter__()
+        try:
+            for server in self._servers:
+                await self._stack.enter_async_context(server)
+        except BaseException:
+            if not await self._stack.__aexit__(*sys.exc_info()):
+                raise
+
+    async def __aexit__(self, *exc_info: Any) -> bool:
+        return await self._stack.__aexit__(*exc_info)
