@@ -28,7 +28,8 @@ resumed, when the same session is run again after a crash:
   that answer was sent before and the invocation went on past it (its model made calls after the
   confirmed tools ran; then a tool waited for an approval, or the process died), the session still
   holds that attempt's events: it is rewound to just after the confirmed tools' results, so the
-  model calls made since replay under their own keys (see `_rewind_to_answer`).
+  model calls made since replay under their own keys (see `_rewind_to_answer`); the agent the
+  answer went to runs again (a ``ParallelAgent``'s branch, not the root: see `answered_agent`).
 - **Recorded as** framework ``adk-runner``, agent ``<app>/<root agent>``: ``agentspan.serve``
   workers (which match runs on agent names, and ADK agent names cannot contain ``/``) never claim
   them, and ``agentspan.resume`` refuses them: only the user's Runner, with its session service,
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from google.adk.agents import BaseAgent
+from google.adk.agents import BaseAgent, _agent_router
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.events import Event
 from google.adk.events._rewind_events import _apply_rewinds
@@ -112,6 +113,8 @@ class ManagedRun:
     """The session was rewound to before the dead attempt (ADK must pick the agent to run again)."""
     taken_over: bool = False
     """The run was taken over from a process that died while executing it."""
+    resume_agent: BaseAgent | None = None
+    """The agent an answer acted on before went to, to run again (`answered_agent`)."""
 
     @property
     def run(self) -> agentspan.ActiveRun:
@@ -265,6 +268,43 @@ async def _rewind_to_answer(ic: InvocationContext, message: types.Content) -> No
     late = stamp + _TICK - platform_time.get_time()
     if late > 0:  # the events ADK appends next must come after the copies
         await asyncio.sleep(late)
+
+
+def answered_agent(ic: InvocationContext, message: types.Content) -> BaseAgent | None:
+    """The agent ADK ran when ``message``, an answer it acted on before, first arrived; None when
+    that is the root agent (or the answer is not found).
+
+    The plugin passes ADK an empty message instead of such an answer (`_confirmations.acted_on_before`),
+    and ADK picks the agent to run from the session with that message last: no function response
+    routes it to the agent that asked for the confirmation, and it falls back to the root. When
+    that agent is a workflow agent's sub-agent (a ``ParallelAgent``'s branch, a
+    ``SequentialAgent``'s step), the root would run every sub-agent again: the finished ones would
+    make new model calls (keyed after those the session shows, so never replayed) and run their
+    tools again. ADK's own routing, on the session as it was when the answer arrived (up to the
+    answer), names the agent it ran then.
+    """
+    answering = {p.function_response.id for p in message.parts or []
+                 if p.function_response is not None and p.function_response.id}
+    live = _apply_rewinds(ic.session.events)
+    at = next((i for i in range(len(live) - 1, -1, -1)
+               if live[i].invocation_id == ic.invocation_id and live[i].author == "user"
+               and any(r.id in answering for r in live[i].get_function_responses())), None)
+    if at is None:
+        return None
+    root = root_of(ic.agent)
+    view = ic.session.model_copy(update={"events": live[:at + 1]})  # (a shallow copy: the events are shared)
+    agent = _agent_router.find_agent_to_run(view, root, resumability_config=ic.resumability_config)
+    return None if agent is root else agent
+
+
+def run_agent(ic: InvocationContext, agent: BaseAgent) -> None:
+    """Makes the invocation run ``agent`` (on the branch it last ran on in this invocation), as
+    ADK does for an agent it resumes with an answer."""
+    if ic.agent is agent:
+        return
+    ic.agent = agent
+    _agent_router.restore_branch_from_history(invocation_context=ic, node=agent, root=root_of(agent),
+                                              invocation_id=ic.invocation_id)
 
 
 async def _create(store: Store, ic: InvocationContext, label: str, key: str,

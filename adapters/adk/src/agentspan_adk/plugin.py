@@ -109,7 +109,10 @@ class AgentspanPlugin(BasePlugin):
                 # what came after): an answer ADK would ignore, ending the invocation short of its
                 # final answer. An empty message (no part the model sees) lets the invocation go
                 # on. (Read among all the session's events, rewound ones included, as ADK's
-                # confirmation processor reads them.)
+                # confirmation processor reads them.) ADK picks the agent to run from the session
+                # with that message last: the agent the answer went to is run again in
+                # `before_run_callback`, as it was the first time.
+                managed.resume_agent = _managed.answered_agent(ic, user_message)
                 return types.Content(role="user", parts=[types.Part(text="")])
             return _apply_decisions(journal, invocation_context, user_message)
         if managed.rewound:
@@ -121,6 +124,9 @@ class AgentspanPlugin(BasePlugin):
 
     async def before_run_callback(self, *, invocation_context: InvocationContext) -> types.Content | None:
         await self._bind(invocation_context, None)
+        managed = self._managed.get(invocation_context.invocation_id)
+        if managed is not None and managed.resume_agent is not None:
+            _managed.run_agent(invocation_context, managed.resume_agent)
         return None
 
     async def before_agent_callback(self, *, agent: Any, callback_context: CallbackContext) -> types.Content | None:
