@@ -23,6 +23,7 @@ from agents import (
     handoff,
     set_tracing_disabled,
 )
+from agents.exceptions import MaxTurnsExceeded
 from pydantic import BaseModel
 
 import agentspan
@@ -597,6 +598,31 @@ def test_a_result_holds_the_users_agents_for_the_next_turn(streamed):
     billing_model.turns = [ToolCall("add", {"a": 1, "b": 2}), "3"]  # (turns counted per run)
     assert agentspan.run(first.last_agent, follow_up, run_id="second").final_output == "3"
     assert effects == ["add 1 2 llm:0/call:call_0_0"]  # once, journaled under the second run's first call
+
+
+def test_an_sdk_error_carries_the_users_agents_out_of_the_run():
+    """``run_data`` of an SDK exception (here ``MaxTurnsExceeded``) holds the agents given, as the
+    plain runner's does: going on from ``exc.run_data.last_agent`` with the plain ``Runner`` (the
+    SDK's recovery pattern) stops at the tool's ``needs_approval`` (was: the durable clone, whose
+    wrapped tool ran the refund without asking)."""
+    refunds: list[str] = []
+
+    @function_tool(needs_approval=True)
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        refunds.append(order_id)
+        return "refunded"
+
+    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), ToolCall("refund", {"order_id": "1"}), "done"])
+    agent = Agent(name="desk", instructions="x", tools=[add, refund], model=model)
+    with pytest.raises(MaxTurnsExceeded) as stopped:
+        agentspan.run(agent, "go", max_turns=1)
+    data = stopped.value.run_data
+    assert data is not None and data.last_agent is agent
+    assert data.new_items and all(item.agent is agent for item in data.new_items)
+    goes_on = Runner.run_sync(data.last_agent, [{"role": "user", "content": "go"}]
+                              + [item.to_input_item() for item in data.new_items], max_turns=3)
+    assert [item.name for item in goes_on.interruptions] == ["refund"] and refunds == []
 
 
 def test_a_decision_stands_when_the_tools_approval_policy_changes_its_answer():

@@ -7,8 +7,14 @@ import threading
 
 import pytest
 from agents import Agent, function_tool, set_tracing_disabled
-from agents.exceptions import ModelBehaviorError
-from openai.types.responses import Response, ResponseError, ResponseFailedEvent
+from agents.exceptions import ModelBehaviorError, ModelRefusalError
+from openai.types.responses import (
+    Response,
+    ResponseError,
+    ResponseFailedEvent,
+    ResponseOutputMessage,
+    ResponseOutputRefusal,
+)
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
@@ -186,14 +192,20 @@ class Refund(BaseModel):
     amount: float
 
 
-@pytest.mark.parametrize(("first_answer", "refused"), [
-    ('{"order_id": "42"}', "Invalid JSON"),  # not a Refund
-    (ToolCall("teleport", {"to": "mars"}), "Tool teleport not found"),  # a tool the agent does not have
+_REFUSAL = ResponseOutputMessage(id="msg_r", role="assistant", status="completed", type="message",
+                                 content=[ResponseOutputRefusal(refusal="I won't refund that", type="refusal")])
+
+
+@pytest.mark.parametrize(("first_answer", "error", "refused"), [
+    ('{"order_id": "42"}', ModelBehaviorError, "Invalid JSON"),  # not a Refund
+    (ToolCall("teleport", {"to": "mars"}), ModelBehaviorError, "Tool teleport not found"),  # a tool it has not
+    # the model refused to give the output type (was: replayed on every retry, failing again)
+    ([_REFUSAL], ModelRefusalError, "I won't refund that"),
 ])
-def test_a_retry_asks_the_model_again_for_an_answer_the_sdk_refused(first_answer, refused):
+def test_a_retry_asks_the_model_again_for_an_answer_the_sdk_refused(first_answer, error, refused):
     model = ScriptedModel([first_answer, '{"order_id": "42", "amount": 30}'], name="m")
     agent = Agent(name="refunds", instructions="Refund.", output_type=Refund, model=model)
-    with pytest.raises(ModelBehaviorError, match=refused):
+    with pytest.raises(error, match=refused):
         agentspan.run(agent, "refund 42", run_id="refused")
     result = agentspan.retry("refused", agent).result(timeout=20)  # was: the same answer replayed, failing again
     assert result.final_output == Refund(order_id="42", amount=30.0)

@@ -8,7 +8,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from agents import Agent, Model, RunConfig, Runner
-from agents.exceptions import ModelBehaviorError
+from agents.exceptions import AgentsException, ModelBehaviorError, ModelRefusalError
 from agents.models.multi_provider import MultiProvider
 from pydantic_core import to_jsonable_python
 
@@ -27,7 +27,7 @@ from agentspan_openai_agents._session import (
     session_for_attempt,
 )
 from agentspan_openai_agents._stream import event_key
-from agentspan_openai_agents._wrap import AgentWrapper, restore_originals
+from agentspan_openai_agents._wrap import AgentWrapper, restore_originals, restore_originals_in_error
 
 if TYPE_CHECKING:
     from agentspan.testing import MockSetup, StandIns
@@ -110,12 +110,14 @@ class OpenAIAgentsAdapter(Adapter):
             async with servers_connected(target):
                 with attempt(wrapper, config):  # a tool's own Runner calls are journaled too (`_nested`)
                     return await self._run(run, wrapper.agent(target), input, config, kwargs)
-        except ModelBehaviorError as exc:
-            # the SDK refused the model's answer (invalid JSON for the output type, a tool it does
-            # not have, ...): a retry asks the model again instead of replaying the same answer.
-            # Raised by a model call itself (a failed or cut-off response), it is that call's own
-            # failure: a retry makes that call again and replays the answers before it.
-            if tracker.answered is not None:
+        except AgentsException as exc:
+            restore_originals_in_error(exc)  # the SDK's recovery pattern goes on from `run_data`
+            if isinstance(exc, ModelBehaviorError | ModelRefusalError) and tracker.answered is not None:
+                # the SDK refused the model's answer (invalid JSON for the output type, a tool it
+                # does not have, ...), or the model refused to give the output type: a retry asks
+                # the model again instead of replaying the same answer into the same failure.
+                # Raised by a model call itself (a failed or cut-off response), it is that call's
+                # own failure: a retry makes that call again and replays the answers before it.
                 await call_store(run.store, run.set_aside, tracker.answered,
                                  f"superseded: the SDK refused this answer of the model ({exc}); a retry asks again")
             raise

@@ -228,6 +228,25 @@ def restore_originals(result: Any) -> None:
         _swap(item, "target_agent", "_target_agent_ref")
 
 
+def restore_originals_in_error(exc: Exception) -> None:
+    """`restore_originals` for what an SDK exception carries out of a run (``run_data``: its last
+    agent, each item's agent; a tripped output guardrail's result): the SDK's recovery pattern,
+    going on from ``exc.run_data.last_agent`` with the plain ``Runner``, must run the user's agents,
+    not the durable clones (whose tools are journaling wrappers with Agentspan's approval gate)."""
+    data = getattr(exc, "run_data", None)
+    if data is not None:
+        _swap(data, "last_agent", "")
+        for item in getattr(data, "new_items", None) or ():
+            _swap(item, "agent", "_agent_ref")
+            _swap(item, "source_agent", "_source_agent_ref")
+            _swap(item, "target_agent", "_target_agent_ref")
+        for result in getattr(data, "output_guardrail_results", None) or ():
+            _swap(result, "agent", "")
+    result = getattr(exc, "guardrail_result", None)
+    if result is not None:
+        _swap(result, "agent", "")
+
+
 def _swap(holder: Any, name: str, ref: str) -> None:
     fields = getattr(holder, "__dict__", None)
     original = getattr(fields.get(name), _ORIGINAL, None) if fields is not None else None
