@@ -102,6 +102,23 @@ def test_the_applications_own_command_resume_answers_the_interrupt_and_closes_it
     assert step.output["resume"] == answer and step.output["status"] == status
 
 
+def test_answering_with_the_config_langgraph_hands_back_continues_the_waiting_run():
+    """``graph.get_state(thread).config`` names the thread's latest checkpoint: resuming with it is
+    resuming the thread, as with LangGraph's own savers (was: taken for time travel, so the waiting
+    run stayed waiting with its approval open, and the node's calls were made again, unjournaled)."""
+    graph = on_saver(lgr_support.review_graph())
+    graph.invoke(INPUT, thread("t-head"))
+    (approval,) = agentspan.get(only_run().id).pending_approvals()
+    assert calls_of("writer") == [0]
+    head = graph.get_state(thread("t-head")).config
+    assert head["configurable"]["checkpoint_id"]
+    result = graph.invoke(Command(resume={"approved": True, "by": "bob"}), head)
+    assert result["messages"][-1].content == "Refunded by bob."
+    run = only_run()
+    assert run.status is agentspan.RunStatus.COMPLETED
+    assert agentspan.get_store().get_approval(approval.id).status.value == "approved"
+    assert calls_of("writer") == [0]  # the node's model call replayed, not made again
+
 def test_a_decision_made_in_agentspan_is_delivered_by_invoke_none():
     graph = on_saver(lgr_support.review_graph())
     graph.invoke(INPUT, thread("t-4"))

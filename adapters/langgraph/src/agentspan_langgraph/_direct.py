@@ -264,16 +264,27 @@ def plan(graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DirectRun
     input = args[0] if args else kwargs.get("input")
     config = args[1] if len(args) > 1 else kwargs.get("config")
     configurable = ensure_config(config).get("configurable") or {}
-    if (configurable.get("checkpoint_ns") or configurable.get("checkpoint_id")
-            or any(str(name).startswith("__pregel_") for name in configurable)):
-        return None  # a subgraph inside a graph's task, or time travel
+    if configurable.get("checkpoint_ns") or any(str(name).startswith("__pregel_") for name in configurable):
+        return None  # a subgraph inside a graph's task
     thread_id = configurable.get("thread_id")
     if thread_id is None:
         return None  # LangGraph's own error tells what is missing
+    if configurable.get("checkpoint_id"):
+        if not _latest(saver, thread_id, configurable["checkpoint_id"]):
+            return None  # time travel: a fork from an earlier checkpoint
+        # the thread's latest checkpoint (``graph.get_state(thread).config``, as LangGraph's docs
+        # resume with): the same as the thread itself, so the same run goes on
+        config = {**(config or {}), "configurable": {k: v for k, v in configurable.items() if k != "checkpoint_id"}}
     rest = {k: v for k, v in kwargs.items() if k not in ("input", "config")}
     if rest.get("durability") is None:
         rest["durability"] = "sync"
     return DirectRun(graph, saver, input, RunnableConfig(**(config or {})), str(thread_id), rest)
+
+
+def _latest(saver: AgentspanSaver, thread_id: Any, checkpoint_id: Any) -> bool:
+    """Whether ``checkpoint_id`` is the latest checkpoint of thread ``thread_id``'s root graph."""
+    latest = saver.get_tuple(RunnableConfig(configurable={"thread_id": thread_id, "checkpoint_ns": ""}))
+    return latest is not None and latest.config["configurable"].get("checkpoint_id") == checkpoint_id
 
 
 def _interrupted(result: Any) -> bool | None:
