@@ -28,7 +28,7 @@ def _replayed(method: str, context: Any, tracker: CallTracker) -> bool | None:
     if method == "on_llm_start":
         return run.will_replay(run.peek_llm_key())
     if method == "on_llm_end":
-        return run.was_replayed("llm", tracker.last_llm_key)
+        return run.was_replayed("llm", tracker.last_llm_key(run))  # its own scope's: not a nested run's
     if method in ("on_tool_start", "on_tool_end"):
         call_id = getattr(context, "tool_call_id", None)
         if not call_id:

@@ -187,16 +187,53 @@ class JournalingModel(Model):
 
     def _responded(self, run: agentspan.ActiveRun, key: str, response: ModelResponse) -> None:
         run.register_calls(key, call_ids(response))
-        self.tracker.last_llm_key = self.tracker.answered = key
+        self.tracker.responded(key)
+
+
+def _scope_of(key: str) -> str:
+    """The scope prefix of a model-call key: ``llm:0/call:t1/`` of ``llm:0/call:t1/llm:3`` (the
+    call's own ``llm:<n>`` is always the key's last part)."""
+    return key[:key.rindex("llm:")]
 
 
 class CallTracker:
-    """Per-attempt translation state: the key of the last model call that answered (handoffs hang
-    off it), and that key again while no model call has begun since (``answered``: the answer an
-    SDK error raised after it refused, not a call that failed itself)."""
+    """Per-attempt translation state: the key of the last model call that answered in each key
+    scope (`last_llm_key`: handoffs hang off it), and the key of the last model call that answered
+    anywhere while no model call has begun since (``answered``: the answer an SDK error raised
+    after it refused, not a call that failed itself)."""
 
-    last_llm_key: str = "llm:?"
     answered: str | None = None
+
+    def __init__(self) -> None:
+        # by scope prefix ("" for the run's own calls): an agent tool's run (or a guardrail's
+        # judge) answers in a scope of its own, between its caller's response and that
+        # response's handoff, and only on the attempts that do not replay it whole
+        self._last_in_scope: dict[str, str] = {}
+
+    def responded(self, key: str) -> None:
+        """Notes that a model call answered (live or from the journal).
+
+        Args:
+            key: The call's step key.
+        """
+        self._last_in_scope[_scope_of(key)] = key
+        self.answered = key
+
+    def last_llm_key(self, run: agentspan.ActiveRun) -> str:
+        """The key of the last model call that answered in the current scope: the response the
+        handoff (or the ``on_llm_end`` hook) now running is about, as the agent loop of one scope
+        makes its model calls one after another. A nested run's calls, made in scopes of their
+        own, whatever their order and whether or not they are made again on this attempt, do not
+        change it.
+
+        Args:
+            run: The active run, whose current scope (the context's) is asked about.
+
+        Returns:
+            The key, or ``<scope>llm:?`` when no model call has answered in that scope.
+        """
+        scope = _scope_of(run.peek_llm_key())
+        return self._last_in_scope.get(scope, f"{scope}llm:?")
 
 
 class JournalingProvider(ModelProvider):

@@ -378,7 +378,10 @@ class AgentWrapper:
             if run is None:
                 return self.agent(await original(ctx, args_json))
             known = ref() if ref is not None else None
-            key = f"{tracker.last_llm_key}/handoff:{target.tool_name}"
+            # the response that asked for this handoff: its agent's last model call, not whichever
+            # answered last (an agent tool's run, asked for in the same response, answers after it
+            # on the first attempt but is replayed whole, without its model calls, on a resume)
+            key = f"{tracker.last_llm_key(run)}/handoff:{target.tool_name}"
             args = _parse_args(args_json)
 
             async def invoke() -> Agent[Any]:
