@@ -92,3 +92,36 @@ def test_a_rejected_second_approval_is_not_run_with_the_first_ones_decision() ->
         getattr(handle, decide)(approval.id, by="human")
     assert handle.result(timeout=20)["out"] == ["refund $5: done (approved)", "delete account: refused (rejected)"]
     assert DONE == ["refund $5"]  # was: the delete ran too, with the first approval's decision
+
+
+@tool
+def outer(what: str) -> str:
+    """Asks for an action through the `act` tool."""
+    return "outer(" + act.invoke({"what": what}) + ")"
+
+
+def test_interrupts_of_a_tool_called_inside_a_replayed_tool_are_passed_over_too() -> None:
+    def node(state: _State) -> dict[str, list[str]]:
+        first = outer.invoke({"what": "refund $5"})  # its interrupt is made inside `act`, inside `outer`
+        second = act.invoke({"what": "delete account"})
+        return {"out": [first, second]}
+
+    builder = StateGraph(_State)
+    builder.add_node("n", node)
+    builder.add_edge(START, "n")
+    builder.add_edge("n", END)
+    graph = builder.compile(checkpointer=AgentspanSaver())
+    config = {"configurable": {"thread_id": "nested"}}
+    DONE.clear()
+    state = graph.invoke({"out": []}, config)
+    for answer in ("yes", "no"):
+        (pending,) = state["__interrupt__"]
+        state = graph.invoke(Command(resume={pending.id: answer}), config)
+    assert state["out"] == ["outer(refund $5: done (yes))", "delete account: refused (no)"]
+    assert DONE == ["refund $5"]  # was: the delete done with the refund's answer
+    (run,) = agentspan.get_store().list_runs()
+    steps = {s.key: s for s in agentspan.get(run.id).steps()}
+    counts = {key: step.output for key, step in steps.items() if key.endswith("/interrupts")}
+    assert sorted(counts.values()) == [1, 1, 1]  # outer, the act inside it, the second act
+    # the tool steps hold the tools' own results (the count is a step of its own)
+    assert all("interrupts" not in str(step.output) for step in steps.values() if step.kind.value == "tool")

@@ -403,7 +403,10 @@ def test_interrupt_inside_a_tool_and_inside_a_subgraph():
     # the tool's first attempt was interrupted; it completed when LangGraph ran it again
     assert wire_step.key.startswith("payments:") and "|tools:" in wire_step.key and wire_step.attempt == 2
     assert wire_step.status is agentspan.StepStatus.COMPLETED
-    assert [s.name for s in steps if s.kind is agentspan.StepKind.CHECKPOINT] == ["agent", "tools", "agent", "payments"]
+    nodes = [s.name for s in steps if s.kind is agentspan.StepKind.CHECKPOINT and not s.key.endswith("/interrupts")]
+    assert nodes == ["agent", "tools", "agent", "payments"]
+    # the tool's interrupt, counted for its replays (`agentspan_langgraph._interrupts`)
+    assert [s.output for s in steps if s.key == f"{wire_step.key}/interrupts"] == [1]
 
 
 def test_cancelling_a_run_waiting_on_an_interrupt():

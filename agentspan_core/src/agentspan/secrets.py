@@ -19,8 +19,11 @@ _EXACT = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "p
                     "credential", "credentials", "auth", "authorization", "cookie", "xamzsecuritytoken",
                     "xgoogapikey"})
 _ENDINGS = ("apikey", "token", "secret", "secretkey", "password", "privatekey", "credential", "credentials",
-            "accesskey")
-_NOT_SECRET_ENDINGS = ("pagetoken", "continuationtoken", "synctoken")  # pagination cursors
+            "accesskey", "subscriptionkey", "authkey", "applicationkey")
+_NOT_SECRET_ENDINGS = ("pagetoken", "continuationtoken", "synctoken", "nexttoken", "cursortoken")  # pagination
+_NOT_SECRET = frozenset({  # a tokenizer's special tokens, counted or named tokens
+    "bostoken", "eostoken", "padtoken", "unktoken", "septoken", "clstoken", "masktoken", "stoptoken",
+    "specialtoken", "inputtoken", "outputtoken"})
 _SEPARATORS = re.compile(r"[^a-z0-9]")
 
 
@@ -34,13 +37,13 @@ def looks_secret(name: str) -> bool:
 
     Returns:
         True for names such as ``key``, ``api_key``, ``openai_api_key``, ``access_token``,
-        ``client_secret``, ``password``, ``X-Amz-Security-Token``; False for ``max_tokens``,
-        ``page_token``, ``thread_id``.
+        ``client_secret``, ``password``, ``X-Amz-Security-Token``, ``Ocp-Apim-Subscription-Key``;
+        False for ``max_tokens``, ``page_token``, ``nextToken``, ``eos_token``, ``thread_id``.
     """
     normal = _SEPARATORS.sub("", name.lower())
     if normal in _EXACT:
         return True
-    return normal.endswith(_ENDINGS) and not normal.endswith(_NOT_SECRET_ENDINGS)
+    return normal.endswith(_ENDINGS) and not normal.endswith(_NOT_SECRET_ENDINGS) and normal not in _NOT_SECRET
 
 
 def secret_names(names: Iterable[str]) -> list[str]:

@@ -21,11 +21,10 @@ from pydantic_core import to_jsonable_python
 import agentspan
 from agentspan.hashing import digest
 from agentspan.models import parse_model_id
-from agentspan.records import JSON
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_langgraph._codec import from_json, to_exact_json, to_json
 from agentspan_langgraph._context import Invocation
-from agentspan_langgraph._interrupts import task_interrupts, unwrap
+from agentspan_langgraph._interrupts import task_interrupts
 
 _PROVIDERS = {
     "google_genai": "google", "google_vertexai": "google", "google_anthropic_vertex": "anthropic",
@@ -158,16 +157,12 @@ async def journal_tool_call(
     async def invoke() -> Any:
         nonlocal ran
         ran = True
-        return await (live() if interrupts is None else interrupts.counting(key, live)())
+        return await (live() if interrupts is None else interrupts.counting(run, key, live)())
 
-    def dump(value: Any) -> JSON:
-        output = to_exact_json(value)
-        return output if interrupts is None else interrupts.wrap(key, output)
-
-    output, used = unwrap(await run.tool(key=key, name=tool.name, args=tool_args(tool, tool_input), invoke=invoke,
-                                         options=options_of(tool), dump=dump, call_id=tool_call_id))
-    if used and not ran and interrupts is not None:
-        interrupts.passed_over(used)
+    output = await run.tool(key=key, name=tool.name, args=tool_args(tool, tool_input), invoke=invoke,
+                            options=options_of(tool), dump=to_exact_json, call_id=tool_call_id)
+    if not ran and interrupts is not None:
+        interrupts.passed_over(run, key)
     result = from_json(output)
     if tool_call_id and isinstance(result, str):
         # A rejected approval: the model is told, as the tool's answer to its call.

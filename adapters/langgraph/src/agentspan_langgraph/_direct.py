@@ -282,9 +282,12 @@ def plan(graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DirectRun
 
 
 def _latest(saver: AgentspanSaver, thread_id: Any, checkpoint_id: Any) -> bool:
-    """Whether ``checkpoint_id`` is the latest checkpoint of thread ``thread_id``'s root graph."""
-    latest = saver.get_tuple(RunnableConfig(configurable={"thread_id": thread_id, "checkpoint_ns": ""}))
-    return latest is not None and latest.config["configurable"].get("checkpoint_id") == checkpoint_id
+    """Whether ``checkpoint_id`` is the latest checkpoint of thread ``thread_id``'s root graph (the
+    stored record's id; nothing deserialized). One store read, made only for an invocation that
+    names a checkpoint (with a store on the network, in the caller's thread or loop, as LangGraph's
+    own ``get_state`` is)."""
+    latest = saver.store.get_checkpoint(str(thread_id), "", None)
+    return latest is not None and latest.checkpoint_id == checkpoint_id
 
 
 def _interrupted(result: Any) -> bool | None:

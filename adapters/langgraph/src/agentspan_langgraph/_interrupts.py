@@ -8,31 +8,39 @@ served from the journal, and does not call ``interrupt()`` again. Without more, 
 ``interrupt()`` would take the replayed one's place in the count, and the replayed call's answer:
 a second action a human rejected would run with the first one's approval.
 
-So a live tool call counts the interrupts it consumed (the task's counter, wrapped: each
-``interrupt()`` is told to the tool call running in its context) and its journal step keeps that
-number beside the result (`wrap`); a replay advances the counter by as many (`passed_over`).
-Parallel tool calls of one task (a ``ToolNode``'s) each count their own; LangGraph itself assigns
-their interrupts in the order they happen to be reached, so a replayed call's indices are passed
-over when it replays, which for parallel calls may come after a sibling reached its interrupt.
+So a live tool call counts the interrupts made while it runs (the task's counter, wrapped: each
+``interrupt()`` is told to every journaled tool call it runs inside, an outer tool calling an
+inner one included), and when it made some, a ``checkpoint`` step ``<call key>/interrupts``
+journals their number before the call's own end is journaled; a replay of the call advances the
+counter by as many (`TaskInterrupts.passed_over`). Parallel tool calls of one task (a
+``ToolNode``'s) each count their own; LangGraph itself assigns their interrupts in the order they
+happen to be reached.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from agentspan.records import JSON
+import agentspan
+from agentspan.records import StepKind, StepStatus
 
 T = TypeVar("T")
 
 _SCRATCHPAD = "__pregel_scratchpad"
 """``langgraph._internal._constants.CONFIG_KEY_SCRATCHPAD``: where a task's config holds its scratchpad."""
-_TAG = "__agentspan_lg__"
-_KIND = "interrupts"
 
-_calling: ContextVar[str | None] = ContextVar("agentspan_langgraph_interrupting_call", default=None)
+_calling: ContextVar[tuple[str, ...]] = ContextVar("agentspan_langgraph_interrupting_calls", default=())
+"""The keys of the journaled tool calls running in this context, outermost first."""
+_install = threading.Lock()  # (a ToolNode runs sync tools on threads of its own, each asking for the counter)
+
+
+def step_key(call_key: str) -> str:
+    """The key of the step journaling how many interrupts tool call ``call_key`` made."""
+    return f"{call_key}/interrupts"
 
 
 class TaskInterrupts:
@@ -45,33 +53,48 @@ class TaskInterrupts:
         self.consumed: Counter[str] = Counter()
 
     def __call__(self) -> int:
-        key = _calling.get()
-        if key is not None:
+        for key in _calling.get():
             self.consumed[key] += 1
         return self._counter()
 
-    def counting(self, key: str, call: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
-        """``call``, with the interrupts it makes counted as tool call ``key``'s."""
+    def counting(self, run: agentspan.ActiveRun, key: str,
+                 call: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """``call``, with the interrupts made while it runs counted as tool call ``key``'s, and
+        journaled (a step of their own) once it returns, before the call's end is."""
 
         async def counted() -> T:
             self.consumed.pop(key, None)  # (an earlier try of the call, interrupted, counted its own)
-            token = _calling.set(key)
+            token = _calling.set((*_calling.get(), key))
             try:
-                return await call()
+                value = await call()
             finally:
                 _calling.reset(token)
+            made = self.consumed.pop(key, 0)
+            if made:
+                await _journal_count(run, key, made)
+            return value
 
         return counted
 
-    def wrap(self, key: str, output: JSON) -> JSON:
-        """The journal output of tool call ``key``: with the number of interrupts it consumed, if any."""
-        used = self.consumed.pop(key, 0)
-        return {_TAG: _KIND, "n": used, "value": output} if used else output
+    def passed_over(self, run: agentspan.ActiveRun, key: str) -> None:
+        """A replayed tool call ``key``: the next ``interrupt()`` of the task gets the answer after
+        the ones it made (each also counted for the journaled calls it runs inside)."""
+        step = run.journal.get(step_key(key))
+        if step is not None and step.status is StepStatus.COMPLETED and isinstance(step.output, int):
+            for _ in range(step.output):
+                self()
 
-    def passed_over(self, used: int) -> None:
-        """A replayed call's interrupts: the next ``interrupt()`` of the task gets the answer after them."""
-        for _ in range(used):
-            self._counter()
+
+async def _journal_count(run: agentspan.ActiveRun, key: str, made: int) -> None:
+    async def count() -> int:
+        return made
+
+    await run.step(kind=StepKind.CHECKPOINT, key=step_key(key), name="interrupts", input=None, input_hash=None,
+                   invoke=count, dump=_same, load=_same)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def task_interrupts() -> TaskInterrupts | None:
@@ -83,17 +106,11 @@ def task_interrupts() -> TaskInterrupts | None:
         scratchpad = get_config()["configurable"].get(_SCRATCHPAD)
     except Exception:  # not inside a runnable: no task, no interrupts
         return None
-    counter = getattr(scratchpad, "interrupt_counter", None)
-    if counter is None:
-        return None
-    if not isinstance(counter, TaskInterrupts):
-        counter = TaskInterrupts(counter)
-        object.__setattr__(scratchpad, "interrupt_counter", counter)  # (a frozen dataclass)
-    return counter
-
-
-def unwrap(output: JSON) -> tuple[JSON, int]:
-    """A tool step's output and the number of interrupts the call consumed (`TaskInterrupts.wrap`)."""
-    if isinstance(output, dict) and output.get(_TAG) == _KIND and isinstance(output.get("n"), int):
-        return output.get("value"), output["n"]
-    return output, 0
+    with _install:
+        counter = getattr(scratchpad, "interrupt_counter", None)
+        if counter is None:
+            return None
+        if not isinstance(counter, TaskInterrupts):
+            counter = TaskInterrupts(counter)
+            object.__setattr__(scratchpad, "interrupt_counter", counter)  # (a frozen dataclass)
+        return counter
