@@ -10,11 +10,13 @@ to ``billing``, which makes two function calls in one response (``quote_refund``
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from google.adk.agents import LlmAgent
 from google.adk.apps import App
 from google.adk.runners import Runner
+from google.adk.sessions import BaseSessionService, DatabaseSessionService, InMemorySessionService
 from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.adk.tools import FunctionTool, ToolContext
 from google.genai import types
@@ -142,3 +144,13 @@ async def answer_confirmation(runner: Runner, session_id: str, confirmed: bool) 
     message = types.Content(role="user", parts=[answer])
     return [e async for e in runner.run_async(user_id=USER, session_id=session_id, new_message=message)]
 
+
+
+def session_service(kind: str, home: Path) -> BaseSessionService:
+    """An ADK session service of ``kind`` (``sqlite``, ``database``: ADK's SQLAlchemy one on
+    SQLite, or in ``memory``), its files in ``home``."""
+    if kind == "sqlite":
+        return SqliteSessionService(str(home / "sessions.db"))
+    if kind == "database":
+        return DatabaseSessionService(f"sqlite+aiosqlite:///{home / 'adk.db'}")
+    return InMemorySessionService()

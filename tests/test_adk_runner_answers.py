@@ -20,8 +20,6 @@ from google.adk.apps import App
 from google.adk.events import Event
 from google.adk.events._rewind_events import _apply_rewinds
 from google.adk.runners import Runner
-from google.adk.sessions import BaseSessionService, DatabaseSessionService, InMemorySessionService
-from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.adk.tools import FunctionTool, ToolContext
 from google.genai import types
 
@@ -42,13 +40,6 @@ def _home(home):
     yield home
 
 
-def session_service(kind: str, home: Path) -> BaseSessionService:
-    if kind == "sqlite":
-        return SqliteSessionService(str(home / "sessions.db"))
-    if kind == "database":
-        return DatabaseSessionService(f"sqlite+aiosqlite:///{home / 'adk.db'}")
-    return InMemorySessionService()
-
 
 @agentspan.tool(approval_required=True)
 def notify_refund(order_id: str, tool_context: ToolContext) -> str:
@@ -64,7 +55,7 @@ def orders_runner(kind: str, home: Path, turns: list[Any]) -> Runner:
                      tools=[FunctionTool(adk_support.cancel_order, require_confirmation=True), adk_support.refund,
                             notify_refund])
     return Runner(app=App(name=APP, root_agent=agent, plugins=[AgentspanPlugin()]),
-                  session_service=session_service(kind, home))
+                  session_service=adk_support.session_service(kind, home))
 
 
 async def converse(runner: Runner) -> tuple[list[Event], list[str]]:

@@ -18,8 +18,6 @@ from google.adk.apps import App
 from google.adk.events import Event
 from google.adk.events._rewind_events import _apply_rewinds
 from google.adk.runners import Runner
-from google.adk.sessions import BaseSessionService, InMemorySessionService
-from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.adk.tools import FunctionTool
 from google.genai import types
 
@@ -42,11 +40,6 @@ def _home(home):
     yield home
 
 
-def session_service(kind: str, home: Path) -> BaseSessionService:
-    if kind == "sqlite":
-        return SqliteSessionService(str(home / "sessions.db"))
-    return InMemorySessionService()
-
 
 def fan_runner(kind: str, home: Path, *, root: str = "parallel", b_confirms: bool = False) -> Runner:
     """``fan``: branch ``a`` (a confirmed ``cancel_order``, then an Agentspan-approved ``refund``)
@@ -62,7 +55,7 @@ def fan_runner(kind: str, home: Path, *, root: str = "parallel", b_confirms: boo
     fan = ParallelAgent(name="fan", sub_agents=[a, b])
     agent: BaseAgent = fan if root == "parallel" else SequentialAgent(name="seq", sub_agents=[fan])
     return Runner(app=App(name=APP, root_agent=agent, plugins=[AgentspanPlugin()]),
-                  session_service=session_service(kind, home))
+                  session_service=adk_support.session_service(kind, home))
 
 
 async def converse(runner: Runner, order: tuple[str, ...] = ("a", "b")) -> tuple[list[Event], list[str]]:

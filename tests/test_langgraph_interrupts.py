@@ -46,12 +46,14 @@ class _State(TypedDict):
     out: Annotated[list[str], operator.add]
 
 
-def _graph(checkpointer: Any) -> Any:
-    def node(state: _State) -> dict[str, list[str]]:
-        first = act.invoke({"what": "refund $5"})
-        second = act.invoke({"what": "delete account"})
-        return {"out": [first, second]}
+def _two_acts(state: _State) -> dict[str, list[str]]:
+    first = act.invoke({"what": "refund $5"})
+    second = act.invoke({"what": "delete account"})
+    return {"out": [first, second]}
 
+
+def _graph(checkpointer: Any, node: Any = _two_acts) -> Any:
+    """``START → n → END``, node ``n`` asking for two actions."""
     builder = StateGraph(_State)
     builder.add_node("n", node)
     builder.add_edge(START, "n")
@@ -106,11 +108,7 @@ def test_interrupts_of_a_tool_called_inside_a_replayed_tool_are_passed_over_too(
         second = act.invoke({"what": "delete account"})
         return {"out": [first, second]}
 
-    builder = StateGraph(_State)
-    builder.add_node("n", node)
-    builder.add_edge(START, "n")
-    builder.add_edge("n", END)
-    graph = builder.compile(checkpointer=AgentspanSaver())
+    graph = _graph(AgentspanSaver(), node)
     config = {"configurable": {"thread_id": "nested"}}
     DONE.clear()
     state = graph.invoke({"out": []}, config)

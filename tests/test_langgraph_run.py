@@ -536,6 +536,17 @@ class _Count(TypedDict):
     n: int
 
 
+def _two_steps(step: Any, context_schema: Any, name: str) -> Any:
+    """``START → first → second → END``, both nodes ``step``."""
+    builder = StateGraph(_Count, context_schema=context_schema)
+    builder.add_node("first", step)
+    builder.add_node("second", step)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "second")
+    builder.add_edge("second", END)
+    return builder.compile(name=name)
+
+
 def test_options_no_json_keeps_must_be_given_again_to_resume_a_run():
     seen: list[tuple[Any, ...]] = []
 
@@ -544,13 +555,7 @@ def test_options_no_json_keeps_must_be_given_again_to_resume_a_run():
         seen.append((runtime.context.user, runtime.context.client, configurable.get("tenant"), configurable.get("db")))
         return {"n": state["n"] + 1}
 
-    builder = StateGraph(_Count, context_schema=_Ctx)
-    builder.add_node("first", step)
-    builder.add_node("second", step)
-    builder.add_edge(START, "first")
-    builder.add_edge("first", "second")
-    builder.add_edge("second", END)
-    graph = builder.compile(name="ctx")
+    graph = _two_steps(step, _Ctx, "ctx")
     client = _Client()
     run_id = "with-client"
     agentspan.run(graph, {"n": 0}, run_id=run_id, context=_Ctx("alice", client),
@@ -577,13 +582,7 @@ def test_credentials_in_options_are_never_stored_and_must_be_given_again():
                      config["metadata"].get("ApiKey"), config["metadata"].get("team"), runtime.context))
         return {"n": state["n"] + 1}
 
-    builder = StateGraph(_Count, context_schema=dict)
-    builder.add_node("first", step)
-    builder.add_node("second", step)
-    builder.add_edge(START, "first")
-    builder.add_edge("first", "second")
-    builder.add_edge("second", END)
-    graph = builder.compile(name="keys")
+    graph = _two_steps(step, dict, "keys")
     config = {"configurable": {"tenant": "acme", "openai_api_key": key}, "metadata": {"team": "t1", "ApiKey": key}}
     context = {"user": "alice", "auth": {"access_token": key}}
     agentspan.run(graph, {"n": 0}, run_id="with-keys", config=config, context=context)
