@@ -625,6 +625,21 @@ def test_an_sdk_error_carries_the_users_agents_out_of_the_run():
     assert [item.name for item in goes_on.interruptions] == ["refund"] and refunds == []
 
 
+def test_a_run_error_handler_is_handed_the_users_agents():
+    """``error_handlers=`` (the SDK's): the handler's ``data.run_data`` holds the agents given, as
+    under the plain runner (was: the durable clones)."""
+    seen: list[bool] = []
+
+    def on_max_turns(data: Any) -> str:
+        seen.append(data.run_data.last_agent is agent and all(i.agent is agent for i in data.run_data.new_items))
+        return "stopped"
+
+    agent = Agent(name="desk", instructions="x", tools=[add],
+                  model=ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4}), "done"]))
+    result = agentspan.run(agent, "go", max_turns=1, error_handlers={"max_turns": on_max_turns})
+    assert result.final_output == "stopped" and seen == [True]
+
+
 def test_a_decision_stands_when_the_tools_approval_policy_changes_its_answer():
     """A callable ``needs_approval`` is asked again on every execution of the run; a call it
     gated before is gated again whatever it answers now (was: rejected, then run once the policy

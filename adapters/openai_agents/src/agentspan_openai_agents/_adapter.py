@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from agents import Agent, Model, RunConfig, Runner
@@ -106,6 +107,9 @@ class OpenAIAgentsAdapter(Adapter):
         kwargs.pop(SESSION_OPTION, None)
         kwargs["session"] = session_for_attempt(run, options.get("session"))
         kwargs["hooks"] = run_hooks(kwargs.get("hooks"), tracker)  # told whether their call is replayed
+        if kwargs.get("error_handlers"):
+            kwargs["error_handlers"] = {kind: _given_originals(handler)
+                                        for kind, handler in kwargs["error_handlers"].items()}
         try:
             async with servers_connected(target):
                 with attempt(wrapper, config):  # a tool's own Runner calls are journaled too (`_nested`)
@@ -150,3 +154,17 @@ class OpenAIAgentsAdapter(Adapter):
         from agentspan_openai_agents.demo import main
 
         main()
+
+
+def _given_originals(handler: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
+    """A run error handler (``error_handlers=``) that is handed the user's agents in its input's
+    ``run_data`` (its last agent, the items'), as under the plain runner, not the durable clones:
+    a handler that goes on from ``data.run_data.last_agent`` runs the agents the user wrote."""
+
+    async def handle(data: Any) -> Any:
+        restore_originals_in_error(data)  # (the run ends after its handler: the swap stays)
+        result = handler(data)
+        return await result if inspect.isawaitable(result) else result
+
+    return handle
+
