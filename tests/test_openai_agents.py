@@ -638,6 +638,8 @@ def test_a_run_error_handler_is_handed_the_users_agents():
                   model=ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4}), "done"]))
     result = agentspan.run(agent, "go", max_turns=1, error_handlers={"max_turns": on_max_turns})
     assert result.final_output == "stopped" and seen == [True]
+    with pytest.raises(MaxTurnsExceeded):  # a kind mapped to None has no handler, as for the SDK
+        agentspan.run(agent, "go", max_turns=1, error_handlers={"max_turns": None})
 
 
 def test_a_decision_stands_when_the_tools_approval_policy_changes_its_answer():

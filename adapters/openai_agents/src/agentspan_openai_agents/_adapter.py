@@ -108,8 +108,8 @@ class OpenAIAgentsAdapter(Adapter):
         kwargs["session"] = session_for_attempt(run, options.get("session"))
         kwargs["hooks"] = run_hooks(kwargs.get("hooks"), tracker)  # told whether their call is replayed
         if kwargs.get("error_handlers"):
-            kwargs["error_handlers"] = {kind: _given_originals(handler)
-                                        for kind, handler in kwargs["error_handlers"].items()}
+            kwargs["error_handlers"] = {kind: None if handler is None else _given_originals(handler)
+                                        for kind, handler in kwargs["error_handlers"].items()}  # (None: no handler)
         try:
             async with servers_connected(target):
                 with attempt(wrapper, config):  # a tool's own Runner calls are journaled too (`_nested`)
