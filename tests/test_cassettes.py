@@ -411,7 +411,8 @@ def test_credential_names_whatever_their_spelling() -> None:
     for name in ("key", "Key", "api_key", "API-KEY", "apiKey", "openai_api_key", "access_token", "client_secret",
                  "password", "X-Amz-Security-Token", "hf_token", "Ocp-Apim-Subscription-Key", "auth_key"):
         assert looks_secret(name), name
-    for name in ("max_tokens", "page_token", "pageToken", "nextToken", "eos_token", "thread_id", "tenant", "alt",
+    for name in ("max_tokens", "page_token", "pageToken", "nextToken", "eos_token", "tokenizer_eos_token",
+                 "prompt_token", "completion_token", "thread_id", "tenant", "alt",
                  "model", "keys_count", "sort_key", "primary_key"):
         assert not looks_secret(name), name
     assert redact_url("https://u:pw-1@h.example/p?Key=k-2&alt=json#f") == "https://u:REDACTED@h.example/p?Key=REDACTED&alt=json#f"

@@ -20,10 +20,11 @@ _EXACT = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "p
                     "xgoogapikey"})
 _ENDINGS = ("apikey", "token", "secret", "secretkey", "password", "privatekey", "credential", "credentials",
             "accesskey", "subscriptionkey", "authkey", "applicationkey")
-_NOT_SECRET_ENDINGS = ("pagetoken", "continuationtoken", "synctoken", "nexttoken", "cursortoken")  # pagination
-_NOT_SECRET = frozenset({  # a tokenizer's special tokens, counted or named tokens
-    "bostoken", "eostoken", "padtoken", "unktoken", "septoken", "clstoken", "masktoken", "stoptoken",
-    "specialtoken", "inputtoken", "outputtoken"})
+_NOT_SECRET_ENDINGS = (
+    "pagetoken", "continuationtoken", "synctoken", "nexttoken", "cursortoken",  # pagination
+    "bostoken", "eostoken", "padtoken", "unktoken", "septoken", "clstoken", "masktoken", "stoptoken",  # a tokenizer's
+    "specialtoken", "inputtoken", "outputtoken", "prompttoken", "completiontoken", "reasoningtoken",  # counted
+)
 _SEPARATORS = re.compile(r"[^a-z0-9]")
 
 
@@ -43,7 +44,7 @@ def looks_secret(name: str) -> bool:
     normal = _SEPARATORS.sub("", name.lower())
     if normal in _EXACT:
         return True
-    return normal.endswith(_ENDINGS) and not normal.endswith(_NOT_SECRET_ENDINGS) and normal not in _NOT_SECRET
+    return normal.endswith(_ENDINGS) and not normal.endswith(_NOT_SECRET_ENDINGS)
 
 
 def secret_names(names: Iterable[str]) -> list[str]:
