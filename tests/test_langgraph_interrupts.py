@@ -21,6 +21,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
 import agentspan
+from agentspan.export import export_run
+from agentspan.testing import replay
 from agentspan_langgraph import AgentspanSaver
 
 DONE: list[str] = []
@@ -83,15 +85,20 @@ def test_a_later_interrupt_gets_its_own_answer_when_an_earlier_call_is_replayed(
     assert DONE == ["refund $5"]  # the completed first call replayed, the rejected one not done
 
 
-def test_a_rejected_second_approval_is_not_run_with_the_first_ones_decision() -> None:
-    DONE.clear()
-    handle = agentspan.start(_graph(None), {"out": []}, thread_id="run")
+def _approve_then_reject(handle: agentspan.Handle) -> None:
+    """Approves the run's first approval, then rejects its second."""
     for decide in ("approve", "reject"):
         deadline = time.monotonic() + 20
         while not handle.pending_approvals() and time.monotonic() < deadline:
             time.sleep(0.02)
         (approval,) = handle.pending_approvals()
         getattr(handle, decide)(approval.id, by="human")
+
+
+def test_a_rejected_second_approval_is_not_run_with_the_first_ones_decision() -> None:
+    DONE.clear()
+    handle = agentspan.start(_graph(None), {"out": []}, thread_id="run")
+    _approve_then_reject(handle)
     assert handle.result(timeout=20)["out"] == ["refund $5: done (approved)", "delete account: refused (rejected)"]
     assert DONE == ["refund $5"]  # was: the delete ran too, with the first approval's decision
 
@@ -123,3 +130,29 @@ def test_interrupts_of_a_tool_called_inside_a_replayed_tool_are_passed_over_too(
     assert sorted(counts.values()) == [1, 1, 1]  # outer, the act inside it, the second act
     # the tool steps hold the tools' own results (the count is a step of its own)
     assert all("interrupts" not in str(step.output) for step in steps.values() if step.kind.value == "tool")
+
+
+def _act_then_ask(state: _State) -> dict[str, list[str]]:
+    first = act.invoke({"what": "refund $5"})  # an interrupt inside a tool call
+    second = interrupt({"do": "delete account"})  # then one of the node's own
+    if second["approved"]:
+        DONE.append("delete account")
+    return {"out": [first, f"delete account: {second['status']}"]}
+
+
+def test_a_recorded_run_interrupted_in_a_tool_then_in_its_node_replays_offline() -> None:
+    DONE.clear()
+    handle = agentspan.start(_graph(None, _act_then_ask), {"out": []}, thread_id="mixed")
+    _approve_then_reject(handle)
+    recorded = handle.result(timeout=20)
+    assert recorded["out"] == ["refund $5: done (approved)", "delete account: rejected"]
+    assert DONE == ["refund $5"]
+    export = export_run(agentspan.get_store(), handle.id)
+    DONE.clear()
+    # was: ReplayDivergenceError at the node's interrupt, matched with the tool call's approval
+    # (the replayed call makes no interrupt, so the node's came first)
+    result = replay(export, _graph(None, _act_then_ask))
+    assert result.status is agentspan.RunStatus.COMPLETED
+    assert result.raw["out"] == recorded["out"]
+    assert result.live == {} and result.replayed == {"tool": 1}
+    assert DONE == []  # nothing ran: the tool call answered from the recording, the delete rejected

@@ -78,7 +78,13 @@ class TaskInterrupts:
 
     def passed_over(self, run: agentspan.ActiveRun, key: str) -> None:
         """A replayed tool call ``key``: the next ``interrupt()`` of the task gets the answer after
-        the ones it made (each also counted for the journaled calls it runs inside)."""
+        the ones it made (each also counted for the journaled calls it runs inside).
+
+        Only this run's own journal counts: its interrupts were answered in this run, so the task's
+        resume values hold their answers. A call answered from another run's recording (a strict
+        replay, `agentspan.testing.replay`: the recording's keys carry other task ids, so they are
+        not found here) made no interrupt in this run and has no answer to pass over; the replay
+        matches the recording's approvals with that in mind."""
         step = run.journal.get(step_key(key))
         if step is not None and step.status is StepStatus.COMPLETED and isinstance(step.output, int):
             for _ in range(step.output):

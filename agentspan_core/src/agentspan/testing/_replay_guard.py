@@ -7,7 +7,8 @@ run; so do the ids of its interrupts (an interrupt's approval is ``interrupt:<id
 therefore compared in a canonical form where each ``node:<uuid>`` segment becomes ``node#<n>``
 and each ``interrupt:<id>`` ``interrupt#<n>``, ``n`` counting the node's tasks (the interrupts) in
 the order they appear (in the recording: in journal order; live: in the order the replay reaches
-them).
+them). An interrupt made inside a tool call is not made again when the replay answers that call
+from the recording, so the replay passes over its ordinal (`ReplayGuard.serve`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ step's name is the model's, which a test may well replace)."""
 SHOWN_STEPS = 3
 """How many upcoming recorded steps a divergence message lists."""
 
+INTERRUPTS = "/interrupts"
+"""The key suffix of the ``checkpoint`` step a tool call that made ``interrupt()`` calls journals
+their number under (``<call key>/interrupts``; the LangGraph adapter's `_interrupts` module)."""
+
+_INTERRUPT = "interrupt"
+"""The node part of an interrupt's key (``interrupt:<id>``): all interrupts share one ordinal count."""
+
 _TASK = re.compile(r"(?P<node>[^:/|]+):(?P<task>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
                    r"|(?<=interrupt:)[0-9a-f]{32}(?![0-9a-f]))")
 
@@ -63,6 +71,10 @@ class CanonicalKeys:
             name = self._ordinals[task] = f"{node}#{count}"
         return name
 
+    def skip(self, node: str, count: int) -> None:
+        """Passes over ``count`` ordinals of ``node``: the next new id of it gets the one after them."""
+        self._counts[node] = self._counts.get(node, 0) + count
+
 
 def describe(step: Step) -> str:
     """``key (kind name)`` of a recorded step."""
@@ -84,7 +96,9 @@ class ReplayGuard:
         recorded_canon = CanonicalKeys()
         self._by_canon = {recorded_canon(s.key): s for s in self.steps}
         self._approvals = {recorded_canon(a.step_key): a for a in approvals}
+        self._by_key = {s.key: s for s in self.steps}
         self._live_canon = CanonicalKeys()
+        self._passed_over: set[str] = set()  # recorded tool calls whose interrupts the live ordinals skipped
         self._reached: set[str] = set()
         self._counters: list[Counters] = []
 
@@ -110,6 +124,8 @@ class ReplayGuard:
                                             input_change(recorded, name, input, input_hash))
         self._reached.add(recorded.key)
         if recorded.status is StepStatus.COMPLETED:
+            if kind is StepKind.TOOL:
+                self._pass_over_interrupts(recorded)
             run.counters.mark(False, kind.value, key)
             return load(recorded.output)
         if recorded.status is StepStatus.FAILED:
@@ -117,6 +133,20 @@ class ReplayGuard:
         raise ReplayDivergenceError(self.recorded_run_id, recorded.key,
                                     f"{describe(recorded)} was still in flight in the recording; "
                                     "a replay cannot tell what it returned")
+
+    def _pass_over_interrupts(self, call: Step) -> None:
+        """Notes a recorded tool call answered from the recording: the ``interrupt()`` calls it made
+        in the recording (each an approval ``interrupt:<id>``) are not made again, so the next
+        interrupt the replay reaches is matched with the recorded one after them (was: with the
+        call's own, whose approval is bound to other values). Once per call: a node runs again from
+        its start on every resume, and the call is answered again each time."""
+        if call.key in self._passed_over:
+            return
+        self._passed_over.add(call.key)
+        made = self._by_key.get(call.key + INTERRUPTS)
+        if (made is not None and made.kind is StepKind.CHECKPOINT and made.status is StepStatus.COMPLETED
+                and type(made.output) is int):
+            self._live_canon.skip(_INTERRUPT, made.output)
 
     def has_record(self, run: ActiveRun, key: str) -> bool:
         """Whether a record-only step is in the recording under this key's canonical form."""
