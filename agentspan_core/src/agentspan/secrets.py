@@ -10,7 +10,6 @@ asked for again (a resume names what it needs), a key written by mistake cannot 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "REDACTED"
@@ -45,11 +44,6 @@ def looks_secret(name: str) -> bool:
     if normal in _EXACT:
         return True
     return normal.endswith(_ENDINGS) and not normal.endswith(_NOT_SECRET_ENDINGS)
-
-
-def secret_names(names: Iterable[str]) -> list[str]:
-    """The names among ``names`` that `looks_secret` (in their order)."""
-    return [name for name in names if looks_secret(name)]
 
 
 def redact_url(url: str) -> str:

@@ -223,9 +223,7 @@ def restore_originals(result: Any) -> None:
     _swap(result, "current_agent", "_current_agent_ref")  # a streamed result's
     _swap(result, "_starting_agent_for_state", "")  # `to_state()`'s
     for item in [*getattr(result, "new_items", ()), *getattr(result, "interruptions", ())]:
-        _swap(item, "agent", "_agent_ref")
-        _swap(item, "source_agent", "_source_agent_ref")  # a handoff's
-        _swap(item, "target_agent", "_target_agent_ref")
+        _restore_item(item)
 
 
 def restore_originals_in_error(exc: Exception) -> None:
@@ -237,14 +235,19 @@ def restore_originals_in_error(exc: Exception) -> None:
     if data is not None:
         _swap(data, "last_agent", "")
         for item in getattr(data, "new_items", None) or ():
-            _swap(item, "agent", "_agent_ref")
-            _swap(item, "source_agent", "_source_agent_ref")
-            _swap(item, "target_agent", "_target_agent_ref")
+            _restore_item(item)
         for result in getattr(data, "output_guardrail_results", None) or ():
             _swap(result, "agent", "")
     result = getattr(exc, "guardrail_result", None)
     if result is not None:
         _swap(result, "agent", "")
+
+
+def _restore_item(item: Any) -> None:
+    """A run item's agent, and a handoff's source and target, back to the user's."""
+    _swap(item, "agent", "_agent_ref")
+    _swap(item, "source_agent", "_source_agent_ref")
+    _swap(item, "target_agent", "_target_agent_ref")
 
 
 def _swap(holder: Any, name: str, ref: str) -> None:
