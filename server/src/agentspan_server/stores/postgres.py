@@ -39,7 +39,7 @@ from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_c
 from agentspan_server.stores import postgres_journal as journal
 from agentspan_server.stores import postgres_schema as sql
 from agentspan_server.stores.postgres_checkpoints import PostgresCheckpoints
-from agentspan_server.stores.postgres_pool import Plan, Statement, redact_url
+from agentspan_server.stores.postgres_pool import DEFAULT_POOL_TIMEOUT, Plan, Statement, redact_url
 from agentspan_server.stores.postgres_schema import (
     approval_from_row,
     approval_values,
@@ -66,23 +66,29 @@ class PostgresStore(PostgresCheckpoints, Store):
             server's asyncio path (`async_path`) opens a second pool of the same sizes.
         create: Whether to create the schema in a database without one. The database itself
             must exist.
+        pool_timeout: Seconds a call waits for a free connection (the database unreachable, or
+            every connection in use) before it fails with `StoreError` (a server answers 503).
+            The default, 5 s, is under the HTTP client's 10 s timeout: a client hears the 503
+            and backs off instead of timing out and sending the request again.
 
     Raises:
         StoreError: The server cannot be reached, the database does not exist or is not a valid
             Agentspan store (other tables, or a newer schema version), or it is empty and
             ``create`` is false. Messages name the server and database, never the password.
-        ConfigurationError: Bad pool sizes.
+        ConfigurationError: Bad pool sizes or ``pool_timeout``.
     """
 
     blocking_io = True  # every call is a round trip to the database server
 
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, create: bool = True) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, create: bool = True,
+                 pool_timeout: float = DEFAULT_POOL_TIMEOUT) -> None:
         super().__init__(
             url,
             min_size=min_size,
             max_size=max_size,
             prepare=lambda conn: sql.migrate(conn, create=create, where=self.url),
+            pool_timeout=pool_timeout,
         )
 
     def __repr__(self) -> str:

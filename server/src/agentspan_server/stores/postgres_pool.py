@@ -33,6 +33,12 @@ __all__ = ["InTransaction", "Outcome", "Plan", "PostgresPool", "Statement", "dri
 _T = TypeVar("_T")
 _DEFAULT_CONNECT_TIMEOUT = 10
 
+DEFAULT_POOL_TIMEOUT = 5.0
+"""Seconds a call waits for a pooled connection by default: under the HTTP client's 10 s timeout
+(`agentspan.stores.remote.RemoteStore`), so that while the database is down (or every connection
+is busy) a client hears the server's 503 and backs off, instead of timing out and sending its
+request again while the server still holds the first one (psycopg_pool's own default is 30 s)."""
+
 
 # ---- plans ----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -125,28 +131,33 @@ class PostgresPool:
         max_size: Most connections the pool opens (concurrent calls beyond it wait for one).
         prepare: Called once with a first autocommit connection, before the pool opens (to
             check or migrate the schema); it may raise `StoreError` or `psycopg.Error`.
+        pool_timeout: Seconds a call waits for a connection (the database unreachable, or every
+            connection in use) before it fails with `StoreError` (`DEFAULT_POOL_TIMEOUT`).
 
     Raises:
         StoreError: The URL is invalid, the server cannot be reached, or ``prepare`` failed.
             Messages name the server and database, never the password.
-        ConfigurationError: Bad pool sizes.
+        ConfigurationError: Bad pool sizes or ``pool_timeout``.
     """
 
     def __init__(
-        self, url: str, *, min_size: int, max_size: int, prepare: Callable[[psycopg.Connection[Any]], None]
+        self, url: str, *, min_size: int, max_size: int, prepare: Callable[[psycopg.Connection[Any]], None],
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
         self.url = redact_url(url)
         if min_size < 0 or max_size < max(min_size, 1):
             raise ConfigurationError(
                 f"bad pool sizes min_size={min_size}, max_size={max_size} (need 0 <= min <= max, max >= 1)"
             )
+        if not pool_timeout > 0:  # (not NaN either)
+            raise ConfigurationError(f"bad pool_timeout={pool_timeout!r} (need seconds > 0)")
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
             detail = str(exc) if redact_url(url) == url else "check its syntax"  # the error may quote it
             raise StoreError(f"invalid PostgreSQL URL {self.url}: {detail}") from None
         self._password = str(params.get("password") or "")
-        self._conninfo, self._sizes = url, (min_size, max_size)
+        self._conninfo, self._sizes, self.pool_timeout = url, (min_size, max_size), float(pool_timeout)
         kwargs: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
@@ -160,18 +171,19 @@ class PostgresPool:
             raise error from (None if self._password and self._password in str(exc) else exc)
         self._kwargs = kwargs
         self._pool = ConnectionPool(
-            url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=True, name="agentspan-store"
+            url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=True, name="agentspan-store",
+            timeout=self.pool_timeout,
         )
 
     def async_pool(self) -> AsyncConnectionPool:
-        """A new, unopened asyncio pool to the same database, with the same sizes and settings,
+        """A new, unopened asyncio pool to the same database, with the same sizes, timeout and settings,
         handing out its most recently used connection first (`_MostRecentFirst`)."""
         min_size, max_size = self._sizes
         from agentspan_server.stores.postgres_watch import WatchedConnection
 
         pool = AsyncConnectionPool(
             self._conninfo, min_size=min_size, max_size=max_size, kwargs=self._kwargs, open=False,
-            name="agentspan-store-async", connection_class=WatchedConnection,
+            name="agentspan-store-async", connection_class=WatchedConnection, timeout=self.pool_timeout,
         )  # fmt: skip
         if type(getattr(pool, "_pool", None)) is deque:  # psycopg_pool's idle connections
             pool._pool = _MostRecentFirst(pool._pool)
