@@ -298,12 +298,17 @@ def test_a_run_that_waits_for_a_decision_in_process_has_one_span_per_attempt(exp
     agentspan.configure(otel=True)
     approver = threading.Thread(target=approve_when_asked)
     approver.start()
-    assert agentspan.run(agent_with([ToolCall("pay", {"amount": 5}), "done"], [pay]), "pay 5").final_output == "done"
+    with trace.get_tracer("app").start_as_current_span("handle request") as request:
+        result = agentspan.run(agent_with([ToolCall("pay", {"amount": 5}), "done"], [pay]), "pay 5")
+        assert trace.get_current_span() is request
+    assert result.final_output == "done"
     approver.join()
     attempts = sorted(spans_by_name(exporter)["invoke_agent calc"], key=lambda s: s.start_time)
     assert [s.attributes["agentspan.outcome"] for s in attempts] == ["waiting", "completed"]
     assert len({s.attributes["agentspan.run_id"] for s in attempts}) == 1
     assert attempts[0].end_time <= attempts[1].start_time
+    # each attempt under the caller's span (the second was under the first, which had ended)
+    assert [s.parent.span_id for s in attempts] == [request.get_span_context().span_id] * 2
 
 
 @pytest.mark.parametrize("entry", ["run", "start"])

@@ -64,11 +64,14 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
     attached = await call_store(store, attach, store, run, fresh=fresh, on_divergence=on_divergence)
     try:
         while True:
-            token = attached.active.activate()
+            token, released = attached.active.activate(), False
             try:
                 result = await _attempt(adapter, attached.active, target, run.input, options)
             except ApprovalPending:
                 await attached.active.settle()
+                # the next attempt's span goes under the caller's, not under this ended attempt's
+                ActiveRun.deactivate(token)
+                released = True
                 if on_wait == "release":
                     await call_store(store, attached.suspend)
                     return Outcome(RunStatus.WAITING, counters=attached.counters)
@@ -88,7 +91,8 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
                 await call_store(store, attached.fail, exc)
                 raise
             finally:
-                ActiveRun.deactivate(token)
+                if not released:
+                    ActiveRun.deactivate(token)
             await call_store(store, attached.complete, adapter.encode_output(result))
             return Outcome(RunStatus.COMPLETED, result, attached.counters)
     except BaseException as exc:
