@@ -384,3 +384,38 @@ def test_spans_opened_during_a_run_go_under_its_span(exporter):
     (nested,) = spans["invoke_agent helper"]
     assert {query.context.trace_id, nested.context.trace_id} == {root.context.trace_id}
     assert query.parent.span_id == root.context.span_id and nested.parent.span_id == root.context.span_id
+
+
+class _ProviderDown(ScriptedModel):
+    async def get_response(self, *args, **kwargs):
+        raise ConnectionError("provider down")
+
+
+def test_a_failed_model_call_is_an_error_span_without_a_response_model(exporter):
+    agentspan.configure(otel=True)
+    agent = Agent(name="calc", instructions="add", model=_ProviderDown(["never"], name="gpt-test"))
+    with pytest.raises(ConnectionError, match="provider down"):
+        agentspan.run(agent, "go")
+    (chat,) = spans_by_name(exporter)["chat gpt-test"]
+    assert chat.status.status_code is StatusCode.ERROR and chat.attributes["error.type"] == "ConnectionError"
+    assert chat.attributes["gen_ai.request.model"] == "gpt-test"
+    assert "gen_ai.response.model" not in chat.attributes  # no model answered
+
+
+def test_an_adk_model_calls_failure_is_named_by_adks_error_code(exporter):
+    """ADK reports a model call that raised as an error event; the step and its span name the
+    error ADK reports (the exception's type), not the adapter's wrapper of it."""
+    from google.adk.agents import LlmAgent
+
+    from agentspan_adk.testing import ScriptedLlm
+
+    agentspan.configure(otel=True)
+    agent = LlmAgent(name="doubler", model=ScriptedLlm(model="gemini-test", turns=[]))  # no script: IndexError
+    with pytest.raises(IndexError):
+        agentspan.run(agent, "double 4", session_id="s1")
+    (chat,) = [s for s in spans_by_name(exporter)["chat gemini-test"] if "agentspan.run_id" in s.attributes]
+    assert chat.attributes["error.type"] == "IndexError" and chat.status.status_code is StatusCode.ERROR
+    assert "gen_ai.response.model" not in chat.attributes
+    run_id = chat.attributes["agentspan.run_id"]
+    (step,) = [s for s in agentspan.get(run_id).steps() if s.kind is agentspan.StepKind.LLM]
+    assert step.status is agentspan.StepStatus.FAILED and step.error.startswith("IndexError: "), step.error

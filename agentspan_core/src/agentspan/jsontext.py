@@ -61,8 +61,11 @@ def utf8_text(text: str) -> str:
 def error_text(exc: BaseException) -> str:
     """``"Type: message"`` of an exception, as a store can hold it (`utf8_text`). An exception
     whose ``str`` raises gives its ``repr`` instead, or its type name alone: describing the
-    user's error must not replace it with one of its own."""
-    name = type(exc).__name__
+    user's error must not replace it with one of its own. An adapter's exception that stands for
+    a framework's error report (not an exception of its own type) names that error's type in an
+    ``agentspan_error_type`` attribute (the step's error, and its span's ``error.type``)."""
+    named = getattr(exc, "agentspan_error_type", None)
+    name = named if isinstance(named, str) and named else type(exc).__name__
     for describe in (str, repr):
         try:
             return utf8_text(f"{name}: {describe(exc)}")

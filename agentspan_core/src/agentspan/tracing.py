@@ -138,7 +138,8 @@ class RunTrace:
             _put(attributes, "gen_ai.operation.name", operation)
             _put(attributes, "gen_ai.provider.name", _PROVIDER_NAMES.get(provider or "", provider))
             _put(attributes, "gen_ai.request.model", requested)
-            _put(attributes, "gen_ai.response.model", model)
+            if result.status is StepStatus.COMPLETED:  # the model that answered (none did otherwise)
+                _put(attributes, "gen_ai.response.model", model)
             _put(attributes, "gen_ai.usage.input_tokens", result.input_tokens)
             _put(attributes, "gen_ai.usage.output_tokens", result.output_tokens)
             span_name = f"chat {requested or name}".rstrip()  # "{operation} {request model}"

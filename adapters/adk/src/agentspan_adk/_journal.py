@@ -63,7 +63,13 @@ _MODEL_EVENT_ACTIONS = ("state_delta", "artifact_delta")
 
 
 class ModelCallFailed(Exception):
-    """A live model call ended by ADK's error event instead of a response (journaled ``failed``)."""
+    """A live model call ended by ADK's error event instead of a response (journaled ``failed``,
+    with the event's error code as the error's type: ``IndexError: ...`` for an exception the
+    model raised)."""
+
+    def __init__(self, error_code: str | None, message: str | None) -> None:
+        super().__init__(message or "")
+        self.agentspan_error_type = error_code or type(self).__name__
 
 
 _ModelCall = tuple[dict[str, JSON], dict[str, JSON]]
@@ -253,7 +259,7 @@ class Journal:
         if pending is not None and not pending.answered and event.content is None and event.error_code:
             # ADK's event of an error raised before the model answered (the model call raised, or ADK
             # refused the call: max_llm_calls): the call failed, it is not the model's response
-            pending.future.set_exception(ModelCallFailed(f"{event.error_code}: {event.error_message}"))
+            pending.future.set_exception(ModelCallFailed(event.error_code, event.error_message))
             return self._fail_model_call(pending)
         if pending is not None and not pending.future.done():
             response = _codec.dump_response(event)
