@@ -131,3 +131,28 @@ def test_slack_shows_arguments_holding_a_lone_surrogate():
     blocks = approval_blocks(approval)
     request = httpx.Request("POST", "http://slack.test/api/chat.postMessage", json={"blocks": blocks})
     assert rb"caf\\udce9" in request.content  # sent escaped, not refused (the approval was never announced)
+
+
+@pytest.mark.parametrize("noted", ["exception", "text"])
+def test_a_tool_of_your_own_notes_the_failure_it_answered_for(noted):
+    """`current_step().handled_error(...)` takes the exception (as the README shows) or its text."""
+
+    def lookup(n: int) -> str:
+        """Looks n up, with a fallback."""
+        try:
+            raise ValueError("backend down")
+        except ValueError as exc:
+            agentspan.current_step().handled_error(exc if noted == "exception" else f"ValueError: {exc}")
+            return "no answer (backend down)"
+
+    handle = agentspan.start(Agent(name="a", tools=[function_tool(lookup)],
+                                   model=ScriptedModel([ToolCall("lookup", {"n": 1}), "sorry"], name="m")), "go")
+    assert handle.result(timeout=20).final_output == "sorry"
+    assert tool_steps(handle) == [(StepStatus.COMPLETED, "no answer (backend down)", "ValueError: backend down")]
+
+
+def test_handled_error_refuses_what_is_neither_an_exception_nor_text():
+    step = agentspan.StepInfo("r", "k", "r:k", 1, "tool", "t")
+    with pytest.raises(TypeError, match="not int"):
+        step.handled_error(42)  # type: ignore[arg-type]
+    assert step.handled == []

@@ -115,13 +115,25 @@ class StepInfo:
     handled: list[str] = field(default_factory=list, compare=False, repr=False)
     """What `handled_error` noted (the runtime reads it when the call ends)."""
 
-    def handled_error(self, message: str) -> None:
+    def handled_error(self, error: BaseException | str) -> None:
         """Notes that the call failed and the framework answered for it (the SDK's default
         ``failure_error_function`` turns a tool's exception into a message for the model): the step
         is journaled ``completed`` with the answer as its output, so a resumed run replays it as
-        the model saw it, and with ``message`` as its ``error``, so the trail shows the failure.
+        the model saw it, and with the error as its ``error``, so the trail shows the failure.
+
+        Args:
+            error: The exception (journaled as ``"Type: message"``) or the error's text.
+
+        Raises:
+            TypeError: ``error`` is neither an exception nor a string.
         """
-        self.handled.append(message)
+        if isinstance(error, BaseException):
+            from agentspan.jsontext import error_text
+
+            error = error_text(error)
+        elif not isinstance(error, str):
+            raise TypeError(f"handled_error takes an exception or its text, not {type(error).__name__}")
+        self.handled.append(error)
 
 
 _current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
