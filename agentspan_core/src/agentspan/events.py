@@ -48,6 +48,9 @@ class EventSink:
         self.barrier: Callable[[], None] | None = None
         """Called before an event is queued: the run's `Store.wait_durable`, so that the reader
         never sees an event whose step is not yet as durable as the store promises."""
+        self.cancel_requested: tuple[str | None] | None = None
+        """``(reason,)`` of a `StreamedRun.cancel` made before the run was stored: the run is
+        recorded cancelled as soon as it is (`agentspan.executor.execute`), before any call."""
 
     def emit(self, event: Any, key: Hashable | None = None) -> None:
         """Queues ``event`` unless an event of ``key`` was delivered already (or the stream ended).

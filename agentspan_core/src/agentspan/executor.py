@@ -63,6 +63,9 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
     # agentspan.run_async``) keeps running.
     attached = await call_store(store, attach, store, run, fresh=fresh, on_divergence=on_divergence)
     try:
+        sink = sink_of(run.id)
+        if sink is not None and sink.cancel_requested is not None:  # `StreamedRun.cancel` before it was stored
+            raise RunCancelledSignal(run.id, sink.cancel_requested[0])
         while True:
             token, released = attached.active.activate(), False
             try:

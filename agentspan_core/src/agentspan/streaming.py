@@ -21,7 +21,7 @@ from agentspan.adapters import Adapter, adapter_for
 from agentspan.api import resumable, run_in_loop
 from agentspan.config import get_store
 from agentspan.divergence import OnDivergence, check_policy
-from agentspan.errors import ConfigurationError, RunStateError
+from agentspan.errors import ConfigurationError, RunNotFound, RunStateError
 from agentspan.events import END, EventSink, event_sink
 from agentspan.handle import Handle
 from agentspan.records import new_id
@@ -107,7 +107,10 @@ class StreamedRun:
             raise ConfigurationError(f"mode must be 'immediate' or 'after_turn', not {mode!r}")
         if self._task.done():
             return
-        self.handle.cancel(reason)
+        try:
+            Handle(self.id, store=get_store()).cancel(reason)
+        except RunNotFound:  # not stored yet (its task has not run): cancelled once it is, before any call
+            self._sink.cancel_requested = (reason,)
 
 
 def run_streamed(target: Any, input: Any, *, run_id: str | None = None, session_id: str | None = None,
