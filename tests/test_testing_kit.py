@@ -145,6 +145,15 @@ def test_decision_where_a_model_response_is_due_and_unused_entries_fail() -> Non
             mock_run(target, "hi", script=script)
 
 
+def test_call_arguments_no_model_could_send_are_a_script_error_naming_the_position() -> None:
+    """(was: a ConfigurationError only, not caught by pytest.raises(ScriptError))"""
+    unsendable = object()
+    with pytest.raises(ScriptError, match=r"^script\[1\]: call\('lookup_order', x=<object .*not JSON") as raised:
+        mock_run(oa.support, "hi", script=[reply("x"), [call("lookup_order", x=unsendable)]])
+    assert raised.value.position == 1 and raised.value.entry == call("lookup_order", x=unsendable)
+    assert isinstance(raised.value, ConfigurationError)  # as it was raised before
+
+
 class RaisingHooks(RunHooks):
     async def on_agent_start(self, context, agent) -> None:
         raise ValueError("bad context")

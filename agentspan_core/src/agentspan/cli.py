@@ -242,11 +242,19 @@ def _age_seconds(text: str) -> float:
 _MAX_AGE = 100 * 365 * 86400.0
 
 
+class EndedStatus(StrEnum):
+    """The ``--status`` choices of ``runs prune``: the statuses of ended runs (`ENDED`)."""
+
+    COMPLETED = RunStatus.COMPLETED.value
+    FAILED = RunStatus.FAILED.value
+    CANCELLED = RunStatus.CANCELLED.value
+
+
 @runs_app.command("prune")
 def runs_prune(
     older_than: Annotated[str, typer.Option(
         "--older-than", help="Delete runs that ended longer ago than this: 30d, 12h, 90m, 3600s.")],
-    status: Annotated[list[RunStatus] | None, typer.Option(
+    status: Annotated[list[EndedStatus] | None, typer.Option(
         help="Only runs with this status (repeatable; default: completed, failed and cancelled).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many runs, oldest first.")] = 1000,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
@@ -254,7 +262,7 @@ def runs_prune(
 ) -> None:
     """Delete ended runs with their journals and approvals (retention). Checkpoints (LangGraph
     threads, ADK sessions) stay: later runs continue from them."""
-    statuses = list(status or ENDED)
+    statuses = [RunStatus(s) for s in status] if status else list(ENDED)
     check_deletion(statuses, limit)
     cutoff = now() - _age_seconds(older_than)
     if not yes:

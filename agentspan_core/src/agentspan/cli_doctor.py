@@ -10,6 +10,7 @@ from collections.abc import Callable
 from agentspan.errors import AgentspanError
 from agentspan.records import JSON
 from agentspan.stores.base import Store
+from agentspan.stores.cores import usable_cores
 
 
 def doctor_report(open_store: Callable[[], Store]) -> dict[str, JSON]:
@@ -65,11 +66,29 @@ def doctor_report(open_store: Callable[[], Store]) -> dict[str, JSON]:
         "lease_ttl": current.lease_ttl,
         "poll_interval": current.poll_interval,
         "otel": current.otel,
+        "step_helper": step_helper_shown(current.step_helper, embedded=not current.server_url),
         "server_url": shown_url(current.server_url) if current.server_url else "not set",
         "server": server_state,
         "api_key": "set" if current.api_key else "not set",  # never the key itself
         "adapters": adapters,
     }
+
+
+def step_helper_shown(step_helper: str, *, embedded: bool) -> str:
+    """The step-helper setting; ``"auto"`` with what it resolves to here for the embedded store.
+
+    Args:
+        step_helper: The setting: ``"auto"``, ``"on"`` or ``"off"``.
+        embedded: Whether the embedded SQLite store is used (a server decides for its own store).
+
+    Returns:
+        The setting, e.g. ``"off"``, or ``"auto (on: 2 CPUs)"`` (the helper needs two CPUs or more,
+        `agentspan.stores.cores`).
+    """
+    if step_helper != "auto" or not embedded:
+        return step_helper
+    cores = usable_cores()
+    return f"auto ({'on' if cores >= 2 else 'off'}: {cores:g} CPU{'' if cores == 1 else 's'})"
 
 
 def shown_url(url: str) -> str:

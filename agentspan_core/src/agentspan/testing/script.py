@@ -164,17 +164,26 @@ def _normalize(entry: Any, position: int) -> Reply | Call | Decision | tuple[Par
         f"script[{position}] is {entry!r}: expected reply(...), call(...), a list of them, approve() or reject()")
 
 
+class ScriptArgumentsError(ScriptError, ConfigurationError):
+    """A script's call has arguments no model could send: a `ScriptError` naming its position, and
+    still the `ConfigurationError` it was raised as before."""
+
+
 def _json_args(part: Call, position: int) -> Call:
     """``part``, its arguments checked to be JSON, as a model's always are (a set, a date: refused
     here, by its place in the script, instead of failing inside the framework or reaching the tool
-    as no model could send it)."""
+    as no model could send it).
+
+    Raises:
+        ScriptArgumentsError: The arguments are not JSON (a `ScriptError` and a `ConfigurationError`).
+    """
     import json
 
     try:
         json.dumps(part.args, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"script[{position}]: {part!r} has arguments a model cannot send, not JSON "
-                                 f"({exc})") from None
+        raise ScriptArgumentsError(f"script[{position}]: {part!r} has arguments a model cannot send, not JSON "
+                                   f"({exc})", position=position, entry=part) from None
     return part
 
 
