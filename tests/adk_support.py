@@ -120,10 +120,23 @@ SCENARIOS = {"support": support_tree, "refund": refund_agent, "confirm": confirm
 
 
 # ---- a user-built Runner with a durable session service --------------------------------------
-def runner(agent: LlmAgent) -> Runner:
-    """A Runner on an SQLite session file in AGENTSPAN_HOME, with the Agentspan plugin on its App."""
+def runner(agent: LlmAgent, *, resumable: bool = False) -> Runner:
+    """A Runner on an SQLite session file in AGENTSPAN_HOME, with the Agentspan plugin on its App
+    (``resumable``: an App ADK can resume an invocation of, ``ResumabilityConfig``)."""
+    from google.adk.apps import ResumabilityConfig
+
     service = SqliteSessionService(str(home() / "adk-sessions.db"))
-    return Runner(app=App(name=APP, root_agent=agent, plugins=[AgentspanPlugin()]), session_service=service)
+    config = ResumabilityConfig(is_resumable=True) if resumable else None
+    return Runner(app=App(name=APP, root_agent=agent, plugins=[AgentspanPlugin()], resumability_config=config),
+                  session_service=service)
+
+
+async def resume_last_invocation(runner: Runner, session_id: str) -> list[Any]:
+    """ADK's own resume (a resumable App) of the invocation of the session's last user message."""
+    session = await runner.session_service.get_session(app_name=APP, user_id=USER, session_id=session_id)
+    assert session is not None
+    invocation = [e.invocation_id for e in session.events if e.author == "user"][-1]
+    return [e async for e in runner.run_async(user_id=USER, session_id=session_id, invocation_id=invocation)]
 
 
 async def run_turn(runner: Runner, session_id: str, text: str) -> list[Any]:

@@ -161,6 +161,11 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
     if message is None or answers_only(message):
         key = f"{base}invocation:{ic.invocation_id}"
         found = await _unfinished(store, label, lambda r: _invocation_of(r) == ic.invocation_id)
+        turn_key = _turn_key(base, session, ic.invocation_id) if found is None and message is None else None
+        if turn_key is not None:
+            # ADK's own resume of an invocation that a message sent again started: the run is the
+            # message's, which that message claimed (its options hold the first invocation's id)
+            found = await _unfinished(store, label, lambda r: _of_turn(r, turn_key))
         if found is not None:
             managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, found), on_divergence)
             managed.taken_over = True
@@ -176,8 +181,7 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
     turns = [e for e in _apply_rewinds(session.events) if is_user_text(e)]
     if turns and turns[-1].content is not None and digest(_codec.dump_content(turns[-1].content)) == message_digest:
         retry_key = f"{base}{len(turns) - 1}:{message_digest}"
-        crashed = await _unfinished(store, label, lambda r: r.idempotency_key is not None and (
-            r.idempotency_key == retry_key or r.idempotency_key.startswith(f"{retry_key}#")))  # `#n`: below
+        crashed = await _unfinished(store, label, lambda r: _of_turn(r, retry_key))
         if crashed is not None:
             managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, crashed),
                                     on_divergence)
@@ -329,6 +333,23 @@ async def _create(store: Store, ic: InvocationContext, label: str, key: str,
 async def _attach(store: Store, run: Run, on_divergence: OnDivergence) -> ManagedRun:
     return ManagedRun(await call_store(store, attached.attach, store, run, fresh=not run.steps,
                                        on_divergence=on_divergence))
+
+
+def _turn_key(base: str, session: Session, invocation_id: str) -> str | None:
+    """The key of the run of the user message that started invocation ``invocation_id`` (as
+    `open_run` makes it: the message's place among the session's messages, and its digest), or
+    None when no message of the session's live events started it."""
+    turns = [e for e in _apply_rewinds(session.events) if is_user_text(e)]
+    for index, event in enumerate(turns):
+        if event.invocation_id == invocation_id and event.content is not None:
+            return f"{base}{index}:{digest(_codec.dump_content(event.content))}"
+    return None
+
+
+def _of_turn(run: Run, key: str) -> bool:
+    """Whether ``run`` is the run of the message keyed ``key`` (``key#n``: a later one, `open_run`)."""
+    return run.idempotency_key is not None and (run.idempotency_key == key
+                                                 or run.idempotency_key.startswith(f"{key}#"))
 
 
 def _invocation_of(run: Run) -> str | None:
