@@ -18,7 +18,7 @@ _EXACT = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "p
                     "credential", "credentials", "auth", "authorization", "cookie", "xamzsecuritytoken",
                     "xgoogapikey"})
 _ENDINGS = ("apikey", "token", "secret", "secretkey", "password", "privatekey", "credential", "credentials",
-            "accesskey", "subscriptionkey", "authkey", "applicationkey")
+            "accesskey", "subscriptionkey", "authkey", "applicationkey", "auth", "authorization")
 _NOT_SECRET_ENDINGS = (
     "pagetoken", "continuationtoken", "synctoken", "nexttoken", "cursortoken",  # pagination
     "bostoken", "eostoken", "padtoken", "unktoken", "septoken", "clstoken", "masktoken", "stoptoken",  # a tokenizer's
@@ -37,7 +37,8 @@ def looks_secret(name: str) -> bool:
 
     Returns:
         True for names such as ``key``, ``api_key``, ``openai_api_key``, ``access_token``,
-        ``client_secret``, ``password``, ``X-Amz-Security-Token``, ``Ocp-Apim-Subscription-Key``;
+        ``client_secret``, ``password``, ``X-Amz-Security-Token``, ``Ocp-Apim-Subscription-Key``,
+        ``Helicone-Auth``, ``cf-aig-authorization``;
         False for ``max_tokens``, ``page_token``, ``nextToken``, ``eos_token``, ``thread_id``.
     """
     normal = _SEPARATORS.sub("", name.lower())

@@ -18,7 +18,7 @@ from typing import Any
 
 from agentspan import diffing
 from agentspan.errors import CassetteMismatch
-from agentspan.secrets import looks_secret
+from agentspan.testing._cassette_scrub import secret_query_parameter
 
 MISSING = diffing.MISSING
 _PREVIEW = 160
@@ -91,8 +91,8 @@ def similarity(a: Any, b: Any) -> float:
 
 def public_query(request: Any) -> list[tuple[str, str]]:
     """The request's query parameters (sorted) without those that carry credentials
-    (`agentspan.secrets.looks_secret`: ``key``, ``api_key``, ``Key``, ``apiKey``, ``access_token``, ...)."""
-    return [(k, v) for k, v in request.query if not looks_secret(k)]
+    (`secret_query_parameter`: ``key``, ``api_key``, ``Key``, ``apiKey``, ``access_token``, ``code``, ...)."""
+    return [(k, v) for k, v in request.query if not secret_query_parameter(k)]
 
 
 def query_matcher(live: Any, recorded: Any) -> None:

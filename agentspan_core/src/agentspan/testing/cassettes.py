@@ -23,9 +23,13 @@ or ``pytest --agentspan-record``; otherwise `CassetteError` says how to record i
 ``AGENTSPAN_RECORD=all`` re-records every cassette. A block that raises saves nothing, so a
 failing test never leaves a half-recorded cassette behind (nor overwrites a good one).
 
-**Secrets are scrubbed before anything is written**: request headers `SECRET_REQUEST_HEADERS`
-are replaced by ``REDACTED``, query parameters whose name holds a credential too (`agentspan.secrets.looks_secret`,
-whatever the case: ``key``, ``Key``, ``api_key``, ``apiKey``, ``access_token``; left out of matching), and
+**Secrets are scrubbed before anything is written** (`agentspan.testing._cassette_scrub`): request
+headers `SECRET_REQUEST_HEADERS` and every header whose name holds a credential
+(`agentspan.secrets.looks_secret`, whatever the case: ``Ocp-Apim-Subscription-Key``,
+``Helicone-Auth``, ``x-portkey-api-key``) are replaced by ``REDACTED``, query parameters whose name
+holds one too (``key``, ``Key``, ``api_key``, ``apiKey``, ``access_token``, ``code``; left out of
+matching), the secret top-level fields of form and JSON bodies, requests' and responses' (an OAuth
+token exchange's ``refresh_token``, ``client_secret``, ``access_token``, ``id_token``), and
 response headers `SECRET_RESPONSE_HEADERS` (cookies, organization ids) are dropped.
 
 **Network guard.** Replaying never reaches the network, so it works under the pytest plugin's
@@ -52,22 +56,21 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from agentspan.errors import CassetteError, ConfigurationError
-from agentspan.secrets import REDACTED, looks_secret
+from agentspan.secrets import REDACTED
 from agentspan.testing import network
 from agentspan.testing._cassette_match import BodyMatcher, describe, mismatch, query_matcher
+from agentspan.testing._cassette_scrub import (
+    SECRET_REQUEST_HEADERS,
+    SECRET_RESPONSE_HEADERS,  # noqa: F401 - named by the docstring, kept importable from here
+    scrub_request,
+    scrub_response,
+)
 
 RecordMode = Literal["none", "once", "new_episodes", "all"]
 RECORD_MODES: tuple[str, ...] = ("none", "once", "new_episodes", "all")
 RECORD_ENV = "AGENTSPAN_RECORD"
 """``1`` (or ``true``, ``once``): record missing cassettes; ``all``: re-record every cassette."""
 
-SECRET_REQUEST_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key",
-                          "openai-organization", "openai-project", "anthropic-organization-id", "cookie",
-                          "x-amz-security-token")
-"""Request headers whose values are replaced by ``REDACTED`` before a request is written."""
-SECRET_RESPONSE_HEADERS = frozenset({"set-cookie", "openai-organization", "openai-project",
-                                     "anthropic-organization-id"})
-"""Response headers dropped before a response is written."""
 HOW_TO_RECORD = ("To record it again: run pytest with --agentspan-record (tests marked "
                  "@pytest.mark.agentspan_cassette), or set AGENTSPAN_RECORD=all, or pass record='all' "
                  "(record='new_episodes' adds new requests and keeps the rest).")
@@ -119,15 +122,10 @@ def resolve_mode(path: Path, record: str | None) -> RecordMode:
         path=str(path))
 
 
-def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
-    headers = response.get("headers") or {}
-    response["headers"] = {k: v for k, v in headers.items() if k.lower() not in SECRET_RESPONSE_HEADERS}
-    return response
-
-
 def _not_the_agentspan_server(request: Any) -> Any:
     """Leaves requests to the Agentspan server (``AGENTSPAN_SERVER_URL``, read at each request:
-    a test may set it after the cassette started) out of the cassette."""
+    a test may set it after the cassette started) out of the cassette; scrubs the others
+    (`agentspan.testing._cassette_scrub`)."""
     import httpx
 
     import agentspan.config
@@ -138,27 +136,7 @@ def _not_the_agentspan_server(request: Any) -> Any:
             port = server.port or (443 if server.scheme == "https" else 80)
             if (request.scheme, request.host, request.port) == (server.scheme, server.host, port):
                 return None
-    return _without_secret_query(_without_userinfo(request))
-
-
-def _without_secret_query(request: Any) -> Any:
-    """The request with the values of its query parameters that carry credentials replaced by
-    ``REDACTED`` (`looks_secret`: by name, whatever its case; vcrpy's own filter matches names
-    exactly, so ``Key=`` or ``apiKey=`` went into the cassette)."""
-    from vcr.filters import replace_query_parameters
-
-    secret = [(name, REDACTED) for name in dict(request.query) if looks_secret(name)]
-    return replace_query_parameters(request, secret) if secret else request
-
-
-def _without_userinfo(request: Any) -> Any:
-    """The request without the user name and password a URL may carry (``http://svc:pw@gateway``:
-    a gateway behind basic auth), which would otherwise be written into the cassette's ``uri``."""
-    scheme, found, rest = request.uri.partition("://")
-    authority, slash, path = rest.partition("/")
-    if found and "@" in authority:
-        request.uri = f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
-    return request
+    return scrub_request(request)
 
 
 @functools.cache
@@ -209,7 +187,7 @@ class Cassette:
             record_mode=mode, match_on=("method", "path", "agentspan_query", "llm_body"),
             filter_headers=[(name, REDACTED) for name in SECRET_REQUEST_HEADERS],
             before_record_request=_not_the_agentspan_server,
-            before_record_response=_scrub_response, decode_compressed_response=True,
+            before_record_response=scrub_response, decode_compressed_response=True,
             record_on_exception=False, drop_unused_requests=mode == "all")
         config.register_matcher("agentspan_query", query_matcher)
         config.register_matcher("llm_body", BodyMatcher(self.ignore))
