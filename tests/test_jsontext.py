@@ -71,3 +71,27 @@ def test_integers_past_64_bits_decode_as_integers() -> None:
     assert jsontext.loads(f'{{"v": {big}, "w": [-{big}]}}') == {"v": big, "w": [-big]}
     assert jsontext.loads(f"[{2**64}, 1.5]".encode()) == [2**64, 1.5]
     assert jsontext.loads(jsontext.dumps({"v": big})) == {"v": big}
+
+
+class _Payload(Exception):
+    """An API error that answers attributes from its body (a common pattern), raising for others."""
+
+    def __init__(self, data: dict[str, str]) -> None:
+        super().__init__(data["message"])
+        self.data = data
+
+    def __getattr__(self, name: str) -> str:
+        return self.data[name]  # KeyError for a name the body lacks
+
+
+class _Anything(Exception):
+    def __getattr__(self, name: str) -> str:
+        return f"<{name}>"
+
+
+def test_error_text_names_the_type_of_a_users_exception_whatever_its_attributes_answer() -> None:
+    assert jsontext.error_text(_Payload({"message": "backend said no"})) == "_Payload: backend said no"
+    assert jsontext.error_text(_Anything("x")) == "_Anything: x"
+    adapted = RuntimeError("ScriptedLlm has no turn 2")
+    adapted.agentspan_error_type = "IndexError"  # an adapter's stand-in for a framework's error report
+    assert jsontext.error_text(adapted) == "IndexError: ScriptedLlm has no turn 2"

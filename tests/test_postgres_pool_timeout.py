@@ -60,7 +60,7 @@ def test_the_default_wait_is_under_the_http_clients_timeout(pg_db: str) -> None:
         opened.close()
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "5", True])
 def test_a_bad_wait_is_refused(pg_db: str, bad: float) -> None:
     with pytest.raises(ConfigurationError, match="pool_timeout"):
         PostgresStore(pg_db, pool_timeout=bad)

@@ -64,7 +64,10 @@ def error_text(exc: BaseException) -> str:
     user's error must not replace it with one of its own. An adapter's exception that stands for
     a framework's error report (not an exception of its own type) names that error's type in an
     ``agentspan_error_type`` attribute (the step's error, and its span's ``error.type``)."""
-    named = getattr(exc, "agentspan_error_type", None)
+    try:  # its own attribute only: a user's exception may answer any name (``__getattr__``), or raise
+        named = exc.__dict__.get("agentspan_error_type")
+    except Exception:
+        named = None
     name = named if isinstance(named, str) and named else type(exc).__name__
     for describe in (str, repr):
         try:

@@ -71,6 +71,9 @@ class ModelCallFailed(Exception):
         super().__init__(message or "")
         self.agentspan_error_type = error_code or type(self).__name__
 
+    def __reduce__(self) -> tuple[type[ModelCallFailed], tuple[str, str]]:  # (copied and pickled as made)
+        return type(self), (self.agentspan_error_type, str(self))
+
 
 _ModelCall = tuple[dict[str, JSON], dict[str, JSON]]
 """A model call's value in its journal step: the response and the `EventActions` it carried, as JSON."""

@@ -149,7 +149,7 @@ class PostgresPool:
             raise ConfigurationError(
                 f"bad pool sizes min_size={min_size}, max_size={max_size} (need 0 <= min <= max, max >= 1)"
             )
-        if not pool_timeout > 0:  # (not NaN either)
+        if isinstance(pool_timeout, bool) or not isinstance(pool_timeout, int | float) or not pool_timeout > 0:
             raise ConfigurationError(f"bad pool_timeout={pool_timeout!r} (need seconds > 0)")
         try:
             params = conninfo_to_dict(url)
