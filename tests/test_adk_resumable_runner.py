@@ -1,11 +1,12 @@
-"""A user-built Runner on a resumable ADK App (``ResumabilityConfig(is_resumable=True)``), recovered
-from a crash first by sending the message again (which claims the message's run and starts a new
-ADK invocation), then, after a second crash, by ADK's own resume of that invocation
-(``run_async(invocation_id=...)``).
+"""A user-built Runner whose crashed turn is sent again (which claims the message's run and starts a
+new ADK invocation), then goes on in that new invocation: by ADK's own resume of it on a resumable
+App (``ResumabilityConfig(is_resumable=True)``, ``run_async(invocation_id=...)``) after a second
+crash, or by the answer to a confirmation it asked for.
 
-Was: ADK's resume looked the run up by the first invocation's id, found none, and opened a second
-run holding only the calls made after the resume; the message's run stayed ``running`` for ever
-(and a later identical message was taken for a retry of it: answered with the old turn).
+Was: both looked the run up by the first invocation's id, found none, and opened a second run
+holding only the calls made after them; the message's run stayed ``running`` (or ``waiting``, its
+approval open) for ever, and a later identical message was taken for a retry of it (answered with
+the old turn).
 """
 
 from __future__ import annotations
@@ -51,3 +52,18 @@ def test_adks_own_resume_after_a_resent_message_goes_on_with_the_messages_run(ch
     assert calls_of("support") == [0, 1, 1] and calls_of("billing") == [0, 1]
     effects = adk_support.effects()
     assert effects.count("lookup 42") == 1 and effects.count("quote 42") == 1 and effects.count("notify 42") == 1
+
+
+def test_an_answer_to_an_invocation_a_resent_message_started_goes_on_with_the_messages_run(child_env):
+    session_id = "answered-1"
+    crashed = child(child_env, "runner", session_id, "confirm", crash_at="model:orders:0")
+    assert crashed.returncode == -9, crashed.stderr
+    asked = child(child_env, "runner", session_id, "confirm")  # sent again: asks for the confirmation
+    assert asked.returncode == 0, asked.stderr
+    answered = child(child_env, "runner-confirm", session_id, "confirm")
+    assert answered.returncode == 0, answered.stderr
+    assert final_line(answered.stdout) == "Cancelled."
+    runs = agentspan.get_store().list_runs()
+    assert [r.status for r in runs] == [RunStatus.COMPLETED]  # one run, not a second for the answer
+    assert adk_support.effects() == ["cancel 42"]
+    assert agentspan.get(runs[0].id).pending_approvals() == []

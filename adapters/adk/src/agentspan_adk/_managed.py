@@ -161,10 +161,11 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
     if message is None or answers_only(message):
         key = f"{base}invocation:{ic.invocation_id}"
         found = await _unfinished(store, label, lambda r: _invocation_of(r) == ic.invocation_id)
-        turn_key = _turn_key(base, session, ic.invocation_id) if found is None and message is None else None
+        turn_key = _turn_key(base, session, ic.invocation_id) if found is None else None
         if turn_key is not None:
-            # ADK's own resume of an invocation that a message sent again started: the run is the
-            # message's, which that message claimed (its options hold the first invocation's id)
+            # ADK's own resume of (or an answer to) an invocation that a message sent again
+            # started: the run is the message's, which that message claimed (its options hold
+            # the first invocation's id)
             found = await _unfinished(store, label, lambda r: _of_turn(r, turn_key))
         if found is not None:
             managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, found), on_divergence)
