@@ -86,3 +86,19 @@ def test_an_instrumented_sdk_streamed_run_cancelled_at_once_makes_no_call():
     assert isinstance(error, RunCancelledError)
     assert events == [] and effects == [] and model.calls == 0
     assert agentspan.get(run_id).status() is RunStatus.CANCELLED
+
+
+def test_a_resumed_stream_cancelled_at_once_ends_as_cancelled_without_a_call():
+    from journal_utils import crashed_copy
+
+    agentspan.run(adder()[0], "2 + 3?")
+    run_id = crashed_copy(agentspan.get_store().list_runs()[0].id, keep=1)  # killed after its first model call
+    effects.clear()
+
+    def start(agent: Agent) -> agentspan.StreamedRun:
+        return agentspan.resume_streamed(run_id, agent)
+
+    _, events, error, model = cancelled_at_once(start)
+    assert isinstance(error, RunCancelledError) and "changed my mind" in str(error)  # was: LeaseLostError
+    assert events == [] and effects == [] and model.calls == 0
+    assert agentspan.get(run_id).status() is RunStatus.CANCELLED

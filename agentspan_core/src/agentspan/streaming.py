@@ -21,10 +21,10 @@ from agentspan.adapters import Adapter, adapter_for
 from agentspan.api import resumable, run_in_loop
 from agentspan.config import get_store
 from agentspan.divergence import OnDivergence, check_policy
-from agentspan.errors import ConfigurationError, RunNotFound, RunStateError
+from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledError, RunNotFound, RunStateError
 from agentspan.events import END, EventSink, event_sink
 from agentspan.handle import Handle
-from agentspan.records import new_id
+from agentspan.records import RunStatus, new_id
 from agentspan.stores.base import call_store
 
 
@@ -162,7 +162,13 @@ def resume_streamed(run_id: str, target: Any, *, wait: float | None = None,
     _streaming(adapter)
 
     async def go() -> Any:
-        claimed = await call_store(store, attached.claim, store, run_id, wait=wait)
+        try:
+            claimed = await call_store(store, attached.claim, store, run_id, wait=wait)
+        except LeaseLostError:  # ended meanwhile: cancelled by `StreamedRun.cancel` before the claim, say
+            ended = await call_store(store, store.get_run, run_id)
+            if ended.status is RunStatus.CANCELLED:
+                raise RunCancelledError(run_id, ended.error) from None
+            raise
         outcome = await executor.execute(store, claimed, adapter, target, options, on_divergence=policy)
         return outcome.result
 
