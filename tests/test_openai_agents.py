@@ -1372,7 +1372,12 @@ def test_an_openai_model_class_is_labelled_by_the_provider_its_client_reaches(ba
     assert model_identity(model) == (provider, "some-model")  # was "openai" for every one
     # named through a provider (`OpenAIProvider(base_url=...)`, a `RunConfig`'s model by name) too
     assert model_identity(model, "some-model") == (provider, "some-model")  # was "openai"
-    assert model_identity(model, "mistral/some-model") == ("mistral", "some-model")  # a prefix still names it
+    if provider == "openai":  # OpenAI's API or a server of one's own (a proxy): a prefix names the provider
+        assert model_identity(model, "mistral/some-model") == ("mistral", "some-model")
+    else:  # another provider's API: the prefix is part of its name for the model (Groq's "openai/gpt-oss-120b")
+        assert model_identity(model, "openai/gpt-oss-120b") == (provider, "openai/gpt-oss-120b")
+        prefixed = OpenAIChatCompletionsModel("openai/gpt-oss-120b", AsyncOpenAI(api_key="sk-test", base_url=base_url))
+        assert model_identity(prefixed) == (provider, "openai/gpt-oss-120b")  # was ("openai", "gpt-oss-120b")
 
 
 def test_a_run_async_cancelled_in_a_sync_tool_keeps_its_lease_until_it_lapses():

@@ -76,8 +76,9 @@ def _prices(provider: str, model: str) -> tuple[float, float] | None:
 
 def price_usd(provider: str | None, model: str | None, input_tokens: int | None,
               output_tokens: int | None) -> float | None:
-    """Prices one model call from the table; None when the model is not in it."""
-    if provider is None or model is None:
+    """Prices one model call from the table; None when the model is not in it, or the call's
+    tokens are not known."""
+    if provider is None or model is None or (input_tokens is None and output_tokens is None):
         return None
     prices = _prices(provider, model)
     if prices is None:

@@ -61,24 +61,43 @@ def add_nested_usage(run: agentspan.ActiveRun, key: str, usage: Usage) -> None:
 
 
 def _metrics(response: ModelResponse) -> agentspan.LlmMetrics:
-    return agentspan.LlmMetrics(input_tokens=response.usage.input_tokens,
-                                output_tokens=response.usage.output_tokens)
+    usage = response.usage
+    if not usage.input_tokens and not usage.output_tokens and not usage.total_tokens:
+        # no usage reported (a stream without ``include_usage``, a server that sends none: the SDK
+        # then counts zeros): unknown, not a free call (a model reads one token at least)
+        return _NO_USAGE
+    return agentspan.LlmMetrics(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+
+
+_NO_USAGE = agentspan.LlmMetrics()
 
 
 def model_identity(model: Model, name: str | None = None) -> ModelId:
     """Labels a model for the trail: ``provider/model``."""
     module = type(model).__module__
     openai_class = module.startswith("agents.models.openai")
+    host = _provider_of_client(model) if openai_class else None
     if name is not None:  # resolved by name through a provider: the SDK's names default to OpenAI's API
-        return parse_model_id(name, default_provider=_provider_of_client(model) if openai_class else "openai")
+        return _named(name, host or "openai")
     explicit = getattr(model, "agentspan_model_id", None)
     if isinstance(explicit, str):
         return parse_model_id(explicit)
     label = getattr(model, "model", None)
-    default = _provider_of_client(model) if openai_class else ("litellm" if "litellm" in module else "custom")
+    default = host or ("litellm" if "litellm" in module else "custom")
     if isinstance(label, str):
-        return parse_model_id(label, default_provider=default)
+        return _named(label, default)
     return ModelId(default, type(model).__name__)
+
+
+def _named(name: str, provider: str) -> ModelId:
+    """A model name as the provider it is sent to reads it: on another provider's OpenAI-compatible
+    API a ``vendor/`` prefix is part of that provider's name for the model (Groq's
+    ``openai/gpt-oss-120b``, OpenRouter's ``anthropic/claude-sonnet-4-5``: billed by Groq and
+    OpenRouter); on OpenAI's own API, a local server or a class of another library, a known
+    provider's prefix names the provider (``mistral/some-model``)."""
+    if provider in _COMPATIBLE_HOSTS.values() or provider == "azure":
+        return ModelId(provider, name)
+    return parse_model_id(name, default_provider=provider)
 
 
 _COMPATIBLE_HOSTS = {"api.groq.com": "groq", "api.mistral.ai": "mistral", "api.deepseek.com": "deepseek",
