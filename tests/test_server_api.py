@@ -197,6 +197,9 @@ def test_missing_or_invalid_key_is_401(keyed: httpx.Client, store: SqliteStore) 
     problem(keyed.get("/metrics"), 401, "AuthError")
     problem(keyed.get("/api/nothing-here"), 401, "AuthError")  # no route discovery without a key
     assert keyed.get("/healthz").json() == {"status": "ok"}
+    # a browser asks for /favicon.ico on every page: nothing there, and no refusal to count
+    # (`agentspan_http_requests_total{status="401"}`: an auth-failure alert)
+    assert keyed.get("/favicon.ico").status_code == 204
     assert store.list_runs() == []
     assert keyed.get("/openapi.json", headers=bearer(AGENT)).status_code == 200
     assert keyed.get("/api/runs", headers=bearer(AGENT)).json() == {"runs": []}

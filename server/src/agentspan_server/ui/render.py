@@ -37,8 +37,9 @@ _PAGE_HEADERS = [*_HEADERS, (b"cache-control", b"no-store")]
 
 
 def is_ui_path(path: str) -> bool:
-    """Whether a (raw) request path belongs to the web UI: ``/``, ``/ui``, ``/ui/...``, ``/static/...``."""
-    return path in ("/", "/ui") or path.startswith(("/ui/", "/static/"))
+    """Whether a (raw) request path belongs to the web UI: ``/``, ``/ui``, ``/ui/...``, ``/static/...``
+    and ``/favicon.ico`` (none: 204)."""
+    return path in ("/", "/ui", "/favicon.ico") or path.startswith(("/ui/", "/static/"))
 
 
 class UiHeadersMiddleware:

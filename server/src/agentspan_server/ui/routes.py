@@ -330,6 +330,11 @@ def install_ui(app: FastAPI, store: Store, keys: KeyRing | None) -> WebUi:
     add("/", home, "GET")
     add("/ui", home, "GET")
 
+    def no_icon() -> Response:  # browsers ask on every page: no key needed, none to count as refused
+        return Response(status_code=204)
+
+    add("/favicon.ico", no_icon, "GET")
+
     def login_form(request: Request) -> Response:
         return login_page(ui, request)
 
