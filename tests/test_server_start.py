@@ -24,7 +24,9 @@ def start_server(db: Path, port: int, *, cli: bool = False) -> subprocess.Popen[
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_the_listening_line_comes_once_requests_are_accepted_and_ctrl_c_ends_it_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; `docker stop`, systemd
+def test_the_listening_line_comes_once_requests_are_accepted_and_a_stop_ends_it_cleanly(tmp_path: Path,
+                                                                                      stop: signal.Signals) -> None:
     port = free_port()
     proc = start_server(tmp_path / "s.db", port, cli=True)
     try:
@@ -33,12 +35,13 @@ def test_the_listening_line_comes_once_requests_are_accepted_and_ctrl_c_ends_it_
         assert f"listening on http://127.0.0.1:{port}" in line, line
         # at once, no retry: the socket was bound and listening before the line was printed
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=20).status_code == 200
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0  # uvicorn re-raises the Ctrl-C it handled: not "Aborted!" (1)
+        proc.send_signal(stop)
+        assert proc.wait(timeout=20) == 0  # uvicorn re-raises the signal it handled: not "Aborted!" (1), not 143
     finally:
         proc.kill()
         _out, err = proc.communicate()
     assert "Aborted" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "s.db-wal").exists()  # the store was closed (its WAL checkpointed and removed)
 
 
 def test_a_port_in_use_is_a_clear_error_and_nothing_says_listening(tmp_path: Path) -> None:

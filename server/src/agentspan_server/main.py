@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import signal
 import socket
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -131,13 +133,35 @@ def serve(
         sockets = listening_sockets(host, port)  # bound before it says so: a port in use is an error
         print(f"agentspan server listening on http://{shown_host}:{port} (store: {described}; {auth})", flush=True)
         try:
-            with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
+            # uvicorn shuts down gracefully on Ctrl-C and SIGTERM (`docker stop`, systemd), then
+            # raises the signal again: here it ends the run, and the store is closed as it should be
+            with _terminated_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
                 uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=sockets)
         finally:
             for sock in sockets:
                 sock.close()
     finally:
         store.close()
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupt() -> Iterator[None]:
+    """Makes SIGTERM raise `KeyboardInterrupt` in the block, as SIGINT does (from the main thread
+    only, where Python runs signal handlers; elsewhere the block runs as it is)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def listening_sockets(host: str, port: int) -> list[socket.socket]:
