@@ -71,8 +71,8 @@ def worker(
         if stop.is_set():  # the second time: do not wait for the runs in progress
             raise KeyboardInterrupt
         stop.set()
-        typer.echo("agentspan worker: stopping once the runs in progress end (again: leave them to their "
-                   "leases, as a crash would)", err=True)
+        typer.echo("agentspan worker: stopping once the runs in progress end (again: at once: no new call, "
+                   "the calls in flight end, the runs are left for the next worker)", err=True)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
@@ -80,7 +80,7 @@ def worker(
     try:
         done = agentspan.serve(*agents, stop=stop, max_runs=max_runs, concurrency=concurrency)
     except KeyboardInterrupt:
-        typer.echo("agentspan worker: stopped; runs in progress are left to their leases (a worker "
-                   "takes them up after the lease TTL)", err=True)
+        typer.echo("agentspan worker: stopped; the runs in progress are left for the next worker (the calls "
+                   "they were making ended and are journaled)", err=True)
         raise typer.Exit(130) from None
     typer.echo(f"agentspan worker: {done} run(s) handled", err=True)

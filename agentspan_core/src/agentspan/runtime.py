@@ -162,6 +162,10 @@ class ActiveRun(ToolSteps):
         self.cut_off = False
         """Whether a live call was cancelled or interrupted in flight (the caller's task cancelled,
         Ctrl-C): what it runs on, a sync tool's thread, may still be running."""
+        self.stopping = False
+        """Set when the process stops at once (a worker's hard stop, `agentspan.worker`): the
+        calls in flight end and are journaled, a new one raises `ProcessExiting` (the run is left
+        to its next owner, as at a crash, without a lease to wait out)."""
         self.trusted: frozenset[str] = frozenset()
         """Keys this process served or made in an earlier attempt of the same execution (before it
         waited here for a decision): the same agent objects made those calls, so an input that
@@ -322,6 +326,8 @@ class ActiveRun(ToolSteps):
         """
         if self.fatal is not None:
             raise self.fatal
+        if self.stopping:
+            raise ProcessExiting(self.run_id)
         try:
             recorded = self.journal.get(key)
             attempt = 1

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agentspan import leases
+from agentspan import attached, leases
 from agentspan.adapters import Adapter, adapter_for
 from agentspan.api import _spawn
 from agentspan.config import get_store, seconds_setting, settings
@@ -30,8 +30,11 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
         *targets: The agents this worker can run (matched on the run's framework and agent name),
             or mappings of agent names to agents (runs started with ``agent_name=``).
         stop: Set it to stop the worker: it claims no more runs and returns once the runs it
-            took up have ended or wait for a decision (a `KeyboardInterrupt` meanwhile leaves them
-            to their leases, as a crash would).
+            took up have ended or wait for a decision (a `KeyboardInterrupt` while it serves or
+            waits stops it at once: the runs make no new call, the calls in flight end and are
+            journaled, and each run is given back for the next worker; see `_stop_at_once`).
+            ``agentspan worker`` sets it on Ctrl-C and SIGTERM; a process of your own that calls
+            `serve` sets it from its own signal handler.
         poll_interval: Seconds between polls of the store (default: the setting's).
         max_runs: Return after this many runs (None: serve until ``stop``); no more are claimed.
         concurrency: At most this many runs executing in this worker at once (None: no limit);
@@ -53,8 +56,19 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
     interval = _serve_args(stop, poll_interval, max_runs, concurrency, options_for)
     store = get_store()
     stop = stop or threading.Event()
-    finished = 0
     active: dict[str, Handle] = {}
+    try:
+        return _serve_until_stopped(store, table, stop, interval, max_runs, concurrency, options_for, active)
+    except KeyboardInterrupt:
+        _stop_at_once(active)
+        raise
+
+
+def _serve_until_stopped(store: Store, table: dict[str, tuple[Adapter, Any]], stop: threading.Event,
+                         interval: float, max_runs: int | None, concurrency: int | None,
+                         options_for: Callable[[Run], dict[str, Any]] | None, active: dict[str, Handle]) -> int:
+    """`serve`'s loop: claims runs until ``stop`` (or ``max_runs``), then waits for those it took up."""
+    finished = 0
     unservable: set[str] = set()  # claimable runs this worker cannot take up: they must not fill its window
     while not stop.is_set() and (max_runs is None or finished < max_runs):
         finished += _collect(active)
@@ -91,6 +105,23 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
                                 return_when=concurrent.futures.FIRST_COMPLETED)
         finished += _collect(active, store)
     return finished
+
+
+def _stop_at_once(active: dict[str, Handle]) -> None:
+    """A hard stop (a `KeyboardInterrupt` while serving): the runs taken up make no new call
+    (`ActiveRun.stopping`); the calls in flight, which cannot be stopped (a sync tool's thread),
+    end and are journaled; then each run gives its lease back (`ProcessExiting`), for the next
+    worker to go on with at once, repeating nothing that ended. Another `KeyboardInterrupt` stops
+    waiting for them."""
+    for run_id in active:
+        here = attached.attached_here(run_id)
+        if here is not None:
+            here.active.stopping = True
+    futures = [h._future for h in active.values() if h._future is not None]  # type: ignore[misc]
+    if futures:
+        log.warning("agentspan worker: stopping at once; %d run(s) end the calls they are making and are "
+                    "left for the next worker", len(futures))
+        concurrent.futures.wait(futures)
 
 
 def _serve_table(targets: tuple[Any, ...]) -> dict[str, tuple[Adapter, Any]]:
