@@ -467,6 +467,11 @@ def test_metrics_show_run_gauges_and_step_counters(client: httpx.Client, store: 
     assert 'agentspan_tokens_total{direction="input"} 10.0' in text and "agentspan_cost_usd_total 0.5" in text
     assert "agentspan_pending_approvals 0.0" in text
     assert 'route="/api/runs/{run_id}/steps/start",status="204"' in text
+    # an approval past its deadline is expired, as the UI and every decision read it, not pending
+    for key, deadline in (("t:1", None), ("t:2", time.time() - 1)):
+        approval = Approval(run_id=run.id, step_key=key, tool="x", args_hash=digest(None), expires_at=deadline)
+        client.post(f"/api/runs/{run.id}/approvals", json={"approval": approval.model_dump(mode="json"), "epoch": 1})
+    assert "agentspan_pending_approvals 1.0" in client.get("/metrics").text
 
 
 def test_openapi_lists_the_api(keyed: httpx.Client) -> None:

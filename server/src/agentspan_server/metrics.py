@@ -24,7 +24,8 @@ from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentspan.records import RunStatus, Step, StepResult
+from agentspan.approvals import effective_status
+from agentspan.records import ApprovalStatus, RunStatus, Step, StepResult, now
 from agentspan.stores.base import Store
 
 GAUGE_CAP = 1000
@@ -54,7 +55,9 @@ class _StoreGauges(Collector):
         for status in RunStatus:
             runs.add_metric([status.value], len(self.store.list_runs(status=status, limit=GAUGE_CAP)))
         yield runs
-        pending = len(self.store.list_approvals(status="pending", limit=GAUGE_CAP))
+        at = now()  # one past its deadline counts as expired, as everywhere else (`effective_status`)
+        pending = sum(1 for approval in self.store.list_approvals(status="pending", limit=GAUGE_CAP)
+                      if effective_status(approval, at) is ApprovalStatus.PENDING)
         yield GaugeMetricFamily(
             "agentspan_pending_approvals", f"Approvals waiting for a decision (counted up to {GAUGE_CAP})", pending
         )
