@@ -86,6 +86,11 @@ def test_a_run_goes_on_only_with_its_session(home):
         agentspan.run(agent, "hi", session=Compacting("chat-3"))
     with pytest.raises(ConfigurationError, match="not dict"):
         agentspan.run(agent, "hi", session={"id": 1})
+    # what `options_for=lambda run: {"session": SQLiteSession(run.session_id, ...)}` makes for a run
+    # without a session: said as such (was: "takes an openai-agents Session ..., not SQLiteSession")
+    plain = agentspan.get_store().get_run(agentspan.start(agent, "hi").id)
+    with pytest.raises(ConfigurationError, match="SQLiteSession whose session_id is None; give none"):
+        adapter.check_options(plain, {"session": SQLiteSession(plain.session_id, str(home / "chat.db"))})
 
 
 @pytest.mark.crash

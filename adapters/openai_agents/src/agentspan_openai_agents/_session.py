@@ -114,13 +114,20 @@ def check_resumed_session(run_id: str, stored_options: Mapping[str, Any], sessio
 
 def check_session(session: Any) -> None:
     """Refuses what `JournaledSession` cannot make durable (see the module)."""
-    if not isinstance(getattr(session, "session_id", None), str):
+    session_id = getattr(session, "session_id", _MISSING)
+    if session_id is None:  # a Session made for a run without one (`options_for` from ``run.session_id``)
+        raise ConfigurationError(f"session= was given a {type(session).__name__} whose session_id is None; give "
+                                 "none for a run started without a session")
+    if not isinstance(session_id, str):
         raise ConfigurationError(f"session= takes an openai-agents Session (with a session_id), "
                                  f"not {type(session).__name__}")
     if callable(getattr(session, "run_compaction", None)):
         raise ConfigurationError(
             f"{type(session).__name__} compacts itself through a model (run_compaction), which a durable run "
             "cannot journal; pass the session it wraps instead")
+
+
+_MISSING = object()
 
 
 def _same(value: Any) -> Any:
