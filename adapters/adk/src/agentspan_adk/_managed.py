@@ -51,7 +51,6 @@ from google.adk.events._rewind_events import _apply_rewinds
 from google.adk.platform import time as platform_time
 from google.adk.sessions import Session
 from google.adk.sessions._rewind_utils import (
-    compute_artifact_delta_for_rewind,
     compute_state_delta_for_rewind,
     rewind_session,
 )
@@ -186,9 +185,11 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
         if crashed is not None:
             managed = await _attach(store, await asyncio.to_thread(attached.take_over, store, crashed),
                                     on_divergence)
+            # artifacts are not rewound: the replayed calls' artifact deltas name the versions
+            # the dead attempt saved, which must stay the latest (a rewind saves an empty one over)
             await rewind_session(session_service=ic.session_service, session=session,
-                                 rewind_before_invocation_id=turns[-1].invocation_id,
-                                 artifact_service=ic.artifact_service, app_name=ic.app_name)
+                                 rewind_before_invocation_id=turns[-1].invocation_id, app_name=ic.app_name)
+            _drop_rewound_keys(session)
             managed.rewound = True
             return managed
     key = f"{base}{len(turns)}:{message_digest}"
@@ -257,13 +258,10 @@ async def _rewind_to_answer(ic: InvocationContext, message: types.Content) -> No
     async def state_delta(rewound: Session, _: int) -> dict[str, Any]:
         return await compute_state_delta_for_rewind(rewound, dropped)
 
-    async def artifact_delta(rewound: Session, _: int) -> dict[str, int]:
-        return await compute_artifact_delta_for_rewind(rewound, dropped, artifact_service=ic.artifact_service,
-                                                       app_name=ic.app_name)
-
     await rewind_session(session_service=ic.session_service, session=session,
-                         rewind_before_invocation_id=ic.invocation_id, artifact_service=ic.artifact_service,
-                         app_name=ic.app_name, compute_state_delta=state_delta, compute_artifact_delta=artifact_delta)
+                         rewind_before_invocation_id=ic.invocation_id, app_name=ic.app_name,
+                         compute_state_delta=state_delta)  # (artifacts not rewound: see `open_run`)
+    _drop_rewound_keys(session)
     stamp = session.events[-1].timestamp
     for event in mine[:cut]:
         stamp = max(platform_time.get_time(), stamp + _TICK)
@@ -334,6 +332,19 @@ async def _create(store: Store, ic: InvocationContext, label: str, key: str,
 async def _attach(store: Store, run: Run, on_divergence: OnDivergence) -> ManagedRun:
     return ManagedRun(await call_store(store, attached.attach, store, run, fresh=not run.steps,
                                        on_divergence=on_divergence))
+
+
+def _drop_rewound_keys(session: Session) -> None:
+    """Removes from the session's state (this invocation's copy) the keys the rewind just appended
+    marks ``None``: those set after the point rewound to. ADK marks them so rather than removing
+    them, and code that runs live before the replay sets them again (``state.get(k, 0) + 1`` in a
+    callback) would read ``None`` where the first attempt found no key."""
+    rewind = session.events[-1] if session.events else None
+    if rewind is None or not rewind.actions.rewind_before_invocation_id:
+        return
+    for key, value in (rewind.actions.state_delta or {}).items():
+        if value is None:
+            session.state.pop(key, None)
 
 
 def _turn_key(base: str, session: Session, invocation_id: str) -> str | None:
