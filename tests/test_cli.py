@@ -537,6 +537,16 @@ def test_escape_sequences_in_stored_values_never_reach_the_terminal(store: Sqlit
     shown = invoke("runs", "show", "no-such\x1b[2J")
     assert shown.exit_code == 1 and "\x1b" not in shown.stderr
     assert json.loads(invoke("runs", "show", run.id, "--json").stdout)["error"] == hostile  # JSON keeps it as it is
+    # the retry history's rows too (were printed raw), and a lone surrogate (a file name decoded
+    # with surrogateescape) in a step's output: shown escaped (was: a UnicodeEncodeError traceback)
+    store.reopen_run(run.id, owner="owner\x1b]0;t\x07", lease_expires_at=now() + 60)
+    store.record_step(Step(run_id=run.id, key="tool:x", seq=5, kind=StepKind.TOOL, name="files", input={}),
+                      StepResult(status=StepStatus.COMPLETED, output="report-\udc1b[2J-\udc9b.txt"),
+                      epoch=run.lease_epoch + 1)
+    shown = invoke("runs", "show", run.id)
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout and "\x9b" not in shown.stdout
+    assert "retry 1" in shown.stdout and "\\udc1b" in shown.stdout
 
 
 def test_doctor_exits_1_when_the_store_fails_its_check(home: Path) -> None:

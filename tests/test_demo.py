@@ -29,3 +29,14 @@ def test_demo_crashes_resumes_and_approves(home: Path):
     assert run.status is agentspan.RunStatus.COMPLETED and run.steps == 5
     lookups = (home / "demo-side-effects.log").read_text().splitlines()
     assert [line.split()[0] for line in lookups] == ["lookup_order", "refund"]
+
+
+def test_a_home_the_demo_cannot_use_is_a_one_line_error(home: Path):
+    blocker = home / "a-file"
+    blocker.write_text("")
+    agentspan_cli = Path(sys.executable).parent / "agentspan"
+    for bad in (blocker, blocker / "sub"):  # a file; a folder under a file
+        env = {**os.environ, "AGENTSPAN_HOME": str(bad)}
+        out = subprocess.run([str(agentspan_cli), "demo"], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr  # was: FileExistsError, ...
+        assert out.stderr.startswith("error: cannot use the Agentspan home") and str(bad) in out.stderr

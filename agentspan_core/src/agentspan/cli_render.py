@@ -28,8 +28,10 @@ _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(
 
 def printable(value: str) -> str:
     """``value`` with its control characters (an ANSI escape sequence's ESC, a bell, ...) shown as
-    ``\\xNN`` instead of reaching the terminal."""
-    return value.translate(_CONTROL)
+    ``\\xNN`` instead of reaching the terminal, and its lone surrogates (a file name decoded with
+    ``surrogateescape``) as ``\\udcNN`` (no terminal encoding takes them; ``\\udc9b`` would reach
+    it as the 8-bit escape introducer)."""
+    return utf8_text(value).translate(_CONTROL)
 
 
 def _text(value: str, style: str = "") -> Text:
@@ -294,9 +296,9 @@ def run_panel(run: Run) -> Panel:
     if run.error:
         rows.append(("error", _text(run.error, style="red")))
     for n, retry in enumerate(retries_of(run.options), 1):
-        by = f" by {retry['owner']}" if retry.get("owner") else " (left to a worker)"
+        by = f" by {printable(str(retry['owner']))}" if retry.get("owner") else " (left to a worker)"
         rows.append((f"retry {n}", Text.assemble(
-            f"failed {timestamp(_number(retry.get('failed_at')))}: ", (str(retry.get("error")), "red"),
+            f"failed {timestamp(_number(retry.get('failed_at')))}: ", (printable(str(retry.get("error"))), "red"),
             f"; retried {timestamp(_number(retry.get('retried_at')))}{by}")))
     return Panel(_fields(rows), title=_text(f"run {run.id}"), title_align="left")
 

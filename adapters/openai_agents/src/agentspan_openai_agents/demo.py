@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 import agentspan
+import agentspan.errors
 from agentspan.records import new_id
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
@@ -121,8 +122,12 @@ def _steps_table(run_id: str, title: str) -> Table:
 def main() -> None:
     """Runs the demo (crash → resume → approval → done) in a few seconds."""
     home = agentspan.settings().home
-    home.mkdir(parents=True, exist_ok=True)  # a fresh machine has no ~/.agentspan yet
-    _effects_file().write_text("")
+    try:
+        home.mkdir(parents=True, exist_ok=True)  # a fresh machine has no ~/.agentspan yet
+        _effects_file().write_text("")
+    except OSError as exc:  # a file in the way, no permission: the CLI's one-line error, not a traceback
+        raise agentspan.errors.ConfigurationError(
+            f"cannot use the Agentspan home {home} (AGENTSPAN_HOME): {exc.strerror or exc}") from None
     run_id = new_id()
     env = {**os.environ, "AGENTSPAN_HOME": str(home)}
     child = _ChildProcess(run_id, env)  # before this process opens the store (a fork copies no connection)
