@@ -597,3 +597,18 @@ def test_doctor_fails_when_the_home_is_a_file(tmp_path: Path, monkeypatch: pytes
     assert result.exit_code == 1
     assert "is a file, not a folder" in json.loads(result.stdout)["store"]
     config.reset()
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 140])
+def test_the_steps_table_keeps_its_key_and_name_at_common_terminal_widths(width: int) -> None:
+    from rich.console import Console
+
+    step = Step(run_id="r", key="llm:0/call:call_a", seq=1, kind=StepKind.TOOL, name="lookup_order", input={},
+                status=StepStatus.COMPLETED, output={"text": "the order 42 was paid $30.00 and shipped " * 3},
+                duration_ms=12.0, input_tokens=100, output_tokens=20, provider="openai", model="gpt-4o-mini")
+    console = Console(width=width, record=True, force_terminal=False)
+    console.print(cli_render.steps_table([step], narrow=width < cli_render.NARROW))
+    shown = console.export_text()
+    # at least a dozen characters of the key and ten of the name on a line (were squeezed to nothing
+    # at 80 and 100 columns, and to 2-3 characters a line at 120: the output's preview was sized first)
+    assert "llm:0/call:c" in shown and "lookup_ord" in shown, shown

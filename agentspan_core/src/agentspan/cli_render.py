@@ -187,15 +187,17 @@ def steps_table(steps: list[Step], *, narrow: bool = False) -> Table:
     table = _table("steps")
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("kind", no_wrap=True)
-    table.add_column("key", overflow="fold")
-    table.add_column("name", overflow="fold")
+    # the output's preview takes what the other columns leave (it was sized first, and squeezed
+    # the key and name to nothing on an 80-140 column terminal)
+    table.add_column("key", overflow="fold", min_width=12)
+    table.add_column("name", overflow="fold", min_width=10)
     table.add_column("status", no_wrap=True)
     if not narrow:
         table.add_column("ms", justify="right", no_wrap=True)
     table.add_column("tokens", justify="right", no_wrap=True)
     if not narrow:
-        table.add_column("provider/model", overflow="fold")
-    table.add_column("output", no_wrap=True, overflow="ellipsis")
+        table.add_column("provider/model", overflow="fold", min_width=12)
+    table.add_column("output", no_wrap=True, overflow="ellipsis", min_width=12, max_width=30 if narrow else 40)
     for step in steps:
         shown = _text(preview(step.error), style="red") if step.error else _text(preview(step.output))
         cells: list[Any] = [
