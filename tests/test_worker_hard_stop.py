@@ -64,3 +64,54 @@ def test_a_second_ctrl_c_journals_the_call_in_flight_and_gives_the_lease_back(ch
     assert agentspan.serve(worker_support.agent(), max_runs=1) == 1  # the next worker, at once
     assert agentspan.get(run_id).status() is RunStatus.COMPLETED
     assert lines("tool") == ["start 1", "end 1", "start 2", "end 2"]  # the finished tool is not run again
+
+
+def test_a_hard_stop_of_serve_journals_a_parallel_call_its_sibling_left_running():
+    """Two parallel calls: a slow sync tool and an agent tool whose next model call comes after the
+    stop (was: that call's `ProcessExiting` ended the run with the slow call still running, so its
+    end was never journaled and the lease was kept)."""
+    import _thread
+    import threading
+
+    from agents import Agent, function_tool
+
+    from agentspan_openai_agents.testing import ScriptedModel, ToolCall
+
+    effects: list[str] = []
+    slow_for = {"seconds": 0.0}
+
+    @function_tool
+    def slow(n: int) -> str:
+        """A slow step."""
+        effects.append(f"start {n}")
+        time.sleep(slow_for["seconds"])
+        effects.append(f"end {n}")
+        return "ok"
+
+    @function_tool
+    def quick() -> str:
+        """A quick step."""
+        return "q"
+
+    def agent() -> Agent:
+        helper = Agent(name="helper", instructions="x", tools=[quick],
+                       model=ScriptedModel([ToolCall("quick", {}), ToolCall("quick", {}), "helped"], name="h",
+                                           latency=0.5 if slow_for["seconds"] else 0.0))
+        helper_tool = helper.as_tool(tool_name="helper", tool_description="h")
+        return Agent(name="main", instructions="x", tools=[slow, helper_tool],
+                     model=ScriptedModel([[ToolCall("slow", {"n": 1}), ToolCall("helper", {"input": "go"})], "done"],
+                                         name="m"))
+
+    assert agentspan.run(agent(), "go").final_output == "done"
+    run_id = crashed_copy(agentspan.get_store().list_runs()[0].id, keep=0)
+    slow_for["seconds"], effects[:] = 2.0, []
+    threading.Timer(0.7, _thread.interrupt_main).start()  # a Ctrl-C while both calls run
+    with pytest.raises(KeyboardInterrupt):
+        agentspan.serve(agent(), poll_interval=0.05)
+    assert effects == ["start 1", "end 1"]
+    steps = {s.key: s.status for s in agentspan.get(run_id).steps()}
+    assert steps["llm:0/call:call_0_0"] is agentspan.StepStatus.COMPLETED  # the slow call's end is journaled
+    assert agentspan.get(run_id).run().lease_owner is None  # and the lease given back
+    slow_for["seconds"] = 0.0
+    assert agentspan.serve(agent(), max_runs=1) == 1 and agentspan.get(run_id).status() is RunStatus.COMPLETED
+    assert effects == ["start 1", "end 1"]  # not run again

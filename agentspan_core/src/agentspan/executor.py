@@ -99,6 +99,10 @@ async def execute(store: Store, run: Run, adapter: Adapter, target: Any, options
             await call_store(store, attached.complete, adapter.encode_output(result))
             return Outcome(RunStatus.COMPLETED, result, attached.counters)
     except BaseException as exc:
+        if isinstance(exc, ProcessExiting) and attached.active.stopping:
+            # a worker's hard stop: the calls in flight (parallel ones a sibling's stop left
+            # running) end and are journaled before the lease is given back
+            await attached.active.settle()
         # What `with attached:` would do, off the loop: cancelled (raised as RunCancelledError),
         # left to a new owner, or abandoned (the lease given back for a retry).
         await call_store(store, attached.end_after_error, exc)

@@ -113,15 +113,19 @@ def _stop_at_once(active: dict[str, Handle]) -> None:
     end and are journaled; then each run gives its lease back (`ProcessExiting`), for the next
     worker to go on with at once, repeating nothing that ended. Another `KeyboardInterrupt` stops
     waiting for them."""
-    for run_id in active:
-        here = attached.attached_here(run_id)
-        if here is not None:
-            here.active.stopping = True
-    futures = [h._future for h in active.values() if h._future is not None]  # type: ignore[misc]
-    if futures:
-        log.warning("agentspan worker: stopping at once; %d run(s) end the calls they are making and are "
-                    "left for the next worker", len(futures))
-        concurrent.futures.wait(futures)
+    running = {run_id: h._future for run_id, h in active.items()  # type: ignore[misc]
+               if h._future is not None and not h._future.done()}
+    if not running:
+        return
+    log.warning("agentspan worker: stopping at once; %d run(s) end the calls they are making and are "
+                "left for the next worker", len(running))
+    while running:
+        for run_id in list(running):  # (again and again: a run claimed just now attaches a moment later)
+            here = attached.attached_here(run_id)
+            if here is not None:
+                here.active.stopping = True
+        done, _ = concurrent.futures.wait(running.values(), timeout=0.05)
+        running = {run_id: future for run_id, future in running.items() if future not in done}
 
 
 def _serve_table(targets: tuple[Any, ...]) -> dict[str, tuple[Adapter, Any]]:
