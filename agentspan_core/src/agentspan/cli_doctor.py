@@ -10,7 +10,7 @@ from collections.abc import Callable
 from agentspan.errors import AgentspanError
 from agentspan.records import JSON
 from agentspan.stores.base import Store
-from agentspan.stores.cores import usable_cores
+from agentspan.stores.cores import spare_core, usable_cores
 
 
 def doctor_report(open_store: Callable[[], Store]) -> dict[str, JSON]:
@@ -88,7 +88,7 @@ def step_helper_shown(step_helper: str, *, embedded: bool) -> str:
     if step_helper != "auto" or not embedded:
         return step_helper
     cores = usable_cores()
-    return f"auto ({'on' if cores >= 2 else 'off'}: {cores:g} CPU{'' if cores == 1 else 's'})"
+    return f"auto ({'on' if spare_core(cores) else 'off'}: {cores:g} CPU{'' if cores == 1 else 's'})"
 
 
 def shown_url(url: str) -> str:

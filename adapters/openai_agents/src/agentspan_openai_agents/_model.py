@@ -95,7 +95,7 @@ def _named(name: str, provider: str) -> ModelId:
     ``openai/gpt-oss-120b``, OpenRouter's ``anthropic/claude-sonnet-4-5``: billed by Groq and
     OpenRouter); on OpenAI's own API, a local server or a class of another library, a known
     provider's prefix names the provider (``mistral/some-model``)."""
-    if provider in _COMPATIBLE_HOSTS.values() or provider == "azure":
+    if provider in _COMPATIBLE_PROVIDERS:
         return ModelId(provider, name)
     return parse_model_id(name, default_provider=provider)
 
@@ -104,6 +104,8 @@ _COMPATIBLE_HOSTS = {"api.groq.com": "groq", "api.mistral.ai": "mistral", "api.d
                      "generativelanguage.googleapis.com": "google", "api.together.xyz": "together",
                      "openrouter.ai": "openrouter", "api.x.ai": "xai"}
 """Providers whose OpenAI-compatible API the SDK's OpenAI model classes reach by ``base_url``."""
+_COMPATIBLE_PROVIDERS = frozenset({*_COMPATIBLE_HOSTS.values(), "azure"})
+"""Providers other than OpenAI an OpenAI model class's client reaches (`_provider_of_client`)."""
 
 
 def _provider_of_client(model: Model) -> str:

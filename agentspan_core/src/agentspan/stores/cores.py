@@ -20,10 +20,19 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["cgroup_quota", "usable_cores"]
+__all__ = ["HELPER_CORES", "cgroup_quota", "spare_core", "usable_cores"]
 
 _PROC_CGROUP = Path("/proc/self/cgroup")
 _MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+HELPER_CORES = 2
+"""The CPUs a process needs for the step writer's helper to run by default (a core of its own)."""
+
+
+def spare_core(cores: float) -> bool:
+    """Whether a process that may use ``cores`` CPUs (`usable_cores`) has one for the helper."""
+    return cores >= HELPER_CORES
 
 
 def usable_cores(proc_cgroup: Path = _PROC_CGROUP, mountinfo: Path = _MOUNTINFO) -> float:

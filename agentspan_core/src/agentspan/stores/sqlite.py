@@ -27,7 +27,7 @@ from agentspan.records import JSON, Run, RunStatus
 from agentspan.stores import sqlite_journal as live
 from agentspan.stores import sqlite_schema as sql
 from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion, unstorable
-from agentspan.stores.cores import usable_cores
+from agentspan.stores.cores import spare_core, usable_cores
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.reopening import reopen_refusal, reopened_options
 from agentspan.stores.sqlite_approvals import SqliteApprovals, refusal
@@ -111,11 +111,11 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         self._syncer = WalSyncer(os.path.abspath(self.path) + "-wal") if deferred and durability == "full" else None
         if step_helper is not None and not isinstance(step_helper, bool):
             raise ConfigurationError(f"step_helper={step_helper!r}: expected True, False or None (auto)")
-        spare_core = deferred and step_helper is not False and usable_cores() >= 2
-        helper = deferred and (spare_core if step_helper is None else step_helper)
+        own_core = deferred and step_helper is not False and spare_core(usable_cores())
+        helper = deferred and (own_core if step_helper is None else step_helper)
         self._writer = (StepWriter(os.path.abspath(self.path), live.INSERT_STEP, busy_timeout=sql.BUSY_TIMEOUT,
                                    autocheckpoint_pages=BACKSTOP_PAGES, synchronous=durability.upper(),
-                                   poll=spare_core)
+                                   poll=own_core)
                         if helper else None)
         self._refused: dict[str, BaseException] = {}
         """Run id -> why the first step write the helper handed back was refused (raised by
