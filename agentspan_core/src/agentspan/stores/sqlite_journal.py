@@ -39,6 +39,7 @@ from agentspan.stores.sqlite_rows import (
     STEP_COLUMNS,
     STEP_FIELDS,
     dump_json,
+    recorded_from_values,
     recorded_step_values,
     step_from_row,
     step_values,
@@ -231,11 +232,9 @@ class SqliteJournal:
                 self._wal.committed(applied - self._counted)
                 self._counted = applied
 
-    def _write_returned(self, record: tuple[dict[str, Any], StepResult, int, tuple[Any, ...]],
-                        in_doubt: bool) -> None:
-        """Writes a step row the helper handed back (`record_step`'s record of it) in this thread."""
-        fields, result, epoch, values = record
-        step = Step.unchecked(**fields)
+    def _write_returned(self, values: tuple[Any, ...], in_doubt: bool) -> None:
+        """Writes a step row the helper handed back (the values `record_step` sent) in this thread."""
+        step, result, epoch = recorded_from_values(values)
         try:
             self._tx(recorded_tx(self, step, result, epoch, values, in_doubt=in_doubt), step=True,
                      settle=False)
@@ -284,8 +283,10 @@ class SqliteJournal:
             raise ConfigurationError("record_step needs a 'completed' or 'failed' result")
         values = (*recorded_step_values(step, result), step.run_id, epoch)
         writer = self._writer
-        if writer is not None and writer.send(values, (step.__dict__.copy(), result, epoch, values)):
-            if writer.applied - self._counted >= 16:  # the step is a dict copy: the runtime ends its own
+        # The values are all a handed-back write needs (`recorded_from_values`): nothing else is
+        # held per write while the helper commits it.
+        if writer is not None and writer.send(values, values):
+            if writer.applied - self._counted >= 16:
                 self._count_helper_commits()
             return
         if self._write_one(INSERT_STEP, values, step=True):

@@ -134,6 +134,22 @@ def recorded_step_values(step: Step, result: StepResult) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def recorded_from_values(values: tuple[Any, ...]) -> tuple[Step, StepResult, int]:
+    """The started step, its result and the writer's epoch of the parameters of an ended step's
+    fenced insert (`recorded_step_values` followed by the run id and the epoch): for a write
+    that must take the start-then-finish way after all (a step row the store's helper handed
+    back), without holding the records themselves while the row is out."""
+    (run_id, key, seq, kind, name, status, input_hash, error, attempt, started_at, ended_at, duration_ms,
+     provider, model, input_tokens, output_tokens, cost_usd, input_text, output_text, _fence_run, epoch) = values
+    step = Step.unchecked(run_id=run_id, key=key, seq=seq, kind=StepKind(kind), name=name, input=load_json(input_text),
+                          input_hash=input_hash, attempt=attempt, started_at=started_at, provider=provider,
+                          model=model)
+    result = StepResult.unchecked(status=StepStatus(status), output=load_json(output_text), error=error,
+                                  ended_at=ended_at, duration_ms=duration_ms, provider=provider, model=model,
+                                  input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd)
+    return step, result, epoch
+
+
 def approval_values(approval: Approval) -> tuple[Any, ...]:
     """Returns an approval's column values in `APPROVAL_FIELDS` order."""
     return (*approval_scalars(approval), dump_json(approval.args))
