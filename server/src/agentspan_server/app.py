@@ -292,7 +292,8 @@ def create_app(
         return json_response(StepList(steps=await call(store.list_steps, path_param("run_id", run_id))))
 
     # ---- approvals (approval_routes), run deletion (retention_routes), checkpoints ---------------
-    add_approval_routes(app, store, call, None if slack_approvals is None else slack_approvals.approval_requested)
+    add_approval_routes(app, store, call, None if slack_approvals is None else slack_approvals.approval_requested,
+                        keys=keys)
     add_retention_routes(app, store, call)  # POST /api/runs/prune (admin)
     checkpoint_puts = add_checkpoint_routes(app, store, call)
 

@@ -161,7 +161,9 @@ def _terminated_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: the previous handler was installed from C (an embedding application), which Python
+        # cannot reinstall (`signal.signal` raises TypeError for None); the default is the nearest
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def listening_sockets(host: str, port: int) -> list[socket.socket]:

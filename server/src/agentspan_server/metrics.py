@@ -29,7 +29,8 @@ from agentspan.records import ApprovalStatus, RunStatus, Step, StepResult, now
 from agentspan.stores.base import Store
 
 GAUGE_CAP = 1000
-"""Store gauges count at most this many runs per status (one bounded listing per status).
+"""Store gauges count at most this many runs per status (one bounded listing per status), and
+at most this many pending approvals (`live_pending_approvals`).
 
 Good enough for a dashboard of a small deployment; a store-side ``count`` operation would lift
 the cap (the `Store` contract has none yet).
@@ -55,12 +56,39 @@ class _StoreGauges(Collector):
         for status in RunStatus:
             runs.add_metric([status.value], len(self.store.list_runs(status=status, limit=GAUGE_CAP)))
         yield runs
-        at = now()  # one past its deadline counts as expired, as everywhere else (`effective_status`)
-        pending = sum(1 for approval in self.store.list_approvals(status="pending", limit=GAUGE_CAP)
-                      if effective_status(approval, at) is ApprovalStatus.PENDING)
+        pending = live_pending_approvals(self.store, now(), GAUGE_CAP)
         yield GaugeMetricFamily(
             "agentspan_pending_approvals", f"Approvals waiting for a decision (counted up to {GAUGE_CAP})", pending
         )
+
+
+def live_pending_approvals(store: Store, at: float, cap: int) -> int:
+    """Counts the approvals pending at ``at``, up to ``cap``: one past its deadline counts as
+    expired, as everywhere else (`agentspan.approvals.effective_status`).
+
+    Expired approvals stay ``pending`` in the store, so the first ``cap`` pending rows may hold few
+    live ones (was: those rows were taken, then the expired ones dropped: an under-count). A store
+    with ``count_pending_approvals`` (SQLite, PostgreSQL) counts in one query that skips the expired
+    ones; any other is listed in growing pages until ``cap`` live ones are seen or none are left.
+
+    Args:
+        store: The store.
+        at: The time deadlines are compared with (epoch seconds).
+        cap: The most to count.
+
+    Returns:
+        The number of live pending approvals, at most ``cap``.
+    """
+    count = getattr(store, "count_pending_approvals", None)
+    if callable(count):
+        return min(int(count(at=at, limit=cap)), cap)
+    limit = cap
+    while True:  # the contract's listing has no offset: each page is a longer listing
+        listed = store.list_approvals(status="pending", limit=limit)
+        live = sum(1 for approval in listed if effective_status(approval, at) is ApprovalStatus.PENDING)
+        if live >= cap or len(listed) < limit:
+            return min(live, cap)
+        limit *= 4
 
 
 class ServerMetrics:

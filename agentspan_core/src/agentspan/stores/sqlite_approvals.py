@@ -22,6 +22,10 @@ from agentspan.stores.sqlite_rows import APPROVAL_COLUMNS, approval_from_row, ap
 __all__ = ["SqliteApprovals", "refusal"]
 
 _T = TypeVar("_T")
+_COUNT_LIVE_PENDING = (  # expired at ``at`` >= expires_at, as `agentspan.approvals.effective_status` reads it
+    "SELECT COUNT(*) FROM (SELECT 1 FROM approvals WHERE status='pending' "
+    "AND (expires_at IS NULL OR expires_at > ?) LIMIT ?)"
+)
 
 
 def refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: bool = False) -> BaseException:
@@ -32,7 +36,8 @@ def refusal(cur: sqlite3.Cursor, run_id: str, epoch: int, *, cancelling: bool = 
 
 class SqliteApprovals:
     """`Store.request_approval`, `get_approval`, `find_approval`, `list_approvals`,
-    `decide_approval` and `claim_announcement` of `SqliteStore`."""
+    `decide_approval` and `claim_announcement` of `SqliteStore` (and `count_pending_approvals`,
+    for the server's metrics)."""
 
     if TYPE_CHECKING:
 
@@ -84,6 +89,14 @@ class SqliteApprovals:
         filters = {"run_id": run_id, "status": status}
         rows = self._select("approvals", APPROVAL_COLUMNS, filters, "id DESC", limit)
         return [approval_from_row(r) for r in rows]
+
+    def count_pending_approvals(self, *, at: float, limit: int) -> int:
+        """Counts pending approvals whose deadline has not passed at ``at``, up to ``limit``.
+
+        Not part of the `Store` contract: the server's metrics use it when a store has it (the
+        contract's `list_approvals` cannot skip expired ones, so counting through it reads them all).
+        """
+        return int(self._query(_COUNT_LIVE_PENDING, (at, limit))[0][0])
 
     def decide_approval(
         self,

@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresStore", "redact_url"]
 
+_COUNT_LIVE_PENDING = (  # expired at ``at`` >= expires_at, as `agentspan.approvals.effective_status` reads it
+    "SELECT COUNT(*) FROM (SELECT 1 FROM approvals WHERE status='pending' "
+    "AND (expires_at IS NULL OR expires_at > %s) LIMIT %s) AS live"
+)
+
 
 class PostgresStore(PostgresCheckpoints, Store):
     """Stores runs, steps, approvals and checkpoints in a PostgreSQL database (version 13 or later).
@@ -340,6 +345,14 @@ class PostgresStore(PostgresCheckpoints, Store):
         filters = {"run_id": run_id, "status": status}
         rows = self._select("approvals", sql.APPROVAL_COLUMNS, filters, "id DESC", limit)
         return [approval_from_row(r) for r in rows]
+
+    def count_pending_approvals(self, *, at: float, limit: int) -> int:
+        """Counts pending approvals whose deadline has not passed at ``at``, up to ``limit``.
+
+        Not part of the `Store` contract: the server's metrics use it when a store has it (the
+        contract's `list_approvals` cannot skip expired ones, so counting through it reads them all).
+        """
+        return int(self._query(_COUNT_LIVE_PENDING, (at, limit))[0][0])
 
     def decide_approval(
         self,
