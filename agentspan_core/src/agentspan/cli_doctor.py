@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from agentspan.errors import AgentspanError
 from agentspan.records import JSON
@@ -41,14 +44,16 @@ def doctor_report(open_store: Callable[[], Store]) -> dict[str, JSON]:
             server_state = "reachable"
         except AgentspanError as exc:
             server_state = f"error: {exc}"
+    elif current.home.exists() and not current.home.is_dir():  # no run could create the store there
+        store_state = f"error: the Agentspan home {str(current.home)!r} is a file, not a folder"
+    elif problem := home_problem(current.home, current.db_path):
+        store_state = f"error: {problem}"
     elif db_exists:
         try:
             open_store()
             store_state = "ok"
         except AgentspanError as exc:
             store_state = f"error: {exc}"
-    elif current.home.exists() and not current.home.is_dir():  # no run could create the store there
-        store_state = f"error: the Agentspan home {str(current.home)!r} is a file, not a folder"
     try:
         adapters: list[JSON] = [a.framework for a in registered()]
     except Exception as exc:  # a broken adapter package must not break the doctor
@@ -72,6 +77,52 @@ def doctor_report(open_store: Callable[[], Store]) -> dict[str, JSON]:
         "api_key": "set" if current.api_key else "not set",  # never the key itself
         "adapters": adapters,
     }
+
+
+def home_problem(home: Path, db_path: Path) -> str | None:
+    """Why the embedded store cannot be created or written in ``home``, or None.
+
+    Tries what a run does rather than reading permission bits (root writes through them, a
+    read-only mount refuses whatever they say): creates the folder as a run would (the demo's rule:
+    ``mkdir(parents=True)``), creates and deletes a file in it (SQLite creates the ``-wal`` and
+    ``-shm`` files and the step helper's lock folder there), and opens the store's existing files
+    for writing without changing them. Whatever it creates it removes again, so the doctor leaves
+    no trace.
+
+    Args:
+        home: The Agentspan home (``AGENTSPAN_HOME``).
+        db_path: The embedded store's file in it.
+
+    Returns:
+        E.g. ``"cannot use the Agentspan home /x (AGENTSPAN_HOME): Permission denied"``.
+    """
+    made: list[Path] = []  # the folders this check created, innermost last
+    try:
+        try:
+            for folder in reversed([home, *home.parents]):
+                if not folder.exists():
+                    folder.mkdir()
+                    made.append(folder)
+            fd, probe = tempfile.mkstemp(prefix=".agentspan-doctor-", dir=home)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return f"cannot use the Agentspan home {home} (AGENTSPAN_HOME): {exc.strerror or exc}"
+        for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+            try:
+                with path.open("r+b"):  # opened for writing, nothing written
+                    pass
+            except FileNotFoundError:
+                continue  # created when needed: the folder's check covers it
+            except OSError as exc:
+                return f"cannot write the Agentspan store file {path}: {exc.strerror or exc}"
+        return None
+    finally:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:  # something else put a file there meanwhile: it is theirs now
+                break
 
 
 def step_helper_shown(step_helper: str, *, embedded: bool) -> str:

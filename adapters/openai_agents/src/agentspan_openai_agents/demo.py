@@ -19,11 +19,16 @@ from pathlib import Path
 
 from agents import Agent, function_tool, set_tracing_disabled
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import agentspan
 import agentspan.errors
+from agentspan.cli_doctor import shown_url
 from agentspan.records import new_id
+from agentspan.stores.base import Store
+from agentspan.stores.remote import RemoteStore
+from agentspan.stores.sqlite import SqliteStore
 from agentspan_openai_agents.testing import ScriptedModel, ToolCall
 
 set_tracing_disabled(True)
@@ -119,6 +124,16 @@ def _steps_table(run_id: str, title: str) -> Table:
     return table
 
 
+def _where(store: Store) -> str:
+    """Where the demo's runs are: the store it uses, not the home's file (with
+    ``AGENTSPAN_SERVER_URL`` set that is the server; the home then holds only the side effects)."""
+    if isinstance(store, SqliteStore):
+        return store.path
+    if isinstance(store, RemoteStore):
+        return f"the server at {shown_url(','.join(store.urls))}"  # never a user:password@ part
+    return repr(store)
+
+
 def main() -> None:
     """Runs the demo (crash → resume → approval → done) in a few seconds."""
     home = agentspan.settings().home
@@ -133,7 +148,7 @@ def main() -> None:
     child = _ChildProcess(run_id, env)  # before this process opens the store (a fork copies no connection)
     store = agentspan.get_store()
     console.rule("[bold]Agentspan demo[/]: an openai-agents agent that survives kill -9")
-    console.print(f"store: {agentspan.settings().db_path}   run: [cyan]{run_id}[/]\n")
+    console.print(f"store: {escape(_where(store))}   run: [cyan]{run_id}[/]\n")
 
     console.print("1. A child process runs the agent; we SIGKILL it while its 2nd model call is in flight.")
     deadline = time.monotonic() + 30

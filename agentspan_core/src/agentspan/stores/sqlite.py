@@ -383,7 +383,9 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         An empty ``agents`` sequence matches no run. A pending approval whose ``expires_at`` has
         passed (``<= now``) no longer holds its run back: it counts as expired.
         """
-        statement, params = live.CLAIMABLE, {"now": now, "limit": limit}
+        statement = live.CLAIMABLE
+        # Declared wide: the agent names (str) are added below to the numbers now and limit.
+        params: dict[str, float | str] = {"now": now, "limit": limit}
         if agents is not None:
             names = list(agents)
             if not names:
