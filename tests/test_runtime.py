@@ -9,7 +9,7 @@ import pytest
 
 from agentspan.errors import ReplayDivergenceError
 from agentspan.models import price_usd
-from agentspan.records import Run, Step, StepKind, StepResult, StepStatus
+from agentspan.records import Run, Step, StepKind, StepResult, StepStatus, completed_result, started_step
 from agentspan.runtime import ActiveRun
 from agentspan.stores.memory import MemoryStore
 
@@ -58,6 +58,29 @@ def test_unchecked_records_are_what_validation_builds() -> None:
     assert result.ended_at is not None and result.error is None and result.model_fields_set == {"status", "output"}
     assert result.model_copy(update={"output": 2}).output == 2
     assert StepResult.unchecked(status=StepStatus.FAILED).ended_at >= result.ended_at  # a new factory call each
+
+
+def test_the_hot_path_records_are_what_validation_builds() -> None:
+    """`started_step` and `completed_result` (the per-call constructors) build what validation
+    builds from the same fields: every field (a field added to the records must be added there
+    too), the same defaults and the same set-field marks."""
+    fields = {"run_id": "r1", "key": "llm:0", "seq": 3, "kind": StepKind.LLM, "name": "m", "input": {"a": [1]},
+              "input_hash": "h", "attempt": 2, "provider": "openai", "model": "gpt-4o-mini"}
+    checked, fast = Step(**fields), started_step(**fields)
+    assert checked.started_at <= fast.started_at <= time.time()
+    fast.__dict__["started_at"] = checked.started_at
+    assert list(fast.__dict__) == list(checked.__dict__)  # every field, in declaration order
+    assert fast == checked and fast.model_dump_json() == checked.model_dump_json()
+    assert fast.model_fields_set == checked.model_fields_set == set(fields)
+    plain = {"output": {"x": 1}, "duration_ms": 1.5, "provider": "openai", "model": "gpt-4o-mini"}
+    metered = {**plain, "input_tokens": 3, "output_tokens": 4, "cost_usd": 0.25}
+    built = ((plain, completed_result(**plain)), (metered, completed_result(**metered, metered=True)))
+    for given, fast_result in built:
+        checked_result = StepResult(status=StepStatus.COMPLETED, **given)
+        assert abs(checked_result.ended_at - fast_result.ended_at) < 5  # now, not a default
+        fast_result.__dict__["ended_at"] = checked_result.ended_at
+        assert list(fast_result.__dict__) == list(checked_result.__dict__)
+        assert fast_result == checked_result and fast_result.model_fields_set == checked_result.model_fields_set
 
 
 @pytest.mark.parametrize(("provider", "model", "family"), [

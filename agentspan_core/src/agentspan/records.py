@@ -186,6 +186,50 @@ class StepResult(_Record):
     cost_usd: float | None = Field(default=None, ge=0)
 
 
+_new = object.__new__
+_STARTED_FIELDS = frozenset(("run_id", "key", "seq", "kind", "name", "input", "input_hash", "attempt", "provider",
+                             "model"))
+_COMPLETED_FIELDS = frozenset(("status", "output", "duration_ms", "provider", "model"))
+_METERED_FIELDS = _COMPLETED_FIELDS | {"input_tokens", "output_tokens", "cost_usd"}
+
+
+def started_step(run_id: str, key: str, seq: int, kind: StepKind, name: str | None, input: JSON,
+                 input_hash: str | None, attempt: int, provider: str | None, model: str | None) -> Step:
+    """The `Step` of a call about to be made, as ``Step.unchecked(...)`` with these fields builds it
+    (started now), for the runtime's per-call path: its ``__dict__`` built in one go instead of
+    from the defaults (about half the time of `_Record.unchecked`, which runs twice per journaled
+    call). Nothing is validated: the values are the runtime's own."""
+    step = _new(Step)
+    _set(step, "__dict__", {
+        "run_id": run_id, "key": key, "seq": seq, "kind": kind, "name": name, "status": StepStatus.STARTED,
+        "input": input, "input_hash": input_hash, "output": None, "error": None, "attempt": attempt,
+        "started_at": time.time(), "ended_at": None, "duration_ms": None, "provider": provider, "model": model,
+        "input_tokens": None, "output_tokens": None, "cost_usd": None,
+    })  # fmt: skip
+    _set(step, "__pydantic_fields_set__", set(_STARTED_FIELDS))
+    _set(step, "__pydantic_extra__", None)
+    _set(step, "__pydantic_private__", None)
+    return step
+
+
+def completed_result(output: JSON, duration_ms: float, provider: str | None, model: str | None,
+                     input_tokens: int | None = None, output_tokens: int | None = None,
+                     cost_usd: float | None = None, *, metered: bool = False) -> StepResult:
+    """The `StepResult` of a call that completed (ended now), as ``StepResult.unchecked(...)`` builds
+    it, for the runtime's per-call path (see `started_step`). ``metered``: the token and cost
+    fields count as set (a model call's), as when they are passed to ``unchecked``."""
+    result = _new(StepResult)
+    _set(result, "__dict__", {
+        "status": StepStatus.COMPLETED, "output": output, "error": None, "ended_at": time.time(),
+        "duration_ms": duration_ms, "provider": provider, "model": model, "input_tokens": input_tokens,
+        "output_tokens": output_tokens, "cost_usd": cost_usd,
+    })  # fmt: skip
+    _set(result, "__pydantic_fields_set__", set(_METERED_FIELDS if metered else _COMPLETED_FIELDS))
+    _set(result, "__pydantic_extra__", None)
+    _set(result, "__pydantic_private__", None)
+    return result
+
+
 class Approval(_Record):
     """A human decision a tool call waits for, bound to the exact tool arguments."""
 

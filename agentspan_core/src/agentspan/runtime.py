@@ -30,7 +30,7 @@ from agentspan.events import EventSink, sink_of
 from agentspan.jsontext import error_text, utf8_text
 from agentspan.keys import _scope
 from agentspan.models import price_usd
-from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus
+from agentspan.records import JSON, Run, Step, StepKind, StepResult, StepStatus, completed_result, started_step
 from agentspan.stores.base import Store, call_store
 from agentspan.tool_steps import ToolSteps
 from agentspan.tools import StepInfo, _current_step
@@ -353,8 +353,7 @@ class ActiveRun(ToolSteps):
             if self.lease is not None and self.lease.stale():  # stopped or starved past its lease
                 await call_store(self.store, self.lease.confirm)
             # Built unchecked (no validation): every value is the core's own or typed by this signature.
-            step = Step.unchecked(run_id=self.run_id, key=key, seq=seq, kind=kind, name=name, input=input,
-                                  input_hash=input_hash, attempt=attempt, provider=provider, model=model)
+            step = started_step(self.run_id, key, seq, kind, name, input, input_hash, attempt, provider, model)
             if self._clocks and key in self._clocks:  # the time `agentspan.now` gave what feeds this call
                 step.__dict__["started_at"] = self._clocks[key]  # (kept: a retried call is started again)
             # A model call is journaled once, when it ends: an interrupted one is simply made again,
@@ -413,15 +412,12 @@ class ActiveRun(ToolSteps):
         duration_ms = (time.perf_counter() - started) * 1000
         output = dump(value)
         if metrics is None:
-            result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
-                                          provider=step.provider, model=step.model)
+            result = completed_result(output, duration_ms, step.provider, step.model)
         else:
             m = metrics(value)
             used = m.model or step.model
-            result = StepResult.unchecked(status=StepStatus.COMPLETED, output=output, duration_ms=duration_ms,
-                                          provider=step.provider, model=used, input_tokens=m.input_tokens,
-                                          output_tokens=m.output_tokens,
-                                          cost_usd=price_usd(step.provider, used, m.input_tokens, m.output_tokens))
+            result = completed_result(output, duration_ms, step.provider, used, m.input_tokens, m.output_tokens,
+                                      price_usd(step.provider, used, m.input_tokens, m.output_tokens), metered=True)
         if info.handled:  # failed, and the framework answered for it: replayed as answered, shown failed
             if failed_for_exit(info.handled[-1]):  # the failure was the exit's: in doubt, as at a crash
                 self.cut_off = True
