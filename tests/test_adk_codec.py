@@ -8,7 +8,7 @@ from google.adk.models import LlmResponse
 from google.genai import types
 
 from agentspan.hashing import digest
-from agentspan_adk import _codec
+from agentspan_adk import _codec, _journal
 
 CALL = types.Part(function_call=types.FunctionCall(name="add", args={"a": 1, "b": [2, {"c": None}]}, id="call-1"))
 RESULT = types.Part(function_response=types.FunctionResponse(name="add", response={"result": 3}, id="call-1"))
@@ -62,3 +62,12 @@ def test_dump_actions_keeps_only_what_changed():
                                             "transfer_to_agent": "billing"}
     assert _codec.dump_actions(changed, ("state_delta", "artifact_delta")) == {"state_delta": {"x": 1}}
     assert _codec.dump_actions(EventActions(transfer_to_agent="b"), ("state_delta", "artifact_delta")) == {}
+
+
+def test_a_gemini_responses_cached_content_is_its_cached_input():
+    """Gemini counts the cached content in ``prompt_token_count``: the call is priced with it as
+    cached input (`agentspan.models.price_usd`)."""
+    usage = {"prompt_token_count": 100, "candidates_token_count": 15, "thoughts_token_count": 5,
+             "cached_content_token_count": 80}
+    metrics = _journal._usage(({"usage_metadata": usage}, {}))
+    assert (metrics.input_tokens, metrics.output_tokens, metrics.cached_input_tokens) == (100, 20, 80)

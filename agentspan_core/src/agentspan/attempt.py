@@ -37,11 +37,17 @@ class Scope:
 
 @dataclass(frozen=True)
 class LlmMetrics:
-    """What an adapter reads off a model response for the trail."""
+    """What an adapter reads off a model response for the trail.
+
+    ``input_tokens`` counts every input token, those the provider read from or wrote to its
+    prompt cache included; ``cached_input_tokens`` and ``cache_write_tokens`` say how many of them
+    were (they price the call: `agentspan.models.price_usd`)."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     model: str | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
 
 
 @dataclass

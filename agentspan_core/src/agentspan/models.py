@@ -34,6 +34,28 @@ PRICES_PER_MTOK: dict[tuple[str, str], tuple[float, float]] = {
     ("mistral", "mistral-large-latest"): (2.00, 6.00),
 }
 
+# USD per million input tokens read from the provider's prompt cache, and written to it where the
+# provider bills that apart (None: as ordinary input). Public list prices, as the table above; a
+# model missing here prices its cached tokens as ordinary input (never less than it was billed).
+CACHE_PRICES_PER_MTOK: dict[tuple[str, str], tuple[float | None, float | None]] = {
+    ("openai", "gpt-4o"): (1.25, None),
+    ("openai", "gpt-4o-mini"): (0.075, None),
+    ("openai", "gpt-4.1"): (0.50, None),
+    ("openai", "gpt-4.1-mini"): (0.10, None),
+    ("openai", "gpt-4.1-nano"): (0.025, None),
+    ("openai", "o3-mini"): (0.55, None),
+    ("openai", "o4-mini"): (0.275, None),
+    ("openai", "gpt-5"): (0.125, None),
+    ("openai", "gpt-5-mini"): (0.025, None),
+    ("openai", "gpt-5-nano"): (0.005, None),
+    ("anthropic", "claude-sonnet-4-5"): (0.30, 3.75),
+    ("anthropic", "claude-haiku-4-5"): (0.10, 1.25),
+    ("anthropic", "claude-opus-4-1"): (1.50, 18.75),
+    ("google", "gemini-2.5-flash"): (0.075, None),
+    ("google", "gemini-2.5-flash-lite"): (0.025, None),
+    ("google", "gemini-2.5-pro"): (0.31, None),
+}
+
 
 class ModelId(NamedTuple):
     """A parsed model name."""
@@ -62,25 +84,57 @@ _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest)")
 another model, priced only by its own row."""
 
 
+class Prices(NamedTuple):
+    """A model's list prices, USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float
+    """An input token read from the provider's prompt cache (the input price where the table has none)."""
+    cache_write: float
+    """An input token written to the provider's prompt cache, where billed apart (Anthropic's
+    5-minute cache; the input price elsewhere)."""
+
+
 @cache
-def _prices(provider: str, model: str) -> tuple[float, float] | None:
-    prices = PRICES_PER_MTOK.get((provider, model))
-    if prices is not None:
-        return prices
-    # a dated snapshot ("gpt-4o-mini-2024-07-18") prices as its family ("gpt-4o-mini", not "gpt-4o")
-    for (p, family), candidate in PRICES_PER_MTOK.items():
-        if p == provider and model.startswith(family) and _SNAPSHOT.fullmatch(model, len(family)):
-            return candidate
-    return None
+def _prices(provider: str, model: str) -> Prices | None:
+    key = (provider, model)
+    if key not in PRICES_PER_MTOK:
+        # a dated snapshot ("gpt-4o-mini-2024-07-18") prices as its family ("gpt-4o-mini", not "gpt-4o")
+        key = next(((p, family) for p, family in PRICES_PER_MTOK
+                    if p == provider and model.startswith(family) and _SNAPSHOT.fullmatch(model, len(family))), key)
+    prices = PRICES_PER_MTOK.get(key)
+    if prices is None:
+        return None
+    cached, written = CACHE_PRICES_PER_MTOK.get(key, (None, None))
+    return Prices(prices[0], prices[1], prices[0] if cached is None else cached,
+                  prices[0] if written is None else written)
 
 
-def price_usd(provider: str | None, model: str | None, input_tokens: int | None,
-              output_tokens: int | None) -> float | None:
+def price_usd(provider: str | None, model: str | None, input_tokens: int | None, output_tokens: int | None,
+              cached_input_tokens: int | None = None, cache_write_tokens: int | None = None) -> float | None:
     """Prices one model call from the table; None when the model is not in it, or the call's
-    tokens are not known."""
+    tokens are not known.
+
+    Args:
+        provider: The provider the call was billed by.
+        model: The model's name there.
+        input_tokens: Every input token of the call, those read from or written to the
+            provider's prompt cache included (as OpenAI, Gemini and LangChain count them).
+        output_tokens: The output tokens (reasoning included).
+        cached_input_tokens: Of ``input_tokens``, those read from the prompt cache (billed at the
+            cached price: 10-50% of the input price).
+        cache_write_tokens: Of ``input_tokens``, those written to the prompt cache, where the
+            provider bills them apart (Anthropic: 125% of the input price).
+    """
     if provider is None or model is None or (input_tokens is None and output_tokens is None):
         return None
     prices = _prices(provider, model)
     if prices is None:
         return None
-    return ((input_tokens or 0) * prices[0] + (output_tokens or 0) * prices[1]) / 1_000_000
+    total = input_tokens or 0  # (a report of more cached tokens than input ones bills no more than the input)
+    cached = min(max(cached_input_tokens or 0, 0), total)
+    written = min(max(cache_write_tokens or 0, 0), total - cached)
+    uncached = total - cached - written
+    return (uncached * prices.input + cached * prices.cached_input + written * prices.cache_write
+            + (output_tokens or 0) * prices.output) / 1_000_000

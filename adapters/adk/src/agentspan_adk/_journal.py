@@ -415,7 +415,9 @@ def _usage(value: _ModelCall) -> LlmMetrics:
         return _NO_USAGE
     candidates, thoughts = usage.get("candidates_token_count"), usage.get("thoughts_token_count")
     output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
-    return LlmMetrics(input_tokens=usage.get("prompt_token_count"), output_tokens=output)
+    return LlmMetrics(input_tokens=usage.get("prompt_token_count"), output_tokens=output,
+                      # (of prompt_token_count: Gemini counts the cached content in it)
+                      cached_input_tokens=usage.get("cached_content_token_count"))
 
 
 def _as_tool_response(tool: BaseTool, result: JSON) -> Any:

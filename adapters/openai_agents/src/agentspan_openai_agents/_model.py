@@ -66,7 +66,10 @@ def _metrics(response: ModelResponse) -> agentspan.LlmMetrics:
         # no usage reported (a stream without ``include_usage``, a server that sends none: the SDK
         # then counts zeros): unknown, not a free call (a model reads one token at least)
         return _NO_USAGE
-    return agentspan.LlmMetrics(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+    details = usage.input_tokens_details  # (of input_tokens: OpenAI's and the SDK's count)
+    return agentspan.LlmMetrics(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                                cached_input_tokens=getattr(details, "cached_tokens", None),
+                                cache_write_tokens=getattr(details, "cache_write_tokens", None))
 
 
 _NO_USAGE = agentspan.LlmMetrics()
