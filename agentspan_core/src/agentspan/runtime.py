@@ -118,6 +118,16 @@ def told_replaying(replayed: bool | None) -> Iterator[None]:
         _told.reset(token)
 
 
+def tell_replaying(replayed: bool | None) -> None:
+    """For adapters whose framework calls the user's hooks about a call after the adapter's own
+    callback has returned, with no block around them to wrap (ADK's plugin callbacks run before
+    the agent's): from here on in the current context, `replaying` answers ``replayed`` (None:
+    its own answer again). A value set inside a task stays in that task (ADK runs parallel calls
+    in tasks of their own); the adapter sets None again when the invocation ends, so the caller's
+    code after it reads no stale answer."""
+    _told.set(replayed)
+
+
 class ActiveRun(ToolSteps):
     """The journal of one run as seen by one execution attempt holding the run's lease.
 

@@ -33,6 +33,7 @@ import agentspan
 from agentspan import approvals
 from agentspan.divergence import OnDivergence, check_policy
 from agentspan.errors import ApprovalPending
+from agentspan.runtime import tell_replaying
 from agentspan.tools import DEFAULT_TOOL_OPTIONS
 from agentspan_adk import _clock, _confirmations, _managed, _mock, _tools
 from agentspan_adk._journal import Journal
@@ -142,6 +143,7 @@ class AgentspanPlugin(BasePlugin):
 
     async def after_run_callback(self, *, invocation_context: InvocationContext) -> None:
         _clock.invocation_ended(invocation_context.invocation_id)
+        tell_replaying(None)
         journal = self._journals.get(invocation_context.invocation_id)
         if journal is not None:
             journal.cancel_pending()
@@ -156,6 +158,7 @@ class AgentspanPlugin(BasePlugin):
 
     async def on_run_error_callback(self, *, invocation_context: InvocationContext, error: Exception) -> None:
         _clock.invocation_ended(invocation_context.invocation_id)
+        tell_replaying(None)
         journal = self._journals.pop(invocation_context.invocation_id, None)
         if journal is not None:
             journal.cancel_pending()
@@ -173,7 +176,9 @@ class AgentspanPlugin(BasePlugin):
             response = await recorded
             if response is not None:  # (else the run went on live here: on_divergence="live")
                 ic.increment_llm_call_count()  # counts against `max_llm_calls` as the live call did
+                tell_replaying(True)  # (the agent's own callbacks about this call run after this one)
                 return response
+        tell_replaying(False)
         scripted = _mock.scripted_response(llm_request)  # None (the model is called) outside a mock run
         if scripted is not None:
             ic.increment_llm_call_count()  # counts against `max_llm_calls` as the model's answer would
@@ -201,6 +206,7 @@ class AgentspanPlugin(BasePlugin):
         ic = invocation_of(tool_context)
         journal = self._journals.get(ic.invocation_id) or await self._bind(ic, None)
         call, journaled = journal.before_tool(tool, tool_args, tool_context, ic)
+        tell_replaying(journaled)  # for the agent's `after_tool` callbacks, which ADK runs for a replayed call too
         if journaled:
             return await journal.replay_tool(call)  # type: ignore[no-any-return]
         _tools.park(call)
