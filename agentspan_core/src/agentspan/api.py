@@ -20,6 +20,7 @@ from agentspan.errors import (
     AgentspanError,
     ConfigurationError,
     LeaseLostError,
+    RunCancelledSignal,
     RunStateError,
 )
 from agentspan.handle import Handle
@@ -98,7 +99,9 @@ def start(target: Any, input: Any, *, run_id: str | None = None, session_id: str
                             on_divergence=on_divergence, store=store)
     if not created:
         orphan = _claimed_if_orphaned(store, run)
-        return Handle(run.id, store=store) if orphan is None else _spawn(store, orphan, adapter, target, options)
+        if orphan is None:
+            return Handle(run.id, store=store)
+        return _spawn(store, _marked_running(store, orphan), adapter, target, options)
     return _spawn(store, run, adapter, target, options, fresh=True)
 
 
@@ -258,7 +261,27 @@ def resume(run_id: str, target: Any, *, wait: float | None = None, on_divergence
     """
     store, adapter, policy = resumable(run_id, target, on_divergence, options)
     claimed = attached.claim(store, run_id, wait=wait)
-    return _spawn(store, claimed, adapter, target, options, on_divergence=policy)
+    return _spawn(store, _marked_running(store, claimed), adapter, target, options, on_divergence=policy)
+
+
+def _marked_running(store: Store, claimed: Run) -> Run:
+    """``claimed`` (a run whose lease this process just took) marked ``running`` before its handle
+    is returned, so ``handle.status()`` reads ``running`` at once, here and in any other process.
+
+    The claim alone leaves the status as it was (``waiting``, ``pending``), and the execution
+    thread `_spawn` starts marked it only when it got to `attached.attach` (was: ``waiting`` for a
+    few ms after `resume` returned). Not an extra write: `attach` skips its own for a run already
+    ``running``. Fenced by the claimed lease epoch, so a run another process took meanwhile is not
+    touched; when the write is refused (taken over, cancelled, an outage) the run is returned as
+    claimed and `attach`, in the execution thread, meets the same refusal and ends the execution
+    as it always did (the handle's `result` raises it).
+    """
+    if claimed.status is RunStatus.RUNNING:
+        return claimed
+    try:
+        return store.update_run(claimed.id, epoch=claimed.lease_epoch, status=RunStatus.RUNNING)
+    except (AgentspanError, RunCancelledSignal):
+        return claimed
 
 
 async def resume_async(run_id: str, target: Any, *, wait: float | None = None,

@@ -21,7 +21,9 @@ journal each finished node as a ``checkpoint`` step: the thread's checkpoints ho
   the graph resumes with those decisions, as under ``agentspan.run``. With the application's own
   ``Command(resume=value)``, LangGraph delivers ``value``; the interrupts' approvals still pending
   are closed as decided by ``"langgraph"`` (rejected only when ``value`` is ``False`` or a dict whose
-  ``"approved"`` is ``False``).
+  ``"approved"`` is ``False``). On a thread with no unfinished run and no task left (it finished,
+  or has no checkpoint), ``None`` or a bare ``Command(resume=...)`` is no run: LangGraph runs no
+  node and answers as it would without Agentspan (`DirectRun.runs_nothing`).
 - **Endings.** Returned: ``completed`` (output: the graph's values as JSON), or ``waiting`` with an
   approval per pending interrupt (the caller still gets LangGraph's ``__interrupt__``). An error:
   ``failed``; `ApprovalPending` from an ``@agentspan.tool(approval_required=True)`` tool:
@@ -87,9 +89,17 @@ class DirectRun:
         """The invocation's ``Command(resume=...)`` names no interrupt of several (LangGraph refuses it)."""
 
     # ---- opening (store work, any thread) -------------------------------------------------
-    def open(self) -> None:
-        """Opens the invocation's run: continues the thread's unfinished run or creates one."""
+    def open(self) -> bool:
+        """Opens the invocation's run: continues the thread's unfinished run or creates one.
+
+        Returns:
+            False when the invocation is no run and nothing was opened: it continues a thread that
+            has no unfinished run and nothing left to run (`runs_nothing`), so LangGraph runs no
+            node and returns the thread's state as it is (was: an empty ``completed`` run).
+        """
         previous = self._unfinished_previous()
+        if previous is None and self.runs_nothing():
+            return False
         continues = self.input is None or isinstance(self.input, Command)
         if previous is not None:
             here = attached.attached_here(previous.id)
@@ -101,7 +111,7 @@ class DirectRun:
             if continues:
                 self.attached = attached.attach(self.store, claimed)
                 self.continued = True
-                return
+                return True
             run_id = claimed.id
             self.store.update_run(run_id, epoch=claimed.lease_epoch, status=RunStatus.CANCELLED, release_lease=True,
                                   error=f"superseded: thread {self.thread_id!r} was invoked with a new input")
@@ -113,6 +123,20 @@ class DirectRun:
                                session_id=self.thread_id)
         stored, _ = self.store.create_run(run)
         self.attached = attached.attach(self.store, stored, fresh=True)
+        return True
+
+    def runs_nothing(self) -> bool:
+        """Whether LangGraph runs no node for this invocation: it brings nothing new (``None``, or a
+        ``Command`` that only answers interrupts) and the thread's state has no task left (the
+        thread finished; or it has no checkpoint, where LangGraph raises ``EmptyInputError``).
+
+        Asked only when the thread has no unfinished run, so it costs a continued run nothing.
+        """
+        given = self.input
+        if given is not None and not (isinstance(given, Command) and given.update is None and not given.goto
+                                      and given.graph is None):
+            return False
+        return not self.graph.get_state(self._user_config).next
 
     def _unfinished_previous(self) -> Run | None:
         """The thread's run an invocation continues (or supersedes): the one its newest checkpoint
@@ -304,7 +328,8 @@ def _interrupted(result: Any) -> bool | None:
 def invoke(direct: DirectRun, call: Callable[..., Any]) -> Any:
     """``graph.invoke`` as a direct run; ``call(input, config, **rest)`` is LangGraph's."""
     context = contextvars.copy_context()
-    direct.open()
+    if not direct.open():
+        return call(direct.payload, direct.config, **direct.rest)  # no run: LangGraph's own answer
     try:
         context.run(direct.enter)
         if direct.continued:
@@ -327,7 +352,8 @@ def invoke(direct: DirectRun, call: Callable[..., Any]) -> Any:
 async def ainvoke(direct: DirectRun, call: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
     """``graph.ainvoke`` as a direct run."""
     context = contextvars.copy_context()
-    await asyncio.to_thread(direct.open)  # may wait for another owner's lease
+    if not await asyncio.to_thread(direct.open):  # may wait for another owner's lease
+        return await call(direct.payload, direct.config, **direct.rest)  # no run: LangGraph's own answer
     try:
         context.run(direct.enter)
         if direct.continued:
@@ -351,7 +377,9 @@ async def ainvoke(direct: DirectRun, call: Callable[..., Coroutine[Any, Any, Any
 def stream(direct: DirectRun, call: Callable[..., Iterator[Any]]) -> Iterator[Any]:
     """``graph.stream`` as a direct run: LangGraph's chunks as they come."""
     context = contextvars.copy_context()
-    direct.open()
+    if not direct.open():
+        yield from call(direct.payload, direct.config, **direct.rest)  # no run: LangGraph's own chunks
+        return
     chunks: Iterator[Any] | None = None
     try:
         context.run(direct.enter)
@@ -377,7 +405,10 @@ def stream(direct: DirectRun, call: Callable[..., Iterator[Any]]) -> Iterator[An
 async def astream(direct: DirectRun, call: Callable[..., AsyncIterator[Any]]) -> AsyncIterator[Any]:
     """``graph.astream`` as a direct run: each step of LangGraph's stream runs in the run's context."""
     context = contextvars.copy_context()
-    await asyncio.to_thread(direct.open)  # may wait for another owner's lease
+    if not await asyncio.to_thread(direct.open):  # may wait for another owner's lease
+        async for chunk in call(direct.payload, direct.config, **direct.rest):  # no run: LangGraph's own chunks
+            yield chunk
+        return
     chunks: AsyncIterator[Any] | None = None
     try:
         context.run(direct.enter)
