@@ -32,7 +32,7 @@ from agentspan.errors import (
     RunFailed,
 )
 from agentspan.events import ApprovalRequested
-from agentspan_langgraph import AgentspanSaver
+from agentspan_langgraph import AgentspanSaver, _calls
 from agentspan_langgraph._calls import dump_chat_result, load_chat_result
 
 import crash_support
@@ -603,3 +603,17 @@ def test_credentials_in_options_are_never_stored_and_must_be_given_again():
                            config={"configurable": {"openai_api_key": key}, "metadata": {"ApiKey": key}})
     assert out.result(timeout=20) == {"n": 2}
     assert seen == [(key, "acme", key, "t1", context)] * 2  # the stored entries kept, the keys given again
+
+
+def test_a_chat_models_prompt_cache_reads_and_writes_are_its_cached_input():
+    """LangChain counts the prompt cache's reads and writes in ``input_tokens`` and says how many in
+    ``input_token_details``: the call is priced with them (`agentspan.models.price_usd`)."""
+    usage = {"input_tokens": 1000, "output_tokens": 10, "total_tokens": 1010,
+             "input_token_details": {"cache_read": 600, "cache_creation": 300}}
+    message = AIMessage("hi", usage_metadata=usage, response_metadata={"model_name": "claude-sonnet-4-5"})
+    metrics = _calls._usage(ChatResult(generations=[ChatGeneration(message=message)]))
+    assert (metrics.input_tokens, metrics.output_tokens) == (1000, 10)
+    assert (metrics.cached_input_tokens, metrics.cache_write_tokens) == (600, 300)
+    plain = AIMessage("hi", usage_metadata={"input_tokens": 5, "output_tokens": 1, "total_tokens": 6})
+    metrics = _calls._usage(ChatResult(generations=[ChatGeneration(message=plain)]))
+    assert (metrics.cached_input_tokens, metrics.cache_write_tokens) == (None, None)  # not reported: unknown

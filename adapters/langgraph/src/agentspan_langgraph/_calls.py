@@ -68,7 +68,7 @@ def load_chat_result(data: dict[str, Any]) -> ChatResult:
 
 
 def _usage(result: ChatResult) -> agentspan.LlmMetrics:
-    inputs = outputs = None
+    inputs = outputs = cache_reads = cache_writes = None
     model = None
     for generation in result.generations:
         message = generation.message
@@ -76,8 +76,15 @@ def _usage(result: ChatResult) -> agentspan.LlmMetrics:
         if usage:
             inputs = (inputs or 0) + int(usage.get("input_tokens") or 0)
             outputs = (outputs or 0) + int(usage.get("output_tokens") or 0)
+            # LangChain counts the prompt cache's reads and writes in input_tokens (its details say how many)
+            details = usage.get("input_token_details") or {}
+            if details.get("cache_read") is not None:
+                cache_reads = (cache_reads or 0) + int(details["cache_read"] or 0)
+            if details.get("cache_creation") is not None:
+                cache_writes = (cache_writes or 0) + int(details["cache_creation"] or 0)
         model = model or (message.response_metadata or {}).get("model_name")
-    return agentspan.LlmMetrics(input_tokens=inputs, output_tokens=outputs, model=model)
+    return agentspan.LlmMetrics(input_tokens=inputs, output_tokens=outputs, model=model,
+                                cached_input_tokens=cache_reads, cache_write_tokens=cache_writes)
 
 
 def _message_content(message: BaseMessage) -> Any:
