@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import agentspan
+from agentspan.cli_doctor import shown_url
 from agentspan.stores.remote import RemoteStore
 from agentspan.stores.sqlite import SqliteStore
 from agentspan_openai_agents.demo import _where
@@ -57,3 +58,12 @@ def test_the_embedded_store_is_shown_by_its_file(tmp_path: Path) -> None:
         assert _where(remote) == "the server at http://a.example:1,http://b.example:2"
     finally:
         remote.close()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://svc:hunter2@secret@host:8000", "http://host:8000"),  # a raw "@" in the password (httpx reads it so)
+    ("http://u:p@a:1,https://v:q@b:2/x@y", "http://a:1,https://b:2/x@y"),  # an "@" in a path is the path's
+    ("http://host:1?next=a@b", "http://host:1?next=a@b"),
+])
+def test_a_shown_server_url_holds_no_credentials(url: str, shown: str) -> None:
+    assert shown_url(url) == shown

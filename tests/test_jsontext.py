@@ -71,6 +71,10 @@ def test_integers_past_64_bits_decode_as_integers() -> None:
     assert jsontext.loads(f'{{"v": {big}, "w": [-{big}]}}') == {"v": big, "w": [-big]}
     assert jsontext.loads(f"[{2**64}, 1.5]".encode()) == [2**64, 1.5]
     assert jsontext.loads(jsontext.dumps({"v": big})) == {"v": big}
+    below = -(2**63) - 1  # 19 digits, below int64 (was decoded by orjson as -9.223372036854776e+18)
+    assert jsontext.loads(f"[{below}, {-(2**63)}]") == [below, -(2**63)]
+    assert jsontext.loads(f"[{2**64 - 1}]") == [2**64 - 1]
+    assert type(jsontext.loads(jsontext.dumps([below]).encode())[0]) is int
 
 
 class _Payload(Exception):

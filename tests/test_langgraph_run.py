@@ -614,6 +614,12 @@ def test_a_chat_models_prompt_cache_reads_and_writes_are_its_cached_input():
     metrics = _calls._usage(ChatResult(generations=[ChatGeneration(message=message)]))
     assert (metrics.input_tokens, metrics.output_tokens) == (1000, 10)
     assert (metrics.cached_input_tokens, metrics.cache_write_tokens) == (600, 300)
+    # langchain-anthropic with Anthropic's cache lifetimes: writes under ephemeral_*, cache_creation 0
+    lifetimes = {**usage, "input_token_details": {"cache_read": 600, "cache_creation": 0,
+                                                  "ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100}}
+    message = AIMessage("hi", usage_metadata=lifetimes)
+    metrics = _calls._usage(ChatResult(generations=[ChatGeneration(message=message)]))
+    assert (metrics.cached_input_tokens, metrics.cache_write_tokens) == (600, 300)
     plain = AIMessage("hi", usage_metadata={"input_tokens": 5, "output_tokens": 1, "total_tokens": 6})
     metrics = _calls._usage(ChatResult(generations=[ChatGeneration(message=plain)]))
     assert (metrics.cached_input_tokens, metrics.cache_write_tokens) == (None, None)  # not reported: unknown

@@ -203,6 +203,29 @@ class FailingStream(ScriptedModel):
             raise ConnectionError("stream broken")
 
 
+class NullInputDetails(ScriptedModel):
+    """Ends its stream with usage whose ``input_tokens_details`` is null (as an OpenAI-compatible
+    Responses server may send it)."""
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async for event in super().stream_response(*args, **kwargs):
+            if getattr(event, "type", None) == "response.completed":
+                event.response.usage.input_tokens_details = None
+            yield event
+
+
+def test_a_stream_reporting_no_input_token_details_completes_as_the_plain_sdks_does():
+    async def main() -> agentspan.StreamedRun:
+        streamed = agentspan.run_streamed(adder(NullInputDetails(["Hello there."])), "hi")
+        async for _ in streamed.stream_events():
+            pass
+        return streamed
+
+    streamed = asyncio.run(main())  # was: a pydantic ValidationError (cache_write_tokens required), the run failed
+    assert streamed.final_output == "Hello there."
+    assert agentspan.get(streamed.id).status() is agentspan.RunStatus.COMPLETED
+
+
 def test_a_broken_model_stream_fails_the_run_and_records_the_failed_call():
     async def main() -> tuple[agentspan.StreamedRun, list[str]]:
         streamed = agentspan.run_streamed(adder(FailingStream(["Hello there."])), "hi")

@@ -166,6 +166,40 @@ def test_a_key_with_an_unfinished_attempt_is_finished_by_the_store(tmp_path: Pat
     store.close()
 
 
+def test_a_write_the_helper_hands_back_is_the_row_an_inline_write_makes(tmp_path: Path) -> None:
+    """A step with an earlier unfinished attempt (the helper's insert does nothing, the store writes
+    it itself from the values it sent) ends as the same row as on a store without the helper:
+    every column, the step's and the result's fields merged as `finish_step` merges them."""
+    cases = [
+        ({"kind": StepKind.TOOL, "input": {"a": 1}}, {"status": StepStatus.COMPLETED, "output": {"ok": 1}}),
+        ({"kind": StepKind.TOOL, "input": {"a": "\udcff"}}, {"status": StepStatus.FAILED, "error": "E: \\udcff"}),
+        ({"kind": StepKind.LLM, "input": [1], "name": "m", "provider": "openai", "model": "gpt-4o"},
+         {"status": StepStatus.COMPLETED, "output": {"m": 1}, "model": "gpt-4o-2024-08-06", "input_tokens": 5,
+          "output_tokens": 2, "cost_usd": 0.1, "duration_ms": 12.5}),
+        ({"kind": StepKind.LLM, "input": None, "provider": "x", "model": "y", "input_tokens": 3},
+         {"status": StepStatus.COMPLETED, "output": None}),
+        ({"kind": StepKind.TOOL, "input": {"n": -(2**63) - 1, "m": 2**70}},
+         {"status": StepStatus.COMPLETED, "output": [-(2**63) - 1]}),
+    ]
+
+    def rows(store: SqliteStore) -> list[tuple[Any, ...]]:
+        run_id = claimed_run(store)
+        for seq, (step_fields, result_fields) in enumerate(cases):
+            store.start_step(Step(run_id=run_id, key=f"k{seq}", seq=seq, started_at=1000.0, **step_fields), epoch=1)
+            store.record_step(Step(run_id=run_id, key=f"k{seq}", seq=seq, attempt=2, started_at=2000.0, **step_fields),
+                              StepResult(ended_at=2000.5, **result_fields), epoch=1)
+        store.wait_durable(run_id)
+        found = [tuple(row)[1:] for row in store._query("SELECT * FROM steps WHERE run_id=? ORDER BY seq", (run_id,))]
+        store.close()
+        return found  # (without the run id)
+
+    helper = normal_store(tmp_path / "h.db")
+    writer = helper._writer
+    handed = rows(helper)
+    assert writer is not None and (writer.sent, writer.applied) == (len(cases), 0)  # all handed back
+    assert handed == rows(SqliteStore(tmp_path / "i.db"))
+
+
 def test_a_killed_helper_gives_its_writes_back_and_none_is_lost_or_doubled(tmp_path: Path) -> None:
     store = normal_store(tmp_path / "k.db", SLOW_HELPER)
     writer = store._writer

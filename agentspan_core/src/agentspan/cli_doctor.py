@@ -143,5 +143,6 @@ def step_helper_shown(step_helper: str, *, embedded: bool) -> str:
 
 
 def shown_url(url: str) -> str:
-    """The server URL(s) without any ``user:password@`` part."""
-    return ",".join(re.sub(r"//[^/@]*@", "//", part.strip()) for part in url.split(","))
+    """The server URL(s) without any ``user:password@`` part (up to the authority's last ``@``, as
+    httpx reads it: a password may hold a raw ``@``)."""
+    return ",".join(re.sub(r"//[^/?#]*@", "//", part.strip()) for part in url.split(","))

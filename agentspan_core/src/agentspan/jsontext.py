@@ -10,8 +10,10 @@ than the standard library on the journal's small documents (a ``ModelResponse`` 
 - values ``json`` refuses (datetimes, dataclasses, any object) are refused with ``json``'s
   ``TypeError``: orjson's own encoders for them are turned off;
 - text orjson cannot decode (``NaN`` and ``Infinity``, which ``json`` writes) is decoded by ``json``;
-- text with a run of 20 digits or more is decoded by ``json``: orjson turns an integer past 64
-  bits into a float (``123456789012345678901234567890`` -> ``1.2345678901234568e+29``), silently.
+- text with a run of 20 digits or more, or of 19 after a minus sign, is decoded by ``json``: orjson
+  turns an integer past its range (64 bits, unsigned above zero) into a float
+  (``123456789012345678901234567890`` -> ``1.2345678901234568e+29``,
+  ``-9223372036854775809`` -> ``-9.223372036854776e+18``), silently.
 
 Text holding a lone surrogate (``"\udcff"``: a file name decoded with ``surrogateescape``, a
 broken emoji) is not UTF-8: orjson refuses it, and ``json`` then writes it as the escape
@@ -48,8 +50,8 @@ _CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_asci
 _COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"))
 _CANONICAL_ASCII = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 _encode = orjson.dumps
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
-_LONG_DIGITS_TEXT = re.compile(r"[0-9]{20}")
+_LONG_DIGITS = re.compile(rb"-[0-9]{19}|[0-9]{20}")  # past int64 below zero, past uint64 above (orjson's range)
+_LONG_DIGITS_TEXT = re.compile(r"-[0-9]{19}|[0-9]{20}")
 
 
 def utf8_text(text: str) -> str:

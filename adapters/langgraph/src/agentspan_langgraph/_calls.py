@@ -67,6 +67,10 @@ def load_chat_result(data: dict[str, Any]) -> ChatResult:
     )
 
 
+_CACHE_WRITES = ("cache_creation", "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+"""The ``input_token_details`` keys LangChain's chat models count prompt-cache writes under."""
+
+
 def _usage(result: ChatResult) -> agentspan.LlmMetrics:
     inputs = outputs = cache_reads = cache_writes = None
     model = None
@@ -80,8 +84,11 @@ def _usage(result: ChatResult) -> agentspan.LlmMetrics:
             details = usage.get("input_token_details") or {}
             if details.get("cache_read") is not None:
                 cache_reads = (cache_reads or 0) + int(details["cache_read"] or 0)
-            if details.get("cache_creation") is not None:
-                cache_writes = (cache_writes or 0) + int(details["cache_creation"] or 0)
+            # (langchain-anthropic puts writes with a cache lifetime in ephemeral_5m/1h_input_tokens,
+            # cache_creation then 0; all are priced as 5-minute writes)
+            written = [details.get(k) for k in _CACHE_WRITES]
+            if any(count is not None for count in written):
+                cache_writes = (cache_writes or 0) + sum(int(count or 0) for count in written)
         model = model or (message.response_metadata or {}).get("model_name")
     return agentspan.LlmMetrics(input_tokens=inputs, output_tokens=outputs, model=model,
                                 cached_input_tokens=cache_reads, cache_write_tokens=cache_writes)

@@ -37,6 +37,13 @@ class JournaledResponseCompleted(ResponseCompletedEvent):
     step_key: str
 
 
+def _no_input_details() -> InputTokensDetails:
+    """Input-token details of a response that reported none (a compatible server's ``null``):
+    zeros, built unvalidated (openai's newer versions require ``cache_write_tokens`` too, older
+    ones have no such field)."""
+    return InputTokensDetails.model_construct(cached_tokens=0, cache_write_tokens=0)
+
+
 def response_of(response: ModelResponse, model: str) -> Response:
     """The Responses-API `Response` a stream ends with, built from a `ModelResponse`."""
     usage = response.usage
@@ -45,7 +52,7 @@ def response_of(response: ModelResponse, model: str) -> Response:
         parallel_tool_calls=True, tool_choice="auto", tools=[], status="completed",
         usage=ResponseUsage.model_construct(
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, total_tokens=usage.total_tokens,
-            input_tokens_details=usage.input_tokens_details or InputTokensDetails(cached_tokens=0),
+            input_tokens_details=usage.input_tokens_details or _no_input_details(),
             output_tokens_details=usage.output_tokens_details or OutputTokensDetails(reasoning_tokens=0)))
 
 
@@ -58,7 +65,7 @@ def model_response_of(response: Response, streamed_items: list[Any]) -> ModelRes
     raw = response.usage
     usage = Usage(requests=1, input_tokens=raw.input_tokens, output_tokens=raw.output_tokens,
                   total_tokens=raw.total_tokens,
-                  input_tokens_details=raw.input_tokens_details or InputTokensDetails(cached_tokens=0),
+                  input_tokens_details=raw.input_tokens_details or _no_input_details(),
                   output_tokens_details=raw.output_tokens_details or OutputTokensDetails(reasoning_tokens=0),
                   ) if raw is not None else Usage()
     return ModelResponse(output=list(response.output) or list(streamed_items), usage=usage,
