@@ -73,6 +73,9 @@ class ApprovalFilter(StrEnum):
 PIPE_WIDTH = 200
 """Table width when stdout is not a terminal and ``COLUMNS`` is unset."""
 
+RUNS_PAGE = 50
+"""``runs list``'s default ``--limit``: the runs on one page."""
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -132,16 +135,25 @@ def runs_list(
     agent: Annotated[str | None, typer.Option(help="Only runs of this agent name.")] = None,
     session: Annotated[str | None, typer.Option(
         help="Only runs of this session (a conversation; for LangGraph, the thread id).")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many runs.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many runs (a page).")] = RUNS_PAGE,
+    before: Annotated[str | None, typer.Option(
+        help="The next page: the runs listed after this run id (the last one of the previous page).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """List runs, newest first."""
-    runs = _store().list_runs(status=status, agent=agent, limit=limit, session_id=session)
+    """List runs, newest first (by id: a custom run id sorts as text), a page at a time.
+
+    A full page ends with the command for the next, older, page (--before its last run id).
+    """
+    runs = _store().list_runs(status=status, agent=agent, limit=limit, session_id=session, before=before)
     if as_json:
         _echo_json([render.run_json(run) for run in runs])
     else:
         console = _out()
         console.print(render.runs_table(runs, narrow=console.width < render.NARROW))
+        if runs and len(runs) >= limit:
+            options = {"status": status.value if status else None, "agent": agent, "session": session,
+                       "limit": None if limit == RUNS_PAGE else str(limit)}
+            console.print(render.next_page_hint(runs[-1].id, options), soft_wrap=True)
 
 
 @runs_app.command("show")

@@ -7,6 +7,7 @@ an escape sequence in it must not clear, retitle or hide the operator's terminal
 """
 
 import json
+import shlex
 from datetime import datetime
 from typing import Any
 
@@ -179,6 +180,20 @@ def runs_table(runs: list[Run], *, narrow: bool = False) -> Table:
         cells.append(age(run.created_at, at))
         table.add_row(*cells)
     return table
+
+
+def next_page_hint(before: str, options: dict[str, str | None]) -> Text:
+    """Returns the line after a full ``runs list`` page: the command that lists the next, older, page.
+
+    Args:
+        before: The last (oldest) run id on the page.
+        options: The command's other options that were given (name without dashes: value; None
+            when not given), kept so the next page has the same filters.
+    """
+    # ``--name=value`` keeps a value that starts with a dash a value; shlex makes it one shell word
+    words = [f"--{name}={value}" for name, value in options.items() if value is not None]
+    command = shlex.join(["agentspan", "runs", "list", *words, f"--before={before}"])
+    return Text("Older runs: ", style="dim") + _text(command)
 
 
 def steps_table(steps: list[Step], *, narrow: bool = False) -> Table:

@@ -6,7 +6,7 @@ through a server; bodies and answers are the pydantic models below (JSON only, n
 | Store method       | HTTP                                                        | answer              |
 |--------------------|-------------------------------------------------------------|---------------------|
 | create_run         | ``POST   /api/runs``                    body `Run`          | `CreatedRun` (201/200) |
-| list_runs          | ``GET    /api/runs?status=&agent=&session_id=&limit=``      | `RunList`           |
+| list_runs          | ``GET    /api/runs?status=&agent=&session_id=&before=&limit=`` | `RunList`        |
 | get_run            | ``GET    /api/runs/{run_id}``                               | `Run`               |
 | update_run         | ``PATCH  /api/runs/{run_id}``           body `UpdateRun`    | `Run`               |
 | cancel_run         | ``POST   /api/runs/{run_id}/cancel``    body `CancelRun`    | `Run`               |

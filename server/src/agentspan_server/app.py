@@ -73,6 +73,10 @@ _DECISION_PATH = re.compile(re.escape(API_PREFIX) + r"/approvals/[^/]+/decision"
 _DELETIONS = RUN_DELETIONS | {f"{API_PREFIX}/checkpoints/{a}" for a in ("delete", "delete-for-runs", "prune")}
 _T = TypeVar("_T")
 
+Before = Annotated[str | None, Query(description="Keyset paging: only runs whose id sorts before this one (the "
+                                     "last id of the previous page); it need not name a run.")]
+"""The ``before`` query parameter of ``GET /api/runs``."""
+
 
 
 def required_role(scope: Scope) -> Role | None:
@@ -173,10 +177,10 @@ def create_app(
 
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], responses=responses(*COMMON))
     async def list_runs(status: RunStatus | None = None, agent: str | None = None, limit: Limit = 100,
-                        session_id: str | None = None) -> Response:
-        """`Store.list_runs`: newest first."""
+                        session_id: str | None = None, before: Before = None) -> Response:
+        """`Store.list_runs`: newest first; ``before`` (the last id of a page) gives the next, older, page."""
         runs = await call(store.list_runs, status=status, agent=query_text("agent", agent), limit=limit,
-                          session_id=query_text("session_id", session_id))
+                          session_id=query_text("session_id", session_id), before=query_text("before", before))
         return json_response(RunList(runs=runs))
 
     @app.get(API_PREFIX + "/runs/{run_id}", response_model=Run, tags=["runs"], responses=responses(*COMMON, 404))

@@ -104,10 +104,26 @@ class Store(CheckpointContract, abc.ABC):
     @abc.abstractmethod
     def list_runs(
         self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100,
-        session_id: str | None = None,
+        session_id: str | None = None, before: str | None = None,
     ) -> list[Run]:
         """Returns runs newest first, optionally filtered by status, agent name and session (a
-        conversation: a LangGraph run's thread)."""
+        conversation: a LangGraph run's thread).
+
+        Newest first is by run id, descending: generated ids are UUIDv7 (time ordered); a custom
+        run id sorts as text (by code point). ``before`` pages through them (keyset paging): pass
+        the last id of a page to get the next, older, page. It is a position, not a lookup: it
+        need not name a run (not even any more).
+
+        Args:
+            status: Only runs with this status.
+            agent: Only runs of this agent name.
+            limit: At most this many runs (negative: no limit).
+            session_id: Only runs of this session.
+            before: Only runs whose id sorts strictly before this one.
+
+        Returns:
+            The runs, newest (greatest id) first.
+        """
 
     @abc.abstractmethod
     def update_run(

@@ -93,7 +93,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
 
     def list_runs(
         self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100,
-        session_id: str | None = None,
+        session_id: str | None = None, before: str | None = None,
     ) -> list[Run]:
         """See `Store.list_runs`."""
         with self._lock:
@@ -101,7 +101,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
                 r
                 for r in self._runs.values()
                 if (status is None or r.status == status) and (agent is None or r.agent == agent)
-                and (session_id is None or r.session_id == session_id)
+                and (session_id is None or r.session_id == session_id) and (before is None or r.id < before)
             ]
             runs.sort(key=lambda r: r.id, reverse=True)
             return [r.model_copy(deep=True) for r in limited(runs, limit)]

@@ -205,10 +205,31 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         return self._get(f"/runs/{seg(run_id)}", Run)
 
     def list_runs(self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100,
-                  session_id: str | None = None) -> list[Run]:
-        params = {k: v for k, v in (("status", status), ("agent", agent), ("limit", _clamp(limit)),
-                                    ("session_id", session_id)) if v is not None}
-        return self._get("/runs", wire.RunList, params).runs
+                  session_id: str | None = None, before: str | None = None) -> list[Run]:
+        """See `Store.list_runs`: ``GET /api/runs``, one page of at most `MAX_LIMIT` runs per
+        request; a larger (or negative: no) limit asks for the next, older, page after the last
+        run received (``before``) until the limit or the oldest run, as the embedded stores answer.
+
+        Raises:
+            ConfigurationError: ``before`` was given and the server ignored it (a server older than
+                paging answers the newest runs instead).
+        """
+        runs: list[Run] = []
+        asked = before
+        while True:
+            want = MAX_LIMIT if limit < 0 else min(limit - len(runs), MAX_LIMIT)
+            params = {k: v for k, v in (("status", status), ("agent", agent), ("limit", want),
+                                        ("session_id", session_id), ("before", before)) if v is not None}
+            page = self._get("/runs", wire.RunList, params).runs
+            if before is not None and page and page[0].id >= before:  # an older server drops unknown params
+                if before == asked:
+                    raise ConfigurationError("the server ignores before= in GET /api/runs (it predates "
+                                             "paging through runs); upgrade agentspan-server")
+                return runs  # its first page, as that server answers a larger limit
+            runs += page
+            if len(page) < want or not page or len(runs) == limit:
+                return runs
+            before = page[-1].id
 
     def update_run(self, run_id: str, *, epoch: int, status: RunStatus | None = None, output: JSON = None,
                    error: str | None = None, release_lease: bool = False) -> Run:

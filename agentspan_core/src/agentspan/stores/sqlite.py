@@ -253,11 +253,15 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
 
     def list_runs(
         self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100,
-        session_id: str | None = None,
+        session_id: str | None = None, before: str | None = None,
     ) -> list[Run]:
-        """See `Store.list_runs`."""
-        filters = {"r.status": status, "r.agent": agent, "r.session_id": session_id}
-        rows = self._select("runs r", live.RUN_SELECT, filters, "r.id DESC", limit)
+        """See `Store.list_runs` (``before`` compares as the ORDER BY does: binary, by code point)."""
+        given = [(test, str(value)) for test, value in (
+            ("r.status=?", status), ("r.agent=?", agent), ("r.session_id=?", session_id), ("r.id<?", before),
+        ) if value is not None]  # fmt: skip
+        where = " WHERE " + " AND ".join(test for test, _ in given) if given else ""
+        rows = self._query(f"SELECT {live.RUN_SELECT} FROM runs r{where} ORDER BY r.id DESC LIMIT ?",
+                           (*(value for _, value in given), limit))
         return [run_from_row(r) for r in rows]
 
     def update_run(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -59,6 +59,15 @@ log = logging.getLogger("agentspan_server")
 
 MAX_REASON = 2000
 """Longest rejection (or approval) reason accepted."""
+DEFAULT_PAGE = 100
+"""Runs on a page of ``/ui/runs`` unless ``?limit=`` says otherwise (1..1000)."""
+
+
+def runs_url(query: dict[str, str | None]) -> str:
+    """``/ui/runs`` with the given (non-None) query parameters, each percent-encoded (a run id or a
+    session may hold ``&``, ``#``, ``/``...); the template escapes the URL for HTML."""
+    given = {name: value for name, value in query.items() if value is not None}
+    return "/ui/runs" + ("?" + urlencode(given, quote_via=quote) if given else "")
 
 
 # ---- the UI -------------------------------------------------------------------------------------------
@@ -158,7 +167,9 @@ class WebUi:
     # ---- pages --------------------------------------------------------------------------------
     def runs_page(self, request: Request) -> Response:
         """``GET /ui/runs``: runs newest first, filtered by ``?status=`` and ``?session=`` (the runs
-        of one conversation, e.g. a LangGraph thread)."""
+        of one conversation, e.g. a LangGraph thread), a page of ``?limit=`` at a time: a full page
+        links to the next, older, one (``?before=`` its last run id, the filters kept) and back to
+        the newest."""
 
         def build(session: Session) -> Response:
             raw = request.query_params.get("status") or None
@@ -166,16 +177,21 @@ class WebUi:
             if session_id is not None and ("\x00" in session_id or len(session_id) > 1000):
                 return self.error(request, session, 400, "Bad session", "A session id holds no NUL and at most 1000 "
                                   "characters.")
+            before = request.query_params.get("before") or None
+            if before is not None and "\x00" in before:
+                return self.error(request, session, 400, "Bad position", "A run id holds no NUL.")
             try:
                 status = RunStatus(raw) if raw else None
             except ValueError:
                 choices = ", ".join(s.value for s in RunStatus)
                 return self.error(request, session, 400, "Unknown status", f"Use one of {choices}, not {raw!r}.")
             try:
-                limit = min(max(int(request.query_params.get("limit", "100")), 1), 1000)
+                limit = min(max(int(request.query_params.get("limit", str(DEFAULT_PAGE))), 1), 1000)
             except ValueError:
-                limit = 100
-            runs = self.store.list_runs(status=status, limit=limit, session_id=session_id)
+                limit = DEFAULT_PAGE
+            runs = self.store.list_runs(status=status, limit=limit, session_id=session_id, before=before)
+            kept = {"status": status.value if status else None, "session": session_id,
+                    "limit": None if limit == DEFAULT_PAGE else str(limit)}
             return self.render(
                 request,
                 "runs.html",
@@ -186,6 +202,9 @@ class WebUi:
                 status=status.value if status else None,
                 statuses=[s.value for s in RunStatus],
                 session_id=session_id,
+                before=before,
+                newest_url=runs_url(kept) if before else None,
+                older_url=runs_url({**kept, "before": runs[-1].id}) if runs and len(runs) >= limit else None,
             )
 
         return self.page(request, build)

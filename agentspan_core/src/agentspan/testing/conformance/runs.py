@@ -105,6 +105,49 @@ class RunConformance(ConformanceBase):
         assert [r.id for r in store.list_runs(session_id="thread-1", limit=1)] == [latest.id]
         assert store.list_runs(session_id="nobody") == []
 
+    def test_list_runs_before_pages_newest_first(self, store: Store) -> None:
+        ids = [store.create_run(make_run())[0].id for _ in range(5)]
+        newest_first = ids[::-1]
+        assert [r.id for r in store.list_runs(before=ids[3])] == newest_first[2:]  # strictly before
+        assert [r.id for r in store.list_runs(before=ids[3], limit=1)] == [ids[2]]
+        assert store.list_runs(before=ids[0]) == []
+        assert store.list_runs(before=ids[3], limit=0) == []
+        # a position, not a lookup: an id that names no run (here: one sorting between two) pages too
+        assert [r.id for r in store.list_runs(before=ids[3] + "!")] == newest_first[1:]
+        assert [r.id for r in store.list_runs(before="\uffff")] == newest_first
+        assert store.list_runs(before="") == []
+
+    def test_list_runs_before_custom_ids_sort_as_text(self, store: Store) -> None:
+        for rid in ("b", "a-2", "a-10", "Z", "é", "😀"):
+            store.create_run(make_run(id=rid))
+        order = sorted(("b", "a-2", "a-10", "Z", "é", "😀"), reverse=True)  # by code point, as UTF-8 bytes
+        assert [r.id for r in store.list_runs()] == order
+        assert [r.id for r in store.list_runs(before="é")] == order[2:]
+        assert [r.id for r in store.list_runs(before="a-2")] == ["a-10", "Z"]
+
+    @pytest.mark.parametrize("filters", [
+        {}, {"agent": "a"}, {"status": RunStatus.RUNNING}, {"session_id": "t1"},
+        {"agent": "a", "status": RunStatus.PENDING, "session_id": "t1"},
+    ], ids=["all", "agent", "status", "session", "combined"])  # fmt: skip
+    def test_list_runs_paging_visits_every_run_once(self, store: Store, filters: dict[str, object]) -> None:
+        for n in range(25):  # combined: agent a, session t1, pending is n in (6, 12, 18, 24)
+            run = store.create_run(make_run(agent="ab"[n % 2], session_id=("t1", "t2", None)[n % 3]))[0]
+            if n % 5 == 0:
+                claimed = store.claim_run(run.id, owner="w", expected_epoch=0, lease_expires_at=time.time() + 60)
+                store.update_run(run.id, epoch=claimed.lease_epoch, status=RunStatus.RUNNING)
+        expected = [r.id for r in store.list_runs(**filters)]  # type: ignore[arg-type]
+        assert len(expected) >= 4, filters
+        pages: list[list[str]] = []
+        before: str | None = None
+        for _ in range(len(expected)):  # bounded: a store ignoring before would page forever
+            page = [r.id for r in store.list_runs(limit=2, before=before, **filters)]  # type: ignore[arg-type]
+            if not page:
+                break
+            pages.append(page)
+            before = page[-1]
+        assert [i for page in pages for i in page] == expected  # each once, in order, none skipped
+        assert all(len(page) == 2 for page in pages[:-1])
+
     def test_update_run_changes_given_fields(self, store: Store) -> None:
         run = self.claimed(store)
         before = store.get_run(run.id)

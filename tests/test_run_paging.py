@@ -1,0 +1,210 @@
+"""Paging through runs past the first page (``before``: keyset paging by run id, newest first).
+
+The store contract is in the conformance suite (`RunConformance`); here the surfaces: the web UI's
+"Older runs" / "Newest" links, ``agentspan runs list --before`` and its next-page hint, the HTTP
+API's ``before`` and `RemoteStore` asking page after page for a limit above the server's page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from agentspan import config
+from agentspan.cli import app as cli_app
+from agentspan.errors import ConfigurationError
+from agentspan.records import RunStatus
+from agentspan.stores import remote
+from agentspan.stores.remote import RemoteStore
+from agentspan.stores.sqlite import SqliteStore
+from agentspan.testing.conformance import make_run
+from agentspan_server.app import create_app
+
+from server_support import thread_server
+
+runner = CliRunner()
+NASTY = 'z"><b>&amp;?before=x#/ y'
+"""A custom run id needing both URL and HTML escaping (it sorts after UUIDv7 ids: newest)."""
+_HREF = re.compile(r'<a href="([^"]*)" rel="(first|next)">')
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty AGENTSPAN_HOME, fresh settings, no server, and a wide terminal for tables."""
+    monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path))
+    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_DURABILITY", "AGENTSPAN_LEASE_TTL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "400")
+    config.reset()
+    yield tmp_path
+    config.reset()
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[SqliteStore]:
+    """The home's embedded store (what the CLI reads; the UI's server is given it)."""
+    s = SqliteStore(home / "agentspan.db")
+    yield s
+    s.close()
+
+
+def seed(store: SqliteStore) -> list[str]:
+    """Eight runs of session ``t1`` (one with `NASTY` for id) and two of another; returns the
+    ``t1`` ids newest first."""
+    ids = [store.create_run(make_run(session_id="t1" if n % 5 else "t2"))[0].id for n in range(9)]
+    store.create_run(make_run(id=NASTY, session_id="t1"))
+    return sorted([NASTY, *(i for n, i in enumerate(ids) if n % 5)], reverse=True)
+
+
+def links(page: str) -> dict[str, str]:
+    """The pager's links of a runs page: ``first`` (Newest) and ``next`` (Older runs) to their URL."""
+    return {rel: html.unescape(href) for href, rel in _HREF.findall(page)}
+
+
+def listed(page: str) -> list[str]:
+    return [html.unescape(i) for i in re.findall(r'<tr data-run="([^"]*)">', page)]
+
+
+# ---- web UI -------------------------------------------------------------------------------------------
+def test_ui_older_runs_links_page_through_every_run_with_the_filters(store: SqliteStore) -> None:
+    expected = seed(store)  # 9 runs of t1: pages of 4, 4 and 1
+    with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:
+        first = http.get("/ui/runs", params={"session": "t1", "limit": "4"})
+        assert first.status_code == 200
+        assert "first" not in links(first.text)  # already the newest page
+        seen, pages, answer = listed(first.text), 1, first
+        while "next" in links(answer.text) and pages < 5:  # bounded: a link to itself would loop
+            older = links(answer.text)["next"]
+            assert older.startswith("/ui/runs?") and "session=t1" in older and "limit=4" in older
+            answer = http.get(older)
+            assert answer.status_code == 200
+            assert links(answer.text)["first"] == "/ui/runs?session=t1&limit=4"  # back to the newest
+            seen += listed(answer.text)
+            pages += 1
+        assert seen == expected and pages == 3  # each run once, in order; the last page is not full
+        assert listed(http.get(links(answer.text)["first"]).text) == expected[:4]
+        # the id is escaped: percent-encoded in the URL, and that URL escaped in the HTML
+        assert listed(first.text)[0] == NASTY and NASTY not in first.text
+        one = http.get("/ui/runs", params={"session": "t1", "limit": "1"}).text
+        assert listed(one) == [NASTY] and NASTY not in one
+        assert (
+            '<a href="/ui/runs?session=t1&amp;limit=1&amp;before=z%22%3E%3Cb%3E%26amp%3B%3Fbefore%3Dx%23%2F%20y"'
+            ' rel="next">Older runs</a>'
+        ) in one
+        second = http.get(links(one)["next"]).text
+        assert listed(second) == expected[1:2] and NASTY not in second and "&lt;b&gt;" in second  # its heading
+        # a full last page links to an empty one, which says so
+        full = http.get("/ui/runs", params={"session": "t2", "limit": "2"})
+        assert len(listed(full.text)) == 2
+        empty = http.get(links(full.text)["next"])
+        assert listed(empty.text) == [] and "No older runs of session t2." in empty.text
+        assert http.get("/ui/runs?before=a%00b").status_code == 400  # refused, not handed to the store
+
+
+def test_ui_paging_keeps_the_status_filter(store: SqliteStore) -> None:
+    ids = [store.create_run(make_run())[0].id for _ in range(5)]
+    for rid in ids[1::2]:
+        store.cancel_run(rid)
+    with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:
+        page = http.get("/ui/runs", params={"status": "pending", "limit": "2"}).text
+        assert listed(page) == [ids[4], ids[2]]
+        assert links(page)["next"] == f"/ui/runs?status=pending&limit=2&before={ids[2]}"
+        assert listed(http.get(links(page)["next"]).text) == [ids[0]]
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------
+def _cli(*args: str) -> str:
+    result = runner.invoke(cli_app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_cli_hint_gives_the_next_page_until_the_last(store: SqliteStore) -> None:
+    expected = seed(store)  # 9 runs of t1: pages of 4, 4 and 1
+    args = ["runs", "list", "--session", "t1", "--limit", "4"]
+    seen, pages = [], 0
+    while pages < 5:  # bounded: a hint for the same page would loop
+        pages += 1
+        seen += [r["id"] for r in json.loads(_cli(*args, "--json"))]
+        lines = _cli(*args).splitlines()
+        hints = [line for line in lines if line.startswith("Older runs: ")]
+        if not hints:
+            break
+        assert hints == [lines[-1]]
+        command = shlex.split(hints[0].removeprefix("Older runs: "))  # what a shell makes of it
+        assert command[:3] == ["agentspan", "runs", "list"] and "--session=t1" in command and "--limit=4" in command
+        args = command[1:]
+    assert seen == expected and pages == 3  # each run once, in order
+    assert f"--before={NASTY}" in shlex.split(_cli("runs", "list", "--session", "t1", "--limit", "1").splitlines()[-1])
+
+
+def test_cli_before_and_json_unchanged(store: SqliteStore) -> None:
+    ids = [store.create_run(make_run(agent="-dash"))[0].id for _ in range(3)]
+    listed_json = json.loads(_cli("runs", "list", "--limit", "2", "--json"))
+    assert isinstance(listed_json, list) and [r["id"] for r in listed_json] == [ids[2], ids[1]]  # no hint in JSON
+    assert [r["id"] for r in json.loads(_cli("runs", "list", "--before", ids[1], "--json"))] == [ids[0]]
+    table = _cli("runs", "list", "--agent=-dash", "--limit", "2")
+    assert table.splitlines()[-1] == f"Older runs: agentspan runs list --agent=-dash --limit=2 --before={ids[1]}"
+    assert "Older runs" in _cli("runs", "list", "--limit", "3")  # a full page: there may be more
+    assert "Older runs" not in _cli("runs", "list", "--limit", "4")  # not full: the oldest run is on it
+    assert "Older runs" not in _cli("runs", "list")
+
+
+# ---- HTTP API and RemoteStore ------------------------------------------------------------------------
+def test_api_before_and_remote_limit_above_a_page(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [store.create_run(make_run())[0].id for _ in range(5)]
+    store.cancel_run(ids[3])
+    with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:
+        answer = http.get("/api/runs", params={"before": ids[3], "limit": 2})
+        assert [r["id"] for r in answer.json()["runs"]] == [ids[2], ids[1]]
+        assert http.get("/api/runs", params={"before": "a\x00b"}).status_code == 422
+        client = RemoteStore(url)
+        monkeypatch.setattr(remote, "MAX_LIMIT", 2)  # the server's largest page, made small
+        asked: list[str] = []
+        real_get = client._get
+
+        def spy(path: str, model: type, params: object = None) -> object:
+            asked.append(path)
+            return real_get(path, model, params)
+
+        monkeypatch.setattr(client, "_get", spy)
+        assert [r.id for r in client.list_runs(limit=-1)] == ids[::-1]
+        assert len(asked) == 3  # pages of 2, 2 and 1
+        assert [r.id for r in client.list_runs(limit=3)] == ids[:1:-1]
+        assert [r.id for r in client.list_runs(limit=4, before=ids[4], status=RunStatus.PENDING)] == [
+            ids[2],
+            ids[1],
+            ids[0],
+        ]
+        asked.clear()
+        assert [r.id for r in client.list_runs(limit=4)] == ids[:0:-1] and len(asked) == 2  # no empty third ask
+        client.close()
+
+
+def test_remote_against_a_server_that_ignores_before(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server older than paging drops the unknown ``before`` and answers the newest runs: an
+    explicit ``before`` is refused, not answered with the wrong runs; a limit above a page stops
+    at the first page (as it did), never loops on it."""
+    ids = [store.create_run(make_run())[0].id for _ in range(5)]
+    real = store.list_runs
+
+    def old_server(**kwargs: object) -> object:
+        kwargs.pop("before", None)
+        return real(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "list_runs", old_server)
+    with thread_server(create_app(store)) as url:
+        client = RemoteStore(url)
+        monkeypatch.setattr(remote, "MAX_LIMIT", 2)
+        with pytest.raises(ConfigurationError, match="ignores before"):
+            client.list_runs(before=ids[2])
+        assert [r.id for r in client.list_runs(limit=-1)] == [ids[4], ids[3]]
+        client.close()
