@@ -11,6 +11,7 @@ import html
 import json
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +21,11 @@ from typer.testing import CliRunner
 
 from agentspan import config
 from agentspan.cli import app as cli_app
+from agentspan.cli_render import printable
 from agentspan.errors import ConfigurationError
-from agentspan.records import RunStatus
+from agentspan.records import Run, RunStatus
 from agentspan.stores import remote
+from agentspan.stores.memory import MemoryStore
 from agentspan.stores.remote import RemoteStore
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.testing.conformance import make_run
@@ -208,3 +211,35 @@ def test_remote_against_a_server_that_ignores_before(store: SqliteStore, monkeyp
             client.list_runs(before=ids[2])
         assert [r.id for r in client.list_runs(limit=-1)] == [ids[4], ids[3]]
         client.close()
+
+
+@pytest.mark.parametrize("awkward", ["a\tb", "\x1b[31mred", "\x85nel", "new\nline", "q'uote\\", "dash-\x7f"])
+def test_cli_hint_is_the_command_a_shell_reads_back_for_any_id(store: SqliteStore, awkward: str) -> None:
+    """A run id (or a filter) holding a tab or a control character: the printed command, pasted
+    into a shell, names that same id (was: shown as ``\\x1b`` or with the tab expanded, which the
+    shell read as another position, so the next page repeated one or cycled)."""
+    oldest = store.create_run(make_run(agent=f"agent {awkward}"))[0].id
+    store.create_run(make_run(id=f"z{awkward} id", agent=f"agent {awkward}"))  # sorts after the UUIDv7 id: newest
+    hint = _cli("runs", "list", "--agent", f"agent {awkward}", "--limit", "1").splitlines()[-1]
+    assert hint.startswith("Older runs: agentspan runs list ")
+    assert printable(hint) == hint and "\t" not in hint  # nothing raw reaches the terminal (an escape sequence)
+    words = subprocess.run(["bash", "-c", "printf '%s\\0' " + hint.removeprefix("Older runs: ")],
+                           capture_output=True, check=True).stdout.decode().split("\0")[:-1]
+    assert words[3:] == [f"--agent=agent {awkward}", "--limit=1", f"--before=z{awkward} id"]
+    assert [r["id"] for r in json.loads(_cli(*words[1:], "--json"))] == [oldest]
+
+
+class _StoreBeforePaging(MemoryStore):
+    """A store written against the contract before paging: its ``list_runs`` takes no ``before``."""
+
+    def list_runs(self, *, status: RunStatus | None = None, agent: str | None = None, limit: int = 100,  # type: ignore[override]
+                  session_id: str | None = None) -> list[Run]:
+        return super().list_runs(status=status, agent=agent, limit=limit, session_id=session_id)
+
+
+def test_a_store_without_before_still_lists_its_first_page() -> None:
+    store = _StoreBeforePaging()
+    ids = [store.create_run(make_run())[0].id for _ in range(2)]
+    with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:
+        assert [r["id"] for r in http.get("/api/runs").json()["runs"]] == ids[::-1]
+        assert http.get("/ui/runs").status_code == 200

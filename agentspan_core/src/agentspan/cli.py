@@ -27,7 +27,7 @@ from agentspan.cli_doctor import doctor_report
 from agentspan.errors import AgentspanError, ConfigurationError
 from agentspan.export import APPROVAL_LIMIT
 from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
-from agentspan.stores.base import ENDED, Store, check_deletion
+from agentspan.stores.base import ENDED, Store, after_position, check_deletion
 
 
 class AgentspanGroup(TyperGroup):
@@ -144,7 +144,7 @@ def runs_list(
 
     A full page ends with the command for the next, older, page (--before its last run id).
     """
-    runs = _store().list_runs(status=status, agent=agent, limit=limit, session_id=session, before=before)
+    runs = _store().list_runs(status=status, agent=agent, limit=limit, session_id=session, **after_position(before))
     if as_json:
         _echo_json([render.run_json(run) for run in runs])
     else:

@@ -190,10 +190,33 @@ def next_page_hint(before: str, options: dict[str, str | None]) -> Text:
         options: The command's other options that were given (name without dashes: value; None
             when not given), kept so the next page has the same filters.
     """
-    # ``--name=value`` keeps a value that starts with a dash a value; shlex makes it one shell word
+    # ``--name=value`` keeps a value that starts with a dash a value; each is one shell word
     words = [f"--{name}={value}" for name, value in options.items() if value is not None]
-    command = shlex.join(["agentspan", "runs", "list", *words, f"--before={before}"])
-    return Text("Older runs: ", style="dim") + _text(command)
+    command = " ".join(_shell_word(word) for word in ["agentspan", "runs", "list", *words, f"--before={before}"])
+    return Text("Older runs: ", style="dim") + Text(command)  # (all printable: `_shell_word`)
+
+
+def _shell_word(word: str) -> str:
+    """``word`` as one word of a POSIX shell command that a terminal shows as it is: quoted by
+    shlex, or, where it holds a control character, a tab, a line end or a lone surrogate (which
+    `printable` would show otherwise than the shell reads it), in bash/zsh/ksh ``$'...'`` quoting with those
+    characters escaped (a lone surrogate of ``surrogateescape`` as the byte it stands for)."""
+    if printable(word) == word and "\t" not in word and "\n" not in word:  # (a line end too: one line)
+        return shlex.quote(word)
+    out = []
+    for char in word:
+        code = ord(char)
+        if char in "\\'":
+            out.append("\\" + char)
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of the command line
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")  # (\\x80.. would be raw bytes)
+        else:
+            out.append(char)
+    return "$'" + "".join(out) + "'"
 
 
 def steps_table(steps: list[Step], *, narrow: bool = False) -> Table:

@@ -32,7 +32,7 @@ from starlette.types import Scope
 
 from agentspan import errors
 from agentspan.records import UNADDRESSABLE_IDS, CheckpointRecord, Run, RunStatus
-from agentspan.stores.base import Store
+from agentspan.stores.base import Store, after_position
 from agentspan.wire import (
     API_PREFIX,
     CancelRun,
@@ -179,8 +179,9 @@ def create_app(
     async def list_runs(status: RunStatus | None = None, agent: str | None = None, limit: Limit = 100,
                         session_id: str | None = None, before: Before = None) -> Response:
         """`Store.list_runs`: newest first; ``before`` (the last id of a page) gives the next, older, page."""
+        position = query_text("before", before)
         runs = await call(store.list_runs, status=status, agent=query_text("agent", agent), limit=limit,
-                          session_id=query_text("session_id", session_id), before=query_text("before", before))
+                          session_id=query_text("session_id", session_id), **after_position(position))
         return json_response(RunList(runs=runs))
 
     @app.get(API_PREFIX + "/runs/{run_id}", response_model=Run, tags=["runs"], responses=responses(*COMMON, 404))

@@ -391,3 +391,9 @@ async def call_store(store: Store, fn: Callable[..., _T], /, *args: Any, **kwarg
     if store.blocking_io:
         return await asyncio.to_thread(fn, *args, **kwargs)
     return fn(*args, **kwargs)
+
+
+def after_position(before: str | None) -> dict[str, str]:
+    """``list_runs``' ``before`` keyword when a position is given, else nothing: a store written
+    against the contract before paging (a ``list_runs`` without ``before``) still lists the first page."""
+    return {} if before is None else {"before": before}

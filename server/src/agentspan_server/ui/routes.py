@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from agentspan import errors
 from agentspan.approvals import decide_by_id, effective_status
 from agentspan.records import Approval, ApprovalStatus, RunStatus
-from agentspan.stores.base import Store
+from agentspan.stores.base import Store, after_position
 from agentspan.stores.reopening import retries_of
 from agentspan_server.auth import KeyRing
 from agentspan_server.ui.login_routes import login, login_page, logout
@@ -189,7 +189,7 @@ class WebUi:
                 limit = min(max(int(request.query_params.get("limit", str(DEFAULT_PAGE))), 1), 1000)
             except ValueError:
                 limit = DEFAULT_PAGE
-            runs = self.store.list_runs(status=status, limit=limit, session_id=session_id, before=before)
+            runs = self.store.list_runs(status=status, limit=limit, session_id=session_id, **after_position(before))
             kept = {"status": status.value if status else None, "session": session_id,
                     "limit": None if limit == DEFAULT_PAGE else str(limit)}
             return self.render(
