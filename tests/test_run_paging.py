@@ -243,3 +243,14 @@ def test_a_store_without_before_still_lists_its_first_page() -> None:
     with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:
         assert [r["id"] for r in http.get("/api/runs").json()["runs"]] == ids[::-1]
         assert http.get("/ui/runs").status_code == 200
+
+
+def test_ui_filter_links_keep_the_page_size_and_start_over(store: SqliteStore) -> None:
+    seed(store)
+    with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:
+        page = http.get("/ui/runs", params={"session": "t1", "limit": "3", "before": "z", "status": "pending"}).text
+        hrefs = {html.unescape(h) for h in re.findall(r'<a href="(/ui/runs[^"]*)"', page)}
+        assert "/ui/runs?status=cancelled&session=t1&limit=3" in hrefs  # a status: the session and size kept
+        assert "/ui/runs?session=t1&limit=3" in hrefs  # all statuses
+        assert "/ui/runs?status=pending&limit=3" in hrefs  # all sessions (was: the size went back to 100)
+        assert all("before=" not in h for h in hrefs if "status=cancelled" in h)  # a filter starts over

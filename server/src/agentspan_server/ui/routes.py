@@ -201,6 +201,10 @@ class WebUi:
                 limit=limit,
                 status=status.value if status else None,
                 statuses=[s.value for s in RunStatus],
+                # the filters' links keep the page size (and drop the position: a filter starts over)
+                status_urls={s.value: runs_url({**kept, "status": s.value}) for s in RunStatus},
+                all_statuses_url=runs_url({**kept, "status": None}),
+                all_sessions_url=runs_url({**kept, "session": None}),
                 session_id=session_id,
                 before=before,
                 newest_url=runs_url(kept) if before else None,
