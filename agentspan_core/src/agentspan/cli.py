@@ -226,7 +226,10 @@ def runs_retry(
 ) -> None:
     """Take a failed run up again: a worker (agentspan.serve) continues it from where it failed."""
     options = None if on_divergence is None else {divergence.OPTION: on_divergence.value}
-    run = _store().reopen_run(run_id, owner=None, lease_expires_at=None, options=options)
+    user = _default_decider()
+    # recorded in the run's retry history as who asked (``cli:`` tells it from an API key's ``api:ROLE``)
+    by = None if user is None else f"cli:{user}"
+    run = _store().reopen_run(run_id, owner=None, lease_expires_at=None, options=options, by=by)
     if as_json:
         _echo_json(render.run_json(run))
     else:

@@ -337,9 +337,11 @@ def run_panel(run: Run) -> Panel:
         rows.append(("error", _text(run.error, style="red")))
     for n, retry in enumerate(retries_of(run.options), 1):
         by = f" by {printable(str(retry['owner']))}" if retry.get("owner") else " (left to a worker)"
+        # who asked for the retry (an entry written before it was recorded has none)
+        asked = f" (asked by {printable(str(retry['by']))})" if retry.get("by") is not None else ""
         rows.append((f"retry {n}", Text.assemble(
             f"failed {timestamp(_number(retry.get('failed_at')))}: ", (printable(str(retry.get("error"))), "red"),
-            f"; retried {timestamp(_number(retry.get('retried_at')))}{by}")))
+            f"; retried {timestamp(_number(retry.get('retried_at')))}{by}{asked}")))
     return Panel(_fields(rows), title=_text(f"run {run.id}"), title_align="left")
 
 

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from agentspan import errors
 from agentspan.records import JSON, Approval, CheckpointRecord, CheckpointWrite, Run, RunStatus, Step, StepResult
@@ -105,11 +105,22 @@ class DeleteRuns(_Body):
 class ReopenRun(_Body):
     """`Store.reopen_run`: with an ``owner``, the run goes on ``running`` under its lease until
     ``lease_expires_at``; without one, ``pending`` for a worker. ``options`` are merged into the
-    run's."""
+    run's. ``by`` names who asked for the retry (recorded in the run's retry history); left out,
+    the server records the role of the API key that sent it (``api:ROLE``)."""
 
     owner: str | None = None
     lease_expires_at: float | None = None
     options: dict[str, JSON] | None = None
+    by: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unnamed_by(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A body naming nobody leaves ``by`` out: a server from before ``by`` (whose bodies
+        # forbid unknown fields) still accepts the reopens of a newer client.
+        data: dict[str, Any] = handler(self)
+        if data.get("by") is None:
+            data.pop("by", None)
+        return data
 
 
 class ClaimRun(_Body):

@@ -27,6 +27,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import FastAPI, Query
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -55,7 +56,7 @@ from agentspan.wire import (
     problem_of,
 )
 from agentspan_server.approval_routes import add_approval_routes
-from agentspan_server.auth import AuthMiddleware, KeyRing
+from agentspan_server.auth import AuthMiddleware, KeyRing, requester
 from agentspan_server.checkpoint_routes import add_checkpoint_routes
 from agentspan_server.checks import Limit, checked_body, path_param, query_text, same_run
 from agentspan_server.hot_path import HotEndpoint, HotPathMiddleware
@@ -207,12 +208,14 @@ def create_app(
 
     @app.post(API_PREFIX + "/runs/{run_id}/reopen", response_model=Run, tags=["runs"],
               responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
-    async def reopen_run(run_id: str, body: ReopenRun | None = None) -> Response:
+    async def reopen_run(run_id: str, request: Request, body: ReopenRun | None = None) -> Response:
         """`Store.reopen_run`: a ``failed`` run taken up again (409 for any other status; the body
-        may be left out: ``pending``, for a worker)."""
+        may be left out: ``pending``, for a worker). The retry history records ``by``, or without
+        it the role of the API key that sent the request (``api:ROLE``; null without keys)."""
         rid, b = path_param("run_id", run_id), checked_body(body or ReopenRun())
+        by = b.by if b.by is not None else requester(request, keys)
         run = await call(store.reopen_run, rid, owner=b.owner, lease_expires_at=b.lease_expires_at,
-                         options=b.options)  # fmt: skip
+                         options=b.options, by=by)  # fmt: skip
         return json_response(run)
 
     # ---- leases -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 `add_approval_routes` adds them to the app `agentspan_server.app.create_app` builds, with its
 ``call`` (the store call that turns store errors into problems). Deciding needs the approver or
 admin role (checked by `agentspan_server.auth` before the body is read). A decision sent without
-``by`` is recorded as decided by the key that sent it (`_decider`).
+``by`` is recorded as decided by the key that sent it (`agentspan_server.auth.requester`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from agentspan.wire import (
     FoundApproval,
     RequestApproval,
 )
-from agentspan_server.auth import KeyRing
+from agentspan_server.auth import KeyRing, requester
 from agentspan_server.checkpoint_routes import StoreCall
 from agentspan_server.checks import Limit, checked_body, path_param, query_text, same_run, undecided_request
 from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
@@ -101,7 +101,7 @@ def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
         decided_at = server_now if b.decided_at is None else b.decided_at
         if b.decided_at is not None:
             await call(_refuse_if_expired, store, aid, server_now)
-        by = b.by if b.by is not None else _decider(request, keys)
+        by = b.by if b.by is not None else requester(request, keys)
         approval = await call(store.decide_approval, aid, approved=b.approved, by=by, reason=b.reason,
                               decided_at=decided_at)  # fmt: skip
         return json_response(approval)
@@ -113,33 +113,6 @@ def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
         aid, b = path_param("approval_id", approval_id), checked_body(body)
         claimed = await call(store.claim_announcement, aid, claimant=b.claimant)
         return json_response(AnnouncementClaim(claimed=claimed))
-
-
-def _decider(request: Request, keys: KeyRing | None) -> str | None:
-    """Who sent a request, as a decision records it: ``api:ROLE`` for the role of its API key.
-
-    Keys carry no names, so the role is what tells decisions apart (the web UI records
-    ``web-ui:ROLE`` for a login that gave no name). A ``by`` a decision names is kept as given, as
-    before: an approver key may decide on someone's behalf (a bot relaying a chat decision).
-
-    Args:
-        request: The request; `agentspan_server.auth.AuthMiddleware` already accepted its key.
-        keys: The app's key ring (the one the middleware checked the request against).
-
-    Returns:
-        ``api:ROLE``, or None when the app has no API keys (anyone on loopback: no principal) or
-        the request carries no accepted key.
-    """
-    # (the middleware keeps no record of the key's role on the request: the key is looked up again)
-    if not keys:
-        return None
-    for name, value in request.scope.get("headers", ()):
-        if name == b"authorization":  # the first one, as the middleware reads it
-            scheme, _, key = value.strip().partition(b" ")
-            key = key.strip()
-            role = keys.role_of(key) if scheme.lower() == b"bearer" and key else None
-            return None if role is None else f"api:{role}"
-    return None
 
 
 def _refuse_if_expired(store: Store, approval_id: str, at: float) -> None:

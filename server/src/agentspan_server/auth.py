@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -199,6 +200,34 @@ class KeyRing:
         if required not in _GRANTS[role]:
             return _auth_problem(403, f"the API key's role ({role}) may not do this; it needs the {required} role")
         return None
+
+
+def requester(request: Request, keys: KeyRing | None) -> str | None:
+    """Who sent a request, as the audit trail records it: ``api:ROLE`` for the role of its API key.
+
+    Used for an approval decision and a run's retry sent without ``by``. Keys carry no names, so
+    the role is what tells them apart (the web UI records ``web-ui:ROLE`` for a login that gave no
+    name). A ``by`` the body names is kept as given: a key may act on someone's behalf (a bot
+    relaying a chat decision).
+
+    Args:
+        request: The request; `AuthMiddleware` already accepted its key.
+        keys: The app's key ring (the one the middleware checked the request against).
+
+    Returns:
+        ``api:ROLE``, or None when the app has no API keys (anyone on loopback: no principal) or
+        the request carries no accepted key.
+    """
+    # (the middleware keeps no record of the key's role on the request: the key is looked up again)
+    if not keys:
+        return None
+    for name, value in request.scope.get("headers", ()):
+        if name == b"authorization":  # the first one, as the middleware reads it
+            scheme, _, key = value.strip().partition(b" ")
+            key = key.strip()
+            role = keys.role_of(key) if scheme.lower() == b"bearer" and key else None
+            return None if role is None else f"api:{role}"
+    return None
 
 
 def _auth_problem(status: int, detail: str) -> Problem:

@@ -178,7 +178,7 @@ class Store(CheckpointContract, abc.ABC):
         raise StoreError(f"{type(self).__name__} cannot delete runs")
 
     def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
-                   options: Mapping[str, JSON] | None = None) -> Run:
+                   options: Mapping[str, JSON] | None = None, by: str | None = None) -> Run:
         """Unfenced: takes a ``failed`` run up again, to retry it from where it failed.
 
         In one transaction, and only while the run is ``failed``: with an ``owner``, the run
@@ -188,6 +188,19 @@ class Store(CheckpointContract, abc.ABC):
         ``output`` are cleared, ``updated_at`` is set, and ``options`` (when given) are merged
         into the run's stored options. Steps and approvals stay as they are: the next attempt
         replays the completed steps and runs the failed or unfinished ones again.
+
+        The failure it is retried from is appended to the run's retry history
+        (``options["agentspan.retries"]``, `agentspan.stores.reopening.reopened_options`): its
+        error, when it failed, when it was retried, ``owner`` and ``by``.
+
+        Args:
+            run_id: The failed run.
+            owner: The lease owner taking it up; None leaves it ``pending`` for a worker.
+            lease_expires_at: When that owner's lease expires (ignored without an owner).
+            options: Options merged into the run's stored ones.
+            by: Who asked for the retry, as the audit trail names them (``cli:USER`` from
+                ``agentspan runs retry``, ``api:ROLE`` for an API key, the web UI's user); None
+                when unknown.
 
         Raises:
             RunNotFound: Unknown run.

@@ -156,7 +156,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
                     ApprovalStatus.EXPIRED, at, CANCELLED_RUN_APPROVALS)
 
     def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
-                   options: Mapping[str, JSON] | None = None) -> Run:
+                   options: Mapping[str, JSON] | None = None, by: str | None = None) -> Run:
         """See `Store.reopen_run`."""
         with self._lock:
             run = self._run(run_id)
@@ -164,7 +164,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
                 raise reopen_refusal(run_id, run.status.value)
             now = time.time()
             run.options = reopened_options(run.options, json_copy(dict(options or {})), error=run.error,
-                                           failed_at=run.updated_at, owner=owner, now=now)
+                                           failed_at=run.updated_at, owner=owner, now=now, by=by)
             run.status = RunStatus.PENDING if owner is None else RunStatus.RUNNING
             run.lease_owner = owner
             run.lease_expires_at = None if owner is None else lease_expires_at

@@ -272,7 +272,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         return self._ask("POST", "/runs/prune", body, wire.DeletedRuns).deleted
 
     def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
-                   options: Mapping[str, JSON] | None = None) -> Run:
+                   options: Mapping[str, JSON] | None = None, by: str | None = None) -> Run:
         """See `Store.reopen_run` (``POST /api/runs/{run_id}/reopen``).
 
         A retry after a lost answer is refused (the run is no longer ``failed``); the refusal is
@@ -287,7 +287,7 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
             return run.status is status and (owner is None or run.lease_owner == owner)
 
         body = wire.ReopenRun(owner=owner, lease_expires_at=lease_expires_at,
-                              options=None if options is None else dict(options))  # fmt: skip
+                              options=None if options is None else dict(options), by=by)  # fmt: skip
         response = self._call("POST", f"/runs/{seg(run_id)}/reopen", body, already_done=done)
         return self.get_run(run_id) if response is None else parsed(response, Run)
 

@@ -329,7 +329,7 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         return self._tx(tx)
 
     def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
-                   options: Mapping[str, JSON] | None = None) -> Run:
+                   options: Mapping[str, JSON] | None = None, by: str | None = None) -> Run:
         """See `Store.reopen_run`."""
         status = RunStatus.PENDING if owner is None else RunStatus.RUNNING
         expires = None if owner is None else lease_expires_at
@@ -342,7 +342,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
             if row[0] != RunStatus.FAILED:
                 raise reopen_refusal(run_id, row[0])
             now = time.time()
-            merged = reopened_options(load_json(row[1]), options, error=row[2], failed_at=row[3], owner=owner, now=now)
+            merged = reopened_options(load_json(row[1]), options, error=row[2], failed_at=row[3], owner=owner,
+                                      now=now, by=by)
             cur.execute(REOPEN_RUN, (status.value, owner, expires, dump_json(merged), now, run_id))
             return run_from_row(cur.execute(live.GET_RUN, (run_id,)).fetchone())
 

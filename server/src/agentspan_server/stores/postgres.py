@@ -204,7 +204,7 @@ class PostgresStore(PostgresCheckpoints, Store):
                          transaction=True)  # fmt: skip
 
     def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
-                   options: Mapping[str, JSON] | None = None) -> Run:
+                   options: Mapping[str, JSON] | None = None, by: str | None = None) -> Run:
         """See `Store.reopen_run`.
 
         One transaction of two statements: read the run's status and options, locking its row
@@ -213,8 +213,8 @@ class PostgresStore(PostgresCheckpoints, Store):
         stored ones overlaid by ``options``), returning it. Steps and approvals are not touched;
         the run's totals are counters of its row, so they stay right.
         """
-        return self._run(journal.reopen_run(run_id, owner=owner, lease_expires_at=lease_expires_at, options=options),
-                         transaction=True)  # fmt: skip
+        return self._run(journal.reopen_run(run_id, owner=owner, lease_expires_at=lease_expires_at, options=options,
+                                            by=by), transaction=True)  # fmt: skip
 
     # ---- leases ---------------------------------------------------------------------------
     def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:

@@ -120,7 +120,8 @@ def _delete_runs(statuses: list[str], ended_before: float, limit: int) -> Plan[l
 
 
 def reopen_run(
-    run_id: str, *, owner: str | None, lease_expires_at: float | None, options: Mapping[str, JSON] | None = None
+    run_id: str, *, owner: str | None, lease_expires_at: float | None, options: Mapping[str, JSON] | None = None,
+    by: str | None = None,
 ) -> Plan[Run]:
     """`Store.reopen_run`: statements of one transaction (see `PostgresStore.reopen_run`)."""
     rows = (yield Statement(sql.LOCK_FOR_REOPEN, (run_id,))).rows
@@ -130,7 +131,8 @@ def reopen_run(
     if status != RunStatus.FAILED:
         raise reopen_refusal(run_id, status)
     now = time.time()
-    merged = reopened_options(load_json(stored), options, error=error, failed_at=failed_at, owner=owner, now=now)
+    merged = reopened_options(load_json(stored), options, error=error, failed_at=failed_at, owner=owner, now=now,
+                              by=by)
     params = {
         "status": (RunStatus.PENDING if owner is None else RunStatus.RUNNING).value,
         "owner": owner,

@@ -298,7 +298,7 @@ class WebUi:
             # a login session decides under its own name, never one the form gives (a keyless
             # UI has no login: there the form may name the decider)
             named = clean_text(form.get("by"), MAX_NAME) if found.open else None
-            by = named or found.name or ("web-ui" if found.open else f"web-ui:{found.role}")
+            by = named or found.actor
         except ValueError:
             return self.redirect(request, back, ("error", "The reason or name is too long or holds a NUL character."))
         if aid is None:

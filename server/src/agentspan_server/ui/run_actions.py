@@ -7,6 +7,8 @@ owner, so the run is ``pending`` again and a worker (``agentspan.serve``) servin
 continues it from where it failed. It re-executes the call that failed (a tool's side effects
 included), so, like deciding an approval, it needs the ``approver`` or ``admin`` role when the app
 has API keys, and every post carries the session's CSRF token. Cancelling needs the same role.
+Both record the session's user (`Session.actor`): a retry as ``by`` in the run's retry history, a
+cancellation in its reason.
 """
 
 from __future__ import annotations
@@ -34,18 +36,20 @@ async def retry_run(ui: WebUi, request: Request, run_id: str) -> Response:
     checked = await ui.deciding_post(request, "retry runs")
     if isinstance(checked, Response):
         return checked
+    session, _form = checked
     rid = decoded_id(run_id)
     if rid is None:
         return ui.redirect(request, "/ui/runs", ("error", f"There is no run {run_id!r}."))
-    target, outcome = await run_in_threadpool(_reopen, ui, rid)
+    target, outcome = await run_in_threadpool(_reopen, ui, rid, session.actor)
     return ui.redirect(request, target, outcome)
 
 
-def _reopen(ui: WebUi, run_id: str) -> tuple[str, tuple[str, str]]:
-    """Reopens the run for a worker; returns the page to go to and the message to show there."""
+def _reopen(ui: WebUi, run_id: str, by: str) -> tuple[str, tuple[str, str]]:
+    """Reopens the run for a worker, recording ``by`` as who asked; returns the page to go to and
+    the message to show there."""
 
     def reopen() -> str:
-        run = ui.store.reopen_run(run_id, owner=None, lease_expires_at=None)
+        run = ui.store.reopen_run(run_id, owner=None, lease_expires_at=None, by=by)
         return (f"Run {run.id} is pending again: a worker serving agent {run.agent!r} continues it from where "
                 "it failed (a run an ADK AgentspanPlugin opened in your own Runner: when the same message is "
                 "run on the same session there; a LangGraph graph with AgentspanSaver: also "
@@ -78,8 +82,7 @@ async def cancel_run(ui: WebUi, request: Request, run_id: str) -> Response:
     rid = decoded_id(run_id)
     if rid is None:
         return ui.redirect(request, "/ui/runs", ("error", f"There is no run {run_id!r}."))
-    by = session.name or ("web-ui" if session.open else f"web-ui:{session.role}")
-    target, outcome = await run_in_threadpool(_cancel, ui, rid, by)
+    target, outcome = await run_in_threadpool(_cancel, ui, rid, session.actor)
     return ui.redirect(request, target, outcome)
 
 

@@ -72,6 +72,13 @@ class Session:
         """Whether this session may approve or reject (the ``approver`` or ``admin`` role)."""
         return self.role in _DECIDERS
 
+    @property
+    def actor(self) -> str:
+        """Who this session acts as in the audit trail (a decision's ``decided_by``, a cancelled
+        run's reason, a retry's ``by``): its name, else ``web-ui`` for an open UI, else
+        ``web-ui:ROLE`` (a login that gave no name)."""
+        return self.name or ("web-ui" if self.open else f"web-ui:{self.role}")
+
 
 class Signer:
     """Issues and checks the UI's signed tokens with one random secret.

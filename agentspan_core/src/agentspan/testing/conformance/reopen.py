@@ -9,7 +9,7 @@ import pytest
 from agentspan.errors import LeaseLostError, RunNotFound, RunStateError
 from agentspan.records import Run, RunStatus, StepResult, StepStatus
 from agentspan.stores.base import Store
-from agentspan.stores.reopening import RETRIES
+from agentspan.stores.reopening import RETRIES, retries_of
 from agentspan.testing.conformance.records import ConformanceBase, make_approval, make_step
 
 __all__ = ["ReopenConformance"]
@@ -43,7 +43,7 @@ class ReopenConformance(ConformanceBase):
         assert (reopened.error, reopened.output) == (None, None)
         (retry,) = reopened.options.pop(RETRIES)  # the failure it was retried from is kept
         assert retry == {"error": "ValueError: boom", "failed_at": pytest.approx(failed.updated_at),
-                         "retried_at": pytest.approx(reopened.updated_at), "owner": "w2"}
+                         "retried_at": pytest.approx(reopened.updated_at), "owner": "w2", "by": None}
         assert reopened.options == {"max_turns": 5, "agentspan.on_divergence": "live"}
         assert reopened.updated_at >= failed.updated_at
         reopened.options[RETRIES] = [retry]
@@ -63,7 +63,7 @@ class ReopenConformance(ConformanceBase):
         assert (reopened.lease_owner, reopened.lease_expires_at) == (None, None)
         assert reopened.options == {"max_turns": 5, RETRIES: [
             {"error": "ValueError: boom", "failed_at": pytest.approx(failed.updated_at),
-             "retried_at": pytest.approx(reopened.updated_at), "owner": None}]}
+             "retried_at": pytest.approx(reopened.updated_at), "owner": None, "by": None}]}
         assert [r.id for r in store.claimable_runs(agents=None, now=time.time())] == [failed.id]
         claimed = store.claim_run(failed.id, owner="w3", expected_epoch=reopened.lease_epoch,
                                   lease_expires_at=time.time() + 60)
@@ -94,6 +94,22 @@ class ReopenConformance(ConformanceBase):
         assert [(h["error"], h["owner"]) for h in history] == [("ValueError: boom", "w2"), ("KeyError: 'x'", None)]
         assert history[1]["failed_at"] == pytest.approx(again.updated_at)
         assert history[0]["retried_at"] <= history[1]["failed_at"] <= history[1]["retried_at"]
+
+    def test_reopen_records_who_asked_for_the_retry(self, store: Store) -> None:
+        failed = self.failed(store)
+        reopened = store.reopen_run(failed.id, owner=None, lease_expires_at=None, by="cli:ann")
+        (retry,) = reopened.options[RETRIES]
+        assert (retry["owner"], retry["by"]) == (None, "cli:ann")
+        assert store.get_run(failed.id).options[RETRIES] == [retry]
+
+    def test_a_history_entry_from_before_by_is_kept_as_it_was(self, store: Store) -> None:
+        old = {"error": "E: old", "failed_at": 1.0, "retried_at": 2.0, "owner": None}  # written without "by"
+        run = self.claimed(store, options={RETRIES: [old]})
+        store.update_run(run.id, epoch=1, status=RunStatus.FAILED, error="E: new", release_lease=True)
+        reopened = store.reopen_run(run.id, owner=None, lease_expires_at=None, by="api:admin")
+        assert reopened.options[RETRIES][0] == old
+        assert [(h["error"], h["by"]) for h in retries_of(reopened.options)] == [("E: old", None),
+                                                                                 ("E: new", "api:admin")]
 
     def test_reopen_of_an_unknown_run(self, store: Store) -> None:
         with pytest.raises(RunNotFound):
