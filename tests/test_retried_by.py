@@ -28,6 +28,7 @@ from agentspan.stores.reopening import RETRIES, retries_of
 from agentspan.stores.sqlite import SqliteStore
 from agentspan.testing.conformance import make_run
 from agentspan.wire import ReopenRun
+from agentspan_server import app as server_app
 from agentspan_server.app import create_app
 from agentspan_server.auth import KeyRing
 
@@ -102,13 +103,16 @@ def test_runs_show_prints_who_asked_escaped(store: SqliteStore) -> None:
 
 # ---- the HTTP API ------------------------------------------------------------------------------------
 def test_the_api_records_the_bodys_by_else_the_keys_role(store: SqliteStore) -> None:
-    first, second, third = failed_run(store), failed_run(store), failed_run(store)
+    first, second, third, fourth, fifth = (failed_run(store) for _ in range(5))
     with thread_server(create_app(store, keys=KEYS)) as url:
         agent = {"Authorization": f"Bearer {AGENT}"}  # an agent key may reopen runs, as before
         assert httpx.post(f"{url}/api/runs/{first.id}/reopen", headers=agent).status_code == 200
         answer = httpx.post(f"{url}/api/runs/{second.id}/reopen", headers=agent, json={"by": "bot for ann"})
-        assert answer.status_code == 200
-        assert answer.json()["options"][RETRIES][0]["by"] == "bot for ann"
+        assert answer.status_code == 200  # an agent key's word on who asked is recorded as its claim
+        assert answer.json()["options"][RETRIES][0]["by"] == "api:agent (for bot for ann)"
+        approver = {"Authorization": f"Bearer {APPROVER}"}
+        for run, by in ((fourth, "ann"), (fifth, "")):  # an approver names who asked; an empty name names nobody
+            assert httpx.post(f"{url}/api/runs/{run.id}/reopen", headers=approver, json={"by": by}).status_code == 200
         remote = RemoteStore(url, api_key=ADMIN, retry_for=2.0)
         try:  # the remote store sends nothing for by=None: the server names the key's role
             assert remote.reopen_run(third.id, owner=None, lease_expires_at=None).options[RETRIES][0]["by"] == (
@@ -116,7 +120,8 @@ def test_the_api_records_the_bodys_by_else_the_keys_role(store: SqliteStore) -> 
         finally:
             remote.close()
     assert asked_by(store, first.id) == ["api:agent"]
-    assert asked_by(store, second.id) == ["bot for ann"]
+    assert asked_by(store, second.id) == ["api:agent (for bot for ann)"]
+    assert (asked_by(store, fourth.id), asked_by(store, fifth.id)) == (["ann"], ["api:approver"])
     unkeyed = failed_run(store)
     with thread_server(create_app(store)) as url:  # no keys: no principal
         assert httpx.post(f"{url}/api/runs/{unkeyed.id}/reopen").status_code == 200
@@ -175,3 +180,43 @@ def test_the_run_page_shows_an_entry_from_before_by(store: SqliteStore) -> None:
     assert answer.status_code == 200
     card = retries_card(answer.text)
     assert "Retried 1 time" in card and "<td>a worker</td>" in card and "<td>unknown</td>" in card
+
+
+class _ReopenBeforeBy(ReopenRun):
+    """A server from before ``by``: its reopen body refuses the field (as `extra="forbid"` did)."""
+
+    by: None = None  # type: ignore[assignment]
+
+
+def test_the_remote_store_retries_on_a_server_from_before_by(store: SqliteStore,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its 422 changed nothing: the reopen is sent again without ``by`` (was: every ``agentspan runs
+    retry`` against such a server failed, the CLI always naming its user)."""
+    monkeypatch.setattr(server_app, "ReopenRun", _ReopenBeforeBy)
+    run = failed_run(store)
+    with thread_server(create_app(store)) as url:
+        remote = RemoteStore(url, retry_for=2.0)
+        try:
+            reopened = remote.reopen_run(run.id, owner=None, lease_expires_at=None, by="cli:ann")
+        finally:
+            remote.close()
+    assert reopened.status is RunStatus.PENDING and asked_by(store, run.id) == [None]
+
+
+class _StoreBeforeBy(SqliteStore):
+    """A store written against the contract before ``by``: its ``reopen_run`` takes no ``by``."""
+
+    def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,  # type: ignore[override]
+                   options: Any = None) -> Run:
+        return super().reopen_run(run_id, owner=owner, lease_expires_at=lease_expires_at, options=options)
+
+
+def test_a_store_without_by_is_still_reopened_by_the_api_the_ui_and_the_cli(home: Path) -> None:
+    old = _StoreBeforeBy(home / "old.db")
+    runs = [failed_run(old) for _ in range(3)]
+    with thread_server(create_app(old)) as url, httpx.Client(base_url=url) as http:
+        assert http.post(f"/api/runs/{runs[0].id}/reopen").status_code == 200  # names api:... or nobody
+        csrf = csrf_of(http.get(f"/ui/runs/{runs[1].id}").text)
+        assert http.post(f"/ui/runs/{runs[1].id}/retry", data={"csrf": csrf}).status_code == 303
+    assert [old.get_run(r.id).status for r in runs[:2]] == [RunStatus.PENDING] * 2
+    old.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -223,8 +224,9 @@ def test_cli_hint_is_the_command_a_shell_reads_back_for_any_id(store: SqliteStor
     hint = _cli("runs", "list", "--agent", f"agent {awkward}", "--limit", "1").splitlines()[-1]
     assert hint.startswith("Older runs: agentspan runs list ")
     assert printable(hint) == hint and "\t" not in hint  # nothing raw reaches the terminal (an escape sequence)
-    words = subprocess.run(["bash", "-c", "printf '%s\\0' " + hint.removeprefix("Older runs: ")],
-                           capture_output=True, check=True).stdout.decode().split("\0")[:-1]
+    shell = subprocess.run(["bash", "-c", "printf '%s\\0' " + hint.removeprefix("Older runs: ")],
+                           capture_output=True, check=True, env={**os.environ, "LC_ALL": "C"})  # any locale
+    words = shell.stdout.decode().split("\0")[:-1]
     assert words[3:] == [f"--agent=agent {awkward}", "--limit=1", f"--before=z{awkward} id"]
     assert [r["id"] for r in json.loads(_cli(*words[1:], "--json"))] == [oldest]
 

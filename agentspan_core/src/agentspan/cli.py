@@ -27,7 +27,7 @@ from agentspan.cli_doctor import doctor_report
 from agentspan.errors import AgentspanError, ConfigurationError
 from agentspan.export import APPROVAL_LIMIT
 from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
-from agentspan.stores.base import ENDED, Store, after_position, check_deletion
+from agentspan.stores.base import ENDED, Store, after_position, asked_by, check_deletion
 
 
 class AgentspanGroup(TyperGroup):
@@ -229,7 +229,8 @@ def runs_retry(
     user = _default_decider()
     # recorded in the run's retry history as who asked (``cli:`` tells it from an API key's ``api:ROLE``)
     by = None if user is None else f"cli:{user}"
-    run = _store().reopen_run(run_id, owner=None, lease_expires_at=None, options=options, by=by)
+    store = _store()
+    run = store.reopen_run(run_id, owner=None, lease_expires_at=None, options=options, **asked_by(store, by))
     if as_json:
         _echo_json(render.run_json(run))
     else:

@@ -199,7 +199,8 @@ def next_page_hint(before: str, options: dict[str, str | None]) -> Text:
 def _shell_word(word: str) -> str:
     """``word`` as one word of a POSIX shell command that a terminal shows as it is: quoted by
     shlex, or, where it holds a control character, a tab, a line end or a lone surrogate (which
-    `printable` would show otherwise than the shell reads it), in bash/zsh/ksh ``$'...'`` quoting with those
+    `printable` would show otherwise than the shell reads it), in bash/zsh/ksh ``$'...'`` quoting
+    (not POSIX sh: dash reads it as other words, which the CLI refuses) with those
     characters escaped (a lone surrogate of ``surrogateescape`` as the byte it stands for)."""
     if printable(word) == word and "\t" not in word and "\n" not in word:  # (a line end too: one line)
         return shlex.quote(word)
@@ -213,7 +214,8 @@ def _shell_word(word: str) -> str:
         elif 0xD800 <= code <= 0xDFFF:
             out.append(f"\\u{code:04x}")
         elif code < 0x20 or 0x7F <= code < 0xA0:
-            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")  # (\\x80.. would be raw bytes)
+            # (a C1 character as its UTF-8 bytes: bash reads ``\\u`` only in a UTF-8 locale)
+            out.append("".join(f"\\x{byte:02x}" for byte in char.encode()))
         else:
             out.append(char)
     return "$'" + "".join(out) + "'"

@@ -33,7 +33,7 @@ from starlette.types import Scope
 
 from agentspan import errors
 from agentspan.records import UNADDRESSABLE_IDS, CheckpointRecord, Run, RunStatus
-from agentspan.stores.base import Store, after_position
+from agentspan.stores.base import Store, after_position, asked_by
 from agentspan.wire import (
     API_PREFIX,
     CancelRun,
@@ -213,9 +213,12 @@ def create_app(
         may be left out: ``pending``, for a worker). The retry history records ``by``, or without
         it the role of the API key that sent the request (``api:ROLE``; null without keys)."""
         rid, b = path_param("run_id", run_id), checked_body(body or ReopenRun())
-        by = b.by if b.by is not None else requester(request, keys)
+        sender = requester(request, keys)
+        # an agent key (every worker holds one) may reopen runs, but what it says of who asked is
+        # its claim, not an approver's word: recorded as such
+        by = (b.by if sender != "api:agent" else f"{sender} (for {b.by})") if b.by else sender
         run = await call(store.reopen_run, rid, owner=b.owner, lease_expires_at=b.lease_expires_at,
-                         options=b.options, by=by)  # fmt: skip
+                         options=b.options, **asked_by(store, by))  # fmt: skip
         return json_response(run)
 
     # ---- leases -------------------------------------------------------------------------------

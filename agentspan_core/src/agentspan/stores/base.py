@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -404,6 +405,17 @@ async def call_store(store: Store, fn: Callable[..., _T], /, *args: Any, **kwarg
     if store.blocking_io:
         return await asyncio.to_thread(fn, *args, **kwargs)
     return fn(*args, **kwargs)
+
+
+def asked_by(store: Store, by: str | None) -> dict[str, str]:
+    """``store.reopen_run``'s ``by`` keyword when someone is named and the store takes it, else
+    nothing: a store written against the contract before ``by`` still reopens runs (its history
+    then names nobody)."""
+    if by is None:
+        return {}
+    parameters = inspect.signature(store.reopen_run).parameters.values()
+    takes = any(p.name == "by" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return {"by": by} if takes else {}
 
 
 def after_position(before: str | None) -> dict[str, str]:

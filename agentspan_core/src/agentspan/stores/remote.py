@@ -288,7 +288,15 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
 
         body = wire.ReopenRun(owner=owner, lease_expires_at=lease_expires_at,
                               options=None if options is None else dict(options), by=by)  # fmt: skip
-        response = self._call("POST", f"/runs/{seg(run_id)}/reopen", body, already_done=done)
+        try:
+            response = self._call("POST", f"/runs/{seg(run_id)}/reopen", body, already_done=done)
+        except ConfigurationError as exc:
+            if by is None or "body.by" not in str(exc):
+                raise
+            # a server older than `by` refuses the field (its 422 changed nothing): sent again
+            # without it, the server records the key's role, or nobody
+            body = body.model_copy(update={"by": None})
+            response = self._call("POST", f"/runs/{seg(run_id)}/reopen", body, already_done=done)
         return self.get_run(run_id) if response is None else parsed(response, Run)
 
     # ---- leases ---------------------------------------------------------------------------

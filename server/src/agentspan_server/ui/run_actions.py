@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from agentspan import errors
+from agentspan.stores.base import asked_by
 from agentspan_server.ui.render import decoded_id
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def _reopen(ui: WebUi, run_id: str, by: str) -> tuple[str, tuple[str, str]]:
     the message to show there."""
 
     def reopen() -> str:
-        run = ui.store.reopen_run(run_id, owner=None, lease_expires_at=None, by=by)
+        run = ui.store.reopen_run(run_id, owner=None, lease_expires_at=None, **asked_by(ui.store, by))
         return (f"Run {run.id} is pending again: a worker serving agent {run.agent!r} continues it from where "
                 "it failed (a run an ADK AgentspanPlugin opened in your own Runner: when the same message is "
                 "run on the same session there; a LangGraph graph with AgentspanSaver: also "
