@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +68,28 @@ def effects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "effects"
     monkeypatch.setenv("TK_EFFECTS", str(path))
     return path
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty AGENTSPAN_HOME for the CLI's (and the web UI's) tests: fresh settings, no server,
+    key, durability or lease setting from the environment, and a wide terminal for tables."""
+    from agentspan import config
+
+    monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path))
+    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_DURABILITY", "AGENTSPAN_LEASE_TTL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    config.reset()
+    yield tmp_path
+    config.reset()
+
+
+@pytest.fixture
+def cli_store(cli_home: Path) -> Iterator[Any]:
+    """The home's embedded store (what the CLI reads), opened directly to create data."""
+    from agentspan.stores.sqlite import SqliteStore
+
+    store = SqliteStore(cli_home / "agentspan.db")
+    yield store
+    store.close()

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,23 +44,15 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty AGENTSPAN_HOME, fresh settings, and a wide terminal for tables."""
-    monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path))
-    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_DURABILITY", "AGENTSPAN_LEASE_TTL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    config.reset()
-    yield tmp_path
-    config.reset()
+def home(cli_home: Path) -> Path:
+    """An empty AGENTSPAN_HOME, fresh settings, and a wide terminal for tables (`conftest.cli_home`)."""
+    return cli_home
 
 
 @pytest.fixture
-def store(home: Path) -> Iterator[SqliteStore]:
+def store(cli_store: SqliteStore) -> SqliteStore:
     """The embedded store the CLI reads, opened directly to create data."""
-    s = SqliteStore(home / "agentspan.db")
-    yield s
-    s.close()
+    return cli_store
 
 
 def make_run(

@@ -22,15 +22,9 @@ NOBODY = 65534
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def home(cli_home: Path) -> Path:
     """An empty AGENTSPAN_HOME, fresh settings, no server."""
-    monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path))
-    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_DURABILITY", "AGENTSPAN_LEASE_TTL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    config.reset()
-    yield tmp_path
-    config.reset()
+    return cli_home
 
 
 def _doctor(home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from agentspan import cli, config
+from agentspan import cli
 from agentspan.cli import app
 from agentspan.jsontext import model_json
 from agentspan.records import Run, RunStatus
@@ -41,23 +40,15 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def home(cli_home: Path) -> Path:
     """An empty AGENTSPAN_HOME (nothing touches ~/.agentspan), fresh settings, a wide terminal."""
-    monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path))
-    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_DURABILITY", "AGENTSPAN_LEASE_TTL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    config.reset()
-    yield tmp_path
-    config.reset()
+    return cli_home
 
 
 @pytest.fixture
-def store(home: Path) -> Iterator[SqliteStore]:
+def store(cli_store: SqliteStore) -> SqliteStore:
     """The embedded store the CLI uses."""
-    s = SqliteStore(home / "agentspan.db")
-    yield s
-    s.close()
+    return cli_store
 
 
 def failed_run(store: SqliteStore, **options: Any) -> Run:

@@ -13,14 +13,12 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from agentspan import config
 from agentspan.cli import app as cli_app
 from agentspan.cli_render import printable
 from agentspan.errors import ConfigurationError
@@ -41,23 +39,16 @@ _HREF = re.compile(r'<a href="([^"]*)" rel="(first|next)">')
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty AGENTSPAN_HOME, fresh settings, no server, and a wide terminal for tables."""
-    monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path))
-    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_DURABILITY", "AGENTSPAN_LEASE_TTL"):
-        monkeypatch.delenv(name, raising=False)
+def home(cli_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty AGENTSPAN_HOME, fresh settings, no server, and a terminal wide enough for a page's hint."""
     monkeypatch.setenv("COLUMNS", "400")
-    config.reset()
-    yield tmp_path
-    config.reset()
+    return cli_home
 
 
 @pytest.fixture
-def store(home: Path) -> Iterator[SqliteStore]:
+def store(cli_store: SqliteStore) -> SqliteStore:
     """The home's embedded store (what the CLI reads; the UI's server is given it)."""
-    s = SqliteStore(home / "agentspan.db")
-    yield s
-    s.close()
+    return cli_store
 
 
 def seed(store: SqliteStore) -> list[str]:
