@@ -77,7 +77,8 @@ def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     from agentspan import config
 
     monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path))
-    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_DURABILITY", "AGENTSPAN_LEASE_TTL"):
+    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_SERVER_KEYS", "AGENTSPAN_DURABILITY",
+                 "AGENTSPAN_LEASE_TTL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COLUMNS", "200")
     config.reset()

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from agentspan import config
 from agentspan.hashing import digest
 from agentspan.records import Approval, Run
 from agentspan.stores.base import Store
@@ -31,14 +30,9 @@ KEYS = KeyRing([(ADMIN, "admin"), (AGENT, "agent"), (APPROVER, "approver")])
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty AGENTSPAN_HOME and fresh settings: nothing touches ~/.agentspan."""
-    monkeypatch.setenv("AGENTSPAN_HOME", str(tmp_path / "home"))
-    for name in ("AGENTSPAN_SERVER_URL", "AGENTSPAN_API_KEY", "AGENTSPAN_SERVER_KEYS"):
-        monkeypatch.delenv(name, raising=False)
-    config.reset()
-    yield tmp_path
-    config.reset()
+def home(cli_home: Path) -> Path:
+    """An empty AGENTSPAN_HOME and fresh settings: nothing touches ~/.agentspan (`conftest.cli_home`)."""
+    return cli_home
 
 
 @pytest.fixture
