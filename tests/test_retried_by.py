@@ -16,10 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import field_validator
+from pydantic_core import PydanticCustomError
 from typer.testing import CliRunner
 
 from agentspan import cli
 from agentspan.cli import app
+from agentspan.errors import ConfigurationError
 from agentspan.jsontext import model_json
 from agentspan.records import Run, RunStatus
 from agentspan.stores.remote import RemoteStore
@@ -83,12 +86,13 @@ def test_cli_retry_without_a_user_name_records_none(store: SqliteStore, monkeypa
 def test_runs_show_prints_who_asked_escaped(store: SqliteStore) -> None:
     old = {"error": "E: old", "failed_at": 1.0, "retried_at": 2.0, "owner": None}  # from before "by"
     run = failed_run(store, **{RETRIES: [old]})
-    store.reopen_run(run.id, owner=None, lease_expires_at=None, by="cli:eve\x1b[2J [bold]x[/bold]")
+    store.reopen_run(run.id, owner=None, lease_expires_at=None, by="cli:eve\x1b[2J [bold]x[/bold]\nretry 9")
     result = runner.invoke(app, ["runs", "show", run.id])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if "retry " in line]
     assert len(lines) == 2 and "asked by" not in lines[0]  # the old entry names nobody
-    assert "(left to a worker) (asked by cli:eve\\x1b[2J [bold]x[/bold])" in lines[1]  # no markup, no escape
+    # no markup, no escape sequence, one line (a line end in a name must not read as a retry of its own)
+    assert "(left to a worker) (asked by cli:eve\\x1b[2J [bold]x[/bold]\\nretry 9)" in lines[1]
     assert "\x1b" not in result.stdout
 
 
@@ -174,9 +178,13 @@ def test_the_run_page_shows_an_entry_from_before_by(store: SqliteStore) -> None:
 
 
 class _ReopenBeforeBy(ReopenRun):
-    """A server from before ``by``: its reopen body refuses the field (as `extra="forbid"` did)."""
+    """A server from before ``by``: its reopen body refuses the field as `extra="forbid"` did."""
 
-    by: None = None  # type: ignore[assignment]
+    @field_validator("by", mode="before")
+    @classmethod
+    def _unknown(cls, value: object) -> None:
+        if value is not None:
+            raise PydanticCustomError("extra_forbidden", "Extra inputs are not permitted")
 
 
 def test_the_remote_store_retries_on_a_server_from_before_by(store: SqliteStore,
@@ -211,3 +219,17 @@ def test_a_store_without_by_is_still_reopened_by_the_api_the_ui_and_the_cli(home
         assert http.post(f"/ui/runs/{runs[1].id}/retry", data={"csrf": csrf}).status_code == 303
     assert [old.get_run(r.id).status for r in runs[:2]] == [RunStatus.PENDING] * 2
     old.close()
+
+
+def test_a_by_the_server_refuses_is_raised_not_dropped(store: SqliteStore) -> None:
+    """Only a server from before ``by`` is sent the reopen again without it: a ``by`` the server
+    checked and refused (a NUL) is an error, not a retry recorded under another name."""
+    run = failed_run(store)
+    with thread_server(create_app(store)) as url:
+        remote = RemoteStore(url, retry_for=2.0)
+        try:
+            with pytest.raises(ConfigurationError, match="body.by"):
+                remote.reopen_run(run.id, owner=None, lease_expires_at=None, by="x\x00")
+        finally:
+            remote.close()
+    assert store.get_run(run.id).status is RunStatus.FAILED  # nothing changed

@@ -35,6 +35,11 @@ def printable(value: str) -> str:
     return utf8_text(value).translate(_CONTROL)
 
 
+def _one_line(value: str) -> str:
+    """`printable`, its line ends shown as ``\\n`` / ``\\r`` too."""
+    return printable(value).replace("\n", "\\n").replace("\r", "\\r")
+
+
 def _text(value: str, style: str = "") -> Text:
     return Text(printable(value), style=style)
 
@@ -340,7 +345,8 @@ def run_panel(run: Run) -> Panel:
     for n, retry in enumerate(retries_of(run.options), 1):
         by = f" by {printable(str(retry['owner']))}" if retry.get("owner") else " (left to a worker)"
         # who asked for the retry (an entry written before it was recorded has none)
-        asked = f" (asked by {printable(str(retry['by']))})" if retry.get("by") is not None else ""
+        # (on one line: a line end in a name another key sent must not read as a retry of its own)
+        asked = f" (asked by {_one_line(str(retry['by']))})" if retry.get("by") is not None else ""
         rows.append((f"retry {n}", Text.assemble(
             f"failed {timestamp(_number(retry.get('failed_at')))}: ", (printable(str(retry.get("error"))), "red"),
             f"; retried {timestamp(_number(retry.get('retried_at')))}{by}{asked}")))

@@ -210,8 +210,9 @@ def create_app(
               responses=responses(*COMMON, *BODY, 404, 409))  # fmt: skip
     async def reopen_run(run_id: str, request: Request, body: ReopenRun | None = None) -> Response:
         """`Store.reopen_run`: a ``failed`` run taken up again (409 for any other status; the body
-        may be left out: ``pending``, for a worker). The retry history records ``by``, or without
-        it the role of the API key that sent the request (``api:ROLE``; null without keys)."""
+        may be left out: ``pending``, for a worker). The retry history records ``by`` (from an
+        ``agent`` key as its claim, ``api:agent (for BY)``), or without it (or empty) the role of
+        the API key that sent the request (``api:ROLE``; null without keys)."""
         rid, b = path_param("run_id", run_id), checked_body(body or ReopenRun())
         sender = requester(request, keys)
         # an agent key (every worker holds one) may reopen runs, but what it says of who asked is

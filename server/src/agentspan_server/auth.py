@@ -207,8 +207,9 @@ def requester(request: Request, keys: KeyRing | None) -> str | None:
 
     Used for an approval decision and a run's retry sent without ``by``. Keys carry no names, so
     the role is what tells them apart (the web UI records ``web-ui:ROLE`` for a login that gave no
-    name). A ``by`` the body names is kept as given: a key may act on someone's behalf (a bot
-    relaying a chat decision).
+    name). A ``by`` a decision names is kept as given: an approver key may act on someone's behalf
+    (a bot relaying a chat decision); a reopen's ``by`` from an ``agent`` key is recorded as that
+    key's claim (``api:agent (for NAME)``).
 
     Args:
         request: The request; `AuthMiddleware` already accepted its key.

@@ -69,6 +69,10 @@ MAX_LIMIT = 1000
 """Most items one listing returns through a server (larger limits are clamped to it)."""
 
 
+_OLD_SERVER_BY = "body.by: Extra inputs are not permitted"
+"""How a server from before `Store.reopen_run`'s ``by`` refuses it (pydantic's ``extra_forbidden``)."""
+
+
 class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
     """A `Store` served by one or more Agentspan servers.
 
@@ -291,12 +295,18 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         try:
             response = self._call("POST", f"/runs/{seg(run_id)}/reopen", body, already_done=done)
         except ConfigurationError as exc:
-            if by is None or "body.by" not in str(exc):
+            if by is None or _OLD_SERVER_BY not in str(exc):  # (a `by` the server checked and refused: raised)
                 raise
             # a server older than `by` refuses the field (its 422 changed nothing): sent again
-            # without it, the server records the key's role, or nobody
+            # without it, the server records the key's role, or nobody. A refusal of the run's
+            # state then may be an earlier try of this reopen applied by a newer replica
             body = body.model_copy(update={"by": None})
-            response = self._call("POST", f"/runs/{seg(run_id)}/reopen", body, already_done=done)
+            try:
+                response = self._call("POST", f"/runs/{seg(run_id)}/reopen", body, already_done=done)
+            except RunStateError as refused:
+                if not done(refused):
+                    raise
+                response = None
         return self.get_run(run_id) if response is None else parsed(response, Run)
 
     # ---- leases ---------------------------------------------------------------------------
