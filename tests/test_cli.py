@@ -517,13 +517,14 @@ def test_a_closed_store_refuses_writes_with_a_store_error(tmp_path: Path) -> Non
 
 def test_escape_sequences_in_stored_values_never_reach_the_terminal(store: SqliteStore) -> None:
     hostile = "Refund order 42\x1b[2J\x1b[H\x1b]0;owned\x07\x1b[8mhidden"  # an end user's chat message
-    run, _ = make_run(store, "agent\x1b[31m")
+    run, _ = make_run(store, "agent\x1b[31m\u202egnp.exe")  # (a right-to-left override: shows as "exe.png")
     store.update_run(run.id, epoch=run.lease_epoch, status=RunStatus.FAILED, error=hostile, release_lease=True)
     for args in (("runs", "list"), ("runs", "show", run.id)):
         result = invoke(*args)
         assert result.exit_code == 0, result.output
         assert "\x1b" not in result.stdout and "\x07" not in result.stdout  # was: printed raw
         assert "\\x1b[31m" in result.stdout
+        assert "\u202e" not in result.stdout and "\\u202egnp.exe" in result.stdout
     assert "\\x1b[2J" in invoke("runs", "show", run.id).stdout
     shown = invoke("runs", "show", "no-such\x1b[2J")
     assert shown.exit_code == 1 and "\x1b" not in shown.stderr

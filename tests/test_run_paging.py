@@ -205,7 +205,8 @@ def test_remote_against_a_server_that_ignores_before(store: SqliteStore, monkeyp
         client.close()
 
 
-@pytest.mark.parametrize("awkward", ["a\tb", "\x1b[31mred", "\x85nel", "new\nline", "q'uote\\", "dash-\x7f"])
+@pytest.mark.parametrize("awkward", ["a\tb", "\x1b[31mred", "\x85nel", "new\nline", "q'uote\\", "dash-\x7f",
+                                     "rtl\u202egnp"])
 def test_cli_hint_is_the_command_a_shell_reads_back_for_any_id(store: SqliteStore, awkward: str) -> None:
     """A run id (or a filter) holding a tab or a control character: the printed command, pasted
     into a shell, names that same id (was: shown as ``\\x1b`` or with the tab expanded, which the

@@ -23,13 +23,19 @@ from agentspan.jsontext import utf8_text
 from agentspan.records import JSON, Approval, Run, Step, now
 from agentspan.stores.reopening import retries_of
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in "\n\t"}
-"""C0 and C1 control characters (but line ends and tabs), DEL: shown as ``\\xNN``."""
+_BIDI = frozenset({0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)})
+"""Bidirectional formatting characters (marks, embeddings, overrides, isolates): text that holds
+them shows on a terminal in another order than it reads (a name that looks like another)."""
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in "\n\t"} | {
+    c: f"\\u{c:04x}" for c in _BIDI}
+"""C0 and C1 control characters (but line ends and tabs), DEL: shown as ``\\xNN``; bidirectional
+formatting characters as ``\\uNNNN``."""
 
 
 def printable(value: str) -> str:
     """``value`` with its control characters (an ANSI escape sequence's ESC, a bell, ...) shown as
-    ``\\xNN`` instead of reaching the terminal, and its lone surrogates (a file name decoded with
+    ``\\xNN`` instead of reaching the terminal, its bidirectional formatting characters as
+    ``\\uNNNN``, and its lone surrogates (a file name decoded with
     ``surrogateescape``) as ``\\udcNN`` (no terminal encoding takes them; ``\\udc9b`` would reach
     it as the 8-bit escape introducer)."""
     return utf8_text(value).translate(_CONTROL)
@@ -218,8 +224,8 @@ def _shell_word(word: str) -> str:
             out.append(f"\\x{code - 0xDC00:02x}")
         elif 0xD800 <= code <= 0xDFFF:
             out.append(f"\\u{code:04x}")
-        elif code < 0x20 or 0x7F <= code < 0xA0:
-            # (a C1 character as its UTF-8 bytes: bash reads ``\\u`` only in a UTF-8 locale)
+        elif code < 0x20 or 0x7F <= code < 0xA0 or code in _BIDI:
+            # (a C1 or bidi character as its UTF-8 bytes: bash reads ``\\u`` only in a UTF-8 locale)
             out.append("".join(f"\\x{byte:02x}" for byte in char.encode()))
         else:
             out.append(char)
