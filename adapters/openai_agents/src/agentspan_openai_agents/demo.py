@@ -24,7 +24,6 @@ from rich.table import Table
 
 import agentspan
 import agentspan.errors
-from agentspan.cli_doctor import shown_url
 from agentspan.records import new_id
 from agentspan.stores.base import Store
 from agentspan.stores.remote import RemoteStore
@@ -130,7 +129,7 @@ def _where(store: Store) -> str:
     if isinstance(store, SqliteStore):
         return store.path
     if isinstance(store, RemoteStore):
-        return f"the server at {shown_url(','.join(store.urls))}"  # never a user:password@ part
+        return f"the server at {','.join(store.shown_urls)}"  # never a user:password@ part
     return repr(store)
 
 

@@ -132,6 +132,11 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
     def __repr__(self) -> str:
         return f"RemoteStore({','.join(self._shown)!r})"
 
+    @property
+    def shown_urls(self) -> list[str]:
+        """The server URLs without their credentials, as errors and ``repr`` name them."""
+        return list(self._shown)
+
     # ---- plumbing -------------------------------------------------------------------------
     def _attempt(self, method: str, path: str, body: BaseModel | None, params: Any) -> Answer:
         content = model_json(body) if body is not None else None

@@ -221,10 +221,16 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
             except UnicodeEncodeError as exc:
                 raise self._unstorable(exc) from exc
 
-    def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int) -> list[Any]:
-        where = " AND ".join(f"{name}=?" for name, value in filters.items() if value is not None)
+    def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int, *,
+                below: tuple[str, str | None] | None = None) -> list[Any]:
+        """Selects ``columns`` of the rows matching the non-None ``filters``; ``below``: (column,
+        value), only rows whose column sorts before a non-None value (keyset paging)."""
+        tests = [f"{name}=?" for name, value in filters.items() if value is not None]
         params = [str(value) for value in filters.values() if value is not None]
-        statement = f"SELECT {columns} FROM {table}" + (f" WHERE {where}" if where else "")
+        if below is not None and below[1] is not None:
+            tests.append(f"{below[0]}<?")
+            params.append(below[1])
+        statement = f"SELECT {columns} FROM {table}" + (f" WHERE {' AND '.join(tests)}" if tests else "")
         return self._query(f"{statement} ORDER BY {order} LIMIT ?", (*params, limit))
 
     # ---- runs -----------------------------------------------------------------------------
@@ -256,12 +262,8 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         session_id: str | None = None, before: str | None = None,
     ) -> list[Run]:
         """See `Store.list_runs` (``before`` compares as the ORDER BY does: binary, by code point)."""
-        given = [(test, str(value)) for test, value in (
-            ("r.status=?", status), ("r.agent=?", agent), ("r.session_id=?", session_id), ("r.id<?", before),
-        ) if value is not None]  # fmt: skip
-        where = " WHERE " + " AND ".join(test for test, _ in given) if given else ""
-        rows = self._query(f"SELECT {live.RUN_SELECT} FROM runs r{where} ORDER BY r.id DESC LIMIT ?",
-                           (*(value for _, value in given), limit))
+        filters = {"r.status": status, "r.agent": agent, "r.session_id": session_id}
+        rows = self._select("runs r", live.RUN_SELECT, filters, "r.id DESC", limit, below=("r.id", before))
         return [run_from_row(r) for r in rows]
 
     def update_run(

@@ -131,12 +131,8 @@ class PostgresStore(PostgresCheckpoints, Store):
     ) -> list[Run]:
         """See `Store.list_runs` (``id`` is ``COLLATE "C"``: ``before`` compares by code point, as
         the ORDER BY and the embedded stores do)."""
-        given = [(test, str(value)) for test, value in (
-            ("status=%s", status), ("agent=%s", agent), ("session_id=%s", session_id), ("id<%s", before),
-        ) if value is not None]  # fmt: skip
-        where = " WHERE " + " AND ".join(test for test, _ in given) if given else ""
-        rows = self._query(f"SELECT {sql.RUN_COLUMNS} FROM runs{where} ORDER BY id DESC LIMIT %s",
-                           (*(value for _, value in given), None if limit < 0 else limit))
+        filters = {"status": status, "agent": agent, "session_id": session_id}
+        rows = self._select("runs", sql.RUN_COLUMNS, filters, "id DESC", limit, below=("id", before))
         return [run_from_row(r) for r in rows]
 
     def update_run(

@@ -233,9 +233,15 @@ class PostgresPool:
         """Runs one autocommitted statement and returns all its rows."""
         return self._one(lambda cur: cur.execute(statement, params).fetchall(), binary=binary)  # type: ignore[arg-type]
 
-    def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int) -> list[Any]:
-        """Selects ``columns`` of the rows matching the non-None ``filters`` (``limit < 0``: no limit)."""
-        where = " AND ".join(f"{name}=%s" for name, value in filters.items() if value is not None)
+    def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int, *,
+                below: tuple[str, str | None] | None = None) -> list[Any]:
+        """Selects ``columns`` of the rows matching the non-None ``filters`` (``limit < 0``: no
+        limit); ``below``: (column, value), only rows whose column sorts before a non-None value
+        (keyset paging)."""
+        tests = [f"{name}=%s" for name, value in filters.items() if value is not None]
         params = [str(value) for value in filters.values() if value is not None]
-        statement = f"SELECT {columns} FROM {table}" + (f" WHERE {where}" if where else "")
+        if below is not None and below[1] is not None:
+            tests.append(f"{below[0]}<%s")
+            params.append(below[1])
+        statement = f"SELECT {columns} FROM {table}" + (f" WHERE {' AND '.join(tests)}" if tests else "")
         return self._query(f"{statement} ORDER BY {order} LIMIT %s", (*params, None if limit < 0 else limit))
