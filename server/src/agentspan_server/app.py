@@ -75,8 +75,13 @@ _DELETIONS = RUN_DELETIONS | {f"{API_PREFIX}/checkpoints/{a}" for a in ("delete"
 _T = TypeVar("_T")
 
 Before = Annotated[str | None, Query(description="Keyset paging: only runs whose id sorts before this one (the "
-                                     "last id of the previous page); it need not name a run.")]
-"""The ``before`` query parameter of ``GET /api/runs``."""
+                                     "last id of the previous page); it need not name a run. An empty value "
+                                     "is a position too, before every id: no runs (leave the parameter out "
+                                     "for the first page).")]
+"""The ``before`` query parameter of ``GET /api/runs``. An empty ``before=`` answers no runs, as
+``Store.list_runs(before="")`` does on every store: `agentspan.stores.remote.RemoteStore` sends it
+as given, so reading it as absent (or refusing it) would break that store's contract (the web UI,
+whose links a person edits, reads an empty ``?before=`` as the first page)."""
 
 
 

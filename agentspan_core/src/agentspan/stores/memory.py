@@ -30,7 +30,7 @@ from agentspan.records import (
     StepResult,
     StepStatus,
 )
-from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion
+from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion, unstorable
 from agentspan.stores.memory_approvals import MemoryApprovals, json_copy, limited
 from agentspan.stores.memory_checkpoints import MemoryCheckpoints
 from agentspan.stores.reopening import reopen_refusal, reopened_options
@@ -96,6 +96,11 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         session_id: str | None = None, before: str | None = None,
     ) -> list[Run]:
         """See `Store.list_runs`."""
+        if before is not None:
+            try:  # a position no UTF-8 text has: refused as the SQLite and PostgreSQL stores refuse it
+                before.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise unstorable("in memory", exc) from exc
         with self._lock:
             runs = [
                 r

@@ -2,8 +2,10 @@
 
 `environment` is the Jinja2 environment of the UI's templates (autoescape on, strict undefined)
 with the filters that format records: times in UTC, JSON pretty-printed, tokens, costs and
-durations. `UiHeadersMiddleware` puts the UI's security headers (a strict Content-Security-Policy,
-``nosniff``, no framing, no caching of pages) on every answer under `is_ui_path`.
+durations; every value a page shows has its bidirectional formatting characters made visible
+(`visible_bidi`). `UiHeadersMiddleware` puts the UI's security headers (a strict
+Content-Security-Policy, ``nosniff``, no framing, no caching of pages) on every answer under
+`is_ui_path`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentspan.cli_render import _BIDI  # the CLI's set, so both show the same characters as escapes
 from agentspan_server.middleware import is_loopback_name
 
 HERE = Path(__file__).parent
@@ -34,6 +37,7 @@ _HEADERS = [
     (b"referrer-policy", b"same-origin"),
 ]
 _PAGE_HEADERS = [*_HEADERS, (b"cache-control", b"no-store")]
+_BIDI_ESCAPES = {c: f"\\u{c:04x}" for c in _BIDI}
 
 
 def is_ui_path(path: str) -> bool:
@@ -67,6 +71,22 @@ class UiHeadersMiddleware:
 
 
 # ---- template filters ---------------------------------------------------------------------------
+def visible_bidi(value: Any) -> Any:
+    """A value a template outputs, its bidirectional formatting characters (U+202E RIGHT-TO-LEFT
+    OVERRIDE, the other embeddings, overrides and isolates, the LRM/RLM/ALM marks) written as
+    ``\\u202e``-style escapes, as the CLI shows them (`agentspan.cli_render.printable`).
+
+    The environment's ``finalize``: every ``{{ ... }}`` of a page passes through it before it is
+    HTML-escaped, so a run's agent name, an end user's message, a tool's result or an approval's
+    arguments cannot reorder what an approver reads (``refund 1000`` shown as another amount).
+    Markup (a macro's output) is left as is: its values went through here already. None stays
+    None (Jinja shows it as before).
+    """
+    if value is None or hasattr(value, "__html__"):
+        return value
+    return (value if isinstance(value, str) else str(value)).translate(_BIDI_ESCAPES)
+
+
 def format_ts(value: float | None) -> str:
     """An epoch time as ``YYYY-MM-DD HH:MM:SS`` in UTC (``—`` for none)."""
     if value is None:
@@ -125,6 +145,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=visible_bidi,
     )
     env.filters.update(
         ts=format_ts,

@@ -117,6 +117,12 @@ class RunConformance(ConformanceBase):
         assert [r.id for r in store.list_runs(before="\uffff")] == newest_first
         assert store.list_runs(before="") == []
 
+    def test_list_runs_before_that_is_not_utf8_is_refused(self, store: Store) -> None:
+        store.create_run(make_run())
+        for before in ("\ud800", "a\udcff"):  # a lone surrogate sorts nowhere among UTF-8 ids
+            with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
+                store.list_runs(before=before)
+
     def test_list_runs_before_custom_ids_sort_as_text(self, store: Store) -> None:
         for rid in ("b", "a-2", "a-10", "Z", "é", "😀"):
             store.create_run(make_run(id=rid))
