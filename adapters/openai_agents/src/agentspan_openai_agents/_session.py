@@ -10,6 +10,13 @@ a completed read is served from the journal, a completed write is not made again
 is journaled before the write, so one a process died in is known to be in doubt: it is made again
 only if the session does not already end with its items.
 
+Runs of one session must not overlap. An attempt that goes on with a run whose journal holds
+session calls (a resume, a worker, a retry) checks, before its first live call of the session,
+that the session still ends where the run left it: with what the run last read there and wrote
+after (for a write in doubt, either with or without it). If another run wrote to it meanwhile, or
+it was cleared or popped, the run fails with `RunStateError` and nothing is written to the session.
+That costs one read of the session's tail at a resume; a run's first attempt pays nothing.
+
 A run started with a session records that session's id; resuming it needs the same session
 (``agentspan.resume(run_id, agent, session=session)``; a worker makes it from the run's record:
 ``agentspan.serve(agent, options_for=lambda run: {"session": SQLiteSession(run.session_id, ...)})``).
@@ -20,13 +27,14 @@ journaled here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic_core import to_jsonable_python
 
 import agentspan
-from agentspan.errors import ConfigurationError
+from agentspan.errors import ConfigurationError, RunStateError
+from agentspan.records import Step, StepStatus
 from agentspan_openai_agents._local_tools import value_of
 
 SESSION_OPTION = "session_id"
@@ -34,12 +42,17 @@ SESSION_OPTION = "session_id"
 
 
 class JournaledSession:
-    """A `Session` whose calls are journaled steps of the active run (see the module)."""
+    """A `Session` whose calls are journaled steps of the active run (see the module).
+
+    One is made per attempt of the run (`session_for_attempt`): the overlap check runs once in it.
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.session_id = inner.session_id
         self.session_settings = getattr(inner, "session_settings", None)
+        self._checked = False
+        self._refused: RunStateError | None = None
 
     async def get_items(self, limit: int | None = None) -> list[Any]:
         """The session's items (the last ``limit``), replayed from the journal when read before."""
@@ -80,9 +93,47 @@ class JournaledSession:
         async def invoke() -> Any:
             return to_jsonable_python(await value_of(call()), fallback=str)
 
-        return await run.step(kind=agentspan.StepKind.CHECKPOINT, key=run.next_key("session"),
+        key = run.next_key("session")
+        if self._refused is not None:  # the SDK swallows some read errors (its retry cleanup): refused again
+            raise self._refused
+        if not self._checked and not run.will_replay(key):  # this attempt's first live call of the session
+            self._checked = True
+            await self._check_not_moved_on(run, key)
+        return await run.step(kind=agentspan.StepKind.CHECKPOINT, key=key,
                               name=f"session.{method}", input={"session_id": self.session_id, **args},
                               input_hash=None, invoke=invoke, dump=_same, load=_same, durable_start=durable_start)
+
+    async def _check_not_moved_on(self, run: agentspan.ActiveRun, key: str) -> None:
+        """Refuses to go on with ``run`` on a session that no longer ends where the run left it.
+
+        Only session calls journaled before this attempt count: in a run's first attempt there
+        are none, and nothing is read.
+
+        Raises:
+            RunStateError: Another run (or a clear, a pop) changed the session's end since.
+        """
+        prefix, _, index = key.rpartition("session:")
+        steps = [step for i in range(int(index) + 1)
+                 if (step := run.journal.get(f"{prefix}session:{i}")) is not None and step.key in run.recorded]
+        if not steps:
+            return
+        limit_setting = getattr(self.session_settings, "limit", None)
+        ends = _session_ends(steps, limit_setting if isinstance(limit_setting, int) else None)
+        # exact: the last len(items) + 1 items are read (more would show as one item too many)
+        window = max(len(items) + exact for items, exact in ends)
+        if window == 0:  # nothing known of the session's end to check
+            return
+        tail = to_jsonable_python(await value_of(self.inner.get_items(window)), fallback=str)
+        if any(_ends_as(tail, items, exact) for items, exact in ends):
+            return
+        self._refused = RunStateError(
+            f"run {run.run_id!r} cannot go on with the session {self.session_id!r}: the session no longer ends "
+            "where this run left it (another run wrote to it, or it was cleared or popped, since this run's "
+            "last call of it); runs of one session must not overlap. Nothing was written to the session; "
+            "a retry of this run is refused the same way: run the turn again as a new run on the session as it is")
+        if run.fatal is None:  # what the attempt fails with, though the SDK swallowed the read that raised it
+            run.fatal = self._refused
+        raise self._refused
 
 
 def session_for_attempt(run: agentspan.ActiveRun, session: Any) -> JournaledSession | None:
@@ -128,6 +179,52 @@ def check_session(session: Any) -> None:
 
 
 _MISSING = object()
+
+_End = tuple[list[Any], bool]
+"""What a run knows of a session's end: its last items, and whether they are all of it (exact)."""
+
+
+def _session_ends(steps: Sequence[Step], limit_setting: int | None) -> list[_End]:
+    """The ends the session may have after the journaled ``steps`` (its calls, in order): one,
+    or more when a write was in doubt (made or not) or failed (it may have been made)."""
+    ends: list[_End] = [([], False)]  # nothing known
+    for step in steps:
+        done = step.status is StepStatus.COMPLETED
+        method = (step.name or "").removeprefix("session.")
+        after: list[_End]
+        if method == "get_items":
+            if done and isinstance(step.output, list):
+                limit = step.input.get("limit") if isinstance(step.input, dict) else None
+                limit = limit_setting if limit is None else limit  # (the session's own limit for none)
+                ends = [(list(step.output), limit is None or len(step.output) < limit)]
+            continue  # a read that failed changed nothing
+        if method == "add_items":
+            added = step.input.get("items") if isinstance(step.input, dict) else None
+            after = [(items + list(added or []), exact) for items, exact in ends]
+        elif method == "pop_item":
+            after = [(items[:-1], exact) if items else ([], exact) for items, exact in ends]
+        elif method == "clear_session":
+            after = [([], True)]
+        else:
+            continue
+        ends = after if done else _unique(ends + after)
+    return ends
+
+
+def _unique(ends: list[_End]) -> list[_End]:
+    kept: list[_End] = []
+    for end in ends:
+        if end not in kept:
+            kept.append(end)
+    return kept
+
+
+def _ends_as(tail: list[Any], items: list[Any], exact: bool) -> bool:
+    """Whether a session whose last items are ``tail`` (read with a window that fits ``items``)
+    ends with ``items`` (and holds nothing before them, when ``exact``)."""
+    if exact:
+        return tail[-(len(items) + 1):] == items
+    return not items or tail[-len(items):] == items
 
 
 def _same(value: Any) -> Any:

@@ -1,0 +1,146 @@
+"""openai-agents sessions: runs of one session must not overlap. A crashed turn resumed after
+another run wrote to its session (or the session was cleared) is refused with `RunStateError`
+before it writes anything there; without an overlap a resume goes on as before, and a run's first
+attempt reads nothing more than the SDK does (SIGKILLed children, a real `SQLiteSession` file)."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from agents import Agent, SQLiteSession, set_tracing_disabled
+
+import agentspan
+from agentspan.errors import RunStateError
+from agentspan.records import new_id
+from agentspan_openai_agents.testing import ScriptedModel
+
+import oa_support
+from crash_support import calls_of, lines, run_child
+
+set_tracing_disabled(True)
+child = partial(run_child, str(Path(__file__).parent / "oa_child.py"))
+SESSION = "support-chat"  # the session `oa_child.py ... session` runs on
+TURN = ["user", "function_call", "function_call_output", "message"]  # the support agent's turn
+
+
+@pytest.fixture(autouse=True)
+def _home(home: Path) -> Path:
+    return home
+
+
+class CountingSession(SQLiteSession):
+    """The child's session file, counting the reads made of it in this process."""
+
+    reads: ClassVar[list[int | None]] = []
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        CountingSession.reads.append(limit)
+        return await super().get_items(limit)
+
+
+def conversation(home: Path) -> CountingSession:
+    return CountingSession(SESSION, str(home / "conversation.db"))
+
+
+def shape(home: Path) -> list[str]:
+    """Each item of the session as its type or role (a turn written twice shows twice)."""
+    items: list[Any] = asyncio.run(SQLiteSession(SESSION, str(home / "conversation.db")).get_items())
+    return [item.get("type") or item["role"] for item in items]
+
+
+def crash(child_env: dict[str, str], crash_at: str) -> str:
+    run_id = new_id()
+    crashed = child(child_env, "start", run_id, "session", crash_at=crash_at)
+    assert crashed.returncode == -9, crashed.stderr
+    return run_id
+
+
+def resume(run_id: str, home: Path) -> Any:
+    return agentspan.resume(run_id, oa_support.support_agent(), session=conversation(home)).result(timeout=30)
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize(("crash_at", "moved_on"), [
+    ("between:1", "turn"),  # its first turn's items journaled and written, the last ones not yet
+    ("session:added:2", "turn"),  # a write in doubt: made, its journal entry not
+    ("between:1", "clear"),
+])
+def test_a_crashed_turn_resumed_after_the_session_moved_on_is_refused(child_env, home, crash_at, moved_on):
+    run_id = crash(child_env, crash_at)
+    if moved_on == "turn":  # the user went on talking on the session meanwhile
+        other = Agent(name="other", model=ScriptedModel(["Anything else?"], name="o"))
+        assert agentspan.run(other, "Hello?", session=conversation(home)).final_output == "Anything else?"
+    else:
+        asyncio.run(conversation(home).clear_session())
+    before = shape(home)
+    lookups = len(lines("effects"))
+
+    with pytest.raises(RunStateError, match=f"run '{run_id}' cannot go on with the session '{SESSION}'") as refused:
+        resume(run_id, home)
+    assert "must not overlap" in str(refused.value) and "new run" in str(refused.value)
+    assert shape(home) == before  # nothing written: no turn appended after the other one
+    assert len(lines("effects")) == lookups
+    stored = agentspan.get_store().get_run(run_id)
+    assert stored.status is agentspan.RunStatus.FAILED  # as an ADK run whose session moved on
+    assert stored.error.startswith("RunStateError: ") and run_id in stored.error and SESSION in stored.error
+    # a retry meets the same session: refused again, still nothing written
+    with pytest.raises(RunStateError, match="cannot go on with the session"):
+        agentspan.retry(run_id, oa_support.support_agent(), session=conversation(home)).result(timeout=30)
+    assert shape(home) == before
+
+
+@pytest.mark.crash
+def test_a_resume_without_an_overlap_reads_the_session_once_and_writes_the_turn_once(child_env, home):
+    CountingSession.reads.clear()
+    agent = Agent(name="plain", model=ScriptedModel(["hi"], name="p"))
+    other = CountingSession("elsewhere", str(home / "conversation.db"))
+    assert agentspan.run(agent, "hello", session=other).final_output == "hi"
+    assert CountingSession.reads == [None]  # a first attempt: the SDK's own read, nothing more
+
+    run_id = crash(child_env, "between:1")
+    CountingSession.reads.clear()
+    assert resume(run_id, home).final_output == oa_support.FINAL
+    assert len(CountingSession.reads) == 1  # the check (the SDK's read is replayed)
+    assert shape(home) == TURN
+    assert sorted(calls_of("m")) == [0, 1]
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.COMPLETED
+
+
+@pytest.mark.crash
+def test_a_write_in_doubt_still_resumes_once(child_env, home):
+    run_id = crash(child_env, "session:added:2")  # the turn's items in the session, not in the journal
+    assert resume(run_id, home).final_output == oa_support.FINAL
+    assert shape(home) == TURN  # found there: not written again
+    assert len([line for line in lines("effects") if line.startswith("lookup")]) == 1
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.COMPLETED
+
+
+def test_a_session_that_reads_only_its_last_items_is_checked_on_them(home):
+    """A run that read the last ``limit`` items (the session's ``SessionSettings(limit=...)``)
+    knows only the session's end: older items before it are no overlap (a crashed copy of a run:
+    the journal a process killed before the turn's last write leaves)."""
+    from agents import SessionSettings
+
+    from journal_utils import crashed_copy
+
+    def session() -> SQLiteSession:
+        return SQLiteSession("chat-limited", str(home / "chat.db"), session_settings=SessionSettings(limit=2))
+
+    def agent(answer: str) -> Agent:
+        return Agent(name="chat", model=ScriptedModel([answer], name="c"))
+
+    for n in range(3):  # a history longer than the limit
+        agentspan.run(agent(f"answer {n}"), f"question {n}", session=session())
+    handle = agentspan.start(agent("last answer"), "last question", session=session())
+    assert handle.result(timeout=20).final_output == "last answer"
+    assert [s.key for s in handle.steps() if s.key.startswith("session:")] == ["session:0", "session:1", "session:2"]
+    copy_id = crashed_copy(handle.id, keep=None, keys={"session:0", "session:1", "llm:0"})
+    asyncio.run(session().pop_item())  # the session as the copy left it: its answer not yet written
+    resumed = agentspan.resume(copy_id, agent("unused"), session=session())
+    assert resumed.result(timeout=20).final_output == "last answer"
+    items: list[Any] = asyncio.run(SQLiteSession("chat-limited", str(home / "chat.db")).get_items())
+    assert len(items) == 8 and items[-2]["content"] == "last question"
