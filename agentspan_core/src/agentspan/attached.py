@@ -267,11 +267,17 @@ class AttachedRun:
         finally:
             self._stop()
 
-    def close(self, outcome: Outcome = "lease_lost") -> None:
-        """Stops the heartbeat without writing anything (the lease lapses when it expires)."""
+    def close(self, outcome: Outcome = "lease_lost", *, linger: bool = False) -> None:
+        """Stops the heartbeat without writing anything (the lease lapses when it expires).
+
+        Args:
+            outcome: How the attempt's span ends.
+            linger: Keep the lease while a call cut off in flight still runs in this process (a
+                sync tool's thread, a shielded call on a loop still open), then let it lapse.
+        """
         self.ended = True
         self._end_trace(outcome)
-        self._stop()
+        self._stop(linger=linger)
 
     def _end(self, outcome: Outcome, *, exc: BaseException | None = None, **fields: Any) -> None:
         if self.ended:
@@ -295,14 +301,27 @@ class AttachedRun:
         if active is not None and active.trace is not None:
             active.trace.end(outcome, error)
 
-    def _stop(self) -> None:
+    def _stop(self, *, linger: bool = False) -> None:
         if self._stopped:
             return
         self._stopped = True
-        self._heartbeat.__exit__(None, None, None)
+        if linger:
+            self._heartbeat.linger(self._calls_still_run)
+        else:
+            self._heartbeat.__exit__(None, None, None)
         with _here_lock:
             if _here.get(self.run.id) is self:
                 del _here[self.run.id]
+
+    def _calls_still_run(self) -> bool:
+        """Whether a call this attempt stopped waiting for still runs here: in a thread (which
+        nothing can stop), or as a shielded call on an event loop that is still open (asked on
+        the lease renewer's thread)."""
+        from agentspan.call_threads import runs_call_in_thread
+
+        calls = list(self.active._in_flight.values())
+        return runs_call_in_thread(self.run.id) or any(
+            not call.done() and not call.get_loop().is_closed() for call in calls)
 
     # ---- context manager ---------------------------------------------------------------------
     def __enter__(self) -> AttachedRun:
@@ -327,9 +346,9 @@ class AttachedRun:
             return
         if self.active.cut_off or self.active.calls_running():
             # a call cut off in flight (the caller's task cancelled, Ctrl-C) may go on in a thread
-            # nothing can stop: the lease is left to lapse, so another process does not run the
-            # call again alongside it (it waits the lease's TTL first)
-            self.close("released")
+            # nothing can stop: the lease is kept while it runs, then left to lapse, so another
+            # process does not run the call again alongside it
+            self.close("released", linger=True)
             return
         try:
             self.abandon()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from agentspan.errors import LeaseLostError
 from agentspan.records import Run, now
 from agentspan.stores.base import Store
+
+log = logging.getLogger(__name__)
 
 _HOST = socket.gethostname()
 PROCESS_OWNER = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -109,6 +113,7 @@ class Heartbeat:
         self.valid_until = time.monotonic() + left
         """`time.monotonic` time until which the lease is known to be this process's: the start
         of the last renewal the store took, plus the TTL (`confirm`)."""
+        self._while: Callable[[], bool] | None = None
 
     def __enter__(self) -> Heartbeat:
         with _executing_lock:
@@ -127,17 +132,48 @@ class Heartbeat:
         with _executing_lock:
             _executing.discard(self._run_id)
 
+    def linger(self, still_needed: Callable[[], bool]) -> None:
+        """Stops the heartbeat once ``still_needed()`` is false instead of at once: until then
+        (asked before each renewal, on the renewer thread) the lease stays this process's, then
+        it lapses. For a run whose caller gave up while a call it cannot stop still runs here (a
+        sync tool's thread): no other process takes the run up and makes the call again alongside
+        it (`agentspan.call_threads`)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._while = still_needed
+            if self._lingers():
+                return
+        self.__exit__()
+
     def beat(self) -> bool:
         """Renews the lease once (called by the renewer thread). Returns False when it stops."""
         with self._lock:
             if self._stopped:
+                return False
+            if self._while is not None and not self._lingers():
+                self._end_lingering()
                 return False
             try:
                 renewed = self._renew()
             except Exception:  # a transient store error: try again at the next beat
                 renewed = True
             self.due = time.monotonic() + self._ttl / 3
+            if not renewed and self._while is not None:  # nobody else ends a lingering heartbeat
+                self._end_lingering()
             return renewed
+
+    def _end_lingering(self) -> None:
+        self._stopped = True
+        with _executing_lock:
+            _executing.discard(self._run_id)
+
+    def _lingers(self) -> bool:
+        try:
+            return bool(self._while is not None and self._while())
+        except Exception:  # the check itself failed: the lease lapses, as without it
+            log.debug("run %s: the lingering lease's check failed", self._run_id, exc_info=True)
+            return False
 
     def stale(self) -> bool:
         """Whether the lease may no longer be this process's: a renewal was refused, or the last
