@@ -41,13 +41,16 @@ class LlmMetrics:
 
     ``input_tokens`` counts every input token, those the provider read from or wrote to its
     prompt cache included; ``cached_input_tokens`` and ``cache_write_tokens`` say how many of them
-    were (they price the call: `agentspan.models.price_usd`)."""
+    were (they price the call: `agentspan.models.price_usd`), ``cache_write_1h_tokens`` how many
+    of the writes went to Anthropic's 1-hour cache (billed higher than its 5-minute one; counted
+    in ``cache_write_tokens`` too)."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     model: str | None = None
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
 
 
 @dataclass

@@ -35,25 +35,27 @@ PRICES_PER_MTOK: dict[tuple[str, str], tuple[float, float]] = {
 }
 
 # USD per million input tokens read from the provider's prompt cache, and written to it where the
-# provider bills that apart (None: as ordinary input). Public list prices, as the table above; a
-# model missing here prices its cached tokens as ordinary input (never less than it was billed).
-CACHE_PRICES_PER_MTOK: dict[tuple[str, str], tuple[float | None, float | None]] = {
-    ("openai", "gpt-4o"): (1.25, None),
-    ("openai", "gpt-4o-mini"): (0.075, None),
-    ("openai", "gpt-4.1"): (0.50, None),
-    ("openai", "gpt-4.1-mini"): (0.10, None),
-    ("openai", "gpt-4.1-nano"): (0.025, None),
-    ("openai", "o3-mini"): (0.55, None),
-    ("openai", "o4-mini"): (0.275, None),
-    ("openai", "gpt-5"): (0.125, None),
-    ("openai", "gpt-5-mini"): (0.025, None),
-    ("openai", "gpt-5-nano"): (0.005, None),
-    ("anthropic", "claude-sonnet-4-5"): (0.30, 3.75),
-    ("anthropic", "claude-haiku-4-5"): (0.10, 1.25),
-    ("anthropic", "claude-opus-4-1"): (1.50, 18.75),
-    ("google", "gemini-2.5-flash"): (0.075, None),
-    ("google", "gemini-2.5-flash-lite"): (0.025, None),
-    ("google", "gemini-2.5-pro"): (0.31, None),
+# provider bills that apart (None: as ordinary input): (read, write, 1-hour write). Anthropic bills
+# a write to its 5-minute cache at 1.25x the input price and one to its 1-hour cache at 2x (a
+# 1-hour price of None: as the write price). Public list prices, as the table above; a model
+# missing here prices its cached tokens as ordinary input (never less than it was billed).
+CACHE_PRICES_PER_MTOK: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {
+    ("openai", "gpt-4o"): (1.25, None, None),
+    ("openai", "gpt-4o-mini"): (0.075, None, None),
+    ("openai", "gpt-4.1"): (0.50, None, None),
+    ("openai", "gpt-4.1-mini"): (0.10, None, None),
+    ("openai", "gpt-4.1-nano"): (0.025, None, None),
+    ("openai", "o3-mini"): (0.55, None, None),
+    ("openai", "o4-mini"): (0.275, None, None),
+    ("openai", "gpt-5"): (0.125, None, None),
+    ("openai", "gpt-5-mini"): (0.025, None, None),
+    ("openai", "gpt-5-nano"): (0.005, None, None),
+    ("anthropic", "claude-sonnet-4-5"): (0.30, 3.75, 6.00),
+    ("anthropic", "claude-haiku-4-5"): (0.10, 1.25, 2.00),
+    ("anthropic", "claude-opus-4-1"): (1.50, 18.75, 30.00),
+    ("google", "gemini-2.5-flash"): (0.075, None, None),
+    ("google", "gemini-2.5-flash-lite"): (0.025, None, None),
+    ("google", "gemini-2.5-pro"): (0.31, None, None),
 }
 
 
@@ -94,6 +96,8 @@ class Prices(NamedTuple):
     cache_write: float
     """An input token written to the provider's prompt cache, where billed apart (Anthropic's
     5-minute cache; the input price elsewhere)."""
+    cache_write_1h: float
+    """An input token written to Anthropic's 1-hour prompt cache (the write price elsewhere)."""
 
 
 @cache
@@ -106,13 +110,15 @@ def _prices(provider: str, model: str) -> Prices | None:
     prices = PRICES_PER_MTOK.get(key)
     if prices is None:
         return None
-    cached, written = CACHE_PRICES_PER_MTOK.get(key, (None, None))
-    return Prices(prices[0], prices[1], prices[0] if cached is None else cached,
-                  prices[0] if written is None else written)
+    cached, written, written_1h = CACHE_PRICES_PER_MTOK.get(key, (None, None, None))
+    write = prices[0] if written is None else written
+    return Prices(prices[0], prices[1], prices[0] if cached is None else cached, write,
+                  write if written_1h is None else written_1h)
 
 
 def price_usd(provider: str | None, model: str | None, input_tokens: int | None, output_tokens: int | None,
-              cached_input_tokens: int | None = None, cache_write_tokens: int | None = None) -> float | None:
+              cached_input_tokens: int | None = None, cache_write_tokens: int | None = None,
+              cache_write_1h_tokens: int | None = None) -> float | None:
     """Prices one model call from the table; None when the model is not in it, or the call's
     tokens are not known.
 
@@ -125,7 +131,9 @@ def price_usd(provider: str | None, model: str | None, input_tokens: int | None,
         cached_input_tokens: Of ``input_tokens``, those read from the prompt cache (billed at the
             cached price: 10-50% of the input price).
         cache_write_tokens: Of ``input_tokens``, those written to the prompt cache, where the
-            provider bills them apart (Anthropic: 125% of the input price).
+            provider bills them apart (Anthropic: 125% of the input price for its 5-minute cache).
+        cache_write_1h_tokens: Of ``cache_write_tokens``, those written to Anthropic's 1-hour
+            cache (200% of the input price).
     """
     if provider is None or model is None or (input_tokens is None and output_tokens is None):
         return None
@@ -135,6 +143,7 @@ def price_usd(provider: str | None, model: str | None, input_tokens: int | None,
     total = input_tokens or 0  # (a report of more cached tokens than input ones bills no more than the input)
     cached = min(max(cached_input_tokens or 0, 0), total)
     written = min(max(cache_write_tokens or 0, 0), total - cached)
+    one_hour = min(max(cache_write_1h_tokens or 0, 0), written)  # (of the writes: never more than them)
     uncached = total - cached - written
-    return (uncached * prices.input + cached * prices.cached_input + written * prices.cache_write
-            + (output_tokens or 0) * prices.output) / 1_000_000
+    return (uncached * prices.input + cached * prices.cached_input + (written - one_hour) * prices.cache_write
+            + one_hour * prices.cache_write_1h + (output_tokens or 0) * prices.output) / 1_000_000

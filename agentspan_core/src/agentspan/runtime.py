@@ -428,7 +428,8 @@ class ActiveRun(ToolSteps):
             used = m.model or step.model
             result = completed_result(output, duration_ms, step.provider, used, m.input_tokens, m.output_tokens,
                                       price_usd(step.provider, used, m.input_tokens, m.output_tokens,
-                                                m.cached_input_tokens, m.cache_write_tokens), metered=True)
+                                                m.cached_input_tokens, m.cache_write_tokens, m.cache_write_1h_tokens),
+                                      metered=True)
         if info.handled:  # failed, and the framework answered for it: replayed as answered, shown failed
             if failed_for_exit(info.handled[-1]):  # the failure was the exit's: in doubt, as at a crash
                 self.cut_off = True

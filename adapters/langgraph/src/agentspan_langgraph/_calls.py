@@ -72,7 +72,7 @@ _CACHE_WRITES = ("cache_creation", "ephemeral_5m_input_tokens", "ephemeral_1h_in
 
 
 def _usage(result: ChatResult) -> agentspan.LlmMetrics:
-    inputs = outputs = cache_reads = cache_writes = None
+    inputs = outputs = cache_reads = cache_writes = cache_writes_1h = None
     model = None
     for generation in result.generations:
         message = generation.message
@@ -85,13 +85,16 @@ def _usage(result: ChatResult) -> agentspan.LlmMetrics:
             if details.get("cache_read") is not None:
                 cache_reads = (cache_reads or 0) + int(details["cache_read"] or 0)
             # (langchain-anthropic puts writes with a cache lifetime in ephemeral_5m/1h_input_tokens,
-            # cache_creation then 0; all are priced as 5-minute writes)
+            # cache_creation then 0; the 1-hour ones are billed at their own, higher price)
             written = [details.get(k) for k in _CACHE_WRITES]
             if any(count is not None for count in written):
                 cache_writes = (cache_writes or 0) + sum(int(count or 0) for count in written)
+            if details.get("ephemeral_1h_input_tokens") is not None:
+                cache_writes_1h = (cache_writes_1h or 0) + int(details["ephemeral_1h_input_tokens"] or 0)
         model = model or (message.response_metadata or {}).get("model_name")
     return agentspan.LlmMetrics(input_tokens=inputs, output_tokens=outputs, model=model,
-                                cached_input_tokens=cache_reads, cache_write_tokens=cache_writes)
+                                cached_input_tokens=cache_reads, cache_write_tokens=cache_writes,
+                                cache_write_1h_tokens=cache_writes_1h)
 
 
 def _message_content(message: BaseMessage) -> Any:
