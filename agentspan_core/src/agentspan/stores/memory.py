@@ -38,6 +38,22 @@ from agentspan.stores.reopening import reopen_refusal, reopened_options
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 
 
+def _utf8(*texts: str | None) -> None:
+    """Refuses a lookup by text no UTF-8 store holds (a lone surrogate), as the SQLite and
+    PostgreSQL stores refuse to bind it: an error there, not a miss, so code tested against this
+    store meets the same error.
+
+    Raises:
+        ConfigurationError: A text holds a lone surrogate.
+    """
+    for text in texts:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise unstorable("in memory", exc) from exc
+
+
 class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
     """Keeps runs, steps, approvals and checkpoints in dictionaries guarded by one lock."""
 
@@ -88,6 +104,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
 
     def get_run(self, run_id: str) -> Run:
         """See `Store.get_run`."""
+        _utf8(run_id)
         with self._lock:
             return self._run(run_id).model_copy(deep=True)
 
@@ -96,11 +113,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         session_id: str | None = None, before: str | None = None,
     ) -> list[Run]:
         """See `Store.list_runs`."""
-        if before is not None:
-            try:  # a position no UTF-8 text has: refused as the SQLite and PostgreSQL stores refuse it
-                before.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise unstorable("in memory", exc) from exc
+        _utf8(agent, session_id, before)  # (a before= holding one is a position no UTF-8 text has)
         with self._lock:
             runs = [
                 r
@@ -232,6 +245,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         passed (``<= now``) no longer holds its run back: it counts as expired.
         """
         wanted = None if agents is None else set(agents)
+        _utf8(*(wanted or ()))
         with self._lock:
             waiting_on = {
                 a.run_id
@@ -303,6 +317,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
 
     def list_steps(self, run_id: str) -> list[Step]:
         """See `Store.list_steps`."""
+        _utf8(run_id)
         with self._lock:
             self._run(run_id)
             steps = sorted(self._steps[run_id].values(), key=lambda s: s.seq)
@@ -340,3 +355,22 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
                 self._by_step[(run_id, approval.step_key)] = approval_id
             if moving:
                 run.updated_at = moved_at
+
+    # ---- approval lookups -----------------------------------------------------------------
+    # (`MemoryApprovals` finds them; the lone-surrogate check every lookup here makes is added on top)
+    def get_approval(self, approval_id: str) -> Approval:
+        """See `Store.get_approval`."""
+        _utf8(approval_id)
+        return super().get_approval(approval_id)
+
+    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
+        """See `Store.find_approval`."""
+        _utf8(run_id, step_key)
+        return super().find_approval(run_id, step_key)
+
+    def list_approvals(
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """See `Store.list_approvals`."""
+        _utf8(run_id, status)
+        return super().list_approvals(run_id=run_id, status=status, limit=limit)

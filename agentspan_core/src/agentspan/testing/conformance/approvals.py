@@ -112,6 +112,24 @@ class ApprovalConformance(ConformanceBase):
         assert [a.id for a in store.list_approvals(run_id=r1.id, status="approved")] == [a2.id]
         assert store.list_approvals(run_id=r2.id, status="rejected") == []
 
+    @pytest.mark.parametrize("lookup", ["get_approval", "find_approval run_id", "find_approval step_key",
+                                        "list_approvals run_id", "list_approvals status"])
+    def test_approval_lookups_by_text_that_is_not_utf8_are_refused(self, store: Store, lookup: str) -> None:
+        """A lone surrogate is no stored id, key or status: an error (as SQLite and PostgreSQL,
+        which take text as UTF-8, cannot bind it), not a miss."""
+        run = self.claimed(store)
+        approval = store.request_approval(make_approval(run.id, "tool:0"), epoch=1)
+        calls = {
+            "get_approval": lambda bad: store.get_approval(approval.id + bad),
+            "find_approval run_id": lambda bad: store.find_approval(run.id + bad, "tool:0"),
+            "find_approval step_key": lambda bad: store.find_approval(run.id, "tool:0" + bad),
+            "list_approvals run_id": lambda bad: store.list_approvals(run_id=run.id + bad),
+            "list_approvals status": lambda bad: store.list_approvals(status=bad),
+        }
+        for bad in ("\ud800", "\udcff"):
+            with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
+                calls[lookup](bad)
+
     def test_claim_announcement_first_claimant_wins(self, store: Store) -> None:
         run = self.claimed(store)
         approval = store.request_approval(make_approval(run.id, "s"), epoch=1)

@@ -123,6 +123,21 @@ class RunConformance(ConformanceBase):
             with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
                 store.list_runs(before=before)
 
+    @pytest.mark.parametrize("lookup", ["get_run", "list_runs agent", "list_runs session_id", "claimable_runs"])
+    def test_run_lookups_by_text_that_is_not_utf8_are_refused(self, store: Store, lookup: str) -> None:
+        """A lone surrogate is no stored run's id, agent or session: an error (as SQLite and
+        PostgreSQL, which take text as UTF-8, cannot bind it), not a miss."""
+        store.create_run(make_run(agent="a", session_id="s"))
+        calls = {
+            "get_run": lambda bad: store.get_run(bad),
+            "list_runs agent": lambda bad: store.list_runs(agent=bad),
+            "list_runs session_id": lambda bad: store.list_runs(session_id=bad),
+            "claimable_runs": lambda bad: store.claimable_runs(agents=["a", bad], now=time.time()),
+        }
+        for bad in ("\ud800", "a\udcff"):
+            with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
+                calls[lookup](bad)
+
     def test_list_runs_before_custom_ids_sort_as_text(self, store: Store) -> None:
         for rid in ("b", "a-2", "a-10", "Z", "é", "😀"):
             store.create_run(make_run(id=rid))

@@ -181,6 +181,15 @@ class StepConformance(ConformanceBase):
         assert [s.seq for s in store.list_steps(run.id)] == [0, 1, 2, 3]
         assert [s.key for s in store.list_steps(run.id)] == ["k0", "k1", "k2", "k3"]
 
+    def test_list_steps_of_a_run_id_that_is_not_utf8_is_refused(self, store: Store) -> None:
+        """A lone surrogate is no run's id: an error (as SQLite and PostgreSQL cannot bind it), not
+        a missing run."""
+        run = self.claimed(store)
+        store.start_step(make_step(run.id, "a", 0), epoch=1)
+        for bad in ("\ud800", run.id + "\udcff"):
+            with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
+                store.list_steps(bad)
+
     def test_json_round_trip(self, store: Store) -> None:
         run = self.claimed(store, input=PAYLOAD, options={"payload": PAYLOAD})
         assert store.get_run(run.id).input == PAYLOAD
