@@ -1,5 +1,5 @@
 """openai-agents sessions: runs of one session must not overlap. A crashed turn resumed after
-another run wrote to its session (or the session was cleared) is refused with `RunStateError`
+another run wrote to its session (or popped its last item) is refused with `RunStateError`
 before it writes anything there; without an overlap a resume goes on as before, and a run's first
 attempt reads nothing more than the SDK does (SIGKILLed children, a real `SQLiteSession` file)."""
 
@@ -67,15 +67,15 @@ def resume(run_id: str, home: Path) -> Any:
 @pytest.mark.parametrize(("crash_at", "moved_on"), [
     ("between:1", "turn"),  # its first turn's items journaled and written, the last ones not yet
     ("session:added:2", "turn"),  # a write in doubt: made, its journal entry not
-    ("between:1", "clear"),
+    ("between:1", "pop"),
 ])
 def test_a_crashed_turn_resumed_after_the_session_moved_on_is_refused(child_env, home, crash_at, moved_on):
     run_id = crash(child_env, crash_at)
     if moved_on == "turn":  # the user went on talking on the session meanwhile
         other = Agent(name="other", model=ScriptedModel(["Anything else?"], name="o"))
         assert agentspan.run(other, "Hello?", session=conversation(home)).final_output == "Anything else?"
-    else:
-        asyncio.run(conversation(home).clear_session())
+    else:  # another process took the session's last item
+        asyncio.run(conversation(home).pop_item())
     before = shape(home)
     lookups = len(lines("effects"))
 
@@ -107,6 +107,24 @@ def test_a_resume_without_an_overlap_reads_the_session_once_and_writes_the_turn_
     assert len(CountingSession.reads) == 1  # the check (the SDK's read is replayed)
     assert shape(home) == TURN
     assert sorted(calls_of("m")) == [0, 1]
+    assert agentspan.get(run_id).status() is agentspan.RunStatus.COMPLETED
+
+
+@pytest.mark.crash
+def test_a_session_whose_oldest_items_expired_meanwhile_is_no_overlap(child_env, home):
+    """Sessions whose items expire (``EncryptedSession(ttl=...)``, ``RedisSession(ttl=...)``) lose
+    them from the front while a run waits (for a decision, a worker): the session still ends as
+    the run left it, so the resume goes on (was: refused as an overlap, for ever)."""
+    import sqlite3
+
+    run_id = crash(child_env, "between:1")
+    before = shape(home)
+    assert before and before[0] == "user"
+    with sqlite3.connect(home / "conversation.db") as db:  # the oldest item expires
+        db.execute("DELETE FROM agent_messages WHERE id = (SELECT MIN(id) FROM agent_messages WHERE session_id = ?)",
+                   (SESSION,))
+    assert resume(run_id, home).final_output == oa_support.FINAL
+    assert shape(home) == TURN[1:]  # the rest of the turn written once after what was left
     assert agentspan.get(run_id).status() is agentspan.RunStatus.COMPLETED
 
 
@@ -144,3 +162,36 @@ def test_a_session_that_reads_only_its_last_items_is_checked_on_them(home):
     assert resumed.result(timeout=20).final_output == "last answer"
     items: list[Any] = asyncio.run(SQLiteSession("chat-limited", str(home / "chat.db")).get_items())
     assert len(items) == 8 and items[-2]["content"] == "last question"
+
+
+def test_a_resume_whose_divergence_set_aside_the_session_writes_says_so(home):
+    """``on_divergence="live"`` moved aside a session write the session still holds: going on would
+    write the turn again after it, so the run is refused, naming the divergence (was: blamed
+    "another run")."""
+    from agents import function_tool
+
+    from agentspan_openai_agents.testing import ToolCall
+
+    from journal_utils import crashed_copy
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    def session() -> SQLiteSession:
+        return SQLiteSession("chat", str(home / "chat.db"))
+
+    def agent(instructions: str) -> Agent:
+        return Agent(name="calc", instructions=instructions, tools=[add],
+                     model=ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"], name="m"))
+
+    handle = agentspan.start(agent("v1"), "1+2?", session=session())
+    handle.result(timeout=20)
+    keys = [s.key for s in handle.steps()]
+    copy_id = crashed_copy(handle.id, keep=None, keys=set(keys[:5]))  # through the write after the tool
+    asyncio.run(session().pop_item())  # the session as the copy left it: the final answer not written
+    before = asyncio.run(session().get_items())
+    with pytest.raises(RunStateError, match="set aside by on_divergence='live'"):
+        agentspan.resume(copy_id, agent("v2, changed"), on_divergence="live", session=session()).result(timeout=20)
+    assert asyncio.run(session().get_items()) == before

@@ -13,9 +13,10 @@ only if the session does not already end with its items.
 Runs of one session must not overlap. An attempt that goes on with a run whose journal holds
 session calls (a resume, a worker, a retry) checks, before its first live call of the session,
 that the session still ends where the run left it: with what the run last read there and wrote
-after (for a write in doubt, either with or without it). If another run wrote to it meanwhile, or
-it was cleared or popped, the run fails with `RunStateError` and nothing is written to the session.
-That costs one read of the session's tail at a resume; a run's first attempt pays nothing.
+after (for a write in doubt, either with or without it; items gone from its front, which expire
+in some sessions, do not count). If another run wrote to it meanwhile, or popped its last item, the
+run fails with `RunStateError` and nothing is written to the session. That costs one read of the
+session's tail at a resume; a run's first attempt pays nothing.
 
 A run started with a session records that session's id; resuming it needs the same session
 (``agentspan.resume(run_id, agent, session=session)``; a worker makes it from the run's record:
@@ -47,8 +48,10 @@ class JournaledSession:
     One is made per attempt of the run (`session_for_attempt`): the overlap check runs once in it.
     """
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, journaled: frozenset[str] = frozenset()) -> None:
         self.inner = inner
+        self._journaled = journaled
+        """Keys of the session calls journaled before this attempt (a divergence may move them aside)."""
         self.session_id = inner.session_id
         self.session_settings = getattr(inner, "session_settings", None)
         self._checked = False
@@ -113,8 +116,10 @@ class JournaledSession:
             RunStateError: Another run (or a clear, a pop) changed the session's end since.
         """
         prefix, _, index = key.rpartition("session:")
-        steps = [step for i in range(int(index) + 1)
-                 if (step := run.journal.get(f"{prefix}session:{i}")) is not None and step.key in run.recorded]
+        keys = [f"{prefix}session:{i}" for i in range(int(index) + 1)]
+        steps = [step for k in keys if (step := run.journal.get(k)) is not None and step.key in run.recorded]
+        # calls journaled before this attempt that a divergence moved aside (`on_divergence="live"`)
+        set_aside = any(k in self._journaled and k not in run.journal for k in keys)
         if not steps:
             return
         limit_setting = getattr(self.session_settings, "limit", None)
@@ -126,11 +131,14 @@ class JournaledSession:
         tail = to_jsonable_python(await value_of(self.inner.get_items(window)), fallback=str)
         if any(_ends_as(tail, items, exact) for items, exact in ends):
             return
+        why = ("this run's own earlier calls of it were set aside by on_divergence='live' while the session "
+               "still holds what they wrote" if set_aside else
+               "another run wrote to it, or popped its last item, since this run's last call of it; runs of "
+               "one session must not overlap")
         self._refused = RunStateError(
             f"run {run.run_id!r} cannot go on with the session {self.session_id!r}: the session no longer ends "
-            "where this run left it (another run wrote to it, or it was cleared or popped, since this run's "
-            "last call of it); runs of one session must not overlap. Nothing was written to the session; "
-            "a retry of this run is refused the same way: run the turn again as a new run on the session as it is")
+            f"where this run left it ({why}). Nothing was written to the session; a retry of this run is "
+            "refused the same way: run the turn again as a new run on the session as it is")
         if run.fatal is None:  # what the attempt fails with, though the SDK swallowed the read that raised it
             run.fatal = self._refused
         raise self._refused
@@ -139,7 +147,9 @@ class JournaledSession:
 def session_for_attempt(run: agentspan.ActiveRun, session: Any) -> JournaledSession | None:
     """The journaled session of this attempt of ``run`` (None without one); see `check_resumed_session`."""
     check_resumed_session(run.run_id, run.run.options, session)
-    return None if session is None else JournaledSession(session)
+    if session is None:
+        return None
+    return JournaledSession(session, frozenset(key for key in run.recorded if "session:" in key))
 
 
 def check_resumed_session(run_id: str, stored_options: Mapping[str, Any], session: Any) -> None:
@@ -221,10 +231,16 @@ def _unique(ends: list[_End]) -> list[_End]:
 
 def _ends_as(tail: list[Any], items: list[Any], exact: bool) -> bool:
     """Whether a session whose last items are ``tail`` (read with a window that fits ``items``)
-    ends with ``items`` (and holds nothing before them, when ``exact``)."""
-    if exact:
-        return tail[-(len(items) + 1):] == items
-    return not items or tail[-len(items):] == items
+    ends with ``items`` (and holds nothing before them, when ``exact``).
+
+    A tail shorter than ``items`` that ends as they do is the same end with its oldest items gone:
+    sessions whose items expire (``EncryptedSession(ttl=...)``, ``RedisSession(ttl=...)``) drop
+    them from the front while a run waits for a decision. Only items after or instead of the
+    run's own end are another run's.
+    """
+    if len(tail) <= len(items):
+        return not tail or items[-len(tail):] == tail
+    return not exact and (not items or tail[-len(items):] == items)
 
 
 def _same(value: Any) -> Any:
