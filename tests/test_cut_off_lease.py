@@ -154,3 +154,83 @@ def test_a_lingering_lease_another_process_took_is_no_longer_held_here():
         assert "taken" not in leases._executing  # was: kept for ever (nobody ends a lingering heartbeat)
     finally:
         beat.__exit__()
+
+
+def _lapses_within(run_id: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = agentspan.get(run_id).run()
+        if run.lease_expires_at is not None and run.lease_expires_at < now():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_background_job_a_finished_tool_left_running_does_not_hold_the_lease():
+    """A tool started work in a thread (with a copy of its context) and returned; the caller gave
+    up later, during a model call. The job is not a call of the run in flight: the lease lapses
+    (was: renewed for as long as the job ran, for ever for a poller)."""
+    stop, model_started = threading.Event(), threading.Event()
+    jobs: list[asyncio.Task[None]] = []
+
+    def export() -> None:
+        while not stop.wait(0.05):
+            pass
+
+    @function_tool
+    async def start_export(name: str) -> str:
+        """Starts an export in the background."""
+        jobs.append(asyncio.create_task(asyncio.to_thread(export)))
+        return "export started"
+
+    agent = Agent(name="exp", tools=[start_export], model=ScriptedModel(
+        [ToolCall("start_export", {"name": "x"}), "ok"], name="m", latency=2.0,
+        on_call=lambda i: model_started.set() if i == 1 else None))
+
+    async def give_up() -> None:
+        run = asyncio.ensure_future(agentspan.run_async(agent, "export", run_id="background"))
+        while not model_started.is_set():
+            await asyncio.sleep(0.01)
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(give_up())
+        assert runs_call_in_thread("background")  # the job's context holds the ended tool step...
+        assert _lapses_within("background", 6 * TTL)  # ...but it is no call in flight
+    finally:
+        stop.set()
+        loop.run_until_complete(asyncio.gather(*jobs))
+        loop.close()
+
+
+def test_parallel_calls_on_a_loop_that_no_longer_runs_do_not_hold_the_lease():
+    """Two async calls were cut off with the caller; the caller's loop is left open but never
+    runs again: the calls make no progress (as in a crashed process), so the lease lapses (was:
+    renewed for as long as the process lived)."""
+    started = threading.Event()
+
+    @function_tool
+    async def slow(order_id: str) -> str:
+        """A slow async call."""
+        started.set()
+        await asyncio.sleep(1.0)
+        return "done"
+
+    agent = Agent(name="a", tools=[slow], model=ScriptedModel(
+        [[ToolCall("slow", {"order_id": "1"}), ToolCall("slow", {"order_id": "2"})], "fin"], name="m"))
+
+    async def give_up() -> None:
+        run = asyncio.ensure_future(agentspan.run_async(agent, "go", run_id="idle-loop"))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(give_up())
+        assert _lapses_within("idle-loop", 6 * TTL)
+    finally:
+        loop.close()

@@ -51,7 +51,7 @@ from agentspan.errors import (
     ServerUnreachable,
 )
 from agentspan.jsontext import error_text, utf8_text
-from agentspan.records import JSON, Run, RunStatus, Step, now
+from agentspan.records import JSON, Run, RunStatus, Step, StepStatus, now
 from agentspan.runtime import ActiveRun
 from agentspan.stores.base import Store
 from agentspan.tracing import Outcome, start_trace
@@ -315,13 +315,20 @@ class AttachedRun:
 
     def _calls_still_run(self) -> bool:
         """Whether a call this attempt stopped waiting for still runs here: in a thread (which
-        nothing can stop), or as a shielded call on an event loop that is still open (asked on
-        the lease renewer's thread)."""
+        nothing can stop), or as a shielded call on an event loop that still runs (asked on the
+        lease renewer's thread). A thread whose step ended (a tool's background job) is not the
+        call; a loop left open but not running makes no progress (as a crashed process)."""
         from agentspan.call_threads import runs_call_in_thread
 
+        journal = self.active.journal
+
+        def in_flight(key: str) -> bool:
+            step = journal.get(key)
+            return step is not None and step.status is StepStatus.STARTED
+
         calls = list(self.active._in_flight.values())
-        return runs_call_in_thread(self.run.id) or any(
-            not call.done() and not call.get_loop().is_closed() for call in calls)
+        return runs_call_in_thread(self.run.id, in_flight) or any(
+            not call.done() and call.get_loop().is_running() for call in calls)
 
     # ---- context manager ---------------------------------------------------------------------
     def __enter__(self) -> AttachedRun:

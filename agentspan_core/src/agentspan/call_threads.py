@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import sys
+from collections.abc import Callable
 from concurrent.futures.thread import _WorkItem
 from types import FrameType
 from typing import Any
@@ -31,25 +32,28 @@ __all__ = ["runs_call_in_thread"]
 _WORK_ITEM_RUN = _WorkItem.run.__code__
 
 
-def runs_call_in_thread(run_id: str) -> bool:
+def runs_call_in_thread(run_id: str, in_flight: Callable[[str], bool] | None = None) -> bool:
     """Whether a thread of this process still runs a call of run ``run_id`` (a work item of an
     executor whose context is the call's).
 
     Args:
         run_id: The run.
+        in_flight: Whether the step of a key is still in flight: only those count (a work item a
+            call that ended left running, a tool's background job, holds its ended step's
+            context too, and is not the call). None: every step of the run counts.
     """
     for frame in sys._current_frames().values():
-        if _runs_call(frame, run_id):
+        if _runs_call(frame, run_id, in_flight):
             return True
     return False
 
 
-def _runs_call(frame: FrameType | None, run_id: str) -> bool:
+def _runs_call(frame: FrameType | None, run_id: str, in_flight: Callable[[str], bool] | None) -> bool:
     while frame is not None:
         if frame.f_code is _WORK_ITEM_RUN:
             context = _context_of(frame.f_locals.get("self"))
             step = context.get(_current_step) if context is not None else None
-            if step is not None and step.run_id == run_id:
+            if step is not None and step.run_id == run_id and (in_flight is None or in_flight(step.key)):
                 return True
         frame = frame.f_back
     return False
