@@ -195,3 +195,35 @@ def test_a_resume_whose_divergence_set_aside_the_session_writes_says_so(home):
     with pytest.raises(RunStateError, match="set aside by on_divergence='live'"):
         agentspan.resume(copy_id, agent("v2, changed"), on_divergence="live", session=session()).result(timeout=20)
     assert asyncio.run(session().get_items()) == before
+
+
+def test_an_agent_tools_own_session_is_journaled_and_not_written_twice(home):
+    """``agent.as_tool(session=...)``: the nested run's session calls are journaled under the tool
+    call's key, so a run resumed while the agent tool was in flight replays the nested run's read
+    and write instead of reading the session as the crashed attempt left it (its input then
+    differed from the journal) and writing the nested turn again."""
+    from agentspan_openai_agents.testing import ToolCall
+
+    from journal_utils import crashed_copy
+
+    def inner_session() -> SQLiteSession:
+        return SQLiteSession("researcher-notes", str(home / "notes.db"))
+
+    def agent() -> Agent:
+        researcher = Agent(name="researcher", model=ScriptedModel(["found it"], name="r"))
+        tool = researcher.as_tool(tool_name="research", tool_description="Research.", session=inner_session())
+        return Agent(name="lead", tools=[tool],
+                     model=ScriptedModel([ToolCall("research", {"input": "x"}), "done"], name="l"))
+
+    handle = agentspan.start(agent(), "go")
+    assert handle.result(timeout=20).final_output == "done"
+    keys = [s.key for s in handle.steps()]
+    nested = [k for k in keys if k.count("/") >= 2]
+    assert any("session:" in k for k in nested), keys  # the nested run's session calls are steps
+    items = asyncio.run(inner_session().get_items())
+    assert len(items) == 2  # the nested turn: its input and its answer
+    tool_key = next(k for k in keys if k.count("/") == 1)
+    # a process killed inside the agent tool: its nested calls journaled, the tool call's end not
+    copy_id = crashed_copy(handle.id, keep=None, keys={k for k in keys if k == "llm:0" or k.startswith(tool_key + "/")})
+    assert agentspan.resume(copy_id, agent()).result(timeout=20).final_output == "done"
+    assert asyncio.run(inner_session().get_items()) == items  # not written twice

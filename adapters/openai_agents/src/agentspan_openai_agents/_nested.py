@@ -10,7 +10,8 @@ inside the journaled tool call. While a durable openai-agents run executes (`att
 for models named by the run config, the attempt's journaling provider (`install`: ``wrapt``
 wrappers on ``Runner.run`` and ``Runner.run_streamed``; every other call passes through
 untouched). The nested calls are journaled under the tool call's key (``llm:0/call:<id>/llm:0``,
-...), so after a crash the nested agent replays what it had done and goes on from there.
+...), so after a crash the nested agent replays what it had done and goes on from there; so are
+the calls of a session the nested run is given (``agent.as_tool(session=...)``).
 
 A guardrail is checked again on every attempt (its result decides whether the run goes on), but an
 agent it runs (the SDK's pattern: a small model judging the input) is journaled the same way, under
@@ -31,6 +32,7 @@ import wrapt
 from agents import Agent, RunConfig, Runner
 
 import agentspan
+from agentspan_openai_agents._session import JournaledSession, nested_session
 
 if TYPE_CHECKING:
     from agentspan_openai_agents._wrap import AgentWrapper
@@ -91,6 +93,9 @@ def _nested(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, .
             args = (wrapper.agent(agent), *args[1:])
         else:
             kwargs = {**kwargs, "starting_agent": wrapper.agent(agent)}
+    session = kwargs.get("session")
+    if session is not None and not isinstance(session, JournaledSession):  # an agent tool's own session
+        kwargs = {**kwargs, "session": nested_session(session)}
     given = kwargs.get("run_config")
     if given is None:
         kwargs = {**kwargs, "run_config": config}

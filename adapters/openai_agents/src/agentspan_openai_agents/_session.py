@@ -152,6 +152,19 @@ def session_for_attempt(run: agentspan.ActiveRun, session: Any) -> JournaledSess
     return JournaledSession(session, frozenset(key for key in run.recorded if "session:" in key))
 
 
+def nested_session(session: Any) -> JournaledSession:
+    """The journaled session of a run made inside a tool call of the active run (an agent tool's
+    ``session=``): its calls are steps under the tool call's key, as the nested run's model calls.
+
+    Raises:
+        ConfigurationError: ``session`` is not one `JournaledSession` can make durable.
+    """
+    check_session(session)
+    run = agentspan.active_run()
+    journaled = frozenset() if run is None else frozenset(key for key in run.recorded if "session:" in key)
+    return JournaledSession(session, journaled)
+
+
 def check_resumed_session(run_id: str, stored_options: Mapping[str, Any], session: Any) -> None:
     """Refuses to go on with a run without the session it was started with.
 
