@@ -169,6 +169,7 @@ def adapter_for(target: Any) -> Adapter:
     Raises:
         ConfigurationError: No installed adapter accepts it.
     """
+    adapter: Adapter | None
     for adapter in _explicit:
         if adapter.accepts(target):
             return adapter

@@ -12,9 +12,8 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -29,14 +28,19 @@ from agentspan.export import APPROVAL_LIMIT
 from agentspan.records import JSON, Approval, ApprovalStatus, RunStatus, now
 from agentspan.stores.base import ENDED, Store, after_position, asked_by, check_deletion
 
+if TYPE_CHECKING:  # (typer 0.29+ vendors click and no longer installs it: never imported at run time)
+    import click
+
 
 class AgentspanGroup(TyperGroup):
     """The root command group: turns every `AgentspanError` into a clean one-line error."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    # the ignores: newer typer (0.29 here) types this with its vendored copy of click
+    # (typer._click), older ones (typer>=0.12 is allowed) with click itself
+    def invoke(self, ctx: "click.Context") -> Any:  # type: ignore[override]
         """Runs the command; an `AgentspanError` prints ``error: ...`` and exits with code 1."""
         try:
-            return super().invoke(ctx)
+            return super().invoke(ctx)  # type: ignore[arg-type]
         except AgentspanError as exc:
             _err().print(f"[bold red]error:[/bold red] {escape(render.printable(str(exc)))}", soft_wrap=True)
             raise typer.Exit(1) from None

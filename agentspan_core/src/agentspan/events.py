@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -106,7 +106,7 @@ class StepValue(Generic[T]):
 
 
 async def journaled_events(step: Callable[[Callable[[], Awaitable[T]]], Awaitable[T]],
-                           produce: Callable[[Callable[[Any], None]], Awaitable[T]]) -> AsyncIterator[Any]:
+                           produce: Callable[[Callable[[Any], None]], Awaitable[T]]) -> AsyncGenerator[Any, None]:
     """Runs a journaled step whose live call streams, passing its events on as they come.
 
     The step runs in a task; each event the live call emits is yielded at once, and once the

@@ -14,7 +14,7 @@ Everything goes through the `Store` API, so an export reads the embedded store a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,7 +127,8 @@ def load_export(source: str | Path | Mapping[str, Any]) -> RunExport:
     steps = [_validate(Step, item, f"steps[{i}]", where) for i, item in enumerate(_list(document, "steps", where))]
     approvals = [_validate(Approval, item, f"approvals[{i}]", where)
                  for i, item in enumerate(_list(document, "approvals", where))]
-    for field_name, records in (("steps", steps), ("approvals", approvals)):
+    kinds: tuple[tuple[str, Sequence[Step | Approval]], ...] = (("steps", steps), ("approvals", approvals))
+    for field_name, records in kinds:
         for index, record in enumerate(records):
             if record.run_id != run.id:
                 raise InvalidExportError(

@@ -128,7 +128,8 @@ def create_app(
     # which saves a thread hand-off per request. A store with an asyncio path serves its hot calls
     # on the event loop: no hand-off, no contention for the GIL with worker threads.
     offload = bool(getattr(store, "blocking_io", False))
-    hot = store.async_path() if callable(getattr(store, "async_path", None)) else None
+    # the ignore: async_path is an extra some stores have (PostgresStore), checked for right there
+    hot = store.async_path() if callable(getattr(store, "async_path", None)) else None  # type: ignore[attr-defined]
     hot_names = {} if hot is None else {getattr(store, name): name for name in hot.names}
 
     @asynccontextmanager

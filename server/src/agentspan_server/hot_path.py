@@ -24,7 +24,6 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
@@ -147,7 +146,7 @@ def _replay(body: bytes, receive: Receive, last: Message | None = None) -> Recei
     if last is not None:
         pending.append(last)
 
-    async def replay() -> dict[str, Any]:
+    async def replay() -> Message:
         return pending.pop(0) if pending else await receive()
 
     return replay

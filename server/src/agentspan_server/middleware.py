@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentspan_server.problems import new_problem, problem_response
 
@@ -83,7 +82,7 @@ class BodyLimitMiddleware:
                 break
         body, delivered = b"".join(chunks), False
 
-        async def replay() -> dict[str, Any]:
+        async def replay() -> Message:
             nonlocal delivered
             if delivered:
                 return await receive()

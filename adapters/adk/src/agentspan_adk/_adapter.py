@@ -96,7 +96,8 @@ class ADKAdapter(Adapter):
         return isinstance(target, (BaseAgent, App))
 
     def agent_name(self, target: Any) -> str:
-        return str(target.root_agent.name if isinstance(target, App) else target.name)
+        # the ignore: ADK 2 types App.root_agent as any BaseNode (None refused by App's validator)
+        return str(target.root_agent.name if isinstance(target, App) else target.name)  # type: ignore[union-attr]
 
     def encode_input(self, input: Any) -> JSON:
         if isinstance(input, str):
@@ -167,7 +168,7 @@ class ADKAdapter(Adapter):
                 "that session again through the Runner (with the same message)")
         settings = {**run.run.options, **options}
         app = target if isinstance(target, App) else None
-        agent: BaseAgent = app.root_agent if app is not None else target
+        agent: BaseAgent = app.root_agent if app is not None else target  # type: ignore[assignment]  # (agent_name)
         app_name = app.name if app is not None else settings.get("app_name") or agent.name
         user_id = settings.get("user_id") or DEFAULT_USER
         session_id = run.run.session_id or run.run_id

@@ -97,7 +97,7 @@ def acted_on_before(events: Sequence[Event], message: types.Content) -> bool:
         for response in event.get_function_responses():
             if event.author == "user" and response.id in answering:
                 if originals.get(response.id):
-                    confirmed.add(originals[response.id])
+                    confirmed.add(originals[response.id])  # type: ignore[arg-type]  # not None: checked above
             elif response.id in confirmed:
                 acted.add(response.id)
     return all(originals.get(a) in acted for a in answering)

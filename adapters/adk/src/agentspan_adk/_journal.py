@@ -162,7 +162,9 @@ class Journal:
     def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest,
                      ic: InvocationContext) -> Awaitable[LlmResponse | None] | None:
         """What gives the journaled response of this model call, or None to let ADK call the model."""
-        agent = ic.agent
+        # (the ignores on ic.agent here: ADK 2 types it BaseAgent | BaseNode | None for its workflow
+        # nodes; in an agent's model and tool callbacks it is that agent)
+        agent: BaseAgent = ic.agent  # type: ignore[assignment]
         path = self._path_of(agent)
         calls = self._agents.get(path)
         if calls is None:  # (a continuation of an invocation journaled by another process counts on)
@@ -210,10 +212,10 @@ class Journal:
     def next_model_key(self, ic: InvocationContext) -> str:
         """The key the next model call of the invocation's current agent takes (`before_model`
         gives it), without taking it: what `agentspan.now` reads the time of."""
-        path = self._path_of(ic.agent)
+        path = self._path_of(ic.agent)  # type: ignore[arg-type]
         calls = self._agents.get(path)
         index = calls.next_index if calls is not None else model_turns(
-            ic.session.events, ic.invocation_id, ic.agent.name, ic.branch)
+            ic.session.events, ic.invocation_id, ic.agent.name, ic.branch)  # type: ignore[union-attr]
         return f"{self.prefix}{path}/llm:{index}"
 
     def _model_step(self, call: _ModelStep,
@@ -274,7 +276,7 @@ class Journal:
 
     def model_answered(self, ic: InvocationContext) -> None:
         """The model gave the response ADK is about to make an event of (``after_model_callback``)."""
-        pending = self._pending.get((ic.branch, ic.agent.name))
+        pending = self._pending.get((ic.branch, ic.agent.name))  # type: ignore[union-attr]
         if pending is not None:
             pending.answered = True
 
@@ -310,7 +312,7 @@ class Journal:
     def call_key(self, call_id: str | None, ic: InvocationContext) -> str:
         """The key of the function call ``call_id`` made by the invocation's current agent."""
         known = self._call_keys.get(call_id or "")
-        return known if known is not None else self.call_key_by_path(call_id, self._path_of(ic.agent), ic)
+        return known if known is not None else self.call_key_by_path(call_id, self._path_of(ic.agent), ic)  # type: ignore[arg-type]
 
     def call_key_by_path(self, call_id: str | None, path: str, ic: InvocationContext | None = None,
                          author: str | None = None) -> str:
@@ -327,7 +329,7 @@ class Journal:
             return known
         if ic is not None and call_id:
             turns = 0
-            author = author or ic.agent.name
+            author = author or ic.agent.name  # type: ignore[union-attr]
             for event in live_events(ic.session.events):  # (a rewound attempt's calls counted no turn)
                 if event.invocation_id != ic.invocation_id or event.author != author:
                     continue

@@ -86,7 +86,8 @@ def root_of(agent: BaseAgent) -> BaseAgent:
 
 def run_label(ic: InvocationContext) -> str:
     """The agent name plugin-opened runs are recorded under: ``<app>/<root agent>``."""
-    return f"{ic.app_name}/{root_of(ic.agent).name}"
+    # the ignore: ADK 2 types ic.agent BaseAgent | BaseNode | None; the plugin serves agent trees
+    return f"{ic.app_name}/{root_of(ic.agent).name}"  # type: ignore[arg-type]
 
 
 def is_user_text(event: Event) -> bool:
@@ -156,6 +157,7 @@ async def open_run(ic: InvocationContext, message: types.Content | None, *,
     store = get_store()
     label = run_label(ic)
     session = ic.session
+    managed: ManagedRun | None
     base = f"adk:{ic.app_name}:{ic.user_id}:{session.id}:"
     if message is None or answers_only(message):
         key = f"{base}invocation:{ic.invocation_id}"
@@ -294,7 +296,7 @@ def answered_agent(ic: InvocationContext, message: types.Content) -> BaseAgent |
                and any(r.id in answering for r in live[i].get_function_responses())), None)
     if at is None:
         return None
-    root = root_of(ic.agent)
+    root = root_of(ic.agent)  # type: ignore[arg-type]  # (see run_label)
     view = ic.session.model_copy(update={"events": live[:at + 1]})  # (a shallow copy: the events are shared)
     agent = _agent_router.find_agent_to_run(view, root, resumability_config=ic.resumability_config)
     return None if agent is root else agent

@@ -95,5 +95,6 @@ async def _error_answer(call: ToolCall, args: dict[str, Any], error: Exception) 
     them (its own ``run_on_tool_error_callbacks``: the plugins' first, then the agent's, each
     called with the arguments its signature takes, up to the first answer; None: no answer)."""
     ic = invocation_of(call.tool_context)
-    return await run_on_tool_error_callbacks(invocation_context=ic, agent=ic.agent, tool=call.tool,
+    # the ignore: ADK 2 types ic.agent BaseAgent | BaseNode | None; in a tool call it is the LlmAgent calling
+    return await run_on_tool_error_callbacks(invocation_context=ic, agent=ic.agent, tool=call.tool,  # type: ignore[arg-type]
                                              tool_args=args, tool_context=call.tool_context, error=error)

@@ -252,5 +252,6 @@ def _apply_decisions(journal: Journal, ic: InvocationContext, message: types.Con
 
 
 def _path_of(ic: InvocationContext, author: str) -> str:
-    agent = _managed.root_of(ic.agent).find_agent(author) or ic.agent
-    return agent_path(agent)
+    # the ignores: ADK 2 types ic.agent BaseAgent | BaseNode | None; the plugin serves agent trees
+    agent = _managed.root_of(ic.agent).find_agent(author) or ic.agent  # type: ignore[arg-type]
+    return agent_path(agent)  # type: ignore[arg-type]

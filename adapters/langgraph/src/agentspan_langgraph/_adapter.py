@@ -281,7 +281,7 @@ async def _streamed(graph: Pregel, sink: EventSink, payload: Any, config: Runnab
     latest: Any = None
     interrupts: list[Any] = []
     seen: Counter[Hashable] = Counter()
-    asked = list(dict.fromkeys([*modes, "updates", "values"]))
+    asked: list[Any] = list(dict.fromkeys([*modes, "updates", "values"]))  # the caller's modes, as given
     async for kind, chunk in graph.astream(payload, config, stream_mode=asked, **kwargs):
         if kind in modes:
             key = _message_key(chunk, seen) if kind == "messages" else None

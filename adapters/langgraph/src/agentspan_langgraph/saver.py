@@ -10,6 +10,7 @@ plus the extended operations ``delete_for_runs``, ``copy_thread`` and ``prune``.
 from __future__ import annotations
 
 import asyncio
+import builtins  # `list` in the class below is its method: annotations there say builtins.list
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -159,7 +160,7 @@ class AgentspanSaver(BaseCheckpointSaver[str]):
         filter: dict[str, Any] | None,
         before: RunnableConfig | None,
         limit: int | None,
-    ) -> list[CheckpointRecord]:
+    ) -> builtins.list[CheckpointRecord]:
         if limit is not None and limit <= 0:
             return []
         thread_id = namespace = checkpoint_id = None
@@ -276,7 +277,7 @@ class AgentspanSaver(BaseCheckpointSaver[str]):
             self._refuse_delta_threads(ids)
         self.store.prune_checkpoints(ids, keep_latest=keep_latest)
 
-    def _refuse_delta_threads(self, thread_ids: list[str]) -> None:
+    def _refuse_delta_threads(self, thread_ids: builtins.list[str]) -> None:
         dependent = []
         for thread_id in thread_ids:
             latest = self.store.get_checkpoint(thread_id)

@@ -56,5 +56,5 @@ class _Connected:
             if not await self._stack.__aexit__(*sys.exc_info()):
                 raise
 
-    async def __aexit__(self, *exc_info: Any) -> bool:
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
         return await self._stack.__aexit__(*exc_info)

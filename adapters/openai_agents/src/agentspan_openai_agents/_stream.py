@@ -156,7 +156,7 @@ def event_key(event: Any, seen: Counter[Hashable]) -> Hashable | None:
         raw = event.item.raw_item
         get = raw.get if isinstance(raw, dict) else lambda name: getattr(raw, name, None)
         identity = get("call_id") or get("id") or jsontext.canonical(to_jsonable_python(raw, fallback=str))
-        base: Hashable = ("item", event.name, identity)
+        base: tuple[Hashable, ...] = ("item", event.name, identity)
     elif isinstance(event, AgentUpdatedStreamEvent):
         base = ("agent", event.new_agent.name)
     else:

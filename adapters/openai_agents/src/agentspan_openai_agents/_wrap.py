@@ -92,11 +92,11 @@ def _copy(obj: _Copied, base: type, **changes: Any) -> _Copied:
     run. A subclass with a ``__post_init__`` (or ``clone``) of its own, or without a
     ``__dict__``, gets the SDK's own path so its hook still runs.
     """
-    cls = type(obj)
+    cls: type[Any] = type(obj)
     if getattr(cls, "__post_init__", None) is not _SDK_POST_INIT[base] or not hasattr(obj, "__dict__") or (
         base is Agent and cls.clone is not Agent.clone
     ):
-        return obj.clone(**changes) if base is Agent else dataclasses.replace(obj, **changes)  # type: ignore[attr-defined]
+        return obj.clone(**changes) if base is Agent else dataclasses.replace(obj, **changes)  # type: ignore[attr-defined, type-var]
     copied = object.__new__(cls)
     copied.__dict__.update(obj.__dict__)
     copied.__dict__.update(changes)
@@ -251,7 +251,7 @@ def _restore_item(item: Any) -> None:
 
 
 def _swap(holder: Any, name: str, ref: str) -> None:
-    fields = getattr(holder, "__dict__", None)
+    fields: Any = getattr(holder, "__dict__", None)  # (not None past the return below)
     original = getattr(fields.get(name), _ORIGINAL, None) if fields is not None else None
     if original is None:
         return
@@ -319,7 +319,9 @@ class AgentWrapper:
         model = config.model
         if isinstance(model, Model) and not isinstance(model, JournalingModel):
             model = self.model(model)
-        return dataclasses.replace(config, model_provider=provider, model=model, **self.config_guardrails(config))
+        # the ignore: mypy cannot see that config_guardrails's keys are the two *_guardrails fields
+        return dataclasses.replace(config, model_provider=provider, model=model,
+                                   **self.config_guardrails(config))  # type: ignore[arg-type]
 
     def config_guardrails(self, config: RunConfig) -> dict[str, list[Any]]:
         """A run config's own input and output guardrails, recorded (and their ``Runner`` calls
@@ -396,7 +398,7 @@ class AgentWrapper:
                 known = await original(ctx, args_json)
 
             def load(data: Any) -> Agent[Any]:
-                return self.agent(known)
+                return self.agent(known)  # type: ignore[arg-type]  # set above when the journal has the step
 
             return await run.step(kind=agentspan.StepKind.HANDOFF, key=key, name=target.agent_name,
                                   input=args, input_hash=digest(args), invoke=invoke,

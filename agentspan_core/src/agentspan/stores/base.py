@@ -17,7 +17,7 @@ import abc
 import asyncio
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from agentspan.errors import ConfigurationError, StoreError
 from agentspan.records import JSON, Approval, Run, RunStatus, Step, StepResult
@@ -407,7 +407,13 @@ async def call_store(store: Store, fn: Callable[..., _T], /, *args: Any, **kwarg
     return fn(*args, **kwargs)
 
 
-def asked_by(store: Store, by: str | None) -> dict[str, str]:
+class _AskedBy(TypedDict, total=False):
+    """`asked_by`'s keywords (typed so that ``**asked_by(...)`` cannot pass as ``options``)."""
+
+    by: str
+
+
+def asked_by(store: Store, by: str | None) -> _AskedBy:
     """``store.reopen_run``'s ``by`` keyword when someone is named and the store takes it, else
     nothing: a store written against the contract before ``by`` still reopens runs (its history
     then names nobody)."""

@@ -253,6 +253,7 @@ class SqliteCheckpoints:
         self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
     ) -> CheckpointRecord | None:
         """See `Store.get_checkpoint`: the checkpoint's row, then its writes, in one snapshot."""
+        params: tuple[str, ...]
         if checkpoint_id is None:
             statement, params = GET_LATEST, (thread_id, namespace)
         else:

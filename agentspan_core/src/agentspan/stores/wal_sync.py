@@ -147,11 +147,13 @@ class WalSyncer:
             if self._ours():
                 os.close(self._to_helper)  # the helper fsyncs what is queued, then sees the end
                 self._to_helper = -1
+                proc = self._proc
+                assert proc is not None  # _ours() says so
                 try:
-                    self._proc.wait(timeout=10)
+                    proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
+                    proc.kill()
+                    proc.wait()
                 self._lose_helper()  # takes its last answers
             if self.synced < self.requested and self._failure is None:
                 self._sync_inline(self.requested)

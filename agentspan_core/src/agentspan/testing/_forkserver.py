@@ -40,7 +40,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from agentspan.errors import ForkServerUnavailable
 
@@ -76,7 +76,7 @@ def _run(request: dict[str, Any]) -> int:
         if script:
             runpy.run_path(script, run_name="__main__")
         else:
-            module, _, function = call.partition(":")
+            module, _, function = cast(str, call).partition(":")  # `ForkServer.spawn` sends a script or a call
             getattr(importlib.import_module(module), function)()
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
@@ -160,10 +160,10 @@ def serve(path: str, preload: Sequence[str]) -> None:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
-            conn = waiting.pop(pid, None)
-            if conn is not None:
-                _answer(conn, str(os.waitstatus_to_exitcode(status)))
-                conn.close()
+            waiter: socket.socket | None = waiting.pop(pid, None)
+            if waiter is not None:
+                _answer(waiter, str(os.waitstatus_to_exitcode(status)))
+                waiter.close()
 
 
 def _threads() -> int:

@@ -4,7 +4,7 @@ requested and the journal writes observed (crash tests count them)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentspan.records import Approval, ApprovalStatus, RunStatus, Step, StepResult, now
 from agentspan.stores.base import Store
@@ -39,6 +39,22 @@ class MockStore(Store):
         self._decide = decide
         self._on_started = on_started
         self._on_done = on_done
+
+    if TYPE_CHECKING:  # set at import by `_delegate` (below), as every other method of the contract
+        cancel_run = Store.cancel_run
+        claim_announcement = Store.claim_announcement
+        claim_run = Store.claim_run
+        claimable_runs = Store.claimable_runs
+        create_run = Store.create_run
+        decide_approval = Store.decide_approval
+        find_approval = Store.find_approval
+        get_approval = Store.get_approval
+        get_run = Store.get_run
+        list_approvals = Store.list_approvals
+        list_runs = Store.list_runs
+        list_steps = Store.list_steps
+        renew_lease = Store.renew_lease
+        update_run = Store.update_run
 
     def __repr__(self) -> str:
         return f"MockStore({self.inner!r})"

@@ -140,7 +140,7 @@ def _not_the_agentspan_server(request: Any) -> Any:
 
 
 @functools.cache
-def _cassette_class() -> type:
+def _cassette_class() -> type[Any]:
     """vcrpy's Cassette, answering an unmatched request with `CassetteMismatch` and checking the
     network guard before recording one (built on first use: vcrpy is an optional dependency)."""
     try:

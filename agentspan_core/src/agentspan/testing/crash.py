@@ -124,6 +124,7 @@ class _Child:
             pass  # the child died while we answered it
         finally:
             self.channel.close()
+        assert self.process is not None  # __init__ started it
         return self.process.wait(timeout=60)
 
     def _answer(self, message: dict[str, Any], script: Script, stubs: Stubs) -> dict[str, Any] | None:

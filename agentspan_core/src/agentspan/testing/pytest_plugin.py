@@ -31,6 +31,7 @@ from agentspan.testing import network
 
 if TYPE_CHECKING:
     from agentspan.stores.sqlite import SqliteStore
+    from agentspan.testing.cassettes import RecordMode
     from agentspan.testing.result import MockResult
     from agentspan.testing.script import Entry
 
@@ -84,7 +85,8 @@ def agentspan_cassette(request: pytest.FixtureRequest) -> Iterator[Any]:
 
     name = marker.args[0] if marker.args else marker.kwargs.get("name")
     path = cassettes.marker_path(request.node.path, request.node.name, name)
-    record = marker.kwargs.get("record") or ("all" if request.config.getoption("agentspan_record", False) else None)
+    record: RecordMode | None = (
+        marker.kwargs.get("record") or ("all" if request.config.getoption("agentspan_record", False) else None))
     with cassettes.cassette(path, record=record, ignore=marker.kwargs.get("ignore", ())) as used:
         yield used
 

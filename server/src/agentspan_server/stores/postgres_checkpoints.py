@@ -223,6 +223,7 @@ def _list_statement(
 def put_checkpoint(checkpoint: CheckpointRecord) -> Plan[None]:
     """`Store.put_checkpoint`: one upsert."""
     yield Statement(PUT_CHECKPOINT, checkpoint_values(checkpoint))
+    return None
 
 
 def put_checkpoint_writes(writes: Sequence[CheckpointWrite], *, replace: bool, defer: bool = False) -> Plan[None]:
@@ -230,6 +231,7 @@ def put_checkpoint_writes(writes: Sequence[CheckpointWrite], *, replace: bool, d
     changes nothing here."""
     if writes:
         yield Statement(*_writes_insert(writes, replace))
+    return None
 
 
 def put_checkpoint_with_writes(
@@ -240,9 +242,10 @@ def put_checkpoint_with_writes(
     values = checkpoint_values(checkpoint)
     if not writes:
         yield Statement(PUT_CHECKPOINT, values)
-        return
+        return None
     insert, params = _writes_insert(writes, replace)
     yield Statement(_with_writes(insert), [*params, *values])
+    return None
 
 
 @functools.cache

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from agentspan.errors import ConfigurationError, LeaseLostError, RunCancelledSignal, RunNotFound, StepNotFound
@@ -19,7 +19,7 @@ from agentspan.records import JSON, Run, RunStatus, Step, StepResult, StepStatus
 from agentspan.stores.base import ENDED, check_deletion
 from agentspan.stores.reopening import reopen_refusal, reopened_options
 from agentspan_server.stores import postgres_schema as sql
-from agentspan_server.stores.postgres_pool import InTransaction, Plan, Statement
+from agentspan_server.stores.postgres_pool import InTransaction, Outcome, Plan, Statement
 from agentspan_server.stores.postgres_schema import dump_json, load_json, run_from_row, step_from_row, step_values
 
 __all__ = [
@@ -152,6 +152,7 @@ def start_step(step: Step, *, epoch: int, durable: bool = True) -> Plan[None]:
     statement = sql.START_STEP if durable else sql.START_STEP_NOT_DURABLE
     if not (yield from _journal(statement, params, step.run_id, epoch)):
         raise completed_error(step.run_id, step.key)
+    return None
 
 
 def finish_step(run_id: str, key: str, result: StepResult, *, epoch: int) -> Plan[None]:
@@ -184,12 +185,12 @@ def record_step(step: Step, result: StepResult, *, epoch: int) -> Plan[None]:
     return None
 
 
-def _record_tx(step: Step, result: StepResult, epoch: int) -> Plan[None]:
+def _record_tx(step: Step, result: StepResult, epoch: int) -> Generator[Statement, Outcome, None]:
     yield from start_tx(step, epoch)
     yield from _finish_tx(step.run_id, step.key, result, epoch)
 
 
-def start_tx(step: Step, epoch: int) -> Plan[None]:
+def start_tx(step: Step, epoch: int) -> Generator[Statement, Outcome, None]:
     """The start of a step as statements of a transaction (fence, insert or replace)."""
     values = step_values(step)
     run_id, key = values[0], values[1]
@@ -200,7 +201,7 @@ def start_tx(step: Step, epoch: int) -> Plan[None]:
         raise completed_error(run_id, key)
 
 
-def _finish_tx(run_id: str, key: str, result: StepResult, epoch: int) -> Plan[None]:
+def _finish_tx(run_id: str, key: str, result: StepResult, epoch: int) -> Generator[Statement, Outcome, None]:
     """The end of a step as statements of a transaction, whose later statements see steps
     committed while the first waited for the run's lock."""
     _check_result(result)

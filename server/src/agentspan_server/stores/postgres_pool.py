@@ -181,7 +181,7 @@ class PostgresPool:
         min_size, max_size = self._sizes
         from agentspan_server.stores.postgres_watch import WatchedConnection
 
-        pool = AsyncConnectionPool(
+        pool: AsyncConnectionPool = AsyncConnectionPool(
             self._conninfo, min_size=min_size, max_size=max_size, kwargs=self._kwargs, open=False,
             name="agentspan-store-async", connection_class=WatchedConnection, timeout=self.pool_timeout,
         )  # fmt: skip

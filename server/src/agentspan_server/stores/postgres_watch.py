@@ -137,7 +137,7 @@ def _poll_now(fileno: int, wait: int) -> int:
     """The socket's readiness for ``wait`` right now (psycopg's ``Ready`` flags)."""
     poller = select.poll()
     poller.register(fileno, (select.POLLIN if wait & _WAIT_R else 0) | (select.POLLOUT if wait & _WAIT_W else 0))
-    ready = _READY_NONE
+    ready: int = _READY_NONE  # `Ready` flags or-ed together make an int
     for _, events in poller.poll(0):
         if events & select.POLLIN:
             ready |= _READY_R
