@@ -30,28 +30,12 @@ from agentspan.records import (
     StepResult,
     StepStatus,
 )
-from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion, unstorable
-from agentspan.stores.memory_approvals import MemoryApprovals, json_copy, limited
+from agentspan.stores.base import CANCELLED_RUN_APPROVALS, ENDED, Store, check_deletion
+from agentspan.stores.memory_approvals import MemoryApprovals, json_copy, limited, utf8_only
 from agentspan.stores.memory_checkpoints import MemoryCheckpoints
 from agentspan.stores.reopening import reopen_refusal, reopened_options
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
-
-
-def _utf8(*texts: str | None) -> None:
-    """Refuses a lookup by text no UTF-8 store holds (a lone surrogate), as the SQLite and
-    PostgreSQL stores refuse to bind it: an error there, not a miss, so code tested against this
-    store meets the same error.
-
-    Raises:
-        ConfigurationError: A text holds a lone surrogate.
-    """
-    for text in texts:
-        if isinstance(text, str):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise unstorable("in memory", exc) from exc
 
 
 class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
@@ -91,11 +75,16 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         stored = run.model_copy(
             update={"input": json_copy(run.input), "output": json_copy(run.output), "options": json_copy(run.options)}
         )
+        # Each text refused where SQLite first binds it: the idempotency key it looks up by before
+        # anything else, the id before its duplicate check, the others only when the run is new.
+        utf8_only(run.idempotency_key)
         with self._lock:
             if run.idempotency_key is not None and run.idempotency_key in self._by_key:
                 return self._runs[self._by_key[run.idempotency_key]].model_copy(deep=True), False
+            utf8_only(run.id)
             if run.id in self._runs:
                 raise ConfigurationError(f"a run with id {run.id!r} already exists")
+            utf8_only(run.framework, run.agent, run.error, run.session_id, run.parent_run_id, run.lease_owner)
             self._runs[run.id] = stored
             self._steps[run.id] = {}
             if run.idempotency_key is not None:
@@ -104,7 +93,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
 
     def get_run(self, run_id: str) -> Run:
         """See `Store.get_run`."""
-        _utf8(run_id)
+        utf8_only(run_id)
         with self._lock:
             return self._run(run_id).model_copy(deep=True)
 
@@ -113,7 +102,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         session_id: str | None = None, before: str | None = None,
     ) -> list[Run]:
         """See `Store.list_runs`."""
-        _utf8(agent, session_id, before)  # (a before= holding one is a position no UTF-8 text has)
+        utf8_only(agent, session_id, before)  # (a before= holding one is a position no UTF-8 text has)
         with self._lock:
             runs = [
                 r
@@ -137,6 +126,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         """See `Store.update_run`."""
         new_status = None if status is None else RunStatus(status)
         new_output = json_copy(output)
+        utf8_only(run_id, error)  # before the fence, as SQLite binds them with it
         with self._lock:
             run = self._fenced(run_id, epoch, cancelling=new_status == RunStatus.CANCELLED)
             if new_status is RunStatus.CANCELLED:
@@ -155,6 +145,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
 
     def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
         """See `Store.cancel_run`."""
+        utf8_only(run_id, reason)  # before any other check, as SQLite binds them at once
         with self._lock:
             run = self._run(run_id)
             if run.status.terminal:
@@ -176,10 +167,12 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
     def reopen_run(self, run_id: str, *, owner: str | None, lease_expires_at: float | None,
                    options: Mapping[str, JSON] | None = None, by: str | None = None) -> Run:
         """See `Store.reopen_run`."""
+        utf8_only(run_id)
         with self._lock:
             run = self._run(run_id)
             if run.status is not RunStatus.FAILED:
                 raise reopen_refusal(run_id, run.status.value)
+            utf8_only(owner)  # (SQLite binds it only to reopen a failed run: after those checks)
             now = time.time()
             run.options = reopened_options(run.options, json_copy(dict(options or {})), error=run.error,
                                            failed_at=run.updated_at, owner=owner, now=now, by=by)
@@ -214,6 +207,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
 
     def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:
         """See `Store.claim_run`."""
+        utf8_only(run_id, owner)  # before any other check, as SQLite binds them at once
         with self._lock:
             run = self._run(run_id)
             if run.status.terminal:
@@ -231,6 +225,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
 
     def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
         """See `Store.renew_lease`. Raises `RunNotFound` for an unknown run."""
+        utf8_only(run_id)
         with self._lock:
             run = self._run(run_id)
             if run.lease_epoch != epoch:
@@ -245,7 +240,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         passed (``<= now``) no longer holds its run back: it counts as expired.
         """
         wanted = None if agents is None else set(agents)
-        _utf8(*(wanted or ()))
+        utf8_only(*(wanted or ()))
         with self._lock:
             waiting_on = {
                 a.run_id
@@ -267,6 +262,9 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
         """See `Store.start_step`."""
         stored = step.model_copy(update={"input": json_copy(step.input), "output": json_copy(step.output)})
+        # Before any other check, as SQLite binds them at once; whatever ``durable`` (SQLite may
+        # hold a start back and meet the refusal at a later write; PostgreSQL refuses at once).
+        utf8_only(step.run_id, step.key, step.name, step.input_hash, step.error, step.provider, step.model)
         with self._lock:
             run = self._fenced(step.run_id, epoch)
             journal = self._steps[step.run_id]
@@ -292,6 +290,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         if result.status == StepStatus.STARTED:
             raise ConfigurationError("finish_step needs a 'completed' or 'failed' result")
         output = json_copy(result.output)
+        utf8_only(run_id, key, result.error, result.provider, result.model)  # before any other check, as SQLite
         with self._lock:
             run = self._fenced(run_id, epoch)
             step = self._steps[run_id].get(key)
@@ -315,9 +314,15 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
             run.cost_usd += result.cost_usd or 0.0
             run.updated_at = time.time()
 
+    def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
+        """See `Store.record_step` (`start_step`, then `finish_step`; the result's text is checked
+        first, so a refused one leaves no started step behind, as SQLite's one transaction does)."""
+        utf8_only(result.error, result.provider, result.model)
+        super().record_step(step, result, epoch=epoch)
+
     def list_steps(self, run_id: str) -> list[Step]:
         """See `Store.list_steps`."""
-        _utf8(run_id)
+        utf8_only(run_id)
         with self._lock:
             self._run(run_id)
             steps = sorted(self._steps[run_id].values(), key=lambda s: s.seq)
@@ -327,8 +332,11 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
         """See `Store.supersede_steps`."""
         if not prefix:
             raise ConfigurationError("supersede_steps needs a non-empty prefix")
+        utf8_only(run_id)
         with self._lock:
             run = self._fenced(run_id, epoch)
+            if keys:  # SQLite looks each key and prefix + key up after the fence; the reason it binds to move one
+                utf8_only(prefix, *keys)
             journal = self._steps[run_id]
             moving = [key for key in dict.fromkeys(keys) if key in journal]
             for key in keys:
@@ -339,6 +347,8 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
             for taken in [prefix + key for key in moving] + [prefix + step_key for step_key, _ in approvals]:
                 if taken in journal or (run_id, taken) in self._by_step:
                     raise ConfigurationError(f"the journal of run {run_id!r} holds {taken!r} already")
+            if moving:
+                utf8_only(reason)
             moved_at = time.time()
             for key in moving:
                 step = journal.pop(key)
@@ -355,22 +365,3 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
                 self._by_step[(run_id, approval.step_key)] = approval_id
             if moving:
                 run.updated_at = moved_at
-
-    # ---- approval lookups -----------------------------------------------------------------
-    # (`MemoryApprovals` finds them; the lone-surrogate check every lookup here makes is added on top)
-    def get_approval(self, approval_id: str) -> Approval:
-        """See `Store.get_approval`."""
-        _utf8(approval_id)
-        return super().get_approval(approval_id)
-
-    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
-        """See `Store.find_approval`."""
-        _utf8(run_id, step_key)
-        return super().find_approval(run_id, step_key)
-
-    def list_approvals(
-        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[Approval]:
-        """See `Store.list_approvals`."""
-        _utf8(run_id, status)
-        return super().list_approvals(run_id=run_id, status=status, limit=limit)

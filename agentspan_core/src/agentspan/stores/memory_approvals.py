@@ -1,5 +1,5 @@
 """Approvals of the in-memory store (`MemoryApprovals`, a mixin of `MemoryStore`), and the
-JSON copying every part of that store uses.
+JSON copying and the UTF-8 check every part of that store uses.
 
 Approvals are kept by id and indexed by ``(run_id, step_key)``; every call holds the store's one
 lock. A request is fenced like a step write and idempotent per step; an approval is decided once.
@@ -14,9 +14,27 @@ from typing import TYPE_CHECKING, Any
 from agentspan import jsontext
 from agentspan.errors import ApprovalConflict, ApprovalNotFound, ConfigurationError
 from agentspan.records import Approval, ApprovalStatus, Run, RunStatus
-from agentspan.stores.base import check_claimant
+from agentspan.stores.base import check_claimant, unstorable
 
-__all__ = ["MemoryApprovals", "json_copy", "limited"]
+__all__ = ["MemoryApprovals", "json_copy", "limited", "utf8_only"]
+
+
+def utf8_only(*texts: str | None) -> None:
+    """Refuses text no UTF-8 store holds (a lone surrogate, ``"\\udcff"``) in an id, a name or a
+    message to store or look up, as the SQLite and PostgreSQL stores refuse to bind it: an error
+    there, so code tested against this store meets the same error. (JSON values are not checked:
+    every store keeps a lone surrogate in them as its escape, `agentspan.jsontext`.)
+
+    Raises:
+        ConfigurationError: A text holds a lone surrogate.
+    """
+    for text in texts:
+        # isascii() is O(1) in CPython (a flag of the string): the common case costs no encode
+        if isinstance(text, str) and not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise unstorable("in memory", exc) from exc
 
 
 def json_copy(value: Any) -> Any:
@@ -49,13 +67,19 @@ class MemoryApprovals:
     def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
         """See `Store.request_approval`."""
         stored = approval.model_copy(update={"args": json_copy(approval.args)})
+        # Each text refused where SQLite first binds it: the run and step it looks up by before
+        # anything else, the new id before its duplicate check, the other fields only when one
+        # is written (an existing approval is returned unchanged).
+        utf8_only(approval.run_id, approval.step_key)
         with self._lock:
             run = self._fenced(approval.run_id, epoch)
             existing_id = self._by_step.get((approval.run_id, approval.step_key))
             if existing_id is not None:
                 return self._approvals[existing_id].model_copy(deep=True)
+            utf8_only(approval.id)
             if approval.id in self._approvals:
                 raise ConfigurationError(f"an approval with id {approval.id!r} already exists")
+            utf8_only(approval.tool, approval.args_hash, approval.decided_by, approval.reason)
             self._approvals[approval.id] = stored
             self._by_step[(approval.run_id, approval.step_key)] = approval.id
             run.status = RunStatus.WAITING
@@ -64,6 +88,7 @@ class MemoryApprovals:
 
     def get_approval(self, approval_id: str) -> Approval:
         """See `Store.get_approval`."""
+        utf8_only(approval_id)
         with self._lock:
             approval = self._approvals.get(approval_id)
             if approval is None:
@@ -72,6 +97,7 @@ class MemoryApprovals:
 
     def find_approval(self, run_id: str, step_key: str) -> Approval | None:
         """See `Store.find_approval`."""
+        utf8_only(run_id, step_key)
         with self._lock:
             approval_id = self._by_step.get((run_id, step_key))
             return None if approval_id is None else self._approvals[approval_id].model_copy(deep=True)
@@ -80,6 +106,7 @@ class MemoryApprovals:
         self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[Approval]:
         """See `Store.list_approvals`."""
+        utf8_only(run_id, status)
         with self._lock:
             found = [
                 a
@@ -103,6 +130,7 @@ class MemoryApprovals:
         A pending approval is expired once ``decided_at >= expires_at``; deciding it then raises
         `ApprovalConflict` and changes nothing.
         """
+        utf8_only(approval_id, by, reason)  # refused before any other check, as SQLite binds them all at once
         with self._lock:
             approval = self._approvals.get(approval_id)
             if approval is None:
@@ -122,6 +150,7 @@ class MemoryApprovals:
     def claim_announcement(self, approval_id: str, *, claimant: str) -> bool:
         """See `Store.claim_announcement`."""
         check_claimant(claimant)
+        utf8_only(approval_id, claimant)
         with self._lock:
             if approval_id not in self._approvals:
                 raise ApprovalNotFound(approval_id)

@@ -2,7 +2,9 @@
 
 Checkpoints are nested by thread, namespace and id, writes by thread, ``(namespace, checkpoint id)``
 and ``(task_id, idx)``; every call holds the store's one lock. Metadata goes in through a JSON
-round trip and comes out deep-copied; ``data`` is immutable ``bytes``.
+round trip and comes out deep-copied; ``data`` is immutable ``bytes``. Text holding a lone surrogate
+in an id, a name or a type is refused (`utf8_only`), to store or to look up by, as SQLite refuses it;
+in metadata, a JSON value, it is kept, as SQLite keeps it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from agentspan.stores.checkpoint_rules import (
     metadata_matches,
     write_sort_key,
 )
+from agentspan.stores.memory_approvals import utf8_only
 
 __all__ = ["MemoryCheckpoints"]
 
@@ -28,6 +31,13 @@ _Namespaces = dict[str, dict[str, CheckpointRecord]]
 """A thread's checkpoints: namespace -> checkpoint id -> checkpoint."""
 _Writes = dict[tuple[str, str], dict[tuple[str, int], CheckpointWrite]]
 """A thread's pending writes: (namespace, checkpoint id) -> (task id, idx) -> write."""
+
+
+def _check_writes(writes: Sequence[CheckpointWrite]) -> None:
+    """Refuses (`utf8_only`) a batch of writes any of whose texts holds a lone surrogate, before
+    any is stored: SQLite stores none of such a batch."""
+    for w in writes:
+        utf8_only(w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.task_path, w.channel, w.type)
 
 
 class MemoryCheckpoints:
@@ -52,6 +62,7 @@ class MemoryCheckpoints:
 
     def put_checkpoint_writes(self, writes: Sequence[CheckpointWrite], *, replace: bool, defer: bool = False) -> None:
         """See `Store.put_checkpoint_writes` (``defer`` changes nothing here)."""
+        _check_writes(writes)
         copies = [w.model_copy() for w in writes]
         with self._lock:
             self._store_writes(copies, replace)
@@ -60,6 +71,9 @@ class MemoryCheckpoints:
         self, checkpoint: CheckpointRecord, writes: Sequence[CheckpointWrite], *, replace: bool
     ) -> None:
         """See `Store.put_checkpoint_with_writes` (under the lock: all at once)."""
+        utf8_only(checkpoint.thread_id, checkpoint.namespace, checkpoint.checkpoint_id, checkpoint.parent_id,
+                  checkpoint.type, checkpoint.run_id)
+        _check_writes(writes)
         metadata = json.loads(dump_metadata(checkpoint.metadata))
         stored = checkpoint.model_copy(update={"metadata": metadata, "writes": []})
         copies = [w.model_copy() for w in writes]
@@ -81,6 +95,7 @@ class MemoryCheckpoints:
         self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
     ) -> CheckpointRecord | None:
         """See `Store.get_checkpoint`."""
+        utf8_only(thread_id, namespace, checkpoint_id)
         with self._lock:
             by_id = self._checkpoints.get(thread_id, {}).get(namespace)
             if not by_id:
@@ -100,6 +115,7 @@ class MemoryCheckpoints:
     ) -> list[CheckpointRecord]:
         """See `Store.list_checkpoints`."""
         check_limit(limit)
+        utf8_only(thread_id, namespace, checkpoint_id, before)  # (not the metadata filter: JSON, as SQLite)
         wanted = load_filter(metadata)
         with self._lock:
             threads = list(self._checkpoints) if thread_id is None else [thread_id]
@@ -119,6 +135,7 @@ class MemoryCheckpoints:
 
     def delete_checkpoints(self, thread_id: str) -> None:
         """See `Store.delete_checkpoints`."""
+        utf8_only(thread_id)
         with self._lock:
             self._checkpoints.pop(thread_id, None)
             self._cp_writes.pop(thread_id, None)
@@ -140,6 +157,7 @@ class MemoryCheckpoints:
         """See `Store.copy_checkpoints`."""
         if source_thread_id == target_thread_id:
             return
+        utf8_only(source_thread_id, target_thread_id)
         with self._lock:
             source = self._checkpoints.get(source_thread_id)
             if source:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 
 from agentspan.errors import ApprovalConflict, ApprovalNotFound, ConfigurationError
-from agentspan.records import ApprovalStatus, RunStatus
+from agentspan.records import Approval, ApprovalStatus, RunStatus
 from agentspan.stores.base import CANCELLED_RUN_APPROVALS, Store
-from agentspan.testing.conformance.records import ConformanceBase, make_approval
+from agentspan.testing.conformance.records import ConformanceBase, make_approval, refused_as_not_utf8
 
 __all__ = ["ApprovalConformance"]
 
@@ -129,6 +131,42 @@ class ApprovalConformance(ConformanceBase):
         for bad in ("\ud800", "\udcff"):
             with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
                 calls[lookup](bad)
+
+    @pytest.mark.parametrize("write", [
+        "request_approval id", "request_approval run_id", "request_approval step_key", "request_approval tool",
+        "request_approval args_hash", "decide_approval approval_id", "decide_approval by", "decide_approval reason",
+        "decide_approval by, decided already", "claim_announcement approval_id", "claim_announcement claimant",
+    ])  # fmt: skip
+    def test_approval_writes_of_text_that_is_not_utf8_are_refused(self, store: Store, write: str) -> None:
+        """A lone surrogate in an id, a key, a name or a reason (not in the JSON ``args``, where it
+        is kept escaped) is refused as SQLite and PostgreSQL, which take text as UTF-8, refuse to
+        bind it, changing nothing (a decision: before its approval is found, or found decided)."""
+        bad = "a\udcff"
+        run = self.claimed(store)
+        pending = store.request_approval(make_approval(run.id, "tool:0"), epoch=1)
+        decided = store.request_approval(make_approval(run.id, "tool:1"), epoch=1)
+        store.decide_approval(decided.id, approved=True, by="ann", reason=None, decided_at=time.time())
+        before = [a.model_dump() for a in store.list_approvals()], store.get_run(run.id).model_dump()
+
+        def request(**fields: object) -> Approval:
+            return store.request_approval(make_approval(run.id, "tool:2").model_copy(update=fields), epoch=1)
+
+        def decide(approval_id: str, by: str | None = "ann", reason: str | None = None) -> Approval:
+            return store.decide_approval(approval_id, approved=False, by=by, reason=reason, decided_at=time.time())
+
+        calls: dict[str, Callable[[], object]] = {
+            **{f"request_approval {field}": partial(lambda field: request(**{field: bad}), field)
+               for field in ("id", "run_id", "step_key", "tool", "args_hash")},
+            "decide_approval approval_id": lambda: decide(pending.id + bad),
+            "decide_approval by": lambda: decide(pending.id, by=bad),
+            "decide_approval reason": lambda: decide(pending.id, reason=bad),
+            "decide_approval by, decided already": lambda: decide(decided.id, by=bad),
+            "claim_announcement approval_id": lambda: store.claim_announcement(pending.id + bad, claimant="r:1"),
+            "claim_announcement claimant": lambda: store.claim_announcement(pending.id, claimant=bad),
+        }
+        refused_as_not_utf8(store, calls[write])
+        assert ([a.model_dump() for a in store.list_approvals()], store.get_run(run.id).model_dump()) == before
+        assert store.claim_announcement(pending.id, claimant="r:2") is True  # no claim was made
 
     def test_claim_announcement_first_claimant_wins(self, store: Store) -> None:
         run = self.claimed(store)

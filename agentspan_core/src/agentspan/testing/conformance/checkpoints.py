@@ -9,11 +9,13 @@ them, serializing itself, so the store only sees bytes and JSON metadata.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 
 from agentspan.errors import ConfigurationError
-from agentspan.records import CheckpointWrite
+from agentspan.records import CheckpointRecord, CheckpointWrite
 from agentspan.stores.base import Store
 from agentspan.testing.conformance.checkpoint_maintenance import CheckpointMaintenanceConformance
 from agentspan.testing.conformance.records import (
@@ -21,6 +23,7 @@ from agentspan.testing.conformance.records import (
     ids_of,
     make_checkpoint,
     make_checkpoint_write,
+    refused_as_not_utf8,
     writes_of,
 )
 
@@ -299,6 +302,57 @@ class CheckpointConformance(CheckpointMaintenanceConformance):
         tuples = make_checkpoint("t", "cp-3", metadata={"pair": (1, 2)})
         store.put_checkpoint(tuples)
         assert store.get_checkpoint("t").metadata == {"pair": [1, 2]}  # type: ignore[union-attr]
+
+    _CHECKPOINT_TEXTS = ("thread_id", "namespace", "checkpoint_id", "parent_id", "type", "run_id")
+    _WRITE_TEXTS = ("thread_id", "namespace", "checkpoint_id", "task_id", "task_path", "channel", "type")
+
+    @pytest.mark.parametrize("call", [
+        *(f"put_checkpoint {field}" for field in _CHECKPOINT_TEXTS),
+        *(f"put_checkpoint_writes {field}" for field in _WRITE_TEXTS),
+        "put_checkpoint_with_writes checkpoint", "put_checkpoint_with_writes write",
+        "get_checkpoint thread_id", "get_checkpoint namespace", "get_checkpoint checkpoint_id",
+        "list_checkpoints thread_id", "list_checkpoints namespace", "list_checkpoints checkpoint_id",
+        "list_checkpoints before", "delete_checkpoints", "copy_checkpoints source", "copy_checkpoints target",
+    ])  # fmt: skip
+    def test_text_that_is_not_utf8_is_refused(self, store: Store, call: str) -> None:
+        """A lone surrogate in an id, a name or a type, to store or to look up by, is refused as
+        SQLite and PostgreSQL, which take text as UTF-8, refuse to bind it: an error, not a miss,
+        and nothing of the call is stored (a batch of writes holding one: none of it)."""
+        bad = "a\udcff"
+        store.put_checkpoint(make_checkpoint("t", "cp-1"))
+        store.put_checkpoint_writes([make_checkpoint_write("t", "cp-1", "task", 0)], replace=False)
+        before = self.everything(store)
+
+        def checkpoint(**fields: object) -> CheckpointRecord:
+            return make_checkpoint("t", "cp-2").model_copy(update=fields)
+
+        def writes(**fields: object) -> list[CheckpointWrite]:  # a good write, then one holding the text
+            return [make_checkpoint_write("t", "cp-1", "task", 1),
+                    make_checkpoint_write("t", "cp-1", "task", 2).model_copy(update=fields)]
+
+        calls: dict[str, Callable[[], object]] = {
+            **{f"put_checkpoint {field}": partial(lambda field: store.put_checkpoint(checkpoint(**{field: bad})), field)
+               for field in self._CHECKPOINT_TEXTS},
+            **{f"put_checkpoint_writes {field}": partial(
+                lambda field: store.put_checkpoint_writes(writes(**{field: bad}), replace=False), field)
+               for field in self._WRITE_TEXTS},
+            "put_checkpoint_with_writes checkpoint": lambda: store.put_checkpoint_with_writes(
+                checkpoint(type=bad), [make_checkpoint_write("t", "cp-2", "task", 0)], replace=False),
+            "put_checkpoint_with_writes write": lambda: store.put_checkpoint_with_writes(
+                checkpoint(), writes(channel=bad), replace=False),
+            "get_checkpoint thread_id": lambda: store.get_checkpoint(bad),
+            "get_checkpoint namespace": lambda: store.get_checkpoint("t", bad),
+            "get_checkpoint checkpoint_id": lambda: store.get_checkpoint("t", "", "cp-1" + bad),
+            "list_checkpoints thread_id": lambda: store.list_checkpoints(thread_id=bad),
+            "list_checkpoints namespace": lambda: store.list_checkpoints(namespace=bad),
+            "list_checkpoints checkpoint_id": lambda: store.list_checkpoints(checkpoint_id="cp-1" + bad),
+            "list_checkpoints before": lambda: store.list_checkpoints(before="cp-1" + bad),
+            "delete_checkpoints": lambda: store.delete_checkpoints(bad),
+            "copy_checkpoints source": lambda: store.copy_checkpoints(bad, "t2"),
+            "copy_checkpoints target": lambda: store.copy_checkpoints("t", bad),
+        }
+        refused_as_not_utf8(store, calls[call])
+        assert self.everything(store) == before
 
     def test_single_string_ids_refused(self, store: Store) -> None:
         store.put_checkpoint(make_checkpoint("t", "cp-1", run_id="t"))

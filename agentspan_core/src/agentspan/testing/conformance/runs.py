@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -17,7 +19,13 @@ from agentspan.errors import (
 )
 from agentspan.records import RunStatus, StepResult, StepStatus
 from agentspan.stores.base import Store
-from agentspan.testing.conformance.records import ConformanceBase, make_approval, make_run, make_step
+from agentspan.testing.conformance.records import (
+    ConformanceBase,
+    make_approval,
+    make_run,
+    make_step,
+    refused_as_not_utf8,
+)
 
 __all__ = ["RunConformance"]
 
@@ -137,6 +145,50 @@ class RunConformance(ConformanceBase):
         for bad in ("\ud800", "a\udcff"):
             with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
                 calls[lookup](bad)
+
+    _RUN_FIELDS = ("framework", "agent", "session_id", "idempotency_key", "parent_run_id", "error", "lease_owner")
+
+    @pytest.mark.parametrize("write", [
+        "create_run id", *(f"create_run {field}" for field in _RUN_FIELDS),
+        "update_run run_id", "update_run error", "update_run error, stale epoch",
+        "cancel_run run_id", "cancel_run reason", "cancel_run reason, ended run",
+        "reopen_run run_id", "reopen_run owner",
+        "claim_run run_id", "claim_run owner", "claim_run owner, stale epoch", "claim_run owner, ended run",
+        "renew_lease run_id",
+    ])  # fmt: skip
+    def test_run_writes_of_text_that_is_not_utf8_are_refused(self, store: Store, write: str) -> None:
+        """A lone surrogate in an id, a name or a message (not in a JSON value, where it is kept
+        escaped) is refused as SQLite and PostgreSQL, which take text as UTF-8, refuse to bind
+        it: before the other checks of the write (a stale epoch, an ended run), changing nothing."""
+        bad = "a\udcff"
+        run = self.claimed(store)
+        ended = self.claimed(store)
+        store.update_run(ended.id, epoch=1, status=RunStatus.FAILED, error="boom", release_lease=True)
+        before = [r.model_dump() for r in store.list_runs()]
+        later = time.time() + 60
+        calls: dict[str, Callable[[], object]] = {
+            # (pydantic refuses a lone surrogate in ``Run(id=...)``: a record built without validation)
+            "create_run id": lambda: store.create_run(make_run().model_copy(update={"id": bad})),
+            **{f"create_run {field}": partial(lambda field: store.create_run(make_run(**{field: bad})), field)
+               for field in self._RUN_FIELDS},
+            "update_run run_id": lambda: store.update_run(bad, epoch=1),
+            "update_run error": lambda: store.update_run(run.id, epoch=1, error=bad),
+            "update_run error, stale epoch": lambda: store.update_run(run.id, epoch=7, error=bad),
+            "cancel_run run_id": lambda: store.cancel_run(bad),
+            "cancel_run reason": lambda: store.cancel_run(run.id, reason=bad),
+            "cancel_run reason, ended run": lambda: store.cancel_run(ended.id, reason=bad),
+            "reopen_run run_id": lambda: store.reopen_run(bad, owner=None, lease_expires_at=None),
+            "reopen_run owner": lambda: store.reopen_run(ended.id, owner=bad, lease_expires_at=later),
+            "claim_run run_id": lambda: store.claim_run(bad, owner="w2", expected_epoch=1, lease_expires_at=later),
+            "claim_run owner": lambda: store.claim_run(run.id, owner=bad, expected_epoch=1, lease_expires_at=later),
+            "claim_run owner, stale epoch": lambda: store.claim_run(
+                run.id, owner=bad, expected_epoch=5, lease_expires_at=later),
+            "claim_run owner, ended run": lambda: store.claim_run(
+                ended.id, owner=bad, expected_epoch=1, lease_expires_at=later),
+            "renew_lease run_id": lambda: store.renew_lease(bad, epoch=1, lease_expires_at=later),
+        }
+        refused_as_not_utf8(store, calls[write])
+        assert [r.model_dump() for r in store.list_runs()] == before
 
     def test_list_runs_before_custom_ids_sort_as_text(self, store: Store) -> None:
         for rid in ("b", "a-2", "a-10", "Z", "é", "😀"):

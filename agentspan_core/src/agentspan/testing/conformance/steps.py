@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from operator import attrgetter
 
 import pytest
 
 from agentspan.errors import ConfigurationError, LeaseLostError, StepNotFound
-from agentspan.records import RunStatus, StepKind, StepResult, StepStatus
+from agentspan.records import RunStatus, Step, StepKind, StepResult, StepStatus
 from agentspan.stores.base import Store
-from agentspan.testing.conformance.records import PAYLOAD, ConformanceBase, make_approval, make_step
+from agentspan.testing.conformance.records import (
+    PAYLOAD,
+    ConformanceBase,
+    make_approval,
+    make_step,
+    refused_as_not_utf8,
+)
 
 __all__ = ["StepConformance"]
 
@@ -189,6 +197,78 @@ class StepConformance(ConformanceBase):
         for bad in ("\ud800", run.id + "\udcff"):
             with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
                 store.list_steps(bad)
+
+    _STEP_TEXTS = ("run_id", "key", "name", "input_hash", "error", "provider", "model")
+    _RESULT_TEXTS = ("error", "provider", "model")
+
+    @pytest.mark.parametrize("write", [
+        *(f"start_step {field}" for field in _STEP_TEXTS), "start_step name, stale epoch",
+        "finish_step run_id", "finish_step key", *(f"finish_step {field}" for field in _RESULT_TEXTS),
+        "finish_step error, stale epoch", "finish_step error, ended step",
+        "record_step key", "record_step name", *(f"record_step result {field}" for field in _RESULT_TEXTS),
+        "supersede_steps run_id", "supersede_steps key", "supersede_steps key, after a missing one",
+        "supersede_steps prefix", "supersede_steps reason",
+    ])  # fmt: skip
+    def test_step_writes_of_text_that_is_not_utf8_are_refused(self, store: Store, write: str) -> None:
+        """A lone surrogate in an id, a key, a name or a message (not in a JSON value, where it is
+        kept escaped) is refused as SQLite and PostgreSQL, which take text as UTF-8, refuse to bind
+        it, changing nothing: before the fence and the step's state are checked (a write of an
+        ended step, on a stale epoch); a `record_step` whose result holds one starts no step."""
+        bad = "a\udcff"
+        run = self.claimed(store)
+        store.start_step(make_step(run.id, "a", 0), epoch=1)
+        store.record_step(make_step(run.id, "done", 1), StepResult(status=StepStatus.COMPLETED, output=1), epoch=1)
+        before = self.snapshot(store, run.id)
+
+        def step(**fields: object) -> Step:  # (pydantic refuses a lone surrogate in a run id or key)
+            return make_step(run.id, "b", 2).model_copy(update=fields)
+
+        def result(**fields: object) -> StepResult:
+            return StepResult(status=StepStatus.COMPLETED, output={"ok": 1}).model_copy(update=fields)
+
+        calls: dict[str, Callable[[], object]] = {
+            **{f"start_step {field}": partial(lambda field: store.start_step(step(**{field: bad}), epoch=1), field)
+               for field in self._STEP_TEXTS},
+            "start_step name, stale epoch": lambda: store.start_step(step(name=bad), epoch=9),
+            "finish_step run_id": lambda: store.finish_step(bad, "a", result(), epoch=1),
+            "finish_step key": lambda: store.finish_step(run.id, "a" + bad, result(), epoch=1),
+            **{f"finish_step {field}": partial(
+                lambda field: store.finish_step(run.id, "a", result(**{field: bad}), epoch=1), field)
+               for field in self._RESULT_TEXTS},
+            "finish_step error, stale epoch": lambda: store.finish_step(run.id, "a", result(error=bad), epoch=9),
+            "finish_step error, ended step": lambda: store.finish_step(run.id, "done", result(error=bad), epoch=1),
+            "record_step key": lambda: store.record_step(step(key=bad), result(), epoch=1),
+            "record_step name": lambda: store.record_step(step(name=bad), result(), epoch=1),
+            **{f"record_step result {field}": partial(
+                lambda field: store.record_step(step(), result(**{field: bad}), epoch=1), field)
+               for field in self._RESULT_TEXTS},
+            "supersede_steps run_id": lambda: store.supersede_steps(bad, ["a"], prefix="p:", reason="r", epoch=1),
+            "supersede_steps key": lambda: store.supersede_steps(run.id, [bad], prefix="p:", reason="r", epoch=1),
+            "supersede_steps key, after a missing one": lambda: store.supersede_steps(
+                run.id, ["missing", bad], prefix="p:", reason="r", epoch=1),
+            "supersede_steps prefix": lambda: store.supersede_steps(run.id, ["a"], prefix=bad, reason="r", epoch=1),
+            "supersede_steps reason": lambda: store.supersede_steps(run.id, ["a"], prefix="p:", reason=bad, epoch=1),
+        }
+        refused_as_not_utf8(store, calls[write])
+        assert self.snapshot(store, run.id) == before
+
+    def test_json_values_holding_a_lone_surrogate_round_trip(self, store: Store) -> None:
+        """A lone surrogate in a JSON value (a tool result quoting a file name decoded with
+        ``surrogateescape``, say) is kept, as its escape: unlike one in an id, a name or a message."""
+        value = {"text": "a\udcff", "list": ["\ud800", 1]}
+        run = self.claimed(store, input=value, options={"o": value})
+        store.start_step(make_step(run.id, "a", 0, input=value), epoch=1)
+        store.finish_step(run.id, "a", StepResult(status=StepStatus.COMPLETED, output=value), epoch=1)
+        store.record_step(make_step(run.id, "b", 1, input=[value]), StepResult(status=StepStatus.COMPLETED,
+                                                                                output=[value]), epoch=1)
+        store.request_approval(make_approval(run.id, "c", args=value), epoch=1)
+        store.update_run(run.id, epoch=1, status=RunStatus.FAILED, output=value, error="boom", release_lease=True)
+        got = store.get_run(run.id)
+        assert (got.input, got.options, got.output) == (value, {"o": value}, value)
+        assert [(s.input, s.output) for s in store.list_steps(run.id)] == [(value, value), ([value], [value])]
+        assert store.find_approval(run.id, "c").args == value  # type: ignore[union-attr]
+        reopened = store.reopen_run(run.id, owner=None, lease_expires_at=None, options={"p": value})
+        assert (reopened.options["o"], reopened.options["p"]) == (value, value)
 
     def test_json_round_trip(self, store: Store) -> None:
         run = self.claimed(store, input=PAYLOAD, options={"payload": PAYLOAD})
