@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import pytest
 
@@ -235,7 +236,7 @@ class CheckpointConformance(CheckpointMaintenanceConformance):
         }  # fmt: skip
         store.put_checkpoint(make_checkpoint("t", "cp-1", metadata=metadata))
         store.put_checkpoint(make_checkpoint("t", "cp-0", metadata={"a": {"b": "dotted"}, "text": 1}))
-        matching = [
+        matching: list[dict[str, Any]] = [
             {"cfg": {"y": [1, {"z": None}], "x": 1}}, {"tags": ["a", "b"]}, {"flag": True}, {"step": 1},
             {"step": 1.0}, {"none": None, "flag": True}, {"score": 1.5}, {"text": "1"}, {"a.b": "dotted"},
             {'q"k': "quoted"}, {"": "empty"}, {"uni": "🚀 é"}, {"big": 2**63 + 12345}, {"payload": PAYLOAD},
@@ -243,7 +244,7 @@ class CheckpointConformance(CheckpointMaintenanceConformance):
         ]  # fmt: skip
         for query in matching:
             assert ids_of(store.list_checkpoints(metadata=query)) == ["cp-1"], query
-        failing = [
+        failing: list[dict[str, Any]] = [
             {"cfg": {"x": 1}}, {"cfg": {"x": 1, "y": [1, {"z": None}], "w": 2}}, {"tags": ["b", "a"]},
             {"tags": ["a"]}, {"flag": 1}, {"step": True}, {"step": "1"}, {"none": False}, {"none": 0},
             {"missing": "x"}, {"text": 1.5}, {"uni": "🚀 e"}, {"big": 2**63 + 12346}, {"a": "dotted"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ __all__ = ["RetentionConformance"]
 class RetentionConformance(ConformanceBase):
     """Contract tests for `Store.delete_runs`."""
 
-    def ended(self, store: Store, status: RunStatus, **fields: object) -> Run:
+    def ended(self, store: Store, status: RunStatus, **fields: Any) -> Run:
         """A claimed run with a completed step and a decided approval, then ended with ``status``."""
         run = self.claimed(store, **fields)
         store.start_step(make_step(run.id, "tool:0", 0), epoch=1)
