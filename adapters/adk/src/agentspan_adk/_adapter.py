@@ -37,6 +37,7 @@ from google.adk.plugins import BasePlugin
 from google.adk.runners import Runner
 from google.adk.sessions import Session
 from google.adk.tools import BaseTool
+from google.adk.workflow import BaseNode
 from google.genai import types
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
@@ -50,6 +51,7 @@ from agentspan.testing import MockSetup, StandIns
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_adk import _codec, _confirmations, _managed
 from agentspan_adk._reading import agent_path, options_of
+from agentspan_adk._roots import check_agent_root
 from agentspan_adk._session import SeededSessionService, SessionSnapshots
 from agentspan_adk.plugin import AgentspanPlugin
 
@@ -93,7 +95,21 @@ class ADKAdapter(Adapter):
         "`agentspan runs retry RUN_ID` made it pending)"})
 
     def accepts(self, target: Any) -> bool:
-        return isinstance(target, (BaseAgent, App))
+        """Whether ``target`` is an ADK agent or App (any ADK ``BaseNode`` counts as ADK's).
+
+        Raises:
+            ConfigurationError: ``target`` is, or is an App rooted at, an ADK graph workflow
+                (`agentspan_adk._roots`). Raised here, where every entry point (``run``,
+                ``start``, ``resume``, ``serve``, the testing kit) asks before storing anything,
+                rather than from ``agent_name`` (skipped when the caller names the agent).
+        """
+        if isinstance(target, App):
+            check_agent_root(target.root_agent)
+            return True
+        if isinstance(target, BaseNode):  # (BaseAgent is one)
+            check_agent_root(target)
+            return True
+        return False
 
     def agent_name(self, target: Any) -> str:
         # the ignore: ADK 2 types App.root_agent as any BaseNode (None refused by App's validator)

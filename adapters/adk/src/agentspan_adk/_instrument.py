@@ -10,6 +10,7 @@ import wrapt
 from google.adk.runners import Runner
 
 import agentspan
+from agentspan_adk._roots import check_agent_root
 from agentspan_adk.plugin import AgentspanPlugin
 
 PATCHED = "every google.adk Runner gets an AgentspanPlugin unless it has one"
@@ -20,6 +21,7 @@ def _init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwa
     wrapped(*args, **kwargs)
     if agentspan.current_step() is not None:
         return  # a Runner made inside a journaled call (an AgentTool's) is journaled by the outer one
+    check_agent_root(instance.agent)  # a graph workflow's Runner: refused now, not at its first message
     manager = instance.plugin_manager
     if not any(isinstance(plugin, AgentspanPlugin) for plugin in manager.plugins):
         manager.register_plugin(AgentspanPlugin())

@@ -38,6 +38,7 @@ from agentspan.tools import DEFAULT_TOOL_OPTIONS
 from agentspan_adk import _clock, _confirmations, _managed, _mock, _tools
 from agentspan_adk._journal import Journal
 from agentspan_adk._reading import agent_path, invocation_of, live_events
+from agentspan_adk._roots import check_agent_root
 
 _NESTING_KINDS = ("tool", "handoff")
 
@@ -72,6 +73,10 @@ class AgentspanPlugin(BasePlugin):
         journal = self._journals.get(ic.invocation_id)
         if journal is not None:
             return journal
+        # A Runner driving a graph workflow (`Runner(node=...)`, `App(root_agent=Workflow(...))`)
+        # gives its invocation no agent: refused before a run is opened (ADK wraps the error in a
+        # RuntimeError, the ConfigurationError its cause)
+        check_agent_root(ic.agent)
         step, active = agentspan.current_step(), agentspan.active_run()
         if step is not None and step.kind in _NESTING_KINDS:
             owner = active if active is not None and active.run_id == step.run_id else next(
