@@ -227,3 +227,67 @@ def test_an_agent_tools_own_session_is_journaled_and_not_written_twice(home):
     copy_id = crashed_copy(handle.id, keep=None, keys={k for k in keys if k == "llm:0" or k.startswith(tool_key + "/")})
     assert agentspan.resume(copy_id, agent()).result(timeout=20).final_output == "done"
     assert asyncio.run(inner_session().get_items()) == items  # not written twice
+
+
+@pytest.mark.parametrize("killed", ["before the last write", "before the first write"])
+def test_parallel_calls_of_an_agent_tool_sharing_its_session_resume(home, killed):
+    """Two calls of one agent tool in one response write to its session in turn; killed after
+    one wrote and before the other did, the run resumes: every journaled call of the session
+    counts in the check, in the order they were made, and both wait for one check made before
+    either writes (was: refused as another run's write, for ever)."""
+    from agentspan_openai_agents.testing import ToolCall
+
+    from journal_utils import crashed_copy
+
+    def notes(name: str) -> SQLiteSession:
+        return SQLiteSession(name, str(home / "notes.db"))
+
+    def agent(name: str) -> Agent:
+        researcher = Agent(name="researcher", model=ScriptedModel(["found A", "found B"], name="r"))
+        tool = researcher.as_tool(tool_name="research", tool_description="Research.", session=notes(name))
+        return Agent(name="lead", tools=[tool], model=ScriptedModel(
+            [[ToolCall("research", {"input": "a"}, call_id="cA"), ToolCall("research", {"input": "b"}, call_id="cB")],
+             "done"], name="l"))
+
+    handle = agentspan.start(agent("notes"), "go")
+    assert handle.result(timeout=20).final_output == "done"
+    steps = handle.steps()
+    session_steps = [s for s in steps if (s.name or "").startswith("session.")]
+    writes = [s.seq for s in session_steps if s.name == "session.add_items"]
+    # the process killed right before a session write, both tool calls in flight (before the first
+    # one: both calls' writes go live on the resume, after one check of the session)
+    cut = max(writes) if killed == "before the last write" else min(writes)
+    kept = [s for s in steps if s.key.count("/") >= 2 and s.seq < cut]
+    copy_id = crashed_copy(handle.id, keep=None, keys={"llm:0"} | {s.key for s in kept})
+
+    async def as_left() -> None:  # the copy's session, as that process left it
+        for s in kept:
+            if s.name == "session.add_items":
+                await notes("notes-2").add_items(s.input["items"])
+
+    asyncio.run(as_left())
+    assert agentspan.resume(copy_id, agent("notes-2")).result(timeout=20).final_output == "done"
+    items = asyncio.run(notes("notes-2").get_items())
+    assert items == asyncio.run(notes("notes").get_items())  # the uncrashed run's session, each item once
+
+
+def test_an_agent_tool_given_a_compacting_session_fails_the_run(home, monkeypatch):
+    """A session that compacts itself through a model cannot be journaled: refused, and the run
+    fails with it (was: the SDK answered the tool call with an error message and the run
+    completed, the tool never working)."""
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    from agentspan.errors import ConfigurationError
+    from agentspan_openai_agents.testing import ToolCall
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")  # its client is built, never called
+    compacting = OpenAIResponsesCompactionSession(
+        session_id="notes", underlying_session=SQLiteSession("notes", str(home / "n.db")))
+    researcher = Agent(name="researcher", model=ScriptedModel(["found it"], name="r"))
+    tool = researcher.as_tool(tool_name="research", tool_description="Research.", session=compacting)
+    lead = Agent(name="lead", tools=[tool],
+                 model=ScriptedModel([ToolCall("research", {"input": "x"}), "done"], name="l"))
+    handle = agentspan.start(lead, "go")
+    with pytest.raises(ConfigurationError, match="compacts itself"):
+        handle.result(timeout=20)
+    assert handle.status() is agentspan.RunStatus.FAILED

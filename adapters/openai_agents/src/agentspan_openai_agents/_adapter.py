@@ -23,6 +23,7 @@ from agentspan_openai_agents._model import CallTracker, JournalingProvider
 from agentspan_openai_agents._nested import attempt
 from agentspan_openai_agents._session import (
     SESSION_OPTION,
+    SessionChecks,
     check_resumed_session,
     check_session,
     session_for_attempt,
@@ -105,7 +106,8 @@ class OpenAIAgentsAdapter(Adapter):
                                      **wrapper.config_guardrails(config))
         kwargs = {**run.run.options, **{k: options[k] for k in RUNNER_OPTIONS if k in options}}
         kwargs.pop(SESSION_OPTION, None)
-        kwargs["session"] = session_for_attempt(run, options.get("session"))
+        wrapper.session_checks = SessionChecks(run)  # (an agent tool's session is checked with the run's)
+        kwargs["session"] = session_for_attempt(run, options.get("session"), wrapper.session_checks)
         kwargs["hooks"] = run_hooks(kwargs.get("hooks"), tracker)  # told whether their call is replayed
         if kwargs.get("error_handlers"):
             kwargs["error_handlers"] = {kind: None if handler is None else _given_originals(handler)

@@ -95,7 +95,7 @@ def _nested(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, .
             kwargs = {**kwargs, "starting_agent": wrapper.agent(agent)}
     session = kwargs.get("session")
     if session is not None and not isinstance(session, JournaledSession):  # an agent tool's own session
-        kwargs = {**kwargs, "session": nested_session(session)}
+        kwargs = {**kwargs, "session": nested_session(session, wrapper.session_checks)}
     given = kwargs.get("run_config")
     if given is None:
         kwargs = {**kwargs, "run_config": config}

@@ -28,6 +28,7 @@ journaled here.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,20 +43,91 @@ SESSION_OPTION = "session_id"
 """The stored run option naming the session a run was started with."""
 
 
+class SessionChecks:
+    """The overlap checks of one attempt of a run: one per session id, made before the attempt's
+    first live call of that session, whichever `JournaledSession` makes it (the run's own, an
+    agent tool's; parallel agent tool calls sharing one session wait for the same check, made
+    before any of them writes).
+
+    Args:
+        run: The attempt's run.
+    """
+
+    def __init__(self, run: agentspan.ActiveRun) -> None:
+        self.run = run
+        self.journaled = frozenset(key for key in run.recorded if "session:" in key)
+        """Keys of the session calls journaled before this attempt (a divergence may move them aside)."""
+        self._checks: dict[str, asyncio.Future[None]] = {}
+
+    async def before_live_call(self, session: JournaledSession) -> None:
+        """Waits for the check of ``session``'s id (started by the first caller); raises its refusal.
+
+        Raises:
+            RunStateError: The session no longer ends where the run left it.
+        """
+        if not self.journaled:  # a run's first attempt (or one with no session call journaled): nothing to check
+            return
+        check = self._checks.get(session.session_id)
+        if check is None:
+            check = self._checks[session.session_id] = asyncio.ensure_future(self._check(session))
+        await asyncio.shield(check)  # (a caller cancelled does not cancel the others' check)
+
+    async def _check(self, session: JournaledSession) -> None:
+        """Refuses to go on with the run on a session that no longer ends where the run left it:
+        every call of the session (the session id) journaled before this attempt counts, under
+        any key (the run's own turn, its agent tools'), in the order they were made.
+
+        Raises:
+            RunStateError: Another run (or a pop) changed the session's end since.
+        """
+        run = self.run
+        steps = sorted((step for step in list(run.journal.values())
+                        if step.key in run.recorded and (step.name or "").startswith("session.")
+                        and isinstance(step.input, dict) and step.input.get("session_id") == session.session_id),
+                       key=_seq)
+        # calls journaled before this attempt that a divergence moved aside (`on_divergence="live"`)
+        set_aside = any(key not in run.journal for key in self.journaled)
+        if not steps:
+            return
+        limit_setting = getattr(session.session_settings, "limit", None)
+        ends = _session_ends(steps, limit_setting if isinstance(limit_setting, int) else None)
+        # exact: the last len(items) + 1 items are read (more would show as one item too many)
+        window = max(len(items) + exact for items, exact in ends)
+        if window == 0:  # nothing known of the session's end to check
+            return
+        tail = to_jsonable_python(await value_of(session.inner.get_items(window)), fallback=str)
+        if any(_ends_as(tail, items, exact) for items, exact in ends):
+            return
+        why = ("this run's own earlier calls of it were set aside by on_divergence='live' while the session "
+               "still holds what they wrote" if set_aside else
+               "another run wrote to it, or popped its last item, since this run's last call of it; runs of "
+               "one session must not overlap")
+        refused = RunStateError(
+            f"run {run.run_id!r} cannot go on with the session {session.session_id!r}: the session no longer "
+            f"ends where this run left it ({why}). Nothing was written to the session; a retry of this run is "
+            "refused the same way: run the turn again as a new run on the session as it is")
+        if run.fatal is None:  # what the attempt fails with, though the SDK swallowed the read that raised it
+            run.fatal = refused
+        raise refused
+
+
+def _seq(step: Step) -> int:
+    return step.seq
+
+
 class JournaledSession:
     """A `Session` whose calls are journaled steps of the active run (see the module).
 
-    One is made per attempt of the run (`session_for_attempt`): the overlap check runs once in it.
+    One is made per attempt of the run (`session_for_attempt`), and per agent tool's run
+    (`nested_session`); its first live call waits for the attempt's check of the session.
     """
 
-    def __init__(self, inner: Any, journaled: frozenset[str] = frozenset()) -> None:
+    def __init__(self, inner: Any, checks: SessionChecks | None = None) -> None:
         self.inner = inner
-        self._journaled = journaled
-        """Keys of the session calls journaled before this attempt (a divergence may move them aside)."""
         self.session_id = inner.session_id
         self.session_settings = getattr(inner, "session_settings", None)
+        self._checks = checks
         self._checked = False
-        self._refused: RunStateError | None = None
 
     async def get_items(self, limit: int | None = None) -> list[Any]:
         """The session's items (the last ``limit``), replayed from the journal when read before."""
@@ -97,72 +169,52 @@ class JournaledSession:
             return to_jsonable_python(await value_of(call()), fallback=str)
 
         key = run.next_key("session")
-        if self._refused is not None:  # the SDK swallows some read errors (its retry cleanup): refused again
-            raise self._refused
-        if not self._checked and not run.will_replay(key):  # this attempt's first live call of the session
+        # Every live call waits for the check (the SDK swallows some read errors, its retry
+        # cleanup: a refusal is raised again by the next call); a replayed one needs none.
+        if self._checks is not None and (self._checked or not run.will_replay(key)):
             self._checked = True
-            await self._check_not_moved_on(run, key)
+            await self._checks.before_live_call(self)
         return await run.step(kind=agentspan.StepKind.CHECKPOINT, key=key,
                               name=f"session.{method}", input={"session_id": self.session_id, **args},
                               input_hash=None, invoke=invoke, dump=_same, load=_same, durable_start=durable_start)
 
-    async def _check_not_moved_on(self, run: agentspan.ActiveRun, key: str) -> None:
-        """Refuses to go on with ``run`` on a session that no longer ends where the run left it.
 
-        Only session calls journaled before this attempt count: in a run's first attempt there
-        are none, and nothing is read.
+def session_for_attempt(run: agentspan.ActiveRun, session: Any, checks: SessionChecks) -> JournaledSession | None:
+    """The journaled session of this attempt of ``run`` (None without one); see `check_resumed_session`.
 
-        Raises:
-            RunStateError: Another run (or a clear, a pop) changed the session's end since.
-        """
-        prefix, _, index = key.rpartition("session:")
-        keys = [f"{prefix}session:{i}" for i in range(int(index) + 1)]
-        steps = [step for k in keys if (step := run.journal.get(k)) is not None and step.key in run.recorded]
-        # calls journaled before this attempt that a divergence moved aside (`on_divergence="live"`)
-        set_aside = any(k in self._journaled and k not in run.journal for k in keys)
-        if not steps:
-            return
-        limit_setting = getattr(self.session_settings, "limit", None)
-        ends = _session_ends(steps, limit_setting if isinstance(limit_setting, int) else None)
-        # exact: the last len(items) + 1 items are read (more would show as one item too many)
-        window = max(len(items) + exact for items, exact in ends)
-        if window == 0:  # nothing known of the session's end to check
-            return
-        tail = to_jsonable_python(await value_of(self.inner.get_items(window)), fallback=str)
-        if any(_ends_as(tail, items, exact) for items, exact in ends):
-            return
-        why = ("this run's own earlier calls of it were set aside by on_divergence='live' while the session "
-               "still holds what they wrote" if set_aside else
-               "another run wrote to it, or popped its last item, since this run's last call of it; runs of "
-               "one session must not overlap")
-        self._refused = RunStateError(
-            f"run {run.run_id!r} cannot go on with the session {self.session_id!r}: the session no longer ends "
-            f"where this run left it ({why}). Nothing was written to the session; a retry of this run is "
-            "refused the same way: run the turn again as a new run on the session as it is")
-        if run.fatal is None:  # what the attempt fails with, though the SDK swallowed the read that raised it
-            run.fatal = self._refused
-        raise self._refused
-
-
-def session_for_attempt(run: agentspan.ActiveRun, session: Any) -> JournaledSession | None:
-    """The journaled session of this attempt of ``run`` (None without one); see `check_resumed_session`."""
+    Args:
+        run: The attempt's run.
+        session: The session the caller gave (None: none).
+        checks: The attempt's overlap checks (`SessionChecks`).
+    """
     check_resumed_session(run.run_id, run.run.options, session)
     if session is None:
         return None
-    return JournaledSession(session, frozenset(key for key in run.recorded if "session:" in key))
+    return JournaledSession(session, checks)
 
 
-def nested_session(session: Any) -> JournaledSession:
+def nested_session(session: Any, checks: SessionChecks | None) -> JournaledSession:
     """The journaled session of a run made inside a tool call of the active run (an agent tool's
     ``session=``): its calls are steps under the tool call's key, as the nested run's model calls.
 
+    Args:
+        session: The session the nested run was given.
+        checks: The attempt's overlap checks (None: a check of the nested session's own).
+
     Raises:
-        ConfigurationError: ``session`` is not one `JournaledSession` can make durable.
+        ConfigurationError: ``session`` is not one `JournaledSession` can make durable (also kept as
+            the run's `fatal` error: the SDK would turn it into a message to the model).
     """
-    check_session(session)
     run = agentspan.active_run()
-    journaled = frozenset() if run is None else frozenset(key for key in run.recorded if "session:" in key)
-    return JournaledSession(session, journaled)
+    try:
+        check_session(session)
+    except ConfigurationError as refused:
+        if run is not None and run.fatal is None:
+            run.fatal = refused
+        raise
+    if checks is None and run is not None:
+        checks = SessionChecks(run)
+    return JournaledSession(session, checks)
 
 
 def check_resumed_session(run_id: str, stored_options: Mapping[str, Any], session: Any) -> None:

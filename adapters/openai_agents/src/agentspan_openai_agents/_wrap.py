@@ -20,7 +20,7 @@ import time
 import typing
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents import (
     Agent,
@@ -54,6 +54,9 @@ from agentspan_openai_agents._model import (
 )
 from agentspan_openai_agents._nested import checking
 from agentspan_openai_agents._results import programmatic, result_loader, text_dump
+
+if TYPE_CHECKING:
+    from agentspan_openai_agents._session import SessionChecks
 
 _Guardrail = typing.TypeVar("_Guardrail", InputGuardrail[Any], OutputGuardrail[Any])
 _ToolGuardrail = typing.TypeVar("_ToolGuardrail", ToolInputGuardrail[Any], ToolOutputGuardrail[Any])
@@ -266,6 +269,9 @@ class AgentWrapper:
     def __init__(self, tracker: CallTracker) -> None:
         self.tracker = tracker
         self._clones: dict[int, Agent[Any]] = {}
+        self.session_checks: SessionChecks | None = None
+        """The attempt's session overlap checks (`agentspan_openai_agents._session`), for its
+        agent tools' sessions too."""
 
     def agent(self, agent: Agent[Any]) -> Agent[Any]:
         """Returns the durable clone of ``agent`` (the same clone for the same agent); a clone an
