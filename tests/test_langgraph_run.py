@@ -620,6 +620,11 @@ def test_a_chat_models_prompt_cache_reads_and_writes_are_its_cached_input():
     message = AIMessage("hi", usage_metadata=lifetimes)
     metrics = _calls._usage(ChatResult(generations=[ChatGeneration(message=message)]))
     assert (metrics.cached_input_tokens, metrics.cache_write_tokens) == (600, 300)
+    # older langchain-anthropic: the lifetimes and their total in cache_creation (not counted twice)
+    older = {**usage, "input_token_details": {"cache_read": 600, "cache_creation": 300,
+                                              "ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100}}
+    metrics = _calls._usage(ChatResult(generations=[ChatGeneration(message=AIMessage("hi", usage_metadata=older))]))
+    assert (metrics.cache_write_tokens, metrics.cache_write_1h_tokens) == (300, 100)  # was 600: priced twice
     plain = AIMessage("hi", usage_metadata={"input_tokens": 5, "output_tokens": 1, "total_tokens": 6})
     metrics = _calls._usage(ChatResult(generations=[ChatGeneration(message=plain)]))
     assert (metrics.cached_input_tokens, metrics.cache_write_tokens) == (None, None)  # not reported: unknown

@@ -67,8 +67,9 @@ def load_chat_result(data: dict[str, Any]) -> ChatResult:
     )
 
 
-_CACHE_WRITES = ("cache_creation", "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
-"""The ``input_token_details`` keys LangChain's chat models count prompt-cache writes under."""
+_CACHE_LIFETIMES = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+"""The ``input_token_details`` keys langchain-anthropic counts prompt-cache writes under by their
+lifetime (the others count them all under ``cache_creation``)."""
 
 
 def _usage(result: ChatResult) -> agentspan.LlmMetrics:
@@ -84,11 +85,14 @@ def _usage(result: ChatResult) -> agentspan.LlmMetrics:
             details = usage.get("input_token_details") or {}
             if details.get("cache_read") is not None:
                 cache_reads = (cache_reads or 0) + int(details["cache_read"] or 0)
-            # (langchain-anthropic puts writes with a cache lifetime in ephemeral_5m/1h_input_tokens,
-            # cache_creation then 0; the 1-hour ones are billed at their own, higher price)
-            written = [details.get(k) for k in _CACHE_WRITES]
-            if any(count is not None for count in written):
-                cache_writes = (cache_writes or 0) + sum(int(count or 0) for count in written)
+            # Writes by lifetime when reported so (langchain-anthropic: ephemeral_5m/1h_input_tokens;
+            # its cache_creation is 0 then in recent versions, their total in older ones: not added
+            # to them), else cache_creation; the 1-hour ones are billed at their own, higher price.
+            by_lifetime = [details.get(k) for k in _CACHE_LIFETIMES]
+            if any(count is not None for count in by_lifetime):
+                cache_writes = (cache_writes or 0) + sum(int(count or 0) for count in by_lifetime)
+            elif details.get("cache_creation") is not None:
+                cache_writes = (cache_writes or 0) + int(details["cache_creation"] or 0)
             if details.get("ephemeral_1h_input_tokens") is not None:
                 cache_writes_1h = (cache_writes_1h or 0) + int(details["ephemeral_1h_input_tokens"] or 0)
         model = model or (message.response_metadata or {}).get("model_name")
