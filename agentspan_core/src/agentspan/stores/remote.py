@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from agentspan import wire
 from agentspan.errors import (
@@ -42,7 +42,6 @@ from agentspan.errors import (
     RunStateError,
     StepNotFound,
 )
-from agentspan.jsontext import model_json
 from agentspan.records import (
     JSON,
     Approval,
@@ -61,6 +60,7 @@ from agentspan.stores.plain_http import Answer
 from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, parsed, seg
 from agentspan.stores.remote_async import RemoteAsyncSteps
 from agentspan.stores.remote_checkpoints import RemoteCheckpoints
+from agentspan.stores.remote_texts import check_texts, refuse_unstorable, request_json
 from agentspan.stores.remote_urls import parsed_url, plain_http_for, query_string, split_urls
 
 _T = TypeVar("_T")
@@ -139,7 +139,8 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
 
     # ---- plumbing -------------------------------------------------------------------------
     def _attempt(self, method: str, path: str, body: BaseModel | None, params: Any) -> Answer:
-        content = model_json(body) if body is not None else None
+        # text holding a lone surrogate: refused here as every store refuses it (`remote_texts`)
+        content = request_json(body, self._shown[self._current]) if body is not None else None
         plain = self._plain[self._current]
         try:
             if plain is not None:
@@ -152,6 +153,11 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         except httpx.TransportError as exc:
             raise failed_attempt(self._shown[self._current], exc) from exc
         return checked(response, self._shown[self._current])
+
+    def _refuse_unstorable(self, exc: ValidationError) -> None:
+        """Raises the stores' `ConfigurationError` for pydantic's refusal, building a request body,
+        of text holding a lone surrogate (`remote_texts.refuse_unstorable`); returns for another error."""
+        refuse_unstorable(exc, self._shown[self._current])
 
     def _httpx_request(self, method: str, path: str, content: bytes | None, params: Any) -> Answer:
         url = parsed_url(self.urls[self._current] + wire.API_PREFIX + path)
@@ -322,7 +328,11 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
             run = self.get_run(run_id)
             return run.lease_owner == owner and run.lease_epoch == expected_epoch + 1
 
-        body = wire.ClaimRun(owner=owner, expected_epoch=expected_epoch, lease_expires_at=lease_expires_at)
+        try:
+            body = wire.ClaimRun(owner=owner, expected_epoch=expected_epoch, lease_expires_at=lease_expires_at)
+        except ValidationError as exc:
+            self._refuse_unstorable(exc)
+            raise
         response = self._call("POST", f"/runs/{seg(run_id)}/claim", body, already_done=ours)
         return self.get_run(run_id) if response is None else parsed(response, Run)
 
@@ -354,7 +364,12 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         if held is not None:
             self.record_step(held[0], result, epoch=epoch)
             return
-        self._call("POST", f"/runs/{seg(run_id)}/steps/finish", wire.FinishStep(key=key, result=result, epoch=epoch),
+        try:  # (free unless raised)
+            body = wire.FinishStep(key=key, result=result, epoch=epoch)
+        except ValidationError as exc:
+            self._refuse_unstorable(exc)
+            raise
+        self._call("POST", f"/runs/{seg(run_id)}/steps/finish", body,
                    already_done=self._step_done(run_id, key, result.status))
 
     def record_step(self, step: Step, result: StepResult, *, epoch: int) -> None:
@@ -385,11 +400,16 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
         """
         if not prefix:
             raise ConfigurationError("supersede_steps needs a non-empty prefix")
+        try:
+            body = wire.SupersedeSteps(keys=list(keys), prefix=prefix, reason=reason, epoch=epoch)
+        except ValidationError as exc:
+            self._refuse_unstorable(exc)
+            raise
+        check_texts(body, self._shown[self._current])  # refused before the held starts go out
         for key in dict.fromkeys(keys):
             held = self._deferred.take(run_id, key)
             if held is not None:
                 self._send_start(held[0], held[1], False)
-        body = wire.SupersedeSteps(keys=list(keys), prefix=prefix, reason=reason, epoch=epoch)
         self._call("POST", f"/runs/{seg(run_id)}/steps/supersede", body)
 
     # ---- approvals ------------------------------------------------------------------------
@@ -427,7 +447,11 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
 
     def claim_announcement(self, approval_id: str, *, claimant: str) -> bool:
         check_claimant(claimant)
-        body = wire.ClaimAnnouncement(claimant=claimant)  # a retried claim by the same claimant is its own
+        try:
+            body = wire.ClaimAnnouncement(claimant=claimant)  # a retried claim by the same claimant is its own
+        except ValidationError as exc:
+            self._refuse_unstorable(exc)
+            raise
         return self._ask("POST", f"/approvals/{seg(approval_id)}/announcement", body, wire.AnnouncementClaim).claimed
 
     # ---- lifecycle ------------------------------------------------------------------------

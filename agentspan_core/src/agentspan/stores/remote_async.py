@@ -23,10 +23,10 @@ import httpx
 from pydantic import BaseModel
 
 from agentspan import wire
-from agentspan.jsontext import model_json
 from agentspan.records import Step, StepResult, StepStatus
 from agentspan.stores.plain_http import Answer
 from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, seg
+from agentspan.stores.remote_texts import request_json
 
 if TYPE_CHECKING:
     from agentspan.stores.deferred import DeferredStarts
@@ -88,7 +88,7 @@ class RemoteAsyncSteps:
         where = self._shown[self._current]
         try:
             response = await self._async_client().post(
-                self.urls[self._current] + wire.API_PREFIX + path, content=model_json(body),
+                self.urls[self._current] + wire.API_PREFIX + path, content=request_json(body, where),
                 headers={"Content-Type": "application/json"})
         except httpx.TransportError as exc:
             raise failed_attempt(where, exc) from exc
