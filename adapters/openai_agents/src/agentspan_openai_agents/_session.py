@@ -68,6 +68,8 @@ class SessionChecks:
         if not self.journaled:  # a run's first attempt (or one with no session call journaled): nothing to check
             return
         check = self._checks.get(session.session_id)
+        if check is not None and not check.done() and check.get_loop() is not asyncio.get_running_loop():
+            check = None  # running on another loop (a sync tool's `Runner.run_sync`): one of its own here
         if check is None:
             check = self._checks[session.session_id] = asyncio.ensure_future(self._check(session))
         await asyncio.shield(check)  # (a caller cancelled does not cancel the others' check)
