@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,18 @@ def short_lease(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("AGENTSPAN_LEASE_TTL", str(TTL))
     agentspan.config.reset()
+
+
+def _give_up(loop: asyncio.AbstractEventLoop, agent: Agent, run_id: str, ready: Callable[[], bool]) -> None:
+    """Starts the run on ``loop`` and cancels its caller once ``ready()``; the loop is left open."""
+    async def give_up() -> None:
+        run = asyncio.ensure_future(agentspan.run_async(agent, "go", run_id=run_id))
+        while not ready():
+            await asyncio.sleep(0.01)
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+    loop.run_until_complete(give_up())
 
 
 def _agent(tool: object) -> Agent:
@@ -53,15 +66,8 @@ def test_a_sync_tool_longer_than_the_lease_runs_once_at_a_time_after_its_caller_
 
     agent = _agent(slow)
 
-    async def give_up() -> None:
-        run = asyncio.ensure_future(agentspan.run_async(agent, "go", run_id="long-tool"))
-        while not spans:
-            await asyncio.sleep(0.01)
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
-
     loop = asyncio.new_event_loop()  # left open, as a service's loop is (`asyncio.run` would wait for the thread)
-    loop.run_until_complete(give_up())
+    _give_up(loop, agent, "long-tool", lambda: bool(spans))
     assert runs_call_in_thread("long-tool")
     time.sleep(3 * TTL)  # three TTLs after the caller gave up, the thread still runs
     run = agentspan.get("long-tool").run()
@@ -88,15 +94,8 @@ def test_the_lease_lapses_once_the_cut_off_thread_ends():
         release.wait(20)
         return f"done {order_id}"
 
-    async def give_up() -> None:
-        run = asyncio.ensure_future(agentspan.run_async(_agent(slow), "go", run_id="lapses"))
-        while not ran.is_set():
-            await asyncio.sleep(0.01)
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
-
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(give_up())
+    _give_up(loop, _agent(slow), "lapses", ran.is_set)
     release.set()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -187,16 +186,9 @@ def test_a_background_job_a_finished_tool_left_running_does_not_hold_the_lease()
         [ToolCall("start_export", {"name": "x"}), "ok"], name="m", latency=2.0,
         on_call=lambda i: model_started.set() if i == 1 else None))
 
-    async def give_up() -> None:
-        run = asyncio.ensure_future(agentspan.run_async(agent, "export", run_id="background"))
-        while not model_started.is_set():
-            await asyncio.sleep(0.01)
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
-
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(give_up())
+        _give_up(loop, agent, "background", model_started.is_set)
         assert runs_call_in_thread("background")  # the job's context holds the ended tool step...
         assert _lapses_within("background", 6 * TTL)  # ...but it is no call in flight
     finally:
@@ -221,16 +213,9 @@ def test_parallel_calls_on_a_loop_that_no_longer_runs_do_not_hold_the_lease():
     agent = Agent(name="a", tools=[slow], model=ScriptedModel(
         [[ToolCall("slow", {"order_id": "1"}), ToolCall("slow", {"order_id": "2"})], "fin"], name="m"))
 
-    async def give_up() -> None:
-        run = asyncio.ensure_future(agentspan.run_async(agent, "go", run_id="idle-loop"))
-        while not started.is_set():
-            await asyncio.sleep(0.01)
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
-
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(give_up())
+        _give_up(loop, agent, "idle-loop", started.is_set)
         assert _lapses_within("idle-loop", 6 * TTL)
     finally:
         loop.close()

@@ -4,8 +4,6 @@ the OpenAPI document. The web UI, whose links a person edits, reads it as the fi
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
@@ -16,22 +14,14 @@ from agentspan_server.app import create_app
 
 from server_support import thread_server
 
-
-@pytest.fixture(autouse=True)
-def home(cli_home: Path) -> Path:
-    """An empty AGENTSPAN_HOME and fresh settings: nothing touches ~/.agentspan."""
-    return cli_home
+pytestmark = pytest.mark.usefixtures("cli_home")  # an empty AGENTSPAN_HOME: nothing touches ~/.agentspan
 
 
-@pytest.fixture
-def store(cli_store: SqliteStore) -> SqliteStore:
-    return cli_store
-
-
-def test_an_empty_before_is_a_position_before_every_id_and_documented(store: SqliteStore) -> None:
+def test_an_empty_before_is_a_position_before_every_id_and_documented(cli_store: SqliteStore) -> None:
+    store = cli_store
     ids = sorted((store.create_run(make_run())[0].id for _ in range(3)), reverse=True)
     assert store.list_runs(before="") == []
-    with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:
+    with thread_server(create_app(cli_store)) as url, httpx.Client(base_url=url) as http:
         assert [r["id"] for r in http.get("/api/runs").json()["runs"]] == ids
         assert http.get("/api/runs", params={"before": ""}).json() == {"runs": []}
         assert http.get("/api/runs?before=").json() == {"runs": []}

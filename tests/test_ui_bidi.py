@@ -4,7 +4,6 @@ escapes, as the CLI does, on every page (a real uvicorn server, read with httpx)
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,15 +21,7 @@ BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c
 ESCAPED = "".join(f"\\u{ord(c):04x}" for c in BIDI)
 
 
-@pytest.fixture(autouse=True)
-def home(cli_home: Path) -> Path:
-    """An empty AGENTSPAN_HOME and fresh settings: nothing touches ~/.agentspan."""
-    return cli_home
-
-
-@pytest.fixture
-def store(cli_store: SqliteStore) -> SqliteStore:
-    return cli_store
+pytestmark = pytest.mark.usefixtures("cli_home")  # an empty AGENTSPAN_HOME: nothing touches ~/.agentspan
 
 
 def test_visible_bidi_escapes_each_character_and_leaves_markup_alone() -> None:
@@ -41,7 +32,8 @@ def test_visible_bidi_escapes_each_character_and_leaves_markup_alone() -> None:
     assert visible_bidi(None) is None
 
 
-def test_every_page_shows_bidi_characters_as_escapes(store: SqliteStore) -> None:
+def test_every_page_shows_bidi_characters_as_escapes(cli_store: SqliteStore) -> None:
+    store = cli_store
     run, _ = store.create_run(make_run(agent=f"agent{BIDI}", input={"message": f"pay \u202e0001 {BIDI}"},
                                        session_id=f"thread{BIDI}"))  # fmt: skip
     store.claim_run(run.id, owner="w1", expected_epoch=0, lease_expires_at=time.time() + 60)
@@ -54,7 +46,7 @@ def test_every_page_shows_bidi_characters_as_escapes(store: SqliteStore) -> None
     )
     rejected = store.request_approval(make_approval(run.id, "tool:send:3"), epoch=1)
     store.decide_approval(rejected.id, approved=False, by=f"carol{BIDI}", reason=f"no {BIDI}", decided_at=time.time())
-    with thread_server(create_app(store)) as url, httpx.Client(base_url=url) as http:
+    with thread_server(create_app(cli_store)) as url, httpx.Client(base_url=url) as http:
         pages = {path: http.get(path) for path in (
             "/ui/runs", f"/ui/runs/{run.id}", "/ui/approvals", f"/ui/runs?session=thread{BIDI}",
             f"/ui/runs?before=z{BIDI}", f"/ui/runs/nothing{BIDI}",
