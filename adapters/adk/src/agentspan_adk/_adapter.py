@@ -49,7 +49,7 @@ from agentspan.errors import AgentspanError, ConfigurationError, StoreError
 from agentspan.records import JSON, StepKind
 from agentspan.testing import MockSetup, StandIns
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
-from agentspan_adk import _codec, _confirmations, _managed
+from agentspan_adk import _codec, _compaction, _confirmations, _managed
 from agentspan_adk._reading import agent_path, options_of
 from agentspan_adk._roots import check_agent_root
 from agentspan_adk._session import SeededSessionService, SessionSnapshots
@@ -201,7 +201,10 @@ class ADKAdapter(Adapter):
         extra = [p for p in [*(app.plugins if app else []), *(settings.get("plugins") or [])]
                  if not isinstance(p, AgentspanPlugin)]
         if app is not None:
-            app = app.model_copy(update={"plugins": [plugin, *extra]})
+            # (ADK's compaction after the invocation reads the App's config, not the invocation's:
+            # its summarizer journals into this run; see `agentspan_adk._compaction`)
+            app = app.model_copy(update={"plugins": [plugin, *extra], "events_compaction_config":
+                                         _compaction.journaled(app.events_compaction_config, agent, run)})
         else:
             app = App(name=app_name, root_agent=agent, plugins=[plugin, *extra])
         # As `InMemoryRunner`: artifact and memory services in this process unless given (a

@@ -54,3 +54,9 @@ def next_model_key() -> str | None:
 def _set(running: tuple[_Running, ...]) -> None:
     _running.set(running)
     agentspan.clock.bind(running[-1][0].run if running else None)
+
+
+def current() -> tuple[Journal, InvocationContext] | None:
+    """The innermost running agent of this context: its invocation's journal and its context."""
+    running = _running.get()
+    return running[-1] if running else None

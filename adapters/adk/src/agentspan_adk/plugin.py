@@ -35,7 +35,7 @@ from agentspan.divergence import OnDivergence, check_policy
 from agentspan.errors import ApprovalPending
 from agentspan.runtime import tell_replaying
 from agentspan.tools import DEFAULT_TOOL_OPTIONS
-from agentspan_adk import _clock, _confirmations, _managed, _mock, _tools
+from agentspan_adk import _clock, _compaction, _confirmations, _managed, _mock, _tools
 from agentspan_adk._journal import Journal
 from agentspan_adk._reading import agent_path, invocation_of, live_events
 from agentspan_adk._roots import check_agent_root
@@ -90,6 +90,11 @@ class AgentspanPlugin(BasePlugin):
             self._managed[ic.invocation_id] = managed
             journal = Journal(managed.run, on_suspend=lambda: self._suspend(ic.invocation_id))
         journal.run.next_model_key = _clock.next_model_key
+        # ADK's events compaction calls its summarizer's model directly, seen by no callback:
+        # this invocation's config gets a journaled summarizer (`agentspan_adk._compaction`)
+        # (the ignore: ADK 2 types ic.agent BaseAgent | BaseNode | None; `check_agent_root` made it an agent)
+        ic.events_compaction_config = _compaction.journaled(ic.events_compaction_config,
+                                                            _managed.root_of(ic.agent))  # type: ignore[arg-type]
         self._journals[ic.invocation_id] = journal
         return journal
 
