@@ -83,7 +83,7 @@ class LangGraphAdapter(Adapter):
 
     def agent_name(self, target: Any) -> str:
         _check_graph(target)
-        return str(getattr(target, "name", None) or "LangGraph")
+        return graph_name(target)
 
     def encode_input(self, input: Any) -> Any:
         if isinstance(input, Command):
@@ -198,6 +198,21 @@ class LangGraphAdapter(Adapter):
         durable = graph.copy(update={"checkpointer": AgentspanSaver(store)})
         self._durable[graph] = (store, durable)
         return durable
+
+
+DEFAULT_NAME = "LangGraph"
+"""The name LangGraph gives a graph that was given none."""
+
+
+def graph_name(graph: Pregel) -> str:
+    """The agent name a graph's runs are recorded under: its name; for a functional-API workflow
+    left with LangGraph's default name (``@entrypoint`` builds an unnamed graph), its function's
+    (the name of its one node), so that workflows are told apart in the trail and by workers."""
+    name = str(getattr(graph, "name", None) or DEFAULT_NAME)
+    if name != DEFAULT_NAME or getattr(graph, "builder", None) is not None:  # (a StateGraph keeps its builder)
+        return name
+    nodes = [n for n in getattr(graph, "nodes", None) or () if not str(n).startswith("__")]
+    return str(nodes[0]) if len(nodes) == 1 else name
 
 
 async def _input_taken(graph: Pregel, config: RunnableConfig, run_id: str) -> bool:

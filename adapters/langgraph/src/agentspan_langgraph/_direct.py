@@ -59,7 +59,7 @@ from agentspan.errors import ApprovalPending, LeaseLostError, RunNotFound
 from agentspan.records import Run, RunStatus
 from agentspan.stores.base import Store, call_store
 from agentspan_langgraph import _context
-from agentspan_langgraph._adapter import RUN_ID_METADATA, LangGraphAdapter, with_recorder
+from agentspan_langgraph._adapter import RUN_ID_METADATA, LangGraphAdapter, graph_name, with_recorder
 from agentspan_langgraph._approvals import ANSWER, pending_interrupts, resume_command, step_key
 from agentspan_langgraph._codec import from_json, to_json
 from agentspan_langgraph.saver import AgentspanSaver
@@ -118,9 +118,8 @@ class DirectRun:
         options = _adapter.encode_options({"thread_id": self.thread_id, "config": self._user_config,
                                            "durability": self.rest.get("durability"),
                                            "context": self.rest.get("context")})
-        name = str(getattr(self.graph, "name", None) or "LangGraph")
-        run = attached.new_run(framework=_adapter.framework, agent=name, input=to_json(self.input), options=options,
-                               session_id=self.thread_id)
+        run = attached.new_run(framework=_adapter.framework, agent=graph_name(self.graph), input=to_json(self.input),
+                               options=options, session_id=self.thread_id)
         stored, _ = self.store.create_run(run)
         self.attached = attached.attach(self.store, stored, fresh=True)
         return True

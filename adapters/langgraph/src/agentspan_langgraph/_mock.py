@@ -13,8 +13,9 @@ trail shows the graph's real model names. A model called through ``stream()`` di
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -92,8 +93,41 @@ def scripted_tool_call(tool: BaseTool, tool_input: Any, tool_call_id: str | None
     return answer
 
 
-def _input(value: Any) -> Any:
-    return {"messages": [{"role": "user", "content": value}]} if isinstance(value, str) else value
+def _input_for(target: Any) -> Callable[[Any], Any]:
+    """`MockSetup.input`: a str becomes a user message for a graph whose input has a ``messages``
+    channel; any other input (and a str for any other graph: an ``@entrypoint`` taking a str) as is."""
+    if not _takes_messages(target):
+        return lambda value: value
+    return lambda value: {"messages": [{"role": "user", "content": value}]} if isinstance(value, str) else value
+
+
+def _takes_messages(target: Any) -> bool:
+    """Whether the graph's input has a ``messages`` channel."""
+    builder = getattr(target, "builder", None)  # a compiled StateGraph: the channels of its input schema
+    schemas, schema = getattr(builder, "schemas", None), getattr(builder, "input_schema", None)
+    if isinstance(schemas, Mapping) and schema in schemas:
+        return "messages" in schemas[schema]
+    try:  # any other Pregel (an ``@entrypoint``): what its input's JSON schema says
+        properties = target.get_input_jsonschema().get("properties")
+    except Exception:  # a type with no JSON schema
+        return "messages" in getattr(target, "channels", {})
+    return isinstance(properties, Mapping) and "messages" in properties
+
+
+_TASK_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_NAMESPACE = re.compile(rf"^(?:[^|:]+:{_TASK_ID}\|)*[^|:]+:{_TASK_ID}(?=/|$)")
+"""A key's checkpoint namespace: ``node:<task id>`` segments joined by ``|`` (node names have neither)."""
+
+
+def stable_key(key: str) -> str:
+    """`MockSetup.stable_key`: a step key without its task ids, which LangGraph derives from the
+    checkpoint a task starts from and so change from run to run (``agent:2fea…/llm:0`` ->
+    ``agent/llm:0``; ``flow:…|step:…/llm:0`` -> ``flow|step/llm:0``). Only the namespace loses
+    them: what follows it (a tool call id) is kept as is."""
+    match = _NAMESPACE.match(key)
+    if match is None:
+        return key
+    return re.sub(f":{_TASK_ID}", "", match.group()) + key[match.end():]
 
 
 def _final_output(result: Any) -> Any:
@@ -115,10 +149,12 @@ def _nodes(steps: Sequence[agentspan.Step]) -> list[str]:
 def mock_setup(target: Any, stand_ins: StandIns, options: dict[str, Any]) -> MockSetup:
     """The adapter's `Adapter.mock` hook.
 
-    A str input becomes ``{"messages": [user message]}``; the output is the last message's
-    content; ``handoff_to(name)`` checks that node ``name`` ran. Stand-ins are not checked
-    against the graph's tools (a node may call tools that no ``ToolNode`` lists).
+    A str input becomes ``{"messages": [user message]}`` when the graph's input has a
+    ``messages`` channel; the output is the last message's content; ``handoff_to(name)`` checks
+    that node ``name`` ran; ``crash_at`` matches keys without their task ids (`stable_key`).
+    Stand-ins are not checked against the graph's tools (a node may call tools that no
+    ``ToolNode`` lists).
     """
 
-    return MockSetup(scope=context_scope(_stand_ins, stand_ins), input=_input, final_output=_final_output,
-                     tool_result=_tool_result, handoffs=_nodes)
+    return MockSetup(scope=context_scope(_stand_ins, stand_ins), input=_input_for(target),
+                     final_output=_final_output, tool_result=_tool_result, handoffs=_nodes, stable_key=stable_key)

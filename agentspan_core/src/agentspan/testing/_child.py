@@ -17,12 +17,18 @@ from typing import Any
 from agentspan.errors import AgentspanError, ScriptError
 from agentspan.records import JSON, Approval
 from agentspan.testing._channel import FDS_ENV, Channel
+from agentspan.testing._crash_keys import StableKey, StepNames, crash_target
 from agentspan.testing.script import Decision, Turn
 from agentspan.testing.stand_ins import StandIns
 
 
 class CrashPoint:
-    """Kills this process at the crash point, after telling the test process where."""
+    """Kills this process at the crash point, after telling the test process where.
+
+    ``at`` is matched against each step's key, and, when the adapter's keys change from run to
+    run (`MockSetup.stable_key`, set by `use_stable_keys`), against the step's stable name
+    (`agentspan.testing._crash_keys`).
+    """
 
     def __init__(self, channel: Channel, *, after: int | None, at: str | None) -> None:
         self.channel = channel
@@ -30,6 +36,19 @@ class CrashPoint:
         self.at = at
         self.journaled = 0
         self._lock = threading.Lock()
+        self._names: StepNames | None = None
+        self._target: str | None = None
+
+    def use_stable_keys(self, stable: StableKey | None) -> None:
+        """Matches ``at`` against the steps' stable names too (given the adapter's `MockSetup.stable_key`)."""
+        if stable is not None and self.at is not None:
+            self._names = StepNames(stable)
+            self._target = crash_target(self.at, stable)
+
+    def _hit(self, key: str) -> bool:
+        # Every key is named as it is met, in order, so that repeats are counted as a later run counts them.
+        named = self._names.name(key) if self._names is not None else None
+        return key == self.at or (named is not None and named == self._target)
 
     def crash(self, key: str) -> None:
         """Reports ``key`` and SIGKILLs this process."""
@@ -38,7 +57,7 @@ class CrashPoint:
 
     def started(self, key: str) -> None:
         """A step is in flight (its record is written)."""
-        if key == self.at:
+        if self.at is not None and self._hit(key):
             self.crash(key)
 
     def done(self, key: str) -> None:
@@ -53,7 +72,7 @@ class CrashPoint:
         import agentspan
 
         step = agentspan.current_step()
-        if self.at is not None and step is not None and step.key == self.at:
+        if self.at is not None and step is not None and self._hit(step.key):
             self.crash(step.key)
 
 
@@ -99,6 +118,7 @@ def run(channel: Channel, spec: dict[str, Any]) -> None:
     stand_ins = RemoteStandIns(channel, spec["stubbed"], crash)
     options = spec["options"]
     setup = prepare(adapter, target, stand_ins, dict(options))
+    crash.use_stable_keys(setup.stable_key)
     store = SqliteStore(spec["store"])
     mock_store = MockStore(store, decide=stand_ins.decide, on_started=crash.started, on_done=crash.done)
     run = create_run(adapter, target, setup.input(spec["input"]), options, store=store, run_id=spec["run_id"])

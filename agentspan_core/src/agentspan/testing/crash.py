@@ -27,7 +27,7 @@ from agentspan.errors import ConfigurationError, RunFailed, ScriptError
 from agentspan.records import new_id
 from agentspan.stores.base import Store
 from agentspan.stores.sqlite import SqliteStore
-from agentspan.testing import targets
+from agentspan.testing import _crash_keys, targets
 from agentspan.testing._channel import FDS_ENV, Channel
 from agentspan.testing._forkserver import ForkedChild, ForkServer, ForkServerUnavailable, fork_supported
 from agentspan.testing._store import MockStore
@@ -171,11 +171,13 @@ def crash_run(target: Any, input: Any, *, script: Script, stubs: Stubs, crash_af
     child = _Child(spec, (*_PRELOAD, type(adapter).__module__, *adapter.preload))
     code = child.serve(script, stubs)
     if code != -signal.SIGKILL or child.crashed_at is None:
-        _explain_no_crash(code, child, script, sqlite, run_id, crash_after, crash_at)
+        _explain_no_crash(code, child, script, sqlite, run_id, crash_after, crash_at, setup.stable_key)
     claimed = attached.claim(sqlite, run_id)
     outcome, failure = execute(MockStore(sqlite, decide=lambda a: script.decide(a.tool)[0]), claimed, adapter,
                                target_obj, setup, fresh=False)
     finish(script, failure, strict=strict, raise_errors=raise_errors)
+    if crash_at is not None and setup.stable_key is not None:  # a key of another run, read as its stable form
+        _crash_keys.check_unambiguous(crash_at, [s.key for s in sqlite.list_steps(run_id)], setup.stable_key)
     counters = outcome.counters if outcome is not None else None
     kinds = set(counters.replayed_keys) | set(counters.live_keys) if counters is not None else set()
     return build_result(sqlite, run_id, setup, raw=outcome.result if outcome is not None else None,
@@ -185,15 +187,17 @@ def crash_run(target: Any, input: Any, *, script: Script, stubs: Stubs, crash_af
 
 
 def _explain_no_crash(code: int, child: _Child, script: Script, store: Store, run_id: str,
-                      crash_after: int | None, crash_at: str | None) -> None:
+                      crash_after: int | None, crash_at: str | None, stable: _crash_keys.StableKey | None) -> None:
     """Raises the right error for a child that did not die at the crash point."""
     if script.error is not None:
         raise script.error
     point = f"crash_after={crash_after}" if crash_after is not None else f"crash_at={crash_at!r}"
     if code == 0:
         keys = [s.key for s in store.list_steps(run_id)]
+        named = "" if stable is None else (", named as crash_at takes them, without the ids that change from run "
+                                           "to run and with #n for a step's repeats")
         raise ConfigurationError(
-            f"the run completed in the child process without reaching {point}: it journaled {len(keys)} steps "
-            f"({', '.join(keys) or 'none'})")
+            f"the run completed in the child process without reaching {point}: it journaled {len(keys)} steps"
+            f"{named} ({_crash_keys.explain(keys, stable)})")
     reason = child.failed or f"exit code {code}; its output:\n{child.stderr_tail()}"
     raise RunFailed(run_id, f"the crash test's child process failed before {point}: {reason}")

@@ -62,8 +62,8 @@ def mock_run(
 
     Args:
         target: The agent or compiled graph, or its ``"module:attr"`` name.
-        input: The input, as the framework takes it (for a LangGraph graph, a str becomes
-            ``{"messages": [user message]}``).
+        input: The input, as the framework takes it (for a LangGraph graph whose input has a
+            ``messages`` channel, a str becomes ``{"messages": [user message]}``).
         script: The model's responses and the approval decisions, in order (see
             `agentspan.testing.script`), or a `Script` (its cursor shows what was used).
         tools: Stand-ins for tools by name, called with the model's arguments as keywords.
@@ -71,7 +71,11 @@ def mock_run(
         crash_after: Crash test: run in a child process, SIGKILL it once this many steps are
             journaled, and resume the run here.
         crash_at: Crash test: SIGKILL the child while the step with this key is in flight (a tool
-            after its in-flight record, before it runs; a model call before it answers).
+            after its in-flight record, before it runs; a model call before it answers). Take it
+            from an earlier run's `MockResult.crash_points`: for LangGraph, a key without the task
+            ids that change from run to run (``agent/llm:0``, ``agent/llm:0#1`` for the node's
+            next run); a full key of another run is read so too, and fails as ambiguous when it
+            fits several steps.
         store: Where the run is recorded (default: the ``agentspan_store`` fixture's store, else a
             fresh in-memory store; a crash test needs a SQLite store, by default a temporary one).
         strict: Fail when the run ends with script entries never used.

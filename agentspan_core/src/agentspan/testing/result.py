@@ -7,6 +7,7 @@ from typing import Any
 
 from agentspan.records import JSON, Approval, ApprovalStatus, Run, RunStatus, Step, StepKind, StepStatus
 from agentspan.stores.base import Store
+from agentspan.testing._crash_keys import names
 from agentspan.testing.stand_ins import MockSetup
 
 
@@ -57,6 +58,10 @@ class MockResult:
         crashed_at: The key of the step at which a crash test killed the first process.
         replayed: Steps served from the journal after the crash, per kind (``{"llm": 2, ...}``).
         live: Steps executed live after the crash, per kind.
+        crash_points: What ``crash_at`` takes for each of `steps`, in order: the step's key, or,
+            for a framework whose keys change from run to run (LangGraph's task ids), its
+            stable name (``agent/llm:0``; ``agent/llm:0#1`` for the node's next run), which names
+            the same step in the next run.
     """
 
     run_id: str
@@ -73,6 +78,7 @@ class MockResult:
     crashed_at: str | None = None
     replayed: dict[str, int] = field(default_factory=dict)
     live: dict[str, int] = field(default_factory=dict)
+    crash_points: list[str] = field(default_factory=list)
     _keep: Any = field(default=None, repr=False)  # e.g. the temporary folder of a crash test's store
 
     @property
@@ -106,4 +112,7 @@ def build_result(store: Store, run_id: str, setup: MockSetup, *, raw: Any, crash
         approvals=approvals, handoffs=setup.handoffs(steps),
         usage={"input_tokens": run.input_tokens, "output_tokens": run.output_tokens, "cost_usd": run.cost_usd,
                "steps": run.steps, "model_calls": sum(1 for s in steps if s.kind is StepKind.LLM)},
-        store=store, crashed_at=crashed_at, replayed=replayed or {}, live=live or {}, _keep=keep)
+        store=store, crashed_at=crashed_at, replayed=replayed or {}, live=live or {},
+        crash_points=[s.key for s in steps] if setup.stable_key is None else names([s.key for s in steps],
+                                                                                    setup.stable_key),
+        _keep=keep)

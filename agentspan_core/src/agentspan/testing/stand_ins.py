@@ -84,6 +84,9 @@ class MockSetup:
         final_output: The answer in the framework's result (`MockResult.output`).
         tool_result: A journaled tool output in readable form (`ToolCallRecord.result`).
         handoffs: The agents a run handed off to, from its journal.
+        stable_key: A step key in a form that is the same in every run of the target, for a
+            framework whose keys carry ids made anew by each run (LangGraph's task ids); None when
+            the keys are stable as they are. ``crash_at`` matches keys in this form.
     """
 
     options: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +96,7 @@ class MockSetup:
     final_output: Callable[[Any], Any] = _identity
     tool_result: Callable[[JSON], Any] = _identity
     handoffs: Callable[[Sequence[Step]], list[str]] = handoff_steps
+    stable_key: Callable[[str], str] | None = None
 
 
 def context_scope(var: ContextVar[_V], value: _V) -> Callable[[], AbstractContextManager[None]]:
