@@ -20,8 +20,10 @@ import pytest
 from google.adk.agents import LlmAgent
 from google.adk.apps import App
 from google.adk.apps._configs import EventsCompactionConfig
+from google.adk.apps.base_events_summarizer import BaseEventsSummarizer
 from google.adk.apps.llm_event_summarizer import LlmEventSummarizer
 from google.adk.events import Event
+from google.adk.events.event_actions import EventActions, EventCompaction
 from google.adk.models import BaseLlm, LlmRequest, LlmResponse
 from google.adk.runners import Runner
 from google.adk.sessions.sqlite_session_service import SqliteSessionService
@@ -36,6 +38,8 @@ from journal_utils import crashed_copy
 CHAIN = ["step1", "step2", "step3", "step4", "step5"]
 FINAL = "done after " + ",".join(CHAIN)
 SUMMARIES = ["worker/llm:3/compaction", "worker/llm:5/compaction"]
+FAILING: set[int] = set()
+"""Calls of the summarizer's model that fail (in this process)."""
 """The compactions ADK makes before model calls in the uncrashed run (token threshold 2000)."""
 
 
@@ -81,6 +85,8 @@ class SummarizerLlm(BaseLlm):
         n = len(lines("summaries")) + 1
         log("summaries", f"call {n}")
         crash_if(f"summary:{n}")
+        if n in FAILING:
+            raise RuntimeError(f"the summarizer's call {n} failed (a 429)")
         yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text=f"SUMMARY v{n}")]),
                           usage_metadata=usage(300, 30))
 
@@ -170,6 +176,113 @@ def test_the_apps_config_is_left_as_it_was():
     summarizer = target.events_compaction_config.summarizer
     agentspan.run(target, "go", session_id="s1")
     assert target.events_compaction_config.summarizer is summarizer
+
+
+def test_a_summary_that_failed_is_journaled_as_none_and_replayed_so(monkeypatch):
+    """ADK goes on uncompacted when its summarizer fails: the journal says so, and a resumed run
+    does not summarize there again (was: the step journaled failed, made again on resume, and
+    a summary that then came made the replayed model calls diverge)."""
+    monkeypatch.setattr(sys.modules[__name__], "FAILING", {1})
+    first = agentspan.run(app(), "go", run_id="first", session_id="first")
+    assert first.text == FINAL
+    steps = {s.key: s for s in agentspan.get("first").steps()}
+    failed = steps[SUMMARIES[0]]
+    assert failed.status is agentspan.StepStatus.COMPLETED and "a 429" in (failed.error or "")
+    keys = list(steps)
+    copy = crashed_copy("first", keys.index("worker/llm:3") + 1)
+    monkeypatch.setattr(sys.modules[__name__], "FAILING", set())
+    calls = len(lines("summaries"))
+    assert agentspan.resume(copy, app()).result(timeout=60).text == FINAL  # no ReplayDivergenceError
+    resumed = {s.key: s for s in agentspan.get(copy).steps()}
+    assert "a 429" in (resumed[SUMMARIES[0]].error or "")  # replayed as journaled, not summarized again
+    later = [k for k in resumed if "compaction" in k and keys.index(k) > keys.index("worker/llm:3")]
+    assert len(lines("summaries")) - calls == len(later)  # only the summaries after the cut are made
+
+
+class ExactlyNotSummarizer(BaseEventsSummarizer):
+    """A summarizer of one's own whose range ends just past the last event's time (not any
+    event's exact time), answering a new text on every call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def maybe_summarize_events(self, *, events: list[Event]) -> Event | None:
+        self.calls += 1
+        text = f"CUSTOM {len(lines('custom')) + 1}"
+        log("custom", text)
+        compaction = EventCompaction(start_timestamp=events[0].timestamp, end_timestamp=events[-1].timestamp + 1e-6,
+                                     compacted_content=types.Content(role="model", parts=[types.Part(text=text)]))
+        return Event(author="user", invocation_id=Event.new_id(), actions=EventActions(compaction=compaction))
+
+
+def test_a_summary_whose_range_is_not_on_event_times_is_placed_over_the_replayed_events():
+    def custom_app() -> App:
+        target = app()
+        target.events_compaction_config.summarizer = ExactlyNotSummarizer()
+        return target
+
+    assert agentspan.run(custom_app(), "go", run_id="first", session_id="first").text == FINAL
+    keys = [s.key for s in agentspan.get("first").steps()]
+    copy = crashed_copy("first", keys.index("worker/llm:3") + 1)  # after the model call the summary preceded
+    assert agentspan.resume(copy, custom_app()).result(timeout=60).text == FINAL  # was: ReplayDivergenceError
+
+
+def test_a_mock_run_makes_no_summary_through_a_real_model():
+    """`mock_run` scripts every model the agent calls: ADK's default summarizer would call the
+    agent's real model object (a billed call outside tests), so a mock run does not compact."""
+    from agentspan.testing import call, mock_run, reply
+
+    class RealModel(BaseLlm):
+        model: str = "gemini-2.5-flash"
+
+        async def generate_content_async(self, llm_request: LlmRequest,
+                                         stream: bool = False) -> AsyncGenerator[LlmResponse, None]:
+            log("real", "called")
+            yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text="REAL")]))
+
+    agent = LlmAgent(name="worker", model=RealModel(), instruction="Work.", tools=[make_step("step1")])
+    target = App(name="mapp", root_agent=agent,
+                 events_compaction_config=EventsCompactionConfig(compaction_interval=1, overlap_size=0))
+    result = mock_run(target, "go", script=[call("step1"), reply("done")])
+    assert result.output == "done"
+    assert lines("real") == []  # was: the summarizer called the real model after the invocation
+
+
+def test_a_user_built_runner_gets_adks_default_summarizer_stored_as_adk_stores_it():
+    """With no summarizer in the config, ADK makes one on the compacting agent's model and keeps
+    it in the App's config, where its compaction after the invocation finds it (was: the plugin
+    left the config without one, and that compaction raised ValueError out of run_async for a
+    root that is no LlmAgent)."""
+    from google.adk.agents import SequentialAgent
+    from google.adk.sessions import InMemorySessionService
+
+    class SummarizingChain(ChainLlm):
+        async def generate_content_async(self, llm_request: LlmRequest,
+                                         stream: bool = False) -> AsyncGenerator[LlmResponse, None]:
+            first = llm_request.contents[0].parts[0].text if llm_request.contents[0].parts else None
+            if first and first.startswith("The following is a conversation history"):
+                yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text="SUMMARY by chain")]),
+                                  usage_metadata=usage(300, 30))
+                return
+            async for response in super().generate_content_async(llm_request, stream):
+                yield response
+
+    worker = LlmAgent(name="worker", model=SummarizingChain(), instruction="Work.",
+                      tools=[make_step(n) for n in CHAIN])
+    target = App(name="capp", root_agent=SequentialAgent(name="seq", sub_agents=[worker]),
+                 events_compaction_config=EventsCompactionConfig(token_threshold=2000, event_retention_size=2,
+                                                                 compaction_interval=1, overlap_size=0),
+                 plugins=[AgentspanPlugin()])
+
+    async def main() -> list[Event]:
+        runner = Runner(app=target, session_service=InMemorySessionService())
+        await runner.session_service.create_session(app_name="capp", user_id="u", session_id="s")
+        message = types.Content(role="user", parts=[types.Part(text="go")])
+        return [e async for e in runner.run_async(user_id="u", session_id="s", new_message=message)]
+
+    events = asyncio.run(main())
+    assert any(e.is_final_response() and e.content and e.content.parts[0].text == FINAL for e in events)
+    assert isinstance(target.events_compaction_config.summarizer, LlmEventSummarizer)
 
 
 # ---- SIGKILL, both entry points ---------------------------------------------------------------

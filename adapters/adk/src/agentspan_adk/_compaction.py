@@ -35,10 +35,11 @@ from google.adk.models import BaseLlm
 
 import agentspan
 from agentspan import LlmMetrics
+from agentspan.errors import AgentspanError
 from agentspan.hashing import digest
 from agentspan.models import ModelId
 from agentspan.records import JSON, StepKind
-from agentspan_adk import _clock, _codec
+from agentspan_adk import _clock, _codec, _mock
 from agentspan_adk._journal import _usage
 
 AFTER_INVOCATION = "adk:compaction:"
@@ -67,12 +68,15 @@ class JournaledSummarizer(BaseEventsSummarizer):
     """
 
     def __init__(self, inner: BaseEventsSummarizer | None, root: BaseAgent | None,
-                 run: agentspan.ActiveRun | None = None) -> None:
+                 run: agentspan.ActiveRun | None = None, origin: Any = None) -> None:
         # (BaseEventsSummarizer.__init__ is not called: it sets nothing, and ADK's experimental
         # decorator on it would warn again)
         self.inner = inner
         self.root = root
         self.run = run
+        self.origin = origin
+        """The user's config: ADK's default summarizer, once made, is stored there as ADK stores it
+        (its compaction after a user-built Runner's invocation reads it)."""
         self._after = 0
 
     async def maybe_summarize_events(self, *, events: list[Event]) -> Event | None:
@@ -87,11 +91,21 @@ class JournaledSummarizer(BaseEventsSummarizer):
             self._after += 1
         else:  # after an invocation of a user-built Runner: the plugin's run has ended
             return await self._summarizer(self.root).maybe_summarize_events(events=events)
+        if _mock.active():  # a scripted run calls no real model: it does not compact
+            return None
         summarizer = self._summarizer(agent)
         identity = _identity(summarizer)
 
         async def summarize() -> _Summary:
-            summary = await summarizer.maybe_summarize_events(events=events)
+            try:
+                summary = await summarizer.maybe_summarize_events(events=events)
+            except AgentspanError:
+                raise
+            except Exception as exc:  # ADK goes on uncompacted: journaled so, a replay answers the same
+                step = agentspan.current_step()
+                if step is not None:
+                    step.handled_error(exc)
+                return _Summary(None)
             return _Summary(summary, _span_of(summary, events))
 
         # The hash covers what is summarized (authors and contents; not ADK's ids or timestamps,
@@ -112,6 +126,8 @@ class JournaledSummarizer(BaseEventsSummarizer):
             if not isinstance(model_of, LlmAgent):  # (ADK raises this too)
                 raise ValueError("No LlmAgent model available for event compaction summarizer.")
             self.inner = LlmEventSummarizer(llm=model_of.canonical_model)
+            if self.origin is not None and self.origin.summarizer is None:
+                self.origin.summarizer = self.inner
         return self.inner
 
 
@@ -120,7 +136,7 @@ def journaled(config: Any, root: BaseAgent | None, run: agentspan.ActiveRun | No
     when None or journaled already); the user's config is left as it is."""
     if config is None or isinstance(config.summarizer, JournaledSummarizer):
         return config
-    return config.model_copy(update={"summarizer": JournaledSummarizer(config.summarizer, root, run)})
+    return config.model_copy(update={"summarizer": JournaledSummarizer(config.summarizer, root, run, config)})
 
 
 def _identity(summarizer: BaseEventsSummarizer) -> ModelId:
@@ -150,8 +166,12 @@ def _span_of(summary: Event | None, events: list[Event]) -> list[int | None]:
     if compaction is None:
         return [None, None]
     stamps = [e.timestamp for e in events]
-    start = next((i for i, t in enumerate(stamps) if t == compaction.start_timestamp), None)
-    end = next((i for i in range(len(stamps) - 1, -1, -1) if stamps[i] == compaction.end_timestamp), None)
+    # (the first event at or after its start and the last at or before its end: a summarizer of
+    # one's own need not give the events' exact times)
+    start = None if compaction.start_timestamp is None else next(
+        (i for i, t in enumerate(stamps) if t >= compaction.start_timestamp), None)
+    end = None if compaction.end_timestamp is None else next(
+        (i for i in range(len(stamps) - 1, -1, -1) if stamps[i] <= compaction.end_timestamp), None)
     return [start, end]
 
 

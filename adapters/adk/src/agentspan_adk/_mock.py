@@ -60,6 +60,11 @@ def scripted_response(llm_request: LlmRequest) -> LlmResponse | None:
                        finish_reason=types.FinishReason.STOP)
 
 
+def active() -> bool:
+    """Whether a mock run (`agentspan.testing.mock_run`) executes in this context."""
+    return _stand_ins.get() is not None
+
+
 def live_call(tool: BaseTool, args: dict[str, Any], tool_context: ToolContext,
               original: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
     """What runs a live tool call: ``original``, or, in a mock run, `stubbed_call` of it."""
