@@ -157,19 +157,3 @@ def test_a_run_recorded_under_the_old_default_name_still_resumes() -> None:
     assert handle.status() is agentspan.RunStatus.RUNNING
     assert agentspan.resume(handle.id, fragile_flow).result(timeout=20) == "done 7"
     assert agentspan.get_store().get_run(handle.id).agent == "LangGraph"
-
-
-def test_a_worker_takes_up_a_workflows_run_recorded_under_the_old_default_name() -> None:
-    """`serve(workflow)` matches runs by name: one recorded as ``LangGraph`` (before workflows were
-    named after their function) is taken up too (was: left running, never served)."""
-    CRASH_ONCE.append("crash")
-    handle = agentspan.start(fragile_flow, {"i": 8}, agent_name="LangGraph")  # as before this change
-    with pytest.raises(SimulatedCrash):
-        handle.result(timeout=20)
-    assert agentspan.serve(fragile_flow, max_runs=1) == 1
-    assert agentspan.get(handle.id).result(timeout=20) == "done 8"
-    # two workflows given: which one an old run belongs to is unknown, so neither takes it
-    from agentspan.worker import _serve_table
-
-    assert "LangGraph" not in _serve_table((fragile_flow, pipeline))
-    assert set(_serve_table((fragile_flow,))) == {"fragile_flow", "LangGraph"}

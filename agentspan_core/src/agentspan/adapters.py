@@ -47,11 +47,6 @@ class Adapter(abc.ABC):
     def agent_name(self, target: Any) -> str:
         """The name runs of ``target`` are recorded under (workers match on it)."""
 
-    def former_names(self, target: Any) -> tuple[str, ...]:
-        """Names an earlier version of the adapter recorded runs of ``target`` under: a worker
-        serving ``target`` takes up its unfinished runs recorded so too (none by default)."""
-        return ()
-
     def encode_input(self, input: Any) -> JSON:
         """Converts the user's input to the JSON stored on the run."""
         return input

@@ -140,17 +140,6 @@ def _serve_table(targets: tuple[Any, ...]) -> dict[str, tuple[Adapter, Any]]:
                 raise ConfigurationError(f"agentspan.serve() was given two agents named {key!r}; a run names "
                                          "one: give the other under another name ({name: agent})")
             table[key] = (adapter, agent)
-    # Runs recorded under a name an earlier version gave the agent are served too, when exactly
-    # one of the agents given had that name (never in place of an agent given by that name).
-    former: dict[str, list[tuple[Adapter, Any]]] = {}
-    for target in targets:
-        if not isinstance(target, Mapping):
-            adapter = adapter_for(target)
-            for old in adapter.former_names(target):
-                former.setdefault(old, []).append((adapter, target))
-    for old, claims in former.items():
-        if old not in table and len(claims) == 1:
-            table[old] = claims[0]
     if not table:
         raise ConfigurationError("agentspan.serve() needs at least one agent to serve")
     return table

@@ -85,10 +85,6 @@ class LangGraphAdapter(Adapter):
         _check_graph(target)
         return graph_name(target)
 
-    def former_names(self, target: Any) -> tuple[str, ...]:
-        """A functional-API workflow's runs were recorded as ``LangGraph`` before session 31."""
-        return (DEFAULT_NAME,) if graph_name(target) != str(getattr(target, "name", None) or DEFAULT_NAME) else ()
-
     def encode_input(self, input: Any) -> Any:
         if isinstance(input, Command):
             raise ConfigurationError(
