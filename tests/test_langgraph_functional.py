@@ -79,6 +79,8 @@ def test_stable_key_drops_only_the_task_ids_of_the_namespace() -> None:
     assert stable_key(f"flow:{tid}|step:{other}/retry:1/llm:0") == "flow|step/retry:1/llm:0"
     assert stable_key(f"tools:{tid}/call:{other}") == f"tools/call:{other}"  # a tool call id is kept
     assert stable_key("graph/llm:0") == "graph/llm:0"
+    # a task named with a colon (``@task(name="fetch:v2")``): its ids go too (were all kept)
+    assert stable_key(f"flow:{tid}|fetch:v2:{other}/llm:0") == "flow|fetch:v2/llm:0"
 
 
 def test_crash_at_a_stategraph_step_named_by_an_earlier_run() -> None:
@@ -128,6 +130,17 @@ def test_mock_run_passes_a_str_to_an_entrypoint_that_takes_one() -> None:
     assert result.output == {"question": "Is 42 paid?", "reply": "Paid."}  # was: {"messages": [...]} as question
     assert result.store.get_run(result.run_id).input == "Is 42 paid?"
     assert mock_run(lg.support_graph, "Is 42 paid?", script=SUPPORT_SCRIPT).output == "Summary: paid."  # wrapped
+
+
+@entrypoint()
+def chat(state: MessagesState) -> str:
+    """An entrypoint taking a messages state (its input schema a $ref to the TypedDict)."""
+    return writer.invoke(state["messages"]).content
+
+
+def test_mock_run_wraps_a_str_for_an_entrypoint_that_takes_messages() -> None:
+    result = mock_run(chat, "Is 42 paid?", script=[reply("Paid.")])
+    assert result.output == "Paid."  # was: the str passed as is, TypeError in the workflow
 
 
 # ---- agent names -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -108,15 +109,35 @@ def _takes_messages(target: Any) -> bool:
     if isinstance(schemas, Mapping) and schema in schemas:
         return "messages" in schemas[schema]
     try:  # any other Pregel (an ``@entrypoint``): what its input's JSON schema says
-        properties = target.get_input_jsonschema().get("properties")
-    except Exception:  # a type with no JSON schema
-        return "messages" in getattr(target, "channels", {})
+        schema_json = target.get_input_jsonschema()
+    except Exception:  # a type with no JSON schema, or one LangGraph cannot resolve (a string annotation)
+        return "messages" in getattr(target, "channels", {}) or _annotated_messages(target)
+    ref = schema_json.get("$ref")  # a TypedDict or pydantic input (``MessagesState``): its definition
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        schema_json = (schema_json.get("$defs") or {}).get(ref.removeprefix("#/$defs/")) or {}
+    properties = schema_json.get("properties")
     return isinstance(properties, Mapping) and "messages" in properties
 
 
+def _annotated_messages(target: Any) -> bool:
+    """Whether an ``@entrypoint``'s function takes a mapping with a ``messages`` key by its
+    annotation (``state: MessagesState``), read with the function's own globals."""
+    nodes = getattr(target, "nodes", None) or {}
+    func = getattr(getattr(next(iter(nodes.values()), None), "bound", None), "func", None) if len(nodes) == 1 else None
+    if func is None:
+        return False
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # an annotation that does not resolve
+        return False
+    first = next((hint for name, hint in hints.items() if name != "return"), None)
+    return "messages" in getattr(first, "__annotations__", {})
+
+
 _TASK_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_NAMESPACE = re.compile(rf"^(?:[^|:]+:{_TASK_ID}\|)*[^|:]+:{_TASK_ID}(?=/|$)")
-"""A key's checkpoint namespace: ``node:<task id>`` segments joined by ``|`` (node names have neither)."""
+_NAMESPACE = re.compile(rf"^(?:[^|]+?:{_TASK_ID}\|)*[^|]+?:{_TASK_ID}(?=/|$)")
+"""A key's checkpoint namespace: ``node:<task id>`` segments joined by ``|`` (a node name has no
+``|``; a task's may hold a ``:``, ``@task(name="fetch:v2")``)."""
 
 
 def stable_key(key: str) -> str:
