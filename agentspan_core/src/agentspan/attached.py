@@ -326,9 +326,7 @@ class AttachedRun:
             step = journal.get(key)
             return step is not None and step.status is StepStatus.STARTED
 
-        calls = list(self.active._in_flight.values())
-        return runs_call_in_thread(self.run.id, in_flight) or any(
-            not call.done() and call.get_loop().is_running() for call in calls)
+        return runs_call_in_thread(self.run.id, in_flight) or self.active.calls_running(on_running_loops=True)
 
     # ---- context manager ---------------------------------------------------------------------
     def __enter__(self) -> AttachedRun:

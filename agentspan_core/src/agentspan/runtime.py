@@ -257,11 +257,17 @@ class ActiveRun(ToolSteps):
         """Where a streaming adapter puts the framework's events (None: the run is not streamed)."""
         return sink_of(self.run_id)
 
-    def calls_running(self) -> bool:
+    def calls_running(self, *, on_running_loops: bool = False) -> bool:
         """Whether a live call this attempt stopped waiting for still runs (the caller's task was
         cancelled, or Ctrl-C, while parallel calls ran): it ends and is journaled on its own, so
-        another process must not make it again alongside it (the lease is left to lapse)."""
-        return any(not call.done() for call in list(self._in_flight.values()))  # (a copy: read off the loop too)
+        another process must not make it again alongside it (the lease is kept while it runs).
+
+        Args:
+            on_running_loops: Count only calls whose event loop runs (one left open but idle makes
+                no progress, as a crashed process).
+        """
+        return any(not call.done() and (not on_running_loops or call.get_loop().is_running())
+                   for call in list(self._in_flight.values()))  # (a copy: read off the loop too)
 
     def _call_ended(self, key: str, call: asyncio.Future[Any]) -> None:
         self._in_flight.pop(key, None)

@@ -40,6 +40,28 @@ def unstorable(where: str, exc: UnicodeEncodeError) -> ConfigurationError:
                               f"be stored or looked up: {bad!r}")
 
 
+def check_storable(where: str, *texts: object) -> None:
+    """Refuses text no UTF-8 store holds (a lone surrogate) in an id, a name or a message, with
+    `unstorable`'s error: for stores that do not bind text themselves (the in-memory store, a
+    server's client), so that every store refuses it alike. JSON values are not checked: every
+    store keeps a lone surrogate in them as its escape (`agentspan.jsontext`).
+
+    Args:
+        where: The store, as its errors name it.
+        texts: The texts (anything else, None included, is skipped).
+
+    Raises:
+        ConfigurationError: A text holds a lone surrogate.
+    """
+    for text in texts:
+        # isascii() is O(1) in CPython (a flag of the string): the common case costs no encode
+        if isinstance(text, str) and not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:
+                raise unstorable(where, exc) from exc
+
+
 def check_deletion(statuses: Sequence[RunStatus], limit: int) -> list[str]:
     """Validates `Store.delete_runs` arguments; the statuses as plain strings.
 

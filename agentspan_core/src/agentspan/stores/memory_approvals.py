@@ -14,27 +14,19 @@ from typing import TYPE_CHECKING, Any
 from agentspan import jsontext
 from agentspan.errors import ApprovalConflict, ApprovalNotFound, ConfigurationError
 from agentspan.records import Approval, ApprovalStatus, Run, RunStatus
-from agentspan.stores.base import check_claimant, unstorable
+from agentspan.stores.base import check_claimant, check_storable
 
 __all__ = ["MemoryApprovals", "json_copy", "limited", "utf8_only"]
 
 
 def utf8_only(*texts: str | None) -> None:
-    """Refuses text no UTF-8 store holds (a lone surrogate, ``"\\udcff"``) in an id, a name or a
-    message to store or look up, as the SQLite and PostgreSQL stores refuse to bind it: an error
-    there, so code tested against this store meets the same error. (JSON values are not checked:
-    every store keeps a lone surrogate in them as its escape, `agentspan.jsontext`.)
+    """`base.check_storable` for this store: an id, a name or a message holding a lone surrogate
+    is refused as the SQLite and PostgreSQL stores refuse to bind it.
 
     Raises:
         ConfigurationError: A text holds a lone surrogate.
     """
-    for text in texts:
-        # isascii() is O(1) in CPython (a flag of the string): the common case costs no encode
-        if isinstance(text, str) and not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise unstorable("in memory", exc) from exc
+    check_storable("in memory", *texts)
 
 
 def json_copy(value: Any) -> Any:
