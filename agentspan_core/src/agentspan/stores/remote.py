@@ -36,23 +36,19 @@ from pydantic import BaseModel, ValidationError
 
 from agentspan import wire
 from agentspan.errors import (
-    ApprovalConflict,
     ConfigurationError,
-    LeaseLostError,
     RunStateError,
     StepNotFound,
 )
 from agentspan.records import (
     JSON,
-    Approval,
-    ApprovalStatus,
     Run,
     RunStatus,
     Step,
     StepResult,
     StepStatus,
 )
-from agentspan.stores.base import ENDED, Store, check_claimant, check_deletion
+from agentspan.stores.base import ENDED, Store, check_deletion
 from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
 from agentspan.stores.one_write import one_write_transport
@@ -60,20 +56,19 @@ from agentspan.stores.plain_http import Answer
 from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, parsed, seg
 from agentspan.stores.remote_async import RemoteAsyncSteps
 from agentspan.stores.remote_checkpoints import RemoteCheckpoints
+from agentspan.stores.remote_leases import MAX_LIMIT, RemoteLeasesAndApprovals
 from agentspan.stores.remote_texts import check_texts, refuse_unstorable, request_json
 from agentspan.stores.remote_urls import parsed_url, plain_http_for, query_string, split_urls
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
-MAX_LIMIT = 1000
-"""Most items one listing returns through a server (larger limits are clamped to it)."""
 
 
 _OLD_SERVER_BY = "body.by: Extra inputs are not permitted"
 """How a server from before `Store.reopen_run`'s ``by`` refuses it (pydantic's ``extra_forbidden``)."""
 
 
-class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
+class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, RemoteLeasesAndApprovals, Store):
     """A `Store` served by one or more Agentspan servers.
 
     Args:
@@ -320,35 +315,6 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
                 response = None
         return self.get_run(run_id) if response is None else parsed(response, Run)
 
-    # ---- leases ---------------------------------------------------------------------------
-    def claim_run(self, run_id: str, *, owner: str, expected_epoch: int, lease_expires_at: float) -> Run:
-        def ours(exc: BaseException) -> bool:
-            if not isinstance(exc, LeaseLostError):
-                return False
-            run = self.get_run(run_id)
-            return run.lease_owner == owner and run.lease_epoch == expected_epoch + 1
-
-        try:
-            body = wire.ClaimRun(owner=owner, expected_epoch=expected_epoch, lease_expires_at=lease_expires_at)
-        except ValidationError as exc:
-            self._refuse_unstorable(exc)
-            raise
-        response = self._call("POST", f"/runs/{seg(run_id)}/claim", body, already_done=ours)
-        return self.get_run(run_id) if response is None else parsed(response, Run)
-
-    def renew_lease(self, run_id: str, *, epoch: int, lease_expires_at: float) -> bool:
-        body = wire.RenewLease(epoch=epoch, lease_expires_at=lease_expires_at)
-        response = self._call("POST", f"/runs/{seg(run_id)}/lease", body)
-        assert response is not None
-        return parsed(response, wire.Renewed).renewed
-
-    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
-        if agents is not None and not agents:
-            return []  # no agent matches nothing (an empty filter cannot be sent as a query)
-        params: list[tuple[str, Any]] = [("now", now), ("limit", _clamp(limit))]
-        params += [("agent", a) for a in agents or ()]
-        return self._get("/claimable", wire.RunList, params).runs
-
     # ---- steps ----------------------------------------------------------------------------
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:
         if durable or not self._deferred.hold(step, epoch):
@@ -412,48 +378,6 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
                 self._send_start(held[0], held[1], False)
         self._call("POST", f"/runs/{seg(run_id)}/steps/supersede", body)
 
-    # ---- approvals ------------------------------------------------------------------------
-    def request_approval(self, approval: Approval, *, epoch: int) -> Approval:
-        body = wire.RequestApproval(approval=approval, epoch=epoch)
-        response = self._call("POST", f"/runs/{seg(approval.run_id)}/approvals", body)
-        assert response is not None
-        return parsed(response, Approval)
-
-    def get_approval(self, approval_id: str) -> Approval:
-        return self._get(f"/approvals/{seg(approval_id)}", Approval)
-
-    def find_approval(self, run_id: str, step_key: str) -> Approval | None:
-        return self._get(f"/runs/{seg(run_id)}/approvals/{seg(step_key)}", wire.FoundApproval).approval
-
-    def list_approvals(
-        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[Approval]:
-        params = {k: v for k, v in (("run_id", run_id), ("status", status), ("limit", _clamp(limit))) if v is not None}
-        return self._get("/approvals", wire.ApprovalList, params).approvals
-
-    def decide_approval(self, approval_id: str, *, approved: bool, by: str | None, reason: str | None,
-                        decided_at: float) -> Approval:
-        wanted = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
-
-        def ours(exc: BaseException) -> bool:
-            if not isinstance(exc, ApprovalConflict):
-                return False
-            found = self.get_approval(approval_id)
-            return found.status is wanted and found.decided_at == decided_at
-
-        body = wire.Decision(approved=approved, by=by, reason=reason, decided_at=decided_at)
-        response = self._call("POST", f"/approvals/{seg(approval_id)}/decision", body, already_done=ours)
-        return self.get_approval(approval_id) if response is None else parsed(response, Approval)
-
-    def claim_announcement(self, approval_id: str, *, claimant: str) -> bool:
-        check_claimant(claimant)
-        try:
-            body = wire.ClaimAnnouncement(claimant=claimant)  # a retried claim by the same claimant is its own
-        except ValidationError as exc:
-            self._refuse_unstorable(exc)
-            raise
-        return self._ask("POST", f"/approvals/{seg(approval_id)}/announcement", body, wire.AnnouncementClaim).claimed
-
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
         """Sends the held checkpoint writes, drops held step starts and closes the connections."""
@@ -466,8 +390,3 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, Store):
                     plain[0].close()
             self._http.close()
             self._close_async_clients()
-
-
-def _clamp(limit: int) -> int:
-    """A listing limit the server accepts: negative (no limit) and too large become `MAX_LIMIT`."""
-    return MAX_LIMIT if limit < 0 or limit > MAX_LIMIT else limit
