@@ -14,6 +14,7 @@ import gc
 import json
 import os
 import random
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -273,6 +274,35 @@ def machine() -> str:
     pinned = len(os.sched_getaffinity(0))
     cpus = f"{os.cpu_count()} CPUs" + (f" (pinned to {pinned})" if pinned != os.cpu_count() else "")
     return f"python {sys.version.split()[0]}, {cpus}, load average {os.getloadavg()[0]:.2f}"
+
+
+def sqlite_commit_us(folder: Path, rounds: int = 5) -> tuple[float, float]:
+    """The machine's yardstick: µs per bare SQLite WAL commit (one ~200-byte insert, sqlite3 alone)
+    with ``synchronous=NORMAL`` and ``FULL``, the median of ``rounds`` rounds each.
+
+    Issue #2 set its targets on this machine after measuring these two at about 10 and 200 µs:
+    printed next to the results, they tell a slow period of the VM from a slower Agentspan.
+    """
+    medians = []
+    for sync, commits in (("NORMAL", 2000), ("FULL", 200)):
+        path = folder / f"yardstick-{sync.lower()}.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={sync}")
+            db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+            per_round = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                for _ in range(commits):
+                    db.execute("BEGIN")
+                    db.execute("INSERT INTO t (v) VALUES (?)", ("x" * 200,))
+                    db.execute("COMMIT")
+                per_round.append((time.perf_counter() - started) / commits * 1e6)
+        finally:
+            db.close()
+        medians.append(statistics.median(per_round))
+    return medians[0], medians[1]
 
 
 class EmbeddedHomes:
