@@ -1361,6 +1361,7 @@ def test_a_tool_result_nested_deeper_than_a_server_takes_is_journaled_as_its_tex
     ("https://api.groq.com/openai/v1", "groq"), ("https://api.mistral.ai/v1", "mistral"),
     ("https://my-team.openai.azure.com/openai", "azure"), ("https://api.openai.com/v1", "openai"),
     ("http://127.0.0.1:8000/v1", "openai"),  # an OpenAI-compatible server of one's own
+    ("https://api.anthropic.com/v1/", "anthropic"),  # Anthropic's OpenAI SDK compatibility (was "openai")
 ])
 def test_an_openai_model_class_is_labelled_by_the_provider_its_client_reaches(base_url, provider):
     from agents import OpenAIChatCompletionsModel

@@ -75,3 +75,24 @@ def test_cached_input_tokens_are_priced_at_the_cached_price():
 ])
 def test_price_usd_bills_cache_reads_and_writes_at_their_prices(provider, model, args, expected):
     assert price_usd(provider, model, *args) == pytest.approx(expected / 1e6)
+
+
+class _Thinking(ScriptedModel):
+    """Reports usage as Gemini's OpenAI-compatible API does (recorded in
+    ``openai-chat/test_compatible_api_with_tool_calls_without_id.yaml``): its thinking is left out of
+    ``completion_tokens`` and counted in ``total_tokens``."""
+
+    async def get_response(self, *args, **kwargs) -> ModelResponse:
+        response = await super().get_response(*args, **kwargs)
+        usage = Usage(requests=1, input_tokens=66, output_tokens=6, total_tokens=100)
+        return ModelResponse(output=response.output, usage=usage, response_id=None)
+
+
+def test_thinking_left_out_of_the_output_count_but_in_the_total_is_billed_as_output():
+    model = _Thinking(["hello"], name="m")
+    model.agentspan_model_id = "google/gemini-2.5-pro"
+    handle = agentspan.start(Agent(name="a", instructions="x", model=model), "hi")
+    assert handle.result(timeout=20).final_output == "hello"
+    (step,) = handle.steps()
+    assert (step.input_tokens, step.output_tokens) == (66, 34)  # was 66, 6: a third of the bill
+    assert step.cost_usd == pytest.approx(price_usd("google", "gemini-2.5-pro", 66, 34))

@@ -67,7 +67,12 @@ def _metrics(response: ModelResponse) -> agentspan.LlmMetrics:
         # then counts zeros): unknown, not a free call (a model reads one token at least)
         return _NO_USAGE
     details = usage.input_tokens_details  # (of input_tokens: OpenAI's and the SDK's count)
-    return agentspan.LlmMetrics(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+    output_tokens = usage.output_tokens
+    if usage.total_tokens > usage.input_tokens + output_tokens:
+        # Gemini's OpenAI-compatible API leaves its thinking out of ``completion_tokens`` but not out
+        # of ``total_tokens``: billed as output (OpenAI's total is always the two added up)
+        output_tokens = usage.total_tokens - usage.input_tokens
+    return agentspan.LlmMetrics(input_tokens=usage.input_tokens, output_tokens=output_tokens,
                                 cached_input_tokens=getattr(details, "cached_tokens", None),
                                 cache_write_tokens=getattr(details, "cache_write_tokens", None))
 
@@ -105,7 +110,7 @@ def _named(name: str, provider: str) -> ModelId:
 
 _COMPATIBLE_HOSTS = {"api.groq.com": "groq", "api.mistral.ai": "mistral", "api.deepseek.com": "deepseek",
                      "generativelanguage.googleapis.com": "google", "api.together.xyz": "together",
-                     "openrouter.ai": "openrouter", "api.x.ai": "xai"}
+                     "openrouter.ai": "openrouter", "api.x.ai": "xai", "api.anthropic.com": "anthropic"}
 """Providers whose OpenAI-compatible API the SDK's OpenAI model classes reach by ``base_url``."""
 _COMPATIBLE_PROVIDERS = frozenset({*_COMPATIBLE_HOSTS.values(), "azure"})
 """Providers other than OpenAI an OpenAI model class's client reaches (`_provider_of_client`)."""
