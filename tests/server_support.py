@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -92,7 +93,13 @@ def sqlite_server(path: Any) -> Iterator[tuple[str, Any]]:
 
 
 class ServerProcess:
-    """``python -m agentspan_server`` as a child process (killable with SIGKILL)."""
+    """``python -m agentspan_server`` as a child process (killable with SIGKILL).
+
+    Its output goes to a file, not a pipe nobody reads (a chatty server would block on a full
+    pipe). `start` returns once this process says it listens: a healthy answer on the port could
+    come from another test worker's server that took the port first (`free_port` only says it was
+    free a moment ago), so a first start that finds the port taken picks another one.
+    """
 
     def __init__(self, db: str, *, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.db = db
@@ -102,12 +109,51 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.env.pop("AGENTSPAN_SERVER_URL", None)
         self.proc: subprocess.Popen[str] | None = None
+        self._output: Any = None
+        self._started = False
 
-    def start(self) -> ServerProcess:
-        cmd = [sys.executable, "-m", "agentspan_server", "--db", self.db, "--port", str(self.port), *self.args]
-        self.proc = subprocess.Popen(cmd, env=self.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_healthy(self.url, proc=self.proc)
-        return self
+    def start(self, *, timeout: float = 30.0) -> ServerProcess:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._close_output()
+            self._output = tempfile.TemporaryFile("w+", encoding="utf-8")
+            cmd = [sys.executable, "-m", "agentspan_server", "--db", self.db, "--port", str(self.port), *self.args]
+            self.proc = subprocess.Popen(cmd, env=self.env, text=True, stdout=self._output,
+                                         stderr=subprocess.STDOUT)
+            if self._listening(deadline):
+                wait_healthy(self.url, proc=self.proc, timeout=max(1.0, deadline - time.monotonic()))
+                self._started = True
+                return self
+            output = self.output()
+            if "Address already in use" not in output or time.monotonic() > deadline:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {output}")
+            if not self._started:  # (a restart keeps its port: its clients know the URL)
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+            time.sleep(0.2)
+
+    def _listening(self, deadline: float) -> bool:
+        """Waits for the server's "listening" line (True) or its exit (False)."""
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if "listening on" in self.output():
+                return True
+            if self.proc.poll() is not None:
+                return "listening on" in self.output()
+            time.sleep(0.05)
+        raise RuntimeError(f"server at {self.url} did not listen within the time: {self.output()}")
+
+    def output(self) -> str:
+        """What the server printed so far (standard output and error)."""
+        if self._output is None:
+            return ""
+        self._output.seek(0)
+        return str(self._output.read())
+
+    def _close_output(self) -> None:
+        if self._output is not None:
+            self._output.close()
+            self._output = None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -123,7 +169,4 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        if self.proc is not None:
-            for stream in (self.proc.stdout, self.proc.stderr):
-                if stream is not None:
-                    stream.close()
+        self._close_output()

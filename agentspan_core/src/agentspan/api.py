@@ -223,6 +223,11 @@ def _run_on_thread_loop(target: Any, input: Any, kwargs: dict[str, Any]) -> Any:
         if not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.run_until_complete(loop.shutdown_asyncgens())
+            # The loop stays open for the next run, which is to track (and finalize) its async
+            # generators as a new loop would: else each one an ADK or LangGraph run starts there
+            # warns "scheduled after loop.shutdown_asyncgens() call" and is never finalized.
+            if getattr(loop, "_asyncgens_shutdown_called", False):
+                loop._asyncgens_shutdown_called = False  # type: ignore[attr-defined]
 
 
 def get(run_id: str) -> Handle:
