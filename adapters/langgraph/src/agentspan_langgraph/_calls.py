@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
@@ -35,7 +36,12 @@ _PROVIDERS = {
 
 # ---- model calls -------------------------------------------------------------------------
 def model_identity(model: BaseChatModel, stop: list[str] | None, kwargs: Mapping[str, Any]) -> tuple[str, str]:
-    """Labels a chat model for the trail as ``(provider, model)``, from LangChain's tracing params."""
+    """Labels a chat model for the trail as ``(provider, model)``, from LangChain's tracing params.
+
+    An OpenAI chat model (``ls_provider`` ``openai``: ``ChatOpenAI``) pointed at another provider's
+    OpenAI-compatible API by its ``base_url`` is labelled with that provider, which bills the call;
+    a ``vendor/`` prefix is then part of that provider's name for the model (OpenRouter's
+    ``anthropic/claude-sonnet-4-5``, Groq's ``openai/gpt-oss-120b``)."""
     try:
         params: Mapping[str, Any] = model._get_ls_params(stop=stop, **kwargs)
     except Exception:  # a model whose tracing params cannot be computed still gets journaled
@@ -44,9 +50,40 @@ def model_identity(model: BaseChatModel, stop: list[str] | None, kwargs: Mapping
     provider = params.get("ls_provider")
     if not isinstance(name, str) or not name:
         name = type(model).__name__
+    if provider == "openai":
+        provider = _provider_of_base_url(model)
     if isinstance(provider, str) and provider:
         return _PROVIDERS.get(provider, provider), name
     return parse_model_id(name, default_provider="custom")
+
+
+_COMPATIBLE_HOSTS = {"api.groq.com": "groq", "api.mistral.ai": "mistral", "api.deepseek.com": "deepseek",
+                     "generativelanguage.googleapis.com": "google", "api.together.xyz": "together",
+                     "openrouter.ai": "openrouter", "api.x.ai": "xai", "api.anthropic.com": "anthropic"}
+"""Providers whose OpenAI-compatible API an OpenAI chat model reaches by ``base_url``. A copy of
+``_COMPATIBLE_HOSTS`` in ``agentspan_openai_agents._model`` (an adapter imports only its framework
+and agentspan's public API): keep the two alike."""
+
+
+def _provider_of_base_url(model: BaseChatModel) -> str:
+    """The provider an OpenAI chat model talks to, by its base URL's host (``openai`` otherwise, a
+    local or unknown OpenAI-compatible server included)."""
+    host = ""
+    try:
+        # ``ChatOpenAI(base_url=...)`` keeps it as ``openai_api_base``; else its OpenAI client's
+        # (``root_client``, or the chat completions resource's ``_client``) says where it goes
+        base_url = getattr(model, "openai_api_base", None)
+        if isinstance(base_url, str) and base_url:
+            host = urlsplit(base_url if "//" in base_url else f"//{base_url}").hostname or ""
+        else:
+            client = getattr(model, "root_client", None) or getattr(getattr(model, "client", None), "_client", None)
+            host = str(getattr(getattr(client, "base_url", None), "host", "") or "")
+    except Exception:  # a model whose URL cannot be read is labelled as it says (openai)
+        host = ""
+    host = host.lower()
+    if host.endswith(".openai.azure.com"):
+        return "azure"
+    return _COMPATIBLE_HOSTS.get(host, "openai")
 
 
 def dump_chat_result(result: ChatResult) -> dict[str, Any]:
@@ -73,32 +110,55 @@ lifetime (the others count them all under ``cache_creation``)."""
 
 
 def _usage(result: ChatResult) -> agentspan.LlmMetrics:
+    """The call's usage: one response, billed once, however many choices (``n``) it holds."""
     inputs = outputs = cache_reads = cache_writes = cache_writes_1h = None
     model = None
     for generation in result.generations:
-        message = generation.message
-        usage = getattr(message, "usage_metadata", None) or {}
-        if usage:
-            inputs = (inputs or 0) + int(usage.get("input_tokens") or 0)
-            outputs = (outputs or 0) + int(usage.get("output_tokens") or 0)
-            # LangChain counts the prompt cache's reads and writes in input_tokens (its details say how many)
-            details = usage.get("input_token_details") or {}
-            if details.get("cache_read") is not None:
-                cache_reads = (cache_reads or 0) + int(details["cache_read"] or 0)
-            # Writes by lifetime when reported so (langchain-anthropic: ephemeral_5m/1h_input_tokens;
-            # its cache_creation is 0 then in recent versions, their total in older ones: not added
-            # to them), else cache_creation; the 1-hour ones are billed at their own, higher price.
-            by_lifetime = [details.get(k) for k in _CACHE_LIFETIMES]
-            if any(count is not None for count in by_lifetime):
-                cache_writes = (cache_writes or 0) + sum(int(count or 0) for count in by_lifetime)
-            elif details.get("cache_creation") is not None:
-                cache_writes = (cache_writes or 0) + int(details["cache_creation"] or 0)
-            if details.get("ephemeral_1h_input_tokens") is not None:
-                cache_writes_1h = (cache_writes_1h or 0) + int(details["ephemeral_1h_input_tokens"] or 0)
-        model = model or (message.response_metadata or {}).get("model_name")
+        model = model or (generation.message.response_metadata or {}).get("model_name")
+    for usage in _response_usages(result):
+        inputs = (inputs or 0) + int(usage.get("input_tokens") or 0)
+        outputs = (outputs or 0) + int(usage.get("output_tokens") or 0)
+        # LangChain counts the prompt cache's reads and writes in input_tokens (its details say how many)
+        details = usage.get("input_token_details") or {}
+        if details.get("cache_read") is not None:
+            cache_reads = (cache_reads or 0) + int(details["cache_read"] or 0)
+        # Writes by lifetime when reported so (langchain-anthropic: ephemeral_5m/1h_input_tokens;
+        # its cache_creation is 0 then in recent versions, their total in older ones: not added
+        # to them), else cache_creation; the 1-hour ones are billed at their own, higher price.
+        by_lifetime = [details.get(k) for k in _CACHE_LIFETIMES]
+        if any(count is not None for count in by_lifetime):
+            cache_writes = (cache_writes or 0) + sum(int(count or 0) for count in by_lifetime)
+        elif details.get("cache_creation") is not None:
+            cache_writes = (cache_writes or 0) + int(details["cache_creation"] or 0)
+        if details.get("ephemeral_1h_input_tokens") is not None:
+            cache_writes_1h = (cache_writes_1h or 0) + int(details["ephemeral_1h_input_tokens"] or 0)
     return agentspan.LlmMetrics(input_tokens=inputs, output_tokens=outputs, model=model,
                                 cached_input_tokens=cache_reads, cache_write_tokens=cache_writes,
                                 cache_write_1h_tokens=cache_writes_1h)
+
+
+def _response_usages(result: ChatResult) -> list[Mapping[str, Any]]:
+    """The usages (LangChain's ``usage_metadata`` shape) to add up for a response.
+
+    A response with several choices (``ChatOpenAI(n=2)``, Gemini's ``candidate_count``) is one
+    call, billed once, but langchain-openai and langchain-google-genai attach the whole response's
+    usage to every choice's message: the same usage on every choice is counted once. Usages that
+    differ were reported per choice, and add up, unless the response's own usage is in
+    ``llm_output["token_usage"]`` (OpenAI's format, which langchain-openai and the integrations
+    built on it keep there): that one is then the call's."""
+    usages: list[Mapping[str, Any]] = [
+        usage for g in result.generations if (usage := getattr(g.message, "usage_metadata", None))]
+    if all(usage is usages[0] or usage == usages[0] for usage in usages[1:]):
+        return usages[:1]
+    token_usage = (result.llm_output or {}).get("token_usage")
+    if isinstance(token_usage, Mapping):
+        inputs, outputs = token_usage.get("prompt_tokens"), token_usage.get("completion_tokens")
+        if isinstance(inputs, int) and isinstance(outputs, int):
+            details = token_usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+            read = {"cache_read": cached} if isinstance(cached, int) else {}
+            return [{"input_tokens": inputs, "output_tokens": outputs, "input_token_details": read}]
+    return usages
 
 
 def _message_content(message: BaseMessage) -> Any:
