@@ -6,9 +6,10 @@ that posts a message (Web API ``chat.postMessage``) for each approval newly requ
 server. The message's Approve/Reject buttons come back to ``/slack/interactions``, authenticated by
 Slack's request signature instead of an API key (`exempt_interactions`). Only a Slack user listed in
 ``AGENTSPAN_SLACK_APPROVERS`` may decide, with the rules of the web UI and the CLI (decided once,
-expiry), recorded ``by`` ``slack:<name>``. Every call to Slack runs in the background: a Slack
-failure is logged and never fails or delays an API request. User-supplied text in a message is
-escaped for Slack mrkdwn.
+expiry), recorded ``by`` ``slack:<name> (<member id>)``. Every call to Slack runs in the
+background: a Slack failure is logged and never fails or delays an API request; a post that failed
+for a passing reason (no connection, a timeout, HTTP 429 or 5xx) is tried again a few times within
+about a minute. The messages are built by `agentspan_server.slack_messages`.
 
 An approval is posted once across every server process sharing the store (replicas, restarts):
 before posting, the process claims the approval's announcement in the store
@@ -21,7 +22,6 @@ import asyncio
 import functools
 import hashlib
 import hmac
-import json
 import logging
 import os
 import re
@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -43,28 +43,37 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from agentspan import errors
-from agentspan.approvals import decide_by_id, is_in_doubt_question
-from agentspan.jsontext import utf8_text
+from agentspan.approvals import decide_by_id
 from agentspan.leases import owner_id
 from agentspan.records import Approval
+from agentspan.secrets import redact_url
 from agentspan.stores.base import Store, call_store
 from agentspan.wire import Role
 from agentspan_server.problems import new_problem, problem_response
+from agentspan_server.slack_messages import APPROVE as APPROVE  # re-exported
+from agentspan_server.slack_messages import REJECT as REJECT  # re-exported
+from agentspan_server.slack_messages import SlackAction, decided_message, ephemeral, parse_action, request_message
+from agentspan_server.slack_messages import approval_blocks as approval_blocks  # re-exported
+from agentspan_server.slack_messages import escape as escape  # re-exported
 
 log = logging.getLogger("agentspan")
 
 INTERACTIONS_PATH = "/slack/interactions"
-APPROVE, REJECT = "agentspan_approve", "agentspan_reject"
 DEFAULT_API_URL = "https://slack.com/api"
 MAX_SKEW = 300
 """Oldest (or furthest in the future) request timestamp accepted, in seconds."""
-MAX_ARGS_CHARS = 2500
 _ENV = {"bot_token": "AGENTSPAN_SLACK_BOT_TOKEN", "channel": "AGENTSPAN_SLACK_CHANNEL",
         "signing_secret": "AGENTSPAN_SLACK_SIGNING_SECRET", "approvers": "AGENTSPAN_SLACK_APPROVERS"}  # fmt: skip
 _API_URL_ENV = "AGENTSPAN_SLACK_API_URL"
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
-_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _TIMEOUT = httpx.Timeout(5.0)
+RETRY_DELAYS = (1.0, 3.0, 8.0, 20.0)
+"""Seconds between the attempts to post an approval (5 attempts; with their 5 s timeouts, within
+about a minute). A 429's ``Retry-After`` is waited for instead when it is longer."""
+RETRY_WITHIN = 60.0
+"""The attempts to post an approval stop once a wait would end later than this after the first."""
+_PASSING = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+"""Slack Web API errors that may pass: worth another attempt."""
 _REMEMBERED = 10_000
 
 
@@ -125,104 +134,7 @@ class SlackSettings:
         return cls(**values, approvers=approvers, api_url=source.get(_API_URL_ENV, "").strip() or DEFAULT_API_URL)
 
 
-# ---- messages ---------------------------------------------------------------------------------
-def escape(text: str, limit: int = 200) -> str:
-    """Escapes Slack mrkdwn's control characters (``&``, ``<``, ``>``), clipped to ``limit`` characters."""
-    out: list[str] = []
-    size = 0
-    for char in text:
-        piece = _ESCAPES.get(char, char)
-        size += len(piece)
-        if size > limit:
-            out.append("… (truncated)")
-            break
-        out.append(piece)
-    return "".join(out)
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-
-
-def approval_blocks(approval: Approval) -> list[dict[str, Any]]:
-    """The message blocks describing an approval (its tool, run, step and arguments), without buttons."""
-    args = utf8_text(json.dumps(approval.args, indent=2, ensure_ascii=False)).replace("```", "`\u200b`\u200b`")
-    facts = (f"*Approval needed:* `{escape(approval.tool)}`\n*Run:* `{escape(approval.run_id)}`\n"
-             f"*Step:* `{escape(approval.step_key)}`")  # fmt: skip
-    if is_in_doubt_question(approval):
-        facts += "\n*Asks to run it again:* a process died while it ran; it may have taken effect"
-    if approval.expires_at is not None:
-        facts += "\n*Expires:* " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(approval.expires_at))
-    return [_section(facts), _section(f"*Arguments:*\n```\n{escape(args, MAX_ARGS_CHARS)}\n```")]
-
-
-def request_message(approval: Approval, channel: str) -> dict[str, Any]:
-    """The ``chat.postMessage`` body asking to decide an approval (buttons carry its id)."""
-
-    def button(action_id: str, label: str, style: str) -> dict[str, Any]:
-        text = {"type": "plain_text", "text": label}
-        return {"type": "button", "action_id": action_id, "text": text, "style": style, "value": approval.id}
-
-    actions = {"type": "actions", "block_id": "agentspan_decision",
-               "elements": [button(APPROVE, "Approve", "primary"), button(REJECT, "Reject", "danger")]}  # fmt: skip
-    text = f"Approval needed: {escape(approval.tool)} (run {escape(approval.run_id)})"
-    return {"channel": channel, "text": text, "blocks": [*approval_blocks(approval), actions]}
-
-
-def _ephemeral(text: str) -> dict[str, Any]:
-    return {"response_type": "ephemeral", "replace_original": False, "text": escape(text, 2900)}
-
-
 # ---- interactions -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SlackAction:
-    """One click on an Agentspan button, from a ``block_actions`` payload."""
-
-    user_id: str
-    user_name: str
-    approve: bool
-    approval_id: str
-    response_url: str
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def parse_action(body: bytes) -> SlackAction | None:
-    """Reads a form-encoded interaction request; None when it is no click on an Agentspan button.
-
-    Raises:
-        ValueError: The body has no ``payload`` JSON object, or it misses the user, actions or
-            ``response_url`` (or the value of an Agentspan button).
-    """
-    found = parse_qs(body.decode("utf-8"), keep_blank_values=True).get("payload")
-    if not found or len(found) != 1:
-        raise ValueError("no payload field")
-    try:
-        payload = json.loads(found[0])
-    except RecursionError:  # nested deeper than the interpreter's recursion limit
-        raise ValueError("the payload is nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise ValueError("the payload is not a JSON object")
-    if payload.get("type") != "block_actions":
-        return None
-    user, actions, response_url = payload.get("user"), payload.get("actions"), payload.get("response_url")
-    if not isinstance(user, dict) or not _text(user.get("id")) or not isinstance(actions, list):
-        raise ValueError("the payload has no user id or actions")
-    ours = [a for a in actions if isinstance(a, dict) and a.get("action_id") in (APPROVE, REJECT)]
-    if not ours:
-        return None
-    if not _text(ours[0].get("value")):
-        raise ValueError("the action has no approval id")
-    if not isinstance(response_url, str) or urlsplit(response_url).scheme not in ("http", "https"):
-        raise ValueError("the payload has no http(s) response_url")
-    names = [n for n in (user.get("username"), user.get("name")) if isinstance(n, str) and n.strip()]
-    raw_name: str = names[0] if names else user["id"]
-    name = " ".join("".join(c for c in raw_name if c.isprintable()).split())[:80] or user["id"]
-    return SlackAction(user["id"], name, ours[0]["action_id"] == APPROVE, ours[0]["value"], response_url)
-
-
 def exempt_interactions(required_role: Callable[[Scope], Role | None]) -> Callable[[Scope], Role | None]:
     """Wraps an app's ``required_role``: ``/slack/interactions`` (and only it) needs no API key, as
     it checks Slack's request signature itself."""
@@ -244,9 +156,14 @@ class SlackApprovals:
     def __init__(self, store: Store, settings: SlackSettings) -> None:
         self.store = store
         self.settings = settings
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._waiting: set[asyncio.Task[Any]] = set()  # tasks between two attempts: a stop cancels them at once
         self._posted: OrderedDict[str, None] = OrderedDict()  # approval ids already posted (a bounded memory)
         self._claimant = f"slack:{owner_id()}:{uuid.uuid4().hex[:12]}"  # new in every process, pid 1 too
+        self.retry_delays: tuple[float, ...] = RETRY_DELAYS
+        """The waits between attempts to post an approval (`RETRY_DELAYS`)."""
+        self.retry_within = RETRY_WITHIN
+        """The attempts stop once a wait would end later than this after the first (`RETRY_WITHIN`)."""
 
     @property
     def in_flight(self) -> int:
@@ -281,34 +198,78 @@ class SlackApprovals:
             return
         url = f"{self.settings.api_url}/chat.postMessage"
         body = request_message(approval, self.settings.channel)
-        await self._send(f"posting approval {approval.id} to Slack", url, body, token=True)
+        what = f"posting approval {approval.id} to Slack"
+        started = time.monotonic()
+        try:
+            for delay in (*self.retry_delays, None):
+                retry_after = await self._send(what, url, body, token=True, final=delay is None)
+                if retry_after is None or delay is None:
+                    return
+                wait = max(delay, retry_after)
+                if time.monotonic() + wait - started > self.retry_within:
+                    log.warning("Slack: gave up %s (Slack asks to wait %.0f s more); decide it from the web UI, "
+                                "CLI or API", what, wait)  # fmt: skip
+                    return
+                task = asyncio.current_task()
+                assert task is not None  # a coroutine of a task (`_spawn`)
+                self._waiting.add(task)
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    self._waiting.discard(task)
+        except asyncio.CancelledError:  # the server stops: the message is lost
+            log.warning("Slack: %s stopped at shutdown; decide it from the web UI, CLI or API", what)
+            raise
 
-    def _spawn(self, call: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, call: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(call)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self, timeout: float = 5.0) -> None:
-        """Waits (up to ``timeout`` seconds) for the calls to Slack still running, then cancels the rest."""
+        """Waits (up to ``timeout`` seconds) for the calls to Slack still running, then cancels the rest
+        (a post waiting to be tried again is cancelled at once)."""
+        for task in self._waiting:
+            task.cancel()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
 
-    async def _send(self, what: str, url: str, body: dict[str, Any], *, token: bool) -> None:
-        """POSTs JSON to Slack; logs a warning (never the token or the URL's path) when it fails."""
+    async def _send(self, what: str, url: str, body: dict[str, Any], *, token: bool,
+                    final: bool = True) -> float | None:  # fmt: skip
+        """POSTs JSON to Slack; logs when it fails (never the token, the URL's path or credentials).
+
+        Returns:
+            None when done (posted, or failed for good); when the failure may pass (no connection, a
+            timeout, HTTP 429 or 5xx, Slack's ``ratelimited``), the seconds Slack asks to wait
+            (``Retry-After``, else 0). A failure is a warning when ``final``, else logged at INFO.
+        """
         headers = {"Authorization": f"Bearer {self.settings.bot_token}"} if token else {}
+        retry_after: float | None = None
         try:
             async with httpx.AsyncClient(timeout=_TIMEOUT, follow_redirects=False) as client:
                 response = await client.post(url, json=body, headers=headers)
             error = None if response.is_success else f"HTTP {response.status_code}"
+            if response.status_code == 429 or response.status_code >= 500:
+                retry_after = _seconds(response.headers.get("retry-after"))
             answer = response.json() if error is None and "json" in response.headers.get("content-type", "") else None
             if isinstance(answer, dict) and answer.get("ok") is False:
                 error = f"Slack answered {str(answer.get('error'))[:100]!r}"
+                if answer.get("error") in _PASSING:
+                    retry_after = _seconds(response.headers.get("retry-after"))
         except Exception as exc:  # a background task: report everything, raise nothing
-            error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        if error is not None:
-            log.warning("Slack: %s failed (%s): %s", what, urlsplit(url).netloc, error)
+            error = f"{type(exc).__name__}: {str(exc)[:200]}".replace(url, "<url>")
+            retry_after = 0.0 if isinstance(exc, httpx.TransportError) else None
+        if error is None:
+            return None
+        parts = urlsplit(url)
+        # the host only: the path may be a secret (a response_url), the userinfo a proxy's password
+        host = redact_url(f"{parts.scheme}://{parts.netloc}")
+        final = final or retry_after is None
+        log.log(logging.WARNING if final else logging.INFO, "Slack: %s failed (%s): %s%s", what, host, error,
+                "" if final else "; trying again")  # fmt: skip
+        return None if final else retry_after
 
     async def interactions(self, request: Request) -> Response:
         """``POST /slack/interactions``: verifies the signature, decides, answers 200 at once.
@@ -332,7 +293,7 @@ class SlackApprovals:
             else:
                 log.info("Slack: user %s, not an approver, tried to decide approval %s", action.user_id,
                          action.approval_id[:100])  # fmt: skip
-                reply = _ephemeral("You are not an Agentspan approver, so you may not approve or reject tool calls.")
+                reply = ephemeral("You are not an Agentspan approver, so you may not approve or reject tool calls.")
             self._spawn(self._send(f"answering a Slack action on approval {action.approval_id[:100]}",
                                    action.response_url, reply, token=False))  # fmt: skip
         return Response(status_code=200)
@@ -350,22 +311,30 @@ class SlackApprovals:
         """Decides through the core's `decide_by_id` (once; an expired approval is refused there);
         returns the reply for Slack."""
         aid = action.approval_id[:100]
-        reason = None if action.approve else f"rejected in Slack by {action.user_name}"
+        # the name is the payload's (a user may change it; another may take it later): the member
+        # id, the one checked against the approvers, goes with it into the trail
+        decider = f"{action.user_name} ({action.user_id})"
+        reason = None if action.approve else f"rejected in Slack by {decider}"
         try:
             decided = decide_by_id(self.store, action.approval_id, approved=action.approve,
-                                   by=f"slack:{action.user_name}", reason=reason)  # fmt: skip
+                                   by=f"slack:{decider}", reason=reason)  # fmt: skip
         except errors.ApprovalNotFound:
-            return _ephemeral(f"There is no approval {aid}.")
+            return ephemeral(f"There is no approval {aid}.")
         except errors.ApprovalConflict as exc:
-            return _ephemeral(f"Not decided: {exc}.")
+            return ephemeral(f"Not decided: {exc}.")
         except errors.AgentspanError as exc:
             log.warning("Slack: deciding approval %s failed: %s", aid, exc)
-            return _ephemeral("The store failed while deciding; try again in a moment.")
-        verb = "Approved" if action.approve else "Rejected"
-        outcome = f"{':white_check_mark:' if action.approve else ':x:'} *{verb}* by {escape(action.user_name)}"
-        blocks = [*approval_blocks(decided), {"type": "context", "elements": [{"type": "mrkdwn", "text": outcome}]}]
-        text = f"{verb} by {escape(action.user_name)}: {escape(decided.tool)} (run {escape(decided.run_id)})"
-        return {"replace_original": True, "text": text, "blocks": blocks}
+            return ephemeral("The store failed while deciding; try again in a moment.")
+        return decided_message(decided, action.approve, decider)
+
+
+def _seconds(header: str | None) -> float:
+    """A ``Retry-After`` header's delay in seconds (0 when missing or not a number of seconds)."""
+    try:
+        seconds = float(header or 0)
+    except ValueError:
+        return 0.0
+    return seconds if 0 <= seconds < 86_400 else 0.0
 
 
 def install_slack(app: FastAPI, store: Store, settings: SlackSettings) -> SlackApprovals:
