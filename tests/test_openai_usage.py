@@ -96,3 +96,12 @@ def test_thinking_left_out_of_the_output_count_but_in_the_total_is_billed_as_out
     (step,) = handle.steps()
     assert (step.input_tokens, step.output_tokens) == (66, 34)  # was 66, 6: a third of the bill
     assert step.cost_usd == pytest.approx(price_usd("google", "gemini-2.5-pro", 66, 34))
+
+
+def test_a_models_own_label_names_its_provider_whatever_it_is():
+    model = ScriptedModel(["hello"], name="m")
+    model.agentspan_model_id = "custom/local-llm"
+    handle = agentspan.start(Agent(name="a", instructions="x", model=model), "hi")
+    assert handle.result(timeout=20).final_output == "hello"
+    (step,) = handle.steps()
+    assert (step.provider, step.model) == ("custom", "local-llm")  # was openai / custom/local-llm

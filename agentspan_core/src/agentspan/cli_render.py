@@ -8,8 +8,9 @@ an escape sequence in it must not clear, retitle or hide the operator's terminal
 
 import json
 import shlex
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich import box
 from rich.console import Console, Group
@@ -20,7 +21,7 @@ from rich.text import Text
 from agentspan.approvals import effective_status
 from agentspan.divergence import SUPERSEDED
 from agentspan.jsontext import utf8_text
-from agentspan.records import JSON, Approval, Run, Step, now
+from agentspan.records import JSON, Approval, Run, Step, StepKind, StepStatus, now
 from agentspan.stores.reopening import retries_of
 
 _BIDI = frozenset({0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)})
@@ -145,12 +146,80 @@ def tokens(input_tokens: int | None, output_tokens: int | None) -> str:
     return f"{input_tokens or 0:,}/{output_tokens or 0:,}"
 
 
+SMALLEST_USD = 0.000001
+"""The smallest cost shown as a number: below it (a few tokens of the cheapest models), ``<$0.000001``."""
+
+
 def cost(usd: float | None) -> str:
     """Formats a cost in US dollars (empty when unknown), with six decimals below a cent, as the
-    web UI: a call of a cheap model costs a few millionths (``$0.000027``, not ``$0.0000``)."""
+    web UI: a call of a cheap model costs a few millionths (``$0.000027``, not ``$0.0000``), and
+    less than a millionth is ``<$0.000001`` (not ``$0.000000``, which reads as free)."""
     if usd is None:
         return ""
+    if 0 < usd < SMALLEST_USD:
+        return f"<${SMALLEST_USD:.6f}"
     return "$0" if usd == 0 else f"${usd:.6f}" if abs(usd) < 0.01 else f"${usd:,.4f}"
+
+
+class ModelCalls(NamedTuple):
+    """What a run's journal says of its model calls (``llm`` steps), for showing its totals: a
+    run's stored ``cost_usd`` sums its priced calls only, its tokens the calls that reported them."""
+
+    llm_steps: int
+    """Every ``llm`` step (superseded ones included: they ran and were billed)."""
+    completed: int
+    """The completed ones."""
+    unpriced: int
+    """Of the completed ones, those without a cost (a model not in the price table, or a
+    response that reported no usage)."""
+    with_usage: int
+    """The ``llm`` steps that reported tokens."""
+
+    @property
+    def no_usage(self) -> bool:
+        """Whether the run made model calls and none reported its tokens (its totals' 0 means
+        unknown, not none)."""
+        return self.llm_steps > 0 and self.with_usage == 0
+
+
+def model_calls(steps: Iterable[Step]) -> ModelCalls:
+    """Counts a run's model calls, priced and not (`ModelCalls`)."""
+    llm = completed = unpriced = with_usage = 0
+    for step in steps:
+        if step.kind != StepKind.LLM:
+            continue
+        llm += 1
+        if step.input_tokens is not None or step.output_tokens is not None:
+            with_usage += 1
+        if step.status == StepStatus.COMPLETED:
+            completed += 1
+            if step.cost_usd is None:
+                unpriced += 1
+    return ModelCalls(llm, completed, unpriced, with_usage)
+
+
+def run_cost(usd: float | None, calls: ModelCalls | None, *, unknown: str = "—") -> str:
+    """Formats a run's cost, saying so where its journal shows it covers only some of its calls.
+
+    Args:
+        usd: The run's ``cost_usd`` (the sum of its priced calls).
+        calls: Its model calls (`model_calls`); None where its steps are not at hand (the cost
+            is shown as it is).
+        unknown: What stands for no cost at all.
+
+    Returns:
+        ``$0.0123`` when every completed model call is priced; ``≥ $0.000027 (1 of 2 model calls
+        unpriced)`` when some are not (the sum is a lower bound); ``— (2 of 2 model calls
+        unpriced)`` when none is.
+    """
+    if calls is None or calls.unpriced == 0:
+        return cost(usd) if usd is not None else unknown
+    note = f"({calls.unpriced} of {calls.completed} model call{'s' if calls.completed != 1 else ''} unpriced)"
+    if calls.unpriced == calls.completed and not usd:
+        return f"{unknown} {note}"
+    shown = cost(usd or 0.0)
+    # (a sum under a millionth is still more than nothing: "≥ <$0.000001" would read badly)
+    return f"{'> $0' if shown.startswith('<') else '≥ ' + shown} {note}"
 
 
 def _styled(value: str, styles: dict[str, str]) -> Text:
@@ -247,6 +316,7 @@ def steps_table(steps: list[Step], *, narrow: bool = False) -> Table:
         table.add_column("ms", justify="right", no_wrap=True)
     table.add_column("tokens", justify="right", no_wrap=True)
     if not narrow:
+        table.add_column("cost", justify="right", no_wrap=True)
         table.add_column("provider/model", overflow="fold", min_width=12)
     table.add_column("output", no_wrap=True, overflow="ellipsis", min_width=12, max_width=30 if narrow else 40)
     for step in steps:
@@ -262,6 +332,9 @@ def steps_table(steps: list[Step], *, narrow: bool = False) -> Table:
             cells.append("" if step.duration_ms is None else f"{step.duration_ms:.0f}")
         cells.append(tokens(step.input_tokens, step.output_tokens))
         if not narrow:
+            # a model call without a cost is unpriced ("—"); other steps have none to show
+            unpriced = step.kind == StepKind.LLM and step.status == StepStatus.COMPLETED
+            cells.append(cost(step.cost_usd) if step.cost_usd is not None else "—" if unpriced else "")
             cells.append(_text("/".join(p for p in (step.provider, step.model) if p)))
         cells.append(shown)
         # moved aside by on_divergence="live": still what ran and cost, no longer the run's path
@@ -320,8 +393,15 @@ def _fields(rows: list[tuple[str, Any]]) -> Table:
     return grid
 
 
-def run_panel(run: Run) -> Panel:
-    """Returns the summary panel of ``runs show``."""
+def run_panel(run: Run, steps: list[Step] | None = None) -> Panel:
+    """Returns the summary panel of ``runs show``.
+
+    Args:
+        run: The run.
+        steps: Its journal, where at hand: its cost then says how many model calls it leaves
+            out (unpriced), and its tokens show as ``—`` when no model call reported any.
+    """
+    calls = model_calls(steps) if steps is not None else None
     rows: list[tuple[str, Any]] = [
         ("agent", run.agent),
         ("framework", run.framework),
@@ -329,8 +409,8 @@ def run_panel(run: Run) -> Panel:
         ("created", f"{timestamp(run.created_at)} ({age(run.created_at)} ago)"),
         ("updated", timestamp(run.updated_at)),
         ("steps", run.steps),
-        ("tokens in/out", tokens(run.input_tokens, run.output_tokens)),
-        ("cost", cost(run.cost_usd)),
+        ("tokens in/out", "—" if calls and calls.no_usage else tokens(run.input_tokens, run.output_tokens)),
+        ("cost", run_cost(run.cost_usd, calls)),
     ]
     for label, value in (
         ("session", run.session_id),
@@ -365,7 +445,7 @@ def _number(value: JSON) -> float | None:
 
 def print_run(console: Console, run: Run, steps: list[Step], approvals: list[Approval]) -> None:
     """Prints ``runs show`` for humans: summary panel, journal table, approvals table."""
-    parts: list[Any] = [run_panel(run)]
+    parts: list[Any] = [run_panel(run, steps)]
     narrow = console.width < NARROW
     parts.append(steps_table(steps, narrow=narrow) if steps else _text("no steps journaled", style="dim"))
     if approvals:

@@ -16,7 +16,7 @@ from google.genai import types
 
 from agentspan.hashing import canonical_json
 from agentspan.jsontext import canonical
-from agentspan.models import ModelId, parse_model_id
+from agentspan.models import ModelId, explicit_model_id, parse_model_id
 from agentspan.records import JSON
 
 ENVELOPE = "__agentspan_adk__"
@@ -170,7 +170,7 @@ def model_identity(llm: BaseLlm | None, name: str | None) -> ModelId:
     """Labels a model for the trail as ``provider/model``."""
     explicit = getattr(llm, "agentspan_model_id", None)
     if isinstance(explicit, str):
-        return parse_model_id(explicit)
+        return explicit_model_id(explicit)  # the user's provider, whatever it is ("custom/local-llm")
     name = name or (llm.model if llm is not None else None) or "unknown"
     default = _PROVIDER_BY_MODULE.get(type(llm).__module__, "custom") if llm is not None else "custom"
     return parse_model_id(name, default_provider=default)  # LiteLlm names are "provider/model" already

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
 import agentspan
-from agentspan.models import ModelId, parse_model_id
+from agentspan.models import ModelId, explicit_model_id, parse_model_id
 from agentspan_openai_agents._stream import journaled_stream
 
 
@@ -89,7 +89,7 @@ def model_identity(model: Model, name: str | None = None) -> ModelId:
         return _named(name, host or "openai")
     explicit = getattr(model, "agentspan_model_id", None)
     if isinstance(explicit, str):
-        return parse_model_id(explicit)
+        return explicit_model_id(explicit)  # the user's provider, whatever it is ("custom/local-llm")
     label = getattr(model, "model", None)
     default = host or ("litellm" if "litellm" in module else "custom")
     if isinstance(label, str):

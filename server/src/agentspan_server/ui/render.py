@@ -21,7 +21,9 @@ import jinja2
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentspan.cli_render import _BIDI  # the CLI's set, so both show the same characters as escapes
+# the CLI's bidi set (both show the same characters as escapes) and cost formats (both show the same costs)
+from agentspan.cli_render import _BIDI, model_calls, run_cost
+from agentspan.cli_render import cost as cli_cost
 from agentspan_server.middleware import is_loopback_name
 
 HERE = Path(__file__).parent
@@ -114,10 +116,11 @@ def preview(text: str, width: int = 80) -> str:
 
 
 def format_usd(value: float | None) -> str:
-    """A cost in US dollars (more decimals below a cent)."""
+    """A cost in US dollars as the CLI shows it (`agentspan.cli_render.cost`: more decimals below
+    a cent, ``<$0.000001`` below a millionth; ``—`` for none)."""
     if value is None or not math.isfinite(value):
         return "—" if value is None else str(value)
-    return "$0" if value == 0 else f"${value:.6f}" if abs(value) < 0.01 else f"${value:,.4f}"
+    return cli_cost(value)
 
 
 def format_int(value: int | None) -> str:
@@ -152,6 +155,9 @@ def environment() -> jinja2.Environment:
         pretty=format_json,
         preview=preview,
         usd=format_usd,
+        # a run's cost with its steps at hand: a lower bound where some model calls are unpriced
+        run_usd=lambda usd, steps: run_cost(usd, model_calls(steps)),
+        calls=model_calls,
         num=format_int,
         ms=format_ms,
         short=short_id,
