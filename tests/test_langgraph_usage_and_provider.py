@@ -197,3 +197,40 @@ def test_the_openai_clients_base_url_says_where_the_calls_go():
     client = openai.OpenAI(api_key="sk-test", base_url="https://api.groq.com/openai/v1")
     step = _llm_step(_ChatOpenAILike(model_name="llama-3.3-70b-versatile", root_client=client), "client")
     assert (step.provider, step.model) == ("groq", "llama-3.3-70b-versatile")
+
+
+def test_a_run_journaled_before_the_host_labelling_replays_its_model_call(monkeypatch: pytest.MonkeyPatch):
+    """The model call's input hash holds LangChain's own label (``openai`` for a ChatOpenAI), not
+    the host's provider the trail now names: a run journaled when the trail said ``openai`` is
+    retried after the upgrade without a divergence (was: `ReplayDivergenceError`, the run failed)."""
+    import agentspan_langgraph._calls as calls
+
+    made: list[int] = []
+
+    class Counting(_ChatOpenAILike):
+        def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                      **kwargs: Any) -> ChatResult:
+            made.append(1)
+            return super()._generate(messages, stop, run_manager, **kwargs)
+
+    model = Counting(model_name="llama-3.3-70b-versatile", openai_api_base="https://api.groq.com/openai/v1")
+    failing = [True]
+
+    def chat(state: MessagesState) -> dict[str, Any]:
+        reply = model.invoke(state["messages"])
+        if failing[0]:  # fails after its model call: the node runs again on the retry
+            raise RuntimeError("transient failure")
+        return {"messages": [reply]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("chat", chat)
+    builder.add_edge(START, "chat")
+    builder.add_edge("chat", END)
+    graph = builder.compile(name="g")
+    with monkeypatch.context() as before:
+        before.setattr(calls, "_provider_of_base_url", lambda model: "openai")  # the labelling of old
+        with pytest.raises(RuntimeError):
+            agentspan.run(graph, {"messages": [HumanMessage("hi")]}, run_id="old")
+    failing[0] = False
+    result = agentspan.retry("old", graph).result(timeout=30)
+    assert result["messages"][-1].content == "choice 0" and made == [1]  # replayed, not made again

@@ -36,12 +36,9 @@ _PROVIDERS = {
 
 # ---- model calls -------------------------------------------------------------------------
 def model_identity(model: BaseChatModel, stop: list[str] | None, kwargs: Mapping[str, Any]) -> tuple[str, str]:
-    """Labels a chat model for the trail as ``(provider, model)``, from LangChain's tracing params.
-
-    An OpenAI chat model (``ls_provider`` ``openai``: ``ChatOpenAI``) pointed at another provider's
-    OpenAI-compatible API by its ``base_url`` is labelled with that provider, which bills the call;
-    a ``vendor/`` prefix is then part of that provider's name for the model (OpenRouter's
-    ``anthropic/claude-sonnet-4-5``, Groq's ``openai/gpt-oss-120b``)."""
+    """Labels a chat model as ``(provider, model)`` from LangChain's tracing params: what a model
+    call's input hash holds (unchanged since runs were first journaled); the trail's provider is
+    `billed_by`'s."""
     try:
         params: Mapping[str, Any] = model._get_ls_params(stop=stop, **kwargs)
     except Exception:  # a model whose tracing params cannot be computed still gets journaled
@@ -50,11 +47,20 @@ def model_identity(model: BaseChatModel, stop: list[str] | None, kwargs: Mapping
     provider = params.get("ls_provider")
     if not isinstance(name, str) or not name:
         name = type(model).__name__
-    if provider == "openai":
-        provider = _provider_of_base_url(model)
     if isinstance(provider, str) and provider:
         return _PROVIDERS.get(provider, provider), name
     return parse_model_id(name, default_provider="custom")
+
+
+def billed_by(model: BaseChatModel, provider: str) -> str:
+    """The provider the trail names for a call of ``model``, which LangChain labels ``provider``.
+
+    An OpenAI chat model (``ChatOpenAI``) pointed at another provider's OpenAI-compatible API by
+    its ``base_url`` is labelled with that provider, which bills the call; a ``vendor/`` prefix is
+    then part of that provider's name for the model (OpenRouter's ``anthropic/claude-sonnet-4-5``,
+    Groq's ``openai/gpt-oss-120b``).
+    """
+    return _provider_of_base_url(model) if provider == "openai" else provider
 
 
 _COMPATIBLE_HOSTS = {"api.groq.com": "groq", "api.mistral.ai": "mistral", "api.deepseek.com": "deepseek",
@@ -187,8 +193,11 @@ async def journal_model_call(
     scope = invocation.scope(metadata)
     key = f"{scope}/llm:{invocation.next_index(scope, 'llm')}"
     provider, name = model_identity(model, stop, kwargs)
+    # LangChain's own label is hashed (a run journaled before the trail named the host's provider
+    # must not diverge on it); the trail names the provider that bills the call
     input_hash = digest([provider, name, stop, _call_options(kwargs),
                          [invocation.digest_of(m, _message_content) for m in messages]])
+    provider = billed_by(model, provider)
     last_ai = max((i for i, m in enumerate(messages) if isinstance(m, AIMessage)), default=-1)
     step_input = {"messages": len(messages), "new": to_json(messages[last_ai + 1:])}
     if stop:
