@@ -4,6 +4,9 @@ that sends no usage: the SDK then counts zeros)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import pytest
 from agents import Agent, ModelResponse, Usage, set_tracing_disabled
 from openai.types.responses.response_usage import InputTokensDetails
@@ -77,10 +80,9 @@ def test_price_usd_bills_cache_reads_and_writes_at_their_prices(provider, model,
     assert price_usd(provider, model, *args) == pytest.approx(expected / 1e6)
 
 
-class _Thinking(ScriptedModel):
-    """Reports usage as Gemini's OpenAI-compatible API does (recorded in
-    ``openai-chat/test_compatible_api_with_tool_calls_without_id.yaml``): its thinking is left out of
-    ``completion_tokens`` and counted in ``total_tokens``."""
+class _GapInTotal(ScriptedModel):
+    """Reports a total above input + output, as Gemini's OpenAI-compatible API does for its
+    thinking, and LiteLLM's Gemini for the prompt of its grounding tools (input)."""
 
     async def get_response(self, *args, **kwargs) -> ModelResponse:
         response = await super().get_response(*args, **kwargs)
@@ -88,14 +90,42 @@ class _Thinking(ScriptedModel):
         return ModelResponse(output=response.output, usage=usage, response_id=None)
 
 
+def _gemini_compatible_model() -> Any:
+    """The SDK's chat completions model on Gemini's OpenAI-compatible API, answered offline with the
+    usage recorded in ``openai-chat/test_compatible_api_with_tool_calls_without_id.yaml``: its
+    thinking left out of ``completion_tokens`` and counted in ``total_tokens``."""
+    from agents import OpenAIChatCompletionsModel
+    from openai import AsyncOpenAI
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={
+            "id": "c1", "object": "chat.completion", "created": 0, "model": "gemini-2.5-pro",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 66, "completion_tokens": 6, "total_tokens": 100}})
+
+    client = AsyncOpenAI(api_key="test", base_url="https://generativelanguage.googleapis.com/v1beta/openai/",
+                         http_client=httpx.AsyncClient(transport=httpx.MockTransport(answer)))
+    return OpenAIChatCompletionsModel("gemini-2.5-pro", client)
+
+
 def test_thinking_left_out_of_the_output_count_but_in_the_total_is_billed_as_output():
-    model = _Thinking(["hello"], name="m")
+    handle = agentspan.start(Agent(name="a", instructions="x", model=_gemini_compatible_model()), "hi")
+    assert handle.result(timeout=20).final_output == "hello"
+    (step,) = handle.steps()
+    assert (step.provider, step.model) == ("google", "gemini-2.5-pro")
+    assert (step.input_tokens, step.output_tokens) == (66, 34)  # was 66, 6: a third of the bill
+    assert step.cost_usd == pytest.approx(price_usd("google", "gemini-2.5-pro", 66, 34))
+
+
+def test_a_total_above_input_and_output_elsewhere_is_not_counted_as_output():
+    """Another model class (LiteLLM's Gemini, say) may leave input out of both counts (the prompt of
+    its grounding tools): the gap is not billed at the output price there."""
+    model = _GapInTotal(["hello"], name="m")
     model.agentspan_model_id = "google/gemini-2.5-pro"
     handle = agentspan.start(Agent(name="a", instructions="x", model=model), "hi")
     assert handle.result(timeout=20).final_output == "hello"
     (step,) = handle.steps()
-    assert (step.input_tokens, step.output_tokens) == (66, 34)  # was 66, 6: a third of the bill
-    assert step.cost_usd == pytest.approx(price_usd("google", "gemini-2.5-pro", 66, 34))
+    assert (step.input_tokens, step.output_tokens) == (66, 6)
 
 
 def test_a_models_own_label_names_its_provider_whatever_it_is():

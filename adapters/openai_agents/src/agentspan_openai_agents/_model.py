@@ -3,6 +3,7 @@ run through the Agentspan journal."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
@@ -67,17 +68,26 @@ def _metrics(response: ModelResponse) -> agentspan.LlmMetrics:
         # then counts zeros): unknown, not a free call (a model reads one token at least)
         return _NO_USAGE
     details = usage.input_tokens_details  # (of input_tokens: OpenAI's and the SDK's count)
-    output_tokens = usage.output_tokens
-    if usage.total_tokens > usage.input_tokens + output_tokens:
-        # Gemini's OpenAI-compatible API leaves its thinking out of ``completion_tokens`` but not out
-        # of ``total_tokens``: billed as output (OpenAI's total is always the two added up)
-        output_tokens = usage.total_tokens - usage.input_tokens
-    return agentspan.LlmMetrics(input_tokens=usage.input_tokens, output_tokens=output_tokens,
+    return agentspan.LlmMetrics(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                                 cached_input_tokens=getattr(details, "cached_tokens", None),
                                 cache_write_tokens=getattr(details, "cache_write_tokens", None))
 
 
+def _metrics_thinking_apart(response: ModelResponse) -> agentspan.LlmMetrics:
+    """`_metrics` of a provider whose OpenAI-compatible API leaves the model's thinking out of
+    ``completion_tokens`` but not out of ``total_tokens`` (Gemini's, xAI's): billed as output.
+    Only there: elsewhere a total above the two added up may hold input tokens (LiteLLM's Gemini
+    leaves out the prompt of its grounding tools, billed as input)."""
+    metrics = _metrics(response)
+    usage = response.usage
+    if metrics is not _NO_USAGE and usage.total_tokens > usage.input_tokens + usage.output_tokens:
+        return dataclasses.replace(metrics, output_tokens=usage.total_tokens - usage.input_tokens)
+    return metrics
+
+
 _NO_USAGE = agentspan.LlmMetrics()
+_THINKING_APART = frozenset({"google", "xai"})
+"""Providers whose OpenAI-compatible API counts thinking in ``total_tokens`` only (`_metrics_thinking_apart`)."""
 
 
 def model_identity(model: Model, name: str | None = None) -> ModelId:
@@ -143,6 +153,9 @@ class JournalingModel(Model):
         self.inner = inner
         self.identity = identity
         self.tracker = tracker
+        openai_class = type(inner).__module__.startswith("agents.models.openai")
+        self._metrics = _metrics_thinking_apart if openai_class and _provider_of_client(inner) in _THINKING_APART \
+            else _metrics
 
     async def get_response(self, system_instructions: str | None, input: Any, model_settings: Any,
                            tools: list[Any], output_schema: Any, handoffs: list[Any], tracing: Any, *,
@@ -212,7 +225,7 @@ class JournalingModel(Model):
         return run.step(
             kind=agentspan.StepKind.LLM, key=key, name=self.identity.model, input=step_input,
             input_hash=input_hash, invoke=invoke, dump=dump_response, load=load_response,
-            provider=self.identity.provider, model=self.identity.model, metrics=_metrics)
+            provider=self.identity.provider, model=self.identity.model, metrics=self._metrics)
 
     def _responded(self, run: agentspan.ActiveRun, key: str, response: ModelResponse) -> None:
         run.register_calls(key, call_ids(response))
