@@ -108,7 +108,7 @@ def test_a_long_value_does_not_hide_later_keys(server: Agentspan) -> None:
     request(server.http, new_approval(run, args=args))
     message = posted(server)
     shown = "\n".join(sections(message))
-    assert '"bcc": "attacker@evil.example"' in shown and "lorem ipsum l… (clipped)\n" in shown
+    assert '"bcc": "attacker@evil.example"' in shown and "lorem ipsum… (clipped)\n" in shown
     assert all(len(text) <= 3000 for text in sections(message))
     note = message["blocks"][-2]["elements"][0]["text"]
     assert "Some values clipped" in note and f"see the full arguments in the web UI (`/ui/runs/{run.id}`)" in note
@@ -123,6 +123,18 @@ def test_too_many_keys_say_how_many_more(server: Agentspan) -> None:
     shown = sum(text.count('"k') for text in sections(message))
     note = message["blocks"][-2]["elements"][0]["text"]
     assert f"{300 - shown} more arguments not shown; some values clipped" in note and 0 < shown < 300
+
+
+def test_non_ascii_arguments_stay_within_the_limit_in_bytes(server: Agentspan) -> None:
+    """Slack's 3,000-character limit of a section is counted in bytes by some: every section stays
+    within 3,000 UTF-8 bytes (was: measured in characters, a section of Japanese text or emoji
+    reached 4,000-9,500 bytes, which Slack may refuse, leaving the approval without a message)."""
+    run = claimed(server.http)
+    args = {f"件名{i}": "日本語のメール本文です。" * 60 + "😀" * 100 for i in range(12)}
+    request(server.http, new_approval(run, args=args))
+    message = posted(server)
+    texts = [block["text"]["text"] for block in message["blocks"] if block.get("type") == "section"]
+    assert len(texts) >= 3 and all(len(text.encode("utf-8")) <= 3000 for text in texts)
 
 
 # ---- 4. a failed post is tried again --------------------------------------------------------------

@@ -28,14 +28,16 @@ from agentspan.jsontext import utf8_text
 from agentspan.records import Approval
 
 APPROVE, REJECT = "agentspan_approve", "agentspan_reject"
-SECTION_CHARS = 2900
-"""The most text one section of a message holds (Slack's limit is 3,000)."""
+SECTION_BYTES = 2900
+"""The most text one section of a message holds, in UTF-8 bytes (Slack's limit is 3,000
+characters, which some count as bytes: a section of non-ASCII text measured in characters could
+be refused as ``invalid_blocks``, and the approval would get no message)."""
 ARG_SECTIONS = 4
 """The most sections the arguments take (Slack takes ≤ 50 blocks; a long message is no use)."""
-VALUE_CHARS = 600
-"""The most characters one argument's value shows; a longer one is clipped."""
-KEY_CHARS = 100
-"""The most characters one argument's name shows."""
+VALUE_BYTES = 600
+"""The most UTF-8 bytes one argument's value shows; a longer one is clipped."""
+KEY_BYTES = 100
+"""The most UTF-8 bytes one argument's name shows."""
 CLIPPED = "… (clipped)"
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _LINE_ENDS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -79,18 +81,23 @@ def _code_piece(char: str) -> str:
     return char
 
 
+def _size(text: str) -> int:
+    """How much of a Slack limit ``text`` takes: its UTF-8 bytes (at least its characters)."""
+    return len(text.encode("utf-8"))
+
+
 def _render(text: str, piece: Callable[[str], str], limit: int) -> tuple[str, bool]:
-    """``text`` shown piece by piece, at most ``limit`` characters (`CLIPPED` included); whether it
-    was clipped. An escape is never cut in half."""
+    """``text`` shown piece by piece, at most ``limit`` UTF-8 bytes (`CLIPPED` included); whether
+    it was clipped. An escape is never cut in half."""
     out: list[str] = []
     size = 0
     for char in utf8_text(text):
         shown = piece(char)
-        size += len(shown)
+        size += _size(shown)
         out.append(shown)
         if size > limit:
-            while out and size + len(CLIPPED) > limit:
-                size -= len(out.pop())
+            while out and size + _size(CLIPPED) > limit:
+                size -= _size(out.pop())
             return "".join(out) + CLIPPED, True
     return "".join(out), False
 
@@ -98,7 +105,7 @@ def _render(text: str, piece: Callable[[str], str], limit: int) -> tuple[str, bo
 def escape(text: str, limit: int = 200) -> str:
     """A user-supplied text as one line of mrkdwn or inline code: ``&``, ``<`` and ``>`` as entities,
     control characters and line ends as escapes (``\\n``, ``\\x1b``), format characters as
-    ``\\uNNNN``, backticks as a look-alike that closes no code span; at most ``limit`` characters."""
+    ``\\uNNNN``, backticks as a look-alike that closes no code span; at most ``limit`` UTF-8 bytes."""
     return _render(text, _inline_piece, limit)[0]
 
 
@@ -111,30 +118,30 @@ def _section(text: str) -> dict[str, Any]:
 
 
 def _argument_sections(args: Any) -> tuple[list[str], bool, int]:
-    """The arguments as code blocks of at most `SECTION_CHARS` each (at most `ARG_SECTIONS`);
+    """The arguments as code blocks of at most `SECTION_BYTES` each (at most `ARG_SECTIONS`);
     whether a value was clipped; how many keys did not fit."""
     if not isinstance(args, dict) or not args:
-        shown, clipped = _render(_json(args), _code_piece, SECTION_CHARS - 40)
+        shown, clipped = _render(_json(args), _code_piece, SECTION_BYTES - 40)
         return [f"*Arguments:*\n{_FENCE}\n{shown}\n{_FENCE}"], clipped, 0
     entries: list[str] = []
     clipped = False
     for key, value in args.items():
-        name, cut_name = _render(_json(str(key)), _code_piece, KEY_CHARS)
+        name, cut_name = _render(_json(str(key)), _code_piece, KEY_BYTES)
         # the value's own lines indented under its key (its strings' line ends are JSON escapes)
-        shown, cut_value = _render(_json(value).replace("\n", "\n  "), _code_piece, VALUE_CHARS)
+        shown, cut_value = _render(_json(value).replace("\n", "\n  "), _code_piece, VALUE_BYTES)
         entries.append(f"{name}: {shown}")
         clipped = clipped or cut_name or cut_value
     sections: list[list[str]] = [[]]
     size = 0
     for index, entry in enumerate(entries):
-        if size + len(entry) + 1 > SECTION_CHARS - 40:
+        if size + _size(entry) + 1 > SECTION_BYTES - 40:
             if len(sections) == ARG_SECTIONS:
                 texts = _fenced(sections)
                 return texts, clipped, len(entries) - index
             sections.append([])
             size = 0
         sections[-1].append(entry)
-        size += len(entry) + 1
+        size += _size(entry) + 1
     return _fenced(sections), clipped, 0
 
 
