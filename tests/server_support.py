@@ -116,14 +116,18 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while True:
             self._close_output()
-            self._output = tempfile.TemporaryFile("w+", encoding="utf-8")
+            self._output = tempfile.TemporaryFile("a+", encoding="utf-8")  # (appends whatever our reads' offset)
             cmd = [sys.executable, "-m", "agentspan_server", "--db", self.db, "--port", str(self.port), *self.args]
             self.proc = subprocess.Popen(cmd, env=self.env, text=True, stdout=self._output,
                                          stderr=subprocess.STDOUT)
-            if self._listening(deadline):
-                wait_healthy(self.url, proc=self.proc, timeout=max(1.0, deadline - time.monotonic()))
-                self._started = True
-                return self
+            try:
+                if self._listening(deadline):
+                    wait_healthy(self.url, proc=self.proc, timeout=max(1.0, deadline - time.monotonic()))
+                    self._started = True
+                    return self
+            except BaseException:
+                self.kill()  # not left running (its port, its database) by a start that failed
+                raise
             output = self.output()
             if "Address already in use" not in output or time.monotonic() > deadline:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {output}")
