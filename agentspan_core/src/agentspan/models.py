@@ -78,6 +78,30 @@ LONG_CONTEXT_PRICES_PER_MTOK: dict[tuple[str, str], tuple[int, float, float]] = 
 }
 
 
+OPENAI_COMPATIBLE_HOSTS: dict[str, str] = {
+    "api.groq.com": "groq", "api.mistral.ai": "mistral", "api.deepseek.com": "deepseek",
+    "generativelanguage.googleapis.com": "google", "api.together.xyz": "together",
+    "openrouter.ai": "openrouter", "api.x.ai": "xai", "api.anthropic.com": "anthropic",
+}
+"""Hosts of other providers' OpenAI-compatible APIs, and the provider each bills for: an OpenAI
+client (openai-agents' OpenAI model classes, LangChain's ``ChatOpenAI``) pointed at one by its
+``base_url`` is that provider's call (`provider_of_host`)."""
+
+
+def provider_of_host(host: str) -> str:
+    """The provider an OpenAI client reaching ``host`` calls: another provider's OpenAI-compatible
+    API (`OPENAI_COMPATIBLE_HOSTS`), Azure OpenAI (``*.openai.azure.com``), else ``openai`` (OpenAI's
+    API, a local or an unknown OpenAI-compatible server).
+
+    Args:
+        host: The client's base URL's host name, any case.
+    """
+    host = host.lower()
+    if host.endswith(".openai.azure.com"):
+        return "azure"
+    return OPENAI_COMPATIBLE_HOSTS.get(host, "openai")
+
+
 class ModelId(NamedTuple):
     """A parsed model name."""
 

@@ -21,7 +21,7 @@ from pydantic_core import to_jsonable_python
 
 import agentspan
 from agentspan.hashing import digest
-from agentspan.models import parse_model_id
+from agentspan.models import parse_model_id, provider_of_host
 from agentspan.tools import DEFAULT_TOOL_OPTIONS, ToolOptions, tool_options
 from agentspan_langgraph._codec import from_json, to_exact_json, to_json
 from agentspan_langgraph._context import Invocation
@@ -63,14 +63,6 @@ def billed_by(model: BaseChatModel, provider: str) -> str:
     return _provider_of_base_url(model) if provider == "openai" else provider
 
 
-_COMPATIBLE_HOSTS = {"api.groq.com": "groq", "api.mistral.ai": "mistral", "api.deepseek.com": "deepseek",
-                     "generativelanguage.googleapis.com": "google", "api.together.xyz": "together",
-                     "openrouter.ai": "openrouter", "api.x.ai": "xai", "api.anthropic.com": "anthropic"}
-"""Providers whose OpenAI-compatible API an OpenAI chat model reaches by ``base_url``. A copy of
-``_COMPATIBLE_HOSTS`` in ``agentspan_openai_agents._model`` (an adapter imports only its framework
-and agentspan's public API): keep the two alike."""
-
-
 def _provider_of_base_url(model: BaseChatModel) -> str:
     """The provider an OpenAI chat model talks to, by its base URL's host (``openai`` otherwise, a
     local or unknown OpenAI-compatible server included)."""
@@ -86,10 +78,7 @@ def _provider_of_base_url(model: BaseChatModel) -> str:
             host = str(getattr(getattr(client, "base_url", None), "host", "") or "")
     except Exception:  # a model whose URL cannot be read is labelled as it says (openai)
         host = ""
-    host = host.lower()
-    if host.endswith(".openai.azure.com"):
-        return "azure"
-    return _COMPATIBLE_HOSTS.get(host, "openai")
+    return provider_of_host(host)
 
 
 def dump_chat_result(result: ChatResult) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
 import agentspan
-from agentspan.models import ModelId, explicit_model_id, parse_model_id
+from agentspan.models import OPENAI_COMPATIBLE_HOSTS, ModelId, explicit_model_id, parse_model_id, provider_of_host
 from agentspan_openai_agents._stream import journaled_stream
 
 
@@ -118,11 +118,7 @@ def _named(name: str, provider: str) -> ModelId:
     return parse_model_id(name, default_provider=provider)
 
 
-_COMPATIBLE_HOSTS = {"api.groq.com": "groq", "api.mistral.ai": "mistral", "api.deepseek.com": "deepseek",
-                     "generativelanguage.googleapis.com": "google", "api.together.xyz": "together",
-                     "openrouter.ai": "openrouter", "api.x.ai": "xai", "api.anthropic.com": "anthropic"}
-"""Providers whose OpenAI-compatible API the SDK's OpenAI model classes reach by ``base_url``."""
-_COMPATIBLE_PROVIDERS = frozenset({*_COMPATIBLE_HOSTS.values(), "azure"})
+_COMPATIBLE_PROVIDERS = frozenset({*OPENAI_COMPATIBLE_HOSTS.values(), "azure"})
 """Providers other than OpenAI an OpenAI model class's client reaches (`_provider_of_client`)."""
 
 
@@ -130,10 +126,7 @@ def _provider_of_client(model: Model) -> str:
     """The provider an OpenAI model class talks to, by its client's host (``openai`` otherwise,
     a local or unknown OpenAI-compatible server included)."""
     base_url = getattr(getattr(model, "_client", None), "base_url", None)
-    host = str(getattr(base_url, "host", "") or "").lower()
-    if host.endswith(".openai.azure.com"):
-        return "azure"
-    return _COMPATIBLE_HOSTS.get(host, "openai")
+    return provider_of_host(str(getattr(base_url, "host", "") or ""))
 
 
 _CALL_TYPES = ("function_call", "custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call")
