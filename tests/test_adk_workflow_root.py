@@ -1,12 +1,11 @@
-"""ADK 2 graph workflows (``google.adk.workflow.Workflow`` as ``App.root_agent``, or
-``Runner(node=...)``) are refused up front by every Agentspan entry point with a
-`ConfigurationError`, and nothing is stored: before, ``agentspan.run`` ran them undurably (a
-resume after the first agent node failed with a false ``ReplayDivergenceError``) and
-`AgentspanPlugin` failed with an ``AttributeError`` on the invocation's ``None`` agent."""
+"""ADK 2 graph workflows (``google.adk.workflow.Workflow`` as ``App.root_agent``, or the target)
+are accepted by ``agentspan.run`` and its kin (journaled: `test_adk_workflow_durable`); another
+``BaseNode`` as the root is refused, and so is a workflow in a user-built Runner (`AgentspanPlugin`,
+`agentspan.instrument`), with a `ConfigurationError` before anything is stored (before, the
+plugin failed with an ``AttributeError`` on the invocation's ``None`` agent)."""
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,12 @@ from google.adk.agents import LlmAgent, SequentialAgent
 from google.adk.apps import App
 from google.adk.runners import InMemoryRunner, Runner
 from google.adk.sessions import InMemorySessionService
-from google.adk.workflow import START, Workflow
+from google.adk.workflow import START, FunctionNode, Workflow
 from google.genai import types
 
 import agentspan
-from agentspan.errors import ConfigurationError
-from agentspan.testing import mock_run
+from agentspan.errors import ConfigurationError, ReplayDivergenceError
+from agentspan.testing import call, mock_run, reply
 from agentspan_adk import AgentspanPlugin
 from agentspan_adk.testing import Call, ScriptedLlm
 
@@ -85,35 +84,47 @@ def test_the_workflow_runs_without_agentspan():
 @pytest.mark.parametrize("target", [lambda: App(name="shop", root_agent=workflow()), workflow],
                          ids=["app", "bare-workflow"])
 @pytest.mark.parametrize("entry", ["run", "start", "run-named", "mock_run"])
-def test_agentspan_run_refuses_a_workflow_root_before_storing_anything(target, entry):
-    with pytest.raises(ConfigurationError, match=REFUSED) as raised:
-        if entry == "run":
-            agentspan.run(target(), "Refund 42", session_id="s")
-        elif entry == "start":
-            agentspan.start(target(), "Refund 42")
-        elif entry == "run-named":  # (agent_name given: the adapter's agent_name() is not asked)
-            agentspan.run(target(), "Refund 42", agent_name="refunds")
-        else:
-            mock_run(target(), "Refund 42", script=["Refunded."])
-    assert "Workflow 'flow'" in str(raised.value)
+def test_agentspan_run_makes_a_workflow_root_durable(target, entry):
+    """Accepted by every entry point since workflows are journaled (`test_adk_workflow_durable`)."""
+    if entry == "run":
+        text = agentspan.run(target(), "Refund 42", session_id="s").text
+    elif entry == "start":
+        text = agentspan.start(target(), "Refund 42").result(timeout=20).text
+    elif entry == "run-named":  # (agent_name given: the adapter's agent_name() is not asked)
+        text = agentspan.run(target(), "Refund 42", agent_name="refunds").text
+    else:  # the scripted turns go to the workflow's agent nodes; the tool's stand-in answers
+        script = [call("lookup", order_id="42"), reply("Found."), reply("Refunded.")]
+        text = mock_run(target(), "Refund 42", script=script,
+                        tools={"lookup": lambda order_id: {"order_id": order_id, "paid": 30.0}}).output
+    assert text == "Refunded."
+    if entry == "mock_run":
+        assert effects == []
+        return
+    assert effects == ["lookup 42"]
+    (run,) = agentspan.get_store().list_runs(limit=100)
+    assert run.status is agentspan.RunStatus.COMPLETED
+
+
+def test_a_root_node_that_is_no_workflow_is_refused_before_storing_anything():
+    node = FunctionNode(func=lambda node_input: "x", name="lonely")
+    for target in (node, App(name="shop", root_agent=node)):
+        with pytest.raises(ConfigurationError, match="as a google.adk.workflow Workflow root only") as raised:
+            agentspan.run(target, "Refund 42")
+        assert "FunctionNode 'lonely'" in str(raised.value)
     assert no_runs()
-    assert effects == []
 
 
-def test_resume_and_serve_refuse_a_workflow_root():
+def test_resume_diverges_when_the_root_changed_kind():
+    """A run journaled with the agent tree, resumed with the workflow of the same agents (keys by
+    node path): refused as a divergence before any call is made again."""
     handle = agentspan.start(agent_tree(), "Refund 42", session_id="s")
     assert handle.result(timeout=20).text == "Refunded."
-    crashed = crashed_copy(handle.id, 2)  # a run its process died in (resumable with the agent tree)
-    before = agentspan.get_store().get_run(crashed)
-    app = App(name="shop", root_agent=workflow())
-    with pytest.raises(ConfigurationError, match=REFUSED):
-        agentspan.resume(crashed, app)
-    assert agentspan.get_store().get_run(crashed) == before  # not claimed
+    crashed = crashed_copy(handle.id, 3)  # a run its process died in (resumable with the agent tree)
+    with pytest.raises(ReplayDivergenceError, match="root agent 'flow'.*'flow@1'"):
+        agentspan.resume(crashed, App(name="shop", root_agent=workflow())).result(timeout=20)
+    assert effects == ["lookup 42"]  # the tool journaled under the agent tree did not run again
+    crashed = crashed_copy(handle.id, 3)
     assert agentspan.resume(crashed, agent_tree()).result(timeout=20).text == "Refunded."
-    stop = threading.Event()
-    stop.set()
-    with pytest.raises(ConfigurationError, match=REFUSED):
-        agentspan.serve(app, stop=stop)
 
 
 @pytest.mark.parametrize("how", ["node", "app", "in-memory"])

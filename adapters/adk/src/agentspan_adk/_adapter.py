@@ -37,7 +37,7 @@ from google.adk.plugins import BasePlugin
 from google.adk.runners import Runner
 from google.adk.sessions import Session
 from google.adk.tools import BaseTool
-from google.adk.workflow import BaseNode
+from google.adk.workflow import BaseNode, Workflow
 from google.genai import types
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
@@ -99,15 +99,15 @@ class ADKAdapter(Adapter):
 
         Raises:
             ConfigurationError: ``target`` is, or is an App rooted at, an ADK graph workflow
-                (`agentspan_adk._roots`). Raised here, where every entry point (``run``,
+                other than a ``Workflow`` (`agentspan_adk._roots`). Raised here, where every entry point (``run``,
                 ``start``, ``resume``, ``serve``, the testing kit) asks before storing anything,
                 rather than from ``agent_name`` (skipped when the caller names the agent).
         """
         if isinstance(target, App):
-            check_agent_root(target.root_agent)
+            check_agent_root(target.root_agent, workflows=True)
             return True
         if isinstance(target, BaseNode):  # (BaseAgent is one)
-            check_agent_root(target)
+            check_agent_root(target, workflows=True)
             return True
         return False
 
@@ -184,7 +184,8 @@ class ADKAdapter(Adapter):
                 "that session again through the Runner (with the same message)")
         settings = {**run.run.options, **options}
         app = target if isinstance(target, App) else None
-        agent: BaseAgent = app.root_agent if app is not None else target  # type: ignore[assignment]  # (agent_name)
+        # (a BaseAgent or a graph Workflow: `accepts` refused every other root)
+        agent: BaseAgent | Workflow = app.root_agent if app is not None else target  # type: ignore[assignment]
         app_name = app.name if app is not None else settings.get("app_name") or agent.name
         user_id = settings.get("user_id") or DEFAULT_USER
         session_id = run.run.session_id or run.run_id
@@ -203,8 +204,9 @@ class ADKAdapter(Adapter):
         if app is not None:
             # (ADK's compaction after the invocation reads the App's config, not the invocation's:
             # its summarizer journals into this run; see `agentspan_adk._compaction`)
+            root = agent if isinstance(agent, BaseAgent) else None  # (a workflow: no root agent's model)
             app = app.model_copy(update={"plugins": [plugin, *extra], "events_compaction_config":
-                                         _compaction.journaled(app.events_compaction_config, agent, run)})
+                                         _compaction.journaled(app.events_compaction_config, root, run)})
         else:
             app = App(name=app_name, root_agent=agent, plugins=[plugin, *extra])
         # As `InMemoryRunner`: artifact and memory services in this process unless given (a
@@ -224,7 +226,8 @@ class ADKAdapter(Adapter):
         return ADKResult(text=_final_text(events), events=events, session=session)
 
 
-async def _invoke(run: agentspan.ActiveRun, runner: Runner, plugin: AgentspanPlugin, root: BaseAgent, user_id: str,
+async def _invoke(run: agentspan.ActiveRun, runner: Runner, plugin: AgentspanPlugin, root: BaseAgent | Workflow,
+                  user_id: str,
                   session_id: str, message: types.Content, run_config: RunConfig | None) -> list[Event]:
     """Runs the invocation, answering its confirmation requests, until it ends without one.
 
@@ -244,7 +247,12 @@ async def _invoke(run: agentspan.ActiveRun, runner: Runner, plugin: AgentspanPlu
                 sink.emit(event, key=event_key(event, seen))
         events.extend(batch)
         requests = [r for r in _confirmations.pending_requests(batch) if r.call.id not in answered]
-        if requests:
+        if requests and isinstance(root, Workflow):
+            raise ConfigurationError(
+                f"a tool of ADK workflow {root.name!r} asked for a confirmation ({requests[0].tool}): human input "
+                "inside a graph workflow is not made durable by Agentspan (use @agentspan.tool(approval_required=True) "
+                "on the tool instead, or run the workflow without Agentspan)")
+        if requests and isinstance(root, BaseAgent):
             queued.extend(_answers_by_branch(run, plugin, root, batch, requests))
             answered.update(str(r.call.id) for r in requests)
         if not queued:

@@ -157,6 +157,8 @@ class Journal:
     _pending: dict[tuple[str | None, str], _PendingModelCall] = field(default_factory=dict)
     _call_keys: dict[str, str] = field(default_factory=dict)
     _root_checked: bool = False
+    workflow: bool = False
+    """The invocation runs an ADK 2 graph workflow: its agents are keyed by node path (`_key_path`)."""
 
     # ---- model calls ----------------------------------------------------------------------
     def before_model(self, callback_context: CallbackContext, llm_request: LlmRequest,
@@ -165,7 +167,7 @@ class Journal:
         # (the ignores on ic.agent here: ADK 2 types it BaseAgent | BaseNode | None for its workflow
         # nodes; in an agent's model and tool callbacks it is that agent)
         agent: BaseAgent = ic.agent  # type: ignore[assignment]
-        path = self._path_of(agent)
+        path = self._key_path(ic)
         calls = self._agents.get(path)
         if calls is None:  # (a continuation of an invocation journaled by another process counts on)
             calls = self._agents[path] = _AgentCalls(model_turns(ic.session.events, ic.invocation_id, agent.name,
@@ -195,24 +197,41 @@ class Journal:
         calls journaled under another root agent (the root renamed) would never be reached, and
         their tools would run again: a divergence at the first of them (raised, or, under
         ``on_divergence="live"``, the journal from there on moved aside)."""
+        await self._check_root(root)
+        self._start_live_model_call(call)
+
+    async def check_workflow_root(self, node_path: str) -> None:
+        """Before a graph workflow's first function node step of an attempt (`agentspan_adk._nodes`):
+        steps journaled under another root (the workflow renamed, or the run started with an agent
+        tree) would never be reached, and their effects would happen again: a divergence."""
+        if not self._root_checked:
+            self._root_checked = True
+            if self.run.recorded:
+                await self._check_root(node_path.partition("/")[0])
+
+    async def _check_root(self, root: str) -> None:
+        """A divergence at the first completed model call or function node journaled under
+        another root than ``root`` (raised, or, under ``on_divergence="live"``, the journal
+        from there on moved aside)."""
         mark = f"{self.prefix}{root}/"
         journal = self.run.journal
         other = sorted((step for key in self.run.recorded if (step := journal.get(key)) is not None
-                        and step.kind is StepKind.LLM and step.status is StepStatus.COMPLETED
+                        and step.kind in (StepKind.LLM, StepKind.TOOL) and step.status is StepStatus.COMPLETED
                         and key.startswith(self.prefix) and not key.startswith(mark)
                         and not key.startswith(SUPERSEDED) and _agent_model_key(key[len(self.prefix):])),
                        key=lambda step: step.seq)
         if other:
             first = other[0]
             was = first.key[len(self.prefix):].partition("/")[0]
-            await self.run.diverge(first.key, f"the journal has model calls of root agent {was!r}; the agent tree "
-                                              f"now has root {root!r} (an agent renamed since the run started?)")
-        self._start_live_model_call(call)
+            kind = "workflow" if "@" in was else "agent"  # (a workflow's node paths: `flow@1/...`)
+            await self.run.diverge(first.key, f"the journal has calls of root {kind} {was!r}; the agent tree or "
+                                              f"graph workflow now has root {root!r} (renamed, or another kind of "
+                                              "root, since the run started?)")
 
     def next_model_key(self, ic: InvocationContext) -> str:
         """The key the next model call of the invocation's current agent takes (`before_model`
         gives it), without taking it: what `agentspan.now` reads the time of."""
-        path = self._path_of(ic.agent)  # type: ignore[arg-type]
+        path = self._key_path(ic)
         calls = self._agents.get(path)
         index = calls.next_index if calls is not None else model_turns(
             ic.session.events, ic.invocation_id, ic.agent.name, ic.branch)  # type: ignore[union-attr]
@@ -245,6 +264,16 @@ class Journal:
         _codec.restore_actions(callback_context.actions, actions)
         self._register_calls(call.key, response, call.agent[0])
         return _codec.load_response(response)
+
+    def _key_path(self, ic: InvocationContext) -> str:
+        """Where the invocation's current agent's calls are keyed: its path in the agent tree, or,
+        in a graph workflow (whose agents are nodes, each the root of its own tree), its node's
+        path (``flow@1/triage@1``; an agent the node's agent transferred to adds its name)."""
+        agent: BaseAgent = ic.agent  # type: ignore[assignment]  # (an agent: see before_model)
+        if not self.workflow or not ic.node_path:
+            return self._path_of(agent)
+        node = ic.node_path.rpartition("/")[2].partition("@")[0]
+        return ic.node_path if node == agent.name else f"{ic.node_path}/{agent.name}"
 
     def _path_of(self, agent: BaseAgent) -> str:
         """`agent_path`, once per agent object."""
@@ -312,7 +341,7 @@ class Journal:
     def call_key(self, call_id: str | None, ic: InvocationContext) -> str:
         """The key of the function call ``call_id`` made by the invocation's current agent."""
         known = self._call_keys.get(call_id or "")
-        return known if known is not None else self.call_key_by_path(call_id, self._path_of(ic.agent), ic)  # type: ignore[arg-type]
+        return known if known is not None else self.call_key_by_path(call_id, self._key_path(ic), ic)
 
     def call_key_by_path(self, call_id: str | None, path: str, ic: InvocationContext | None = None,
                          author: str | None = None) -> str:
@@ -350,7 +379,10 @@ class Journal:
     def before_tool(self, tool: BaseTool, tool_args: dict[str, Any], tool_context: ToolContext,
                     ic: InvocationContext) -> tuple[ToolCall, bool]:
         """The call, and whether the journal has it completed (then `replay_tool` gives its result)."""
-        key = self.call_key(tool_context.function_call_id, ic)
+        if ic.agent is None:  # a tool as a graph workflow node (ADK's _ToolNode): a new call id every run
+            key = f"{self.prefix}{tool_context.node_path}/tool"
+        else:
+            key = self.call_key(tool_context.function_call_id, ic)
         if tool_context.tool_confirmation is not None:
             key += "/confirmed"
         kind = StepKind.HANDOFF if tool.name == TRANSFER_TOOL else StepKind.TOOL
@@ -439,6 +471,13 @@ async def _never() -> Any:  # pragma: no cover - only called on a completed step
 
 def _agent_model_key(key: str) -> bool:
     """Whether ``key`` is an ADK model call's (``<agent path>/llm:<n>``, agent names being Python
-    identifiers), not another framework's in the same run (``agent:<id>/llm:0``, ``llm:0``)."""
+    identifiers; ``<node path>/llm:<n>`` in a graph workflow, node paths like ``flow@1/triage@1``)
+    or a workflow function node's (``<node path>/node``), not another framework's in the same run
+    (``agent:<id>/llm:0``, ``llm:0``)."""
     path, _, last = key.rpartition("/")
-    return bool(path) and last.startswith("llm:") and all(part.isidentifier() for part in path.split("/"))
+    return bool(path) and (last.startswith("llm:") or last == "node") and all(map(_path_part, path.split("/")))
+
+
+def _path_part(part: str) -> bool:
+    name, at, number = part.partition("@")
+    return name.isidentifier() and (not at or number.isdigit())

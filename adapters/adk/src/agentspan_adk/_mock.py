@@ -86,21 +86,30 @@ async def stubbed_call(tool: BaseTool, args: dict[str, Any], tool_context: ToolC
     return stand_ins.call_stub(tool.name, args)
 
 
-def agents_of(root: BaseAgent) -> list[BaseAgent]:
-    """The agent and every agent below it: sub-agents and the agents of ``AgentTool``s."""
+def agents_of(root: Any) -> list[BaseAgent]:
+    """The agent and every agent below it: sub-agents and the agents of ``AgentTool``s; of a
+    graph workflow (``root`` a ``Workflow``), the agents among its nodes, nested workflows' too."""
     found: dict[int, BaseAgent] = {}
+    seen: set[int] = set()
     todo = [root]
     while todo:
-        agent = todo.pop()
-        if id(agent) in found:
+        node = todo.pop()
+        if id(node) in seen:
             continue
-        found[id(agent)] = agent
-        todo.extend(agent.sub_agents)
-        todo.extend(t.agent for t in getattr(agent, "tools", None) or [] if isinstance(t, AgentTool))
+        seen.add(id(node))
+        graph = getattr(node, "graph", None)
+        if graph is not None and not isinstance(node, BaseAgent):  # a workflow: its nodes
+            todo.extend(graph.nodes)
+            continue
+        if not isinstance(node, BaseAgent):  # a function or tool node
+            continue
+        found[id(node)] = node
+        todo.extend(node.sub_agents)
+        todo.extend(t.agent for t in getattr(node, "tools", None) or [] if isinstance(t, AgentTool))
     return list(found.values())
 
 
-def tool_names(root: BaseAgent) -> frozenset[str] | None:
+def tool_names(root: Any) -> frozenset[str] | None:
     """The names of the tools of every agent in the tree (None when a toolset hides some)."""
     names: set[str] = set()
     for agent in agents_of(root):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.adk.agents import BaseAgent
 from google.adk.agents.callback_context import CallbackContext
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.events import Event
@@ -35,12 +36,13 @@ from agentspan.divergence import OnDivergence, check_policy
 from agentspan.errors import ApprovalPending
 from agentspan.runtime import tell_replaying
 from agentspan.tools import DEFAULT_TOOL_OPTIONS
-from agentspan_adk import _clock, _compaction, _confirmations, _managed, _mock, _tools
+from agentspan_adk import _clock, _compaction, _confirmations, _managed, _mock, _nodes, _tools
 from agentspan_adk._journal import Journal
 from agentspan_adk._reading import agent_path, invocation_of, live_events
 from agentspan_adk._roots import check_agent_root
 
 _NESTING_KINDS = ("tool", "handoff")
+_nodes.install()
 
 
 class AgentspanPlugin(BasePlugin):
@@ -73,10 +75,6 @@ class AgentspanPlugin(BasePlugin):
         journal = self._journals.get(ic.invocation_id)
         if journal is not None:
             return journal
-        # A Runner driving a graph workflow (`Runner(node=...)`, `App(root_agent=Workflow(...))`)
-        # gives its invocation no agent: refused before a run is opened (ADK wraps the error in a
-        # RuntimeError, the ConfigurationError its cause)
-        check_agent_root(ic.agent)
         step, active = agentspan.current_step(), agentspan.active_run()
         if step is not None and step.kind in _NESTING_KINDS:
             owner = active if active is not None and active.run_id == step.run_id else next(
@@ -86,15 +84,23 @@ class AgentspanPlugin(BasePlugin):
         if journal is None and active is not None:
             journal = Journal(active)
         if journal is None:
+            # A Runner driving a graph workflow (`Runner(node=...)`, `App(root_agent=Workflow(...))`)
+            # gives its invocation no agent: in a user-built Runner, refused before a run is opened
+            # (ADK wraps the error in a RuntimeError, the ConfigurationError its cause)
+            check_agent_root(ic.agent)
             managed = await _managed.open_run(ic, message, on_divergence=self.on_divergence)
             self._managed[ic.invocation_id] = managed
             journal = Journal(managed.run, on_suspend=lambda: self._suspend(ic.invocation_id))
         journal.run.next_model_key = _clock.next_model_key
+        # A graph workflow's invocation has no agent (its agents are nodes): keys follow node paths
+        # (`Journal.workflow`), and its function nodes are journaled (`agentspan_adk._nodes`)
+        journal.workflow = ic.agent is None
+        if journal.workflow:
+            _nodes.bind(self._journals.get)
         # ADK's events compaction calls its summarizer's model directly, seen by no callback:
         # this invocation's config gets a journaled summarizer (`agentspan_adk._compaction`)
-        # (the ignore: ADK 2 types ic.agent BaseAgent | BaseNode | None; `check_agent_root` made it an agent)
-        ic.events_compaction_config = _compaction.journaled(ic.events_compaction_config,
-                                                            _managed.root_of(ic.agent))  # type: ignore[arg-type]
+        root = _managed.root_of(ic.agent) if isinstance(ic.agent, BaseAgent) else None
+        ic.events_compaction_config = _compaction.journaled(ic.events_compaction_config, root)
         self._journals[ic.invocation_id] = journal
         return journal
 
