@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import shlex
 import time
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -115,9 +117,26 @@ def error_from(response: Answer) -> BaseException:
         error: BaseException = TransportError(
             f"unexpected answer {response.status_code} from {response.url}: {response.text[:200]}")
     else:
+        if response.status_code == 413:
+            problem = problem.model_copy(update={"detail": _too_large(problem.detail, response.url)})
         error = wire.error_of(problem)
     error.status = response.status_code  # type: ignore[attr-defined]
     return error
+
+
+_STEP_WRITE = re.compile(r"/runs/([^/?]+)/steps/")
+
+
+def _too_large(detail: str | None, url: str) -> str:
+    """A 413's message, with what to do: the server's limit is its ``--max-body-bytes``; a step
+    write refused so fails its run, which a retry on a server taking more goes on with."""
+    said = detail or "the request body is too large"
+    found = _STEP_WRITE.search(url)
+    if found is None:
+        return f"{said} (the server's --max-body-bytes)"
+    run_id = unquote(found.group(1))
+    return (f"{said}: a step of run {run_id!r} is larger than the server takes; start the server with a larger "
+            f"--max-body-bytes, then retry the run (agentspan runs retry {shlex.quote(run_id)})")
 
 
 _M = TypeVar("_M", bound=BaseModel)
