@@ -21,10 +21,13 @@ def _init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwa
     wrapped(*args, **kwargs)
     if agentspan.current_step() is not None:
         return  # a Runner made inside a journaled call (an AgentTool's) is journaled by the outer one
-    check_agent_root(instance.agent)  # a graph workflow's Runner: refused now, not at its first message
     manager = instance.plugin_manager
-    if not any(isinstance(plugin, AgentspanPlugin) for plugin in manager.plugins):
-        manager.register_plugin(AgentspanPlugin())
+    if any(isinstance(plugin, AgentspanPlugin) for plugin in manager.plugins):
+        # Journaled already: `agentspan.run`'s own Runner (a graph workflow's too), or one the
+        # user gave a plugin (which refuses a workflow root itself, at its first callback)
+        return
+    check_agent_root(instance.agent)  # a graph workflow's Runner: refused now, not at its first message
+    manager.register_plugin(AgentspanPlugin())
 
 
 def instrument(on: bool) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.adk.sessions import InMemorySessionService, Session
+from pydantic import ConfigDict
 
 from agentspan import jsontext
 from agentspan.errors import RunStateError
@@ -81,9 +82,26 @@ class SessionSnapshots:
                 f"{latest!r} while run {run_id!r} executed; runs of one session must not overlap")
         self.store.put_checkpoint(CheckpointRecord(
             thread_id=self.thread_id, checkpoint_id=run_id, parent_id=base_id, type=SNAPSHOT_TYPE,
-            data=jsontext.model_json(session), metadata={"run_id": run_id, "events": len(session.events)},
+            data=session_json(session), metadata={"run_id": run_id, "events": len(session.events)},
             run_id=run_id))
         self.store.prune_checkpoints([self.thread_id], keep_latest=True)
+
+
+class _Base64Session(Session):
+    """A `Session` whose bytes are written as base64 (a ``Blob`` is, by its own model, but bytes in
+    untyped fields, an event's ``output`` or the state, follow the outermost model's setting)."""
+
+    model_config = ConfigDict(**{**Session.model_config, "ser_json_bytes": "base64"})  # type: ignore[typeddict-item]
+
+
+def session_json(session: Session) -> bytes:
+    """The session as ADK's pydantic JSON; when some bytes in it are no UTF-8 text (a node's binary
+    output, an image in the state), all its bytes as base64 (as `agentspan_adk._reading.to_json`
+    does for a tool result) instead of an error after the run's work was done."""
+    try:
+        return jsontext.model_json(session)
+    except UnicodeDecodeError:
+        return jsontext.model_json(_Base64Session.model_construct(session.model_fields_set, **dict(session)))
 
 
 class SeededSessionService(InMemorySessionService):
