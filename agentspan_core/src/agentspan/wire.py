@@ -14,7 +14,7 @@ through a server; bodies and answers are the pydantic models below (JSON only, n
 | reopen_run         | ``POST   /api/runs/{run_id}/reopen``    body `ReopenRun`    | `Run`               |
 | claim_run          | ``POST   /api/runs/{run_id}/claim``     body `ClaimRun`     | `Run`               |
 | renew_lease        | ``POST   /api/runs/{run_id}/lease``     body `RenewLease`   | `Renewed`           |
-| claimable_runs     | ``GET    /api/claimable?agent=a&agent=b&now=&limit=``       | `RunList`           |
+| claimable_runs     | ``GET    /api/claimable?agent=a&agent=b&now=&after=&limit=`` | `RunList`          |
 | start_step         | ``POST   /api/runs/{run_id}/steps/start``  body `StartStep` | 204                 |
 | finish_step        | ``POST   /api/runs/{run_id}/steps/finish`` body `FinishStep`| 204                 |
 | record_step        | ``POST   /api/runs/{run_id}/steps/record`` body `RecordStep`| 204                 |

@@ -4,6 +4,7 @@ approvals were decided, and executes each on a thread of its own (`agentspan.api
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -42,7 +43,8 @@ def serve(*targets: Any, stop: threading.Event | None = None, poll_interval: flo
         options_for: The runner options to go on with a run (what `resume` takes as ``**options``:
             an openai-agents run's ``session``, a ``context`` object), made from its record;
             None: none. A run its options do not satisfy (`Adapter.check_options`), or whose
-            options cannot be made (the callable raised), is left alone, with one warning.
+            options cannot be made (the callable raised), is left alone, with one warning; it
+            does not hold back newer runs (the worker pages past it: `_Scan`).
 
     Returns:
         How many runs this worker took to their end or to a wait for a decision (not those it
@@ -69,42 +71,141 @@ def _serve_until_stopped(store: Store, table: dict[str, tuple[Adapter, Any]], st
                          options_for: Callable[[Run], dict[str, Any]] | None, active: dict[str, Handle]) -> int:
     """`serve`'s loop: claims runs until ``stop`` (or ``max_runs``), then waits for those it took up."""
     finished = 0
-    unservable: set[str] = set()  # claimable runs this worker cannot take up: they must not fill its window
+    scan = _Scan(store, table, options_for, active)
     while not stop.is_set() and (max_runs is None or finished < max_runs):
         finished += _collect(active)
         free = 10 if concurrency is None else min(10, concurrency - len(active))
         if max_runs is not None:
             free = min(free, max_runs - finished - len(active))
-        try:
-            found = store.claimable_runs(agents=list(table), now=now(), limit=min(free + len(unservable), 1000)) \
-                if free > 0 else []
-        except ServerUnreachable as exc:  # an outage: a worker outlives it and polls again
-            log.warning("agentspan worker: %s; polling again", exc)
-            found = []
-        unservable &= {run.id for run in found}
-        for run in found:
-            if free <= 0:
-                break
-            if run.id in active or run.id in unservable or not leases.lease_is_free(run, store=store):
-                continue
-            adapter, target = table[run.agent]
-            options = _options_for(adapter, run, options_for) if adapter.framework == run.framework else None
-            if options is None:
-                unservable.add(run.id)
-                continue
+        if free > 0:
             try:
-                claimed = store.claim_run(run.id, owner=leases.owner_id(), expected_epoch=run.lease_epoch,
-                                          lease_expires_at=now() + settings().lease_ttl)
-            except Exception:
-                continue  # another worker won the race
-            active[run.id] = _spawn(store, claimed, adapter, target, options, on_wait="release")
-            free -= 1
+                scan.take_up(free)
+            except ServerUnreachable as exc:  # an outage: a worker outlives it and polls again
+                log.warning("agentspan worker: %s; polling again", exc)
         stop.wait(interval)
     while active:  # the runs taken up go on to their end (or to a wait for a decision)
         concurrent.futures.wait([h._future for h in active.values()], timeout=interval,  # type: ignore[misc]
                                 return_when=concurrent.futures.FIRST_COMPLETED)
         finished += _collect(active, store)
     return finished
+
+
+_PAGE = 100
+"""Claimable runs a worker reads per request once a page held none it could take up."""
+_PAGES_PER_POLL = 10
+"""At most this many pages a poll (1,000 runs): a poll stays cheap however many claimable runs
+the worker cannot take up; the next poll goes on from where this one stopped."""
+_WINDOW = 1000
+"""The largest page a store answers over HTTP (`agentspan.stores.remote_leases.MAX_LIMIT`)."""
+
+
+class _Scan:
+    """How a worker reads the claimable runs: oldest first, in keyset pages
+    (`Store.claimable_runs`' ``after``), so runs it cannot take up never hold back newer ones.
+
+    ``cursor`` moves on past a full page only when it held nothing to take up (the runs there are
+    ones this worker cannot take up, remembered in ``unservable`` so ``options_for`` is not asked
+    again, or leased); a page it took runs from is read again by the next poll (it may hold more).
+    Once the newest run was read, the next poll starts from the oldest again (runs whose lease
+    lapsed or whose approval was decided behind the cursor are found then). A store whose
+    ``claimable_runs`` takes no ``after`` (one written before it, or a server that ignores it) is
+    read as before: one window from the oldest, widened by the runs it cannot take up.
+    """
+
+    def __init__(self, store: Store, table: dict[str, tuple[Adapter, Any]],
+                 options_for: Callable[[Run], dict[str, Any]] | None, active: dict[str, Handle]) -> None:
+        self.store = store
+        self.table = table
+        self.options_for = options_for
+        self.active = active
+        self.cursor: str | None = None
+        self.paging = _takes_after(store)
+        self.unservable: set[str] = set()  # claimable runs this worker cannot take up
+        self.seen: set[str] = set()  # claimable runs read since the scan last started from the oldest
+
+    def take_up(self, free: int) -> None:
+        """Takes up at most ``free`` claimable runs, reading at most `_PAGES_PER_POLL` pages.
+
+        Raises:
+            ServerUnreachable: The store's server cannot be reached.
+        """
+        if not self.paging:
+            page = self._page(min(free + len(self.unservable), _WINDOW), None)
+            self.unservable &= {run.id for run in page}
+            self._take_from(page, free)
+            return
+        after, moving = self.cursor, True
+        size = min(_PAGE, free + len(self.unservable))
+        for _ in range(_PAGES_PER_POLL):
+            page = self._page(size, after)
+            if after is not None and page and page[0].id <= after:  # a server that predates ``after``
+                log.warning("agentspan worker: the server ignores after= in GET /api/claimable (upgrade "
+                            "agentspan-server): runs this worker cannot take up may hold back the others")
+                self.paging, self.cursor = False, None
+                return
+            self.seen.update(run.id for run in page)
+            took, free, whole = self._take_from(page, free)
+            moving = moving and not took  # the next poll reads again from the first page that gave runs
+            if not whole:
+                return  # stopped within the page (no room for more): the rest of it is read again
+            if len(page) < size:  # the newest run read: the next poll starts from the oldest
+                self.cursor = None
+                self.unservable &= self.seen  # (the others are no longer claimable)
+                self.seen = set()
+                return
+            after, size = page[-1].id, _PAGE
+            if moving:
+                self.cursor = after
+            if free <= 0:
+                return
+
+    def _page(self, size: int, after: str | None) -> list[Run]:
+        """One page of claimable runs of the served agents (``after`` is passed only when given,
+        so a store written before it is still called as it expects)."""
+        return self.store.claimable_runs(agents=list(self.table), now=now(), limit=size,
+                                         **({} if after is None else {"after": after}))
+
+    def _take_from(self, page: list[Run], free: int) -> tuple[bool, int, bool]:
+        """Takes up runs of ``page`` while ``free`` allows; returns whether it took any, how many
+        more it may take, and whether it went through the whole page."""
+        took = False
+        for run in page:
+            if free <= 0:
+                return took, free, False
+            if _take_up(self.store, self.table, run, self.options_for, self.active, self.unservable):
+                took, free = True, free - 1
+        return took, free, True
+
+
+def _takes_after(store: Store) -> bool:
+    """Whether ``store.claimable_runs`` takes ``after`` (a store written before it does not)."""
+    try:
+        parameters = inspect.signature(store.claimable_runs).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: call it as the contract says
+        return True
+    return any(p.name == "after" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _take_up(store: Store, table: dict[str, tuple[Adapter, Any]], run: Run,
+             options_for: Callable[[Run], dict[str, Any]] | None, active: dict[str, Handle],
+             unservable: set[str]) -> bool:
+    """Claims ``run`` and runs it on a thread of its own; False when it is not taken up (already
+    here, leased, lost to another worker, or one this worker cannot take up: then remembered in
+    ``unservable``)."""
+    if run.id in active or run.id in unservable or not leases.lease_is_free(run, store=store):
+        return False
+    adapter, target = table[run.agent]
+    options = _options_for(adapter, run, options_for) if adapter.framework == run.framework else None
+    if options is None:
+        unservable.add(run.id)
+        return False
+    try:
+        claimed = store.claim_run(run.id, owner=leases.owner_id(), expected_epoch=run.lease_epoch,
+                                  lease_expires_at=now() + settings().lease_ttl)
+    except Exception:
+        return False  # another worker won the race
+    active[run.id] = _spawn(store, claimed, adapter, target, options, on_wait="release")
+    return True
 
 
 def _stop_at_once(active: dict[str, Handle]) -> None:

@@ -83,6 +83,9 @@ Before = Annotated[str | None, Query(description="Keyset paging: only runs whose
 as given, so reading it as absent (or refusing it) would break that store's contract (the web UI,
 whose links a person edits, reads an empty ``?before=`` as the first page)."""
 
+After = Annotated[str | None, Query(description="Keyset paging: only runs whose id sorts after this one (the last "
+                                   "id of the previous page); it need not name a run.")]
+"""The ``after`` query parameter of ``GET /api/claimable`` (a worker looking past runs it cannot take up)."""
 
 
 def required_role(scope: Scope) -> Role | None:
@@ -253,10 +256,14 @@ def create_app(
         agent: Annotated[list[str] | None, Query(description="Agent names (repeat); all agents when absent.")] = None,
         now: Annotated[float | None, Query(allow_inf_nan=False, description="Default: server time.")] = None,
         limit: Limit = 10,
+        after: After = None,
     ) -> Response:
-        """`Store.claimable_runs`: oldest first."""
+        """`Store.claimable_runs`: oldest first; ``after`` (the last id of a page) gives the next, newer, page."""
         agents = None if agent is None else [query_text("agent", a) or "" for a in agent]
-        runs = await call(store.claimable_runs, agents=agents, now=time.time() if now is None else now, limit=limit)
+        position = query_text("after", after)
+        # ``after`` only when given: a store written before it still answers the first page.
+        runs = await call(store.claimable_runs, agents=agents, now=time.time() if now is None else now, limit=limit,
+                          **({} if position is None else {"after": position}))
         return json_response(RunList(runs=runs))
 
     # ---- steps --------------------------------------------------------------------------------

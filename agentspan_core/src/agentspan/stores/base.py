@@ -258,12 +258,24 @@ class Store(CheckpointContract, abc.ABC):
         """Extends the lease held at ``epoch``. Returns False if the epoch is stale."""
 
     @abc.abstractmethod
-    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10,
+                       after: str | None = None) -> list[Run]:
         """Returns runs a worker may claim, oldest first.
 
         A run is claimable when its status is ``pending``, ``running`` or ``waiting``, its lease is
         free (no owner, or ``lease_expires_at < now``), and, for ``waiting`` runs, it has no
         ``pending`` approval left. ``agents`` filters on the run's agent name.
+
+        Oldest first is by run id, ascending (as `list_runs` orders, reversed). ``after`` pages
+        through them (keyset paging): pass the last id of a page to get the next, newer, page, so a
+        worker looks past runs it cannot take up (`agentspan.serve`). It is a position, not a
+        lookup: it need not name a run.
+
+        Args:
+            agents: Only runs of these agent names (None: every agent; empty: none).
+            now: The time leases and approval deadlines are compared with.
+            limit: At most this many runs.
+            after: Only runs whose id sorts strictly after this one (None: from the oldest).
         """
 
     # ---- steps ----------------------------------------------------------------------------

@@ -233,14 +233,15 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
             run.lease_expires_at = lease_expires_at
             return True
 
-    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10,
+                       after: str | None = None) -> list[Run]:
         """See `Store.claimable_runs`.
 
         An empty ``agents`` sequence matches no run. A pending approval whose ``expires_at`` has
         passed (``<= now``) no longer holds its run back: it counts as expired.
         """
         wanted = None if agents is None else set(agents)
-        utf8_only(*(wanted or ()))
+        utf8_only(*(wanted or ()), after)
         with self._lock:
             waiting_on = {
                 a.run_id
@@ -254,6 +255,7 @@ class MemoryStore(MemoryApprovals, MemoryCheckpoints, Store):
                 and (r.lease_owner is None or r.lease_expires_at is None or r.lease_expires_at < now)
                 and (r.status != RunStatus.WAITING or r.id not in waiting_on)
                 and (wanted is None or r.agent in wanted)
+                and (after is None or r.id > after)
             ]
             runs.sort(key=lambda r: r.id)
             return [r.model_copy(deep=True) for r in limited(runs, limit)]

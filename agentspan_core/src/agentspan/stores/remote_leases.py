@@ -71,11 +71,16 @@ class RemoteLeasesAndApprovals:
         assert response is not None
         return parsed(response, wire.Renewed).renewed
 
-    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10,
+                       after: str | None = None) -> list[Run]:
+        """See `Store.claimable_runs`: ``GET /api/claimable``. ``after`` is sent only when given, so
+        a server older than it answers the first page as before (`agentspan.serve` notices)."""
         if agents is not None and not agents:
             return []  # no agent matches nothing (an empty filter cannot be sent as a query)
         params: list[tuple[str, Any]] = [("now", now), ("limit", clamp(limit))]
         params += [("agent", a) for a in agents or ()]
+        if after is not None:
+            params.append(("after", after))
         return self._get("/claimable", wire.RunList, params).runs
 
     # ---- approvals ------------------------------------------------------------------------

@@ -384,8 +384,9 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
 
         return self._tx(tx)
 
-    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
-        """See `Store.claimable_runs`.
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10,
+                       after: str | None = None) -> list[Run]:
+        """See `Store.claimable_runs` (``after`` compares as the ORDER BY does: binary, by code point).
 
         An empty ``agents`` sequence matches no run. A pending approval whose ``expires_at`` has
         passed (``<= now``) no longer holds its run back: it counts as expired.
@@ -393,6 +394,9 @@ class SqliteStore(SqliteJournal, SqliteApprovals, SqliteCheckpoints, Store):
         statement = live.CLAIMABLE
         # Declared wide: the agent names (str) are added below to the numbers now and limit.
         params: dict[str, float | str] = {"now": now, "limit": limit}
+        if after is not None:  # (the primary key's index: the scan starts there)
+            statement += " AND r.id > :after"
+            params["after"] = after
         if agents is not None:
             names = list(agents)
             if not names:

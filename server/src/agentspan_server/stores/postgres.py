@@ -237,8 +237,10 @@ class PostgresStore(PostgresCheckpoints, Store):
 
         return self._run(journal.renew_lease(run_id, epoch=epoch, lease_expires_at=lease_expires_at))
 
-    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10) -> list[Run]:
-        """See `Store.claimable_runs`.
+    def claimable_runs(self, *, agents: Sequence[str] | None, now: float, limit: int = 10,
+                       after: str | None = None) -> list[Run]:
+        """See `Store.claimable_runs` (``id`` is ``COLLATE "C"``: ``after`` compares by code point,
+        as the embedded stores do).
 
         An empty ``agents`` sequence matches no run. A pending approval whose ``expires_at`` has
         passed (``<= now``) no longer holds its run back: it counts as expired. A plain read:
@@ -246,11 +248,16 @@ class PostgresStore(PostgresCheckpoints, Store):
         """
         params: dict[str, Any] = {"now": now, "limit": None if limit < 0 else limit}
         if agents is None:
-            return [run_from_row(r) for r in self._query(sql.CLAIMABLE_ALL, params)]
-        params["agents"] = [str(name) for name in agents]
-        if not params["agents"]:
-            return []
-        return [run_from_row(r) for r in self._query(sql.CLAIMABLE_AGENTS, params)]
+            statement = sql.CLAIMABLE_ALL
+        else:
+            params["agents"] = [str(name) for name in agents]
+            if not params["agents"]:
+                return []
+            statement = sql.CLAIMABLE_AGENTS
+        if after is not None:  # a page after the last id of the previous one (the claimable index's order)
+            statement = statement.replace(" ORDER BY r.id", " AND r.id > %(after)s ORDER BY r.id", 1)
+            params["after"] = after
+        return [run_from_row(r) for r in self._query(statement, params)]
 
     # ---- steps (the hot path) -------------------------------------------------------------
     def start_step(self, step: Step, *, epoch: int, durable: bool = True) -> None:

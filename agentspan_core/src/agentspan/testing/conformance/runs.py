@@ -131,7 +131,8 @@ class RunConformance(ConformanceBase):
             with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
                 store.list_runs(before=before)
 
-    @pytest.mark.parametrize("lookup", ["get_run", "list_runs agent", "list_runs session_id", "claimable_runs"])
+    @pytest.mark.parametrize("lookup", ["get_run", "list_runs agent", "list_runs session_id", "claimable_runs",
+                                        "claimable_runs after"])
     def test_run_lookups_by_text_that_is_not_utf8_are_refused(self, store: Store, lookup: str) -> None:
         """A lone surrogate is no stored run's id, agent or session: an error (as SQLite and
         PostgreSQL, which take text as UTF-8, cannot bind it), not a miss."""
@@ -141,6 +142,7 @@ class RunConformance(ConformanceBase):
             "list_runs agent": lambda bad: store.list_runs(agent=bad),
             "list_runs session_id": lambda bad: store.list_runs(session_id=bad),
             "claimable_runs": lambda bad: store.claimable_runs(agents=["a", bad], now=time.time()),
+            "claimable_runs after": lambda bad: store.claimable_runs(agents=None, now=time.time(), after=bad),
         }
         for bad in ("\ud800", "a\udcff"):
             with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
@@ -397,3 +399,30 @@ class RunConformance(ConformanceBase):
         assert [r.id for r in store.claimable_runs(agents=("b", "a"), now=now)] == [a.id, b.id]
         assert store.claimable_runs(agents=["zzz"], now=now) == []
         assert len(store.claimable_runs(agents=None, now=now)) == 3
+
+    def test_claimable_runs_after(self, store: Store) -> None:
+        """``after`` pages through the claimable runs oldest first (keyset paging): a worker looks
+        past runs it cannot take up."""
+        runs = [store.create_run(make_run(agent="a" if i % 2 else "b"))[0] for i in range(6)]
+        ids = sorted(r.id for r in runs)
+        now = time.time()
+        assert [r.id for r in store.claimable_runs(agents=None, now=now, after=ids[1])] == ids[2:]
+        assert [r.id for r in store.claimable_runs(agents=None, now=now, after=ids[1], limit=2)] == ids[2:4]
+        assert store.claimable_runs(agents=None, now=now, after=ids[-1]) == []
+        assert [r.id for r in store.claimable_runs(agents=None, now=now, after=None, limit=2)] == ids[:2]
+        assert [r.id for r in store.claimable_runs(agents=None, now=now, after="")] == ids  # before every id
+        a_ids = sorted(r.id for r in runs if r.agent == "a")
+        assert [r.id for r in store.claimable_runs(agents=["a"], now=now, after=a_ids[0], limit=1)] == a_ids[1:2]
+        assert [r.id for r in store.claimable_runs(agents=["a"], now=now, after=a_ids[0])] == a_ids[1:]
+        assert store.claimable_runs(agents=["a"], now=now, after=a_ids[-1]) == []
+        assert store.claimable_runs(agents=[], now=now, after=ids[0]) == []
+
+    def test_claimable_runs_after_a_position(self, store: Store) -> None:
+        """``after`` is a position, not a lookup: an id no run has (one between two runs, or a
+        run's that is no longer claimable) pages on from there."""
+        first, second, third = (store.create_run(make_run(id=f"run-{n}"))[0] for n in (1, 3, 5))
+        now = time.time()
+        assert [r.id for r in store.claimable_runs(agents=None, now=now, after="run-2")] == [second.id, third.id]
+        store.cancel_run(second.id)
+        assert [r.id for r in store.claimable_runs(agents=None, now=now, after=second.id)] == [third.id]
+        assert [r.id for r in store.claimable_runs(agents=None, now=now, after="run-0")] == [first.id, third.id]
