@@ -60,11 +60,15 @@ class _CountingStop(threading.Event):
 
 def _serve(store: Store, asked: list[str], timeout: float, **kwargs: Any) -> int:
     """Serves (``max_runs=1`` unless given) on a thread, recording which runs ``options_for`` was
-    asked about; returns how many polls it made."""
+    asked about; returns the poll (0 for the first) in which it was first asked about a run it
+    can take up."""
+    first_servable: list[int] = []
+
     def options_for(run: Run) -> dict[str, Any]:
         asked.append(str(run.input))
         if run.input == "skip me":
             raise ValueError("tenant not configured here")
+        first_servable.append(stop.polls)
         return {}
 
     stop = _CountingStop()
@@ -74,7 +78,7 @@ def _serve(store: Store, asked: list[str], timeout: float, **kwargs: Any) -> int
     worker.join(timeout)
     stop.set()
     worker.join(30)
-    return stop.polls
+    return first_servable[0] if first_servable else stop.polls
 
 
 @pytest.mark.parametrize("transport", ["embedded", "server-sqlite"], indirect=True)
@@ -84,9 +88,9 @@ def test_a_worker_takes_up_a_newer_run_behind_a_thousand_it_cannot(transport):
     store = agentspan.get_store()
     good = _backlog(store)
     asked: list[str] = []
-    polls = _serve(store, asked, timeout=10, poll_interval=0.05)
+    poll = _serve(store, asked, timeout=10, poll_interval=0.05)
     assert store.get_run(good.id).status == RunStatus.COMPLETED
-    assert polls <= 3  # 1,000 runs a poll at most
+    assert poll <= 1  # taken up in the second poll at the latest: 1,000 runs a poll at most
     # each run it cannot take up was asked about once: remembered, not asked again each poll
     assert asked.count("skip me") == UNSERVABLE and asked.count("serve me") == 1
 
@@ -141,3 +145,49 @@ def test_runs_behind_the_cursor_are_found_once_the_newest_was_read(monkeypatch):
     _serve(store, asked, timeout=20, poll_interval=0.02, max_runs=2)
     assert [store.get_run(r.id).status for r in (held, good)] == [RunStatus.COMPLETED] * 2
     assert asked.count("skip me") == 50
+
+
+def test_a_run_behind_the_cursor_is_taken_up_while_newer_runs_keep_the_worker_busy(monkeypatch):
+    """A steady backlog of newer runs keeps a worker of one slot from ever reading the newest run:
+    it still goes back to the oldest after a bounded number of polls, so a run whose lease lapsed
+    behind the cursor is taken up (was: never, while the backlog lasted)."""
+    store = MemoryStore()
+    table = agentspan.worker._serve_table((_agent(),))
+    taken: list[str] = []
+
+    class _Handle:
+        _future = None
+
+    def spawn(store: Store, run: Run, *args: Any, **kwargs: Any) -> Any:
+        taken.append(str(run.input))
+        return _Handle()
+
+    monkeypatch.setattr(agentspan.worker, "_spawn", spawn)
+
+    def options_for(run: Run) -> dict[str, Any]:
+        if run.input == "skip me":
+            raise ValueError("not this worker's")
+        return {}
+
+    def new(what: str) -> Run:
+        return store.create_run(make_run(framework="openai-agents", agent="w", input=what))[0]
+
+    for _ in range(100):
+        new("skip me")
+    behind = new("behind")
+    store.claim_run(behind.id, owner="elsewhere", expected_epoch=0, lease_expires_at=time.time() + 0.2)
+    for _ in range(100):
+        new("skip me")
+    for n in range(3):
+        new(f"newer {n}")
+    active: dict[str, Any] = {}
+    scan = agentspan.worker._Scan(store, table, options_for, active)
+    for poll in range(30):
+        scan.take_up(1)  # one free slot a poll
+        for run_id in list(active):  # the run taken up ends; a newer one comes (a steady backlog)
+            store.cancel_run(run_id)
+            del active[run_id]
+        new(f"newer {poll + 3}")
+        if poll == 0:
+            time.sleep(0.3)  # the lease lapses: "behind" is claimable, older than every newer run
+    assert "behind" in taken[:agentspan.worker._POLLS_PAST + 3]

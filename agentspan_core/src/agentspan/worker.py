@@ -95,6 +95,10 @@ _PAGE = 100
 _PAGES_PER_POLL = 10
 """At most this many pages a poll (1,000 runs): a poll stays cheap however many claimable runs
 the worker cannot take up; the next poll goes on from where this one stopped."""
+_POLLS_PAST = 10
+"""Polls a worker goes on from where it stopped before it reads from the oldest again, whether or
+not it read the newest run meanwhile: a run behind the cursor (an approval decided, a lease that
+lapsed) waits at most this many polls, even while newer runs keep the worker busy."""
 _WINDOW = 1000
 """The largest page a store answers over HTTP (`agentspan.stores.remote_leases.MAX_LIMIT`)."""
 
@@ -106,8 +110,9 @@ class _Scan:
     ``cursor`` moves on past a full page only when it held nothing to take up (the runs there are
     ones this worker cannot take up, remembered in ``unservable`` so ``options_for`` is not asked
     again, or leased); a page it took runs from is read again by the next poll (it may hold more).
-    Once the newest run was read, the next poll starts from the oldest again (runs whose lease
-    lapsed or whose approval was decided behind the cursor are found then). A store whose
+    Once the newest run was read, or after `_POLLS_PAST` polls on from the cursor (newer runs
+    keeping the worker busy), the next poll starts from the oldest again (runs whose lease lapsed
+    or whose approval was decided behind the cursor are found then). A store whose
     ``claimable_runs`` takes no ``after`` (one written before it, or a server that ignores it) is
     read as before: one window from the oldest, widened by the runs it cannot take up.
     """
@@ -122,6 +127,7 @@ class _Scan:
         self.paging = _takes_after(store)
         self.unservable: set[str] = set()  # claimable runs this worker cannot take up
         self.seen: set[str] = set()  # claimable runs read since the scan last started from the oldest
+        self.polls_past = 0  # polls that went on from the cursor since the scan last started from the oldest
 
     def take_up(self, free: int) -> None:
         """Takes up at most ``free`` claimable runs, reading at most `_PAGES_PER_POLL` pages.
@@ -134,6 +140,12 @@ class _Scan:
             self.unservable &= {run.id for run in page}
             self._take_from(page, free)
             return
+        if self.cursor is not None:
+            self.polls_past += 1
+            if self.polls_past > _POLLS_PAST:  # back to the oldest: what came up behind the cursor
+                self.cursor = None
+        if self.cursor is None:
+            self.polls_past = 0
         after, moving = self.cursor, True
         size = min(_PAGE, free + len(self.unservable))
         for _ in range(_PAGES_PER_POLL):
