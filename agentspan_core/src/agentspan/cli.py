@@ -296,17 +296,21 @@ def runs_prune(
 
 
 # ---- approvals ------------------------------------------------------------------------------------
-def _list_approvals(store: Store, run_id: str | None, wanted: ApprovalFilter, limit: int) -> list[Approval]:
+def _list_approvals(store: Store, run_id: str | None, wanted: ApprovalFilter, limit: int,
+                    before: str | None = None) -> list[Approval]:
+    position = after_position(before)  # (nothing for the first page: a store from before paging lists it)
     if wanted is ApprovalFilter.ALL:
-        return store.list_approvals(run_id=run_id, limit=limit)
+        return store.list_approvals(run_id=run_id, limit=limit, **position)
     if wanted in (ApprovalFilter.APPROVED, ApprovalFilter.REJECTED):
-        return store.list_approvals(run_id=run_id, status=wanted.value, limit=limit)
+        return store.list_approvals(run_id=run_id, status=wanted.value, limit=limit, **position)
     # A stored "pending" approval past its expires_at counts as expired: read them all before the
     # limit (the newest stored "pending" ones may all be past their deadline)
     at = now()
-    candidates = store.list_approvals(run_id=run_id, status=ApprovalStatus.PENDING.value, limit=_ALL_PENDING)
+    candidates = store.list_approvals(run_id=run_id, status=ApprovalStatus.PENDING.value, limit=_ALL_PENDING,
+                                      **position)  # fmt: skip
     if wanted is ApprovalFilter.EXPIRED:
-        candidates += store.list_approvals(run_id=run_id, status=ApprovalStatus.EXPIRED.value, limit=limit)
+        candidates += store.list_approvals(run_id=run_id, status=ApprovalStatus.EXPIRED.value, limit=limit,
+                                           **position)  # fmt: skip
     found = [a for a in candidates if effective_status(a, at).value == wanted.value]
     return sorted(found, key=lambda a: a.id, reverse=True)[:limit]
 
@@ -314,19 +318,28 @@ def _list_approvals(store: Store, run_id: str | None, wanted: ApprovalFilter, li
 _ALL_PENDING = 100_000
 """How many stored "pending" approvals a list reads before it applies its limit."""
 
+_APPROVALS_PAGE = 100
+"""``approvals list``'s default ``--limit`` (its next-page hint leaves it out)."""
+
 
 @approvals_app.command("list")
 def approvals_list(
     run: Annotated[str | None, typer.Option("--run", help="Only approvals of this run.")] = None,
     status: Annotated[ApprovalFilter, typer.Option(help="Which approvals to show.")] = ApprovalFilter.PENDING,
-    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many approvals.")] = 100,
+    limit: Annotated[int, typer.Option(
+        min=1, max=1_000_000, help="At most this many approvals (a page).")] = _APPROVALS_PAGE,
+    before: Annotated[str | None, typer.Option(
+        help="The next page: the approvals listed after this approval id (the last one of the previous page).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """List approvals, newest first (pending ones by default)."""
+    """List approvals, newest first (by id; pending ones by default), a page at a time.
+
+    A full page ends with the command for the next, older, page (--before its last approval id).
+    """
     store = _store()
     if run is not None:
         store.get_run(run)  # RunNotFound for an unknown id
-    approvals = _list_approvals(store, run, status, limit)
+    approvals = _list_approvals(store, run, status, limit, before)
     if as_json:
         at = now()
         _echo_json([render.approval_json(a, at) for a in approvals])
@@ -336,6 +349,10 @@ def approvals_list(
         title = f"{len(approvals)}{which} approval(s)"
         narrow = console.width < render.NARROW
         console.print(render.approvals_table(approvals, title=title, show_run=run is None, narrow=narrow))
+        if approvals and len(approvals) >= limit:  # there may be older ones: say how to list them
+            options = {"run": run, "status": None if status is ApprovalFilter.PENDING else status.value,
+                       "limit": None if limit == _APPROVALS_PAGE else str(limit)}
+            console.print(render.next_page_hint(approvals[-1].id, options, what="approvals"), soft_wrap=True)
 
 
 def _decide(approval_id: str, *, approved: bool, by: str | None, reason: str | None, as_json: bool) -> None:

@@ -262,18 +262,20 @@ def runs_table(runs: list[Run], *, narrow: bool = False) -> Table:
     return table
 
 
-def next_page_hint(before: str, options: dict[str, str | None]) -> Text:
-    """Returns the line after a full ``runs list`` page: the command that lists the next, older, page.
+def next_page_hint(before: str, options: dict[str, str | None], *, what: str = "runs") -> Text:
+    """Returns the line after a full ``runs list`` (or ``approvals list``) page: the command that
+    lists the next, older, page.
 
     Args:
-        before: The last (oldest) run id on the page.
+        before: The last (oldest) id on the page.
         options: The command's other options that were given (name without dashes: value; None
             when not given), kept so the next page has the same filters.
+        what: The command group listed: ``runs`` or ``approvals``.
     """
     # ``--name=value`` keeps a value that starts with a dash a value; each is one shell word
     words = [f"--{name}={value}" for name, value in options.items() if value is not None]
-    command = " ".join(_shell_word(word) for word in ["agentspan", "runs", "list", *words, f"--before={before}"])
-    return Text("Older runs: ", style="dim") + Text(command)  # (all printable: `_shell_word`)
+    command = " ".join(_shell_word(word) for word in ["agentspan", what, "list", *words, f"--before={before}"])
+    return Text(f"Older {what}: ", style="dim") + Text(command)  # (all printable: `_shell_word`)
 
 
 def _shell_word(word: str) -> str:

@@ -22,7 +22,7 @@ through a server; bodies and answers are the pydantic models below (JSON only, n
 | list_steps         | ``GET    /api/runs/{run_id}/steps``                         | `StepList`          |
 | request_approval   | ``POST   /api/runs/{run_id}/approvals`` body `RequestApproval` | `Approval`     |
 | find_approval      | ``GET    /api/runs/{run_id}/approvals/{step_key}``          | `FoundApproval`     |
-| list_approvals     | ``GET    /api/approvals?run_id=&status=&limit=``            | `ApprovalList`      |
+| list_approvals     | ``GET    /api/approvals?run_id=&status=&before=&limit=``    | `ApprovalList`      |
 | get_approval       | ``GET    /api/approvals/{approval_id}``                     | `Approval`          |
 | decide_approval    | ``POST   /api/approvals/{approval_id}/decision`` body `Decision` | `Approval`     |
 | claim_announcement | ``POST /api/approvals/{approval_id}/announcement`` `ClaimAnnouncement` | `AnnouncementClaim` |

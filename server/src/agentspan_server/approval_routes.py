@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
 from agentspan import approvals
 from agentspan.records import Approval, ApprovalStatus
-from agentspan.stores.base import Store
+from agentspan.stores.base import Store, after_position
 from agentspan.wire import (
     API_PREFIX,
     AnnouncementClaim,
@@ -34,6 +35,13 @@ from agentspan_server.checks import Limit, checked_body, path_param, query_text,
 from agentspan_server.openapi_docs import BODY, COMMON, json_response, responses
 
 __all__ = ["add_approval_routes"]
+
+Before = Annotated[str | None, Query(description="Keyset paging: only approvals whose id sorts before this one "
+                                     "(the last id of the previous page); it need not name an approval. An empty "
+                                     "value is a position too, before every id: no approvals (leave the parameter "
+                                     "out for the first page).")]
+"""The ``before`` query parameter of ``GET /api/approvals``, read as ``GET /api/runs`` reads its
+own: `agentspan.stores.remote.RemoteStore` pages with it past the largest page (1000)."""
 
 
 def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
@@ -74,11 +82,13 @@ def add_approval_routes(app: FastAPI, store: Store, call: StoreCall,
     @app.get(f"{API_PREFIX}/approvals", response_model=ApprovalList, tags=["approvals"],
              responses=responses(*COMMON))  # fmt: skip
     async def list_approvals(
-        run_id: str | None = None, status: ApprovalStatus | None = None, limit: Limit = 100
+        run_id: str | None = None, status: ApprovalStatus | None = None, limit: Limit = 100, before: Before = None
     ) -> Response:
-        """`Store.list_approvals`: newest first."""
+        """`Store.list_approvals`: newest first; ``before`` (the last id of a page) gives the next, older, page."""
+        position = query_text("before", before)
         approvals = await call(store.list_approvals, run_id=query_text("run_id", run_id),
-                               status=None if status is None else status.value, limit=limit)  # fmt: skip
+                               status=None if status is None else status.value, limit=limit,
+                               **after_position(position))  # fmt: skip
         return json_response(ApprovalList(approvals=approvals))
 
     @app.get(API_PREFIX + "/approvals/{approval_id}", response_model=Approval, tags=["approvals"],

@@ -363,9 +363,25 @@ class Store(CheckpointContract, abc.ABC):
 
     @abc.abstractmethod
     def list_approvals(
-        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100,
+        before: str | None = None,
     ) -> list[Approval]:
-        """Returns approvals newest first, optionally filtered by run and status."""
+        """Returns approvals newest first, optionally filtered by run and status.
+
+        Newest first is by approval id, descending (generated ids are UUIDv7: time ordered; a
+        custom id sorts as text, by code point): a total order, so ``before`` pages through them
+        (keyset paging), as `list_runs` does: pass the last id of a page to get the next, older,
+        page. It is a position, not a lookup: it need not name an approval.
+
+        Args:
+            run_id: Only approvals of this run.
+            status: Only approvals with this stored status.
+            limit: At most this many approvals (negative: no limit).
+            before: Only approvals whose id sorts strictly before this one.
+
+        Returns:
+            The approvals, newest (greatest id) first.
+        """
 
     @abc.abstractmethod
     def decide_approval(

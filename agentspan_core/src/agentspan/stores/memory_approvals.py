@@ -95,15 +95,17 @@ class MemoryApprovals:
             return None if approval_id is None else self._approvals[approval_id].model_copy(deep=True)
 
     def list_approvals(
-        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100,
+        before: str | None = None,
     ) -> list[Approval]:
         """See `Store.list_approvals`."""
-        utf8_only(run_id, status)
+        utf8_only(run_id, status, before)  # (a before= holding one is a position no UTF-8 text has)
         with self._lock:
             found = [
                 a
                 for a in self._approvals.values()
                 if (run_id is None or a.run_id == run_id) and (status is None or a.status == status)
+                and (before is None or a.id < before)
             ]
             found.sort(key=lambda a: a.id, reverse=True)
             return [a.model_copy(deep=True) for a in limited(found, limit)]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agentspan import wire
-from agentspan.errors import ApprovalConflict, LeaseLostError
+from agentspan.errors import ApprovalConflict, ConfigurationError, LeaseLostError
 from agentspan.records import Approval, ApprovalStatus, Run
 from agentspan.stores.base import check_claimant
 from agentspan.stores.remote_answers import parsed, seg
@@ -97,10 +97,37 @@ class RemoteLeasesAndApprovals:
         return self._get(f"/runs/{seg(run_id)}/approvals/{seg(step_key)}", wire.FoundApproval).approval
 
     def list_approvals(
-        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100,
+        before: str | None = None,
     ) -> list[Approval]:
-        params = {k: v for k, v in (("run_id", run_id), ("status", status), ("limit", clamp(limit))) if v is not None}
-        return self._get("/approvals", wire.ApprovalList, params).approvals
+        """See `Store.list_approvals`: ``GET /api/approvals``, one page of at most `MAX_LIMIT`
+        approvals per request; a larger (or negative: no) limit asks for the next, older, page
+        after the last approval received (``before``) until the limit or the oldest approval, as
+        the embedded stores answer (was: clamped to one page, silently dropping the oldest).
+
+        ``before`` is sent only when given or paging, so a server older than paging still answers
+        a listing that fits in one page.
+
+        Raises:
+            ConfigurationError: ``before`` was given and the server ignored it (a server older than
+                paging answers the newest approvals instead).
+        """
+        approvals: list[Approval] = []
+        asked = before
+        while True:
+            want = MAX_LIMIT if limit < 0 else min(limit - len(approvals), MAX_LIMIT)
+            params = {k: v for k, v in (("run_id", run_id), ("status", status), ("limit", want),
+                                        ("before", before)) if v is not None}
+            page = self._get("/approvals", wire.ApprovalList, params).approvals
+            if before is not None and page and page[0].id >= before:  # an older server drops unknown params
+                if before == asked:
+                    raise ConfigurationError("the server ignores before= in GET /api/approvals (it predates "
+                                             "paging through approvals); upgrade agentspan-server")
+                return approvals  # its first page, as that server answers a larger limit
+            approvals += page
+            if len(page) < want or not page or len(approvals) == limit:
+                return approvals
+            before = page[-1].id
 
     def decide_approval(self, approval_id: str, *, approved: bool, by: str | None, reason: str | None,
                         decided_at: float) -> Approval:

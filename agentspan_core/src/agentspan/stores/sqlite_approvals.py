@@ -45,7 +45,8 @@ class SqliteApprovals:
 
         def _query(self, statement: str, params: Any) -> list[Any]: ...
 
-        def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int) -> list[Any]: ...
+        def _select(self, table: str, columns: str, filters: dict[str, Any], order: str, limit: int, *,
+                    below: tuple[str, str | None] | None = None) -> list[Any]: ...
 
         def _write_one(self, statement: str, params: Sequence[Any], *, step: bool = False) -> int: ...
 
@@ -83,11 +84,12 @@ class SqliteApprovals:
         return approval_from_row(rows[0]) if rows else None
 
     def list_approvals(
-        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100,
+        before: str | None = None,
     ) -> list[Approval]:
-        """See `Store.list_approvals`."""
+        """See `Store.list_approvals` (``before`` compares as the ORDER BY does: binary, by code point)."""
         filters = {"run_id": run_id, "status": status}
-        rows = self._select("approvals", APPROVAL_COLUMNS, filters, "id DESC", limit)
+        rows = self._select("approvals", APPROVAL_COLUMNS, filters, "id DESC", limit, below=("id", before))
         return [approval_from_row(r) for r in rows]
 
     def count_pending_approvals(self, *, at: float, limit: int) -> int:

@@ -347,11 +347,13 @@ class PostgresStore(PostgresCheckpoints, Store):
         return approval_from_row(rows[0]) if rows else None
 
     def list_approvals(
-        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 100,
+        before: str | None = None,
     ) -> list[Approval]:
-        """See `Store.list_approvals`."""
+        """See `Store.list_approvals` (``id`` is ``COLLATE "C"``: ``before`` compares by code point,
+        as the ORDER BY and the embedded stores do)."""
         filters = {"run_id": run_id, "status": status}
-        rows = self._select("approvals", sql.APPROVAL_COLUMNS, filters, "id DESC", limit)
+        rows = self._select("approvals", sql.APPROVAL_COLUMNS, filters, "id DESC", limit, below=("id", before))
         return [approval_from_row(r) for r in rows]
 
     def count_pending_approvals(self, *, at: float, limit: int) -> int:

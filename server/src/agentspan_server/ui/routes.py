@@ -63,6 +63,17 @@ DEFAULT_PAGE = 100
 """Runs on a page of ``/ui/runs`` unless ``?limit=`` says otherwise (1..1000)."""
 
 
+APPROVALS_PAGE = 500
+"""Pending approvals on a page of ``/ui/approvals`` unless ``?limit=`` says otherwise (1..1000)."""
+
+
+def approvals_url(query: dict[str, str | None]) -> str:
+    """``/ui/approvals`` with the given (non-None) query parameters, each percent-encoded (an
+    approval id may hold ``&``, ``#``...); the template escapes the URL for HTML."""
+    given = {name: value for name, value in query.items() if value is not None}
+    return "/ui/approvals" + ("?" + urlencode(given, quote_via=quote) if given else "")
+
+
 def runs_url(query: dict[str, str | None]) -> str:
     """``/ui/runs`` with the given (non-None) query parameters, each percent-encoded (a run id or a
     session may hold ``&``, ``#``, ``/``...); the template escapes the URL for HTML."""
@@ -234,13 +245,27 @@ class WebUi:
         return self.page(request, build)
 
     def approvals_page(self, request: Request) -> Response:
-        """``GET /ui/approvals``: pending approvals across runs, then the latest decisions."""
+        """``GET /ui/approvals``: pending approvals across runs, newest first, a page of ``?limit=``
+        at a time (a full page links to the next, older, one: ``?before=`` its last approval id, and
+        back to the newest), then the latest decisions."""
 
         def build(session: Session) -> Response:
-            listed = self._with_status(self.store.list_approvals(status=ApprovalStatus.PENDING.value, limit=500))
+            before = request.query_params.get("before") or None
+            if before is not None and "\x00" in before:
+                return self.error(request, session, 400, "Bad position", "An approval id holds no NUL.")
+            try:
+                limit = min(max(int(request.query_params.get("limit", str(APPROVALS_PAGE))), 1), 1000)
+            except ValueError:
+                limit = APPROVALS_PAGE
+            stored = self.store.list_approvals(status=ApprovalStatus.PENDING.value, limit=limit,
+                                               **after_position(before))  # fmt: skip
+            listed = self._with_status(stored)
             pending = [(a, status) for a, status in listed if status == ApprovalStatus.PENDING.value]
             past_deadline = [(a, status) for a, status in listed if status != ApprovalStatus.PENDING.value]
-            recent = [a for a in self.store.list_approvals(limit=100) if a.status is not ApprovalStatus.PENDING]
+            # the latest decisions belong to the newest page only (an older page is about older requests)
+            recent = [] if before else [a for a in self.store.list_approvals(limit=100)
+                                        if a.status is not ApprovalStatus.PENDING]  # fmt: skip
+            kept = {"limit": None if limit == APPROVALS_PAGE else str(limit)}
             return self.render(
                 request,
                 "approvals.html",
@@ -248,6 +273,11 @@ class WebUi:
                 nav="approvals",
                 pending=pending,  # an approval past its deadline counts as rejected, not pending
                 decided=(past_deadline + self._with_status(recent))[:20],
+                limit=limit,
+                before=before,
+                # a full page of stored pending approvals: there may be older ones (was: hidden, unsaid)
+                newest_url=approvals_url(kept) if before else None,
+                older_url=approvals_url({**kept, "before": stored[-1].id}) if stored and len(stored) >= limit else None,
             )
 
         return self.page(request, build)

@@ -114,6 +114,47 @@ class ApprovalConformance(ConformanceBase):
         assert [a.id for a in store.list_approvals(run_id=r1.id, status="approved")] == [a2.id]
         assert store.list_approvals(run_id=r2.id, status="rejected") == []
 
+    def test_list_approvals_before_pages_newest_first(self, store: Store) -> None:
+        run = self.claimed(store)
+        ids = [store.request_approval(make_approval(run.id, f"s{n}"), epoch=1).id for n in range(5)]
+        newest_first = ids[::-1]
+        assert [a.id for a in store.list_approvals(before=ids[3])] == newest_first[2:]  # strictly before
+        assert [a.id for a in store.list_approvals(before=ids[3], limit=1)] == [ids[2]]
+        assert store.list_approvals(before=ids[0]) == []
+        assert store.list_approvals(before=ids[3], limit=0) == []
+        # a position, not a lookup: an id that names no approval (here: one sorting between two) pages too
+        assert [a.id for a in store.list_approvals(before=ids[3] + "!")] == newest_first[1:]
+        assert [a.id for a in store.list_approvals(before="\uffff")] == newest_first
+        assert store.list_approvals(before="") == []
+
+    def test_list_approvals_pages_cover_each_approval_once_with_the_filters(self, store: Store) -> None:
+        r1, r2 = self.claimed(store), self.claimed(store)
+        made = [store.request_approval(make_approval((r1, r2)[n % 2].id, f"s{n}"), epoch=1) for n in range(9)]
+        for a in made[::3]:
+            store.decide_approval(a.id, approved=False, by=None, reason=None, decided_at=time.time())
+        for run_id, status in [(None, None), (r1.id, None), (None, "pending"), (r2.id, "pending"), (r1.id, "rejected")]:
+            expected = [a.id for a in store.list_approvals(run_id=run_id, status=status, limit=-1)]
+            assert expected == sorted(expected, reverse=True) and expected  # newest (greatest id) first
+            seen: list[str] = []
+            before: str | None = None
+            for _ in range(len(expected) + 1):  # bounded: a page repeating itself would loop
+                page = store.list_approvals(run_id=run_id, status=status, limit=2, **({} if before is None
+                                                                                     else {"before": before}))
+                seen += [a.id for a in page]
+                if len(page) < 2:
+                    break
+                before = page[-1].id
+            assert seen == expected, (run_id, status)  # every approval exactly once, in order
+            assert all((run_id is None or a.run_id == run_id) and (status is None or a.status == status)
+                       for a in store.list_approvals(run_id=run_id, status=status, before=expected[0]))
+
+    def test_list_approvals_before_that_is_not_utf8_is_refused(self, store: Store) -> None:
+        run = self.claimed(store)
+        store.request_approval(make_approval(run.id, "s"), epoch=1)
+        for before in ("\ud800", "a\udcff"):  # a lone surrogate sorts nowhere among UTF-8 ids
+            with pytest.raises(ConfigurationError, match=r"not valid UTF-8.*lone surrogate"):
+                store.list_approvals(before=before)
+
     @pytest.mark.parametrize("lookup", ["get_approval", "find_approval run_id", "find_approval step_key",
                                         "list_approvals run_id", "list_approvals status"])
     def test_approval_lookups_by_text_that_is_not_utf8_are_refused(self, store: Store, lookup: str) -> None:
