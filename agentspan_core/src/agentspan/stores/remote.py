@@ -53,7 +53,16 @@ from agentspan.stores.deferred import DeferredStarts
 from agentspan.stores.held_writes import HOLD_WRITES_FOR, HeldWrites
 from agentspan.stores.one_write import one_write_transport
 from agentspan.stores.plain_http import Answer
-from agentspan.stores.remote_answers import Backoff, Retryable, checked, error_from, failed_attempt, parsed, seg
+from agentspan.stores.remote_answers import (
+    Backoff,
+    Retryable,
+    checked,
+    error_from,
+    failed_attempt,
+    newest_first_pages,
+    parsed,
+    seg,
+)
 from agentspan.stores.remote_async import RemoteAsyncSteps
 from agentspan.stores.remote_checkpoints import RemoteCheckpoints
 from agentspan.stores.remote_leases import MAX_LIMIT, RemoteLeasesAndApprovals
@@ -224,22 +233,12 @@ class RemoteStore(RemoteAsyncSteps, RemoteCheckpoints, RemoteLeasesAndApprovals,
             ConfigurationError: ``before`` was given and the server ignored it (a server older than
                 paging answers the newest runs instead).
         """
-        runs: list[Run] = []
-        asked = before
-        while True:
-            want = MAX_LIMIT if limit < 0 else min(limit - len(runs), MAX_LIMIT)
+        def page(want: int, after: str | None) -> list[Run]:
             params = {k: v for k, v in (("status", status), ("agent", agent), ("limit", want),
-                                        ("session_id", session_id), ("before", before)) if v is not None}
-            page = self._get("/runs", wire.RunList, params).runs
-            if before is not None and page and page[0].id >= before:  # an older server drops unknown params
-                if before == asked:
-                    raise ConfigurationError("the server ignores before= in GET /api/runs (it predates "
-                                             "paging through runs); upgrade agentspan-server")
-                return runs  # its first page, as that server answers a larger limit
-            runs += page
-            if len(page) < want or not page or len(runs) == limit:
-                return runs
-            before = page[-1].id
+                                        ("session_id", session_id), ("before", after)) if v is not None}
+            return self._get("/runs", wire.RunList, params).runs
+
+        return newest_first_pages(page, limit=limit, before=before, page_size=MAX_LIMIT, what="runs")
 
     def update_run(self, run_id: str, *, epoch: int, status: RunStatus | None = None, output: JSON = None,
                    error: str | None = None, release_lease: bool = False) -> Run:

@@ -7,7 +7,8 @@ import random
 import re
 import shlex
 import time
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 import httpx
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
     from agentspan.stores.remote import RemoteStore
 
 __all__ = [
-    "RETRYABLE_STATUS", "Backoff", "Retryable", "checked", "detail", "error_from", "failed_attempt", "parsed", "seg",
+    "RETRYABLE_STATUS", "Backoff", "Retryable", "checked", "detail", "error_from", "failed_attempt",
+    "newest_first_pages", "parsed", "seg",
 ]  # fmt: skip
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -153,3 +155,42 @@ def parsed(response: Answer, model: type[_M]) -> _M:
         return parse_model(model, response.content)
     except ValidationError as exc:
         raise TransportError(f"malformed answer from {response.url}: {exc}") from exc
+
+
+class _Keyed(Protocol):
+    id: str
+
+
+_K = TypeVar("_K", bound=_Keyed)
+
+
+def newest_first_pages(fetch: Callable[[int, str | None], list[_K]], *, limit: int, before: str | None,
+                       page_size: int, what: str) -> list[_K]:
+    """Up to ``limit`` items (negative: all) of a newest-first listing read in keyset pages.
+
+    Args:
+        fetch: One request: ``(how many, before)`` to a page of items (``before`` None: left out of
+            the request, so a server older than paging still answers a first page).
+        limit: How many items in all (negative: every one).
+        before: Where the listing starts (an item's id, or any position), or None.
+        page_size: The largest page the server answers.
+        what: The listing, as its URL names it (``runs``, ``approvals``), for the error.
+
+    Raises:
+        ConfigurationError: ``before`` was given and the server ignored it (a server older than
+            paging answers the newest items instead).
+    """
+    items: list[_K] = []
+    asked = before
+    while True:
+        want = page_size if limit < 0 else min(limit - len(items), page_size)
+        page = fetch(want, before)
+        if before is not None and page and page[0].id >= before:  # an older server drops unknown params
+            if before == asked:
+                raise ConfigurationError(f"the server ignores before= in GET /api/{what} (it predates "
+                                         f"paging through {what}); upgrade agentspan-server")
+            return items  # its first page, as that server answers a larger limit
+        items += page
+        if len(page) < want or not page or len(items) == limit:
+            return items
+        before = page[-1].id

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agentspan import wire
-from agentspan.errors import ApprovalConflict, ConfigurationError, LeaseLostError
+from agentspan.errors import ApprovalConflict, LeaseLostError
 from agentspan.records import Approval, ApprovalStatus, Run
 from agentspan.stores.base import check_claimant
-from agentspan.stores.remote_answers import parsed, seg
+from agentspan.stores.remote_answers import newest_first_pages, parsed, seg
 
 if TYPE_CHECKING:
     from agentspan.stores.plain_http import Answer
@@ -112,22 +112,12 @@ class RemoteLeasesAndApprovals:
             ConfigurationError: ``before`` was given and the server ignored it (a server older than
                 paging answers the newest approvals instead).
         """
-        approvals: list[Approval] = []
-        asked = before
-        while True:
-            want = MAX_LIMIT if limit < 0 else min(limit - len(approvals), MAX_LIMIT)
+        def page(want: int, after: str | None) -> list[Approval]:
             params = {k: v for k, v in (("run_id", run_id), ("status", status), ("limit", want),
-                                        ("before", before)) if v is not None}
-            page = self._get("/approvals", wire.ApprovalList, params).approvals
-            if before is not None and page and page[0].id >= before:  # an older server drops unknown params
-                if before == asked:
-                    raise ConfigurationError("the server ignores before= in GET /api/approvals (it predates "
-                                             "paging through approvals); upgrade agentspan-server")
-                return approvals  # its first page, as that server answers a larger limit
-            approvals += page
-            if len(page) < want or not page or len(approvals) == limit:
-                return approvals
-            before = page[-1].id
+                                        ("before", after)) if v is not None}
+            return self._get("/approvals", wire.ApprovalList, params).approvals
+
+        return newest_first_pages(page, limit=limit, before=before, page_size=MAX_LIMIT, what="approvals")
 
     def decide_approval(self, approval_id: str, *, approved: bool, by: str | None, reason: str | None,
                         decided_at: float) -> Approval:
