@@ -67,18 +67,28 @@ APPROVALS_PAGE = 500
 """Pending approvals on a page of ``/ui/approvals`` unless ``?limit=`` says otherwise (1..1000)."""
 
 
-def approvals_url(query: dict[str, str | None]) -> str:
-    """``/ui/approvals`` with the given (non-None) query parameters, each percent-encoded (an
-    approval id may hold ``&``, ``#``...); the template escapes the URL for HTML."""
+def page_url(path: str, query: dict[str, str | None]) -> str:
+    """``path`` (``/ui/runs``, ``/ui/approvals``) with the given (non-None) query parameters, each
+    percent-encoded (a run or approval id or a session may hold ``&``, ``#``, ``/``...); the
+    template escapes the URL for HTML."""
     given = {name: value for name, value in query.items() if value is not None}
-    return "/ui/approvals" + ("?" + urlencode(given, quote_via=quote) if given else "")
+    return path + ("?" + urlencode(given, quote_via=quote) if given else "")
 
 
-def runs_url(query: dict[str, str | None]) -> str:
-    """``/ui/runs`` with the given (non-None) query parameters, each percent-encoded (a run id or a
-    session may hold ``&``, ``#``, ``/``...); the template escapes the URL for HTML."""
-    given = {name: value for name, value in query.items() if value is not None}
-    return "/ui/runs" + ("?" + urlencode(given, quote_via=quote) if given else "")
+def page_links(path: str, kept: dict[str, str | None], before: str | None, page: list[Any],
+               limit: int) -> dict[str, Any]:
+    """A listing's ``newest_url`` (on an older page) and ``older_url`` (after a full page: there may
+    be older items, ``?before=`` its last id), the filters in ``kept`` kept."""
+    return {"newest_url": page_url(path, kept) if before else None,
+            "older_url": page_url(path, {**kept, "before": page[-1].id}) if page and len(page) >= limit else None}
+
+
+def page_size(request: Request, default: int) -> int:
+    """A listing page's ``?limit=``: 1..1000, ``default`` when absent or not a number."""
+    try:
+        return min(max(int(request.query_params.get("limit", str(default))), 1), 1000)
+    except ValueError:
+        return default
 
 
 # ---- the UI -------------------------------------------------------------------------------------------
@@ -196,10 +206,7 @@ class WebUi:
             except ValueError:
                 choices = ", ".join(s.value for s in RunStatus)
                 return self.error(request, session, 400, "Unknown status", f"Use one of {choices}, not {raw!r}.")
-            try:
-                limit = min(max(int(request.query_params.get("limit", str(DEFAULT_PAGE))), 1), 1000)
-            except ValueError:
-                limit = DEFAULT_PAGE
+            limit = page_size(request, DEFAULT_PAGE)
             runs = self.store.list_runs(status=status, limit=limit, session_id=session_id, **after_position(before))
             kept = {"status": status.value if status else None, "session": session_id,
                     "limit": None if limit == DEFAULT_PAGE else str(limit)}
@@ -213,13 +220,12 @@ class WebUi:
                 status=status.value if status else None,
                 statuses=[s.value for s in RunStatus],
                 # the filters' links keep the page size (and drop the position: a filter starts over)
-                status_urls={s.value: runs_url({**kept, "status": s.value}) for s in RunStatus},
-                all_statuses_url=runs_url({**kept, "status": None}),
-                all_sessions_url=runs_url({**kept, "session": None}),
+                status_urls={s.value: page_url("/ui/runs", {**kept, "status": s.value}) for s in RunStatus},
+                all_statuses_url=page_url("/ui/runs", {**kept, "status": None}),
+                all_sessions_url=page_url("/ui/runs", {**kept, "session": None}),
                 session_id=session_id,
                 before=before,
-                newest_url=runs_url(kept) if before else None,
-                older_url=runs_url({**kept, "before": runs[-1].id}) if runs and len(runs) >= limit else None,
+                **page_links("/ui/runs", kept, before, runs, limit),
             )
 
         return self.page(request, build)
@@ -253,10 +259,7 @@ class WebUi:
             before = request.query_params.get("before") or None
             if before is not None and "\x00" in before:
                 return self.error(request, session, 400, "Bad position", "An approval id holds no NUL.")
-            try:
-                limit = min(max(int(request.query_params.get("limit", str(APPROVALS_PAGE))), 1), 1000)
-            except ValueError:
-                limit = APPROVALS_PAGE
+            limit = page_size(request, APPROVALS_PAGE)
             stored = self.store.list_approvals(status=ApprovalStatus.PENDING.value, limit=limit,
                                                **after_position(before))  # fmt: skip
             listed = self._with_status(stored)
@@ -276,8 +279,7 @@ class WebUi:
                 limit=limit,
                 before=before,
                 # a full page of stored pending approvals: there may be older ones (was: hidden, unsaid)
-                newest_url=approvals_url(kept) if before else None,
-                older_url=approvals_url({**kept, "before": stored[-1].id}) if stored and len(stored) >= limit else None,
+                **page_links("/ui/approvals", kept, before, stored, limit),
             )
 
         return self.page(request, build)
