@@ -16,10 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
 from agentspan import config
-from agentspan.cli import app as cli_app
 from agentspan.errors import ConfigurationError
 from agentspan.records import ApprovalStatus
 from agentspan.stores import remote_leases
@@ -28,12 +26,8 @@ from agentspan.stores.sqlite import SqliteStore
 from agentspan.testing.conformance import make_approval, make_run
 from agentspan_server.app import create_app
 
+from paging_support import NASTY, cli, links
 from server_support import thread_server
-
-runner = CliRunner()
-NASTY = 'z"><b>&amp;?before=x#/ y'
-"""A custom approval id needing both URL and HTML escaping (it sorts after UUIDv7 ids: newest)."""
-_HREF = re.compile(r'<a href="([^"]*)" rel="(first|next)">')
 
 
 @pytest.fixture(autouse=True)
@@ -59,11 +53,6 @@ def seed(store: SqliteStore, pending: int = 8, *, nasty: bool = True) -> tuple[s
     decided = store.request_approval(make_approval(run.id, "decided"), epoch=1)
     store.decide_approval(decided.id, approved=True, by="ann", reason=None, decided_at=decided.requested_at + 1)
     return run.id, sorted(ids, reverse=True)
-
-
-def links(page: str) -> dict[str, str]:
-    """The pager's links of an approvals page: ``first`` (Newest) and ``next`` (Older approvals)."""
-    return {rel: html.unescape(href) for href, rel in _HREF.findall(page)}
 
 
 def pending_ids(page: str) -> list[str]:
@@ -115,20 +104,14 @@ def test_ui_default_page_shows_every_approval_below_a_page(store: SqliteStore) -
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------
-def _cli(*args: str) -> str:
-    result = runner.invoke(cli_app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
 def test_cli_hint_gives_the_next_page_until_the_last(store: SqliteStore) -> None:
     run_id, expected = seed(store, 9)  # pages of 4, 4 and 1
     args = ["approvals", "list", "--run", run_id, "--limit", "4"]
     seen, pages = [], 0
     while pages < 5:  # bounded: a hint for the same page would loop
         pages += 1
-        seen += [a["id"] for a in json.loads(_cli(*args, "--json"))]
-        lines = _cli(*args).splitlines()
+        seen += [a["id"] for a in json.loads(cli(*args, "--json"))]
+        lines = cli(*args).splitlines()
         hints = [line for line in lines if line.startswith("Older approvals: ")]
         if not hints:
             break
@@ -138,25 +121,25 @@ def test_cli_hint_gives_the_next_page_until_the_last(store: SqliteStore) -> None
         assert f"--run={run_id}" in command and "--limit=4" in command
         args = command[1:]
     assert seen == expected and pages == 3  # each once, in order
-    last = shlex.split(_cli("approvals", "list", "--limit", "1").splitlines()[-1].removeprefix("Older approvals: "))
+    last = shlex.split(cli("approvals", "list", "--limit", "1").splitlines()[-1].removeprefix("Older approvals: "))
     assert last == ["agentspan", "approvals", "list", "--limit=1", f"--before={NASTY}"]
 
 
 def test_cli_before_status_and_json_unchanged(store: SqliteStore) -> None:
     _, expected = seed(store, 3, nasty=False)
-    listed_json = json.loads(_cli("approvals", "list", "--limit", "2", "--json"))
+    listed_json = json.loads(cli("approvals", "list", "--limit", "2", "--json"))
     assert isinstance(listed_json, list) and [a["id"] for a in listed_json] == expected[:2]  # no hint in JSON
-    assert [a["id"] for a in json.loads(_cli("approvals", "list", "--before", expected[1], "--json"))] == expected[2:]
-    table = _cli("approvals", "list", "--status", "all", "--limit", "2")
-    second = json.loads(_cli("approvals", "list", "--status", "all", "--limit", "2", "--json"))[-1]["id"]
+    assert [a["id"] for a in json.loads(cli("approvals", "list", "--before", expected[1], "--json"))] == expected[2:]
+    table = cli("approvals", "list", "--status", "all", "--limit", "2")
+    second = json.loads(cli("approvals", "list", "--status", "all", "--limit", "2", "--json"))[-1]["id"]
     hint = f"Older approvals: agentspan approvals list --status=all --limit=2 --before={second}"
     assert table.splitlines()[-1] == hint  # the filters kept
-    assert "Older approvals" in _cli("approvals", "list", "--limit", "3")  # a full page: there may be more
-    assert "Older approvals" not in _cli("approvals", "list", "--limit", "4")  # not full: the oldest is on it
-    assert "Older approvals" not in _cli("approvals", "list")
-    approved = json.loads(_cli("approvals", "list", "--status", "approved", "--before", "\uffff", "--json"))
+    assert "Older approvals" in cli("approvals", "list", "--limit", "3")  # a full page: there may be more
+    assert "Older approvals" not in cli("approvals", "list", "--limit", "4")  # not full: the oldest is on it
+    assert "Older approvals" not in cli("approvals", "list")
+    approved = json.loads(cli("approvals", "list", "--status", "approved", "--before", "\uffff", "--json"))
     assert [a["status"] for a in approved] == ["approved"]
-    assert json.loads(_cli("approvals", "list", "--status", "approved", "--before", approved[0]["id"], "--json")) == []
+    assert json.loads(cli("approvals", "list", "--status", "approved", "--before", approved[0]["id"], "--json")) == []
 
 
 def test_cli_through_a_server_lists_past_the_servers_page(store: SqliteStore,
@@ -167,8 +150,8 @@ def test_cli_through_a_server_lists_past_the_servers_page(store: SqliteStore,
     with thread_server(create_app(store)) as url:
         monkeypatch.setenv("AGENTSPAN_SERVER_URL", url)
         config.reset()
-        assert [a["id"] for a in json.loads(_cli("approvals", "list", "--limit", "5000", "--json"))] == expected
-        assert [a["id"] for a in json.loads(_cli("approvals", "list", "--before", expected[0], "--json"))] == (
+        assert [a["id"] for a in json.loads(cli("approvals", "list", "--limit", "5000", "--json"))] == expected
+        assert [a["id"] for a in json.loads(cli("approvals", "list", "--before", expected[0], "--json"))] == (
             expected[1:])
         config.reset()
 

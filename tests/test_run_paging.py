@@ -17,9 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from agentspan.cli import app as cli_app
 from agentspan.cli_render import printable
 from agentspan.errors import ConfigurationError
 from agentspan.records import Run, RunStatus
@@ -30,12 +28,8 @@ from agentspan.stores.sqlite import SqliteStore
 from agentspan.testing.conformance import make_run
 from agentspan_server.app import create_app
 
+from paging_support import NASTY, cli, links
 from server_support import thread_server
-
-runner = CliRunner()
-NASTY = 'z"><b>&amp;?before=x#/ y'
-"""A custom run id needing both URL and HTML escaping (it sorts after UUIDv7 ids: newest)."""
-_HREF = re.compile(r'<a href="([^"]*)" rel="(first|next)">')
 
 
 @pytest.fixture(autouse=True)
@@ -57,11 +51,6 @@ def seed(store: SqliteStore) -> list[str]:
     ids = [store.create_run(make_run(session_id="t1" if n % 5 else "t2"))[0].id for n in range(9)]
     store.create_run(make_run(id=NASTY, session_id="t1"))
     return sorted([NASTY, *(i for n, i in enumerate(ids) if n % 5)], reverse=True)
-
-
-def links(page: str) -> dict[str, str]:
-    """The pager's links of a runs page: ``first`` (Newest) and ``next`` (Older runs) to their URL."""
-    return {rel: html.unescape(href) for href, rel in _HREF.findall(page)}
 
 
 def listed(page: str) -> list[str]:
@@ -116,20 +105,14 @@ def test_ui_paging_keeps_the_status_filter(store: SqliteStore) -> None:
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------
-def _cli(*args: str) -> str:
-    result = runner.invoke(cli_app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
 def test_cli_hint_gives_the_next_page_until_the_last(store: SqliteStore) -> None:
     expected = seed(store)  # 9 runs of t1: pages of 4, 4 and 1
     args = ["runs", "list", "--session", "t1", "--limit", "4"]
     seen, pages = [], 0
     while pages < 5:  # bounded: a hint for the same page would loop
         pages += 1
-        seen += [r["id"] for r in json.loads(_cli(*args, "--json"))]
-        lines = _cli(*args).splitlines()
+        seen += [r["id"] for r in json.loads(cli(*args, "--json"))]
+        lines = cli(*args).splitlines()
         hints = [line for line in lines if line.startswith("Older runs: ")]
         if not hints:
             break
@@ -138,19 +121,19 @@ def test_cli_hint_gives_the_next_page_until_the_last(store: SqliteStore) -> None
         assert command[:3] == ["agentspan", "runs", "list"] and "--session=t1" in command and "--limit=4" in command
         args = command[1:]
     assert seen == expected and pages == 3  # each run once, in order
-    assert f"--before={NASTY}" in shlex.split(_cli("runs", "list", "--session", "t1", "--limit", "1").splitlines()[-1])
+    assert f"--before={NASTY}" in shlex.split(cli("runs", "list", "--session", "t1", "--limit", "1").splitlines()[-1])
 
 
 def test_cli_before_and_json_unchanged(store: SqliteStore) -> None:
     ids = [store.create_run(make_run(agent="-dash"))[0].id for _ in range(3)]
-    listed_json = json.loads(_cli("runs", "list", "--limit", "2", "--json"))
+    listed_json = json.loads(cli("runs", "list", "--limit", "2", "--json"))
     assert isinstance(listed_json, list) and [r["id"] for r in listed_json] == [ids[2], ids[1]]  # no hint in JSON
-    assert [r["id"] for r in json.loads(_cli("runs", "list", "--before", ids[1], "--json"))] == [ids[0]]
-    table = _cli("runs", "list", "--agent=-dash", "--limit", "2")
+    assert [r["id"] for r in json.loads(cli("runs", "list", "--before", ids[1], "--json"))] == [ids[0]]
+    table = cli("runs", "list", "--agent=-dash", "--limit", "2")
     assert table.splitlines()[-1] == f"Older runs: agentspan runs list --agent=-dash --limit=2 --before={ids[1]}"
-    assert "Older runs" in _cli("runs", "list", "--limit", "3")  # a full page: there may be more
-    assert "Older runs" not in _cli("runs", "list", "--limit", "4")  # not full: the oldest run is on it
-    assert "Older runs" not in _cli("runs", "list")
+    assert "Older runs" in cli("runs", "list", "--limit", "3")  # a full page: there may be more
+    assert "Older runs" not in cli("runs", "list", "--limit", "4")  # not full: the oldest run is on it
+    assert "Older runs" not in cli("runs", "list")
 
 
 # ---- HTTP API and RemoteStore ------------------------------------------------------------------------
@@ -213,14 +196,14 @@ def test_cli_hint_is_the_command_a_shell_reads_back_for_any_id(store: SqliteStor
     shell read as another position, so the next page repeated one or cycled)."""
     oldest = store.create_run(make_run(agent=f"agent {awkward}"))[0].id
     store.create_run(make_run(id=f"z{awkward} id", agent=f"agent {awkward}"))  # sorts after the UUIDv7 id: newest
-    hint = _cli("runs", "list", "--agent", f"agent {awkward}", "--limit", "1").splitlines()[-1]
+    hint = cli("runs", "list", "--agent", f"agent {awkward}", "--limit", "1").splitlines()[-1]
     assert hint.startswith("Older runs: agentspan runs list ")
     assert printable(hint) == hint and "\t" not in hint  # nothing raw reaches the terminal (an escape sequence)
     shell = subprocess.run(["bash", "-c", "printf '%s\\0' " + hint.removeprefix("Older runs: ")],
                            capture_output=True, check=True, env={**os.environ, "LC_ALL": "C"})  # any locale
     words = shell.stdout.decode().split("\0")[:-1]
     assert words[3:] == [f"--agent=agent {awkward}", "--limit=1", f"--before=z{awkward} id"]
-    assert [r["id"] for r in json.loads(_cli(*words[1:], "--json"))] == [oldest]
+    assert [r["id"] for r in json.loads(cli(*words[1:], "--json"))] == [oldest]
 
 
 class _StoreBeforePaging(MemoryStore):
