@@ -155,8 +155,8 @@ def environment() -> jinja2.Environment:
         pretty=format_json,
         preview=preview,
         usd=format_usd,
-        # a run's cost with its steps at hand: a lower bound where some model calls are unpriced
-        run_usd=lambda usd, steps: run_cost(usd, model_calls(steps)),
+        # a run's cost with its model calls counted (`model_calls`): a lower bound where some are unpriced
+        run_usd=run_cost,
         calls=model_calls,
         num=format_int,
         ms=format_ms,
